@@ -1,0 +1,74 @@
+//! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the
+//! database and object storage answer, and the schema is migrated). Load
+//! balancers route only to ready nodes, so readiness names what is missing.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let database = check_database(&state).await;
+    let storage = match tokio::time::timeout(state.probe_timeout, state.store.check()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "{} storage did not answer within {:?}",
+            state.store.backend_name(),
+            state.probe_timeout
+        )),
+    };
+    let status = |r: &Result<(), String>| match r {
+        Ok(()) => json!("ok"),
+        Err(e) => json!({ "error": e }),
+    };
+    let checks = json!({ "database": status(&database), "storage": status(&storage) });
+    let failed: Vec<String> = [("database", &database), ("storage", &storage)]
+        .into_iter()
+        .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
+        .collect();
+    if failed.is_empty() {
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "ready", "checks": checks })),
+        )
+            .into_response()
+    } else {
+        let body = json!({
+            "error": { "code": "not_ready", "message": failed.join("; ") },
+            "checks": checks,
+        });
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+async fn check_database(state: &AppState) -> Result<(), String> {
+    let ping = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.db);
+    match tokio::time::timeout(state.probe_timeout, ping).await {
+        Err(_) => Err(format!(
+            "database did not answer within {:?}",
+            state.probe_timeout
+        )),
+        Ok(Err(e)) => Err(format!("database unreachable: {e}")),
+        Ok(Ok(_)) if !state.schema_ready.load(Ordering::Acquire) => {
+            Err("database reachable but migrations are not applied yet".into())
+        }
+        Ok(Ok(_)) => Ok(()),
+    }
+}

@@ -1,0 +1,100 @@
+//! The router driven in-process (`oneshot`), against a real PostgreSQL
+//! database created per test by `#[sqlx::test]` and a real local-disk store.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use lectern_api::{router, AppState};
+use lectern_storage::FsStore;
+use sqlx::PgPool;
+use tower::ServiceExt;
+
+async fn state(db: PgPool, schema_ready: bool, dir: &tempfile::TempDir) -> AppState {
+    AppState {
+        db,
+        store: Arc::new(FsStore::open(dir.path()).await.unwrap()),
+        schema_ready: Arc::new(AtomicBool::new(schema_ready)),
+        probe_timeout: Duration::from_secs(2),
+    }
+}
+
+async fn call(
+    app: axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"));
+    (status, headers, json)
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn ready_when_database_and_storage_answer(db: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, body) = call(router(state(db, true, &dir).await), get("/readyz")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["checks"]["database"], "ok");
+    assert_eq!(body["checks"]["storage"], "ok");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn not_ready_until_migrations_are_applied(db: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, body) = call(router(state(db, false, &dir).await), get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body["error"]["code"], "not_ready");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("migrations"),
+        "{body}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn not_ready_when_storage_is_gone(db: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(db, true, &dir).await);
+    std::fs::remove_dir_all(dir.path()).unwrap();
+    let (status, _, body) = call(app, get("/readyz")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("storage"),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["database"], "ok");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unknown_routes_are_json_404s_with_request_ids(db: PgPool) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(state(db, true, &dir).await);
+    let (status, headers, body) = call(app.clone(), get("/no/such/thing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["error"]["code"], "not_found");
+    let generated = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(generated.len(), 36, "a uuid request id: {generated}");
+
+    let req = Request::get("/healthz")
+        .header("x-request-id", "partner-trace-42")
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = call(app, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    assert_eq!(headers["x-request-id"], "partner-trace-42");
+}

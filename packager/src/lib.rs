@@ -1,0 +1,630 @@
+//! HLS packaging: from encoded renditions (init segment + fMP4 media
+//! segments on disk) to the playlists players read, a `manifest.json` for
+//! Lectern's own use, and publishing the whole package to storage.
+//!
+//! This crate never looks inside media: the caller describes renditions with
+//! [`Rendition`] (codec strings, sizes, segment durations and byte counts)
+//! and the packager turns them into text. It depends on storage only.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use lectern_storage::{PutOptions, StorageError, Store};
+use m3u8_rs::{
+    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
+    MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
+};
+use serde::{Deserialize, Serialize};
+
+/// The master playlist's file name at the package root.
+pub const MASTER_PLAYLIST: &str = "master.m3u8";
+/// Each rendition's media playlist, inside the rendition's directory.
+pub const MEDIA_PLAYLIST: &str = "index.m3u8";
+pub const MANIFEST: &str = "manifest.json";
+/// The `GROUP-ID` every video variant uses for its audio.
+pub const AUDIO_GROUP: &str = "aac";
+/// Playlist version 7: fMP4 segments with `EXT-X-MAP` need at least 6.
+const HLS_VERSION: usize = 7;
+/// Segments shorter than this do not set the peak bandwidth: a final
+/// fragment of a few frames is mostly keyframe and would claim a rate the
+/// rung never sustains, steering players to a lower rung than needed.
+const MIN_PEAK_SEGMENT_S: f64 = 1.0;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("invalid package: {0}")]
+    Invalid(String),
+    #[error("package I/O error on {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("publishing {key}: {source}")]
+    Storage { key: String, source: StorageError },
+}
+
+impl PackageError {
+    /// Stable machine-readable code, as every Lectern error carries.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_package",
+            Self::Io { .. } => "io_error",
+            Self::Storage { .. } => "storage_error",
+        }
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenditionKind {
+    Video,
+    Audio,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Segment {
+    /// Relative to the rendition directory, e.g. `seg_00000.m4s`.
+    pub uri: String,
+    pub duration_s: f64,
+    pub bytes: u64,
+}
+
+/// One rendition as encoded: what players need to choose and fetch it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rendition {
+    pub kind: RenditionKind,
+    pub name: String,
+    /// Directory relative to the package root, `/`-separated: `v/720p`.
+    pub dir: String,
+    /// RFC 6381 codec string of the encoded stream, e.g. `avc1.64001f`.
+    pub codecs: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frame_rate: Option<f64>,
+    pub channels: Option<u16>,
+    /// The init segment, relative to the rendition directory.
+    pub init_uri: String,
+    pub segments: Vec<Segment>,
+}
+
+impl Rendition {
+    pub fn duration_s(&self) -> f64 {
+        self.segments.iter().map(|s| s.duration_s).sum()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.segments.iter().map(|s| s.bytes).sum()
+    }
+
+    /// Highest segment bit rate, bits/s (see [`MIN_PEAK_SEGMENT_S`]).
+    pub fn peak_bandwidth(&self) -> u64 {
+        let rate = |s: &&Segment| s.bytes as f64 * 8.0 / s.duration_s.max(1e-3);
+        let long_enough = self
+            .segments
+            .iter()
+            .filter(|s| s.duration_s >= MIN_PEAK_SEGMENT_S)
+            .map(|s| rate(&s))
+            .fold(0.0, f64::max);
+        let peak = if long_enough > 0.0 {
+            long_enough
+        } else {
+            self.segments.iter().map(|s| rate(&s)).fold(0.0, f64::max)
+        };
+        peak.ceil() as u64
+    }
+
+    /// Total bytes over total duration, bits/s.
+    pub fn average_bandwidth(&self) -> u64 {
+        let duration = self.duration_s();
+        if duration <= 0.0 {
+            return 0;
+        }
+        (self.bytes() as f64 * 8.0 / duration).ceil() as u64
+    }
+
+    fn playlist_uri(&self) -> String {
+        format!("{}/{MEDIA_PLAYLIST}", self.dir)
+    }
+}
+
+/// Everything one source was turned into.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Package {
+    /// Video rungs highest first, then audio (at most one audio rendition).
+    pub renditions: Vec<Rendition>,
+    /// Paths relative to the package root.
+    pub poster: Option<String>,
+    pub storyboard: Option<StoryboardFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoryboardFiles {
+    pub image: String,
+    pub vtt: String,
+}
+
+/// `manifest.json`: the package as Lectern's API and admin tools see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub master_playlist: String,
+    pub duration_s: f64,
+    pub renditions: Vec<ManifestRendition>,
+    pub poster: Option<String>,
+    pub storyboard: Option<StoryboardFiles>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestRendition {
+    #[serde(flatten)]
+    pub rendition: Rendition,
+    pub playlist: String,
+    pub duration_s: f64,
+    pub bytes: u64,
+    pub peak_bandwidth: u64,
+    pub average_bandwidth: u64,
+}
+
+/// Writes every media playlist, `master.m3u8` and `manifest.json` into
+/// `root` (where the renditions' files already are) and returns the manifest.
+pub fn write_hls(package: &Package, root: &Path) -> Result<Manifest, PackageError> {
+    validate(package)?;
+    for rendition in &package.renditions {
+        let path = root.join(&rendition.dir).join(MEDIA_PLAYLIST);
+        write_playlist(&path, |w| media_playlist(rendition).write_to(w))?;
+    }
+    write_playlist(&root.join(MASTER_PLAYLIST), |w| {
+        master_playlist(package).write_to(w)
+    })?;
+    let manifest = manifest(package);
+    let json = serde_json::to_vec_pretty(&manifest)
+        .map_err(|e| PackageError::Invalid(format!("manifest does not serialise: {e}")))?;
+    let path = root.join(MANIFEST);
+    std::fs::write(&path, json).map_err(io_error(&path))?;
+    Ok(manifest)
+}
+
+fn write_playlist(
+    path: &Path,
+    write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>,
+) -> Result<(), PackageError> {
+    let mut text = Vec::new();
+    write(&mut text).map_err(io_error(path))?;
+    std::fs::write(path, text).map_err(io_error(path))
+}
+
+fn validate(package: &Package) -> Result<(), PackageError> {
+    let audio = package
+        .renditions
+        .iter()
+        .filter(|r| r.kind == RenditionKind::Audio)
+        .count();
+    if package.renditions.is_empty() || audio > 1 {
+        return Err(PackageError::Invalid(format!(
+            "need at least one rendition and at most one audio rendition, got {} with {audio} audio",
+            package.renditions.len()
+        )));
+    }
+    for r in &package.renditions {
+        if r.segments.is_empty() {
+            return Err(PackageError::Invalid(format!(
+                "rendition {} has no segments",
+                r.name
+            )));
+        }
+        if r.segments.iter().any(|s| !(s.duration_s > 0.0)) {
+            return Err(PackageError::Invalid(format!(
+                "rendition {} has a segment without a positive duration",
+                r.name
+            )));
+        }
+        if r.kind == RenditionKind::Video && (r.width.is_none() || r.height.is_none()) {
+            return Err(PackageError::Invalid(format!(
+                "video rendition {} has no size",
+                r.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A VOD media playlist: every segment, exact durations, one `EXT-X-MAP`.
+pub fn media_playlist(rendition: &Rendition) -> MediaPlaylist {
+    let longest = rendition
+        .segments
+        .iter()
+        .map(|s| s.duration_s)
+        .fold(0.0, f64::max);
+    let segments = rendition
+        .segments
+        .iter()
+        .enumerate()
+        .map(|(i, s)| MediaSegment {
+            uri: s.uri.clone(),
+            duration: s.duration_s as f32,
+            // One map before the first segment applies to all that follow.
+            map: (i == 0).then(|| Map {
+                uri: rendition.init_uri.clone(),
+                ..Map::default()
+            }),
+            ..MediaSegment::default()
+        })
+        .collect();
+    MediaPlaylist {
+        version: Some(HLS_VERSION),
+        // The spec requires every EXTINF, rounded, to be ≤ the target; the
+        // ceiling of the longest satisfies that with no rounding subtleties.
+        target_duration: longest.ceil() as u64,
+        segments,
+        end_list: true,
+        playlist_type: Some(MediaPlaylistType::Vod),
+        independent_segments: true,
+        ..MediaPlaylist::default()
+    }
+}
+
+/// One variant per video rung (video + the audio group), then an audio-only
+/// variant; an audio-only package has just that one.
+pub fn master_playlist(package: &Package) -> MasterPlaylist {
+    let audio = package
+        .renditions
+        .iter()
+        .find(|r| r.kind == RenditionKind::Audio);
+    let videos: Vec<&Rendition> = package
+        .renditions
+        .iter()
+        .filter(|r| r.kind == RenditionKind::Video)
+        .collect();
+    let (audio_peak, audio_average) =
+        audio.map_or((0, 0), |a| (a.peak_bandwidth(), a.average_bandwidth()));
+
+    let mut variants: Vec<VariantStream> = videos
+        .iter()
+        .map(|v| VariantStream {
+            uri: v.playlist_uri(),
+            bandwidth: v.peak_bandwidth() + audio_peak,
+            average_bandwidth: Some(v.average_bandwidth() + audio_average),
+            codecs: Some(match audio {
+                Some(a) => format!("{},{}", v.codecs, a.codecs),
+                None => v.codecs.clone(),
+            }),
+            resolution: v.width.zip(v.height).map(|(w, h)| Resolution {
+                width: u64::from(w),
+                height: u64::from(h),
+            }),
+            // m3u8-rs prints f64 as is ("25"); the spec's form is three
+            // decimals, so it goes out as a raw attribute instead.
+            other_attributes: v.frame_rate.map(|fps| {
+                HashMap::from([(
+                    "FRAME-RATE".to_string(),
+                    QuotedOrUnquoted::Unquoted(format!("{fps:.3}")),
+                )])
+            }),
+            audio: audio.map(|_| AUDIO_GROUP.to_string()),
+            ..VariantStream::default()
+        })
+        .collect();
+    if let Some(a) = audio {
+        variants.push(VariantStream {
+            uri: a.playlist_uri(),
+            bandwidth: audio_peak,
+            average_bandwidth: Some(audio_average),
+            codecs: Some(a.codecs.clone()),
+            ..VariantStream::default()
+        });
+    }
+    let alternatives = match audio {
+        Some(a) if !videos.is_empty() => vec![AlternativeMedia {
+            media_type: AlternativeMediaType::Audio,
+            uri: Some(a.playlist_uri()),
+            group_id: AUDIO_GROUP.to_string(),
+            name: a.name.clone(),
+            default: true,
+            autoselect: true,
+            channels: a.channels.map(|c| c.to_string()),
+            ..AlternativeMedia::default()
+        }],
+        _ => Vec::new(),
+    };
+    MasterPlaylist {
+        version: Some(HLS_VERSION),
+        variants,
+        independent_segments: true,
+        alternatives,
+        ..MasterPlaylist::default()
+    }
+}
+
+pub fn manifest(package: &Package) -> Manifest {
+    let renditions: Vec<ManifestRendition> = package
+        .renditions
+        .iter()
+        .map(|r| ManifestRendition {
+            playlist: r.playlist_uri(),
+            duration_s: r.duration_s(),
+            bytes: r.bytes(),
+            peak_bandwidth: r.peak_bandwidth(),
+            average_bandwidth: r.average_bandwidth(),
+            rendition: r.clone(),
+        })
+        .collect();
+    Manifest {
+        master_playlist: MASTER_PLAYLIST.to_string(),
+        duration_s: renditions.iter().map(|r| r.duration_s).fold(0.0, f64::max),
+        renditions,
+        poster: package.poster.clone(),
+        storyboard: package.storyboard.clone(),
+    }
+}
+
+/// Content type and cache policy by file name. Segments, init segments and
+/// images never change once written (new encodes get new prefixes), so they
+/// are immutable for a year; VOD playlists may be re-packaged, so they are
+/// cached briefly; the manifest is Lectern's own index, cached least.
+pub fn put_options(file_name: &str) -> PutOptions {
+    const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+    let (content_type, cache_control) = match file_name.rsplit('.').next().unwrap_or_default() {
+        "m3u8" => ("application/vnd.apple.mpegurl", "public, max-age=300"),
+        "m4s" => ("video/iso.segment", IMMUTABLE),
+        "mp4" => ("video/mp4", IMMUTABLE),
+        "jpg" | "jpeg" => ("image/jpeg", IMMUTABLE),
+        "vtt" => ("text/vtt", "public, max-age=300"),
+        "json" => ("application/json", "public, max-age=60"),
+        _ => ("application/octet-stream", "public, max-age=300"),
+    };
+    PutOptions {
+        content_type: Some(content_type.to_string()),
+        cache_control: Some(cache_control.to_string()),
+    }
+}
+
+/// Uploads every file under `local_dir` to `store` under `prefix/`, media
+/// first, then media playlists, then the master playlist, the manifest last:
+/// a reader that finds a playlist always finds everything it references.
+/// Returns the keys written, in upload order.
+pub async fn publish(
+    local_dir: &Path,
+    store: &dyn Store,
+    prefix: &str,
+) -> Result<Vec<String>, PackageError> {
+    let mut files = Vec::new();
+    collect_files(local_dir, local_dir, &mut files)?;
+    let rank = |rel: &str| match rel {
+        MANIFEST => 3,
+        MASTER_PLAYLIST => 2,
+        _ if rel.ends_with(".m3u8") => 1,
+        _ => 0,
+    };
+    files.sort_by(|a, b| rank(a).cmp(&rank(b)).then_with(|| a.cmp(b)));
+    let prefix = prefix.trim_matches('/');
+    let mut keys = Vec::with_capacity(files.len());
+    for rel in files {
+        let key = if prefix.is_empty() {
+            rel.clone()
+        } else {
+            format!("{prefix}/{rel}")
+        };
+        let path = local_dir.join(&rel);
+        store
+            .put_file(&key, &path, put_options(&rel))
+            .await
+            .map_err(|source| PackageError::Storage {
+                key: key.clone(),
+                source,
+            })?;
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Relative `/`-separated paths of every regular file under `dir`.
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), PackageError> {
+    for entry in std::fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let path = entry.path();
+        let file_type = entry.file_type().map_err(io_error(&path))?;
+        if file_type.is_dir() {
+            collect_files(root, &path, out)?;
+        } else if file_type.is_file() {
+            let rel = path.strip_prefix(root).map_err(|_| {
+                PackageError::Invalid(format!("{} escapes the package", path.display()))
+            })?;
+            let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
+            out.push(parts.join("/"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segments(sizes: &[(f64, u64)]) -> Vec<Segment> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &(duration_s, bytes))| Segment {
+                uri: format!("seg_{i:05}.m4s"),
+                duration_s,
+                bytes,
+            })
+            .collect()
+    }
+
+    fn video(name: &str, height: u32, sizes: &[(f64, u64)]) -> Rendition {
+        Rendition {
+            kind: RenditionKind::Video,
+            name: name.into(),
+            dir: format!("v/{name}"),
+            codecs: "avc1.64001f".into(),
+            width: Some(height * 16 / 9),
+            height: Some(height),
+            frame_rate: Some(30000.0 / 1001.0),
+            channels: None,
+            init_uri: "init.mp4".into(),
+            segments: segments(sizes),
+        }
+    }
+
+    fn audio() -> Rendition {
+        Rendition {
+            kind: RenditionKind::Audio,
+            name: "audio".into(),
+            dir: "a/audio".into(),
+            codecs: "mp4a.40.2".into(),
+            width: None,
+            height: None,
+            frame_rate: None,
+            channels: Some(2),
+            init_uri: "init.mp4".into(),
+            segments: segments(&[(4.0, 64_000), (4.0, 64_000), (1.0, 16_000)]),
+        }
+    }
+
+    fn text(write: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> String {
+        let mut out = Vec::new();
+        write(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn media_playlist_is_vod_fmp4_with_exact_durations() {
+        let r = video(
+            "720p",
+            720,
+            &[(4.004, 1_000_000), (4.004, 900_000), (2.5, 400_000)],
+        );
+        let t = text(|w| media_playlist(&r).write_to(w));
+        for line in [
+            "#EXT-X-VERSION:7",
+            "#EXT-X-TARGETDURATION:5",
+            "#EXT-X-PLAYLIST-TYPE:VOD",
+            "#EXT-X-INDEPENDENT-SEGMENTS",
+            "#EXT-X-MAP:URI=\"init.mp4\"",
+            "#EXTINF:4.004,",
+            "#EXTINF:2.5,",
+            "#EXT-X-ENDLIST",
+        ] {
+            assert!(t.contains(line), "missing {line} in\n{t}");
+        }
+        assert_eq!(t.matches("#EXT-X-MAP").count(), 1);
+        // And it parses back.
+        let parsed = m3u8_rs::parse_media_playlist_res(t.as_bytes()).unwrap();
+        assert_eq!(parsed.segments.len(), 3);
+    }
+
+    #[test]
+    fn master_measures_bandwidth_and_lists_audio_last() {
+        // 720p: peak 1 MB over 4 s = 2 Mb/s; the 0.5 s tail does not count.
+        let package = Package {
+            renditions: vec![
+                video(
+                    "720p",
+                    720,
+                    &[(4.0, 1_000_000), (4.0, 500_000), (0.5, 200_000)],
+                ),
+                video(
+                    "360p",
+                    360,
+                    &[(4.0, 250_000), (4.0, 250_000), (0.5, 20_000)],
+                ),
+                audio(),
+            ],
+            poster: None,
+            storyboard: None,
+        };
+        let master = master_playlist(&package);
+        let t = text(|w| master.write_to(w));
+        assert!(t.contains("#EXT-X-INDEPENDENT-SEGMENTS"), "{t}");
+        assert!(t.contains("#EXT-X-MEDIA:TYPE=AUDIO,URI=\"a/audio/index.m3u8\",GROUP-ID=\"aac\",NAME=\"audio\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\""), "{t}");
+        assert_eq!(master.variants.len(), 3);
+        let top = &master.variants[0];
+        assert_eq!(top.bandwidth, 2_000_000 + 128_000);
+        // 1.7 MB over 8.5 s, plus the audio's 144 kB over 9 s.
+        assert_eq!(top.average_bandwidth, Some(1_600_000 + 128_000));
+        assert_eq!(top.codecs.as_deref(), Some("avc1.64001f,mp4a.40.2"));
+        assert_eq!(top.audio.as_deref(), Some("aac"));
+        assert!(t.contains("RESOLUTION=1280x720"), "{t}");
+        assert!(t.contains("FRAME-RATE=29.970"), "{t}");
+        let last = master.variants.last().unwrap();
+        assert_eq!(last.codecs.as_deref(), Some("mp4a.40.2"));
+        assert_eq!(last.uri, "a/audio/index.m3u8");
+        // Round trip through the parser players' tooling uses.
+        let parsed = m3u8_rs::parse_master_playlist_res(t.as_bytes()).unwrap();
+        assert_eq!(parsed.variants.len(), 3);
+        assert_eq!(parsed.alternatives.len(), 1);
+    }
+
+    #[test]
+    fn video_only_has_no_audio_group_and_audio_only_one_variant() {
+        let video_only = Package {
+            renditions: vec![video("360p", 360, &[(4.0, 100_000)])],
+            poster: None,
+            storyboard: None,
+        };
+        let master = master_playlist(&video_only);
+        assert_eq!(master.variants.len(), 1);
+        assert!(master.variants[0].audio.is_none());
+        assert!(master.alternatives.is_empty());
+
+        let audio_only = Package {
+            renditions: vec![audio()],
+            poster: None,
+            storyboard: None,
+        };
+        let master = master_playlist(&audio_only);
+        assert_eq!(master.variants.len(), 1);
+        assert!(master.alternatives.is_empty());
+        assert_eq!(master.variants[0].codecs.as_deref(), Some("mp4a.40.2"));
+    }
+
+    #[test]
+    fn content_types_and_cache_policies() {
+        let o = put_options("seg_00001.m4s");
+        assert_eq!(o.content_type.as_deref(), Some("video/iso.segment"));
+        assert!(o.cache_control.unwrap().contains("immutable"));
+        let o = put_options("index.m3u8");
+        assert_eq!(
+            o.content_type.as_deref(),
+            Some("application/vnd.apple.mpegurl")
+        );
+        assert!(!o.cache_control.unwrap().contains("immutable"));
+        assert_eq!(
+            put_options("init.mp4").content_type.as_deref(),
+            Some("video/mp4")
+        );
+        assert_eq!(
+            put_options("poster.jpg").content_type.as_deref(),
+            Some("image/jpeg")
+        );
+        assert_eq!(
+            put_options("storyboard.vtt").content_type.as_deref(),
+            Some("text/vtt")
+        );
+        assert_eq!(
+            put_options("manifest.json").content_type.as_deref(),
+            Some("application/json")
+        );
+    }
+
+    #[test]
+    fn rejects_empty_renditions() {
+        let package = Package {
+            renditions: vec![video("360p", 360, &[])],
+            poster: None,
+            storyboard: None,
+        };
+        let dir = std::env::temp_dir();
+        assert_eq!(
+            write_hls(&package, &dir).unwrap_err().code(),
+            "invalid_package"
+        );
+    }
+}

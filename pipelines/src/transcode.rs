@@ -1,0 +1,96 @@
+//! probe → plan → encode → package, for one local source file into one local
+//! directory. Publishing to storage and job durability sit above this.
+
+use std::path::Path;
+use std::time::Instant;
+
+use lectern_packager::{self as packager, Manifest, Package, PackageError};
+use lectern_transcoder::encode::{self, CancelFlag, EncodeOutput, EncodedRendition};
+use lectern_transcoder::{
+    ladder, probe, LadderPlan, LadderProfile, MediaError, MediaErrorCode, MediaInfo,
+};
+use serde::Serialize;
+
+/// Everything one transcode learned and produced; `lectern transcode` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TranscodeReport {
+    pub info: MediaInfo,
+    pub plan: LadderPlan,
+    pub encoded: EncodeOutput,
+    pub manifest: Manifest,
+    pub elapsed_s: f64,
+}
+
+/// Probes `source`, plans its ladder with `profile`, encodes it into
+/// `out_dir` and writes the HLS playlists and `manifest.json` next to the
+/// segments. Blocking. `progress` gets 0–100 during the encode.
+pub fn transcode_file(
+    source: &Path,
+    out_dir: &Path,
+    profile: &LadderProfile,
+    progress: &dyn Fn(f64),
+    cancel: &CancelFlag,
+) -> Result<TranscodeReport, MediaError> {
+    let started = Instant::now();
+    let info = probe::probe(source)?;
+    let plan = ladder::plan(&info, profile)?;
+    let encoded = encode::encode_ladder(source, &info, &plan, out_dir, progress, cancel)?;
+    let manifest = packager::write_hls(&package_of(&encoded), out_dir).map_err(package_error)?;
+    Ok(TranscodeReport {
+        info,
+        plan,
+        encoded,
+        manifest,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The packager's view of the encode: it never depends on the transcoder.
+pub fn package_of(encoded: &EncodeOutput) -> Package {
+    Package {
+        renditions: encoded.renditions.iter().map(rendition_of).collect(),
+        poster: encoded.poster.clone(),
+        storyboard: encoded
+            .storyboard
+            .as_ref()
+            .map(|s| packager::StoryboardFiles {
+                image: s.image.clone(),
+                vtt: s.vtt.clone(),
+            }),
+    }
+}
+
+fn rendition_of(r: &EncodedRendition) -> packager::Rendition {
+    packager::Rendition {
+        kind: match r.kind {
+            encode::RenditionKind::Video => packager::RenditionKind::Video,
+            encode::RenditionKind::Audio => packager::RenditionKind::Audio,
+        },
+        name: r.name.clone(),
+        dir: r.dir.clone(),
+        codecs: r.codecs.clone(),
+        width: r.width,
+        height: r.height,
+        frame_rate: r.frame_rate.map(|f| f.as_f64()),
+        channels: r.channels,
+        init_uri: r.init_file.clone(),
+        segments: r
+            .segments
+            .iter()
+            .map(|s| packager::Segment {
+                uri: s.file_name.clone(),
+                duration_s: s.duration_s,
+                bytes: s.bytes,
+            })
+            .collect(),
+    }
+}
+
+fn package_error(e: PackageError) -> MediaError {
+    let code = match e {
+        PackageError::Io { .. } | PackageError::Storage { .. } => MediaErrorCode::Io,
+        // The encoder handed over something unplayable: our bug, not the input's.
+        PackageError::Invalid(_) => MediaErrorCode::Internal,
+    };
+    MediaError::new(code, e.to_string())
+}

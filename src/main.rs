@@ -1,0 +1,116 @@
+//! `lectern`: the one binary. Each subcommand wires the crates together;
+//! no business logic lives here.
+
+mod config;
+mod database;
+mod embedded_pg;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "lectern",
+    version,
+    about = "Lectern: a video learning platform core"
+)]
+struct Cli {
+    /// TOML configuration file; environment variables override it.
+    #[arg(long, global = true, env = "LECTERN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP API (and, in embedded mode, an in-process worker).
+    Serve,
+    /// Run a pipeline worker that transcodes queued assets.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Transcode a sample and serve it to watch in a browser.
+    Demo,
+    /// Transcode a file into an HLS ladder in a directory.
+    Transcode {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "default")]
+        profile: String,
+    },
+    /// Print what a media file contains, as JSON.
+    Probe { file: PathBuf },
+    /// Operator commands: organisations, keys, users, audit.
+    Admin {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Exit status for bad input: configuration, usage, or media.
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("lectern: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    init_tracing(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lectern: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Migrate => serve::migrate(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Demo => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Worker => Ok(not_yet("worker", "the durable pipeline")),
+            Command::Transcode { .. } => Ok(not_yet("transcode", "the video core")),
+            Command::Probe { .. } => Ok(not_yet("probe", "the video core")),
+            Command::Admin { .. } => Ok(not_yet("admin", "identity and ingest")),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("lectern: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn not_yet(command: &str, arrives_with: &str) -> ExitCode {
+    eprintln!("lectern {command}: not yet available (it arrives with {arrives_with})");
+    ExitCode::from(EXIT_BAD_INPUT)
+}
+
+fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("LECTERN_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,211 @@
+//! One libavformat `hls` muxer per rendition, fed with already-encoded
+//! packets from an appsink: it cuts fMP4 (CMAF-style) segments at our
+//! keyframes and writes `init.mp4` + `seg_NNNNN.m4s`. GStreamer 1.22 on
+//! Debian has no isofmp4mux/cmafmux, and libavformat's fMP4 writer is the
+//! one every player is tested against, so packets cross over here.
+//!
+//! The playlist libavformat writes is only read back for the segment list;
+//! the published playlists come from the packager.
+
+use std::path::{Path, PathBuf};
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg_next::ffi;
+
+use super::EncodedSegment;
+use crate::error::{MediaError, MediaErrorCode};
+
+/// libavformat's own playlist, read back by [`RenditionMuxer::finish`] and removed.
+const SCRATCH_PLAYLIST: &str = "libav-index.m3u8";
+pub(crate) const INIT_FILE: &str = "init.mp4";
+
+/// What libavformat needs to know about the encoded stream besides its
+/// configuration record (avcC / AudioSpecificConfig).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StreamParams {
+    Video { width: u32, height: u32 },
+    Audio { sample_rate: u32, channels: u16 },
+}
+
+pub(crate) struct RenditionMuxer {
+    output: ffmpeg::format::context::Output,
+    dir: PathBuf,
+    /// The stream time base libavformat settled on in `write_header`.
+    time_base: ffmpeg::Rational,
+    first_pts_ns: Option<i64>,
+}
+
+fn mux_error(what: &str, dir: &Path, e: ffmpeg::Error) -> MediaError {
+    let code = match e {
+        // Real errno values (ENOSPC, EACCES…) are the filesystem's fault.
+        ffmpeg::Error::Other { .. } => MediaErrorCode::Io,
+        _ => MediaErrorCode::Internal,
+    };
+    MediaError::new(code, format!("{what} in {}: {e}", dir.display()))
+}
+
+impl RenditionMuxer {
+    /// `segment_time_s` is where libavformat may cut: it cuts at the first
+    /// keyframe at or after each multiple of it, so callers pass slightly
+    /// less than the keyframe interval to cut at every keyframe.
+    pub(crate) fn open(
+        dir: &Path,
+        params: StreamParams,
+        codec_config: &[u8],
+        segment_time_s: f64,
+    ) -> Result<Self, MediaError> {
+        let playlist = dir.join(SCRATCH_PLAYLIST);
+        let mut output = ffmpeg::format::output_as(&playlist, "hls")
+            .map_err(|e| mux_error("opening the HLS muxer", dir, e))?;
+
+        let mut codecpar = ffmpeg::codec::Parameters::new();
+        // SAFETY: `codecpar` owns a freshly allocated AVCodecParameters that
+        // nothing else references. ffmpeg-next has no setters for these
+        // fields; extradata must come from av_malloc (with the zeroed padding
+        // libavcodec's bitstream readers require) because
+        // avcodec_parameters_free releases it with av_free.
+        unsafe {
+            let p = codecpar.as_mut_ptr();
+            match params {
+                StreamParams::Video { width, height } => {
+                    (*p).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                    (*p).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
+                    (*p).width = width as i32;
+                    (*p).height = height as i32;
+                }
+                StreamParams::Audio {
+                    sample_rate,
+                    channels,
+                } => {
+                    (*p).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_AUDIO;
+                    (*p).codec_id = ffi::AVCodecID::AV_CODEC_ID_AAC;
+                    (*p).sample_rate = sample_rate as i32;
+                    (*p).frame_size = 1024;
+                    ffi::av_channel_layout_default(&mut (*p).ch_layout, i32::from(channels));
+                }
+            }
+            let padded = codec_config.len() + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+            let extradata = ffi::av_mallocz(padded) as *mut u8;
+            if extradata.is_null() {
+                return Err(MediaError::new(
+                    MediaErrorCode::Internal,
+                    "out of memory for codec extradata",
+                ));
+            }
+            std::ptr::copy_nonoverlapping(codec_config.as_ptr(), extradata, codec_config.len());
+            (*p).extradata = extradata;
+            (*p).extradata_size = codec_config.len() as i32;
+        }
+
+        {
+            let mut stream = output
+                .add_stream(ffmpeg::codec::Id::None)
+                .map_err(|e| mux_error("adding a stream", dir, e))?;
+            stream.set_parameters(codecpar);
+            // A hint only: mov picks its own timescale, read back below.
+            stream.set_time_base(match params {
+                StreamParams::Video { .. } => ffmpeg::Rational::new(1, 90_000),
+                StreamParams::Audio { sample_rate, .. } => {
+                    ffmpeg::Rational::new(1, sample_rate as i32)
+                }
+            });
+        }
+
+        let mut options = ffmpeg::Dictionary::new();
+        options.set("hls_time", &format!("{segment_time_s:.6}"));
+        options.set("hls_segment_type", "fmp4");
+        options.set("hls_fmp4_init_filename", INIT_FILE);
+        options.set(
+            "hls_segment_filename",
+            &dir.join("seg_%05d.m4s").to_string_lossy(),
+        );
+        options.set("hls_playlist_type", "vod");
+        options.set("hls_list_size", "0");
+        options.set("hls_flags", "independent_segments");
+        output
+            .write_header_with(options)
+            .map_err(|e| mux_error("writing the HLS header", dir, e))?;
+        let time_base = output
+            .stream(0)
+            .map(|s| s.time_base())
+            .ok_or_else(|| MediaError::new(MediaErrorCode::Internal, "muxer lost its stream"))?;
+
+        Ok(Self {
+            output,
+            dir: dir.to_path_buf(),
+            time_base,
+            first_pts_ns: None,
+        })
+    }
+
+    fn to_time_base(&self, ns: i64) -> i64 {
+        let num = i128::from(self.time_base.numerator());
+        let den = i128::from(self.time_base.denominator());
+        let scaled = i128::from(ns) * den;
+        let divisor = num * 1_000_000_000;
+        // Round to nearest so 1/30 s frame boundaries stay exact.
+        ((scaled + scaled.signum() * divisor / 2) / divisor) as i64
+    }
+
+    /// Timestamps are pipeline running time in nanoseconds, the same clock
+    /// for every rendition, which is what keeps segments aligned across rungs.
+    pub(crate) fn write(
+        &mut self,
+        pts_ns: i64,
+        dts_ns: i64,
+        duration_ns: Option<i64>,
+        keyframe: bool,
+        data: &[u8],
+    ) -> Result<(), MediaError> {
+        self.first_pts_ns.get_or_insert(pts_ns);
+        let mut packet = ffmpeg::Packet::copy(data);
+        packet.set_stream(0);
+        packet.set_pts(Some(self.to_time_base(pts_ns)));
+        packet.set_dts(Some(self.to_time_base(dts_ns)));
+        if let Some(d) = duration_ns {
+            packet.set_duration(self.to_time_base(d));
+        }
+        if keyframe {
+            packet.set_flags(ffmpeg::codec::packet::Flags::KEY);
+        }
+        packet
+            .write_interleaved(&mut self.output)
+            .map_err(|e| mux_error("writing a packet", &self.dir, e))
+    }
+
+    /// Flushes the last segment and returns every segment in order.
+    pub(crate) fn finish(mut self) -> Result<Vec<EncodedSegment>, MediaError> {
+        self.output
+            .write_trailer()
+            .map_err(|e| mux_error("finishing the HLS output", &self.dir, e))?;
+        let playlist_path = self.dir.join(SCRATCH_PLAYLIST);
+        let playlist = std::fs::read_to_string(&playlist_path)?;
+        std::fs::remove_file(&playlist_path)?;
+
+        let mut start_s = self.first_pts_ns.unwrap_or(0) as f64 / 1e9;
+        let mut segments = Vec::new();
+        let mut pending_duration = None;
+        for line in playlist.lines() {
+            if let Some(rest) = line.strip_prefix("#EXTINF:") {
+                let value = rest.split(',').next().unwrap_or_default();
+                pending_duration = value.trim().parse::<f64>().ok();
+            } else if !line.starts_with('#') && !line.trim().is_empty() {
+                let duration_s = pending_duration.take().ok_or_else(|| {
+                    MediaError::new(
+                        MediaErrorCode::Internal,
+                        format!("libavformat playlist has a segment without EXTINF: {line}"),
+                    )
+                })?;
+                let bytes = std::fs::metadata(self.dir.join(line))?.len();
+                segments.push(EncodedSegment {
+                    file_name: line.to_string(),
+                    duration_s,
+                    bytes,
+                    start_s,
+                });
+                start_s += duration_s;
+            }
+        }
+        Ok(segments)
+    }
+}

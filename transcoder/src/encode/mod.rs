@@ -1,0 +1,935 @@
+//! The GStreamer decode-once / encode-many ladder.
+//!
+//! One pipeline per source: `filesrc ! decodebin3`, the video decoded once,
+//! converted to 8-bit I420 and auto-rotated once, then a `tee` with one
+//! `queue`d branch per rung (so rungs encode on their own threads) plus two
+//! low-rate thumbnail branches; audio is downmixed to stereo and AAC-encoded
+//! once. Encoded packets leave through appsinks into one libavformat fMP4
+//! HLS muxer per rendition ([`hls_mux`]). The plan decides everything; this
+//! module only executes it.
+
+mod codec_string;
+mod hls_mux;
+mod thumbnails;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once, OnceLock};
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MediaError, MediaErrorCode};
+use crate::ladder::{AudioRendition, LadderPlan, VideoRendition};
+use crate::media_info::{MediaInfo, Rational};
+use hls_mux::{RenditionMuxer, StreamParams};
+use thumbnails::{PosterPicker, RgbFrame, StoryboardLayout};
+
+/// A truncated or damaged file can leave GStreamer waiting for data that
+/// never comes; if no sink advances for this long the encode is abandoned.
+const STALL_TIMEOUT: Duration = Duration::from_secs(30);
+const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+const BUS_POLL: Duration = Duration::from_millis(100);
+/// The poster is taken this far into the video, past most black intros.
+const POSTER_POSITION: f64 = 0.10;
+
+/// Set from any thread to stop an encode; the bus loop notices within
+/// [`BUS_POLL`] and returns `cancelled`.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RenditionKind {
+    Video,
+    Audio,
+}
+
+/// One fMP4 media segment as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodedSegment {
+    /// File name inside the rendition directory, e.g. `seg_00000.m4s`.
+    pub file_name: String,
+    pub duration_s: f64,
+    pub bytes: u64,
+    /// Presentation time of the segment's first frame.
+    pub start_s: f64,
+}
+
+/// One encoded rendition: an init segment plus media segments in `dir`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodedRendition {
+    pub kind: RenditionKind,
+    pub name: String,
+    /// Relative to the encode's `out_dir`, `/`-separated: `v/720p`, `a/aac`.
+    pub dir: String,
+    pub init_file: String,
+    pub segments: Vec<EncodedSegment>,
+    /// RFC 6381 codec string read from the encoded stream, e.g. `avc1.64001f`.
+    pub codecs: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub frame_rate: Option<Rational>,
+    pub channels: Option<u16>,
+    pub sample_rate: Option<u32>,
+}
+
+/// A sprite of thumbnails and the WebVTT track that points into it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Storyboard {
+    /// File names relative to `out_dir`.
+    pub image: String,
+    pub vtt: String,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    pub columns: u32,
+    pub rows: u32,
+    pub tiles: u32,
+    pub interval_s: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncodeOutput {
+    /// Video rungs highest first, then the audio rendition.
+    pub renditions: Vec<EncodedRendition>,
+    /// Poster JPEG relative to `out_dir`; none for audio-only sources.
+    pub poster: Option<String>,
+    pub storyboard: Option<Storyboard>,
+}
+
+/// The first error wins: later ones are usually consequences of it.
+#[derive(Default)]
+struct FirstError(Mutex<Option<MediaError>>);
+
+impl FirstError {
+    fn record(&self, error: MediaError) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(error);
+    }
+
+    fn take(&self) -> Option<MediaError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+/// The zero point shared by every rendition. x264 with B-frames emits its
+/// first DTS before its first PTS (negative running time), and the fMP4
+/// muxer cannot store a negative decode time, so it would shift video alone
+/// and leave audio a few frames early. Instead every rendition subtracts the
+/// same origin: the first video DTS when negative, else 0.
+struct Timeline {
+    expects_video: bool,
+    origin_ns: OnceLock<i64>,
+}
+
+impl Timeline {
+    fn origin(&self) -> Option<i64> {
+        if self.expects_video {
+            self.origin_ns.get().copied()
+        } else {
+            Some(0)
+        }
+    }
+
+    fn origin_from_video(&self, first_dts_ns: i64) -> i64 {
+        *self.origin_ns.get_or_init(|| first_dts_ns.min(0))
+    }
+}
+
+/// An encoded packet's timing, in pipeline running time (ns): the one clock
+/// all branches share; encoders may shift buffer timestamps, not running time.
+struct PacketTiming {
+    pts_ns: i64,
+    dts_ns: i64,
+    duration_ns: Option<i64>,
+    keyframe: bool,
+}
+
+impl PacketTiming {
+    fn of(sample: &gst::Sample) -> Option<Self> {
+        let buffer = sample.buffer()?;
+        let segment = sample.segment()?.downcast_ref::<gst::ClockTime>()?;
+        let running_ns = |t: gst::ClockTime| -> Option<i64> {
+            segment.to_running_time_full(t).map(|s| match s {
+                gst::Signed::Positive(t) => t.nseconds() as i64,
+                gst::Signed::Negative(t) => -(t.nseconds() as i64),
+            })
+        };
+        let pts_ns = buffer.pts().and_then(running_ns)?;
+        Some(Self {
+            pts_ns,
+            dts_ns: buffer.dts().and_then(running_ns).unwrap_or(pts_ns),
+            duration_ns: buffer.duration().map(|d| d.nseconds() as i64),
+            keyframe: !buffer.flags().contains(gst::BufferFlags::DELTA_UNIT),
+        })
+    }
+}
+
+/// An appsink's end of one rendition: opens the muxer on the first sample
+/// (the codec configuration only exists once the encoder has started).
+struct RenditionSink {
+    kind: RenditionKind,
+    name: String,
+    dir: String,
+    dir_abs: PathBuf,
+    segment_time_s: f64,
+    frame_rate: Option<Rational>,
+    timeline: Arc<Timeline>,
+    state: Mutex<SinkState>,
+}
+
+#[derive(Default)]
+struct SinkState {
+    muxing: Option<Muxing>,
+    /// Audio held back until the video has fixed the timeline origin.
+    pending: Vec<gst::Sample>,
+}
+
+struct Muxing {
+    muxer: RenditionMuxer,
+    codecs: String,
+    params: StreamParams,
+}
+
+impl RenditionSink {
+    fn handle(&self, sample: gst::Sample) -> Result<(), MediaError> {
+        let timing = PacketTiming::of(&sample).ok_or_else(|| {
+            MediaError::new(
+                MediaErrorCode::Internal,
+                format!(
+                    "{}: encoded sample without buffer, segment or PTS",
+                    self.name
+                ),
+            )
+        })?;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let origin = match self.kind {
+            RenditionKind::Video => Some(self.timeline.origin_from_video(timing.dts_ns)),
+            RenditionKind::Audio => self.timeline.origin(),
+        };
+        let Some(origin) = origin else {
+            state.pending.push(sample);
+            return Ok(());
+        };
+        for held in std::mem::take(&mut state.pending) {
+            if let Some(held_timing) = PacketTiming::of(&held) {
+                self.write(&mut state, &held, &held_timing, origin)?;
+            }
+        }
+        self.write(&mut state, &sample, &timing, origin)
+    }
+
+    fn write(
+        &self,
+        state: &mut SinkState,
+        sample: &gst::Sample,
+        timing: &PacketTiming,
+        origin_ns: i64,
+    ) -> Result<(), MediaError> {
+        let muxing = match &mut state.muxing {
+            Some(muxing) => muxing,
+            empty => empty.insert(self.open(sample)?),
+        };
+        let map = sample
+            .buffer()
+            .and_then(|b| b.map_readable().ok())
+            .ok_or_else(|| {
+                MediaError::new(
+                    MediaErrorCode::Internal,
+                    format!("{}: cannot map an encoded buffer", self.name),
+                )
+            })?;
+        muxing.muxer.write(
+            timing.pts_ns - origin_ns,
+            timing.dts_ns - origin_ns,
+            timing.duration_ns,
+            timing.keyframe,
+            map.as_slice(),
+        )
+    }
+
+    fn open(&self, sample: &gst::Sample) -> Result<Muxing, MediaError> {
+        let internal = |what: &str| {
+            MediaError::new(MediaErrorCode::Internal, format!("{}: {what}", self.name))
+        };
+        let caps = sample
+            .caps()
+            .ok_or_else(|| internal("sample without caps"))?;
+        let s = caps.structure(0).ok_or_else(|| internal("empty caps"))?;
+        let codec_data = s
+            .get::<gst::Buffer>("codec_data")
+            .map_err(|_| internal("encoded caps carry no codec_data"))?;
+        let codec_data = codec_data
+            .map_readable()
+            .map_err(|_| internal("cannot map codec_data"))?;
+        let int = |field: &str| -> Result<u32, MediaError> {
+            s.get::<i32>(field)
+                .map(|v| v as u32)
+                .map_err(|_| internal(&format!("encoded caps lack {field}")))
+        };
+        let (params, codecs) = match self.kind {
+            RenditionKind::Video => (
+                StreamParams::Video {
+                    width: int("width")?,
+                    height: int("height")?,
+                },
+                codec_string::avc1_from_avcc(&codec_data)?,
+            ),
+            RenditionKind::Audio => (
+                StreamParams::Audio {
+                    sample_rate: int("rate")?,
+                    channels: int("channels")? as u16,
+                },
+                codec_string::mp4a_from_audio_specific_config(&codec_data)?,
+            ),
+        };
+        let muxer = RenditionMuxer::open(&self.dir_abs, params, &codec_data, self.segment_time_s)?;
+        Ok(Muxing {
+            muxer,
+            codecs,
+            params,
+        })
+    }
+
+    fn finish(&self) -> Result<EncodedRendition, MediaError> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Audio still held means no video packet ever came: keep audio's own time.
+        let origin = self.timeline.origin().unwrap_or(0);
+        for held in std::mem::take(&mut state.pending) {
+            if let Some(timing) = PacketTiming::of(&held) {
+                self.write(&mut state, &held, &timing, origin)?;
+            }
+        }
+        let muxing = state.muxing.take().ok_or_else(|| {
+            MediaError::new(
+                MediaErrorCode::CorruptMedia,
+                format!("no {:?} could be decoded for {}", self.kind, self.name),
+            )
+        })?;
+        let segments = muxing.muxer.finish()?;
+        let (width, height, channels, sample_rate) = match muxing.params {
+            StreamParams::Video { width, height } => (Some(width), Some(height), None, None),
+            StreamParams::Audio {
+                sample_rate,
+                channels,
+            } => (None, None, Some(channels), Some(sample_rate)),
+        };
+        Ok(EncodedRendition {
+            kind: self.kind,
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            init_file: hls_mux::INIT_FILE.to_string(),
+            segments,
+            codecs: muxing.codecs,
+            width,
+            height,
+            frame_rate: self.frame_rate,
+            channels,
+            sample_rate,
+        })
+    }
+}
+
+fn init() -> Result<(), MediaError> {
+    static FFMPEG_LOG: Once = Once::new();
+    gst::init().map_err(|e| {
+        MediaError::new(
+            MediaErrorCode::Internal,
+            format!("GStreamer init failed: {e}"),
+        )
+    })?;
+    ffmpeg_next::init().map_err(|e| {
+        MediaError::new(MediaErrorCode::Internal, format!("FFmpeg init failed: {e}"))
+    })?;
+    // The hls muxer logs every segment it opens at info level.
+    FFMPEG_LOG
+        .call_once(|| ffmpeg_next::util::log::set_level(ffmpeg_next::util::log::Level::Warning));
+    Ok(())
+}
+
+fn make(factory: &str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory).build().map_err(|_| {
+        MediaError::new(
+            MediaErrorCode::Internal,
+            format!("GStreamer element {factory} is not installed"),
+        )
+    })
+}
+
+fn capsfilter(caps: gst::Caps) -> Result<gst::Element, MediaError> {
+    let filter = make("capsfilter")?;
+    filter.set_property("caps", caps);
+    Ok(filter)
+}
+
+fn link_error(what: &str) -> MediaError {
+    MediaError::new(MediaErrorCode::Internal, format!("cannot link {what}"))
+}
+
+/// Adds `elements` to the pipeline and links them in order.
+fn add_chain(pipeline: &gst::Pipeline, elements: &[gst::Element]) -> Result<(), MediaError> {
+    pipeline
+        .add_many(elements)
+        .map_err(|_| link_error("(adding elements)"))?;
+    gst::Element::link_many(elements).map_err(|_| {
+        let names: Vec<_> = elements.iter().map(|e| e.name().to_string()).collect();
+        link_error(&names.join(" ! "))
+    })
+}
+
+fn make_appsink(
+    caps: gst::Caps,
+    on_sample: impl Fn(gst::Sample) -> Result<(), MediaError> + Send + Sync + 'static,
+    errors: Arc<FirstError>,
+) -> gst::Element {
+    gst_app::AppSink::builder()
+        .caps(&caps)
+        // Encoding runs as fast as it can; nothing is displayed.
+        .sync(false)
+        // Back-pressure instead of unbounded memory if a muxer is slow.
+        .max_buffers(64)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    on_sample(sample).map_err(|e| {
+                        errors.record(e);
+                        gst::FlowError::Error
+                    })?;
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build()
+        .upcast()
+}
+
+fn rendition_sink(
+    kind: RenditionKind,
+    name: &str,
+    out_dir: &Path,
+    segment_time_s: f64,
+    frame_rate: Option<Rational>,
+    timeline: &Arc<Timeline>,
+) -> Result<Arc<RenditionSink>, MediaError> {
+    let dir = match kind {
+        RenditionKind::Video => format!("v/{name}"),
+        RenditionKind::Audio => format!("a/{name}"),
+    };
+    let dir_abs = out_dir.join(&dir);
+    std::fs::create_dir_all(&dir_abs)?;
+    Ok(Arc::new(RenditionSink {
+        kind,
+        name: name.to_string(),
+        dir,
+        dir_abs,
+        segment_time_s,
+        frame_rate,
+        timeline: timeline.clone(),
+        state: Mutex::default(),
+    }))
+}
+
+/// Queue → rate → scale → exact caps → x264 → avcC H.264 → appsink.
+fn video_rung_branch(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    rung: &VideoRendition,
+    sink: Arc<RenditionSink>,
+    errors: Arc<FirstError>,
+) -> Result<(), MediaError> {
+    let fr = gst::Fraction::new(rung.frame_rate.num, rung.frame_rate.den);
+    let raw_caps = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field("width", rung.width as i32)
+        .field("height", rung.height as i32)
+        .field("framerate", fr)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let scale = make("videoscale")?;
+    // Rung sizes are rounded to even numbers; stretch by that sub-pixel
+    // amount rather than add a black border line.
+    scale.set_property("add-borders", false);
+
+    let x264 = make("x264enc")?;
+    let bad = |what: &str, value: &str| {
+        MediaError::new(
+            MediaErrorCode::Internal,
+            format!("rung {}: invalid x264 {what} {value:?}", rung.name),
+        )
+    };
+    set_from_str(&x264, "speed-preset", &rung.x264_preset)
+        .map_err(|()| bad("preset", &rung.x264_preset))?;
+    // Capped CRF: `pass=qual` makes `quantizer` the CRF and `bitrate` the VBV
+    // max rate; the buffer is given in milliseconds of that rate.
+    set_from_str(&x264, "pass", "qual").map_err(|()| bad("pass", "qual"))?;
+    x264.set_property("quantizer", u32::from(rung.crf));
+    x264.set_property("bitrate", rung.maxrate_kbps);
+    let buffer_ms = (u64::from(rung.bufsize_kbps) * 1000 / u64::from(rung.maxrate_kbps.max(1)))
+        .clamp(1, 10_000) as u32;
+    x264.set_property("vbv-buf-capacity", buffer_ms);
+    x264.set_property("key-int-max", rung.keyframe_interval_frames);
+    if let Some(tune) = &rung.x264_tune {
+        // x264enc splits x264's tunes into two properties.
+        let property = match tune.as_str() {
+            "stillimage" | "fastdecode" | "zerolatency" => "tune",
+            _ => "psy-tune",
+        };
+        set_from_str(&x264, property, tune).map_err(|()| bad("tune", tune))?;
+    }
+    // Keyframes exactly every N frames and nowhere else, in every rung, so
+    // segments from all rungs start at the same timestamps and players can
+    // switch rungs at any segment boundary.
+    let k = rung.keyframe_interval_frames;
+    let mut options = format!("scenecut=0:keyint={k}:min-keyint={k}");
+    if !rung.h264_level.is_empty() {
+        options.push_str(&format!(":level={}", rung.h264_level));
+    }
+    x264.set_property("option-string", options);
+
+    let h264_caps = gst::Caps::builder("video/x-h264")
+        .field("profile", rung.h264_profile.as_str())
+        .field("stream-format", "avc")
+        .field("alignment", "au")
+        .build();
+    let appsink = make_appsink(
+        gst::Caps::builder("video/x-h264")
+            .field("stream-format", "avc")
+            .field("alignment", "au")
+            .build(),
+        move |sample| sink.handle(sample),
+        errors,
+    );
+    let chain = [
+        make("queue")?,
+        make("videorate")?,
+        scale,
+        capsfilter(raw_caps)?,
+        x264,
+        capsfilter(h264_caps)?,
+        make("h264parse")?,
+        appsink,
+    ];
+    add_chain(pipeline, &chain)?;
+    tee.link(&chain[0])
+        .map_err(|_| link_error(&format!("tee to rung {}", rung.name)))
+}
+
+/// Validates a string against an enum/flags property instead of letting
+/// `set_property_from_str` panic on a typo in an operator's profile.
+fn set_from_str(element: &gst::Element, property: &str, value: &str) -> Result<(), ()> {
+    let pspec = element.find_property(property).ok_or(())?;
+    let value = gst::glib::Value::deserialize(value, pspec.value_type()).map_err(|_| ())?;
+    element.set_property_from_value(property, &value);
+    Ok(())
+}
+
+/// Queue → low frame rate → scaled RGB → appsink, for poster and storyboard.
+fn thumbnail_branch(
+    pipeline: &gst::Pipeline,
+    tee: &gst::Element,
+    (width, height): (u32, u32),
+    frame_rate: gst::Fraction,
+    on_frame: impl Fn(RgbFrame) + Send + Sync + 'static,
+    errors: Arc<FirstError>,
+) -> Result<(), MediaError> {
+    let caps = gst::Caps::builder("video/x-raw")
+        .field("format", "RGB")
+        .field("width", width as i32)
+        .field("height", height as i32)
+        .field("framerate", frame_rate)
+        .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
+        .build();
+    let convert = make("videoconvertscale")?;
+    convert.set_property("add-borders", false);
+    let appsink = make_appsink(
+        caps.clone(),
+        move |sample| {
+            let pts_s = sample
+                .buffer()
+                .and_then(|b| b.pts())
+                .zip(
+                    sample
+                        .segment()
+                        .and_then(|s| s.downcast_ref::<gst::ClockTime>()),
+                )
+                .and_then(|(pts, segment)| segment.to_running_time(pts))
+                .map_or(0.0, |t| t.nseconds() as f64 / 1e9);
+            on_frame(RgbFrame::from_sample(&sample, pts_s)?);
+            Ok(())
+        },
+        errors,
+    );
+    let chain = [
+        make("queue")?,
+        make("videorate")?,
+        convert,
+        capsfilter(caps)?,
+        appsink,
+    ];
+    add_chain(pipeline, &chain)?;
+    tee.link(&chain[0])
+        .map_err(|_| link_error("tee to thumbnails"))
+}
+
+/// Stereo at the planned rate (audioconvert downmixes surround) → AAC.
+fn audio_chain(
+    pipeline: &gst::Pipeline,
+    audio: &AudioRendition,
+    sink: Arc<RenditionSink>,
+    errors: Arc<FirstError>,
+) -> Result<gst::Element, MediaError> {
+    let raw_caps = gst::Caps::builder("audio/x-raw")
+        .field("channels", i32::from(audio.channels))
+        .field("rate", audio.sample_rate as i32)
+        .build();
+    let aac = make("avenc_aac")?;
+    aac.set_property("bitrate", (audio.bitrate_kbps * 1000) as i32);
+    let appsink = make_appsink(
+        gst::Caps::builder("audio/mpeg")
+            .field("mpegversion", 4i32)
+            .field("stream-format", "raw")
+            .build(),
+        move |sample| sink.handle(sample),
+        errors,
+    );
+    let chain = [
+        make("queue")?,
+        make("audioconvert")?,
+        make("audioresample")?,
+        capsfilter(raw_caps)?,
+        aac,
+        make("aacparse")?,
+        appsink,
+    ];
+    add_chain(pipeline, &chain)?;
+    Ok(chain[0].clone())
+}
+
+/// Decoded video → 8-bit I420 (10-bit sources are dithered down once) →
+/// rotated upright per the orientation tag → tee. Returns the chain's entry.
+fn video_entry(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element), MediaError> {
+    let flip = make("videoflip")?;
+    set_from_str(&flip, "video-direction", "auto")
+        .map_err(|()| link_error("videoflip video-direction=auto"))?;
+    let tee = make("tee")?;
+    let chain = [
+        make("videoconvert")?,
+        capsfilter(
+            gst::Caps::builder("video/x-raw")
+                .field("format", "I420")
+                .build(),
+        )?,
+        flip,
+        tee.clone(),
+    ];
+    add_chain(pipeline, &chain)?;
+    Ok((chain[0].clone(), tee))
+}
+
+/// Maps a GStreamer error message to a stable code: what the user can do
+/// about it depends on whether the input or the environment is at fault.
+fn classify(err: &gst::message::Error) -> MediaError {
+    let element = err.src().map(|s| s.name().to_string()).unwrap_or_default();
+    let klass = err
+        .src()
+        .and_then(|s| s.downcast_ref::<gst::Element>())
+        .and_then(|e| e.factory())
+        .map(|f| f.klass().to_string())
+        .unwrap_or_default();
+    let from_media_reader = ["Decoder", "Demux", "Parser"]
+        .iter()
+        .any(|k| klass.contains(k))
+        || element.contains("typefind");
+    let error = err.error();
+    let code = if let Some(kind) = error.kind::<gst::StreamError>() {
+        match kind {
+            gst::StreamError::TypeNotFound | gst::StreamError::WrongType => {
+                MediaErrorCode::NotMedia
+            }
+            gst::StreamError::CodecNotFound => MediaErrorCode::UnsupportedCodec,
+            gst::StreamError::Decode | gst::StreamError::Demux | gst::StreamError::Format => {
+                MediaErrorCode::CorruptMedia
+            }
+            _ if from_media_reader => MediaErrorCode::CorruptMedia,
+            _ => MediaErrorCode::Internal,
+        }
+    } else if error.kind::<gst::ResourceError>().is_some() {
+        MediaErrorCode::Io
+    } else if error.kind::<gst::CoreError>() == Some(gst::CoreError::MissingPlugin) {
+        MediaErrorCode::UnsupportedCodec
+    } else if from_media_reader {
+        MediaErrorCode::CorruptMedia
+    } else {
+        MediaErrorCode::Internal
+    };
+    let debug = err.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+    MediaError::new(code, format!("{element}: {error}{debug}"))
+}
+
+/// Encodes `plan` from `source` into `out_dir`: `v/<rung>/init.mp4` and
+/// `seg_NNNNN.m4s`, `a/<name>/…`, `poster.jpg`, `storyboard.jpg` and
+/// `storyboard.vtt`. Blocking; run it on a blocking thread. `progress`
+/// receives 0–100 at most every 0.5 s from this thread, ending with 100.
+/// On error or cancellation `out_dir` may hold partial output.
+pub fn encode_ladder(
+    source: &Path,
+    info: &MediaInfo,
+    plan: &LadderPlan,
+    out_dir: &Path,
+    progress: &dyn Fn(f64),
+    cancel: &CancelFlag,
+) -> Result<EncodeOutput, MediaError> {
+    init()?;
+    if plan.video.is_empty() && plan.audio.is_none() {
+        return Err(MediaError::new(
+            MediaErrorCode::NoDecodableStream,
+            "the plan has neither video nor audio to encode",
+        ));
+    }
+    std::fs::create_dir_all(out_dir)?;
+    let pipeline = gst::Pipeline::new();
+    let errors = Arc::new(FirstError::default());
+    let duration_s = info.duration_s;
+
+    let filesrc = make("filesrc")?;
+    filesrc.set_property("location", source.to_string_lossy().to_string());
+    let decodebin = make("decodebin3")?;
+    add_chain(&pipeline, &[filesrc, decodebin.clone()])?;
+
+    // Segments are cut at the first keyframe at or after each multiple of
+    // this; half a frame below the keyframe period makes that every keyframe.
+    let video_segment_time = |rung: &VideoRendition| {
+        let fps = rung.frame_rate.as_f64().max(1.0);
+        (f64::from(rung.keyframe_interval_frames) - 0.5) / fps
+    };
+    let timeline = Arc::new(Timeline {
+        expects_video: !plan.video.is_empty(),
+        origin_ns: OnceLock::new(),
+    });
+    let mut sinks = Vec::new();
+    let mut video_input = None;
+    let poster = Arc::new(Mutex::new(PosterPicker::new(duration_s * POSTER_POSITION)));
+    let tiles = Arc::new(Mutex::new(Vec::new()));
+    let mut storyboard_layout = None;
+    if let Some(top) = plan.video.first() {
+        let (entry, tee) = video_entry(&pipeline)?;
+        for rung in &plan.video {
+            let sink = rendition_sink(
+                RenditionKind::Video,
+                &rung.name,
+                out_dir,
+                video_segment_time(rung),
+                Some(rung.frame_rate),
+                &timeline,
+            )?;
+            video_rung_branch(&pipeline, &tee, rung, sink.clone(), errors.clone())?;
+            sinks.push(sink);
+        }
+        let picker = poster.clone();
+        thumbnail_branch(
+            &pipeline,
+            &tee,
+            thumbnails::poster_size(top.width, top.height),
+            gst::Fraction::new(1, 1),
+            move |frame| {
+                picker
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .offer(frame)
+            },
+            errors.clone(),
+        )?;
+        let layout = StoryboardLayout::for_video(duration_s, top.width, top.height);
+        let collected = tiles.clone();
+        thumbnail_branch(
+            &pipeline,
+            &tee,
+            (layout.tile_width, layout.tile_height),
+            gst::Fraction::new(1, layout.interval_s as i32),
+            move |frame| {
+                collected
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(frame)
+            },
+            errors.clone(),
+        )?;
+        storyboard_layout = Some(layout);
+        video_input = Some(entry);
+    }
+    let mut audio_input = None;
+    if let Some(audio) = &plan.audio {
+        let sink = rendition_sink(
+            RenditionKind::Audio,
+            &audio.name,
+            out_dir,
+            plan.segment_duration_s,
+            None,
+            &timeline,
+        )?;
+        audio_input = Some(audio_chain(&pipeline, audio, sink.clone(), errors.clone())?);
+        sinks.push(sink);
+    }
+
+    // decodebin3 exposes one pad per selected stream (`video_0`, `audio_0`,
+    // `text_0`…). The first of each planned kind feeds its chain; anything
+    // else is drained into a fakesink so it cannot stall the pipeline.
+    let inputs = Mutex::new((video_input, audio_input));
+    let pad_errors = errors.clone();
+    decodebin.connect_pad_added(move |dbin, pad| {
+        let name = pad.name();
+        let target = {
+            let mut inputs = inputs.lock().unwrap_or_else(|p| p.into_inner());
+            if name.starts_with("video") {
+                inputs.0.take()
+            } else if name.starts_with("audio") {
+                inputs.1.take()
+            } else {
+                None
+            }
+        };
+        let linked = match target {
+            Some(entry) => entry
+                .static_pad("sink")
+                .is_some_and(|sink| pad.link(&sink).is_ok()),
+            None => drain_into_fakesink(dbin, pad),
+        };
+        if !linked {
+            pad_errors.record(link_error(&format!("decodebin3 pad {name}")));
+            gst::element_error!(
+                dbin,
+                gst::CoreError::Negotiation,
+                ["cannot link pad {}", name]
+            );
+        }
+    });
+
+    let result = run(&pipeline, duration_s, progress, cancel, &errors);
+    // Stops every streaming thread; after this no callback touches a muxer.
+    let _ = pipeline.set_state(gst::State::Null);
+    result?;
+
+    let renditions = sinks
+        .iter()
+        .map(|s| s.finish())
+        .collect::<Result<Vec<_>, _>>()?;
+    let picked = std::mem::replace(
+        &mut *poster.lock().unwrap_or_else(|p| p.into_inner()),
+        PosterPicker::new(0.0),
+    );
+    let poster = picked
+        .write(out_dir)?
+        .then(|| thumbnails::POSTER_FILE.to_string());
+    let storyboard = match storyboard_layout {
+        Some(layout) => {
+            let tiles = std::mem::take(&mut *tiles.lock().unwrap_or_else(|p| p.into_inner()));
+            thumbnails::write_storyboard(&tiles, layout, duration_s, out_dir)?
+        }
+        None => None,
+    };
+    progress(100.0);
+    Ok(EncodeOutput {
+        renditions,
+        poster,
+        storyboard,
+    })
+}
+
+fn drain_into_fakesink(dbin: &gst::Element, pad: &gst::Pad) -> bool {
+    let Some(bin) = dbin.parent().and_then(|p| p.downcast::<gst::Bin>().ok()) else {
+        return false;
+    };
+    let Ok(fakesink) = gst::ElementFactory::make("fakesink")
+        .property("sync", false)
+        .property("async", false)
+        .build()
+    else {
+        return false;
+    };
+    bin.add(&fakesink).is_ok()
+        && fakesink.sync_state_with_parent().is_ok()
+        && fakesink
+            .static_pad("sink")
+            .is_some_and(|sink| pad.link(&sink).is_ok())
+}
+
+/// Plays the pipeline to EOS, reporting progress, honouring cancellation
+/// and giving up on a pipeline that stopped advancing.
+fn run(
+    pipeline: &gst::Pipeline,
+    duration_s: f64,
+    progress: &dyn Fn(f64),
+    cancel: &CancelFlag,
+    errors: &FirstError,
+) -> Result<(), MediaError> {
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| MediaError::new(MediaErrorCode::Internal, "pipeline without a bus"))?;
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        // The reason is on the bus; fall through to read it.
+        tracing::debug!("pipeline refused PLAYING");
+    }
+    progress(0.0);
+    let mut last_report = Instant::now();
+    let mut last_position = None;
+    let mut last_advance = Instant::now();
+    loop {
+        if cancel.is_cancelled() {
+            return Err(MediaError::new(
+                MediaErrorCode::Cancelled,
+                "encode cancelled",
+            ));
+        }
+        if let Some(message) =
+            bus.timed_pop(gst::ClockTime::from_nseconds(BUS_POLL.as_nanos() as u64))
+        {
+            match message.view() {
+                gst::MessageView::Eos(_) => return Ok(()),
+                gst::MessageView::Error(err) => {
+                    return Err(errors.take().unwrap_or_else(|| classify(&err)));
+                }
+                _ => {}
+            }
+        }
+        let position = pipeline.query_position::<gst::ClockTime>();
+        if position.is_some() && position > last_position {
+            last_position = position;
+            last_advance = Instant::now();
+        } else if last_advance.elapsed() > STALL_TIMEOUT {
+            return Err(MediaError::new(
+                MediaErrorCode::CorruptMedia,
+                format!(
+                    "decoding stopped advancing at {:.1} s for {} s: the file is probably truncated or damaged",
+                    last_position.map_or(0.0, |p| p.nseconds() as f64 / 1e9),
+                    STALL_TIMEOUT.as_secs()
+                ),
+            ));
+        }
+        if last_report.elapsed() >= PROGRESS_INTERVAL {
+            last_report = Instant::now();
+            if let (Some(position), true) = (last_position, duration_s > 0.0) {
+                let percent = position.nseconds() as f64 / 1e9 / duration_s * 100.0;
+                // 100 is reserved for "finished", after the muxers are closed.
+                progress(percent.clamp(0.0, 99.9));
+            }
+        }
+    }
+}

@@ -1,0 +1,554 @@
+//! Ladder planning: from a probed source and a profile (data, TOML in
+//! `pipelines/profiles/`) to the exact renditions to encode.
+//!
+//! The plan is the contract between planning and the encoder: the encoder
+//! does exactly what the plan says and decides nothing itself.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{MediaError, MediaErrorCode};
+use crate::media_info::{MediaInfo, Rational, VideoStream};
+
+/// An encoding profile as operators write it (TOML). Heights are targets;
+/// planning drops rungs the source cannot fill (never upscale).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderProfile {
+    pub name: String,
+    /// Target segment length; keyframes are forced on this grid in every rung.
+    pub segment_duration_s: f64,
+    /// x264 preset for every rung, e.g. `veryfast`.
+    pub x264_preset: String,
+    /// x264 tune, e.g. `stillimage` for slides; none by default.
+    #[serde(default)]
+    pub x264_tune: Option<String>,
+    /// Rungs, highest first.
+    pub rungs: Vec<RungProfile>,
+    pub audio: AudioProfile,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RungProfile {
+    /// Short name used in paths, e.g. `720p`.
+    pub name: String,
+    /// Target height of a landscape picture (the short side for portrait).
+    pub height: u32,
+    /// Capped CRF: quality target…
+    pub crf: u8,
+    /// …never above this rate over `bufsize_kbps` of buffer.
+    pub maxrate_kbps: u32,
+    pub bufsize_kbps: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudioProfile {
+    pub bitrate_kbps: u32,
+    pub sample_rate: u32,
+}
+
+/// What to encode, decided once per source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LadderPlan {
+    pub profile: String,
+    pub segment_duration_s: f64,
+    /// Highest first. Empty for audio-only sources.
+    pub video: Vec<VideoRendition>,
+    /// None for sources without audio.
+    pub audio: Option<AudioRendition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VideoRendition {
+    pub name: String,
+    /// Output picture size after rotation, both even.
+    pub width: u32,
+    pub height: u32,
+    /// Constant output frame rate (VFR sources are made constant).
+    pub frame_rate: Rational,
+    /// Frames between forced keyframes: `segment_duration_s × frame_rate`.
+    pub keyframe_interval_frames: u32,
+    pub crf: u8,
+    pub maxrate_kbps: u32,
+    pub bufsize_kbps: u32,
+    pub x264_preset: String,
+    pub x264_tune: Option<String>,
+    /// H.264 profile name for x264 (`high`), and the level the encoder is told.
+    pub h264_profile: String,
+    pub h264_level: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AudioRendition {
+    pub name: String,
+    /// AAC-LC, always stereo (surround is downmixed).
+    pub channels: u16,
+    pub sample_rate: u32,
+    pub bitrate_kbps: u32,
+}
+
+/// Sources beyond these are refused with `too_large` before any encoding
+/// starts: they would tie a worker up for hours and nobody streams 8K
+/// lectures. Operators can pass their own to [`plan_with_limits`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SourceLimits {
+    pub max_duration_s: f64,
+    /// Longest display side, in pixels (8K UHD is 7680).
+    pub max_long_side: u32,
+    /// Shortest display side, in pixels (8K UHD is 4320).
+    pub max_short_side: u32,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        Self {
+            max_duration_s: 12.0 * 3600.0,
+            max_long_side: 7680,
+            max_short_side: 4320,
+        }
+    }
+}
+
+/// Frame-rate caps: sources at or above [`HIGH_RATE_THRESHOLD`] fps keep up
+/// to 60 fps (screen recordings of motion, sport); everything else is capped
+/// at 30.
+const HIGH_RATE_THRESHOLD: f64 = 50.0;
+const HIGH_RATE_CAP: i32 = 60;
+const NORMAL_RATE_CAP: i32 = 30;
+
+/// Broadcast rates a source's rational is snapped to when within 0.1%, so a
+/// container's approximation (e.g. 2997/100) becomes the exact 30000/1001.
+const STANDARD_RATES: [Rational; 9] = [
+    Rational::new(24000, 1001),
+    Rational::new(24, 1),
+    Rational::new(25, 1),
+    Rational::new(30000, 1001),
+    Rational::new(30, 1),
+    Rational::new(48, 1),
+    Rational::new(50, 1),
+    Rational::new(60000, 1001),
+    Rational::new(60, 1),
+];
+
+/// Floor for rate caps scaled down for sources smaller than the smallest rung.
+const MIN_MAXRATE_KBPS: u32 = 64;
+
+/// Name of the only audio rendition.
+pub const AUDIO_RENDITION_NAME: &str = "audio";
+
+/// Plan the ladder for a probed source with the default [`SourceLimits`].
+pub fn plan(info: &MediaInfo, profile: &LadderProfile) -> Result<LadderPlan, MediaError> {
+    plan_with_limits(info, profile, &SourceLimits::default())
+}
+
+/// Plan the ladder: which rungs, at what exact size, rate, keyframe interval,
+/// rate caps and H.264 level; and the stereo AAC rendition.
+pub fn plan_with_limits(
+    info: &MediaInfo,
+    profile: &LadderProfile,
+    limits: &SourceLimits,
+) -> Result<LadderPlan, MediaError> {
+    let video = info.primary_video();
+    let audio = info.primary_audio();
+    if video.is_none() && audio.is_none() {
+        return Err(MediaError::new(
+            MediaErrorCode::NoDecodableStream,
+            "the source holds no audio or video to play",
+        ));
+    }
+    if info.duration_s > limits.max_duration_s {
+        return Err(MediaError::new(
+            MediaErrorCode::TooLarge,
+            format!(
+                "the source lasts {:.1} h, more than the {:.1} h limit; split it into parts",
+                info.duration_s / 3600.0,
+                limits.max_duration_s / 3600.0
+            ),
+        ));
+    }
+
+    let video = match video {
+        Some(v) => plan_video(v, profile, limits)?,
+        None => Vec::new(),
+    };
+    let audio = audio.map(|_| AudioRendition {
+        name: AUDIO_RENDITION_NAME.to_owned(),
+        // Surround is downmixed: learners listen on laptops and phones, and
+        // HLS players expect one stereo AAC-LC group.
+        channels: 2,
+        sample_rate: profile.audio.sample_rate,
+        bitrate_kbps: profile.audio.bitrate_kbps,
+    });
+    Ok(LadderPlan {
+        profile: profile.name.clone(),
+        segment_duration_s: profile.segment_duration_s,
+        video,
+        audio,
+    })
+}
+
+fn plan_video(
+    source: &VideoStream,
+    profile: &LadderProfile,
+    limits: &SourceLimits,
+) -> Result<Vec<VideoRendition>, MediaError> {
+    let (display_w, display_h) = source.display_dimensions();
+    if display_w == 0 || display_h == 0 {
+        return Err(MediaError::new(
+            MediaErrorCode::CorruptMedia,
+            "the video stream has no picture size",
+        ));
+    }
+    let portrait = display_h > display_w;
+    let (long, short) = if portrait {
+        (display_h, display_w)
+    } else {
+        (display_w, display_h)
+    };
+    if long > limits.max_long_side || short > limits.max_short_side {
+        return Err(MediaError::new(
+            MediaErrorCode::TooLarge,
+            format!(
+                "the video is {display_w}x{display_h}, larger than the {}x{} limit",
+                limits.max_long_side, limits.max_short_side
+            ),
+        ));
+    }
+    let smallest = profile.rungs.last().ok_or_else(|| {
+        MediaError::new(
+            MediaErrorCode::Internal,
+            format!("profile {} has no video rungs", profile.name),
+        )
+    })?;
+
+    // Never upscale: keep the rungs the source can fill; a source smaller
+    // than every rung gets one rung at its own size, with the smallest
+    // rung's settings and its rate caps scaled down to the smaller picture.
+    let mut targets: Vec<(String, u32, &RungProfile, f64)> = profile
+        .rungs
+        .iter()
+        .filter(|r| r.height <= short)
+        .map(|r| (r.name.clone(), r.height, r, 1.0))
+        .collect();
+    if targets.is_empty() {
+        let height = even(f64::from(short));
+        let area_ratio = (f64::from(height) / f64::from(smallest.height)).powi(2);
+        // Bits needed grow slower than the pixel count (bigger pictures have
+        // more redundancy), hence the 0.75 exponent common in ladder design.
+        targets.push((
+            format!("{height}p"),
+            height,
+            smallest,
+            area_ratio.powf(0.75),
+        ));
+    }
+
+    let frame_rate = output_frame_rate(source);
+    let fps = frame_rate.as_f64();
+    let keyframe_interval_frames = ((profile.segment_duration_s * fps).round() as u32).max(1);
+    let aspect = f64::from(long) / f64::from(short);
+
+    Ok(targets
+        .into_iter()
+        .map(|(name, height, rung, rate_scale)| {
+            let short_side = even(f64::from(height));
+            let long_side = even(f64::from(short_side) * aspect);
+            let (width, height) = if portrait {
+                (short_side, long_side)
+            } else {
+                (long_side, short_side)
+            };
+            let maxrate_kbps = scale_kbps(rung.maxrate_kbps, rate_scale);
+            let bufsize_kbps = scale_kbps(rung.bufsize_kbps, rate_scale).max(maxrate_kbps);
+            VideoRendition {
+                name,
+                width,
+                height,
+                frame_rate,
+                keyframe_interval_frames,
+                crf: rung.crf,
+                maxrate_kbps,
+                bufsize_kbps,
+                x264_preset: profile.x264_preset.clone(),
+                x264_tune: profile.x264_tune.clone(),
+                h264_profile: "high".to_owned(),
+                h264_level: h264_level(width, height, fps, maxrate_kbps, bufsize_kbps).to_owned(),
+            }
+        })
+        .collect())
+}
+
+/// Nearest even number, at least 2: 4:2:0 chroma needs even sizes.
+fn even(x: f64) -> u32 {
+    ((x / 2.0).round() as u32).max(1) * 2
+}
+
+fn scale_kbps(kbps: u32, scale: f64) -> u32 {
+    if scale >= 1.0 {
+        kbps
+    } else {
+        ((f64::from(kbps) * scale).round() as u32).max(MIN_MAXRATE_KBPS)
+    }
+}
+
+/// One constant rate for every rung, so keyframes (every
+/// `keyframe_interval_frames`) fall on the same timestamps in all of them.
+fn output_frame_rate(source: &VideoStream) -> Rational {
+    let src = source.frame_rate;
+    let fps = src.as_f64();
+    let cap = if fps >= HIGH_RATE_THRESHOLD {
+        HIGH_RATE_CAP
+    } else {
+        NORMAL_RATE_CAP
+    };
+    if fps.is_nan() || fps <= 0.0 {
+        // Unknown rate (raw streams without timing): the normal cap is what
+        // such sources almost always are.
+        return Rational::new(cap, 1);
+    }
+    let snapped = STANDARD_RATES
+        .iter()
+        .copied()
+        .find(|r| (r.as_f64() - fps).abs() <= r.as_f64() * 0.001);
+    let rate = match snapped {
+        Some(r) => r,
+        // A variable rate becomes its average, to the nearest whole frame:
+        // odd averages such as 600/29 are not rates encoders or players like.
+        None if source.variable_frame_rate => Rational::new((fps.round() as i32).max(1), 1),
+        None => src,
+    };
+    if rate.as_f64() > f64::from(cap) {
+        Rational::new(cap, 1)
+    } else {
+        rate
+    }
+}
+
+/// H.264 level limits (Rec. ITU-T H.264 Table A-1): level name as GStreamer
+/// caps spell it, max macroblocks/s, max frame size in macroblocks, and max
+/// bit rate and CPB size in kbit/s for Baseline/Main (High allows 1.25x).
+const H264_LEVELS: [(&str, u64, u64, u64, u64); 9] = [
+    ("3", 40_500, 1_620, 10_000, 10_000),
+    ("3.1", 108_000, 3_600, 14_000, 14_000),
+    ("3.2", 216_000, 5_120, 20_000, 20_000),
+    ("4", 245_760, 8_192, 20_000, 25_000),
+    ("4.1", 245_760, 8_192, 50_000, 62_500),
+    ("4.2", 522_240, 8_704, 50_000, 62_500),
+    ("5", 589_824, 22_080, 135_000, 135_000),
+    ("5.1", 983_040, 36_864, 240_000, 240_000),
+    ("5.2", 2_073_600, 36_864, 240_000, 240_000),
+];
+
+/// The lowest level whose limits hold this rung. x264 writes the level it is
+/// given into the SPS and restricts reference frames to fit it, so this is
+/// also what the CODECS attribute will show. Level 3 is the floor: every HLS
+/// player supports it and signalling lower gains nothing.
+fn h264_level(
+    width: u32,
+    height: u32,
+    fps: f64,
+    maxrate_kbps: u32,
+    bufsize_kbps: u32,
+) -> &'static str {
+    let mb_w = u64::from(width.div_ceil(16));
+    let mb_h = u64::from(height.div_ceil(16));
+    let frame_mbs = mb_w * mb_h;
+    let mbs_per_s = (frame_mbs as f64 * fps).ceil() as u64;
+    let (rate, cpb) = (u64::from(maxrate_kbps) * 4, u64::from(bufsize_kbps) * 4);
+    H264_LEVELS
+        .iter()
+        .find(|(_, max_mbps, max_fs, max_br, max_cpb)| {
+            mbs_per_s <= *max_mbps
+                && frame_mbs <= *max_fs
+                // Neither side may exceed sqrt(8 x MaxFS) macroblocks.
+                && mb_w.max(mb_h).pow(2) <= 8 * max_fs
+                && rate <= max_br * 5
+                && cpb <= max_cpb * 5
+        })
+        .map_or("5.2", |(name, ..)| *name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media_info::{AudioStream, StreamInfo};
+
+    fn profile() -> LadderProfile {
+        let rung = |name: &str, height, maxrate_kbps| RungProfile {
+            name: name.to_owned(),
+            height,
+            crf: 23,
+            maxrate_kbps,
+            bufsize_kbps: maxrate_kbps * 2,
+        };
+        LadderProfile {
+            name: "test".to_owned(),
+            segment_duration_s: 4.0,
+            x264_preset: "veryfast".to_owned(),
+            x264_tune: None,
+            rungs: vec![
+                rung("1080p", 1080, 5000),
+                rung("720p", 720, 3000),
+                rung("480p", 480, 1400),
+                rung("360p", 360, 800),
+            ],
+            audio: AudioProfile {
+                bitrate_kbps: 128,
+                sample_rate: 48_000,
+            },
+        }
+    }
+
+    fn video(width: u32, height: u32, fps: Rational) -> VideoStream {
+        VideoStream {
+            index: 0,
+            codec: "h264".to_owned(),
+            profile: Some("High".to_owned()),
+            width,
+            height,
+            sample_aspect: Rational::new(1, 1),
+            display_aspect: Rational::new(16, 9),
+            rotation_deg: 0,
+            frame_rate: fps,
+            variable_frame_rate: false,
+            pixel_format: "yuv420p".to_owned(),
+            bit_depth: 8,
+            color_transfer: None,
+            hdr: false,
+            bit_rate: None,
+            duration_s: Some(60.0),
+        }
+    }
+
+    fn stereo() -> StreamInfo {
+        StreamInfo::Audio(AudioStream {
+            index: 1,
+            codec: "aac".to_owned(),
+            profile: Some("LC".to_owned()),
+            channels: 2,
+            channel_layout: "stereo".to_owned(),
+            sample_rate: 44_100,
+            bit_rate: None,
+        })
+    }
+
+    fn info(streams: Vec<StreamInfo>) -> MediaInfo {
+        MediaInfo {
+            container: "mov,mp4,m4a,3gp,3g2,mj2".to_owned(),
+            container_long_name: "QuickTime / MOV".to_owned(),
+            duration_s: 60.0,
+            size_bytes: 1,
+            bit_rate: None,
+            streams,
+        }
+    }
+
+    fn sizes(plan: &LadderPlan) -> Vec<(u32, u32)> {
+        plan.video.iter().map(|r| (r.width, r.height)).collect()
+    }
+
+    #[test]
+    fn a_720p_source_gets_no_1080_rung() {
+        let src = video(1280, 720, Rational::new(25, 1));
+        let plan = plan(&info(vec![StreamInfo::Video(src), stereo()]), &profile()).unwrap();
+        assert_eq!(sizes(&plan), [(1280, 720), (854, 480), (640, 360)]);
+        assert!(plan
+            .video
+            .iter()
+            .all(|r| r.frame_rate == Rational::new(25, 1)));
+        assert!(plan.video.iter().all(|r| r.keyframe_interval_frames == 100));
+    }
+
+    #[test]
+    fn ntsc_rate_is_kept_exactly() {
+        // Containers often store 29.97 approximately; planning snaps it.
+        let src = video(1920, 1080, Rational::new(2997, 100));
+        let plan = plan(&info(vec![StreamInfo::Video(src)]), &profile()).unwrap();
+        assert_eq!(plan.video.len(), 4);
+        assert_eq!(plan.video[0].frame_rate, Rational::new(30000, 1001));
+        // 4 s x 29.97 = 119.88 -> 120 frames.
+        assert_eq!(plan.video[0].keyframe_interval_frames, 120);
+        assert_eq!(plan.audio, None);
+    }
+
+    #[test]
+    fn rates_above_the_cap_are_capped() {
+        let plan_rate = |fps| {
+            let src = video(1280, 720, fps);
+            plan(&info(vec![StreamInfo::Video(src)]), &profile())
+                .unwrap()
+                .video[0]
+                .frame_rate
+        };
+        assert_eq!(plan_rate(Rational::new(48, 1)), Rational::new(30, 1));
+        assert_eq!(
+            plan_rate(Rational::new(60000, 1001)),
+            Rational::new(60000, 1001)
+        );
+        assert_eq!(plan_rate(Rational::new(120, 1)), Rational::new(60, 1));
+        assert_eq!(plan_rate(Rational::new(0, 1)), Rational::new(30, 1));
+    }
+
+    #[test]
+    fn tiny_source_gets_one_rung_at_its_own_size() {
+        let src = video(320, 240, Rational::new(15, 1));
+        let plan = plan(&info(vec![StreamInfo::Video(src), stereo()]), &profile()).unwrap();
+        assert_eq!(sizes(&plan), [(320, 240)]);
+        let rung = &plan.video[0];
+        assert_eq!(rung.name, "240p");
+        assert_eq!(rung.frame_rate, Rational::new(15, 1));
+        assert_eq!(rung.keyframe_interval_frames, 60);
+        // Caps shrink with the picture: (240/360)^2^0.75 of 800k = 435k.
+        assert_eq!(rung.maxrate_kbps, 435);
+        assert_eq!(rung.bufsize_kbps, 871);
+        assert_eq!(rung.h264_level, "3");
+    }
+
+    #[test]
+    fn anamorphic_source_keeps_its_display_aspect() {
+        // DVD-style 720x576 with 16:11 pixels shows as 1047x576 (16:9-ish).
+        let mut src = video(720, 576, Rational::new(25, 1));
+        src.sample_aspect = Rational::new(16, 11);
+        let plan = plan(&info(vec![StreamInfo::Video(src)]), &profile()).unwrap();
+        assert_eq!(sizes(&plan), [(872, 480), (654, 360)]);
+    }
+
+    #[test]
+    fn levels_follow_size_and_rate() {
+        assert_eq!(h264_level(640, 360, 30.0, 800, 1600), "3");
+        // 854 pixels is 54 macroblocks wide: 1620 per frame x 30 > level 3.
+        assert_eq!(h264_level(854, 480, 30.0, 1400, 2800), "3.1");
+        assert_eq!(h264_level(1280, 720, 30.0, 3000, 6000), "3.1");
+        assert_eq!(h264_level(1280, 720, 60.0, 3000, 6000), "3.2");
+        assert_eq!(h264_level(1920, 1080, 30.0, 5000, 10000), "4");
+        // Past level 4's 25 Mb/s (High) the bit rate alone forces 4.1.
+        assert_eq!(h264_level(1920, 1080, 30.0, 30000, 60000), "4.1");
+        assert_eq!(h264_level(1920, 1080, 60.0, 5000, 10000), "4.2");
+        assert_eq!(h264_level(3840, 2160, 30.0, 20000, 40000), "5.1");
+    }
+
+    #[test]
+    fn oversized_sources_are_refused() {
+        let src = video(15360, 8640, Rational::new(30, 1));
+        let err = plan(&info(vec![StreamInfo::Video(src)]), &profile()).unwrap_err();
+        assert_eq!(err.code, MediaErrorCode::TooLarge);
+        assert!(err.message.contains("15360x8640"), "{}", err.message);
+
+        let mut long = info(vec![stereo()]);
+        long.duration_s = 13.0 * 3600.0;
+        let err = plan(&long, &profile()).unwrap_err();
+        assert_eq!(err.code, MediaErrorCode::TooLarge);
+        let limits = SourceLimits {
+            max_duration_s: 14.0 * 3600.0,
+            ..SourceLimits::default()
+        };
+        assert!(plan_with_limits(&long, &profile(), &limits).is_ok());
+    }
+
+    #[test]
+    fn nothing_to_play_is_an_error() {
+        let err = plan(&info(Vec::new()), &profile()).unwrap_err();
+        assert_eq!(err.code, MediaErrorCode::NoDecodableStream);
+    }
+}

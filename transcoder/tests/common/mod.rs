@@ -1,0 +1,112 @@
+//! Test inputs made at test time with the ffmpeg CLI (lavfi `testsrc2` +
+//! `sine`), and the one function that checks a produced ladder. Shared by
+//! `transcoder/tests/ladder*.rs` and `pipelines/tests/transcode*.rs`.
+#![allow(dead_code)] // Each test crate uses a different subset.
+
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lectern_transcoder::ladder::{AudioProfile, LadderProfile, RungProfile};
+
+/// Runs ffmpeg with `args` and the output path last; panics with its stderr.
+pub fn ffmpeg(out: &Path, args: &[&str]) -> PathBuf {
+    let result = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .output()
+        .expect("ffmpeg CLI is installed");
+    assert!(
+        result.status.success(),
+        "ffmpeg {args:?} failed: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    out.to_path_buf()
+}
+
+/// The lavfi inputs: a moving test pattern and a tone, both `seconds` long.
+fn lavfi(size: &str, rate: &str, seconds: f64, audio: Option<(u32, &str)>) -> Vec<String> {
+    let mut args = vec![
+        "-f".into(),
+        "lavfi".into(),
+        "-i".into(),
+        format!("testsrc2=size={size}:rate={rate}:duration={seconds}"),
+    ];
+    if let Some((rate, layout)) = audio {
+        args.extend([
+            "-f".into(),
+            "lavfi".into(),
+            "-i".into(),
+            format!("sine=frequency=440:sample_rate={rate}:duration={seconds},aformat=channel_layouts={layout}"),
+        ]);
+    }
+    args
+}
+
+/// A clip with video (and audio unless `audio` is None), encoded by `codec_args`.
+pub fn clip(
+    dir: &Path,
+    file_name: &str,
+    size: &str,
+    rate: &str,
+    seconds: f64,
+    audio: Option<(u32, &str)>,
+    codec_args: &[&str],
+) -> PathBuf {
+    let mut args = lavfi(size, rate, seconds, audio);
+    args.extend(codec_args.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    ffmpeg(&dir.join(file_name), &args)
+}
+
+/// The everyday input: H.264 + AAC stereo in MP4.
+pub fn h264_mp4(dir: &Path, size: &str, rate: &str, seconds: f64) -> PathBuf {
+    clip(
+        dir,
+        "h264.mp4",
+        size,
+        rate,
+        seconds,
+        Some((48_000, "stereo")),
+        &[
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    )
+}
+
+/// A small ladder so tests encode quickly: rungs 360/240/180 with the
+/// default profile's settings otherwise.
+pub fn small_profile() -> LadderProfile {
+    let rung = |name: &str, height, maxrate_kbps| RungProfile {
+        name: name.into(),
+        height,
+        crf: 23,
+        maxrate_kbps,
+        bufsize_kbps: maxrate_kbps * 2,
+    };
+    LadderProfile {
+        name: "test".into(),
+        segment_duration_s: 4.0,
+        x264_preset: "veryfast".into(),
+        x264_tune: None,
+        rungs: vec![
+            rung("360p", 360, 800),
+            rung("240p", 240, 500),
+            rung("180p", 180, 300),
+        ],
+        audio: AudioProfile {
+            bitrate_kbps: 128,
+            sample_rate: 48_000,
+        },
+    }
+}
