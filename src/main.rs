@@ -4,6 +4,7 @@
 mod config;
 mod database;
 mod embedded_pg;
+mod media;
 mod serve;
 
 use std::path::PathBuf;
@@ -59,6 +60,16 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The video core on local files needs no configuration, database or storage.
+    match cli.command {
+        Command::Probe { file } => return media::probe(&file),
+        Command::Transcode { file, out, profile } => {
+            return runtime().map_or(ExitCode::FAILURE, |rt| {
+                rt.block_on(media::transcode(file, out, &profile))
+            })
+        }
+        _ => {}
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -67,15 +78,8 @@ fn main() -> ExitCode {
         }
     };
     init_tracing(config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("lectern: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime() else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -83,8 +87,7 @@ fn main() -> ExitCode {
             Command::Migrate => serve::migrate(config).await.map(|()| ExitCode::SUCCESS),
             Command::Demo => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
             Command::Worker => Ok(not_yet("worker", "the durable pipeline")),
-            Command::Transcode { .. } => Ok(not_yet("transcode", "the video core")),
-            Command::Probe { .. } => Ok(not_yet("probe", "the video core")),
+            Command::Probe { .. } | Command::Transcode { .. } => unreachable!("handled above"),
             Command::Admin { .. } => Ok(not_yet("admin", "identity and ingest")),
         }
     });
@@ -93,6 +96,19 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("lectern: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("lectern: cannot start the async runtime: {e}");
+            None
         }
     }
 }
