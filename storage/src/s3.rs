@@ -8,9 +8,9 @@
 //! because several of those services reject the SDK's default aws-chunked
 //! checksum trailers.
 //!
-//! Uploads stream: the body is cut into [`PART_SIZE`] parts; a body that ends
+//! Uploads stream: the body is cut into 8 MiB parts (`PART_SIZE`); a body that ends
 //! within the first part is one `PutObject`, anything larger a multipart upload
-//! with at most [`PARTS_IN_FLIGHT`] parts in memory, aborted on any error so no
+//! with at most `PARTS_IN_FLIGHT` parts in memory, aborted on any error so no
 //! orphaned parts are billed.
 
 use std::time::Duration;
@@ -36,10 +36,10 @@ use crate::{
 const BACKEND: &str = "s3";
 /// Multipart part size. S3 needs parts of at least 5 MiB (except the last) and
 /// at most 10 000 of them, so objects up to 80 GiB fit.
-pub const PART_SIZE: usize = 8 * 1024 * 1024;
+const PART_SIZE: usize = 8 * 1024 * 1024;
 /// Parts uploaded concurrently; bounds upload memory to about
 /// `(PARTS_IN_FLIGHT + 1) * PART_SIZE`.
-pub const PARTS_IN_FLIGHT: usize = 4;
+const PARTS_IN_FLIGHT: usize = 4;
 const MAX_PARTS: i32 = 10_000;
 
 /// Where and how to reach an S3-compatible bucket.
@@ -319,7 +319,7 @@ impl PartSource {
         self.buffered.split_to(len).freeze()
     }
 
-    /// The remaining parts, each [`PART_SIZE`] bytes except the last.
+    /// The remaining parts, each `PART_SIZE` bytes except the last.
     fn into_parts(self) -> impl futures::Stream<Item = Result<Bytes>> + Send {
         futures::stream::try_unfold(self, |mut source| async move {
             source.fill().await?;

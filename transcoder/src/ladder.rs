@@ -74,7 +74,8 @@ pub struct VideoRendition {
     pub bufsize_kbps: u32,
     pub x264_preset: String,
     pub x264_tune: Option<String>,
-    /// H.264 profile name for x264 (`high`), and the level the encoder is told.
+    /// H.264 profile name for x264 (`high`), and the level the encoder is told,
+    /// spelled as GStreamer `video/x-h264` caps spell it: `3`, `3.1`, `4`, `4.2`.
     pub h264_profile: String,
     pub h264_level: String,
 }
