@@ -1,6 +1,7 @@
 //! `lectern`: the one binary. Each subcommand wires the crates together;
 //! no business logic lives here.
 
+mod admin;
 mod config;
 mod database;
 mod embedded_pg;
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
             Command::Demo => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
             Command::Worker => Ok(not_yet("worker", "the durable pipeline")),
             Command::Probe { .. } | Command::Transcode { .. } => unreachable!("handled above"),
-            Command::Admin { .. } => Ok(not_yet("admin", "identity and ingest")),
+            Command::Admin { args } => admin::run(config, args).await,
         }
     });
     match result {
