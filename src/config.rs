@@ -11,6 +11,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use lectern_api::identity::crypto::{self, Keyring};
+use lectern_api::identity::TrustedProxies;
 use lectern_storage::S3Config;
 
 /// Where a setting's value came from, for error messages.
@@ -77,6 +79,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// The identity keys as configured (validated at load). No `Debug` of the
+/// values: they encrypt every person's data.
+#[derive(Clone)]
+pub struct IdentityKeys {
+    field_keys: String,
+    blind_index_key: String,
+    token_key: String,
+}
+
+impl fmt::Debug for IdentityKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IdentityKeys(<redacted>)")
+    }
+}
+
+impl IdentityKeys {
+    fn keyring(&self) -> Result<Keyring, ConfigError> {
+        Keyring::parse(&self.field_keys, &self.blind_index_key, &self.token_key)
+            .map_err(|e| ConfigError::new(e.variable, e.message))
+    }
+}
+
+/// `LECTERN_TLS_CERT` and `LECTERN_TLS_KEY`: PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Audit rows are kept at least this long (MLPS level 3 asks six months).
+pub const MIN_AUDIT_RETENTION_DAYS: u32 = 180;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub http_addr: SocketAddr,
@@ -88,6 +122,24 @@ pub struct Config {
     /// (one in embedded mode, none with an external database).
     pub serve_workers: Option<usize>,
     pub log_format: LogFormat,
+    pub worker: WorkerSettings,
+    /// `None`: generated into `<data_dir>/keys.toml` in embedded mode,
+    /// missing (and identity unavailable) with an external database.
+    pub identity_keys: Option<IdentityKeys>,
+    pub tls: Option<TlsConfig>,
+    pub trusted_proxies: TrustedProxies,
+    pub audit_retention_days: u32,
+}
+
+/// How a pipeline worker (in `lectern worker` or inside `serve`) behaves.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Jobs one worker process runs at once; `None` sizes it to the cores.
+    pub concurrency: Option<usize>,
+    /// A job's lease; a dead worker's job is taken over after this long.
+    pub lease_secs: u64,
+    /// How long running jobs may finish after SIGTERM before being handed back.
+    pub drain_secs: u64,
 }
 
 /// The settings, by file key and environment variable.
@@ -105,6 +157,16 @@ const SETTINGS: &[(&str, &str)] = &[
     ("s3_path_style", "LECTERN_S3_PATH_STYLE"),
     ("serve_workers", "LECTERN_SERVE_WORKERS"),
     ("log_format", "LECTERN_LOG_FORMAT"),
+    ("worker_concurrency", "LECTERN_WORKER_CONCURRENCY"),
+    ("job_lease_secs", "LECTERN_JOB_LEASE_SECS"),
+    ("worker_drain_secs", "LECTERN_WORKER_DRAIN_SECS"),
+    ("field_keys", crypto::FIELD_KEYS_VAR),
+    ("blind_index_key", crypto::BLIND_INDEX_KEY_VAR),
+    ("token_key", crypto::TOKEN_KEY_VAR),
+    ("tls_cert", "LECTERN_TLS_CERT"),
+    ("tls_key", "LECTERN_TLS_KEY"),
+    ("trusted_proxies", "LECTERN_TRUSTED_PROXIES"),
+    ("audit_retention_days", "LECTERN_AUDIT_RETENTION_DAYS"),
 ];
 
 /// Raw values with their origins, before validation.
@@ -241,6 +303,87 @@ impl Config {
                 ))
             }
         };
+        let worker = WorkerSettings {
+            concurrency: raw.parse::<usize>("worker_concurrency", "a whole number")?,
+            lease_secs: raw
+                .parse::<u64>("job_lease_secs", "a whole number of seconds")?
+                .unwrap_or(60),
+            drain_secs: raw
+                .parse::<u64>("worker_drain_secs", "a whole number of seconds")?
+                .unwrap_or(30),
+        };
+        if worker.concurrency == Some(0) {
+            return Err(ConfigError::new(
+                "LECTERN_WORKER_CONCURRENCY",
+                "must be at least 1",
+            ));
+        }
+        if worker.lease_secs < 3 {
+            return Err(ConfigError::new(
+                "LECTERN_JOB_LEASE_SECS",
+                "must be at least 3 seconds (the lease is renewed every third of it)",
+            ));
+        }
+        let identity_keys = match (
+            raw.get("field_keys"),
+            raw.get("blind_index_key"),
+            raw.get("token_key"),
+        ) {
+            (None, None, None) => None,
+            (Some((f, _)), Some((b, _)), Some((t, _))) => {
+                let keys = IdentityKeys {
+                    field_keys: f.to_string(),
+                    blind_index_key: b.to_string(),
+                    token_key: t.to_string(),
+                };
+                keys.keyring()?;
+                Some(keys)
+            }
+            _ => {
+                let missing = ["field_keys", "blind_index_key", "token_key"]
+                    .into_iter()
+                    .find(|k| raw.get(k).is_none())
+                    .expect("one of them is missing");
+                return Err(ConfigError::new(
+                    env_name(missing),
+                    "required when any identity key is set (all three, or none in embedded mode)",
+                ));
+            }
+        };
+        let tls = match (raw.get("tls_cert"), raw.get("tls_key")) {
+            (None, None) => None,
+            (Some((cert, _)), Some((key, _))) => Some(TlsConfig {
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            }),
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "LECTERN_TLS_CERT",
+                    "required with LECTERN_TLS_KEY",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "LECTERN_TLS_KEY",
+                    "required with LECTERN_TLS_CERT",
+                ))
+            }
+        };
+        let trusted_proxies = match raw.get("trusted_proxies") {
+            None => TrustedProxies::default(),
+            Some((v, origin)) => {
+                TrustedProxies::parse(v).map_err(|m| ConfigError::new(origin.to_string(), m))?
+            }
+        };
+        let audit_retention_days = raw
+            .parse::<u32>("audit_retention_days", "a number of days")?
+            .unwrap_or(MIN_AUDIT_RETENTION_DAYS);
+        if audit_retention_days < MIN_AUDIT_RETENTION_DAYS {
+            return Err(ConfigError::new(
+                env_name("audit_retention_days"),
+                format!("must be at least {MIN_AUDIT_RETENTION_DAYS} days"),
+            ));
+        }
         Ok(Config {
             http_addr,
             data_dir,
@@ -248,7 +391,64 @@ impl Config {
             storage,
             serve_workers,
             log_format,
+            worker,
+            identity_keys,
+            tls,
+            trusted_proxies,
+            audit_retention_days,
         })
+    }
+
+    /// The identity keys: as configured; in embedded mode generated once
+    /// into `<data_dir>/keys.toml` (mode 0600) so a demo needs no setup;
+    /// `None` with an external database and no keys configured.
+    pub fn keyring(&self) -> Result<Option<Keyring>, ConfigError> {
+        if let Some(keys) = &self.identity_keys {
+            return keys.keyring().map(Some);
+        }
+        if !self.is_embedded() {
+            return Ok(None);
+        }
+        let path = self.data_dir.join("keys.toml");
+        let field = path.display().to_string();
+        if !path.exists() {
+            write_generated_keys(&path).map_err(|e| {
+                ConfigError::new(&field, format!("cannot write generated keys: {e}"))
+            })?;
+        }
+        let mut raw = BTreeMap::new();
+        read_file(&path, &mut raw)?;
+        let get = |key: &'static str| {
+            raw.get(key)
+                .map(|(v, _)| v.clone())
+                .ok_or_else(|| ConfigError::new(format!("`{key}` in {field}"), "missing"))
+        };
+        IdentityKeys {
+            field_keys: get("field_keys")?,
+            blind_index_key: get("blind_index_key")?,
+            token_key: get("token_key")?,
+        }
+        .keyring()
+        .map(Some)
+    }
+
+    /// Plain HTTP is served only on loopback or behind a configured trusted
+    /// proxy (which terminates TLS); anything else needs a certificate.
+    pub fn check_transport(&self) -> Result<(), ConfigError> {
+        if self.tls.is_none()
+            && !self.http_addr.ip().is_loopback()
+            && self.trusted_proxies.is_empty()
+        {
+            return Err(ConfigError::new(
+                "LECTERN_HTTP_ADDR",
+                format!(
+                    "{} is not loopback: configure LECTERN_TLS_CERT and LECTERN_TLS_KEY, \
+                     or LECTERN_TRUSTED_PROXIES for a TLS-terminating proxy",
+                    self.http_addr
+                ),
+            ));
+        }
+        Ok(())
     }
 
     pub fn is_embedded(&self) -> bool {
@@ -316,6 +516,35 @@ fn read_file(
         );
     }
     Ok(())
+}
+
+fn write_generated_keys(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let (field_keys, blind_index_key, token_key) = Keyring::generate_settings();
+    // create_new: two processes starting at once never overwrite each
+    // other's keys (the loser reads the winner's file).
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    write!(
+        file,
+        "# Identity keys generated by Lectern for embedded mode. Losing this file\n\
+         # loses every encrypted personal field. Rotate by putting a new key first:\n\
+         # field_keys = \"k2:<base64 32 bytes>,k1:…\" then `lectern admin rotate-keys`.\n\
+         field_keys = \"{field_keys}\"\nblind_index_key = \"{blind_index_key}\"\ntoken_key = \"{token_key}\"\n"
+    )?;
+    file.sync_all()
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -414,5 +643,89 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("topsecret"), "{shown}");
+
+        let (field_keys, blind, token) = Keyring::generate_settings();
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("LECTERN_FIELD_KEYS", &field_keys),
+                ("LECTERN_BLIND_INDEX_KEY", &blind),
+                ("LECTERN_TOKEN_KEY", &token),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        let field_key = field_keys.split_once(':').unwrap().1;
+        for secret in [field_key, &blind, &token] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
+
+    #[test]
+    fn identity_keys_are_all_or_none_and_validated() {
+        let (field_keys, blind, _) = Keyring::generate_settings();
+        let e = Config::from_sources(
+            None,
+            &env(&[
+                ("LECTERN_FIELD_KEYS", &field_keys),
+                ("LECTERN_BLIND_INDEX_KEY", &blind),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "LECTERN_TOKEN_KEY");
+        let e = Config::from_sources(
+            None,
+            &env(&[
+                ("LECTERN_FIELD_KEYS", "k1:bm90LWEta2V5"),
+                ("LECTERN_BLIND_INDEX_KEY", &blind),
+                ("LECTERN_TOKEN_KEY", &blind),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "LECTERN_FIELD_KEYS");
+        assert!(!e.to_string().contains("bm90"), "{e}");
+    }
+
+    #[test]
+    fn embedded_mode_generates_private_keys_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("state");
+        let c = Config::from_sources(
+            None,
+            &env(&[("LECTERN_DATA_DIR", data_dir.to_str().unwrap())]),
+        )
+        .unwrap();
+        let first = c.keyring().unwrap().expect("embedded mode has keys");
+        let path = data_dir.join("keys.toml");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let again = c.keyring().unwrap().unwrap();
+        assert_eq!(first.email_index("a@b.c"), again.email_index("a@b.c"));
+        let external =
+            Config::from_sources(None, &env(&[("DATABASE_URL", "postgres://db/lectern")])).unwrap();
+        assert!(external.keyring().unwrap().is_none());
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback_or_behind_a_trusted_proxy() {
+        let c = Config::from_sources(None, &env(&[])).unwrap();
+        assert!(c.check_transport().is_ok());
+        let c = Config::from_sources(None, &env(&[("LECTERN_HTTP_ADDR", "0.0.0.0:8080")])).unwrap();
+        assert_eq!(c.check_transport().unwrap_err().field, "LECTERN_HTTP_ADDR");
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("LECTERN_HTTP_ADDR", "0.0.0.0:8080"),
+                ("LECTERN_TRUSTED_PROXIES", "10.0.0.0/8"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.check_transport().is_ok());
+        let e = Config::from_sources(None, &env(&[("LECTERN_TLS_KEY", "k.pem")])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_TLS_CERT");
+        let e = Config::from_sources(None, &env(&[("LECTERN_AUDIT_RETENTION_DAYS", "30")]))
+            .unwrap_err();
+        assert_eq!(e.field, "LECTERN_AUDIT_RETENTION_DAYS");
     }
 }

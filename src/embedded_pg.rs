@@ -23,6 +23,8 @@ const DATABASE: &str = "lectern";
 /// A running private cluster, described by how to connect to it.
 pub struct EmbeddedPostgres {
     pub socket_dir: PathBuf,
+    /// The port that names the socket file (`.s.PGSQL.<port>`).
+    port: u16,
     /// True when this process started it (and so should stop it on shutdown).
     pub started_here: bool,
     data: PathBuf,
@@ -49,6 +51,7 @@ impl EmbeddedPostgres {
         }
         let pg = Self {
             socket_dir,
+            port: PORT,
             started_here: false,
             data,
             bin,
@@ -98,7 +101,17 @@ impl EmbeddedPostgres {
             .with_context(|| format!("see the PostgreSQL log at {}", log.display()))?;
             true
         };
-        let pg = Self { started_here, ..pg };
+        // A cluster started by `infra/dev/services` may use another port and
+        // socket directory; postmaster.pid says which.
+        let (port, socket_dir) = pg
+            .running_endpoint()
+            .unwrap_or((PORT, pg.socket_dir.clone()));
+        let pg = Self {
+            started_here,
+            port,
+            socket_dir,
+            ..pg
+        };
         pg.create_database().await?;
         Ok(pg)
     }
@@ -111,7 +124,7 @@ impl EmbeddedPostgres {
     fn options_for(&self, database: &str) -> PgConnectOptions {
         PgConnectOptions::new()
             .socket(&self.socket_dir)
-            .port(PORT)
+            .port(self.port)
             .username("postgres")
             .database(database)
     }
@@ -134,6 +147,15 @@ impl EmbeddedPostgres {
         }
         conn.close().await?;
         Ok(())
+    }
+
+    /// Port and socket directory from `postmaster.pid` (lines 4 and 5).
+    fn running_endpoint(&self) -> Option<(u16, PathBuf)> {
+        let pid_file = std::fs::read_to_string(self.data.join("postmaster.pid")).ok()?;
+        let mut lines = pid_file.lines().skip(3);
+        let port = lines.next()?.trim().parse().ok()?;
+        let socket_dir = lines.next()?.trim();
+        (!socket_dir.is_empty()).then(|| (port, PathBuf::from(socket_dir)))
     }
 
     fn is_running(&self) -> bool {

@@ -7,6 +7,7 @@ mod database;
 mod embedded_pg;
 mod media;
 mod serve;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -87,7 +88,7 @@ fn main() -> ExitCode {
             Command::Serve => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate => serve::migrate(config).await.map(|()| ExitCode::SUCCESS),
             Command::Demo => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
-            Command::Worker => Ok(not_yet("worker", "the durable pipeline")),
+            Command::Worker => worker::run(config).await.map(|()| ExitCode::SUCCESS),
             Command::Probe { .. } | Command::Transcode { .. } => unreachable!("handled above"),
             Command::Admin { args } => admin::run(config, args).await,
         }
@@ -112,11 +113,6 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
             None
         }
     }
-}
-
-fn not_yet(command: &str, arrives_with: &str) -> ExitCode {
-    eprintln!("lectern {command}: not yet available (it arrives with {arrives_with})");
-    ExitCode::from(EXIT_BAD_INPUT)
 }
 
 fn init_tracing(format: LogFormat) {

@@ -5,18 +5,18 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
 
+use crate::authz::{Access, ApiRouter};
 use crate::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub fn routes(api: ApiRouter) -> ApiRouter {
+    api.route(Method::GET, "/healthz", Access::Public, healthz)
+        .route(Method::GET, "/readyz", Access::Public, readyz)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -38,11 +38,27 @@ async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => json!("ok"),
         Err(e) => json!({ "error": e }),
     };
-    let checks = json!({ "database": status(&database), "storage": status(&storage) });
-    let failed: Vec<String> = [("database", &database), ("storage", &storage)]
-        .into_iter()
-        .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
-        .collect();
+    let identity = if state.identity.has_keys() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} (and the other identity keys) must be configured with an external database",
+            crate::identity::crypto::FIELD_KEYS_VAR
+        ))
+    };
+    let checks = json!({
+        "database": status(&database),
+        "storage": status(&storage),
+        "identity": status(&identity),
+    });
+    let failed: Vec<String> = [
+        ("database", &database),
+        ("storage", &storage),
+        ("identity", &identity),
+    ]
+    .into_iter()
+    .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))
+    .collect();
     if failed.is_empty() {
         (
             StatusCode::OK,

@@ -2,10 +2,16 @@
 //! [`router`] builds the whole app from one [`AppState`] so tests can drive
 //! it with `tower::ServiceExt::oneshot`, no socket needed.
 //!
+//! Every route is registered through [`authz::ApiRouter`] with the access
+//! it needs (see [`api`]); the identity middleware recognises the caller
+//! and audits every state-changing request.
+//!
 //! Invariant: this crate knows nothing of GStreamer or FFmpeg.
 
+pub mod authz;
 pub mod error;
 mod health;
+pub mod identity;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +23,9 @@ use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+pub use authz::ApiRouter;
 pub use error::ApiError;
+pub use identity::Identity;
 
 /// Everything a handler may need. Cheap to clone.
 #[derive(Clone)]
@@ -28,14 +36,33 @@ pub struct AppState {
     pub schema_ready: Arc<std::sync::atomic::AtomicBool>,
     /// How long a readiness probe may wait on a dependency.
     pub probe_timeout: Duration,
+    /// Keys, notifier, security counters and identity settings.
+    pub identity: Arc<Identity>,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Every route of the API with its access rule. New areas (assets,
+/// pipelines, catalogue…) add a `fn routes(ApiRouter) -> ApiRouter` in their
+/// module and chain it here.
+pub fn api(state: AppState) -> ApiRouter {
+    let api = ApiRouter::new(state);
+    let api = health::routes(api);
+    identity::routes(api)
+}
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(health::routes())
+    api(state.clone())
+        .into_router()
         .fallback(error::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            identity::middleware,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            identity::security_headers,
+        ))
         .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(

@@ -8,18 +8,31 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use lectern_api::{router, AppState};
+use lectern_api::identity::crypto::Keyring;
+use lectern_api::identity::notifier::Outbox;
+use lectern_api::identity::IdentitySettings;
+use lectern_api::{router, AppState, Identity};
 use lectern_storage::FsStore;
 use sqlx::PgPool;
 use tower::ServiceExt;
 
 async fn state(db: PgPool, schema_ready: bool, dir: &tempfile::TempDir) -> AppState {
     AppState {
-        db,
+        db: db.clone(),
         store: Arc::new(FsStore::open(dir.path()).await.unwrap()),
         schema_ready: Arc::new(AtomicBool::new(schema_ready)),
         probe_timeout: Duration::from_secs(2),
+        identity: Arc::new(Identity::new(
+            Some(keyring()),
+            Arc::new(Outbox { db }),
+            IdentitySettings::default(),
+        )),
     }
+}
+
+fn keyring() -> Keyring {
+    let (field_keys, blind, token) = Keyring::generate_settings();
+    Keyring::parse(&field_keys, &blind, &token).unwrap()
 }
 
 async fn call(

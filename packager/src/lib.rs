@@ -218,7 +218,10 @@ fn validate(package: &Package) -> Result<(), PackageError> {
                 r.name
             )));
         }
-        if r.segments.iter().any(|s| !(s.duration_s > 0.0)) {
+        if r.segments
+            .iter()
+            .any(|s| !s.duration_s.is_finite() || s.duration_s <= 0.0)
+        {
             return Err(PackageError::Invalid(format!(
                 "rendition {} has a segment without a positive duration",
                 r.name

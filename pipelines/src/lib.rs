@@ -1,5 +1,10 @@
-//! Encoding profiles as data ([`profiles`]) and the workflow that turns a
-//! source file into a published HLS ladder ([`transcode`]).
+//! Encoding profiles as data ([`profiles`]), the workflow that turns a
+//! source file into an HLS ladder ([`transcode`]), and the durable side:
+//! the asset lifecycle ([`assets`]), the job queue ([`jobs`]) and the
+//! worker that drains it ([`worker`]).
 
+pub mod assets;
+pub mod jobs;
 pub mod profiles;
 pub mod transcode;
+pub mod worker;

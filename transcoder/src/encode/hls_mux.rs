@@ -168,9 +168,10 @@ impl RenditionMuxer {
         if keyframe {
             packet.set_flags(ffmpeg::codec::packet::Flags::KEY);
         }
-        packet
-            .write_interleaved(&mut self.output)
-            .map_err(|e| mux_error("writing a packet", &self.dir, e))
+        packet.write_interleaved(&mut self.output).map_err(|e| {
+            let at = format!("writing the packet at pts {pts_ns} ns dts {dts_ns} ns");
+            mux_error(&at, &self.dir, e)
+        })
     }
 
     /// Flushes the last segment and returns every segment in order.

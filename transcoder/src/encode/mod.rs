@@ -403,6 +403,10 @@ fn make_appsink(
         .caps(&caps)
         // Encoding runs as fast as it can; nothing is displayed.
         .sync(false)
+        // No preroll: a sink blocked in PAUSED waiting for PLAYING stops its
+        // branch, the tee then blocks the others, and an x264 rung that needs
+        // a lookahead of frames before its first output never prerolls.
+        .async_(false)
         // Back-pressure instead of unbounded memory if a muxer is slow.
         .max_buffers(64)
         .callbacks(
@@ -807,9 +811,12 @@ pub fn encode_ladder(
             }
         };
         let linked = match target {
-            Some(entry) => entry
-                .static_pad("sink")
-                .is_some_and(|sink| pad.link(&sink).is_ok()),
+            Some(entry) => {
+                normalize_timeline(pad);
+                entry
+                    .static_pad("sink")
+                    .is_some_and(|sink| pad.link(&sink).is_ok())
+            }
             None => drain_into_fakesink(dbin, pad),
         };
         if !linked {
@@ -851,6 +858,58 @@ pub fn encode_ladder(
         poster,
         storyboard,
     })
+}
+
+/// Rewrites a decoded stream onto one timeline: buffers carry their running
+/// time and downstream sees a single segment starting at 0. Demuxers may
+/// send several segments before data settles (matroskademux sends one from
+/// the first cluster's time, then one from 0); videorate restarts on each,
+/// which would hand x264 timestamps that go backwards. Running time is what
+/// the demuxer means for playback, so it is kept; only its encoding changes.
+fn normalize_timeline(pad: &gst::Pad) {
+    let current = Mutex::new(None::<gst::FormattedSegment<gst::ClockTime>>);
+    pad.add_probe(
+        gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM,
+        move |_, info| {
+            let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+            match &mut info.data {
+                Some(gst::PadProbeData::Event(event)) => {
+                    let gst::EventView::Segment(segment) = event.view() else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let Ok(time) = segment.segment().clone().downcast::<gst::ClockTime>() else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    let first = current.is_none();
+                    *current = Some(time);
+                    if !first {
+                        return gst::PadProbeReturn::Drop;
+                    }
+                    *event = gst::event::Segment::builder(
+                        &gst::FormattedSegment::<gst::ClockTime>::new(),
+                    )
+                    .seqnum(event.seqnum())
+                    .build();
+                    gst::PadProbeReturn::Ok
+                }
+                Some(gst::PadProbeData::Buffer(buffer)) => {
+                    let Some(segment) = current.as_ref() else {
+                        return gst::PadProbeReturn::Ok;
+                    };
+                    // Outside the segment: the demuxer sent it only to prime a decoder.
+                    let Some(pts) = buffer.pts().and_then(|t| segment.to_running_time(t)) else {
+                        return gst::PadProbeReturn::Drop;
+                    };
+                    let dts = buffer.dts().and_then(|t| segment.to_running_time(t));
+                    let buffer = buffer.make_mut();
+                    buffer.set_pts(pts);
+                    buffer.set_dts(dts);
+                    gst::PadProbeReturn::Ok
+                }
+                _ => gst::PadProbeReturn::Ok,
+            }
+        },
+    );
 }
 
 fn drain_into_fakesink(dbin: &gst::Element, pad: &gst::Pad) -> bool {
@@ -904,7 +963,7 @@ fn run(
             match message.view() {
                 gst::MessageView::Eos(_) => return Ok(()),
                 gst::MessageView::Error(err) => {
-                    return Err(errors.take().unwrap_or_else(|| classify(&err)));
+                    return Err(errors.take().unwrap_or_else(|| classify(err)));
                 }
                 _ => {}
             }

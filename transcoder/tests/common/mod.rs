@@ -84,6 +84,37 @@ pub fn h264_mp4(dir: &Path, size: &str, rate: &str, seconds: f64) -> PathBuf {
     )
 }
 
+/// Marks the first track of an MP4 as shown rotated 90° clockwise, the way
+/// phones store portrait video: FFmpeg 5.1's CLI cannot write the display
+/// matrix, so the `tkhd` box's matrix is patched in place.
+pub fn rotate_mp4_90(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let tkhd = bytes
+        .windows(4)
+        .position(|w| w == b"tkhd")
+        .expect("an MP4 with a track header")
+        - 4;
+    assert_eq!(bytes[tkhd + 8], 0, "tkhd version 0");
+    let height = u32::from_be_bytes(bytes[tkhd + 88..tkhd + 92].try_into().unwrap()) >> 16;
+    // a b u / c d v / x y w: a 90° clockwise turn, then shifted back into view.
+    let matrix: [u32; 9] = [
+        0,
+        0x0001_0000,
+        0,
+        0xffff_0000,
+        0,
+        0,
+        height << 16,
+        0,
+        0x4000_0000,
+    ];
+    for (i, value) in matrix.iter().enumerate() {
+        let at = tkhd + 48 + i * 4;
+        bytes[at..at + 4].copy_from_slice(&value.to_be_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
 /// A small ladder so tests encode quickly: rungs 360/240/180 with the
 /// default profile's settings otherwise.
 pub fn small_profile() -> LadderProfile {

@@ -1,0 +1,334 @@
+//! Signing in and out, and recognising callers: sessions (bearer token or
+//! HttpOnly cookie) for people, `lk_…` API keys for content partners.
+//! Both are looked up by the SHA-256 of the token — one indexed equality
+//! per request, never a password hash on the hot path.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::alerts::{self, Alert, AlertKind, LoginOutcome};
+use super::audit::{self, AuditEvent};
+use super::crypto::{random_token, token_fingerprint};
+use super::{ip_range, password, throttle, ClientContext};
+use crate::authz::{Credential, Principal, Role};
+use crate::error::ApiJson;
+use crate::{ApiError, AppState};
+
+pub const SESSION_COOKIE: &str = "lectern_session";
+pub const SESSION_PREFIX: &str = "ls_";
+pub const PARTNER_KEY_PREFIX: &str = "lk_";
+
+fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
+    if let Some(auth) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return auth.strip_prefix("Bearer ").map(str::trim);
+    }
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// The caller the request's credentials name, if they are valid now. An
+/// unknown, expired or revoked token is simply no caller (routes that need
+/// one answer 401).
+pub async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    let Some(token) = bearer_or_cookie(headers) else {
+        return Ok(None);
+    };
+    let fingerprint = token_fingerprint(token);
+    if token.starts_with(PARTNER_KEY_PREFIX) {
+        let key: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "SELECT id, org_id FROM partner_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(&fingerprint)
+        .fetch_optional(&state.db)
+        .await?;
+        return Ok(key.map(|(key_id, org_id)| Principal {
+            credential: Credential::PartnerKey { key_id },
+            org_id: Some(org_id),
+            role: Role::Partner,
+        }));
+    }
+    let session: Option<(Uuid, Uuid, Option<Uuid>, String)> = sqlx::query_as(
+        "SELECT s.id, u.id, u.org_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
+    )
+    .bind(&fingerprint)
+    .fetch_optional(&state.db)
+    .await?;
+    match session {
+        None => Ok(None),
+        Some((session_id, user_id, org_id, role)) => Ok(Some(Principal {
+            credential: Credential::Session {
+                user_id,
+                session_id,
+            },
+            org_id,
+            role: role.parse().map_err(ApiError::internal)?,
+        })),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Credentials {
+    email: String,
+    password: String,
+}
+
+// Deliberately no Debug: it would print the password.
+
+fn locked(retry_after: i64) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "account_locked",
+        "too many failed sign-ins; try again later",
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// `POST /api/v1/auth/login` → `{"token", "expires_at", "user"}` and the
+/// session cookie.
+pub async fn login(
+    State(state): State<AppState>,
+    context: ClientContext,
+    ApiJson(creds): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let keys = state.identity.keyring()?;
+    let policy = state.identity.settings.throttle;
+    let index = keys.email_index(&creds.email);
+    let account = throttle::account_subject(&index);
+    let address = context.ip.as_deref().map(throttle::address_subject);
+    let audit_base = AuditEvent::by(None, &context);
+    for subject in std::iter::once(&account).chain(address.as_ref()) {
+        if let Some(retry_after) = throttle::locked_for(&state.db, subject).await? {
+            state.identity.metrics.login(LoginOutcome::Locked);
+            let event = AuditEvent {
+                action: "auth.login".into(),
+                outcome: "denied",
+                detail: Some(
+                    json!({ "reason": "locked_out", "subject": subject.split(':').next() })
+                        .to_string(),
+                ),
+                ..audit_base.clone()
+            };
+            audit::record_or_log(&state, &event).await;
+            return Ok(locked(retry_after));
+        }
+    }
+    let user: Option<(Uuid, Option<Uuid>, String, String)> =
+        sqlx::query_as("SELECT id, org_id, role, password_hash FROM users WHERE email_bidx = $1")
+            .bind(&index)
+            .fetch_optional(&state.db)
+            .await?;
+    let verified = match &user {
+        Some((_, _, _, hash)) => password::verify(hash, &creds.password),
+        None => {
+            password::verify_nothing(&creds.password);
+            false
+        }
+    };
+    let Some((user_id, org_id, role, _)) = user.filter(|_| verified) else {
+        state.identity.metrics.login(LoginOutcome::Failure);
+        let account_locked =
+            throttle::record_failure(&state.db, &account, policy.account_failures, &policy).await?;
+        let address_locked = match &address {
+            Some(a) => {
+                throttle::record_failure(&state.db, a, policy.address_failures, &policy).await?
+            }
+            None => false,
+        };
+        let event = AuditEvent {
+            action: "auth.login".into(),
+            outcome: "failed",
+            detail: Some(json!({ "reason": "invalid_credentials", "locked": account_locked || address_locked }).to_string()),
+            ..audit_base.clone()
+        };
+        audit::record_or_log(&state, &event).await;
+        if account_locked || address_locked {
+            let what = if account_locked { "account" } else { "address" };
+            alerts::raise(
+                &state,
+                Alert {
+                    kind: AlertKind::BruteForce,
+                    org_id: None,
+                    user_id: None,
+                    ip: context.ip.as_deref(),
+                    detail: format!(
+                        "{what} locked after repeated failed sign-ins ({})",
+                        if account_locked {
+                            &account
+                        } else {
+                            "by address"
+                        }
+                    ),
+                },
+            )
+            .await;
+        }
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "wrong email or password",
+        ));
+    };
+    throttle::clear(&state.db, &account).await?;
+    let role: Role = role.parse().map_err(ApiError::internal)?;
+    if let Some(ip) = context.ip.as_deref() {
+        warn_if_new_range(&state, user_id, org_id, ip).await?;
+    }
+    let token = random_token(SESSION_PREFIX);
+    let session_id = Uuid::now_v7();
+    let ttl = state.identity.settings.session_ttl;
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO sessions (id, user_id, token_hash, expires_at, ip, user_agent) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6) RETURNING expires_at",
+    )
+    .bind(session_id)
+    .bind(user_id)
+    .bind(token_fingerprint(&token))
+    .bind(ttl.as_secs_f64())
+    .bind(&context.ip)
+    .bind(&context.user_agent)
+    .fetch_one(&state.db)
+    .await?;
+    state.identity.metrics.login(LoginOutcome::Success);
+    let principal = Principal {
+        credential: Credential::Session {
+            user_id,
+            session_id,
+        },
+        org_id,
+        role,
+    };
+    let event = AuditEvent {
+        action: "auth.login".into(),
+        outcome: "ok",
+        ..AuditEvent::by(Some(&principal), &context)
+    };
+    audit::record_or_log(&state, &event).await;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        ttl.as_secs()
+    );
+    let body = json!({
+        "token": token,
+        "expires_at": expires_at,
+        "user": { "id": user_id, "org_id": org_id, "role": role },
+    });
+    let mut response = (StatusCode::OK, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+async fn warn_if_new_range(
+    state: &AppState,
+    user_id: Uuid,
+    org_id: Option<Uuid>,
+    ip: &str,
+) -> Result<(), ApiError> {
+    let Some(range) = ip_range(ip) else {
+        return Ok(());
+    };
+    let earlier: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT ip FROM sessions WHERE user_id = $1 AND ip IS NOT NULL LIMIT 1000",
+    )
+    .bind(user_id)
+    .fetch_all(&state.db)
+    .await?;
+    // The first sign-in has nothing to compare with.
+    if !earlier.is_empty()
+        && !earlier
+            .iter()
+            .any(|e| ip_range(e).as_deref() == Some(range.as_str()))
+    {
+        alerts::raise(
+            state,
+            Alert {
+                kind: AlertKind::NewIpRange,
+                org_id,
+                user_id: Some(user_id),
+                ip: Some(ip),
+                detail: format!("first sign-in from {range}"),
+            },
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/auth/logout`: revokes this session and clears the cookie.
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+        .bind(principal.session_id())
+        .execute(&state.db)
+        .await?;
+    let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
+    Ok((
+        StatusCode::NO_CONTENT,
+        [(
+            header::SET_COOKIE,
+            HeaderValue::from_str(&clear).map_err(ApiError::internal)?,
+        )],
+    )
+        .into_response())
+}
+
+/// `GET /api/v1/me`: who the caller is.
+pub async fn me(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match principal.credential {
+        Credential::PartnerKey { key_id } => Ok(Json(json!({
+            "kind": "partner_key",
+            "key_id": key_id,
+            "org_id": principal.org_id,
+            "role": principal.role,
+        }))),
+        Credential::Session { user_id, .. } => {
+            let keys = state.identity.keyring()?;
+            let (email_ct, totp_enabled): (Vec<u8>, bool) =
+                sqlx::query_as("SELECT email_ct, totp_enabled FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_one(&state.db)
+                    .await?;
+            let email = keys
+                .open("users.email", user_id, &email_ct)
+                .map_err(ApiError::internal)?;
+            Ok(Json(json!({
+                "kind": "user",
+                "id": user_id,
+                "org_id": principal.org_id,
+                "role": principal.role,
+                "email": email,
+                "totp_enabled": totp_enabled,
+            })))
+        }
+    }
+}

@@ -1,0 +1,351 @@
+//! The authorisation matrix, generated from the route registry: every
+//! route (`lectern_api::api(..).table()`) is called as anonymous, as every
+//! role of the organisation that owns the addressed resources, as every
+//! role of another organisation, and as a global super admin. The expected
+//! status of each call follows from the route's `Access` and the
+//! permission table in `authz.rs`; the fixture below only says how to call
+//! the route and what success looks like. A route without a fixture fails
+//! the test, so a new route cannot ship without its row in the matrix.
+
+mod common;
+
+use axum::http::{Method, StatusCode};
+use common::{World, PASSWORD};
+use lectern_api::authz::{Access, Role};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+struct Expect {
+    status: u16,
+    code: Option<&'static str>,
+}
+
+const fn ok(status: u16) -> Expect {
+    Expect { status, code: None }
+}
+
+const fn err(status: u16, code: &'static str) -> Expect {
+    Expect {
+        status,
+        code: Some(code),
+    }
+}
+
+/// How to call one route, and what a caller allowed to call it gets.
+struct Call {
+    path: String,
+    body: Option<Value>,
+    allowed: Expect,
+    /// Addresses a resource of organisation A by id: other organisations
+    /// get 404, never a hint that it exists.
+    addresses_org_a: bool,
+    /// The call ends the caller's session, so it uses a fresh one.
+    ends_session: bool,
+}
+
+struct Caller {
+    label: String,
+    role: Option<Role>,
+    /// `None`: anonymous or the global super admin.
+    org: Option<Uuid>,
+    email: Option<String>,
+    token: Option<String>,
+}
+
+struct Orgs {
+    a: Uuid,
+    b: Uuid,
+    a_admin_token: String,
+    counter: std::sync::atomic::AtomicU32,
+}
+
+impl Orgs {
+    fn fresh(&self) -> u32 {
+        self.counter
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The matrix's entries: one per registered route.
+async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<Call> {
+    let call = |path: String, body: Option<Value>, allowed: Expect| Call {
+        path,
+        body,
+        allowed,
+        addresses_org_a: false,
+        ends_session: false,
+    };
+    Some(match (method.as_str(), path) {
+        ("GET", "/healthz") => call(path.into(), None, ok(200)),
+        ("GET", "/readyz") => call(path.into(), None, ok(200)),
+        ("POST", "/api/v1/auth/login") => call(
+            path.into(),
+            Some(json!({ "email": "learner@a.example.org", "password": PASSWORD })),
+            ok(200),
+        ),
+        ("POST", "/api/v1/auth/logout") => Call {
+            ends_session: true,
+            ..call(path.into(), None, ok(204))
+        },
+        ("GET", "/api/v1/me") => call(path.into(), None, ok(200)),
+        ("POST", "/api/v1/me/totp") => call(path.into(), None, ok(200)),
+        ("POST", "/api/v1/me/totp/confirm") => call(
+            path.into(),
+            Some(json!({ "code": "not-a-code" })),
+            err(403, "invalid_code"),
+        ),
+        ("POST", "/api/v1/auth/step-up/code") => call(path.into(), None, ok(202)),
+        ("POST", "/api/v1/auth/step-up") => call(
+            path.into(),
+            Some(json!({ "totp": "not-a-code" })),
+            err(409, "totp_not_enabled"),
+        ),
+        ("GET", "/api/v1/users") => call(path.into(), None, ok(200)),
+        ("GET", "/api/v1/users/export") => call(path.into(), None, ok(200)),
+        ("PUT", "/api/v1/users/{user_id}/role") => {
+            let victim = w
+                .user(
+                    Some(orgs.a),
+                    &format!("role{}@a.example.org", orgs.fresh()),
+                    Role::Learner,
+                )
+                .await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/users/{victim}/role"),
+                    Some(json!({ "role": "expert" })),
+                    ok(200),
+                )
+            }
+        }
+        ("DELETE", "/api/v1/users/{user_id}") => {
+            let victim = w
+                .user(
+                    Some(orgs.a),
+                    &format!("del{}@a.example.org", orgs.fresh()),
+                    Role::Learner,
+                )
+                .await;
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/users/{victim}"), None, ok(204))
+            }
+        }
+        ("POST", "/api/v1/invitations") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(
+                    json!({ "email": format!("invitee{}@x.example.org", orgs.fresh()), "org_id": orgs.a }),
+                ),
+                ok(201),
+            )
+        },
+        ("POST", "/api/v1/invitations/accept") => {
+            let email = format!("accept{}@x.example.org", orgs.fresh());
+            let (status, body) = w
+                .call(
+                    "POST",
+                    "/api/v1/invitations",
+                    Some(&orgs.a_admin_token),
+                    Some(json!({ "email": email })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            let token = w
+                .last_message(&email)
+                .await
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string();
+            call(
+                path.into(),
+                Some(json!({ "token": token, "password": PASSWORD })),
+                ok(200),
+            )
+        }
+        ("GET", "/api/v1/audit") => call(path.into(), None, ok(200)),
+        ("GET", "/metrics") => call(path.into(), None, ok(200)),
+        _ => return None,
+    })
+}
+
+fn expected(access: Access, caller: &Caller, orgs: &Orgs, call: &Call) -> Expect {
+    let Some(role) = caller.role else {
+        return if access == Access::Public {
+            call.allowed
+        } else {
+            err(401, "unauthenticated")
+        };
+    };
+    let is_key = caller.email.is_none();
+    match access {
+        Access::Public | Access::Authenticated => call.allowed,
+        Access::Session if is_key => err(403, "forbidden"),
+        Access::Session => call.allowed,
+        Access::Permission(p) if !p.granted_to(role) => err(403, "forbidden"),
+        Access::Permission(p) if p.requires_step_up() => err(403, "step_up_required"),
+        Access::Permission(_) if call.addresses_org_a && caller.org == Some(orgs.b) => {
+            err(404, "not_found")
+        }
+        Access::Permission(_) => call.allowed,
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::PgPool) {
+    let w = World::new(db.clone()).await;
+    let a = w.org("Org A").await;
+    let b = w.org("Org B").await;
+    let mut callers = vec![Caller {
+        label: "anonymous".into(),
+        role: None,
+        org: None,
+        email: None,
+        token: None,
+    }];
+    for role in Role::ALL {
+        for (org, tag) in [(a, "A"), (b, "B")] {
+            let label = format!("{}@{}", role.as_str(), tag);
+            if role == Role::Partner {
+                // Partners call the API with organisation-scoped keys.
+                let (_, key) = lectern_api::identity::users::create_partner_key(&db, org, "matrix")
+                    .await
+                    .unwrap();
+                callers.push(Caller {
+                    label,
+                    role: Some(role),
+                    org: Some(org),
+                    email: None,
+                    token: Some(key),
+                });
+            } else {
+                let email = format!(
+                    "{}@{}.example.org",
+                    role.as_str().replace('_', ""),
+                    tag.to_lowercase()
+                );
+                w.user(Some(org), &email, role).await;
+                let token = w.login(&email).await;
+                callers.push(Caller {
+                    label,
+                    role: Some(role),
+                    org: Some(org),
+                    email: Some(email),
+                    token: Some(token),
+                });
+            }
+        }
+    }
+    w.user(None, "root@lectern.example", Role::SuperAdmin).await;
+    let root_token = w.login("root@lectern.example").await;
+    callers.push(Caller {
+        label: "super_admin@global".into(),
+        role: Some(Role::SuperAdmin),
+        org: None,
+        email: Some("root@lectern.example".into()),
+        token: Some(root_token),
+    });
+    // "learner@a.example.org" is the login fixture's account.
+    let a_admin_token = w.login("contentadmin@a.example.org").await;
+    let orgs = Orgs {
+        a,
+        b,
+        a_admin_token,
+        counter: Default::default(),
+    };
+
+    let table = lectern_api::api(w.state.clone()).table().to_vec();
+    assert!(
+        table.len() >= 17,
+        "the registry lists every route: {table:?}"
+    );
+    let mut missing = Vec::new();
+    let mut mismatches = Vec::new();
+    let mut rows = Vec::new();
+    for route in &table {
+        let mut cells = Vec::new();
+        for caller in &callers {
+            let Some(call) = fixture(&w, &orgs, &route.method, route.path).await else {
+                missing.push(format!("{} {}", route.method, route.path));
+                break;
+            };
+            let token = match (&caller.email, call.ends_session) {
+                (Some(email), true) => Some(w.login(email).await),
+                _ => caller.token.clone(),
+            };
+            let (status, body) = w
+                .call(
+                    route.method.as_str(),
+                    &call.path,
+                    token.as_deref(),
+                    call.body.clone(),
+                )
+                .await;
+            let want = expected(route.access, caller, &orgs, &call);
+            let code = body["error"]["code"].as_str().map(str::to_string);
+            let fits = status.as_u16() == want.status
+                && (want.code.is_none() || code.as_deref() == want.code);
+            let cell = match (&code, status.as_u16()) {
+                (Some(c), 403) if c == "step_up_required" => "403su".to_string(),
+                (_, s) => s.to_string(),
+            };
+            if !fits {
+                mismatches.push(format!(
+                    "{} {} as {}: got {} {:?}, want {} {:?}",
+                    route.method,
+                    route.path,
+                    caller.label,
+                    status.as_u16(),
+                    code,
+                    want.status,
+                    want.code
+                ));
+            }
+            cells.push(if fits { cell } else { format!("{cell}!") });
+        }
+        rows.push((
+            format!("{} {}", route.method, route.path),
+            format!("{:?}", route.access),
+            cells,
+        ));
+    }
+
+    // The matrix, as a table (403su = allowed, but needs a step-up first).
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(10);
+    let mut out = format!("{:width$}  {:34}", "route", "access");
+    for c in &callers {
+        out.push_str(&format!(" {:>8}", short(&c.label)));
+    }
+    out.push('\n');
+    for (route, access, cells) in &rows {
+        out.push_str(&format!("{route:width$}  {access:34}"));
+        for cell in cells {
+            out.push_str(&format!(" {cell:>8}"));
+        }
+        out.push('\n');
+    }
+    println!("{out}");
+    assert!(
+        missing.is_empty(),
+        "routes without a matrix entry: {missing:?}"
+    );
+    assert!(
+        mismatches.is_empty(),
+        "{} unexpected answers:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+fn short(label: &str) -> String {
+    label
+        .replace("content_admin", "cadmin")
+        .replace("super_admin", "sadmin")
+        .replace("learner", "learn")
+        .replace("partner", "partn")
+        .replace("@global", "@*")
+}

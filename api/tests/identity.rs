@@ -1,0 +1,643 @@
+//! Identity end to end through the router, on a real PostgreSQL database
+//! per test: sign-in, encryption at rest and key rotation, throttling,
+//! step-up, the audit chain, invitations and partner keys.
+
+mod common;
+
+use axum::http::StatusCode;
+use common::{World, PASSWORD};
+use lectern_api::authz::Role;
+use lectern_api::identity::audit;
+use lectern_api::identity::users;
+use serde_json::json;
+use sqlx::PgPool;
+use totp_rs::{Algorithm, Secret, TOTP};
+
+#[sqlx::test(migrations = "../migrations")]
+async fn sign_in_gives_a_token_and_a_hardened_cookie_and_logout_revokes_it(db: PgPool) {
+    let w = World::new(db).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "Learner@Example.org", Role::Learner)
+        .await;
+
+    let (status, text) = w
+        .call_raw(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": "learner@example.org", "password": "wrong password 1" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(text.contains("invalid_credentials"), "{text}");
+
+    let req = axum::http::Request::post("/api/v1/auth/login")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(
+            json!({ "email": " LEARNER@example.org ", "password": PASSWORD }).to_string(),
+        ))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(w.app.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in [
+        "lectern_session=ls_",
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+    ] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    let token = cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("lectern_session=")
+        .to_string();
+
+    // The cookie alone authenticates a browser.
+    let req = axum::http::Request::get("/api/v1/me")
+        .header("cookie", format!("theme=dark; lectern_session={token}"))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(w.app.clone(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+
+    let (status, me) = w.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(me["email"], "learner@example.org");
+    assert_eq!(me["role"], "learner");
+    assert_eq!(me["org_id"], org.to_string());
+
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, body) = w.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "unauthenticated");
+
+    let (status, body) = w.call_raw("POST", "/api/v1/auth/login", None, None).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        body.contains("invalid_body"),
+        "JSON error for a missing body: {body}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn personal_data_is_encrypted_at_rest_and_rotate_keys_reseals_every_row(db: PgPool) {
+    let old = lectern_api::identity::crypto::Keyring::generate_settings();
+    let w = World::with_keys(db.clone(), old.clone()).await;
+    let org = w.org("Alumni Office").await;
+    for i in 0..7 {
+        w.user(
+            Some(org),
+            &format!("person{i}@alumni.example.edu"),
+            Role::Learner,
+        )
+        .await;
+    }
+    let token = w.login("person3@alumni.example.edu").await;
+    let (status, _) = w.call("POST", "/api/v1/me/totp", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Raw SQL sees no plaintext in any column of any row.
+    let dump: Vec<String> = sqlx::query_scalar("SELECT u::text FROM users u")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(dump.len(), 7);
+    for row in &dump {
+        assert!(!row.contains("alumni"), "plaintext in {row}");
+        assert!(!row.contains("person"), "plaintext in {row}");
+    }
+    let hex_email = hex::encode("person3@alumni.example.edu");
+    assert!(!dump.iter().any(|r| r.contains(&hex_email)));
+
+    // A new active key k2; k1 still opens the old rows until rotation.
+    let new = lectern_api::identity::crypto::Keyring::generate_settings();
+    let rotated = (
+        format!("{},{}", new.0.replacen("k1:", "k2:", 1), old.0),
+        old.1.clone(),
+        old.2.clone(),
+    );
+    let w2 = World::with_keys(db.clone(), rotated).await;
+    let changed = users::rotate_keys(&db, &w2.keys, 3).await.unwrap();
+    assert_eq!(changed, 7, "every row re-encrypted, in batches of 3");
+    let key_ids: Vec<String> = sqlx::query_scalar("SELECT DISTINCT key_id FROM users")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(key_ids, vec!["k2".to_string()]);
+    assert_eq!(
+        users::rotate_keys(&db, &w2.keys, 3).await.unwrap(),
+        0,
+        "idempotent"
+    );
+
+    // With k1 gone entirely, every row still opens and sign-in by email works.
+    let only_new = (new.0.replacen("k1:", "k2:", 1), old.1, old.2);
+    let w3 = World::with_keys(db.clone(), only_new).await;
+    let admin = w3
+        .user(Some(org), "admin@alumni.example.edu", Role::ContentAdmin)
+        .await;
+    let token = w3.login("person5@alumni.example.edu").await;
+    let (status, me) = w3.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!(me["email"], "person5@alumni.example.edu");
+    let admin_token = w3.login("admin@alumni.example.edu").await;
+    let (status, list) = w3
+        .call("GET", "/api/v1/users", Some(&admin_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["users"].as_array().unwrap().len(), 8);
+    let _ = admin;
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn twenty_wrong_passwords_lock_the_account_raise_an_alert_and_refuse_the_right_one(
+    db: PgPool,
+) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("SME Centre").await;
+    w.user(Some(org), "owner@sme.example.cn", Role::Learner)
+        .await;
+    let mut statuses = Vec::new();
+    for attempt in 0..20 {
+        let (status, body) = w
+            .call("POST", "/api/v1/auth/login", None, Some(json!({ "email": "owner@sme.example.cn", "password": format!("guess number {attempt}") })))
+            .await;
+        statuses.push((
+            status.as_u16(),
+            body["error"]["code"].as_str().unwrap_or("").to_string(),
+        ));
+    }
+    println!("attempt statuses: {statuses:?}");
+    assert!(statuses[..5]
+        .iter()
+        .all(|(s, c)| *s == 401 && c == "invalid_credentials"));
+    assert!(statuses[5..]
+        .iter()
+        .all(|(s, c)| *s == 429 && c == "account_locked"));
+
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": "owner@sme.example.cn", "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the right password during lockout: {body}"
+    );
+    assert_eq!(body["error"]["code"], "account_locked");
+
+    let alerts: Vec<(String, String)> = sqlx::query_as("SELECT kind, detail FROM security_alerts")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    println!("alerts: {alerts:?}");
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].0, "brute_force");
+    assert!(
+        !alerts[0].1.contains("owner@"),
+        "no personal data in alerts"
+    );
+
+    let outcomes: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT outcome, count(*) FROM audit_log WHERE action = 'auth.login' GROUP BY outcome ORDER BY outcome",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![("denied".to_string(), 16), ("failed".to_string(), 5)]
+    );
+
+    // Unknown emails are throttled the same way: no account enumeration.
+    for _ in 0..6 {
+        w.call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": "nobody@sme.example.cn", "password": "whatever 123456" })),
+        )
+        .await;
+    }
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": "nobody@sme.example.cn", "password": "x" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    let root = w.user(None, "root@lectern.example", Role::SuperAdmin).await;
+    let token = w.login("root@lectern.example").await;
+    let (status, metrics) = w.call_raw("GET", "/metrics", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        metrics.contains("lectern_security_alerts_total{kind=\"brute_force\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("lectern_logins_total{outcome=\"locked\"} 18"),
+        "{metrics}"
+    );
+    let _ = root;
+}
+
+fn totp_for(secret_base32: &str) -> TOTP {
+    let secret = Secret::Encoded(secret_base32.to_string())
+        .to_bytes()
+        .unwrap();
+    TOTP::new_unchecked(Algorithm::SHA1, 6, 1, 30, secret)
+}
+
+fn one_time_code(message: &str) -> String {
+    message
+        .split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .unwrap_or_else(|| panic!("no code in {message:?}"))
+        .to_string()
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn critical_operations_need_a_fresh_single_use_step_up(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    let other = w.org("Alumni Office").await;
+    w.user(Some(org), "chief@med.example.org", Role::SuperAdmin)
+        .await;
+    let victim = w
+        .user(Some(org), "leaver@med.example.org", Role::Learner)
+        .await;
+    let second = w
+        .user(Some(org), "second@med.example.org", Role::Learner)
+        .await;
+    let foreign = w
+        .user(Some(other), "someone@alumni.example.edu", Role::Learner)
+        .await;
+    let token = w.login("chief@med.example.org").await;
+
+    let delete = format!("/api/v1/users/{victim}");
+    let (status, body) = w.call("DELETE", &delete, Some(&token), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(body["error"]["code"], "step_up_required");
+
+    let (status, enrolment) = w.call("POST", "/api/v1/me/totp", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{enrolment}");
+    let totp = totp_for(enrolment["secret"].as_str().unwrap());
+    // Confirm with the previous step's code, so the current one is fresh.
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&token),
+            Some(json!({ "code": totp.generate(now() - 30) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "totp": "000000" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let code = totp.generate(now());
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "totp": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w.call("DELETE", &delete, Some(&token), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+
+    let audited: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT outcome, actor, target FROM audit_log WHERE action = 'DELETE /api/v1/users/{user_id}' ORDER BY id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(audited[0].0, "denied");
+    assert_eq!(audited[1].0, "ok");
+    assert_eq!(audited[1].2.as_deref(), Some(delete.as_str()));
+
+    // The grant was single use, and so is the code.
+    let (status, body) = w
+        .call(
+            "DELETE",
+            &format!("/api/v1/users/{second}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("step_up_required"))
+    );
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "totp": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "a reused code: {body}");
+    assert_eq!(body["error"]["code"], "invalid_code");
+
+    // A one-time code through the notifier works too, once.
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/step-up/code", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let one_time = one_time_code(&w.last_message("chief@med.example.org").await);
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "code": one_time })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w
+        .call(
+            "PUT",
+            &format!("/api/v1/users/{second}/role"),
+            Some(&token),
+            Some(json!({ "role": "expert" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "expert");
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "code": one_time })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Another organisation's user is not found, even with a valid step-up.
+    w.call("POST", "/api/v1/auth/step-up/code", Some(&token), None)
+        .await;
+    let one_time = one_time_code(&w.last_message("chief@med.example.org").await);
+    w.call(
+        "POST",
+        "/api/v1/auth/step-up",
+        Some(&token),
+        Some(json!({ "code": one_time })),
+    )
+    .await;
+    let (status, body) = w
+        .call(
+            "DELETE",
+            &format!("/api/v1/users/{foreign}"),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn the_audit_chain_is_append_only_and_names_an_edited_row(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "a@med.example.org", Role::Learner).await;
+    for _ in 0..3 {
+        let token = w.login("a@med.example.org").await;
+        w.call("POST", "/api/v1/auth/logout", Some(&token), None)
+            .await;
+    }
+    let report = audit::verify(&db).await.unwrap();
+    assert_eq!(report.first_bad_row, None);
+    assert!(report.rows_checked >= 6, "{report:?}");
+
+    let refused = sqlx::query("UPDATE audit_log SET outcome = 'ok' WHERE id = 2")
+        .execute(&db)
+        .await;
+    assert!(refused.unwrap_err().to_string().contains("append-only"));
+    let refused = sqlx::query("DELETE FROM audit_log WHERE id = 2")
+        .execute(&db)
+        .await;
+    assert!(refused.is_err());
+
+    // Someone with the power to drop the trigger edits row 4 by hand.
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_log SET ip = '10.9.9.9' WHERE id = 4")
+        .execute(&db)
+        .await
+        .unwrap();
+    let report = audit::verify(&db).await.unwrap();
+    assert_eq!(report.first_bad_row, Some(4));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_retention_purge_keeps_the_rest_of_the_chain_verifiable(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "a@med.example.org", Role::Learner).await;
+    for _ in 0..4 {
+        w.login("a@med.example.org").await;
+    }
+    // Age the first two rows (the test stands in for the passing of time).
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_append_only")
+        .execute(&db)
+        .await
+        .unwrap();
+    let rows: Vec<audit::AuditRow> = sqlx::query_as("SELECT * FROM audit_log ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.len(),
+        8,
+        "each sign-in: the request and the sign-in event"
+    );
+    sqlx::query("UPDATE audit_log SET at = at - interval '400 days' WHERE id <= 2")
+        .execute(&db)
+        .await
+        .unwrap();
+    sqlx::query("ALTER TABLE audit_log ENABLE TRIGGER audit_log_append_only")
+        .execute(&db)
+        .await
+        .unwrap();
+    // Aged rows no longer match their hashes, but they are about to go.
+    assert_eq!(audit::purge(&db, 180).await.unwrap(), 2);
+    let report = audit::verify(&db).await.unwrap();
+    assert_eq!(
+        report,
+        audit::ChainReport {
+            rows_checked: 6,
+            first_bad_row: None
+        }
+    );
+    w.login("a@med.example.org").await;
+    assert_eq!(audit::verify(&db).await.unwrap().first_bad_row, None);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_expert_invitation_is_signed_single_use_and_makes_an_expert(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "editor@med.example.org", Role::ContentAdmin)
+        .await;
+    w.user(Some(org), "learner@med.example.org", Role::Learner)
+        .await;
+    let token = w.login("editor@med.example.org").await;
+
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations",
+            Some(&token),
+            Some(json!({ "email": "Dr.Wang@hospital.example.cn" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(
+        body.get("token").is_none(),
+        "the token goes to the invitee only"
+    );
+    let message = w.last_message("dr.wang@hospital.example.cn").await;
+    let invite = message.rsplit(' ').next().unwrap().to_string();
+
+    let mut forged = invite.clone().into_bytes();
+    let last = forged.len() - 3;
+    forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations/accept",
+            None,
+            Some(json!({ "token": String::from_utf8(forged).unwrap(), "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_token"))
+    );
+
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations/accept",
+            None,
+            Some(json!({ "token": invite, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "expert");
+    let expert = w.login("dr.wang@hospital.example.cn").await;
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&expert), None).await;
+    assert_eq!(
+        (me["role"].as_str(), me["org_id"].as_str()),
+        (Some("expert"), Some(org.to_string().as_str()))
+    );
+
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations/accept",
+            None,
+            Some(json!({ "token": invite, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::GONE, Some("invitation_used"))
+    );
+
+    // An existing learner of the organisation becomes an expert.
+    w.call(
+        "POST",
+        "/api/v1/invitations",
+        Some(&token),
+        Some(json!({ "email": "learner@med.example.org" })),
+    )
+    .await;
+    let invite = w
+        .last_message("learner@med.example.org")
+        .await
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations/accept",
+            None,
+            Some(json!({ "token": invite })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let learner = w.login("learner@med.example.org").await;
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&learner), None).await;
+    assert_eq!(me["role"], "expert");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn partner_keys_are_hashed_scoped_and_revocable(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Video Partner Ltd").await;
+    let (key_id, key) = users::create_partner_key(&db, org, "uploads")
+        .await
+        .unwrap();
+    assert!(key.starts_with("lk_") && key.len() > 40);
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT key_hash FROM partner_keys")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_ne!(stored, key.as_bytes());
+
+    let (status, me) = w.call("GET", "/api/v1/me", Some(&key), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (me["role"].as_str(), me["org_id"].as_str()),
+        (Some("partner"), Some(org.to_string().as_str()))
+    );
+    // A key is not a person: no step-up, no session routes.
+    let (status, _) = w.call("POST", "/api/v1/me/totp", Some(&key), None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    assert!(users::revoke_partner_key(&db, key_id).await.unwrap());
+    let (status, _) = w.call("GET", "/api/v1/me", Some(&key), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

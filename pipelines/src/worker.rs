@@ -1,0 +1,491 @@
+//! A pipeline worker: claims transcode jobs and runs each one
+//! fetch source → probe → transcode → package → publish → mark ready.
+//!
+//! Durability rules:
+//! - A job is held by a lease renewed every third of its length; a worker
+//!   that dies simply stops renewing and another worker takes the job over.
+//! - Outputs go under a per-attempt prefix; the asset is pointed at it in the
+//!   same transaction that checks this worker still owns the job. A stale or
+//!   duplicate attempt can therefore never become visible, and superseded
+//!   attempts are garbage-collected afterwards.
+//! - Bad media fails the asset at once with its stable code; only transient
+//!   failures (storage, database, I/O) are retried, with backoff.
+//! - On shutdown the worker stops claiming, lets running jobs finish for a
+//!   drain period, then cancels them and hands them straight back to the queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lectern_storage::Store;
+use lectern_transcoder::encode::CancelFlag;
+use lectern_transcoder::{probe, MediaError, MediaErrorCode};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::assets::{self, AssetStatus};
+use crate::jobs::{self, ClaimedJob, STILL_OURS};
+use crate::{profiles, transcode};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique among live workers: recorded as lease owner and in events.
+    pub name: String,
+    pub lease: Duration,
+    /// Jobs run at once by this worker.
+    pub concurrency: usize,
+    /// Local scratch space for sources and encodes.
+    pub work_dir: PathBuf,
+    /// How often an idle worker looks for work.
+    pub poll_interval: Duration,
+    /// How long running jobs may finish after a shutdown request.
+    pub drain_timeout: Duration,
+}
+
+impl WorkerConfig {
+    /// Jobs to run at once on this machine: x264 already spreads one ladder
+    /// over about four cores, so more jobs than that only add contention.
+    pub fn default_concurrency() -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cores / 4).max(1)
+    }
+}
+
+#[derive(Clone)]
+pub struct Worker {
+    db: PgPool,
+    store: Arc<dyn Store>,
+    config: Arc<WorkerConfig>,
+}
+
+/// Why a job did not succeed.
+#[derive(Debug)]
+enum JobFailure {
+    /// The media itself is at fault, or a transient media-side problem.
+    Media(MediaError),
+    /// Database or storage trouble: always worth a retry.
+    Infrastructure(String),
+    /// Another worker owns the job now; this attempt must leave no trace.
+    LeaseLost,
+    /// Shutdown drain ran out: give the job back untouched.
+    Interrupted,
+}
+
+impl From<sqlx::Error> for JobFailure {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Infrastructure(format!("database: {e}"))
+    }
+}
+
+impl From<lectern_storage::StorageError> for JobFailure {
+    fn from(e: lectern_storage::StorageError) -> Self {
+        Self::Infrastructure(format!("storage: {e}"))
+    }
+}
+
+impl From<std::io::Error> for JobFailure {
+    fn from(e: std::io::Error) -> Self {
+        Self::Infrastructure(format!("local disk: {e}"))
+    }
+}
+
+impl Worker {
+    pub fn new(db: PgPool, store: Arc<dyn Store>, config: WorkerConfig) -> Self {
+        Self {
+            db,
+            store,
+            config: Arc::new(config),
+        }
+    }
+
+    /// Runs until `shutdown` resolves, then drains.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let slots = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut running: JoinSet<()> = JoinSet::new();
+        let mut cancels: Vec<(Uuid, CancelFlag)> = Vec::new();
+        tracing::info!(worker = %self.config.name, concurrency = self.config.concurrency, "worker started");
+        tokio::pin!(shutdown);
+        loop {
+            while running.try_join_next().is_some() {}
+            cancels.retain(|(_, flag)| !flag.is_cancelled());
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                p = slots.clone().acquire_owned() => p.expect("semaphore never closes"),
+            };
+            let claimed = match jobs::claim(&self.db, &self.config.name, self.config.lease).await {
+                Ok(job) => job,
+                Err(e) => {
+                    // The database may be restarting: keep polling, never exit.
+                    tracing::warn!(error = %e, "cannot claim jobs; retrying");
+                    None
+                }
+            };
+            let Some(job) = claimed else {
+                drop(permit);
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(self.config.poll_interval) => continue,
+                }
+            };
+            let cancel = CancelFlag::new();
+            cancels.push((job.id, cancel.clone()));
+            let worker = self.clone();
+            running.spawn(async move {
+                worker.process(job, cancel).await;
+                drop(permit);
+            });
+        }
+        tracing::info!(worker = %self.config.name, running = running.len(), "draining");
+        let drained = tokio::time::timeout(self.config.drain_timeout, async {
+            while running.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            for (_, flag) in &cancels {
+                flag.cancel();
+            }
+            while running.join_next().await.is_some() {}
+        }
+        tracing::info!(worker = %self.config.name, "worker stopped");
+    }
+
+    async fn process(&self, job: ClaimedJob, cancel: CancelFlag) {
+        let name = &self.config.name;
+        tracing::info!(worker = %name, job = %job.id, asset = %job.asset_id, attempt = job.attempts, "job claimed");
+        let scratch = self
+            .config
+            .work_dir
+            .join(format!("{}-{}", job.id, job.attempts));
+        let prefix = assets::attempt_prefix(job.asset_id, job.attempts);
+        let (progress_tx, progress_rx) = watch::channel(0.0_f64);
+        let lease_lost = CancelFlag::new();
+        let keeper = tokio::spawn(keep_lease(
+            self.db.clone(),
+            job.clone(),
+            name.clone(),
+            self.config.lease,
+            progress_rx,
+            cancel.clone(),
+            lease_lost.clone(),
+        ));
+        let outcome = self
+            .run_job(&job, &scratch, &prefix, &progress_tx, &cancel)
+            .await;
+        keeper.abort();
+        let outcome = match outcome {
+            Err(_) if lease_lost.is_cancelled() => Err(JobFailure::LeaseLost),
+            Err(JobFailure::Media(e)) if e.code == MediaErrorCode::Cancelled => {
+                Err(JobFailure::Interrupted)
+            }
+            other => other,
+        };
+        if let Err(e) = tokio::fs::remove_dir_all(&scratch).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %scratch.display(), error = %e, "cannot clean scratch directory");
+            }
+        }
+        match outcome {
+            Ok(()) => self.collect_garbage(job.asset_id, &prefix).await,
+            Err(failure) => {
+                self.remove_prefix(&prefix).await;
+                if let Err(e) = self.record_failure(&job, failure).await {
+                    // The lease will expire and another worker retries.
+                    tracing::error!(job = %job.id, error = %e, "cannot record job failure");
+                }
+            }
+        }
+    }
+
+    async fn run_job(
+        &self,
+        job: &ClaimedJob,
+        scratch: &Path,
+        prefix: &str,
+        progress: &watch::Sender<f64>,
+        cancel: &CancelFlag,
+    ) -> Result<(), JobFailure> {
+        let name = &self.config.name;
+        let (source_key, profile_name): (String, String) =
+            sqlx::query_as("SELECT source_key, profile FROM assets WHERE id = $1")
+                .bind(job.asset_id)
+                .fetch_one(&self.db)
+                .await?;
+        assets::transition(
+            &self.db,
+            job.asset_id,
+            AssetStatus::Probing,
+            name,
+            job.attempts,
+            None,
+        )
+        .await?;
+        tokio::fs::create_dir_all(scratch).await?;
+        let source = scratch.join("source");
+        self.download(&source_key, &source).await?;
+
+        let probe_path = source.clone();
+        let info = tokio::task::spawn_blocking(move || probe::probe(&probe_path))
+            .await
+            .map_err(|e| JobFailure::Infrastructure(format!("probe thread: {e}")))?
+            .map_err(JobFailure::Media)?;
+        sqlx::query("UPDATE assets SET media_info = $2, duration_s = $3 WHERE id = $1")
+            .bind(job.asset_id)
+            .bind(serde_json::to_value(&info).expect("MediaInfo serialises"))
+            .bind(info.duration_s)
+            .execute(&self.db)
+            .await?;
+        assets::transition(
+            &self.db,
+            job.asset_id,
+            AssetStatus::Transcoding,
+            name,
+            job.attempts,
+            Some(json!({ "duration_s": info.duration_s })),
+        )
+        .await?;
+
+        let profile = profiles::builtin(&profile_name).map_err(|e| {
+            JobFailure::Media(MediaError::new(MediaErrorCode::Internal, e.to_string()))
+        })?;
+        let out = scratch.join("out");
+        let (progress, cancel) = (progress.clone(), cancel.clone());
+        let report = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&out)?;
+            let on_progress = |pct: f64| {
+                let _ = progress.send(pct);
+            };
+            transcode::transcode_file(&source, &out, &profile, &on_progress, &cancel)
+                .map(|r| (r, out))
+        })
+        .await
+        .map_err(|e| JobFailure::Infrastructure(format!("transcode thread: {e}")))?
+        .map_err(JobFailure::Media)?;
+        let (report, out) = report;
+
+        assets::transition(
+            &self.db,
+            job.asset_id,
+            AssetStatus::Packaging,
+            name,
+            job.attempts,
+            None,
+        )
+        .await?;
+        lectern_packager::publish(&out, self.store.as_ref(), prefix)
+            .await
+            .map_err(|e| JobFailure::Infrastructure(format!("publishing: {e}")))?;
+
+        // The switch: only if this worker still owns the job.
+        let mut tx = self.db.begin().await?;
+        let owned = sqlx::query(&format!(
+            "UPDATE jobs SET state = 'succeeded', lease_expires_at = NULL, updated_at = now()
+             WHERE {STILL_OURS}"
+        ))
+        .bind(job.id)
+        .bind(name)
+        .bind(job.attempts)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if owned != 1 {
+            return Err(JobFailure::LeaseLost);
+        }
+        sqlx::query(
+            "UPDATE assets SET output_prefix = $2, progress = 100, ready_at = now(),
+                    error_code = NULL, error_message = NULL WHERE id = $1",
+        )
+        .bind(job.asset_id)
+        .bind(prefix)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM asset_renditions WHERE asset_id = $1")
+            .bind(job.asset_id)
+            .execute(&mut *tx)
+            .await?;
+        for m in &report.manifest.renditions {
+            let r = &m.rendition;
+            let kind = match r.kind {
+                lectern_packager::RenditionKind::Video => "video",
+                lectern_packager::RenditionKind::Audio => "audio",
+            };
+            sqlx::query(
+                "INSERT INTO asset_renditions
+                     (asset_id, name, kind, width, height, codecs, bandwidth, status, progress)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'ready', 100)",
+            )
+            .bind(job.asset_id)
+            .bind(&r.name)
+            .bind(kind)
+            .bind(r.width.map(|w| w as i32))
+            .bind(r.height.map(|h| h as i32))
+            .bind(&r.codecs)
+            .bind(m.peak_bandwidth as i64)
+            .execute(&mut *tx)
+            .await?;
+        }
+        assets::transition_in(
+            &mut tx,
+            job.asset_id,
+            AssetStatus::Ready,
+            name,
+            job.attempts,
+            Some(json!({ "output_prefix": prefix, "encode_s": report.elapsed_s })),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(asset = %job.asset_id, attempt = job.attempts, elapsed_s = report.elapsed_s, "asset ready");
+        Ok(())
+    }
+
+    async fn download(&self, key: &str, to: &Path) -> Result<(), JobFailure> {
+        let object = self.store.get(key, None).await?;
+        let mut file = tokio::fs::File::create(to).await?;
+        let mut body = object.body;
+        while let Some(chunk) = body.next().await {
+            file.write_all(&chunk?).await?;
+        }
+        file.sync_all().await?;
+        Ok(())
+    }
+
+    async fn record_failure(&self, job: &ClaimedJob, failure: JobFailure) -> sqlx::Result<()> {
+        let name = &self.config.name;
+        let (code, message, permanent) = match failure {
+            JobFailure::LeaseLost => {
+                tracing::warn!(job = %job.id, attempt = job.attempts, "lease lost; another worker has the job");
+                return Ok(());
+            }
+            JobFailure::Interrupted => {
+                tracing::info!(job = %job.id, "interrupted by shutdown; handing the job back");
+                return jobs::release(&self.db, job, name).await;
+            }
+            JobFailure::Media(e) => (
+                e.code.as_str().to_string(),
+                e.message,
+                !e.code.is_transient(),
+            ),
+            JobFailure::Infrastructure(message) => ("transient".to_string(), message, false),
+        };
+        let give_up = permanent || job.attempts >= job.max_attempts;
+        let mut tx = self.db.begin().await?;
+        let state_sql = if give_up {
+            "state = 'failed', lease_expires_at = NULL"
+        } else {
+            "state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
+             run_after = now() + $6 * interval '1 millisecond'"
+        };
+        let owned = sqlx::query(&format!(
+            "UPDATE jobs SET {state_sql}, last_error_code = $4, last_error_message = $5,
+                    updated_at = now()
+             WHERE {STILL_OURS}"
+        ))
+        .bind(job.id)
+        .bind(name)
+        .bind(job.attempts)
+        .bind(&code)
+        .bind(&message)
+        .bind(jobs::backoff(job.attempts).as_millis() as f64)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if owned != 1 {
+            return Ok(());
+        }
+        let detail = json!({ "code": code, "message": message });
+        if give_up {
+            sqlx::query("UPDATE assets SET error_code = $2, error_message = $3 WHERE id = $1")
+                .bind(job.asset_id)
+                .bind(&code)
+                .bind(&message)
+                .execute(&mut *tx)
+                .await?;
+            assets::transition_in(
+                &mut tx,
+                job.asset_id,
+                AssetStatus::Failed,
+                name,
+                job.attempts,
+                Some(detail),
+            )
+            .await?;
+            tracing::warn!(asset = %job.asset_id, %code, %message, "asset failed");
+        } else {
+            let retry_in = jobs::backoff(job.attempts);
+            assets::transition_in(
+                &mut tx,
+                job.asset_id,
+                AssetStatus::Uploaded,
+                name,
+                job.attempts,
+                Some(json!({ "code": code, "message": message, "retry_in_s": retry_in.as_secs() })),
+            )
+            .await?;
+            tracing::warn!(asset = %job.asset_id, %code, %message, ?retry_in, "transient failure; will retry");
+        }
+        tx.commit().await
+    }
+
+    async fn remove_prefix(&self, prefix: &str) {
+        match self.store.list(prefix).await {
+            Ok(objects) => {
+                for o in objects {
+                    let _ = self.store.delete(&o.key).await;
+                }
+            }
+            Err(e) => tracing::warn!(%prefix, error = %e, "cannot list outputs to remove"),
+        }
+    }
+
+    /// Deletes outputs of attempts other than the published one.
+    async fn collect_garbage(&self, asset_id: Uuid, keep: &str) {
+        let root = assets::output_root(asset_id);
+        match self.store.list(&root).await {
+            Ok(objects) => {
+                for o in objects.into_iter().filter(|o| !o.key.starts_with(keep)) {
+                    if let Err(e) = self.store.delete(&o.key).await {
+                        tracing::warn!(key = %o.key, error = %e, "cannot delete superseded output");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(%root, error = %e, "cannot list superseded outputs"),
+        }
+    }
+}
+
+/// Renews the lease every third of its length and writes progress; if the
+/// lease is lost, cancels the encode so no further work is wasted.
+async fn keep_lease(
+    db: PgPool,
+    job: ClaimedJob,
+    worker: String,
+    lease: Duration,
+    progress: watch::Receiver<f64>,
+    cancel: CancelFlag,
+    lost: CancelFlag,
+) {
+    let mut last_written = -1.0;
+    loop {
+        tokio::time::sleep(lease / 3).await;
+        match jobs::renew(&db, &job, &worker, lease).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.cancel();
+                cancel.cancel();
+                return;
+            }
+            // A database blip: the lease still has two thirds left; try again.
+            Err(e) => tracing::warn!(job = %job.id, error = %e, "cannot renew lease"),
+        }
+        let pct = *progress.borrow();
+        if (pct - last_written).abs() >= 0.5
+            && assets::set_progress(&db, job.asset_id, pct).await.is_ok()
+        {
+            last_written = pct;
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The durable pipeline end to end with real `lectern worker` processes,
+//! a real PostgreSQL (a fresh database per test), local-disk storage shared
+//! by the workers, and real media made with the ffmpeg CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lectern_pipelines::assets::{self, NewAsset};
+use lectern_storage::{FsStore, PutOptions, Store};
+use sqlx::{Connection, PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A database of its own on the test server, dropped at the end.
+struct TestDb {
+    admin_url: String,
+    name: String,
+    url: String,
+    pool: PgPool,
+}
+
+impl TestDb {
+    async fn new(tag: &str) -> Self {
+        let admin_url = std::env::var("DATABASE_URL").expect(
+            "DATABASE_URL must point at the test PostgreSQL: run `infra/dev/services up` \
+             and `set -a; . .lectern/env; set +a` (make test does both)",
+        );
+        let name = format!("lectern_{tag}_{}", Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", &admin_url[..admin_url.rfind('/').unwrap()]);
+        let pool = PgPool::connect(&url).await.unwrap();
+        sqlx::migrate!("./migrations").run(&pool).await.unwrap();
+        Self {
+            admin_url,
+            name,
+            url,
+            pool,
+        }
+    }
+
+    async fn drop_database(self) {
+        self.pool.close().await;
+        let mut admin = PgConnection::connect(&self.admin_url).await.unwrap();
+        let _ = sqlx::query(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .execute(&mut admin)
+            .await;
+    }
+}
+
+struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn_worker(db_url: &str, data_dir: &Path, log: &Path) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LECTERN_") {
+            cmd.env_remove(key);
+        }
+    }
+    let log = std::fs::File::create(log).unwrap();
+    cmd.arg("worker")
+        .env("DATABASE_URL", db_url)
+        .env("LECTERN_DATA_DIR", data_dir)
+        .env("LECTERN_FS_ROOT", data_dir.join("storage"))
+        .env("LECTERN_JOB_LEASE_SECS", "3")
+        .env("LECTERN_WORKER_CONCURRENCY", "1")
+        .env("LECTERN_LOG", "info,lectern_pipelines=debug")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// A real H.264/AAC clip made by the ffmpeg CLI.
+fn make_clip(dir: &Path, name: &str, seconds: u32) -> PathBuf {
+    let path = dir.join(name);
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc2=size=640x360:rate=25:duration={seconds}"))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "sine=frequency=440:sample_rate=48000:duration={seconds}"
+        ))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    path
+}
+
+async fn enqueue(db: &PgPool, store: &dyn Store, org: Uuid, source: &Path) -> Uuid {
+    let id = Uuid::now_v7();
+    let key = assets::source_key(id);
+    store
+        .put_file(&key, source, PutOptions::default())
+        .await
+        .unwrap();
+    assets::create(
+        db,
+        &NewAsset {
+            id,
+            organisation_id: org,
+            source_key: key,
+            title: Some("test lecture".into()),
+            profile: "default".into(),
+            priority: 0,
+        },
+    )
+    .await
+    .unwrap();
+    id
+}
+
+async fn create_org(db: &PgPool) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO organisations (id, name) VALUES ($1, $2)")
+        .bind(id)
+        .bind(format!("org-{id}"))
+        .execute(db)
+        .await
+        .unwrap();
+    id
+}
+
+async fn status_of(db: &PgPool, asset: Uuid) -> (String, f32, Option<String>) {
+    sqlx::query_as("SELECT status, progress, error_code FROM assets WHERE id = $1")
+        .bind(asset)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Downloads a published ladder and decodes every media playlist fully with
+/// the ffmpeg CLI: every segment must be present and decodable.
+async fn assert_ladder_plays(store: &dyn Store, prefix: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let objects = store.list(prefix).await.unwrap();
+    assert!(
+        objects.iter().any(|o| o.key.ends_with("master.m3u8")),
+        "no master playlist under {prefix}"
+    );
+    for o in &objects {
+        let rel = o.key.strip_prefix(prefix).unwrap();
+        let path = dir.path().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let bytes = store
+            .get(&o.key, None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+    let master = std::fs::read_to_string(dir.path().join("master.m3u8")).unwrap();
+    let playlists: Vec<&str> = master
+        .lines()
+        .filter(|l| l.ends_with(".m3u8") && !l.starts_with('#'))
+        .collect();
+    assert!(!playlists.is_empty(), "{master}");
+    for playlist in playlists {
+        let out = Command::new("ffmpeg")
+            .args(["-v", "error", "-i"])
+            .arg(dir.path().join(playlist))
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{playlist} does not decode cleanly: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_killed_worker_loses_no_job_and_mixes_no_attempts() {
+    let db = TestDb::new("crash").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    let clip = make_clip(dir.path(), "lecture.mp4", 24);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(enqueue(&db.pool, store.as_ref(), org, &clip).await);
+    }
+    let mut workers = Workers(vec![
+        spawn_worker(&db.url, &data, &dir.path().join("w1.log")),
+        spawn_worker(&db.url, &data, &dir.path().join("w2.log")),
+    ]);
+
+    // Wait for a job to be mid-transcode, then kill its worker outright.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let victim: (Uuid, String) = loop {
+        let row: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT a.id, j.lease_owner FROM assets a JOIN jobs j ON j.asset_id = a.id
+             WHERE a.status = 'transcoding' AND a.progress > 0 AND j.state = 'running'
+             LIMIT 1",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "no job was ever mid-transcode");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (victim_asset, owner) = victim;
+    let pid: u32 = owner.rsplit(':').next().unwrap().parse().unwrap();
+    let killed = workers.0.iter_mut().find(|c| c.id() == pid).unwrap();
+    killed.kill().unwrap(); // SIGKILL: no chance to clean up or release.
+    killed.wait().unwrap();
+    eprintln!("killed worker {owner} while it transcoded asset {victim_asset}");
+
+    for id in &ids {
+        wait_until("every asset ready", Duration::from_secs(300), || {
+            let pool = db.pool.clone();
+            let id = *id;
+            async move {
+                let (status, _, error) = status_of(&pool, id).await;
+                assert_ne!(status, "failed", "asset {id} failed: {error:?}");
+                status == "ready"
+            }
+        })
+        .await;
+    }
+
+    // The victim's job was taken over: a second attempt, by the survivor.
+    let (attempts, state, prefix): (i32, String, String) = sqlx::query_as(
+        "SELECT j.attempts, j.state, a.output_prefix FROM jobs j JOIN assets a ON a.id = j.asset_id
+         WHERE a.id = $1",
+    )
+    .bind(victim_asset)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(state, "succeeded");
+    assert_eq!(attempts, 2, "the killed attempt plus the one that finished");
+    assert!(prefix.ends_with("attempt-2/"), "{prefix}");
+
+    for id in &ids {
+        // Exactly one completion per job, and one ready event per asset.
+        let (jobs, done): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE state = 'succeeded') FROM jobs WHERE asset_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!((jobs, done), (1, 1));
+        let ready_events: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM asset_events WHERE asset_id = $1 AND to_status = 'ready'",
+        )
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(ready_events, 1);
+
+        // Only the published attempt's outputs remain, and they all play.
+        let prefix: String = sqlx::query_scalar("SELECT output_prefix FROM assets WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let stray: Vec<String> = store
+            .list(&assets::output_root(*id))
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .filter(|k| !k.starts_with(&prefix))
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "outputs of other attempts remain: {stray:?}"
+        );
+        assert_ladder_plays(store.as_ref(), &prefix).await;
+    }
+    let workers_seen: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT worker) FROM asset_events WHERE asset_id = $1 AND to_status = 'probing'",
+    )
+    .bind(victim_asset)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(workers_seen, 2, "both workers worked on the victim");
+    drop(workers);
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn corrupt_media_fails_fast_with_its_code_and_is_not_retried() {
+    let db = TestDb::new("corrupt").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    // The first half of a real MP4 whose index is at the end: damaged media.
+    let clip = make_clip(dir.path(), "whole.mp4", 4);
+    let bytes = std::fs::read(&clip).unwrap();
+    let truncated = dir.path().join("truncated.mp4");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let garbage = dir.path().join("slides.pdf.mp4");
+    std::fs::write(&garbage, b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n").unwrap();
+    let broken = enqueue(&db.pool, store.as_ref(), org, &truncated).await;
+    let not_media = enqueue(&db.pool, store.as_ref(), org, &garbage).await;
+
+    let started = Instant::now();
+    let _workers = Workers(vec![spawn_worker(
+        &db.url,
+        &data,
+        &dir.path().join("w.log"),
+    )]);
+    for (id, want) in [(broken, "corrupt_media"), (not_media, "not_media")] {
+        wait_until("the asset to fail", Duration::from_secs(60), || {
+            let pool = db.pool.clone();
+            async move { status_of(&pool, id).await.0 == "failed" }
+        })
+        .await;
+        let (_, _, code) = status_of(&db.pool, id).await;
+        assert_eq!(code.as_deref(), Some(want));
+        let (attempts, state): (i32, String) =
+            sqlx::query_as("SELECT attempts, state FROM jobs WHERE asset_id = $1")
+                .bind(id)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_eq!(
+            (attempts, state.as_str()),
+            (1, "failed"),
+            "bad media is never retried"
+        );
+    }
+    eprintln!(
+        "both bad assets failed {:.1} s after the worker started",
+        started.elapsed().as_secs_f64()
+    );
+    db.drop_database().await;
+}

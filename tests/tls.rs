@@ -1,0 +1,231 @@
+//! `lectern serve` over TLS, probed with the `openssl` CLI as an assessor
+//! would: TLS 1.1 is refused, TLS 1.2 and 1.3 handshake, responses carry
+//! HSTS and the security headers, SIGTERM still exits 0 — and plain HTTP
+//! on a public address is refused at start-up.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn lectern(cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
+    cmd.current_dir(cwd);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+fn free_addr() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn self_signed(dir: &Path) -> (String, String) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
+/// `openssl s_client` with one protocol version, sending `request`.
+fn s_client(addr: &str, version: &str, request: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        // SECLEVEL=0 so the client itself is willing to offer TLS 1.1: the
+        // refusal we assert must come from the server.
+        .args([
+            "s_client",
+            "-connect",
+            addr,
+            version,
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+            "-ign_eof",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const HEALTHZ: &str = "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn tls_1_2_and_1_3_only_with_hsts_and_graceful_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let addr = free_addr();
+    let mut server = Server(
+        lectern(dir.path())
+            .arg("serve")
+            .env("LECTERN_HTTP_ADDR", &addr)
+            .env("LECTERN_TLS_CERT", &cert)
+            .env("LECTERN_TLS_KEY", &key)
+            // No database is needed to speak TLS; nothing listens here.
+            .env("DATABASE_URL", "postgres://lectern@127.0.0.1:9/lectern")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let tls13 = loop {
+        let out = s_client(&addr, "-tls1_3", HEALTHZ);
+        if out.status.success() {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no TLS 1.3 handshake: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let text = String::from_utf8_lossy(&tls13.stdout).to_string();
+    println!(
+        "TLS 1.3: {}",
+        text.lines().find(|l| l.contains("TLSv1.3")).unwrap_or("?")
+    );
+    assert!(text.contains("TLSv1.3"), "{text}");
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+    let lower = text.to_lowercase();
+    for header in [
+        "strict-transport-security: max-age=31536000",
+        "x-content-type-options: nosniff",
+        "x-frame-options: deny",
+        "content-security-policy: frame-ancestors 'none'",
+        "referrer-policy: no-referrer",
+    ] {
+        assert!(lower.contains(header), "missing {header}: {text}");
+    }
+
+    let tls12 = s_client(&addr, "-tls1_2", HEALTHZ);
+    let text = String::from_utf8_lossy(&tls12.stdout).to_string();
+    println!(
+        "TLS 1.2: {}",
+        text.lines().find(|l| l.contains("TLSv1.2")).unwrap_or("?")
+    );
+    assert!(tls12.status.success(), "{text}");
+    assert!(
+        text.contains("TLSv1.2") && text.contains("HTTP/1.1 200 OK"),
+        "{text}"
+    );
+
+    for old in ["-tls1_1", "-tls1"] {
+        let refused = s_client(&addr, old, HEALTHZ);
+        let stderr = String::from_utf8_lossy(&refused.stderr).to_string();
+        println!(
+            "{old}: exit {:?}; {}",
+            refused.status.code(),
+            stderr.lines().next().unwrap_or("")
+        );
+        assert!(
+            !refused.status.success(),
+            "{old} must not handshake: {stderr}"
+        );
+        assert!(!String::from_utf8_lossy(&refused.stdout).contains("200 OK"));
+    }
+
+    // Plain HTTP to the TLS port gets no HTTP answer.
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "5",
+        ])
+        .arg(format!("http://{addr}/healthz"))
+        .output()
+        .unwrap();
+    assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
+
+    let pid = server.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+}
+
+#[test]
+fn plain_http_on_a_public_address_is_refused_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = lectern(dir.path())
+        .arg("serve")
+        .env("LECTERN_HTTP_ADDR", "0.0.0.0:0")
+        .env("DATABASE_URL", "postgres://lectern@127.0.0.1:9/lectern")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("LECTERN_HTTP_ADDR") && stderr.contains("LECTERN_TLS_CERT"),
+        "{stderr}"
+    );
+
+    let (cert, _) = self_signed(dir.path());
+    let out = lectern(dir.path())
+        .arg("serve")
+        .env("LECTERN_TLS_CERT", &cert)
+        .env("LECTERN_TLS_KEY", dir.path().join("missing.pem"))
+        .env("DATABASE_URL", "postgres://lectern@127.0.0.1:9/lectern")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LECTERN_TLS_KEY"));
+}
