@@ -13,6 +13,7 @@ CREATE TABLE assets (
     title            text,
     source_key       text NOT NULL,
     profile          text NOT NULL DEFAULT 'default',
+    priority         integer NOT NULL DEFAULT 0,
     progress         real NOT NULL DEFAULT 0 CHECK (progress BETWEEN 0 AND 100),
     duration_s       double precision,
     media_info       jsonb,
@@ -76,3 +77,17 @@ CREATE TABLE jobs (
 );
 CREATE INDEX jobs_claimable ON jobs (priority DESC, run_after) WHERE state IN ('queued', 'running');
 CREATE UNIQUE INDEX jobs_one_live_per_asset ON jobs (asset_id, kind) WHERE state IN ('queued', 'running');
+
+-- Ingest only records assets; the pipeline's queue gets a job for each new
+-- one here, in the same transaction, so an asset never exists without the
+-- job that will finish it and ingest needs no knowledge of jobs.
+CREATE FUNCTION enqueue_transcode() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO jobs (id, kind, asset_id, priority)
+    VALUES (gen_random_uuid(), 'transcode', NEW.id, NEW.priority);
+    INSERT INTO asset_events (asset_id, to_status) VALUES (NEW.id, NEW.status);
+    RETURN NEW;
+END $$;
+
+CREATE TRIGGER assets_enqueue_transcode AFTER INSERT ON assets
+    FOR EACH ROW WHEN (NEW.status = 'uploaded') EXECUTE FUNCTION enqueue_transcode();

@@ -7,7 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lectern_pipelines::assets::{self, NewAsset};
+use lectern_ingest::assets::{self as intake, NewAsset};
+use lectern_pipelines::assets;
 use lectern_storage::{FsStore, PutOptions, Store};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
@@ -120,12 +121,12 @@ fn make_clip(dir: &Path, name: &str, seconds: u32) -> PathBuf {
 
 async fn enqueue(db: &PgPool, store: &dyn Store, org: Uuid, source: &Path) -> Uuid {
     let id = Uuid::now_v7();
-    let key = assets::source_key(id);
+    let key = intake::source_key(id);
     store
         .put_file(&key, source, PutOptions::default())
         .await
         .unwrap();
-    assets::create(
+    intake::create(
         db,
         &NewAsset {
             id,

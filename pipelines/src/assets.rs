@@ -31,52 +31,6 @@ impl AssetStatus {
     }
 }
 
-/// What ingest hands over: a stored source object to turn into a ladder.
-#[derive(Debug, Clone)]
-pub struct NewAsset {
-    /// Ingest chooses the id (the tus upload id), so partners poll one URL.
-    pub id: Uuid,
-    pub organisation_id: Uuid,
-    pub source_key: String,
-    pub title: Option<String>,
-    pub profile: String,
-    pub priority: i32,
-}
-
-/// Creates the asset and enqueues its transcode job atomically: an asset
-/// never exists without the job that will finish it.
-pub async fn create(db: &PgPool, asset: &NewAsset) -> sqlx::Result<()> {
-    let mut tx = db.begin().await?;
-    sqlx::query(
-        "INSERT INTO assets (id, organisation_id, source_key, title, profile)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(asset.id)
-    .bind(asset.organisation_id)
-    .bind(&asset.source_key)
-    .bind(&asset.title)
-    .bind(&asset.profile)
-    .execute(&mut *tx)
-    .await?;
-    sqlx::query("INSERT INTO jobs (id, kind, asset_id, priority) VALUES ($1, 'transcode', $2, $3)")
-        .bind(Uuid::now_v7())
-        .bind(asset.id)
-        .bind(asset.priority)
-        .execute(&mut *tx)
-        .await?;
-    record_event(
-        &mut tx,
-        asset.id,
-        None,
-        AssetStatus::Uploaded,
-        None,
-        None,
-        None,
-    )
-    .await?;
-    tx.commit().await
-}
-
 /// Moves an asset to `to`, recording the event with the previous status.
 pub async fn transition(
     db: &PgPool,
@@ -163,8 +117,4 @@ pub fn output_root(asset_id: Uuid) -> String {
 
 pub fn attempt_prefix(asset_id: Uuid, attempt: i32) -> String {
     format!("{}attempt-{attempt}/", output_root(asset_id))
-}
-
-pub fn source_key(asset_id: Uuid) -> String {
-    format!("assets/{asset_id}/source")
 }

@@ -1,0 +1,41 @@
+//! Recording a new asset once its source object is stored.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// A stored source object to turn into a ladder.
+#[derive(Debug, Clone)]
+pub struct NewAsset {
+    /// Chosen by the intake (the tus upload id), so partners poll one URL.
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub source_key: String,
+    pub title: Option<String>,
+    /// Encoding profile name (`default`, `lecture`).
+    pub profile: String,
+    /// Higher runs first.
+    pub priority: i32,
+}
+
+/// Where an asset's source object lives.
+pub fn source_key(asset_id: Uuid) -> String {
+    format!("assets/{asset_id}/source")
+}
+
+/// Inserts the asset in status `uploaded`; its transcode job is enqueued by
+/// the database in the same statement.
+pub async fn create(db: &PgPool, asset: &NewAsset) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO assets (id, organisation_id, source_key, title, profile, priority)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(asset.id)
+    .bind(asset.organisation_id)
+    .bind(&asset.source_key)
+    .bind(&asset.title)
+    .bind(&asset.profile)
+    .bind(asset.priority)
+    .execute(db)
+    .await?;
+    Ok(())
+}
