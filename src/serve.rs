@@ -58,6 +58,18 @@ pub async fn serve(config: Config) -> Result<()> {
             ..IdentitySettings::default()
         },
     );
+    // One process is a complete Lectern in embedded mode: it also transcodes.
+    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
+    let in_process = config.effective_serve_workers();
+    let worker_task = if in_process > 0 {
+        let worker = crate::worker::worker(&config, db.pool.clone(), store.clone(), in_process)?;
+        let mut stopped = workers_stopped.clone();
+        Some(tokio::spawn(worker.run(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })))
+    } else {
+        None
+    };
     let state = AppState {
         db: db.pool.clone(),
         store,
@@ -87,6 +99,10 @@ pub async fn serve(config: Config) -> Result<()> {
             .context("HTTPS server failed")?,
     }
     tracing::info!("shutting down");
+    let _ = stop_workers.send(true);
+    if let Some(task) = worker_task {
+        let _ = task.await;
+    }
     db.close().await;
     Ok(())
 }

@@ -383,3 +383,142 @@ async fn corrupt_media_fails_fast_with_its_code_and_is_not_retried() {
     );
     db.drop_database().await;
 }
+
+/// PostgreSQL's binaries, as embedded mode finds them.
+fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("LECTERN_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("PostgreSQL binaries (run infra/dev/setup)")
+}
+
+#[tokio::test]
+async fn workers_survive_a_database_restart() {
+    // A complete single-node Lectern (embedded PostgreSQL + in-process
+    // worker) whose database we restart while it transcodes.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let data = dir.path().join("data");
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().to_string()
+    };
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut serve = Workers(vec![cmd
+        .arg("serve")
+        .env("LECTERN_DATA_DIR", &data)
+        .env("LECTERN_HTTP_ADDR", &addr)
+        .env("LECTERN_JOB_LEASE_SECS", "3")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap()]);
+    let client = reqwest::Client::new();
+    wait_until("serve ready", Duration::from_secs(120), || {
+        let req = client.get(format!("http://{addr}/readyz")).send();
+        async move { matches!(req.await, Ok(r) if r.status() == 200) }
+    })
+    .await;
+
+    let connect = sqlx::postgres::PgConnectOptions::new()
+        .socket(data.join("pg/run"))
+        .port(5432)
+        .username("postgres")
+        .database("lectern");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(connect);
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&pool).await;
+    let clip = make_clip(dir.path(), "lecture.mp4", 20);
+    let ids = [
+        enqueue(&pool, store.as_ref(), org, &clip).await,
+        enqueue(&pool, store.as_ref(), org, &clip).await,
+    ];
+    wait_until("a transcode under way", Duration::from_secs(120), || {
+        let pool = pool.clone();
+        async move { status_of(&pool, ids[0]).await.0 == "transcoding" }
+    })
+    .await;
+
+    // The restarted server logs to a file: if it inherited our pipes, they
+    // would never close.
+    let restart = Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(pg_bin().join("pg_ctl"))
+        .args(["restart", "-m", "fast", "-w", "-l"])
+        .arg(data.join("pg/log"))
+        .arg("-D")
+        .arg(data.join("pg/data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(
+        restart.success(),
+        "pg_ctl restart failed (see {}/pg/log)",
+        data.display()
+    );
+    eprintln!(
+        "restarted PostgreSQL while asset {} was transcoding",
+        ids[0]
+    );
+
+    for id in ids {
+        wait_until("ready after the restart", Duration::from_secs(240), || {
+            let pool = pool.clone();
+            async move {
+                match sqlx::query_as::<_, (String, Option<String>)>(
+                    "SELECT status, error_code FROM assets WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_one(&pool)
+                .await
+                {
+                    Ok((status, code)) => {
+                        assert_ne!(status, "failed", "{id} failed: {code:?}");
+                        status == "ready"
+                    }
+                    Err(_) => false, // our own pool reconnecting
+                }
+            }
+        })
+        .await;
+    }
+    let stuck: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state <> 'succeeded'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(stuck, 0, "no job is left running or queued");
+    pool.close().await;
+    // SIGTERM, so serve stops the cluster it started instead of orphaning it.
+    let server = serve.0.pop().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let status = server.wait_with_output().unwrap().status;
+    assert!(
+        status.success(),
+        "serve exits cleanly after SIGTERM: {status}"
+    );
+}
