@@ -143,6 +143,30 @@ fn tls_1_2_and_1_3_only_with_hsts_and_graceful_shutdown() {
         assert!(lower.contains(header), "missing {header}: {text}");
     }
 
+    // A scraper on this machine reads /metrics without credentials (the
+    // client address comes through the TLS listener).
+    let metrics = s_client(
+        &addr,
+        "-tls1_3",
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&metrics.stdout).to_string();
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("lectern_logins_total{outcome=\"failure\"} 0"),
+        "{text}"
+    );
+    let proxied = s_client(
+        &addr,
+        "-tls1_3",
+        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.1\r\nConnection: close\r\n\r\n",
+    );
+    let text = String::from_utf8_lossy(&proxied.stdout).to_string();
+    assert!(
+        text.contains("HTTP/1.1 401"),
+        "a request forwarded by a local proxy is not local: {text}"
+    );
+
     let tls12 = s_client(&addr, "-tls1_2", HEALTHZ);
     let text = String::from_utf8_lossy(&tls12.stdout).to_string();
     println!(

@@ -260,6 +260,8 @@ pub async fn enforce(
     let principal = request.extensions().get::<Principal>().copied();
     let verdict = match (access, principal) {
         (Access::Public, _) => Ok(()),
+        // Prometheus on the node itself scrapes without credentials; from
+        // anywhere else, proxied requests included, /metrics needs a super admin.
         (Access::Permission(Permission::ReadMetrics), None)
             if crate::identity::is_loopback_peer(&request) =>
         {

@@ -78,6 +78,19 @@ async fn sign_in_gives_a_token_and_a_hardened_cookie_and_logout_revokes_it(db: P
         .call("POST", "/api/v1/auth/logout", Some(&token), None)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Signing out everywhere ends every other session too.
+    let phone = w.login("learner@example.org").await;
+    let laptop = w.login("learner@example.org").await;
+    let (status, body) = w
+        .call("POST", "/api/v1/me/sessions/revoke", Some(&phone), None)
+        .await;
+    assert_eq!(
+        (status, body["revoked"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    let (status, _) = w.call("GET", "/api/v1/me", Some(&laptop), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (status, body) = w.call("GET", "/api/v1/me", Some(&token), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(body["error"]["code"], "unauthenticated");
@@ -640,4 +653,276 @@ async fn partner_keys_are_hashed_scoped_and_revocable(db: PgPool) {
     assert!(users::revoke_partner_key(&db, key_id).await.unwrap());
     let (status, _) = w.call("GET", "/api/v1/me", Some(&key), None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn addresses_are_throttled_and_new_networks_raise_an_alert(db: PgPool) {
+    let identity = lectern_api::identity::IdentitySettings {
+        trusted_proxies: lectern_api::identity::TrustedProxies::parse("10.0.0.1").unwrap(),
+        ..Default::default()
+    };
+    let w = World::with_settings(db.clone(), identity).await;
+    let org = w.org("SME Centre").await;
+    w.user(Some(org), "owner@sme.example.cn", Role::Learner)
+        .await;
+    let login = |email: &str, password: &str| Some(json!({ "email": email, "password": password }));
+
+    // The first sign-in has nothing to compare with; the same /24 is home.
+    for ip in ["198.51.100.5", "198.51.100.77"] {
+        let (status, _) = w
+            .call_from(
+                Some(ip),
+                &[],
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                login("owner@sme.example.cn", PASSWORD),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let alerts: i64 = sqlx::query_scalar("SELECT count(*) FROM security_alerts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(alerts, 0);
+    // Behind the trusted proxy, the forwarded address is the client's.
+    let (status, _) = w
+        .call_from(
+            Some("10.0.0.1"),
+            &[("x-forwarded-for", "203.0.113.9")],
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            login("owner@sme.example.cn", PASSWORD),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let alert: (String, Option<String>) = sqlx::query_as("SELECT kind, ip FROM security_alerts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        alert,
+        ("new_ip_range".to_string(), Some("203.0.113.9".to_string()))
+    );
+    // An untrusted peer cannot choose its address by header.
+    w.call_from(
+        Some("192.0.2.1"),
+        &[("x-forwarded-for", "198.51.100.5")],
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        login("owner@sme.example.cn", PASSWORD),
+    )
+    .await;
+    let last_ip: String =
+        sqlx::query_scalar("SELECT ip FROM sessions ORDER BY created_at DESC LIMIT 1")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(last_ip, "192.0.2.1");
+
+    // Fifty failures from one address, each on a different account, lock
+    // the address — but not the accounts, nor other addresses.
+    for i in 0..50 {
+        let (status, _) = w
+            .call_from(
+                Some("192.0.2.66"),
+                &[],
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                login(&format!("spray{i}@sme.example.cn"), "spring 2026 pw"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "attempt {i}");
+    }
+    let (status, _) = w
+        .call_from(
+            Some("192.0.2.66"),
+            &[],
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            login("owner@sme.example.cn", PASSWORD),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let (status, _) = w
+        .call_from(
+            Some("192.0.2.67"),
+            &[],
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            login("owner@sme.example.cn", PASSWORD),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let brute: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM security_alerts WHERE kind = 'brute_force' AND ip = '192.0.2.66'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(brute, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_audit_writers_never_fork_the_chain(db: PgPool) {
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let event = audit::AuditEvent {
+                    action: format!("test.write-{i}"),
+                    outcome: "ok",
+                    ..Default::default()
+                };
+                audit::record(&db, &event).await.unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for w in writers {
+        ids.push(w.await.unwrap());
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=40).collect::<Vec<i64>>());
+    let report = audit::verify(&db).await.unwrap();
+    assert_eq!(
+        report,
+        audit::ChainReport {
+            rows_checked: 40,
+            first_bad_row: None
+        }
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn learners_sign_up_under_the_password_policy(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Alumni Office").await;
+    let signup = |email: &str, password: &str| {
+        Some(json!({ "org_id": org, "email": email, "password": password }))
+    };
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            signup("new@alumni.example.edu", "short1"),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("weak_password"))
+    );
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            signup("not-an-email", PASSWORD),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_email"))
+    );
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            signup("new@alumni.example.edu", PASSWORD),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["role"], "learner");
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            signup("NEW@alumni.example.edu", PASSWORD),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::CONFLICT, Some("email_in_use"))
+    );
+    let token = w.login("new@alumni.example.edu").await;
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(me["role"], "learner");
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/signup", None, Some(json!({ "org_id": uuid::Uuid::nil(), "email": "x@y.example", "password": PASSWORD })))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn super_admins_read_their_organisations_audit_as_json_or_csv(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let a = w.org("Org A").await;
+    let b = w.org("Org B").await;
+    w.user(Some(a), "admin@a.example.org", Role::SuperAdmin)
+        .await;
+    w.user(Some(b), "admin@b.example.org", Role::SuperAdmin)
+        .await;
+    let token_a = w.login("admin@a.example.org").await;
+    let token_b = w.login("admin@b.example.org").await;
+    // A user agent that would be a formula in a spreadsheet.
+    w.call_from(
+        None,
+        &[("user-agent", "=HYPERLINK(\"http://evil\")")],
+        "POST",
+        "/api/v1/auth/logout",
+        Some(&token_b),
+        None,
+    )
+    .await;
+    let token_b = w.login("admin@b.example.org").await;
+
+    let (status, body) = w
+        .call("GET", "/api/v1/audit?limit=500", Some(&token_a), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let entries = body["entries"].as_array().unwrap();
+    assert!(!entries.is_empty());
+    assert!(
+        entries.iter().all(|e| e["org_id"] == a.to_string()),
+        "only org A's rows: {body}"
+    );
+
+    let (status, csv) = w
+        .call_raw("GET", "/api/v1/audit?format=csv", Some(&token_b), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "id,at,actor,org_id,role,action,target,outcome,ip,user_agent,request_id,detail,hash"
+    );
+    assert!(csv.contains("POST /api/v1/auth/logout"), "{csv}");
+    assert!(
+        csv.contains("\"'=HYPERLINK(\"\"http://evil\"\")\""),
+        "formulas are defused: {csv}"
+    );
+
+    let (status, body) = w
+        .call("GET", "/api/v1/audit?format=xml", Some(&token_b), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_format"))
+    );
+    let (status, body) = w
+        .call("GET", "/api/v1/audit?limit=many", Some(&token_b), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_query"))
+    );
 }

@@ -195,9 +195,14 @@ fn peer(request: &Request) -> Option<SocketAddr> {
         .map(|ConnectInfo(addr)| *addr)
 }
 
-/// Whether the TCP peer is this machine (for `/metrics` scrapers).
+/// Whether the request comes from this machine itself (for `/metrics`
+/// scrapers). A request a proxy forwarded is never local, even when the
+/// proxy runs on this machine: it carries the proxy's forwarding headers.
 pub fn is_loopback_peer(request: &Request) -> bool {
-    peer(request).is_some_and(|p| p.ip().is_loopback())
+    let forwarded = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|h| request.headers().contains_key(*h));
+    !forwarded && peer(request).is_some_and(|p| p.ip().is_loopback())
 }
 
 fn client_context(state: &AppState, request: &Request) -> ClientContext {
@@ -305,8 +310,15 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
     let may = Access::Permission;
     use Method as M;
     api.route(M::POST, "/api/v1/auth/login", Public, session::login)
+        .route(M::POST, "/api/v1/auth/signup", Public, session::sign_up)
         .route(M::POST, "/api/v1/auth/logout", Session, session::logout)
         .route(M::GET, "/api/v1/me", Authenticated, session::me)
+        .route(
+            M::POST,
+            "/api/v1/me/sessions/revoke",
+            Session,
+            session::revoke_all,
+        )
         .route(M::POST, "/api/v1/me/totp", Session, stepup::enrol_totp)
         .route(
             M::POST,

@@ -173,14 +173,13 @@ pub async fn login(
                     org_id: None,
                     user_id: None,
                     ip: context.ip.as_deref(),
-                    detail: format!(
-                        "{what} locked after repeated failed sign-ins ({})",
-                        if account_locked {
-                            &account
-                        } else {
-                            "by address"
-                        }
-                    ),
+                    // The blind index names the account without revealing
+                    // the email; an operator can match it to `users.email_bidx`.
+                    detail: if account_locked {
+                        format!("account {account} locked after repeated failed sign-ins")
+                    } else {
+                        format!("{what} locked after repeated failed sign-ins")
+                    },
                 },
             )
             .await;
@@ -279,6 +278,49 @@ async fn warn_if_new_range(
     Ok(())
 }
 
+#[derive(Deserialize)]
+pub struct SignUp {
+    org_id: Uuid,
+    email: String,
+    password: String,
+}
+
+/// `POST /api/v1/auth/signup {"org_id", "email", "password"}`: a learner
+/// account in an organisation. Every other role is granted by an admin or
+/// an invitation, never chosen by the caller.
+pub async fn sign_up(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<SignUp>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let keys = state.identity.keyring()?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1)")
+            .bind(req.org_id)
+            .fetch_one(&state.db)
+            .await?;
+    if !exists {
+        return Err(ApiError::not_found(format!(
+            "no organisation {}",
+            req.org_id
+        )));
+    }
+    let user_id = super::users::create_user(
+        &state.db,
+        keys,
+        super::users::NewUser {
+            org_id: Some(req.org_id),
+            email: &req.email,
+            role: Role::Learner,
+            password: &req.password,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": user_id, "org_id": req.org_id, "role": Role::Learner })),
+    ))
+}
+
 /// `POST /api/v1/auth/logout`: revokes this session and clears the cookie.
 pub async fn logout(
     State(state): State<AppState>,
@@ -297,6 +339,22 @@ pub async fn logout(
         )],
     )
         .into_response())
+}
+
+/// `POST /api/v1/me/sessions/revoke`: signs the person out everywhere
+/// (a lost phone, a shared computer), this session included.
+pub async fn revoke_all(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let revoked = sqlx::query(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(principal.user_id())
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    Ok(Json(json!({ "revoked": revoked })))
 }
 
 /// `GET /api/v1/me`: who the caller is.

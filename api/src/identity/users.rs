@@ -254,7 +254,8 @@ pub async fn list(
     principal: Principal,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let keys = state.identity.keyring()?;
-    let rows: Vec<(Uuid, Option<Uuid>, String, Vec<u8>, DateTime<Utc>)> = sqlx::query_as(
+    type Row = (Uuid, Option<Uuid>, String, Vec<u8>, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, org_id, role, email_ct, created_at FROM users \
          WHERE ($1::uuid IS NULL OR org_id = $1) ORDER BY created_at, id LIMIT 1000",
     )

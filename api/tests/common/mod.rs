@@ -39,6 +39,18 @@ impl World {
     }
 
     pub async fn with_keys(db: PgPool, settings: (String, String, String)) -> Self {
+        Self::build(db, settings, IdentitySettings::default()).await
+    }
+
+    pub async fn with_settings(db: PgPool, identity: IdentitySettings) -> Self {
+        Self::build(db, Keyring::generate_settings(), identity).await
+    }
+
+    async fn build(
+        db: PgPool,
+        settings: (String, String, String),
+        identity: IdentitySettings,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let state = AppState {
             db: db.clone(),
@@ -48,7 +60,7 @@ impl World {
             identity: Arc::new(Identity::new(
                 Some(keyring(&settings)),
                 Arc::new(Outbox { db }),
-                IdentitySettings::default(),
+                identity,
             )),
         };
         Self {
@@ -118,6 +130,19 @@ impl World {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (StatusCode, String) {
+        self.call_from(None, &[], method, path, token, body).await
+    }
+
+    /// A call as if from TCP peer `peer`, with extra request headers.
+    pub async fn call_from(
+        &self,
+        peer: Option<&str>,
+        headers: &[(&str, &str)],
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (StatusCode, String) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -129,6 +154,18 @@ impl World {
                 .unwrap(),
             None => req.body(Body::empty()).unwrap(),
         };
+        let mut req = req;
+        for (name, value) in headers {
+            req.headers_mut().insert(
+                axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        if let Some(peer) = peer {
+            let addr: std::net::SocketAddr = format!("{peer}:40000").parse().unwrap();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(addr));
+        }
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
