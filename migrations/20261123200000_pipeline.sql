@@ -91,3 +91,10 @@ END $$;
 
 CREATE TRIGGER assets_enqueue_transcode AFTER INSERT ON assets
     FOR EACH ROW WHEN (NEW.status = 'uploaded') EXECUTE FUNCTION enqueue_transcode();
+
+-- Fast first playback: while the ladder encodes, the lowest rung (and the
+-- audio) is published progressively under the attempt's prefix as growing
+-- EVENT playlists; playable_prefix points at it from the first segment on.
+ALTER TABLE assets
+    ADD COLUMN playable_prefix   text,
+    ADD COLUMN first_playable_at timestamptz;

@@ -64,9 +64,21 @@ pub async fn serve(config: Config) -> Result<()> {
     let worker_task = if in_process > 0 {
         let worker = crate::worker::worker(&config, db.pool.clone(), store.clone(), in_process)?;
         let mut stopped = workers_stopped.clone();
-        Some(tokio::spawn(worker.run(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        })))
+        let schema = schema_ready.clone();
+        Some(tokio::spawn(async move {
+            // Claiming before the schema exists would only log errors.
+            while !schema.load(Ordering::Acquire) {
+                if *stopped.borrow() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            worker
+                .run(async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                })
+                .await;
+        }))
     } else {
         None
     };

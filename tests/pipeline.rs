@@ -522,3 +522,121 @@ async fn workers_survive_a_database_restart() {
         "serve exits cleanly after SIGTERM: {status}"
     );
 }
+
+#[tokio::test]
+async fn a_long_source_is_playable_while_its_ladder_still_encodes() {
+    let db = TestDb::new("first_play").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    let clip = make_clip(dir.path(), "ten-minutes.mp4", 600);
+    let asset = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    let _workers = Workers(vec![spawn_worker(
+        &db.url,
+        &data,
+        &dir.path().join("w.log"),
+    )]);
+
+    let mut playable: Option<(String, f32)> = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while playable.is_none() {
+        let (status, progress, prefix): (String, f32, Option<String>) =
+            sqlx::query_as("SELECT status, progress, playable_prefix FROM assets WHERE id = $1")
+                .bind(asset)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        assert_ne!(status, "failed");
+        if let Some(prefix) = prefix {
+            assert_eq!(
+                status, "transcoding",
+                "playable before the ladder is finished, not after"
+            );
+            playable = Some((prefix, progress));
+        }
+        assert!(Instant::now() < deadline, "never became playable");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (prefix, progress) = playable.unwrap();
+
+    // Precisely, by the database's clock: job start → first playable.
+    let first_playable_s: f64 = sqlx::query_scalar(
+        "SELECT extract(epoch FROM a.first_playable_at - e.at)::float8
+         FROM assets a JOIN asset_events e ON e.asset_id = a.id AND e.to_status = 'probing'
+         WHERE a.id = $1",
+    )
+    .bind(asset)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    eprintln!(
+        "time to first playable for a 600 s source: {first_playable_s:.2} s after the job started \
+         (ladder {progress:.1} % encoded)"
+    );
+
+    // A player can open it: a master, a growing EVENT playlist with at
+    // least one segment, and that segment decodes.
+    let text = |key: String| {
+        let store = store.clone();
+        async move {
+            String::from_utf8(
+                store
+                    .get(&key, None)
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .to_vec(),
+            )
+            .unwrap()
+        }
+    };
+    let master = text(format!("{prefix}master.m3u8")).await;
+    let rung = master
+        .lines()
+        .find(|l| l.starts_with("v/") && l.ends_with(".m3u8"))
+        .unwrap_or_else(|| panic!("no video rung in the preview master: {master}"));
+    let rung_dir = rung.trim_end_matches("index.m3u8");
+    let playlist = text(format!("{prefix}{rung}")).await;
+    let media = match m3u8_rs::parse_playlist_res(playlist.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(m)) => m,
+        other => panic!("not a media playlist: {other:?}\n{playlist}"),
+    };
+    assert_eq!(media.playlist_type, Some(m3u8_rs::MediaPlaylistType::Event));
+    assert!(!media.end_list, "still growing");
+    assert!(!media.segments.is_empty());
+    let local = dir.path().join("first.mp4");
+    let mut bytes = store
+        .get(&format!("{prefix}{rung_dir}init.mp4"), None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec();
+    let first = &media.segments[0].uri;
+    bytes.extend_from_slice(
+        &store
+            .get(&format!("{prefix}{rung_dir}{first}"), None)
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap(),
+    );
+    std::fs::write(&local, bytes).unwrap();
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&local)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "first segment does not decode: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    db.drop_database().await;
+}

@@ -1,6 +1,6 @@
 //! Recording a new asset once its source object is stored.
 
-use sqlx::PgPool;
+use sqlx::PgExecutor;
 use uuid::Uuid;
 
 /// A stored source object to turn into a ladder.
@@ -23,8 +23,9 @@ pub fn source_key(asset_id: Uuid) -> String {
 }
 
 /// Inserts the asset in status `uploaded`; its transcode job is enqueued by
-/// the database in the same statement.
-pub async fn create(db: &PgPool, asset: &NewAsset) -> sqlx::Result<()> {
+/// the database in the same statement. Takes any executor so intake can
+/// record the asset in the same transaction that closes its upload.
+pub async fn create<'e>(db: impl PgExecutor<'e>, asset: &NewAsset) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO assets (id, organisation_id, source_key, title, profile, priority)
          VALUES ($1, $2, $3, $4, $5, $6)",

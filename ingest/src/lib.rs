@@ -4,3 +4,8 @@
 //! enqueues its transcode job in the same transaction).
 
 pub mod assets;
+pub mod auth;
+pub mod sniff;
+pub mod tus;
+
+pub use auth::{AuthError, Partner, PartnerAuthenticator};

@@ -272,6 +272,22 @@ pub fn media_playlist(rendition: &Rendition) -> MediaPlaylist {
     }
 }
 
+/// A growing (`EVENT`) playlist of the segments encoded so far, so players
+/// can start while the rest of the ladder is still encoding. Its target
+/// duration must hold for segments still to come, hence the explicit floor.
+pub fn event_playlist(rendition: &Rendition, target_duration_s: f64) -> MediaPlaylist {
+    let mut playlist = media_playlist(rendition);
+    playlist.target_duration = playlist
+        .target_duration
+        .max(target_duration_s.ceil() as u64);
+    playlist.end_list = false;
+    playlist.playlist_type = Some(MediaPlaylistType::Event);
+    playlist
+}
+
+/// Growing playlists change every few seconds: caches may keep them a second.
+pub const GROWING_PLAYLIST_CACHE: &str = "public, max-age=1";
+
 /// One variant per video rung (video + the audio group), then an audio-only
 /// variant; an audio-only package has just that one.
 pub fn master_playlist(package: &Package) -> MasterPlaylist {

@@ -6,5 +6,6 @@
 pub mod assets;
 pub mod jobs;
 pub mod profiles;
+pub mod progressive;
 pub mod transcode;
 pub mod worker;

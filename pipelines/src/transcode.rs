@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use lectern_packager::{self as packager, Manifest, Package, PackageError};
-use lectern_transcoder::encode::{self, CancelFlag, EncodeOutput, EncodedRendition};
+use lectern_transcoder::encode::{
+    self, CancelFlag, EncodeOutput, EncodedRendition, SegmentObserver,
+};
 use lectern_transcoder::{
     ladder, probe, LadderPlan, LadderProfile, MediaError, MediaErrorCode, MediaInfo,
 };
@@ -31,10 +33,26 @@ pub fn transcode_file(
     progress: &dyn Fn(f64),
     cancel: &CancelFlag,
 ) -> Result<TranscodeReport, MediaError> {
+    transcode_file_observed(source, out_dir, profile, progress, cancel, |_| None)
+}
+
+/// [`transcode_file`], where `observe` may return a [`SegmentObserver`] for
+/// the plan it is shown, to publish segments while the ladder encodes.
+pub fn transcode_file_observed(
+    source: &Path,
+    out_dir: &Path,
+    profile: &LadderProfile,
+    progress: &dyn Fn(f64),
+    cancel: &CancelFlag,
+    observe: impl FnOnce(&LadderPlan) -> Option<SegmentObserver>,
+) -> Result<TranscodeReport, MediaError> {
     let started = Instant::now();
     let info = probe::probe(source)?;
     let plan = ladder::plan(&info, profile)?;
-    let encoded = encode::encode_ladder(source, &info, &plan, out_dir, progress, cancel)?;
+    let on_segment = observe(&plan);
+    let encoded = encode::encode_ladder_observed(
+        source, &info, &plan, out_dir, progress, cancel, on_segment,
+    )?;
     let manifest = packager::write_hls(&package_of(&encoded), out_dir).map_err(package_error)?;
     Ok(TranscodeReport {
         info,

@@ -30,7 +30,7 @@ use uuid::Uuid;
 
 use crate::assets::{self, AssetStatus};
 use crate::jobs::{self, ClaimedJob, STILL_OURS};
-use crate::{profiles, transcode};
+use crate::{profiles, progressive, transcode};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -254,18 +254,52 @@ impl Worker {
         })?;
         let out = scratch.join("out");
         let (progress, cancel) = (progress.clone(), cancel.clone());
-        let report = tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&out)?;
+        let (segments_tx, segments_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (plan_tx, plan_rx) = tokio::sync::oneshot::channel();
+        let encode_out = out.clone();
+        let encode = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&encode_out)?;
             let on_progress = |pct: f64| {
                 let _ = progress.send(pct);
             };
-            transcode::transcode_file(&source, &out, &profile, &on_progress, &cancel)
-                .map(|r| (r, out))
-        })
-        .await
-        .map_err(|e| JobFailure::Infrastructure(format!("transcode thread: {e}")))?
-        .map_err(JobFailure::Media)?;
-        let (report, out) = report;
+            transcode::transcode_file_observed(
+                &source,
+                &encode_out,
+                &profile,
+                &on_progress,
+                &cancel,
+                |plan| {
+                    let _ = plan_tx.send(plan.clone());
+                    Some(progressive::observer_for(plan, segments_tx))
+                },
+            )
+        });
+        // Publishes the lowest rung while the ladder encodes; ends when the
+        // encode drops its observer.
+        let publisher = match plan_rx.await {
+            Ok(plan) => Some(tokio::spawn(
+                progressive::Publisher {
+                    db: self.db.clone(),
+                    store: self.store.clone(),
+                    job: job.clone(),
+                    worker: name.clone(),
+                    out_dir: out.clone(),
+                    prefix: prefix.to_string(),
+                    plan,
+                }
+                .run(segments_rx),
+            )),
+            // Probing or planning failed: the encode's result says why.
+            Err(_) => None,
+        };
+        let report = encode
+            .await
+            .map_err(|e| JobFailure::Infrastructure(format!("transcode thread: {e}")))?
+            .map_err(JobFailure::Media);
+        if let Some(publisher) = publisher {
+            let _ = publisher.await;
+        }
+        let report = report?;
 
         assets::transition(
             &self.db,
@@ -296,8 +330,8 @@ impl Worker {
             return Err(JobFailure::LeaseLost);
         }
         sqlx::query(
-            "UPDATE assets SET output_prefix = $2, progress = 100, ready_at = now(),
-                    error_code = NULL, error_message = NULL WHERE id = $1",
+            "UPDATE assets SET output_prefix = $2, playable_prefix = $2, progress = 100,
+                    ready_at = now(), error_code = NULL, error_message = NULL WHERE id = $1",
         )
         .bind(job.asset_id)
         .bind(prefix)
@@ -396,6 +430,14 @@ impl Worker {
         if owned != 1 {
             return Ok(());
         }
+        // This attempt's outputs are being removed: stop sending learners there.
+        sqlx::query(
+            "UPDATE assets SET playable_prefix = NULL WHERE id = $1 AND playable_prefix = $2",
+        )
+        .bind(job.asset_id)
+        .bind(assets::attempt_prefix(job.asset_id, job.attempts))
+        .execute(&mut *tx)
+        .await?;
         let detail = json!({ "code": code, "message": message });
         if give_up {
             sqlx::query("UPDATE assets SET error_code = $2, error_message = $3 WHERE id = $1")

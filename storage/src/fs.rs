@@ -5,7 +5,13 @@
 //! ```text
 //! <root>/objects/<key>      object bytes, then a metadata trailer
 //! <root>/tmp/<uuid>.part    writes in flight; renamed into objects/ when whole
+//! <root>/uploads/<uuid>     resumable uploads: an append file, published by
+//!                           adding the trailer and renaming it into objects/
 //! ```
+//!
+//! Resumable uploads live outside `tmp/` because they may legitimately sit
+//! idle longer than the day after which stale temp files are removed; their
+//! owner (ingest) expires and aborts them.
 //!
 //! **Metadata lives in a trailer inside the object file, not in a sidecar.**
 //! Each file is `content ‖ JSON {size, etag, content_type, cache_control} ‖
@@ -37,12 +43,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::key::split_prefix;
+use crate::resumable::BackendState;
 use crate::{
-    validate_key, ByteRange, ByteStream, GetObject, ObjectMeta, PutOptions, Result, StorageError,
-    Store, STREAM_CHUNK,
+    validate_key, Appended, ByteRange, ByteStream, GetObject, ObjectMeta, PutOptions, Result,
+    ResumableUpload, StorageError, Store, STREAM_CHUNK,
 };
 
 const BACKEND: &str = "fs";
@@ -60,6 +67,8 @@ pub struct FsStore {
     objects: PathBuf,
     /// `<root>/tmp`, on the same filesystem as `objects` so rename is atomic.
     tmp: PathBuf,
+    /// `<root>/uploads`, append files of resumable uploads; same filesystem.
+    uploads: PathBuf,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -78,7 +87,8 @@ impl FsStore {
         blocking(move || {
             let objects = root.join("objects");
             let tmp = root.join("tmp");
-            for dir in [&objects, &tmp] {
+            let uploads = root.join("uploads");
+            for dir in [&objects, &tmp, &uploads] {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     backend(format!(
                         "cannot create storage directory {}: {e}; check that the fs \
@@ -89,8 +99,14 @@ impl FsStore {
             }
             let objects = std::fs::canonicalize(&objects)?;
             let tmp = std::fs::canonicalize(&tmp)?;
+            let uploads = std::fs::canonicalize(&uploads)?;
             remove_stale_tmp(&tmp);
-            Ok(FsStore { root, objects, tmp })
+            Ok(FsStore {
+                root,
+                objects,
+                tmp,
+                uploads,
+            })
         })
         .await
     }
@@ -128,6 +144,23 @@ impl FsStore {
         }
         file.flush().await?;
         Ok((file.into_std().await, size, hex::encode(hasher.finalize())))
+    }
+
+    /// The append file of an fs upload handle, refusing handles of other
+    /// backends and names that are not ours (the handle comes from a database
+    /// row, so it is checked like any other input).
+    fn upload_path(&self, upload: &ResumableUpload) -> Result<PathBuf> {
+        match &upload.backend {
+            BackendState::Fs { file } if uuid::Uuid::parse_str(file).is_ok() => {
+                Ok(self.uploads.join(file))
+            }
+            BackendState::Fs { file } => Err(backend(format!(
+                "resumable upload handle names `{file}`, which is not an upload file"
+            ))),
+            BackendState::S3 { .. } => Err(backend(
+                "resumable upload handle belongs to the s3 backend, not fs".to_owned(),
+            )),
+        }
     }
 }
 
@@ -212,6 +245,100 @@ impl Store for FsStore {
     async fn presign_get(&self, key: &str, _expires: Duration) -> Result<Option<String>> {
         validate_key(key)?;
         Ok(None)
+    }
+
+    async fn begin_upload(&self, key: &str, opts: PutOptions) -> Result<ResumableUpload> {
+        validate_key(key)?;
+        let file = uuid::Uuid::new_v4().to_string();
+        tokio::fs::File::create_new(self.uploads.join(&file)).await?;
+        Ok(ResumableUpload {
+            key: key.to_owned(),
+            size: 0,
+            content_type: opts.content_type,
+            cache_control: opts.cache_control,
+            backend: BackendState::Fs { file },
+        })
+    }
+
+    async fn append_upload(
+        &self,
+        upload: &ResumableUpload,
+        mut body: ByteStream,
+    ) -> Result<Appended> {
+        let path = self.upload_path(upload)?;
+        let mut file = match tokio::fs::OpenOptions::new().write(true).open(&path).await {
+            Ok(f) => f,
+            Err(e) if is_missing(&e) => return Err(upload_gone(upload)),
+            Err(e) => return Err(e.into()),
+        };
+        // Bytes past the handle's size belong to an append its caller
+        // rejected; they are overwritten, never kept.
+        file.set_len(upload.size).await?;
+        file.seek(SeekFrom::Start(upload.size)).await?;
+        let mut received = 0u64;
+        let mut interrupted = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    file.write_all(&chunk).await?;
+                    received += chunk.len() as u64;
+                }
+                Err(e) => {
+                    interrupted = Some(e);
+                    break;
+                }
+            }
+        }
+        file.flush().await?;
+        // The caller acknowledges this offset to the client: it must survive a crash.
+        file.sync_data().await?;
+        let mut upload = upload.clone();
+        upload.size += received;
+        Ok(Appended {
+            upload,
+            interrupted,
+        })
+    }
+
+    async fn complete_upload(&self, upload: &ResumableUpload) -> Result<ObjectMeta> {
+        validate_key(&upload.key)?;
+        let path = self.upload_path(upload)?;
+        let store = self.clone();
+        let upload = upload.clone();
+        blocking(move || {
+            let mut file = match std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+            {
+                Ok(f) => f,
+                // Already published by an earlier call that succeeded.
+                Err(e) if is_missing(&e) => return store.already_completed(&upload),
+                Err(e) => return Err(e.into()),
+            };
+            file.set_len(upload.size)?;
+            let mut hasher = Sha256::new();
+            let mut buf = vec![0u8; STREAM_CHUNK];
+            loop {
+                let n = file.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            let etag = hex::encode(hasher.finalize());
+            store.publish(&upload.key, &path, file, upload.size, etag, upload.opts())
+        })
+        .await
+    }
+
+    async fn abort_upload(&self, upload: &ResumableUpload) -> Result<()> {
+        let path = self.upload_path(upload)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn check(&self) -> Result<()> {
@@ -374,6 +501,16 @@ impl FsStore {
         Ok((file, meta))
     }
 
+    /// The answer to completing a handle whose append file is gone: fine if
+    /// the object it became is there, whole.
+    fn already_completed(&self, upload: &ResumableUpload) -> Result<ObjectMeta> {
+        match self.open_object(&upload.key) {
+            Ok((_, meta)) if meta.size == upload.size => Ok(meta),
+            Ok(_) | Err(StorageError::NotFound { .. }) => Err(upload_gone(upload)),
+            Err(e) => Err(e),
+        }
+    }
+
     fn delete_blocking(&self, key: &str) -> Result<()> {
         let path = self.object_path(key);
         let parent = path.parent().expect("object paths are below the root");
@@ -506,6 +643,14 @@ fn is_missing(e: &std::io::Error) -> bool {
         e.kind(),
         std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
     )
+}
+
+fn upload_gone(upload: &ResumableUpload) -> StorageError {
+    backend(format!(
+        "resumable upload for `{}` no longer exists (aborted, or completed into a \
+         different object)",
+        upload.key
+    ))
 }
 
 fn backend(message: String) -> StorageError {

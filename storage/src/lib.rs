@@ -15,6 +15,7 @@ mod error;
 mod fs;
 mod key;
 mod range;
+mod resumable;
 mod s3;
 
 use std::path::Path;
@@ -31,6 +32,7 @@ pub use error::{Result, StorageError};
 pub use fs::FsStore;
 pub use key::{validate_key, MAX_KEY_LEN};
 pub use range::ByteRange;
+pub use resumable::{Appended, ResumableUpload};
 pub use s3::{S3Config, S3Store};
 
 /// A body flowing into or out of a store, chunk by chunk, so no object is ever
@@ -145,6 +147,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Cheap readiness probe: can this store be reached and written to?
     async fn check(&self) -> Result<()>;
+
+    /// Starts a resumable upload that [`Store::complete_upload`] will publish
+    /// under `key` (see the `resumable` module for the handle's rules).
+    async fn begin_upload(&self, key: &str, opts: PutOptions) -> Result<ResumableUpload>;
+
+    /// Appends `body` after the bytes `upload` covers, durably, streaming:
+    /// at most one S3 part is in memory and nothing is staged on local disk
+    /// for S3. A failing body is not an error: the bytes before the failure
+    /// are kept and reported in [`Appended::interrupted`]. On `Err`, the
+    /// given handle is still valid.
+    async fn append_upload(&self, upload: &ResumableUpload, body: ByteStream) -> Result<Appended>;
+
+    /// Publishes the bytes `upload` covers as one ordinary object at its key
+    /// and removes the upload's scratch state. Idempotent: completing a
+    /// handle again after a success (a retry after a crash) returns the
+    /// published object's metadata.
+    async fn complete_upload(&self, upload: &ResumableUpload) -> Result<ObjectMeta>;
+
+    /// Throws an unfinished upload away. Aborting twice succeeds.
+    async fn abort_upload(&self, upload: &ResumableUpload) -> Result<()>;
 }
 
 /// Chunk size for bodies read from disk: large enough to keep syscalls and

@@ -12,6 +12,18 @@
 //! within the first part is one `PutObject`, anything larger a multipart upload
 //! with at most `PARTS_IN_FLIGHT` parts in memory, aborted on any error so no
 //! orphaned parts are billed.
+//!
+//! Resumable uploads map onto one multipart upload, created lazily with the
+//! first full part. tus clients may send chunks of any size, but S3 parts
+//! must be at least 5 MiB (except the last), so the bytes after the last
+//! full part are staged as a small ordinary object in the bucket
+//! (`<key>.upload-<token>/<uuid>`) and read back in front of the next
+//! append. This keeps nothing on local disk and nothing in memory between
+//! requests (a restarted server resumes from the handle alone), at the cost
+//! of re-reading and re-writing up to one part per append: clients that
+//! send chunks of `PART_SIZE` or more (tus-js-client's and tuspy's defaults
+//! send the whole file in one request) pay nothing extra. An append holds at
+//! most one part in memory and uploads its parts one after another.
 
 use std::time::Duration;
 
@@ -28,9 +40,10 @@ use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
 
 use crate::key::split_prefix;
+use crate::resumable::{BackendState, StagedTail, StoredPart};
 use crate::{
-    validate_key, ByteRange, ByteStream, GetObject, ObjectMeta, PutOptions, Result, StorageError,
-    Store,
+    validate_key, Appended, ByteRange, ByteStream, GetObject, ObjectMeta, PutOptions, Result,
+    ResumableUpload, StorageError, Store,
 };
 
 const BACKEND: &str = "s3";
@@ -294,6 +307,217 @@ impl S3Store {
     }
 }
 
+/// The S3 bookkeeping of a resumable upload handle, owned and mutable.
+struct MultipartProgress {
+    multipart_id: Option<String>,
+    parts: Vec<StoredPart>,
+    tail: Option<StagedTail>,
+    token: String,
+}
+
+impl MultipartProgress {
+    fn of(upload: &ResumableUpload) -> Result<Self> {
+        match &upload.backend {
+            BackendState::S3 {
+                multipart_id,
+                parts,
+                tail,
+                token,
+            } => Ok(MultipartProgress {
+                multipart_id: multipart_id.clone(),
+                parts: parts.clone(),
+                tail: tail.clone(),
+                token: token.clone(),
+            }),
+            BackendState::Fs { .. } => Err(backend(
+                "resumable upload handle belongs to the fs backend, not s3".to_owned(),
+            )),
+        }
+    }
+
+    fn into_state(self) -> BackendState {
+        BackendState::S3 {
+            multipart_id: self.multipart_id,
+            parts: self.parts,
+            tail: self.tail,
+            token: self.token,
+        }
+    }
+
+    /// Where this upload's staged tails live; under the key's own name so
+    /// whoever cleans a prefix cleans them too.
+    fn staging_prefix(&self, key: &str) -> String {
+        format!("{key}.upload-{}/", self.token)
+    }
+}
+
+impl S3Store {
+    /// Uploads one part of a resumable upload, creating its multipart upload
+    /// on first use.
+    async fn upload_resumable_part(
+        &self,
+        upload: &ResumableUpload,
+        progress: &mut MultipartProgress,
+        part: Bytes,
+    ) -> Result<()> {
+        let key = upload.key.as_str();
+        let number = i32::try_from(progress.parts.len() + 1).unwrap_or(i32::MAX);
+        if number > MAX_PARTS {
+            return Err(backend(format!(
+                "`{key}` is larger than {MAX_PARTS} parts of {PART_SIZE} bytes, \
+                 the most one S3 multipart upload can hold"
+            )));
+        }
+        let multipart_id = match &progress.multipart_id {
+            Some(id) => id.clone(),
+            None => {
+                let opts = upload.opts();
+                let created = self
+                    .client
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .set_content_type(opts.content_type)
+                    .set_cache_control(opts.cache_control)
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err("CreateMultipartUpload", key, e))?;
+                let id = created.upload_id().map(str::to_owned).ok_or_else(|| {
+                    backend(format!(
+                        "CreateMultipartUpload `{key}` at {} returned no upload id",
+                        self.endpoint
+                    ))
+                })?;
+                progress.multipart_id = Some(id.clone());
+                id
+            }
+        };
+        let size = part.len() as u64;
+        let out = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&multipart_id)
+            .part_number(number)
+            .body(part.into())
+            .send()
+            .await
+            .map_err(|e| self.map_err("UploadPart", key, e))?;
+        progress.parts.push(StoredPart {
+            number,
+            etag: out.e_tag().unwrap_or_default().to_owned(),
+            size,
+        });
+        Ok(())
+    }
+
+    async fn read_tail(&self, tail: &Option<StagedTail>) -> Result<BytesMut> {
+        let mut buffer = BytesMut::with_capacity(PART_SIZE);
+        if let Some(tail) = tail {
+            buffer.extend_from_slice(&self.get(&tail.key, None).await?.bytes().await?);
+            if buffer.len() as u64 != tail.size {
+                return Err(backend(format!(
+                    "staged upload tail `{}` is {} bytes, expected {}",
+                    tail.key,
+                    buffer.len(),
+                    tail.size
+                )));
+            }
+        }
+        Ok(buffer)
+    }
+
+    async fn publish_resumable(&self, upload: &ResumableUpload) -> Result<ObjectMeta> {
+        let key = upload.key.as_str();
+        let mut progress = MultipartProgress::of(upload)?;
+        let tail = self.read_tail(&progress.tail).await?.freeze();
+        let Some(multipart_id) = progress.multipart_id.clone() else {
+            return self.put_single(key, tail, upload.opts()).await;
+        };
+        if !tail.is_empty() {
+            // The last part may be shorter than 5 MiB.
+            self.upload_resumable_part(upload, &mut progress, tail)
+                .await?;
+        }
+        let parts = progress
+            .parts
+            .iter()
+            .map(|p| {
+                CompletedPart::builder()
+                    .e_tag(&p.etag)
+                    .part_number(p.number)
+                    .build()
+            })
+            .collect();
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&multipart_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.map_err("CompleteMultipartUpload", key, e))?;
+        Ok(written_meta(key, upload.size, out.e_tag(), upload.opts()))
+    }
+
+    /// Removes a resumable upload's staged tails and every unfinished
+    /// multipart upload for its key, including ones left by appends whose
+    /// handles the caller rejected. Best effort: leftovers only cost space.
+    async fn sweep_resumable(&self, upload: &ResumableUpload, progress: &MultipartProgress) {
+        let key = upload.key.as_str();
+        match self.list(&progress.staging_prefix(key)).await {
+            Ok(staged) => {
+                for object in staged {
+                    if let Err(e) = self.delete(&object.key).await {
+                        tracing::warn!(key = object.key, error = %e, "cannot delete a staged upload tail");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(key, error = %e, "cannot list staged upload tails"),
+        }
+        let unfinished = match self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(key, error = %DisplayErrorContext(&e), "cannot list unfinished multipart uploads");
+                return;
+            }
+        };
+        for stray in unfinished.uploads() {
+            let (Some(stray_key), Some(id)) = (stray.key(), stray.upload_id()) else {
+                continue;
+            };
+            if stray_key != key {
+                continue;
+            }
+            if let Err(e) = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(id)
+                .send()
+                .await
+            {
+                tracing::warn!(key, error = %DisplayErrorContext(&e), "cannot abort an unfinished multipart upload");
+            }
+        }
+    }
+}
+
 /// What is left of an upload body after the first part was cut from it.
 struct PartSource {
     body: ByteStream,
@@ -501,6 +725,104 @@ impl Store for S3Store {
             .await
             .map_err(|e| self.map_err("presign GetObject", key, e))?;
         Ok(Some(request.uri().to_owned()))
+    }
+
+    async fn begin_upload(&self, key: &str, opts: PutOptions) -> Result<ResumableUpload> {
+        validate_key(key)?;
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        // The staging keys must be valid too; check once, up front.
+        validate_key(&format!(
+            "{key}.upload-{token}/{}",
+            uuid::Uuid::nil().simple()
+        ))?;
+        Ok(ResumableUpload {
+            key: key.to_owned(),
+            size: 0,
+            content_type: opts.content_type,
+            cache_control: opts.cache_control,
+            backend: BackendState::S3 {
+                multipart_id: None,
+                parts: Vec::new(),
+                tail: None,
+                token,
+            },
+        })
+    }
+
+    async fn append_upload(
+        &self,
+        upload: &ResumableUpload,
+        mut body: ByteStream,
+    ) -> Result<Appended> {
+        validate_key(&upload.key)?;
+        let mut progress = MultipartProgress::of(upload)?;
+        let mut buffer = self.read_tail(&progress.tail).await?;
+        let mut received = 0u64;
+        let mut interrupted = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) => {
+                    received += chunk.len() as u64;
+                    buffer.extend_from_slice(&chunk);
+                    while buffer.len() >= PART_SIZE {
+                        let part = buffer.split_to(PART_SIZE).freeze();
+                        self.upload_resumable_part(upload, &mut progress, part)
+                            .await?;
+                    }
+                }
+                Err(e) => {
+                    interrupted = Some(e);
+                    break;
+                }
+            }
+        }
+        if received > 0 {
+            // A new key every time: the old tail stays readable for the old
+            // handle in case the caller rejects this append.
+            progress.tail = if buffer.is_empty() {
+                None
+            } else {
+                let key = format!(
+                    "{}{}",
+                    progress.staging_prefix(&upload.key),
+                    uuid::Uuid::new_v4().simple()
+                );
+                let size = buffer.len() as u64;
+                self.put_single(&key, buffer.freeze(), PutOptions::default())
+                    .await?;
+                Some(StagedTail { key, size })
+            };
+        }
+        let mut next = upload.clone();
+        next.size += received;
+        next.backend = progress.into_state();
+        Ok(Appended {
+            upload: next,
+            interrupted,
+        })
+    }
+
+    async fn complete_upload(&self, upload: &ResumableUpload) -> Result<ObjectMeta> {
+        validate_key(&upload.key)?;
+        let progress = MultipartProgress::of(upload)?;
+        let meta = match self.publish_resumable(upload).await {
+            Ok(meta) => meta,
+            // A retry after a success finds the multipart upload or the
+            // staged tail gone; the object itself is the proof of success.
+            Err(e) => match self.head(&upload.key).await {
+                Ok(meta) if meta.size == upload.size => meta,
+                _ => return Err(e),
+            },
+        };
+        self.sweep_resumable(upload, &progress).await;
+        Ok(meta)
+    }
+
+    async fn abort_upload(&self, upload: &ResumableUpload) -> Result<()> {
+        validate_key(&upload.key)?;
+        let progress = MultipartProgress::of(upload)?;
+        self.sweep_resumable(upload, &progress).await;
+        Ok(())
     }
 
     async fn check(&self) -> Result<()> {

@@ -115,6 +115,56 @@ async fn failed_upload_stores_nothing() {
     );
 }
 
+#[tokio::test]
+async fn resumable_upload_assembles_appends() {
+    let (dir, store) = store().await;
+    contract::resumable_upload_assembles_appends(store, PREFIX).await;
+    assert!(
+        files_below(&dir.path().join("root/uploads")).is_empty(),
+        "no append file left behind"
+    );
+}
+
+#[tokio::test]
+async fn resumable_upload_keeps_bytes_of_an_interrupted_append() {
+    let (dir, store) = store().await;
+    contract::resumable_upload_keeps_bytes_of_an_interrupted_append(store, PREFIX).await;
+    assert!(
+        files_below(&dir.path().join("root/uploads")).is_empty(),
+        "no append file left behind"
+    );
+}
+
+#[tokio::test]
+async fn resumable_upload_rejected_append_leaves_no_trace() {
+    let (dir, store) = store().await;
+    contract::resumable_upload_rejected_append_leaves_no_trace(store, PREFIX).await;
+    assert!(
+        files_below(&dir.path().join("root/uploads")).is_empty(),
+        "no append file left behind"
+    );
+}
+
+#[tokio::test]
+async fn resumable_upload_completion_is_idempotent() {
+    let (dir, store) = store().await;
+    contract::resumable_upload_completion_is_idempotent(store, PREFIX).await;
+    assert!(
+        files_below(&dir.path().join("root/uploads")).is_empty(),
+        "no append file left behind"
+    );
+}
+
+#[tokio::test]
+async fn resumable_upload_abort_removes_everything() {
+    let (dir, store) = store().await;
+    contract::resumable_upload_abort_removes_everything(store, PREFIX).await;
+    assert!(
+        files_below(&dir.path().join("root")).is_empty(),
+        "no object or append file left behind"
+    );
+}
+
 /// fs-only: a symlink planted inside the root must not let reads or writes
 /// reach outside it.
 #[tokio::test]

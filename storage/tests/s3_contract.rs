@@ -118,36 +118,85 @@ async fn presigned_get_is_fetchable() {
 async fn failed_upload_stores_nothing() {
     run(|s, p| async move {
         contract::failed_upload_stores_nothing(s, &p).await;
-        // The multipart upload must have been aborted, or its parts linger
-        // (and are billed) invisibly.
-        let config = config();
-        let client = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::new()
-                .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
-                .region(aws_sdk_s3::config::Region::new(config.region))
-                .credentials_provider(aws_sdk_s3::config::Credentials::new(
-                    config.access_key_id,
-                    config.secret_access_key,
-                    None,
-                    None,
-                    "test",
-                ))
-                .endpoint_url(config.endpoint.expect("endpoint"))
-                .force_path_style(config.path_style)
-                .build(),
-        );
-        let uploads = client
-            .list_multipart_uploads()
-            .bucket(&config.bucket)
-            .prefix(&p)
-            .send()
-            .await
-            .expect("ListMultipartUploads");
-        assert!(
-            uploads.uploads().is_empty(),
-            "unfinished multipart uploads left: {:?}",
-            uploads.uploads()
-        );
+        assert_no_unfinished_multipart_uploads(&p).await;
+    })
+    .await;
+}
+
+/// Parts of an unfinished multipart upload are invisible to listings but
+/// stored (and billed) until aborted.
+async fn assert_no_unfinished_multipart_uploads(prefix: &str) {
+    let config = config();
+    let client = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new(config.region))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                config.access_key_id,
+                config.secret_access_key,
+                None,
+                None,
+                "test",
+            ))
+            .endpoint_url(config.endpoint.expect("endpoint"))
+            .force_path_style(config.path_style)
+            .build(),
+    );
+    let uploads = client
+        .list_multipart_uploads()
+        .bucket(&config.bucket)
+        .prefix(prefix)
+        .send()
+        .await
+        .expect("ListMultipartUploads");
+    assert!(
+        uploads.uploads().is_empty(),
+        "unfinished multipart uploads left: {:?}",
+        uploads.uploads()
+    );
+}
+
+#[tokio::test]
+async fn resumable_upload_assembles_appends() {
+    run(|s, p| async move {
+        contract::resumable_upload_assembles_appends(s, &p).await;
+        assert_no_unfinished_multipart_uploads(&p).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resumable_upload_keeps_bytes_of_an_interrupted_append() {
+    run(|s, p| async move {
+        contract::resumable_upload_keeps_bytes_of_an_interrupted_append(s, &p).await;
+        assert_no_unfinished_multipart_uploads(&p).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resumable_upload_rejected_append_leaves_no_trace() {
+    run(|s, p| async move {
+        contract::resumable_upload_rejected_append_leaves_no_trace(s, &p).await;
+        assert_no_unfinished_multipart_uploads(&p).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resumable_upload_completion_is_idempotent() {
+    run(|s, p| async move {
+        contract::resumable_upload_completion_is_idempotent(s, &p).await;
+        assert_no_unfinished_multipart_uploads(&p).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resumable_upload_abort_removes_everything() {
+    run(|s, p| async move {
+        contract::resumable_upload_abort_removes_everything(s, &p).await;
+        assert_no_unfinished_multipart_uploads(&p).await;
     })
     .await;
 }

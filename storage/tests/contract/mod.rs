@@ -591,3 +591,216 @@ pub async fn failed_upload_stores_nothing(store: Arc<dyn Store>, prefix: &str) {
     ));
     assert!(store.list(prefix).await.expect("list").is_empty());
 }
+
+/// Deterministic bytes for resumable-upload contracts: position-dependent,
+/// so a chunk stored twice or out of order changes the digest.
+fn pattern(start: u64, len: usize) -> Vec<u8> {
+    (start..start + len as u64)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+fn one_chunk(data: Vec<u8>) -> ByteStream {
+    Box::pin(futures::stream::once(async move { Ok(Bytes::from(data)) }))
+}
+
+/// A body that delivers `data` in 64 KiB chunks and then fails, as a client
+/// that disconnects mid-request does.
+fn failing_after(data: Vec<u8>) -> ByteStream {
+    let chunks: Vec<std::io::Result<Bytes>> = data
+        .chunks(64 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .chain(std::iter::once(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "client went away",
+        ))))
+        .collect();
+    Box::pin(futures::stream::iter(chunks))
+}
+
+/// Chunks of every awkward size (tiny, just under and over a part, several
+/// parts at once) assemble into exactly the bytes sent, under the key only.
+pub async fn resumable_upload_assembles_appends(store: Arc<dyn Store>, prefix: &str) {
+    let key = format!("{prefix}resumable/source");
+    let sizes = [
+        3usize,
+        MIB as usize,
+        9 * MIB as usize,
+        100,
+        7 * MIB as usize,
+        17 * MIB as usize + 5,
+    ];
+    let mut upload = store
+        .begin_upload(&key, opts(Some("video/mp4"), None))
+        .await
+        .expect("begin");
+    let mut expected = Sha256::new();
+    let mut offset = 0u64;
+    for size in sizes {
+        let data = pattern(offset, size);
+        expected.update(&data);
+        let appended = store
+            .append_upload(&upload, one_chunk(data))
+            .await
+            .expect("append");
+        assert!(appended.interrupted.is_none());
+        offset += size as u64;
+        assert_eq!(appended.upload.size(), offset);
+        upload = appended.upload;
+    }
+    let meta = store.complete_upload(&upload).await.expect("complete");
+    assert_eq!(meta.size, offset);
+    let (body, meta, _) = read_all(store.as_ref(), &key, None).await;
+    assert_eq!(meta.content_type.as_deref(), Some("video/mp4"));
+    assert_eq!(sha256_hex(&body), hex::encode(expected.finalize()));
+    let listed: Vec<String> = store
+        .list(prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    assert_eq!(listed, [key], "no staging debris is left beside the object");
+}
+
+/// A body that fails part-way keeps what arrived; the next append continues
+/// exactly there.
+pub async fn resumable_upload_keeps_bytes_of_an_interrupted_append(
+    store: Arc<dyn Store>,
+    prefix: &str,
+) {
+    let key = format!("{prefix}interrupted");
+    let upload = store
+        .begin_upload(&key, PutOptions::default())
+        .await
+        .unwrap();
+    let first = pattern(0, 10 * MIB as usize + 123);
+    let appended = store
+        .append_upload(&upload, failing_after(first.clone()))
+        .await
+        .unwrap();
+    assert!(appended.interrupted.is_some(), "the failure is reported");
+    assert_eq!(appended.upload.size(), first.len() as u64);
+    let second = pattern(first.len() as u64, 2 * MIB as usize);
+    let upload = store
+        .append_upload(&appended.upload, one_chunk(second.clone()))
+        .await
+        .unwrap()
+        .upload;
+    store.complete_upload(&upload).await.unwrap();
+    let (body, _, _) = read_all(store.as_ref(), &key, None).await;
+    assert_eq!(body.len(), first.len() + second.len());
+    assert_eq!(sha256_hex(&body), sha256_hex(&[first, second].concat()));
+}
+
+/// A caller may reject an append (bad checksum) by keeping the handle it
+/// had: the rejected bytes never reach the object.
+pub async fn resumable_upload_rejected_append_leaves_no_trace(store: Arc<dyn Store>, prefix: &str) {
+    let key = format!("{prefix}rejected");
+    let upload = store
+        .begin_upload(&key, PutOptions::default())
+        .await
+        .unwrap();
+    let a = pattern(0, 6 * MIB as usize);
+    let kept = store
+        .append_upload(&upload, one_chunk(a.clone()))
+        .await
+        .unwrap()
+        .upload;
+    // Crosses a part boundary, so S3 uploads a part the handle never lists.
+    let rejected = vec![0xEEu8; 5 * MIB as usize];
+    let discarded = store
+        .append_upload(&kept, one_chunk(rejected))
+        .await
+        .unwrap();
+    assert_eq!(discarded.upload.size(), 11 * MIB);
+    let c = pattern(a.len() as u64, 3 * MIB as usize + 1);
+    let upload = store
+        .append_upload(&kept, one_chunk(c.clone()))
+        .await
+        .unwrap()
+        .upload;
+    store.complete_upload(&upload).await.unwrap();
+    let (body, _, _) = read_all(store.as_ref(), &key, None).await;
+    assert_eq!(sha256_hex(&body), sha256_hex(&[a, c].concat()));
+}
+
+/// Completing again after a success (a retry after a crash) returns the
+/// same object instead of failing or changing it.
+pub async fn resumable_upload_completion_is_idempotent(store: Arc<dyn Store>, prefix: &str) {
+    for (name, size) in [
+        ("small", 1000usize),
+        ("multipart", 9 * MIB as usize),
+        ("empty", 0),
+    ] {
+        let key = format!("{prefix}idempotent-{name}");
+        let upload = store
+            .begin_upload(&key, PutOptions::default())
+            .await
+            .unwrap();
+        let data = pattern(0, size);
+        let upload = if size > 0 {
+            store
+                .append_upload(&upload, one_chunk(data.clone()))
+                .await
+                .unwrap()
+                .upload
+        } else {
+            upload
+        };
+        let first = store
+            .complete_upload(&upload)
+            .await
+            .expect("first completion");
+        let again = store
+            .complete_upload(&upload)
+            .await
+            .expect("repeated completion");
+        assert_eq!(
+            (first.size, again.size),
+            (size as u64, size as u64),
+            "{name}"
+        );
+        let (body, _, _) = read_all_or_empty(store.as_ref(), &key).await;
+        assert_eq!(sha256_hex(&body), sha256_hex(&data), "{name}");
+    }
+}
+
+async fn read_all_or_empty(
+    store: &dyn Store,
+    key: &str,
+) -> (Bytes, ObjectMeta, std::ops::Range<u64>) {
+    let meta = store.head(key).await.expect("head");
+    if meta.size == 0 {
+        return (Bytes::new(), meta, 0..0);
+    }
+    read_all(store, key, None).await
+}
+
+/// Aborting leaves nothing readable and nothing listed; aborting twice is fine.
+pub async fn resumable_upload_abort_removes_everything(store: Arc<dyn Store>, prefix: &str) {
+    let key = format!("{prefix}aborted");
+    let upload = store
+        .begin_upload(&key, PutOptions::default())
+        .await
+        .unwrap();
+    let upload = store
+        .append_upload(&upload, one_chunk(pattern(0, 9 * MIB as usize)))
+        .await
+        .unwrap()
+        .upload;
+    store.abort_upload(&upload).await.expect("abort");
+    store.abort_upload(&upload).await.expect("abort again");
+    assert!(matches!(
+        store.head(&key).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    assert!(
+        store.list(prefix).await.unwrap().is_empty(),
+        "nothing listed after abort"
+    );
+    assert!(
+        store.complete_upload(&upload).await.is_err(),
+        "an aborted upload cannot complete"
+    );
+}

@@ -19,6 +19,11 @@ use crate::error::{MediaError, MediaErrorCode};
 const SCRATCH_PLAYLIST: &str = "libav-index.m3u8";
 pub(crate) const INIT_FILE: &str = "init.mp4";
 
+/// Name of segment `index`; must agree with `hls_segment_filename` below.
+pub(crate) fn segment_file_name(index: usize) -> String {
+    format!("seg_{index:05}.m4s")
+}
+
 /// What libavformat needs to know about the encoded stream besides its
 /// configuration record (avcC / AudioSpecificConfig).
 #[derive(Debug, Clone, Copy)]

@@ -182,6 +182,27 @@ impl PacketTiming {
     }
 }
 
+/// A segment the muxer has closed while the encode goes on: everything a
+/// caller needs to publish it before the ladder is finished.
+#[derive(Debug, Clone)]
+pub struct SegmentReady {
+    pub kind: RenditionKind,
+    /// Rendition name, e.g. `360p` or `audio`.
+    pub rendition: String,
+    /// Directory relative to the output root, e.g. `v/360p`.
+    pub dir: String,
+    /// 0-based; segments of one rendition are reported in order.
+    pub index: usize,
+    pub file_name: String,
+    pub init_file: String,
+    pub duration_s: f64,
+    /// RFC 6381 codec string of the rendition.
+    pub codecs: String,
+}
+
+/// Called from a streaming thread for each closed segment: keep it quick.
+pub type SegmentObserver = Arc<dyn Fn(SegmentReady) + Send + Sync>;
+
 /// An appsink's end of one rendition: opens the muxer on the first sample
 /// (the codec configuration only exists once the encoder has started).
 struct RenditionSink {
@@ -193,11 +214,15 @@ struct RenditionSink {
     frame_rate: Option<Rational>,
     timeline: Arc<Timeline>,
     state: Mutex<SinkState>,
+    observer: Option<SegmentObserver>,
 }
 
 #[derive(Default)]
 struct SinkState {
     muxing: Option<Muxing>,
+    /// Next segment to report to the observer, and where it starts.
+    next_segment: usize,
+    segment_start_ns: Option<i64>,
     /// Audio held back until the video has fixed the timeline origin.
     pending: Vec<gst::Sample>,
 }
@@ -256,13 +281,43 @@ impl RenditionSink {
                     format!("{}: cannot map an encoded buffer", self.name),
                 )
             })?;
+        let pts_ns = timing.pts_ns - origin_ns;
         muxing.muxer.write(
-            timing.pts_ns - origin_ns,
+            pts_ns,
             timing.dts_ns - origin_ns,
             timing.duration_ns,
             timing.keyframe,
             map.as_slice(),
-        )
+        )?;
+        let codecs = muxing.codecs.clone();
+        self.report_closed_segment(state, pts_ns, codecs);
+        Ok(())
+    }
+
+    /// libavformat opens segment N+1 when it closes segment N, on the packet
+    /// that starts N+1; so once that file exists, N is complete on disk and
+    /// this packet's timestamp is where N ended.
+    fn report_closed_segment(&self, state: &mut SinkState, pts_ns: i64, codecs: String) {
+        let Some(observer) = &self.observer else {
+            return;
+        };
+        let start = *state.segment_start_ns.get_or_insert(pts_ns);
+        let next_file = hls_mux::segment_file_name(state.next_segment + 1);
+        if !self.dir_abs.join(&next_file).exists() {
+            return;
+        }
+        observer(SegmentReady {
+            kind: self.kind,
+            rendition: self.name.clone(),
+            dir: self.dir.clone(),
+            index: state.next_segment,
+            file_name: hls_mux::segment_file_name(state.next_segment),
+            init_file: hls_mux::INIT_FILE.to_string(),
+            duration_s: (pts_ns - start) as f64 / 1e9,
+            codecs,
+        });
+        state.next_segment += 1;
+        state.segment_start_ns = Some(pts_ns);
     }
 
     fn open(&self, sample: &gst::Sample) -> Result<Muxing, MediaError> {
@@ -432,6 +487,7 @@ fn rendition_sink(
     segment_time_s: f64,
     frame_rate: Option<Rational>,
     timeline: &Arc<Timeline>,
+    observer: Option<SegmentObserver>,
 ) -> Result<Arc<RenditionSink>, MediaError> {
     let dir = match kind {
         RenditionKind::Video => format!("v/{name}"),
@@ -448,6 +504,7 @@ fn rendition_sink(
         frame_rate,
         timeline: timeline.clone(),
         state: Mutex::default(),
+        observer,
     }))
 }
 
@@ -701,6 +758,20 @@ pub fn encode_ladder(
     progress: &dyn Fn(f64),
     cancel: &CancelFlag,
 ) -> Result<EncodeOutput, MediaError> {
+    encode_ladder_observed(source, info, plan, out_dir, progress, cancel, None)
+}
+
+/// [`encode_ladder`], also reporting each segment as soon as it is closed,
+/// so a caller can publish the ladder progressively (fast first playback).
+pub fn encode_ladder_observed(
+    source: &Path,
+    info: &MediaInfo,
+    plan: &LadderPlan,
+    out_dir: &Path,
+    progress: &dyn Fn(f64),
+    cancel: &CancelFlag,
+    on_segment: Option<SegmentObserver>,
+) -> Result<EncodeOutput, MediaError> {
     init()?;
     if plan.video.is_empty() && plan.audio.is_none() {
         return Err(MediaError::new(
@@ -743,6 +814,7 @@ pub fn encode_ladder(
                 video_segment_time(rung),
                 Some(rung.frame_rate),
                 &timeline,
+                on_segment.clone(),
             )?;
             video_rung_branch(&pipeline, &tee, rung, sink.clone(), errors.clone())?;
             sinks.push(sink);
@@ -788,6 +860,7 @@ pub fn encode_ladder(
             plan.segment_duration_s,
             None,
             &timeline,
+            on_segment.clone(),
         )?;
         audio_input = Some(audio_chain(&pipeline, audio, sink.clone(), errors.clone())?);
         sinks.push(sink);

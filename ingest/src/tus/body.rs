@@ -1,0 +1,160 @@
+//! The PATCH body on its way to storage: held to the upload's declared
+//! length and, when the client sent `Upload-Checksum`, verified as it flows.
+//! A refusal surfaces as a stream error at the point it is known (the end,
+//! for a checksum), so storage keeps streaming and never needs the chunk in
+//! memory; the handler then discards what was written by keeping the old
+//! storage handle.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use lectern_storage::ByteStream;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::error::TusError;
+
+/// Algorithms advertised in `Tus-Checksum-Algorithm`.
+pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";
+
+/// Why a chunk was refused; carried inside the body's `io::Error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ChunkRefusal {
+    #[error("the body goes past the upload's length")]
+    BeyondLength,
+    #[error("the body does not match Upload-Checksum")]
+    ChecksumMismatch,
+}
+
+impl ChunkRefusal {
+    /// The refusal behind a body error, if it was one of ours.
+    pub fn of(error: &std::io::Error) -> Option<ChunkRefusal> {
+        error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<ChunkRefusal>())
+            .copied()
+    }
+}
+
+enum Hasher {
+    Sha1(Sha1),
+    Sha256(Sha256),
+}
+
+/// A parsed `Upload-Checksum: <algorithm> <base64 digest>`.
+pub struct ExpectedChecksum {
+    hasher: Hasher,
+    digest: Vec<u8>,
+}
+
+impl ExpectedChecksum {
+    pub fn parse(header: &str) -> Result<Self, TusError> {
+        let (algorithm, encoded) = header.trim().split_once(' ').ok_or_else(|| {
+            TusError::bad_request(
+                "invalid_checksum",
+                "Upload-Checksum must be `<algorithm> <base64 digest>`",
+            )
+        })?;
+        let (hasher, len) = match algorithm {
+            "sha1" => (Hasher::Sha1(Sha1::new()), 20),
+            "sha256" => (Hasher::Sha256(Sha256::new()), 32),
+            other => {
+                return Err(TusError::bad_request(
+                    "unsupported_checksum_algorithm",
+                    format!(
+                    "checksum algorithm `{}` is not supported; use one of {CHECKSUM_ALGORITHMS}",
+                    other.chars().take(32).collect::<String>()
+                ),
+                ))
+            }
+        };
+        let digest = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .ok()
+            .filter(|d| d.len() == len)
+            .ok_or_else(|| {
+                TusError::bad_request(
+                    "invalid_checksum",
+                    format!("Upload-Checksum digest must be {len} bytes in base64 for {algorithm}"),
+                )
+            })?;
+        Ok(ExpectedChecksum { hasher, digest })
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match &mut self.hasher {
+            Hasher::Sha1(h) => h.update(data),
+            Hasher::Sha256(h) => h.update(data),
+        }
+    }
+
+    fn matches(self) -> bool {
+        let actual = match self.hasher {
+            Hasher::Sha1(h) => h.finalize().to_vec(),
+            Hasher::Sha256(h) => h.finalize().to_vec(),
+        };
+        actual == self.digest
+    }
+}
+
+/// Wraps a request body; see the module docs.
+pub struct GuardedBody {
+    inner: ByteStream,
+    remaining: u64,
+    checksum: Option<ExpectedChecksum>,
+    finished: bool,
+}
+
+impl GuardedBody {
+    pub fn new(inner: ByteStream, remaining: u64, checksum: Option<ExpectedChecksum>) -> Self {
+        GuardedBody {
+            inner,
+            remaining,
+            checksum,
+            finished: false,
+        }
+    }
+
+    fn refuse(&mut self, refusal: ChunkRefusal) -> Poll<Option<std::io::Result<Bytes>>> {
+        self.finished = true;
+        Poll::Ready(Some(Err(std::io::Error::other(refusal))))
+    }
+}
+
+impl Stream for GuardedBody {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                let len = chunk.len() as u64;
+                if len > self.remaining {
+                    return self.refuse(ChunkRefusal::BeyondLength);
+                }
+                self.remaining -= len;
+                if let Some(checksum) = &mut self.checksum {
+                    checksum.update(&chunk);
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.finished = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                if self.checksum.take().is_some_and(|c| !c.matches()) {
+                    return self.refuse(ChunkRefusal::ChecksumMismatch);
+                }
+                self.finished = true;
+                Poll::Ready(None)
+            }
+        }
+    }
+}

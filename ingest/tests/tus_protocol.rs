@@ -1,0 +1,733 @@
+//! The tus protocol, status by status, spoken by a plain HTTP client to the
+//! router (no socket: `tower::ServiceExt::oneshot`), over a real PostgreSQL
+//! database and a real fs store.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode};
+use axum::Router;
+use base64::Engine;
+use bytes::Bytes;
+use lectern_ingest::assets::source_key;
+use lectern_ingest::tus::{self, OrganisationQuota, TusConfig, TusState};
+use lectern_storage::{FsStore, Store};
+use sha2::Digest;
+use sqlx::PgPool;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+const MIB: usize = 1024 * 1024;
+
+struct Harness {
+    app: Router,
+    state: TusState,
+    store: Arc<dyn Store>,
+    db: PgPool,
+    key: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness(db: PgPool, config: TusConfig) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(dir.path()).await.unwrap());
+    let auth = common::TableAuthenticator::install(&db).await;
+    let (_, key) = common::organisation(&db, "Cardiology Society").await;
+    let state = TusState::new(db.clone(), store.clone(), auth, config);
+    let app = Router::new().nest("/api/v1/uploads", tus::router(state.clone()));
+    Harness {
+        app,
+        state,
+        store,
+        db,
+        key,
+        _dir: dir,
+    }
+}
+
+fn b64(s: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+impl Harness {
+    fn request(&self, method: &str, uri: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("tus-resumable", "1.0.0")
+            .header("authorization", format!("Bearer {}", self.key))
+    }
+
+    async fn send(&self, request: Request<Body>) -> Response<Body> {
+        self.app.clone().oneshot(request).await.unwrap()
+    }
+
+    /// Creates an upload of `length` bytes; returns its URL.
+    async fn create(&self, length: usize) -> String {
+        let response = self
+            .send(
+                self.request("POST", "/api/v1/uploads")
+                    .header("upload-length", length)
+                    .header(
+                        "upload-metadata",
+                        format!(
+                            "filename {},title {}",
+                            b64(b"ecg.mp4"),
+                            b64("Reading an ECG".as_bytes())
+                        ),
+                    )
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let location = response.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with("/api/v1/uploads/"), "{location}");
+        location
+    }
+
+    async fn patch(&self, url: &str, offset: usize, chunk: &[u8]) -> Response<Body> {
+        self.send(
+            self.request("PATCH", url)
+                .header("upload-offset", offset)
+                .header("content-type", "application/offset+octet-stream")
+                .header("content-length", chunk.len())
+                .body(Body::from(chunk.to_vec()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    async fn head(&self, url: &str) -> Response<Body> {
+        self.send(self.request("HEAD", url).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn offset(&self, url: &str) -> u64 {
+        let response = self.head(url).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.headers()["upload-offset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    async fn count(&self, sql: &str, id: Uuid) -> i64 {
+        sqlx::query_scalar(sql)
+            .bind(id)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+}
+
+/// Size of the (only) fs append file under `dir`.
+fn append_file_len(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap_or(0)
+}
+
+fn upload_id(url: &str) -> Uuid {
+    url.rsplit('/').next().unwrap().parse().unwrap()
+}
+
+/// The error body: `{"error":{"code","message"}}`; returns the code.
+async fn error_code(response: Response<Body>) -> (StatusCode, String, String) {
+    let status = response.status();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&body)));
+    (
+        status,
+        json["error"]["code"].as_str().unwrap().to_owned(),
+        json["error"]["message"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn options_advertises_the_server(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    for uri in [
+        "/api/v1/uploads",
+        &format!("/api/v1/uploads/{}", Uuid::new_v4()),
+    ] {
+        // OPTIONS needs neither Tus-Resumable nor credentials (CORS preflights have neither).
+        let response = h
+            .send(
+                Request::builder()
+                    .method("OPTIONS")
+                    .uri(uri)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        let headers = response.headers();
+        assert_eq!(headers["tus-version"], "1.0.0");
+        assert_eq!(headers["tus-resumable"], "1.0.0");
+        assert_eq!(
+            headers["tus-extension"],
+            "creation,creation-with-upload,termination,expiration,checksum"
+        );
+        assert_eq!(headers["tus-max-size"], (20u64 << 30).to_string().as_str());
+        assert_eq!(headers["tus-checksum-algorithm"], "sha1,sha256");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn upload_in_chunks_becomes_an_asset_with_a_queued_job(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(3 * MIB + 17);
+    let url = h.create(data.len()).await;
+    let id = upload_id(&url);
+    let mut offset = 0;
+    for chunk in data.chunks(MIB) {
+        let response = h.patch(&url, offset, chunk).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        offset += chunk.len();
+        assert_eq!(
+            response.headers()["upload-offset"],
+            offset.to_string().as_str()
+        );
+        assert_eq!(response.headers()["tus-resumable"], "1.0.0");
+        if offset < data.len() {
+            assert!(response.headers().contains_key("upload-expires"));
+            assert_eq!(h.offset(&url).await, offset as u64);
+        }
+    }
+    let (size, digest) = common::stored_sha256(h.store.as_ref(), &source_key(id)).await;
+    assert_eq!(
+        (size, digest),
+        (data.len() as u64, common::sha256_hex(&data))
+    );
+    let (title, status): (Option<String>, String) =
+        sqlx::query_as("SELECT title, status FROM assets WHERE id = $1")
+            .bind(id)
+            .fetch_one(&h.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        (title.as_deref(), status.as_str()),
+        (Some("Reading an ECG"), "uploaded")
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM jobs WHERE asset_id = $1", id)
+            .await,
+        1
+    );
+    let head = h.head(&url).await;
+    assert_eq!(
+        head.headers()["upload-offset"],
+        data.len().to_string().as_str()
+    );
+    assert_eq!(
+        head.headers()["upload-length"],
+        data.len().to_string().as_str()
+    );
+    assert!(head.headers()["upload-metadata"]
+        .to_str()
+        .unwrap()
+        .contains("filename"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn creation_with_upload_stores_the_first_chunk(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(2 * MIB);
+    let response = h
+        .send(
+            h.request("POST", "/api/v1/uploads")
+                .header("upload-length", data.len())
+                .header("content-type", "application/offset+octet-stream")
+                .body(Body::from(data[..MIB].to_vec()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response.headers()["upload-offset"],
+        MIB.to_string().as_str()
+    );
+    let url = response.headers()["location"].to_str().unwrap().to_owned();
+    assert_eq!(
+        h.patch(&url, MIB, &data[MIB..]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, digest) = common::stored_sha256(h.store.as_ref(), &source_key(upload_id(&url))).await;
+    assert_eq!(digest, common::sha256_hex(&data));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn protocol_version_is_required(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    for version in [None, Some("0.2.2")] {
+        let mut request = Request::builder()
+            .method("POST")
+            .uri("/api/v1/uploads")
+            .header("authorization", format!("Bearer {}", h.key))
+            .header("upload-length", "10");
+        if let Some(v) = version {
+            request = request.header("tus-resumable", v);
+        }
+        let response = h.send(request.body(Body::empty()).unwrap()).await;
+        assert_eq!(response.headers()["tus-version"], "1.0.0");
+        let (status, code, _) = error_code(response).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::PRECONDITION_FAILED, "unsupported_tus_version")
+        );
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn unauthenticated_requests_are_refused(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let url = h.create(100).await;
+    for auth in [
+        None,
+        Some("Bearer lk_test_not_a_key"),
+        Some("Basic Zm9vOmJhcg=="),
+    ] {
+        for method in ["POST", "HEAD", "PATCH", "DELETE"] {
+            let uri = if method == "POST" {
+                "/api/v1/uploads"
+            } else {
+                url.as_str()
+            };
+            let mut request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("tus-resumable", "1.0.0")
+                .header("upload-length", "10")
+                .header("upload-offset", "0")
+                .header("content-type", "application/offset+octet-stream");
+            if let Some(a) = auth {
+                request = request.header("authorization", a);
+            }
+            let response = h.send(request.body(Body::empty()).unwrap()).await;
+            assert_eq!(
+                response.status(),
+                StatusCode::UNAUTHORIZED,
+                "{method} with {auth:?}"
+            );
+            if method != "HEAD" {
+                assert_eq!(error_code(response).await.1, "unauthenticated");
+            }
+        }
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn another_organisations_upload_does_not_exist(db: PgPool) {
+    let h = harness(db.clone(), TusConfig::default()).await;
+    let url = h.create(100).await;
+    let (_, other_key) = common::organisation(&db, "Alumni Office").await;
+    let other = |method: &str, uri: &str| {
+        Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("tus-resumable", "1.0.0")
+            .header("authorization", format!("Bearer {other_key}"))
+            .header("upload-offset", "0")
+            .header("content-type", "application/offset+octet-stream")
+    };
+    let unknown = format!("/api/v1/uploads/{}", Uuid::new_v4());
+    for uri in [url.as_str(), unknown.as_str(), "/api/v1/uploads/not-a-uuid"] {
+        for method in ["HEAD", "PATCH", "DELETE"] {
+            let response = h
+                .send(other(method, uri).body(Body::from("abc")).unwrap())
+                .await;
+            assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {uri}");
+        }
+    }
+    // Untouched for its owner.
+    assert_eq!(h.offset(&url).await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_offset_is_a_conflict(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(1000);
+    let url = h.create(data.len()).await;
+    assert_eq!(
+        h.patch(&url, 0, &data[..400]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    for offset in [0, 399, 401, 1000] {
+        let (status, code, message) =
+            error_code(h.patch(&url, offset, &data[400..500]).await).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::CONFLICT, "offset_mismatch")
+        );
+        assert!(message.contains("400"), "{message}");
+    }
+    assert_eq!(h.offset(&url).await, 400);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn size_limits_and_quotas_are_413_with_a_reason(db: PgPool) {
+    let config = TusConfig {
+        max_upload_size: 10 * MIB as u64,
+        quota: OrganisationQuota {
+            max_bytes_in_flight: 15 * MIB as u64,
+            max_concurrent_uploads: 2,
+        },
+        ..TusConfig::default()
+    };
+    let h = harness(db, config).await;
+    let create = |length: usize| {
+        h.request("POST", "/api/v1/uploads")
+            .header("upload-length", length)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, code, message) = error_code(h.send(create(10 * MIB + 1)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large")
+    );
+    assert!(message.contains(&(10 * MIB).to_string()), "{message}");
+
+    let first = h.create(10 * MIB).await;
+    let (status, code, message) = error_code(h.send(create(6 * MIB)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded")
+    );
+    assert!(message.contains("in flight"), "{message}");
+    h.create(MIB).await;
+    let (status, code, message) = error_code(h.send(create(100)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded")
+    );
+    assert!(message.contains("unfinished uploads"), "{message}");
+
+    // A terminated upload frees its share.
+    let response = h
+        .send(h.request("DELETE", &first).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let second = h.create(6 * MIB).await;
+    let response = h
+        .send(h.request("DELETE", &second).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+
+    // A body longer than the upload is refused and nothing of it kept.
+    let url = h.create(100).await;
+    let (status, code, _) = error_code(h.patch(&url, 0, &common::media_bytes(101)).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body_exceeds_upload_length")
+    );
+    assert_eq!(h.offset(&url).await, 0);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn bad_checksum_is_460_and_the_chunk_is_discarded(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(2 * MIB);
+    let url = h.create(data.len()).await;
+    let patch = |offset: usize, chunk: Vec<u8>, checksum: String| {
+        h.request("PATCH", &url)
+            .header("upload-offset", offset)
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-checksum", checksum)
+            .body(Body::from(chunk))
+            .unwrap()
+    };
+    let first = &data[..MIB];
+    let wrong = format!("sha1 {}", b64(&sha1::Sha1::digest(b"something else")));
+    let response = h.send(patch(0, first.to_vec(), wrong)).await;
+    let (status, code, _) = error_code(response).await;
+    assert_eq!((status.as_u16(), code.as_str()), (460, "checksum_mismatch"));
+    assert_eq!(h.offset(&url).await, 0, "the refused chunk was discarded");
+
+    let (status, code, _) =
+        error_code(h.send(patch(0, first.to_vec(), "md5 AAAA".into())).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::BAD_REQUEST, "unsupported_checksum_algorithm")
+    );
+
+    let good = format!("sha1 {}", b64(&sha1::Sha1::digest(first)));
+    assert_eq!(
+        h.send(patch(0, first.to_vec(), good)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let rest = &data[MIB..];
+    let good = format!("sha256 {}", b64(&sha2::Sha256::digest(rest)));
+    assert_eq!(
+        h.send(patch(MIB, rest.to_vec(), good)).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let (_, digest) = common::stored_sha256(h.store.as_ref(), &source_key(upload_id(&url))).await;
+    assert_eq!(digest, common::sha256_hex(&data));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn terminated_and_expired_uploads_are_gone(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(1000);
+
+    let terminated = h.create(data.len()).await;
+    assert_eq!(
+        h.patch(&terminated, 0, &data[..10]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let response = h
+        .send(
+            h.request("DELETE", &terminated)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(h.head(&terminated).await.status(), StatusCode::GONE);
+    let (status, code, _) = error_code(h.patch(&terminated, 10, &data[10..20]).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::GONE, "upload_gone"));
+
+    let expired = h.create(data.len()).await;
+    assert_eq!(
+        h.patch(&expired, 0, &data[..10]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    sqlx::query("UPDATE uploads SET expires_at = now() - interval '1 second' WHERE id = $1")
+        .bind(upload_id(&expired))
+        .execute(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(h.head(&expired).await.status(), StatusCode::GONE);
+    let (status, code, _) = error_code(h.patch(&expired, 10, &data[10..20]).await).await;
+    assert_eq!((status, code.as_str()), (StatusCode::GONE, "upload_gone"));
+    let report = tus::sweep(&h.state).await.unwrap();
+    assert_eq!(report.expired, 1);
+    let state: String = sqlx::query_scalar("SELECT state FROM uploads WHERE id = $1")
+        .bind(upload_id(&expired))
+        .fetch_one(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(state, "expired");
+    assert_eq!(h.head(&expired).await.status(), StatusCode::GONE);
+    let root = h._dir.path().join("uploads");
+    assert_eq!(
+        std::fs::read_dir(root).unwrap().count(),
+        0,
+        "storage of both uploads freed"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn concurrent_patches_never_interleave(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(2 * MIB);
+    let url = h.create(data.len()).await;
+    // The first PATCH streams slowly: its body arrives in two halves.
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+    let slow = h
+        .request("PATCH", &url)
+        .header("upload-offset", 0)
+        .header("content-type", "application/offset+octet-stream")
+        .body(Body::from_stream(rx))
+        .unwrap();
+    let app = h.app.clone();
+    let first = tokio::spawn(async move { app.oneshot(slow).await.unwrap() });
+    let mut tx = tx;
+    use futures::SinkExt;
+    tx.send(Ok(Bytes::copy_from_slice(&data[..MIB])))
+        .await
+        .unwrap();
+    // The first request holds the upload once its first half is on disk.
+    let uploads_dir = h._dir.path().join("uploads");
+    let mut waited = 0;
+    while append_file_len(&uploads_dir) < MIB as u64 {
+        waited += 1;
+        assert!(waited < 500, "the first PATCH never started writing");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, code, _) = error_code(h.patch(&url, 0, &[0xEE; 1000]).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "upload_busy")
+    );
+    tx.send(Ok(Bytes::copy_from_slice(&data[MIB..])))
+        .await
+        .unwrap();
+    drop(tx);
+    assert_eq!(first.await.unwrap().status(), StatusCode::NO_CONTENT);
+    let (_, digest) = common::stored_sha256(h.store.as_ref(), &source_key(upload_id(&url))).await;
+    assert_eq!(
+        digest,
+        common::sha256_hex(&data),
+        "only the first writer's bytes"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn non_media_is_refused_and_deleted(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let pdf = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n".repeat(100);
+    let url = h.create(pdf.len()).await;
+    let (status, code, message) = error_code(h.patch(&url, 0, &pdf).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "not_media")
+    );
+    assert!(message.contains("not a video"), "{message}");
+    let id = upload_id(&url);
+    assert!(
+        h.store.head(&source_key(id)).await.is_err(),
+        "the object is deleted"
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM assets WHERE id = $1", id)
+            .await,
+        0
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn completion_is_idempotent(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(5000);
+    let url = h.create(data.len()).await;
+    let id = upload_id(&url);
+    assert_eq!(
+        h.patch(&url, 0, &data).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    // A retried final PATCH (the client never saw the first answer).
+    let response = h.patch(&url, data.len(), &[]).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(response.headers()["upload-offset"], "5000");
+    // A crash after storage completed but before the asset was recorded
+    // leaves the row `completing`; whoever comes next finishes it once.
+    sqlx::query("UPDATE uploads SET state = 'completing' WHERE id = $1")
+        .bind(id)
+        .execute(&h.db)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM assets WHERE id = $1")
+        .bind(id)
+        .execute(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(h.offset(&url).await, 5000);
+    assert_eq!(h.head(&url).await.status(), StatusCode::OK);
+    assert_eq!(
+        h.count("SELECT count(*) FROM assets WHERE id = $1", id)
+            .await,
+        1
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM jobs WHERE asset_id = $1", id)
+            .await,
+        1
+    );
+    // And if the asset was recorded but the state not: no duplicate.
+    sqlx::query("UPDATE uploads SET state = 'completing' WHERE id = $1")
+        .bind(id)
+        .execute(&h.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.patch(&url, data.len(), &[]).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        h.count("SELECT count(*) FROM assets WHERE id = $1", id)
+            .await,
+        1
+    );
+    let (_, digest) = common::stored_sha256(h.store.as_ref(), &source_key(id)).await;
+    assert_eq!(digest, common::sha256_hex(&data));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn malformed_requests_are_400_or_415_never_500(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let url = h.create(100).await;
+    let cases = [
+        (
+            h.request("POST", "/api/v1/uploads")
+                .body(Body::empty())
+                .unwrap(),
+            400,
+            "missing_upload_length",
+        ),
+        (
+            h.request("POST", "/api/v1/uploads")
+                .header("upload-length", "-5")
+                .body(Body::empty())
+                .unwrap(),
+            400,
+            "invalid_header",
+        ),
+        (
+            h.request("POST", "/api/v1/uploads")
+                .header("upload-length", "0")
+                .body(Body::empty())
+                .unwrap(),
+            400,
+            "empty_upload",
+        ),
+        (
+            h.request("POST", "/api/v1/uploads")
+                .header("upload-defer-length", "1")
+                .body(Body::empty())
+                .unwrap(),
+            400,
+            "deferred_length_unsupported",
+        ),
+        (
+            h.request("POST", "/api/v1/uploads")
+                .header("upload-length", "10")
+                .header("upload-metadata", format!("title {}", b64(b"bell\x07")))
+                .body(Body::empty())
+                .unwrap(),
+            400,
+            "invalid_metadata",
+        ),
+        (
+            h.request("PATCH", &url)
+                .header("upload-offset", "0")
+                .header("content-type", "video/mp4")
+                .body(Body::from("x"))
+                .unwrap(),
+            415,
+            "unsupported_content_type",
+        ),
+        (
+            h.request("PATCH", &url)
+                .header("content-type", "application/offset+octet-stream")
+                .body(Body::from("x"))
+                .unwrap(),
+            400,
+            "missing_upload_offset",
+        ),
+        (
+            h.request("PATCH", &url)
+                .header("upload-offset", "+0")
+                .header("content-type", "application/offset+octet-stream")
+                .body(Body::from("x"))
+                .unwrap(),
+            400,
+            "invalid_header",
+        ),
+    ];
+    for (request, status, code) in cases {
+        let (got_status, got_code, _) = error_code(h.send(request).await).await;
+        assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
+    }
+}
