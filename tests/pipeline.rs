@@ -2,6 +2,8 @@
 //! a real PostgreSQL (a fresh database per test), local-disk storage shared
 //! by the workers, and real media made with the ffmpeg CLI.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -65,12 +67,7 @@ impl Drop for Workers {
 }
 
 fn spawn_worker(db_url: &str, data_dir: &Path, log: &Path) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LECTERN_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = common::lectern(data_dir.parent().unwrap());
     let log = std::fs::File::create(log).unwrap();
     cmd.arg("worker")
         .env("DATABASE_URL", db_url)
@@ -405,22 +402,10 @@ fn pg_bin() -> PathBuf {
 async fn workers_survive_a_database_restart() {
     // A complete single-node Lectern (embedded PostgreSQL + in-process
     // worker) whose database we restart while it transcodes.
-    let dir = tempfile::tempdir().unwrap();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let dir = common::workdir();
     let data = dir.path().join("data");
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().to_string()
-    };
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
-            cmd.env_remove(key);
-        }
-    }
+    let addr = common::free_addr();
+    let mut cmd = common::lectern(dir.path());
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
     let mut serve = Workers(vec![cmd
         .arg("serve")

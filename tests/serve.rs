@@ -2,64 +2,12 @@
 //! on embedded defaults, readiness with a dead database, migrations against
 //! the real PostgreSQL from `infra/dev/services`.
 
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-fn lectern(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
-    cmd.current_dir(cwd);
-    // Start from no Lectern configuration at all, whatever the caller has.
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-/// A private working directory the `postgres` user can reach (tempdirs are
-/// 0700), so the embedded cluster lives and dies inside it.
-fn workdir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-struct Server(Child);
-
-impl Server {
-    fn terminate(mut self) -> std::process::ExitStatus {
-        // SIGTERM, as an orchestrator would: the server must drain and exit 0.
-        let pid = self.0.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{free_addr, lectern, workdir, Server};
 
 /// Polls `url` until it answers with `want`, returning the last body.
 async fn wait_for(url: &str, want: u16, within: Duration) -> serde_json::Value {

@@ -3,35 +3,13 @@
 //! HSTS and the security headers, SIGTERM still exits 0 — and plain HTTP
 //! on a public address is refused at start-up.
 
-use std::net::TcpListener;
+mod common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn lectern(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
-    cmd.current_dir(cwd);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{free_addr, lectern, Server};
 
 fn self_signed(dir: &Path) -> (String, String) {
     let cert = dir.join("cert.pem");
@@ -100,7 +78,7 @@ fn tls_1_2_and_1_3_only_with_hsts_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
     let addr = free_addr();
-    let mut server = Server(
+    let server = Server(
         lectern(dir.path())
             .arg("serve")
             .env("LECTERN_HTTP_ADDR", &addr)
@@ -210,19 +188,7 @@ fn tls_1_2_and_1_3_only_with_hsts_and_graceful_shutdown() {
         .unwrap();
     assert_ne!(String::from_utf8_lossy(&plain.stdout), "200");
 
-    let pid = server.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = server.terminate();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
 }
 
