@@ -75,6 +75,8 @@ impl std::str::FromStr for Role {
 /// What a route needs its caller to be allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
+    ManageCourses,
+    DeleteCourses,
     ListUsers,
     InviteExperts,
     ChangeRoles,
@@ -91,7 +93,10 @@ impl Permission {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Permission::ListUsers | Permission::InviteExperts => &[ContentAdmin, SuperAdmin],
+            Permission::ManageCourses
+            | Permission::DeleteCourses
+            | Permission::ListUsers
+            | Permission::InviteExperts => &[ContentAdmin, SuperAdmin],
             Permission::ChangeRoles
             | Permission::DeleteUsers
             | Permission::ExportPersonalData
@@ -105,7 +110,10 @@ impl Permission {
     pub fn requires_step_up(self) -> bool {
         matches!(
             self,
-            Permission::ChangeRoles | Permission::DeleteUsers | Permission::ExportPersonalData
+            Permission::ChangeRoles
+                | Permission::DeleteUsers
+                | Permission::DeleteCourses
+                | Permission::ExportPersonalData
         )
     }
 

@@ -9,6 +9,7 @@
 //! Invariant: this crate knows nothing of GStreamer or FFmpeg.
 
 pub mod authz;
+mod courses;
 pub mod error;
 mod health;
 pub mod identity;
@@ -48,7 +49,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn api(state: AppState) -> ApiRouter {
     let api = ApiRouter::new(state);
     let api = health::routes(api);
-    identity::routes(api)
+    let api = identity::routes(api);
+    courses::routes(api)
 }
 
 pub fn router(state: AppState) -> Router {

@@ -145,6 +145,28 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 ..call(format!("/api/v1/users/{victim}"), None, ok(204))
             }
         }
+        ("POST", "/api/v1/courses") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "title": "心血管疾病诊疗指南", "org_id": orgs.a })),
+                ok(201),
+            )
+        },
+        ("DELETE", "/api/v1/courses/{course_id}") => {
+            let course = Uuid::now_v7();
+            sqlx::query("INSERT INTO courses (id, organisation_id, title) VALUES ($1, $2, $3)")
+                .bind(course)
+                .bind(orgs.a)
+                .bind(format!("course {}", orgs.fresh()))
+                .execute(w.db())
+                .await
+                .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/courses/{course}"), None, ok(204))
+            }
+        }
         ("POST", "/api/v1/invitations") => Call {
             addresses_org_a: true,
             ..call(
@@ -294,6 +316,13 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
                     (Some(email), true) => Some(w.login(email).await),
                     _ => caller.token.clone(),
                 };
+                // Each cell stands alone: a grant left unused by an earlier
+                // cell (its call was forbidden before the grant was spent)
+                // must not let this one through.
+                sqlx::query("DELETE FROM step_up_grants")
+                    .execute(w.db())
+                    .await
+                    .unwrap();
                 if stepped_up {
                     if let (Some(email), Some(token)) = (&caller.email, &token) {
                         step_up(&w, token, email).await;

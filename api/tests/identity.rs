@@ -926,3 +926,93 @@ async fn super_admins_read_their_organisations_audit_as_json_or_csv(db: PgPool) 
         (StatusCode::BAD_REQUEST, Some("invalid_query"))
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn deleting_a_course_needs_a_fresh_step_up_and_is_audited(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "editor@med.example.org", Role::ContentAdmin)
+        .await;
+    let token = w.login("editor@med.example.org").await;
+    let create = |title: &'static str| {
+        let (w, token) = (&w, token.clone());
+        async move {
+            let (status, body) = w
+                .call(
+                    "POST",
+                    "/api/v1/courses",
+                    Some(&token),
+                    Some(json!({ "title": title })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            format!("/api/v1/courses/{}", body["id"].as_str().unwrap())
+        }
+    };
+    let course = create("心血管疾病诊疗指南").await;
+
+    let (status, body) = w.call("DELETE", &course, Some(&token), None).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("step_up_required"))
+    );
+
+    let (status, enrolment) = w.call("POST", "/api/v1/me/totp", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "{enrolment}");
+    let totp = totp_for(enrolment["secret"].as_str().unwrap());
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&token),
+            Some(json!({ "code": totp.generate(now() - 30) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let code = totp.generate(now());
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "totp": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w.call("DELETE", &course, Some(&token), None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, _) = w.call("DELETE", &course, Some(&token), None).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "the step-up allowed one request"
+    );
+
+    // A reused code buys nothing.
+    let second = create("指南更新").await;
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "totp": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = w.call("DELETE", &second, Some(&token), None).await;
+    assert_eq!(body["error"]["code"], "step_up_required", "{status} {body}");
+
+    let outcomes: Vec<String> = sqlx::query_scalar(
+        "SELECT outcome FROM audit_log WHERE action = 'DELETE /api/v1/courses/{course_id}' ORDER BY id",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    assert_eq!(outcomes.first().map(String::as_str), Some("denied"));
+    assert!(outcomes.iter().any(|o| o == "ok"), "{outcomes:?}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM courses")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "only the second course remains");
+}
