@@ -6,7 +6,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: all setup services services-down test lint fmt-check clippy nextest npm-test demo build clean-state
+.PHONY: all setup services services-down test-clients test lint fmt-check clippy nextest npm-test demo build
 
 all: test
 
@@ -27,8 +27,12 @@ clippy:
 
 lint: fmt-check clippy
 
+# Real third-party protocol clients the tests drive (tus-js-client, tuspy).
+test-clients: setup
+	ingest/tests/clients/setup
+
 # The whole suite, against the real PostgreSQL, Redis and Garage S3 server.
-nextest: services
+nextest: services test-clients
 	@$(WITH_ENV) echo "make: tests use PostgreSQL at $${DATABASE_URL}, Redis at $${REDIS_URL}, S3 (Garage) at $${LECTERN_S3_ENDPOINT} bucket $${LECTERN_S3_BUCKET}"
 	$(WITH_ENV) cargo nextest run --workspace --locked --no-fail-fast
 
