@@ -93,6 +93,30 @@ pub struct S3Store {
 }
 
 impl S3Store {
+    /// Completes a multipart upload; returns the object's ETag.
+    async fn complete_multipart(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<CompletedPart>,
+    ) -> Result<Option<String>> {
+        let out = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| self.map_err("CompleteMultipartUpload", key, e))?;
+        Ok(out.e_tag().map(str::to_owned))
+    }
+
     /// Builds the client; no request is made (use [`Store::check`] for that).
     pub fn new(config: S3Config) -> Result<Self> {
         for (field, value) in [
@@ -266,21 +290,8 @@ impl S3Store {
         })?;
         let result = async {
             let (size, parts) = self.upload_parts(key, upload_id, first, rest).await?;
-            let out = self
-                .client
-                .complete_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .multipart_upload(
-                    CompletedMultipartUpload::builder()
-                        .set_parts(Some(parts))
-                        .build(),
-                )
-                .send()
-                .await
-                .map_err(|e| self.map_err("CompleteMultipartUpload", key, e))?;
-            Ok(written_meta(key, size, out.e_tag(), opts))
+            let etag = self.complete_multipart(key, upload_id, parts).await?;
+            Ok(written_meta(key, size, etag.as_deref(), opts))
         }
         .await;
         if result.is_err() {
@@ -450,21 +461,13 @@ impl S3Store {
                     .build()
             })
             .collect();
-        let out = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&multipart_id)
-            .multipart_upload(
-                CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| self.map_err("CompleteMultipartUpload", key, e))?;
-        Ok(written_meta(key, upload.size, out.e_tag(), upload.opts()))
+        let etag = self.complete_multipart(key, &multipart_id, parts).await?;
+        Ok(written_meta(
+            key,
+            upload.size,
+            etag.as_deref(),
+            upload.opts(),
+        ))
     }
 
     /// Removes a resumable upload's staged tails and every unfinished
