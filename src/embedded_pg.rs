@@ -43,11 +43,16 @@ impl EmbeddedPostgres {
         let base = cluster_base(data_dir, as_postgres_user)?;
         let data = base.join("data");
         let socket_dir = base.join("run");
+        let fresh = !data.join("PG_VERSION").exists();
         std::fs::create_dir_all(&socket_dir)?;
         if as_postgres_user {
-            run(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&base))?;
+            // Recursively only before initdb: a recursive chown of a grown
+            // cluster at every start is start-up work proportional to the data.
+            let mut chown = Command::new("chown");
+            if fresh {
+                chown.arg("-R");
+            }
+            run(chown.arg("postgres:postgres").arg(&base).arg(&socket_dir))?;
         }
         let pg = Self {
             socket_dir,
@@ -57,7 +62,7 @@ impl EmbeddedPostgres {
             bin,
             as_postgres_user,
         };
-        if !pg.data.join("PG_VERSION").exists() {
+        if fresh {
             tracing::info!(dir = %pg.data.display(), "initialising a private PostgreSQL cluster");
             pg.run_pg(
                 "initdb",
