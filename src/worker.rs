@@ -2,6 +2,7 @@
 //! mode: both are the same `pipelines::worker::Worker` over the shared
 //! database and object storage.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,13 +16,12 @@ use crate::database::Database;
 
 pub async fn run(config: Config) -> Result<()> {
     let db = Database::open(&config).await?;
-    // A worker with no schema can do nothing: wait for the database, but
-    // say why we are waiting.
-    let mut delay = Duration::from_millis(500);
-    while let Err(e) = db.migrate().await {
-        tracing::warn!(error = %format!("{e:#}"), retry_in = ?delay, "database not ready");
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(10));
+    // A worker with no schema can do nothing: wait for the database (the
+    // background migration logs why it is waiting).
+    let schema_ready = Arc::new(AtomicBool::new(false));
+    db.migrate_in_background(schema_ready.clone());
+    while !schema_ready.load(Ordering::Acquire) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let store = crate::serve::open_store(&config.storage).await?;
     let concurrency = config
