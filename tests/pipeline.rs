@@ -347,6 +347,29 @@ async fn corrupt_media_fails_fast_with_its_code_and_is_not_retried() {
     std::fs::write(&garbage, b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n").unwrap();
     let broken = enqueue(&db.pool, store.as_ref(), org, &truncated).await;
     let not_media = enqueue(&db.pool, store.as_ref(), org, &garbage).await;
+    // Good media, but a profile this deployment does not have.
+    let unknown_profile = Uuid::now_v7();
+    store
+        .put_file(
+            &intake::source_key(unknown_profile),
+            &clip,
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    intake::create(
+        &db.pool,
+        &NewAsset {
+            id: unknown_profile,
+            organisation_id: org,
+            source_key: intake::source_key(unknown_profile),
+            title: None,
+            profile: "podcast".into(),
+            priority: 0,
+        },
+    )
+    .await
+    .unwrap();
 
     let started = Instant::now();
     let _workers = Workers(vec![spawn_worker(
@@ -354,7 +377,11 @@ async fn corrupt_media_fails_fast_with_its_code_and_is_not_retried() {
         &data,
         &dir.path().join("w.log"),
     )]);
-    for (id, want) in [(broken, "corrupt_media"), (not_media, "not_media")] {
+    for (id, want) in [
+        (broken, "corrupt_media"),
+        (not_media, "not_media"),
+        (unknown_profile, "invalid_profile"),
+    ] {
         wait_until("the asset to fail", Duration::from_secs(60), || {
             let pool = db.pool.clone();
             async move { status_of(&pool, id).await.0 == "failed" }
@@ -371,7 +398,7 @@ async fn corrupt_media_fails_fast_with_its_code_and_is_not_retried() {
         assert_eq!(
             (attempts, state.as_str()),
             (1, "failed"),
-            "bad media is never retried"
+            "bad media and bad profiles are never retried"
         );
     }
     eprintln!(

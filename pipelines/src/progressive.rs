@@ -66,15 +66,15 @@ impl Publisher {
                 .values()
                 .filter(|r| !r.segments.is_empty())
                 .count();
-            if ready == expected {
-                if let Err(e) = self.publish_master(&renditions, playable).await {
+            // The preview master names the same playlists for the whole
+            // encode: written once, when each has its first segment.
+            if !playable && ready == expected {
+                if let Err(e) = self.publish_master(&renditions).await {
                     tracing::warn!(asset = %self.job.asset_id, error = %e, "cannot publish the preview master");
                     continue;
                 }
-                if !playable {
-                    playable = true;
-                    tracing::info!(asset = %self.job.asset_id, prefix = %self.prefix, "first playable");
-                }
+                playable = true;
+                tracing::info!(asset = %self.job.asset_id, prefix = %self.prefix, "first playable");
             }
         }
     }
@@ -124,11 +124,7 @@ impl Publisher {
         self.put_growing(&key(packager::MEDIA_PLAYLIST), text).await
     }
 
-    async fn publish_master(
-        &self,
-        renditions: &BTreeMap<String, Rendition>,
-        already_playable: bool,
-    ) -> Result<(), String> {
+    async fn publish_master(&self, renditions: &BTreeMap<String, Rendition>) -> Result<(), String> {
         // Video before audio, as the packager expects.
         let mut ordered: Vec<Rendition> = renditions.values().cloned().collect();
         ordered.sort_by_key(|r| r.kind == RenditionKind::Audio);
@@ -146,9 +142,6 @@ impl Publisher {
             text,
         )
         .await?;
-        if already_playable {
-            return Ok(());
-        }
         // Only while this worker still owns the job: a stale attempt must
         // never be what learners are sent to.
         sqlx::query(&format!(

@@ -70,6 +70,9 @@ enum JobFailure {
     Media(MediaError),
     /// Database or storage trouble: always worth a retry.
     Infrastructure(String),
+    /// The asset names an encoding profile this deployment does not have;
+    /// no retry can fix that.
+    InvalidProfile(String),
     /// Another worker owns the job now; this attempt must leave no trace.
     LeaseLost,
     /// Shutdown drain ran out: give the job back untouched.
@@ -249,9 +252,8 @@ impl Worker {
         )
         .await?;
 
-        let profile = profiles::builtin(&profile_name).map_err(|e| {
-            JobFailure::Media(MediaError::new(MediaErrorCode::Internal, e.to_string()))
-        })?;
+        let profile = profiles::builtin(&profile_name)
+            .map_err(|e| JobFailure::InvalidProfile(e.to_string()))?;
         let out = scratch.join("out");
         let (progress, cancel) = (progress.clone(), cancel.clone());
         let (segments_tx, segments_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -404,6 +406,7 @@ impl Worker {
                 !e.code.is_transient(),
             ),
             JobFailure::Infrastructure(message) => ("transient".to_string(), message, false),
+            JobFailure::InvalidProfile(message) => ("invalid_profile".to_string(), message, true),
         };
         let give_up = permanent || job.attempts >= job.max_attempts;
         let mut tx = self.db.begin().await?;
