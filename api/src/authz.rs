@@ -75,7 +75,23 @@ impl std::str::FromStr for Role {
 /// What a route needs its caller to be allowed to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Permission {
+    /// Bring a source in: tus uploads and URL pulls.
+    UploadMedia,
+    /// Read assets' status, progress and events; manage webhooks.
+    ReadAssets,
+    /// Create, list and disable the organisation's webhooks.
+    ManageWebhooks,
+    /// The pipeline's per-asset event log (workers, attempts): operators.
+    ReadPipelineEvents,
+    /// Draft courses: create, edit drafts, chapters, lessons, order, submit
+    /// for review, take back to draft.
     ManageCourses,
+    /// Publish (approve a review or relist) and unpublish courses.
+    PublishCourses,
+    /// The organisation's disciplines and expert profiles.
+    ManageCatalogue,
+    /// Rate published courses.
+    RateCourses,
     DeleteCourses,
     ListUsers,
     InviteExperts,
@@ -93,7 +109,14 @@ impl Permission {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Permission::ManageCourses
+            Permission::UploadMedia | Permission::ReadAssets | Permission::ManageWebhooks => {
+                &[Partner, ContentAdmin, SuperAdmin]
+            }
+            Permission::ManageCourses => &[Expert, ContentAdmin, SuperAdmin],
+            Permission::RateCourses => &[Learner],
+            Permission::ReadPipelineEvents
+            | Permission::PublishCourses
+            | Permission::ManageCatalogue
             | Permission::DeleteCourses
             | Permission::ListUsers
             | Permission::InviteExperts => &[ContentAdmin, SuperAdmin],
@@ -173,6 +196,23 @@ impl Principal {
         }
     }
 
+    /// The organisation something new is created in: the caller's own
+    /// (naming it is allowed), or for a global super admin the one named.
+    /// Naming another organisation answers 404, as if it did not exist.
+    pub fn target_org(&self, named: Option<Uuid>) -> Result<Uuid, ApiError> {
+        match (self.org_id, named) {
+            (Some(own), None) => Ok(own),
+            (Some(own), Some(named)) if named == own => Ok(own),
+            (Some(_), Some(named)) => Err(ApiError::not_found(format!("no organisation {named}"))),
+            (None, Some(named)) => Ok(named),
+            (None, None) => Err(ApiError::new(
+                axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                "org_required",
+                "a global super admin must say which organisation this belongs to (org_id)",
+            )),
+        }
+    }
+
     /// `user:<id>` or `key:<id>`, as the audit log names actors.
     pub fn actor(&self) -> String {
         match self.credential {
@@ -247,6 +287,44 @@ impl ApiRouter {
         self
     }
 
+    /// Mounts `service`, which routes requests under `prefix` itself (tus
+    /// has its own router), declaring each route it answers. Access is
+    /// decided by method; a method the table does not name is refused with
+    /// 405 before the service sees it, so nothing escapes the matrix.
+    pub fn nest_service(
+        mut self,
+        prefix: &'static str,
+        routes: &[(Method, &'static str, Access)],
+        service: Router,
+    ) -> Self {
+        let by_method: Vec<(Method, Access)> = routes
+            .iter()
+            .map(|(method, _, access)| (method.clone(), *access))
+            .collect();
+        for (method, path, access) in routes {
+            assert!(
+                path.starts_with(prefix),
+                "{path} is not under the mount point {prefix}"
+            );
+            self.table.push(RouteSpec {
+                method: method.clone(),
+                path,
+                access: *access,
+            });
+        }
+        let guarded = service.layer(axum::middleware::from_fn_with_state(
+            (self.state.clone(), by_method),
+            enforce_by_method,
+        ));
+        self.router = self.router.nest_service(prefix, guarded);
+        self
+    }
+
+    /// The state routes will run with (for areas that build their own).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// Every registered route with its access rule.
     pub fn table(&self) -> &[RouteSpec] {
         &self.table
@@ -254,6 +332,23 @@ impl ApiRouter {
 
     pub fn into_router(self) -> Router<AppState> {
         self.router
+    }
+}
+
+/// [`enforce`] for a nested service, with the access its method needs.
+async fn enforce_by_method(
+    State((state, table)): State<(AppState, Vec<(Method, Access)>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match table.iter().find(|(m, _)| m == request.method()) {
+        Some((_, access)) => enforce(State((state, *access)), request, next).await,
+        None => ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{} is not supported here", request.method()),
+        )
+        .into_response(),
     }
 }
 

@@ -8,11 +8,20 @@
 //!
 //! Invariant: this crate knows nothing of GStreamer or FFmpeg.
 
+mod assets;
 pub mod authz;
-mod courses;
+mod catalogue;
+pub mod demo;
 pub mod error;
 mod health;
 pub mod identity;
+mod intake;
+pub mod learning;
+pub mod openapi;
+pub mod origin;
+pub mod search;
+pub mod uploads;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +48,40 @@ pub struct AppState {
     pub probe_timeout: Duration,
     /// Keys, notifier, security counters and identity settings.
     pub identity: Arc<Identity>,
+    /// Limits of partner uploads.
+    pub uploads: Arc<lectern_ingest::tus::TusConfig>,
+    /// Limits and allow-list of URL pulls.
+    pub pulls: Arc<lectern_ingest::pull::PullConfig>,
+    /// How partner webhooks are dispatched.
+    pub webhooks: Arc<webhooks::WebhookSettings>,
+    /// Playback token keys and settings of the media origin.
+    pub playback: Arc<origin::Playback>,
+    /// Where the learner demo page finds the player SDK bundle.
+    pub demo: Arc<demo::DemoSettings>,
+    /// Heartbeat absorber, lesson cache and settings of the learning area.
+    pub learning: Arc<learning::Learning>,
+}
+
+impl AppState {
+    /// A state with every area at its defaults; callers (the binary, tests)
+    /// then override the fields they configure. Each area that needs
+    /// settings or runtime state adds one field here with its default, so
+    /// adding an area never touches the places that build a state.
+    pub fn new(db: PgPool, store: Arc<dyn Store>, identity: Identity) -> Self {
+        AppState {
+            db,
+            store,
+            schema_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            probe_timeout: Duration::from_secs(2),
+            identity: Arc::new(identity),
+            uploads: Arc::default(),
+            pulls: Arc::default(),
+            webhooks: Arc::default(),
+            playback: Arc::new(origin::Playback::generate()),
+            demo: Arc::default(),
+            learning: Arc::default(),
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -50,7 +93,16 @@ pub fn api(state: AppState) -> ApiRouter {
     let api = ApiRouter::new(state);
     let api = health::routes(api);
     let api = identity::routes(api);
-    courses::routes(api)
+    let api = uploads::routes(api);
+    let api = intake::routes(api);
+    let api = assets::routes(api);
+    let api = webhooks::routes(api);
+    let api = catalogue::routes(api);
+    let api = search::routes(api);
+    let api = origin::routes(api);
+    let api = learning::routes(api);
+    let api = demo::routes(api);
+    openapi::routes(api)
 }
 
 pub fn router(state: AppState) -> Router {

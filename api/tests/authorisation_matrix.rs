@@ -78,6 +78,17 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
     Some(match (method.as_str(), path) {
         ("GET", "/healthz") => call(path.into(), None, ok(200)),
         ("GET", "/readyz") => call(path.into(), None, ok(200)),
+        // The demo page and its files are public. Tests run where no player
+        // SDK is built (`player-sdk/dist` relative to the crate), so the page
+        // is the "not built" explanation and the bundle a JSON 404.
+        ("GET", "/") => call(path.into(), None, ok(503)),
+        ("GET", "/demo/app.js") => call(path.into(), None, ok(200)),
+        ("GET", "/demo/style.css") => call(path.into(), None, ok(200)),
+        ("GET", "/player/{file}") => call(
+            "/player/lectern-player.js".into(),
+            None,
+            err(404, "player_not_built"),
+        ),
         ("POST", "/api/v1/auth/login") => call(
             path.into(),
             Some(json!({ "email": "learner@a.example.org", "password": PASSWORD })),
@@ -201,8 +212,287 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 ok(200),
             )
         }
+        // tus: whoever may upload gets past authorisation to the protocol,
+        // which refuses these calls for lacking `Tus-Resumable` (412). That
+        // another organisation's upload answers 404 is tested in ingest.
+        ("OPTIONS", "/api/v1/uploads") | ("OPTIONS", "/api/v1/uploads/{upload_id}") => call(
+            path.replace("{upload_id}", &Uuid::new_v4().to_string()),
+            None,
+            ok(204),
+        ),
+        ("POST", "/api/v1/uploads") => call(path.into(), None, err(412, "unsupported_tus_version")),
+        ("HEAD", "/api/v1/uploads/{upload_id}")
+        | ("PATCH", "/api/v1/uploads/{upload_id}")
+        | ("DELETE", "/api/v1/uploads/{upload_id}") => call(
+            path.replace("{upload_id}", &Uuid::new_v4().to_string()),
+            None,
+            ok(412),
+        ),
+        ("GET", "/api/v1/assets") => call(path.into(), None, ok(200)),
+        // URL pull: whoever may upload gets past authorisation to the SSRF
+        // check, which refuses a loopback source without any network use.
+        ("POST", "/api/v1/assets") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "source_url": "http://127.0.0.1:9/lecture.mp4", "org_id": orgs.a })),
+                err(422, "private_address"),
+            )
+        },
+        ("GET", "/api/v1/pulls/{pull_id}") => {
+            let pull = Uuid::new_v4();
+            sqlx::query(
+                "INSERT INTO pulls (id, organisation_id, source_url, profile)
+                 VALUES ($1, $2, 'https://media.example.org/a.mp4', 'default')",
+            )
+            .bind(pull)
+            .bind(orgs.a)
+            .execute(w.db())
+            .await
+            .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(path.replace("{pull_id}", &pull.to_string()), None, ok(200))
+            }
+        }
+        ("GET", "/api/v1/assets/{asset_id}") | ("GET", "/api/v1/assets/{asset_id}/events") => {
+            let asset = Uuid::new_v4();
+            lectern_ingest::assets::create(
+                w.db(),
+                &lectern_ingest::assets::NewAsset {
+                    id: asset,
+                    organisation_id: orgs.a,
+                    source_key: lectern_ingest::assets::source_key(asset),
+                    title: Some("Grand rounds".into()),
+                    profile: "default".into(),
+                    priority: 0,
+                },
+            )
+            .await
+            .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.replace("{asset_id}", &asset.to_string()),
+                    None,
+                    ok(200),
+                )
+            }
+        }
+        ("POST", "/api/v1/webhooks") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "url": "https://hooks.example.org/lectern", "org_id": orgs.a })),
+                ok(201),
+            )
+        },
+        ("GET", "/api/v1/webhooks") => call(path.into(), None, ok(200)),
+        ("DELETE", "/api/v1/webhooks/{webhook_id}")
+        | ("GET", "/api/v1/webhooks/{webhook_id}/deliveries") => {
+            let webhook = Uuid::new_v4();
+            sqlx::query(
+                "INSERT INTO webhook_endpoints (id, organisation_id, url, secret_sealed)
+                 VALUES ($1, $2, 'https://hooks.example.org/a', '\\x00')",
+            )
+            .bind(webhook)
+            .bind(orgs.a)
+            .execute(w.db())
+            .await
+            .unwrap();
+            let allowed = if method == Method::DELETE {
+                ok(204)
+            } else {
+                ok(200)
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.replace("{webhook_id}", &webhook.to_string()),
+                    None,
+                    allowed,
+                )
+            }
+        }
+        ("GET", "/api/v1/disciplines") | ("GET", "/api/v1/experts") => Call {
+            addresses_org_a: true,
+            ..call(format!("{path}?org_id={}", orgs.a), None, ok(200))
+        },
+        ("POST", "/api/v1/disciplines") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "name": format!("心内科 {}", orgs.fresh()), "org_id": orgs.a })),
+                ok(201),
+            )
+        },
+        ("PATCH", "/api/v1/disciplines/{discipline_id}") => {
+            let id = Uuid::now_v7();
+            sqlx::query("INSERT INTO disciplines (id, organisation_id, name) VALUES ($1, $2, $3)")
+                .bind(id)
+                .bind(orgs.a)
+                .bind(format!("discipline {}", orgs.fresh()))
+                .execute(w.db())
+                .await
+                .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/disciplines/{id}"),
+                    Some(json!({ "name": format!("心血管内科 {}", orgs.fresh()) })),
+                    ok(200),
+                )
+            }
+        }
+        ("POST", "/api/v1/experts") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "name": "张医生", "org_id": orgs.a })),
+                ok(201),
+            )
+        },
+        ("PATCH", "/api/v1/experts/{expert_id}") => {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO experts (id, organisation_id, name) VALUES ($1, $2, '李医生')",
+            )
+            .bind(id)
+            .bind(orgs.a)
+            .execute(w.db())
+            .await
+            .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/experts/{id}"),
+                    Some(json!({ "title": "主任医师" })),
+                    ok(200),
+                )
+            }
+        }
+        ("GET", "/api/v1/courses") | ("GET", "/api/v1/search") | ("GET", "/api/openapi.json") => {
+            call(path.into(), None, ok(200))
+        }
+        (method, path)
+            if matches!(
+                (
+                    method,
+                    path.trim_start_matches("/api/v1/courses/{course_id}")
+                ),
+                ("GET" | "PATCH", "")
+                    | ("PUT", "/rating" | "/order")
+                    | (
+                        "POST",
+                        "/chapters" | "/lessons" | "/submit" | "/publish" | "/unpublish" | "/draft"
+                    )
+                    | ("PATCH", "/chapters/{chapter_id}" | "/lessons/{lesson_id}")
+            ) && path.starts_with("/api/v1/courses/{course_id}") =>
+        {
+            // Each route gets a fresh course of organisation A in the state
+            // its success needs.
+            let state = match (
+                method,
+                path.trim_start_matches("/api/v1/courses/{course_id}"),
+            ) {
+                ("GET" | "PUT", "" | "/rating") => "published",
+                ("POST", "/publish") => "in_review",
+                ("POST", "/unpublish") => "published",
+                ("POST", "/draft") => "unpublished",
+                _ => "draft",
+            };
+            let (course, chapter, lesson) = catalogue_course(w, orgs.a, state).await;
+            let (suffix, body, allowed) = match (
+                method,
+                path.trim_start_matches("/api/v1/courses/{course_id}"),
+            ) {
+                ("GET", "") => (String::new(), None, ok(200)),
+                ("PATCH", "") => (String::new(), Some(json!({ "title": "新标题" })), ok(200)),
+                ("PUT", "/rating") => ("/rating".into(), Some(json!({ "rating": 4 })), ok(200)),
+                ("POST", "/chapters") => (
+                    "/chapters".into(),
+                    Some(json!({ "title": "第二章" })),
+                    ok(201),
+                ),
+                ("PATCH", "/chapters/{chapter_id}") => (
+                    format!("/chapters/{chapter}"),
+                    Some(json!({ "title": "第一章 总论" })),
+                    ok(200),
+                ),
+                ("POST", "/lessons") => (
+                    "/lessons".into(),
+                    Some(json!({ "title": "第二课" })),
+                    ok(201),
+                ),
+                ("PATCH", "/lessons/{lesson_id}") => (
+                    format!("/lessons/{lesson}"),
+                    Some(json!({ "description": "更新" })),
+                    ok(200),
+                ),
+                ("PUT", "/order") => (
+                    "/order".into(),
+                    Some(json!({ "chapters": [{ "id": chapter, "lessons": [lesson] }] })),
+                    ok(200),
+                ),
+                (_, transition) if method == "POST" => (transition.to_string(), None, ok(200)),
+                _ => return None,
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/courses/{course}{suffix}"), body, allowed)
+            }
+        }
+        // Learning: a published lesson of organisation A with a playable asset.
+        ("POST", "/api/v1/lessons/{lesson_id}/playback")
+        | ("POST", "/api/v1/progress")
+        | ("POST", "/api/v1/qoe")
+        | ("GET", "/api/v1/courses/{course_id}/progress") => {
+            let (course, lesson) = watchable_lesson(w, orgs.a).await;
+            let (target, body, allowed) = match path {
+                "/api/v1/lessons/{lesson_id}/playback" => {
+                    (format!("/api/v1/lessons/{lesson}/playback"), None, ok(200))
+                }
+                "/api/v1/progress" => (
+                    path.to_string(),
+                    Some(json!({ "lesson_id": lesson, "position_s": 5, "speed": 1.5,
+                                 "played_from_s": 0, "played_to_s": 5 })),
+                    ok(204),
+                ),
+                "/api/v1/qoe" => (
+                    path.to_string(),
+                    Some(json!({ "lesson_id": lesson, "kind": "startup", "startup_ms": 900 })),
+                    ok(204),
+                ),
+                _ => (format!("/api/v1/courses/{course}/progress"), None, ok(200)),
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(target, body, allowed)
+            }
+        }
+        ("GET", "/api/v1/me/continue-watching")
+        | ("GET", "/api/v1/me/history")
+        | ("GET", "/api/v1/qoe/summary") => call(path.into(), None, ok(200)),
         ("GET", "/api/v1/audit") => call(path.into(), None, ok(200)),
         ("GET", "/metrics") => call(path.into(), None, ok(200)),
+        // Media: the playback token in the URL is the credential, whoever calls.
+        ("GET", "/media/{*key}") | ("HEAD", "/media/{*key}") | ("OPTIONS", "/media/{*key}") => {
+            let asset = Uuid::new_v4();
+            let key = format!("assets/{asset}/out/attempt-1/seg_00000.m4s");
+            w.state
+                .store
+                .put_bytes(&key, vec![7u8; 64].into(), Default::default())
+                .await
+                .unwrap();
+            let token = w.state.playback.token(asset, None).unwrap();
+            let allowed = if method == Method::OPTIONS {
+                ok(204)
+            } else {
+                ok(200)
+            };
+            call(format!("/media/{key}?token={token}"), None, allowed)
+        }
+        ("GET", "/media-auth") => call(path.into(), None, err(400, "missing_original_uri")),
         _ => return None,
     })
 }
@@ -219,6 +509,10 @@ fn expected(access: Access, caller: &Caller, orgs: &Orgs, call: &Call, stepped_u
     match access {
         Access::Public | Access::Authenticated => call.allowed,
         Access::Session if is_key => err(403, "forbidden"),
+        // Readers of another organisation's resources learn nothing of them.
+        Access::Session if call.addresses_org_a && caller.org == Some(orgs.b) => {
+            err(404, "not_found")
+        }
         Access::Session => call.allowed,
         Access::Permission(p) if !p.granted_to(role) => err(403, "forbidden"),
         Access::Permission(p) if p.requires_step_up() && !stepped_up => {
@@ -338,8 +632,11 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
                     .await;
                 let want = expected(route.access, &*caller, &orgs, &call, stepped_up);
                 let code = body["error"]["code"].as_str().map(str::to_string);
+                // A HEAD answer has no body to carry an error code.
                 let fits = status.as_u16() == want.status
-                    && (want.code.is_none() || code.as_deref() == want.code);
+                    && (want.code.is_none()
+                        || route.method == Method::HEAD
+                        || code.as_deref() == want.code);
                 let cell = match (&code, status.as_u16()) {
                     (Some(c), 403) if c == "step_up_required" => "403su".to_string(),
                     (_, s) => s.to_string(),
@@ -430,4 +727,62 @@ fn short(label: &str) -> String {
         .replace("learner", "learn")
         .replace("partner", "partn")
         .replace("@global", "@*")
+}
+
+/// A course of `org` in `state` with one chapter holding one lesson:
+/// (course, chapter, lesson).
+/// A published course of `org` with one lesson whose asset is transcoded.
+async fn watchable_lesson(w: &World, org: Uuid) -> (Uuid, Uuid) {
+    let (course, _, lesson) = catalogue_course(w, org, "published").await;
+    let asset = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO assets (id, organisation_id, status, source_key, duration_s, output_prefix)
+         VALUES ($1, $2, 'ready', $3, 60, $4)",
+    )
+    .bind(asset)
+    .bind(org)
+    .bind(format!("sources/{asset}"))
+    .bind(format!("assets/{asset}/out/attempt-1/"))
+    .execute(w.db())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE lessons SET asset_id = $2 WHERE id = $1")
+        .bind(lesson)
+        .bind(asset)
+        .execute(w.db())
+        .await
+        .unwrap();
+    (course, lesson)
+}
+
+async fn catalogue_course(w: &World, org: Uuid, state: &str) -> (Uuid, Uuid, Uuid) {
+    let (course, chapter, lesson) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO courses (id, organisation_id, title, state, published_at)
+         VALUES ($1, $2, '心血管疾病诊疗指南', $3, CASE WHEN $3 = 'published' THEN now() END)",
+    )
+    .bind(course)
+    .bind(org)
+    .bind(state)
+    .execute(w.db())
+    .await
+    .unwrap();
+    sqlx::query("INSERT INTO chapters (id, course_id, title) VALUES ($1, $2, '第一章')")
+        .bind(chapter)
+        .bind(course)
+        .execute(w.db())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO lessons (id, organisation_id, course_id, chapter_id, title)
+         VALUES ($1, $2, $3, $4, '第一课')",
+    )
+    .bind(lesson)
+    .bind(org)
+    .bind(course)
+    .bind(chapter)
+    .execute(w.db())
+    .await
+    .unwrap();
+    (course, chapter, lesson)
 }

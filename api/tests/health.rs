@@ -3,7 +3,6 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -17,17 +16,17 @@ use sqlx::PgPool;
 use tower::ServiceExt;
 
 async fn state(db: PgPool, schema_ready: bool, dir: &tempfile::TempDir) -> AppState {
-    AppState {
-        db: db.clone(),
-        store: Arc::new(FsStore::open(dir.path()).await.unwrap()),
-        schema_ready: Arc::new(AtomicBool::new(schema_ready)),
-        probe_timeout: Duration::from_secs(2),
-        identity: Arc::new(Identity::new(
+    let mut state = AppState::new(
+        db.clone(),
+        Arc::new(FsStore::open(dir.path()).await.unwrap()),
+        Identity::new(
             Some(keyring()),
             Arc::new(Outbox { db }),
             IdentitySettings::default(),
-        )),
-    }
+        ),
+    );
+    state.schema_ready = Arc::new(AtomicBool::new(schema_ready));
+    state
 }
 
 fn keyring() -> Keyring {

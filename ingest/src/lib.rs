@@ -5,6 +5,8 @@
 
 pub mod assets;
 pub mod auth;
+pub mod drops;
+pub mod pull;
 pub mod sniff;
 pub mod tus;
 

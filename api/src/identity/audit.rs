@@ -21,6 +21,13 @@ use crate::authz::Principal;
 use crate::error::ApiQuery;
 use crate::{ApiError, AppState};
 
+/// Put in a successful response's extensions by a handler whose requests
+/// are telemetry rather than operations (progress heartbeats, thousands a
+/// second): the middleware then writes no audit row for it. Denials and
+/// failures of such requests are still audited.
+#[derive(Debug, Clone, Copy)]
+pub struct Unaudited;
+
 /// Key of the advisory lock that serialises audit writers (and purges).
 const CHAIN_LOCK: i64 = 0x4c45_4354_4155_4449; // "LECTAUDI"
 

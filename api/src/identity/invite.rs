@@ -184,6 +184,7 @@ pub async fn accept(
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
+            state.identity.sessions.evict_user(user_id);
             user_id
         }
         None => {

@@ -42,6 +42,8 @@ pub struct Identity {
     pub notifier: Arc<dyn Notifier>,
     pub metrics: SecurityMetrics,
     pub settings: IdentitySettings,
+    /// Recently recognised sessions (see `session::SESSION_CACHE_TTL`).
+    pub sessions: session::SessionCache,
 }
 
 impl Identity {
@@ -55,6 +57,7 @@ impl Identity {
             notifier,
             metrics: SecurityMetrics::default(),
             settings,
+            sessions: session::SessionCache::default(),
         }
     }
 
@@ -257,7 +260,9 @@ pub async fn middleware(
     let status = response.status();
     let denied = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
     let changes_state = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes_state || denied {
+    let telemetry =
+        status.is_success() && response.extensions().get::<audit::Unaudited>().is_some();
+    if (changes_state && !telemetry) || denied {
         let outcome = if denied {
             "denied"
         } else if status.is_success() || status.is_redirection() {
@@ -290,10 +295,14 @@ pub async fn security_headers(
         HeaderValue::from_static("nosniff"),
     );
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static("frame-ancestors 'none'"),
-    );
+    // A page that sets its own policy (the demo page) keeps it; that
+    // policy must then say `frame-ancestors 'none'` itself.
+    if !headers.contains_key("content-security-policy") {
+        headers.insert(
+            "content-security-policy",
+            HeaderValue::from_static("frame-ancestors 'none'"),
+        );
+    }
     headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
     if state.identity.settings.hsts {
         headers.insert(

@@ -3,6 +3,10 @@
 //! Both are looked up by the SHA-256 of the token — one indexed equality
 //! per request, never a password hash on the hot path.
 
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,6 +45,64 @@ fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
         .map(|(_, value)| value)
 }
 
+/// How long a recognised session is believed without asking PostgreSQL.
+/// Players send a heartbeat every few seconds; measured with 10,000 of them
+/// (benchmarks/progress), one lookup per request exhausted the database
+/// pool before anything else. Bound on revocation: on the node that
+/// handles it, logout, sign-out-everywhere, a role change and deleting the
+/// person take effect at once (they evict); on other API nodes within this
+/// long; never later than the session's own expiry.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Past this many entries the cache is swept (and cleared if still full).
+const SESSION_CACHE_MAX: usize = 200_000;
+
+/// Recently recognised sessions, keyed by the token's SHA-256 (the token
+/// itself is never kept). Partner keys are not cached: they are few and
+/// revoked from the CLI, another process.
+#[derive(Default)]
+pub struct SessionCache {
+    map: RwLock<HashMap<Vec<u8>, (Principal, Instant)>>,
+}
+
+impl SessionCache {
+    fn get(&self, fingerprint: &[u8]) -> Option<Principal> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        match map.get(fingerprint) {
+            Some((p, until)) if Instant::now() < *until => Some(*p),
+            _ => None,
+        }
+    }
+
+    fn put(&self, fingerprint: Vec<u8>, principal: Principal, until: Instant) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= SESSION_CACHE_MAX {
+            let now = Instant::now();
+            map.retain(|_, (_, u)| *u > now);
+            if map.len() >= SESSION_CACHE_MAX {
+                map.clear();
+            }
+        }
+        map.insert(fingerprint, (principal, until));
+    }
+
+    /// Forgets one session (signed out).
+    pub fn evict_session(&self, session_id: Uuid) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (p, _)| p.session_id() != Some(session_id));
+    }
+
+    /// Forgets every session of a person (signed out everywhere, role
+    /// changed, deleted).
+    pub fn evict_user(&self, user_id: Uuid) {
+        self.map
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (p, _)| p.user_id() != Some(user_id));
+    }
+}
+
 /// The caller the request's credentials name, if they are valid now. An
 /// unknown, expired or revoked token is simply no caller (routes that need
 /// one answer 401).
@@ -65,8 +127,13 @@ pub async fn authenticate(
             role: Role::Partner,
         }));
     }
-    let session: Option<(Uuid, Uuid, Option<Uuid>, String)> = sqlx::query_as(
-        "SELECT s.id, u.id, u.org_id, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+    let cache = &state.identity.sessions;
+    if let Some(principal) = cache.get(&fingerprint) {
+        return Ok(Some(principal));
+    }
+    let session: Option<(Uuid, Uuid, Option<Uuid>, String, f64)> = sqlx::query_as(
+        "SELECT s.id, u.id, u.org_id, u.role, extract(epoch FROM s.expires_at - now())::float8 \
+         FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
     )
     .bind(&fingerprint)
@@ -74,14 +141,23 @@ pub async fn authenticate(
     .await?;
     match session {
         None => Ok(None),
-        Some((session_id, user_id, org_id, role)) => Ok(Some(Principal {
-            credential: Credential::Session {
-                user_id,
-                session_id,
-            },
-            org_id,
-            role: role.parse().map_err(ApiError::internal)?,
-        })),
+        Some((session_id, user_id, org_id, role, left_s)) => {
+            let principal = Principal {
+                credential: Credential::Session {
+                    user_id,
+                    session_id,
+                },
+                org_id,
+                role: role.parse().map_err(ApiError::internal)?,
+            };
+            let left = Duration::try_from_secs_f64(left_s.max(0.0)).unwrap_or_default();
+            cache.put(
+                fingerprint,
+                principal,
+                Instant::now() + left.min(SESSION_CACHE_TTL),
+            );
+            Ok(Some(principal))
+        }
     }
 }
 
@@ -330,6 +406,9 @@ pub async fn logout(
         .bind(principal.session_id())
         .execute(&state.db)
         .await?;
+    if let Some(session_id) = principal.session_id() {
+        state.identity.sessions.evict_session(session_id);
+    }
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
     Ok((
         StatusCode::NO_CONTENT,
@@ -354,6 +433,9 @@ pub async fn revoke_all(
     .execute(&state.db)
     .await?
     .rows_affected();
+    if let Some(user_id) = principal.user_id() {
+        state.identity.sessions.evict_user(user_id);
+    }
     Ok(Json(json!({ "revoked": revoked })))
 }
 

@@ -365,6 +365,7 @@ pub async fn change_role(
     if updated == 0 {
         return Err(ApiError::not_found(format!("no user {user_id}")));
     }
+    state.identity.sessions.evict_user(user_id);
     Ok(Json(json!({ "id": user_id, "role": role })))
 }
 
@@ -384,5 +385,6 @@ pub async fn delete(
     if deleted == 0 {
         return Err(ApiError::not_found(format!("no user {user_id}")));
     }
+    state.identity.sessions.evict_user(user_id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -2,9 +2,7 @@
 //! helpers that create organisations and people and sign them in.
 #![allow(dead_code)] // each suite uses its own subset
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -52,17 +50,11 @@ impl World {
         identity: IdentitySettings,
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let state = AppState {
-            db: db.clone(),
-            store: Arc::new(FsStore::open(dir.path()).await.unwrap()),
-            schema_ready: Arc::new(AtomicBool::new(true)),
-            probe_timeout: Duration::from_secs(2),
-            identity: Arc::new(Identity::new(
-                Some(keyring(&settings)),
-                Arc::new(Outbox { db }),
-                identity,
-            )),
-        };
+        let state = AppState::new(
+            db.clone(),
+            Arc::new(FsStore::open(dir.path()).await.unwrap()),
+            Identity::new(Some(keyring(&settings)), Arc::new(Outbox { db }), identity),
+        );
         Self {
             app: router(state.clone()),
             state,

@@ -1,0 +1,151 @@
+//! The flusher: every flush interval, what the absorber holds that changed
+//! goes to PostgreSQL in one multi-row upsert per table (chunks of
+//! [`CHUNK`] rows), merged with what is stored so that a batch repeated,
+//! late, or from another node can only grow the union of watched
+//! intervals and never move a resume point back. A crash loses at most
+//! what arrived since the last flush (in memory mode; Redis keeps it).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::absorber::{Absorber, Batch, Snapshot, SpeedSnapshot};
+use crate::AppState;
+
+/// Rows per statement: large enough to amortise the round trip, small
+/// enough that one statement never holds row locks for long.
+const CHUNK: usize = 2000;
+/// Entries one flush takes; the rest wait for the next tick.
+const MAX_PER_FLUSH: usize = 50_000;
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_else(Utc::now)
+}
+
+/// Writes one batch. Rows of deleted learners or lessons are skipped (a
+/// foreign-key error would otherwise fail everyone's beats).
+pub async fn write(db: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
+    let mut entries: Vec<&Snapshot> = batch.entries.iter().collect();
+    // One order for every writer, so two nodes flushing the same rows
+    // never deadlock.
+    entries.sort_by_key(|s| (s.user_id, s.lesson_id));
+    let mut tx = db.begin().await?;
+    for chunk in entries.chunks(CHUNK) {
+        let users: Vec<Uuid> = chunk.iter().map(|s| s.user_id).collect();
+        let lessons: Vec<Uuid> = chunk.iter().map(|s| s.lesson_id).collect();
+        let orgs: Vec<Uuid> = chunk.iter().map(|s| s.org_id).collect();
+        let positions: Vec<f64> = chunk.iter().map(|s| s.position_s).collect();
+        let speeds: Vec<f32> = chunk.iter().map(|s| s.speed).collect();
+        let watched: Vec<String> = chunk
+            .iter()
+            .map(|s| serde_json::to_string(&s.watched).unwrap_or_else(|_| "[]".into()))
+            .collect();
+        let durations: Vec<f64> = chunk.iter().map(|s| s.duration_s).collect();
+        let watch: Vec<f64> = chunk.iter().map(|s| s.pending_watch_s.max(0.0)).collect();
+        let at: Vec<DateTime<Utc>> = chunk.iter().map(|s| ms_to_time(s.at_ms)).collect();
+        sqlx::query(
+            "INSERT INTO lesson_progress AS lp (user_id, lesson_id, organisation_id, position_s, speed,
+                 watched, watched_s, duration_s, watch_time_s, completed_at, last_beat_at, started_at, updated_at)
+             SELECT b.u, b.l, b.o, b.p, b.s, b.w::jsonb, lectern_intervals_total(b.w::jsonb), b.d, b.wt,
+                    CASE WHEN b.d > 0 AND lectern_intervals_total(b.w::jsonb) >= 0.9 * b.d THEN now() END,
+                    b.at, now(), now()
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::float8[], $5::real[], $6::text[],
+                         $7::float8[], $8::float8[], $9::timestamptz[]) AS b(u, l, o, p, s, w, d, wt, at)
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = b.u)
+               AND EXISTS (SELECT 1 FROM lessons WHERE id = b.l)
+             ON CONFLICT (user_id, lesson_id) DO UPDATE SET
+                 position_s = CASE WHEN EXCLUDED.last_beat_at >= lp.last_beat_at
+                                   THEN EXCLUDED.position_s ELSE lp.position_s END,
+                 speed = CASE WHEN EXCLUDED.last_beat_at >= lp.last_beat_at
+                              THEN EXCLUDED.speed ELSE lp.speed END,
+                 last_beat_at = greatest(lp.last_beat_at, EXCLUDED.last_beat_at),
+                 watched = lectern_merge_intervals(lp.watched, EXCLUDED.watched),
+                 watched_s = lectern_intervals_total(lectern_merge_intervals(lp.watched, EXCLUDED.watched)),
+                 duration_s = EXCLUDED.duration_s,
+                 watch_time_s = lp.watch_time_s + EXCLUDED.watch_time_s,
+                 completed_at = coalesce(lp.completed_at,
+                     CASE WHEN EXCLUDED.duration_s > 0
+                           AND lectern_intervals_total(lectern_merge_intervals(lp.watched, EXCLUDED.watched))
+                               >= 0.9 * EXCLUDED.duration_s
+                          THEN now() END),
+                 updated_at = now()",
+        )
+        .bind(&users)
+        .bind(&lessons)
+        .bind(&orgs)
+        .bind(&positions)
+        .bind(&speeds)
+        .bind(&watched)
+        .bind(&durations)
+        .bind(&watch)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    let mut speeds: Vec<&SpeedSnapshot> = batch.speeds.iter().collect();
+    speeds.sort_by_key(|s| s.user_id);
+    for chunk in speeds.chunks(CHUNK) {
+        let users: Vec<Uuid> = chunk.iter().map(|s| s.user_id).collect();
+        let values: Vec<f32> = chunk.iter().map(|s| s.speed).collect();
+        let at: Vec<DateTime<Utc>> = chunk.iter().map(|s| ms_to_time(s.at_ms)).collect();
+        sqlx::query(
+            "INSERT INTO learner_preferences AS p (user_id, speed, speed_at, updated_at)
+             SELECT b.u, b.s, b.at, now()
+             FROM UNNEST($1::uuid[], $2::real[], $3::timestamptz[]) AS b(u, s, at)
+             WHERE EXISTS (SELECT 1 FROM users WHERE id = b.u)
+             ON CONFLICT (user_id) DO UPDATE
+                 SET speed = EXCLUDED.speed, speed_at = EXCLUDED.speed_at, updated_at = now()
+                 WHERE EXCLUDED.speed_at >= p.speed_at",
+        )
+        .bind(&users)
+        .bind(&values)
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// One flush: take, write, acknowledge. Returns how many entries were
+/// written. A failed write leaves everything dirty for the next flush.
+pub async fn flush_once(db: &PgPool, absorber: &Absorber) -> Result<usize, String> {
+    let batch = absorber
+        .take(MAX_PER_FLUSH)
+        .await
+        .map_err(|e| e.to_string())?;
+    if batch.entries.is_empty() && batch.speeds.is_empty() {
+        absorber.abandon(&batch).await.map_err(|e| e.to_string())?;
+        return Ok(0);
+    }
+    if let Err(e) = write(db, &batch).await {
+        let _ = absorber.abandon(&batch).await;
+        return Err(e.to_string());
+    }
+    absorber.ack(&batch).await.map_err(|e| e.to_string())?;
+    Ok(batch.entries.len())
+}
+
+/// Flushes every `interval` until the process ends (once the schema
+/// exists). `serve` calls [`flush_once`] once more on graceful shutdown.
+pub fn spawn(state: AppState, interval: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !state.schema_ready.load(Ordering::Acquire) {
+                continue;
+            }
+            match flush_once(&state.db, &state.learning.absorber).await {
+                Ok(n) if n > 0 => tracing::debug!(rows = n, "progress flushed"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "progress flush failed; retrying next interval")
+                }
+            }
+        }
+    })
+}

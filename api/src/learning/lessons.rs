@@ -1,0 +1,102 @@
+//! What a heartbeat needs to know about its lesson — organisation,
+//! duration, whether it may be watched — cached for a few seconds so a
+//! beat costs no PostgreSQL query. Unpublishing therefore takes effect for
+//! heartbeats within [`TTL`]; the playback session always reads fresh.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub const TTL: Duration = Duration::from_secs(5);
+/// Past this many cached lessons the cache starts over (ids sent by a
+/// hostile client must not grow it without bound).
+const MAX_ENTRIES: usize = 100_000;
+
+#[derive(Debug, Clone)]
+pub struct LessonInfo {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub course_id: Uuid,
+    pub title: String,
+    pub asset_id: Option<Uuid>,
+    pub duration_s: Option<f64>,
+    /// The ladder's prefix: the finished one, else the growing preview.
+    pub prefix: Option<String>,
+    pub published: bool,
+}
+
+impl LessonInfo {
+    pub fn watchable(&self) -> bool {
+        self.published && self.prefix.is_some() && self.asset_id.is_some()
+    }
+
+    /// Visible to a caller whose queries are limited to `scope`.
+    pub fn in_scope(&self, scope: Option<Uuid>) -> bool {
+        scope.is_none_or(|org| org == self.org_id)
+    }
+}
+
+type LessonRow = (
+    Uuid,
+    Uuid,
+    String,
+    Option<Uuid>,
+    Option<f64>,
+    Option<String>,
+    bool,
+);
+
+#[derive(Default)]
+pub struct LessonCache {
+    map: RwLock<HashMap<Uuid, (Instant, Option<LessonInfo>)>>,
+}
+
+impl LessonCache {
+    /// The lesson, from the cache when fresh enough. Unknown lessons are
+    /// cached too (as `None`), so a stream of beats naming a deleted
+    /// lesson does not turn into a stream of queries.
+    pub async fn get(&self, db: &PgPool, id: Uuid) -> Result<Option<LessonInfo>, sqlx::Error> {
+        if let Some((at, info)) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+            if at.elapsed() < TTL {
+                return Ok(info.clone());
+            }
+        }
+        self.fresh(db, id).await
+    }
+
+    /// Reads the lesson from PostgreSQL and refreshes the cache.
+    pub async fn fresh(&self, db: &PgPool, id: Uuid) -> Result<Option<LessonInfo>, sqlx::Error> {
+        let row: Option<LessonRow> = sqlx::query_as(
+            "SELECT l.organisation_id, l.course_id, l.title, a.id, a.duration_s,
+                    coalesce(a.output_prefix, a.playable_prefix), c.state = 'published'
+             FROM lessons l
+             JOIN courses c ON c.id = l.course_id
+             LEFT JOIN assets a ON a.id = l.asset_id
+             WHERE l.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+        let info = row.map(
+            |(org_id, course_id, title, asset_id, duration_s, prefix, published)| LessonInfo {
+                id,
+                org_id,
+                course_id,
+                title,
+                asset_id,
+                duration_s,
+                prefix,
+                published,
+            },
+        );
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_ENTRIES {
+            map.clear();
+        }
+        map.insert(id, (Instant::now(), info.clone()));
+        Ok(info)
+    }
+}

@@ -1,0 +1,622 @@
+//! Playback sessions, progress heartbeats, QoE and the learner's views,
+//! in process against a real PostgreSQL — every test twice: with the
+//! in-memory absorber and with Redis (at `REDIS_URL`, a key prefix of its
+//! own per test).
+
+mod common;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use chrono::{Duration as ChronoDuration, Utc};
+use common::World;
+use lectern_api::authz::Role;
+use lectern_api::learning::{flush, Learning, ProgressBackend, ProgressSettings};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    Memory,
+    Redis,
+}
+
+struct Fixture {
+    w: World,
+    org: Uuid,
+    course: Uuid,
+    lesson: Uuid,
+    duration: f64,
+    redis_prefix: Option<String>,
+}
+
+impl Fixture {
+    async fn new(db: PgPool, mode: Mode) -> Self {
+        let mut w = World::new(db).await;
+        let (backend, redis_prefix) = match mode {
+            Mode::Memory => (ProgressBackend::Memory, None),
+            Mode::Redis => {
+                let url = std::env::var("REDIS_URL")
+                    .expect("REDIS_URL must name the test Redis (infra/dev/services up)");
+                let prefix = format!("lectern-test:{}:", Uuid::new_v4());
+                (
+                    ProgressBackend::Redis {
+                        url,
+                        prefix: prefix.clone(),
+                    },
+                    Some(prefix),
+                )
+            }
+        };
+        let learning = Learning::connect(ProgressSettings {
+            backend,
+            ..ProgressSettings::default()
+        })
+        .await
+        .expect("the progress backend answers");
+        w.state.learning = Arc::new(learning);
+        w.app = lectern_api::router(w.state.clone());
+        let org = w.org("Cardiology Society").await;
+        w.user(Some(org), "learner@a.example.org", Role::Learner)
+            .await;
+        let duration = 100.0;
+        let course = course(&w, org, "published").await;
+        let lesson = lesson(&w, org, course, Some(duration), true).await;
+        Self {
+            w,
+            org,
+            course,
+            lesson,
+            duration,
+            redis_prefix,
+        }
+    }
+
+    async fn flush(&self) {
+        flush::flush_once(self.w.db(), &self.w.state.learning.absorber)
+            .await
+            .expect("flush");
+    }
+
+    async fn beat(&self, token: &str, body: Value) -> (StatusCode, Value) {
+        self.w
+            .call("POST", "/api/v1/progress", Some(token), Some(body))
+            .await
+    }
+
+    async fn ok_beat(&self, token: &str, body: Value) {
+        let (status, resp) = self.beat(token, body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{resp}");
+    }
+
+    async fn playback(&self, token: &str) -> Value {
+        let (status, body) = self
+            .w
+            .call(
+                "POST",
+                &format!("/api/v1/lessons/{}/playback", self.lesson),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    async fn cleanup(&self) {
+        let Some(prefix) = &self.redis_prefix else {
+            return;
+        };
+        let client = redis::Client::open(std::env::var("REDIS_URL").unwrap()).unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}*"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL")
+                .arg(keys)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn course(w: &World, org: Uuid, state: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO courses (id, organisation_id, title, state, published_at)
+         VALUES ($1, $2, 'Heart failure in practice', $3, now())",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(state)
+    .execute(w.db())
+    .await
+    .unwrap();
+    id
+}
+
+/// A lesson with an asset of `duration` seconds, transcoded when `ready`.
+async fn lesson(w: &World, org: Uuid, course: Uuid, duration: Option<f64>, ready: bool) -> Uuid {
+    let asset = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO assets (id, organisation_id, status, source_key, duration_s, output_prefix)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(asset)
+    .bind(org)
+    .bind(if ready { "ready" } else { "transcoding" })
+    .bind(format!("sources/{asset}"))
+    .bind(duration)
+    .bind(ready.then(|| format!("assets/{asset}/out/attempt-1/")))
+    .execute(w.db())
+    .await
+    .unwrap();
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO lessons (id, organisation_id, course_id, title, position, asset_id)
+         VALUES ($1, $2, $3, '心力衰竭的诊断', 1, $4)",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(course)
+    .bind(asset)
+    .execute(w.db())
+    .await
+    .unwrap();
+    id
+}
+
+fn beat(lesson: Uuid, pos: f64, speed: f64, from: f64, to: f64) -> Value {
+    json!({
+        "lesson_id": lesson,
+        "position_s": pos,
+        "speed": speed,
+        "played_from_s": from,
+        "played_to_s": to,
+    })
+}
+
+fn beat_at(lesson: Uuid, pos: f64, speed: f64, from: f64, to: f64, secs_ago: i64) -> Value {
+    let mut b = beat(lesson, pos, speed, from, to);
+    b["sent_at"] = json!((Utc::now() - ChronoDuration::seconds(secs_ago)).to_rfc3339());
+    b
+}
+
+fn iv(v: &Value) -> Vec<[f64; 2]> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+fn approx(a: &Value, b: f64) -> bool {
+    a.as_f64().is_some_and(|a| (a - b).abs() < 1e-6)
+}
+
+async fn resume_across_two_devices(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let phone = f.w.login("learner@a.example.org").await;
+    let laptop = f.w.login("learner@a.example.org").await;
+    assert_ne!(phone, laptop);
+
+    let first = f.playback(&phone).await;
+    assert!(approx(&first["resume_position_s"], 0.0), "{first}");
+    assert!(approx(&first["speed"], 1.0), "{first}");
+    assert!(approx(&first["duration_s"], f.duration), "{first}");
+    assert!(
+        first["master_url"].as_str().unwrap().contains("master"),
+        "{first}"
+    );
+
+    // The two devices alternate; each beat is newer than the last.
+    f.ok_beat(&phone, beat_at(f.lesson, 10.0, 1.5, 5.0, 10.0, 30))
+        .await;
+    f.ok_beat(&laptop, beat_at(f.lesson, 20.0, 1.25, 15.0, 20.0, 20))
+        .await;
+    f.ok_beat(&phone, beat_at(f.lesson, 30.0, 2.0, 25.0, 30.0, 10))
+        .await;
+    for token in [&phone, &laptop] {
+        let p = f.playback(token).await;
+        assert!(
+            approx(&p["resume_position_s"], 30.0),
+            "unflushed, {mode:?}: {p}"
+        );
+        assert!(approx(&p["speed"], 2.0), "unflushed, {mode:?}: {p}");
+    }
+    f.flush().await;
+    for token in [&phone, &laptop] {
+        let p = f.playback(token).await;
+        assert!(
+            approx(&p["resume_position_s"], 30.0),
+            "flushed, {mode:?}: {p}"
+        );
+        assert!(approx(&p["speed"], 2.0), "flushed, {mode:?}: {p}");
+    }
+    // Without sent_at, arrival order decides: the laptop now is the latest.
+    f.ok_beat(&laptop, beat(f.lesson, 42.0, 1.0, 37.0, 42.0))
+        .await;
+    for token in [&phone, &laptop] {
+        let p = f.playback(token).await;
+        assert!(approx(&p["resume_position_s"], 42.0), "{mode:?}: {p}");
+        assert!(approx(&p["speed"], 1.0), "{mode:?}: {p}");
+    }
+    // The speed is the learner's, not the lesson's: another lesson starts
+    // at the last speed used anywhere.
+    f.flush().await;
+    let other = lesson(&f.w, f.org, f.course, Some(60.0), true).await;
+    f.ok_beat(&phone, beat(other, 3.0, 1.75, 0.0, 3.0)).await;
+    let (_, p) =
+        f.w.call(
+            "POST",
+            &format!("/api/v1/lessons/{}/playback", f.lesson),
+            Some(&laptop),
+            None,
+        )
+        .await;
+    assert!(approx(&p["speed"], 1.75), "{mode:?}: {p}");
+    assert!(approx(&p["resume_position_s"], 42.0), "{mode:?}: {p}");
+    f.flush().await;
+    let stored: (f64, f32) = sqlx::query_as(
+        "SELECT lp.position_s, p.speed FROM lesson_progress lp
+         JOIN learner_preferences p ON p.user_id = lp.user_id WHERE lp.lesson_id = $1",
+    )
+    .bind(f.lesson)
+    .fetch_one(f.w.db())
+    .await
+    .unwrap();
+    assert_eq!(stored, (42.0, 1.75));
+    f.cleanup().await;
+}
+
+async fn intervals_merge_into_completion(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let token = f.w.login("learner@a.example.org").await;
+    for (from, to) in [(0.0, 10.0), (10.0, 20.0), (5.0, 15.0), (50.0, 60.0)] {
+        f.ok_beat(&token, beat(f.lesson, to, 1.0, from, to)).await;
+    }
+    let p = f.playback(&token).await;
+    assert!(approx(&p["completion"], 0.3), "{mode:?}: {p}");
+    assert_eq!(p["completed"], json!(false));
+    f.flush().await;
+    let watched: Value =
+        sqlx::query_scalar("SELECT watched FROM lesson_progress WHERE lesson_id = $1")
+            .bind(f.lesson)
+            .fetch_one(f.w.db())
+            .await
+            .unwrap();
+    assert_eq!(iv(&watched), vec![[0.0, 20.0], [50.0, 60.0]]);
+
+    // Continue watching lists it while unfinished.
+    let (status, cw) =
+        f.w.call("GET", "/api/v1/me/continue-watching", Some(&token), None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{cw}");
+    assert_eq!(cw["items"][0]["lesson_id"], json!(f.lesson), "{cw}");
+
+    // The rest of the lesson, up to 95 % of it, in beats across a flush.
+    let mut at = 20.0;
+    while at < 50.0 {
+        f.ok_beat(&token, beat(f.lesson, at + 5.0, 1.0, at, at + 5.0))
+            .await;
+        at += 5.0;
+    }
+    f.flush().await;
+    let mut at = 60.0;
+    while at < 95.0 {
+        f.ok_beat(&token, beat(f.lesson, at + 5.0, 1.0, at, at + 5.0))
+            .await;
+        at += 5.0;
+    }
+    let p = f.playback(&token).await;
+    assert!(approx(&p["completion"], 0.95), "{mode:?}: {p}");
+    assert_eq!(p["completed"], json!(true), "{p}");
+    f.flush().await;
+    let (watched, watched_s, done): (Value, f64, bool) = sqlx::query_as(
+        "SELECT watched, watched_s, completed_at IS NOT NULL FROM lesson_progress WHERE lesson_id = $1",
+    )
+    .bind(f.lesson)
+    .fetch_one(f.w.db())
+    .await
+    .unwrap();
+    assert_eq!(iv(&watched), vec![[0.0, 95.0]]);
+    assert!((watched_s - 95.0).abs() < 1e-9);
+    assert!(done, "complete at ≥ 90 %");
+
+    let (_, course) =
+        f.w.call(
+            "GET",
+            &format!("/api/v1/courses/{}/progress", f.course),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(course["lessons_total"], json!(1), "{course}");
+    assert_eq!(course["lessons_completed"], json!(1), "{course}");
+    let (_, cw) =
+        f.w.call("GET", "/api/v1/me/continue-watching", Some(&token), None)
+            .await;
+    assert_eq!(
+        cw["items"],
+        json!([]),
+        "finished lessons leave continue watching: {cw}"
+    );
+    let (_, history) =
+        f.w.call("GET", "/api/v1/me/history", Some(&token), None)
+            .await;
+    assert_eq!(history["items"][0]["completed"], json!(true), "{history}");
+    f.cleanup().await;
+}
+
+async fn duplicates_and_late_beats_are_harmless(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let token = f.w.login("learner@a.example.org").await;
+    let newer = beat_at(f.lesson, 50.0, 1.0, 40.0, 50.0, 5);
+    let older = beat_at(f.lesson, 20.0, 2.0, 10.0, 20.0, 60);
+    f.ok_beat(&token, newer.clone()).await;
+    // A retry of an old beat arrives late; then the newer one, three times.
+    f.ok_beat(&token, older.clone()).await;
+    for _ in 0..3 {
+        f.ok_beat(&token, newer.clone()).await;
+    }
+    let check = |p: Value| {
+        assert!(approx(&p["resume_position_s"], 50.0), "{mode:?}: {p}");
+        assert!(approx(&p["speed"], 1.0), "{mode:?}: {p}");
+        // The late beat's interval counts, its playing time does not; the
+        // duplicates count once.
+        assert!(approx(&p["completion"], 0.2), "{mode:?}: {p}");
+        assert!(approx(&p["watch_time_s"], 10.0), "{mode:?}: {p}");
+    };
+    check(f.playback(&token).await);
+    f.flush().await;
+    check(f.playback(&token).await);
+    // Flushing again, and the same beats again after a flush, change nothing.
+    f.flush().await;
+    f.ok_beat(&token, newer.clone()).await;
+    f.ok_beat(&token, older.clone()).await;
+    f.flush().await;
+    let (pos, speed, watch, watched): (f64, f32, f64, Value) = sqlx::query_as(
+        "SELECT position_s, speed, watch_time_s, watched FROM lesson_progress WHERE lesson_id = $1",
+    )
+    .bind(f.lesson)
+    .fetch_one(f.w.db())
+    .await
+    .unwrap();
+    assert_eq!((pos, speed), (50.0, 1.0));
+    assert!((watch - 10.0).abs() < 1e-9, "watch time {watch}");
+    assert_eq!(iv(&watched), vec![[10.0, 20.0], [40.0, 50.0]]);
+    // A beat newer than everything moves it on.
+    f.ok_beat(&token, beat(f.lesson, 55.0, 1.0, 50.0, 55.0))
+        .await;
+    f.flush().await;
+    let (pos, watch): (f64, f64) =
+        sqlx::query_as("SELECT position_s, watch_time_s FROM lesson_progress WHERE lesson_id = $1")
+            .bind(f.lesson)
+            .fetch_one(f.w.db())
+            .await
+            .unwrap();
+    assert_eq!(pos, 55.0);
+    assert!((watch - 15.0).abs() < 1e-9, "watch time {watch}");
+    f.cleanup().await;
+}
+
+async fn impossible_beats_are_refused(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let token = f.w.login("learner@a.example.org").await;
+    let l = f.lesson;
+    let cases = [
+        (beat(l, -1.0, 1.0, 0.0, 1.0), "negative_value"),
+        (beat(l, 5.0, 1.0, -3.0, 1.0), "negative_value"),
+        (beat(l, 150.0, 1.0, 140.0, 150.0), "past_duration"),
+        (beat(l, 50.0, 1.0, 95.0, 104.0), "past_duration"),
+        (beat(l, 10.0, 1.0, 10.0, 5.0), "invalid_interval"),
+        (beat(l, 10.0, 0.1, 5.0, 10.0), "invalid_speed"),
+        (beat(l, 10.0, 4.5, 5.0, 10.0), "invalid_speed"),
+        (beat(l, 90.0, 0.5, 0.0, 90.0), "interval_too_long"),
+    ];
+    for (body, code) in cases {
+        let (status, resp) = f.beat(&token, body.clone()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {resp}");
+        assert_eq!(resp["error"]["code"], json!(code), "{body} → {resp}");
+        assert!(resp["error"]["message"].as_str().unwrap().len() > 10);
+    }
+    // Within the tolerance at the end, and the bounds of speed, are fine.
+    f.ok_beat(&token, beat(l, 101.0, 4.0, 96.0, 101.0)).await;
+    f.ok_beat(&token, beat(l, 100.0, 0.25, 99.0, 100.0)).await;
+    let (status, resp) = f
+        .beat(&token, json!({ "lesson_id": l, "position_s": 3 }))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{resp}");
+    assert_eq!(resp["error"]["code"], json!("invalid_body"));
+    let (status, _) = f
+        .beat(&token, beat(Uuid::new_v4(), 1.0, 1.0, 0.0, 1.0))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        f.w.call(
+            "POST",
+            "/api/v1/progress",
+            None,
+            Some(beat(l, 1.0, 1.0, 0.0, 1.0)),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Nothing refused reached PostgreSQL.
+    f.flush().await;
+    let watched: Value =
+        sqlx::query_scalar("SELECT watched FROM lesson_progress WHERE lesson_id = $1")
+            .bind(l)
+            .fetch_one(f.w.db())
+            .await
+            .unwrap();
+    assert_eq!(iv(&watched), vec![[96.0, 101.0]]);
+    f.cleanup().await;
+}
+
+async fn other_organisations_and_unwatchable_lessons_are_not_found(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let other = f.w.org("SME Service Centre").await;
+    f.w.user(Some(other), "learner@b.example.org", Role::Learner)
+        .await;
+    let outsider = f.w.login("learner@b.example.org").await;
+    let token = f.w.login("learner@a.example.org").await;
+    let draft_course = course(&f.w, f.org, "draft").await;
+    let draft = lesson(&f.w, f.org, draft_course, Some(100.0), true).await;
+    let gone_course = course(&f.w, f.org, "unpublished").await;
+    let unpublished = lesson(&f.w, f.org, gone_course, Some(100.0), true).await;
+    let encoding = lesson(&f.w, f.org, f.course, None, false).await;
+    let cases = [
+        (&outsider, f.lesson),
+        (&token, draft),
+        (&token, unpublished),
+        (&token, encoding),
+        (&token, Uuid::new_v4()),
+    ];
+    for (who, lesson) in cases {
+        let (status, body) =
+            f.w.call(
+                "POST",
+                &format!("/api/v1/lessons/{lesson}/playback"),
+                Some(who),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+        assert_eq!(body["error"]["code"], json!("not_found"));
+        let (status, body) = f.beat(who, beat(lesson, 1.0, 1.0, 0.0, 1.0)).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    }
+    let (status, _) =
+        f.w.call(
+            "GET",
+            &format!("/api/v1/courses/{}/progress", f.course),
+            Some(&outsider),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Unpublishing stops playback sessions at once.
+    sqlx::query("UPDATE courses SET state = 'unpublished' WHERE id = $1")
+        .bind(f.course)
+        .execute(f.w.db())
+        .await
+        .unwrap();
+    let (status, _) =
+        f.w.call(
+            "POST",
+            &format!("/api/v1/lessons/{}/playback", f.lesson),
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    f.cleanup().await;
+}
+
+async fn qoe_events_are_validated_stored_and_summarised(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let token = f.w.login("learner@a.example.org").await;
+    let (status, body) =
+        f.w.call(
+            "POST",
+            "/api/v1/qoe",
+            Some(&token),
+            Some(json!({ "lesson_id": f.lesson, "kind": "startup", "startup_ms": 850 })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, body) =
+        f.w.call(
+            "POST",
+            "/api/v1/qoe",
+            Some(&token),
+            Some(
+                json!({ "lesson_id": f.lesson, "session_id": Uuid::new_v4(), "events": [
+                    { "kind": "startup", "startup_ms": 1250 },
+                    { "kind": "rebuffer", "rebuffer_count": 2, "rebuffer_ms": 3100 },
+                    { "kind": "bitrate_switch", "from_bitrate": 2_500_000, "to_bitrate": 800_000 },
+                    { "kind": "fatal_error", "error_code": "networkError.manifestLoadError" },
+                ]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    for bad in [
+        json!({ "kind": "startup" }),
+        json!({ "kind": "startup", "startup_ms": -5 }),
+        json!({ "kind": "fatal_error", "error_code": "<script>" }),
+        json!({ "events": [] }),
+    ] {
+        let (status, body) =
+            f.w.call("POST", "/api/v1/qoe", Some(&token), Some(bad.clone()))
+                .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{bad} → {body}");
+        assert_eq!(
+            body["error"]["code"],
+            json!("invalid_qoe"),
+            "{bad} → {body}"
+        );
+    }
+    let (status, body) =
+        f.w.call(
+            "POST",
+            "/api/v1/qoe",
+            Some(&token),
+            Some(json!({ "kind": "buffering" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+
+    f.w.user(Some(f.org), "admin@a.example.org", Role::ContentAdmin)
+        .await;
+    let admin = f.w.login("admin@a.example.org").await;
+    let (status, s) =
+        f.w.call("GET", "/api/v1/qoe/summary", Some(&admin), None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{s}");
+    assert_eq!(s["startups"], json!(2), "{s}");
+    assert!(approx(&s["startup_ms"]["p50"], 1050.0), "{s}");
+    assert_eq!(s["rebuffers"], json!(2), "{s}");
+    assert_eq!(s["rebuffer_ms"], json!(3100), "{s}");
+    assert_eq!(s["bitrate_switches"], json!(1), "{s}");
+    assert_eq!(
+        s["fatal_errors"],
+        json!([{ "code": "networkError.manifestLoadError", "count": 1 }])
+    );
+    let (status, _) =
+        f.w.call("GET", "/api/v1/qoe/summary", Some(&token), None)
+            .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    f.cleanup().await;
+}
+
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[sqlx::test(migrations = "../migrations")]
+                async fn $name(db: sqlx::PgPool) {
+                    super::$name(db, super::Mode::Memory).await
+                }
+            )*
+        }
+        mod redis_mode {
+            $(
+                #[sqlx::test(migrations = "../migrations")]
+                async fn $name(db: sqlx::PgPool) {
+                    super::$name(db, super::Mode::Redis).await
+                }
+            )*
+        }
+    };
+}
+
+in_both_modes!(
+    resume_across_two_devices,
+    intervals_merge_into_completion,
+    duplicates_and_late_beats_are_harmless,
+    impossible_beats_are_refused,
+    other_organisations_and_unwatchable_lessons_are_not_found,
+    qoe_events_are_validated_stored_and_summarised,
+);

@@ -1,0 +1,117 @@
+// The few Lectern API calls the player makes. Two ways to authenticate:
+// the `lectern_session` cookie a web page already has (the default), or a
+// bearer token for mini-program and H5 webviews that cannot share cookies.
+
+import type { QoeEvent } from "./qoe.js";
+
+export type Auth = "cookie" | { bearer: string };
+
+/** `POST /api/v1/lessons/{id}/playback`: what the player starts from. */
+export interface PlaybackSession {
+  master_url: string;
+  resume_position_s: number;
+  speed: number;
+  duration_s: number;
+  [extra: string]: unknown;
+}
+
+export interface Heartbeat {
+  lesson_id: string;
+  position_s: number;
+  speed: number;
+  played_from_s: number;
+  played_to_s: number;
+  /** When the player took it (RFC 3339): orders beats across retries and devices. */
+  sent_at: string;
+}
+
+/** An API failure with the stable code of `{"error":{"code","message"}}`. */
+export class LecternApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = "LecternApiError";
+  }
+}
+
+export class Api {
+  private readonly base: string;
+
+  constructor(
+    apiBase: string,
+    private readonly auth: Auth,
+  ) {
+    this.base = apiBase.replace(/\/+$/, "");
+  }
+
+  /** An absolute URL for a path of the API (or a URL the API returned). */
+  resolve(pathOrUrl: string): string {
+    const origin = typeof location === "undefined" ? "http://localhost/" : location.href;
+    return new URL(pathOrUrl, new URL(this.base + "/", origin)).toString();
+  }
+
+  async playback(lessonId: string): Promise<PlaybackSession> {
+    const response = await fetch(this.resolve(`api/v1/lessons/${encodeURIComponent(lessonId)}/playback`), {
+      ...this.init("POST"),
+      body: "{}",
+    });
+    if (!response.ok) throw await apiError(response);
+    const session = (await response.json()) as PlaybackSession;
+    if (typeof session.master_url !== "string") {
+      throw new LecternApiError(response.status, "invalid_playback_session", "the playback session has no master_url");
+    }
+    session.master_url = this.resolve(session.master_url);
+    return session;
+  }
+
+  async heartbeat(beat: Heartbeat): Promise<void> {
+    await this.post("api/v1/progress", beat);
+  }
+
+  async qoe(lessonId: string, events: QoeEvent[]): Promise<void> {
+    await this.post("api/v1/qoe", { lesson_id: lessonId, events });
+  }
+
+  /**
+   * A request that must outlive the page (pagehide). `sendBeacon` sends the
+   * cookie but cannot set Authorization, and cross-origin it cannot send
+   * JSON without a preflight, so bearer auth and other origins use a
+   * keepalive fetch instead.
+   */
+  sendOnExit(path: string, body: unknown): void {
+    const url = this.resolve(path);
+    const json = JSON.stringify(body);
+    const sameOrigin = typeof location !== "undefined" && new URL(url).origin === location.origin;
+    if (this.auth === "cookie" && sameOrigin && typeof navigator !== "undefined" && navigator.sendBeacon) {
+      if (navigator.sendBeacon(url, new Blob([json], { type: "application/json" }))) return;
+    }
+    void fetch(url, { ...this.init("POST"), body: json, keepalive: true }).catch(() => undefined);
+  }
+
+  private async post(path: string, body: unknown): Promise<void> {
+    const response = await fetch(this.resolve(path), { ...this.init("POST"), body: JSON.stringify(body) });
+    if (!response.ok) throw await apiError(response);
+  }
+
+  private init(method: string): RequestInit {
+    const headers: Record<string, string> = { "content-type": "application/json", accept: "application/json" };
+    if (this.auth !== "cookie") headers.authorization = `Bearer ${this.auth.bearer}`;
+    // Cookies go to another origin only when the page asked for cookie auth.
+    return { method, headers, credentials: this.auth === "cookie" ? "include" : "omit" };
+  }
+}
+
+async function apiError(response: Response): Promise<LecternApiError> {
+  try {
+    const body = (await response.json()) as { error?: { code?: string; message?: string } };
+    if (body.error?.code) {
+      return new LecternApiError(response.status, body.error.code, body.error.message ?? body.error.code);
+    }
+  } catch {
+    // Not our JSON (a proxy's error page): fall through to the status.
+  }
+  return new LecternApiError(response.status, "http_" + response.status, `the API answered ${response.status}`);
+}

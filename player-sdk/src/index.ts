@@ -1,0 +1,14 @@
+// Lectern's player SDK. `createPlayer(element, { apiBase, lessonId, auth })`
+// plays one lesson in a <video> (or in a new one inside a container).
+
+import { LecternPlayer, type PlayerOptions } from "./player.js";
+
+export { LecternPlayer, AUTO } from "./player.js";
+export type { PlayerError, PlayerEvents, PlayerOptions, Quality } from "./player.js";
+export { LecternApiError } from "./api.js";
+export type { Auth, Heartbeat, PlaybackSession } from "./api.js";
+export type { QoeEvent } from "./qoe.js";
+
+export function createPlayer(element: HTMLElement, options: PlayerOptions): LecternPlayer {
+  return new LecternPlayer(element, options);
+}

@@ -1,0 +1,458 @@
+// The learner player: one HTMLVideoElement, played by hls.js where the
+// browser has Media Source Extensions, else by the browser's own HLS
+// (Safari, iOS, WeChat's webview). It starts where the learner stopped, at
+// the speed they chose, reports what they watched and what they waited for,
+// and tells the host page what happens through `on(...)`.
+
+import Hls, { ErrorTypes, Events } from "hls.js";
+
+import { chooseSpeed, clampSpeed, IntervalTracker, startPosition, type RememberedSpeed } from "./accounting.js";
+import { Api, LecternApiError, type Auth, type Heartbeat, type PlaybackSession } from "./api.js";
+import { MAX_QOE_EVENTS, QoeTracker } from "./qoe.js";
+
+export interface PlayerOptions {
+  /** Where the Lectern API is; defaults to this page's origin. */
+  apiBase?: string;
+  lessonId: string;
+  /** The session cookie (default) or a bearer token for webviews. */
+  auth?: Auth;
+  /** Start playing once loaded (browsers may refuse without a gesture). */
+  autoplay?: boolean;
+  /** How often a playing player reports progress; default 5000 ms. */
+  heartbeatMs?: number;
+  /** Where the chosen speed is remembered; default `localStorage`, `null` for nowhere. */
+  storage?: Storage | null;
+}
+
+/** One entry of the quality menu; index -1 is automatic selection. */
+export interface Quality {
+  index: number;
+  label: string;
+  height: number | null;
+  width: number | null;
+  bitrate: number | null;
+}
+
+export interface PlayerError {
+  code: string;
+  message: string;
+  fatal: boolean;
+}
+
+export interface PlayerEvents {
+  ready: { duration: number; position: number; speed: number; qualities: Quality[]; engine: "hls.js" | "native" };
+  progress: Heartbeat;
+  qualitychange: { auto: boolean; index: number; height: number | null; bitrate: number | null };
+  qualities: Quality[];
+  ratechange: { speed: number };
+  error: PlayerError;
+}
+
+type Listener<K extends keyof PlayerEvents> = (detail: PlayerEvents[K]) => void;
+
+const SPEED_KEY = "lectern.player.speed";
+export const AUTO: Quality = { index: -1, label: "Auto", height: null, width: null, bitrate: null };
+
+export class LecternPlayer {
+  readonly video: HTMLVideoElement;
+  /** Settles once the session is loaded and playback can start (or failed). */
+  readonly ready: Promise<void>;
+  session: PlaybackSession | null = null;
+  engine: "hls.js" | "native" | null = null;
+
+  private readonly api: Api;
+  private readonly lessonId: string;
+  private readonly storage: Storage | null;
+  private hls: Hls | null = null;
+  private readonly tracker = new IntervalTracker();
+  private readonly qoe = new QoeTracker();
+  private readonly listeners = new Map<keyof PlayerEvents, Set<(detail: never) => void>>();
+  private readonly cleanups: Array<() => void> = [];
+  private timer: ReturnType<typeof setInterval> | null = null;
+  private lastObservedAt = 0;
+  private lastSent: { position: number; speed: number } | null = null;
+  private lastBitrate: number | null = null;
+  private sending: Promise<void> = Promise.resolve();
+  private destroyed = false;
+  /**
+   * Whether playback has begun. Until then `currentTime` may still be 0
+   * while the engine seeks to the resume point, and a beat would move the
+   * learner's resume point back to the start.
+   */
+  private started = false;
+
+  constructor(element: HTMLElement, private readonly options: PlayerOptions) {
+    if (!options.lessonId) throw new TypeError("createPlayer: lessonId is required");
+    this.video = element instanceof HTMLVideoElement ? element : element.appendChild(document.createElement("video"));
+    this.video.playsInline = true;
+    this.api = new Api(options.apiBase ?? "", options.auth ?? "cookie");
+    this.lessonId = options.lessonId;
+    this.storage = options.storage === undefined ? safeLocalStorage() : options.storage;
+    this.listen();
+    this.ready = this.start();
+  }
+
+  on<K extends keyof PlayerEvents>(event: K, listener: Listener<K>): () => void {
+    let set = this.listeners.get(event);
+    if (!set) this.listeners.set(event, (set = new Set()));
+    set.add(listener as (detail: never) => void);
+    return () => this.off(event, listener);
+  }
+
+  off<K extends keyof PlayerEvents>(event: K, listener: Listener<K>): void {
+    this.listeners.get(event)?.delete(listener as (detail: never) => void);
+  }
+
+  play(): Promise<void> {
+    return this.video.play();
+  }
+
+  pause(): void {
+    this.video.pause();
+  }
+
+  get speed(): number {
+    return this.video.playbackRate;
+  }
+
+  /** Sets the speed (clamped to 0.5x–2x) and remembers it on this device. */
+  setSpeed(speed: number): void {
+    const s = clampSpeed(speed);
+    this.video.defaultPlaybackRate = s;
+    this.video.playbackRate = s;
+  }
+
+  /** The quality menu: automatic first, then each rung from the highest. */
+  qualities(): Quality[] {
+    if (!this.hls) return [AUTO];
+    const rungs = this.hls.levels
+      .map((level, index) => ({
+        index,
+        label: level.height ? `${level.height}p` : `${Math.round(level.bitrate / 1000)} kb/s`,
+        height: level.height || null,
+        width: level.width || null,
+        bitrate: level.bitrate || null,
+      }))
+      .sort((a, b) => (b.height ?? 0) - (a.height ?? 0) || (b.bitrate ?? 0) - (a.bitrate ?? 0));
+    return [AUTO, ...rungs];
+  }
+
+  /** The selected menu entry: -1 while automatic. */
+  get quality(): number {
+    if (!this.hls || this.hls.autoLevelEnabled) return -1;
+    return this.hls.currentLevel;
+  }
+
+  /**
+   * Picks a rung (switching now, dropping what was buffered at the old one)
+   * or -1 for automatic selection. Native HLS chooses by itself: only -1.
+   */
+  setQuality(index: number): void {
+    if (!this.hls) {
+      if (index !== -1) this.fail("quality_unavailable", "this browser chooses the quality itself", false);
+      return;
+    }
+    if (index !== -1 && !this.hls.levels[index]) {
+      this.fail("invalid_quality", `there is no quality ${index}`, false);
+      return;
+    }
+    this.hls.currentLevel = index;
+    if (index === -1) this.emitQuality();
+  }
+
+  /** Current media time, in seconds. */
+  get position(): number {
+    return this.video.currentTime;
+  }
+
+  /** Stops playback and reporting; sends what was not reported yet. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.flushOnExit();
+    this.destroyed = true;
+    if (this.timer !== null) clearInterval(this.timer);
+    for (const cleanup of this.cleanups.splice(0)) cleanup();
+    this.hls?.destroy();
+    this.hls = null;
+    this.listeners.clear();
+  }
+
+  private async start(): Promise<void> {
+    try {
+      const session = await this.api.playback(this.lessonId);
+      if (this.destroyed) return;
+      this.session = session;
+      const remembered = this.remembered();
+      const speed = chooseSpeed(session.speed, remembered);
+      this.remember({ speed, server: clampSpeed(session.speed) });
+      const start = startPosition(session.resume_position_s, session.duration_s);
+      const loaded = new Promise<void>((resolve) =>
+        this.video.addEventListener("loadedmetadata", () => resolve(), { once: true }),
+      );
+      this.video.defaultPlaybackRate = speed;
+      if (Hls.isSupported()) {
+        this.engine = "hls.js";
+        this.attachHls(session.master_url, start);
+      } else if (this.video.canPlayType("application/vnd.apple.mpegurl")) {
+        this.engine = "native";
+        this.video.src = session.master_url;
+        loaded.then(() => {
+          if (start > 0) this.video.currentTime = start;
+        });
+      } else {
+        throw new LecternApiError(0, "hls_unsupported", "this browser can play neither HLS nor Media Source Extensions");
+      }
+      await loaded;
+      if (this.destroyed) return;
+      // Loading a source resets the rate to the default; set both.
+      this.video.playbackRate = speed;
+      const heartbeatMs = Math.max(1000, this.options.heartbeatMs ?? 5000);
+      this.timer = setInterval(() => void this.beat(), heartbeatMs);
+      this.emit("ready", {
+        duration: Number.isFinite(this.video.duration) ? this.video.duration : session.duration_s,
+        position: start,
+        speed,
+        qualities: this.qualities(),
+        engine: this.engine,
+      });
+      if (this.options.autoplay) {
+        this.video.play().catch((e: unknown) => this.fail("autoplay_blocked", errorMessage(e), false));
+      }
+    } catch (e) {
+      const error =
+        e instanceof LecternApiError ? e : new LecternApiError(0, "playback_unavailable", errorMessage(e));
+      this.fail(error.code, error.message, true);
+      throw error;
+    }
+  }
+
+  private attachHls(url: string, start: number): void {
+    const hls = new Hls({ startPosition: start > 0 ? start : -1 });
+    this.hls = hls;
+    hls.on(Events.MANIFEST_PARSED, () => this.emit("qualities", this.qualities()));
+    hls.on(Events.LEVEL_SWITCHED, (_event, data) => {
+      const level = hls.levels[data.level];
+      if (!level) return;
+      this.qoe.switched(this.lastBitrate, level.bitrate);
+      this.lastBitrate = level.bitrate;
+      this.emitQuality();
+    });
+    hls.on(Events.ERROR, (_event, data) => {
+      if (!data.fatal) return;
+      // The two recoverable kinds get one retry each before giving up.
+      if (data.type === ErrorTypes.NETWORK_ERROR) {
+        hls.startLoad();
+      } else if (data.type === ErrorTypes.MEDIA_ERROR) {
+        hls.recoverMediaError();
+      } else {
+        this.fail(`player_${data.details}`, data.error?.message ?? data.details, true);
+        hls.destroy();
+      }
+    });
+    hls.loadSource(url);
+    hls.attachMedia(this.video);
+  }
+
+  private listen(): void {
+    const v = this.video;
+    const on = (target: EventTarget, name: string, handler: () => void) => {
+      target.addEventListener(name, handler);
+      this.cleanups.push(() => target.removeEventListener(name, handler));
+    };
+    const now = () => performance.now();
+    on(v, "play", () => this.qoe.play(now()));
+    on(v, "playing", () => {
+      this.started = true;
+      this.qoe.playing(now());
+      this.lastObservedAt = now();
+      this.tracker.observe(v.currentTime, 0, v.playbackRate);
+    });
+    on(v, "timeupdate", () => {
+      if (v.paused || v.seeking) return;
+      const t = now();
+      this.tracker.observe(v.currentTime, (t - this.lastObservedAt) / 1000, v.playbackRate);
+      this.lastObservedAt = t;
+    });
+    on(v, "seeking", () => {
+      this.tracker.cut();
+      this.qoe.seekStart(now());
+    });
+    on(v, "seeked", () => this.qoe.seekEnd());
+    on(v, "waiting", () => this.qoe.waiting(now()));
+    on(v, "pause", () => {
+      this.tracker.observe(v.currentTime, (now() - this.lastObservedAt) / 1000, v.playbackRate);
+      this.tracker.cut();
+      this.qoe.paused(now());
+      void this.beat();
+    });
+    on(v, "ratechange", () => {
+      const speed = clampSpeed(v.playbackRate);
+      if (speed !== v.playbackRate) {
+        v.playbackRate = speed;
+        return;
+      }
+      // `server` stays what the server said at start, so a later change
+      // made on another device is recognised (see chooseSpeed).
+      this.remember({ speed, server: this.session ? clampSpeed(this.session.speed) : speed });
+      this.emit("ratechange", { speed });
+      // Tell the server now, so another device (or a reload) starts at it.
+      if (this.session) void this.beat(true);
+    });
+    on(v, "error", () => {
+      const error = v.error;
+      if (error) this.fail(`media_error_${error.code}`, error.message || "the browser could not play the media", true);
+    });
+    if (typeof document !== "undefined") {
+      on(document, "visibilitychange", () => {
+        if (document.visibilityState === "hidden") this.flushOnExit();
+      });
+    }
+    if (typeof window !== "undefined") on(window, "pagehide", () => this.flushOnExit());
+  }
+
+  /** The heartbeats due now, oldest first; none when nothing changed. */
+  private dueBeats(force: boolean): Heartbeat[] {
+    if (!this.session || !this.started) return [];
+    const v = this.video;
+    if (!v.paused && !v.seeking) {
+      this.tracker.observe(v.currentTime, (performance.now() - this.lastObservedAt) / 1000, v.playbackRate);
+      this.lastObservedAt = performance.now();
+    }
+    const speed = clampSpeed(v.playbackRate);
+    const position = v.currentTime;
+    const beats = this.tracker.take().map((i) => ({
+      lesson_id: this.lessonId,
+      position_s: round(i.to),
+      speed,
+      played_from_s: round(i.from),
+      played_to_s: round(i.to),
+      sent_at: new Date().toISOString(),
+    }));
+    const last = beats.at(-1);
+    if (last) {
+      last.position_s = round(position);
+    } else if (
+      force ||
+      !this.lastSent ||
+      Math.abs(this.lastSent.position - position) > 0.5 ||
+      this.lastSent.speed !== speed
+    ) {
+      // Nothing played, but the resume point or speed moved (a seek while
+      // paused, a speed change): an empty interval carries them.
+      const p = round(position);
+      beats.push({
+        lesson_id: this.lessonId,
+        position_s: p,
+        speed,
+        played_from_s: p,
+        played_to_s: p,
+        sent_at: new Date().toISOString(),
+      });
+    }
+    const newest = beats.at(-1);
+    if (newest) this.lastSent = { position: newest.position_s, speed };
+    return beats;
+  }
+
+  private beat(force = false): Promise<void> {
+    if (this.destroyed) return this.sending;
+    const beats = this.dueBeats(force);
+    const events = this.qoe.drain();
+    // Chained, so beats reach the server in the order they were taken.
+    this.sending = this.sending.then(async () => {
+      for (const beat of beats) {
+        try {
+          await this.api.heartbeat(beat);
+          this.emit("progress", beat);
+        } catch (e) {
+          const error = e instanceof LecternApiError ? e : null;
+          this.fail(error?.code ?? "heartbeat_failed", errorMessage(e), false);
+        }
+      }
+      for (let i = 0; i < events.length; i += MAX_QOE_EVENTS) {
+        const batch = events.slice(i, i + MAX_QOE_EVENTS);
+        try {
+          await this.api.qoe(this.lessonId, batch);
+        } catch {
+          this.qoe.requeue(events.slice(i));
+          break;
+        }
+      }
+    });
+    return this.sending;
+  }
+
+  /** The page is going away: report with requests that outlive it. */
+  private flushOnExit(): void {
+    if (this.destroyed || !this.session) return;
+    for (const beat of this.dueBeats(false)) this.api.sendOnExit("api/v1/progress", beat);
+    const events = this.qoe.drain();
+    for (let i = 0; i < events.length; i += MAX_QOE_EVENTS) {
+      this.api.sendOnExit("api/v1/qoe", { lesson_id: this.lessonId, events: events.slice(i, i + MAX_QOE_EVENTS) });
+    }
+  }
+
+  private emitQuality(): void {
+    const hls = this.hls;
+    if (!hls) return;
+    const level = hls.levels[hls.currentLevel];
+    this.emit("qualitychange", {
+      auto: hls.autoLevelEnabled,
+      index: hls.currentLevel,
+      height: level?.height || null,
+      bitrate: level?.bitrate ?? null,
+    });
+  }
+
+  private fail(code: string, message: string, fatal: boolean): void {
+    if (fatal) this.qoe.fatal(code);
+    this.emit("error", { code, message, fatal });
+    if (fatal && this.session) void this.beat();
+  }
+
+  private emit<K extends keyof PlayerEvents>(event: K, detail: PlayerEvents[K]): void {
+    for (const listener of this.listeners.get(event) ?? []) {
+      try {
+        (listener as Listener<K>)(detail);
+      } catch (e) {
+        // A host page's bug must not stop playback reporting.
+        console.error(`lectern player: a "${event}" listener threw`, e);
+      }
+    }
+  }
+
+  private remembered(): RememberedSpeed | null {
+    try {
+      const raw = this.storage?.getItem(SPEED_KEY);
+      if (!raw) return null;
+      const value = JSON.parse(raw) as RememberedSpeed;
+      return typeof value.speed === "number" && typeof value.server === "number" ? value : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private remember(value: RememberedSpeed): void {
+    try {
+      this.storage?.setItem(SPEED_KEY, JSON.stringify(value));
+    } catch {
+      // Private browsing or a full quota: the server still has the speed.
+    }
+  }
+}
+
+function safeLocalStorage(): Storage | null {
+  try {
+    return typeof localStorage === "undefined" ? null : localStorage;
+  } catch {
+    return null;
+  }
+}
+
+function round(t: number): number {
+  return Math.round(t * 1000) / 1000;
+}
+
+function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
