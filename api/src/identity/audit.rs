@@ -21,10 +21,11 @@ use crate::authz::Principal;
 use crate::error::ApiQuery;
 use crate::{ApiError, AppState};
 
-/// Put in a successful response's extensions by a handler whose requests
-/// are telemetry rather than operations (progress heartbeats, thousands a
-/// second): the middleware then writes no audit row for it. Denials and
-/// failures of such requests are still audited.
+/// Put in a response's extensions by a handler whose requests are
+/// telemetry rather than operations (progress heartbeats, thousands a
+/// second): the middleware then writes no audit row for a success or a
+/// server error (overload must not add audit writes). Denials and client
+/// errors of such requests are still audited.
 #[derive(Debug, Clone, Copy)]
 pub struct Unaudited;
 

@@ -260,8 +260,8 @@ pub async fn middleware(
     let status = response.status();
     let denied = matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN);
     let changes_state = !matches!(method, Method::GET | Method::HEAD | Method::OPTIONS);
-    let telemetry =
-        status.is_success() && response.extensions().get::<audit::Unaudited>().is_some();
+    let telemetry = (status.is_success() || status.is_server_error())
+        && response.extensions().get::<audit::Unaudited>().is_some();
     if (changes_state && !telemetry) || denied {
         let outcome = if denied {
             "denied"

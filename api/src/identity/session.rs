@@ -51,8 +51,9 @@ fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
 /// pool before anything else. Bound on revocation: on the node that
 /// handles it, logout, sign-out-everywhere, a role change and deleting the
 /// person take effect at once (they evict); on other API nodes within this
-/// long; never later than the session's own expiry.
-pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(10);
+/// long (the same bound as signed playback URLs' session recheck); never
+/// later than the session's own expiry.
+pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(30);
 /// Past this many entries the cache is swept (and cleared if still full).
 const SESSION_CACHE_MAX: usize = 200_000;
 

@@ -451,7 +451,11 @@ pub struct RedisAbsorber {
 impl RedisAbsorber {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, AbsorbError> {
         let client = redis::Client::open(url)?;
-        let con = client.get_connection_manager().await?;
+        // The client's default (500 ms) turns a burst queued behind other
+        // beats into errors; wait as long as for a PostgreSQL connection.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(3)));
+        let con = client.get_connection_manager_with_config(config).await?;
         Ok(Self {
             con,
             prefix: prefix.to_string(),

@@ -1,10 +1,15 @@
 //! What a heartbeat needs to know about its lesson — organisation,
 //! duration, whether it may be watched — cached for a few seconds so a
 //! beat costs no PostgreSQL query. Unpublishing therefore takes effect for
-//! heartbeats within [`TTL`]; the playback session always reads fresh.
+//! heartbeats within about two [`TTL`]s; the playback session always reads
+//! fresh. One query per lesson at a time: when an entry is missing, one
+//! request reads it while the others of that lesson wait for it; when it
+//! is stale, one request refreshes it while the others keep using it
+//! (thousands of beats a second of one lecture must not become thousands
+//! of queries the moment it expires).
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -52,6 +57,8 @@ type LessonRow = (
 #[derive(Default)]
 pub struct LessonCache {
     map: RwLock<HashMap<Uuid, (Instant, Option<LessonInfo>)>>,
+    /// One lock per lesson being read, so reads of a lesson never overlap.
+    loading: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl LessonCache {
@@ -59,12 +66,46 @@ impl LessonCache {
     /// cached too (as `None`), so a stream of beats naming a deleted
     /// lesson does not turn into a stream of queries.
     pub async fn get(&self, db: &PgPool, id: Uuid) -> Result<Option<LessonInfo>, sqlx::Error> {
-        if let Some((at, info)) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(&id) {
+        let cached = self.cached(id);
+        if let Some((at, info)) = &cached {
             if at.elapsed() < TTL {
                 return Ok(info.clone());
             }
         }
+        let lock = self.loading_lock(id);
+        match (&cached, lock.try_lock()) {
+            // Stale, and someone else is refreshing it: stale will do.
+            (Some((_, info)), Err(_)) => return Ok(info.clone()),
+            (Some(_), Ok(_guard)) => return self.fresh(db, id).await,
+            (None, _) => {}
+        }
+        let _guard = lock.lock().await;
+        // Whoever held the lock may have just read it.
+        if let Some((at, info)) = self.cached(id) {
+            if at.elapsed() < TTL {
+                return Ok(info);
+            }
+        }
         self.fresh(db, id).await
+    }
+
+    fn cached(&self, id: Uuid) -> Option<(Instant, Option<LessonInfo>)> {
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// The lesson's read lock. Locks stay (one per lesson ever read, a few
+    /// bytes each) and are dropped with the cache when it starts over.
+    fn loading_lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        self.loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
     }
 
     /// Reads the lesson from PostgreSQL and refreshes the cache.
@@ -95,6 +136,10 @@ impl LessonCache {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_ENTRIES {
             map.clear();
+            self.loading
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
         }
         map.insert(id, (Instant::now(), info.clone()));
         Ok(info)
