@@ -2,6 +2,8 @@
 //! organisations, users and partner keys, rotating the field keys, and
 //! `verify-audit` naming a row edited by hand.
 
+mod common;
+
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
@@ -14,15 +16,8 @@ struct Cli {
 
 impl Cli {
     async fn new(db: &PgPool) -> Self {
-        let name: String = sqlx::query_scalar("SELECT current_database()")
-            .fetch_one(db)
-            .await
-            .unwrap();
-        let base = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL (run `make test`, or source .lectern/env)");
-        let url = format!("{}/{name}", &base[..base.rfind('/').unwrap()]);
         Self {
-            url,
+            url: common::database_url(db).await,
             keys: fresh_keys("k1"),
         }
     }

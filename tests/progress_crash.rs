@@ -31,14 +31,8 @@ struct Deployment {
 
 impl Deployment {
     async fn new(db: &PgPool, extra: Vec<(&'static str, String)>) -> Self {
-        let name: String = sqlx::query_scalar("SELECT current_database()")
-            .fetch_one(db)
-            .await
-            .unwrap();
-        let base = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL (run `make test`, or source .lectern/env)");
         Self {
-            url: format!("{}/{name}", &base[..base.rfind('/').unwrap()]),
+            url: common::database_url(db).await,
             keys: lectern_api::identity::crypto::Keyring::generate_settings(),
             dir: workdir(),
             addr: free_addr(),

@@ -63,3 +63,15 @@ impl Drop for Server {
         let _ = self.0.wait();
     }
 }
+
+/// The URL of the per-test database `#[sqlx::test]` gave `db`, for a
+/// `lectern` process to connect to: the server of `DATABASE_URL`, that name.
+pub async fn database_url(db: &sqlx::PgPool) -> String {
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(db)
+        .await
+        .unwrap();
+    let base = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL (run `make test`, or source .lectern/env)");
+    format!("{}/{name}", &base[..base.rfind('/').unwrap()])
+}
