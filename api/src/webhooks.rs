@@ -318,6 +318,9 @@ fn builder(settings: &WebhookSettings) -> reqwest::ClientBuilder {
 /// Posts every due delivery once; returns how many were attempted.
 pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) -> Result<usize, ApiError> {
     let settings = &state.webhooks;
+    // Without the field keys no secret opens: claim nothing rather than
+    // spend attempts on deliveries that cannot be signed.
+    let keys = state.identity.keyring()?;
     // Claiming bumps `attempts` and holds the row past one POST's timeout,
     // so a dispatcher that dies mid-post only delays the retry.
     let hold = settings.timeout.as_secs_f64() * 2.0 + 5.0;
@@ -338,7 +341,6 @@ pub async fn dispatch_due(state: &AppState, client: &reqwest::Client) -> Result<
     .bind(hold)
     .fetch_all(&state.db)
     .await?;
-    let keys = state.identity.keyring()?;
     let count = due.len();
     for delivery in due {
         let outcome = match keys.open(SECRET_FIELD, delivery.endpoint_id, &delivery.secret_sealed) {
