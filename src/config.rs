@@ -154,6 +154,9 @@ pub struct WorkerSettings {
     pub lease_secs: u64,
     /// How long running jobs may finish after SIGTERM before being handed back.
     pub drain_secs: u64,
+    /// Sources this long or longer are split into chunks that any worker
+    /// encodes in parallel; `None` (threshold 0) never splits.
+    pub chunking: Option<lectern_pipelines::chunked::ChunkingConfig>,
 }
 
 /// The settings, by file key and environment variable.
@@ -174,6 +177,8 @@ const SETTINGS: &[(&str, &str)] = &[
     ("worker_concurrency", "LECTERN_WORKER_CONCURRENCY"),
     ("job_lease_secs", "LECTERN_JOB_LEASE_SECS"),
     ("worker_drain_secs", "LECTERN_WORKER_DRAIN_SECS"),
+    ("chunk_threshold_secs", "LECTERN_CHUNK_THRESHOLD_SECS"),
+    ("chunk_secs", "LECTERN_CHUNK_SECS"),
     ("field_keys", crypto::FIELD_KEYS_VAR),
     ("blind_index_key", crypto::BLIND_INDEX_KEY_VAR),
     ("token_key", crypto::TOKEN_KEY_VAR),
@@ -480,6 +485,26 @@ impl Config {
             drain_secs: raw
                 .parse::<u64>("worker_drain_secs", "a whole number of seconds")?
                 .unwrap_or(30),
+            chunking: {
+                // 30 minutes: shorter sources finish soon enough whole, and a
+                // whole encode publishes its first segments progressively.
+                let threshold = raw
+                    .parse::<u64>("chunk_threshold_secs", "a whole number of seconds")?
+                    .unwrap_or(1800);
+                let chunk = raw
+                    .parse::<u64>("chunk_secs", "a whole number of seconds")?
+                    .unwrap_or(120);
+                if chunk < 10 {
+                    return Err(ConfigError::new(
+                        "LECTERN_CHUNK_SECS",
+                        "must be at least 10 seconds (each chunk is a job with its own start-up cost)",
+                    ));
+                }
+                (threshold > 0).then_some(lectern_pipelines::chunked::ChunkingConfig {
+                    threshold_s: threshold as f64,
+                    chunk_s: chunk as f64,
+                })
+            },
         };
         if worker.concurrency == Some(0) {
             return Err(ConfigError::new(

@@ -59,6 +59,7 @@ pub fn worker(
             work_dir,
             poll_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(config.worker.drain_secs),
+            chunking: config.worker.chunking,
         },
     ))
 }

@@ -3,6 +3,9 @@
 //! by the workers, and real media made with the ffmpeg CLI.
 
 mod common;
+#[path = "../transcoder/tests/common/verify.rs"]
+#[allow(dead_code)]
+mod verify;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,8 +70,13 @@ impl Drop for Workers {
 }
 
 fn spawn_worker(db_url: &str, data_dir: &Path, log: &Path) -> Child {
+    spawn_worker_with(db_url, data_dir, log, &[])
+}
+
+fn spawn_worker_with(db_url: &str, data_dir: &Path, log: &Path, env: &[(&str, &str)]) -> Child {
     let mut cmd = common::lectern(data_dir.parent().unwrap());
     let log = std::fs::File::create(log).unwrap();
+    cmd.envs(env.iter().copied());
     cmd.arg("worker")
         .env("DATABASE_URL", db_url)
         .env("LECTERN_DATA_DIR", data_dir)
@@ -84,6 +92,11 @@ fn spawn_worker(db_url: &str, data_dir: &Path, log: &Path) -> Child {
 
 /// A real H.264/AAC clip made by the ffmpeg CLI.
 fn make_clip(dir: &Path, name: &str, seconds: u32) -> PathBuf {
+    make_clip_with(dir, name, seconds, &[])
+}
+
+/// [`make_clip`] with extra encoder arguments, e.g. a keyframe interval.
+fn make_clip_with(dir: &Path, name: &str, seconds: u32, video_args: &[&str]) -> PathBuf {
     let path = dir.join(name);
     let status = Command::new("ffmpeg")
         .args([
@@ -100,15 +113,9 @@ fn make_clip(dir: &Path, name: &str, seconds: u32) -> PathBuf {
         .arg(format!(
             "sine=frequency=440:sample_rate=48000:duration={seconds}"
         ))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-c:a",
-            "aac",
-            "-shortest",
-        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .args(video_args)
+        .args(["-c:a", "aac", "-shortest"])
         .arg(&path)
         .status()
         .unwrap();
@@ -172,7 +179,7 @@ where
 
 /// Downloads a published ladder and decodes every media playlist fully with
 /// the ffmpeg CLI: every segment must be present and decodable.
-async fn assert_ladder_plays(store: &dyn Store, prefix: &str) {
+async fn assert_ladder_plays(store: &dyn Store, prefix: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let objects = store.list(prefix).await.unwrap();
     assert!(
@@ -211,6 +218,7 @@ async fn assert_ladder_plays(store: &dyn Store, prefix: &str) {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    dir
 }
 
 #[tokio::test]
@@ -650,5 +658,159 @@ async fn a_long_source_is_playable_while_its_ladder_still_encodes() {
         "first segment does not decode: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    db.drop_database().await;
+}
+
+#[tokio::test]
+async fn a_long_source_is_split_encoded_by_both_workers_and_stitched_seamlessly() {
+    let db = TestDb::new("chunks").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    // A keyframe every 2 s; 10 s chunks round up to whole 4 s segments:
+    // chunks start at 0, 12, 24 and 36.
+    let clip = make_clip_with(dir.path(), "lecture.mp4", 46, &["-g", "50"]);
+    let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    let chunked = |log: &str| {
+        spawn_worker_with(
+            &db.url,
+            &data,
+            &dir.path().join(log),
+            &[
+                ("LECTERN_CHUNK_THRESHOLD_SECS", "20"),
+                ("LECTERN_CHUNK_SECS", "10"),
+            ],
+        )
+    };
+    let mut workers = Workers(vec![chunked("w1.log"), chunked("w2.log")]);
+
+    // Kill the worker of a part that is mid-encode: its part must be taken
+    // over after the lease expires and the ladder must still be one piece.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (victim_part, owner): (Uuid, String) = loop {
+        let row: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, lease_owner FROM jobs
+             WHERE asset_id = $1 AND kind = 'encode_part' AND state = 'running'
+               AND progress > 0 AND (spec->>'index')::int > 0
+             LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "no part was ever mid-encode");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pid: u32 = owner.rsplit(':').next().unwrap().parse().unwrap();
+    let killed = workers.0.iter_mut().find(|c| c.id() == pid).unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    eprintln!("killed worker {owner} while it encoded part {victim_part}");
+    // A fresh worker replaces it, so two still share the remaining parts.
+    workers.0.push(chunked("w3.log"));
+
+    wait_until("the chunked asset ready", Duration::from_secs(300), || {
+        let pool = db.pool.clone();
+        async move {
+            let (status, _, error) = status_of(&pool, id).await;
+            assert_ne!(status, "failed", "asset failed: {error:?}");
+            status == "ready"
+        }
+    })
+    .await;
+
+    // One parent, four video chunks plus the audio part, each succeeded
+    // exactly once; the killed part needed a second attempt.
+    let parts: Vec<(i32, String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT (spec->>'index')::int, state, attempts, lease_owner FROM jobs
+         WHERE asset_id = $1 AND kind = 'encode_part' ORDER BY 1",
+    )
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(parts.len(), 5, "{parts:?}");
+    assert!(parts.iter().all(|p| p.1 == "succeeded"), "{parts:?}");
+    let victim_attempts: i32 = sqlx::query_scalar("SELECT attempts FROM jobs WHERE id = $1")
+        .bind(victim_part)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        victim_attempts, 2,
+        "the killed attempt plus the one that finished"
+    );
+    let owners: std::collections::HashSet<_> = parts.iter().filter_map(|p| p.3.clone()).collect();
+    assert!(
+        owners.len() >= 2,
+        "parts were spread over workers: {parts:?}"
+    );
+    let (parent_state, chunk_events): (String, i64) = sqlx::query_as(
+        "SELECT j.state, (SELECT count(*) FROM asset_events e
+                          WHERE e.asset_id = j.asset_id AND e.detail ? 'chunks')
+         FROM jobs j WHERE j.asset_id = $1 AND j.kind = 'transcode'",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((parent_state.as_str(), chunk_events), ("succeeded", 1));
+
+    // Nothing but the stitched ladder remains: no chunk sources, no files
+    // of the killed attempt, no other attempt.
+    let prefix: String = sqlx::query_scalar("SELECT output_prefix FROM assets WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let objects: Vec<String> = store
+        .list(&assets::output_root(id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert!(
+        objects.iter().all(|k| k.starts_with(&prefix)),
+        "{objects:?}"
+    );
+    assert!(
+        !objects.iter().any(|k| k.contains("/parts/")),
+        "{objects:?}"
+    );
+    let killed_tag = format!("p{}a1_", {
+        parts.iter().find(|p| p.2 == 2).map(|p| p.0).unwrap()
+    });
+    assert!(
+        !objects.iter().any(|k| k.contains(&killed_tag)),
+        "files of the killed attempt remain: {objects:?}"
+    );
+
+    // Every playlist decodes cleanly, and the ladder passes the same checks
+    // as a whole encode: keyframe-aligned segments at the same times in
+    // every rung, durations equal to the source's, audio and video starting
+    // together.
+    let local = assert_ladder_plays(store.as_ref(), &prefix).await;
+    let facts = verify::verify_ladder(&clip, local.path());
+    for rung in &facts.video {
+        // Continuous timestamps across chunk boundaries: each segment starts
+        // where the one before ended, within one frame.
+        for k in 1..rung.segment_starts.len() {
+            let expected = rung.segment_starts[k - 1] + rung.segment_durations[k - 1];
+            assert!(
+                (rung.segment_starts[k] - expected).abs() <= 0.041,
+                "{}: segment {k} starts at {:.3}, the one before ends at {expected:.3}",
+                rung.playlist,
+                rung.segment_starts[k]
+            );
+        }
+    }
+    let master = std::fs::read_to_string(local.path().join("master.m3u8")).unwrap();
+    assert!(master.contains("EXT-X-STREAM-INF"), "{master}");
+    drop(workers);
     db.drop_database().await;
 }

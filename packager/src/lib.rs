@@ -74,6 +74,10 @@ pub struct Segment {
     pub uri: String,
     pub duration_s: f64,
     pub bytes: u64,
+    /// An init segment that applies from this segment on, when it differs
+    /// from the one before: stitched chunk encodes may each carry their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_uri: Option<String>,
 }
 
 /// One rendition as encoded: what players need to choose and fetch it.
@@ -247,16 +251,27 @@ pub fn media_playlist(rendition: &Rendition) -> MediaPlaylist {
     let segments = rendition
         .segments
         .iter()
-        .enumerate()
-        .map(|(i, s)| MediaSegment {
-            uri: s.uri.clone(),
-            duration: s.duration_s as f32,
-            // One map before the first segment applies to all that follow.
-            map: (i == 0).then(|| Map {
-                uri: rendition.init_uri.clone(),
-                ..Map::default()
-            }),
-            ..MediaSegment::default()
+        .scan(None::<&str>, |current, s| {
+            // A map applies to every segment after it until the next one; a
+            // changed init section is also a change of encoding parameters,
+            // which RFC 8216 requires to be marked as a discontinuity.
+            let init = s
+                .init_uri
+                .as_deref()
+                .unwrap_or(current.unwrap_or(rendition.init_uri.as_str()));
+            let changed = *current != Some(init);
+            let discontinuity = changed && current.is_some();
+            *current = Some(init);
+            Some(MediaSegment {
+                uri: s.uri.clone(),
+                duration: s.duration_s as f32,
+                discontinuity,
+                map: changed.then(|| Map {
+                    uri: init.to_string(),
+                    ..Map::default()
+                }),
+                ..MediaSegment::default()
+            })
         })
         .collect();
     MediaPlaylist {
@@ -473,8 +488,29 @@ mod tests {
                 uri: format!("seg_{i:05}.m4s"),
                 duration_s,
                 bytes,
+                init_uri: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn a_changed_init_section_gets_a_map_and_a_discontinuity() {
+        let mut v = video(
+            "360p",
+            360,
+            &[(4.0, 1000), (4.0, 1000), (4.0, 1000), (4.0, 1000)],
+        );
+        v.segments[2].init_uri = Some("c1_init.mp4".into());
+        // Naming the current init again changes nothing.
+        v.segments[3].init_uri = Some("c1_init.mp4".into());
+        let mut text = Vec::new();
+        media_playlist(&v).write_to(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.matches("#EXT-X-MAP").count(), 2, "{text}");
+        assert_eq!(text.matches("#EXT-X-DISCONTINUITY").count(), 1, "{text}");
+        let map = text.find("c1_init.mp4").unwrap();
+        assert!(text.find("seg_00001.m4s").unwrap() < text.find("#EXT-X-DISCONTINUITY").unwrap());
+        assert!(map < text.find("seg_00002.m4s").unwrap());
     }
 
     fn video(name: &str, height: u32, sizes: &[(f64, u64)]) -> Rendition {

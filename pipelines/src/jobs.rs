@@ -16,6 +16,10 @@ pub struct ClaimedJob {
     pub asset_id: Uuid,
     pub attempts: i32,
     pub max_attempts: i32,
+    /// `transcode` or `encode_part` (see [`crate::chunked`]).
+    pub kind: String,
+    pub parent_id: Option<Uuid>,
+    pub spec: Option<serde_json::Value>,
 }
 
 /// Claims the most urgent runnable job: queued and due, or running with an
@@ -28,10 +32,12 @@ pub async fn claim(db: &PgPool, worker: &str, lease: Duration) -> sqlx::Result<O
              SELECT id FROM jobs
              WHERE (state = 'queued' AND run_after <= now())
                 OR (state = 'running' AND lease_expires_at < now())
-             ORDER BY priority DESC, run_after
+             -- Parts of an asset already under way before new assets: the
+             -- first asset in finishes first.
+             ORDER BY priority DESC, (kind = 'encode_part') DESC, run_after
              FOR UPDATE SKIP LOCKED
              LIMIT 1)
-         RETURNING id, asset_id, attempts, max_attempts",
+         RETURNING id, asset_id, attempts, max_attempts, kind, parent_id, spec",
     )
     .bind(worker)
     .bind(lease.as_millis() as f64)

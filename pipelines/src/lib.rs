@@ -4,6 +4,7 @@
 //! worker that drains it ([`worker`]).
 
 pub mod assets;
+pub mod chunked;
 pub mod jobs;
 pub mod profiles;
 pub mod progressive;

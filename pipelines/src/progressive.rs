@@ -110,6 +110,7 @@ impl Publisher {
             uri: segment.file_name.clone(),
             duration_s: segment.duration_s,
             bytes,
+            init_uri: None,
         });
         let target = self
             .plan

@@ -99,6 +99,7 @@ fn rendition_of(r: &EncodedRendition) -> packager::Rendition {
                 uri: s.file_name.clone(),
                 duration_s: s.duration_s,
                 bytes: s.bytes,
+                init_uri: None,
             })
             .collect(),
     }

@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::assets::{self, AssetStatus};
+use crate::chunked::{self, ChunkingConfig, Stage};
 use crate::jobs::{self, ClaimedJob, STILL_OURS};
 use crate::{profiles, progressive, transcode};
 
@@ -45,6 +46,8 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// How long running jobs may finish after a shutdown request.
     pub drain_timeout: Duration,
+    /// Long sources are split and encoded as parallel parts; `None` never splits.
+    pub chunking: Option<ChunkingConfig>,
 }
 
 impl WorkerConfig {
@@ -58,14 +61,14 @@ impl WorkerConfig {
 
 #[derive(Clone)]
 pub struct Worker {
-    db: PgPool,
-    store: Arc<dyn Store>,
-    config: Arc<WorkerConfig>,
+    pub(crate) db: PgPool,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) config: Arc<WorkerConfig>,
 }
 
 /// Why a job did not succeed.
 #[derive(Debug)]
-enum JobFailure {
+pub(crate) enum JobFailure {
     /// The media itself is at fault, or a transient media-side problem.
     Media(MediaError),
     /// Database or storage trouble: always worth a retry.
@@ -73,6 +76,9 @@ enum JobFailure {
     /// The asset names an encoding profile this deployment does not have;
     /// no retry can fix that.
     InvalidProfile(String),
+    /// The job row itself is inconsistent (a part without its spec…): a
+    /// retry reads the same row.
+    InvalidSpec(String),
     /// Another worker owns the job now; this attempt must leave no trace.
     LeaseLost,
     /// Shutdown drain ran out: give the job back untouched.
@@ -164,7 +170,16 @@ impl Worker {
             .config
             .work_dir
             .join(format!("{}-{}", job.id, job.attempts));
-        let prefix = assets::attempt_prefix(job.asset_id, job.attempts);
+        let stage = match Stage::of(&job) {
+            Ok(stage) => stage,
+            Err(failure) => {
+                if let Err(e) = self.record_failure(&job, failure).await {
+                    tracing::error!(job = %job.id, error = %e, "cannot record job failure");
+                }
+                return;
+            }
+        };
+        let prefix = stage.prefix(&job);
         let (progress_tx, progress_rx) = watch::channel(0.0_f64);
         let lease_lost = CancelFlag::new();
         let keeper = tokio::spawn(keep_lease(
@@ -176,9 +191,17 @@ impl Worker {
             cancel.clone(),
             lease_lost.clone(),
         ));
-        let outcome = self
-            .run_job(&job, &scratch, &prefix, &progress_tx, &cancel)
-            .await;
+        let outcome = match &stage {
+            Stage::Whole => {
+                self.run_job(&job, &scratch, &prefix, &progress_tx, &cancel)
+                    .await
+            }
+            Stage::Part(part) => {
+                self.run_part(&job, part, &scratch, &progress_tx, &cancel)
+                    .await
+            }
+            Stage::Stitch(stitch) => self.run_stitch(&job, stitch, &scratch).await,
+        };
         keeper.abort();
         let outcome = match outcome {
             Err(_) if lease_lost.is_cancelled() => Err(JobFailure::LeaseLost),
@@ -193,9 +216,15 @@ impl Worker {
             }
         }
         match outcome {
+            Ok(()) if matches!(stage, Stage::Part(_)) => {}
             Ok(()) => self.collect_garbage(job.asset_id, &prefix).await,
             Err(failure) => {
-                self.remove_prefix(&prefix).await;
+                match &stage {
+                    Stage::Whole => self.remove_prefix(&prefix).await,
+                    Stage::Part(part) => self.remove_part_attempt(part, job.attempts).await,
+                    // The parts' outputs stay for the stitch's retry.
+                    Stage::Stitch(_) => {}
+                }
                 if let Err(e) = self.record_failure(&job, failure).await {
                     // The lease will expire and another worker retries.
                     tracing::error!(job = %job.id, error = %e, "cannot record job failure");
@@ -254,6 +283,31 @@ impl Worker {
 
         let profile = profiles::builtin(&profile_name)
             .map_err(|e| JobFailure::InvalidProfile(e.to_string()))?;
+        if let Some(chunking) = self.config.chunking {
+            let plan =
+                lectern_transcoder::ladder::plan(&info, &profile).map_err(JobFailure::Media)?;
+            // Rotation lives in the container's display matrix, which the
+            // Matroska chunks would not carry: such sources encode whole.
+            let splittable = !plan.video.is_empty()
+                && info.duration_s >= chunking.threshold_s
+                && info.primary_video().is_none_or(|v| v.rotation_deg == 0);
+            if splittable
+                && self
+                    .split_into_parts(
+                        job,
+                        &source,
+                        &source_key,
+                        &info,
+                        &plan,
+                        prefix,
+                        scratch,
+                        chunking,
+                    )
+                    .await?
+            {
+                return Ok(());
+            }
+        }
         let out = scratch.join("out");
         let (progress, cancel) = (progress.clone(), cancel.clone());
         let (segments_tx, segments_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -315,8 +369,20 @@ impl Worker {
         lectern_packager::publish(&out, self.store.as_ref(), prefix)
             .await
             .map_err(|e| JobFailure::Infrastructure(format!("publishing: {e}")))?;
+        self.finish_ready(job, prefix, &report.manifest, report.elapsed_s)
+            .await
+    }
 
-        // The switch: only if this worker still owns the job.
+    /// The switch to ready, only if this worker still owns the job: the
+    /// asset points at `prefix` and its renditions in one transaction.
+    pub(crate) async fn finish_ready(
+        &self,
+        job: &ClaimedJob,
+        prefix: &str,
+        manifest: &lectern_packager::Manifest,
+        encode_s: f64,
+    ) -> Result<(), JobFailure> {
+        let name = &self.config.name;
         let mut tx = self.db.begin().await?;
         let owned = sqlx::query(&format!(
             "UPDATE jobs SET state = 'succeeded', lease_expires_at = NULL, updated_at = now()
@@ -343,7 +409,7 @@ impl Worker {
             .bind(job.asset_id)
             .execute(&mut *tx)
             .await?;
-        for m in &report.manifest.renditions {
+        for m in &manifest.renditions {
             let r = &m.rendition;
             let kind = match r.kind {
                 lectern_packager::RenditionKind::Video => "video",
@@ -370,15 +436,15 @@ impl Worker {
             AssetStatus::Ready,
             name,
             job.attempts,
-            Some(json!({ "output_prefix": prefix, "encode_s": report.elapsed_s })),
+            Some(json!({ "output_prefix": prefix, "encode_s": encode_s })),
         )
         .await?;
         tx.commit().await?;
-        tracing::info!(asset = %job.asset_id, attempt = job.attempts, elapsed_s = report.elapsed_s, "asset ready");
+        tracing::info!(asset = %job.asset_id, attempt = job.attempts, encode_s, "asset ready");
         Ok(())
     }
 
-    async fn download(&self, key: &str, to: &Path) -> Result<(), JobFailure> {
+    pub(crate) async fn download(&self, key: &str, to: &Path) -> Result<(), JobFailure> {
         let object = self.store.get(key, None).await?;
         let mut file = tokio::fs::File::create(to).await?;
         let mut body = object.body;
@@ -407,6 +473,7 @@ impl Worker {
             ),
             JobFailure::Infrastructure(message) => ("transient".to_string(), message, false),
             JobFailure::InvalidProfile(message) => ("invalid_profile".to_string(), message, true),
+            JobFailure::InvalidSpec(message) => ("internal".to_string(), message, true),
         };
         let give_up = permanent || job.attempts >= job.max_attempts;
         let mut tx = self.db.begin().await?;
@@ -442,6 +509,24 @@ impl Worker {
         .execute(&mut *tx)
         .await?;
         let detail = json!({ "code": code, "message": message });
+        if let Some(parent) = job.parent_id {
+            if give_up {
+                // One part cannot be made: the asset cannot be finished.
+                sqlx::query(
+                    "UPDATE jobs SET state = CASE WHEN id = $1 THEN 'failed' ELSE 'cancelled' END,
+                            lease_expires_at = NULL, updated_at = now()
+                     WHERE (id = $1 AND state = 'waiting')
+                        OR (parent_id = $1 AND state IN ('queued', 'running'))",
+                )
+                .bind(parent)
+                .execute(&mut *tx)
+                .await?;
+            } else {
+                // The asset stays in transcoding while its other parts run.
+                tracing::warn!(asset = %job.asset_id, part = %job.id, %code, %message, "part failed; will retry");
+                return tx.commit().await;
+            }
+        }
         if give_up {
             sqlx::query("UPDATE assets SET error_code = $2, error_message = $3 WHERE id = $1")
                 .bind(job.asset_id)
@@ -527,9 +612,14 @@ async fn keep_lease(
             Err(e) => tracing::warn!(job = %job.id, error = %e, "cannot renew lease"),
         }
         let pct = *progress.borrow();
-        if (pct - last_written).abs() >= 0.5
-            && assets::set_progress(&db, job.asset_id, pct).await.is_ok()
-        {
+        if (pct - last_written).abs() < 0.5 {
+            continue;
+        }
+        let written = match job.parent_id {
+            Some(parent) => chunked::record_part_progress(&db, &job, parent, pct).await,
+            None => assets::set_progress(&db, job.asset_id, pct).await,
+        };
+        if written.is_ok() {
             last_written = pct;
         }
     }

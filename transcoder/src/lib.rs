@@ -11,6 +11,7 @@ pub mod error;
 pub mod ladder;
 pub mod media_info;
 pub mod probe;
+pub mod split;
 
 pub use error::{MediaError, MediaErrorCode};
 pub use ladder::{AudioRendition, LadderPlan, LadderProfile, VideoRendition};

@@ -53,11 +53,17 @@ impl RenditionMuxer {
     /// `segment_time_s` is where libavformat may cut: it cuts at the first
     /// keyframe at or after each multiple of it, so callers pass slightly
     /// less than the keyframe interval to cut at every keyframe.
+    ///
+    /// With `absolute_times`, every fragment's decode time (`tfdt`) is the
+    /// packet's own, and the init segment has no edit list. By default mov
+    /// rebases the first fragment to zero and keeps the offset in an edit
+    /// list, which differs per chunk and is lost when chunks are stitched.
     pub(crate) fn open(
         dir: &Path,
         params: StreamParams,
         codec_config: &[u8],
         segment_time_s: f64,
+        absolute_times: bool,
     ) -> Result<Self, MediaError> {
         let playlist = dir.join(SCRATCH_PLAYLIST);
         let mut output = ffmpeg::format::output_as(&playlist, "hls")
@@ -127,6 +133,12 @@ impl RenditionMuxer {
         options.set("hls_playlist_type", "vod");
         options.set("hls_list_size", "0");
         options.set("hls_flags", "independent_segments");
+        if absolute_times {
+            options.set(
+                "hls_segment_options",
+                "movflags=+frag_discont:use_editlist=0:avoid_negative_ts=disabled",
+            );
+        }
         output
             .write_header_with(options)
             .map_err(|e| mux_error("writing the HLS header", dir, e))?;

@@ -134,14 +134,21 @@ impl FirstError {
 /// muxer cannot store a negative decode time, so it would shift video alone
 /// and leave audio a few frames early. Instead every rendition subtracts the
 /// same origin: the first video DTS when negative, else 0.
+///
+/// The parts of a chunked encode cannot see each other's first DTS, so they
+/// agree on a fixed origin instead: [`chunk_lead_s`] before the source's
+/// start, shifted by where the chunk starts in the whole source.
 struct Timeline {
     expects_video: bool,
     origin_ns: OnceLock<i64>,
+    fixed_origin_ns: Option<i64>,
 }
 
 impl Timeline {
     fn origin(&self) -> Option<i64> {
-        if self.expects_video {
+        if let Some(fixed) = self.fixed_origin_ns {
+            Some(fixed)
+        } else if self.expects_video {
             self.origin_ns.get().copied()
         } else {
             Some(0)
@@ -149,8 +156,33 @@ impl Timeline {
     }
 
     fn origin_from_video(&self, first_dts_ns: i64) -> i64 {
-        *self.origin_ns.get_or_init(|| first_dts_ns.min(0))
+        self.fixed_origin_ns
+            .unwrap_or_else(|| *self.origin_ns.get_or_init(|| first_dts_ns.min(0)))
     }
+}
+
+/// What one encode covers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "scope")]
+pub enum EncodeScope {
+    /// Every rung, the audio, the poster and the storyboard of one source.
+    Whole,
+    /// The video rungs of one chunk of a long source (see
+    /// [`crate::split`]) whose first frame is `start_s` into the whole source.
+    VideoChunk { start_s: f64 },
+    /// The audio, poster and storyboard of the whole source: the part of a
+    /// chunked encode that is not split.
+    AudioAndArtwork,
+}
+
+/// How far after the timeline's zero every part of a chunked encode puts
+/// the source's first frame: room for x264's B-frame decode delay (two
+/// frames), with margin, so no decode time is negative.
+pub fn chunk_lead_s(plan: &LadderPlan) -> f64 {
+    plan.video
+        .iter()
+        .map(|r| 4.0 / r.frame_rate.as_f64().max(1.0))
+        .fold(0.2, f64::max)
 }
 
 /// An encoded packet's timing, in pipeline running time (ns): the one clock
@@ -355,7 +387,16 @@ impl RenditionSink {
                 codec_string::mp4a_from_audio_specific_config(&codec_data)?,
             ),
         };
-        let muxer = RenditionMuxer::open(&self.dir_abs, params, &codec_data, self.segment_time_s)?;
+        // Parts of a chunked encode are stitched into one playlist: their
+        // fragments must carry whole-source times, not restart at zero.
+        let absolute = self.timeline.fixed_origin_ns.is_some();
+        let muxer = RenditionMuxer::open(
+            &self.dir_abs,
+            params,
+            &codec_data,
+            self.segment_time_s,
+            absolute,
+        )?;
         Ok(Muxing {
             muxer,
             codecs,
@@ -402,7 +443,8 @@ impl RenditionSink {
     }
 }
 
-fn init() -> Result<(), MediaError> {
+/// GStreamer and libav* set up once per process, with libav's log quietened.
+pub(crate) fn init_media_libraries() -> Result<(), MediaError> {
     static FFMPEG_LOG: Once = Once::new();
     gst::init().map_err(|e| {
         MediaError::new(
@@ -772,7 +814,33 @@ pub fn encode_ladder_observed(
     cancel: &CancelFlag,
     on_segment: Option<SegmentObserver>,
 ) -> Result<EncodeOutput, MediaError> {
-    init()?;
+    encode_scoped(
+        source,
+        info,
+        plan,
+        EncodeScope::Whole,
+        out_dir,
+        progress,
+        cancel,
+        on_segment,
+    )
+}
+
+/// Encodes `scope` of the ladder `plan` from `source`. For a
+/// [`EncodeScope::VideoChunk`], `source` is the chunk file and `info` should
+/// carry the chunk's duration (it drives progress).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_scoped(
+    source: &Path,
+    info: &MediaInfo,
+    plan: &LadderPlan,
+    scope: EncodeScope,
+    out_dir: &Path,
+    progress: &dyn Fn(f64),
+    cancel: &CancelFlag,
+    on_segment: Option<SegmentObserver>,
+) -> Result<EncodeOutput, MediaError> {
+    init_media_libraries()?;
     if plan.video.is_empty() && plan.audio.is_none() {
         return Err(MediaError::new(
             MediaErrorCode::NoDecodableStream,
@@ -795,18 +863,30 @@ pub fn encode_ladder_observed(
         let fps = rung.frame_rate.as_f64().max(1.0);
         (f64::from(rung.keyframe_interval_frames) - 0.5) / fps
     };
+    let lead_ns = (chunk_lead_s(plan) * 1e9).round() as i64;
+    let (encode_rungs, encode_audio, make_artwork, fixed_origin_ns) = match scope {
+        EncodeScope::Whole => (true, true, true, None),
+        EncodeScope::VideoChunk { start_s } => (
+            true,
+            false,
+            false,
+            Some(-(lead_ns + (start_s * 1e9).round() as i64)),
+        ),
+        EncodeScope::AudioAndArtwork => (false, true, true, Some(-lead_ns)),
+    };
     let timeline = Arc::new(Timeline {
-        expects_video: !plan.video.is_empty(),
+        expects_video: !plan.video.is_empty() && encode_rungs,
         origin_ns: OnceLock::new(),
+        fixed_origin_ns,
     });
     let mut sinks = Vec::new();
     let mut video_input = None;
     let poster = Arc::new(Mutex::new(PosterPicker::new(duration_s * POSTER_POSITION)));
     let tiles = Arc::new(Mutex::new(Vec::new()));
     let mut storyboard_layout = None;
-    if let Some(top) = plan.video.first() {
+    if let Some(top) = plan.video.first().filter(|_| encode_rungs || make_artwork) {
         let (entry, tee) = video_entry(&pipeline)?;
-        for rung in &plan.video {
+        for rung in plan.video.iter().filter(|_| encode_rungs) {
             let sink = rendition_sink(
                 RenditionKind::Video,
                 &rung.name,
@@ -819,40 +899,42 @@ pub fn encode_ladder_observed(
             video_rung_branch(&pipeline, &tee, rung, sink.clone(), errors.clone())?;
             sinks.push(sink);
         }
-        let picker = poster.clone();
-        thumbnail_branch(
-            &pipeline,
-            &tee,
-            thumbnails::poster_size(top.width, top.height),
-            gst::Fraction::new(1, 1),
-            move |frame| {
-                picker
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .offer(frame)
-            },
-            errors.clone(),
-        )?;
-        let layout = StoryboardLayout::for_video(duration_s, top.width, top.height);
-        let collected = tiles.clone();
-        thumbnail_branch(
-            &pipeline,
-            &tee,
-            (layout.tile_width, layout.tile_height),
-            gst::Fraction::new(1, layout.interval_s as i32),
-            move |frame| {
-                collected
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(frame)
-            },
-            errors.clone(),
-        )?;
-        storyboard_layout = Some(layout);
+        if make_artwork {
+            let picker = poster.clone();
+            thumbnail_branch(
+                &pipeline,
+                &tee,
+                thumbnails::poster_size(top.width, top.height),
+                gst::Fraction::new(1, 1),
+                move |frame| {
+                    picker
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .offer(frame)
+                },
+                errors.clone(),
+            )?;
+            let layout = StoryboardLayout::for_video(duration_s, top.width, top.height);
+            let collected = tiles.clone();
+            thumbnail_branch(
+                &pipeline,
+                &tee,
+                (layout.tile_width, layout.tile_height),
+                gst::Fraction::new(1, layout.interval_s as i32),
+                move |frame| {
+                    collected
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(frame)
+                },
+                errors.clone(),
+            )?;
+            storyboard_layout = Some(layout);
+        }
         video_input = Some(entry);
     }
     let mut audio_input = None;
-    if let Some(audio) = &plan.audio {
+    if let Some(audio) = plan.audio.as_ref().filter(|_| encode_audio) {
         let sink = rendition_sink(
             RenditionKind::Audio,
             &audio.name,
