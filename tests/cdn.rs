@@ -138,8 +138,11 @@ fn origin_log(log: &Path) -> (Vec<(String, u64)>, usize) {
     (served, checks)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn second_learner_is_served_from_the_cdn_cache() {
+// A database of its own: the origin reads each asset's encryption state
+// from the schema, which a shared database migrated by another checkout
+// may not match.
+#[sqlx::test(migrations = "./migrations")]
+async fn second_learner_is_served_from_the_cdn_cache(db: sqlx::PgPool) {
     let work = common::workdir();
     let dir = work.path();
     let data = dir.join("data");
@@ -174,12 +177,26 @@ async fn second_learner_is_served_from_the_cdn_cache() {
         .env("LECTERN_LOG", "warn,lectern_api::origin=debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
-    // An external test database when one is configured; embedded otherwise.
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        cmd.env("DATABASE_URL", url);
-    }
+    cmd.env("DATABASE_URL", common::database_url(&db).await);
     let _origin = common::Server(cmd.spawn().unwrap());
     wait_until_up(&format!("http://{origin_addr}/healthz")).await;
+    // /media reads the asset's encryption state from the schema: wait
+    // until migrations are applied (other readiness checks do not matter here).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = match reqwest::get(format!("http://{origin_addr}/readyz")).await {
+            Ok(r) => r.json::<serde_json::Value>().await.ok(),
+            Err(_) => None,
+        };
+        if ready.is_some_and(|v| v["checks"]["database"] == "ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the origin's database never became ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // nginx from the template.
     let prefix_dir = dir.join("nginx");

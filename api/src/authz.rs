@@ -81,6 +81,8 @@ pub enum Permission {
     ReadAssets,
     /// Create, list and disable the organisation's webhooks.
     ManageWebhooks,
+    /// How an asset is delivered: HLS AES-128 encryption on or off.
+    ManageAssets,
     /// The pipeline's per-asset event log (workers, attempts): operators.
     ReadPipelineEvents,
     /// Draft courses: create, edit drafts, chapters, lessons, order, submit
@@ -109,9 +111,10 @@ impl Permission {
     pub fn roles(self) -> &'static [Role] {
         use Role::*;
         match self {
-            Permission::UploadMedia | Permission::ReadAssets | Permission::ManageWebhooks => {
-                &[Partner, ContentAdmin, SuperAdmin]
-            }
+            Permission::UploadMedia
+            | Permission::ReadAssets
+            | Permission::ManageWebhooks
+            | Permission::ManageAssets => &[Partner, ContentAdmin, SuperAdmin],
             Permission::ManageCourses => &[Expert, ContentAdmin, SuperAdmin],
             Permission::RateCourses => &[Learner],
             Permission::ReadPipelineEvents

@@ -1,5 +1,6 @@
 //! Liveness (`/healthz`: the process answers) and readiness (`/readyz`: the
-//! database and object storage answer, and the schema is migrated). Load
+//! database and object storage answer, the schema is migrated, and the
+//! identity and playback signing keys are configured). Load
 //! balancers route only to ready nodes, so readiness names what is missing.
 
 use std::sync::atomic::Ordering;
@@ -46,15 +47,27 @@ async fn readyz(State(state): State<AppState>) -> Response {
             crate::identity::crypto::FIELD_KEYS_VAR
         ))
     };
+    // Without signing keys every /media request answers 503 and no
+    // playback URL carries a token: not a node to send learners to.
+    let playback = if state.playback.has_keys() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} must be configured with an external database",
+            crate::origin::token::PLAYBACK_KEYS_VAR
+        ))
+    };
     let checks = json!({
         "database": status(&database),
         "storage": status(&storage),
         "identity": status(&identity),
+        "playback": status(&playback),
     });
     let failed: Vec<String> = [
         ("database", &database),
         ("storage", &storage),
         ("identity", &identity),
+        ("playback", &playback),
     ]
     .into_iter()
     .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name}: {e}")))

@@ -493,6 +493,61 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
             call(format!("/media/{key}?token={token}"), None, allowed)
         }
         ("GET", "/media-auth") => call(path.into(), None, err(400, "missing_original_uri")),
+        ("PUT", "/api/v1/assets/{asset_id}/encryption") => {
+            let asset = Uuid::new_v4();
+            lectern_ingest::assets::create(
+                w.db(),
+                &lectern_ingest::assets::NewAsset {
+                    id: asset,
+                    organisation_id: orgs.a,
+                    source_key: lectern_ingest::assets::source_key(asset),
+                    title: None,
+                    profile: "default".into(),
+                    priority: 0,
+                },
+            )
+            .await
+            .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.replace("{asset_id}", &asset.to_string()),
+                    Some(json!({ "enabled": true })),
+                    ok(200),
+                )
+            }
+        }
+        // The key: a session-bound playback token is the credential, whoever calls.
+        ("GET", "/media-key/{asset_id}/{key_id}") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            let asset: Uuid = sqlx::query_scalar("SELECT asset_id FROM lessons WHERE id = $1")
+                .bind(lesson)
+                .fetch_one(w.db())
+                .await
+                .unwrap();
+            let key = lectern_api::origin::encryption::AssetKey::generate();
+            sqlx::query(
+                "UPDATE assets SET encryption_key_id = $2, encryption_key_sealed = $3 WHERE id = $1",
+            )
+            .bind(asset)
+            .bind(&key.id)
+            .bind(key.seal(&w.keys, asset))
+            .execute(w.db())
+            .await
+            .unwrap();
+            let session: Uuid = sqlx::query_scalar(
+                "SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > now() LIMIT 1",
+            )
+            .fetch_one(w.db())
+            .await
+            .unwrap();
+            let token = w.state.playback.token(asset, Some(session)).unwrap();
+            call(
+                format!("/media-key/{asset}/{}?token={token}", key.id),
+                None,
+                ok(200),
+            )
+        }
         _ => return None,
     })
 }

@@ -109,6 +109,17 @@ def wait_http(url, timeout=90):
     raise SystemExit(f"{url} did not come up")
 
 
+def wait_ready(url, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except Exception:
+            time.sleep(0.3)
+    raise SystemExit(f"{url} did not become ready")
+
+
 NGINX_CONF = """
 worker_processes {workers};
 pid {prefix}/nginx.pid;
@@ -229,6 +240,10 @@ def main():
         lectern_url = f"http://127.0.0.1:{lectern_port}"
         nginx_url = f"http://127.0.0.1:{nginx_port}"
         wait_http(f"{lectern_url}/healthz")
+        # /media reads each asset's encryption state (cached) from the
+        # schema, so wait for readiness (migrations applied), as a load
+        # balancer would.
+        wait_ready(f"{lectern_url}/readyz")
         wait_http(f"{nginx_url}/")
         # Both serve the same bytes, and the origin's validators are right.
         for (path, data), url in zip(staged, paths):

@@ -30,12 +30,13 @@
 //! exist; keys that could not be object keys at all (`..`, `.`, empty
 //! segments, backslashes, NUL, absolute paths) answer 400 `invalid_path`.
 
+pub mod encryption;
 pub mod http;
 pub mod playlist;
 pub mod token;
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -49,6 +50,7 @@ use uuid::Uuid;
 use crate::authz::{Access, ApiRouter};
 use crate::error::ApiPath;
 use crate::{ApiError, AppState};
+use encryption::AssetKey;
 use http::RangeRequest;
 use token::{Claims, PlaybackKey, TokenError};
 
@@ -56,11 +58,17 @@ use token::{Claims, PlaybackKey, TokenError};
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
 /// How long a session's state is believed before it is read again.
 pub const DEFAULT_SESSION_RECHECK: Duration = Duration::from_secs(30);
+/// How long an asset's encryption state is believed on nodes other than
+/// the one that changed it.
+pub const DEFAULT_KEY_RECHECK: Duration = Duration::from_secs(5);
 /// Playlists are read whole to be rewritten; nothing legitimate is close.
 const MAX_PLAYLIST_BYTES: u64 = 8 * 1024 * 1024;
 /// Bound on remembered sessions, so a flood of distinct tokens cannot grow
 /// memory without limit (the cache is cleared when it is reached).
 const MAX_CACHED_SESSIONS: usize = 100_000;
+/// Bound on remembered asset encryption states (same reasoning; only
+/// assets a genuine token names get here).
+const MAX_CACHED_KEYS: usize = 100_000;
 
 /// Playback signing settings and keys; `AppState.playback: Arc<origin::Playback>`.
 pub struct Playback {
@@ -73,7 +81,14 @@ pub struct Playback {
     /// Upper bound on how long a revoked session's tokens keep working.
     pub session_recheck: Duration,
     sessions: Mutex<HashMap<Uuid, (Instant, SessionState)>>,
+    /// Upper bound on how long another node serves an asset's previous
+    /// encryption state after `PUT …/encryption`.
+    pub key_recheck: Duration,
+    asset_keys: Mutex<HashMap<Uuid, (Instant, CachedKey)>>,
 }
+
+/// An asset's encryption state as cached: `None` = served clear.
+type CachedKey = Option<Arc<AssetKey>>;
 
 #[derive(Debug, Clone, Copy)]
 enum SessionState {
@@ -113,7 +128,43 @@ impl Playback {
             media_base_url: media_base_url.map(|u| u.trim_end_matches('/').to_string()),
             session_recheck: DEFAULT_SESSION_RECHECK,
             sessions: Mutex::new(HashMap::new()),
+            key_recheck: DEFAULT_KEY_RECHECK,
+            asset_keys: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The asset's current HLS key (`None`: served clear), from the cache
+    /// when younger than `key_recheck`, so a segment costs no query.
+    pub async fn asset_key(
+        &self,
+        state: &AppState,
+        asset: Uuid,
+    ) -> Result<Option<Arc<AssetKey>>, ApiError> {
+        let cached = self
+            .asset_keys
+            .lock()
+            .expect("key cache lock")
+            .get(&asset)
+            .filter(|(at, _)| at.elapsed() < self.key_recheck)
+            .map(|(_, k)| k.clone());
+        if let Some(k) = cached {
+            return Ok(k);
+        }
+        let key = encryption::load(state, asset).await?.map(Arc::new);
+        let mut cache = self.asset_keys.lock().expect("key cache lock");
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(asset, (Instant::now(), key.clone()));
+        Ok(key)
+    }
+
+    /// Drops the cached encryption state of `asset` (after a change here).
+    pub fn forget_key(&self, asset: Uuid) {
+        self.asset_keys
+            .lock()
+            .expect("key cache lock")
+            .remove(&asset);
     }
 
     pub fn has_keys(&self) -> bool {
@@ -214,13 +265,22 @@ fn lectern_master_playlist() -> &'static str {
     "master.m3u8"
 }
 
+/// The paths whose only credential is a playback token (`/media/…`, the
+/// CDN's `/media-auth`, the key route): the identity middleware neither
+/// looks up a caller nor audits them.
+pub fn is_media_path(path: &str) -> bool {
+    path.starts_with("/media/") || path == "/media-auth" || path.starts_with("/media-key/")
+}
+
 /// The origin's routes. All are `Public` to the matrix: the playback token
 /// in the URL is the credential, checked by the handlers.
 pub fn routes(api: ApiRouter) -> ApiRouter {
-    api.route(Method::GET, "/media/{*key}", Access::Public, media)
+    let api = api
+        .route(Method::GET, "/media/{*key}", Access::Public, media)
         .route(Method::HEAD, "/media/{*key}", Access::Public, media)
         .route(Method::OPTIONS, "/media/{*key}", Access::Public, preflight)
-        .route(Method::GET, "/media-auth", Access::Public, media_auth)
+        .route(Method::GET, "/media-auth", Access::Public, media_auth);
+    encryption::routes(api)
 }
 
 /// CORS for players served from another origin (the learner site, a
@@ -261,10 +321,22 @@ async fn preflight() -> Response {
     response
 }
 
+/// A servable `/media` path: the asset, the object it names and, on an
+/// encrypted asset's path (`assets/<uuid>/aes-<kid>/out/<rest>`), the key
+/// id it was asked under.
+#[derive(Debug, PartialEq, Eq)]
+struct MediaPath {
+    asset: Uuid,
+    /// `assets/<uuid>/out/<rest>`, the object key in storage.
+    object: String,
+    key_id: Option<String>,
+}
+
 /// The asset a servable key belongs to: `assets/<uuid>/out/<rest>` with the
 /// id in its canonical (lower-case, hyphenated) form, as the pipeline
-/// writes it. Keys that could not be object keys at all are 400.
-fn servable_asset(key: &str) -> Result<Uuid, ApiError> {
+/// writes it, or `assets/<uuid>/aes-<kid>/out/<rest>` for the same object
+/// served encrypted. Keys that could not be object keys at all are 400.
+fn servable(key: &str) -> Result<MediaPath, ApiError> {
     if let Err(e) = lectern_storage::validate_key(key) {
         let reason = match e {
             StorageError::InvalidKey { reason, .. } => reason,
@@ -277,16 +349,37 @@ fn servable_asset(key: &str) -> Result<Uuid, ApiError> {
     }
     let not_found = || ApiError::not_found(format!("no media at /media/{key}"));
     let mut parts = key.splitn(4, '/');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("assets"), Some(id), Some("out"), Some(rest)) if !rest.is_empty() => {
-            let asset = Uuid::parse_str(id).map_err(|_| not_found())?;
-            if asset.hyphenated().to_string() != id {
-                return Err(not_found());
+    let (id, key_id, rest) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("assets"), Some(id), Some("out"), Some(rest)) => (id, None, rest),
+        (Some("assets"), Some(id), Some(marker), Some(rest)) => {
+            match (marker.strip_prefix("aes-"), rest.strip_prefix("out/")) {
+                (Some(kid), Some(rest)) if !kid.is_empty() => (id, Some(kid), rest),
+                _ => return Err(not_found()),
             }
-            Ok(asset)
         }
-        _ => Err(not_found()),
+        _ => return Err(not_found()),
+    };
+    if rest.is_empty() {
+        return Err(not_found());
     }
+    let asset = Uuid::parse_str(id).map_err(|_| not_found())?;
+    if asset.hyphenated().to_string() != id {
+        return Err(not_found());
+    }
+    Ok(MediaPath {
+        asset,
+        object: match key_id {
+            None => key.to_string(),
+            Some(_) => format!("assets/{id}/out/{rest}"),
+        },
+        key_id: key_id.map(str::to_string),
+    })
+}
+
+/// Only the asset (tests).
+#[cfg(test)]
+fn servable_asset(key: &str) -> Result<Uuid, ApiError> {
+    servable(key).map(|p| p.asset)
 }
 
 fn query_token(query: Option<&str>) -> Option<&str> {
@@ -351,13 +444,60 @@ async fn media(
     RawQuery(query): RawQuery,
 ) -> Response {
     let result = async {
-        let asset = servable_asset(&key)?;
-        let claims = authorize(&state, query_token(query.as_deref()), asset).await?;
-        if key.ends_with(".m3u8") {
-            let token = query_token(query.as_deref()).unwrap_or_default();
-            serve_playlist(&state, &method, &headers, &key, token, &claims).await
-        } else {
-            serve_object(&state, &method, &headers, &key).await
+        let path = servable(&key)?;
+        let token = query_token(query.as_deref());
+        let claims = authorize(&state, token, path.asset).await?;
+        let token = token.unwrap_or_default();
+        let object = path.object.as_str();
+        let playlist = object.ends_with(".m3u8");
+        let asset_key = state.playback.asset_key(&state, path.asset).await?;
+        match (asset_key, path.key_id) {
+            (None, None) => {
+                if playlist {
+                    serve_playlist(&state, &method, &headers, object, token, &claims, None).await
+                } else {
+                    serve_object(&state, &method, &headers, object).await
+                }
+            }
+            // The plain path of an encrypted asset: its playlists send the
+            // player to the key-marked path; its media segments are not
+            // served clear (a CDN would keep them).
+            (Some(k), None) => {
+                if playlist {
+                    let base = encrypted_dir(path.asset, &k.id, object);
+                    let e = (&*k, Some(base.as_str()));
+                    serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
+                } else if encryption::is_encrypted_media(object) {
+                    Err(ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "encrypted_path",
+                        format!(
+                            "this video is encrypted: its segments are served under \
+                             /media/assets/{}/{}/out/…; follow the master playlist",
+                            path.asset,
+                            encryption::marker(&k.id)
+                        ),
+                    ))
+                } else {
+                    serve_object(&state, &method, &headers, object).await
+                }
+            }
+            (Some(k), Some(kid)) if k.id == kid => {
+                if playlist {
+                    let e = (&*k, None);
+                    serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
+                } else if encryption::is_encrypted_media(object) {
+                    serve_encrypted(&state, &method, &headers, object, &k).await
+                } else {
+                    serve_object(&state, &method, &headers, object).await
+                }
+            }
+            (_, Some(_)) => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "stale_media_path",
+                "this encrypted path is no longer current (encryption was turned off or its key \
+                 replaced); reload the playback URL",
+            )),
         }
     }
     .await;
@@ -390,7 +530,7 @@ async fn media_auth(State(state): State<AppState>, headers: HeaderMap) -> Respon
             .strip_prefix("/media/")
             .and_then(percent_decode)
             .ok_or_else(|| ApiError::not_found(format!("{path} is not a media path")))?;
-        let asset = servable_asset(&key)?;
+        let asset = servable(&key)?.asset;
         authorize(&state, query_token(query), asset).await?;
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     }
@@ -574,6 +714,101 @@ fn object_response(
     response
 }
 
+/// `/media/assets/<id>/aes-<kid>/out/<dir of object>/`, root-relative.
+fn encrypted_dir(asset: Uuid, kid: &str, object: &str) -> String {
+    let rest = object
+        .strip_prefix(&format!("assets/{asset}/out/"))
+        .unwrap_or_default();
+    let dir = rest.rfind('/').map_or("", |i| &rest[..=i]);
+    format!(
+        "/media/assets/{asset}/{}/out/{dir}",
+        encryption::marker(kid)
+    )
+}
+
+/// A media segment of an encrypted asset: read whole (segments are a few
+/// MB at most), encrypted, then answered like any object, with lengths,
+/// ranges and validators of the encrypted bytes.
+async fn serve_encrypted(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    asset_key: &Arc<AssetKey>,
+) -> Result<Response, ApiError> {
+    let encrypted_meta = |meta: &ObjectMeta| ObjectMeta {
+        size: encryption::encrypted_len(meta.size),
+        // Never the clear object's tag: a client or cache holding the clear
+        // bytes must not be told they are current.
+        etag: format!("{}.{}", meta.etag, encryption::marker(&asset_key.id)),
+        ..meta.clone()
+    };
+    let mut range = http::range(headers);
+    if method == Method::HEAD
+        || http::is_conditional(headers)
+        || headers.contains_key(header::IF_RANGE)
+    {
+        let meta = encrypted_meta(
+            &state
+                .store
+                .head(key)
+                .await
+                .map_err(|e| storage_error(key, e))?,
+        );
+        if http::not_modified(headers, &meta.etag, meta.last_modified) {
+            let mut response = StatusCode::NOT_MODIFIED.into_response();
+            object_headers(response.headers_mut(), key, &meta);
+            response.headers_mut().remove(header::CONTENT_TYPE);
+            return Ok(response);
+        }
+        if !http::if_range_holds(headers, &meta.etag, meta.last_modified) {
+            range = RangeRequest::Whole;
+        }
+        if method == Method::HEAD {
+            let span = match range {
+                RangeRequest::Whole => None,
+                RangeRequest::One(r) => match r.resolve(meta.size) {
+                    Ok(span) => Some(span),
+                    Err(_) => return Ok(unsatisfiable(meta.size)),
+                },
+            };
+            return Ok(object_response(key, &meta, span, Body::empty()));
+        }
+    }
+    let object = state
+        .store
+        .get(key, None)
+        .await
+        .map_err(|e| storage_error(key, e))?;
+    if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
+        return Err(ApiError::internal(format!(
+            "segment {key} is {} bytes, too large to encrypt on the fly",
+            object.meta.size
+        )));
+    }
+    let meta = encrypted_meta(&object.meta);
+    let clear = object.bytes().await.map_err(|e| storage_error(key, e))?;
+    let (k, object_key) = (asset_key.clone(), key.to_string());
+    // AES-CBC is serial: a multi-MB segment is milliseconds of CPU, kept
+    // off the async workers.
+    let body = tokio::task::spawn_blocking(move || k.encrypt(&object_key, &clear))
+        .await
+        .map_err(ApiError::internal)?;
+    let body = axum::body::Bytes::from(body);
+    let (span, body) = match range {
+        RangeRequest::Whole => (None, body),
+        RangeRequest::One(r) => match r.resolve(meta.size) {
+            Ok(span) => {
+                let slice = body.slice(span.start as usize..span.end as usize);
+                (Some(span), slice)
+            }
+            Err(_) => return Ok(unsatisfiable(meta.size)),
+        },
+    };
+    Ok(object_response(key, &meta, span, Body::from(body)))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn serve_playlist(
     state: &AppState,
     method: &Method,
@@ -581,6 +816,7 @@ async fn serve_playlist(
     key: &str,
     token: &str,
     claims: &Claims,
+    encrypt: Option<(&AssetKey, Option<&str>)>,
 ) -> Result<Response, ApiError> {
     let object = state
         .store
@@ -598,11 +834,33 @@ async fn serve_playlist(
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::internal(format!("playlist {key} is not UTF-8")))?;
     let kind = playlist::kind(text);
-    let body = playlist::rewrite(text, token);
+    let key_uri;
+    let dir = key.rfind('/').map_or("", |i| &key[..=i]);
+    let encrypt = match encrypt {
+        Some((asset_key, base)) => {
+            key_uri = encryption::key_uri(claims.asset, &asset_key.id);
+            Some(playlist::Encrypt {
+                key: asset_key,
+                key_uri: &key_uri,
+                dir,
+                base,
+            })
+        }
+        None => None,
+    };
+    let body = playlist::rewrite_encrypted(text, token, encrypt.as_ref());
 
-    // The rewritten bytes depend on the token, so the validator does too:
-    // a client holding another token's copy must not be told it is current.
-    let token_tag = &hex::encode(Sha256::digest(token.as_bytes()))[..16];
+    // The rewritten bytes depend on the token (and on the key and path of
+    // an encrypted asset), so the validator does too: a client holding
+    // another copy must not be told it is current.
+    let mut tag = Sha256::new().chain_update(token.as_bytes());
+    if let Some(e) = &encrypt {
+        tag.update(b"\0");
+        tag.update(e.key.id.as_bytes());
+        tag.update(b"\0");
+        tag.update(e.base.unwrap_or_default().as_bytes());
+    }
+    let token_tag = &hex::encode(tag.finalize())[..16];
     let etag = format!("{}-{token_tag}", meta.etag);
     let remaining = u64::try_from(claims.expires - token::now_unix()).unwrap_or(0);
     let stored = meta

@@ -6,6 +6,8 @@
 //! must stay byte-for-byte what the packager wrote apart from the added
 //! query, and unknown tags must pass through untouched.
 
+use super::encryption::AssetKey;
+
 /// What kind of playlist this is, for its caching policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -33,21 +35,100 @@ pub fn kind(text: &str) -> Kind {
 /// alone: the token must never leak to another host. `token` is URL-safe
 /// by construction, so it needs no escaping.
 pub fn rewrite(text: &str, token: &str) -> String {
+    rewrite_encrypted(text, token, None)
+}
+
+/// How the playlist of an encrypted asset is rewritten (see
+/// `origin::encryption`).
+pub struct Encrypt<'a> {
+    pub key: &'a AssetKey,
+    /// The key's URI without the token (the token is added like elsewhere).
+    pub key_uri: &'a str,
+    /// Object key of the directory holding this playlist, ending in `/`:
+    /// segment URIs resolve against it to the object keys the IVs derive from.
+    pub dir: &'a str,
+    /// Set when the playlist was requested on the plain path: relative URIs
+    /// are prefixed with this root-relative, key-marked directory so the
+    /// player fetches everything below it from the encrypted path.
+    pub base: Option<&'a str>,
+}
+
+/// [`rewrite`], and for an encrypted asset one `#EXT-X-KEY` per media
+/// segment, placed before the segment's `#EXTINF` and so after any
+/// `#EXT-X-MAP` (init segments stay clear: a key tag before a map tag
+/// would declare the init segment encrypted, RFC 8216 §4.3.2.5). A map
+/// that follows an encrypted segment gets `METHOD=NONE` before it, as do
+/// segments the origin does not encrypt.
+pub fn rewrite_encrypted(text: &str, token: &str, encrypt: Option<&Encrypt<'_>>) -> String {
+    let base = encrypt.and_then(|e| e.base);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = String::with_capacity(text.len() + 64 * token.len().min(256));
-    for line in text.split_inclusive('\n') {
+    let mut key_active = false;
+    for (i, line) in lines.iter().enumerate() {
         let (body, ending) = split_ending(line);
         let trimmed = body.trim();
         if trimmed.is_empty() {
             out.push_str(line);
         } else if trimmed.starts_with('#') {
-            rewrite_attributes(body, token, &mut out);
+            if let Some(e) = encrypt {
+                if trimmed.starts_with("#EXT-X-MAP") && key_active {
+                    out.push_str("#EXT-X-KEY:METHOD=NONE");
+                    out.push_str(ending);
+                    key_active = false;
+                } else if trimmed.starts_with("#EXTINF") {
+                    let segment = lines[i + 1..]
+                        .iter()
+                        .map(|l| l.trim())
+                        .find(|l| !l.is_empty() && !l.starts_with('#'))
+                        .and_then(|uri| resolve(e.dir, uri))
+                        .filter(|key| super::encryption::is_encrypted_media(key));
+                    match segment {
+                        Some(object_key) => {
+                            out.push_str("#EXT-X-KEY:METHOD=AES-128,URI=\"");
+                            out.push_str(&with_token(e.key_uri, token, None));
+                            out.push_str("\",IV=0x");
+                            out.push_str(&hex::encode(e.key.iv(&object_key)));
+                            out.push_str(ending);
+                            key_active = true;
+                        }
+                        None if key_active => {
+                            out.push_str("#EXT-X-KEY:METHOD=NONE");
+                            out.push_str(ending);
+                            key_active = false;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            rewrite_attributes(body, token, base, &mut out);
             out.push_str(ending);
         } else {
-            out.push_str(&with_token(body, token));
+            out.push_str(&with_token(body, token, base));
             out.push_str(ending);
         }
     }
     out
+}
+
+/// The object key a relative URI in a playlist stored under `dir` names;
+/// `None` for absolute or root-relative URIs and paths leaving the root.
+fn resolve(dir: &str, uri: &str) -> Option<String> {
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    if path.is_empty() || path.starts_with('/') || is_absolute(path) {
+        return None;
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+    for segment in path.split('/') {
+        match segment {
+            "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            "" => return None,
+            s => parts.push(s),
+        }
+    }
+    Some(parts.join("/"))
 }
 
 fn split_ending(line: &str) -> (&str, &str) {
@@ -56,7 +137,7 @@ fn split_ending(line: &str) -> (&str, &str) {
 }
 
 /// Rewrites every `URI="…"` attribute in a tag line.
-fn rewrite_attributes(line: &str, token: &str, out: &mut String) {
+fn rewrite_attributes(line: &str, token: &str, base: Option<&str>, out: &mut String) {
     let mut rest = line;
     while let Some(at) = find_uri_attribute(rest) {
         let value_start = at + "URI=\"".len();
@@ -64,7 +145,11 @@ fn rewrite_attributes(line: &str, token: &str, out: &mut String) {
             break;
         };
         out.push_str(&rest[..value_start]);
-        out.push_str(&with_token(&rest[value_start..value_start + len], token));
+        out.push_str(&with_token(
+            &rest[value_start..value_start + len],
+            token,
+            base,
+        ));
         rest = &rest[value_start + len..];
     }
     out.push_str(rest);
@@ -84,11 +169,21 @@ fn find_uri_attribute(s: &str) -> Option<usize> {
     None
 }
 
-fn with_token(uri: &str, token: &str) -> String {
+/// `uri` with the token; relative URIs (not root-relative ones) get
+/// `base` in front when one is given.
+fn with_token(uri: &str, token: &str, base: Option<&str>) -> String {
     let uri = uri.trim();
     if is_absolute(uri) || uri.is_empty() {
         return uri.to_string();
     }
+    let based;
+    let uri = match base {
+        Some(base) if !uri.starts_with('/') => {
+            based = format!("{base}{uri}");
+            based.as_str()
+        }
+        _ => uri,
+    };
     let (path, fragment) = match uri.find('#') {
         Some(i) => (&uri[..i], &uri[i..]),
         None => (uri, ""),
