@@ -85,6 +85,9 @@ pub enum Permission {
     ManageAssets,
     /// The pipeline's per-asset event log (workers, attempts): operators.
     ReadPipelineEvents,
+    /// How delivery performs for the organisation's learners (QoE
+    /// summaries: startup time, rebuffering, switches, fatal errors).
+    ReadPlaybackQuality,
     /// Draft courses: create, edit drafts, chapters, lessons, order, submit
     /// for review, take back to draft.
     ManageCourses,
@@ -118,6 +121,7 @@ impl Permission {
             Permission::ManageCourses => &[Expert, ContentAdmin, SuperAdmin],
             Permission::RateCourses => &[Learner],
             Permission::ReadPipelineEvents
+            | Permission::ReadPlaybackQuality
             | Permission::PublishCourses
             | Permission::ManageCatalogue
             | Permission::DeleteCourses

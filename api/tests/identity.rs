@@ -1016,3 +1016,193 @@ async fn deleting_a_course_needs_a_fresh_step_up_and_is_audited(db: PgPool) {
         .unwrap();
     assert_eq!(left, 1, "only the second course remains");
 }
+
+// ------------------------------------------------------- the session cache
+
+/// A world whose session cache runs on `timing` (and, for the burst test,
+/// with the benchmark's do-nothing route, which queries nothing itself).
+async fn world_with_session_cache(
+    db: PgPool,
+    timing: lectern_api::identity::session::SessionCacheTiming,
+) -> World {
+    use lectern_api::identity::crypto::Keyring;
+    use lectern_api::identity::notifier::Outbox;
+    use lectern_api::identity::session::SessionCache;
+    use lectern_api::identity::{Identity, IdentitySettings};
+    use lectern_api::learning::{Learning, ProgressSettings};
+    use std::sync::Arc;
+
+    let settings = Keyring::generate_settings();
+    let mut w = World::with_keys(db.clone(), settings.clone()).await;
+    let mut identity = Identity::new(
+        Some(common::keyring(&settings)),
+        Arc::new(Outbox { db }),
+        IdentitySettings::default(),
+    );
+    identity.sessions = SessionCache::new(timing);
+    w.state.identity = Arc::new(identity);
+    w.state.learning = Arc::new(Learning {
+        settings: ProgressSettings {
+            bench_noop: true,
+            ..ProgressSettings::default()
+        },
+        ..Learning::default()
+    });
+    w.app = lectern_api::router(w.state.clone());
+    w
+}
+
+/// Every use re-reads in the background; nothing expires during a test.
+fn always_refreshing() -> lectern_api::identity::session::SessionCacheTiming {
+    lectern_api::identity::session::SessionCacheTiming {
+        refresh_after: std::time::Duration::ZERO,
+        max_age: std::time::Duration::from_secs(3600),
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_cached_session_is_served_while_it_is_re_read_and_a_revocation_elsewhere_lands(
+    db: PgPool,
+) {
+    let w = world_with_session_cache(db, always_refreshing()).await;
+    let org = w.org("Cardiology Society").await;
+    w.user(Some(org), "learner@a.example.org", Role::Learner)
+        .await;
+    let token = w.login("learner@a.example.org").await;
+    assert_eq!(
+        w.call("GET", "/api/v1/me", Some(&token), None).await.0,
+        StatusCode::OK
+    );
+
+    // Another API node signs the session out: only PostgreSQL knows.
+    sqlx::query("UPDATE sessions SET revoked_at = now()")
+        .execute(w.db())
+        .await
+        .unwrap();
+    // This node answers from its cache without waiting on PostgreSQL, and
+    // re-reads the session behind the answer…
+    let (status, body) = w.call("GET", "/api/v1/me", Some(&token), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the cached session is served: {body}"
+    );
+    // …so the revocation reaches it with that re-read.
+    let mut status = StatusCode::OK;
+    for _ in 0..200 {
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        status = w.call("GET", "/api/v1/me", Some(&token), None).await.0;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+    }
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the background re-read saw the revocation"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn signing_out_is_refused_at_once_on_the_node_even_with_re_reads_in_flight(db: PgPool) {
+    let w = world_with_session_cache(db, always_refreshing()).await;
+    let org = w.org("Cardiology Society").await;
+    w.user(Some(org), "learner@a.example.org", Role::Learner)
+        .await;
+    let phone = w.login("learner@a.example.org").await;
+    let laptop = w.login("learner@a.example.org").await;
+    for t in [&phone, &laptop, &phone, &laptop] {
+        assert_eq!(
+            w.call("GET", "/api/v1/me", Some(t), None).await.0,
+            StatusCode::OK
+        );
+    }
+
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/logout", Some(&phone), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    for _ in 0..5 {
+        assert_eq!(
+            w.call("GET", "/api/v1/me", Some(&phone), None).await.0,
+            StatusCode::UNAUTHORIZED,
+            "a signed-out session is refused at once, never served stale"
+        );
+        assert_eq!(
+            w.call("GET", "/api/v1/me", Some(&laptop), None).await.0,
+            StatusCode::OK
+        );
+    }
+
+    let (status, _) = w
+        .call("POST", "/api/v1/me/sessions/revoke", Some(&laptop), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    for _ in 0..5 {
+        assert_eq!(
+            w.call("GET", "/api/v1/me", Some(&laptop), None).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+/// 10,000 players first seen in the same second once failed here: each
+/// miss raced for a pool connection until the pool's acquire timeout. Now
+/// misses queue for a few readers, each reading every queued session in
+/// one query. Pool of 2 with a short acquire timeout, N distinct cold
+/// sessions at once: every request must succeed.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_burst_of_cold_sessions_on_a_tiny_pool_all_succeed(
+    pool: sqlx::postgres::PgPoolOptions,
+    connect: sqlx::postgres::PgConnectOptions,
+) {
+    use axum::body::Body;
+    use axum::http::Request;
+    use lectern_api::identity::crypto::token_fingerprint;
+    use tower::ServiceExt;
+
+    const SESSIONS: usize = 500;
+    let db = pool
+        .max_connections(2)
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_with(connect)
+        .await
+        .unwrap();
+    let w = world_with_session_cache(db, Default::default()).await;
+    let org = w.org("Cardiology Society").await;
+    let user = w
+        .user(Some(org), "learner@a.example.org", Role::Learner)
+        .await;
+    let tokens: Vec<String> = (0..SESSIONS).map(|i| format!("ls_burst{i:05}")).collect();
+    let hashes: Vec<Vec<u8>> = tokens.iter().map(|t| token_fingerprint(t)).collect();
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, token_hash, expires_at) \
+         SELECT gen_random_uuid(), $1, h, now() + interval '1 hour' FROM unnest($2::bytea[]) h",
+    )
+    .bind(user)
+    .bind(&hashes)
+    .execute(w.db())
+    .await
+    .unwrap();
+
+    let mut burst = tokio::task::JoinSet::new();
+    for token in tokens {
+        let app = w.app.clone();
+        burst.spawn(async move {
+            let req = Request::post("/api/v1/bench/noop")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(status) = burst.join_next().await {
+        *statuses.entry(status.unwrap().as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses,
+        std::collections::BTreeMap::from([(204, SESSIONS)]),
+        "every cold session is recognised"
+    );
+}

@@ -188,7 +188,8 @@ def main():
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") and k != "DATABASE_URL"}
     base_env.update({
         "DATABASE_URL": db_url, "LECTERN_FIELD_KEYS": f"k1:{key()}", "LECTERN_BLIND_INDEX_KEY": key(),
-        "LECTERN_TOKEN_KEY": key(), "LECTERN_SERVE_WORKERS": "0", "LECTERN_LOG": "warn",
+        "LECTERN_TOKEN_KEY": key(), "LECTERN_PLAYBACK_KEYS": f"bench:{key()}",
+        "LECTERN_SERVE_WORKERS": "0", "LECTERN_LOG": "warn",
         "LECTERN_DATA_DIR": str(WORK / "data"), "LECTERN_BENCH_NOOP": "1",
         "LECTERN_PROGRESS_FLUSH_INTERVAL": "2s",
     })

@@ -3,8 +3,9 @@
 //! Both are looked up by the SHA-256 of the token — one indexed equality
 //! per request, never a password hash on the hot path.
 
-use std::collections::HashMap;
-use std::sync::RwLock;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -14,6 +15,8 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::{oneshot, Semaphore};
 use uuid::Uuid;
 
 use super::alerts::{self, Alert, AlertKind, LoginOutcome};
@@ -54,54 +57,276 @@ fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
 /// long (the same bound as signed playback URLs' session recheck); never
 /// later than the session's own expiry.
 pub const SESSION_CACHE_TTL: Duration = Duration::from_secs(30);
+/// From this age on, a session's next use re-reads it in the background
+/// while the cached answer is still served: a busy session is re-read
+/// about every `SESSION_REFRESH_AFTER` (+ up to a quarter, spread by
+/// token so sessions first seen together are not re-read together) and
+/// never makes a request wait on PostgreSQL, yet is never believed older
+/// than [`SESSION_CACHE_TTL`].
+pub const SESSION_REFRESH_AFTER: Duration = Duration::from_secs(15);
 /// Past this many entries the cache is swept (and cleared if still full).
 const SESSION_CACHE_MAX: usize = 200_000;
+/// Sessions read by one query (`token_hash = ANY($1)`).
+const READ_BATCH: usize = 1_000;
+
+/// The cache's clock, adjustable for tests.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionCacheTiming {
+    /// Age from which a use triggers a background re-read.
+    pub refresh_after: Duration,
+    /// Age past which an entry is never served (a request then waits for
+    /// the read).
+    pub max_age: Duration,
+}
+
+impl Default for SessionCacheTiming {
+    fn default() -> Self {
+        Self {
+            refresh_after: SESSION_REFRESH_AFTER,
+            max_age: SESSION_CACHE_TTL,
+        }
+    }
+}
+
+struct Entry {
+    principal: Principal,
+    refresh_at: Instant,
+    serve_until: Instant,
+    /// Claimed by the one request that queues the background re-read.
+    refreshing: AtomicBool,
+}
+
+type ReadResult = Result<Option<Principal>, String>;
+
+/// Sessions to read, each with the requests waiting for it. A token is in
+/// `waiting` from the moment it is queued until its read has answered, so
+/// a second miss of it joins the first (one read per session at a time).
+#[derive(Default)]
+struct Reads {
+    waiting: HashMap<Vec<u8>, Vec<oneshot::Sender<ReadResult>>>,
+    queue: VecDeque<Vec<u8>>,
+}
 
 /// Recently recognised sessions, keyed by the token's SHA-256 (the token
 /// itself is never kept). Partner keys are not cached: they are few and
 /// revoked from the CLI, another process.
-#[derive(Default)]
+///
+/// Reads of PostgreSQL happen only in background tasks, at most a few at
+/// a time (a semaphore well below the pool size), each for every session
+/// queued so far: 10,000 sessions first seen in the same second are a
+/// handful of queries that queue for a permit, not 10,000 requests racing
+/// for pool connections until the pool's acquire timeout fails them.
 pub struct SessionCache {
-    map: RwLock<HashMap<Vec<u8>, (Principal, Instant)>>,
+    timing: SessionCacheTiming,
+    map: RwLock<HashMap<Vec<u8>, Entry>>,
+    reads: Mutex<Reads>,
+    /// Sized from the pool on first use.
+    readers: OnceLock<Semaphore>,
+    /// Bumped by every eviction: a read that began before an eviction
+    /// answers its waiters but caches nothing, so a session revoked while
+    /// its re-read was in flight is not put back.
+    evictions: AtomicU64,
+}
+
+impl Default for SessionCache {
+    fn default() -> Self {
+        Self::new(SessionCacheTiming::default())
+    }
+}
+
+enum Cached {
+    Fresh(Principal),
+    /// Served, and this caller queues its re-read.
+    Refresh(Principal),
+    Miss,
 }
 
 impl SessionCache {
-    fn get(&self, fingerprint: &[u8]) -> Option<Principal> {
-        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        match map.get(fingerprint) {
-            Some((p, until)) if Instant::now() < *until => Some(*p),
-            _ => None,
+    pub fn new(timing: SessionCacheTiming) -> Self {
+        Self {
+            timing,
+            map: RwLock::default(),
+            reads: Mutex::default(),
+            readers: OnceLock::new(),
+            evictions: AtomicU64::new(0),
         }
     }
 
-    fn put(&self, fingerprint: Vec<u8>, principal: Principal, until: Instant) {
+    fn cached(&self, fingerprint: &[u8]) -> Cached {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let Some(e) = map.get(fingerprint) else {
+            return Cached::Miss;
+        };
+        let now = Instant::now();
+        if now >= e.serve_until {
+            Cached::Miss
+        } else if now >= e.refresh_at && !e.refreshing.swap(true, Ordering::AcqRel) {
+            Cached::Refresh(e.principal)
+        } else {
+            Cached::Fresh(e.principal)
+        }
+    }
+
+    /// Queues a read of the session; `true` if it was not queued yet.
+    fn enqueue(&self, fingerprint: &[u8], waiter: Option<oneshot::Sender<ReadResult>>) -> bool {
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let new = !reads.waiting.contains_key(fingerprint);
+        if new {
+            reads.waiting.insert(fingerprint.to_vec(), Vec::new());
+            reads.queue.push_back(fingerprint.to_vec());
+        }
+        if let Some(w) = waiter {
+            reads
+                .waiting
+                .get_mut(fingerprint)
+                .expect("just inserted")
+                .push(w);
+        }
+        new
+    }
+
+    fn readers(&self, db: &PgPool) -> &Semaphore {
+        self.readers.get_or_init(|| {
+            // Leaves most of the pool to handlers, the flusher and audit.
+            let permits = (db.options().get_max_connections() / 4).clamp(1, 8);
+            Semaphore::new(permits as usize)
+        })
+    }
+
+    /// Reads every queued session (up to a batch) once a reader permit is
+    /// free. Runs in its own task, so a client hanging up cannot abandon
+    /// a read other requests wait for.
+    async fn read_queued(&self, db: &PgPool) {
+        let Ok(_permit) = self.readers(db).acquire().await else {
+            return;
+        };
+        let batch: Vec<Vec<u8>> = {
+            let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+            let n = reads.queue.len().min(READ_BATCH);
+            reads.queue.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            // An earlier reader took ours along.
+            return;
+        }
+        let epoch = self.evictions.load(Ordering::Acquire);
+        let rows: Result<Vec<SessionRow>, sqlx::Error> = sqlx::query_as(
+            "SELECT s.token_hash, s.id, u.id, u.org_id, u.role, \
+                    extract(epoch FROM s.expires_at - now())::float8 \
+             FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = ANY($1) AND s.revoked_at IS NULL AND s.expires_at > now()",
+        )
+        .bind(&batch)
+        .fetch_all(db)
+        .await;
+        let found: Result<HashMap<Vec<u8>, (Principal, Duration)>, String> = rows
+            .map_err(|e| e.to_string())
+            .and_then(|rows| rows.into_iter().map(principal_from_row).collect());
+        if let Ok(found) = &found {
+            self.store(&batch, found, epoch);
+        } else {
+            // Let the next use of a stale entry try again.
+            let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+            for fp in &batch {
+                if let Some(e) = map.get(fp) {
+                    e.refreshing.store(false, Ordering::Release);
+                }
+            }
+        }
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        for fp in &batch {
+            for waiter in reads.waiting.remove(fp).unwrap_or_default() {
+                let answer = match &found {
+                    Ok(found) => Ok(found.get(fp).map(|(p, _)| *p)),
+                    Err(e) => Err(e.clone()),
+                };
+                // The request may have gone; nothing to tell it then.
+                let _ = waiter.send(answer);
+            }
+        }
+    }
+
+    fn store(
+        &self,
+        batch: &[Vec<u8>],
+        found: &HashMap<Vec<u8>, (Principal, Duration)>,
+        epoch: u64,
+    ) {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= SESSION_CACHE_MAX {
-            let now = Instant::now();
-            map.retain(|_, (_, u)| *u > now);
-            if map.len() >= SESSION_CACHE_MAX {
+        if self.evictions.load(Ordering::Acquire) != epoch {
+            // Something was signed out meanwhile; this read may predate it.
+            for fp in batch {
+                map.remove(fp);
+            }
+            return;
+        }
+        let now = Instant::now();
+        if map.len() + batch.len() >= SESSION_CACHE_MAX {
+            map.retain(|_, e| e.serve_until > now);
+            if map.len() + batch.len() >= SESSION_CACHE_MAX {
                 map.clear();
             }
         }
-        map.insert(fingerprint, (principal, until));
+        for fp in batch {
+            let Some((principal, left)) = found.get(fp) else {
+                // Signed out, expired or deleted.
+                map.remove(fp);
+                continue;
+            };
+            let serve_until = now + (*left).min(self.timing.max_age);
+            // The token's hash is uniform: a quarter's spread from its first byte.
+            let spread = self.timing.refresh_after.mul_f64(f64::from(fp[0]) / 1024.0);
+            map.insert(
+                fp.clone(),
+                Entry {
+                    principal: *principal,
+                    refresh_at: (now + self.timing.refresh_after + spread).min(serve_until),
+                    serve_until,
+                    refreshing: AtomicBool::new(false),
+                },
+            );
+        }
+    }
+
+    fn evict(&self, matches: impl Fn(&Principal) -> bool) {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        self.evictions.fetch_add(1, Ordering::AcqRel);
+        map.retain(|_, e| !matches(&e.principal));
     }
 
     /// Forgets one session (signed out).
     pub fn evict_session(&self, session_id: Uuid) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (p, _)| p.session_id() != Some(session_id));
+        self.evict(|p| p.session_id() == Some(session_id));
     }
 
     /// Forgets every session of a person (signed out everywhere, role
     /// changed, deleted).
     pub fn evict_user(&self, user_id: Uuid) {
-        self.map
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, (p, _)| p.user_id() != Some(user_id));
+        self.evict(|p| p.user_id() == Some(user_id));
     }
+}
+
+type SessionRow = (Vec<u8>, Uuid, Uuid, Option<Uuid>, String, f64);
+
+fn principal_from_row(row: SessionRow) -> Result<(Vec<u8>, (Principal, Duration)), String> {
+    let (fingerprint, session_id, user_id, org_id, role, left_s) = row;
+    let principal = Principal {
+        credential: Credential::Session {
+            user_id,
+            session_id,
+        },
+        org_id,
+        role: role
+            .parse()
+            .map_err(|e| format!("session {session_id}: {e}"))?,
+    };
+    let left = Duration::try_from_secs_f64(left_s.max(0.0)).unwrap_or_default();
+    Ok((fingerprint, (principal, left)))
+}
+
+fn read_in_background(state: &AppState) {
+    let state = state.clone();
+    tokio::spawn(async move { state.identity.sessions.read_queued(&state.db).await });
 }
 
 /// The caller the request's credentials name, if they are valid now. An
@@ -129,35 +354,24 @@ pub async fn authenticate(
         }));
     }
     let cache = &state.identity.sessions;
-    if let Some(principal) = cache.get(&fingerprint) {
-        return Ok(Some(principal));
-    }
-    let session: Option<(Uuid, Uuid, Option<Uuid>, String, f64)> = sqlx::query_as(
-        "SELECT s.id, u.id, u.org_id, u.role, extract(epoch FROM s.expires_at - now())::float8 \
-         FROM sessions s JOIN users u ON u.id = s.user_id \
-         WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()",
-    )
-    .bind(&fingerprint)
-    .fetch_optional(&state.db)
-    .await?;
-    match session {
-        None => Ok(None),
-        Some((session_id, user_id, org_id, role, left_s)) => {
-            let principal = Principal {
-                credential: Credential::Session {
-                    user_id,
-                    session_id,
-                },
-                org_id,
-                role: role.parse().map_err(ApiError::internal)?,
-            };
-            let left = Duration::try_from_secs_f64(left_s.max(0.0)).unwrap_or_default();
-            cache.put(
-                fingerprint,
-                principal,
-                Instant::now() + left.min(SESSION_CACHE_TTL),
-            );
+    match cache.cached(&fingerprint) {
+        Cached::Fresh(principal) => Ok(Some(principal)),
+        Cached::Refresh(principal) => {
+            if cache.enqueue(&fingerprint, None) {
+                read_in_background(state);
+            }
             Ok(Some(principal))
+        }
+        Cached::Miss => {
+            let (tx, rx) = oneshot::channel();
+            if cache.enqueue(&fingerprint, Some(tx)) {
+                read_in_background(state);
+            }
+            match rx.await {
+                Ok(Ok(principal)) => Ok(principal),
+                Ok(Err(e)) => Err(ApiError::internal(e)),
+                Err(_) => Err(ApiError::internal("the session read was abandoned")),
+            }
         }
     }
 }

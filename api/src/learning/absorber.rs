@@ -22,9 +22,10 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use super::intervals::{self, Intervals};
@@ -344,55 +345,61 @@ impl Memory {
 
 // ----------------------------------------------------------------- redis
 
-/// Applies one beat atomically; the same rules as [`Memory::absorb`].
-/// KEYS: entry hash, dirty zset, speed hash, dirty-speed zset.
-/// ARGV: member, user, org, duration, position, speed, from, to, at (ms),
-/// signature, ttl (s), gap.
+/// Applies a batch of beats atomically, in order; per beat the same rules
+/// as [`Memory::absorb`]. Per beat, KEYS: entry hash, dirty zset, speed
+/// hash, dirty-speed zset; ARGV: member, user, org, duration, position,
+/// speed, from, to, at (ms), signature, ttl (s), gap.
 const ABSORB_LUA: &str = r#"
-local e = KEYS[1]
-local from, to, at = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local cur = redis.call('HMGET', e, 'at', 'sig', 'iv')
-if cur[2] == ARGV[10] then
-  redis.call('EXPIRE', e, ARGV[11])
-  return 0
-end
-if to > from then
-  local iv = {}
-  if cur[3] then iv = cjson.decode(cur[3]) end
-  table.insert(iv, {from, to})
-  table.sort(iv, function(a, b)
-    if a[1] == b[1] then return a[2] < b[2] end
-    return a[1] < b[1]
-  end)
-  local gap = tonumber(ARGV[12])
-  local merged = {}
-  for _, x in ipairs(iv) do
-    local last = merged[#merged]
-    if last and x[1] <= last[2] + gap then
-      if x[2] > last[2] then last[2] = x[2] end
-    else
-      table.insert(merged, {x[1], x[2]})
-    end
+local function apply(k, a)
+  local e = KEYS[k]
+  local from, to, at = tonumber(ARGV[a + 7]), tonumber(ARGV[a + 8]), tonumber(ARGV[a + 9])
+  local cur = redis.call('HMGET', e, 'at', 'sig', 'iv')
+  if cur[2] == ARGV[a + 10] then
+    redis.call('EXPIRE', e, ARGV[a + 11])
+    return
   end
-  redis.call('HSET', e, 'iv', cjson.encode(merged))
+  if to > from then
+    local iv = {}
+    if cur[3] then iv = cjson.decode(cur[3]) end
+    table.insert(iv, {from, to})
+    table.sort(iv, function(x, y)
+      if x[1] == y[1] then return x[2] < y[2] end
+      return x[1] < y[1]
+    end)
+    local gap = tonumber(ARGV[a + 12])
+    local merged = {}
+    for _, x in ipairs(iv) do
+      local last = merged[#merged]
+      if last and x[1] <= last[2] + gap then
+        if x[2] > last[2] then last[2] = x[2] end
+      else
+        table.insert(merged, {x[1], x[2]})
+      end
+    end
+    redis.call('HSET', e, 'iv', cjson.encode(merged))
+  end
+  local last_at = tonumber(cur[1])
+  if last_at == nil or at >= last_at then
+    redis.call('HSET', e, 'pos', ARGV[a + 5], 'speed', ARGV[a + 6], 'at', ARGV[a + 9], 'sig', ARGV[a + 10])
+    redis.call('HINCRBYFLOAT', e, 'wt', (to - from) / tonumber(ARGV[a + 6]))
+  end
+  redis.call('HSET', e, 'org', ARGV[a + 3], 'dur', ARGV[a + 4])
+  redis.call('HINCRBY', e, 'v', 1)
+  redis.call('EXPIRE', e, ARGV[a + 11])
+  redis.call('ZADD', KEYS[k + 1], 'NX', at, ARGV[a + 1])
+  local sat = tonumber(redis.call('HGET', KEYS[k + 2], 'at'))
+  if sat == nil or at >= sat then
+    redis.call('HSET', KEYS[k + 2], 'speed', ARGV[a + 6], 'at', ARGV[a + 9])
+    redis.call('HINCRBY', KEYS[k + 2], 'v', 1)
+    redis.call('EXPIRE', KEYS[k + 2], ARGV[a + 11])
+    redis.call('ZADD', KEYS[k + 3], 'NX', at, ARGV[a + 2])
+  end
 end
-local last_at = tonumber(cur[1])
-if last_at == nil or at >= last_at then
-  redis.call('HSET', e, 'pos', ARGV[5], 'speed', ARGV[6], 'at', ARGV[9], 'sig', ARGV[10])
-  redis.call('HINCRBYFLOAT', e, 'wt', (to - from) / tonumber(ARGV[6]))
+local n = #KEYS / 4
+for i = 0, n - 1 do
+  apply(i * 4 + 1, i * 12)
 end
-redis.call('HSET', e, 'org', ARGV[3], 'dur', ARGV[4])
-redis.call('HINCRBY', e, 'v', 1)
-redis.call('EXPIRE', e, ARGV[11])
-redis.call('ZADD', KEYS[2], 'NX', at, ARGV[1])
-local sat = tonumber(redis.call('HGET', KEYS[3], 'at'))
-if sat == nil or at >= sat then
-  redis.call('HSET', KEYS[3], 'speed', ARGV[6], 'at', ARGV[9])
-  redis.call('HINCRBY', KEYS[3], 'v', 1)
-  redis.call('EXPIRE', KEYS[3], ARGV[11])
-  redis.call('ZADD', KEYS[4], 'NX', at, ARGV[2])
-end
-return 1
+return n
 "#;
 
 /// Acknowledges a written batch. KEYS: dirty zset, dirty-speed zset, then
@@ -438,12 +445,26 @@ const REDIS_TTL_S: u64 = 24 * 3600;
 /// A flusher that died holding the lock blocks others this long at most.
 const LOCK_MS: u64 = 30_000;
 
+/// Beats applied by one script call at most.
+const ABSORB_BATCH: usize = 256;
+/// Script calls of one node in flight at once.
+const ABSORB_IN_FLIGHT: usize = 3;
+
+type PendingBeat = (Beat, oneshot::Sender<Result<(), AbsorbError>>);
+
 /// Redis absorber: every API node writes beats here, and one node at a
 /// time (a lock with expiry) flushes them.
+///
+/// Beats are group-committed: one writer task applies every beat that
+/// arrived while the previous script call ran, in one call, and answers
+/// each request once Redis has applied its beat. A beat therefore still
+/// returns 204 only when Redis holds it, but Redis runs one script per
+/// batch instead of one per beat (measured: a script call per beat capped
+/// the node at a few thousand beats a second with 10,000 players).
 pub struct RedisAbsorber {
     con: redis::aio::ConnectionManager,
     prefix: String,
-    absorb: redis::Script,
+    beats: mpsc::UnboundedSender<PendingBeat>,
     ack: redis::Script,
     unlock: redis::Script,
 }
@@ -456,21 +477,24 @@ impl RedisAbsorber {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(Duration::from_secs(3)));
         let con = client.get_connection_manager_with_config(config).await?;
+        let (beats, queued) = mpsc::unbounded_channel();
+        // Ends when the absorber (the only sender) is dropped.
+        tokio::spawn(write_beats(con.clone(), prefix.to_string(), queued));
         Ok(Self {
             con,
             prefix: prefix.to_string(),
-            absorb: redis::Script::new(ABSORB_LUA),
+            beats,
             ack: redis::Script::new(ACK_LUA),
             unlock: redis::Script::new(UNLOCK_LUA),
         })
     }
 
     fn entry_key(&self, member: &str) -> String {
-        format!("{}e:{member}", self.prefix)
+        entry_key(&self.prefix, member)
     }
 
     fn speed_key(&self, user: &str) -> String {
-        format!("{}s:{user}", self.prefix)
+        speed_key(&self.prefix, user)
     }
 
     fn dirty(&self) -> String {
@@ -482,30 +506,13 @@ impl RedisAbsorber {
     }
 
     async fn absorb(&self, beat: &Beat) -> Result<(), AbsorbError> {
-        let member = format!("{}:{}", beat.user_id, beat.lesson_id);
-        let user = beat.user_id.to_string();
-        let mut con = self.con.clone();
-        let _: i64 = self
-            .absorb
-            .key(self.entry_key(&member))
-            .key(self.dirty())
-            .key(self.speed_key(&user))
-            .key(self.dirty_speeds())
-            .arg(&member)
-            .arg(&user)
-            .arg(beat.org_id.to_string())
-            .arg(beat.duration_s)
-            .arg(beat.position_s)
-            .arg(beat.speed)
-            .arg(beat.from_s)
-            .arg(beat.to_s)
-            .arg(beat.at_ms)
-            .arg(beat.signature())
-            .arg(REDIS_TTL_S)
-            .arg(intervals::GAP_S)
-            .invoke_async(&mut con)
-            .await?;
-        Ok(())
+        let (done, applied) = oneshot::channel();
+        self.beats
+            .send((beat.clone(), done))
+            .map_err(|_| AbsorbError("the beat writer stopped".into()))?;
+        applied
+            .await
+            .map_err(|_| AbsorbError("the beat writer stopped".into()))?
     }
 
     async fn peek(
@@ -647,6 +654,78 @@ impl RedisAbsorber {
                 .await?;
         }
         Ok(())
+    }
+}
+
+fn entry_key(prefix: &str, member: &str) -> String {
+    format!("{prefix}e:{member}")
+}
+
+fn speed_key(prefix: &str, user: &str) -> String {
+    format!("{prefix}s:{user}")
+}
+
+/// The writer task of [`RedisAbsorber`]: applies whatever beats are queued
+/// (up to [`ABSORB_BATCH`]) in one script call, then answers them. Up to
+/// [`ABSORB_IN_FLIGHT`] calls overlap, so the next batch is on the wire
+/// while Redis runs the previous one; beats of one learner × lesson in two
+/// overlapping batches may apply out of order, which the rules above make
+/// harmless (like a late retry).
+async fn write_beats(
+    con: redis::aio::ConnectionManager,
+    prefix: String,
+    mut queued: mpsc::UnboundedReceiver<PendingBeat>,
+) {
+    let script = Arc::new(redis::Script::new(ABSORB_LUA));
+    let in_flight = Arc::new(Semaphore::new(ABSORB_IN_FLIGHT));
+    let keys = Arc::new((
+        prefix.clone(),
+        format!("{prefix}dirty"),
+        format!("{prefix}dirty-speeds"),
+    ));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(ABSORB_BATCH);
+        if queued.recv_many(&mut batch, ABSORB_BATCH).await == 0 {
+            return;
+        }
+        let (mut con, script) = (con.clone(), script.clone());
+        let keys = keys.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (prefix, dirty, dirty_speeds) = &*keys;
+            let mut inv = script.prepare_invoke();
+            for (beat, _) in &batch {
+                let member = format!("{}:{}", beat.user_id, beat.lesson_id);
+                let user = beat.user_id.to_string();
+                inv.key(entry_key(prefix, &member))
+                    .key(dirty)
+                    .key(speed_key(prefix, &user))
+                    .key(dirty_speeds);
+                inv.arg(&member)
+                    .arg(&user)
+                    .arg(beat.org_id.to_string())
+                    .arg(beat.duration_s)
+                    .arg(beat.position_s)
+                    .arg(beat.speed)
+                    .arg(beat.from_s)
+                    .arg(beat.to_s)
+                    .arg(beat.at_ms)
+                    .arg(beat.signature())
+                    .arg(REDIS_TTL_S)
+                    .arg(intervals::GAP_S);
+            }
+            let applied: Result<i64, redis::RedisError> = inv.invoke_async(&mut con).await;
+            for (_, done) in batch {
+                // The request may have gone (client hung up); its beat counts.
+                let _ = done.send(match &applied {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(AbsorbError(e.to_string())),
+                });
+            }
+        });
     }
 }
 

@@ -4,18 +4,23 @@
 //! heartbeats within about two [`TTL`]s; the playback session always reads
 //! fresh. One query per lesson at a time: when an entry is missing, one
 //! request reads it while the others of that lesson wait for it; when it
-//! is stale, one request refreshes it while the others keep using it
-//! (thousands of beats a second of one lecture must not become thousands
-//! of queries the moment it expires).
+//! is stale, one background task re-reads it while every request keeps
+//! using it (thousands of beats a second of one lecture must not become
+//! thousands of queries the moment it expires, nor one beat wait on a busy
+//! pool). Reads are bounded by a semaphore well below the pool size.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tokio::sync::Semaphore;
 use uuid::Uuid;
 
 pub const TTL: Duration = Duration::from_secs(5);
+/// A cached lesson older than this is not answered even while it is being
+/// re-read (PostgreSQL unreachable for that long: beats then fail).
+pub const MAX_STALE: Duration = Duration::from_secs(60);
 /// Past this many cached lessons the cache starts over (ids sent by a
 /// hostile client must not grow it without bound).
 const MAX_ENTRIES: usize = 100_000;
@@ -54,31 +59,50 @@ type LessonRow = (
     bool,
 );
 
-#[derive(Default)]
+/// Cheap to clone: clones share the cache (a background re-read holds one).
+#[derive(Default, Clone)]
 pub struct LessonCache {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
     map: RwLock<HashMap<Uuid, (Instant, Option<LessonInfo>)>>,
     /// One lock per lesson being read, so reads of a lesson never overlap.
     loading: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Sized from the pool on first use.
+    readers: OnceLock<Semaphore>,
 }
 
 impl LessonCache {
     /// The lesson, from the cache when fresh enough. Unknown lessons are
     /// cached too (as `None`), so a stream of beats naming a deleted
-    /// lesson does not turn into a stream of queries.
+    /// lesson does not turn into a stream of queries. A stale entry is
+    /// answered at once while one background task re-reads it, so a beat
+    /// waits on PostgreSQL only for a lesson this node has never seen
+    /// (or not for [`MAX_STALE`]).
     pub async fn get(&self, db: &PgPool, id: Uuid) -> Result<Option<LessonInfo>, sqlx::Error> {
         let cached = self.cached(id);
         if let Some((at, info)) = &cached {
-            if at.elapsed() < TTL {
+            let age = at.elapsed();
+            if age < TTL {
+                return Ok(info.clone());
+            }
+            if age < MAX_STALE {
+                if let Ok(guard) = self.loading_lock(id).try_lock_owned() {
+                    let db = db.clone();
+                    let cache = self.clone();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        if let Err(e) = cache.load(&db, id).await {
+                            tracing::warn!(lesson = %id, error = %e, "re-reading a cached lesson failed");
+                        }
+                    });
+                }
                 return Ok(info.clone());
             }
         }
         let lock = self.loading_lock(id);
-        match (&cached, lock.try_lock()) {
-            // Stale, and someone else is refreshing it: stale will do.
-            (Some((_, info)), Err(_)) => return Ok(info.clone()),
-            (Some(_), Ok(_guard)) => return self.fresh(db, id).await,
-            (None, _) => {}
-        }
         let _guard = lock.lock().await;
         // Whoever held the lock may have just read it.
         if let Some((at, info)) = self.cached(id) {
@@ -86,11 +110,26 @@ impl LessonCache {
                 return Ok(info);
             }
         }
+        self.load(db, id).await
+    }
+
+    /// [`Self::fresh`], at most a few at a time: a node seeing thousands
+    /// of lessons at once queues their reads instead of taking the whole
+    /// pool (and failing on its acquire timeout).
+    async fn load(&self, db: &PgPool, id: Uuid) -> Result<Option<LessonInfo>, sqlx::Error> {
+        let readers = self.inner.readers.get_or_init(|| {
+            Semaphore::new((db.options().get_max_connections() / 4).clamp(1, 8) as usize)
+        });
+        let _permit = readers
+            .acquire()
+            .await
+            .map_err(|_| sqlx::Error::PoolClosed)?;
         self.fresh(db, id).await
     }
 
     fn cached(&self, id: Uuid) -> Option<(Instant, Option<LessonInfo>)> {
-        self.map
+        self.inner
+            .map
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(&id)
@@ -100,7 +139,8 @@ impl LessonCache {
     /// The lesson's read lock. Locks stay (one per lesson ever read, a few
     /// bytes each) and are dropped with the cache when it starts over.
     fn loading_lock(&self, id: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        self.loading
+        self.inner
+            .loading
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(id)
@@ -133,10 +173,11 @@ impl LessonCache {
                 published,
             },
         );
-        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.inner.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_ENTRIES {
             map.clear();
-            self.loading
+            self.inner
+                .loading
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();

@@ -20,8 +20,9 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
         .route(
             Method::GET,
             "/api/v1/qoe/summary",
-            // Content admins see how delivery performs for their learners.
-            Access::Permission(Permission::PublishCourses),
+            // Operators (content admins) see how delivery performs for their
+            // learners; it is not a publishing decision.
+            Access::Permission(Permission::ReadPlaybackQuality),
             summary,
         )
 }
