@@ -632,6 +632,37 @@ fn validators(h: &mut HeaderMap, etag: &str, last_modified: chrono::DateTime<chr
     }
 }
 
+/// What the object's metadata alone answers, before any body moves: 304
+/// for a matching conditional request, or the whole answer to a HEAD.
+/// A failed `If-Range` turns `range` into the whole object.
+fn answer_from_meta(
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    meta: &ObjectMeta,
+    range: &mut RangeRequest,
+) -> Option<Response> {
+    if http::not_modified(headers, &meta.etag, meta.last_modified) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        object_headers(response.headers_mut(), key, meta);
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        return Some(response);
+    }
+    if !http::if_range_holds(headers, &meta.etag, meta.last_modified) {
+        *range = RangeRequest::Whole;
+    }
+    if method != Method::HEAD {
+        return None;
+    }
+    let span = match *range {
+        RangeRequest::Whole => None,
+        RangeRequest::One(r) => match r.resolve(meta.size) {
+            Ok(span) => Some(span),
+            Err(_) => return Some(unsatisfiable(meta.size)),
+        },
+    };
+    Some(object_response(key, meta, span, Body::empty()))
+}
 async fn serve_object(
     state: &AppState,
     method: &Method,
@@ -648,24 +679,8 @@ async fn serve_object(
         || headers.contains_key(header::IF_RANGE);
     if needs_meta {
         let meta = store.head(key).await.map_err(|e| storage_error(key, e))?;
-        if http::not_modified(headers, &meta.etag, meta.last_modified) {
-            let mut response = StatusCode::NOT_MODIFIED.into_response();
-            object_headers(response.headers_mut(), key, &meta);
-            response.headers_mut().remove(header::CONTENT_TYPE);
-            return Ok(response);
-        }
-        if !http::if_range_holds(headers, &meta.etag, meta.last_modified) {
-            range = RangeRequest::Whole;
-        }
-        if method == Method::HEAD {
-            let span = match range {
-                RangeRequest::Whole => None,
-                RangeRequest::One(r) => match r.resolve(meta.size) {
-                    Ok(span) => Some(span),
-                    Err(_) => return Ok(unsatisfiable(meta.size)),
-                },
-            };
-            return Ok(object_response(key, &meta, span, Body::empty()));
+        if let Some(answer) = answer_from_meta(method, headers, key, &meta, &mut range) {
+            return Ok(answer);
         }
     }
     let requested = match range {
@@ -755,24 +770,8 @@ async fn serve_encrypted(
                 .await
                 .map_err(|e| storage_error(key, e))?,
         );
-        if http::not_modified(headers, &meta.etag, meta.last_modified) {
-            let mut response = StatusCode::NOT_MODIFIED.into_response();
-            object_headers(response.headers_mut(), key, &meta);
-            response.headers_mut().remove(header::CONTENT_TYPE);
-            return Ok(response);
-        }
-        if !http::if_range_holds(headers, &meta.etag, meta.last_modified) {
-            range = RangeRequest::Whole;
-        }
-        if method == Method::HEAD {
-            let span = match range {
-                RangeRequest::Whole => None,
-                RangeRequest::One(r) => match r.resolve(meta.size) {
-                    Ok(span) => Some(span),
-                    Err(_) => return Ok(unsatisfiable(meta.size)),
-                },
-            };
-            return Ok(object_response(key, &meta, span, Body::empty()));
+        if let Some(answer) = answer_from_meta(method, headers, key, &meta, &mut range) {
+            return Ok(answer);
         }
     }
     let object = state
