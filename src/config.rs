@@ -208,6 +208,7 @@ const SETTINGS: &[(&str, &str)] = &[
     ("playback_keys", "LECTERN_PLAYBACK_KEYS"),
     ("playback_token_ttl", "LECTERN_PLAYBACK_TOKEN_TTL"),
     ("media_base_url", "LECTERN_MEDIA_BASE_URL"),
+    ("origin_cache_mib", "LECTERN_ORIGIN_CACHE_MIB"),
     ("progress_backend", "LECTERN_PROGRESS_BACKEND"),
     ("redis_url", "REDIS_URL"),
     ("progress_redis_prefix", "LECTERN_PROGRESS_REDIS_PREFIX"),
@@ -686,6 +687,8 @@ pub struct PlaybackSettings {
     keys: Option<String>,
     pub token_ttl: std::time::Duration,
     pub media_base_url: Option<String>,
+    /// Memory for hot segments in the origin; 0 reads storage every time.
+    pub origin_cache_bytes: u64,
 }
 
 impl fmt::Debug for PlaybackSettings {
@@ -694,6 +697,7 @@ impl fmt::Debug for PlaybackSettings {
             .field("keys", &self.keys.as_ref().map(|_| "<redacted>"))
             .field("token_ttl", &self.token_ttl)
             .field("media_base_url", &self.media_base_url)
+            .field("origin_cache_bytes", &self.origin_cache_bytes)
             .finish()
     }
 }
@@ -733,10 +737,26 @@ fn playback_settings(raw: &Raw) -> Result<PlaybackSettings, ConfigError> {
             Some(v.trim_end_matches('/').to_string())
         }
     };
+    let origin_cache_bytes = match raw.get("origin_cache_mib") {
+        None => lectern_api::origin::cache::DEFAULT_CAPACITY_BYTES,
+        Some((v, origin)) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|mib| *mib <= 1024 * 1024)
+            .map(|mib| mib * 1024 * 1024)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    origin.to_string(),
+                    format!("{v:?} is not a size in MiB, like 256 (0 turns the cache off)"),
+                )
+            })?,
+    };
     Ok(PlaybackSettings {
         keys,
         token_ttl,
         media_base_url,
+        origin_cache_bytes,
     })
 }
 
@@ -857,11 +877,14 @@ impl Config {
             }
             None => Vec::new(),
         };
-        Ok(Playback::new(
-            keys,
-            settings.token_ttl,
-            settings.media_base_url.clone(),
-        ))
+        let cache = lectern_api::origin::cache::MediaCache::new(
+            settings.origin_cache_bytes,
+            lectern_api::origin::cache::DEFAULT_REVALIDATE_AFTER,
+        );
+        Ok(
+            Playback::new(keys, settings.token_ttl, settings.media_base_url.clone())
+                .with_media_cache(cache),
+        )
     }
 }
 
@@ -1005,6 +1028,14 @@ mod tests {
         let e = Config::from_sources(None, &env(&[("LECTERN_MEDIA_BASE_URL", "cdn.example.org")]))
             .unwrap_err();
         assert_eq!(e.field, "LECTERN_MEDIA_BASE_URL");
+
+        let e =
+            Config::from_sources(None, &env(&[("LECTERN_ORIGIN_CACHE_MIB", "1G")])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_ORIGIN_CACHE_MIB");
+        let c = Config::from_sources(None, &env(&[("LECTERN_ORIGIN_CACHE_MIB", "0")])).unwrap();
+        assert_eq!(c.playback.origin_cache_bytes, 0);
+        let c = Config::from_sources(None, &env(&[("LECTERN_ORIGIN_CACHE_MIB", "64")])).unwrap();
+        assert_eq!(c.playback.origin_cache_bytes, 64 << 20);
 
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("state");

@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, Request, StatusCode};
 use common::World;
 use http_body_util::BodyExt;
 use lectern_api::authz::Role;
+use lectern_api::origin::cache::MediaCache;
 use lectern_api::origin::token::PlaybackKey;
 use lectern_api::origin::{Playback, DEFAULT_TOKEN_TTL};
 use lectern_storage::{FsStore, PutOptions, S3Config, S3Store, Store};
@@ -213,11 +214,172 @@ async fn suite(db: PgPool, store: Arc<dyn Store>) {
 async fn suite_for(db: PgPool, store: Arc<dyn Store>, asset: Uuid) {
     let w = World::new(db).await;
     let media = publish(store.as_ref(), asset).await;
-    let o = origin(&w, store.clone(), Playback::generate());
-    objects_ranges_and_validators(&o, &media).await;
-    cache_policy_and_playlist_rewrite(&o, &media).await;
-    traversal_and_sources(&o, &media).await;
-    tokens(&w, &o, &media, store).await;
+    // Once reading storage on every request, once with hot objects served
+    // from memory (the default): the answers must be the same.
+    // The token checks run once, with the cache (the path that could
+    // skip them): they create users, which exist only once.
+    for cache in [MediaCache::disabled(), MediaCache::default()] {
+        let cached = cache.enabled();
+        let o = origin(
+            &w,
+            store.clone(),
+            Playback::generate().with_media_cache(cache),
+        );
+        objects_ranges_and_validators(&o, &media).await;
+        cache_policy_and_playlist_rewrite(&o, &media).await;
+        traversal_and_sources(&o, &media).await;
+        if cached {
+            tokens(&w, &o, &media, store.clone()).await;
+        }
+    }
+}
+
+/// `n` concurrent GETs of `uri`.
+async fn crowd(o: &Origin, uri: &str, n: usize) -> Vec<(StatusCode, Bytes)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let (app, uri) = (o.app.clone(), uri.to_string());
+        tasks.spawn(async move {
+            let req = Request::get(uri).body(Body::empty()).unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            (status, resp.into_body().collect().await.unwrap().to_bytes())
+        });
+    }
+    tasks.join_all().await
+}
+
+/// Hot objects come from memory, but only after the token check, never
+/// playlists, within the byte bound, one storage read for a crowd of
+/// misses, and not for longer than the revalidation bound once deleted.
+#[sqlx::test(migrations = "../migrations")]
+async fn hot_segments_are_served_from_memory_after_the_token_check(db: PgPool) {
+    let w = World::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(dir.path()).await.unwrap());
+    let m = publish(store.as_ref(), Uuid::new_v4()).await;
+    let cache = MediaCache::new(16 << 20, Duration::from_millis(300));
+    let o = origin(
+        &w,
+        store.clone(),
+        Playback::generate().with_media_cache(cache),
+    );
+    let stats = || o.playback.media_cache.stats();
+    let token = o.playback.token(m.asset, None).unwrap();
+    let segment = format!("/media/{}360p/seg_00000.m4s", m.prefix);
+    let url = format!("{segment}?token={token}");
+
+    let (status, _, body) = o.get(&url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_ref(), m.segment.as_slice());
+    assert_eq!((stats().loads, stats().hits, stats().entries), (1, 0, 1));
+    let (status, headers, body) = o.get(&url).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.as_ref(), m.segment.as_slice());
+    assert_eq!(h(&headers, "cache-control"), IMMUTABLE);
+    assert_eq!((stats().loads, stats().hits), (1, 1));
+    assert!(stats().bytes >= m.segment.len() as u64);
+
+    // Cached or not, no token, a forged one or another asset's is refused.
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let other = o.playback.token(Uuid::new_v4(), None).unwrap();
+    for (uri, expected) in [
+        (segment.clone(), StatusCode::UNAUTHORIZED),
+        (format!("{segment}?token={forged}"), StatusCode::FORBIDDEN),
+        (format!("{segment}?token={other}"), StatusCode::FORBIDDEN),
+    ] {
+        let (status, _, body) = o.get(&uri).await;
+        assert_eq!(status, expected, "{uri}");
+        assert!(
+            !body.starts_with(&m.segment[..16]),
+            "{uri} leaked the segment"
+        );
+    }
+    assert_eq!(stats().hits, 1, "a refused request reached the cache");
+
+    // Ranges, HEAD and validators from memory.
+    let (status, headers, body) = o.call("GET", &url, &[("range", "bytes=100-199")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(body.as_ref(), &m.segment[100..200]);
+    assert_eq!(
+        h(&headers, "content-range"),
+        format!("bytes 100-199/{}", m.segment.len())
+    );
+    let (status, headers, body) = o.call("HEAD", &url, &[]).await;
+    assert_eq!((status, body.len()), (StatusCode::OK, 0));
+    assert_eq!(h(&headers, "content-length"), m.segment.len().to_string());
+    let etag = h(&headers, "etag").to_string();
+    let (status, _, _) = o.call("GET", &url, &[("if-none-match", &etag)]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!((stats().loads, stats().hits), (1, 4));
+
+    // Playlists are read from storage each time (a growing one changes).
+    let playlist = format!("/media/{}360p/index.m3u8?token={token}", m.prefix);
+    for _ in 0..2 {
+        assert_eq!(o.get(&playlist).await.0, StatusCode::OK);
+    }
+    assert_eq!((stats().loads, stats().entries), (1, 1));
+
+    // A crowd missing one object at once: one storage read.
+    let audio = format!("/media/{}audio/seg_00000.m4s?token={token}", m.prefix);
+    for (status, body) in crowd(&o, &audio, 24).await {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.as_ref(), &[4u8; 3000][..]);
+    }
+    assert_eq!(stats().loads, 2);
+
+    // Deleted behind the origin's back: gone once the bound has passed.
+    store
+        .delete(&format!("{}360p/seg_00000.m4s", m.prefix))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (status, _, body) = o.get(&url).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+}
+
+/// Objects too large to keep are streamed, to a crowd too, and never
+/// enter the cache; the cache stays within its byte bound.
+#[sqlx::test(migrations = "../migrations")]
+async fn objects_too_large_for_the_cache_are_streamed(db: PgPool) {
+    let w = World::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(dir.path()).await.unwrap());
+    let m = publish(store.as_ref(), Uuid::new_v4()).await;
+    // 16 shards of 64 KiB: objects up to 16 KiB are kept, the 100 kB
+    // segment is not.
+    let cache = MediaCache::new(1 << 20, Duration::from_secs(60));
+    assert!(cache.max_object() < m.segment.len() as u64);
+    let o = origin(
+        &w,
+        store.clone(),
+        Playback::generate().with_media_cache(cache),
+    );
+    let token = o.playback.token(m.asset, None).unwrap();
+    let url = format!("/media/{}360p/seg_00000.m4s?token={token}", m.prefix);
+    for (status, body) in crowd(&o, &url, 8).await {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.as_ref(), m.segment.as_slice());
+    }
+    let stats = o.playback.media_cache.stats();
+    assert_eq!(stats.entries, 0, "{stats:?}");
+    for file in ["360p/init.mp4", "360p/seg_00001.m4s", "audio/init.mp4"] {
+        let (status, _, _) = o
+            .get(&format!("/media/{}{file}?token={token}", m.prefix))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{file}");
+    }
+    let stats = o.playback.media_cache.stats();
+    assert_eq!(stats.entries, 3, "{stats:?}");
+    assert!(
+        stats.bytes <= o.playback.media_cache.capacity(),
+        "{stats:?}"
+    );
 }
 
 async fn objects_ranges_and_validators(o: &Origin, m: &Media) {

@@ -29,7 +29,12 @@
 //! and anything else in the bucket answer 404, as do keys that do not
 //! exist; keys that could not be object keys at all (`..`, `.`, empty
 //! segments, backslashes, NUL, absolute paths) answer 400 `invalid_path`.
+//!
+//! Segments, init segments and posters are served from memory when hot
+//! (module [`cache`], after the token check); playlists are always read
+//! from storage, since a growing one changes while its lecture encodes.
 
+pub mod cache;
 pub mod encryption;
 pub mod http;
 pub mod playlist;
@@ -50,6 +55,7 @@ use uuid::Uuid;
 use crate::authz::{Access, ApiRouter};
 use crate::error::ApiPath;
 use crate::{ApiError, AppState};
+use cache::{CachedObject, MediaCache};
 use encryption::AssetKey;
 use http::RangeRequest;
 use token::{Claims, PlaybackKey, TokenError};
@@ -85,6 +91,8 @@ pub struct Playback {
     /// encryption state after `PUT …/encryption`.
     pub key_recheck: Duration,
     asset_keys: Mutex<HashMap<Uuid, (Instant, CachedKey)>>,
+    /// Hot immutable objects (segments, init segments, posters).
+    pub media_cache: MediaCache,
 }
 
 /// An asset's encryption state as cached: `None` = served clear.
@@ -130,7 +138,15 @@ impl Playback {
             sessions: Mutex::new(HashMap::new()),
             key_recheck: DEFAULT_KEY_RECHECK,
             asset_keys: Mutex::new(HashMap::new()),
+            media_cache: MediaCache::default(),
         }
+    }
+
+    /// The same signer with another object cache (`MediaCache::disabled()`
+    /// to read storage on every request).
+    pub fn with_media_cache(mut self, cache: MediaCache) -> Self {
+        self.media_cache = cache;
+        self
     }
 
     /// The asset's current HLS key (`None`: served clear), from the cache
@@ -670,7 +686,11 @@ async fn serve_object(
     key: &str,
 ) -> Result<Response, ApiError> {
     let store = &state.store;
+    let cache = &state.playback.media_cache;
     let mut range = http::range(headers);
+    if let Some(hit) = cache.get(key) {
+        return Ok(answer_from_memory(method, headers, key, &hit, range));
+    }
     // Metadata first only when it decides the answer before any body
     // moves: HEAD, a conditional request (304 without a body transfer on
     // S3), or If-Range. A plain GET is one storage round trip.
@@ -684,6 +704,20 @@ async fn serve_object(
         }
     }
     let requested = match range {
+        // A whole object is read once into memory for everyone asking;
+        // one too large to keep is streamed to its first asker.
+        RangeRequest::Whole if cache.enabled() => {
+            let mut too_large = None;
+            let loaded = load_whole(state, key, &mut too_large).await?;
+            if let Some(object) = loaded {
+                return Ok(answer_from_memory(method, headers, key, &object, range));
+            }
+            if let Some(object) = too_large {
+                let body = Body::from_stream(object.body);
+                return Ok(object_response(key, &object.meta, None, body));
+            }
+            None
+        }
         RangeRequest::Whole => None,
         RangeRequest::One(r) => Some(r),
     };
@@ -699,6 +733,56 @@ async fn serve_object(
         span,
         Body::from_stream(object.body),
     ))
+}
+
+/// The whole object under `key` through the cache (one storage read for
+/// all concurrent askers). `None` when it is too large to keep: the one
+/// caller that read it finds the open object in `too_large`; the others
+/// read storage themselves.
+async fn load_whole(
+    state: &AppState,
+    key: &str,
+    too_large: &mut Option<lectern_storage::GetObject>,
+) -> Result<Option<CachedObject>, ApiError> {
+    let (store, cache) = (&state.store, &state.playback.media_cache);
+    let max = cache.max_object();
+    cache
+        .get_or_load(key, || async move {
+            let object = store.get(key, None).await?;
+            if object.meta.size > max {
+                *too_large = Some(object);
+                return Ok(None);
+            }
+            let meta = Arc::new(object.meta.clone());
+            let body = object.bytes().await?;
+            Ok(Some(CachedObject { meta, body }))
+        })
+        .await
+        .map_err(|e| storage_error(key, e))
+}
+
+/// The answer to any request for an object held whole in memory.
+fn answer_from_memory(
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    object: &CachedObject,
+    mut range: RangeRequest,
+) -> Response {
+    let meta = &*object.meta;
+    if let Some(answer) = answer_from_meta(method, headers, key, meta, &mut range) {
+        return answer;
+    }
+    match range {
+        RangeRequest::Whole => object_response(key, meta, None, Body::from(object.body.clone())),
+        RangeRequest::One(r) => match r.resolve(meta.size) {
+            Ok(span) => {
+                let body = object.body.slice(span.start as usize..span.end as usize);
+                object_response(key, meta, Some(span), Body::from(body))
+            }
+            Err(_) => unsatisfiable(meta.size),
+        },
+    }
 }
 
 fn object_response(
@@ -774,19 +858,41 @@ async fn serve_encrypted(
             return Ok(answer);
         }
     }
-    let object = state
-        .store
-        .get(key, None)
-        .await
-        .map_err(|e| storage_error(key, e))?;
-    if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
-        return Err(ApiError::internal(format!(
-            "segment {key} is {} bytes, too large to encrypt on the fly",
-            object.meta.size
-        )));
-    }
-    let meta = encrypted_meta(&object.meta);
-    let clear = object.bytes().await.map_err(|e| storage_error(key, e))?;
+    // The clear bytes come from memory when hot; encryption is redone
+    // per request (the cache holds what storage holds, nothing derived).
+    let mut too_large = None;
+    let cached = match state.playback.media_cache.get(key) {
+        Some(hit) => Some(hit),
+        None if state.playback.media_cache.enabled() => {
+            load_whole(state, key, &mut too_large).await?
+        }
+        None => None,
+    };
+    let (meta, clear) = match cached {
+        Some(o) => ((*o.meta).clone(), o.body),
+        None => {
+            let object = match too_large {
+                Some(o) => o,
+                None => state
+                    .store
+                    .get(key, None)
+                    .await
+                    .map_err(|e| storage_error(key, e))?,
+            };
+            if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
+                return Err(ApiError::internal(format!(
+                    "segment {key} is {} bytes, too large to encrypt on the fly",
+                    object.meta.size
+                )));
+            }
+            let meta = object.meta.clone();
+            (
+                meta,
+                object.bytes().await.map_err(|e| storage_error(key, e))?,
+            )
+        }
+    };
+    let meta = encrypted_meta(&meta);
     let (k, object_key) = (asset_key.clone(), key.to_string());
     // AES-CBC is serial: a multi-MB segment is milliseconds of CPU, kept
     // off the async workers.
