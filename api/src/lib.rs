@@ -37,9 +37,32 @@ pub use authz::ApiRouter;
 pub use error::ApiError;
 pub use identity::Identity;
 
-/// Everything a handler may need. Cheap to clone.
+/// Everything a handler may need: one reference count to clone (axum
+/// clones the state for every layer of every request; with a dozen
+/// reference-counted fields that was ~8 % of the origin's CPU, atomics
+/// bouncing between cores). Fields read through `Deref`; writing one
+/// (tests, the binary while it builds the state) copies the fields first,
+/// as cloning and assigning did before.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Areas>);
+
+impl std::ops::Deref for AppState {
+    type Target = Areas;
+
+    fn deref(&self) -> &Areas {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for AppState {
+    fn deref_mut(&mut self) -> &mut Areas {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+/// The fields of [`AppState`].
+#[derive(Clone)]
+pub struct Areas {
     pub db: PgPool,
     pub store: Arc<dyn Store>,
     /// Set once migrations have been applied; until then `/readyz` says so.
@@ -68,7 +91,7 @@ impl AppState {
     /// settings or runtime state adds one field here with its default, so
     /// adding an area never touches the places that build a state.
     pub fn new(db: PgPool, store: Arc<dyn Store>, identity: Identity) -> Self {
-        AppState {
+        AppState(Arc::new(Areas {
             db,
             store,
             schema_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
@@ -80,7 +103,7 @@ impl AppState {
             playback: Arc::new(origin::Playback::generate()),
             demo: Arc::default(),
             learning: Arc::default(),
-        }
+        }))
     }
 }
 

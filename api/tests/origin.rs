@@ -159,7 +159,7 @@ fn origin(w: &World, store: Arc<dyn Store>, playback: Playback) -> Origin {
     state.playback = Arc::new(playback);
     Origin {
         app: lectern_api::router(state.clone()),
-        playback: state.playback,
+        playback: state.playback.clone(),
     }
 }
 

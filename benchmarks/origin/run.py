@@ -16,8 +16,11 @@ Load: wrk, the same threads, connections and duration against both, each
 request a whole segment, round-robin over every segment of every rung,
 with a valid signed playback token on every URL (nginx ignores it).
 Lectern checks the token (HMAC-SHA256) on every request; no session
-binding, logging at `warn`. Two alternating rounds per server after a
-warm-up; the better round of each is reported.
+binding, logging at `warn`. Two Lectern servers: the default (hot objects
+from its memory cache, LECTERN_ORIGIN_CACHE_MIB=256, which holds this
+whole ladder) and one with the cache off (every request reads the fs
+store), so both paths are measured. Two alternating rounds per server
+after a warm-up; the better round of each is reported.
 
 Reported: requests/s, MB/s, p50/p99 latency, and lectern / nginx ratios
 (goal >= 0.8). Results go to benchmarks/RESULTS.md (section replaced).
@@ -214,9 +217,8 @@ def main():
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") and k != "DATABASE_URL"}
     if "DATABASE_URL" in os.environ:
         env["DATABASE_URL"] = os.environ["DATABASE_URL"]
-    lectern_port, nginx_port = free_port(), free_port()
+    lectern_port, uncached_port, nginx_port = free_port(), free_port(), free_port()
     env.update({
-        "LECTERN_HTTP_ADDR": f"127.0.0.1:{lectern_port}",
         "LECTERN_DATA_DIR": str(WORK / "data"),
         "LECTERN_FS_ROOT": str(WORK / "fs"),
         "LECTERN_SERVE_WORKERS": "0",
@@ -233,43 +235,52 @@ def main():
     conf.write_text(NGINX_CONF.format(workers=os.cpu_count() or 1, prefix=nginx_prefix, port=nginx_port,
                                       root=scratch / "plain", cache=IMMUTABLE))
 
-    server = subprocess.Popen([str(lectern), "serve"], env=env, cwd=WORK, stdout=subprocess.DEVNULL,
+    server = subprocess.Popen([str(lectern), "serve"], cwd=WORK, stdout=subprocess.DEVNULL,
+                              env=dict(env, LECTERN_HTTP_ADDR=f"127.0.0.1:{lectern_port}"),
                               stderr=open(WORK / "lectern.log", "w"))
+    # Its own data dir: each embedded database has one server.
+    uncached = subprocess.Popen([str(lectern), "serve"], cwd=WORK, stdout=subprocess.DEVNULL,
+                                env=dict(env, LECTERN_HTTP_ADDR=f"127.0.0.1:{uncached_port}",
+                                         LECTERN_DATA_DIR=str(WORK / "data-uncached"),
+                                         LECTERN_ORIGIN_CACHE_MIB="0"),
+                                stderr=open(WORK / "lectern-uncached.log", "w"))
     nginx = subprocess.Popen(["nginx", "-p", str(nginx_prefix), "-c", str(conf), "-g", "daemon off;"])
     try:
         lectern_url = f"http://127.0.0.1:{lectern_port}"
+        uncached_url = f"http://127.0.0.1:{uncached_port}"
         nginx_url = f"http://127.0.0.1:{nginx_port}"
-        wait_http(f"{lectern_url}/healthz")
         # /media reads each asset's encryption state (cached) from the
         # schema, so wait for readiness (migrations applied), as a load
         # balancer would.
         wait_ready(f"{lectern_url}/readyz")
+        wait_ready(f"{uncached_url}/readyz")
         wait_http(f"{nginx_url}/")
         # Both serve the same bytes, and the origin's validators are right.
         for (path, data), url in zip(staged, paths):
-            for base in (lectern_url, nginx_url):
+            for base in (lectern_url, uncached_url, nginx_url):
                 with urllib.request.urlopen(base + url) as r:
                     body = r.read()
                     if body != data:
                         raise SystemExit(f"{base}{path}: served bytes differ from the ladder's")
-                    if base == lectern_url and r.headers["ETag"] != f'"{hashlib.sha256(data).hexdigest()}"':
+                    if base != nginx_url and r.headers["ETag"] != f'"{hashlib.sha256(data).hexdigest()}"':
                         raise SystemExit(f"{path}: unexpected ETag {r.headers['ETag']}")
         script = WORK / "wrk.lua"
-        for base in (lectern_url, nginx_url):
+        servers = {"lectern": lectern_url, "uncached": uncached_url, "nginx": nginx_url}
+        for base in servers.values():
             wrk(base, paths, args.threads, args.connections, 2, script)
-        rounds = {"lectern": [], "nginx": []}
+        rounds = {name: [] for name in servers}
         for _ in range(2):
-            rounds["lectern"].append(wrk(lectern_url, paths, args.threads, args.connections, args.seconds, script))
-            rounds["nginx"].append(wrk(nginx_url, paths, args.threads, args.connections, args.seconds, script))
+            for name, base in servers.items():
+                rounds[name].append(wrk(base, paths, args.threads, args.connections, args.seconds, script))
     finally:
-        server.terminate()
-        nginx.terminate()
-        server.wait(timeout=60)
-        nginx.wait(timeout=30)
+        for p in (server, uncached, nginx):
+            p.terminate()
+        for p in (server, uncached, nginx):
+            p.wait(timeout=60)
         shutil.rmtree(scratch, ignore_errors=True)
 
     best = {k: max(v, key=lambda r: r["rps"]) for k, v in rounds.items()}
-    l, n = best["lectern"], best["nginx"]
+    l, u, n = best["lectern"], best["uncached"], best["nginx"]
     lines = [
         f"{len(staged)} objects (init + media segments of every rung), {total / len(staged) / 1024:.0f} KiB "
         f"on average; wrk -t{args.threads} -c{args.connections}, {args.seconds} s per round, 2 rounds each "
@@ -278,13 +289,15 @@ def main():
         "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, label in (("nginx", "nginx, plain files (`sendfile`)"),
-                        ("lectern", "lectern serve `/media` (fs store, token checked)")):
+                        ("lectern", "lectern serve `/media` (fs store, token checked, memory cache: default)"),
+                        ("uncached", "lectern serve `/media`, `LECTERN_ORIGIN_CACHE_MIB=0` (reads the fs store)")):
         r = best[name]
         every = ", ".join(f"{x['rps']:.0f}" for x in rounds[name])
         lines.append(f"| {label} | {r['rps']:.0f} | {r['mbps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {every} |")
     lines.append("")
     lines.append(f"lectern / nginx: **{l['rps'] / n['rps']:.2f}×** requests/s, "
-                 f"**{l['mbps'] / n['mbps']:.2f}×** MB/s (goal ≥ 0.8×).\n")
+                 f"**{l['mbps'] / n['mbps']:.2f}×** MB/s (goal ≥ 0.8×); with the cache off "
+                 f"{u['rps'] / n['rps']:.2f}× requests/s.\n")
     body = "\n".join(lines)
     print(body)
     if not args.no_record:

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use axum::http::HeaderMap;
 use lectern_storage::ObjectMeta;
 use tokio::sync::OnceCell;
 
@@ -39,11 +40,13 @@ const SHARDS: usize = 16;
 /// Bookkeeping per entry beyond its bytes (key, map slot, clock slot).
 const ENTRY_OVERHEAD: u64 = 256;
 
-/// A whole stored object: its metadata and bytes, cheap to clone.
+/// A whole stored object: its metadata, bytes and the headers of a
+/// whole-object answer (built once, not per request), cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CachedObject {
     pub meta: Arc<ObjectMeta>,
     pub body: Bytes,
+    pub headers: Arc<HeaderMap>,
 }
 
 impl CachedObject {
@@ -295,6 +298,7 @@ mod tests {
                 last_modified: chrono::Utc::now(),
             }),
             body: Bytes::from(vec![7; len]),
+            headers: Arc::default(),
         }
     }
 

@@ -755,7 +755,15 @@ async fn load_whole(
             }
             let meta = Arc::new(object.meta.clone());
             let body = object.bytes().await?;
-            Ok(Some(CachedObject { meta, body }))
+            let headers = object_response(key, &meta, None, Body::empty())
+                .headers()
+                .clone();
+            let headers = Arc::new(headers);
+            Ok(Some(CachedObject {
+                meta,
+                body,
+                headers,
+            }))
         })
         .await
         .map_err(|e| storage_error(key, e))
@@ -774,7 +782,11 @@ fn answer_from_memory(
         return answer;
     }
     match range {
-        RangeRequest::Whole => object_response(key, meta, None, Body::from(object.body.clone())),
+        RangeRequest::Whole => {
+            let mut response = Response::new(Body::from(object.body.clone()));
+            *response.headers_mut() = HeaderMap::clone(&object.headers);
+            response
+        }
         RangeRequest::One(r) => match r.resolve(meta.size) {
             Ok(span) => {
                 let body = object.body.slice(span.start as usize..span.end as usize);
