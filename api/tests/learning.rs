@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use chrono::{Duration as ChronoDuration, Utc};
 use common::World;
 use lectern_api::authz::Role;
-use lectern_api::learning::absorber::{Absorber, Beat, RedisAbsorber};
+use lectern_api::learning::absorber::{Absorber, Beat, RedisAbsorber, Snapshot};
 use lectern_api::learning::{flush, Learning, ProgressBackend, ProgressSettings};
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -750,6 +750,113 @@ async fn a_large_redis_flush_goes_in_chunks_and_leaves_nothing_behind(db: PgPool
         (watch - 10.0 * lessons.len() as f64 - 60.0).abs() < 1e-6,
         "{watch}"
     );
+    delete_redis_keys(&prefix).await;
+}
+
+/// Moves what a Redis node absorbed to Redis now.
+async fn push_node(node: &Absorber) -> Result<usize, lectern_api::learning::absorber::AbsorbError> {
+    let Absorber::Redis(r) = node else {
+        panic!("not a Redis node")
+    };
+    r.push().await
+}
+
+/// What `node` tells of one learner × lesson.
+async fn entry(node: &Absorber, user: Uuid, lesson: Uuid) -> Snapshot {
+    node.peek(user, &[lesson]).await.unwrap()[0]
+        .clone()
+        .expect("an entry")
+}
+
+/// Two API nodes on one Redis: each answers beats from its own memory
+/// and pushes them to Redis; each sees its own beats at once and the
+/// other's after a push; the newest position and speed win across nodes,
+/// intervals unite, every beat's watch time counts once, and one node's
+/// flush writes what both absorbed.
+#[sqlx::test(migrations = "../migrations")]
+async fn two_redis_nodes_share_progress_after_a_push(db: PgPool) {
+    let w = World::new(db).await;
+    let org = w.org("Cardiology Society").await;
+    let user = w
+        .user(Some(org), "learner@a.example.org", Role::Learner)
+        .await;
+    let course = course(&w, org, "published").await;
+    let lesson_id = lesson(&w, org, course, Some(100.0), true).await;
+    let prefix = format!("lectern-test:{}:", Uuid::new_v4());
+    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL (infra/dev/services up)");
+    let node = || async {
+        RedisAbsorber::connect(&redis_url, &prefix)
+            .await
+            .map(Absorber::Redis)
+            .unwrap()
+    };
+    let (a, b) = (node().await, node().await);
+    let t0 = Utc::now().timestamp_millis() - 60_000;
+    let beat = |from: f64, to: f64, speed: f32, at_ms: i64| Beat {
+        user_id: user,
+        lesson_id,
+        org_id: org,
+        duration_s: 100.0,
+        position_s: to,
+        speed,
+        from_s: from,
+        to_s: to,
+        at_ms,
+    };
+    let peek = |n| entry(n, user, lesson_id);
+
+    a.absorb(&beat(0.0, 10.0, 1.5, t0)).await.unwrap();
+    let seen = peek(&a).await;
+    assert_eq!(
+        (seen.position_s, seen.watched.clone()),
+        (10.0, vec![[0.0, 10.0]])
+    );
+    push_node(&a).await.unwrap();
+    let seen = peek(&b).await;
+    assert_eq!(
+        (seen.position_s, seen.watched.clone()),
+        (10.0, vec![[0.0, 10.0]])
+    );
+
+    // The second device's beat on node B, then a beat of the first device
+    // that B's overtook, on node A.
+    b.absorb(&beat(10.0, 20.0, 2.0, t0 + 5_000)).await.unwrap();
+    let seen = peek(&b).await;
+    assert_eq!((seen.position_s, seen.speed), (20.0, 2.0));
+    assert_eq!(seen.watched, vec![[0.0, 20.0]]);
+    a.absorb(&beat(30.0, 35.0, 1.0, t0 + 2_000)).await.unwrap();
+    push_node(&a).await.unwrap();
+    push_node(&b).await.unwrap();
+    for n in [&a, &b] {
+        let seen = peek(n).await;
+        assert_eq!((seen.position_s, seen.speed), (20.0, 2.0));
+        assert_eq!(seen.watched, vec![[0.0, 20.0], [30.0, 35.0]]);
+        assert_eq!(n.speed(user).await.unwrap().unwrap().speed, 2.0);
+    }
+    // Nothing new: a push adds nothing, however often it runs.
+    assert_eq!(push_node(&a).await.unwrap(), 0);
+    assert_eq!(push_node(&b).await.unwrap(), 0);
+
+    assert_eq!(flush::flush_once(w.db(), &b).await.unwrap(), 1);
+    assert_eq!(flush::flush_once(w.db(), &a).await.unwrap(), 0);
+    let (position, watched, watch_time): (f64, Value, f64) = sqlx::query_as(
+        "SELECT position_s, watched, watch_time_s FROM lesson_progress WHERE user_id = $1",
+    )
+    .bind(user)
+    .fetch_one(w.db())
+    .await
+    .unwrap();
+    assert_eq!(position, 20.0);
+    assert_eq!(iv(&watched), vec![[0.0, 20.0], [30.0, 35.0]]);
+    // 10 s at 1.5×, 10 s at 2×, 5 s at 1×: each beat once.
+    let want = 10.0 / 1.5 + 5.0 + 5.0;
+    assert!((watch_time - want).abs() < 1e-6, "{watch_time} != {want}");
+    let speed: f32 = sqlx::query_scalar("SELECT speed FROM learner_preferences WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(w.db())
+        .await
+        .unwrap();
+    assert_eq!(speed, 2.0);
     delete_redis_keys(&prefix).await;
 }
 

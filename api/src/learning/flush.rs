@@ -3,7 +3,8 @@
 //! merged with what is stored so that a batch repeated,
 //! late, or from another node can only grow the union of watched
 //! intervals and never move a resume point back. A crash loses at most
-//! what arrived since the last flush (in memory mode; Redis keeps it).
+//! what arrived since the last flush (memory mode) or the node's last push
+//! to Redis (Redis mode, which keeps the rest).
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
