@@ -13,6 +13,9 @@
 //!   reads storage and the others wait for its bytes.
 //! - Only whole objects of at most [`MediaCache::max_object`] bytes; a
 //!   ranged miss goes to storage for just its range.
+//! - At most [`MAX_LOADS`] objects are being read into memory at once;
+//!   beyond that a miss streams from storage as without the cache, so a
+//!   burst of distinct cold objects cannot take memory without bound.
 //! - Entries are dropped [`MediaCache::revalidate_after`] after they were
 //!   read, so an object deleted or replaced behind the origin's back
 //!   (superseded attempts being collected) stops being served within that
@@ -37,6 +40,9 @@ pub const DEFAULT_CAPACITY_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a cached object is believed without reading storage again.
 pub const DEFAULT_REVALIDATE_AFTER: Duration = Duration::from_secs(60);
 const SHARDS: usize = 16;
+/// Objects read into memory at once (each at most `max_object`: 128 MiB
+/// in flight with the default capacity).
+pub const MAX_LOADS: usize = 32;
 /// Bookkeeping per entry beyond its bytes (key, map slot, clock slot).
 const ENTRY_OVERHEAD: u64 = 256;
 
@@ -71,6 +77,7 @@ pub struct MediaCache {
     max_object: u64,
     revalidate_after: Duration,
     loading: Mutex<HashMap<String, Arc<OnceCell<Option<CachedObject>>>>>,
+    load_permits: tokio::sync::Semaphore,
     hits: AtomicU64,
     loads: AtomicU64,
 }
@@ -117,6 +124,7 @@ impl MediaCache {
             max_object: shard_capacity / 4,
             revalidate_after,
             loading: Mutex::default(),
+            load_permits: tokio::sync::Semaphore::new(MAX_LOADS),
             hits: AtomicU64::new(0),
             loads: AtomicU64::new(0),
         }
@@ -173,9 +181,10 @@ impl MediaCache {
     }
 
     /// The object under `key`, from memory or by running `load` (once for
-    /// all concurrent callers of the same key). `load` answers `Ok(None)`
-    /// when the object is not to be kept (too large); those callers then
-    /// serve it from storage themselves.
+    /// all concurrent callers of the same key). `Ok(None)` when the object
+    /// is not to be kept: `load` found it too large, or [`MAX_LOADS`]
+    /// other objects are being read; those callers then serve it from
+    /// storage themselves.
     pub async fn get_or_load<E, F, Fut>(
         &self,
         key: &str,
@@ -204,6 +213,9 @@ impl MediaCache {
                 if let Some(hit) = self.get(key) {
                     return Ok(Some(hit));
                 }
+                let Ok(_permit) = self.load_permits.try_acquire() else {
+                    return Ok(None);
+                };
                 self.loads.fetch_add(1, Ordering::Relaxed);
                 let object = load().await?;
                 if let Some(o) = &object {
@@ -376,6 +388,48 @@ mod tests {
         }
         assert_eq!(reads.load(Ordering::SeqCst), 1);
         assert!(cache.loading.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn misses_beyond_the_load_bound_are_left_to_storage() {
+        let cache = Arc::new(MediaCache::default());
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let started = Arc::new(tokio::sync::Semaphore::new(0));
+        let slow: Vec<_> = (0..MAX_LOADS)
+            .map(|i| {
+                let (cache, release, started) = (cache.clone(), release.clone(), started.clone());
+                tokio::spawn(async move {
+                    let key = format!("slow{i}");
+                    cache
+                        .get_or_load(&key, || async {
+                            started.add_permits(1);
+                            release.acquire().await.unwrap().forget();
+                            Ok::<_, ()>(Some(object(&key, 10)))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let all = u32::try_from(MAX_LOADS).unwrap();
+        started.acquire_many(all).await.unwrap().forget();
+        let called = AtomicU64::new(0);
+        let extra = cache
+            .get_or_load("one-more", || async {
+                called.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, ()>(Some(object("one-more", 10)))
+            })
+            .await
+            .unwrap();
+        assert!(extra.is_none());
+        assert_eq!(called.load(Ordering::SeqCst), 0, "read beyond the bound");
+        release.add_permits(MAX_LOADS);
+        for t in slow {
+            assert!(t.await.unwrap().is_some());
+        }
+        // With the bound free again, the object is read and kept.
+        assert!(fill(&cache, "one-more", 10).await.is_some());
+        assert!(cache.get("one-more").is_some());
     }
 
     #[tokio::test]
