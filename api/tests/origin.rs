@@ -343,6 +343,69 @@ async fn hot_segments_are_served_from_memory_after_the_token_check(db: PgPool) {
     );
 }
 
+/// PostgreSQL restarting under a class: media of assets and sessions this
+/// node has checked keeps playing on the last state it read (however
+/// old), while what it never saw is refused with a 503 that says why.
+#[sqlx::test(migrations = "../migrations")]
+async fn media_keeps_playing_while_postgresql_is_unreachable(db: PgPool) {
+    let w = World::new(db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(dir.path()).await.unwrap());
+    let m = publish(store.as_ref(), Uuid::new_v4()).await;
+    let unseen = publish(store.as_ref(), Uuid::new_v4()).await;
+    let mut playback = Playback::generate();
+    playback.key_recheck = Duration::from_millis(50);
+    playback.session_recheck = Duration::from_millis(50);
+    let o = origin(&w, store.clone(), playback);
+    let org = w.org("Continuing Medical Education").await;
+    let email = format!("learner-{}@cme.example.org", Uuid::new_v4().simple());
+    let user = w.user(Some(org), &email, Role::Learner).await;
+    w.login(&email).await;
+    let session: Uuid = sqlx::query_scalar("SELECT id FROM sessions WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(w.db())
+        .await
+        .unwrap();
+    let token = o.playback.token(m.asset, Some(session)).unwrap();
+    let segment = format!("/media/{}360p/seg_00001.m4s?token={token}", m.prefix);
+    let master = format!("/media/{}master.m3u8?token={token}", m.prefix);
+    assert_eq!(o.get(&segment).await.0, StatusCode::OK);
+    assert_eq!(o.get(&master).await.0, StatusCode::OK);
+
+    // The same node (same caches), its database gone.
+    let mut down = w.state.clone();
+    down.store = store.clone();
+    down.playback = o.playback.clone();
+    down.db = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy("postgres://postgres@127.0.0.1:1/gone")
+        .unwrap();
+    let down = Origin {
+        app: lectern_api::router(down),
+        playback: o.playback.clone(),
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for uri in [&segment, &master] {
+        let (status, _, body) = down.get(uri).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let other = o.playback.token(unseen.asset, Some(session)).unwrap();
+    let stranger = o.playback.token(m.asset, Some(Uuid::new_v4())).unwrap();
+    for uri in [
+        format!("/media/{}360p/seg_00001.m4s?token={other}", unseen.prefix),
+        format!("/media/{}360p/seg_00001.m4s?token={stranger}", m.prefix),
+    ] {
+        let (status, _, body) = down.get(&uri).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
+        assert_eq!(code(&body), "database_unavailable");
+    }
+}
+
 /// Objects too large to keep are streamed, to a crowd too, and never
 /// enter the cache; the cache stays within its byte bound.
 #[sqlx::test(migrations = "../migrations")]

@@ -150,7 +150,10 @@ impl Playback {
     }
 
     /// The asset's current HLS key (`None`: served clear), from the cache
-    /// when younger than `key_recheck`, so a segment costs no query.
+    /// when younger than `key_recheck`, so a segment costs no query. While
+    /// PostgreSQL cannot be read (a restart, a failover) the last state
+    /// read is used, however old: learners keep watching what they were
+    /// watching, and only assets this node never read answer 503.
     pub async fn asset_key(
         &self,
         state: &AppState,
@@ -161,12 +164,19 @@ impl Playback {
             .lock()
             .expect("key cache lock")
             .get(&asset)
-            .filter(|(at, _)| at.elapsed() < self.key_recheck)
-            .map(|(_, k)| k.clone());
-        if let Some(k) = cached {
-            return Ok(k);
-        }
-        let key = encryption::load(state, asset).await?.map(Arc::new);
+            .map(|(at, k)| (at.elapsed() < self.key_recheck, k.clone()));
+        let last_known = match cached {
+            Some((true, k)) => return Ok(k),
+            Some((false, k)) => Some(k),
+            None => None,
+        };
+        let key = match encryption::load(state, asset).await {
+            Ok(key) => key.map(Arc::new),
+            Err(e) => match last_known {
+                Some(k) if e.status == StatusCode::SERVICE_UNAVAILABLE => return Ok(k),
+                _ => return Err(e),
+            },
+        };
         let mut cache = self.asset_keys.lock().expect("key cache lock");
         if cache.len() >= MAX_CACHED_KEYS {
             cache.clear();
@@ -234,7 +244,9 @@ impl Playback {
     }
 
     /// Whether `session` may still play, from the cache when the answer
-    /// is younger than `session_recheck`.
+    /// is younger than `session_recheck`. While PostgreSQL cannot be read
+    /// the last answer stands (nobody can revoke a session then either);
+    /// a session never seen is refused with 503.
     async fn session_alive(
         &self,
         db: &sqlx::PgPool,
@@ -246,17 +258,32 @@ impl Playback {
             .lock()
             .expect("session cache lock")
             .get(&session)
-            .filter(|(at, _)| at.elapsed() < self.session_recheck)
-            .map(|(_, s)| *s);
+            .map(|(at, s)| (at.elapsed() < self.session_recheck, *s));
         let state = match cached {
-            Some(s) => s,
-            None => {
-                let row: Option<(chrono::DateTime<chrono::Utc>, bool)> = sqlx::query_as(
+            Some((true, s)) => s,
+            last_known => {
+                let row: Option<(chrono::DateTime<chrono::Utc>, bool)> = match sqlx::query_as(
                     "SELECT expires_at, revoked_at IS NOT NULL FROM sessions WHERE id = $1",
                 )
                 .bind(session)
                 .fetch_optional(db)
-                .await?;
+                .await
+                {
+                    Ok(row) => row,
+                    Err(e) => {
+                        tracing::warn!(%session, error = %e, "cannot read the playback session");
+                        return match last_known {
+                            Some((_, s)) => {
+                                Ok(matches!(s, SessionState::Live { until } if now < until))
+                            }
+                            None => Err(ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "database_unavailable",
+                                "the playback session cannot be checked right now; retry shortly",
+                            )),
+                        };
+                    }
+                };
                 let state = match row {
                     Some((expires, false)) => SessionState::Live {
                         until: expires.timestamp(),
