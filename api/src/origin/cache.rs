@@ -9,13 +9,17 @@
 //! - Bounded in bytes (`LECTERN_ORIGIN_CACHE_MIB`, 0 turns it off), in
 //!   shards so concurrent requests rarely meet on one lock; eviction is
 //!   CLOCK (a recently used object gets a second chance), O(1) per insert.
-//! - Single flight: when many requests miss the same object at once, one
-//!   reads storage and the others wait for its bytes.
+//! - Filled on the way through: the request that misses streams the
+//!   object from storage to its client as it arrives (nothing is buffered
+//!   before the first byte goes out, on S3 too) while a copy accumulates;
+//!   once the whole object has gone through, it is held. Requests missing
+//!   the same object meanwhile stream from storage themselves rather than
+//!   wait on another learner's connection.
 //! - Only whole objects of at most [`MediaCache::max_object`] bytes; a
 //!   ranged miss goes to storage for just its range.
-//! - At most [`MAX_LOADS`] objects are being read into memory at once;
-//!   beyond that a miss streams from storage as without the cache, so a
-//!   burst of distinct cold objects cannot take memory without bound.
+//! - At most [`MAX_FILLS`] objects are being copied at once; beyond that a
+//!   miss streams from storage as without the cache, so a burst of
+//!   distinct cold objects cannot take memory without bound.
 //! - Entries are dropped [`MediaCache::revalidate_after`] after they were
 //!   read, so an object deleted or replaced behind the origin's back
 //!   (superseded attempts being collected) stops being served within that
@@ -23,16 +27,16 @@
 //! - Nothing here authorizes: the caller has checked the token before it
 //!   asks, and the key is the storage key, the same for every learner.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use lectern_storage::ObjectMeta;
-use tokio::sync::OnceCell;
+use futures::StreamExt;
+use lectern_storage::{ByteStream, ObjectMeta};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// 256 MiB: a few thousand segments of a 1080p ladder, the hot set of a
 /// catalogue being watched by a class at once.
@@ -40,9 +44,9 @@ pub const DEFAULT_CAPACITY_BYTES: u64 = 256 * 1024 * 1024;
 /// How long a cached object is believed without reading storage again.
 pub const DEFAULT_REVALIDATE_AFTER: Duration = Duration::from_secs(60);
 const SHARDS: usize = 16;
-/// Objects read into memory at once (each at most `max_object`: 128 MiB
-/// in flight with the default capacity).
-pub const MAX_LOADS: usize = 32;
+/// Objects being copied into memory at once (each at most `max_object`:
+/// 128 MiB in flight with the default capacity).
+pub const MAX_FILLS: usize = 32;
 /// Bookkeeping per entry beyond its bytes (key, map slot, clock slot).
 const ENTRY_OVERHEAD: u64 = 256;
 
@@ -65,8 +69,8 @@ impl CachedObject {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
     pub hits: u64,
-    /// Storage reads made to fill the cache (one per single-flight group).
-    pub loads: u64,
+    /// Fills started (storage reads whose bytes were to be kept).
+    pub fills: u64,
     pub entries: u64,
     pub bytes: u64,
 }
@@ -76,10 +80,30 @@ pub struct MediaCache {
     shard_capacity: u64,
     max_object: u64,
     revalidate_after: Duration,
-    loading: Mutex<HashMap<String, Arc<OnceCell<Option<CachedObject>>>>>,
-    load_permits: tokio::sync::Semaphore,
+    /// Keys being filled now.
+    filling: Mutex<HashSet<String>>,
+    fill_permits: Arc<Semaphore>,
     hits: AtomicU64,
-    loads: AtomicU64,
+    fills: AtomicU64,
+}
+
+/// What [`MediaCache::lookup`] finds.
+pub enum Lookup {
+    Hit(CachedObject),
+    /// This request reads the object and passes it through the [`Filler`].
+    Fill(Filler),
+    /// Read storage as without the cache (off, full of fills, or this
+    /// object is being filled by another request).
+    Bypass,
+}
+
+/// The right, and duty, to fill one key: hand it the object's bytes.
+/// Dropped unfinished (the client went away, storage failed), it holds
+/// nothing and frees the key.
+pub struct Filler {
+    cache: Arc<MediaCache>,
+    key: String,
+    _permit: OwnedSemaphorePermit,
 }
 
 #[derive(Default)]
@@ -123,10 +147,10 @@ impl MediaCache {
             // large file cannot flush the hot set.
             max_object: shard_capacity / 4,
             revalidate_after,
-            loading: Mutex::default(),
-            load_permits: tokio::sync::Semaphore::new(MAX_LOADS),
+            filling: Mutex::default(),
+            fill_permits: Arc::new(Semaphore::new(MAX_FILLS)),
             hits: AtomicU64::new(0),
-            loads: AtomicU64::new(0),
+            fills: AtomicU64::new(0),
         }
     }
 
@@ -180,56 +204,31 @@ impl MediaCache {
         Some(object)
     }
 
-    /// The object under `key`, from memory or by running `load` (once for
-    /// all concurrent callers of the same key). `Ok(None)` when the object
-    /// is not to be kept: `load` found it too large, or [`MAX_LOADS`]
-    /// other objects are being read; those callers then serve it from
-    /// storage themselves.
-    pub async fn get_or_load<E, F, Fut>(
-        &self,
-        key: &str,
-        load: F,
-    ) -> Result<Option<CachedObject>, E>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<CachedObject>, E>>,
-    {
+    /// What a whole-object request for `key` should do.
+    pub fn lookup(self: &Arc<Self>, key: &str) -> Lookup {
         if let Some(hit) = self.get(key) {
-            return Ok(Some(hit));
+            return Lookup::Hit(hit);
         }
         if !self.enabled() {
-            return Ok(None);
+            return Lookup::Bypass;
         }
-        let cell = self
-            .loading
+        let Ok(permit) = self.fill_permits.clone().try_acquire_owned() else {
+            return Lookup::Bypass;
+        };
+        if !self
+            .filling
             .lock()
             .expect("media cache lock")
-            .entry(key.to_string())
-            .or_default()
-            .clone();
-        let result = cell
-            .get_or_try_init(|| async {
-                // Filled while this caller waited for the lock of `cell`?
-                if let Some(hit) = self.get(key) {
-                    return Ok(Some(hit));
-                }
-                let Ok(_permit) = self.load_permits.try_acquire() else {
-                    return Ok(None);
-                };
-                self.loads.fetch_add(1, Ordering::Relaxed);
-                let object = load().await?;
-                if let Some(o) = &object {
-                    self.insert(key, o.clone());
-                }
-                Ok(object)
-            })
-            .await
-            .cloned();
-        let mut loading = self.loading.lock().expect("media cache lock");
-        if loading.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-            loading.remove(key);
+            .insert(key.to_string())
+        {
+            return Lookup::Bypass;
         }
-        result
+        self.fills.fetch_add(1, Ordering::Relaxed);
+        Lookup::Fill(Filler {
+            cache: self.clone(),
+            key: key.to_string(),
+            _permit: permit,
+        })
     }
 
     fn insert(&self, key: &str, object: CachedObject) {
@@ -288,10 +287,69 @@ impl MediaCache {
         }
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
-            loads: self.loads.load(Ordering::Relaxed),
+            fills: self.fills.load(Ordering::Relaxed),
             entries,
             bytes,
         }
+    }
+}
+
+impl Filler {
+    /// Holds `object`, whole in hand (the caller needed every byte anyway).
+    pub fn keep(self, object: CachedObject) {
+        self.cache.insert(&self.key, object);
+    }
+
+    /// `body` as it comes from storage, passed on unchanged; the object
+    /// (`meta` says its size) is held once all of it has gone through.
+    pub fn tee(
+        self,
+        meta: Arc<ObjectMeta>,
+        headers: Arc<HeaderMap>,
+        body: ByteStream,
+    ) -> ByteStream {
+        if meta.size > self.cache.max_object {
+            return body;
+        }
+        let copy = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        let state = (body, Some((self, copy)), meta, headers);
+        Box::pin(futures::stream::unfold(
+            state,
+            |(mut body, mut fill, meta, headers)| async move {
+                let item = body.next().await;
+                match &item {
+                    Some(Ok(chunk)) => {
+                        if let Some((_, copy)) = &mut fill {
+                            copy.extend_from_slice(chunk);
+                        }
+                    }
+                    // A failed read keeps nothing (the filler is dropped).
+                    Some(Err(_)) => fill = None,
+                    None => {
+                        if let Some((filler, copy)) = fill.take() {
+                            if copy.len() as u64 == meta.size {
+                                filler.keep(CachedObject {
+                                    meta: meta.clone(),
+                                    body: Bytes::from(copy),
+                                    headers: headers.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+                item.map(|item| (item, (body, fill, meta, headers)))
+            },
+        ))
+    }
+}
+
+impl Drop for Filler {
+    fn drop(&mut self) {
+        self.cache
+            .filling
+            .lock()
+            .expect("media cache lock")
+            .remove(&self.key);
     }
 }
 
@@ -299,35 +357,49 @@ impl MediaCache {
 mod tests {
     use super::*;
 
-    fn object(key: &str, len: usize) -> CachedObject {
-        CachedObject {
-            meta: Arc::new(ObjectMeta {
-                key: key.to_string(),
-                size: len as u64,
-                etag: "e".into(),
-                content_type: None,
-                cache_control: None,
-                last_modified: chrono::Utc::now(),
-            }),
-            body: Bytes::from(vec![7; len]),
-            headers: Arc::default(),
-        }
+    fn meta(key: &str, len: usize) -> Arc<ObjectMeta> {
+        Arc::new(ObjectMeta {
+            key: key.to_string(),
+            size: len as u64,
+            etag: "e".into(),
+            content_type: None,
+            cache_control: None,
+            last_modified: chrono::Utc::now(),
+        })
     }
 
-    async fn fill(cache: &MediaCache, key: &str, len: usize) -> Option<CachedObject> {
-        cache
-            .get_or_load(key, || async { Ok::<_, ()>(Some(object(key, len))) })
-            .await
-            .unwrap()
+    /// A storage body of `len` bytes in chunks of at most 4096.
+    fn body(len: usize) -> ByteStream {
+        let chunks: Vec<std::io::Result<Bytes>> = vec![7u8; len]
+            .chunks(4096)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(chunks))
+    }
+
+    /// A whole-object request for `key`, read through to its end.
+    async fn serve(cache: &Arc<MediaCache>, key: &str, len: usize) -> (bool, usize) {
+        match cache.lookup(key) {
+            Lookup::Hit(o) => (true, o.body.len()),
+            Lookup::Fill(filler) => {
+                let mut through = filler.tee(meta(key, len), Arc::default(), body(len));
+                let mut n = 0;
+                while let Some(chunk) = through.next().await {
+                    n += chunk.unwrap().len();
+                }
+                (false, n)
+            }
+            Lookup::Bypass => (false, len),
+        }
     }
 
     #[tokio::test]
     async fn stays_within_its_byte_bound_and_keeps_what_is_used() {
-        let cache = MediaCache::new(16 * 64 * 1024, DEFAULT_REVALIDATE_AFTER);
+        let cache = Arc::new(MediaCache::new(16 * 64 * 1024, DEFAULT_REVALIDATE_AFTER));
         for i in 0..2000 {
-            fill(&cache, &format!("k{i}"), 10_000).await;
+            serve(&cache, &format!("k{i}"), 10_000).await;
             // One object read over and over survives the churn.
-            assert!(fill(&cache, "hot", 10_000).await.is_some());
+            assert_eq!(serve(&cache, "hot", 10_000).await.1, 10_000);
             assert!(
                 cache.get("hot").is_some(),
                 "the hot object was evicted at {i}"
@@ -343,20 +415,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn what_went_through_is_held_byte_for_byte() {
+        let cache = Arc::new(MediaCache::default());
+        assert_eq!(serve(&cache, "seg", 10_000).await, (false, 10_000));
+        let held = cache.get("seg").expect("held");
+        assert_eq!(held.body.as_ref(), &[7u8; 10_000][..]);
+        assert_eq!(serve(&cache, "seg", 10_000).await, (true, 10_000));
+        assert_eq!(cache.stats().fills, 1);
+        assert!(cache.filling.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn objects_too_large_or_a_disabled_cache_keep_nothing() {
-        let cache = MediaCache::new(16 * 64 * 1024, DEFAULT_REVALIDATE_AFTER);
+        let cache = Arc::new(MediaCache::new(16 * 64 * 1024, DEFAULT_REVALIDATE_AFTER));
         let big = cache.max_object() as usize + 1;
-        assert!(fill(&cache, "big", big).await.is_some());
+        assert_eq!(serve(&cache, "big", big).await.1, big);
         assert!(cache.get("big").is_none());
-        let off = MediaCache::disabled();
-        assert!(fill(&off, "a", 10).await.is_none());
+        assert!(cache.filling.lock().unwrap().is_empty());
+        let off = Arc::new(MediaCache::disabled());
+        assert!(matches!(off.lookup("a"), Lookup::Bypass));
         assert_eq!(off.stats(), CacheStats::default());
     }
 
     #[tokio::test]
     async fn entries_are_read_again_after_the_revalidation_bound() {
-        let cache = MediaCache::new(16 * 64 * 1024, Duration::from_millis(50));
-        fill(&cache, "k", 100).await;
+        let cache = Arc::new(MediaCache::new(16 * 64 * 1024, Duration::from_millis(50)));
+        serve(&cache, "k", 100).await;
         assert!(cache.get("k").is_some());
         tokio::time::sleep(Duration::from_millis(60)).await;
         assert!(cache.get("k").is_none());
@@ -364,80 +448,58 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn concurrent_misses_of_one_object_read_storage_once() {
+    async fn a_miss_during_a_fill_goes_to_storage_and_an_abandoned_fill_keeps_nothing() {
         let cache = Arc::new(MediaCache::default());
-        let reads = Arc::new(AtomicU64::new(0));
-        let tasks: Vec<_> = (0..32)
-            .map(|_| {
-                let (cache, reads) = (cache.clone(), reads.clone());
-                tokio::spawn(async move {
-                    cache
-                        .get_or_load("seg", || async move {
-                            reads.fetch_add(1, Ordering::SeqCst);
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            Ok::<_, ()>(Some(object("seg", 1000)))
-                        })
-                        .await
-                        .unwrap()
-                        .unwrap()
-                })
-            })
-            .collect();
-        for t in tasks {
-            assert_eq!(t.await.unwrap().body.len(), 1000);
-        }
-        assert_eq!(reads.load(Ordering::SeqCst), 1);
-        assert!(cache.loading.lock().unwrap().is_empty());
+        let Lookup::Fill(filler) = cache.lookup("seg") else {
+            panic!("the first miss fills")
+        };
+        // Another learner meanwhile: straight to storage, not waiting.
+        assert!(matches!(cache.lookup("seg"), Lookup::Bypass));
+        // The first learner leaves after one chunk.
+        let mut through = filler.tee(meta("seg", 10_000), Arc::default(), body(10_000));
+        through.next().await.unwrap().unwrap();
+        drop(through);
+        assert!(cache.get("seg").is_none());
+        assert!(cache.filling.lock().unwrap().is_empty());
+        // A short read (storage gave less than the object's size) neither.
+        let Lookup::Fill(filler) = cache.lookup("seg") else {
+            panic!("free to fill again")
+        };
+        let mut through = filler.tee(meta("seg", 10_000), Arc::default(), body(9_000));
+        while through.next().await.is_some() {}
+        assert!(cache.get("seg").is_none());
+        assert_eq!(serve(&cache, "seg", 10_000).await, (false, 10_000));
+        assert!(cache.get("seg").is_some());
     }
 
     #[tokio::test]
-    async fn misses_beyond_the_load_bound_are_left_to_storage() {
+    async fn a_failed_read_is_not_held() {
         let cache = Arc::new(MediaCache::default());
-        let release = Arc::new(tokio::sync::Semaphore::new(0));
-        let started = Arc::new(tokio::sync::Semaphore::new(0));
-        let slow: Vec<_> = (0..MAX_LOADS)
-            .map(|i| {
-                let (cache, release, started) = (cache.clone(), release.clone(), started.clone());
-                tokio::spawn(async move {
-                    let key = format!("slow{i}");
-                    cache
-                        .get_or_load(&key, || async {
-                            started.add_permits(1);
-                            release.acquire().await.unwrap().forget();
-                            Ok::<_, ()>(Some(object(&key, 10)))
-                        })
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        let all = u32::try_from(MAX_LOADS).unwrap();
-        started.acquire_many(all).await.unwrap().forget();
-        let called = AtomicU64::new(0);
-        let extra = cache
-            .get_or_load("one-more", || async {
-                called.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, ()>(Some(object("one-more", 10)))
-            })
-            .await
-            .unwrap();
-        assert!(extra.is_none());
-        assert_eq!(called.load(Ordering::SeqCst), 0, "read beyond the bound");
-        release.add_permits(MAX_LOADS);
-        for t in slow {
-            assert!(t.await.unwrap().is_some());
-        }
-        // With the bound free again, the object is read and kept.
-        assert!(fill(&cache, "one-more", 10).await.is_some());
-        assert!(cache.get("one-more").is_some());
+        let Lookup::Fill(filler) = cache.lookup("k") else {
+            panic!("fills")
+        };
+        let failing: ByteStream = Box::pin(futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(std::io::Error::other("storage went away")),
+            Ok(Bytes::from_static(b"def")),
+        ]));
+        let mut through = filler.tee(meta("k", 6), Arc::default(), failing);
+        while through.next().await.is_some() {}
+        assert!(cache.get("k").is_none());
+        assert!(cache.filling.lock().unwrap().is_empty());
     }
 
     #[tokio::test]
-    async fn a_failed_read_is_not_remembered() {
-        let cache = MediaCache::default();
-        let failed = cache.get_or_load("k", || async { Err::<Option<CachedObject>, _>("gone") });
-        assert_eq!(failed.await.unwrap_err(), "gone");
-        assert!(fill(&cache, "k", 10).await.is_some());
-        assert!(cache.loading.lock().unwrap().is_empty());
+    async fn misses_beyond_the_fill_bound_are_left_to_storage() {
+        let cache = Arc::new(MediaCache::default());
+        let fillers: Vec<Filler> = (0..MAX_FILLS)
+            .map(|i| match cache.lookup(&format!("slow{i}")) {
+                Lookup::Fill(f) => f,
+                _ => panic!("fill {i} refused"),
+            })
+            .collect();
+        assert!(matches!(cache.lookup("one-more"), Lookup::Bypass));
+        drop(fillers);
+        assert!(matches!(cache.lookup("one-more"), Lookup::Fill(_)));
     }
 }

@@ -55,7 +55,7 @@ use uuid::Uuid;
 use crate::authz::{Access, ApiRouter};
 use crate::error::ApiPath;
 use crate::{ApiError, AppState};
-use cache::{CachedObject, MediaCache};
+use cache::{CachedObject, Lookup, MediaCache};
 use encryption::AssetKey;
 use http::RangeRequest;
 use token::{Claims, PlaybackKey, TokenError};
@@ -92,7 +92,7 @@ pub struct Playback {
     pub key_recheck: Duration,
     asset_keys: Mutex<HashMap<Uuid, (Instant, CachedKey)>>,
     /// Hot immutable objects (segments, init segments, posters).
-    pub media_cache: MediaCache,
+    pub media_cache: Arc<MediaCache>,
 }
 
 /// An asset's encryption state as cached: `None` = served clear.
@@ -138,14 +138,14 @@ impl Playback {
             sessions: Mutex::new(HashMap::new()),
             key_recheck: DEFAULT_KEY_RECHECK,
             asset_keys: Mutex::new(HashMap::new()),
-            media_cache: MediaCache::default(),
+            media_cache: Arc::new(MediaCache::default()),
         }
     }
 
     /// The same signer with another object cache (`MediaCache::disabled()`
     /// to read storage on every request).
     pub fn with_media_cache(mut self, cache: MediaCache) -> Self {
-        self.media_cache = cache;
+        self.media_cache = Arc::new(cache);
         self
     }
 
@@ -731,22 +731,17 @@ async fn serve_object(
         }
     }
     let requested = match range {
-        // A whole object is read once into memory for everyone asking;
-        // one too large to keep is streamed to its first asker.
-        RangeRequest::Whole if cache.enabled() => {
-            let mut too_large = None;
-            let loaded = load_whole(state, key, &mut too_large).await?;
-            if let Some(object) = loaded {
-                return Ok(answer_from_memory(method, headers, key, &object, range));
-            }
-            if let Some(object) = too_large {
-                let body = Body::from_stream(object.body);
-                return Ok(object_response(key, &object.meta, None, body));
-            }
-            None
-        }
         RangeRequest::Whole => None,
         RangeRequest::One(r) => Some(r),
+    };
+    // A whole GET may fill the cache on its way through.
+    let filler = match requested {
+        None => match cache.lookup(key) {
+            Lookup::Hit(hit) => return Ok(answer_from_memory(method, headers, key, &hit, range)),
+            Lookup::Fill(filler) => Some(filler),
+            Lookup::Bypass => None,
+        },
+        Some(_) => None,
     };
     let object = match store.get(key, requested).await {
         Ok(o) => o,
@@ -754,46 +749,29 @@ async fn serve_object(
         Err(e) => return Err(storage_error(key, e)),
     };
     let span = requested.map(|_| object.range.clone());
-    Ok(object_response(
-        key,
-        &object.meta,
-        span,
-        Body::from_stream(object.body),
-    ))
+    let mut response = object_response(key, &object.meta, span, Body::empty());
+    let body = match filler {
+        Some(filler) => {
+            let headers = Arc::new(response.headers().clone());
+            filler.tee(Arc::new(object.meta), headers, object.body)
+        }
+        None => object.body,
+    };
+    *response.body_mut() = Body::from_stream(body);
+    Ok(response)
 }
 
-/// The whole object under `key` through the cache (one storage read for
-/// all concurrent askers). `None` when it is too large to keep: the one
-/// caller that read it finds the open object in `too_large`; the others
-/// read storage themselves.
-async fn load_whole(
-    state: &AppState,
-    key: &str,
-    too_large: &mut Option<lectern_storage::GetObject>,
-) -> Result<Option<CachedObject>, ApiError> {
-    let (store, cache) = (&state.store, &state.playback.media_cache);
-    let max = cache.max_object();
-    cache
-        .get_or_load(key, || async move {
-            let object = store.get(key, None).await?;
-            if object.meta.size > max {
-                *too_large = Some(object);
-                return Ok(None);
-            }
-            let meta = Arc::new(object.meta.clone());
-            let body = object.bytes().await?;
-            let headers = object_response(key, &meta, None, Body::empty())
-                .headers()
-                .clone();
-            let headers = Arc::new(headers);
-            Ok(Some(CachedObject {
-                meta,
-                body,
-                headers,
-            }))
-        })
-        .await
-        .map_err(|e| storage_error(key, e))
+/// What a held object answers to a whole GET: the headers of
+/// [`object_response`], built once.
+fn held(key: &str, meta: ObjectMeta, body: axum::body::Bytes) -> CachedObject {
+    let headers = object_response(key, &meta, None, Body::empty())
+        .headers()
+        .clone();
+    CachedObject {
+        meta: Arc::new(meta),
+        body,
+        headers: Arc::new(headers),
+    }
 }
 
 /// The answer to any request for an object held whole in memory.
@@ -899,25 +877,19 @@ async fn serve_encrypted(
     }
     // The clear bytes come from memory when hot; encryption is redone
     // per request (the cache holds what storage holds, nothing derived).
-    let mut too_large = None;
-    let cached = match state.playback.media_cache.get(key) {
-        Some(hit) => Some(hit),
-        None if state.playback.media_cache.enabled() => {
-            load_whole(state, key, &mut too_large).await?
-        }
-        None => None,
+    let filler = match state.playback.media_cache.lookup(key) {
+        Lookup::Hit(hit) => Err(hit),
+        Lookup::Fill(filler) => Ok(Some(filler)),
+        Lookup::Bypass => Ok(None),
     };
-    let (meta, clear) = match cached {
-        Some(o) => ((*o.meta).clone(), o.body),
-        None => {
-            let object = match too_large {
-                Some(o) => o,
-                None => state
-                    .store
-                    .get(key, None)
-                    .await
-                    .map_err(|e| storage_error(key, e))?,
-            };
+    let (meta, clear) = match filler {
+        Err(hit) => ((*hit.meta).clone(), hit.body),
+        Ok(filler) => {
+            let object = state
+                .store
+                .get(key, None)
+                .await
+                .map_err(|e| storage_error(key, e))?;
             if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
                 return Err(ApiError::internal(format!(
                     "segment {key} is {} bytes, too large to encrypt on the fly",
@@ -925,10 +897,13 @@ async fn serve_encrypted(
                 )));
             }
             let meta = object.meta.clone();
-            (
-                meta,
-                object.bytes().await.map_err(|e| storage_error(key, e))?,
-            )
+            let clear = object.bytes().await.map_err(|e| storage_error(key, e))?;
+            if let Some(filler) = filler {
+                if meta.size <= state.playback.media_cache.max_object() {
+                    filler.keep(held(key, meta.clone(), clear.clone()));
+                }
+            }
+            (meta, clear)
         }
     };
     let meta = encrypted_meta(&meta);
