@@ -311,7 +311,9 @@ impl Filler {
         if meta.size > self.cache.max_object {
             return body;
         }
-        let copy = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        // The chunks themselves (shared, not copied) until the end: the fs
+        // backend hands a segment out as one chunk, held as it is.
+        let copy: Vec<Bytes> = Vec::new();
         let state = (body, Some((self, copy)), meta, headers);
         Box::pin(futures::stream::unfold(
             state,
@@ -320,26 +322,42 @@ impl Filler {
                 match &item {
                     Some(Ok(chunk)) => {
                         if let Some((_, copy)) = &mut fill {
-                            copy.extend_from_slice(chunk);
+                            copy.push(chunk.clone());
+                        }
+                        // Held as soon as the last byte is in: a server that
+                        // stops polling at Content-Length never asks again.
+                        let len: usize = fill
+                            .as_ref()
+                            .map_or(0, |(_, c)| c.iter().map(Bytes::len).sum());
+                        if len as u64 == meta.size {
+                            if let Some((filler, copy)) = fill.take() {
+                                filler.keep(whole(copy, &meta, &headers));
+                            }
                         }
                     }
                     // A failed read keeps nothing (the filler is dropped).
                     Some(Err(_)) => fill = None,
                     None => {
-                        if let Some((filler, copy)) = fill.take() {
-                            if copy.len() as u64 == meta.size {
-                                filler.keep(CachedObject {
-                                    meta: meta.clone(),
-                                    body: Bytes::from(copy),
-                                    headers: headers.clone(),
-                                });
-                            }
-                        }
+                        // Ended short of the object's size: nothing held.
+                        fill = None;
                     }
                 }
                 item.map(|item| (item, (body, fill, meta, headers)))
             },
         ))
+    }
+}
+
+/// The object from the chunks that made it up (one chunk: itself).
+fn whole(chunks: Vec<Bytes>, meta: &Arc<ObjectMeta>, headers: &Arc<HeaderMap>) -> CachedObject {
+    let body = match <[Bytes; 1]>::try_from(chunks) {
+        Ok([one]) => one,
+        Err(chunks) => Bytes::from(chunks.concat()),
+    };
+    CachedObject {
+        meta: meta.clone(),
+        body,
+        headers: headers.clone(),
     }
 }
 
