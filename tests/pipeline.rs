@@ -814,3 +814,100 @@ async fn a_long_source_is_split_encoded_by_both_workers_and_stitched_seamlessly(
     drop(workers);
     db.drop_database().await;
 }
+
+/// A part that can never be encoded fails its asset for good; the other
+/// parts are cancelled, and nothing of the attempt stays in storage: no
+/// finished part's files, no chunk sources.
+#[tokio::test]
+async fn a_chunked_asset_that_fails_for_good_leaves_nothing_in_storage() {
+    let db = TestDb::new("chunkfail").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    let clip = make_clip_with(dir.path(), "lecture.mp4", 46, &["-g", "50"]);
+    let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    let _workers = Workers(vec![spawn_worker_with(
+        &db.url,
+        &data,
+        &dir.path().join("w1.log"),
+        &[
+            ("LECTERN_CHUNK_THRESHOLD_SECS", "20"),
+            ("LECTERN_CHUNK_SECS", "10"),
+        ],
+    )]);
+
+    // As soon as the source is split, damage the chunk of the last video
+    // part still waiting its turn (one worker takes parts one by one).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let chunk: String = loop {
+        let row: Option<String> = sqlx::query_scalar(
+            "SELECT spec->>'source_key' FROM jobs
+             WHERE asset_id = $1 AND kind = 'encode_part' AND state = 'queued'
+               AND (spec->>'index')::int > 0
+             ORDER BY (spec->>'index')::int DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&db.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(Instant::now() < deadline, "the source was never split");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(chunk.contains("/parts/"), "{chunk}");
+    store
+        .put_bytes(
+            &chunk,
+            b"%PDF-1.4 not a video chunk".to_vec().into(),
+            PutOptions::default(),
+        )
+        .await
+        .unwrap();
+
+    wait_until("the asset failed", Duration::from_secs(300), || {
+        let pool = db.pool.clone();
+        async move { status_of(&pool, id).await.0 == "failed" }
+    })
+    .await;
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, state FROM jobs WHERE asset_id = $1 ORDER BY kind, state")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        states.contains(&("transcode".into(), "failed".into())),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .any(|(k, s)| k == "encode_part" && s == "failed"),
+        "{states:?}"
+    );
+    // Parts that were running notice the cancellation at their next lease
+    // renewal (1 s here) and remove their own files.
+    let root = assets::output_root(id);
+    wait_until(
+        "the attempt's files removed",
+        Duration::from_secs(30),
+        || {
+            let store = store.clone();
+            let root = root.clone();
+            async move { store.list(&root).await.unwrap().is_empty() }
+        },
+    )
+    .await;
+    let queued_or_running: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs WHERE asset_id = $1 AND state IN ('queued', 'running', 'waiting')",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(queued_or_running, 0, "{states:?}");
+    db.drop_database().await;
+}

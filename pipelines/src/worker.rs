@@ -225,9 +225,17 @@ impl Worker {
                     // The parts' outputs stay for the stitch's retry.
                     Stage::Stitch(_) => {}
                 }
-                if let Err(e) = self.record_failure(&job, failure).await {
+                match self.record_failure(&job, failure).await {
+                    // The asset failed for good: the other parts' outputs
+                    // and the chunk sources can never be stitched.
+                    Ok(true) if !matches!(stage, Stage::Whole) => {
+                        self.remove_prefix(&prefix).await;
+                    }
+                    Ok(_) => {}
                     // The lease will expire and another worker retries.
-                    tracing::error!(job = %job.id, error = %e, "cannot record job failure");
+                    Err(e) => {
+                        tracing::error!(job = %job.id, error = %e, "cannot record job failure")
+                    }
                 }
             }
         }
@@ -455,16 +463,17 @@ impl Worker {
         Ok(())
     }
 
-    async fn record_failure(&self, job: &ClaimedJob, failure: JobFailure) -> sqlx::Result<()> {
+    /// Records a failed attempt; `true` when the asset failed for good.
+    async fn record_failure(&self, job: &ClaimedJob, failure: JobFailure) -> sqlx::Result<bool> {
         let name = &self.config.name;
         let (code, message, permanent) = match failure {
             JobFailure::LeaseLost => {
                 tracing::warn!(job = %job.id, attempt = job.attempts, "lease lost; another worker has the job");
-                return Ok(());
+                return Ok(false);
             }
             JobFailure::Interrupted => {
                 tracing::info!(job = %job.id, "interrupted by shutdown; handing the job back");
-                return jobs::release(&self.db, job, name).await;
+                return jobs::release(&self.db, job, name).await.map(|()| false);
             }
             JobFailure::Media(e) => (
                 e.code.as_str().to_string(),
@@ -498,7 +507,7 @@ impl Worker {
         .await?
         .rows_affected();
         if owned != 1 {
-            return Ok(());
+            return Ok(false);
         }
         // This attempt's outputs are being removed: stop sending learners there.
         sqlx::query(
@@ -524,7 +533,7 @@ impl Worker {
             } else {
                 // The asset stays in transcoding while its other parts run.
                 tracing::warn!(asset = %job.asset_id, part = %job.id, %code, %message, "part failed; will retry");
-                return tx.commit().await;
+                return tx.commit().await.map(|()| false);
             }
         }
         if give_up {
@@ -557,7 +566,7 @@ impl Worker {
             .await?;
             tracing::warn!(asset = %job.asset_id, %code, %message, ?retry_in, "transient failure; will retry");
         }
-        tx.commit().await
+        tx.commit().await.map(|()| give_up)
     }
 
     async fn remove_prefix(&self, prefix: &str) {
