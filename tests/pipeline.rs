@@ -90,6 +90,19 @@ fn spawn_worker_with(db_url: &str, data_dir: &Path, log: &Path, env: &[(&str, &s
         .unwrap()
 }
 
+/// A worker that splits sources of 20 s or more into ~10 s chunks.
+fn spawn_chunking_worker(db_url: &str, data_dir: &Path, log: &Path) -> Child {
+    spawn_worker_with(
+        db_url,
+        data_dir,
+        log,
+        &[
+            ("LECTERN_CHUNK_THRESHOLD_SECS", "20"),
+            ("LECTERN_CHUNK_SECS", "10"),
+        ],
+    )
+}
+
 /// A real H.264/AAC clip made by the ffmpeg CLI.
 fn make_clip(dir: &Path, name: &str, seconds: u32) -> PathBuf {
     make_clip_with(dir, name, seconds, &[])
@@ -672,17 +685,7 @@ async fn a_long_source_is_split_encoded_by_both_workers_and_stitched_seamlessly(
     // chunks start at 0, 12, 24 and 36.
     let clip = make_clip_with(dir.path(), "lecture.mp4", 46, &["-g", "50"]);
     let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
-    let chunked = |log: &str| {
-        spawn_worker_with(
-            &db.url,
-            &data,
-            &dir.path().join(log),
-            &[
-                ("LECTERN_CHUNK_THRESHOLD_SECS", "20"),
-                ("LECTERN_CHUNK_SECS", "10"),
-            ],
-        )
-    };
+    let chunked = |log: &str| spawn_chunking_worker(&db.url, &data, &dir.path().join(log));
     let mut workers = Workers(vec![chunked("w1.log"), chunked("w2.log")]);
 
     // Kill the worker of a part that is mid-encode: its part must be taken
@@ -827,14 +830,10 @@ async fn a_chunked_asset_that_fails_for_good_leaves_nothing_in_storage() {
     let org = create_org(&db.pool).await;
     let clip = make_clip_with(dir.path(), "lecture.mp4", 46, &["-g", "50"]);
     let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
-    let _workers = Workers(vec![spawn_worker_with(
+    let _workers = Workers(vec![spawn_chunking_worker(
         &db.url,
         &data,
         &dir.path().join("w1.log"),
-        &[
-            ("LECTERN_CHUNK_THRESHOLD_SECS", "20"),
-            ("LECTERN_CHUNK_SECS", "10"),
-        ],
     )]);
 
     // As soon as the source is split, damage the chunk of the last video
