@@ -860,6 +860,124 @@ async fn two_redis_nodes_share_progress_after_a_push(db: PgPool) {
     delete_redis_keys(&prefix).await;
 }
 
+/// A Redis of its own on a free port, stopped when dropped.
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (infra/dev/setup installs it)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis restarting (empty: no persistence) under a node: beats are still
+/// answered and kept by the node, its reads fall back to what it holds,
+/// and once Redis is back the node pushes them and a flush writes them.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_node_keeps_beats_while_redis_restarts(db: PgPool) {
+    let w = World::new(db).await;
+    let org = w.org("Cardiology Society").await;
+    let user = w
+        .user(Some(org), "learner@a.example.org", Role::Learner)
+        .await;
+    let course = course(&w, org, "published").await;
+    let lesson_id = lesson(&w, org, course, Some(100.0), true).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = OwnRedis::start(port);
+    let node = Absorber::Redis(
+        RedisAbsorber::connect(&redis.url(), "lectern-test:")
+            .await
+            .unwrap(),
+    );
+    let t0 = Utc::now().timestamp_millis() - 60_000;
+    let beat = |from: f64, to: f64, at_ms: i64| Beat {
+        user_id: user,
+        lesson_id,
+        org_id: org,
+        duration_s: 100.0,
+        position_s: to,
+        speed: 1.25,
+        from_s: from,
+        to_s: to,
+        at_ms,
+    };
+    node.absorb(&beat(0.0, 10.0, t0)).await.unwrap();
+    push_node(&node).await.unwrap();
+
+    drop(redis);
+    node.absorb(&beat(10.0, 20.0, t0 + 5_000)).await.unwrap();
+    let seen = entry(&node, user, lesson_id).await;
+    assert_eq!(
+        (seen.position_s, seen.watched.clone()),
+        (20.0, vec![[0.0, 20.0]])
+    );
+    assert_eq!(node.speed(user).await.unwrap().unwrap().speed, 1.25);
+    assert!(push_node(&node).await.is_err(), "Redis is down");
+    assert!(flush::flush_once(w.db(), &node).await.is_err());
+
+    let _redis = OwnRedis::start(port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while push_node(&node).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "never reconnected");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // The flusher's own connection notices the restart on its next call.
+    let written = loop {
+        match flush::flush_once(w.db(), &node).await {
+            Ok(n) => break n,
+            Err(e) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "flush never recovered: {e}"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(written, 1);
+    let (position, watched): (f64, Value) =
+        sqlx::query_as("SELECT position_s, watched FROM lesson_progress WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(w.db())
+            .await
+            .unwrap();
+    // The restart lost what Redis held (the first beat's watch time), but
+    // the node's entry carries the whole union and the newest position.
+    assert_eq!(position, 20.0);
+    assert_eq!(iv(&watched), vec![[0.0, 20.0]]);
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {
         mod memory {

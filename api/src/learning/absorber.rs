@@ -581,14 +581,32 @@ impl Shared {
 async fn push_every_interval(shared: std::sync::Weak<Shared>) {
     let mut tick = tokio::time::interval(PUSH_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when pushes fail, and when that was last logged: one warning
+    // a minute while Redis is away, not one a second.
+    let mut failing: Option<(Instant, Instant)> = None;
     loop {
         tick.tick().await;
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        if let Err(e) = shared.push().await {
+        match shared.push().await {
+            Ok(_) => {
+                if let Some((since, _)) = failing.take() {
+                    tracing::info!(after = ?since.elapsed(), "pushing heartbeats to Redis again");
+                }
+            }
             // Kept locally and pushed again next time.
-            tracing::warn!(error = %e, "cannot push heartbeats to Redis; retrying");
+            Err(e) => match &mut failing {
+                Some((_, logged)) if logged.elapsed() < Duration::from_secs(60) => {}
+                Some((since, logged)) => {
+                    *logged = Instant::now();
+                    tracing::warn!(error = %e, for_ = ?since.elapsed(), "still cannot push heartbeats to Redis; they are kept in this node");
+                }
+                None => {
+                    failing = Some((Instant::now(), Instant::now()));
+                    tracing::warn!(error = %e, "cannot push heartbeats to Redis; kept in this node, retrying every second");
+                }
+            },
         }
     }
 }
@@ -616,8 +634,15 @@ fn overlay(shared: Option<Snapshot>, mine: Option<Snapshot>) -> Option<Snapshot>
 impl RedisAbsorber {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, AbsorbError> {
         let client = redis::Client::open(url)?;
+        // While Redis is away a call fails within about a second (two
+        // quick reconnect attempts) instead of the client's default six
+        // with backoff (~6 s): reads then fall back to this node's state and
+        // pushes retry on their own timer, so nothing waits on Redis.
         let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(Duration::from_secs(3)));
+            .set_response_timeout(Some(Duration::from_secs(3)))
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(400));
         let con = client
             .get_connection_manager_with_config(config.clone())
             .await?;
@@ -675,7 +700,19 @@ impl RedisAbsorber {
             .map(|l| self.entry_key(&format!("{user_id}:{l}")))
             .collect();
         let mut con = self.shared.con.clone();
-        let rows: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut con).await?;
+        // Redis away: this node's own state (PostgreSQL has the rest, up to
+        // one flush interval behind) rather than no playback at all.
+        let rows: Vec<Option<String>> = match redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut con)
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read progress from Redis; using this node's");
+                vec![None; lessons.len()]
+            }
+        };
         Ok(rows
             .into_iter()
             .zip(lessons)
@@ -691,7 +728,11 @@ impl RedisAbsorber {
         let raw: Option<String> = redis::cmd("GET")
             .arg(self.speed_key(&user_id.to_string()))
             .query_async(&mut con)
-            .await?;
+            .await
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot read a speed from Redis; using this node's");
+                None
+            });
         let shared = raw.and_then(|raw| parse_speed(user_id, &raw));
         let mine = self.shared.local.speed(user_id);
         Ok(match (shared, mine) {
