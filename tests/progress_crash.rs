@@ -297,12 +297,7 @@ async fn redis_mode_loses_at_most_one_push_interval(db: PgPool) {
         beat_then_kill(&http, &d, server, &token, lesson, Duration::from_secs(4)).await;
     let last = acked.last().unwrap().0;
     let must_have = acknowledged_before(&acked, killed, PUSH);
-    let stored: Option<f64> =
-        sqlx::query_scalar("SELECT position_s FROM lesson_progress WHERE lesson_id = $1")
-            .bind(lesson)
-            .fetch_optional(&db)
-            .await
-            .unwrap();
+    let stored = stored_position(&db, lesson).await;
     assert!(
         stored.is_none_or(|p| p < must_have),
         "PostgreSQL already had {stored:?}: the test cannot tell Redis kept it"
@@ -318,12 +313,7 @@ async fn redis_mode_loses_at_most_one_push_interval(db: PgPool) {
     // And the restarted node's flusher writes it to PostgreSQL.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let stored: Option<f64> =
-            sqlx::query_scalar("SELECT position_s FROM lesson_progress WHERE lesson_id = $1")
-                .bind(lesson)
-                .fetch_optional(&db)
-                .await
-                .unwrap();
+        let stored = stored_position(&db, lesson).await;
         if stored == Some(resume) {
             break;
         }
@@ -333,4 +323,13 @@ async fn redis_mode_loses_at_most_one_push_interval(db: PgPool) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The resume position PostgreSQL holds for `lesson`, if any.
+async fn stored_position(db: &PgPool, lesson: Uuid) -> Option<f64> {
+    sqlx::query_scalar("SELECT position_s FROM lesson_progress WHERE lesson_id = $1")
+        .bind(lesson)
+        .fetch_optional(db)
+        .await
+        .unwrap()
 }

@@ -604,11 +604,7 @@ async fn qoe_events_are_validated_stored_and_summarised(db: PgPool, mode: Mode) 
 #[sqlx::test(migrations = "../migrations")]
 async fn two_nodes_flushing_the_same_rows_lose_nothing(db: PgPool) {
     let w = World::new(db).await;
-    let org = w.org("Cardiology Society").await;
-    let user = w
-        .user(Some(org), "learner@a.example.org", Role::Learner)
-        .await;
-    let course = course(&w, org, "published").await;
+    let Learner { org, user, course } = learner_with_course(&w).await;
     let mut lessons = Vec::new();
     for _ in 0..40 {
         lessons.push(lesson(&w, org, course, Some(100.0), true).await);
@@ -621,19 +617,10 @@ async fn two_nodes_flushing_the_same_rows_lose_nothing(db: PgPool) {
             for (i, lesson_id) in lessons.iter().enumerate() {
                 // Node 1's beat of a round is the newer one.
                 let from = f64::from(r * 10 + n as i32 * 5);
-                node.absorb(&Beat {
-                    user_id: user,
-                    lesson_id: *lesson_id,
-                    org_id: org,
-                    duration_s: 100.0,
-                    position_s: from + 3.0,
-                    speed: 1.0,
-                    from_s: from,
-                    to_s: from + 3.0,
-                    at_ms: t0 + i64::from(r * 10 + n as i32) * 1000 + i as i64,
-                })
-                .await
-                .unwrap();
+                let at_ms = t0 + i64::from(r * 10 + n as i32) * 1000 + i as i64;
+                node.absorb(&played(user, org, *lesson_id, from, from + 3.0, 1.0, at_ms))
+                    .await
+                    .unwrap();
             }
         }
         let (a, b) = tokio::join!(
@@ -672,11 +659,7 @@ async fn two_nodes_flushing_the_same_rows_lose_nothing(db: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_large_redis_flush_goes_in_chunks_and_leaves_nothing_behind(db: PgPool) {
     let w = World::new(db).await;
-    let org = w.org("Cardiology Society").await;
-    let user = w
-        .user(Some(org), "learner@a.example.org", Role::Learner)
-        .await;
-    let course = course(&w, org, "published").await;
+    let Learner { org, user, course } = learner_with_course(&w).await;
     let lessons: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO lessons (id, organisation_id, course_id, title, position)
          SELECT gen_random_uuid(), $1, $2, 'Lesson ' || n, n FROM generate_series(1, 1201) AS n
@@ -697,18 +680,9 @@ async fn a_large_redis_flush_goes_in_chunks_and_leaves_nothing_behind(db: PgPool
         for lesson_id in lessons {
             let absorber = absorber.clone();
             set.spawn(async move {
+                let now = Utc::now().timestamp_millis();
                 absorber
-                    .absorb(&Beat {
-                        user_id: user,
-                        lesson_id,
-                        org_id: org,
-                        duration_s: 100.0,
-                        position_s: to,
-                        speed: 1.0,
-                        from_s: 0.0,
-                        to_s: to,
-                        at_ms: Utc::now().timestamp_millis(),
-                    })
+                    .absorb(&played(user, org, lesson_id, 0.0, to, 1.0, now))
                     .await
             });
         }
@@ -753,6 +727,46 @@ async fn a_large_redis_flush_goes_in_chunks_and_leaves_nothing_behind(db: PgPool
     delete_redis_keys(&prefix).await;
 }
 
+/// A learner of one organisation and a published course of it.
+struct Learner {
+    org: Uuid,
+    user: Uuid,
+    course: Uuid,
+}
+
+async fn learner_with_course(w: &World) -> Learner {
+    let org = w.org("Cardiology Society").await;
+    let user = w
+        .user(Some(org), "learner@a.example.org", Role::Learner)
+        .await;
+    let course = course(w, org, "published").await;
+    Learner { org, user, course }
+}
+
+/// A beat of `user` on a 100 s lesson: `from..to` played at `speed`,
+/// now at `to`.
+fn played(
+    user: Uuid,
+    org: Uuid,
+    lesson_id: Uuid,
+    from: f64,
+    to: f64,
+    speed: f32,
+    at_ms: i64,
+) -> Beat {
+    Beat {
+        user_id: user,
+        lesson_id,
+        org_id: org,
+        duration_s: 100.0,
+        position_s: to,
+        speed,
+        from_s: from,
+        to_s: to,
+        at_ms,
+    }
+}
+
 /// Moves what a Redis node absorbed to Redis now.
 async fn push_node(node: &Absorber) -> Result<usize, lectern_api::learning::absorber::AbsorbError> {
     let Absorber::Redis(r) = node else {
@@ -776,11 +790,7 @@ async fn entry(node: &Absorber, user: Uuid, lesson: Uuid) -> Snapshot {
 #[sqlx::test(migrations = "../migrations")]
 async fn two_redis_nodes_share_progress_after_a_push(db: PgPool) {
     let w = World::new(db).await;
-    let org = w.org("Cardiology Society").await;
-    let user = w
-        .user(Some(org), "learner@a.example.org", Role::Learner)
-        .await;
-    let course = course(&w, org, "published").await;
+    let Learner { org, user, course } = learner_with_course(&w).await;
     let lesson_id = lesson(&w, org, course, Some(100.0), true).await;
     let prefix = format!("lectern-test:{}:", Uuid::new_v4());
     let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL (infra/dev/services up)");
@@ -792,17 +802,7 @@ async fn two_redis_nodes_share_progress_after_a_push(db: PgPool) {
     };
     let (a, b) = (node().await, node().await);
     let t0 = Utc::now().timestamp_millis() - 60_000;
-    let beat = |from: f64, to: f64, speed: f32, at_ms: i64| Beat {
-        user_id: user,
-        lesson_id,
-        org_id: org,
-        duration_s: 100.0,
-        position_s: to,
-        speed,
-        from_s: from,
-        to_s: to,
-        at_ms,
-    };
+    let beat = |from, to, speed, at_ms| played(user, org, lesson_id, from, to, speed, at_ms);
     let peek = |n| entry(n, user, lesson_id);
 
     a.absorb(&beat(0.0, 10.0, 1.5, t0)).await.unwrap();
@@ -903,11 +903,7 @@ impl Drop for OwnRedis {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_node_keeps_beats_while_redis_restarts(db: PgPool) {
     let w = World::new(db).await;
-    let org = w.org("Cardiology Society").await;
-    let user = w
-        .user(Some(org), "learner@a.example.org", Role::Learner)
-        .await;
-    let course = course(&w, org, "published").await;
+    let Learner { org, user, course } = learner_with_course(&w).await;
     let lesson_id = lesson(&w, org, course, Some(100.0), true).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -921,17 +917,7 @@ async fn a_node_keeps_beats_while_redis_restarts(db: PgPool) {
             .unwrap(),
     );
     let t0 = Utc::now().timestamp_millis() - 60_000;
-    let beat = |from: f64, to: f64, at_ms: i64| Beat {
-        user_id: user,
-        lesson_id,
-        org_id: org,
-        duration_s: 100.0,
-        position_s: to,
-        speed: 1.25,
-        from_s: from,
-        to_s: to,
-        at_ms,
-    };
+    let beat = |from, to, at_ms| played(user, org, lesson_id, from, to, 1.25, at_ms);
     node.absorb(&beat(0.0, 10.0, t0)).await.unwrap();
     push_node(&node).await.unwrap();
 

@@ -83,18 +83,19 @@ impl GetObject {
     /// Collects the body into memory; for small objects such as playlists.
     pub async fn bytes(self) -> Result<Bytes> {
         let len = usize::try_from(self.range.end - self.range.start).unwrap_or(0);
-        let mut chunks = Vec::new();
         let mut body = self.body;
-        while let Some(chunk) = body.next().await {
-            chunks.push(chunk?);
-        }
+        let Some(first) = body.next().await.transpose()? else {
+            return Ok(Bytes::new());
+        };
         // The fs backend hands small objects out as one chunk: no copy.
-        if chunks.len() == 1 {
-            return Ok(chunks.pop().expect("one chunk"));
-        }
-        let mut out = Vec::with_capacity(len);
-        for chunk in chunks {
-            out.extend_from_slice(&chunk);
+        let Some(second) = body.next().await.transpose()? else {
+            return Ok(first);
+        };
+        let mut out = Vec::with_capacity(len.max(first.len() + second.len()));
+        out.extend_from_slice(&first);
+        out.extend_from_slice(&second);
+        while let Some(chunk) = body.next().await {
+            out.extend_from_slice(&chunk?);
         }
         Ok(Bytes::from(out))
     }

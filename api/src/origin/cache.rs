@@ -271,7 +271,7 @@ impl MediaCache {
         // hand passes; drop them before they outnumber the live ones.
         if shard.clock.len() > 2 * shard.entries.len() + 64 {
             let entries = &shard.entries;
-            let mut seen = std::collections::HashSet::new();
+            let mut seen = HashSet::new();
             shard
                 .clock
                 .retain(|k| entries.contains_key(k) && seen.insert(k.clone()));
@@ -311,36 +311,32 @@ impl Filler {
         if meta.size > self.cache.max_object {
             return body;
         }
-        // The chunks themselves (shared, not copied) until the end: the fs
-        // backend hands a segment out as one chunk, held as it is.
-        let copy: Vec<Bytes> = Vec::new();
-        let state = (body, Some((self, copy)), meta, headers);
+        // The chunks themselves (shared, not copied) and their length until
+        // the end: the fs backend hands a segment out as one chunk, held as
+        // it is.
+        let fill = Some((self, Vec::<Bytes>::new(), 0u64));
         Box::pin(futures::stream::unfold(
-            state,
+            (body, fill, meta, headers),
             |(mut body, mut fill, meta, headers)| async move {
                 let item = body.next().await;
-                match &item {
-                    Some(Ok(chunk)) => {
-                        if let Some((_, copy)) = &mut fill {
-                            copy.push(chunk.clone());
-                        }
+                match (&item, fill.as_mut()) {
+                    (Some(Ok(chunk)), Some((_, copy, len))) => {
+                        copy.push(chunk.clone());
+                        *len += chunk.len() as u64;
                         // Held as soon as the last byte is in: a server that
                         // stops polling at Content-Length never asks again.
-                        let len: usize = fill
-                            .as_ref()
-                            .map_or(0, |(_, c)| c.iter().map(Bytes::len).sum());
-                        if len as u64 == meta.size {
-                            if let Some((filler, copy)) = fill.take() {
+                        // More than the object's size: not this object.
+                        if *len >= meta.size {
+                            let (filler, copy, len) = fill.take().expect("filling");
+                            if len == meta.size {
                                 filler.keep(whole(copy, &meta, &headers));
                             }
                         }
                     }
-                    // A failed read keeps nothing (the filler is dropped).
-                    Some(Err(_)) => fill = None,
-                    None => {
-                        // Ended short of the object's size: nothing held.
-                        fill = None;
-                    }
+                    // A failed read, or an end short of the object's size:
+                    // nothing held (the filler is dropped).
+                    (Some(Err(_)) | None, Some(_)) => fill = None,
+                    _ => {}
                 }
                 item.map(|item| (item, (body, fill, meta, headers)))
             },
@@ -484,6 +480,13 @@ mod tests {
             panic!("free to fill again")
         };
         let mut through = filler.tee(meta("seg", 10_000), Arc::default(), body(9_000));
+        while through.next().await.is_some() {}
+        assert!(cache.get("seg").is_none());
+        // Nor a long one (more bytes than the object has: not this object).
+        let Lookup::Fill(filler) = cache.lookup("seg") else {
+            panic!("free to fill again")
+        };
+        let mut through = filler.tee(meta("seg", 10_000), Arc::default(), body(11_000));
         while through.next().await.is_some() {}
         assert!(cache.get("seg").is_none());
         assert_eq!(serve(&cache, "seg", 10_000).await, (false, 10_000));

@@ -751,6 +751,7 @@ async fn serve_object(
     let span = requested.map(|_| object.range.clone());
     let mut response = object_response(key, &object.meta, span, Body::empty());
     let body = match filler {
+        // A whole answer: its headers are the held object's.
         Some(filler) => {
             let headers = Arc::new(response.headers().clone());
             filler.tee(Arc::new(object.meta), headers, object.body)
@@ -759,19 +760,6 @@ async fn serve_object(
     };
     *response.body_mut() = Body::from_stream(body);
     Ok(response)
-}
-
-/// What a held object answers to a whole GET: the headers of
-/// [`object_response`], built once.
-fn held(key: &str, meta: ObjectMeta, body: axum::body::Bytes) -> CachedObject {
-    let headers = object_response(key, &meta, None, Body::empty())
-        .headers()
-        .clone();
-    CachedObject {
-        meta: Arc::new(meta),
-        body,
-        headers: Arc::new(headers),
-    }
 }
 
 /// The answer to any request for an object held whole in memory.
@@ -852,25 +840,17 @@ async fn serve_encrypted(
     key: &str,
     asset_key: &Arc<AssetKey>,
 ) -> Result<Response, ApiError> {
-    let encrypted_meta = |meta: &ObjectMeta| ObjectMeta {
-        size: encryption::encrypted_len(meta.size),
-        // Never the clear object's tag: a client or cache holding the clear
-        // bytes must not be told they are current.
-        etag: format!("{}.{}", meta.etag, encryption::marker(&asset_key.id)),
-        ..meta.clone()
-    };
     let mut range = http::range(headers);
     if method == Method::HEAD
         || http::is_conditional(headers)
         || headers.contains_key(header::IF_RANGE)
     {
-        let meta = encrypted_meta(
-            &state
-                .store
-                .head(key)
-                .await
-                .map_err(|e| storage_error(key, e))?,
-        );
+        let clear = state
+            .store
+            .head(key)
+            .await
+            .map_err(|e| storage_error(key, e))?;
+        let meta = encrypted_meta(&clear, &asset_key.id);
         if let Some(answer) = answer_from_meta(method, headers, key, &meta, &mut range) {
             return Ok(answer);
         }
@@ -878,35 +858,57 @@ async fn serve_encrypted(
     // The clear bytes come from memory when hot; encryption is redone
     // per request (the cache holds what storage holds, nothing derived).
     let filler = match state.playback.media_cache.lookup(key) {
-        Lookup::Hit(hit) => Err(hit),
-        Lookup::Fill(filler) => Ok(Some(filler)),
-        Lookup::Bypass => Ok(None),
-    };
-    let (meta, clear) = match filler {
-        Err(hit) => ((*hit.meta).clone(), hit.body),
-        Ok(filler) => {
-            let object = state
-                .store
-                .get(key, None)
-                .await
-                .map_err(|e| storage_error(key, e))?;
-            if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
-                return Err(ApiError::internal(format!(
-                    "segment {key} is {} bytes, too large to encrypt on the fly",
-                    object.meta.size
-                )));
-            }
-            let meta = object.meta.clone();
-            let clear = object.bytes().await.map_err(|e| storage_error(key, e))?;
-            if let Some(filler) = filler {
-                if meta.size <= state.playback.media_cache.max_object() {
-                    filler.keep(held(key, meta.clone(), clear.clone()));
-                }
-            }
-            (meta, clear)
+        Lookup::Hit(hit) => {
+            return encrypt_and_answer(key, &hit.meta, hit.body, range, asset_key).await
         }
+        Lookup::Fill(filler) => Some(filler),
+        Lookup::Bypass => None,
     };
-    let meta = encrypted_meta(&meta);
+    let object = state
+        .store
+        .get(key, None)
+        .await
+        .map_err(|e| storage_error(key, e))?;
+    if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
+        return Err(ApiError::internal(format!(
+            "segment {key} is {} bytes, too large to encrypt on the fly",
+            object.meta.size
+        )));
+    }
+    let meta = object.meta.clone();
+    let clear = object.bytes().await.map_err(|e| storage_error(key, e))?;
+    if let Some(filler) = filler {
+        // Too large to hold: `keep` leaves it.
+        let headers = object_response(key, &meta, None, Body::empty());
+        filler.keep(CachedObject {
+            meta: Arc::new(meta.clone()),
+            body: clear.clone(),
+            headers: Arc::new(headers.headers().clone()),
+        });
+    }
+    encrypt_and_answer(key, &meta, clear, range, asset_key).await
+}
+
+/// The encrypted object's metadata: its length, and never the clear
+/// object's tag (a client or cache holding the clear bytes must not be
+/// told they are current).
+fn encrypted_meta(clear: &ObjectMeta, kid: &str) -> ObjectMeta {
+    ObjectMeta {
+        size: encryption::encrypted_len(clear.size),
+        etag: format!("{}.{}", clear.etag, encryption::marker(kid)),
+        ..clear.clone()
+    }
+}
+
+/// The encrypted answer for a segment whose clear bytes are in hand.
+async fn encrypt_and_answer(
+    key: &str,
+    clear_meta: &ObjectMeta,
+    clear: axum::body::Bytes,
+    range: RangeRequest,
+    asset_key: &Arc<AssetKey>,
+) -> Result<Response, ApiError> {
+    let meta = encrypted_meta(clear_meta, &asset_key.id);
     let (k, object_key) = (asset_key.clone(), key.to_string());
     // AES-CBC is serial: a multi-MB segment is milliseconds of CPU, kept
     // off the async workers.
