@@ -355,9 +355,24 @@ async fn another_organisations_upload_does_not_exist(db: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn wrong_offset_is_a_conflict(db: PgPool) {
-    let h = harness(db, TusConfig::default()).await;
+    // Connections return to this pool slowly, as they do on a loaded
+    // machine: a transaction left to roll back on its connection's return
+    // would still hold the upload's lock when the next request arrives.
+    let slow_return = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .after_release(|_, _| {
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(true)
+            })
+        })
+        .connect_with((*db.connect_options()).clone())
+        .await
+        .unwrap();
+    let h = harness(slow_return, TusConfig::default()).await;
     let data = common::media_bytes(1000);
     let url = h.create(data.len()).await;
+    let id: Uuid = url.rsplit('/').next().unwrap().parse().unwrap();
     assert_eq!(
         h.patch(&url, 0, &data[..400]).await.status(),
         StatusCode::NO_CONTENT
@@ -370,8 +385,26 @@ async fn wrong_offset_is_a_conflict(db: PgPool) {
             (StatusCode::CONFLICT, "offset_mismatch")
         );
         assert!(message.contains("400"), "{message}");
+        // The refusal rolled back before it answered: the row is free, so a
+        // client correcting its offset at once is not told `upload_busy`.
+        let mut tx = db.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM uploads WHERE id = $1 FOR UPDATE NOWAIT")
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .expect("the refused PATCH still holds the upload's lock");
+        tx.rollback().await.unwrap();
     }
     assert_eq!(h.offset(&url).await, 400);
+    // Refused, then corrected at once, chunk after chunk.
+    for start in (400..1000).step_by(100) {
+        let chunk = &data[start..start + 100];
+        let (_, code, _) = error_code(h.patch(&url, start + 1, chunk).await).await;
+        assert_eq!(code, "offset_mismatch");
+        let status = h.patch(&url, start, chunk).await.status();
+        assert_eq!(status, StatusCode::NO_CONTENT, "at {start}");
+    }
+    assert_eq!(h.offset(&url).await, 1000);
 }
 
 #[sqlx::test(migrations = "../migrations")]

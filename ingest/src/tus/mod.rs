@@ -7,7 +7,8 @@
 //! the bytes, so any node resumes any upload after a restart. A PATCH holds
 //! the upload's row lock (`FOR UPDATE NOWAIT`) while its body streams to
 //! storage, so a second writer is refused with 409 at once instead of
-//! interleaving bytes; a dropped connection rolls back and frees the lock.
+//! interleaving bytes; a refused or failed PATCH rolls back before it answers,
+//! so the lock is free again by the time the client hears of it.
 //! The cost is one database connection per PATCH in flight.
 //!
 //! Completion runs in two steps so a crash between them loses nothing:
@@ -440,12 +441,66 @@ async fn write(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Progress, TusError> {
+    let mut tx = state.db.begin().await?;
+    let appended = match append_locked(state, &mut tx, partner, id, claimed, headers, body).await {
+        Ok(appended) => appended,
+        Err(e) => {
+            release(tx).await;
+            return Err(e);
+        }
+    };
+    match appended {
+        Appended::AlreadyIn { length } => {
+            release(tx).await;
+            finish(state, id).await?;
+            Ok(Progress {
+                offset: length,
+                expires_at: None,
+            })
+        }
+        Appended::Chunk {
+            offset,
+            all_in,
+            expires_at,
+        } => {
+            tx.commit().await?;
+            if all_in {
+                finish(state, id).await?;
+            }
+            Ok(Progress {
+                offset,
+                expires_at: (!all_in).then_some(expires_at),
+            })
+        }
+    }
+}
+
+/// What a PATCH did under the upload's row lock.
+enum Appended {
+    /// The chunk is recorded in the (uncommitted) transaction.
+    Chunk {
+        offset: u64,
+        all_in: bool,
+        expires_at: DateTime<Utc>,
+    },
+    /// A retried final PATCH: every byte was already in.
+    AlreadyIn { length: u64 },
+}
+
+async fn append_locked(
+    state: &TusState,
+    tx: &mut PgConnection,
+    partner: &Partner,
+    id: Uuid,
+    claimed: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Appended, TusError> {
     let checksum = header_str(headers, "upload-checksum")?
         .map(ExpectedChecksum::parse)
         .transpose()?;
     let declared = header_u64(headers, "content-length")?;
-    let mut tx = state.db.begin().await?;
-    let row = lock_upload(&mut tx, id, partner.organisation_id).await?;
+    let row = lock_upload(&mut *tx, id, partner.organisation_id).await?;
     row.ensure_open()?;
     let (length, received) = (from_db(row.length), from_db(row.received));
     if claimed != received {
@@ -455,16 +510,10 @@ async fn write(
         });
     }
     if row.state != "receiving" {
-        // A retried final PATCH: every byte is in, answer as before.
         if declared.unwrap_or(0) > 0 {
             return Err(TusError::Finished);
         }
-        drop(tx);
-        finish(state, id).await?;
-        return Ok(Progress {
-            offset: length,
-            expires_at: None,
-        });
+        return Ok(Appended::AlreadyIn { length });
     }
     if declared.is_some_and(|declared| declared > length - received) {
         return Err(TusError::BeyondLength { length });
@@ -474,8 +523,8 @@ async fn write(
     let guarded: ByteStream = Box::pin(GuardedBody::new(incoming, length - received, checksum));
     let appended = state.store.append_upload(&row.storage, guarded).await?;
     if let Some(interruption) = &appended.interrupted {
-        // Returning drops the transaction, so the row keeps the handle from
-        // before this chunk and the refused bytes are discarded.
+        // Refusing rolls the transaction back, so the row keeps the handle
+        // from before this chunk and the refused bytes are discarded.
         match ChunkRefusal::of(interruption) {
             Some(ChunkRefusal::ChecksumMismatch) => return Err(TusError::ChecksumMismatch),
             Some(ChunkRefusal::BeyondLength) => return Err(TusError::BeyondLength { length }),
@@ -506,14 +555,23 @@ async fn write(
     .bind(expires_at)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    if all_in {
-        finish(state, id).await?;
-    }
-    Ok(Progress {
+    Ok(Appended::Chunk {
         offset: now_received,
-        expires_at: (!all_in).then_some(expires_at),
+        all_in,
+        expires_at,
     })
+}
+
+/// Rolls back a transaction that holds an upload's row lock before the
+/// answer leaves. A dropped sqlx transaction rolls back only once its
+/// connection is back in the pool, from a background task; until then the
+/// row stays locked, and a client that retries at once (after a 409
+/// `offset_mismatch`, say) would be told `upload_busy`. A failed rollback
+/// closes the connection, which frees the lock as well.
+async fn release(tx: sqlx::Transaction<'_, sqlx::Postgres>) {
+    if let Err(error) = tx.rollback().await {
+        tracing::warn!(%error, "rolling back an upload's transaction failed");
+    }
 }
 
 async fn terminate(
@@ -524,7 +582,23 @@ async fn terminate(
     let partner = state.auth.authenticate(&headers).await?;
     let id = parse_id(&id)?;
     let mut tx = state.db.begin().await?;
-    let row = lock_upload(&mut tx, id, partner.organisation_id).await?;
+    if let Err(e) = abort(&state, &mut tx, &partner, id).await {
+        release(tx).await;
+        return Err(e);
+    }
+    tx.commit().await?;
+    tracing::info!(upload = %id, "upload terminated");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Terminates an upload under its row lock; the caller commits.
+async fn abort(
+    state: &TusState,
+    tx: &mut PgConnection,
+    partner: &Partner,
+    id: Uuid,
+) -> Result<(), TusError> {
+    let row = lock_upload(&mut *tx, id, partner.organisation_id).await?;
     match row.state.as_str() {
         "terminated" | "expired" => row.ensure_open()?,
         "receiving" => {}
@@ -535,9 +609,7 @@ async fn terminate(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    tx.commit().await?;
-    tracing::info!(upload = %id, "upload terminated");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(())
 }
 
 /// Locks an upload row of this organisation for a write, or refuses at once
