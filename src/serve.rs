@@ -100,6 +100,7 @@ pub async fn serve(config: Config) -> Result<()> {
     });
     lectern_api::webhooks::dispatch_periodically(state.clone());
     state.pulls = Arc::new(config.pulls.clone());
+    lectern_api::intake::resume_periodically(state.clone(), Duration::from_secs(15));
     state.learning = Arc::new(
         lectern_api::learning::Learning::connect(config.progress.clone())
             .await

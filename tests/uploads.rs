@@ -6,7 +6,8 @@
 //! stays far below the upload's size (bytes stream to storage). Also: a
 //! corrupt upload fails at once and its webhook arrives signed, and a good
 //! one becomes ready with a `master_url` that ffmpeg plays through the
-//! origin.
+//! origin. And a URL pull whose server is killed mid-download is resumed
+//! by the restarted server from its sealed, presigned-style URL.
 
 mod common;
 
@@ -500,4 +501,156 @@ async fn a_good_upload_becomes_ready_and_its_master_url_plays_through_the_origin
     let status = curl(&["-s", "-o", "/dev/null", "-w", "%{http_code}", &forged]).unwrap();
     assert_eq!(status, "403", "{forged}");
     server.terminate();
+}
+
+/// A source host for URL pulls: answers `GET /lecture.mp4?signature=s3cret`
+/// (403 without the signature, like a presigned URL). The first download
+/// sends the headers and 64 KiB, then holds the connection open without
+/// another byte; later ones send everything.
+struct HeldSource {
+    port: u16,
+    downloads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn held_source(body: Vec<u8>) -> HeldSource {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let downloads = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = downloads.clone();
+    let body = std::sync::Arc::new(body);
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let (body, counted) = (body.clone(), counted.clone());
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    request.push(byte[0]);
+                }
+                let line = String::from_utf8_lossy(&request);
+                if !line.starts_with("GET /lecture.mp4?signature=s3cret ") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: video/mp4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes());
+                if first {
+                    let _ = conn.write_all(&body[..64 * 1024]);
+                    // Held until the puller goes away (its process is killed).
+                    let _ = conn.read(&mut byte);
+                } else {
+                    let _ = conn.write_all(&body);
+                }
+            });
+        }
+    });
+    HeldSource { port, downloads }
+}
+
+#[sqlx::test]
+async fn a_url_pull_survives_a_killed_server(db: PgPool) {
+    let mut deployment = Deployment::new(&db, 0).await;
+    deployment
+        .extra
+        .push(("LECTERN_PULL_ALLOW".into(), "127.0.0.1".into()));
+    deployment.admin(&["create-org", "District Training Centre"]);
+    let token = deployment.admin(&["create-partner-key", "--org", "District Training Centre"]);
+    let file = deployment.dir.path().join("workshop.mp4");
+    let sha256 = fake_mp4(&file, 4 * MIB);
+    let source = held_source(std::fs::read(&file).unwrap());
+    let url = format!(
+        "http://127.0.0.1:{}/lecture.mp4?signature=s3cret",
+        source.port
+    );
+
+    let server = deployment.serve();
+    let answer = curl(&[
+        "-s",
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        "-H",
+        "content-type: application/json",
+        "-d",
+        &serde_json::json!({"source_url": url, "title": "Workshop, day 2"}).to_string(),
+        &deployment.base("/api/v1/assets"),
+    ])
+    .unwrap();
+    let pull: serde_json::Value =
+        serde_json::from_str(&answer).unwrap_or_else(|_| panic!("{answer}"));
+    assert_eq!(pull["state"], "pulling", "{pull}");
+    let id: Uuid = pull["id"].as_str().unwrap().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while source.downloads.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the pull never reached the source"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    drop(server); // kill -9 mid-download
+
+    // Its heartbeat stopped; pretend the minute of silence has passed.
+    sqlx::query("UPDATE pulls SET updated_at = now() - interval '10 minutes' WHERE id = $1")
+        .bind(id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT source_url_sealed FROM pulls WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed).contains("s3cret"),
+        "the URL's secret is stored sealed only"
+    );
+
+    let _server = deployment.serve();
+    let pull_url = deployment.base(&format!("/api/v1/pulls/{id}"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let pull = loop {
+        let pull = get_json(&pull_url, &token);
+        if pull["state"] != "pulling" {
+            break pull;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pull was not resumed: {pull}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(pull["state"], "completed", "{pull}");
+    assert_eq!(pull["attempt"], 2, "{pull}");
+    assert_eq!(pull["received_bytes"], 4 * MIB, "{pull}");
+    assert!(!pull["source_url"].as_str().unwrap().contains("s3cret"));
+    assert_eq!(
+        source.downloads.load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    let asset = get_json(&deployment.base(&format!("/api/v1/assets/{id}")), &token);
+    assert_eq!(asset["title"], "Workshop, day 2", "{asset}");
+    let stored = lectern_storage::FsStore::open(deployment.storage())
+        .await
+        .unwrap();
+    let key = lectern_ingest::pull::attempt_key(id, 2);
+    let object = lectern_storage::Store::get(&stored, &key, None)
+        .await
+        .expect("the resumed attempt's source");
+    let bytes = object.bytes().await.unwrap();
+    assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha256);
+    let first = lectern_ingest::assets::source_key(id);
+    assert!(
+        lectern_storage::Store::head(&stored, &first).await.is_err(),
+        "the killed attempt left nothing under its key"
+    );
 }

@@ -14,18 +14,25 @@
 //! `GET /api/v1/assets/{id}` (or receives the webhook) like after a tus
 //! upload, and a failed pull carries its stable code (`source_too_large`,
 //! `source_timeout`, `not_media`, …).
+//!
+//! A pull survives the node that runs it: its URL is sealed with the field
+//! keys, and every node's resumer ([`resume_periodically`]) claims pulls
+//! whose heartbeat stopped and downloads them again.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use lectern_ingest::pull::{self, PullError, PullRecord, PullRequest};
+use lectern_ingest::pull::{self, PullError, PullRecord, PullRequest, UrlVault};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 use uuid::Uuid;
 
 use crate::authz::{Access, Permission, Principal};
 use crate::error::{ApiJson, ApiPath};
+use crate::identity::crypto::Keyring;
 use crate::{ApiError, ApiRouter, AppState};
 
 pub fn routes(api: ApiRouter) -> ApiRouter {
@@ -78,6 +85,7 @@ fn to_json(record: &PullRecord) -> Value {
         "profile": record.profile,
         "state": record.state,
         "received_bytes": record.received_bytes,
+        "attempt": record.attempt,
         "error": error,
         "asset_id": completed.then_some(record.id),
         "asset_url": completed.then(|| format!("/api/v1/assets/{}", record.id)),
@@ -117,9 +125,11 @@ async fn create(
         return Err(ApiError::not_found(format!("no organisation {org}")));
     }
     let config = state.pulls.clone();
+    let vault = state.identity.keyring().ok().map(SealedUrls);
     let accepted = pull::begin(
         &state.db,
         &config,
+        vault.as_ref().map(|vault| vault as &dyn UrlVault),
         PullRequest {
             organisation_id: org,
             source_url: body.source_url,
@@ -158,4 +168,65 @@ async fn show(
         .map_err(pull_error)?
         .ok_or_else(|| ApiError::not_found(format!("no pull {id}")))?;
     Ok(Json(to_json(&record)))
+}
+
+/// Pull URLs sealed with the field keys, bound to their pull's row.
+struct SealedUrls<'a>(&'a Keyring);
+
+const SEALED_URL_FIELD: &str = "pulls.source_url_sealed";
+
+impl UrlVault for SealedUrls<'_> {
+    fn seal(&self, pull: Uuid, url: &str) -> Vec<u8> {
+        self.0.seal(SEALED_URL_FIELD, pull, url)
+    }
+
+    fn open(&self, pull: Uuid, sealed: &[u8]) -> Option<String> {
+        self.0
+            .open(SEALED_URL_FIELD, pull, sealed)
+            .inspect_err(|e| tracing::warn!(%pull, error = %e, "cannot open a pull's sealed URL"))
+            .ok()
+    }
+}
+
+/// Every `every`, claims the pulls whose process stopped reporting (see
+/// [`pull::claim_interrupted`]) and downloads each again in a task of its
+/// own. Without field keys no URL was sealed, so there is nothing to resume.
+pub fn resume_periodically(state: AppState, every: Duration) {
+    if !state.identity.has_keys() {
+        return;
+    }
+    tokio::spawn(async move {
+        loop {
+            // At start-up, as soon as the schema is there: a pull this node
+            // was running when it was killed should not wait a round.
+            while !state.schema_ready.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            resume_interrupted(&state).await;
+            tokio::time::sleep(every).await;
+        }
+    });
+}
+
+/// Claims every interrupted pull there is now and starts its next attempt.
+pub async fn resume_interrupted(state: &AppState) {
+    let Ok(keys) = state.identity.keyring() else {
+        return;
+    };
+    loop {
+        match pull::claim_interrupted(&state.db, &SealedUrls(keys)).await {
+            Ok(Some(accepted)) => {
+                let (db, store, config) =
+                    (state.db.clone(), state.store.clone(), state.pulls.clone());
+                tokio::spawn(async move {
+                    let _ = pull::run(&db, store.as_ref(), &config, accepted).await;
+                });
+            }
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim interrupted pulls; retrying next round");
+                return;
+            }
+        }
+    }
 }

@@ -15,7 +15,7 @@ pub mod demo;
 pub mod error;
 mod health;
 pub mod identity;
-mod intake;
+pub mod intake;
 pub mod learning;
 pub mod openapi;
 pub mod origin;

@@ -23,6 +23,15 @@
 //! API answers `202` as soon as the URL passed the checks and a partner
 //! polls the pull, which names the asset once the download succeeded (the
 //! pull id *is* the asset id) or the stable error code if it failed.
+//!
+//! A pull outlives the process that runs it: with a [`UrlVault`] the full
+//! URL (credentials and signed query included) is kept sealed on the row,
+//! and a pull whose heartbeat stopped (its process died or was redeployed)
+//! is claimed by any node's [`claim_interrupted`] and downloaded again,
+//! [`MAX_ATTEMPTS`] times in all. `attempt` fences the attempts: only the
+//! newest may heartbeat, complete or fail the pull, and each stores under a
+//! key of its own, so an earlier attempt that was only slow stops at its
+//! next heartbeat without touching the newer one's object.
 
 use std::error::Error as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -174,6 +183,9 @@ pub enum PullError {
     /// `invalid_profile`).
     #[error("{1}")]
     InvalidRequest(&'static str, String),
+    /// A newer attempt owns the pull; this one stops and records nothing.
+    #[error("a newer attempt took the pull over")]
+    Superseded,
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
     #[error("database failed: {0}")]
@@ -191,6 +203,7 @@ impl PullError {
             PullError::HttpError { .. } => "source_http_error",
             PullError::NotMedia => "not_media",
             PullError::InvalidRequest(code, _) => code,
+            PullError::Superseded => "pull_superseded",
             PullError::Storage(_) | PullError::Database(_) => "internal",
         }
     }
@@ -669,6 +682,9 @@ pub struct PullRecord {
     /// `pulling`, `completed` or `failed`.
     pub state: String,
     pub received_bytes: i64,
+    /// 1 for the first download; more once it was resumed after its
+    /// process died.
+    pub attempt: i32,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -676,7 +692,7 @@ pub struct PullRecord {
 }
 
 const PULL_COLUMNS: &str = "id, organisation_id, source_url, title, profile, state, \
-     received_bytes, error_code, error_message, created_at, updated_at";
+     received_bytes, attempt, error_code, error_message, created_at, updated_at";
 
 /// How often a running pull proves it is alive; a `pulling` row silent for
 /// much longer than this belongs to a process that died.
@@ -684,18 +700,47 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Silence after which a `pulling` row is declared interrupted.
 pub const STALE_AFTER: Duration = Duration::from_secs(60);
 
-/// A pull that passed every check that needs no download, ready to [`run`].
+/// Downloads a pull gets in all: the first and the resumptions after its
+/// process died. A source that kills every process that pulls it must not
+/// take the cluster down forever.
+pub const MAX_ATTEMPTS: i32 = 3;
+
+/// Keeps pull URLs sealed at rest, so a pull can be resumed by another
+/// process without its URL's secrets (a presigned query, credentials) ever
+/// being stored in the clear. The API implements it with the field keys.
+pub trait UrlVault: Send + Sync {
+    fn seal(&self, pull: Uuid, url: &str) -> Vec<u8>;
+    /// `None` if the sealed URL cannot be opened (its key was retired).
+    fn open(&self, pull: Uuid, sealed: &[u8]) -> Option<String>;
+}
+
+/// A pull that passed every check that needs no download (or was claimed
+/// for another attempt), ready to [`run`].
 #[derive(Debug)]
 pub struct Accepted {
     pub record: PullRecord,
     url: Url,
 }
 
+/// Where an attempt stores the source: the first at the asset's usual
+/// source key, each resumption beside it, so an earlier attempt that was
+/// only slow never overwrites or deletes the object of the one that owns
+/// the pull.
+pub fn attempt_key(id: Uuid, attempt: i32) -> String {
+    match attempt {
+        1 => assets::source_key(id),
+        n => format!("{}-attempt{n}", assets::source_key(id)),
+    }
+}
+
 /// Validates a request, checks the first target (so an obviously refused
 /// URL is answered at once, not through polling) and records the pull.
+/// With a `vault`, the pull can be resumed by another process if this one
+/// dies; without one it then fails with `pull_interrupted`.
 pub async fn begin(
     db: &PgPool,
     config: &PullConfig,
+    vault: Option<&dyn UrlVault>,
     request: PullRequest,
 ) -> Result<Accepted, PullError> {
     let url = parse_url(&request.source_url)?;
@@ -723,13 +768,15 @@ pub async fn begin(
         }
     };
     check_target(&url, &config.allow).await?;
+    let id = Uuid::now_v7();
     let record: PullRecord = sqlx::query_as(&format!(
-        "INSERT INTO pulls (id, organisation_id, source_url, title, profile)
-         VALUES ($1, $2, $3, $4, $5) RETURNING {PULL_COLUMNS}"
+        "INSERT INTO pulls (id, organisation_id, source_url, source_url_sealed, title, profile)
+         VALUES ($1, $2, $3, $4, $5, $6) RETURNING {PULL_COLUMNS}"
     ))
-    .bind(Uuid::now_v7())
+    .bind(id)
     .bind(request.organisation_id)
     .bind(redact(&url))
+    .bind(vault.map(|vault| vault.seal(id, url.as_str())))
     .bind(title)
     .bind(profile)
     .fetch_one(db)
@@ -740,6 +787,7 @@ pub async fn begin(
 /// Downloads an accepted pull and records the outcome: the asset (in the
 /// same transaction that marks the pull completed, so the trigger enqueues
 /// its transcode) or the failure with its code. Returns the final record.
+/// Stops early, recording nothing, if a newer attempt claimed the pull.
 pub async fn run(
     db: &PgPool,
     store: &dyn Store,
@@ -747,59 +795,125 @@ pub async fn run(
     accepted: Accepted,
 ) -> Result<PullRecord, PullError> {
     let Accepted { record, url } = accepted;
-    let id = record.id;
-    let key = assets::source_key(id);
+    let (id, attempt) = (record.id, record.attempt);
+    let key = attempt_key(id, attempt);
     let received = Arc::new(AtomicU64::new(0));
-    let heartbeat = tokio::spawn({
-        let db = db.clone();
-        let received = received.clone();
-        async move {
-            let mut tick = tokio::time::interval(HEARTBEAT);
-            loop {
-                tick.tick().await;
-                let _ = sqlx::query(
-                    "UPDATE pulls SET received_bytes = $2, updated_at = now()
-                     WHERE id = $1 AND state = 'pulling'",
-                )
-                .bind(id)
-                .bind(i64::try_from(received.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
-                .execute(&db)
-                .await;
-            }
-        }
-    });
-    let outcome = download(store, &key, &url, config, received).await;
-    heartbeat.abort();
+    let outcome = tokio::select! {
+        outcome = download(store, &key, &url, config, received.clone()) => outcome,
+        superseded = keep_alive(db, id, attempt, &received) => Err(superseded),
+    };
     let result = match outcome {
         Ok(done) => record_success(db, &record, &key, &done).await,
         Err(e) => Err(e),
     };
-    match result {
-        Ok(()) => {}
-        Err(e) => {
-            if e.is_internal() {
-                tracing::error!(pull = %id, error = %e, "URL pull failed");
-            } else {
-                tracing::info!(pull = %id, code = e.code(), error = %e, "URL pull refused");
-            }
-            sqlx::query(
-                "UPDATE pulls SET state = 'failed', error_code = $2, error_message = $3,
-                     updated_at = now()
-                 WHERE id = $1 AND state = 'pulling'",
-            )
-            .bind(id)
-            .bind(e.code())
-            .bind(e.public_message())
-            .execute(db)
-            .await?;
-            if !matches!(e, PullError::Database(_)) {
-                let _ = store.delete(&key).await;
-            }
+    if let Err(e) = result {
+        if matches!(e, PullError::Superseded) {
+            tracing::warn!(pull = %id, attempt, "a newer attempt took the pull over; stopping this one");
+        } else if e.is_internal() {
+            tracing::error!(pull = %id, error = %e, "URL pull failed");
+        } else {
+            tracing::info!(pull = %id, code = e.code(), error = %e, "URL pull refused");
+        }
+        sqlx::query(
+            "UPDATE pulls SET state = 'failed', error_code = $2, error_message = $3,
+                 updated_at = now()
+             WHERE id = $1 AND state = 'pulling' AND attempt = $4",
+        )
+        .bind(id)
+        .bind(e.code())
+        .bind(e.public_message())
+        .bind(attempt)
+        .execute(db)
+        .await?;
+        // The key is this attempt's own; only an asset made of it (a
+        // database error may hide a commit) must keep it.
+        if !matches!(e, PullError::Database(_)) {
+            let _ = store.delete(&key).await;
         }
     }
     status(db, id, None)
         .await?
         .ok_or_else(|| PullError::Database(sqlx::Error::RowNotFound))
+}
+
+/// Proves every [`HEARTBEAT`] that this attempt is alive and reports its
+/// progress; returns once a newer attempt owns the pull (or it ended
+/// elsewhere), which stops the download.
+async fn keep_alive(db: &PgPool, id: Uuid, attempt: i32, received: &AtomicU64) -> PullError {
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let beat = sqlx::query(
+            "UPDATE pulls SET received_bytes = $2, updated_at = now()
+             WHERE id = $1 AND state = 'pulling' AND attempt = $3",
+        )
+        .bind(id)
+        .bind(i64::try_from(received.load(Ordering::Relaxed)).unwrap_or(i64::MAX))
+        .bind(attempt)
+        .execute(db)
+        .await;
+        // A database hiccup is no reason to stop a download that is going
+        // well; only a definite "not yours any more" is.
+        if matches!(beat, Ok(done) if done.rows_affected() == 0) {
+            return PullError::Superseded;
+        }
+    }
+}
+
+/// Claims the oldest pull whose process stopped reporting for
+/// [`STALE_AFTER`], for another attempt; `None` when there is none. Call
+/// [`run`] on what it returns. A pull that cannot be resumed (no sealed
+/// URL, its key retired, attempts used up) is failed with
+/// `pull_interrupted` instead, and the next one is looked at.
+pub async fn claim_interrupted(
+    db: &PgPool,
+    vault: &dyn UrlVault,
+) -> Result<Option<Accepted>, PullError> {
+    loop {
+        let claimed: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
+            "UPDATE pulls SET attempt = attempt + 1, received_bytes = 0, updated_at = now()
+             WHERE id = (
+                 SELECT id FROM pulls
+                 WHERE state = 'pulling' AND updated_at < now() - make_interval(secs => $1)
+                   AND source_url_sealed IS NOT NULL AND attempt < $2
+                 ORDER BY updated_at
+                 LIMIT 1
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, source_url_sealed",
+        )
+        .bind(STALE_AFTER.as_secs_f64())
+        .bind(MAX_ATTEMPTS)
+        .fetch_optional(db)
+        .await?;
+        let Some((id, sealed)) = claimed else {
+            return Ok(None);
+        };
+        let url = sealed
+            .and_then(|sealed| vault.open(id, &sealed))
+            .and_then(|raw| Url::parse(&raw).ok());
+        let record = status(db, id, None)
+            .await?
+            .ok_or(PullError::Database(sqlx::Error::RowNotFound))?;
+        match url {
+            Some(url) => {
+                tracing::info!(pull = %id, attempt = record.attempt, "resuming a URL pull whose process stopped");
+                return Ok(Some(Accepted { record, url }));
+            }
+            None => {
+                tracing::warn!(pull = %id, "an interrupted pull's URL cannot be opened; failing it");
+                sqlx::query(
+                    "UPDATE pulls SET state = 'failed', error_code = 'pull_interrupted',
+                         error_message = $2, updated_at = now()
+                     WHERE id = $1 AND state = 'pulling'",
+                )
+                .bind(id)
+                .bind(INTERRUPTED)
+                .execute(db)
+                .await?;
+            }
+        }
+    }
 }
 
 async fn record_success(
@@ -811,19 +925,19 @@ async fn record_success(
     let mut tx = db.begin().await?;
     let updated = sqlx::query(
         "UPDATE pulls SET state = 'completed', received_bytes = $2, updated_at = now()
-         WHERE id = $1 AND state = 'pulling'",
+         WHERE id = $1 AND state = 'pulling' AND attempt = $3",
     )
     .bind(record.id)
     .bind(i64::try_from(done.meta.size).unwrap_or(i64::MAX))
+    .bind(record.attempt)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if updated == 0 {
-        // Declared interrupted meanwhile (this process looked dead); the
-        // partner was told to retry, so this copy must not become an asset.
-        return Err(PullError::Unreachable(
-            "the pull was declared interrupted before it finished".to_owned(),
-        ));
+        // A newer attempt owns the pull, or it was declared interrupted
+        // meanwhile (this process looked dead): this copy must not become
+        // an asset.
+        return Err(PullError::Superseded);
     }
     assets::create(
         &mut *tx,
@@ -849,12 +963,15 @@ pub async fn pull(
     config: &PullConfig,
     request: PullRequest,
 ) -> Result<PullRecord, PullError> {
-    let accepted = begin(db, config, request).await?;
+    let accepted = begin(db, config, None, request).await?;
     run(db, store, config, accepted).await
 }
 
+const INTERRUPTED: &str = "the server stopped during the download; submit the URL again";
+
 /// A pull as its organisation (or, with `None`, anyone) sees it. A pull
-/// still `pulling` whose process stopped reporting is declared
+/// still `pulling` whose process stopped reporting, and that no node will
+/// resume (no sealed URL, or attempts used up), is declared
 /// `pull_interrupted` here, so a partner never polls a dead pull forever.
 pub async fn status(
     db: &PgPool,
@@ -863,12 +980,14 @@ pub async fn status(
 ) -> Result<Option<PullRecord>, PullError> {
     sqlx::query(
         "UPDATE pulls SET state = 'failed', error_code = 'pull_interrupted',
-             error_message = 'the server stopped during the download; submit the URL again',
-             updated_at = now()
-         WHERE id = $1 AND state = 'pulling' AND updated_at < now() - make_interval(secs => $2)",
+             error_message = $4, updated_at = now()
+         WHERE id = $1 AND state = 'pulling' AND updated_at < now() - make_interval(secs => $2)
+           AND (source_url_sealed IS NULL OR attempt >= $3)",
     )
     .bind(id)
     .bind(STALE_AFTER.as_secs_f64())
+    .bind(MAX_ATTEMPTS)
+    .bind(INTERRUPTED)
     .execute(db)
     .await?;
     Ok(sqlx::query_as(&format!(

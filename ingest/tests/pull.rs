@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::RawQuery;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -53,14 +54,67 @@ fn sample_clip() -> Vec<u8> {
 struct Source {
     base: String,
     clip: Bytes,
+    /// Holds the first download of `/gated.mp4` after its first 64 KiB.
+    gate: Arc<tokio::sync::Semaphore>,
+    /// Downloads of `/gated.mp4` begun so far.
+    gated_requests: Arc<std::sync::atomic::AtomicUsize>,
 }
+
+impl Source {
+    /// Waits until the first download of `/gated.mp4` is held at the gate.
+    async fn first_gated_download_begun(&self) {
+        while self
+            .gated_requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Its first 64 KiB are on their way; give them time to arrive.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Length of `/gated.mp4`.
+const GATED_LEN: usize = 1024 * 1024;
 
 async fn source_server(clip: Vec<u8>) -> Source {
     let clip = Bytes::from(clip);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let served = clip.clone();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let gated_requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let gated = {
+        let (gate, gated_requests) = (gate.clone(), gated_requests.clone());
+        move |RawQuery(query): RawQuery| {
+            let (gate, first) = (
+                gate.clone(),
+                gated_requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0,
+            );
+            async move {
+                // Like a presigned URL: useless without its secret query.
+                if query.as_deref() != Some("signature=s3cret") {
+                    return (StatusCode::FORBIDDEN, "signature required").into_response();
+                }
+                let head = futures::stream::once(async {
+                    Ok::<_, std::io::Error>(Bytes::from(common::media_slice(0, 65536)))
+                });
+                let rest = futures::stream::once(async move {
+                    if first {
+                        let _ = gate.acquire().await;
+                    }
+                    Ok::<_, std::io::Error>(Bytes::from(common::media_slice(
+                        65536,
+                        GATED_LEN - 65536,
+                    )))
+                });
+                Body::from_stream(head.chain(rest)).into_response()
+            }
+        }
+    };
     let app = Router::new()
+        .route("/gated.mp4", get(gated))
         .route(
             "/clip.mp4",
             get(move || {
@@ -114,7 +168,12 @@ async fn source_server(clip: Vec<u8>) -> Source {
             get(|| async { (StatusCode::NOT_FOUND, "no such lecture") }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    Source { base, clip }
+    Source {
+        base,
+        clip,
+        gate,
+        gated_requests,
+    }
 }
 
 fn redirect(to: &str) -> Response {
@@ -431,4 +490,216 @@ async fn bad_fields_are_refused_before_any_download(db: PgPool) {
         matches!(err, PullError::InvalidRequest("invalid_title", _)),
         "{err}"
     );
+}
+
+/// Seals by reversing and tagging with the pull's id, so a URL copied to
+/// another row does not open: enough to exercise the protocol here. The
+/// API's vault (AES-GCM with the field keys) is tested with the server.
+struct TestVault;
+
+impl pull::UrlVault for TestVault {
+    fn seal(&self, pull: Uuid, url: &str) -> Vec<u8> {
+        let mut sealed = pull.as_bytes().to_vec();
+        sealed.extend(url.bytes().rev());
+        sealed
+    }
+
+    fn open(&self, pull: Uuid, sealed: &[u8]) -> Option<String> {
+        let url = sealed.strip_prefix(pull.as_bytes().as_slice())?;
+        String::from_utf8(url.iter().rev().copied().collect()).ok()
+    }
+}
+
+/// Makes a pull look as if its process stopped reporting long ago.
+async fn silence(db: &PgPool, id: Uuid) {
+    sqlx::query("UPDATE pulls SET updated_at = now() - interval '10 minutes' WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await
+        .unwrap();
+}
+
+async fn received_bytes(db: &PgPool, id: Uuid) -> i64 {
+    sqlx::query_scalar("SELECT received_bytes FROM pulls WHERE id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+async fn is_absent(store: &dyn Store, key: &str) -> bool {
+    store
+        .head(key)
+        .await
+        .is_err_and(|e| matches!(e, StorageError::NotFound { .. }))
+}
+
+/// The process running a pull dies mid-download: the pull is not failed
+/// but resumed by another node from its sealed URL (secret query and all),
+/// and becomes the asset, stored under the second attempt's key.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_pull_whose_process_died_is_resumed_elsewhere(db: PgPool) {
+    let (_dir, store) = fs_store().await;
+    let (org, _) = organisation(&db, "District Training Centre").await;
+    let source = source_server(media_bytes(16)).await;
+    let config = allowing_loopback();
+    let url = format!("{}/gated.mp4?signature=s3cret", source.base);
+    let accepted = pull::begin(&db, &config, Some(&TestVault), request(org, url))
+        .await
+        .unwrap();
+    let id = accepted.record.id;
+    let dying = tokio::spawn({
+        let (db, store, config) = (db.clone(), store.clone(), config.clone());
+        async move { pull::run(&db, store.as_ref(), &config, accepted).await }
+    });
+    // The first download is mid-body (held by the gate) when its process dies.
+    source.first_gated_download_begun().await;
+    dying.abort();
+    let _ = dying.await;
+
+    // Not yet silent long enough: nobody takes it, and it is not failed.
+    assert!(pull::claim_interrupted(&db, &TestVault)
+        .await
+        .unwrap()
+        .is_none());
+    silence(&db, id).await;
+    let polled = pull::status(&db, id, Some(org)).await.unwrap().unwrap();
+    assert_eq!(polled.state, "pulling", "a resumable pull is not failed");
+
+    let resumed = pull::claim_interrupted(&db, &TestVault)
+        .await
+        .unwrap()
+        .expect("the silent pull is claimed");
+    assert_eq!((resumed.record.id, resumed.record.attempt), (id, 2));
+    assert!(pull::claim_interrupted(&db, &TestVault)
+        .await
+        .unwrap()
+        .is_none());
+    let record = pull::run(&db, store.as_ref(), &config, resumed)
+        .await
+        .unwrap();
+    assert_eq!(record.state, "completed", "{record:?}");
+    assert_eq!(record.attempt, 2);
+    assert_eq!(record.received_bytes, GATED_LEN as i64);
+    assert!(!record.source_url.contains("s3cret"));
+    let key: String = sqlx::query_scalar("SELECT source_key FROM assets WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db)
+        .await
+        .expect("the resumed pull made the asset");
+    assert_eq!(key, pull::attempt_key(id, 2));
+    let (size, digest) = stored_sha256(store.as_ref(), &key).await;
+    assert_eq!(size, GATED_LEN as u64);
+    assert_eq!(digest, sha256_hex(&media_bytes(GATED_LEN)));
+    assert!(is_absent(store.as_ref(), &pull::attempt_key(id, 1)).await);
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT source_url_sealed FROM pulls WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&sealed.unwrap()).contains("s3cret"),
+        "the URL is only stored sealed"
+    );
+}
+
+/// A process that only looked dead (a long pause) and finishes its
+/// download after a newer attempt took the pull over records nothing —
+/// no asset, no failure — and removes only its own object; the newer
+/// attempt then makes the asset.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_superseded_attempt_records_nothing(db: PgPool) {
+    let (_dir, store) = fs_store().await;
+    let (org, _) = organisation(&db, "District Training Centre").await;
+    let source = source_server(media_bytes(16)).await;
+    let config = allowing_loopback();
+    let url = format!("{}/gated.mp4?signature=s3cret", source.base);
+    let accepted = pull::begin(&db, &config, Some(&TestVault), request(org, url))
+        .await
+        .unwrap();
+    let id = accepted.record.id;
+    let paused = tokio::spawn({
+        let (db, store, config) = (db.clone(), store.clone(), config.clone());
+        async move { pull::run(&db, store.as_ref(), &config, accepted).await }
+    });
+    source.first_gated_download_begun().await;
+    silence(&db, id).await;
+    let resumed = pull::claim_interrupted(&db, &TestVault)
+        .await
+        .unwrap()
+        .expect("claimed while the first attempt is paused");
+
+    // The first attempt wakes up and finishes its download first.
+    source.gate.add_permits(1);
+    let seen = paused.await.unwrap().unwrap();
+    assert_eq!(
+        (seen.state.as_str(), seen.attempt),
+        ("pulling", 2),
+        "{seen:?}"
+    );
+    assert_eq!(asset_count(&db).await, 0);
+    assert!(is_absent(store.as_ref(), &pull::attempt_key(id, 1)).await);
+
+    let record = pull::run(&db, store.as_ref(), &config, resumed)
+        .await
+        .unwrap();
+    assert_eq!((record.state.as_str(), record.attempt), ("completed", 2));
+    let (size, _) = stored_sha256(store.as_ref(), &pull::attempt_key(id, 2)).await;
+    assert_eq!(size, GATED_LEN as u64);
+    assert_eq!(asset_count(&db).await, 1);
+    assert_eq!(received_bytes(&db, id).await, GATED_LEN as i64);
+}
+
+/// Pulls that cannot be resumed end as `pull_interrupted` with a message a
+/// partner can act on: one begun without a vault, one whose sealed URL no
+/// longer opens, one whose attempts are used up.
+#[sqlx::test(migrations = "../migrations")]
+async fn unresumable_pulls_end_as_interrupted(db: PgPool) {
+    let (org, _) = organisation(&db, "District Training Centre").await;
+    let source = source_server(media_bytes(16)).await;
+    let config = allowing_loopback();
+    let url = || format!("{}/gated.mp4?signature=s3cret", source.base);
+    let unsealed = pull::begin(&db, &config, None, request(org, url()))
+        .await
+        .unwrap()
+        .record
+        .id;
+    let retired = pull::begin(&db, &config, Some(&TestVault), request(org, url()))
+        .await
+        .unwrap()
+        .record
+        .id;
+    sqlx::query("UPDATE pulls SET source_url_sealed = 'garbage' WHERE id = $1")
+        .bind(retired)
+        .execute(&db)
+        .await
+        .unwrap();
+    let exhausted = pull::begin(&db, &config, Some(&TestVault), request(org, url()))
+        .await
+        .unwrap()
+        .record
+        .id;
+    sqlx::query("UPDATE pulls SET attempt = $2 WHERE id = $1")
+        .bind(exhausted)
+        .bind(pull::MAX_ATTEMPTS)
+        .execute(&db)
+        .await
+        .unwrap();
+    for id in [unsealed, retired, exhausted] {
+        silence(&db, id).await;
+    }
+    assert!(pull::claim_interrupted(&db, &TestVault)
+        .await
+        .unwrap()
+        .is_none());
+    for id in [unsealed, retired, exhausted] {
+        let record = pull::status(&db, id, Some(org)).await.unwrap().unwrap();
+        assert_eq!(record.state, "failed", "{record:?}");
+        assert_eq!(record.error_code.as_deref(), Some("pull_interrupted"));
+        assert!(record
+            .error_message
+            .unwrap()
+            .contains("submit the URL again"));
+    }
 }
