@@ -534,26 +534,52 @@ async fn is_absent(store: &dyn Store, key: &str) -> bool {
         .is_err_and(|e| matches!(e, StorageError::NotFound { .. }))
 }
 
+/// A pull of `/gated.mp4` (with its secret query) running in a task of its
+/// own, its first download held at the gate after 64 KiB.
+struct InFlight {
+    source: Source,
+    config: PullConfig,
+    org: Uuid,
+    id: Uuid,
+    task: tokio::task::JoinHandle<Result<PullRecord, PullError>>,
+}
+
+async fn gated_pull_in_flight(db: &PgPool, store: &Arc<dyn Store>) -> InFlight {
+    let (org, _) = organisation(db, "District Training Centre").await;
+    let source = source_server(media_bytes(16)).await;
+    let config = allowing_loopback();
+    let url = format!("{}/gated.mp4?signature=s3cret", source.base);
+    let accepted = pull::begin(db, &config, Some(&TestVault), request(org, url))
+        .await
+        .unwrap();
+    let id = accepted.record.id;
+    let task = tokio::spawn({
+        let (db, store, config) = (db.clone(), store.clone(), config.clone());
+        async move { pull::run(&db, store.as_ref(), &config, accepted).await }
+    });
+    source.first_gated_download_begun().await;
+    InFlight {
+        source,
+        config,
+        org,
+        id,
+        task,
+    }
+}
+
 /// The process running a pull dies mid-download: the pull is not failed
 /// but resumed by another node from its sealed URL (secret query and all),
 /// and becomes the asset, stored under the second attempt's key.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_pull_whose_process_died_is_resumed_elsewhere(db: PgPool) {
     let (_dir, store) = fs_store().await;
-    let (org, _) = organisation(&db, "District Training Centre").await;
-    let source = source_server(media_bytes(16)).await;
-    let config = allowing_loopback();
-    let url = format!("{}/gated.mp4?signature=s3cret", source.base);
-    let accepted = pull::begin(&db, &config, Some(&TestVault), request(org, url))
-        .await
-        .unwrap();
-    let id = accepted.record.id;
-    let dying = tokio::spawn({
-        let (db, store, config) = (db.clone(), store.clone(), config.clone());
-        async move { pull::run(&db, store.as_ref(), &config, accepted).await }
-    });
-    // The first download is mid-body (held by the gate) when its process dies.
-    source.first_gated_download_begun().await;
+    let InFlight {
+        config,
+        org,
+        id,
+        task: dying,
+        ..
+    } = gated_pull_in_flight(&db, &store).await;
     dying.abort();
     let _ = dying.await;
 
@@ -611,19 +637,13 @@ async fn a_pull_whose_process_died_is_resumed_elsewhere(db: PgPool) {
 #[sqlx::test(migrations = "../migrations")]
 async fn a_superseded_attempt_records_nothing(db: PgPool) {
     let (_dir, store) = fs_store().await;
-    let (org, _) = organisation(&db, "District Training Centre").await;
-    let source = source_server(media_bytes(16)).await;
-    let config = allowing_loopback();
-    let url = format!("{}/gated.mp4?signature=s3cret", source.base);
-    let accepted = pull::begin(&db, &config, Some(&TestVault), request(org, url))
-        .await
-        .unwrap();
-    let id = accepted.record.id;
-    let paused = tokio::spawn({
-        let (db, store, config) = (db.clone(), store.clone(), config.clone());
-        async move { pull::run(&db, store.as_ref(), &config, accepted).await }
-    });
-    source.first_gated_download_begun().await;
+    let InFlight {
+        source,
+        config,
+        id,
+        task: paused,
+        ..
+    } = gated_pull_in_flight(&db, &store).await;
     silence(&db, id).await;
     let resumed = pull::claim_interrupted(&db, &TestVault)
         .await
