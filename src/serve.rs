@@ -138,6 +138,7 @@ pub async fn serve(config: Config) -> Result<()> {
             .context("HTTPS server failed")?,
     }
     tracing::info!("shutting down");
+    lectern_api::intake::hand_back_pulls(&progress_state).await;
     // Heartbeats absorbed since the last flush would otherwise be lost.
     progress_flusher.abort();
     if progress_state.schema_ready.load(Ordering::Acquire) {

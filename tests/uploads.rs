@@ -556,8 +556,26 @@ fn held_source(body: Vec<u8>) -> HeldSource {
     HeldSource { port, downloads }
 }
 
+/// How the server running a pull goes away.
+enum Stop {
+    /// `kill -9`: the pull goes silent and is resumed once that is noticed.
+    Kill,
+    /// SIGTERM: the server hands the pull back on its way out, claimable
+    /// at once.
+    Terminate,
+}
+
 #[sqlx::test]
 async fn a_url_pull_survives_a_killed_server(db: PgPool) {
+    url_pull_survives(db, Stop::Kill).await;
+}
+
+#[sqlx::test]
+async fn a_url_pull_is_handed_back_by_a_server_that_stops(db: PgPool) {
+    url_pull_survives(db, Stop::Terminate).await;
+}
+
+async fn url_pull_survives(db: PgPool, stop: Stop) {
     let mut deployment = Deployment::new(&db, 0).await;
     deployment
         .extra
@@ -597,14 +615,35 @@ async fn a_url_pull_survives_a_killed_server(db: PgPool) {
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(200));
-    drop(server); // kill -9 mid-download
-
-    // Its heartbeat stopped; pretend the minute of silence has passed.
-    sqlx::query("UPDATE pulls SET updated_at = now() - interval '10 minutes' WHERE id = $1")
-        .bind(id)
-        .execute(&db)
-        .await
-        .unwrap();
+    match stop {
+        Stop::Kill => {
+            drop(server); // kill -9 mid-download
+                          // Its heartbeat stopped; pretend the minute of silence has passed.
+            sqlx::query(
+                "UPDATE pulls SET updated_at = now() - interval '10 minutes' WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+        Stop::Terminate => {
+            assert!(server.terminate().success());
+            let (state, attempt, claimable): (String, i32, bool) = sqlx::query_as(
+                "SELECT state, attempt, updated_at < now() - interval '1 minute'
+                 FROM pulls WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+            assert_eq!(
+                (state.as_str(), attempt, claimable),
+                ("pulling", 1, true),
+                "a stopping server hands its pulls back, claimable at once"
+            );
+        }
+    }
     let sealed: Vec<u8> = sqlx::query_scalar("SELECT source_url_sealed FROM pulls WHERE id = $1")
         .bind(id)
         .fetch_one(&db)

@@ -26,8 +26,10 @@ use axum::Json;
 use lectern_ingest::pull::{self, PullError, PullRecord, PullRequest, UrlVault};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::authz::{Access, Permission, Principal};
@@ -124,11 +126,10 @@ async fn create(
     if !exists {
         return Err(ApiError::not_found(format!("no organisation {org}")));
     }
-    let config = state.pulls.clone();
     let vault = state.identity.keyring().ok().map(SealedUrls);
     let accepted = pull::begin(
         &state.db,
-        &config,
+        &state.pulls,
         vault.as_ref().map(|vault| vault as &dyn UrlVault),
         PullRequest {
             organisation_id: org,
@@ -140,14 +141,7 @@ async fn create(
     .await
     .map_err(pull_error)?;
     let record = accepted.record.clone();
-    tokio::spawn({
-        let db = state.db.clone();
-        let store = state.store.clone();
-        async move {
-            // The outcome is recorded on the pull row; the log has the rest.
-            let _ = pull::run(&db, store.as_ref(), &config, accepted).await;
-        }
-    });
+    download(&state, accepted);
     let location = format!("/api/v1/pulls/{}", record.id);
     let mut response = (StatusCode::ACCEPTED, Json(to_json(&record))).into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
@@ -215,18 +209,69 @@ pub async fn resume_interrupted(state: &AppState) {
     };
     loop {
         match pull::claim_interrupted(&state.db, &SealedUrls(keys)).await {
-            Ok(Some(accepted)) => {
-                let (db, store, config) =
-                    (state.db.clone(), state.store.clone(), state.pulls.clone());
-                tokio::spawn(async move {
-                    let _ = pull::run(&db, store.as_ref(), &config, accepted).await;
-                });
-            }
+            Ok(Some(accepted)) => download(state, accepted),
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim interrupted pulls; retrying next round");
                 return;
             }
+        }
+    }
+}
+
+/// The URL pulls this node is downloading, by pull: the attempt and its
+/// task. A graceful shutdown hands them back (see [`hand_back_pulls`]).
+#[derive(Default)]
+pub struct PullsInFlight(std::sync::Mutex<HashMap<Uuid, (i32, JoinHandle<()>)>>);
+
+/// Runs an accepted or claimed pull in a task of its own; the outcome is
+/// recorded on the pull row and the log has the rest.
+fn download(state: &AppState, accepted: pull::Accepted) {
+    let (id, attempt) = (accepted.record.id, accepted.record.attempt);
+    let (db, store, config) = (state.db.clone(), state.store.clone(), state.pulls.clone());
+    let in_flight = state.pulls_in_flight.clone();
+    // Held while spawning, so the task cannot finish (and remove itself)
+    // before it has been entered.
+    let mut running = state.pulls_in_flight.0.lock().expect("pulls in flight");
+    let task = tokio::spawn(async move {
+        let _ = pull::run(&db, store.as_ref(), &config, accepted).await;
+        let mut running = in_flight.0.lock().expect("pulls in flight");
+        if running.get(&id).is_some_and(|(a, _)| *a == attempt) {
+            running.remove(&id);
+        }
+    });
+    running.insert(id, (attempt, task));
+}
+
+/// On a graceful shutdown: stops this node's downloads and makes their
+/// pulls claimable at once, so another node (or this one restarted)
+/// resumes them without waiting for a minute of silence.
+pub async fn hand_back_pulls(state: &AppState) {
+    let running: Vec<(Uuid, i32, JoinHandle<()>)> = state
+        .pulls_in_flight
+        .0
+        .lock()
+        .expect("pulls in flight")
+        .drain()
+        .map(|(id, (attempt, task))| (id, attempt, task))
+        .collect();
+    if running.is_empty() {
+        return;
+    }
+    let mut handed = Vec::with_capacity(running.len());
+    for (id, attempt, task) in running {
+        task.abort();
+        // Once the task is gone, no heartbeat of it can undo the hand-back.
+        let _ = task.await;
+        handed.push((id, attempt));
+    }
+    match pull::hand_back(&state.db, &handed).await {
+        Ok(n) => tracing::info!(
+            pulls = n,
+            "handed URL pulls back for another node to resume"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot hand URL pulls back; they resume after a minute of silence")
         }
     }
 }

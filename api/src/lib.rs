@@ -75,6 +75,8 @@ pub struct Areas {
     pub uploads: Arc<lectern_ingest::tus::TusConfig>,
     /// Limits and allow-list of URL pulls.
     pub pulls: Arc<lectern_ingest::pull::PullConfig>,
+    /// The URL pulls this node is downloading.
+    pub pulls_in_flight: Arc<intake::PullsInFlight>,
     /// How partner webhooks are dispatched.
     pub webhooks: Arc<webhooks::WebhookSettings>,
     /// Playback token keys and settings of the media origin.
@@ -99,6 +101,7 @@ impl AppState {
             identity: Arc::new(identity),
             uploads: Arc::default(),
             pulls: Arc::default(),
+            pulls_in_flight: Arc::default(),
             webhooks: Arc::default(),
             playback: Arc::new(origin::Playback::generate()),
             demo: Arc::default(),

@@ -967,6 +967,27 @@ pub async fn pull(
     run(db, store, config, accepted).await
 }
 
+/// Makes pulls a process is giving up (a graceful shutdown, after their
+/// downloads stopped) claimable by [`claim_interrupted`] at once, as if
+/// they had been silent for long. Only the given attempts, if still
+/// `pulling`: one that completed or was taken over meanwhile is left
+/// alone. Returns how many were handed back.
+pub async fn hand_back(db: &PgPool, pulls: &[(Uuid, i32)]) -> Result<u64, PullError> {
+    let (ids, attempts): (Vec<Uuid>, Vec<i32>) = pulls.iter().copied().unzip();
+    Ok(sqlx::query(
+        "UPDATE pulls SET updated_at = now() - 2 * make_interval(secs => $3)
+         FROM UNNEST($1::uuid[], $2::int[]) AS given (id, attempt)
+         WHERE pulls.id = given.id AND pulls.attempt = given.attempt
+           AND pulls.state = 'pulling'",
+    )
+    .bind(ids)
+    .bind(attempts)
+    .bind(STALE_AFTER.as_secs_f64())
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
 const INTERRUPTED: &str = "the server stopped during the download; submit the URL again";
 
 /// A pull as its organisation (or, with `None`, anyone) sees it. A pull
