@@ -66,14 +66,23 @@ struct RenditionRow {
 }
 
 impl AssetRow {
-    fn to_json(&self, state: &AppState, renditions: Vec<RenditionRow>) -> Value {
+    /// `viewer` is the caller: a signed-in person's preview URL is bound to
+    /// their session, so it plays encrypted assets too (the key is only
+    /// given to a live session) and stops working when they sign out. An
+    /// API key's is unbound: it plays clear assets, for the partner's tools.
+    fn to_json(
+        &self,
+        state: &AppState,
+        viewer: &Principal,
+        renditions: Vec<RenditionRow>,
+    ) -> Value {
         // The finished ladder once ready; while encoding, the growing
         // lowest rung (fast first playback).
         let prefix = self
             .output_prefix
             .as_deref()
             .or(self.playable_prefix.as_deref());
-        let master_url = prefix.map(|p| state.playback.master_url(self.id, p, None));
+        let master_url = prefix.map(|p| state.playback.master_url(self.id, p, viewer.session_id()));
         let error = self.error_code.as_ref().map(
             |code| json!({"code": code, "message": self.error_message.as_deref().unwrap_or("")}),
         );
@@ -128,7 +137,7 @@ async fn show(
     .bind(id)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(asset.to_json(&state, renditions)))
+    Ok(Json(asset.to_json(&state, &principal, renditions)))
 }
 
 #[derive(Deserialize)]
@@ -196,7 +205,10 @@ async fn list(
                 .map(|a| json!({"before": a.created_at, "before_id": a.id}))
         })
         .flatten();
-    let assets: Vec<Value> = rows.iter().map(|a| a.to_json(&state, Vec::new())).collect();
+    let assets: Vec<Value> = rows
+        .iter()
+        .map(|a| a.to_json(&state, &principal, Vec::new()))
+        .collect();
     Ok(Json(json!({"assets": assets, "next": next})))
 }
 

@@ -97,6 +97,28 @@ impl Fixture {
             .unwrap();
     }
 
+    /// Publishes a one-rung ladder of two segments; returns the first.
+    async fn publish(&self) -> Vec<u8> {
+        let segment: Vec<u8> = (0..100_003u32).map(|i| (i * 13 % 251) as u8).collect();
+        let seg = || opts("video/iso.segment", IMMUTABLE);
+        let pl = || opts("application/vnd.apple.mpegurl", "public, max-age=300");
+        self.put("master.m3u8", MASTER.into(), pl()).await;
+        self.put(
+            "360p/index.m3u8",
+            "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n\
+             #EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:4.000,\nseg_00000.m4s\n#EXTINF:2.500,\nseg_00001.m4s\n\
+             #EXT-X-ENDLIST\n"
+                .into(),
+            pl(),
+        )
+        .await;
+        self.put("360p/init.mp4", vec![1; 800], opts("video/mp4", IMMUTABLE))
+            .await;
+        self.put("360p/seg_00000.m4s", segment.clone(), seg()).await;
+        self.put("360p/seg_00001.m4s", vec![2; 4096], seg()).await;
+        segment
+    }
+
     async fn get(&self, uri: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
         let mut req = Request::builder().method("GET").uri(uri);
         for (k, v) in headers {
@@ -195,23 +217,7 @@ fn keys(playlist: &str) -> Vec<(String, Vec<u8>, String)> {
 #[sqlx::test(migrations = "../migrations")]
 async fn encrypted_assets_are_served_aes_128_and_keys_only_to_learners(db: PgPool) {
     let f = fixture(db).await;
-    let segment: Vec<u8> = (0..100_003u32).map(|i| (i * 13 % 251) as u8).collect();
-    let seg = || opts("video/iso.segment", IMMUTABLE);
-    let pl = || opts("application/vnd.apple.mpegurl", "public, max-age=300");
-    f.put("master.m3u8", MASTER.into(), pl()).await;
-    f.put(
-        "360p/index.m3u8",
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n\
-         #EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:4.000,\nseg_00000.m4s\n#EXTINF:2.500,\nseg_00001.m4s\n\
-         #EXT-X-ENDLIST\n"
-            .into(),
-        pl(),
-    )
-    .await;
-    f.put("360p/init.mp4", vec![1; 800], opts("video/mp4", IMMUTABLE))
-        .await;
-    f.put("360p/seg_00000.m4s", segment.clone(), seg()).await;
-    f.put("360p/seg_00001.m4s", vec![2; 4096], seg()).await;
+    let segment = f.publish().await;
     let t = &f.token;
     let plain = format!("/media/{}", f.prefix);
     let clear_etag = h(
@@ -550,4 +556,49 @@ async fn ffmpeg_decodes_the_encrypted_rendition(db: PgPool) {
         let frames: u32 = count.parse().unwrap_or(0);
         assert_eq!(frames > 0, decodes, "{count} frames: {errors}");
     }
+}
+
+/// Follows `caller`'s preview URL from `GET /api/v1/assets/{id}` to the
+/// first encrypted segment and its key: (the key's status, its body, the
+/// segment's IV, the segment's bytes).
+async fn preview_first_key(f: &Fixture, caller: &str) -> (StatusCode, Bytes, Vec<u8>, Bytes) {
+    let (status, asset) =
+        f.w.call(
+            "GET",
+            &format!("/api/v1/assets/{}", f.asset),
+            Some(caller),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{asset}");
+    let master = f.text(asset["master_url"].as_str().unwrap()).await;
+    let variant = master.lines().find(|l| l.starts_with("/media/")).unwrap();
+    let media = f.text(variant).await;
+    let (key_uri, iv, segment_uri) = keys(&media).remove(0);
+    let base = &variant[..variant.rfind('/').unwrap() + 1];
+    let (_, _, encrypted) = f.get(&format!("{base}{segment_uri}"), &[]).await;
+    let (status, _, key) = f.get(&key_uri, &[]).await;
+    (status, key, iv, encrypted)
+}
+
+/// The preview URL `GET /api/v1/assets/{id}` gives: a signed-in reviewer's
+/// is bound to their session, so an encrypted asset plays for them (the
+/// key decrypts the stored bytes); an API key's plays clear media only,
+/// and its key request says a person must sign in.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_signed_in_reviewer_previews_an_encrypted_asset(db: PgPool) {
+    let f = fixture(db).await;
+    let segment = f.publish().await;
+    f.encryption(true).await.unwrap();
+    let email = format!("reviewer-{}@enc.example.org", Uuid::new_v4().simple());
+    f.w.user(Some(f.org), &email, Role::ContentAdmin).await;
+    let reviewer = f.w.login(&email).await;
+
+    let (status, key, iv, encrypted) = preview_first_key(&f, &reviewer).await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&key));
+    assert_eq!(decrypt(&key, &iv, &encrypted), segment);
+
+    let (status, body, _, _) = preview_first_key(&f, &f.partner).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(code(&body), "session_required");
 }

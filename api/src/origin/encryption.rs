@@ -246,8 +246,9 @@ async fn key(
         if claims.session.is_none() {
             return Err(ApiError::forbidden(
                 "session_required",
-                "the key of an encrypted video is only given to a signed-in learner: use the \
-                 playback URL of POST /api/v1/lessons/{id}/playback",
+                "the key of an encrypted video is only given to a signed-in person: use the \
+                 playback URL of POST /api/v1/lessons/{id}/playback, or the master_url of \
+                 GET /api/v1/assets/{id} asked for while signed in",
             ));
         }
         match state.playback.asset_key(&state, asset).await? {
