@@ -1057,7 +1057,44 @@ fn always_refreshing() -> lectern_api::identity::session::SessionCacheTiming {
     lectern_api::identity::session::SessionCacheTiming {
         refresh_after: std::time::Duration::ZERO,
         max_age: std::time::Duration::from_secs(3600),
+        read_pause: std::time::Duration::ZERO,
     }
+}
+
+/// CI once served a signed-out session: the request after the sign-out
+/// missed the evicted entry and joined a re-read that had looked before
+/// the sign-out. Here every read pauses after its query, so that order is
+/// certain: the joined read must be done again, not believed.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_sign_out_overtaking_a_re_read_is_not_undone_by_it(db: PgPool) {
+    let timing = lectern_api::identity::session::SessionCacheTiming {
+        read_pause: std::time::Duration::from_millis(300),
+        ..always_refreshing()
+    };
+    let w = world_with_session_cache(db, timing).await;
+    let org = w.org("Cardiology Society").await;
+    w.user(Some(org), "learner@a.example.org", Role::Learner)
+        .await;
+    let token = w.login("learner@a.example.org").await;
+    // Cached by the first use (which waits for its read); the second is
+    // served from the cache and queues a re-read, which has queried by the
+    // time the sign-out comes and is pausing with "alive".
+    for _ in 0..2 {
+        assert_eq!(
+            w.call("GET", "/api/v1/me", Some(&token), None).await.0,
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/logout", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        w.call("GET", "/api/v1/me", Some(&token), None).await.0,
+        StatusCode::UNAUTHORIZED,
+        "a signed-out session is refused, even by a read that began before"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -68,6 +68,9 @@ pub const SESSION_REFRESH_AFTER: Duration = Duration::from_secs(15);
 const SESSION_CACHE_MAX: usize = 200_000;
 /// Sessions read by one query (`token_hash = ANY($1)`).
 const READ_BATCH: usize = 1_000;
+/// Reads of one batch when sign-outs keep landing while it is read;
+/// after the last, its waiters get an error rather than a stale answer.
+const READS_PER_BATCH: u32 = 5;
 
 /// The cache's clock, adjustable for tests.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +80,9 @@ pub struct SessionCacheTiming {
     /// Age past which an entry is never served (a request then waits for
     /// the read).
     pub max_age: Duration,
+    /// Between a read's query and the use of its answer: zero, except in
+    /// tests that need a sign-out to overtake a read in flight.
+    pub read_pause: Duration,
 }
 
 impl Default for SessionCacheTiming {
@@ -84,6 +90,7 @@ impl Default for SessionCacheTiming {
         Self {
             refresh_after: SESSION_REFRESH_AFTER,
             max_age: SESSION_CACHE_TTL,
+            read_pause: Duration::ZERO,
         }
     }
 }
@@ -209,40 +216,47 @@ impl SessionCache {
             // An earlier reader took ours along.
             return;
         }
-        let epoch = self.evictions.load(Ordering::Acquire);
-        let rows: Result<Vec<SessionRow>, sqlx::Error> = sqlx::query_as(
-            "SELECT s.token_hash, s.id, u.id, u.org_id, u.role, \
-                    extract(epoch FROM s.expires_at - now())::float8 \
-             FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.token_hash = ANY($1) AND s.revoked_at IS NULL AND s.expires_at > now()",
-        )
-        .bind(&batch)
-        .fetch_all(db)
-        .await;
-        let found: Result<HashMap<Vec<u8>, (Principal, Duration)>, String> = rows
-            .map_err(|e| e.to_string())
-            .and_then(|rows| rows.into_iter().map(principal_from_row).collect());
-        if let Ok(found) = &found {
-            self.store(&batch, found, epoch);
-        } else {
-            // Let the next use of a stale entry try again.
-            let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-            for fp in &batch {
-                if let Some(e) = map.get(fp) {
-                    e.refreshing.store(false, Ordering::Release);
+        for attempt in 1..=READS_PER_BATCH {
+            let epoch = self.evictions.load(Ordering::Acquire);
+            let found = read_sessions(db, &batch).await;
+            if !self.timing.read_pause.is_zero() {
+                tokio::time::sleep(self.timing.read_pause).await;
+            }
+            if let Ok(found) = &found {
+                self.store(&batch, found, epoch);
+            } else {
+                // Let the next use of a stale entry try again.
+                let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+                for fp in &batch {
+                    if let Some(e) = map.get(fp) {
+                        e.refreshing.store(false, Ordering::Release);
+                    }
                 }
             }
-        }
-        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
-        for fp in &batch {
-            for waiter in reads.waiting.remove(fp).unwrap_or_default() {
-                let answer = match &found {
-                    Ok(found) => Ok(found.get(fp).map(|(p, _)| *p)),
-                    Err(e) => Err(e.clone()),
-                };
-                // The request may have gone; nothing to tell it then.
-                let _ = waiter.send(answer);
+            let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+            // Checked under the lock a request takes to join this read: a
+            // request that missed because its session was just signed out
+            // (the eviction came first) and joined this read, which may
+            // have looked before the sign-out, must not be told the
+            // session is alive. Read again, waiters kept.
+            let overtaken = found.is_ok() && self.evictions.load(Ordering::Acquire) != epoch;
+            if overtaken && attempt < READS_PER_BATCH {
+                continue;
             }
+            for fp in &batch {
+                for waiter in reads.waiting.remove(fp).unwrap_or_default() {
+                    let answer = match &found {
+                        _ if overtaken => {
+                            Err("sign-outs kept overtaking the session read; try again".to_owned())
+                        }
+                        Ok(found) => Ok(found.get(fp).map(|(p, _)| *p)),
+                        Err(e) => Err(e.clone()),
+                    };
+                    // The request may have gone; nothing to tell it then.
+                    let _ = waiter.send(answer);
+                }
+            }
+            return;
         }
     }
 
@@ -307,6 +321,24 @@ impl SessionCache {
 }
 
 type SessionRow = (Vec<u8>, Uuid, Uuid, Option<Uuid>, String, f64);
+
+/// The live sessions among `batch` (token fingerprints).
+async fn read_sessions(
+    db: &PgPool,
+    batch: &[Vec<u8>],
+) -> Result<HashMap<Vec<u8>, (Principal, Duration)>, String> {
+    let rows: Vec<SessionRow> = sqlx::query_as(
+        "SELECT s.token_hash, s.id, u.id, u.org_id, u.role, \
+                extract(epoch FROM s.expires_at - now())::float8 \
+         FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.token_hash = ANY($1) AND s.revoked_at IS NULL AND s.expires_at > now()",
+    )
+    .bind(batch)
+    .fetch_all(db)
+    .await
+    .map_err(|e| e.to_string())?;
+    rows.into_iter().map(principal_from_row).collect()
+}
 
 fn principal_from_row(row: SessionRow) -> Result<(Vec<u8>, (Principal, Duration)), String> {
     let (fingerprint, session_id, user_id, org_id, role, left_s) = row;
