@@ -258,9 +258,11 @@ pub async fn hand_back_pulls(state: &AppState) {
     if running.is_empty() {
         return;
     }
+    for (_, _, task) in &running {
+        task.abort();
+    }
     let mut handed = Vec::with_capacity(running.len());
     for (id, attempt, task) in running {
-        task.abort();
         // Once the task is gone, no heartbeat of it can undo the hand-back.
         let _ = task.await;
         handed.push((id, attempt));

@@ -870,6 +870,8 @@ pub async fn claim_interrupted(
     db: &PgPool,
     vault: &dyn UrlVault,
 ) -> Result<Option<Accepted>, PullError> {
+    // Settled here too, so a pull nobody polls does not stay `pulling`.
+    fail_unresumable(db, None).await?;
     loop {
         let claimed: Option<(Uuid, Option<Vec<u8>>)> = sqlx::query_as(
             "UPDATE pulls SET attempt = attempt + 1, received_bytes = 0, updated_at = now()
@@ -990,6 +992,25 @@ pub async fn hand_back(db: &PgPool, pulls: &[(Uuid, i32)]) -> Result<u64, PullEr
 
 const INTERRUPTED: &str = "the server stopped during the download; submit the URL again";
 
+/// Fails as `pull_interrupted` the silent pulls (one, or with `None` all)
+/// that no node will resume: no sealed URL, or attempts used up.
+async fn fail_unresumable(db: &PgPool, only: Option<Uuid>) -> Result<(), PullError> {
+    sqlx::query(
+        "UPDATE pulls SET state = 'failed', error_code = 'pull_interrupted',
+             error_message = $4, updated_at = now()
+         WHERE ($1::uuid IS NULL OR id = $1) AND state = 'pulling'
+           AND updated_at < now() - make_interval(secs => $2)
+           AND (source_url_sealed IS NULL OR attempt >= $3)",
+    )
+    .bind(only)
+    .bind(STALE_AFTER.as_secs_f64())
+    .bind(MAX_ATTEMPTS)
+    .bind(INTERRUPTED)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// A pull as its organisation (or, with `None`, anyone) sees it. A pull
 /// still `pulling` whose process stopped reporting, and that no node will
 /// resume (no sealed URL, or attempts used up), is declared
@@ -999,18 +1020,7 @@ pub async fn status(
     id: Uuid,
     org_scope: Option<Uuid>,
 ) -> Result<Option<PullRecord>, PullError> {
-    sqlx::query(
-        "UPDATE pulls SET state = 'failed', error_code = 'pull_interrupted',
-             error_message = $4, updated_at = now()
-         WHERE id = $1 AND state = 'pulling' AND updated_at < now() - make_interval(secs => $2)
-           AND (source_url_sealed IS NULL OR attempt >= $3)",
-    )
-    .bind(id)
-    .bind(STALE_AFTER.as_secs_f64())
-    .bind(MAX_ATTEMPTS)
-    .bind(INTERRUPTED)
-    .execute(db)
-    .await?;
+    fail_unresumable(db, Some(id)).await?;
     Ok(sqlx::query_as(&format!(
         "SELECT {PULL_COLUMNS} FROM pulls WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)"
     ))

@@ -713,6 +713,15 @@ async fn unresumable_pulls_end_as_interrupted(db: PgPool) {
         .await
         .unwrap()
         .is_none());
+    // Settled by the resumer itself, before anyone polls.
+    let failed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pulls WHERE id = ANY($1) AND error_code = 'pull_interrupted'",
+    )
+    .bind(vec![unsealed, retired, exhausted])
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(failed, 3);
     for id in [unsealed, retired, exhausted] {
         let record = pull::status(&db, id, Some(org)).await.unwrap().unwrap();
         assert_eq!(record.state, "failed", "{record:?}");
