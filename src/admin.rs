@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use lectern_api::authz::Role;
-use lectern_api::identity::audit::{self, AuditEvent};
-use lectern_api::identity::crypto::{Keyring, FIELD_KEYS_VAR};
-use lectern_api::identity::{password, users};
+use lectern_identity::audit::{self, AuditEvent};
+use lectern_identity::{password, users};
+use lectern_secrets::{Keyring, FIELD_KEYS_VAR};
+use lectern_web::Role;
 use sqlx::PgPool;
 
 use crate::config::Config;
@@ -114,7 +114,7 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
             let keys = keyring(config)?;
             let role: Role = role
                 .parse()
-                .map_err(|e: lectern_api::ApiError| anyhow::anyhow!(e.message))?;
+                .map_err(|e: lectern_web::ApiError| anyhow::anyhow!(e.message))?;
             let org_id = match org {
                 Some(name) => Some(users::organisation_id(db, &name).await?),
                 None => None,

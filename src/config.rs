@@ -11,8 +11,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use lectern_api::identity::crypto::{self, Keyring};
-use lectern_api::identity::TrustedProxies;
+use lectern_identity::TrustedProxies;
+use lectern_secrets::{self as crypto, Keyring};
 use lectern_storage::S3Config;
 
 /// Where a setting's value came from, for error messages.
@@ -136,13 +136,13 @@ pub struct Config {
     /// The recording-drop watcher, when `LECTERN_DROP_PREFIX` is set.
     pub drops: Option<lectern_ingest::drops::DropConfig>,
     /// Private networks webhooks may nevertheless post to.
-    pub webhook_allow: lectern_ingest::pull::AllowList,
+    pub webhook_allow: lectern_egress::AllowList,
     /// The player SDK bundle the demo page serves (`player-sdk/dist`).
     pub player_dir: PathBuf,
     /// Signed playback tokens of the media origin.
     pub playback: PlaybackSettings,
     /// Where progress heartbeats are absorbed and how often they are flushed.
-    pub progress: lectern_api::learning::ProgressSettings,
+    pub progress: lectern_learning::ProgressSettings,
 }
 
 /// How a pipeline worker (in `lectern worker` or inside `serve`) behaves.
@@ -706,13 +706,13 @@ fn playback_settings(raw: &Raw) -> Result<PlaybackSettings, ConfigError> {
     let keys = match raw.get("playback_keys") {
         None => None,
         Some((v, origin)) => {
-            lectern_api::origin::token::parse_keys(v)
+            lectern_secrets::playback::parse_keys(v)
                 .map_err(|m| ConfigError::new(origin.to_string(), m))?;
             Some(v.to_string())
         }
     };
     let token_ttl = match raw.get("playback_token_ttl") {
-        None => lectern_api::origin::DEFAULT_TOKEN_TTL,
+        None => lectern_delivery::DEFAULT_TOKEN_TTL,
         Some((v, origin)) => parse_duration(v)
             .filter(|d| d.as_secs() >= 60)
             .ok_or_else(|| {
@@ -738,7 +738,7 @@ fn playback_settings(raw: &Raw) -> Result<PlaybackSettings, ConfigError> {
         }
     };
     let origin_cache_bytes = match raw.get("origin_cache_mib") {
-        None => lectern_api::origin::cache::DEFAULT_CAPACITY_BYTES,
+        None => lectern_delivery::cache::DEFAULT_CAPACITY_BYTES,
         Some((v, origin)) => v
             .trim()
             .parse::<u64>()
@@ -762,8 +762,8 @@ fn playback_settings(raw: &Raw) -> Result<PlaybackSettings, ConfigError> {
 
 /// `LECTERN_PROGRESS_*`: the heartbeat absorber (`memory`, or `redis` at
 /// `REDIS_URL` so several API nodes share it) and the flush interval.
-fn progress_settings(raw: &Raw) -> Result<lectern_api::learning::ProgressSettings, ConfigError> {
-    use lectern_api::learning::{ProgressBackend, ProgressSettings};
+fn progress_settings(raw: &Raw) -> Result<lectern_learning::ProgressSettings, ConfigError> {
+    use lectern_learning::{ProgressBackend, ProgressSettings};
     let backend = match raw.get("progress_backend") {
         None | Some(("memory", _)) => ProgressBackend::Memory,
         Some(("redis", _)) => {
@@ -837,8 +837,9 @@ impl Config {
     /// generated once into `<data_dir>/playback_keys.toml` (mode 0600) so
     /// tokens survive restarts; with an external database and no keys, none
     /// (media answers 503 `not_configured`, as identity does without keys).
-    pub fn playback(&self) -> Result<lectern_api::origin::Playback, ConfigError> {
-        use lectern_api::origin::{token, Playback};
+    pub fn playback(&self) -> Result<lectern_delivery::Playback, ConfigError> {
+        use lectern_delivery::Playback;
+        use lectern_secrets::playback as token;
         let settings = &self.playback;
         let text = match &settings.keys {
             Some(k) => Some(k.clone()),
@@ -877,9 +878,9 @@ impl Config {
             }
             None => Vec::new(),
         };
-        let cache = lectern_api::origin::cache::MediaCache::new(
+        let cache = lectern_delivery::cache::MediaCache::new(
             settings.origin_cache_bytes,
-            lectern_api::origin::cache::DEFAULT_REVALIDATE_AFTER,
+            lectern_delivery::cache::DEFAULT_REVALIDATE_AFTER,
         );
         Ok(
             Playback::new(keys, settings.token_ttl, settings.media_base_url.clone())
@@ -1057,7 +1058,7 @@ mod tests {
         // A restart verifies what the last run signed.
         assert!(c.playback().unwrap().verify(&token, asset).is_ok());
 
-        let key = lectern_api::origin::token::PlaybackKey::generate("k9").to_setting();
+        let key = lectern_secrets::PlaybackKey::generate("k9").to_setting();
         let c = Config::from_sources(
             None,
             &env(&[

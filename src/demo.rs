@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use lectern_api::authz::Role;
-use lectern_api::identity::audit::{self, AuditEvent};
-use lectern_api::identity::crypto::{normalise_email, Keyring};
-use lectern_api::identity::{password, users};
+use lectern_identity::audit::{self, AuditEvent};
+use lectern_identity::{password, users};
+use lectern_secrets::{normalise_email, Keyring};
 use lectern_storage::{PutOptions, Store};
+use lectern_web::Role;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -191,7 +191,7 @@ async fn seed(
             .bind(asset)
             .fetch_one(&mut *tx)
             .await?;
-            lectern_api::search::index::reindex_course(&mut tx, course).await?;
+            lectern_catalogue::search::index::reindex_course(&mut tx, course).await?;
             tx.commit().await?;
             (lesson, asset)
         }
@@ -331,15 +331,15 @@ async fn ingest_sample(
         }
     };
     let id = Uuid::now_v7();
-    let key = lectern_ingest::assets::source_key(id);
+    let key = lectern_assets::keys::source_key(id);
     store
         .put_file(&key, &source, PutOptions::default())
         .await
         .with_context(|| format!("storing {} as {key}", source.display()))?;
     let _ = std::fs::remove_dir_all(&scratch);
-    lectern_ingest::assets::create(
+    lectern_assets::create(
         db,
-        &lectern_ingest::assets::NewAsset {
+        &lectern_assets::NewAsset {
             id,
             organisation_id: org_id,
             source_key: key,
@@ -451,7 +451,7 @@ async fn publish_course(db: &PgPool, org_id: Uuid, asset_id: Uuid) -> Result<Uui
     .bind(asset_id)
     .execute(&mut *tx)
     .await?;
-    lectern_api::search::index::reindex_course(&mut tx, course_id).await?;
+    lectern_catalogue::search::index::reindex_course(&mut tx, course_id).await?;
     tx.commit().await?;
     Ok(lesson_id)
 }

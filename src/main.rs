@@ -8,6 +8,7 @@ mod demo;
 mod embedded_pg;
 mod media;
 mod serve;
+mod tasks;
 mod worker;
 
 use std::path::PathBuf;

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
-use lectern_api::identity::notifier::Outbox;
-use lectern_api::identity::{audit, IdentitySettings};
-use lectern_api::{AppState, Identity};
+use lectern_api::demo::DemoSettings;
+use lectern_api::{AppState, Settings};
+use lectern_identity::{audit, IdentitySettings};
+use lectern_ingest::http::webhooks::WebhookSettings;
+use lectern_ingest::http::{pulls, webhooks};
+use lectern_learning::Learning;
 use lectern_storage::{FsStore, S3Store, Store};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -22,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, StorageConfig, TlsConfig};
 use crate::database::Database;
+use crate::tasks::Tasks;
 
 pub async fn migrate(config: Config) -> Result<()> {
     let db = Database::open(&config).await?;
@@ -33,7 +37,7 @@ pub async fn migrate(config: Config) -> Result<()> {
 
 pub async fn serve(config: Config) -> Result<()> {
     config.check_transport()?;
-    let keys = config.keyring()?;
+    let keys = config.keyring()?.map(Arc::new);
     if keys.is_none() {
         tracing::error!(
             "LECTERN_FIELD_KEYS, LECTERN_BLIND_INDEX_KEY and LECTERN_TOKEN_KEY are not configured: \
@@ -49,74 +53,36 @@ pub async fn serve(config: Config) -> Result<()> {
     let schema_ready = Arc::new(AtomicBool::new(false));
     db.migrate_in_background(schema_ready.clone());
     let store = open_store(&config.storage).await?;
-    let identity = Identity::new(
-        keys,
-        // SMTP/SMS notifiers plug in here; until one is configured,
-        // messages wait in the `outbox` table.
-        Arc::new(Outbox {
-            db: db.pool.clone(),
-        }),
-        IdentitySettings {
-            trusted_proxies: config.trusted_proxies.clone(),
-            hsts: tls.is_some(),
-            ..IdentitySettings::default()
+    let learning = Learning::connect(config.progress.clone())
+        .await
+        .context("cannot reach the progress backend (REDIS_URL)")?;
+    // Every area's state is built whole before anything runs.
+    let state = AppState::new(
+        db.pool.clone(),
+        store.clone(),
+        Settings {
+            keys,
+            identity: IdentitySettings {
+                trusted_proxies: config.trusted_proxies.clone(),
+                hsts: tls.is_some(),
+                ..IdentitySettings::default()
+            },
+            playback: Arc::new(playback),
+            uploads: config.uploads.clone(),
+            pulls: config.pulls.clone(),
+            webhooks: WebhookSettings {
+                allow_private: config.webhook_allow.clone(),
+                ..WebhookSettings::default()
+            },
+            learning,
+            demo: DemoSettings {
+                player_dir: config.player_dir.clone(),
+            },
+            schema_ready: schema_ready.clone(),
+            ..Settings::default()
         },
     );
-    // One process is a complete Lectern in embedded mode: it also transcodes.
-    let (stop_workers, workers_stopped) = tokio::sync::watch::channel(false);
-    let in_process = config.effective_serve_workers();
-    let worker_task = if in_process > 0 {
-        let worker = crate::worker::worker(&config, db.pool.clone(), store.clone(), in_process)?;
-        let mut stopped = workers_stopped.clone();
-        let schema = schema_ready.clone();
-        Some(tokio::spawn(async move {
-            // Claiming before the schema exists would only log errors.
-            while !schema.load(Ordering::Acquire) {
-                if *stopped.borrow() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            worker
-                .run(async move {
-                    let _ = stopped.wait_for(|stop| *stop).await;
-                })
-                .await;
-        }))
-    } else {
-        None
-    };
-    let mut state = AppState::new(db.pool.clone(), store, identity);
-    state.schema_ready = schema_ready.clone();
-    state.playback = Arc::new(playback);
-    state.demo = Arc::new(lectern_api::demo::DemoSettings {
-        player_dir: config.player_dir.clone(),
-    });
-    state.uploads = Arc::new(config.uploads.clone());
-    lectern_api::uploads::sweep_periodically(state.clone(), Duration::from_secs(300));
-    state.webhooks = Arc::new(lectern_api::webhooks::WebhookSettings {
-        allow_private: config.webhook_allow.clone(),
-        ..Default::default()
-    });
-    lectern_api::webhooks::dispatch_periodically(state.clone());
-    state.pulls = Arc::new(config.pulls.clone());
-    lectern_api::intake::resume_periodically(state.clone(), Duration::from_secs(15));
-    state.learning = Arc::new(
-        lectern_api::learning::Learning::connect(config.progress.clone())
-            .await
-            .context("cannot reach the progress backend (REDIS_URL)")?,
-    );
-    let progress_flusher =
-        lectern_api::learning::flush::spawn(state.clone(), config.progress.flush_interval);
-    let progress_state = state.clone();
-    if let Some(drops) = config.drops.clone() {
-        tracing::info!(prefix = %drops.prefix, organisation = %drops.organisation, "watching for recording drops");
-        let watcher =
-            lectern_ingest::drops::DropWatcher::new(state.db.clone(), state.store.clone(), drops);
-        let schema = state.schema_ready.clone();
-        tokio::spawn(watcher.run(move || schema.load(Ordering::Acquire)));
-    }
-    purge_audit_periodically(state.db.clone(), schema_ready, config.audit_retention_days);
+    let tasks = start_background_work(&config, &state, &db)?;
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (LECTERN_HTTP_ADDR)", config.http_addr))?;
@@ -124,7 +90,8 @@ pub async fn serve(config: Config) -> Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, storage = state.store.backend_name(), embedded_db = config.is_embedded(), workers = config.effective_serve_workers(), "lectern is serving");
     println!("lectern: serving on {scheme}://{addr}/");
-    let app = lectern_api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app =
+        lectern_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
     match tls {
         None => axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
@@ -138,25 +105,70 @@ pub async fn serve(config: Config) -> Result<()> {
             .context("HTTPS server failed")?,
     }
     tracing::info!("shutting down");
-    lectern_api::intake::hand_back_pulls(&progress_state).await;
-    // Heartbeats absorbed since the last flush would otherwise be lost.
-    progress_flusher.abort();
-    if progress_state.schema_ready.load(Ordering::Acquire) {
-        if let Err(e) = lectern_api::learning::flush::flush_once(
-            &progress_state.db,
-            &progress_state.learning.absorber,
-        )
-        .await
-        {
-            tracing::warn!(error = %e, "final progress flush failed");
-        }
-    }
-    let _ = stop_workers.send(true);
-    if let Some(task) = worker_task {
-        let _ = task.await;
-    }
+    pulls::hand_back_pulls(&state.ingest).await;
+    // The flusher flushes once more, the in-process worker drains.
+    let grace = Duration::from_secs(config.worker.drain_secs + 30);
+    tasks.shutdown(grace).await;
     db.close().await;
     Ok(())
+}
+
+/// Everything `serve` runs besides answering requests, each a named task
+/// of one set.
+fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Result<Tasks> {
+    let tasks = Tasks::new();
+    // One process is a complete Lectern in embedded mode: it also transcodes.
+    let in_process = config.effective_serve_workers();
+    if in_process > 0 {
+        let worker =
+            crate::worker::worker(config, db.pool.clone(), state.store.clone(), in_process)?;
+        let schema = state.schema_ready.clone();
+        tasks.spawn("worker", |cancel| async move {
+            // Claiming before the schema exists would only log errors.
+            while !schema.load(Ordering::Acquire) {
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+            worker.run(cancel.cancelled_owned()).await;
+        });
+    }
+    let s = state.clone();
+    tasks.spawn("upload-sweeper", |cancel| {
+        lectern_api::uploads::sweep_periodically(s, Duration::from_secs(300), cancel)
+    });
+    let ingest = state.ingest.clone();
+    tasks.spawn("webhook-dispatcher", |cancel| {
+        webhooks::dispatch_periodically(ingest, cancel)
+    });
+    let ingest = state.ingest.clone();
+    tasks.spawn("pull-resumer", |cancel| {
+        pulls::resume_periodically(ingest, Duration::from_secs(15), cancel)
+    });
+    let learning = state.learning.clone();
+    let every = config.progress.flush_interval;
+    tasks.spawn("progress-flusher", move |cancel| {
+        lectern_learning::flush::run(learning, every, cancel)
+    });
+    if let Some(drops) = config.drops.clone() {
+        tracing::info!(prefix = %drops.prefix, organisation = %drops.organisation, "watching for recording drops");
+        let watcher =
+            lectern_ingest::drops::DropWatcher::new(state.db.clone(), state.store.clone(), drops);
+        let schema = state.schema_ready.clone();
+        tasks.spawn("drop-watcher", |cancel| {
+            watcher.run(move || schema.load(Ordering::Acquire), cancel)
+        });
+    }
+    let (pool, schema, days) = (
+        state.db.clone(),
+        state.schema_ready.clone(),
+        config.audit_retention_days,
+    );
+    tasks.spawn("audit-retention", move |cancel| {
+        audit::purge_periodically(pool, schema, days, cancel)
+    });
+    Ok(tasks)
 }
 
 fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {
@@ -246,26 +258,6 @@ fn tls_listener(tcp: TcpListener, acceptor: TlsAcceptor) -> Result<TlsListener> 
         connections: rx,
         local,
     })
-}
-
-/// Applies audit retention once the schema is there, then every six hours.
-fn purge_audit_periodically(db: sqlx::PgPool, schema_ready: Arc<AtomicBool>, days: u32) {
-    tokio::spawn(async move {
-        loop {
-            if schema_ready.load(Ordering::Acquire) {
-                match audit::purge(&db, days).await {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        tracing::info!(rows = n, retention_days = days, "purged expired audit rows")
-                    }
-                    Err(e) => tracing::warn!(error = %e, "audit retention purge failed"),
-                }
-                tokio::time::sleep(Duration::from_secs(6 * 3600)).await;
-            } else {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    });
 }
 
 pub async fn open_store(config: &StorageConfig) -> Result<Arc<dyn Store>> {

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lectern_api::origin::token::{self, PlaybackKey};
-use lectern_api::origin::{Playback, DEFAULT_TOKEN_TTL};
+use lectern_delivery::token;
+use lectern_delivery::{Playback, DEFAULT_TOKEN_TTL};
+use lectern_secrets::PlaybackKey;
 use lectern_storage::FsStore;
 use uuid::Uuid;
 
@@ -174,7 +175,7 @@ async fn second_learner_is_served_from_the_cdn_cache(db: sqlx::PgPool) {
         .env("LECTERN_SERVE_WORKERS", "0")
         .env("LECTERN_PLAYBACK_KEYS", key.to_setting())
         .env("LECTERN_LOG_FORMAT", "json")
-        .env("LECTERN_LOG", "warn,lectern_api::origin=debug")
+        .env("LECTERN_LOG", "warn,lectern_delivery=debug")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap());
     cmd.env("DATABASE_URL", common::database_url(&db).await);

@@ -61,7 +61,7 @@ impl Cli {
 }
 
 fn fresh_keys(id: &str) -> (String, String, String) {
-    let (field, blind, token) = lectern_api::identity::crypto::Keyring::generate_settings();
+    let (field, blind, token) = lectern_secrets::Keyring::generate_settings();
     (field.replacen("k1:", &format!("{id}:"), 1), blind, token)
 }
 

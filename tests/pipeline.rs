@@ -12,8 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lectern_ingest::assets::{self as intake, NewAsset};
-use lectern_pipelines::assets;
+use lectern_assets::{self as intake, keys, NewAsset};
 use lectern_storage::{FsStore, PutOptions, Store};
 use sqlx::{Connection, PgConnection, PgPool};
 use uuid::Uuid;
@@ -138,7 +137,7 @@ fn make_clip_with(dir: &Path, name: &str, seconds: u32, video_args: &[&str]) -> 
 
 async fn enqueue(db: &PgPool, store: &dyn Store, org: Uuid, source: &Path) -> Uuid {
     let id = Uuid::now_v7();
-    let key = intake::source_key(id);
+    let key = keys::source_key(id);
     store
         .put_file(&key, source, PutOptions::default())
         .await
@@ -327,7 +326,7 @@ async fn a_killed_worker_loses_no_job_and_mixes_no_attempts() {
             .await
             .unwrap();
         let stray: Vec<String> = store
-            .list(&assets::output_root(*id))
+            .list(&keys::output_root(*id))
             .await
             .unwrap()
             .into_iter()
@@ -372,7 +371,7 @@ async fn corrupt_media_fails_fast_with_its_code_and_is_not_retried() {
     let unknown_profile = Uuid::now_v7();
     store
         .put_file(
-            &intake::source_key(unknown_profile),
+            &keys::source_key(unknown_profile),
             &clip,
             PutOptions::default(),
         )
@@ -383,7 +382,7 @@ async fn corrupt_media_fails_fast_with_its_code_and_is_not_retried() {
         &NewAsset {
             id: unknown_profile,
             organisation_id: org,
-            source_key: intake::source_key(unknown_profile),
+            source_key: keys::source_key(unknown_profile),
             title: None,
             profile: "podcast".into(),
             priority: 0,
@@ -774,7 +773,7 @@ async fn a_long_source_is_split_encoded_by_both_workers_and_stitched_seamlessly(
         .await
         .unwrap();
     let objects: Vec<String> = store
-        .list(&assets::output_root(id))
+        .list(&keys::output_root(id))
         .await
         .unwrap()
         .into_iter()
@@ -892,7 +891,7 @@ async fn a_chunked_asset_that_fails_for_good_leaves_nothing_in_storage() {
     );
     // Parts that were running notice the cancellation at their next lease
     // renewal (1 s here) and remove their own files.
-    let root = assets::output_root(id);
+    let root = keys::output_root(id);
     wait_until(
         "the attempt's files removed",
         Duration::from_secs(30),

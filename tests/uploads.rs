@@ -273,10 +273,9 @@ async fn a_partner_upload_survives_a_killed_client_and_a_killed_server(db: PgPoo
     let stored = lectern_storage::FsStore::open(deployment.storage())
         .await
         .unwrap();
-    let object =
-        lectern_storage::Store::get(&stored, &lectern_ingest::assets::source_key(id), None)
-            .await
-            .unwrap();
+    let object = lectern_storage::Store::get(&stored, &lectern_assets::keys::source_key(id), None)
+        .await
+        .unwrap();
     let mut hasher = sha2::Sha256::new();
     let mut stream = object.body;
     let mut total = 0;
@@ -681,13 +680,13 @@ async fn url_pull_survives(db: PgPool, stop: Stop) {
     let stored = lectern_storage::FsStore::open(deployment.storage())
         .await
         .unwrap();
-    let key = lectern_ingest::pull::attempt_key(id, 2);
+    let key = lectern_assets::keys::pull_attempt_key(id, 2);
     let object = lectern_storage::Store::get(&stored, &key, None)
         .await
         .expect("the resumed attempt's source");
     let bytes = object.bytes().await.unwrap();
     assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha256);
-    let first = lectern_ingest::assets::source_key(id);
+    let first = lectern_assets::keys::source_key(id);
     assert!(
         lectern_storage::Store::head(&stored, &first).await.is_err(),
         "the killed attempt left nothing under its key"

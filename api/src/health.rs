@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::authz::{Access, ApiRouter};
+use lectern_web::{Access, ApiRouter};
+
 use crate::AppState;
 
-pub fn routes(api: ApiRouter) -> ApiRouter {
+pub fn routes(api: ApiRouter<AppState>) -> ApiRouter<AppState> {
     api.route(Method::GET, "/healthz", Access::Public, healthz)
         .route(Method::GET, "/readyz", Access::Public, readyz)
 }
@@ -44,17 +45,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         Err(format!(
             "{} (and the other identity keys) must be configured with an external database",
-            crate::identity::crypto::FIELD_KEYS_VAR
+            lectern_secrets::FIELD_KEYS_VAR
         ))
     };
     // Without signing keys every /media request answers 503 and no
     // playback URL carries a token: not a node to send learners to.
-    let playback = if state.playback.has_keys() {
+    let playback = if state.delivery.playback.has_keys() {
         Ok(())
     } else {
         Err(format!(
             "{} must be configured with an external database",
-            crate::origin::token::PLAYBACK_KEYS_VAR
+            lectern_secrets::PLAYBACK_KEYS_VAR
         ))
     };
     let checks = json!({

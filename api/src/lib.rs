@@ -1,48 +1,91 @@
-//! The HTTP API (axum). Handlers are thin functions over typed extractors;
-//! [`router`] builds the whole app from one [`AppState`] so tests can drive
-//! it with `tower::ServiceExt::oneshot`, no socket needed.
+//! Composition, and nothing else: [`AppState`] holds every area's state,
+//! built whole from [`Settings`] before anything starts; [`router`] merges
+//! every area's routes into one axum app (health, identity, uploads, pulls
+//! and webhooks, assets and the media origin, catalogue and search,
+//! learning, the demo page, and the OpenAPI document generated from the
+//! merged route table). Tests drive the app with
+//! `tower::ServiceExt::oneshot`, no socket needed.
 //!
-//! Every route is registered through [`authz::ApiRouter`] with the access
-//! it needs (see [`api`]); the identity middleware recognises the caller
-//! and audits every state-changing request.
-//!
-//! Invariant: this crate knows nothing of GStreamer or FFmpeg.
+//! **Architecture invariant:** no business logic lives here; an area's
+//! behaviour is in its crate, this crate only wires them.
 
-mod assets;
-pub mod authz;
-mod catalogue;
 pub mod demo;
-pub mod error;
 mod health;
-pub mod identity;
-pub mod intake;
-pub mod learning;
 pub mod openapi;
-pub mod origin;
-pub mod search;
 pub mod uploads;
-pub mod webhooks;
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;
+use lectern_catalogue::CatalogueState;
+use lectern_delivery::{DeliveryState, Playback};
+use lectern_identity::notifier::{Notifier, Outbox};
+use lectern_identity::session::SessionCache;
+use lectern_identity::{Identity, IdentitySettings};
+use lectern_ingest::http::pulls::PullsInFlight;
+use lectern_ingest::http::webhooks::WebhookSettings;
+use lectern_ingest::http::IngestState;
+use lectern_ingest::pull::PullConfig;
+use lectern_ingest::tus::TusConfig;
+use lectern_learning::{Learning, LearningState};
+use lectern_secrets::Keyring;
 use lectern_storage::Store;
+use lectern_web::{ApiRouter, Routes};
 use sqlx::PgPool;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-pub use authz::ApiRouter;
-pub use error::ApiError;
-pub use identity::Identity;
+/// What a deployment decides; every field has the documented default, so
+/// tests set only what they exercise.
+pub struct Settings {
+    /// Field keys; `None` only with an external database and no keys
+    /// configured (identity then answers 503 and `/readyz` says why).
+    pub keys: Option<Arc<Keyring>>,
+    /// Where one-time codes and invitations go; by default the `outbox`
+    /// table (development).
+    pub notifier: Option<Arc<dyn Notifier>>,
+    pub identity: IdentitySettings,
+    /// The session cache's timing (tests that race sign-outs).
+    pub sessions: Option<SessionCache>,
+    /// Shared so a test can build a second node on the same caches.
+    pub playback: Arc<Playback>,
+    pub uploads: TusConfig,
+    pub pulls: PullConfig,
+    pub webhooks: WebhookSettings,
+    pub learning: Learning,
+    pub demo: demo::DemoSettings,
+    /// How long a readiness probe may wait on a dependency.
+    pub probe_timeout: Duration,
+    /// Set once migrations have been applied; until then `/readyz` says
+    /// so and background work waits. Ready by default (tests migrate
+    /// before they build a state).
+    pub schema_ready: Arc<AtomicBool>,
+}
 
-/// Everything a handler may need: one reference count to clone (axum
-/// clones the state for every layer of every request; with a dozen
-/// reference-counted fields that was ~8 % of the origin's CPU, atomics
-/// bouncing between cores). Fields read through `Deref`; writing one
-/// (tests, the binary while it builds the state) copies the fields first,
-/// as cloning and assigning did before.
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            keys: None,
+            notifier: None,
+            identity: IdentitySettings::default(),
+            sessions: None,
+            playback: Arc::new(Playback::generate()),
+            uploads: TusConfig::default(),
+            pulls: PullConfig::default(),
+            webhooks: WebhookSettings::default(),
+            learning: Learning::default(),
+            demo: demo::DemoSettings::default(),
+            probe_timeout: Duration::from_secs(2),
+            schema_ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+}
+
+/// Every area's state: one reference count to clone (axum clones the
+/// state for every layer of every request).
 #[derive(Clone)]
 pub struct AppState(Arc<Areas>);
 
@@ -54,96 +97,115 @@ impl std::ops::Deref for AppState {
     }
 }
 
-impl std::ops::DerefMut for AppState {
-    fn deref_mut(&mut self) -> &mut Areas {
-        Arc::make_mut(&mut self.0)
-    }
-}
-
-/// The fields of [`AppState`].
-#[derive(Clone)]
 pub struct Areas {
     pub db: PgPool,
     pub store: Arc<dyn Store>,
-    /// Set once migrations have been applied; until then `/readyz` says so.
-    pub schema_ready: Arc<std::sync::atomic::AtomicBool>,
-    /// How long a readiness probe may wait on a dependency.
+    pub schema_ready: Arc<AtomicBool>,
     pub probe_timeout: Duration,
-    /// Keys, notifier, security counters and identity settings.
-    pub identity: Arc<Identity>,
-    /// Limits of partner uploads.
-    pub uploads: Arc<lectern_ingest::tus::TusConfig>,
-    /// Limits and allow-list of URL pulls.
-    pub pulls: Arc<lectern_ingest::pull::PullConfig>,
-    /// The URL pulls this node is downloading.
-    pub pulls_in_flight: Arc<intake::PullsInFlight>,
-    /// How partner webhooks are dispatched.
-    pub webhooks: Arc<webhooks::WebhookSettings>,
-    /// Playback token keys and settings of the media origin.
-    pub playback: Arc<origin::Playback>,
-    /// Where the learner demo page finds the player SDK bundle.
+    pub identity: Identity,
+    pub ingest: IngestState,
+    pub uploads: Arc<TusConfig>,
+    pub delivery: DeliveryState,
+    pub catalogue: CatalogueState,
+    pub learning: LearningState,
     pub demo: Arc<demo::DemoSettings>,
-    /// Heartbeat absorber, lesson cache and settings of the learning area.
-    pub learning: Arc<learning::Learning>,
 }
 
 impl AppState {
-    /// A state with every area at its defaults; callers (the binary, tests)
-    /// then override the fields they configure. Each area that needs
-    /// settings or runtime state adds one field here with its default, so
-    /// adding an area never touches the places that build a state.
-    pub fn new(db: PgPool, store: Arc<dyn Store>, identity: Identity) -> Self {
+    /// Builds every area's state at once, so no part can start from a
+    /// half-built copy.
+    pub fn new(db: PgPool, store: Arc<dyn Store>, settings: Settings) -> Self {
+        let notifier = settings
+            .notifier
+            .unwrap_or_else(|| Arc::new(Outbox { db: db.clone() }));
+        let identity = Identity::with_sessions(
+            db.clone(),
+            settings.keys.clone(),
+            notifier,
+            settings.identity,
+            settings.sessions.unwrap_or_default(),
+        );
+        let playback = settings.playback;
         AppState(Arc::new(Areas {
+            ingest: IngestState {
+                db: db.clone(),
+                store: store.clone(),
+                keys: settings.keys,
+                pulls: Arc::new(settings.pulls),
+                pulls_in_flight: Arc::new(PullsInFlight::default()),
+                webhooks: Arc::new(settings.webhooks),
+                schema_ready: settings.schema_ready.clone(),
+            },
+            uploads: Arc::new(settings.uploads),
+            delivery: DeliveryState {
+                db: db.clone(),
+                store: store.clone(),
+                playback: playback.clone(),
+                identity: identity.clone(),
+            },
+            catalogue: CatalogueState { db: db.clone() },
+            learning: LearningState {
+                db: db.clone(),
+                learning: Arc::new(settings.learning),
+                playback,
+                schema_ready: settings.schema_ready.clone(),
+            },
+            demo: Arc::new(settings.demo),
+            identity,
+            schema_ready: settings.schema_ready,
+            probe_timeout: settings.probe_timeout,
             db,
             store,
-            schema_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            probe_timeout: Duration::from_secs(2),
-            identity: Arc::new(identity),
-            uploads: Arc::default(),
-            pulls: Arc::default(),
-            pulls_in_flight: Arc::default(),
-            webhooks: Arc::default(),
-            playback: Arc::new(origin::Playback::generate()),
-            demo: Arc::default(),
-            learning: Arc::default(),
         }))
     }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Every route of the API with its access rule. New areas (assets,
-/// pipelines, catalogue…) add a `fn routes(ApiRouter) -> ApiRouter` in their
-/// module and chain it here.
-pub fn api(state: AppState) -> ApiRouter {
-    let api = ApiRouter::new(state);
-    let api = health::routes(api);
-    let api = identity::routes(api);
-    let api = uploads::routes(api);
-    let api = intake::routes(api);
-    let api = assets::routes(api);
-    let api = webhooks::routes(api);
-    let api = catalogue::routes(api);
-    let api = search::routes(api);
-    let api = origin::routes(api);
-    let api = learning::routes(api);
-    let api = demo::routes(api);
-    openapi::routes(api)
+/// The routes of every area that callers reach with a session or an API
+/// key (they pass the identity middleware), and the media routes whose
+/// credential is the playback token in the URL (they do not).
+pub fn routes(state: &AppState) -> (Routes, Routes) {
+    let gate = state.identity.gate();
+    fn on<S: Clone + Send + Sync + 'static>(gate: &lectern_web::Gate) -> ApiRouter<S> {
+        ApiRouter::new(gate.clone())
+    }
+    let noop = state.learning.learning.settings.bench_noop;
+    let api = Routes::default()
+        .merge(health::routes(on(&gate)).with_state(state.clone()))
+        .merge(lectern_identity::routes(on(&gate)).with_state(state.identity.clone()))
+        .merge(uploads::routes(on(&gate), state).with_state(state.clone()))
+        .merge(lectern_ingest::http::routes(on(&gate)).with_state(state.ingest.clone()))
+        .merge(lectern_delivery::routes(on(&gate)).with_state(state.delivery.clone()))
+        .merge(lectern_catalogue::routes(on(&gate)).with_state(state.catalogue.clone()))
+        .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
+        .merge(demo::routes(on(&gate)).with_state(state.clone()));
+    let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());
+    let api = openapi::attach(api, media.table(), &gate);
+    (api, media)
+}
+
+/// Every registered route with its access rule (the authorisation matrix
+/// and the OpenAPI document enumerate this).
+pub fn route_table(state: &AppState) -> Vec<lectern_web::RouteSpec> {
+    let (api, media) = routes(state);
+    api.table().iter().chain(media.table()).cloned().collect()
 }
 
 pub fn router(state: AppState) -> Router {
-    api(state.clone())
-        .into_router()
-        .fallback(error::not_found)
+    let (api, media) = routes(&state);
+    let (api, _) = api.into_parts();
+    let (media, _) = media.into_parts();
+    api.fallback(lectern_web::error::not_found)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            identity::middleware,
+            state.identity.clone(),
+            lectern_identity::middleware,
         ))
+        .merge(media)
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            identity::security_headers,
+            state.identity.clone(),
+            lectern_identity::security_headers,
         ))
-        .with_state(state)
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {

@@ -4,25 +4,37 @@
 //! routes whose contract integrators rely on (search, playback, progress,
 //! the catalogue's learner reads).
 
-use std::sync::OnceLock;
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::{header, Method};
 use axum::response::IntoResponse;
+use lectern_catalogue::search;
+use lectern_web::{Access, ApiRouter, Gate, Permission, RouteSpec, Routes};
 use serde_json::{json, Map, Value};
 
-use crate::authz::{Access, Permission, RouteSpec};
-use crate::{ApiRouter, AppState};
-
-pub fn routes(api: ApiRouter) -> ApiRouter {
-    api.route(Method::GET, "/api/openapi.json", Access::Public, handler)
+/// Adds `GET /api/openapi.json` to `api`, describing every route of `api`,
+/// of `media` and itself. The document is rendered once: the route table
+/// is fixed for the life of the process.
+pub fn attach(api: Routes, media: &[RouteSpec], gate: &Gate) -> Routes {
+    let own = ApiRouter::<Arc<String>>::new(gate.clone()).route(
+        Method::GET,
+        "/api/openapi.json",
+        Access::Public,
+        handler,
+    );
+    let mut table: Vec<RouteSpec> = api.table().to_vec();
+    table.extend_from_slice(media);
+    table.extend_from_slice(own.table());
+    let doc = Arc::new(document(&table).to_string());
+    api.merge(own.with_state(doc))
 }
 
-async fn handler(State(state): State<AppState>) -> impl IntoResponse {
-    // The route table is fixed for the life of the process.
-    static DOC: OnceLock<String> = OnceLock::new();
-    let doc = DOC.get_or_init(|| document(crate::api(state).table()).to_string());
-    ([(header::CONTENT_TYPE, "application/json")], doc.clone())
+async fn handler(State(doc): State<Arc<String>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        doc.as_str().to_owned(),
+    )
 }
 
 /// `/api/v1/lessons/{lesson_id}/playback` → `/api/v1/lessons/{}/playback`,
@@ -98,7 +110,7 @@ fn contract(method: &Method, path: &str) -> Option<Contract> {
                 ),
                 query(
                     "type",
-                    json!({ "enum": crate::search::RESOURCE_TYPES }),
+                    json!({ "enum": search::RESOURCE_TYPES }),
                     "resource type",
                 ),
                 query(
@@ -128,7 +140,7 @@ fn contract(method: &Method, path: &str) -> Option<Contract> {
                 ),
                 query(
                     "sort",
-                    json!({ "enum": crate::search::SORTS, "default": "relevance" }),
+                    json!({ "enum": search::SORTS, "default": "relevance" }),
                     "relevance falls back to newest without q",
                 ),
                 query(
@@ -231,7 +243,7 @@ fn schemas() -> Value {
                     "properties": {
                         "id": uuid,
                         "title": { "type": "string" },
-                        "resource_type": { "enum": crate::search::RESOURCE_TYPES },
+                        "resource_type": { "enum": search::RESOURCE_TYPES },
                         "discipline": { "oneOf": [named, { "type": "null" }] },
                         "experts": { "type": "array", "items": named },
                         "tags": { "type": "array", "items": { "type": "string" } },
@@ -280,7 +292,7 @@ fn schemas() -> Value {
             "properties": {
                 "title": { "type": "string", "minLength": 1, "maxLength": 300 },
                 "description": { "type": "string", "maxLength": 20000 },
-                "resource_type": { "enum": crate::search::RESOURCE_TYPES, "default": "video_course" },
+                "resource_type": { "enum": search::RESOURCE_TYPES, "default": "video_course" },
                 "discipline_id": uuid,
                 "expert_ids": { "type": "array", "items": uuid },
                 "tags": { "type": "array", "items": { "type": "string", "maxLength": 50 }, "maxItems": 30 },
@@ -299,7 +311,7 @@ fn schemas() -> Value {
             "type": "object",
             "properties": {
                 "id": uuid, "org_id": uuid, "title": { "type": "string" }, "description": { "type": "string" },
-                "resource_type": { "enum": crate::search::RESOURCE_TYPES },
+                "resource_type": { "enum": search::RESOURCE_TYPES },
                 "state": { "enum": ["draft", "in_review", "published", "unpublished"] },
                 "discipline": { "oneOf": [named, { "type": "null" }] },
                 "experts": { "type": "array", "items": named },

@@ -11,13 +11,15 @@ use axum::http::{HeaderMap, Method};
 use lectern_ingest::tus::{self, TusState};
 use lectern_ingest::{AuthError, Partner, PartnerAuthenticator};
 
-use crate::authz::{Access, Permission};
-use crate::identity::session;
-use crate::{ApiRouter, AppState};
+use lectern_identity::session;
+use lectern_web::{Access, ApiRouter, Credential, Permission};
+use tokio_util::sync::CancellationToken;
+
+use crate::AppState;
 
 pub const MOUNT: &str = "/api/v1/uploads";
 
-pub fn routes(api: ApiRouter) -> ApiRouter {
+pub fn routes(api: ApiRouter<AppState>, state: &AppState) -> ApiRouter<AppState> {
     let upload = Access::Permission(Permission::UploadMedia);
     // OPTIONS describes the server (versions, extensions, max size) and is
     // what browsers send before a cross-origin upload: no credentials.
@@ -33,7 +35,7 @@ pub fn routes(api: ApiRouter) -> ApiRouter {
         (Method::PATCH, "/api/v1/uploads/{upload_id}", upload),
         (Method::DELETE, "/api/v1/uploads/{upload_id}", upload),
     ];
-    let service = tus::router(tus_state(api.state()));
+    let service = tus::router(tus_state(state));
     api.nest_service(MOUNT, &routes, service)
 }
 
@@ -48,14 +50,17 @@ pub fn tus_state(state: &AppState) -> TusState {
 }
 
 /// Expires abandoned uploads and finishes interrupted completions, every
-/// `every`, for as long as the process runs. Safe on every node at once.
-pub fn sweep_periodically(state: AppState, every: Duration) {
+/// `every`, until `cancel`. Safe on every node at once.
+pub async fn sweep_periodically(state: AppState, every: Duration, cancel: CancellationToken) {
     let tus = tus_state(&state);
-    tokio::spawn(async move {
+    {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             if !state
                 .schema_ready
                 .load(std::sync::atomic::Ordering::Acquire)
@@ -74,7 +79,7 @@ pub fn sweep_periodically(state: AppState, every: Duration) {
                 Err(e) => tracing::warn!(error = %e, "upload sweep failed; retrying next round"),
             }
         }
-    });
+    }
 }
 
 /// Recognises the caller as the identity middleware does (partner key or
@@ -85,7 +90,7 @@ struct Callers(AppState);
 #[async_trait]
 impl PartnerAuthenticator for Callers {
     async fn authenticate(&self, headers: &HeaderMap) -> Result<Partner, AuthError> {
-        let principal = session::authenticate(&self.0, headers)
+        let principal = session::authenticate(&self.0.identity, headers)
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?
             .ok_or(AuthError::Missing)?;
@@ -95,8 +100,8 @@ impl PartnerAuthenticator for Callers {
         // A global super admin belongs to no organisation: uploads need one.
         let organisation_id = principal.org_id.ok_or(AuthError::Invalid)?;
         let key_id = match principal.credential {
-            crate::authz::Credential::PartnerKey { key_id } => key_id,
-            crate::authz::Credential::Session { session_id, .. } => session_id,
+            Credential::PartnerKey { key_id } => key_id,
+            Credential::Session { session_id, .. } => session_id,
         };
         Ok(Partner {
             organisation_id,

@@ -7,11 +7,9 @@
 //! the route and what success looks like. A route without a fixture fails
 //! the test, so a new route cannot ship without its row in the matrix.
 
-mod common;
-
 use axum::http::{Method, StatusCode};
-use common::{World, PASSWORD};
-use lectern_api::authz::{Access, Role};
+use lectern_testkit::{World, PASSWORD};
+use lectern_web::{Access, Role};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -257,12 +255,12 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
         }
         ("GET", "/api/v1/assets/{asset_id}") | ("GET", "/api/v1/assets/{asset_id}/events") => {
             let asset = Uuid::new_v4();
-            lectern_ingest::assets::create(
+            lectern_assets::create(
                 w.db(),
-                &lectern_ingest::assets::NewAsset {
+                &lectern_assets::NewAsset {
                     id: asset,
                     organisation_id: orgs.a,
-                    source_key: lectern_ingest::assets::source_key(asset),
+                    source_key: lectern_assets::keys::source_key(asset),
                     title: Some("Grand rounds".into()),
                     profile: "default".into(),
                     priority: 0,
@@ -484,7 +482,7 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 .put_bytes(&key, vec![7u8; 64].into(), Default::default())
                 .await
                 .unwrap();
-            let token = w.state.playback.token(asset, None).unwrap();
+            let token = w.state.delivery.playback.token(asset, None).unwrap();
             let allowed = if method == Method::OPTIONS {
                 ok(204)
             } else {
@@ -495,12 +493,12 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
         ("GET", "/media-auth") => call(path.into(), None, err(400, "missing_original_uri")),
         ("PUT", "/api/v1/assets/{asset_id}/encryption") => {
             let asset = Uuid::new_v4();
-            lectern_ingest::assets::create(
+            lectern_assets::create(
                 w.db(),
-                &lectern_ingest::assets::NewAsset {
+                &lectern_assets::NewAsset {
                     id: asset,
                     organisation_id: orgs.a,
-                    source_key: lectern_ingest::assets::source_key(asset),
+                    source_key: lectern_assets::keys::source_key(asset),
                     title: None,
                     profile: "default".into(),
                     priority: 0,
@@ -525,7 +523,7 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 .fetch_one(w.db())
                 .await
                 .unwrap();
-            let key = lectern_api::origin::encryption::AssetKey::generate();
+            let key = lectern_delivery::encryption::AssetKey::generate();
             sqlx::query(
                 "UPDATE assets SET encryption_key_id = $2, encryption_key_sealed = $3 WHERE id = $1",
             )
@@ -541,7 +539,12 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
             .fetch_one(w.db())
             .await
             .unwrap();
-            let token = w.state.playback.token(asset, Some(session)).unwrap();
+            let token = w
+                .state
+                .delivery
+                .playback
+                .token(asset, Some(session))
+                .unwrap();
             call(
                 format!("/media-key/{asset}/{}?token={token}", key.id),
                 None,
@@ -597,7 +600,7 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
             let label = format!("{}@{}", role.as_str(), tag);
             if role == Role::Partner {
                 // Partners call the API with organisation-scoped keys.
-                let (_, key) = lectern_api::identity::users::create_partner_key(&db, org, "matrix")
+                let (_, key) = lectern_identity::users::create_partner_key(&db, org, "matrix")
                     .await
                     .unwrap();
                 callers.push(Caller {
@@ -640,7 +643,7 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
         counter: Default::default(),
     };
 
-    let table = lectern_api::api(w.state.clone()).table().to_vec();
+    let table = lectern_api::route_table(&w.state);
     assert!(
         table.len() >= 17,
         "the registry lists every route: {table:?}"

@@ -7,28 +7,27 @@ use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use lectern_api::demo::DemoSettings;
-use lectern_api::identity::crypto::Keyring;
-use lectern_api::identity::notifier::Outbox;
-use lectern_api::identity::IdentitySettings;
-use lectern_api::{router, AppState, Identity};
+use lectern_api::{router, AppState, Settings};
+use lectern_secrets::Keyring;
 use lectern_storage::FsStore;
 use sqlx::PgPool;
 use tower::ServiceExt;
 
 async fn app(db: PgPool, store: &tempfile::TempDir, player_dir: &std::path::Path) -> axum::Router {
     let (field_keys, blind, token) = Keyring::generate_settings();
-    let mut state = AppState::new(
-        db.clone(),
+    let state = AppState::new(
+        db,
         Arc::new(FsStore::open(store.path()).await.unwrap()),
-        Identity::new(
-            Some(Keyring::parse(&field_keys, &blind, &token).unwrap()),
-            Arc::new(Outbox { db }),
-            IdentitySettings::default(),
-        ),
+        Settings {
+            keys: Some(Arc::new(
+                Keyring::parse(&field_keys, &blind, &token).unwrap(),
+            )),
+            demo: DemoSettings {
+                player_dir: player_dir.to_path_buf(),
+            },
+            ..Settings::default()
+        },
     );
-    state.demo = Arc::new(DemoSettings {
-        player_dir: player_dir.to_path_buf(),
-    });
     router(state)
 }
 

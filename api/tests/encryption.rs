@@ -4,20 +4,18 @@
 //! token checks, ranges over encrypted bytes, turning encryption off, and
 //! FFmpeg (a real HLS client) decoding the encrypted rendition.
 
-mod common;
-
 use std::net::SocketAddr;
 
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockDecryptMut, KeyIvInit};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Request, StatusCode};
-use common::World;
 use http_body_util::BodyExt;
-use lectern_api::authz::Role;
-use lectern_api::origin::token::now_unix;
-use lectern_api::origin::Playback;
+use lectern_delivery::token::now_unix;
+use lectern_delivery::Playback;
 use lectern_storage::PutOptions;
+use lectern_testkit::World;
+use lectern_web::Role;
 use serde_json::json;
 use sqlx::PgPool;
 use tower::ServiceExt;
@@ -63,7 +61,7 @@ async fn fixture(db: PgPool) -> Fixture {
     .execute(w.db())
     .await
     .unwrap();
-    let (_, partner) = lectern_api::identity::users::create_partner_key(w.db(), org, "enc")
+    let (_, partner) = lectern_identity::users::create_partner_key(w.db(), org, "enc")
         .await
         .unwrap();
     let email = format!("learner-{}@enc.example.org", Uuid::new_v4().simple());
@@ -76,7 +74,12 @@ async fn fixture(db: PgPool) -> Fixture {
     .fetch_one(w.db())
     .await
     .unwrap();
-    let token = w.state.playback.token(asset, Some(session)).unwrap();
+    let token = w
+        .state
+        .delivery
+        .playback
+        .token(asset, Some(session))
+        .unwrap();
     Fixture {
         w,
         org,
@@ -230,7 +233,7 @@ async fn encrypted_assets_are_served_aes_128_and_keys_only_to_learners(db: PgPoo
 
     // Another organisation's partner does not see the asset.
     let other = f.w.org("Elsewhere").await;
-    let (_, stranger) = lectern_api::identity::users::create_partner_key(f.w.db(), other, "x")
+    let (_, stranger) = lectern_identity::users::create_partner_key(f.w.db(), other, "x")
         .await
         .unwrap();
     let (status, body) =
@@ -291,7 +294,7 @@ async fn encrypted_assets_are_served_aes_128_and_keys_only_to_learners(db: PgPoo
     let last = forged.len() - 2;
     forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
     let forged = String::from_utf8(forged).unwrap();
-    let playback = &f.w.state.playback;
+    let playback = &f.w.state.delivery.playback;
     let session = playback.verify(t, f.asset).unwrap().session;
     for (token, expected) in [
         (forged, "invalid_token"),

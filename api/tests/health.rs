@@ -7,26 +7,22 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use lectern_api::identity::crypto::Keyring;
-use lectern_api::identity::notifier::Outbox;
-use lectern_api::identity::IdentitySettings;
-use lectern_api::{router, AppState, Identity};
+use lectern_api::{router, AppState, Settings};
+use lectern_secrets::Keyring;
 use lectern_storage::FsStore;
 use sqlx::PgPool;
 use tower::ServiceExt;
 
 async fn state(db: PgPool, schema_ready: bool, dir: &tempfile::TempDir) -> AppState {
-    let mut state = AppState::new(
-        db.clone(),
+    AppState::new(
+        db,
         Arc::new(FsStore::open(dir.path()).await.unwrap()),
-        Identity::new(
-            Some(keyring()),
-            Arc::new(Outbox { db }),
-            IdentitySettings::default(),
-        ),
-    );
-    state.schema_ready = Arc::new(AtomicBool::new(schema_ready));
-    state
+        Settings {
+            keys: Some(Arc::new(keyring())),
+            schema_ready: Arc::new(AtomicBool::new(schema_ready)),
+            ..Settings::default()
+        },
+    )
 }
 
 fn keyring() -> Keyring {

@@ -2,13 +2,11 @@
 //! per test: sign-in, encryption at rest and key rotation, throttling,
 //! step-up, the audit chain, invitations and partner keys.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::{World, PASSWORD};
-use lectern_api::authz::Role;
-use lectern_api::identity::audit;
-use lectern_api::identity::users;
+use lectern_identity::audit;
+use lectern_identity::users;
+use lectern_testkit::{World, PASSWORD};
+use lectern_web::Role;
 use serde_json::json;
 use sqlx::PgPool;
 use totp_rs::{Algorithm, Secret, TOTP};
@@ -98,14 +96,14 @@ async fn sign_in_gives_a_token_and_a_hardened_cookie_and_logout_revokes_it(db: P
     let (status, body) = w.call_raw("POST", "/api/v1/auth/login", None, None).await;
     assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(
-        body.contains("invalid_body"),
+        body.contains("unsupported_media_type"),
         "JSON error for a missing body: {body}"
     );
 }
 
 #[sqlx::test(migrations = "../migrations")]
 async fn personal_data_is_encrypted_at_rest_and_rotate_keys_reseals_every_row(db: PgPool) {
-    let old = lectern_api::identity::crypto::Keyring::generate_settings();
+    let old = lectern_secrets::Keyring::generate_settings();
     let w = World::with_keys(db.clone(), old.clone()).await;
     let org = w.org("Alumni Office").await;
     for i in 0..7 {
@@ -134,7 +132,7 @@ async fn personal_data_is_encrypted_at_rest_and_rotate_keys_reseals_every_row(db
     assert!(!dump.iter().any(|r| r.contains(&hex_email)));
 
     // A new active key k2; k1 still opens the old rows until rotation.
-    let new = lectern_api::identity::crypto::Keyring::generate_settings();
+    let new = lectern_secrets::Keyring::generate_settings();
     let rotated = (
         format!("{},{}", new.0.replacen("k1:", "k2:", 1), old.0),
         old.1.clone(),
@@ -562,9 +560,11 @@ async fn an_expert_invitation_is_signed_single_use_and_makes_an_expert(db: PgPoo
             Some(json!({ "token": String::from_utf8(forged).unwrap(), "password": PASSWORD })),
         )
         .await;
+    // A forged token is refused like a forged playback token: one code,
+    // one status.
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("invalid_token"))
+        (StatusCode::FORBIDDEN, Some("invalid_token"))
     );
 
     let (status, body) = w
@@ -657,8 +657,8 @@ async fn partner_keys_are_hashed_scoped_and_revocable(db: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn addresses_are_throttled_and_new_networks_raise_an_alert(db: PgPool) {
-    let identity = lectern_api::identity::IdentitySettings {
-        trusted_proxies: lectern_api::identity::TrustedProxies::parse("10.0.0.1").unwrap(),
+    let identity = lectern_identity::IdentitySettings {
+        trusted_proxies: lectern_identity::TrustedProxies::parse("10.0.0.1").unwrap(),
         ..Default::default()
     };
     let w = World::with_settings(db.clone(), identity).await;
@@ -1023,38 +1023,30 @@ async fn deleting_a_course_needs_a_fresh_step_up_and_is_audited(db: PgPool) {
 /// with the benchmark's do-nothing route, which queries nothing itself).
 async fn world_with_session_cache(
     db: PgPool,
-    timing: lectern_api::identity::session::SessionCacheTiming,
+    timing: lectern_identity::session::SessionCacheTiming,
 ) -> World {
-    use lectern_api::identity::crypto::Keyring;
-    use lectern_api::identity::notifier::Outbox;
-    use lectern_api::identity::session::SessionCache;
-    use lectern_api::identity::{Identity, IdentitySettings};
-    use lectern_api::learning::{Learning, ProgressSettings};
-    use std::sync::Arc;
+    use lectern_identity::session::SessionCache;
+    use lectern_learning::{Learning, ProgressSettings};
 
-    let settings = Keyring::generate_settings();
-    let mut w = World::with_keys(db.clone(), settings.clone()).await;
-    let mut identity = Identity::new(
-        Some(common::keyring(&settings)),
-        Arc::new(Outbox { db }),
-        IdentitySettings::default(),
-    );
-    identity.sessions = SessionCache::new(timing);
-    w.state.identity = Arc::new(identity);
-    w.state.learning = Arc::new(Learning {
-        settings: ProgressSettings {
-            bench_noop: true,
-            ..ProgressSettings::default()
+    let mut w = World::new(db).await;
+    let settings = lectern_api::Settings {
+        sessions: Some(SessionCache::new(timing)),
+        learning: Learning {
+            settings: ProgressSettings {
+                bench_noop: true,
+                ..ProgressSettings::default()
+            },
+            ..Learning::default()
         },
-        ..Learning::default()
-    });
-    w.app = lectern_api::router(w.state.clone());
+        ..w.settings()
+    };
+    w.rebuild(None, settings);
     w
 }
 
 /// Every use re-reads in the background; nothing expires during a test.
-fn always_refreshing() -> lectern_api::identity::session::SessionCacheTiming {
-    lectern_api::identity::session::SessionCacheTiming {
+fn always_refreshing() -> lectern_identity::session::SessionCacheTiming {
+    lectern_identity::session::SessionCacheTiming {
         refresh_after: std::time::Duration::ZERO,
         max_age: std::time::Duration::from_secs(3600),
         read_pause: std::time::Duration::ZERO,
@@ -1067,7 +1059,7 @@ fn always_refreshing() -> lectern_api::identity::session::SessionCacheTiming {
 /// certain: the joined read must be done again, not believed.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_sign_out_overtaking_a_re_read_is_not_undone_by_it(db: PgPool) {
-    let timing = lectern_api::identity::session::SessionCacheTiming {
+    let timing = lectern_identity::session::SessionCacheTiming {
         read_pause: std::time::Duration::from_millis(300),
         ..always_refreshing()
     };
@@ -1195,7 +1187,7 @@ async fn a_burst_of_cold_sessions_on_a_tiny_pool_all_succeed(
 ) {
     use axum::body::Body;
     use axum::http::Request;
-    use lectern_api::identity::crypto::token_fingerprint;
+    use lectern_secrets::token_fingerprint;
     use tower::ServiceExt;
 
     const SESSIONS: usize = 500;

@@ -3,16 +3,14 @@
 //! in-memory absorber and with Redis (at `REDIS_URL`, a key prefix of its
 //! own per test).
 
-mod common;
-
 use std::sync::Arc;
 
 use axum::http::StatusCode;
 use chrono::{Duration as ChronoDuration, Utc};
-use common::World;
-use lectern_api::authz::Role;
-use lectern_api::learning::absorber::{Absorber, Beat, RedisAbsorber, Snapshot};
-use lectern_api::learning::{flush, Learning, ProgressBackend, ProgressSettings};
+use lectern_learning::absorber::{Absorber, Beat, RedisAbsorber, Snapshot};
+use lectern_learning::{flush, Learning, ProgressBackend, ProgressSettings};
+use lectern_testkit::World;
+use lectern_web::Role;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -56,8 +54,11 @@ impl Fixture {
         })
         .await
         .expect("the progress backend answers");
-        w.state.learning = Arc::new(learning);
-        w.app = lectern_api::router(w.state.clone());
+        let settings = lectern_api::Settings {
+            learning,
+            ..w.settings()
+        };
+        w.rebuild(None, settings);
         let org = w.org("Cardiology Society").await;
         w.user(Some(org), "learner@a.example.org", Role::Learner)
             .await;
@@ -75,7 +76,7 @@ impl Fixture {
     }
 
     async fn flush(&self) {
-        flush::flush_once(self.w.db(), &self.w.state.learning.absorber)
+        flush::flush_once(self.w.db(), &self.w.state.learning.learning.absorber)
             .await
             .expect("flush");
     }
@@ -768,7 +769,7 @@ fn played(
 }
 
 /// Moves what a Redis node absorbed to Redis now.
-async fn push_node(node: &Absorber) -> Result<usize, lectern_api::learning::absorber::AbsorbError> {
+async fn push_node(node: &Absorber) -> Result<usize, lectern_learning::absorber::AbsorbError> {
     let Absorber::Redis(r) = node else {
         panic!("not a Redis node")
     };

@@ -3,21 +3,19 @@
 //! ranges, validators, cache policy per object type, traversal, tokens
 //! (forged, expired, other asset, revoked session), playlist rewriting.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Request, StatusCode};
-use common::World;
 use http_body_util::BodyExt;
-use lectern_api::authz::Role;
-use lectern_api::origin::cache::MediaCache;
-use lectern_api::origin::token::PlaybackKey;
-use lectern_api::origin::{Playback, DEFAULT_TOKEN_TTL};
+use lectern_delivery::cache::MediaCache;
+use lectern_delivery::{Playback, DEFAULT_TOKEN_TTL};
+use lectern_secrets::PlaybackKey;
 use lectern_storage::{FsStore, PutOptions, S3Config, S3Store, Store};
+use lectern_testkit::World;
+use lectern_web::Role;
 use sqlx::PgPool;
 use tower::ServiceExt;
 use uuid::Uuid;
@@ -154,12 +152,18 @@ fn code(body: &Bytes) -> String {
 }
 
 fn origin(w: &World, store: Arc<dyn Store>, playback: Playback) -> Origin {
-    let mut state = w.state.clone();
-    state.store = store;
-    state.playback = Arc::new(playback);
+    let playback = Arc::new(playback);
+    let state = lectern_api::AppState::new(
+        w.db().clone(),
+        store,
+        lectern_api::Settings {
+            playback: playback.clone(),
+            ..w.settings()
+        },
+    );
     Origin {
-        app: lectern_api::router(state.clone()),
-        playback: state.playback.clone(),
+        app: lectern_api::router(state),
+        playback,
     }
 }
 
@@ -378,13 +382,18 @@ async fn media_keeps_playing_while_postgresql_is_unreachable(db: PgPool) {
     assert_eq!(o.get(&master).await.0, StatusCode::OK);
 
     // The same node (same caches), its database gone.
-    let mut down = w.state.clone();
-    down.store = store.clone();
-    down.playback = o.playback.clone();
-    down.db = sqlx::postgres::PgPoolOptions::new()
+    let gone = sqlx::postgres::PgPoolOptions::new()
         .acquire_timeout(Duration::from_secs(1))
         .connect_lazy("postgres://postgres@127.0.0.1:1/gone")
         .unwrap();
+    let down = lectern_api::AppState::new(
+        gone,
+        store.clone(),
+        lectern_api::Settings {
+            playback: o.playback.clone(),
+            ..w.settings()
+        },
+    );
     let down = Origin {
         app: lectern_api::router(down),
         playback: o.playback.clone(),
@@ -615,7 +624,7 @@ async fn cache_policy_and_playlist_rewrite(o: &Origin, m: &Media) {
     // A playlist never outlives its token in any cache.
     let short = o
         .playback
-        .token_until(m.asset, lectern_api::origin::token::now_unix() + 90, None)
+        .token_until(m.asset, lectern_delivery::token::now_unix() + 90, None)
         .unwrap();
     let (_, headers, _) = o.get(&format!("{base}360p/index.m3u8?token={short}")).await;
     let max_age: u64 = h(&headers, "cache-control")
@@ -669,7 +678,7 @@ async fn cache_policy_and_playlist_rewrite(o: &Origin, m: &Media) {
         assert_eq!(status, StatusCode::NOT_MODIFIED);
         let other = o
             .playback
-            .token_until(m.asset, lectern_api::origin::token::now_unix() + 1000, None)
+            .token_until(m.asset, lectern_delivery::token::now_unix() + 1000, None)
             .unwrap();
         let (status, other_headers, _) = o.get(&url.replace(&token, &other)).await;
         assert_eq!(status, StatusCode::OK);
@@ -775,7 +784,7 @@ async fn tokens(w: &World, o: &Origin, m: &Media, store: Arc<dyn Store>) {
     // Expired.
     let expired = o
         .playback
-        .token_until(m.asset, lectern_api::origin::token::now_unix() - 1, None)
+        .token_until(m.asset, lectern_delivery::token::now_unix() - 1, None)
         .unwrap();
     refused(StatusCode::FORBIDDEN, "expired_token")(
         o.get(&format!("{segment}?token={expired}")).await,

@@ -2,11 +2,9 @@
 //! segmentation, ranking, filters, organisation and publication scoping,
 //! the index following edits, and cursor pagination.
 
-mod common;
-
 use axum::http::StatusCode;
-use common::World;
-use lectern_api::authz::Role;
+use lectern_testkit::World;
+use lectern_web::Role;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -586,7 +584,10 @@ async fn filters_follow_course_changes_and_relevance_ranks_a_bounded_set(db: PgP
     // Relevance ranks at most the newest RANK_CANDIDATES matches and pages
     // through them without repeats; newest pages through every match.
     for (sort, expected) in [
-        ("relevance", lectern_api::search::RANK_CANDIDATES as usize),
+        (
+            "relevance",
+            lectern_catalogue::search::RANK_CANDIDATES as usize,
+        ),
         ("newest", 1005),
     ] {
         let mut seen = std::collections::HashSet::new();

@@ -4,17 +4,15 @@
 //! with the secret shown at registration, is retried with backoff, and is
 //! delivered exactly once.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use common::World;
 use hmac::{Hmac, Mac};
-use lectern_api::identity::users;
-use lectern_api::webhooks::{self, WebhookSettings};
-use lectern_ingest::assets::{self, NewAsset};
+use lectern_assets::{self as assets, NewAsset};
+use lectern_identity::users;
+use lectern_ingest::http::webhooks::{self, WebhookSettings};
+use lectern_testkit::World;
 use sha2::Sha256;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -110,7 +108,7 @@ async fn fail_an_asset(db: &PgPool, org: Uuid) -> Uuid {
         &NewAsset {
             id,
             organisation_id: org,
-            source_key: assets::source_key(id),
+            source_key: lectern_assets::keys::source_key(id),
             title: Some("Broken recording".into()),
             profile: "default".into(),
             priority: 0,
@@ -162,11 +160,10 @@ async fn a_failed_asset_is_delivered_once_signed_after_two_500s(db: PgPool) {
     );
 
     let asset = fail_an_asset(world.db(), org).await;
-    let mut state = world.state.clone();
+    let mut state = world.state.ingest.clone();
     state.webhooks = Arc::new(loopback_allowed(Duration::from_millis(200)));
-    let client = webhooks::client(&state.webhooks).unwrap();
     for _ in 0..200 {
-        webhooks::dispatch_due(&state, &client).await.unwrap();
+        webhooks::dispatch_due(&state).await.unwrap();
         if receiver.seen().len() >= 3 {
             break;
         }
@@ -174,7 +171,7 @@ async fn a_failed_asset_is_delivered_once_signed_after_two_500s(db: PgPool) {
     }
     // Nothing more is sent once it was taken.
     for _ in 0..5 {
-        webhooks::dispatch_due(&state, &client).await.unwrap();
+        webhooks::dispatch_due(&state).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let seen = receiver.seen();
@@ -251,10 +248,9 @@ async fn private_targets_are_refused_unless_allowed(db: PgPool) {
     }
     fail_an_asset(world.db(), org).await;
     // Default settings: loopback is not a partner's to reach.
-    let mut state = world.state.clone();
+    let mut state = world.state.ingest.clone();
     state.webhooks = Arc::new(WebhookSettings::default());
-    let client = webhooks::client(&state.webhooks).unwrap();
-    assert_eq!(webhooks::dispatch_due(&state, &client).await.unwrap(), 1);
+    assert_eq!(webhooks::dispatch_due(&state).await.unwrap(), 1);
     assert!(receiver.seen().is_empty());
     let (error, pending): (String, String) =
         sqlx::query_as("SELECT last_error, state FROM webhook_deliveries")

@@ -1,6 +1,6 @@
 //! Search benchmark: 100k generated lessons (Chinese and English titles from
 //! a medical vocabulary) in a fresh database, indexed exactly as the API
-//! indexes them, then a mixed query set through `lectern_api::search::search`
+//! indexes them, then a mixed query set through `lectern_catalogue::search::search`
 //! (the handler's code: segmentation, SQL, JSON) against a baseline of the
 //! same queries as a plain `ILIKE '%…%'` scan, in the same run.
 //!
@@ -11,8 +11,8 @@
 
 use std::time::{Duration, Instant};
 
-use lectern_api::search::index::{lesson_document, CourseText};
-use lectern_api::search::{search, SearchParams};
+use lectern_catalogue::search::index::{lesson_document, CourseText};
+use lectern_catalogue::search::{search, SearchParams};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::postgres::PgPoolOptions;

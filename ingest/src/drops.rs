@@ -27,10 +27,11 @@ use std::time::Duration;
 use lectern_storage::{ByteRange, ObjectMeta, StorageError, Store};
 use sqlx::PgPool;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::assets::{self, NewAsset};
 use crate::sniff::{sniff, SNIFF_LEN};
+use lectern_assets::{self as assets, NewAsset};
 
 /// Operator settings of the drop watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -269,11 +270,14 @@ impl DropWatcher {
     /// while `ready` says the schema is not there yet. Failures are logged
     /// and retried next round: a storage or database outage must not stop
     /// the watcher for good.
-    pub async fn run(mut self, ready: impl Fn() -> bool + Send) {
+    pub async fn run(mut self, ready: impl Fn() -> bool + Send, cancel: CancellationToken) {
         let mut tick = tokio::time::interval(self.config.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
             if !ready() {
                 continue;
             }

@@ -3,9 +3,9 @@
 //! an asset row, which the pipeline's queue picks up (a database trigger
 //! enqueues its transcode job in the same transaction).
 
-pub mod assets;
 pub mod auth;
 pub mod drops;
+pub mod http;
 pub mod pull;
 pub mod sniff;
 pub mod tus;

@@ -1,16 +1,9 @@
 //! URL pull: a partner names a URL and Lectern downloads the source itself.
 //!
-//! A server that fetches URLs chosen by callers is a classic SSRF hole: the
-//! URL can point at the cloud metadata service (169.254.169.254), at the
-//! database next door, or at a name whose DNS answer changes between the
-//! check and the connect (rebinding). So every hop is handled the same way:
-//! only `http`/`https`; the host is resolved **once**; every address it
-//! resolves to must be public unless the operator's allow-list
-//! (`LECTERN_PULL_ALLOW`) names the host or a network containing the
-//! address; the HTTP client is then pinned to exactly those addresses
-//! (`resolve_to_addrs`), never resolves anything itself and ignores proxy
-//! variables; redirects are not followed by the client but by this module,
-//! a few hops at most, each target checked again from scratch.
+//! Every hop goes through `lectern-egress`: only `http`/`https`, the host
+//! resolved once and every address public unless `LECTERN_PULL_ALLOW`
+//! allows it, the client pinned to those addresses; redirects are followed
+//! here, a few hops at most, each target checked again from scratch.
 //!
 //! The body streams into storage ([`Store::put`]) through a guard that
 //! counts bytes (a lying or missing `Content-Length` cannot get past the
@@ -34,23 +27,24 @@
 //! next heartbeat without touching the newer one's object.
 
 use std::error::Error as _;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::str::FromStr;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use ipnet::IpNet;
+use lectern_egress::{check_target, EgressError};
+pub use lectern_egress::{redact, AllowList};
 use lectern_storage::{ByteStream, ObjectMeta, PutOptions, StorageError, Store};
+use lectern_web::ErrorCode;
 use reqwest::Url;
 use sqlx::PgPool;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::assets::{self, NewAsset};
 use crate::sniff::{sniff, MediaSignature, SNIFF_LEN};
+use lectern_assets::{self as assets, keys, NewAsset};
 
 /// Operator settings of URL pulls.
 #[derive(Debug, Clone)]
@@ -87,70 +81,6 @@ impl Default for PullConfig {
     }
 }
 
-/// Operator-approved exceptions to the public-address rule: host names
-/// (matched exactly, case-insensitively) and networks (`10.1.0.0/16`, or a
-/// single address).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowList {
-    hosts: Vec<String>,
-    nets: Vec<IpNet>,
-}
-
-impl AllowList {
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty() && self.nets.is_empty()
-    }
-
-    fn allows_host(&self, host: &str) -> bool {
-        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(host))
-    }
-
-    fn allows_addr(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        self.nets.iter().any(|net| net.contains(&ip))
-    }
-}
-
-impl FromStr for AllowList {
-    type Err = String;
-
-    /// A comma- or whitespace-separated list of hosts, addresses and CIDRs.
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut list = AllowList::default();
-        for entry in s
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|e| !e.is_empty())
-        {
-            let bare = entry.trim_start_matches('[').trim_end_matches(']');
-            if let Ok(net) = bare.parse::<IpNet>() {
-                list.nets.push(net.trunc());
-            } else if let Ok(ip) = bare.parse::<IpAddr>() {
-                list.nets.push(IpNet::from(ip));
-            } else if entry.contains('/') {
-                return Err(format!("{entry:?} is not a valid CIDR network"));
-            } else if is_host_name(entry) {
-                list.hosts.push(entry.to_ascii_lowercase());
-            } else {
-                return Err(format!(
-                    "{entry:?} is neither a host name, an address nor a CIDR network"
-                ));
-            }
-        }
-        Ok(list)
-    }
-}
-
-fn is_host_name(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        })
-}
-
 /// Why a pull failed. Each has a stable [`code`](PullError::code); messages
 /// never repeat a URL's query string or credentials.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +112,7 @@ pub enum PullError {
     /// A field of the request other than the URL (`invalid_title`,
     /// `invalid_profile`).
     #[error("{1}")]
-    InvalidRequest(&'static str, String),
+    InvalidRequest(ErrorCode, String),
     /// A newer attempt owns the pull; this one stops and records nothing.
     #[error("a newer attempt took the pull over")]
     Superseded,
@@ -192,19 +122,36 @@ pub enum PullError {
     Database(#[from] sqlx::Error),
 }
 
+impl From<EgressError> for PullError {
+    fn from(e: EgressError) -> Self {
+        match e {
+            EgressError::UrlNotAllowed(m) => PullError::UrlNotAllowed(m),
+            EgressError::PrivateAddress { host, addr, kind } => {
+                PullError::PrivateAddress { host, addr, kind }
+            }
+            EgressError::Unreachable(m) => PullError::Unreachable(m),
+        }
+    }
+}
+
+/// Parses a source URL and applies the rules that need no network.
+pub fn parse_url(raw: &str) -> Result<Url, PullError> {
+    Ok(lectern_egress::parse_url(raw)?)
+}
+
 impl PullError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            PullError::UrlNotAllowed(_) => "url_not_allowed",
-            PullError::PrivateAddress { .. } => "private_address",
-            PullError::TooLarge(_) => "source_too_large",
-            PullError::Timeout(_) => "source_timeout",
-            PullError::Unreachable(_) => "source_unreachable",
-            PullError::HttpError { .. } => "source_http_error",
-            PullError::NotMedia => "not_media",
-            PullError::InvalidRequest(code, _) => code,
-            PullError::Superseded => "pull_superseded",
-            PullError::Storage(_) | PullError::Database(_) => "internal",
+            PullError::UrlNotAllowed(_) => ErrorCode::UrlNotAllowed,
+            PullError::PrivateAddress { .. } => ErrorCode::PrivateAddress,
+            PullError::TooLarge(_) => ErrorCode::SourceTooLarge,
+            PullError::Timeout(_) => ErrorCode::SourceTimeout,
+            PullError::Unreachable(_) => ErrorCode::SourceUnreachable,
+            PullError::HttpError { .. } => ErrorCode::SourceHttpError,
+            PullError::NotMedia => ErrorCode::NotMedia,
+            PullError::InvalidRequest(code, _) => *code,
+            PullError::Superseded => ErrorCode::PullSuperseded,
+            PullError::Storage(_) | PullError::Database(_) => ErrorCode::Internal,
         }
     }
 
@@ -222,179 +169,6 @@ impl PullError {
             self.to_string()
         }
     }
-}
-
-/// The URL as shown back and stored: no credentials, no query string (a
-/// presigned URL's signature is a secret) and no fragment.
-pub fn redact(url: &Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.set_fragment(None);
-    shown.to_string()
-}
-
-/// Parses a source URL and applies the rules that need no network.
-pub fn parse_url(raw: &str) -> Result<Url, PullError> {
-    let url = Url::parse(raw.trim()).map_err(|e| {
-        PullError::UrlNotAllowed(format!("source_url is not a valid absolute URL ({e})"))
-    })?;
-    check_url_shape(&url)?;
-    Ok(url)
-}
-
-fn check_url_shape(url: &Url) -> Result<(), PullError> {
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(PullError::UrlNotAllowed(format!(
-            "the {:?} scheme is not allowed; the source URL must be http or https",
-            url.scheme()
-        )));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err(PullError::UrlNotAllowed(
-            "the source URL has no host".to_owned(),
-        ));
-    }
-    Ok(())
-}
-
-/// A URL whose host has been resolved and checked: the only addresses the
-/// client may connect to for it.
-#[derive(Debug, Clone)]
-pub struct CheckedTarget {
-    pub url: Url,
-    /// `None` when the host is an address literal (nothing to pin).
-    pub domain: Option<String>,
-    pub addrs: Vec<SocketAddr>,
-}
-
-/// Resolves the URL's host once and refuses it unless every address is
-/// public or allowed. A host with one public and one private address is
-/// refused: the client could connect to either.
-pub async fn check_target(url: &Url, allow: &AllowList) -> Result<CheckedTarget, PullError> {
-    check_url_shape(url)?;
-    let host = url.host_str().unwrap_or_default();
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| PullError::UrlNotAllowed("the source URL has no port".to_owned()))?;
-    let literal = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .ok();
-    let addrs: Vec<SocketAddr> = match literal {
-        Some(ip) => vec![SocketAddr::new(ip, port)],
-        None => tokio::net::lookup_host((host, port))
-            .await
-            .map_err(|e| PullError::Unreachable(format!("cannot resolve {host}: {e}")))?
-            .collect(),
-    };
-    if addrs.is_empty() {
-        return Err(PullError::Unreachable(format!(
-            "{host} resolves to no address"
-        )));
-    }
-    if !allow.allows_host(host) {
-        for addr in &addrs {
-            if let Some(kind) = non_public(addr.ip()) {
-                if !allow.allows_addr(addr.ip()) {
-                    return Err(PullError::PrivateAddress {
-                        host: host.to_owned(),
-                        addr: canonical(addr.ip()),
-                        kind,
-                    });
-                }
-            }
-        }
-    }
-    Ok(CheckedTarget {
-        url: url.clone(),
-        domain: literal.is_none().then(|| host.to_owned()),
-        addrs,
-    })
-}
-
-/// An IPv6 address that merely carries an IPv4 one, as that IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => embedded_v4(v6).map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-/// The IPv4 address inside IPv4-mapped (`::ffff:a.b.c.d`), IPv4-compatible
-/// (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) forms.
-fn embedded_v4(v6: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = v6.segments();
-    let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-    match s {
-        [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
-        // `::` and `::1` are themselves, not IPv4-compatible forms.
-        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 || lo > 1 => Some(low),
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
-        [0x2002, a, b, ..] => Some(Ipv4Addr::new(
-            (a >> 8) as u8,
-            a as u8,
-            (b >> 8) as u8,
-            b as u8,
-        )),
-        _ => None,
-    }
-}
-
-/// What kind of non-public address `ip` is, or `None` if it is public.
-pub fn non_public(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) => non_public_v4(v4),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = embedded_v4(v6) {
-                return non_public_v4(v4);
-            }
-            let s = v6.segments();
-            if v6.is_unspecified() {
-                Some("unspecified")
-            } else if v6.is_loopback() {
-                Some("loopback")
-            } else if s[0] & 0xffc0 == 0xfe80 {
-                Some("link-local")
-            } else if s[0] & 0xffc0 == 0xfec0 {
-                Some("site-local")
-            } else if s[0] & 0xfe00 == 0xfc00 {
-                Some("unique-local")
-            } else if s[0] & 0xff00 == 0xff00 {
-                Some("multicast")
-            } else if (s[0] == 0x2001 && s[1] == 0x0db8) || s[0] & 0xfff0 == 0x3ff0 {
-                Some("documentation")
-            } else if s[0] == 0x0100 && s[1..4] == [0, 0, 0] {
-                Some("discard-only")
-            } else if s[0] == 0 {
-                // The rest of ::/8 is reserved and never routed publicly.
-                Some("reserved")
-            } else {
-                None
-            }
-        }
-    }
-}
-
-fn non_public_v4(v4: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, c, _] = v4.octets();
-    Some(match (a, b, c) {
-        _ if v4.is_broadcast() => "broadcast",
-        (0, _, _) => "unspecified",
-        (127, _, _) => "loopback",
-        (10, _, _) | (192, 168, _) => "private",
-        (172, 16..=31, _) => "private",
-        (169, 254, _) => "link-local",
-        (100, 64..=127, _) => "shared (CGNAT)",
-        (192, 0, 0) => "IETF protocol",
-        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
-        (198, 18..=19, _) => "benchmarking",
-        (224..=239, _, _) => "multicast",
-        (240..=255, _, _) => "reserved",
-        _ => return None,
-    })
 }
 
 /// A download that reached storage.
@@ -528,20 +302,14 @@ async fn fetch(
     let mut current = url.clone();
     for hop in 0..=config.max_redirects {
         let target = check_target(&current, &config.allow).await?;
-        let mut builder = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy would resolve and connect on its own terms.
-            .no_proxy()
+        let client = target
+            .client_builder()
             .connect_timeout(config.idle_timeout)
             .user_agent(concat!(
                 "Lectern/",
                 env!("CARGO_PKG_VERSION"),
                 " (URL pull)"
-            ));
-        if let Some(domain) = &target.domain {
-            builder = builder.resolve_to_addrs(domain, &target.addrs);
-        }
-        let client = builder
+            ))
             .build()
             .map_err(|e| PullError::Unreachable(format!("cannot set up the HTTP client: {e}")))?;
         let response = clock
@@ -582,14 +350,7 @@ async fn fetch(
 }
 
 fn unreachable(url: &Url, e: &reqwest::Error) -> PullError {
-    // reqwest's Display repeats the URL, query string included; describe
-    // the failure by its source chain instead.
-    let mut cause = String::new();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        cause = s.to_string();
-        source = s.source();
-    }
+    let cause = lectern_egress::describe(e);
     let host = url.host_str().unwrap_or_default();
     if cause.is_empty() {
         PullError::Unreachable(format!("cannot reach {host}"))
@@ -722,17 +483,6 @@ pub struct Accepted {
     url: Url,
 }
 
-/// Where an attempt stores the source: the first at the asset's usual
-/// source key, each resumption beside it, so an earlier attempt that was
-/// only slow never overwrites or deletes the object of the one that owns
-/// the pull.
-pub fn attempt_key(id: Uuid, attempt: i32) -> String {
-    match attempt {
-        1 => assets::source_key(id),
-        n => format!("{}-attempt{n}", assets::source_key(id)),
-    }
-}
-
 /// Validates a request, checks the first target (so an obviously refused
 /// URL is answered at once, not through polling) and records the pull.
 /// With a `vault`, the pull can be resumed by another process if this one
@@ -748,7 +498,7 @@ pub async fn begin(
         None | Some("") => None,
         Some(t) if t.chars().count() > 300 || t.chars().any(char::is_control) => {
             return Err(PullError::InvalidRequest(
-                "invalid_title",
+                ErrorCode::InvalidTitle,
                 "title is at most 300 characters without control characters".to_owned(),
             ))
         }
@@ -759,7 +509,7 @@ pub async fn begin(
         Some(p) if config.profiles.contains(&p) => p,
         Some(p) => {
             return Err(PullError::InvalidRequest(
-                "invalid_profile",
+                ErrorCode::InvalidProfile,
                 format!(
                     "{p:?} is not an encoding profile; expected one of {}",
                     config.profiles.join(", ")
@@ -796,7 +546,7 @@ pub async fn run(
 ) -> Result<PullRecord, PullError> {
     let Accepted { record, url } = accepted;
     let (id, attempt) = (record.id, record.attempt);
-    let key = attempt_key(id, attempt);
+    let key = keys::pull_attempt_key(id, attempt);
     let received = Arc::new(AtomicU64::new(0));
     let outcome = tokio::select! {
         outcome = download(store, &key, &url, config, received.clone()) => outcome,
@@ -812,7 +562,7 @@ pub async fn run(
         } else if e.is_internal() {
             tracing::error!(pull = %id, error = %e, "URL pull failed");
         } else {
-            tracing::info!(pull = %id, code = e.code(), error = %e, "URL pull refused");
+            tracing::info!(pull = %id, code = %e.code(), error = %e, "URL pull refused");
         }
         sqlx::query(
             "UPDATE pulls SET state = 'failed', error_code = $2, error_message = $3,
@@ -820,7 +570,7 @@ pub async fn run(
              WHERE id = $1 AND state = 'pulling' AND attempt = $4",
         )
         .bind(id)
-        .bind(e.code())
+        .bind(e.code().as_str())
         .bind(e.public_message())
         .bind(attempt)
         .execute(db)
@@ -1034,88 +784,6 @@ pub async fn status(
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
-    }
-
-    #[test]
-    fn refuses_every_non_public_range() {
-        for (addr, kind) in [
-            ("127.0.0.1", "loopback"),
-            ("127.255.0.9", "loopback"),
-            ("10.1.2.3", "private"),
-            ("172.16.0.1", "private"),
-            ("172.31.255.255", "private"),
-            ("192.168.1.1", "private"),
-            ("169.254.169.254", "link-local"),
-            ("100.64.0.1", "shared (CGNAT)"),
-            ("100.127.255.254", "shared (CGNAT)"),
-            ("0.0.0.0", "unspecified"),
-            ("255.255.255.255", "broadcast"),
-            ("224.0.0.251", "multicast"),
-            ("192.0.2.10", "documentation"),
-            ("198.51.100.1", "documentation"),
-            ("203.0.113.7", "documentation"),
-            ("::1", "loopback"),
-            ("::", "unspecified"),
-            ("fe80::1", "link-local"),
-            ("fd00::1", "unique-local"),
-            ("fc12::1", "unique-local"),
-            ("ff02::1", "multicast"),
-            ("2001:db8::1", "documentation"),
-            ("::ffff:127.0.0.1", "loopback"),
-            ("::ffff:169.254.169.254", "link-local"),
-            ("::ffff:10.0.0.1", "private"),
-            ("::127.0.0.1", "loopback"),
-            ("64:ff9b::a9fe:a9fe", "link-local"),
-            ("2002:c0a8:0101::1", "private"),
-        ] {
-            assert_eq!(non_public(ip(addr)), Some(kind), "{addr}");
-        }
-    }
-
-    #[test]
-    fn public_addresses_pass() {
-        for addr in [
-            "1.1.1.1",
-            "8.8.8.8",
-            "100.63.255.255",
-            "100.128.0.1",
-            "172.15.0.1",
-            "172.32.0.1",
-            "2606:4700:4700::1111",
-            "::ffff:8.8.8.8",
-        ] {
-            assert_eq!(non_public(ip(addr)), None, "{addr}");
-        }
-    }
-
-    #[test]
-    fn allow_list_parses_hosts_addresses_and_networks() {
-        let list: AllowList = "media.intranet, 10.20.0.0/16 127.0.0.1,[::1]"
-            .parse()
-            .unwrap();
-        assert!(list.allows_host("MEDIA.intranet"));
-        assert!(!list.allows_host("other.intranet"));
-        assert!(list.allows_addr(ip("10.20.3.4")));
-        assert!(!list.allows_addr(ip("10.21.0.1")));
-        assert!(list.allows_addr(ip("127.0.0.1")));
-        assert!(list.allows_addr(ip("::ffff:127.0.0.1")));
-        assert!(list.allows_addr(ip("::1")));
-        assert!(!list.allows_addr(ip("127.0.0.2")));
-        assert!("10.0.0.0/33".parse::<AllowList>().is_err());
-        assert!("http://x".parse::<AllowList>().is_err());
-    }
-
-    #[test]
-    fn redaction_drops_credentials_and_query() {
-        let url =
-            Url::parse("https://user:pw@cdn.example.org/a/b.mp4?X-Amz-Signature=s3cret#t").unwrap();
-        let shown = redact(&url);
-        assert_eq!(shown, "https://cdn.example.org/a/b.mp4");
-        assert!(!shown.contains("s3cret") && !shown.contains("pw"));
-    }
-
     #[test]
     fn only_http_and_https() {
         for bad in [
@@ -1125,7 +793,7 @@ mod tests {
             "not a url",
         ] {
             let e = parse_url(bad).unwrap_err();
-            assert_eq!(e.code(), "url_not_allowed", "{bad}");
+            assert_eq!(e.code(), ErrorCode::UrlNotAllowed, "{bad}");
         }
         assert!(parse_url("https://example.org/a.mp4").is_ok());
     }

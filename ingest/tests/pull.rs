@@ -16,7 +16,7 @@ use axum::Router;
 use bytes::Bytes;
 use common::{media_bytes, s3_store, sha256_hex, stored_sha256};
 use futures::StreamExt as _;
-use lectern_ingest::assets::source_key;
+use lectern_assets::keys::source_key;
 use lectern_ingest::pull::{self, PullConfig, PullError, PullRecord, PullRequest};
 use lectern_storage::{FsStore, StorageError, Store};
 use sqlx::PgPool;
@@ -487,7 +487,10 @@ async fn bad_fields_are_refused_before_any_download(db: PgPool) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, PullError::InvalidRequest("invalid_title", _)),
+        matches!(
+            err,
+            PullError::InvalidRequest(lectern_web::ErrorCode::InvalidTitle, _)
+        ),
         "{err}"
     );
 }
@@ -613,11 +616,17 @@ async fn a_pull_whose_process_died_is_resumed_elsewhere(db: PgPool) {
         .fetch_one(&db)
         .await
         .expect("the resumed pull made the asset");
-    assert_eq!(key, pull::attempt_key(id, 2));
+    assert_eq!(key, lectern_assets::keys::pull_attempt_key(id, 2));
     let (size, digest) = stored_sha256(store.as_ref(), &key).await;
     assert_eq!(size, GATED_LEN as u64);
     assert_eq!(digest, sha256_hex(&media_bytes(GATED_LEN)));
-    assert!(is_absent(store.as_ref(), &pull::attempt_key(id, 1)).await);
+    assert!(
+        is_absent(
+            store.as_ref(),
+            &lectern_assets::keys::pull_attempt_key(id, 1)
+        )
+        .await
+    );
     let sealed: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT source_url_sealed FROM pulls WHERE id = $1")
             .bind(id)
@@ -659,13 +668,23 @@ async fn a_superseded_attempt_records_nothing(db: PgPool) {
         "{seen:?}"
     );
     assert_eq!(asset_count(&db).await, 0);
-    assert!(is_absent(store.as_ref(), &pull::attempt_key(id, 1)).await);
+    assert!(
+        is_absent(
+            store.as_ref(),
+            &lectern_assets::keys::pull_attempt_key(id, 1)
+        )
+        .await
+    );
 
     let record = pull::run(&db, store.as_ref(), &config, resumed)
         .await
         .unwrap();
     assert_eq!((record.state.as_str(), record.attempt), ("completed", 2));
-    let (size, _) = stored_sha256(store.as_ref(), &pull::attempt_key(id, 2)).await;
+    let (size, _) = stored_sha256(
+        store.as_ref(),
+        &lectern_assets::keys::pull_attempt_key(id, 2),
+    )
+    .await;
     assert_eq!(size, GATED_LEN as u64);
     assert_eq!(asset_count(&db).await, 1);
     assert_eq!(received_bytes(&db, id).await, GATED_LEN as i64);

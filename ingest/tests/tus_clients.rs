@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lectern_ingest::assets::source_key;
+use lectern_assets::keys::source_key;
 use lectern_ingest::tus::{self, TusConfig, TusState};
 use lectern_storage::{FsStore, Store};
 use sqlx::postgres::PgConnectOptions;

@@ -12,7 +12,7 @@ use axum::http::{Request, Response, StatusCode};
 use axum::Router;
 use base64::Engine;
 use bytes::Bytes;
-use lectern_ingest::assets::source_key;
+use lectern_assets::keys::source_key;
 use lectern_ingest::tus::{self, OrganisationQuota, TusConfig, TusState};
 use lectern_storage::{FsStore, Store};
 use sha2::Digest;

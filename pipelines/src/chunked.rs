@@ -32,9 +32,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::assets::{self, AssetStatus};
 use crate::jobs::{ClaimedJob, STILL_OURS};
 use crate::worker::{JobFailure, Worker};
+use lectern_assets::{self as assets, keys, AssetStatus, JobKind};
 
 /// When a source is long enough to split, and into what.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,16 +98,16 @@ impl Stage {
         let bad = |e: serde_json::Error| {
             JobFailure::InvalidSpec(format!("job {} has an unreadable spec: {e}", job.id))
         };
-        match (job.kind.as_str(), &job.spec) {
-            ("encode_part", Some(spec)) => Ok(Self::Part(
+        match (job.kind, &job.spec) {
+            (JobKind::EncodePart, Some(spec)) => Ok(Self::Part(
                 serde_json::from_value(spec.clone()).map_err(bad)?,
             )),
-            ("transcode", Some(spec)) if spec["stage"] == STITCH => Ok(Self::Stitch(
+            (JobKind::Transcode, Some(spec)) if spec["stage"] == STITCH => Ok(Self::Stitch(
                 serde_json::from_value(spec.clone()).map_err(bad)?,
             )),
-            ("transcode", _) => Ok(Self::Whole),
-            (kind, _) => Err(JobFailure::InvalidSpec(format!(
-                "job {} of kind {kind} has no spec",
+            (JobKind::Transcode, _) => Ok(Self::Whole),
+            (JobKind::EncodePart, None) => Err(JobFailure::InvalidSpec(format!(
+                "job {} of kind encode_part has no spec",
                 job.id
             ))),
         }
@@ -117,7 +117,7 @@ impl Stage {
     /// of the attempt that split the source.
     pub(crate) fn prefix(&self, job: &ClaimedJob) -> String {
         match self {
-            Self::Whole => assets::attempt_prefix(job.asset_id, job.attempts),
+            Self::Whole => keys::attempt_prefix(job.asset_id, job.attempts),
             Self::Part(p) => p.prefix.clone(),
             Self::Stitch(s) => s.prefix.clone(),
         }
@@ -146,7 +146,7 @@ fn is_part_output(key: &str) -> bool {
 }
 
 fn chunk_key(prefix: &str, index: usize) -> String {
-    format!("{prefix}parts/chunk_{index:04}.mkv")
+    keys::chunk_key(prefix, index)
 }
 
 impl Worker {
@@ -230,9 +230,10 @@ impl Worker {
         for part in &parts {
             sqlx::query(
                 "INSERT INTO jobs (id, kind, asset_id, priority, parent_id, spec)
-                 VALUES ($1, 'encode_part', $2, $3, $4, $5)",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(Uuid::new_v4())
+            .bind(JobKind::EncodePart)
             .bind(job.asset_id)
             .bind(priority)
             .bind(job.id)

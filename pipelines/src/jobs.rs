@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use lectern_assets::JobKind;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -16,8 +17,8 @@ pub struct ClaimedJob {
     pub asset_id: Uuid,
     pub attempts: i32,
     pub max_attempts: i32,
-    /// `transcode` or `encode_part` (see [`crate::chunked`]).
-    pub kind: String,
+    /// See [`crate::chunked`] for parts.
+    pub kind: JobKind,
     pub parent_id: Option<Uuid>,
     pub spec: Option<serde_json::Value>,
 }

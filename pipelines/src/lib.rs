@@ -1,9 +1,8 @@
 //! Encoding profiles as data ([`profiles`]), the workflow that turns a
 //! source file into an HLS ladder ([`transcode`]), and the durable side:
-//! the asset lifecycle ([`assets`]), the job queue ([`jobs`]) and the
+//! the asset lifecycle (`lectern-assets`), the job queue ([`jobs`]) and the
 //! worker that drains it ([`worker`]).
 
-pub mod assets;
 pub mod chunked;
 pub mod jobs;
 pub mod profiles;

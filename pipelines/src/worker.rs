@@ -28,10 +28,10 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::assets::{self, AssetStatus};
 use crate::chunked::{self, ChunkingConfig, Stage};
 use crate::jobs::{self, ClaimedJob, STILL_OURS};
 use crate::{profiles, progressive, transcode};
+use lectern_assets::{self as assets, keys, AssetStatus};
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -514,7 +514,7 @@ impl Worker {
             "UPDATE assets SET playable_prefix = NULL WHERE id = $1 AND playable_prefix = $2",
         )
         .bind(job.asset_id)
-        .bind(assets::attempt_prefix(job.asset_id, job.attempts))
+        .bind(keys::attempt_prefix(job.asset_id, job.attempts))
         .execute(&mut *tx)
         .await?;
         let detail = json!({ "code": code, "message": message });
@@ -582,7 +582,7 @@ impl Worker {
 
     /// Deletes outputs of attempts other than the published one.
     async fn collect_garbage(&self, asset_id: Uuid, keep: &str) {
-        let root = assets::output_root(asset_id);
+        let root = keys::output_root(asset_id);
         match self.store.list(&root).await {
             Ok(objects) => {
                 for o in objects.into_iter().filter(|o| !o.key.starts_with(keep)) {

@@ -81,14 +81,14 @@ pub async fn database_url(db: &sqlx::PgPool) -> String {
 /// signing keys — freshly generated, as `(variable, value)` pairs.
 #[allow(dead_code)]
 pub fn deployment_secrets() -> Vec<(&'static str, String)> {
-    let (field, blind, token) = lectern_api::identity::crypto::Keyring::generate_settings();
+    let (field, blind, token) = lectern_secrets::Keyring::generate_settings();
     vec![
         ("LECTERN_FIELD_KEYS", field),
         ("LECTERN_BLIND_INDEX_KEY", blind),
         ("LECTERN_TOKEN_KEY", token),
         (
             "LECTERN_PLAYBACK_KEYS",
-            lectern_api::origin::token::PlaybackKey::generate("t1").to_setting(),
+            lectern_secrets::PlaybackKey::generate("t1").to_setting(),
         ),
     ]
 }

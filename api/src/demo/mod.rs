@@ -14,9 +14,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::authz::{Access, ApiRouter};
-use crate::error::ApiPath;
-use crate::{ApiError, AppState};
+use lectern_web::{Access, ApiError, ApiPath, ApiRouter, ErrorCode};
+
+use crate::AppState;
 
 /// Where the demo page finds the player SDK bundle.
 #[derive(Debug, Clone)]
@@ -55,7 +55,7 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
      img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
      worker-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
-pub fn routes(api: ApiRouter) -> ApiRouter {
+pub fn routes(api: ApiRouter<AppState>) -> ApiRouter<AppState> {
     api.route(Method::GET, "/", Access::Public, page)
         .route(Method::GET, "/demo/app.js", Access::Public, script)
         .route(Method::GET, "/demo/style.css", Access::Public, style)
@@ -134,8 +134,7 @@ async fn player_file(
         )
             .into_response()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "player_not_built",
+            ErrorCode::PlayerNotBuilt,
             format!(
                 "{} does not exist: build the player SDK (`cd player-sdk && npm ci && npm run build`, or `make demo`) or point LECTERN_PLAYER_DIR at its dist/ directory",
                 path.display()

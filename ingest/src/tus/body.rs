@@ -5,6 +5,7 @@
 //! memory; the handler then discards what was written by keeping the old
 //! storage handle.
 
+use lectern_web::ErrorCode;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -54,7 +55,7 @@ impl ExpectedChecksum {
     pub fn parse(header: &str) -> Result<Self, TusError> {
         let (algorithm, encoded) = header.trim().split_once(' ').ok_or_else(|| {
             TusError::bad_request(
-                "invalid_checksum",
+                ErrorCode::InvalidChecksum,
                 "Upload-Checksum must be `<algorithm> <base64 digest>`",
             )
         })?;
@@ -63,7 +64,7 @@ impl ExpectedChecksum {
             "sha256" => (Hasher::Sha256(Sha256::new()), 32),
             other => {
                 return Err(TusError::bad_request(
-                    "unsupported_checksum_algorithm",
+                    ErrorCode::UnsupportedChecksumAlgorithm,
                     format!(
                     "checksum algorithm `{}` is not supported; use one of {CHECKSUM_ALGORITHMS}",
                     other.chars().take(32).collect::<String>()
@@ -77,7 +78,7 @@ impl ExpectedChecksum {
             .filter(|d| d.len() == len)
             .ok_or_else(|| {
                 TusError::bad_request(
-                    "invalid_checksum",
+                    ErrorCode::InvalidChecksum,
                     format!("Upload-Checksum digest must be {len} bytes in base64 for {algorithm}"),
                 )
             })?;

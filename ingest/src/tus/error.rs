@@ -1,14 +1,11 @@
 //! Every way a tus request can fail, each with its status and a stable code.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use lectern_storage::StorageError;
+use lectern_web::{ApiError, ErrorCode};
 
 use crate::auth::AuthError;
-
-/// tus's own status for a checksum mismatch (checksum extension).
-pub const CHECKSUM_MISMATCH: u16 = 460;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TusError {
@@ -35,7 +32,7 @@ pub enum TusError {
     #[error("the chunk does not match its Upload-Checksum; it was discarded, resend it")]
     ChecksumMismatch,
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     #[error("PATCH bodies must be sent as `Content-Type: application/offset+octet-stream`")]
     WrongContentType,
     #[error("the upload is not a video or audio file Lectern can take (its first bytes match no known media format)")]
@@ -49,42 +46,34 @@ pub enum TusError {
 }
 
 impl TusError {
-    pub(crate) fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         TusError::BadRequest {
             code,
             message: message.into(),
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            TusError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "unauthenticated"),
-            TusError::UnsupportedVersion => {
-                (StatusCode::PRECONDITION_FAILED, "unsupported_tus_version")
-            }
-            TusError::NotFound => (StatusCode::NOT_FOUND, "upload_not_found"),
-            TusError::Gone(_) => (StatusCode::GONE, "upload_gone"),
-            TusError::OffsetMismatch { .. } => (StatusCode::CONFLICT, "offset_mismatch"),
-            TusError::Busy => (StatusCode::CONFLICT, "upload_busy"),
-            TusError::Finished => (StatusCode::CONFLICT, "upload_finished"),
-            TusError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "upload_too_large"),
-            TusError::QuotaExceeded(_) => (StatusCode::PAYLOAD_TOO_LARGE, "quota_exceeded"),
-            TusError::BeyondLength { .. } => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "body_exceeds_upload_length")
-            }
-            TusError::ChecksumMismatch => (
-                StatusCode::from_u16(CHECKSUM_MISMATCH).expect("460 is a valid status"),
-                "checksum_mismatch",
-            ),
-            TusError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            TusError::WrongContentType => (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_content_type",
-            ),
-            TusError::NotMedia => (StatusCode::UNPROCESSABLE_ENTITY, "not_media"),
-            TusError::AuthUnavailable | TusError::Storage(_) | TusError::Database(_) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
-            }
+            TusError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            TusError::UnsupportedVersion => ErrorCode::UnsupportedTusVersion,
+            TusError::NotFound => ErrorCode::UploadNotFound,
+            TusError::Gone(_) => ErrorCode::UploadGone,
+            TusError::OffsetMismatch { .. } => ErrorCode::OffsetMismatch,
+            TusError::Busy => ErrorCode::UploadBusy,
+            TusError::Finished => ErrorCode::UploadFinished,
+            TusError::TooLarge { .. } => ErrorCode::UploadTooLarge,
+            TusError::QuotaExceeded(_) => ErrorCode::QuotaExceeded,
+            TusError::BeyondLength { .. } => ErrorCode::BodyExceedsUploadLength,
+            TusError::ChecksumMismatch => ErrorCode::ChecksumMismatch,
+            TusError::BadRequest { code, .. } => *code,
+            TusError::WrongContentType => ErrorCode::UnsupportedContentType,
+            TusError::NotMedia => ErrorCode::NotMedia,
+            TusError::AuthUnavailable => ErrorCode::TemporarilyUnavailable,
+            TusError::Storage(_) => ErrorCode::StorageUnavailable,
+            // tus clients retry on 5xx and resume where they stopped, so
+            // every database failure is "try again" here.
+            TusError::Database(_) => ErrorCode::DatabaseUnavailable,
         }
     }
 }
@@ -103,7 +92,7 @@ impl From<AuthError> for TusError {
 
 impl IntoResponse for TusError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
+        let code = self.code();
         let message = match &self {
             // Internal details stay in the log; the client learns it may retry.
             TusError::Storage(_) | TusError::Database(_) => {
@@ -112,11 +101,7 @@ impl IntoResponse for TusError {
             }
             other => other.to_string(),
         };
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": { "code": code, "message": message } })),
-        )
-            .into_response();
+        let mut response = ApiError::new(code, message).into_response();
         if matches!(self, TusError::UnsupportedVersion) {
             response
                 .headers_mut()

@@ -2,6 +2,7 @@
 //! Lectern uses are validated and kept; other keys (clients such as Uppy add
 //! their own) are checked for shape only and dropped.
 
+use lectern_web::ErrorCode;
 use std::collections::BTreeMap;
 
 use base64::Engine;
@@ -38,7 +39,7 @@ impl UploadMetadata {
 }
 
 pub fn parse(header: Option<&str>) -> Result<UploadMetadata, TusError> {
-    let invalid = |message: String| TusError::bad_request("invalid_metadata", message);
+    let invalid = |message: String| TusError::bad_request(ErrorCode::InvalidMetadata, message);
     let mut metadata = UploadMetadata::default();
     let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
         return Ok(metadata);
@@ -134,7 +135,7 @@ mod tests {
                 matches!(
                     err,
                     TusError::BadRequest {
-                        code: "invalid_metadata",
+                        code: ErrorCode::InvalidMetadata,
                         ..
                     }
                 ),

@@ -21,6 +21,7 @@ mod body;
 mod error;
 pub mod metadata;
 
+use lectern_web::ErrorCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,11 +39,11 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::assets::{self, NewAsset};
 use crate::auth::{Partner, PartnerAuthenticator};
 use crate::sniff::{sniff, SNIFF_LEN};
 use body::{ChunkRefusal, ExpectedChecksum, GuardedBody, CHECKSUM_ALGORITHMS};
-pub use error::{TusError, CHECKSUM_MISMATCH};
+pub use error::TusError;
+use lectern_assets::{self as assets, keys, NewAsset};
 use metadata::UploadMetadata;
 
 pub const TUS_VERSION: &str = "1.0.0";
@@ -201,12 +202,12 @@ async fn create(
     let partner = state.auth.authenticate(&headers).await?;
     if headers.contains_key("upload-defer-length") {
         return Err(TusError::bad_request(
-            "deferred_length_unsupported",
+            ErrorCode::DeferredLengthUnsupported,
             "this server needs Upload-Length when the upload is created",
         ));
     }
     let length = header_u64(&headers, "upload-length")?.ok_or_else(|| {
-        TusError::bad_request("missing_upload_length", "Upload-Length is required")
+        TusError::bad_request(ErrorCode::MissingUploadLength, "Upload-Length is required")
     })?;
     if length > state.config.max_upload_size {
         return Err(TusError::TooLarge {
@@ -216,7 +217,7 @@ async fn create(
     }
     if length == 0 {
         return Err(TusError::bad_request(
-            "empty_upload",
+            ErrorCode::EmptyUpload,
             "an empty file is not a video; Upload-Length must be at least 1",
         ));
     }
@@ -227,7 +228,7 @@ async fn create(
     let id = Uuid::new_v4();
     let upload = state
         .store
-        .begin_upload(&assets::source_key(id), PutOptions::default())
+        .begin_upload(&keys::source_key(id), PutOptions::default())
         .await?;
     let expires_at = state.expiry();
     let recorded = record_upload(
@@ -380,7 +381,7 @@ async fn append(
         return Err(TusError::WrongContentType);
     }
     let claimed = header_u64(&headers, "upload-offset")?.ok_or_else(|| {
-        TusError::bad_request("missing_upload_offset", "Upload-Offset is required")
+        TusError::bad_request(ErrorCode::MissingUploadOffset, "Upload-Offset is required")
     })?;
     let progress = write_detached(&state, &partner, id, claimed, &headers, body).await?;
     let mut response_headers = HeaderMap::new();
@@ -530,7 +531,7 @@ async fn append_locked(
             Some(ChunkRefusal::BeyondLength) => return Err(TusError::BeyondLength { length }),
             None if had_checksum => {
                 return Err(TusError::bad_request(
-                    "incomplete_chunk",
+                    ErrorCode::IncompleteChunk,
                     "the chunk ended early, so its checksum cannot be verified; it was discarded",
                 ))
             }
@@ -791,7 +792,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
         .get(name)
         .map(|v| {
             v.to_str().map_err(|_| {
-                TusError::bad_request("invalid_header", format!("{name} must be ASCII text"))
+                TusError::bad_request(
+                    ErrorCode::InvalidHeader,
+                    format!("{name} must be ASCII text"),
+                )
             })
         })
         .transpose()
@@ -809,7 +813,7 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, TusError> 
                 .filter(|n| i64::try_from(*n).is_ok())
                 .ok_or_else(|| {
                     TusError::bad_request(
-                        "invalid_header",
+                        ErrorCode::InvalidHeader,
                         format!("{name} must be a non-negative integer"),
                     )
                 })

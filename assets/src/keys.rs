@@ -1,0 +1,81 @@
+//! Where an asset's objects live in storage, written once:
+//!
+//! ```text
+//! assets/<id>/source                    the source as uploaded or pulled
+//! assets/<id>/source-attempt<N>         a resumed pull's own copy (N ≥ 2)
+//! assets/<id>/out/attempt-<N>/…         one encode attempt's ladder
+//! assets/<id>/out/attempt-<N>/parts/…   a chunked encode's intermediates
+//! ```
+//!
+//! Only what is under `out/` is ever served, and the id is always written
+//! in its canonical (lower-case, hyphenated) form.
+
+use uuid::Uuid;
+
+/// Where an asset's source object lives.
+pub fn source_key(asset_id: Uuid) -> String {
+    format!("assets/{asset_id}/source")
+}
+
+/// Where a pull's attempt stores the source: the first at the asset's
+/// usual source key, each resumption beside it, so an earlier attempt that
+/// was only slow never overwrites or deletes the newer one's object.
+pub fn pull_attempt_key(asset_id: Uuid, attempt: i32) -> String {
+    match attempt {
+        1 => source_key(asset_id),
+        n => format!("{}-attempt{n}", source_key(asset_id)),
+    }
+}
+
+/// The prefix under which every attempt of an asset writes its outputs;
+/// each attempt gets `attempt-N/` below it.
+pub fn output_root(asset_id: Uuid) -> String {
+    format!("assets/{asset_id}/out/")
+}
+
+pub fn attempt_prefix(asset_id: Uuid, attempt: i32) -> String {
+    format!("{}attempt-{attempt}/", output_root(asset_id))
+}
+
+/// Where a chunked encode keeps the source chunks of an attempt.
+pub fn chunk_key(attempt_prefix: &str, index: usize) -> String {
+    format!("{attempt_prefix}parts/chunk_{index:04}.mkv")
+}
+
+/// An output key split into its asset and the part below `out/`:
+/// `assets/<canonical uuid>/out/<rest>` with a non-empty rest. Anything
+/// else (sources, scratch space, a non-canonical id) is `None`.
+pub fn parse_output_key(key: &str) -> Option<(Uuid, &str)> {
+    let rest = key.strip_prefix("assets/")?;
+    let (id, rest) = rest.split_once('/')?;
+    let rest = rest.strip_prefix("out/")?;
+    let asset = canonical_id(id)?;
+    (!rest.is_empty()).then_some((asset, rest))
+}
+
+/// The id written as the pipeline writes it, or `None`.
+pub fn canonical_id(text: &str) -> Option<Uuid> {
+    let id = Uuid::parse_str(text).ok()?;
+    (id.hyphenated().to_string() == text).then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_keys_round_trip_and_nothing_else_parses() {
+        let id = Uuid::new_v4();
+        let key = format!("{}seg_00001.m4s", attempt_prefix(id, 2));
+        assert_eq!(
+            parse_output_key(&key),
+            Some((id, "attempt-2/seg_00001.m4s"))
+        );
+        assert_eq!(parse_output_key(&source_key(id)), None);
+        assert_eq!(parse_output_key(&output_root(id)), None);
+        let upper = format!("assets/{}/out/x.m4s", id.to_string().to_uppercase());
+        assert_eq!(parse_output_key(&upper), None);
+        assert_eq!(pull_attempt_key(id, 1), source_key(id));
+        assert!(pull_attempt_key(id, 3).ends_with("/source-attempt3"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Experts (专家): the authors courses credit. An expert may have an account
+//! (invited experts do) or be a name only. Their names are searchable, so a
+//! rename rewrites the search documents of their courses.
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::disciplines::OrgQuery;
+use crate::search::index;
+use crate::{line, prose, target_org};
+use lectern_web::ErrorCode;
+use lectern_web::{Access, Permission, Principal};
+use lectern_web::{ApiError, ApiRouter};
+use lectern_web::{ApiJson, ApiPath, ApiQuery};
+
+use crate::CatalogueState;
+
+pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
+    api.route(Method::GET, "/api/v1/experts", Access::Session, list)
+        .route(
+            Method::POST,
+            "/api/v1/experts",
+            Access::Permission(Permission::ManageCatalogue),
+            create,
+        )
+        .route(
+            Method::PATCH,
+            "/api/v1/experts/{expert_id}",
+            Access::Permission(Permission::ManageCatalogue),
+            update,
+        )
+}
+
+type ExpertRow = (Uuid, String, String, String, Option<Uuid>);
+
+fn to_json(r: &ExpertRow) -> Value {
+    json!({ "id": r.0, "name": r.1, "title": r.2, "bio": r.3, "user_id": r.4 })
+}
+
+/// `GET /api/v1/experts` → `{"experts": [{id, name, title, bio, user_id}]}`.
+async fn list(
+    State(state): State<CatalogueState>,
+    principal: Principal,
+    ApiQuery(q): ApiQuery<OrgQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let org = target_org(&principal, q.org_id)?;
+    let rows: Vec<ExpertRow> = sqlx::query_as(
+        "SELECT id, name, title, bio, user_id FROM experts WHERE organisation_id = $1 ORDER BY name, id",
+    )
+    .bind(org)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(
+        json!({ "experts": rows.iter().map(to_json).collect::<Vec<_>>() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewExpert {
+    name: String,
+    #[serde(default)]
+    title: String,
+    #[serde(default)]
+    bio: String,
+    /// The expert's own account in the same organisation, if any.
+    user_id: Option<Uuid>,
+    org_id: Option<Uuid>,
+}
+
+/// `POST /api/v1/experts {"name", "title"?, "bio"?, "user_id"?}` → 201.
+async fn create(
+    State(state): State<CatalogueState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<NewExpert>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let name = line(&body.name, "name", ErrorCode::InvalidName, 1, 200)?;
+    let title = line(&body.title, "title", ErrorCode::InvalidTitle, 0, 200)?;
+    let bio = prose(&body.bio, "bio")?;
+    let org = target_org(&principal, body.org_id)?;
+    let id = Uuid::now_v7();
+    let row: Option<ExpertRow> = sqlx::query_as(
+        "INSERT INTO experts (id, organisation_id, name, title, bio, user_id)
+         SELECT $1, o.id, $3, $4, $5, $6 FROM organisations o
+         WHERE o.id = $2
+           AND ($6::uuid IS NULL OR EXISTS (SELECT 1 FROM users u WHERE u.id = $6 AND u.org_id = o.id))
+         RETURNING id, name, title, bio, user_id",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(&name)
+    .bind(&title)
+    .bind(&bio)
+    .bind(body.user_id)
+    .fetch_optional(&state.db)
+    .await?;
+    match row {
+        Some(row) => Ok((StatusCode::CREATED, Json(to_json(&row)))),
+        None if body.user_id.is_some() => Err(ApiError::not_found(
+            "no such organisation, or user_id is not a user of it",
+        )),
+        None => Err(ApiError::not_found(format!("no organisation {org}"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpertPatch {
+    name: Option<String>,
+    title: Option<String>,
+    bio: Option<String>,
+}
+
+/// `PATCH /api/v1/experts/{id} {"name"?, "title"?, "bio"?}`.
+async fn update(
+    State(state): State<CatalogueState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(patch): ApiJson<ExpertPatch>,
+) -> Result<Json<Value>, ApiError> {
+    let name = patch
+        .name
+        .as_deref()
+        .map(|v| line(v, "name", ErrorCode::InvalidName, 1, 200))
+        .transpose()?;
+    let title = patch
+        .title
+        .as_deref()
+        .map(|v| line(v, "title", ErrorCode::InvalidTitle, 0, 200))
+        .transpose()?;
+    let bio = patch.bio.as_deref().map(|v| prose(v, "bio")).transpose()?;
+    let mut tx = state.db.begin().await?;
+    let row: ExpertRow = sqlx::query_as(
+        "UPDATE experts SET name = coalesce($3, name), title = coalesce($4, title), bio = coalesce($5, bio)
+         WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)
+         RETURNING id, name, title, bio, user_id",
+    )
+    .bind(id)
+    .bind(principal.org_scope())
+    .bind(&name)
+    .bind(&title)
+    .bind(&bio)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no expert {id}")))?;
+    if name.is_some() {
+        index::reindex_expert(&mut tx, id).await?;
+    }
+    tx.commit().await?;
+    Ok(Json(to_json(&row)))
+}

@@ -1,0 +1,136 @@
+//! The catalogue: disciplines (a tree), experts, and courses — one resource
+//! each (video course, clinical case, guideline, live replay) with ordered
+//! chapters and lessons, tags and authors — moving through
+//! draft → in_review → published → unpublished (→ draft for edits).
+//!
+//! Everything is scoped to the caller's organisation: another
+//! organisation's rows answer 404. Content is only edited while its course
+//! is a draft, so what a reviewer approved is what learners see. Every
+//! change that feeds search rewrites the affected lessons' search documents
+//! in the same transaction ([`search::index`]). Search ([`search`]) reads
+//! those documents: Chinese and English words, filters, cursors.
+
+mod courses;
+mod disciplines;
+mod experts;
+pub mod search;
+mod structure;
+
+use lectern_web::{ApiError, ApiRouter, ErrorCode, Permission, Principal};
+use serde::{Deserialize, Deserializer};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// The catalogue's state: everything it keeps is in PostgreSQL.
+#[derive(Clone)]
+pub struct CatalogueState {
+    pub db: PgPool,
+}
+
+pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
+    let api = disciplines::routes(api);
+    let api = experts::routes(api);
+    let api = courses::routes(api);
+    let api = structure::routes(api);
+    search::routes(api)
+}
+
+pub(crate) fn unprocessable(code: ErrorCode, message: impl Into<String>) -> ApiError {
+    ApiError::new(code, message)
+}
+
+/// A trimmed single-line text of 1..=`max` characters (`min` 0 allows
+/// empty), without control characters.
+pub(crate) fn line(
+    value: &str,
+    field: &str,
+    code: ErrorCode,
+    min: usize,
+    max: usize,
+) -> Result<String, ApiError> {
+    let v = value.trim();
+    let n = v.chars().count();
+    if n < min || n > max || v.chars().any(char::is_control) {
+        return Err(unprocessable(
+            code,
+            format!("{field} is {min}–{max} characters on one line"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// A description: up to 20,000 characters; newlines and tabs allowed.
+pub(crate) fn prose(value: &str, field: &str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.chars().count() > 20_000
+        || v.chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
+    {
+        return Err(unprocessable(
+            ErrorCode::InvalidDescription,
+            format!("{field} is at most 20000 characters, without control characters"),
+        ));
+    }
+    Ok(v.to_string())
+}
+
+/// The organisation a new row goes to: the caller's own; a global super
+/// admin must name one.
+pub(crate) fn target_org(principal: &Principal, named: Option<Uuid>) -> Result<Uuid, ApiError> {
+    principal.target_org(named)
+}
+
+/// Whether the caller sees courses that are not published: whoever may
+/// draft them. Learners see the published catalogue only.
+pub(crate) fn sees_unpublished(principal: &Principal) -> bool {
+    Permission::ManageCourses.granted_to(principal.role)
+}
+
+/// Locks a course of the caller's organisation for an edit of its content
+/// and returns its organisation; 404 when it is not theirs, 409 unless it
+/// is a draft.
+pub(crate) async fn lock_draft(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    course_id: Uuid,
+) -> Result<Uuid, ApiError> {
+    let (org, state) = lock_course(conn, principal, course_id).await?;
+    if state != "draft" {
+        return Err(ApiError::new(
+            ErrorCode::CourseNotEditable,
+            format!(
+                "the course is {state}; only drafts are edited. Move it back to draft \
+                 (POST /api/v1/courses/{course_id}/draft, after unpublishing a published one), \
+                 then submit it for review again"
+            ),
+        ));
+    }
+    Ok(org)
+}
+
+/// Locks a course of the caller's organisation: (organisation, state).
+pub(crate) async fn lock_course(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    course_id: Uuid,
+) -> Result<(Uuid, String), ApiError> {
+    sqlx::query_as(
+        "SELECT organisation_id, state FROM courses
+         WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2) FOR UPDATE",
+    )
+    .bind(course_id)
+    .bind(principal.org_scope())
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no course {course_id}")))
+}
+
+/// For PATCH bodies: distinguishes a field that is absent (`None`) from
+/// one set to null (`Some(None)`).
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}

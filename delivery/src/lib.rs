@@ -1,0 +1,1111 @@
+//! The media origin: `GET`/`HEAD /media/<key>` serves published renditions
+//! (playlists, init and media segments, posters) straight from object
+//! storage, streaming, with byte ranges, validators, cache policies a CDN
+//! can act on, and CORS for players on other origins.
+//!
+//! Access: the routes are `Access::Public` in the matrix because the
+//! credential is not a session or API key but a signed playback token in
+//! the URL (`?token=`, see [`token`]), checked here:
+//! - no token → 401 `missing_token`;
+//! - malformed, unknown key id, bad MAC → 403 `invalid_token`;
+//! - a genuine token of another asset → 403 `wrong_asset`;
+//! - past its expiry → 403 `expired_token`;
+//! - bound to a sign-in session that was revoked or has expired → 403
+//!   `session_ended`. Session state is cached per session for at most
+//!   [`Playback::session_recheck`] (30 s by default), so revoking a session
+//!   stops its media within that bound while a segment request costs no
+//!   query in the common case.
+//!
+//! Playlists are rewritten per request so every nested URI carries the
+//! same token (module [`playlist`]). A rewritten playlist embeds one
+//! learner's token, so it is sent `private` (no shared cache may store it
+//! and hand it to someone else) and its `max-age` never outlives the
+//! token; segments, init segments and images are the same bytes for every
+//! learner and keep their `public, immutable` policy, which is what lets a
+//! CDN that checks the token itself (see `infra/cdn/README.md`) cache them
+//! under a key without the token.
+//!
+//! Only `assets/<uuid>/out/…` is servable: sources, upload scratch space
+//! and anything else in the bucket answer 404, as do keys that do not
+//! exist; keys that could not be object keys at all (`..`, `.`, empty
+//! segments, backslashes, NUL, absolute paths) answer 400 `invalid_path`.
+//!
+//! Segments, init segments and posters are served from memory when hot
+//! (module [`cache`], after the token check); playlists are always read
+//! from storage, since a growing one changes while its lecture encodes.
+
+pub mod assets;
+pub mod cache;
+pub mod encryption;
+pub mod http;
+pub mod playlist;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use lectern_identity::Identity;
+use lectern_storage::{ObjectMeta, StorageError, Store};
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use lectern_web::ApiError;
+use lectern_web::ApiPath;
+use lectern_web::ErrorCode;
+use lectern_web::{Access, ApiRouter};
+
+use cache::{CachedObject, Lookup, MediaCache};
+use encryption::AssetKey;
+use http::RangeRequest;
+use lectern_secrets::PlaybackKey;
+use token::{Claims, TokenError};
+
+/// Default lifetime of a playback token: a long lecture plus pauses.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
+/// How long a session's state is believed before it is read again.
+pub const DEFAULT_SESSION_RECHECK: Duration = Duration::from_secs(30);
+/// How long an asset's encryption state is believed on nodes other than
+/// the one that changed it.
+pub const DEFAULT_KEY_RECHECK: Duration = Duration::from_secs(5);
+/// Playlists are read whole to be rewritten; nothing legitimate is close.
+const MAX_PLAYLIST_BYTES: u64 = 8 * 1024 * 1024;
+/// Bound on remembered sessions, so a flood of distinct tokens cannot grow
+/// memory without limit (the cache is cleared when it is reached).
+const MAX_CACHED_SESSIONS: usize = 100_000;
+/// Bound on remembered asset encryption states (same reasoning; only
+/// assets a genuine token names get here).
+const MAX_CACHED_KEYS: usize = 100_000;
+
+/// Playback signing settings and keys; `DeliveryState.playback: Arc<origin::Playback>`.
+pub struct Playback {
+    /// The first signs; all verify. Empty only with an external database
+    /// and no `LECTERN_PLAYBACK_KEYS`: media then answers 503.
+    keys: Vec<PlaybackKey>,
+    pub token_ttl: Duration,
+    /// `https://cdn.example.org` when players should fetch through a CDN.
+    pub media_base_url: Option<String>,
+    /// Upper bound on how long a revoked session's tokens keep working.
+    pub session_recheck: Duration,
+    sessions: Mutex<HashMap<Uuid, (Instant, SessionState)>>,
+    /// Upper bound on how long another node serves an asset's previous
+    /// encryption state after `PUT …/encryption`.
+    pub key_recheck: Duration,
+    asset_keys: Mutex<HashMap<Uuid, (Instant, CachedKey)>>,
+    /// Hot immutable objects (segments, init segments, posters).
+    pub media_cache: Arc<MediaCache>,
+}
+
+/// An asset's encryption state as cached: `None` = served clear.
+type CachedKey = Option<Arc<AssetKey>>;
+
+#[derive(Debug, Clone, Copy)]
+enum SessionState {
+    /// Usable until this unix time unless revoked meanwhile.
+    Live {
+        until: i64,
+    },
+    Ended,
+}
+
+impl std::fmt::Debug for Playback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Playback")
+            .field("keys", &self.keys)
+            .field("token_ttl", &self.token_ttl)
+            .field("media_base_url", &self.media_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Playback {
+    /// Random signing key, defaults (used by DeliveryState::new and tests).
+    pub fn generate() -> Self {
+        Self::new(vec![PlaybackKey::generate("p1")], DEFAULT_TOKEN_TTL, None)
+    }
+
+    /// `keys` as [`token::parse_keys`] returns them (first signs); an
+    /// empty list leaves media unavailable (503) rather than unprotected.
+    pub fn new(
+        keys: Vec<PlaybackKey>,
+        token_ttl: Duration,
+        media_base_url: Option<String>,
+    ) -> Self {
+        Self {
+            keys,
+            token_ttl,
+            media_base_url: media_base_url.map(|u| u.trim_end_matches('/').to_string()),
+            session_recheck: DEFAULT_SESSION_RECHECK,
+            sessions: Mutex::new(HashMap::new()),
+            key_recheck: DEFAULT_KEY_RECHECK,
+            asset_keys: Mutex::new(HashMap::new()),
+            media_cache: Arc::new(MediaCache::default()),
+        }
+    }
+
+    /// The same signer with another object cache (`MediaCache::disabled()`
+    /// to read storage on every request).
+    pub fn with_media_cache(mut self, cache: MediaCache) -> Self {
+        self.media_cache = Arc::new(cache);
+        self
+    }
+
+    /// The asset's current HLS key (`None`: served clear), from the cache
+    /// when younger than `key_recheck`, so a segment costs no query. While
+    /// PostgreSQL cannot be read (a restart, a failover) the last state
+    /// read is used, however old: learners keep watching what they were
+    /// watching, and only assets this node never read answer 503.
+    pub async fn asset_key(
+        &self,
+        state: &DeliveryState,
+        asset: Uuid,
+    ) -> Result<Option<Arc<AssetKey>>, ApiError> {
+        let cached = self
+            .asset_keys
+            .lock()
+            .expect("key cache lock")
+            .get(&asset)
+            .map(|(at, k)| (at.elapsed() < self.key_recheck, k.clone()));
+        let last_known = match cached {
+            Some((true, k)) => return Ok(k),
+            Some((false, k)) => Some(k),
+            None => None,
+        };
+        let key = match encryption::load(state, asset).await {
+            Ok(key) => key.map(Arc::new),
+            Err(e) => match last_known {
+                Some(k) if e.status() == StatusCode::SERVICE_UNAVAILABLE => return Ok(k),
+                _ => return Err(e),
+            },
+        };
+        let mut cache = self.asset_keys.lock().expect("key cache lock");
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(asset, (Instant::now(), key.clone()));
+        Ok(key)
+    }
+
+    /// Drops the cached encryption state of `asset` (after a change here).
+    pub fn forget_key(&self, asset: Uuid) {
+        self.asset_keys
+            .lock()
+            .expect("key cache lock")
+            .remove(&asset);
+    }
+
+    pub fn has_keys(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// A token for `asset_id` valid for the configured TTL, or `None`
+    /// when no key is configured.
+    pub fn token(&self, asset_id: Uuid, session: Option<Uuid>) -> Option<String> {
+        let ttl = i64::try_from(self.token_ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        self.token_until(asset_id, token::now_unix().saturating_add(ttl), session)
+    }
+
+    /// A token for `asset_id` expiring at `expires` (unix seconds).
+    pub fn token_until(
+        &self,
+        asset_id: Uuid,
+        expires: i64,
+        session: Option<Uuid>,
+    ) -> Option<String> {
+        let key = self.keys.first()?;
+        Some(token::sign(
+            key,
+            &Claims {
+                asset: asset_id,
+                expires,
+                session,
+            },
+        ))
+    }
+
+    /// URL a player opens for an asset's master playlist, carrying a signed
+    /// token scoped to this asset, expiring after the configured TTL and,
+    /// when `session` is given, bound to that sign-in session.
+    /// `output_prefix` is e.g. "assets/<id>/out/attempt-2/" (the asset's
+    /// `output_prefix`, or `playable_prefix` while still encoding).
+    /// Relative ("/media/...") unless a public media base URL (the CDN
+    /// host) is configured.
+    pub fn master_url(&self, asset_id: Uuid, output_prefix: &str, session: Option<Uuid>) -> String {
+        let prefix = output_prefix.trim_matches('/');
+        let base = self.media_base_url.as_deref().unwrap_or("");
+        let master = lectern_master_playlist();
+        match self.token(asset_id, session) {
+            Some(t) => format!("{base}/media/{prefix}/{master}?token={t}"),
+            None => format!("{base}/media/{prefix}/{master}"),
+        }
+    }
+
+    pub fn verify(&self, token: &str, asset: Uuid) -> Result<Claims, TokenError> {
+        token::verify(&self.keys, token, asset, token::now_unix())
+    }
+
+    /// Whether `session` may still play, from the cache when the answer
+    /// is younger than `session_recheck`. While PostgreSQL cannot be read
+    /// the last answer stands (nobody can revoke a session then either);
+    /// a session never seen is refused with 503.
+    async fn session_alive(
+        &self,
+        db: &sqlx::PgPool,
+        session: Uuid,
+        now: i64,
+    ) -> Result<bool, ApiError> {
+        let cached = self
+            .sessions
+            .lock()
+            .expect("session cache lock")
+            .get(&session)
+            .map(|(at, s)| (at.elapsed() < self.session_recheck, *s));
+        let state = match cached {
+            Some((true, s)) => s,
+            last_known => {
+                let row: Option<(chrono::DateTime<chrono::Utc>, bool)> = match sqlx::query_as(
+                    "SELECT expires_at, revoked_at IS NOT NULL FROM sessions WHERE id = $1",
+                )
+                .bind(session)
+                .fetch_optional(db)
+                .await
+                {
+                    Ok(row) => row,
+                    Err(e) => {
+                        tracing::warn!(%session, error = %e, "cannot read the playback session");
+                        return match last_known {
+                            Some((_, s)) => {
+                                Ok(matches!(s, SessionState::Live { until } if now < until))
+                            }
+                            None => Err(ApiError::new(
+                                ErrorCode::DatabaseUnavailable,
+                                "the playback session cannot be checked right now; retry shortly",
+                            )),
+                        };
+                    }
+                };
+                let state = match row {
+                    Some((expires, false)) => SessionState::Live {
+                        until: expires.timestamp(),
+                    },
+                    _ => SessionState::Ended,
+                };
+                let mut cache = self.sessions.lock().expect("session cache lock");
+                if cache.len() >= MAX_CACHED_SESSIONS {
+                    cache.clear();
+                }
+                cache.insert(session, (Instant::now(), state));
+                state
+            }
+        };
+        Ok(matches!(state, SessionState::Live { until } if now < until))
+    }
+}
+
+fn lectern_master_playlist() -> &'static str {
+    // The packager's name for it; kept here as a literal so the API does
+    // not depend on the packager crate for one constant.
+    "master.m3u8"
+}
+
+/// Delivery's state: where objects are, how tokens are signed, and the
+/// identity handle that opens sealed asset keys.
+#[derive(Clone)]
+pub struct DeliveryState {
+    pub db: PgPool,
+    pub store: Arc<dyn Store>,
+    pub playback: Arc<Playback>,
+    pub identity: Identity,
+}
+
+/// The media routes, whose only credential is a playback token in the URL
+/// (`/media/…`, the CDN's `/media-auth`, the key route). All are `Public`
+/// to the matrix: the handlers check the token. The `api` crate mounts
+/// them outside the identity middleware: no caller lookup per segment, and
+/// no audit row per refused token (a 403 on a GET changes nothing, and a
+/// flood of forged tokens must neither grow the audit log nor queue on
+/// its lock).
+pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
+    api.route(Method::GET, "/media/{*key}", Access::Public, media)
+        .route(Method::HEAD, "/media/{*key}", Access::Public, media)
+        .route(Method::OPTIONS, "/media/{*key}", Access::Public, preflight)
+        .route(Method::GET, "/media-auth", Access::Public, media_auth)
+        .route(
+            Method::GET,
+            "/media-key/{asset_id}/{key_id}",
+            Access::Public,
+            encryption::key,
+        )
+}
+
+/// Delivery's API routes for signed-in callers: assets as partners and
+/// operators read them, and turning encryption on or off.
+pub fn routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
+    encryption::routes(assets::routes(api))
+}
+
+/// CORS for players served from another origin (the learner site, a
+/// mini-program web view): media is public bytes gated by a URL token, so
+/// any origin may read it, and players need Content-Range to seek.
+fn cors(headers: &mut HeaderMap) {
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Content-Range, Content-Length, Accept-Ranges, ETag"),
+    );
+}
+
+fn with_cors(mut response: Response) -> Response {
+    cors(response.headers_mut());
+    response
+}
+
+async fn preflight() -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    cors(h);
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, If-Range"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    response
+}
+
+/// A servable `/media` path: the asset, the object it names and, on an
+/// encrypted asset's path (`assets/<uuid>/aes-<kid>/out/<rest>`), the key
+/// id it was asked under.
+#[derive(Debug, PartialEq, Eq)]
+struct MediaPath {
+    asset: Uuid,
+    /// `assets/<uuid>/out/<rest>`, the object key in storage.
+    object: String,
+    key_id: Option<String>,
+}
+
+/// The asset a servable key belongs to: `assets/<uuid>/out/<rest>` with the
+/// id in its canonical (lower-case, hyphenated) form, as the pipeline
+/// writes it, or `assets/<uuid>/aes-<kid>/out/<rest>` for the same object
+/// served encrypted. Keys that could not be object keys at all are 400.
+fn servable(key: &str) -> Result<MediaPath, ApiError> {
+    if let Err(e) = lectern_storage::validate_key(key) {
+        let reason = match e {
+            StorageError::InvalidKey { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        return Err(ApiError::new(
+            ErrorCode::InvalidPath,
+            format!("not a media path: {reason}"),
+        ));
+    }
+    let not_found = || ApiError::not_found(format!("no media at /media/{key}"));
+    let mut parts = key.splitn(4, '/');
+    let (id, key_id, rest) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("assets"), Some(id), Some("out"), Some(rest)) => (id, None, rest),
+        (Some("assets"), Some(id), Some(marker), Some(rest)) => {
+            match (marker.strip_prefix("aes-"), rest.strip_prefix("out/")) {
+                (Some(kid), Some(rest)) if !kid.is_empty() => (id, Some(kid), rest),
+                _ => return Err(not_found()),
+            }
+        }
+        _ => return Err(not_found()),
+    };
+    if rest.is_empty() {
+        return Err(not_found());
+    }
+    let asset = Uuid::parse_str(id).map_err(|_| not_found())?;
+    if asset.hyphenated().to_string() != id {
+        return Err(not_found());
+    }
+    Ok(MediaPath {
+        asset,
+        object: match key_id {
+            None => key.to_string(),
+            Some(_) => format!("assets/{id}/out/{rest}"),
+        },
+        key_id: key_id.map(str::to_string),
+    })
+}
+
+/// Only the asset (tests).
+#[cfg(test)]
+fn servable_asset(key: &str) -> Result<Uuid, ApiError> {
+    servable(key).map(|p| p.asset)
+}
+
+fn query_token(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|t| !t.is_empty())
+}
+
+/// The token check shared by the origin and the CDN's auth subrequest.
+async fn authorize(
+    state: &DeliveryState,
+    token: Option<&str>,
+    asset: Uuid,
+) -> Result<Claims, ApiError> {
+    let playback = &state.playback;
+    if !playback.has_keys() {
+        return Err(ApiError::not_configured(lectern_secrets::PLAYBACK_KEYS_VAR));
+    }
+    let Some(token) = token else {
+        return Err(ApiError::new(
+            ErrorCode::MissingToken,
+            "media needs a playback token: use the playback URL the API gave you, \
+             which carries ?token=…",
+        ));
+    };
+    let claims = playback.verify(token, asset).map_err(|e| match e {
+        TokenError::Invalid => ApiError::new(
+            ErrorCode::InvalidToken,
+            "the playback token is not valid (altered, truncated or signed with a retired key); \
+             fetch a new playback URL",
+        ),
+        TokenError::WrongAsset => ApiError::new(
+            ErrorCode::WrongAsset,
+            "this playback token was issued for another video",
+        ),
+        TokenError::Expired => ApiError::new(
+            ErrorCode::ExpiredToken,
+            "the playback token has expired; fetch a new playback URL",
+        ),
+    })?;
+    if let Some(session) = claims.session {
+        if !playback
+            .session_alive(&state.db, session, token::now_unix())
+            .await?
+        {
+            return Err(ApiError::new(
+                ErrorCode::SessionEnded,
+                "the sign-in this playback token belongs to has ended; sign in again",
+            ));
+        }
+    }
+    Ok(claims)
+}
+
+async fn media(
+    State(state): State<DeliveryState>,
+    method: Method,
+    headers: HeaderMap,
+    ApiPath(key): ApiPath<String>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let result = async {
+        let path = servable(&key)?;
+        let token = query_token(query.as_deref());
+        let claims = authorize(&state, token, path.asset).await?;
+        let token = token.unwrap_or_default();
+        let object = path.object.as_str();
+        let playlist = object.ends_with(".m3u8");
+        let asset_key = state.playback.asset_key(&state, path.asset).await?;
+        match (asset_key, path.key_id) {
+            (None, None) => {
+                if playlist {
+                    serve_playlist(&state, &method, &headers, object, token, &claims, None).await
+                } else {
+                    serve_object(&state, &method, &headers, object).await
+                }
+            }
+            // The plain path of an encrypted asset: its playlists send the
+            // player to the key-marked path; its media segments are not
+            // served clear (a CDN would keep them).
+            (Some(k), None) => {
+                if playlist {
+                    let base = encrypted_dir(path.asset, &k.id, object);
+                    let e = (&*k, Some(base.as_str()));
+                    serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
+                } else if encryption::is_encrypted_media(object) {
+                    Err(ApiError::new(
+                        ErrorCode::EncryptedPath,
+                        format!(
+                            "this video is encrypted: its segments are served under \
+                             /media/assets/{}/{}/out/…; follow the master playlist",
+                            path.asset,
+                            encryption::marker(&k.id)
+                        ),
+                    ))
+                } else {
+                    serve_object(&state, &method, &headers, object).await
+                }
+            }
+            (Some(k), Some(kid)) if k.id == kid => {
+                if playlist {
+                    let e = (&*k, None);
+                    serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
+                } else if encryption::is_encrypted_media(object) {
+                    serve_encrypted(&state, &method, &headers, object, &k).await
+                } else {
+                    serve_object(&state, &method, &headers, object).await
+                }
+            }
+            (_, Some(_)) => Err(ApiError::new(
+                ErrorCode::StaleMediaPath,
+                "this encrypted path is no longer current (encryption was turned off or its key \
+                 replaced); reload the playback URL",
+            )),
+        }
+    }
+    .await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    // The origin's own record of what it served; tests/cdn.rs counts these.
+    tracing::debug!(%key, status = response.status().as_u16(), "media served");
+    with_cors(response)
+}
+
+/// For a CDN or proxy in front of the origin (nginx `auth_request`): the
+/// same checks as `/media`, on the URI named by `X-Original-URI`, without
+/// touching storage. 204 when the token grants that URI.
+async fn media_auth(State(state): State<DeliveryState>, headers: HeaderMap) -> Response {
+    let result = async {
+        let original = headers
+            .get("x-original-uri")
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::MissingOriginalUri,
+                    "send the URI to authorise in X-Original-URI (e.g. nginx \
+                     `proxy_set_header X-Original-URI $request_uri`)",
+                )
+            })?;
+        let (path, query) = match original.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (original, None),
+        };
+        let key = path
+            .strip_prefix("/media/")
+            .and_then(percent_decode)
+            .ok_or_else(|| ApiError::not_found(format!("{path} is not a media path")))?;
+        let asset = servable(&key)?.asset;
+        authorize(&state, query_token(query), asset).await?;
+        Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
+    }
+    .await;
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    tracing::debug!(status = response.status().as_u16(), "media token checked");
+    response
+}
+
+/// `%XX` decoding of a URI path, as the router does for `/media` itself;
+/// `None` for bad escapes or bytes that are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn storage_error(key: &str, e: StorageError) -> ApiError {
+    match e {
+        StorageError::NotFound { .. } => ApiError::not_found(format!("no media at /media/{key}")),
+        StorageError::InvalidKey { reason, .. } => ApiError::new(
+            ErrorCode::InvalidPath,
+            format!("not a media path: {reason}"),
+        ),
+        StorageError::RangeNotSatisfiable { size } => ApiError::new(
+            ErrorCode::RangeNotSatisfiable,
+            format!("the requested range is outside the object, which is {size} bytes"),
+        ),
+        other => {
+            tracing::warn!(%key, error = %other, "media storage read failed");
+            ApiError::new(
+                ErrorCode::StorageUnavailable,
+                "object storage did not answer; retry shortly",
+            )
+        }
+    }
+}
+
+fn unsatisfiable(size: u64) -> Response {
+    let mut response = ApiError::new(
+        ErrorCode::RangeNotSatisfiable,
+        format!("the requested range is outside the object, which is {size} bytes"),
+    )
+    .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+    );
+    response
+}
+
+fn header_value(s: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(s).ok()
+}
+
+/// Validators, type and cache policy of a stored object; the stored values
+/// win (the packager chose them), extension defaults fill gaps.
+fn object_headers(h: &mut HeaderMap, key: &str, meta: &ObjectMeta) {
+    let content_type = meta
+        .content_type
+        .as_deref()
+        .filter(|t| !t.is_empty() && *t != "binary/octet-stream")
+        .unwrap_or_else(|| http::content_type_for(key));
+    let cache_control = meta
+        .cache_control
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| http::cache_control_for(key));
+    if let Some(v) = header_value(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Some(v) = header_value(cache_control) {
+        h.insert(header::CACHE_CONTROL, v);
+    }
+    validators(h, &meta.etag, meta.last_modified);
+}
+
+fn validators(h: &mut HeaderMap, etag: &str, last_modified: chrono::DateTime<chrono::Utc>) {
+    if !etag.is_empty() {
+        if let Some(v) = header_value(&http::quoted(etag)) {
+            h.insert(header::ETAG, v);
+        }
+    }
+    if let Some(v) = header_value(&http::http_date(last_modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+}
+
+/// What the object's metadata alone answers, before any body moves: 304
+/// for a matching conditional request, or the whole answer to a HEAD.
+/// A failed `If-Range` turns `range` into the whole object.
+fn answer_from_meta(
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    meta: &ObjectMeta,
+    range: &mut RangeRequest,
+) -> Option<Response> {
+    if http::not_modified(headers, &meta.etag, meta.last_modified) {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        object_headers(response.headers_mut(), key, meta);
+        response.headers_mut().remove(header::CONTENT_TYPE);
+        return Some(response);
+    }
+    if !http::if_range_holds(headers, &meta.etag, meta.last_modified) {
+        *range = RangeRequest::Whole;
+    }
+    if method != Method::HEAD {
+        return None;
+    }
+    let span = match *range {
+        RangeRequest::Whole => None,
+        RangeRequest::One(r) => match r.resolve(meta.size) {
+            Ok(span) => Some(span),
+            Err(_) => return Some(unsatisfiable(meta.size)),
+        },
+    };
+    Some(object_response(key, meta, span, Body::empty()))
+}
+async fn serve_object(
+    state: &DeliveryState,
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+) -> Result<Response, ApiError> {
+    let store = &state.store;
+    let cache = &state.playback.media_cache;
+    let mut range = http::range(headers);
+    if let Some(hit) = cache.get(key) {
+        return Ok(answer_from_memory(method, headers, key, &hit, range));
+    }
+    // Metadata first only when it decides the answer before any body
+    // moves: HEAD, a conditional request (304 without a body transfer on
+    // S3), or If-Range. A plain GET is one storage round trip.
+    let needs_meta = method == Method::HEAD
+        || http::is_conditional(headers)
+        || headers.contains_key(header::IF_RANGE);
+    if needs_meta {
+        let meta = store.head(key).await.map_err(|e| storage_error(key, e))?;
+        if let Some(answer) = answer_from_meta(method, headers, key, &meta, &mut range) {
+            return Ok(answer);
+        }
+    }
+    let requested = match range {
+        RangeRequest::Whole => None,
+        RangeRequest::One(r) => Some(r),
+    };
+    // A whole GET may fill the cache on its way through.
+    let filler = match requested {
+        None => match cache.lookup(key) {
+            Lookup::Hit(hit) => return Ok(answer_from_memory(method, headers, key, &hit, range)),
+            Lookup::Fill(filler) => Some(filler),
+            Lookup::Bypass => None,
+        },
+        Some(_) => None,
+    };
+    let object = match store.get(key, requested).await {
+        Ok(o) => o,
+        Err(StorageError::RangeNotSatisfiable { size }) => return Ok(unsatisfiable(size)),
+        Err(e) => return Err(storage_error(key, e)),
+    };
+    let span = requested.map(|_| object.range.clone());
+    let mut response = object_response(key, &object.meta, span, Body::empty());
+    let body = match filler {
+        // A whole answer: its headers are the held object's.
+        Some(filler) => {
+            let headers = Arc::new(response.headers().clone());
+            filler.tee(Arc::new(object.meta), headers, object.body)
+        }
+        None => object.body,
+    };
+    *response.body_mut() = Body::from_stream(body);
+    Ok(response)
+}
+
+/// The answer to any request for an object held whole in memory.
+fn answer_from_memory(
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    object: &CachedObject,
+    mut range: RangeRequest,
+) -> Response {
+    let meta = &*object.meta;
+    if let Some(answer) = answer_from_meta(method, headers, key, meta, &mut range) {
+        return answer;
+    }
+    match range {
+        RangeRequest::Whole => {
+            let mut response = Response::new(Body::from(object.body.clone()));
+            *response.headers_mut() = HeaderMap::clone(&object.headers);
+            response
+        }
+        RangeRequest::One(r) => match r.resolve(meta.size) {
+            Ok(span) => {
+                let body = object.body.slice(span.start as usize..span.end as usize);
+                object_response(key, meta, Some(span), Body::from(body))
+            }
+            Err(_) => unsatisfiable(meta.size),
+        },
+    }
+}
+
+fn object_response(
+    key: &str,
+    meta: &ObjectMeta,
+    span: Option<std::ops::Range<u64>>,
+    body: Body,
+) -> Response {
+    let mut response = Response::new(body);
+    let h = response.headers_mut();
+    object_headers(h, key, meta);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let length = match &span {
+        Some(span) => {
+            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let value = format!("bytes {}-{}/{}", span.start, span.end - 1, meta.size);
+            response.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&value).expect("ascii"),
+            );
+            span.end - span.start
+        }
+        None => meta.size,
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    response
+}
+
+/// `/media/assets/<id>/aes-<kid>/out/<dir of object>/`, root-relative.
+fn encrypted_dir(asset: Uuid, kid: &str, object: &str) -> String {
+    let rest = object
+        .strip_prefix(&format!("assets/{asset}/out/"))
+        .unwrap_or_default();
+    let dir = rest.rfind('/').map_or("", |i| &rest[..=i]);
+    format!(
+        "/media/assets/{asset}/{}/out/{dir}",
+        encryption::marker(kid)
+    )
+}
+
+/// A media segment of an encrypted asset: read whole (segments are a few
+/// MB at most), encrypted, then answered like any object, with lengths,
+/// ranges and validators of the encrypted bytes.
+async fn serve_encrypted(
+    state: &DeliveryState,
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    asset_key: &Arc<AssetKey>,
+) -> Result<Response, ApiError> {
+    let mut range = http::range(headers);
+    if method == Method::HEAD
+        || http::is_conditional(headers)
+        || headers.contains_key(header::IF_RANGE)
+    {
+        let clear = state
+            .store
+            .head(key)
+            .await
+            .map_err(|e| storage_error(key, e))?;
+        let meta = encrypted_meta(&clear, &asset_key.id);
+        if let Some(answer) = answer_from_meta(method, headers, key, &meta, &mut range) {
+            return Ok(answer);
+        }
+    }
+    // The clear bytes come from memory when hot; encryption is redone
+    // per request (the cache holds what storage holds, nothing derived).
+    let filler = match state.playback.media_cache.lookup(key) {
+        Lookup::Hit(hit) => {
+            return encrypt_and_answer(key, &hit.meta, hit.body, range, asset_key).await
+        }
+        Lookup::Fill(filler) => Some(filler),
+        Lookup::Bypass => None,
+    };
+    let object = state
+        .store
+        .get(key, None)
+        .await
+        .map_err(|e| storage_error(key, e))?;
+    if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
+        return Err(ApiError::internal(format!(
+            "segment {key} is {} bytes, too large to encrypt on the fly",
+            object.meta.size
+        )));
+    }
+    let meta = object.meta.clone();
+    let clear = object.bytes().await.map_err(|e| storage_error(key, e))?;
+    if let Some(filler) = filler {
+        // Too large to hold: `keep` leaves it.
+        let headers = object_response(key, &meta, None, Body::empty());
+        filler.keep(CachedObject {
+            meta: Arc::new(meta.clone()),
+            body: clear.clone(),
+            headers: Arc::new(headers.headers().clone()),
+        });
+    }
+    encrypt_and_answer(key, &meta, clear, range, asset_key).await
+}
+
+/// The encrypted object's metadata: its length, and never the clear
+/// object's tag (a client or cache holding the clear bytes must not be
+/// told they are current).
+fn encrypted_meta(clear: &ObjectMeta, kid: &str) -> ObjectMeta {
+    ObjectMeta {
+        size: encryption::encrypted_len(clear.size),
+        etag: format!("{}.{}", clear.etag, encryption::marker(kid)),
+        ..clear.clone()
+    }
+}
+
+/// The encrypted answer for a segment whose clear bytes are in hand.
+async fn encrypt_and_answer(
+    key: &str,
+    clear_meta: &ObjectMeta,
+    clear: axum::body::Bytes,
+    range: RangeRequest,
+    asset_key: &Arc<AssetKey>,
+) -> Result<Response, ApiError> {
+    let meta = encrypted_meta(clear_meta, &asset_key.id);
+    let (k, object_key) = (asset_key.clone(), key.to_string());
+    // AES-CBC is serial: a multi-MB segment is milliseconds of CPU, kept
+    // off the async workers.
+    let body = tokio::task::spawn_blocking(move || k.encrypt(&object_key, &clear))
+        .await
+        .map_err(ApiError::internal)?;
+    let body = axum::body::Bytes::from(body);
+    let (span, body) = match range {
+        RangeRequest::Whole => (None, body),
+        RangeRequest::One(r) => match r.resolve(meta.size) {
+            Ok(span) => {
+                let slice = body.slice(span.start as usize..span.end as usize);
+                (Some(span), slice)
+            }
+            Err(_) => return Ok(unsatisfiable(meta.size)),
+        },
+    };
+    Ok(object_response(key, &meta, span, Body::from(body)))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_playlist(
+    state: &DeliveryState,
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    token: &str,
+    claims: &Claims,
+    encrypt: Option<(&AssetKey, Option<&str>)>,
+) -> Result<Response, ApiError> {
+    let object = state
+        .store
+        .get(key, None)
+        .await
+        .map_err(|e| storage_error(key, e))?;
+    if object.meta.size > MAX_PLAYLIST_BYTES {
+        return Err(ApiError::internal(format!(
+            "playlist {key} is {} bytes, more than a playlist can be",
+            object.meta.size
+        )));
+    }
+    let meta = object.meta.clone();
+    let bytes = object.bytes().await.map_err(|e| storage_error(key, e))?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::internal(format!("playlist {key} is not UTF-8")))?;
+    let kind = playlist::kind(text);
+    let key_uri;
+    let dir = key.rfind('/').map_or("", |i| &key[..=i]);
+    let encrypt = match encrypt {
+        Some((asset_key, base)) => {
+            key_uri = encryption::key_uri(claims.asset, &asset_key.id);
+            Some(playlist::Encrypt {
+                key: asset_key,
+                key_uri: &key_uri,
+                dir,
+                base,
+            })
+        }
+        None => None,
+    };
+    let body = playlist::rewrite_encrypted(text, token, encrypt.as_ref());
+
+    // The rewritten bytes depend on the token (and on the key and path of
+    // an encrypted asset), so the validator does too: a client holding
+    // another copy must not be told it is current.
+    let mut tag = Sha256::new().chain_update(token.as_bytes());
+    if let Some(e) = &encrypt {
+        tag.update(b"\0");
+        tag.update(e.key.id.as_bytes());
+        tag.update(b"\0");
+        tag.update(e.base.unwrap_or_default().as_bytes());
+    }
+    let token_tag = &hex::encode(tag.finalize())[..16];
+    let etag = format!("{}-{token_tag}", meta.etag);
+    let remaining = u64::try_from(claims.expires - token::now_unix()).unwrap_or(0);
+    let stored = meta
+        .cache_control
+        .as_deref()
+        .and_then(http::max_age)
+        .unwrap_or(300);
+    let max_age = match kind {
+        playlist::Kind::Growing => 1,
+        _ => stored.min(remaining),
+    };
+    let mut response = if http::not_modified(headers, &etag, meta.last_modified) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let length = body.len();
+        let mut response = if method == Method::HEAD {
+            Response::new(Body::empty())
+        } else {
+            Response::new(Body::from(body))
+        };
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/vnd.apple.mpegurl"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        response
+    };
+    let h = response.headers_mut();
+    validators(h, &etag, meta.last_modified);
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_str(&format!("private, max-age={max_age}")).expect("ascii"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_rendition_keys_of_an_asset_are_servable() {
+        let id = Uuid::new_v4();
+        assert_eq!(
+            servable_asset(&format!("assets/{id}/out/attempt-1/seg_00001.m4s")).unwrap(),
+            id
+        );
+        for key in [
+            format!("assets/{id}/source"),
+            format!("assets/{id}/out"),
+            format!("assets/{}/out/x.m4s", id.to_string().to_uppercase()),
+            format!("assets/{}/out/x.m4s", id.simple()),
+            "uploads/x".to_string(),
+            "assets/not-a-uuid/out/x".to_string(),
+        ] {
+            assert_eq!(
+                servable_asset(&key).unwrap_err().status(),
+                StatusCode::NOT_FOUND,
+                "{key}"
+            );
+        }
+        for key in [
+            format!("assets/{id}/out/../source"),
+            format!("assets/{id}/out//x"),
+            "/etc/passwd".to_string(),
+            format!("assets/{id}/out/a\\b"),
+            format!("assets/{id}/out/a\0b"),
+        ] {
+            assert_eq!(
+                servable_asset(&key).unwrap_err().status(),
+                StatusCode::BAD_REQUEST,
+                "{key:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn master_urls_are_relative_unless_a_cdn_is_configured() {
+        let asset = Uuid::new_v4();
+        let p = Playback::generate();
+        let url = p.master_url(asset, &format!("assets/{asset}/out/attempt-2/"), None);
+        assert!(
+            url.starts_with(&format!(
+                "/media/assets/{asset}/out/attempt-2/master.m3u8?token="
+            )),
+            "{url}"
+        );
+        let token = url.split_once("?token=").unwrap().1;
+        assert!(p.verify(token, asset).is_ok());
+        let cdn = Playback::new(
+            vec![PlaybackKey::generate("k")],
+            DEFAULT_TOKEN_TTL,
+            Some("https://cdn.example.org/".into()),
+        );
+        assert!(cdn
+            .master_url(asset, &format!("assets/{asset}/out/attempt-1"), None)
+            .starts_with(&format!(
+                "https://cdn.example.org/media/assets/{asset}/out/attempt-1/master.m3u8?token="
+            )));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2e%2E/b").as_deref(), Some("a../b"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+    }
+}

@@ -1,0 +1,258 @@
+//! On-the-fly playlist rewriting: every URI a player will follow from a
+//! playlist (segment and variant lines, `URI="…"` attributes of EXT-X-MAP,
+//! EXT-X-MEDIA, EXT-X-KEY, EXT-X-I-FRAME-STREAM-INF…) gets the learner's
+//! token appended, so segments are fetched with the same credential the
+//! playlist was. Text-level rather than through a full parser: the output
+//! must stay byte-for-byte what the packager wrote apart from the added
+//! query, and unknown tags must pass through untouched.
+
+use super::encryption::AssetKey;
+
+/// What kind of playlist this is, for its caching policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Lists variants (`#EXT-X-STREAM-INF`).
+    Master,
+    /// A media playlist with `#EXT-X-ENDLIST`: will not change.
+    Vod,
+    /// A media playlist still growing (an EVENT playlist during encoding).
+    Growing,
+}
+
+pub fn kind(text: &str) -> Kind {
+    let tag = |t: &str| text.lines().any(|l| l.trim_start().starts_with(t));
+    if tag("#EXT-X-STREAM-INF") {
+        Kind::Master
+    } else if tag("#EXT-X-ENDLIST") {
+        Kind::Vod
+    } else {
+        Kind::Growing
+    }
+}
+
+/// Appends `token=<token>` to every relative URI in `text`. Absolute URIs
+/// (with a scheme, or protocol-relative) point elsewhere and are left
+/// alone: the token must never leak to another host. `token` is URL-safe
+/// by construction, so it needs no escaping.
+pub fn rewrite(text: &str, token: &str) -> String {
+    rewrite_encrypted(text, token, None)
+}
+
+/// How the playlist of an encrypted asset is rewritten (see
+/// `origin::encryption`).
+pub struct Encrypt<'a> {
+    pub key: &'a AssetKey,
+    /// The key's URI without the token (the token is added like elsewhere).
+    pub key_uri: &'a str,
+    /// Object key of the directory holding this playlist, ending in `/`:
+    /// segment URIs resolve against it to the object keys the IVs derive from.
+    pub dir: &'a str,
+    /// Set when the playlist was requested on the plain path: relative URIs
+    /// are prefixed with this root-relative, key-marked directory so the
+    /// player fetches everything below it from the encrypted path.
+    pub base: Option<&'a str>,
+}
+
+/// [`rewrite`], and for an encrypted asset one `#EXT-X-KEY` per media
+/// segment, placed before the segment's `#EXTINF` and so after any
+/// `#EXT-X-MAP` (init segments stay clear: a key tag before a map tag
+/// would declare the init segment encrypted, RFC 8216 §4.3.2.5). A map
+/// that follows an encrypted segment gets `METHOD=NONE` before it, as do
+/// segments the origin does not encrypt.
+pub fn rewrite_encrypted(text: &str, token: &str, encrypt: Option<&Encrypt<'_>>) -> String {
+    let base = encrypt.and_then(|e| e.base);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let mut out = String::with_capacity(text.len() + 64 * token.len().min(256));
+    let mut key_active = false;
+    for (i, line) in lines.iter().enumerate() {
+        let (body, ending) = split_ending(line);
+        let trimmed = body.trim();
+        if trimmed.is_empty() {
+            out.push_str(line);
+        } else if trimmed.starts_with('#') {
+            if let Some(e) = encrypt {
+                if trimmed.starts_with("#EXT-X-MAP") && key_active {
+                    out.push_str("#EXT-X-KEY:METHOD=NONE");
+                    out.push_str(ending);
+                    key_active = false;
+                } else if trimmed.starts_with("#EXTINF") {
+                    let segment = lines[i + 1..]
+                        .iter()
+                        .map(|l| l.trim())
+                        .find(|l| !l.is_empty() && !l.starts_with('#'))
+                        .and_then(|uri| resolve(e.dir, uri))
+                        .filter(|key| crate::encryption::is_encrypted_media(key));
+                    match segment {
+                        Some(object_key) => {
+                            out.push_str("#EXT-X-KEY:METHOD=AES-128,URI=\"");
+                            out.push_str(&with_token(e.key_uri, token, None));
+                            out.push_str("\",IV=0x");
+                            out.push_str(&hex::encode(e.key.iv(&object_key)));
+                            out.push_str(ending);
+                            key_active = true;
+                        }
+                        None if key_active => {
+                            out.push_str("#EXT-X-KEY:METHOD=NONE");
+                            out.push_str(ending);
+                            key_active = false;
+                        }
+                        None => {}
+                    }
+                }
+            }
+            rewrite_attributes(body, token, base, &mut out);
+            out.push_str(ending);
+        } else {
+            out.push_str(&with_token(body, token, base));
+            out.push_str(ending);
+        }
+    }
+    out
+}
+
+/// The object key a relative URI in a playlist stored under `dir` names;
+/// `None` for absolute or root-relative URIs and paths leaving the root.
+fn resolve(dir: &str, uri: &str) -> Option<String> {
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    if path.is_empty() || path.starts_with('/') || is_absolute(path) {
+        return None;
+    }
+    let mut parts: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+    for segment in path.split('/') {
+        match segment {
+            "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            "" => return None,
+            s => parts.push(s),
+        }
+    }
+    Some(parts.join("/"))
+}
+
+fn split_ending(line: &str) -> (&str, &str) {
+    let body = line.trim_end_matches(['\r', '\n']);
+    (body, &line[body.len()..])
+}
+
+/// Rewrites every `URI="…"` attribute in a tag line.
+fn rewrite_attributes(line: &str, token: &str, base: Option<&str>, out: &mut String) {
+    let mut rest = line;
+    while let Some(at) = find_uri_attribute(rest) {
+        let value_start = at + "URI=\"".len();
+        let Some(len) = rest[value_start..].find('"') else {
+            break;
+        };
+        out.push_str(&rest[..value_start]);
+        out.push_str(&with_token(
+            &rest[value_start..value_start + len],
+            token,
+            base,
+        ));
+        rest = &rest[value_start + len..];
+    }
+    out.push_str(rest);
+}
+
+/// The offset of the next `URI="` that starts an attribute (after `:` or
+/// `,`), so attributes merely ending in URI are not mistaken for it.
+fn find_uri_attribute(s: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = s[from..].find("URI=\"") {
+        let at = from + i;
+        if at > 0 && matches!(s.as_bytes()[at - 1], b':' | b',') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// `uri` with the token; relative URIs (not root-relative ones) get
+/// `base` in front when one is given.
+fn with_token(uri: &str, token: &str, base: Option<&str>) -> String {
+    let uri = uri.trim();
+    if is_absolute(uri) || uri.is_empty() {
+        return uri.to_string();
+    }
+    let based;
+    let uri = match base {
+        Some(base) if !uri.starts_with('/') => {
+            based = format!("{base}{uri}");
+            based.as_str()
+        }
+        _ => uri,
+    };
+    let (path, fragment) = match uri.find('#') {
+        Some(i) => (&uri[..i], &uri[i..]),
+        None => (uri, ""),
+    };
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}token={token}{fragment}")
+}
+
+fn is_absolute(uri: &str) -> bool {
+    if uri.starts_with("//") {
+        return true;
+    }
+    // A scheme is letters, digits, `+`, `-`, `.` before the first `:`,
+    // which must come before any `/` or `?`.
+    match uri.find(':') {
+        Some(colon) => {
+            let scheme = &uri[..colon];
+            !scheme.is_empty()
+                && scheme.as_bytes()[0].is_ascii_alphabetic()
+                && scheme
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER: &str = "#EXTM3U\n#EXT-X-VERSION:7\n\
+        #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"aac\",NAME=\"audio\",DEFAULT=YES,URI=\"audio/index.m3u8\"\n\
+        #EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.64001f,mp4a.40.2\",AUDIO=\"aac\"\n\
+        720p/index.m3u8\n\
+        #EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI=\"720p/iframes.m3u8\"\n";
+
+    const MEDIA: &str = "#EXTM3U\r\n#EXT-X-TARGETDURATION:4\r\n#EXT-X-MAP:URI=\"init.mp4\"\r\n\
+        #EXT-X-KEY:METHOD=AES-128,URI=\"key?v=2\",IV=0x1\r\n\
+        #EXTINF:4.0,\r\nseg_00000.m4s\r\n#EXTINF:4.0,\r\nhttps://elsewhere.example/seg.m4s\r\n\
+        #EXT-X-ENDLIST\r\n";
+
+    #[test]
+    fn every_relative_uri_carries_the_token() {
+        let out = rewrite(MASTER, "T");
+        assert!(out.contains("URI=\"audio/index.m3u8?token=T\""), "{out}");
+        assert!(out.contains("\n720p/index.m3u8?token=T\n"), "{out}");
+        assert!(out.contains("URI=\"720p/iframes.m3u8?token=T\""), "{out}");
+        assert!(out.contains("GROUP-ID=\"aac\""), "{out}");
+        assert_eq!(kind(MASTER), Kind::Master);
+
+        let out = rewrite(MEDIA, "T");
+        assert!(
+            out.contains("#EXT-X-MAP:URI=\"init.mp4?token=T\"\r\n"),
+            "{out}"
+        );
+        assert!(out.contains("URI=\"key?v=2&token=T\",IV=0x1"), "{out}");
+        assert!(out.contains("\r\nseg_00000.m4s?token=T\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nhttps://elsewhere.example/seg.m4s\r\n"),
+            "the token must not leak to another host: {out}"
+        );
+        assert_eq!(kind(MEDIA), Kind::Vod);
+        assert_eq!(kind("#EXTM3U\n#EXTINF:4,\na.m4s\n"), Kind::Growing);
+    }
+
+    #[test]
+    fn tags_and_blank_lines_pass_through() {
+        let text = "#EXTM3U\n\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-SESSION-DATA:DATA-ID=\"x\",XURI=\"no\"\n";
+        assert_eq!(rewrite(text, "T"), text);
+    }
+}

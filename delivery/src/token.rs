@@ -1,0 +1,249 @@
+//! Signed playback tokens: HMAC-SHA256 over (key id, asset id, expiry,
+//! optional sign-in session), carried in media URLs as `?token=`.
+//!
+//! A token is five `.`-separated fields, every one URL-safe so it needs no
+//! escaping in a query string or a playlist line:
+//!
+//! ```text
+//! <kid>.<asset, base64url>.<expiry, unix seconds>.<session, base64url or empty>.<mac, base64url>
+//! ```
+//!
+//! The MAC covers a length-framed binary message (not the text), so two
+//! different field tuples can never produce the same signed bytes. The key
+//! id names which verification key to use, so keys rotate without breaking
+//! players mid-lecture: the first configured key signs, all of them verify.
+//! The asset id travels in the token (not only in the path) so a token used
+//! on another asset's objects is reported as such rather than as a forgery.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::Mac;
+use lectern_secrets::PlaybackKey;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+/// Domain separation: these bytes are never valid for any other signer
+/// that might share a key by operator mistake.
+const CONTEXT: &[u8] = b"lectern-playback-v1";
+
+/// What a valid token grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claims {
+    pub asset: Uuid,
+    /// Unix seconds after which the token is refused.
+    pub expires: i64,
+    /// The sign-in session the token lives and dies with, if bound.
+    pub session: Option<Uuid>,
+}
+
+/// Why a token was refused; each maps to a stable error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not a token at all, an unknown key id, or a MAC that does not match.
+    Invalid,
+    /// Genuine, but for another asset.
+    WrongAsset,
+    /// Genuine, but past its expiry.
+    Expired,
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn mac(key: &PlaybackKey, claims: &Claims) -> [u8; 32] {
+    let mut mac = key.hmac();
+    mac.update(CONTEXT);
+    mac.update(&[key.id().len() as u8]);
+    mac.update(key.id().as_bytes());
+    mac.update(claims.asset.as_bytes());
+    mac.update(&claims.expires.to_be_bytes());
+    match claims.session {
+        Some(s) => {
+            mac.update(&[1]);
+            mac.update(s.as_bytes());
+        }
+        None => mac.update(&[0]),
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Signs `claims` with `key`.
+pub fn sign(key: &PlaybackKey, claims: &Claims) -> String {
+    let session = claims
+        .session
+        .map(|s| URL_SAFE_NO_PAD.encode(s.as_bytes()))
+        .unwrap_or_default();
+    format!(
+        "{}.{}.{}.{}.{}",
+        key.id(),
+        URL_SAFE_NO_PAD.encode(claims.asset.as_bytes()),
+        claims.expires,
+        session,
+        URL_SAFE_NO_PAD.encode(mac(key, claims))
+    )
+}
+
+fn uuid_field(text: &str) -> Option<Uuid> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    Uuid::from_slice(&bytes).ok()
+}
+
+/// Checks `token` for objects of `asset` at time `now`: the MAC first (in
+/// constant time), so nothing about a forged token's fields is believed,
+/// then the asset, then the expiry.
+pub fn verify(
+    keys: &[PlaybackKey],
+    token: &str,
+    asset: Uuid,
+    now: i64,
+) -> Result<Claims, TokenError> {
+    // Anything longer is not one of ours; refuse before any work.
+    if token.len() > 256 {
+        return Err(TokenError::Invalid);
+    }
+    let mut fields = token.split('.');
+    let (Some(kid), Some(token_asset), Some(expires), Some(session), Some(sig), None) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return Err(TokenError::Invalid);
+    };
+    // Key ids are configuration, not secrets: finding one by id need not
+    // be constant-time. The MAC comparison below is.
+    let key = keys
+        .iter()
+        .find(|k| k.id() == kid)
+        .ok_or(TokenError::Invalid)?;
+    let claims = Claims {
+        asset: uuid_field(token_asset).ok_or(TokenError::Invalid)?,
+        expires: expires
+            .parse::<i64>()
+            .ok()
+            .filter(|_| expires.bytes().all(|b| b.is_ascii_digit()))
+            .ok_or(TokenError::Invalid)?,
+        session: match session {
+            "" => None,
+            s => Some(uuid_field(s).ok_or(TokenError::Invalid)?),
+        },
+    };
+    let given = URL_SAFE_NO_PAD
+        .decode(sig)
+        .map_err(|_| TokenError::Invalid)?;
+    let expected = mac(key, &claims);
+    if !bool::from(expected.as_slice().ct_eq(given.as_slice())) {
+        return Err(TokenError::Invalid);
+    }
+    if claims.asset != asset {
+        return Err(TokenError::WrongAsset);
+    }
+    if now >= claims.expires {
+        return Err(TokenError::Expired);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::engine::general_purpose::STANDARD;
+    use lectern_secrets::playback::parse_keys;
+
+    fn claims(asset: Uuid, session: Option<Uuid>) -> Claims {
+        Claims {
+            asset,
+            expires: 2_000_000_000,
+            session,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_refuses_every_kind_of_tampering() {
+        let key = PlaybackKey::generate("k1");
+        let ring = [key.clone()];
+        let asset = Uuid::new_v4();
+        let session = Uuid::new_v4();
+        for c in [claims(asset, None), claims(asset, Some(session))] {
+            let token = sign(&key, &c);
+            assert!(token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)));
+            assert_eq!(verify(&ring, &token, asset, 1_000), Ok(c));
+            // Change each field in turn: only the MAC decides.
+            let fields: Vec<&str> = token.split('.').collect();
+            let mut forged_expiry = fields.clone();
+            let later = (c.expires + 1).to_string();
+            forged_expiry[2] = &later;
+            assert_eq!(
+                verify(&ring, &forged_expiry.join("."), asset, 1_000),
+                Err(TokenError::Invalid)
+            );
+            let mut dropped_session = fields.clone();
+            dropped_session[3] = "";
+            if c.session.is_some() {
+                assert_eq!(
+                    verify(&ring, &dropped_session.join("."), asset, 1_000),
+                    Err(TokenError::Invalid)
+                );
+            }
+            assert_eq!(
+                verify(&ring, &token, Uuid::new_v4(), 1_000),
+                Err(TokenError::WrongAsset)
+            );
+            assert_eq!(
+                verify(&ring, &token, asset, c.expires),
+                Err(TokenError::Expired)
+            );
+        }
+        for garbage in ["", "a.b", "k1....", "k1.x.1.y.z.w", &"k".repeat(300)] {
+            assert_eq!(
+                verify(&ring, garbage, asset, 1_000),
+                Err(TokenError::Invalid)
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_verifies_with_any_key_by_id() {
+        let old = PlaybackKey::generate("old");
+        let new = PlaybackKey::generate("new");
+        let asset = Uuid::new_v4();
+        let token = sign(&old, &claims(asset, None));
+        assert!(verify(&[new.clone(), old.clone()], &token, asset, 0).is_ok());
+        assert_eq!(
+            verify(std::slice::from_ref(&new), &token, asset, 0),
+            Err(TokenError::Invalid)
+        );
+        // Same id, other secret: a forgery.
+        let impostor = PlaybackKey::generate("old");
+        assert_eq!(
+            verify(&[impostor], &token, asset, 0),
+            Err(TokenError::Invalid)
+        );
+    }
+
+    #[test]
+    fn parses_key_settings_without_echoing_secrets() {
+        let a = PlaybackKey::generate("a");
+        let b = PlaybackKey::generate("b-2");
+        let keys = parse_keys(&format!("{}, {}", a.to_setting(), b.to_setting())).unwrap();
+        assert_eq!(keys[0].id(), "a");
+        assert_eq!(keys[1].id(), "b-2");
+        let short = format!("k:{}", STANDARD.encode([7u8; 8]));
+        let e = parse_keys(&short).unwrap_err();
+        assert!(e.contains("8 bytes"), "{e}");
+        assert!(!e.contains(&STANDARD.encode([7u8; 8])), "{e}");
+        assert!(parse_keys("").is_err());
+        assert!(parse_keys("nocolon").is_err());
+        assert!(parse_keys(&format!("{},{}", a.to_setting(), a.to_setting())).is_err());
+        assert!(!format!("{keys:?}").contains(&a.to_setting()[2..]));
+    }
+}

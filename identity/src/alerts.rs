@@ -1,0 +1,169 @@
+//! Security alerts and the counters behind `/metrics`.
+//!
+//! An alert is three things at once, so whichever the operator watches
+//! sees it: a `tracing` warning with a stable `alert` field (for log-based
+//! alerting), a row in `security_alerts` (durable, queryable), and a
+//! Prometheus counter `lectern_security_alerts_total{kind=…}`. Counters are
+//! per process; Prometheus sums them across nodes.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use uuid::Uuid;
+
+use crate::Identity;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertKind {
+    /// An account or address was locked after repeated failed sign-ins.
+    BruteForce,
+    /// A sign-in from a network the account never used before.
+    NewIpRange,
+    /// Personal data of many people left in one response.
+    BulkExport,
+}
+
+impl AlertKind {
+    const ALL: [AlertKind; 3] = [
+        AlertKind::BruteForce,
+        AlertKind::NewIpRange,
+        AlertKind::BulkExport,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::BruteForce => "brute_force",
+            AlertKind::NewIpRange => "new_ip_range",
+            AlertKind::BulkExport => "bulk_export",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginOutcome {
+    Success,
+    Failure,
+    Locked,
+}
+
+impl LoginOutcome {
+    const ALL: [LoginOutcome; 3] = [
+        LoginOutcome::Success,
+        LoginOutcome::Failure,
+        LoginOutcome::Locked,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LoginOutcome::Success => "success",
+            LoginOutcome::Failure => "failure",
+            LoginOutcome::Locked => "locked",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SecurityMetrics {
+    alerts: [AtomicU64; 3],
+    logins: [AtomicU64; 3],
+    audit_failures: AtomicU64,
+}
+
+impl SecurityMetrics {
+    pub fn login(&self, outcome: LoginOutcome) {
+        let i = LoginOutcome::ALL
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(0);
+        self.logins[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn alert(&self, kind: AlertKind) {
+        let i = AlertKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.alerts[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn audit_failed(&self) {
+        self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP lectern_security_alerts_total Security alerts raised, by kind.\n");
+        out.push_str("# TYPE lectern_security_alerts_total counter\n");
+        for (kind, n) in AlertKind::ALL.iter().zip(&self.alerts) {
+            let _ = writeln!(
+                out,
+                "lectern_security_alerts_total{{kind=\"{}\"}} {}",
+                kind.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP lectern_logins_total Sign-in attempts, by outcome.\n");
+        out.push_str("# TYPE lectern_logins_total counter\n");
+        for (outcome, n) in LoginOutcome::ALL.iter().zip(&self.logins) {
+            let _ = writeln!(
+                out,
+                "lectern_logins_total{{outcome=\"{}\"}} {}",
+                outcome.as_str(),
+                n.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str(
+            "# HELP lectern_audit_failures_total Audit records that could not be written.\n",
+        );
+        out.push_str("# TYPE lectern_audit_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "lectern_audit_failures_total {}",
+            self.audit_failures.load(Ordering::Relaxed)
+        );
+        out
+    }
+}
+
+/// Who and what an alert is about. `detail` must hold no personal data.
+pub struct Alert<'a> {
+    pub kind: AlertKind,
+    pub org_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub ip: Option<&'a str>,
+    pub detail: String,
+}
+
+pub async fn raise(state: &Identity, alert: Alert<'_>) {
+    state.metrics.alert(alert.kind);
+    tracing::warn!(
+        alert = alert.kind.as_str(),
+        org_id = ?alert.org_id,
+        user_id = ?alert.user_id,
+        ip = alert.ip.unwrap_or("-"),
+        detail = %alert.detail,
+        "security alert"
+    );
+    let stored = sqlx::query(
+        "INSERT INTO security_alerts (kind, org_id, user_id, ip, detail) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(alert.kind.as_str())
+    .bind(alert.org_id)
+    .bind(alert.user_id)
+    .bind(alert.ip)
+    .bind(&alert.detail)
+    .execute(&state.db)
+    .await;
+    if let Err(e) = stored {
+        tracing::error!(error = %e, alert = alert.kind.as_str(), "could not store a security alert");
+    }
+}
+
+/// `GET /metrics`: for a super admin, or a scraper on this machine.
+pub async fn metrics(State(state): State<Identity>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+}

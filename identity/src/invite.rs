@@ -1,0 +1,218 @@
+//! Expert invitations. A content admin invites an email address; the token
+//! sent to it is `base64url(invitation id ‖ expiry ‖ HMAC)` signed with the
+//! token key, so a forged or altered token is refused before the database
+//! is asked, and the invitation row makes it single-use. Accepting turns
+//! the invitee's account (or a new one) into an expert of the organisation.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::notifier::Notice;
+use crate::users::{create_user, valid_email, NewUser};
+use lectern_web::ApiError;
+use lectern_web::ApiJson;
+use lectern_web::ErrorCode;
+use lectern_web::{Principal, Role};
+
+use crate::Identity;
+
+const TOKEN_LEN: usize = 16 + 8 + 32;
+
+#[derive(Deserialize)]
+pub struct InvitationRequest {
+    email: String,
+    /// Needed only by a global super admin; others invite into their own
+    /// organisation, and naming another one answers 404.
+    org_id: Option<Uuid>,
+}
+
+/// `POST /api/v1/invitations {"email"}` → 201; the token goes to the
+/// invitee through the notifier, never into the response.
+pub async fn create(
+    State(state): State<Identity>,
+    principal: Principal,
+    ApiJson(req): ApiJson<InvitationRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let keys = state.keyring()?;
+    if !valid_email(&req.email) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidEmail,
+            "not an email address",
+        ));
+    }
+    let org_id = match (principal.org_scope(), req.org_id) {
+        (Some(own), None) => own,
+        (Some(own), Some(named)) if named == own => own,
+        (Some(_), Some(named)) | (None, Some(named)) => {
+            let exists: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1) AND ($2::uuid IS NULL OR $1 = $2)",
+            )
+            .bind(named)
+            .bind(principal.org_scope())
+            .fetch_one(&state.db)
+            .await?;
+            if !exists {
+                return Err(ApiError::not_found(format!("no organisation {named}")));
+            }
+            named
+        }
+        (None, None) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "a global super admin names the organisation: {\"org_id\": …}",
+            ))
+        }
+    };
+    let id = Uuid::now_v7();
+    let email = lectern_secrets::normalise_email(&req.email);
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO invitations (id, org_id, email_ct, email_bidx, key_id, invited_by, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, date_trunc('second', now()) + make_interval(secs => $7)) \
+         RETURNING expires_at",
+    )
+    .bind(id)
+    .bind(org_id)
+    .bind(keys.seal("invitations.email", id, &email))
+    .bind(keys.email_index(&email))
+    .bind(keys.active_key_id())
+    .bind(principal.user_id())
+    .bind(state.settings.invitation_ttl.as_secs_f64())
+    .fetch_one(&state.db)
+    .await?;
+    let mut token = Vec::with_capacity(TOKEN_LEN);
+    token.extend_from_slice(id.as_bytes());
+    token.extend_from_slice(&expires_at.timestamp().to_be_bytes());
+    let signature = keys.sign(&token);
+    token.extend_from_slice(&signature);
+    let token = URL_SAFE_NO_PAD.encode(token);
+    state
+        .notifier
+        .deliver(Notice {
+            user_id: None,
+            recipient: email,
+            subject: "You are invited to teach on Lectern".into(),
+            body: format!(
+                "Accept the invitation with this token (valid until {expires_at}): {token}"
+            ),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "org_id": org_id, "expires_at": expires_at })),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Acceptance {
+    token: String,
+    /// For a new account; an existing account keeps its password.
+    password: Option<String>,
+}
+
+fn invalid_token() -> ApiError {
+    ApiError::new(ErrorCode::InvalidToken, "the invitation token is not valid")
+}
+
+/// `POST /api/v1/invitations/accept {"token", "password"?}`.
+pub async fn accept(
+    State(state): State<Identity>,
+    ApiJson(body): ApiJson<Acceptance>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = state.keyring()?;
+    let raw = URL_SAFE_NO_PAD
+        .decode(body.token.trim())
+        .map_err(|_| invalid_token())?;
+    if raw.len() != TOKEN_LEN || !keys.verify(&raw[..24], &raw[24..]) {
+        return Err(invalid_token());
+    }
+    let id = Uuid::from_slice(&raw[..16]).map_err(|_| invalid_token())?;
+    let expires = i64::from_be_bytes(raw[16..24].try_into().map_err(|_| invalid_token())?);
+    if expires <= Utc::now().timestamp() {
+        return Err(ApiError::new(
+            ErrorCode::InvitationExpired,
+            "the invitation has expired",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let invitation: Option<(Uuid, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT org_id, email_ct, accepted_at FROM invitations WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((org_id, email_ct, accepted_at)) = invitation else {
+        return Err(invalid_token());
+    };
+    if accepted_at.is_some() {
+        return Err(ApiError::new(
+            ErrorCode::InvitationUsed,
+            "the invitation was already accepted",
+        ));
+    }
+    let email = keys
+        .open("invitations.email", id, &email_ct)
+        .map_err(ApiError::internal)?;
+    let existing: Option<(Uuid, Option<Uuid>, String)> =
+        sqlx::query_as("SELECT id, org_id, role FROM users WHERE email_bidx = $1 FOR UPDATE")
+            .bind(keys.email_index(&email))
+            .fetch_optional(&mut *tx)
+            .await?;
+    let user_id = match existing {
+        Some((user_id, user_org, role)) => {
+            if user_org != Some(org_id) {
+                return Err(ApiError::new(
+                    ErrorCode::EmailInUse,
+                    "this email belongs to an account of another organisation",
+                ));
+            }
+            // An admin stays an admin: the invitation only ever raises a learner.
+            if role != Role::Learner.as_str() && role != Role::Expert.as_str() {
+                return Err(ApiError::new(
+                    ErrorCode::AlreadyPrivileged,
+                    "the account already has a higher role",
+                ));
+            }
+            sqlx::query("UPDATE users SET role = 'expert' WHERE id = $1")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            state.sessions.evict_user(user_id);
+            user_id
+        }
+        None => {
+            let Some(password) = body.password.as_deref() else {
+                return Err(ApiError::new(
+                    ErrorCode::PasswordRequired,
+                    "choose a password for the new account",
+                ));
+            };
+            create_user(
+                &mut *tx,
+                keys,
+                NewUser {
+                    org_id: Some(org_id),
+                    email: &email,
+                    role: Role::Expert,
+                    password,
+                },
+            )
+            .await?
+        }
+    };
+    sqlx::query("UPDATE invitations SET accepted_at = now() WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Json(
+        json!({ "user_id": user_id, "org_id": org_id, "role": Role::Expert }),
+    ))
+}

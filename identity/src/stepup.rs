@@ -1,0 +1,313 @@
+//! Step-up verification for critical operations. A signed-in person proves
+//! presence again — with a TOTP code (RFC 6238) or a one-time code sent
+//! through the [`Notifier`](super::notifier::Notifier) — and receives a
+//! grant bound to the session, valid for a few minutes and consumed by the
+//! one critical request it allows (`crate::authz::enforce`). A TOTP code is
+//! accepted once: the accepted time step is remembered per user.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use rand::{Rng, RngCore};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm, TOTP};
+use uuid::Uuid;
+
+use crate::notifier::Notice;
+use lectern_secrets::token_fingerprint;
+use lectern_web::ApiError;
+use lectern_web::ApiJson;
+use lectern_web::ErrorCode;
+use lectern_web::Principal;
+
+use crate::Identity;
+
+const TOTP_STEP: u64 = 30;
+const CODE_ATTEMPTS: i32 = 5;
+
+fn totp(secret: Vec<u8>) -> TOTP {
+    // SHA-1, 6 digits, 30 s: what every authenticator app expects.
+    TOTP::new_unchecked(Algorithm::SHA1, 6, 1, TOTP_STEP, secret)
+}
+
+fn step_up_required() -> ApiError {
+    ApiError::new(
+        ErrorCode::StepUpRequired,
+        "this operation needs a fresh step-up verification (POST /api/v1/auth/step-up)",
+    )
+}
+
+fn invalid_code() -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidCode,
+        "the code is wrong, expired or already used",
+    )
+}
+
+/// Consumes one unused, unexpired grant of the caller's session, or
+/// refuses with 403 `step_up_required`.
+pub async fn consume_grant(state: &Identity, principal: &Principal) -> Result<(), ApiError> {
+    let Some(session_id) = principal.session_id() else {
+        return Err(step_up_required());
+    };
+    let used: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE step_up_grants SET used_at = now() WHERE id = ( \
+           SELECT id FROM step_up_grants WHERE session_id = $1 AND used_at IS NULL \
+           AND expires_at > now() ORDER BY expires_at LIMIT 1 FOR UPDATE SKIP LOCKED) \
+         RETURNING id",
+    )
+    .bind(session_id)
+    .fetch_optional(&state.db)
+    .await?;
+    used.map(|_| ()).ok_or_else(step_up_required)
+}
+
+/// The time step `code` is valid for now (±1 step of clock drift).
+fn matching_step(totp: &TOTP, code: &str, now: u64) -> Option<u64> {
+    [now.saturating_sub(TOTP_STEP), now, now + TOTP_STEP]
+        .into_iter()
+        .find(|t| bool::from(totp.generate(*t).as_bytes().ct_eq(code.as_bytes())))
+        .map(|t| t / TOTP_STEP)
+}
+
+fn unix_now() -> u64 {
+    u64::try_from(Utc::now().timestamp()).unwrap_or(0)
+}
+
+/// Checks a TOTP code of the user and marks its step used; false when the
+/// code is wrong or was accepted before.
+async fn accept_totp(
+    state: &Identity,
+    user_id: Uuid,
+    secret_ct: &[u8],
+    code: &str,
+) -> Result<bool, ApiError> {
+    let keys = state.keyring()?;
+    let secret = keys
+        .open("users.totp_secret", user_id, secret_ct)
+        .map_err(ApiError::internal)?;
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(secret)
+        .map_err(ApiError::internal)?;
+    let Some(step) = matching_step(&totp(secret), code.trim(), unix_now()) else {
+        return Ok(false);
+    };
+    let step = i64::try_from(step).map_err(ApiError::internal)?;
+    let fresh = sqlx::query(
+        "UPDATE users SET totp_last_step = $2 WHERE id = $1 \
+         AND (totp_last_step IS NULL OR totp_last_step < $2)",
+    )
+    .bind(user_id)
+    .bind(step)
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    Ok(fresh == 1)
+}
+
+/// `POST /api/v1/me/totp`: a new secret, pending until confirmed with a
+/// code. An enabled TOTP is not replaced this way.
+pub async fn enrol_totp(
+    State(state): State<Identity>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = state.keyring()?;
+    let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
+    let mut secret = vec![0u8; 20];
+    rand::rng().fill_bytes(&mut secret);
+    let sealed = keys.seal(
+        "users.totp_secret",
+        user_id,
+        &base64::engine::general_purpose::STANDARD.encode(&secret),
+    );
+    // The row's `key_id` stays as it is: it names the oldest key the row
+    // may use, and rotation re-seals every field of such rows anyway.
+    let updated = sqlx::query(
+        "UPDATE users SET totp_secret_ct = $2, totp_last_step = NULL WHERE id = $1 AND NOT totp_enabled",
+    )
+    .bind(user_id)
+    .bind(&sealed)
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::new(
+            ErrorCode::TotpAlreadyEnabled,
+            "TOTP is already enabled for this account",
+        ));
+    }
+    let base32 = totp(secret).get_secret_base32();
+    Ok(Json(json!({
+        "secret": base32,
+        "otpauth_url": format!("otpauth://totp/Lectern:{user_id}?secret={base32}&issuer=Lectern&algorithm=SHA1&digits=6&period=30"),
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct CodeBody {
+    code: String,
+}
+
+/// `POST /api/v1/me/totp/confirm {"code"}`: enables the pending secret.
+pub async fn confirm_totp(
+    State(state): State<Identity>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CodeBody>,
+) -> Result<StatusCode, ApiError> {
+    let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
+    let secret: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT totp_secret_ct FROM users WHERE id = $1 AND NOT totp_enabled")
+            .bind(user_id)
+            .fetch_one(&state.db)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::NoPendingTotp,
+                    "enrol first with POST /api/v1/me/totp",
+                )
+            })?;
+    let Some(secret) = secret else {
+        return Err(ApiError::new(
+            ErrorCode::NoPendingTotp,
+            "enrol first with POST /api/v1/me/totp",
+        ));
+    };
+    if !accept_totp(&state, user_id, &secret, &body.code).await? {
+        return Err(invalid_code());
+    }
+    sqlx::query("UPDATE users SET totp_enabled = true WHERE id = $1")
+        .bind(user_id)
+        .execute(&state.db)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/v1/auth/step-up/code`: sends a one-time code to the
+/// account's email through the notifier.
+pub async fn send_code(
+    State(state): State<Identity>,
+    principal: Principal,
+) -> Result<StatusCode, ApiError> {
+    let keys = state.keyring()?;
+    let (user_id, session_id) = principal
+        .user_id()
+        .zip(principal.session_id())
+        .ok_or_else(ApiError::unauthenticated)?;
+    let email_ct: Vec<u8> = sqlx::query_scalar("SELECT email_ct FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&state.db)
+        .await?;
+    let email = keys
+        .open("users.email", user_id, &email_ct)
+        .map_err(ApiError::internal)?;
+    let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+    sqlx::query(
+        "INSERT INTO step_up_codes (id, session_id, code_hash, expires_at) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+    )
+    .bind(Uuid::now_v7())
+    .bind(session_id)
+    .bind(token_fingerprint(&code))
+    .bind(state.settings.step_up_ttl.as_secs_f64())
+    .execute(&state.db)
+    .await?;
+    state
+        .notifier
+        .deliver(Notice {
+            user_id: Some(user_id),
+            recipient: email,
+            subject: "Your Lectern verification code".into(),
+            body: format!("Your verification code is {code}. It expires in a few minutes."),
+        })
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[derive(Deserialize)]
+pub struct StepUpBody {
+    totp: Option<String>,
+    code: Option<String>,
+}
+
+/// `POST /api/v1/auth/step-up {"totp"} | {"code"}` → a grant for one
+/// critical operation of this session.
+pub async fn step_up(
+    State(state): State<Identity>,
+    principal: Principal,
+    ApiJson(body): ApiJson<StepUpBody>,
+) -> Result<Response, ApiError> {
+    let (user_id, session_id) = principal
+        .user_id()
+        .zip(principal.session_id())
+        .ok_or_else(ApiError::unauthenticated)?;
+    let method = match (body.totp, body.code) {
+        (Some(totp_code), None) => {
+            let secret: Option<Vec<u8>> = sqlx::query_scalar(
+                "SELECT totp_secret_ct FROM users WHERE id = $1 AND totp_enabled",
+            )
+            .bind(user_id)
+            .fetch_optional(&state.db)
+            .await?
+            .flatten();
+            let Some(secret) = secret else {
+                return Err(ApiError::new(
+                    ErrorCode::TotpNotEnabled,
+                    "enrol TOTP first, or use a one-time code",
+                ));
+            };
+            if !accept_totp(&state, user_id, &secret, &totp_code).await? {
+                return Err(invalid_code());
+            }
+            "totp"
+        }
+        (None, Some(code)) => {
+            // Each wrong guess counts against every open code of the session.
+            let matched: Option<Uuid> = sqlx::query_scalar(
+                "UPDATE step_up_codes SET used_at = now() WHERE id = ( \
+                   SELECT id FROM step_up_codes WHERE session_id = $1 AND code_hash = $2 \
+                   AND used_at IS NULL AND expires_at > now() AND attempts < $3 LIMIT 1 FOR UPDATE) \
+                 RETURNING id",
+            )
+            .bind(session_id)
+            .bind(token_fingerprint(code.trim()))
+            .bind(CODE_ATTEMPTS)
+            .fetch_optional(&state.db)
+            .await?;
+            if matched.is_none() {
+                sqlx::query("UPDATE step_up_codes SET attempts = attempts + 1 WHERE session_id = $1 AND used_at IS NULL")
+                    .bind(session_id)
+                    .execute(&state.db)
+                    .await?;
+                return Err(invalid_code());
+            }
+            "code"
+        }
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "send exactly one of {\"totp\": \"123456\"} or {\"code\": \"123456\"}",
+            ))
+        }
+    };
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
+        "INSERT INTO step_up_grants (id, session_id, method, expires_at) \
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(session_id)
+    .bind(method)
+    .bind(state.settings.step_up_ttl.as_secs_f64())
+    .fetch_one(&state.db)
+    .await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "method": method, "expires_at": expires_at })),
+    )
+        .into_response())
+}

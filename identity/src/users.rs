@@ -1,0 +1,393 @@
+//! Organisations, user accounts and partner keys: creating them (shared by
+//! the HTTP API and `lectern admin`), administering them over HTTP, and
+//! re-encrypting personal data when the active field key changes.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::alerts::{self, Alert, AlertKind};
+use crate::audit::csv_field;
+use crate::password;
+use crate::session::PARTNER_KEY_PREFIX;
+use lectern_secrets::{random_token, token_fingerprint, Keyring, SealError};
+use lectern_web::ApiError;
+use lectern_web::ClientContext;
+use lectern_web::ErrorCode;
+use lectern_web::{ApiJson, ApiPath};
+use lectern_web::{Principal, Role};
+
+use crate::Identity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("an account with this email already exists")]
+    EmailInUse,
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("no organisation named {0:?}")]
+    NoSuchOrganisation(String),
+    #[error("organisation name must be 1–200 characters")]
+    InvalidOrganisationName,
+    #[error("{0:?} is not an email address")]
+    InvalidEmail(String),
+    #[error("only a super admin may have no organisation")]
+    OrganisationRequired,
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl From<AccountError> for ApiError {
+    fn from(e: AccountError) -> Self {
+        match e {
+            AccountError::EmailInUse => ApiError::new(ErrorCode::EmailInUse, e.to_string()),
+            AccountError::WeakPassword(_) => ApiError::new(ErrorCode::WeakPassword, e.to_string()),
+            AccountError::InvalidEmail(_) => ApiError::new(ErrorCode::InvalidEmail, e.to_string()),
+            AccountError::NoSuchOrganisation(_) => ApiError::not_found(e.to_string()),
+            AccountError::InvalidOrganisationName | AccountError::OrganisationRequired => {
+                ApiError::new(ErrorCode::InvalidRequest, e.to_string())
+            }
+            AccountError::Seal(_) | AccountError::Database(_) => ApiError::internal(e),
+        }
+    }
+}
+
+pub async fn create_organisation(db: &PgPool, name: &str) -> Result<Uuid, AccountError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(AccountError::InvalidOrganisationName);
+    }
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO organisations (id, name) VALUES ($1, $2)")
+        .bind(id)
+        .bind(name)
+        .execute(db)
+        .await?;
+    Ok(id)
+}
+
+pub async fn organisation_id(db: &PgPool, name: &str) -> Result<Uuid, AccountError> {
+    sqlx::query_scalar("SELECT id FROM organisations WHERE name = $1")
+        .bind(name.trim())
+        .fetch_optional(db)
+        .await?
+        .ok_or_else(|| AccountError::NoSuchOrganisation(name.to_string()))
+}
+
+/// The personal data of a new account; only `email` is required.
+pub struct NewUser<'a> {
+    pub org_id: Option<Uuid>,
+    pub email: &'a str,
+    pub role: Role,
+    pub password: &'a str,
+}
+
+pub fn valid_email(email: &str) -> bool {
+    let email = email.trim();
+    matches!(email.split_once('@'), Some((local, domain))
+        if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.'))
+        && email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+}
+
+pub async fn create_user(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &Keyring,
+    user: NewUser<'_>,
+) -> Result<Uuid, AccountError> {
+    if !valid_email(user.email) {
+        return Err(AccountError::InvalidEmail(user.email.to_string()));
+    }
+    if user.org_id.is_none() && user.role != Role::SuperAdmin {
+        return Err(AccountError::OrganisationRequired);
+    }
+    password::check_policy(user.password, user.email).map_err(AccountError::WeakPassword)?;
+    let id = Uuid::now_v7();
+    let email = lectern_secrets::normalise_email(user.email);
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, org_id, role, email_ct, email_bidx, key_id, password_hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (email_bidx) DO NOTHING",
+    )
+    .bind(id)
+    .bind(user.org_id)
+    .bind(user.role.as_str())
+    .bind(keys.seal("users.email", id, &email))
+    .bind(keys.email_index(&email))
+    .bind(keys.active_key_id())
+    .bind(password::hash(user.password))
+    .execute(db)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(AccountError::EmailInUse);
+    }
+    Ok(id)
+}
+
+/// A new partner API key for an organisation; the key is returned once and
+/// only its SHA-256 is kept.
+pub async fn create_partner_key(
+    db: &PgPool,
+    org_id: Uuid,
+    name: &str,
+) -> Result<(Uuid, String), AccountError> {
+    let id = Uuid::now_v7();
+    let key = random_token(PARTNER_KEY_PREFIX);
+    sqlx::query("INSERT INTO partner_keys (id, org_id, name, key_hash) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(org_id)
+        .bind(name)
+        .bind(token_fingerprint(&key))
+        .execute(db)
+        .await?;
+    Ok((id, key))
+}
+
+pub async fn revoke_partner_key(db: &PgPool, key_id: Uuid) -> Result<bool, AccountError> {
+    Ok(sqlx::query(
+        "UPDATE partner_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(key_id)
+    .execute(db)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+/// The sealed columns of `users`, by name (the name is also the AAD).
+const USER_FIELDS: [(&str, &str); 5] = [
+    ("email_ct", "users.email"),
+    ("phone_ct", "users.phone"),
+    ("real_name_ct", "users.real_name"),
+    ("id_number_ct", "users.id_number"),
+    ("totp_secret_ct", "users.totp_secret"),
+];
+
+/// Re-encrypts, in batches of `batch`, every user and invitation row not
+/// sealed with the active key; returns how many rows changed. Safe to run
+/// while serving and to interrupt: each batch is one transaction.
+pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64, AccountError> {
+    let active = keys.active_key_id();
+    let mut changed = 0;
+    loop {
+        let mut tx = db.begin().await?;
+        type Row = (
+            Uuid,
+            Vec<u8>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+            Option<Vec<u8>>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT id, email_ct, phone_ct, real_name_ct, id_number_ct, totp_secret_ct FROM users \
+             WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(active)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for (id, email, phone, name, id_number, totp) in rows {
+            let fields = [Some(email), phone, name, id_number, totp];
+            let mut resealed = Vec::with_capacity(fields.len());
+            for ((_, aad), value) in USER_FIELDS.iter().zip(fields) {
+                resealed.push(match value {
+                    Some(ct) => Some(keys.seal(aad, id, &keys.open(aad, id, &ct)?)),
+                    None => None,
+                });
+            }
+            sqlx::query(
+                "UPDATE users SET email_ct = $2, phone_ct = $3, real_name_ct = $4, id_number_ct = $5, \
+                 totp_secret_ct = $6, key_id = $7 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&resealed[0])
+            .bind(&resealed[1])
+            .bind(&resealed[2])
+            .bind(&resealed[3])
+            .bind(&resealed[4])
+            .bind(active)
+            .execute(&mut *tx)
+            .await?;
+            changed += 1;
+        }
+        tx.commit().await?;
+    }
+    loop {
+        let mut tx = db.begin().await?;
+        let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, email_ct FROM invitations WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(active)
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for (id, email) in rows {
+            let plain = keys.open("invitations.email", id, &email)?;
+            sqlx::query("UPDATE invitations SET email_ct = $2, key_id = $3 WHERE id = $1")
+                .bind(id)
+                .bind(keys.seal("invitations.email", id, &plain))
+                .bind(active)
+                .execute(&mut *tx)
+                .await?;
+            changed += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(changed)
+}
+
+/// `GET /api/v1/users`: the accounts of the caller's organisation.
+pub async fn list(
+    State(state): State<Identity>,
+    principal: Principal,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = state.keyring()?;
+    type Row = (Uuid, Option<Uuid>, String, Vec<u8>, DateTime<Utc>);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, org_id, role, email_ct, created_at FROM users \
+         WHERE ($1::uuid IS NULL OR org_id = $1) ORDER BY created_at, id LIMIT 1000",
+    )
+    .bind(principal.org_scope())
+    .fetch_all(&state.db)
+    .await?;
+    let mut users = Vec::with_capacity(rows.len());
+    for (id, org_id, role, email_ct, created_at) in rows {
+        let email = keys
+            .open("users.email", id, &email_ct)
+            .map_err(ApiError::internal)?;
+        users.push(json!({ "id": id, "org_id": org_id, "role": role, "email": email, "created_at": created_at }));
+    }
+    Ok(Json(json!({ "users": users })))
+}
+
+/// `GET /api/v1/users/export`: every account's personal data as CSV — a
+/// critical operation (step-up) that also raises a `bulk_export` alert.
+pub async fn export(
+    State(state): State<Identity>,
+    principal: Principal,
+    context: ClientContext,
+) -> Result<Response, ApiError> {
+    let keys = state.keyring()?;
+    type Row = (
+        Uuid,
+        Option<Uuid>,
+        String,
+        Vec<u8>,
+        Option<Vec<u8>>,
+        Option<Vec<u8>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, org_id, role, email_ct, phone_ct, real_name_ct FROM users \
+         WHERE ($1::uuid IS NULL OR org_id = $1) ORDER BY created_at, id",
+    )
+    .bind(principal.org_scope())
+    .fetch_all(&state.db)
+    .await?;
+    let open = |aad, id, ct: Option<Vec<u8>>| -> Result<String, ApiError> {
+        ct.map_or(Ok(String::new()), |ct| {
+            keys.open(aad, id, &ct).map_err(ApiError::internal)
+        })
+    };
+    let mut csv = String::from("id,org_id,role,email,phone,real_name\n");
+    let count = rows.len();
+    for (id, org_id, role, email, phone, name) in rows {
+        let fields = [
+            id.to_string(),
+            org_id.map(|o| o.to_string()).unwrap_or_default(),
+            role,
+            open("users.email", id, Some(email))?,
+            open("users.phone", id, phone)?,
+            open("users.real_name", id, name)?,
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        csv.push_str(&line.join(","));
+        csv.push('\n');
+    }
+    alerts::raise(
+        &state,
+        Alert {
+            kind: AlertKind::BulkExport,
+            org_id: principal.org_id,
+            user_id: principal.user_id(),
+            ip: context.ip.as_deref(),
+            detail: format!("personal data of {count} accounts exported"),
+        },
+    )
+    .await;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"users.csv\"",
+            ),
+        ],
+        csv,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RoleChange {
+    role: String,
+}
+
+/// `PUT /api/v1/users/{user_id}/role {"role"}`.
+pub async fn change_role(
+    State(state): State<Identity>,
+    principal: Principal,
+    ApiPath(user_id): ApiPath<Uuid>,
+    ApiJson(change): ApiJson<RoleChange>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let role: Role = change.role.parse()?;
+    let updated = sqlx::query(
+        "UPDATE users SET role = $3 WHERE id = $1 AND ($2::uuid IS NULL OR org_id = $2) \
+         AND (org_id IS NOT NULL OR $3 = 'super_admin')",
+    )
+    .bind(user_id)
+    .bind(principal.org_scope())
+    .bind(role.as_str())
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(ApiError::not_found(format!("no user {user_id}")));
+    }
+    state.sessions.evict_user(user_id);
+    Ok(Json(json!({ "id": user_id, "role": role })))
+}
+
+/// `DELETE /api/v1/users/{user_id}`: the account, its sessions and grants.
+pub async fn delete(
+    State(state): State<Identity>,
+    principal: Principal,
+    ApiPath(user_id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let deleted =
+        sqlx::query("DELETE FROM users WHERE id = $1 AND ($2::uuid IS NULL OR org_id = $2)")
+            .bind(user_id)
+            .bind(principal.org_scope())
+            .execute(&state.db)
+            .await?
+            .rows_affected();
+    if deleted == 0 {
+        return Err(ApiError::not_found(format!("no user {user_id}")));
+    }
+    state.sessions.evict_user(user_id);
+    Ok(StatusCode::NO_CONTENT)
+}

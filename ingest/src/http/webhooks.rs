@@ -1,0 +1,448 @@
+//! Partner notifications: webhooks on `asset.ready` and `asset.failed`.
+//!
+//! The database writes a delivery row in the same transaction that moves an
+//! asset to ready or failed (trigger `assets_notify_webhooks`), so an event
+//! can never be lost between the pipeline and this dispatcher, and
+//! `(endpoint, asset, event)` is unique, so an endpoint gets each event
+//! once. The dispatcher claims due deliveries with `FOR UPDATE SKIP
+//! LOCKED` (any number of API nodes may run it), posts the JSON payload
+//! signed with the endpoint's secret, and on anything but 2xx retries with
+//! exponential backoff up to a limit; every attempt's outcome is kept in
+//! the delivery log partners can read.
+//!
+//! Signature: `Lectern-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
+//! "<t>.<raw body>" keyed with the secret>`. Receivers recompute it,
+//! compare in constant time, and refuse timestamps older than a few
+//! minutes (replay). `Lectern-Delivery` is stable across retries, for
+//! receivers' idempotency.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Sha256;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use lectern_secrets::random_token;
+use lectern_web::ErrorCode;
+use lectern_web::{Access, Permission, Principal};
+use lectern_web::{ApiError, ApiRouter};
+use lectern_web::{ApiJson, ApiPath};
+
+use super::IngestState;
+use lectern_egress::{check_target, AllowList, EgressError};
+
+/// The events an endpoint may subscribe to.
+pub const EVENTS: [&str; 2] = ["asset.ready", "asset.failed"];
+const SECRET_FIELD: &str = "webhook_endpoints.secret";
+
+/// How the dispatcher behaves.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// How often to look for due deliveries.
+    pub poll: Duration,
+    /// Delay before the first retry; doubles for each further one.
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    /// Attempts before a delivery is given up as `failed`.
+    pub max_attempts: i32,
+    /// One POST, connection included.
+    pub timeout: Duration,
+    /// Hosts or networks a webhook may point at although they are private
+    /// (loopback, RFC 1918…): by default a partner cannot make Lectern post
+    /// into its own network. The same rule as URL pulls.
+    pub allow_private: AllowList,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(1),
+            backoff: Duration::from_secs(10),
+            max_backoff: Duration::from_secs(3600),
+            max_attempts: 12,
+            timeout: Duration::from_secs(10),
+            allow_private: AllowList::default(),
+        }
+    }
+}
+
+pub fn routes(api: ApiRouter<IngestState>) -> ApiRouter<IngestState> {
+    let manage = Access::Permission(Permission::ManageWebhooks);
+    api.route(Method::POST, "/api/v1/webhooks", manage, create)
+        .route(Method::GET, "/api/v1/webhooks", manage, list)
+        .route(
+            Method::DELETE,
+            "/api/v1/webhooks/{webhook_id}",
+            manage,
+            disable,
+        )
+        .route(
+            Method::GET,
+            "/api/v1/webhooks/{webhook_id}/deliveries",
+            manage,
+            deliveries,
+        )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEndpoint {
+    url: String,
+    events: Option<Vec<String>>,
+    /// Only a global super admin names the organisation.
+    org_id: Option<Uuid>,
+}
+
+/// `POST /api/v1/webhooks {"url", "events"?}` → 201 with the signing
+/// secret, shown this once.
+async fn create(
+    State(state): State<IngestState>,
+    principal: Principal,
+    ApiJson(endpoint): ApiJson<NewEndpoint>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let org = principal.target_org(endpoint.org_id)?;
+    let url = check_url(&endpoint.url)?;
+    let events = endpoint
+        .events
+        .unwrap_or_else(|| EVENTS.iter().map(|e| e.to_string()).collect());
+    if events.is_empty() || events.iter().any(|e| !EVENTS.contains(&e.as_str())) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidEvents,
+            format!("events is a non-empty list of {}", EVENTS.join(", ")),
+        ));
+    }
+    let keys = state.keyring()?;
+    let id = Uuid::new_v4();
+    let secret = random_token("whsec_");
+    let inserted = sqlx::query(
+        "INSERT INTO webhook_endpoints (id, organisation_id, url, secret_sealed, events)
+         SELECT $1, id, $3, $4, $5 FROM organisations WHERE id = $2",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(url.as_str())
+    .bind(keys.seal(SECRET_FIELD, id, &secret))
+    .bind(&events)
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Err(ApiError::not_found(format!("no organisation {org}")));
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": id,
+            "url": url.as_str(),
+            "events": events,
+            "secret": secret,
+            "signature": "Lectern-Signature: t=<unix>,v1=hex(HMAC-SHA256(secret, \"<t>.<body>\"))",
+        })),
+    ))
+}
+
+/// Only absolute http(s) URLs without credentials; private targets are
+/// checked again at each delivery, after DNS resolution.
+fn check_url(url: &str) -> Result<reqwest::Url, ApiError> {
+    let invalid = |why: &str| {
+        ApiError::new(
+            ErrorCode::InvalidUrl,
+            format!("{url:?} cannot receive webhooks: {why}"),
+        )
+    };
+    let parsed = reqwest::Url::parse(url).map_err(|e| invalid(&e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid("only http and https URLs are allowed"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            "put no credentials in the URL; verify the signature instead",
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) || url.len() > 2000 {
+        return Err(invalid("it needs a host and at most 2000 characters"));
+    }
+    Ok(parsed)
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct EndpointRow {
+    id: Uuid,
+    url: String,
+    events: Vec<String>,
+    created_at: DateTime<Utc>,
+    disabled_at: Option<DateTime<Utc>>,
+}
+
+async fn list(
+    State(state): State<IngestState>,
+    principal: Principal,
+) -> Result<Json<Value>, ApiError> {
+    let rows: Vec<EndpointRow> = sqlx::query_as(
+        "SELECT id, url, events, created_at, disabled_at FROM webhook_endpoints
+         WHERE ($1::uuid IS NULL OR organisation_id = $1) ORDER BY created_at",
+    )
+    .bind(principal.org_scope())
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(json!({ "webhooks": rows })))
+}
+
+/// Disabling keeps the delivery log; pending deliveries are not sent.
+async fn disable(
+    State(state): State<IngestState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let done = sqlx::query(
+        "UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now())
+         WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)",
+    )
+    .bind(id)
+    .bind(principal.org_scope())
+    .execute(&state.db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Err(ApiError::not_found(format!("no webhook {id}")));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+struct DeliveryRow {
+    id: Uuid,
+    asset_id: Uuid,
+    event: String,
+    state: String,
+    attempts: i32,
+    last_status: Option<i32>,
+    last_error: Option<String>,
+    created_at: DateTime<Utc>,
+    next_attempt_at: DateTime<Utc>,
+    delivered_at: Option<DateTime<Utc>>,
+}
+
+async fn deliveries(
+    State(state): State<IngestState>,
+    principal: Principal,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let (exists,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints
+                        WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2))",
+    )
+    .bind(id)
+    .bind(principal.org_scope())
+    .fetch_one(&state.db)
+    .await?;
+    if !exists {
+        return Err(ApiError::not_found(format!("no webhook {id}")));
+    }
+    let rows: Vec<DeliveryRow> = sqlx::query_as(
+        "SELECT id, asset_id, event, state, attempts, last_status, last_error, created_at,
+                next_attempt_at, delivered_at
+         FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at DESC LIMIT 500",
+    )
+    .bind(id)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(json!({ "webhook_id": id, "deliveries": rows })))
+}
+
+/// `t=<unix>,v1=<hex>` for `body` sent at `at`.
+pub fn signature(secret: &str, at: i64, body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(at.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("t={at},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[derive(sqlx::FromRow)]
+struct Due {
+    id: Uuid,
+    endpoint_id: Uuid,
+    event: String,
+    payload: Value,
+    attempts: i32,
+    url: String,
+    secret_sealed: Vec<u8>,
+}
+
+/// Runs the dispatcher for as long as the process lives.
+pub async fn dispatch_periodically(state: IngestState, cancel: CancellationToken) {
+    {
+        let mut tick = tokio::time::interval(state.webhooks.poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if !state
+                .schema_ready
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
+                continue;
+            }
+            if let Err(e) = dispatch_due(&state).await {
+                tracing::warn!(error = %e, "webhook dispatch failed; retrying next round");
+            }
+        }
+    }
+}
+
+/// Posts every due delivery once; returns how many were attempted.
+pub async fn dispatch_due(state: &IngestState) -> Result<usize, ApiError> {
+    let settings = &state.webhooks;
+    // Without the field keys no secret opens: claim nothing rather than
+    // spend attempts on deliveries that cannot be signed.
+    let keys = state.keyring()?;
+    // Claiming bumps `attempts` and holds the row past one POST's timeout,
+    // so a dispatcher that dies mid-post only delays the retry.
+    let hold = settings.timeout.as_secs_f64() * 2.0 + 5.0;
+    let due: Vec<Due> = sqlx::query_as(
+        "WITH claimed AS (
+             UPDATE webhook_deliveries SET attempts = attempts + 1,
+                    locked_until = now() + make_interval(secs => $1)
+             WHERE id IN (
+                 SELECT d.id FROM webhook_deliveries d
+                 WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+                   AND (d.locked_until IS NULL OR d.locked_until < now())
+                 ORDER BY d.next_attempt_at LIMIT 32
+                 FOR UPDATE SKIP LOCKED)
+             RETURNING id, endpoint_id, event, payload, attempts)
+         SELECT c.id, c.endpoint_id, c.event, c.payload, c.attempts, e.url, e.secret_sealed
+         FROM claimed c JOIN webhook_endpoints e ON e.id = c.endpoint_id",
+    )
+    .bind(hold)
+    .fetch_all(&state.db)
+    .await?;
+    let count = due.len();
+    for delivery in due {
+        let outcome = match keys.open(SECRET_FIELD, delivery.endpoint_id, &delivery.secret_sealed) {
+            Ok(secret) => post(state, &delivery, &secret).await,
+            Err(e) => Err((None, format!("cannot open the signing secret: {e}"))),
+        };
+        record(state, &delivery, outcome).await?;
+    }
+    Ok(count)
+}
+
+/// One POST. `Err((status, why))` when the receiver did not take it.
+async fn post(
+    state: &IngestState,
+    delivery: &Due,
+    secret: &str,
+) -> Result<u16, (Option<u16>, String)> {
+    let url = reqwest::Url::parse(&delivery.url).map_err(|e| (None, e.to_string()))?;
+    let target = check_target(&url, &state.webhooks.allow_private)
+        .await
+        .map_err(|e| match e {
+            EgressError::PrivateAddress { .. } => (None, format!("{e} (LECTERN_WEBHOOK_ALLOW)")),
+            e => (None, e.to_string()),
+        })?;
+    // Connect to exactly the addresses just checked: a second DNS answer
+    // (rebinding) cannot point the POST somewhere else; a redirect could
+    // lead into a private network, so receivers must answer directly.
+    let client = target
+        .client_builder()
+        .timeout(state.webhooks.timeout)
+        .connect_timeout(state.webhooks.timeout)
+        .user_agent(concat!("Lectern-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| (None, without_url(e)))?;
+    let body = serde_json::to_vec(&delivery.payload).map_err(|e| (None, e.to_string()))?;
+    let sent_at = Utc::now().timestamp();
+    let response = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("lectern-event", &delivery.event)
+        .header("lectern-delivery", delivery.id.to_string())
+        .header("lectern-signature", signature(secret, sent_at, &body))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| (None, without_url(e)))?;
+    let status = response.status().as_u16();
+    if response.status().is_success() {
+        Ok(status)
+    } else {
+        Err((Some(status), format!("the receiver answered {status}")))
+    }
+}
+
+/// reqwest errors name the URL, which may carry a partner's own secrets in
+/// its query; the log keeps only what went wrong.
+fn without_url(e: reqwest::Error) -> String {
+    e.without_url().to_string()
+}
+
+/// Keeps the outcome of one attempt.
+async fn record(
+    state: &IngestState,
+    delivery: &Due,
+    outcome: Result<u16, (Option<u16>, String)>,
+) -> Result<(), ApiError> {
+    let settings = &state.webhooks;
+    match outcome {
+        Ok(status) => {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(),
+                        last_status = $2, last_error = NULL, locked_until = NULL
+                 WHERE id = $1",
+            )
+            .bind(delivery.id)
+            .bind(i32::from(status))
+            .execute(&state.db)
+            .await?;
+            tracing::info!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, "webhook delivered");
+        }
+        Err((status, why)) => {
+            let exhausted = delivery.attempts >= settings.max_attempts;
+            let exponent = u32::try_from(delivery.attempts - 1).unwrap_or(0).min(20);
+            let delay = settings
+                .backoff
+                .saturating_mul(2u32.saturating_pow(exponent))
+                .min(settings.max_backoff);
+            sqlx::query(
+                "UPDATE webhook_deliveries SET state = $2, last_status = $3, last_error = $4,
+                        next_attempt_at = now() + make_interval(secs => $5), locked_until = NULL
+                 WHERE id = $1",
+            )
+            .bind(delivery.id)
+            .bind(if exhausted { "failed" } else { "pending" })
+            .bind(status.map(i32::from))
+            .bind(&why)
+            .bind(delay.as_secs_f64())
+            .execute(&state.db)
+            .await?;
+            tracing::warn!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, exhausted, reason = %why, "webhook not delivered");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hmac_of_timestamp_dot_body() {
+        // Independent computation: HMAC-SHA256("whsec_k", "1700000000.{}").
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"whsec_k").unwrap();
+        mac.update(b"1700000000.{}");
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(
+            signature("whsec_k", 1_700_000_000, b"{}"),
+            format!("t=1700000000,v1={expected}")
+        );
+    }
+}

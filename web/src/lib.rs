@@ -1,0 +1,19 @@
+//! HTTP plumbing every area shares, and nothing of any area: the error
+//! vocabulary ([`ErrorCode`], [`ApiError`]), extractors that answer in it,
+//! who may do what ([`access`]), the route registry that makes every route
+//! declare it ([`ApiRouter`]), and where a request came from ([`client`]).
+//!
+//! **API boundary:** every crate that serves HTTP builds on this one; it
+//! depends on no Lectern crate.
+
+pub mod access;
+pub mod client;
+pub mod error;
+pub mod extract;
+pub mod router;
+
+pub use access::{Access, Credential, Permission, Principal, Role};
+pub use client::{ClientContext, Unaudited};
+pub use error::{ApiError, ErrorCode};
+pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use router::{ApiRouter, Gate, RouteSpec, Routes, StepUpCheck};
