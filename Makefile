@@ -1,17 +1,23 @@
 # Two commands: `make demo` and `make test`. Both install what is missing
-# (infra/dev/setup is idempotent) and start the services they need.
+# (infra/dev/setup is idempotent) and start the services they need; the demo
+# installs only its own profile (no Garage, cargo-nextest, Redis, Chromium…).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: all setup services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
+.PHONY: all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
 
 all: test
 
+# Everything `make test` needs.
 setup:
-	infra/dev/setup
+	infra/dev/setup test
+
+# Only what building lectern and `make demo` need.
+setup-demo:
+	infra/dev/setup demo
 
 services: setup
 	infra/dev/services up
@@ -42,12 +48,12 @@ npm-test: services
 	cd player-sdk && npm ci --no-audit --no-fund && npm test
 
 # The player SDK bundle the demo page serves (player-sdk/dist).
-player-sdk: setup
+player-sdk: setup-demo
 	cd player-sdk && npm ci --no-audit --no-fund && npm run build
 
 test: setup services lint nextest npm-test
 
-build: setup
+build: setup-demo
 	cargo build --locked --bin lectern
 
 # Embedded defaults: a private PostgreSQL under .lectern/pg, objects on local disk.
