@@ -913,3 +913,45 @@ async fn a_chunked_asset_that_fails_for_good_leaves_nothing_in_storage() {
     assert_eq!(queued_or_running, 0, "{states:?}");
     db.drop_database().await;
 }
+
+/// A picture far larger than anything lectures need is refused at probe,
+/// with its own code, before the asset reaches transcoding (so before any
+/// decoder sees a frame), and is not retried.
+#[tokio::test]
+async fn an_oversized_picture_is_refused_at_probe() {
+    let db = TestDb::new("oversized").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    // 640x360 stored with 16:1 pixels: shown 10240 pixels wide.
+    let clip = make_clip_with(dir.path(), "wide.mp4", 2, &["-vf", "setsar=16/1"]);
+    let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    let _workers = Workers(vec![spawn_worker(
+        &db.url,
+        &data,
+        &dir.path().join("w.log"),
+    )]);
+    wait_until("the asset to fail", Duration::from_secs(60), || {
+        let pool = db.pool.clone();
+        async move { status_of(&pool, id).await.0 == "failed" }
+    })
+    .await;
+    let (_, _, code) = status_of(&db.pool, id).await;
+    assert_eq!(code.as_deref(), Some("frame_too_large"));
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT to_status FROM asset_events WHERE asset_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["uploaded", "probing", "failed"]);
+    let (attempts, state): (i32, String) =
+        sqlx::query_as("SELECT attempts, state FROM jobs WHERE asset_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, state.as_str()), (1, "failed"));
+    db.drop_database().await;
+}

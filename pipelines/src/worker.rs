@@ -9,7 +9,9 @@
 //!   duplicate attempt can therefore never become visible, and superseded
 //!   attempts are garbage-collected afterwards.
 //! - Bad media fails the asset at once with its stable code; only transient
-//!   failures (storage, database, I/O) are retried, with backoff.
+//!   failures (storage, database, I/O) are retried, with backoff. Sources
+//!   over the [`SourceLimits`] fail at probe (`frame_too_large`,
+//!   `duration_too_long`), before anything decodes them.
 //! - On shutdown the worker stops claiming, lets running jobs finish for a
 //!   drain period, then cancels them and hands them straight back to the queue.
 
@@ -20,6 +22,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lectern_storage::Store;
 use lectern_transcoder::encode::CancelFlag;
+use lectern_transcoder::ladder::SourceLimits;
 use lectern_transcoder::{probe, MediaError, MediaErrorCode};
 use serde_json::json;
 use sqlx::PgPool;
@@ -279,6 +282,11 @@ impl Worker {
             .bind(info.duration_s)
             .execute(&self.db)
             .await?;
+        // Before anything decodes a frame: a picture or a duration this
+        // large would hold (or take down) the worker for nothing.
+        SourceLimits::default()
+            .check(&info)
+            .map_err(JobFailure::Media)?;
         assets::transition(
             &self.db,
             job.asset_id,
