@@ -912,3 +912,433 @@ async fn a_chunked_asset_that_fails_for_good_leaves_nothing_in_storage() {
     assert_eq!(queued_or_running, 0, "{states:?}");
     db.drop_database().await;
 }
+
+/// Whether `owner` (a lease owner, `host:pid`) is the process `child`.
+fn is_owned_by(owner: Option<&str>, child: &Child) -> bool {
+    owner.and_then(|o| o.rsplit(':').next()) == Some(child.id().to_string().as_str())
+}
+
+/// Starts a worker and SIGKILLs it the moment it has claimed the job that
+/// `which` picks (SQL on `jobs`, `$1` being the asset), then starts the
+/// next, as a source that takes down every worker would, until the asset
+/// fails. Fails the test if the job is claimed past `max_attempts`.
+/// Returns how many workers were killed, and the last one, still running.
+async fn kill_each_claim(
+    db: &TestDb,
+    data: &Path,
+    logs: &Path,
+    asset: Uuid,
+    which: &str,
+    env: &[(&str, &str)],
+    max_attempts: i32,
+) -> (i32, Workers) {
+    let mut kills = 0;
+    let mut workers = Workers(Vec::new());
+    loop {
+        let log = logs.join(format!("w{kills}.log"));
+        workers.0.push(spawn_worker_with(&db.url, data, &log, env));
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if status_of(&db.pool, asset).await.0 == "failed" {
+                return (kills, workers);
+            }
+            let job: Option<(String, i32, Option<String>)> = sqlx::query_as(&format!(
+                "SELECT state, attempts, lease_owner FROM jobs WHERE asset_id = $1 AND {which}"
+            ))
+            .bind(asset)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+            let worker = workers.0.last().unwrap();
+            if let Some((state, attempts, owner)) = job {
+                if state == "running" && is_owned_by(owner.as_deref(), worker) {
+                    assert!(
+                        attempts <= max_attempts,
+                        "claimed again after its {max_attempts} attempts were spent \
+                         (attempt {attempts})"
+                    );
+                    let mut worker = workers.0.pop().unwrap();
+                    worker.kill().unwrap(); // SIGKILL, as the OOM killer would.
+                    worker.wait().unwrap();
+                    kills += 1;
+                    eprintln!("killed worker {owner:?} at its claim (attempt {attempts})");
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the worker never claimed the job, and the asset did not fail"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// What a failed job and its asset say, for the crash tests.
+async fn assert_failed_with_worker_crashed(db: &PgPool, asset: Uuid, job: Uuid, attempts: i32) {
+    let (status, _, code) = status_of(db, asset).await;
+    assert_eq!(
+        (status.as_str(), code.as_deref()),
+        ("failed", Some("worker_crashed"))
+    );
+    let (state, claimed, job_code, message): (String, i32, Option<String>, Option<String>) =
+        sqlx::query_as(
+            "SELECT state, attempts, last_error_code, last_error_message FROM jobs WHERE id = $1",
+        )
+        .bind(job)
+        .fetch_one(db)
+        .await
+        .unwrap();
+    assert_eq!(
+        (state.as_str(), claimed, job_code.as_deref()),
+        ("failed", attempts, Some("worker_crashed"))
+    );
+    eprintln!("{}", message.unwrap());
+    // The failure is in the asset's history, with the worker that died.
+    let failures: Vec<(Option<String>, serde_json::Value)> = sqlx::query_as(
+        "SELECT worker, detail FROM asset_events WHERE asset_id = $1 AND to_status = 'failed'",
+    )
+    .bind(asset)
+    .fetch_all(db)
+    .await
+    .unwrap();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    let (worker, detail) = &failures[0];
+    assert!(worker.is_some(), "{failures:?}");
+    assert_eq!(detail["code"], "worker_crashed", "{detail}");
+    assert!(detail["crashed_worker"].is_string(), "{detail}");
+    assert!(
+        !detail["message"].as_str().unwrap_or_default().is_empty(),
+        "{detail}"
+    );
+}
+
+/// After a job failed for good, a worker keeps polling for two lease
+/// periods and never takes it again.
+async fn assert_never_claimed_again(db: &PgPool, job: Uuid, attempts: i32) {
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    let (state, claimed): (String, i32) =
+        sqlx::query_as("SELECT state, attempts FROM jobs WHERE id = $1")
+            .bind(job)
+            .fetch_one(db)
+            .await
+            .unwrap();
+    assert_eq!((state.as_str(), claimed), ("failed", attempts));
+}
+
+/// A source that takes down every worker that claims it (a decoder bug, a
+/// picture that exhausts memory) must not loop for ever: each claim counts
+/// as an attempt, and once they are spent the asset fails with
+/// `worker_crashed` and nobody claims the job again.
+#[tokio::test]
+async fn a_source_that_kills_every_worker_fails_with_worker_crashed() {
+    let db = TestDb::new("killer").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    let clip = make_clip(dir.path(), "lecture.mp4", 30);
+    let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    let (job, max_attempts): (Uuid, i32) =
+        sqlx::query_as("SELECT id, max_attempts FROM jobs WHERE asset_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+
+    let (kills, workers) = kill_each_claim(
+        &db,
+        &data,
+        dir.path(),
+        id,
+        "kind = 'transcode'",
+        &[],
+        max_attempts,
+    )
+    .await;
+    assert_eq!(kills, max_attempts, "one death per allowed attempt");
+    assert_failed_with_worker_crashed(&db.pool, id, job, max_attempts).await;
+    // The dead attempts' previews and partial outputs are gone with it.
+    let root = keys::output_root(id);
+    wait_until(
+        "every attempt's outputs removed",
+        Duration::from_secs(30),
+        || {
+            let (store, root) = (store.clone(), root.clone());
+            async move { store.list(&root).await.unwrap().is_empty() }
+        },
+    )
+    .await;
+    let playable: Option<String> =
+        sqlx::query_scalar("SELECT playable_prefix FROM assets WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(playable, None);
+    assert_never_claimed_again(&db.pool, job, max_attempts).await;
+    drop(workers);
+    db.drop_database().await;
+}
+
+/// Chunk parts are jobs too: a part that takes down every worker fails its
+/// asset like any part that fails for good, the parent failed and the other
+/// parts cancelled, and nothing of the asset stays in storage.
+#[tokio::test]
+async fn a_part_that_kills_every_worker_fails_its_asset() {
+    let db = TestDb::new("killer_part").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    let clip = make_clip_with(dir.path(), "lecture.mp4", 46, &["-g", "50"]);
+    let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    let max_attempts: i32 = sqlx::query_scalar("SELECT max_attempts FROM jobs WHERE asset_id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let victim = "kind = 'encode_part' AND (spec->>'index')::int = 2";
+
+    let (kills, workers) = kill_each_claim(
+        &db,
+        &data,
+        dir.path(),
+        id,
+        victim,
+        &[
+            ("LECTERN_CHUNK_THRESHOLD_SECS", "20"),
+            ("LECTERN_CHUNK_SECS", "10"),
+        ],
+        max_attempts,
+    )
+    .await;
+    assert_eq!(kills, max_attempts, "one death per allowed attempt");
+    let part: Uuid = sqlx::query_scalar(&format!(
+        "SELECT id FROM jobs WHERE asset_id = $1 AND {victim}"
+    ))
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_failed_with_worker_crashed(&db.pool, id, part, max_attempts).await;
+    let states: Vec<(String, String)> =
+        sqlx::query_as("SELECT kind, state FROM jobs WHERE asset_id = $1 ORDER BY kind, state")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(
+        states.contains(&("transcode".into(), "failed".into())),
+        "{states:?}"
+    );
+    assert!(
+        states
+            .iter()
+            .all(|(_, s)| ["failed", "cancelled", "succeeded"].contains(&s.as_str())),
+        "no job is left to run: {states:?}"
+    );
+    let root = keys::output_root(id);
+    wait_until(
+        "the attempt's files removed",
+        Duration::from_secs(30),
+        || {
+            let (store, root) = (store.clone(), root.clone());
+            async move { store.list(&root).await.unwrap().is_empty() }
+        },
+    )
+    .await;
+    assert_never_claimed_again(&db.pool, part, max_attempts).await;
+    drop(workers);
+    db.drop_database().await;
+}
+
+/// Every file a preview at `prefix` names exists: the master, its media
+/// playlists, their init segments and segments.
+async fn assert_preview_complete(store: &dyn Store, prefix: &str) {
+    let text = |key: String| async move {
+        let object = store
+            .get(&key, None)
+            .await
+            .unwrap_or_else(|e| panic!("{key} is missing: {e}"));
+        String::from_utf8(object.bytes().await.unwrap().to_vec()).unwrap()
+    };
+    let master = text(format!("{prefix}master.m3u8")).await;
+    let playlists: Vec<&str> = master
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.ends_with(".m3u8"))
+        .chain(master.lines().filter_map(|l| {
+            let uri = l.split("URI=\"").nth(1)?;
+            uri.split('"').next()
+        }))
+        .collect();
+    assert!(!playlists.is_empty(), "{master}");
+    for playlist in playlists {
+        let dir = format!(
+            "{prefix}{}",
+            &playlist[..playlist.rfind('/').map_or(0, |i| i + 1)]
+        );
+        let body = text(format!("{prefix}{playlist}")).await;
+        let media = match m3u8_rs::parse_playlist_res(body.as_bytes()) {
+            Ok(m3u8_rs::Playlist::MediaPlaylist(m)) => m,
+            other => panic!("{playlist} is not a media playlist: {other:?}"),
+        };
+        assert!(!media.segments.is_empty(), "{playlist}: {body}");
+        for segment in &media.segments {
+            let uris = std::iter::once(&segment.uri).chain(segment.map.as_ref().map(|m| &m.uri));
+            for uri in uris {
+                let key = format!("{dir}{uri}");
+                store
+                    .get(&key, None)
+                    .await
+                    .unwrap_or_else(|e| panic!("{playlist} names {key}, which is missing: {e}"));
+            }
+        }
+    }
+}
+
+/// A worker told to stop (SIGTERM) during fast first playback hands its job
+/// back without breaking the preview the asset points at: learners keep
+/// the part encoded so far, and the next attempt publishes under a prefix of
+/// its own, then collects the drained attempt's files.
+#[tokio::test]
+async fn a_drained_job_leaves_a_working_preview_and_the_next_attempt_publishes() {
+    let db = TestDb::new("drain").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    let clip = make_clip(dir.path(), "lecture.mp4", 120);
+    let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    // No drain period: the running encode is cancelled and handed back at once.
+    let mut first = Workers(vec![spawn_worker_with(
+        &db.url,
+        &data,
+        &dir.path().join("w1.log"),
+        &[("LECTERN_WORKER_DRAIN_SECS", "0")],
+    )]);
+    wait_until("a playable preview", Duration::from_secs(180), || {
+        let pool = db.pool.clone();
+        async move {
+            let (status, prefix): (String, Option<String>) =
+                sqlx::query_as("SELECT status, playable_prefix FROM assets WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            assert_ne!(status, "ready", "the encode finished before the drain");
+            prefix.is_some()
+        }
+    })
+    .await;
+    let status = common::Server(first.0.pop().unwrap()).terminate();
+    assert!(status.success(), "the worker drains and exits: {status}");
+
+    // Handed back, the attempt not counted against the limit.
+    let (state, attempts, handbacks): (String, i32, i32) =
+        sqlx::query_as("SELECT state, attempts, handbacks FROM jobs WHERE asset_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(state, "queued", "drained during the encode");
+    assert_eq!(attempts - handbacks, 0, "a drain is not a failed attempt");
+    // The asset still points at a preview, and everything it names exists.
+    let (status, playable): (String, Option<String>) =
+        sqlx::query_as("SELECT status, playable_prefix FROM assets WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "transcoding");
+    let playable = playable.expect("the drained attempt's preview stays playable");
+    assert_preview_complete(store.as_ref(), &playable).await;
+    eprintln!("after the drain the asset still plays its preview at {playable}");
+
+    // The next attempt publishes normally, under a prefix of its own.
+    let _second = Workers(vec![spawn_worker(
+        &db.url,
+        &data,
+        &dir.path().join("w2.log"),
+    )]);
+    wait_until("the asset ready", Duration::from_secs(300), || {
+        let pool = db.pool.clone();
+        async move {
+            let (status, _, error) = status_of(&pool, id).await;
+            assert_ne!(status, "failed", "asset failed: {error:?}");
+            status == "ready"
+        }
+    })
+    .await;
+    let (output, playable): (String, String) =
+        sqlx::query_as("SELECT output_prefix, playable_prefix FROM assets WHERE id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(output, playable);
+    assert!(output.ends_with("attempt-2/"), "{output}");
+    let (attempts, handbacks): (i32, i32) =
+        sqlx::query_as("SELECT attempts, handbacks FROM jobs WHERE asset_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, handbacks), (2, 1));
+    assert_ladder_plays(store.as_ref(), &output).await;
+    let stray: Vec<String> = store
+        .list(&keys::output_root(id))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| !k.starts_with(&output))
+        .collect();
+    assert!(
+        stray.is_empty(),
+        "the drained attempt's files remain: {stray:?}"
+    );
+    db.drop_database().await;
+}
+
+/// A picture far larger than anything lectures need is refused at probe,
+/// with its own code, before the asset reaches transcoding (so before any
+/// decoder sees a frame), and is not retried.
+#[tokio::test]
+async fn an_oversized_picture_is_refused_at_probe() {
+    let db = TestDb::new("oversized").await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store: Arc<dyn Store> = Arc::new(FsStore::open(data.join("storage")).await.unwrap());
+    let org = create_org(&db.pool).await;
+    // 640x360 stored with 16:1 pixels: shown 10240 pixels wide.
+    let clip = make_clip_with(dir.path(), "wide.mp4", 2, &["-vf", "setsar=16/1"]);
+    let id = enqueue(&db.pool, store.as_ref(), org, &clip).await;
+    let _workers = Workers(vec![spawn_worker(
+        &db.url,
+        &data,
+        &dir.path().join("w.log"),
+    )]);
+    wait_until("the asset to fail", Duration::from_secs(60), || {
+        let pool = db.pool.clone();
+        async move { status_of(&pool, id).await.0 == "failed" }
+    })
+    .await;
+    let (_, _, code) = status_of(&db.pool, id).await;
+    assert_eq!(code.as_deref(), Some("frame_too_large"));
+    let statuses: Vec<String> =
+        sqlx::query_scalar("SELECT to_status FROM asset_events WHERE asset_id = $1 ORDER BY id")
+            .bind(id)
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(statuses, ["uploaded", "probing", "failed"]);
+    let (attempts, state): (i32, String) =
+        sqlx::query_as("SELECT attempts, state FROM jobs WHERE asset_id = $1")
+            .bind(id)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!((attempts, state.as_str()), (1, "failed"));
+    db.drop_database().await;
+}

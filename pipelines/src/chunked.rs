@@ -7,9 +7,11 @@
 //! becomes the parent of one `encode_part` job per chunk plus part 0: the
 //! audio, poster and storyboard of the whole source. It then waits, holding
 //! no lease. Parts are ordinary jobs: any worker claims them, with the same
-//! leases, retries and backoff. Every part encodes onto the whole source's
-//! timeline, so the chunks' segments follow each other with continuous
-//! decode times. The last part to succeed re-queues the parent in the same
+//! leases, retries, backoff and attempt limit; a part that fails for good,
+//! bad media or a worker dying on its last attempt (`worker_crashed`), fails
+//! the parent and the asset and cancels the other parts. Every part encodes
+//! onto the whole source's timeline, so the chunks' segments follow each
+//! other with continuous decode times. The last part to succeed re-queues the parent in the same
 //! transaction; the parent then stitches the parts' segment lists into one
 //! set of playlists and switches the asset to ready exactly as a whole
 //! encode does.

@@ -2,6 +2,15 @@
 //! hold with a renewed lease, retry transient failures with backoff, never
 //! retry bad media. Workers share nothing but the database and storage, so
 //! any number of them on any machines can drain one queue.
+//!
+//! `attempts` counts claims, so every claim has its own attempt number (it
+//! names the attempt's output prefix). A claim that ends in a hand-back
+//! (graceful drain) also counts in `handbacks`; what counts towards
+//! `max_attempts` is the difference. A claim whose worker died (its lease
+//! expired) counts like a failed one: a source that kills every worker it
+//! meets is not claimed again once its attempts are spent, and
+//! `CRASHED_ON_LAST_ATTEMPT` finds it for the worker to fail with
+//! `worker_crashed`.
 
 use std::time::Duration;
 
@@ -16,30 +25,69 @@ pub struct ClaimedJob {
     pub id: Uuid,
     pub asset_id: Uuid,
     pub attempts: i32,
+    /// Claims of this job that ended in a hand-back; they do not count
+    /// towards `max_attempts`.
+    pub handbacks: i32,
     pub max_attempts: i32,
     /// See [`crate::chunked`] for parts.
     pub kind: JobKind,
     pub parent_id: Option<Uuid>,
     pub spec: Option<serde_json::Value>,
+    /// The worker whose expired lease this claim took over: it died (or
+    /// lost the database) while it held the job.
+    pub taken_over_from: Option<String>,
+}
+
+impl ClaimedJob {
+    /// The attempts that count towards `max_attempts`, this one included.
+    pub fn counted_attempts(&self) -> i32 {
+        self.attempts - self.handbacks
+    }
+
+    /// Whether a failure of this attempt is the last one allowed.
+    pub fn is_last_attempt(&self) -> bool {
+        self.counted_attempts() >= self.max_attempts
+    }
+}
+
+/// A job whose worker died on its last allowed attempt: its lease expired
+/// and no attempt is left. [`claim`] never takes it; the worker fails it
+/// with `worker_crashed` (see `crate::worker`).
+pub(crate) const CRASHED_ON_LAST_ATTEMPT: &str =
+    "state = 'running' AND lease_expires_at < now() AND attempts - handbacks >= max_attempts";
+
+/// The columns of a [`ClaimedJob`], for `RETURNING`; `owner` is the
+/// expression naming the worker whose lease was taken over.
+pub(crate) fn claimed_columns(owner: &str) -> String {
+    format!(
+        "jobs.id, jobs.asset_id, jobs.attempts, jobs.handbacks, jobs.max_attempts, jobs.kind, \
+         jobs.parent_id, jobs.spec, {owner} AS taken_over_from"
+    )
 }
 
 /// Claims the most urgent runnable job: queued and due, or running with an
-/// expired lease (its worker died). Returns `None` when there is nothing to do.
+/// expired lease (its worker died) and an attempt left. The takeover counts
+/// as an attempt: the dead worker's claim is not refunded. Returns `None`
+/// when there is nothing to do.
 pub async fn claim(db: &PgPool, worker: &str, lease: Duration) -> sqlx::Result<Option<ClaimedJob>> {
-    sqlx::query_as(
-        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $1,
-                lease_expires_at = now() + $2 * interval '1 millisecond', updated_at = now()
-         WHERE id = (
-             SELECT id FROM jobs
+    sqlx::query_as(&format!(
+        "WITH candidate AS (
+             SELECT id, CASE WHEN state = 'running' THEN lease_owner END AS expired_owner
+             FROM jobs
              WHERE (state = 'queued' AND run_after <= now())
-                OR (state = 'running' AND lease_expires_at < now())
+                OR (state = 'running' AND lease_expires_at < now()
+                    AND attempts - handbacks < max_attempts)
              -- Parts of an asset already under way before new assets: the
              -- first asset in finishes first.
              ORDER BY priority DESC, (kind = 'encode_part') DESC, run_after
              FOR UPDATE SKIP LOCKED
              LIMIT 1)
-         RETURNING id, asset_id, attempts, max_attempts, kind, parent_id, spec",
-    )
+         UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = $1,
+                lease_expires_at = now() + $2 * interval '1 millisecond', updated_at = now()
+         FROM candidate WHERE jobs.id = candidate.id
+         RETURNING {}",
+        claimed_columns("candidate.expired_owner")
+    ))
     .bind(worker)
     .bind(lease.as_millis() as f64)
     .fetch_optional(db)
@@ -81,19 +129,27 @@ pub fn backoff(attempt: i32) -> Duration {
 }
 
 /// Puts a job this worker holds back in the queue at once without counting
-/// the attempt (graceful drain: the work was interrupted, not failed).
-pub async fn release(db: &PgPool, job: &ClaimedJob, worker: &str) -> sqlx::Result<()> {
-    sqlx::query(&format!(
-        "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_owner = NULL,
+/// the attempt against `max_attempts` (graceful drain: the work was
+/// interrupted, not failed). The attempt number stays used, so the next
+/// claim writes under a prefix of its own and never over this attempt's
+/// outputs. `false`: the job was no longer ours.
+pub async fn release(
+    conn: &mut sqlx::PgConnection,
+    job: &ClaimedJob,
+    worker: &str,
+) -> sqlx::Result<bool> {
+    let released = sqlx::query(&format!(
+        "UPDATE jobs SET state = 'queued', handbacks = handbacks + 1, lease_owner = NULL,
                 lease_expires_at = NULL, run_after = now(), updated_at = now()
          WHERE {STILL_OURS}"
     ))
     .bind(job.id)
     .bind(worker)
     .bind(job.attempts)
-    .execute(db)
-    .await?;
-    Ok(())
+    .execute(conn)
+    .await?
+    .rows_affected();
+    Ok(released == 1)
 }
 
 #[cfg(test)]

@@ -5,6 +5,12 @@
 //! there, so a learner can start within seconds of the upload finishing,
 //! however long the source. The final publish of the same attempt rewrites
 //! these playlists as `VOD` and the master with every rung.
+//!
+//! An attempt that ends otherwise never leaves `playable_prefix` naming
+//! missing objects: a failed one clears it before deleting its preview; a
+//! drained one keeps the preview, still pointed at, and the next attempt
+//! (which writes under its own prefix) replaces it from its first segments
+//! and collects it when the asset is ready (see [`crate::worker`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -9,9 +9,24 @@
 //!   duplicate attempt can therefore never become visible, and superseded
 //!   attempts are garbage-collected afterwards.
 //! - Bad media fails the asset at once with its stable code; only transient
-//!   failures (storage, database, I/O) are retried, with backoff.
+//!   failures (storage, database, I/O) are retried, with backoff. Sources
+//!   over the [`SourceLimits`] fail at probe (`frame_too_large`,
+//!   `duration_too_long`), before anything decodes them.
+//! - A claim whose worker died counts as an attempt. When a job's last
+//!   allowed attempt dies, no worker claims it again: the next worker to
+//!   look for work fails it with `worker_crashed` (for a part, its whole
+//!   asset, like any part that fails for good), so a source that kills its
+//!   workers cannot loop for ever.
 //! - On shutdown the worker stops claiming, lets running jobs finish for a
-//!   drain period, then cancels them and hands them straight back to the queue.
+//!   drain period, then cancels them and hands them straight back to the
+//!   queue. The attempt is not counted against the limit, but its number
+//!   stays used: the next attempt writes under a prefix of its own.
+//! - An attempt that ends without publishing deletes its outputs unless the
+//!   asset still points at them (a preview learners may be watching, left
+//!   by a drained attempt or one that lost its lease): those stay until the
+//!   next attempt's preview replaces them and its switch to ready collects
+//!   them. An asset that fails for good loses every attempt's outputs and
+//!   its preview together.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +35,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lectern_storage::Store;
 use lectern_transcoder::encode::CancelFlag;
+use lectern_transcoder::ladder::SourceLimits;
 use lectern_transcoder::{probe, MediaError, MediaErrorCode};
 use serde_json::json;
 use sqlx::PgPool;
@@ -29,7 +45,7 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use crate::chunked::{self, ChunkingConfig, Stage};
-use crate::jobs::{self, ClaimedJob, STILL_OURS};
+use crate::jobs::{self, ClaimedJob, CRASHED_ON_LAST_ATTEMPT, STILL_OURS};
 use crate::{profiles, progressive, transcode};
 use lectern_assets::{self as assets, keys, AssetStatus};
 
@@ -126,6 +142,11 @@ impl Worker {
                 () = &mut shutdown => break,
                 p = slots.clone().acquire_owned() => p.expect("semaphore never closes"),
             };
+            // Before claiming: a job whose last attempt died is never
+            // claimable, so without this its asset would wait for ever.
+            if let Err(e) = self.fail_crashed_jobs().await {
+                tracing::warn!(error = %e, "cannot fail jobs whose workers died; retrying");
+            }
             let claimed = match jobs::claim(&self.db, &self.config.name, self.config.lease).await {
                 Ok(job) => job,
                 Err(e) => {
@@ -166,6 +187,16 @@ impl Worker {
     async fn process(&self, job: ClaimedJob, cancel: CancelFlag) {
         let name = &self.config.name;
         tracing::info!(worker = %name, job = %job.id, asset = %job.asset_id, attempt = job.attempts, "job claimed");
+        if let Some(dead) = &job.taken_over_from {
+            tracing::warn!(
+                job = %job.id,
+                asset = %job.asset_id,
+                previous_worker = %dead,
+                attempt = job.counted_attempts(),
+                max_attempts = job.max_attempts,
+                "taking over a job whose worker died"
+            );
+        }
         let scratch = self
             .config
             .work_dir
@@ -173,8 +204,12 @@ impl Worker {
         let stage = match Stage::of(&job) {
             Ok(stage) => stage,
             Err(failure) => {
-                if let Err(e) = self.record_failure(&job, failure).await {
-                    tracing::error!(job = %job.id, error = %e, "cannot record job failure");
+                match self.record_failure(&job, None, failure).await {
+                    Ok(true) => self.remove_all_outputs(job.asset_id).await,
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(job = %job.id, error = %e, "cannot record job failure")
+                    }
                 }
                 return;
             }
@@ -219,25 +254,54 @@ impl Worker {
             Ok(()) if matches!(stage, Stage::Part(_)) => {}
             Ok(()) => self.collect_garbage(job.asset_id, &prefix).await,
             Err(failure) => {
-                match &stage {
-                    Stage::Whole => self.remove_prefix(&prefix).await,
-                    Stage::Part(part) => self.remove_part_attempt(part, job.attempts).await,
-                    // The parts' outputs stay for the stitch's retry.
-                    Stage::Stitch(_) => {}
-                }
-                match self.record_failure(&job, failure).await {
-                    // The asset failed for good: the other parts' outputs
-                    // and the chunk sources can never be stitched.
-                    Ok(true) if !matches!(stage, Stage::Whole) => {
-                        self.remove_prefix(&prefix).await;
-                    }
-                    Ok(_) => {}
-                    // The lease will expire and another worker retries.
+                let preview = matches!(stage, Stage::Whole).then_some(prefix.as_str());
+                match self.record_failure(&job, preview, failure).await {
+                    // Nothing of the asset can be used any more: not this
+                    // attempt's outputs, not the other parts' or the chunk
+                    // sources, not what earlier attempts whose workers died
+                    // left behind.
+                    Ok(true) => self.remove_all_outputs(job.asset_id).await,
+                    Ok(false) => self.discard_attempt(&job, &stage, &prefix).await,
+                    // The lease will expire and another worker retries;
+                    // what this attempt wrote is collected when the asset
+                    // is ready or fails.
                     Err(e) => {
                         tracing::error!(job = %job.id, error = %e, "cannot record job failure")
                     }
                 }
             }
+        }
+    }
+
+    /// Removes what an attempt that will not publish wrote, except what
+    /// the asset still points at: a preview learners may be watching (left
+    /// by a drained attempt, or by one that lost its lease) stays until a
+    /// later attempt's preview or ladder replaces it and collects it.
+    async fn discard_attempt(&self, job: &ClaimedJob, stage: &Stage, prefix: &str) {
+        match stage {
+            Stage::Whole => {
+                let pointed_at: sqlx::Result<bool> = sqlx::query_scalar(
+                    "SELECT $2 IN (coalesce(playable_prefix, ''), coalesce(output_prefix, ''))
+                     FROM assets WHERE id = $1",
+                )
+                .bind(job.asset_id)
+                .bind(prefix)
+                .fetch_one(&self.db)
+                .await;
+                match pointed_at {
+                    Ok(false) => self.remove_prefix(prefix).await,
+                    Ok(true) => {
+                        tracing::info!(asset = %job.asset_id, %prefix, "keeping the preview learners are sent to")
+                    }
+                    Err(e) => {
+                        tracing::warn!(asset = %job.asset_id, %prefix, error = %e, "cannot tell whether the preview is in use; keeping it")
+                    }
+                }
+            }
+            // Nothing points at a part's files before its attempt succeeds.
+            Stage::Part(part) => self.remove_part_attempt(part, job.attempts).await,
+            // The parts' outputs stay for the stitch's retry.
+            Stage::Stitch(_) => {}
         }
     }
 
@@ -279,6 +343,11 @@ impl Worker {
             .bind(info.duration_s)
             .execute(&self.db)
             .await?;
+        // Before anything decodes a frame: a picture or a duration this
+        // large would hold (or take down) the worker for nothing.
+        SourceLimits::default()
+            .check(&info)
+            .map_err(JobFailure::Media)?;
         assets::transition(
             &self.db,
             job.asset_id,
@@ -464,7 +533,14 @@ impl Worker {
     }
 
     /// Records a failed attempt; `true` when the asset failed for good.
-    async fn record_failure(&self, job: &ClaimedJob, failure: JobFailure) -> sqlx::Result<bool> {
+    /// `preview` is the prefix under which this attempt may have published
+    /// a preview (a whole encode's).
+    async fn record_failure(
+        &self,
+        job: &ClaimedJob,
+        preview: Option<&str>,
+        failure: JobFailure,
+    ) -> sqlx::Result<bool> {
         let name = &self.config.name;
         let (code, message, permanent) = match failure {
             JobFailure::LeaseLost => {
@@ -473,7 +549,11 @@ impl Worker {
             }
             JobFailure::Interrupted => {
                 tracing::info!(job = %job.id, "interrupted by shutdown; handing the job back");
-                return jobs::release(&self.db, job, name).await.map(|()| false);
+                let mut conn = self.db.acquire().await?;
+                if !jobs::release(&mut conn, job, name).await? {
+                    tracing::warn!(job = %job.id, "lease lost before the hand-back; another worker has the job");
+                }
+                return Ok(false);
             }
             JobFailure::Media(e) => (
                 e.code.as_str().to_string(),
@@ -484,7 +564,7 @@ impl Worker {
             JobFailure::InvalidProfile(message) => ("invalid_profile".to_string(), message, true),
             JobFailure::InvalidSpec(message) => ("internal".to_string(), message, true),
         };
-        let give_up = permanent || job.attempts >= job.max_attempts;
+        let give_up = permanent || job.is_last_attempt();
         let mut tx = self.db.begin().await?;
         let state_sql = if give_up {
             "state = 'failed', lease_expires_at = NULL"
@@ -492,6 +572,7 @@ impl Worker {
             "state = 'queued', lease_owner = NULL, lease_expires_at = NULL,
              run_after = now() + $6 * interval '1 millisecond'"
         };
+        let retry_in = jobs::backoff(job.counted_attempts());
         let owned = sqlx::query(&format!(
             "UPDATE jobs SET {state_sql}, last_error_code = $4, last_error_message = $5,
                     updated_at = now()
@@ -502,71 +583,151 @@ impl Worker {
         .bind(job.attempts)
         .bind(&code)
         .bind(&message)
-        .bind(jobs::backoff(job.attempts).as_millis() as f64)
+        .bind(retry_in.as_millis() as f64)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if owned != 1 {
             return Ok(false);
         }
-        // This attempt's outputs are being removed: stop sending learners there.
+        if give_up {
+            let detail = json!({ "code": code, "message": message });
+            self.fail_for_good_in(&mut tx, job, &code, &message, detail)
+                .await?;
+            return tx.commit().await.map(|()| true);
+        }
+        if let Some(prefix) = preview {
+            // This attempt's outputs are being removed: stop sending
+            // learners there.
+            sqlx::query(
+                "UPDATE assets SET playable_prefix = NULL WHERE id = $1 AND playable_prefix = $2",
+            )
+            .bind(job.asset_id)
+            .bind(prefix)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if job.parent_id.is_some() {
+            // The asset stays in transcoding while its other parts run.
+            tracing::warn!(asset = %job.asset_id, part = %job.id, %code, %message, "part failed; will retry");
+            return tx.commit().await.map(|()| false);
+        }
+        assets::transition_in(
+            &mut tx,
+            job.asset_id,
+            AssetStatus::Uploaded,
+            name,
+            job.attempts,
+            Some(json!({ "code": code, "message": message, "retry_in_s": retry_in.as_secs() })),
+        )
+        .await?;
+        tracing::warn!(asset = %job.asset_id, %code, %message, ?retry_in, "transient failure; will retry");
+        tx.commit().await.map(|()| false)
+    }
+
+    /// With `job`'s row already failed in `tx`: fails the asset with
+    /// `code`. A part takes its parent and siblings with it, since one part
+    /// that cannot be made means the asset cannot be finished. The preview
+    /// goes too: the caller removes every output once `tx` commits.
+    async fn fail_for_good_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        job: &ClaimedJob,
+        code: &str,
+        message: &str,
+        detail: serde_json::Value,
+    ) -> sqlx::Result<()> {
+        if let Some(parent) = job.parent_id {
+            sqlx::query(
+                "UPDATE jobs SET state = CASE WHEN id = $1 THEN 'failed' ELSE 'cancelled' END,
+                        lease_expires_at = NULL, updated_at = now()
+                 WHERE (id = $1 AND state = 'waiting')
+                    OR (parent_id = $1 AND state IN ('queued', 'running'))",
+            )
+            .bind(parent)
+            .execute(&mut **tx)
+            .await?;
+        }
         sqlx::query(
-            "UPDATE assets SET playable_prefix = NULL WHERE id = $1 AND playable_prefix = $2",
+            "UPDATE assets SET error_code = $2, error_message = $3, playable_prefix = NULL
+             WHERE id = $1",
         )
         .bind(job.asset_id)
-        .bind(keys::attempt_prefix(job.asset_id, job.attempts))
-        .execute(&mut *tx)
+        .bind(code)
+        .bind(message)
+        .execute(&mut **tx)
         .await?;
-        let detail = json!({ "code": code, "message": message });
-        if let Some(parent) = job.parent_id {
-            if give_up {
-                // One part cannot be made: the asset cannot be finished.
-                sqlx::query(
-                    "UPDATE jobs SET state = CASE WHEN id = $1 THEN 'failed' ELSE 'cancelled' END,
-                            lease_expires_at = NULL, updated_at = now()
-                     WHERE (id = $1 AND state = 'waiting')
-                        OR (parent_id = $1 AND state IN ('queued', 'running'))",
-                )
-                .bind(parent)
-                .execute(&mut *tx)
-                .await?;
-            } else {
-                // The asset stays in transcoding while its other parts run.
-                tracing::warn!(asset = %job.asset_id, part = %job.id, %code, %message, "part failed; will retry");
-                return tx.commit().await.map(|()| false);
-            }
-        }
-        if give_up {
-            sqlx::query("UPDATE assets SET error_code = $2, error_message = $3 WHERE id = $1")
-                .bind(job.asset_id)
-                .bind(&code)
+        assets::transition_in(
+            tx,
+            job.asset_id,
+            AssetStatus::Failed,
+            &self.config.name,
+            job.attempts,
+            Some(detail),
+        )
+        .await?;
+        tracing::warn!(asset = %job.asset_id, %code, %message, "asset failed");
+        Ok(())
+    }
+
+    /// Fails for good every job whose worker died on its last allowed
+    /// attempt (see [`jobs::CRASHED_ON_LAST_ATTEMPT`]): such a source is
+    /// likely to take down whichever worker claims it next, so it is not
+    /// claimed again and its asset fails with `worker_crashed`.
+    async fn fail_crashed_jobs(&self) -> sqlx::Result<()> {
+        loop {
+            let mut tx = self.db.begin().await?;
+            let crashed: Option<ClaimedJob> = sqlx::query_as(&format!(
+                "UPDATE jobs SET state = 'failed', lease_expires_at = NULL,
+                        last_error_code = 'worker_crashed', updated_at = now()
+                 WHERE id = (SELECT id FROM jobs WHERE {CRASHED_ON_LAST_ATTEMPT}
+                             FOR UPDATE SKIP LOCKED LIMIT 1)
+                 RETURNING {}",
+                jobs::claimed_columns("jobs.lease_owner")
+            ))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(job) = crashed else {
+                return Ok(());
+            };
+            let what = match Stage::of(&job) {
+                Ok(Stage::Part(part)) if part.index == 0 => {
+                    "encoding the audio, poster and storyboard of this source".to_string()
+                }
+                Ok(Stage::Part(part)) => format!("encoding chunk {} of this source", part.index),
+                Ok(Stage::Stitch(_)) => "packaging this source".to_string(),
+                _ => "encoding this source".to_string(),
+            };
+            let message = format!(
+                "the worker {what} stopped before finishing (it was killed, ran out of memory \
+                 or crashed) on attempt {} of {}, the last allowed; a source that takes down \
+                 its workers is usually damaged or extreme: check that it plays in a desktop \
+                 player, or export it again as H.264/AAC MP4 and upload that",
+                job.counted_attempts(),
+                job.max_attempts
+            );
+            sqlx::query("UPDATE jobs SET last_error_message = $2 WHERE id = $1")
+                .bind(job.id)
                 .bind(&message)
                 .execute(&mut *tx)
                 .await?;
-            assets::transition_in(
-                &mut tx,
-                job.asset_id,
-                AssetStatus::Failed,
-                name,
-                job.attempts,
-                Some(detail),
-            )
-            .await?;
-            tracing::warn!(asset = %job.asset_id, %code, %message, "asset failed");
-        } else {
-            let retry_in = jobs::backoff(job.attempts);
-            assets::transition_in(
-                &mut tx,
-                job.asset_id,
-                AssetStatus::Uploaded,
-                name,
-                job.attempts,
-                Some(json!({ "code": code, "message": message, "retry_in_s": retry_in.as_secs() })),
-            )
-            .await?;
-            tracing::warn!(asset = %job.asset_id, %code, %message, ?retry_in, "transient failure; will retry");
+            let detail = json!({
+                "code": "worker_crashed",
+                "message": message,
+                "job": job.id,
+                "crashed_worker": job.taken_over_from,
+            });
+            self.fail_for_good_in(&mut tx, &job, "worker_crashed", &message, detail)
+                .await?;
+            tx.commit().await?;
+            tracing::warn!(job = %job.id, asset = %job.asset_id, crashed_worker = ?job.taken_over_from, "job failed for good: its last attempt's worker died");
+            self.remove_all_outputs(job.asset_id).await;
         }
-        tx.commit().await.map(|()| give_up)
+    }
+
+    /// Every attempt's outputs of an asset that failed for good.
+    async fn remove_all_outputs(&self, asset_id: Uuid) {
+        self.remove_prefix(&keys::output_root(asset_id)).await;
     }
 
     async fn remove_prefix(&self, prefix: &str) {

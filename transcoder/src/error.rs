@@ -15,8 +15,11 @@ pub enum MediaErrorCode {
     CorruptMedia,
     /// A stream codec we recognise but cannot decode here.
     UnsupportedCodec,
-    /// Over a configured limit (duration, resolution, size).
-    TooLarge,
+    /// A picture larger than the worker's limits (see `ladder::SourceLimits`),
+    /// refused at probe before anything decodes it.
+    FrameTooLarge,
+    /// Longer than the worker's limit, refused at probe.
+    DurationTooLong,
     /// The job was cancelled by the caller.
     Cancelled,
     /// Reading or writing local files failed.
@@ -32,7 +35,8 @@ impl MediaErrorCode {
             Self::NoDecodableStream => "no_decodable_stream",
             Self::CorruptMedia => "corrupt_media",
             Self::UnsupportedCodec => "unsupported_codec",
-            Self::TooLarge => "too_large",
+            Self::FrameTooLarge => "frame_too_large",
+            Self::DurationTooLong => "duration_too_long",
             Self::Cancelled => "cancelled",
             Self::Io => "io_error",
             Self::Internal => "internal",

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MediaError, MediaErrorCode};
-use crate::media_info::{MediaInfo, Rational, VideoStream};
+use crate::media_info::{MediaInfo, Rational, StreamInfo, VideoStream};
 
 /// An encoding profile as operators write it (TOML). Heights are targets;
 /// planning drops rungs the source cannot fill (never upscale).
@@ -89,9 +89,12 @@ pub struct AudioRendition {
     pub bitrate_kbps: u32,
 }
 
-/// Sources beyond these are refused with `too_large` before any encoding
-/// starts: they would tie a worker up for hours and nobody streams 8K
-/// lectures. Operators can pass their own to [`plan_with_limits`].
+/// Sources beyond these are refused by [`SourceLimits::check`] right after
+/// the probe, before anything decodes them, with `frame_too_large` or
+/// `duration_too_long`: a decoder handed a huge picture can exhaust a
+/// worker's memory and take it down, and a day-long source ties a worker
+/// up for hours; nobody streams 8K lectures or lectures longer than a
+/// (very) long day. Operators can pass their own to [`plan_with_limits`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SourceLimits {
     pub max_duration_s: f64,
@@ -99,6 +102,12 @@ pub struct SourceLimits {
     pub max_long_side: u32,
     /// Shortest display side, in pixels (8K UHD is 4320).
     pub max_short_side: u32,
+    /// Widest or tallest coded picture, in pixels: what the decoder
+    /// allocates, which anamorphic pixels can make far larger than what is
+    /// displayed. 16384 is where common decoders and scalers stop.
+    pub max_coded_side: u32,
+    /// Most pixels in one coded picture (8K UHD's 7680 × 4320).
+    pub max_frame_pixels: u64,
 }
 
 impl Default for SourceLimits {
@@ -107,7 +116,59 @@ impl Default for SourceLimits {
             max_duration_s: 12.0 * 3600.0,
             max_long_side: 7680,
             max_short_side: 4320,
+            max_coded_side: 16384,
+            max_frame_pixels: 7680 * 4320,
         }
+    }
+}
+
+impl SourceLimits {
+    /// Refuses a probed source over these limits; every video stream is
+    /// checked, as a demuxer may hand any of them to a decoder.
+    pub fn check(&self, info: &MediaInfo) -> Result<(), MediaError> {
+        if info.duration_s > self.max_duration_s {
+            return Err(MediaError::new(
+                MediaErrorCode::DurationTooLong,
+                format!(
+                    "the source lasts {:.1} h, more than the {:.1} h limit; split it into parts \
+                     and upload each",
+                    info.duration_s / 3600.0,
+                    self.max_duration_s / 3600.0
+                ),
+            ));
+        }
+        for v in info.streams.iter().filter_map(|s| match s {
+            StreamInfo::Video(v) => Some(v),
+            _ => None,
+        }) {
+            let coded_pixels = u64::from(v.width) * u64::from(v.height);
+            if v.width.max(v.height) > self.max_coded_side || coded_pixels > self.max_frame_pixels {
+                return Err(MediaError::new(
+                    MediaErrorCode::FrameTooLarge,
+                    format!(
+                        "the {} video stream's pictures are {}x{} pixels, over the limit of \
+                         {} pixels a side and {:.1} megapixels a picture; export it at 4K or less",
+                        v.codec,
+                        v.width,
+                        v.height,
+                        self.max_coded_side,
+                        self.max_frame_pixels as f64 / 1e6
+                    ),
+                ));
+            }
+            let (w, h) = v.display_dimensions();
+            if w.max(h) > self.max_long_side || w.min(h) > self.max_short_side {
+                return Err(MediaError::new(
+                    MediaErrorCode::FrameTooLarge,
+                    format!(
+                        "the video is {w}x{h}, larger than the {}x{} limit; export it at 4K or \
+                         less",
+                        self.max_long_side, self.max_short_side
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -158,19 +219,10 @@ pub fn plan_with_limits(
             "the source holds no audio or video to play",
         ));
     }
-    if info.duration_s > limits.max_duration_s {
-        return Err(MediaError::new(
-            MediaErrorCode::TooLarge,
-            format!(
-                "the source lasts {:.1} h, more than the {:.1} h limit; split it into parts",
-                info.duration_s / 3600.0,
-                limits.max_duration_s / 3600.0
-            ),
-        ));
-    }
+    limits.check(info)?;
 
     let video = match video {
-        Some(v) => plan_video(v, profile, limits)?,
+        Some(v) => plan_video(v, profile)?,
         None => Vec::new(),
     };
     let audio = audio.map(|_| AudioRendition {
@@ -192,7 +244,6 @@ pub fn plan_with_limits(
 fn plan_video(
     source: &VideoStream,
     profile: &LadderProfile,
-    limits: &SourceLimits,
 ) -> Result<Vec<VideoRendition>, MediaError> {
     let (display_w, display_h) = source.display_dimensions();
     if display_w == 0 || display_h == 0 {
@@ -207,15 +258,6 @@ fn plan_video(
     } else {
         (display_w, display_h)
     };
-    if long > limits.max_long_side || short > limits.max_short_side {
-        return Err(MediaError::new(
-            MediaErrorCode::TooLarge,
-            format!(
-                "the video is {display_w}x{display_h}, larger than the {}x{} limit",
-                limits.max_long_side, limits.max_short_side
-            ),
-        ));
-    }
     let smallest = profile.rungs.last().ok_or_else(|| {
         MediaError::new(
             MediaErrorCode::Internal,
@@ -533,18 +575,49 @@ mod tests {
     fn oversized_sources_are_refused() {
         let src = video(15360, 8640, Rational::new(30, 1));
         let err = plan(&info(vec![StreamInfo::Video(src)]), &profile()).unwrap_err();
-        assert_eq!(err.code, MediaErrorCode::TooLarge);
+        assert_eq!(err.code, MediaErrorCode::FrameTooLarge);
         assert!(err.message.contains("15360x8640"), "{}", err.message);
 
         let mut long = info(vec![stereo()]);
         long.duration_s = 13.0 * 3600.0;
         let err = plan(&long, &profile()).unwrap_err();
-        assert_eq!(err.code, MediaErrorCode::TooLarge);
+        assert_eq!(err.code, MediaErrorCode::DurationTooLong);
+        assert_eq!(err.code.as_str(), "duration_too_long");
         let limits = SourceLimits {
             max_duration_s: 14.0 * 3600.0,
             ..SourceLimits::default()
         };
         assert!(plan_with_limits(&long, &profile(), &limits).is_ok());
+    }
+
+    #[test]
+    fn coded_pictures_are_limited_whatever_their_display_size() {
+        let limits = SourceLimits::default();
+        // 8K UHD itself passes, and so does a 12 h lecture.
+        let mut uhd = info(vec![StreamInfo::Video(video(
+            7680,
+            4320,
+            Rational::new(30, 1),
+        ))]);
+        uhd.duration_s = 12.0 * 3600.0;
+        assert!(limits.check(&uhd).is_ok());
+        // Displayed 4096x4096, decoded 16384x4096: 67 megapixels a picture.
+        let mut squeezed = video(16384, 4096, Rational::new(30, 1));
+        squeezed.sample_aspect = Rational::new(1, 4);
+        assert_eq!(squeezed.display_dimensions(), (4096, 4096));
+        let err = limits
+            .check(&info(vec![StreamInfo::Video(squeezed)]))
+            .unwrap_err();
+        assert_eq!(err.code, MediaErrorCode::FrameTooLarge);
+        assert_eq!(err.code.as_str(), "frame_too_large");
+        assert!(err.message.contains("16384x4096"), "{}", err.message);
+        // A sliver is few pixels but wider than decoders go.
+        let mut sliver = video(20000, 16, Rational::new(30, 1));
+        sliver.sample_aspect = Rational::new(1, 8);
+        let err = limits
+            .check(&info(vec![StreamInfo::Video(sliver)]))
+            .unwrap_err();
+        assert_eq!(err.code, MediaErrorCode::FrameTooLarge);
     }
 
     #[test]
