@@ -9,10 +9,12 @@
 //!   `/media/assets/<id>/aes-<kid>/out/<rest>` serves the object stored at
 //!   `assets/<id>/out/<rest>`. A playlist requested on the plain path of an
 //!   encrypted asset is rewritten to point there, and plain-path media
-//!   segments of an encrypted asset answer 404 `encrypted_path`. So a CDN
-//!   never has to be purged: clear copies it cached before encryption was
-//!   turned on, and encrypted copies of an older key, sit under other
-//!   cache keys that no playlist names any more.
+//!   segments of an encrypted asset answer 404 `encrypted_path`. Clear
+//!   copies a CDN cached before encryption was turned on, and encrypted
+//!   copies of an older key, sit under cache keys no playlist names any
+//!   more, and `/media-auth` refuses them (403 `encrypted_path` /
+//!   `stale_media_path`), so a CDN that asks it stops serving them
+//!   without a purge (see `infra/cdn/README.md` for the bound).
 //! - Media playlists under that path get one `#EXT-X-KEY:METHOD=AES-128`
 //!   per segment, after any `#EXT-X-MAP` (init segments stay clear, RFC
 //!   8216 §4.3.2.5) with an explicit IV derived from the key id and the

@@ -516,8 +516,11 @@ async fn media(
         let object = path.object.as_str();
         let playlist = object.ends_with(".m3u8");
         let asset_key = state.playback.asset_key(&state, path.asset).await?;
+        if let Some(refused) = delivery_refusal(asset_key.as_deref(), &path) {
+            return Err(refused);
+        }
         match (asset_key, path.key_id) {
-            (None, None) => {
+            (None, _) => {
                 if playlist {
                     serve_playlist(&state, &method, &headers, object, token, &claims, None).await
                 } else {
@@ -525,28 +528,18 @@ async fn media(
                 }
             }
             // The plain path of an encrypted asset: its playlists send the
-            // player to the key-marked path; its media segments are not
-            // served clear (a CDN would keep them).
+            // player to the key-marked path (its media segments were
+            // refused above).
             (Some(k), None) => {
                 if playlist {
                     let base = encrypted_dir(path.asset, &k.id, object);
                     let e = (&*k, Some(base.as_str()));
                     serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
-                } else if encryption::is_encrypted_media(object) {
-                    Err(ApiError::new(
-                        ErrorCode::EncryptedPath,
-                        format!(
-                            "this video is encrypted: its segments are served under \
-                             /media/assets/{}/{}/out/…; follow the master playlist",
-                            path.asset,
-                            encryption::marker(&k.id)
-                        ),
-                    ))
                 } else {
                     serve_object(&state, &method, &headers, object).await
                 }
             }
-            (Some(k), Some(kid)) if k.id == kid => {
+            (Some(k), Some(_)) => {
                 if playlist {
                     let e = (&*k, None);
                     serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
@@ -556,11 +549,6 @@ async fn media(
                     serve_object(&state, &method, &headers, object).await
                 }
             }
-            (_, Some(_)) => Err(ApiError::new(
-                ErrorCode::StaleMediaPath,
-                "this encrypted path is no longer current (encryption was turned off or its key \
-                 replaced); reload the playback URL",
-            )),
         }
     }
     .await;
@@ -570,9 +558,38 @@ async fn media(
     with_cors(response)
 }
 
+/// Why `path` is not served in the asset's current delivery state
+/// (`current`: its key, `None` when clear), or `None` when it is: a clear
+/// media segment of an encrypted asset (a CDN would keep it), or anything
+/// under a key that is no longer the asset's. 404 for `/media`;
+/// `/media-auth` turns it into a 403.
+fn delivery_refusal(current: Option<&AssetKey>, path: &MediaPath) -> Option<ApiError> {
+    match (current, path.key_id.as_deref()) {
+        (Some(k), None) if encryption::is_encrypted_media(&path.object) => Some(ApiError::new(
+            ErrorCode::EncryptedPath,
+            format!(
+                "this video is encrypted: its segments are served under \
+                 /media/assets/{}/{}/out/…; follow the master playlist",
+                path.asset,
+                encryption::marker(&k.id)
+            ),
+        )),
+        (Some(k), Some(kid)) if k.id == kid => None,
+        (_, Some(_)) => Some(ApiError::new(
+            ErrorCode::StaleMediaPath,
+            "this encrypted path is no longer current (encryption was turned off or its key \
+             replaced); reload the playback URL",
+        )),
+        _ => None,
+    }
+}
+
 /// For a CDN or proxy in front of the origin (nginx `auth_request`): the
 /// same checks as `/media`, on the URI named by `X-Original-URI`, without
-/// touching storage. 204 when the token grants that URI.
+/// touching storage. 204 when the token grants that URI *and* the asset's
+/// delivery state lets it be served: a CDN holding clear segments cached
+/// before encryption was turned on must stop handing them out, so the
+/// verdict on a clear segment of an encrypted asset is a refusal.
 async fn media_auth(State(state): State<DeliveryState>, headers: HeaderMap) -> Response {
     let result = async {
         let original = headers
@@ -593,8 +610,17 @@ async fn media_auth(State(state): State<DeliveryState>, headers: HeaderMap) -> R
             .strip_prefix("/media/")
             .and_then(percent_decode)
             .ok_or_else(|| ApiError::not_found(format!("{path} is not a media path")))?;
-        let asset = servable(&key)?.asset;
-        authorize(&state, query_token(query), asset).await?;
+        let path = servable(&key)?;
+        authorize(&state, query_token(query), path.asset).await?;
+        let current = state.playback.asset_key(&state, path.asset).await?;
+        if let Some(refused) = delivery_refusal(current.as_deref(), &path) {
+            // A CDN's auth subrequest denies on 401/403 only; anything
+            // else is an error to it (nginx answers 500). The body keeps
+            // the code `/media` would have answered.
+            let mut response = refused.into_response();
+            *response.status_mut() = StatusCode::FORBIDDEN;
+            return Ok(response);
+        }
         Ok::<_, ApiError>(StatusCode::NO_CONTENT.into_response())
     }
     .await;
