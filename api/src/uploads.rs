@@ -12,6 +12,7 @@ use lectern_ingest::tus::{self, TusState};
 use lectern_ingest::{AuthError, Partner, PartnerAuthenticator};
 
 use lectern_identity::session;
+use lectern_web::router::NestedRoute;
 use lectern_web::{Access, ApiRouter, Credential, Permission};
 use tokio_util::sync::CancellationToken;
 
@@ -23,17 +24,43 @@ pub fn routes(api: ApiRouter<AppState>, state: &AppState) -> ApiRouter<AppState>
     let upload = Access::Permission(Permission::UploadMedia);
     // OPTIONS describes the server (versions, extensions, max size) and is
     // what browsers send before a cross-origin upload: no credentials.
-    let routes = [
-        (Method::OPTIONS, MOUNT, Access::Public),
-        (Method::POST, MOUNT, upload),
-        (
-            Method::OPTIONS,
-            "/api/v1/uploads/{upload_id}",
-            Access::Public,
-        ),
-        (Method::HEAD, "/api/v1/uploads/{upload_id}", upload),
-        (Method::PATCH, "/api/v1/uploads/{upload_id}", upload),
-        (Method::DELETE, "/api/v1/uploads/{upload_id}", upload),
+    // The tus 1.0.0 protocol (core, creation, checksum, expiration,
+    // termination) is headers, not JSON: each route says what it is.
+    let one: &str = "/api/v1/uploads/{upload_id}";
+    let routes: [NestedRoute; 6] = [
+        (Method::OPTIONS, MOUNT, Access::Public, |op| {
+            op.summary =
+                Some("tus: what this server supports (Tus-Version, Tus-Extension, Tus-Max-Size)");
+            op.response(204, "the server's tus capabilities, in headers", None);
+        }),
+        (Method::POST, MOUNT, upload, |op| {
+            op.summary = Some("tus creation: a new upload (Upload-Length, Upload-Metadata: filename, title, profile)");
+            op.response(
+                201,
+                "created; Location names the upload, whose id is the asset's",
+                None,
+            );
+        }),
+        (Method::OPTIONS, one, Access::Public, |op| {
+            op.summary = Some("tus: CORS preflight of an upload");
+            op.response(204, "the server's tus capabilities, in headers", None);
+        }),
+        (Method::HEAD, one, upload, |op| {
+            op.summary = Some("tus: where the upload stands (Upload-Offset, Upload-Length)");
+            op.response(200, "the offset to resume from, in headers", None);
+        }),
+        (Method::PATCH, one, upload, |op| {
+            op.summary = Some("tus: append bytes at Upload-Offset (application/offset+octet-stream, optional Upload-Checksum)");
+            op.request = Some((
+                "application/offset+octet-stream",
+                schemars::json_schema!({ "type": "string", "contentMediaType": "application/offset+octet-stream" }),
+            ));
+            op.response(204, "appended; Upload-Offset is the new offset", None);
+        }),
+        (Method::DELETE, one, upload, |op| {
+            op.summary = Some("tus termination: abandon the upload");
+            op.response(204, "terminated", None);
+        }),
     ];
     let service = tus::router(tus_state(state));
     api.nest_service(MOUNT, &routes, service)

@@ -620,7 +620,7 @@ async fn the_openapi_document_lists_every_registered_route(db: PgPool) {
         search["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
         "#/components/schemas/SearchPage"
     );
-    for schema in ["SearchPage", "Playback", "Heartbeat", "Error", "Course"] {
+    for schema in ["SearchPage", "Heartbeat", "ErrorBody", "ErrorCode"] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
     let delete = &doc["paths"]["/api/v1/courses/{course_id}"]["delete"];

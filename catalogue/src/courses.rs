@@ -180,7 +180,7 @@ async fn set_tags(conn: &mut PgConnection, course: Uuid, tags: &[String]) -> Res
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCourse {
     title: String,
@@ -246,7 +246,7 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CoursePatch {
     title: Option<String>,
@@ -439,7 +439,7 @@ async fn get(
     Ok(Json(course_json(&mut conn, course_id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     state: Option<String>,
@@ -611,7 +611,7 @@ async fn back_to_draft(
     .await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rating {
     rating: i16,

@@ -35,7 +35,7 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgQuery {
     pub(super) org_id: Option<Uuid>,
@@ -84,7 +84,7 @@ async fn list(
     Ok(Json(json!({ "disciplines": build(None, &children) })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDiscipline {
     name: String,
@@ -169,7 +169,7 @@ async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisciplinePatch {
     name: Option<String>,

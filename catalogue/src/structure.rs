@@ -95,7 +95,7 @@ async fn check_asset(conn: &mut PgConnection, org: Uuid, asset: Uuid) -> Result<
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChapter {
     title: String,
@@ -132,7 +132,7 @@ async fn create_chapter(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChapterPatch {
     title: String,
@@ -163,7 +163,7 @@ async fn update_chapter(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLesson {
     title: String,
@@ -223,7 +223,7 @@ async fn create_lesson(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LessonPatch {
     title: Option<String>,
@@ -279,7 +279,7 @@ async fn update_lesson(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChapterOrder {
     id: Uuid,
@@ -287,7 +287,7 @@ pub struct ChapterOrder {
     lessons: Vec<Uuid>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Order {
     #[serde(default)]

@@ -56,7 +56,7 @@ const ASSET_COLUMNS: &str = "id, organisation_id, status, title, profile, progre
      error_code, error_message, output_prefix, playable_prefix, created_at, updated_at, ready_at, \
      first_playable_at";
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
 struct RenditionRow {
     name: String,
     kind: String,
@@ -147,7 +147,7 @@ async fn show(
     Ok(Json(asset.to_json(&state, &principal, renditions)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
@@ -219,7 +219,7 @@ async fn list(
     Ok(Json(json!({"assets": assets, "next": next})))
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
 struct EventRow {
     at: DateTime<Utc>,
     from_status: Option<String>,

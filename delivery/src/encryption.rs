@@ -187,7 +187,7 @@ pub fn routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct EncryptionRequest {
     enabled: bool,

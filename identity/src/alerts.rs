@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::Identity;
@@ -161,9 +161,10 @@ pub async fn raise(state: &Identity, alert: Alert<'_>) {
 }
 
 /// `GET /metrics`: for a super admin, or a scraper on this machine.
-pub async fn metrics(State(state): State<Identity>) -> impl IntoResponse {
+pub async fn metrics(State(state): State<Identity>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+        .into_response()
 }

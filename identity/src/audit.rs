@@ -73,7 +73,7 @@ impl AuditEvent {
     }
 }
 
-#[derive(Debug, Clone, sqlx::FromRow, Serialize)]
+#[derive(Debug, Clone, sqlx::FromRow, Serialize, schemars::JsonSchema)]
 pub struct AuditRow {
     pub id: i64,
     pub at: DateTime<Utc>,
@@ -90,6 +90,7 @@ pub struct AuditRow {
     #[serde(skip)]
     pub prev_hash: Vec<u8>,
     #[serde(with = "hex_bytes")]
+    #[schemars(with = "String")]
     pub hash: Vec<u8>,
 }
 
@@ -276,7 +277,7 @@ pub async fn purge(db: &PgPool, retention_days: u32) -> Result<u64, sqlx::Error>
     Ok(gone)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct AuditQuery {
     /// Rows before this id (paging backwards from the newest).
     before: Option<i64>,

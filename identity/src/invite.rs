@@ -25,7 +25,7 @@ use crate::Identity;
 
 const TOKEN_LEN: usize = 16 + 8 + 32;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct InvitationRequest {
     email: String,
     /// Needed only by a global super admin; others invite into their own
@@ -110,7 +110,7 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct Acceptance {
     token: String,
     /// For a new account; an existing account keeps its password.

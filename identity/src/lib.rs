@@ -406,6 +406,9 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             may(Permission::ReadMetrics),
             alerts::metrics,
         )
+        .describe(|op| {
+            op.raw(200, "text/plain; version=0.0.4", "Prometheus text format");
+        })
 }
 
 #[cfg(test)]

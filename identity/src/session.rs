@@ -412,7 +412,7 @@ pub async fn authenticate(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct Credentials {
     email: String,
     password: String,
@@ -603,7 +603,7 @@ async fn warn_if_new_range(
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct SignUp {
     org_id: Uuid,
     email: String,

@@ -148,7 +148,7 @@ pub async fn enrol_totp(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct CodeBody {
     code: String,
 }
@@ -229,7 +229,7 @@ pub async fn send_code(
     Ok(StatusCode::ACCEPTED)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct StepUpBody {
     totp: Option<String>,
     code: Option<String>,

@@ -869,7 +869,7 @@ fn speed_key(prefix: &str, user: &str) -> String {
 }
 
 /// An entry as [`MERGE_LUA`] stores it.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 struct StoredEntry {
     p: Option<f64>,
     s: Option<f64>,

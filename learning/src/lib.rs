@@ -351,7 +351,7 @@ pub(crate) async fn preferred_speed(state: &LearningState, user_id: Uuid) -> Res
 /// A heartbeat. Unknown fields are ignored on purpose: players in the
 /// field are updated slowly, and a newer player must not have its beats
 /// refused by an older API.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 pub struct Heartbeat {
     lesson_id: Uuid,
     position_s: f64,

@@ -32,7 +32,7 @@ pub fn routes(api: ApiRouter<LearningState>) -> ApiRouter<LearningState> {
 
 const MAX_EVENTS: usize = 50;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum Kind {
     Startup,
@@ -52,7 +52,7 @@ impl Kind {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Event {
     kind: Kind,
@@ -65,7 +65,7 @@ struct Event {
 }
 
 /// One event, or several of one playback.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Report {
     lesson_id: Option<Uuid>,
@@ -207,7 +207,7 @@ async fn report(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct SummaryParams {
     /// Look back this many hours (1–720, default 24).

@@ -128,7 +128,7 @@ async fn recent(
     Ok(items)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListParams {
     limit: Option<i64>,

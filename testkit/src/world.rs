@@ -203,8 +203,18 @@ impl World {
         }
         let resp = self.app.clone().oneshot(req).await.unwrap();
         let status = resp.status();
+        let page = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t.as_bytes().starts_with(b"text/html"));
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (status, String::from_utf8_lossy(&bytes).into_owned())
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        // A page for people (the demo's "build the player first") is the
+        // one error answered in HTML.
+        if !page {
+            assert_error_vocabulary(status, &text);
+        }
+        (status, text)
     }
 
     /// The last message the dev outbox holds for `recipient`.
@@ -224,4 +234,33 @@ pub fn one_time_code(message: &str) -> String {
         .find(|w| w.len() == 6)
         .unwrap_or_else(|| panic!("no code in {message:?}"))
         .to_string()
+}
+
+/// Every error the suite sees is the one error body with a code of
+/// `ErrorCode`: checked on every call a test makes through [`World`].
+pub fn assert_error_vocabulary(status: StatusCode, body: &str) {
+    if !(status.is_client_error() || status.is_server_error()) || body.is_empty() {
+        return;
+    }
+    let parsed: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|_| panic!("a {status} answered a body that is not JSON: {body}"));
+    let code = parsed["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a {status} without error.code: {body}"));
+    let known = lectern_web::ErrorCode::ALL
+        .iter()
+        .find(|c| c.as_str() == code)
+        .unwrap_or_else(|| panic!("{code:?} ({status}) is not a code of ErrorCode"));
+    assert_eq!(
+        known.status(),
+        status,
+        "{code} must always answer {}; it answered {status}",
+        known.status()
+    );
+    assert!(
+        parsed["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{code} without a message: {body}"
+    );
 }

@@ -8,12 +8,16 @@
 
 pub mod access;
 pub mod client;
+pub mod doc;
 pub mod error;
 pub mod extract;
+pub mod page;
 pub mod router;
 
 pub use access::{Access, Credential, Permission, Principal, Role};
 pub use client::{ClientContext, Unaudited};
+pub use doc::{Accepted, Created, NoContent};
 pub use error::{ApiError, ErrorCode};
 pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use page::{Cursor, Limit};
 pub use router::{ApiRouter, Gate, RouteSpec, Routes, StepUpCheck};

@@ -29,6 +29,7 @@ use axum::Router;
 
 use crate::access::{Access, Permission, Principal};
 use crate::client::is_loopback_peer;
+use crate::doc::{Describe, DocHandler, Operation, Schemas};
 use crate::{ApiError, ErrorCode};
 
 /// How a critical operation's fresh step-up is proven and consumed; the
@@ -52,13 +53,41 @@ impl Gate {
     }
 }
 
-/// One registered route, as the authorisation-matrix test enumerates them.
-#[derive(Debug, Clone)]
+/// One registered route, as the authorisation-matrix test and the OpenAPI
+/// document enumerate them.
+#[derive(Clone)]
 pub struct RouteSpec {
     pub method: Method,
     pub path: &'static str,
     pub access: Access,
+    /// The contract its handler's types carry.
+    pub describe: Describe,
+    /// What the route adds by hand (a summary; the content of a bare
+    /// response).
+    pub extra: Option<fn(&mut Operation)>,
 }
+
+impl std::fmt::Debug for RouteSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({:?})", self.method, self.path, self.access)
+    }
+}
+
+impl RouteSpec {
+    /// The operation this route documents.
+    pub fn operation(&self, schemas: &mut Schemas) -> Operation {
+        let mut op = Operation::default();
+        (self.describe)(&mut op, schemas);
+        if let Some(extra) = self.extra {
+            extra(&mut op);
+        }
+        op
+    }
+}
+
+/// A route a nested service answers: method, path, access, and what it
+/// says of itself (a nested service has no typed handler to ask).
+pub type NestedRoute = (Method, &'static str, Access, fn(&mut Operation));
 
 /// A router that only accepts routes together with their [`Access`].
 pub struct ApiRouter<S> {
@@ -76,7 +105,7 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
         }
     }
 
-    pub fn route<H, T>(
+    pub fn route<H, T, A>(
         mut self,
         method: Method,
         path: &'static str,
@@ -84,7 +113,7 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
         handler: H,
     ) -> Self
     where
-        H: Handler<T, S>,
+        H: Handler<T, S> + DocHandler<A>,
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone())
@@ -98,7 +127,17 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
             method,
             path,
             access,
+            describe: <H as DocHandler<A>>::describe,
+            extra: None,
         });
+        self
+    }
+
+    /// Adds to the contract of the route registered last: a summary, or
+    /// what a handler that answers a bare response sends.
+    pub fn describe(mut self, extra: fn(&mut Operation)) -> Self {
+        let last = self.table.last_mut().expect("describe follows a route");
+        last.extra = Some(extra);
         self
     }
 
@@ -109,14 +148,14 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
     pub fn nest_service(
         mut self,
         prefix: &'static str,
-        routes: &[(Method, &'static str, Access)],
+        routes: &[NestedRoute],
         service: Router,
     ) -> Self {
         let by_method: Vec<(Method, Access)> = routes
             .iter()
-            .map(|(method, _, access)| (method.clone(), *access))
+            .map(|(method, _, access, _)| (method.clone(), *access))
             .collect();
-        for (method, path, access) in routes {
+        for (method, path, access, describe) in routes {
             assert!(
                 path.starts_with(prefix),
                 "{path} is not under the mount point {prefix}"
@@ -125,6 +164,8 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
                 method: method.clone(),
                 path,
                 access: *access,
+                describe: |_, _| {},
+                extra: Some(*describe),
             });
         }
         let guarded = service.layer(axum::middleware::from_fn_with_state(

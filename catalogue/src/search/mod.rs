@@ -50,7 +50,7 @@ const DEFAULT_LIMIT: i64 = 20;
 pub const RANK_CANDIDATES: i64 = 1000;
 
 /// The query string of `GET /api/v1/search`.
-#[derive(Debug, Default, Clone, Deserialize)]
+#[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
     pub q: Option<String>,
@@ -71,13 +71,13 @@ pub struct SearchParams {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SearchPage {
     pub results: Vec<Value>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct Cursor {
     /// The sort key of the last result.
     k: f64,

@@ -55,7 +55,7 @@ pub fn routes(api: ApiRouter<IngestState>) -> ApiRouter<IngestState> {
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPull {
     source_url: String,

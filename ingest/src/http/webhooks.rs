@@ -91,7 +91,7 @@ pub fn routes(api: ApiRouter<IngestState>) -> ApiRouter<IngestState> {
         )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEndpoint {
     url: String,
@@ -172,7 +172,7 @@ fn check_url(url: &str) -> Result<reqwest::Url, ApiError> {
     Ok(parsed)
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
 struct EndpointRow {
     id: Uuid,
     url: String,
@@ -215,7 +215,7 @@ async fn disable(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
 struct DeliveryRow {
     id: Uuid,
     asset_id: Uuid,
