@@ -292,6 +292,18 @@ impl std::fmt::Display for ErrorCode {
     }
 }
 
+/// The codes as a string enum (the OpenAPI document describes each).
+impl schemars::JsonSchema for ErrorCode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ErrorCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        schemars::json_schema!({ "type": "string", "enum": codes })
+    }
+}
+
 /// Codes compare with their wire form, as clients see them.
 impl PartialEq<&str> for ErrorCode {
     fn eq(&self, other: &&str) -> bool {

@@ -57,9 +57,28 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 
 pub fn routes(api: ApiRouter<AppState>) -> ApiRouter<AppState> {
     api.route(Method::GET, "/", Access::Public, page)
+        .describe(|op| {
+            op.summary = Some("the learner demo page");
+            op.raw(200, "text/html", "the page");
+            op.raw(
+                503,
+                "text/html",
+                "a page saying how to build the player SDK",
+            );
+        })
         .route(Method::GET, "/demo/app.js", Access::Public, script)
+        .describe(|op| {
+            op.raw(200, "text/javascript", "the demo page's script");
+        })
         .route(Method::GET, "/demo/style.css", Access::Public, style)
+        .describe(|op| {
+            op.raw(200, "text/css", "the demo page's style");
+        })
         .route(Method::GET, "/player/{file}", Access::Public, player_file)
+        .describe(|op| {
+            op.summary = Some("the player SDK bundle (lectern-player.js, .mjs and their maps)");
+            op.raw(200, "text/javascript", "a file of the SDK bundle");
+        })
 }
 
 fn bundle_path(settings: &DemoSettings) -> PathBuf {
