@@ -7,7 +7,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
+.PHONY: quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
 
 all: test
 
@@ -41,6 +41,10 @@ test-clients: setup
 nextest: services test-clients
 	@$(WITH_ENV) echo "make: tests use PostgreSQL at $${DATABASE_URL}, Redis at $${REDIS_URL}, S3 (Garage) at $${LECTERN_S3_ENDPOINT} bucket $${LECTERN_S3_BUCKET}"
 	$(WITH_ENV) cargo nextest run --workspace --locked --no-fail-fast
+
+# The inner loop: the quick nextest profile (see .config/nextest.toml).
+quick: services test-clients
+	$(WITH_ENV) cargo nextest run --workspace --locked --profile quick
 
 # The player SDK: typecheck, build, unit tests, and the real-browser
 # end-to-end test (chromium against `lectern demo`; it reads .lectern/env).
