@@ -22,16 +22,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use lectern_assets::{self as assets, NewAsset};
+use lectern_clock::Clock;
 use lectern_storage::{ByteRange, ObjectMeta, StorageError, Store};
 use sqlx::PgPool;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::sniff::{sniff, SNIFF_LEN};
-use lectern_assets::{self as assets, NewAsset};
 
 /// Operator settings of the drop watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +97,8 @@ pub struct DropWatcher {
     config: DropConfig,
     organisation_id: Option<Uuid>,
     seen: HashMap<String, Observation>,
+    /// What "unchanged for the settle period" is measured with.
+    clock: Clock,
 }
 
 impl DropWatcher {
@@ -107,7 +109,14 @@ impl DropWatcher {
             config,
             organisation_id: None,
             seen: HashMap::new(),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same watcher, timing settles on `clock` (tests move it).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Lists the prefix once and takes every object that has settled.
@@ -122,7 +131,7 @@ impl DropWatcher {
                 .await?
                 .into_iter()
                 .collect();
-        let now = Instant::now();
+        let now = self.clock.now();
         let mut report = ScanReport::default();
         let mut candidates = HashSet::new();
         for object in listed {

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{media_bytes, s3_store};
+use lectern_clock::Clock;
 use lectern_ingest::drops::{DropConfig, DropError, DropWatcher};
 use lectern_storage::{FsStore, PutOptions, Store};
 use sqlx::PgPool;
@@ -26,7 +27,8 @@ async fn organisation(db: &PgPool, name: &str) -> (Uuid, ()) {
     (id, ())
 }
 
-const SETTLE: Duration = Duration::from_millis(600);
+/// The production default: the clock is moved, never waited on.
+const SETTLE: Duration = Duration::from_secs(60);
 
 fn config(prefix: &str, organisation: &str) -> DropConfig {
     DropConfig {
@@ -71,18 +73,20 @@ async fn once_across_restarts(db: PgPool, store: Arc<dyn Store>) {
     let key = format!("{prefix}2026-05-01 Grand round.mp4");
     put(store.as_ref(), &key, media_bytes(300_000)).await;
 
+    let (clock, hand) = Clock::manual();
     let mut watcher = DropWatcher::new(
         db.clone(),
         store.clone(),
         config(&prefix, "Cardiology Society"),
-    );
+    )
+    .with_clock(clock.clone());
     let first = watcher.scan().await.unwrap();
     assert!(
         first.created.is_empty(),
         "never taken on first sight: {first:?}"
     );
     assert_eq!(first.waiting, 1);
-    tokio::time::sleep(SETTLE + Duration::from_millis(100)).await;
+    hand.advance(SETTLE);
     let settled = watcher.scan().await.unwrap();
     assert_eq!(settled.created.len(), 1, "{settled:?}");
     assert!(watcher.scan().await.unwrap().created.is_empty());
@@ -91,13 +95,14 @@ async fn once_across_restarts(db: PgPool, store: Arc<dyn Store>) {
     // A restarted watcher (by id this time) sees the object settle again
     // but the database knows it was taken.
     let mut restarted =
-        DropWatcher::new(db.clone(), store.clone(), config(&prefix, &org.to_string()));
+        DropWatcher::new(db.clone(), store.clone(), config(&prefix, &org.to_string()))
+            .with_clock(clock);
     let again = restarted.scan().await.unwrap();
     assert_eq!(
         again.waiting, 0,
         "a recorded drop is not even observed: {again:?}"
     );
-    tokio::time::sleep(SETTLE + Duration::from_millis(100)).await;
+    hand.advance(SETTLE);
     assert!(restarted.scan().await.unwrap().created.is_empty());
 
     let assets = assets_from(&db, &key).await;
@@ -127,11 +132,13 @@ async fn growing_waits(db: PgPool, store: Arc<dyn Store>) {
     organisation(&db, "Cardiology Society").await;
     let prefix = prefix();
     let key = format!("{prefix}live-session.ts.mp4");
+    let (clock, hand) = Clock::manual();
     let mut watcher = DropWatcher::new(
         db.clone(),
         store.clone(),
         config(&prefix, "Cardiology Society"),
-    );
+    )
+    .with_clock(clock);
     // The platform rewrites the object as the recording grows.
     let mut size = 0;
     for step in 1..=4 {
@@ -142,11 +149,14 @@ async fn growing_waits(db: PgPool, store: Arc<dyn Store>) {
             report.created.is_empty(),
             "taken while still growing at step {step}"
         );
-        tokio::time::sleep(SETTLE * 2 / 3).await;
+        hand.advance(SETTLE * 2 / 3);
     }
-    // Unchanged for a while shorter than the settle period: still waiting.
+    // Unchanged for all but the last instant of the settle period: still
+    // waiting. The clock stands still between scans, so this holds
+    // however loaded the machine is.
+    hand.advance(SETTLE / 3 - Duration::from_millis(1));
     assert!(watcher.scan().await.unwrap().created.is_empty());
-    tokio::time::sleep(SETTLE / 2).await;
+    hand.advance(Duration::from_millis(1));
     let report = watcher.scan().await.unwrap();
     assert_eq!(report.created.len(), 1, "{report:?}");
     let (recorded,): (i64,) = sqlx::query_as("SELECT size FROM drops WHERE key = $1")
@@ -182,19 +192,22 @@ async fn concurrent_watchers(db: PgPool, store: Arc<dyn Store>) {
         b"%PDF-1.7\n".repeat(100),
     )
     .await;
+    let (clock, hand) = Clock::manual();
     let mut a = DropWatcher::new(
         db.clone(),
         store.clone(),
         config(&prefix, "Cardiology Society"),
-    );
+    )
+    .with_clock(clock.clone());
     let mut b = DropWatcher::new(
         db.clone(),
         store.clone(),
         config(&prefix, "Cardiology Society"),
-    );
+    )
+    .with_clock(clock);
     a.scan().await.unwrap();
     b.scan().await.unwrap();
-    tokio::time::sleep(SETTLE + Duration::from_millis(100)).await;
+    hand.advance(SETTLE);
     let (ra, rb) = tokio::join!(a.scan(), b.scan());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!(
