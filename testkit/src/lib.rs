@@ -2,11 +2,13 @@
 //! per-test database ([`World`]), the Garage bucket from `.lectern/env`
 //! ([`s3_store`]), the real clip of `infra/dev/sample-clip`
 //! ([`sample_clip`]), polling until something holds ([`wait_until`]), and
-//! TOTP codes for step-up ([`totp_code`]).
+//! TOTP codes for step-up ([`totp_code`]), and a database outage on
+//! demand ([`Relay`]).
 //!
 //! Tests talk to real services: nothing here mocks PostgreSQL, Redis, S3
 //! or media tools.
 
+mod outage;
 mod world;
 
 use std::path::PathBuf;
@@ -15,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use lectern_storage::{S3Config, S3Store, Store};
 
+pub use outage::Relay;
 pub use world::{assert_error_vocabulary, keyring, one_time_code, World, PASSWORD};
 
 /// The checkout's root (for `infra/dev/…` scripts and fixtures).
