@@ -290,7 +290,9 @@ impl Worker {
         let (plan, scope) = (part.plan.clone(), part.scope);
         let (progress, cancel) = (progress.clone(), cancel.clone());
         let encode_out = out.clone();
+        let span = tracing::Span::current();
         let encoded = tokio::task::spawn_blocking(move || {
+            let _job = span.enter();
             let on_progress = |pct: f64| {
                 let _ = progress.send(pct);
             };

@@ -42,6 +42,7 @@ use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::chunked::{self, ChunkingConfig, Stage};
@@ -165,10 +166,22 @@ impl Worker {
             let cancel = CancelFlag::new();
             cancels.push((job.id, cancel.clone()));
             let worker = self.clone();
-            running.spawn(async move {
-                worker.process(job, cancel).await;
-                drop(permit);
-            });
+            // Everything the job logs, its spawned encoders included,
+            // carries the asset it works on.
+            let span = tracing::info_span!(
+                "job",
+                job = %job.id,
+                asset = %job.asset_id,
+                kind = job.kind.as_str(),
+                attempt = job.attempts
+            );
+            running.spawn(
+                async move {
+                    worker.process(job, cancel).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
         }
         tracing::info!(worker = %self.config.name, running = running.len(), "draining");
         let drained = tokio::time::timeout(self.config.drain_timeout, async {
@@ -217,15 +230,18 @@ impl Worker {
         let prefix = stage.prefix(&job);
         let (progress_tx, progress_rx) = watch::channel(0.0_f64);
         let lease_lost = CancelFlag::new();
-        let keeper = tokio::spawn(keep_lease(
-            self.db.clone(),
-            job.clone(),
-            name.clone(),
-            self.config.lease,
-            progress_rx,
-            cancel.clone(),
-            lease_lost.clone(),
-        ));
+        let keeper = tokio::spawn(
+            keep_lease(
+                self.db.clone(),
+                job.clone(),
+                name.clone(),
+                self.config.lease,
+                progress_rx,
+                cancel.clone(),
+                lease_lost.clone(),
+            )
+            .in_current_span(),
+        );
         let outcome = match &stage {
             Stage::Whole => {
                 self.run_job(&job, &scratch, &prefix, &progress_tx, &cancel)
@@ -390,7 +406,9 @@ impl Worker {
         let (segments_tx, segments_rx) = tokio::sync::mpsc::unbounded_channel();
         let (plan_tx, plan_rx) = tokio::sync::oneshot::channel();
         let encode_out = out.clone();
+        let span = tracing::Span::current();
         let encode = tokio::task::spawn_blocking(move || {
+            let _job = span.enter();
             std::fs::create_dir_all(&encode_out)?;
             let on_progress = |pct: f64| {
                 let _ = progress.send(pct);
@@ -420,7 +438,8 @@ impl Worker {
                     prefix: prefix.to_string(),
                     plan,
                 }
-                .run(segments_rx),
+                .run(segments_rx)
+                .in_current_span(),
             )),
             // Probing or planning failed: the encode's result says why.
             Err(_) => None,
