@@ -159,3 +159,24 @@ impl Stream for GuardedBody {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Any `Upload-Checksum` value is parsed or refused with one of the
+        /// checksum codes; never a panic.
+        #[test]
+        fn any_checksum_header_is_parsed_or_refused(header in "\\PC{0,200}") {
+            if let Err(e) = ExpectedChecksum::parse(&header) {
+                prop_assert!(matches!(
+                    e.code(),
+                    ErrorCode::InvalidChecksum | ErrorCode::UnsupportedChecksumAlgorithm
+                ));
+            }
+        }
+    }
+}

@@ -144,3 +144,37 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use base64::engine::general_purpose::STANDARD;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever a client sends, parsing answers (never panics), and a
+        /// refusal is `invalid_metadata`.
+        #[test]
+        fn any_header_is_parsed_or_refused_with_its_code(header in "\\PC{0,600}") {
+            match parse(Some(&header)) {
+                Ok(m) => prop_assert!(m.values.keys().all(|k| KNOWN.iter().any(|(n, _)| n == k))),
+                Err(e) => prop_assert_eq!(e.code(), ErrorCode::InvalidMetadata),
+            }
+        }
+
+        /// A title of any text round-trips through base64 unless it is
+        /// too long or has control characters.
+        #[test]
+        fn titles_round_trip(title in "\\PC{1,250}") {
+            let header = format!("title {}", STANDARD.encode(title.as_bytes()));
+            match parse(Some(&header)) {
+                Ok(m) => prop_assert_eq!(m.values.get("title").map(String::as_str), Some(title.trim())),
+                Err(e) => {
+                    prop_assert_eq!(e.code(), ErrorCode::InvalidMetadata);
+                    prop_assert!(title.chars().count() > 200 || title.chars().any(char::is_control) || title.trim().is_empty());
+                }
+            }
+        }
+    }
+}
