@@ -156,7 +156,7 @@ pub struct WorkerSettings {
     pub drain_secs: u64,
     /// Sources this long or longer are split into chunks that any worker
     /// encodes in parallel; `None` (threshold 0) never splits.
-    pub chunking: Option<lectern_pipelines::chunked::ChunkingConfig>,
+    pub chunking: Option<lectern_pipelines::stage::ChunkingConfig>,
 }
 
 /// The settings, by file key and environment variable.
@@ -501,7 +501,7 @@ impl Config {
                         "must be at least 10 seconds (each chunk is a job with its own start-up cost)",
                     ));
                 }
-                (threshold > 0).then_some(lectern_pipelines::chunked::ChunkingConfig {
+                (threshold > 0).then_some(lectern_pipelines::stage::ChunkingConfig {
                     threshold_s: threshold as f64,
                     chunk_s: chunk as f64,
                 })

@@ -29,102 +29,15 @@ use lectern_packager::{self as packager, Package, Rendition, RenditionKind, Segm
 use lectern_storage::PutOptions;
 use lectern_transcoder::encode::{self, CancelFlag, EncodeOutput, EncodeScope};
 use lectern_transcoder::{split, LadderPlan, MediaInfo};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::jobs::{ClaimedJob, STILL_OURS};
-use crate::worker::{JobFailure, Worker};
+use crate::failure::JobFailure;
+use crate::jobs::{write_asset_progress, ClaimedJob, STILL_OURS};
+use crate::stage::{ChunkingConfig, PartResult, PartSpec, StitchSpec, STITCH};
+use crate::worker::Worker;
 use lectern_assets::{self as assets, keys, AssetStatus, JobKind};
-
-/// When a source is long enough to split, and into what.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ChunkingConfig {
-    /// Sources at least this long (seconds) are split.
-    pub threshold_s: f64,
-    /// Target chunk length; chunks start at the first keyframe after it.
-    pub chunk_s: f64,
-}
-
-/// What an `encode_part` job encodes (`jobs.spec`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartSpec {
-    /// 0: audio and artwork; 1…: video chunk `index - 1`.
-    pub index: usize,
-    pub scope: EncodeScope,
-    /// The object the part reads: the asset's source for part 0, else the
-    /// chunk file the parent uploaded.
-    pub source_key: String,
-    /// The chunk's duration (video), the whole source's (part 0).
-    pub duration_s: f64,
-    /// Share of the asset's progress: the chunk's duration; 0 for part 0.
-    pub weight_s: f64,
-    /// The parent attempt's output prefix, where every part writes.
-    pub prefix: String,
-    pub plan: LadderPlan,
-}
-
-/// A parent that has split and waits for its parts (`jobs.spec`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StitchSpec {
-    pub stage: String,
-    pub prefix: String,
-    pub plan: LadderPlan,
-    pub chunks: usize,
-    /// When the split began, for the encode time recorded at ready.
-    pub started_at: chrono::DateTime<chrono::Utc>,
-}
-
-const STITCH: &str = "stitch";
-
-/// What a part produced (`jobs.result`): renditions with the uploaded file
-/// names, relative to each rendition's directory.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PartResult {
-    pub renditions: Vec<Rendition>,
-    pub poster: Option<String>,
-    pub storyboard: Option<packager::StoryboardFiles>,
-}
-
-/// What a claimed job is to do.
-pub(crate) enum Stage {
-    /// A transcode job not split yet: the whole pipeline, or the split.
-    Whole,
-    Part(PartSpec),
-    Stitch(StitchSpec),
-}
-
-impl Stage {
-    pub(crate) fn of(job: &ClaimedJob) -> Result<Self, JobFailure> {
-        let bad = |e: serde_json::Error| {
-            JobFailure::InvalidSpec(format!("job {} has an unreadable spec: {e}", job.id))
-        };
-        match (job.kind, &job.spec) {
-            (JobKind::EncodePart, Some(spec)) => Ok(Self::Part(
-                serde_json::from_value(spec.clone()).map_err(bad)?,
-            )),
-            (JobKind::Transcode, Some(spec)) if spec["stage"] == STITCH => Ok(Self::Stitch(
-                serde_json::from_value(spec.clone()).map_err(bad)?,
-            )),
-            (JobKind::Transcode, _) => Ok(Self::Whole),
-            (JobKind::EncodePart, None) => Err(JobFailure::InvalidSpec(format!(
-                "job {} of kind encode_part has no spec",
-                job.id
-            ))),
-        }
-    }
-
-    /// Where this stage writes: a part or a stitch writes under the prefix
-    /// of the attempt that split the source.
-    pub(crate) fn prefix(&self, job: &ClaimedJob) -> String {
-        match self {
-            Self::Whole => keys::attempt_prefix(job.asset_id, job.attempts),
-            Self::Part(p) => p.prefix.clone(),
-            Self::Stitch(s) => s.prefix.clone(),
-        }
-    }
-}
 
 /// A part's file names carry the part and the attempt, so a stale attempt's
 /// files can never be mistaken for the winner's.
@@ -602,43 +515,6 @@ impl Worker {
             }
         }
     }
-}
-
-/// The asset's progress while parts run: the video chunks' progress
-/// weighted by their durations (part 0 is cheap beside them).
-pub(crate) async fn write_asset_progress(
-    tx: &mut sqlx::PgConnection,
-    asset_id: Uuid,
-    parent: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE assets SET progress = LEAST(99, COALESCE((
-             SELECT sum(progress * (spec->>'weight_s')::float8)
-                    / nullif(sum((spec->>'weight_s')::float8), 0)
-             FROM jobs WHERE parent_id = $2), 0)), updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(asset_id)
-    .bind(parent)
-    .execute(tx)
-    .await?;
-    Ok(())
-}
-
-/// Records a running part's own progress and the asset's.
-pub(crate) async fn record_part_progress(
-    db: &sqlx::PgPool,
-    job: &ClaimedJob,
-    parent: Uuid,
-    pct: f64,
-) -> sqlx::Result<()> {
-    let mut conn = db.acquire().await?;
-    sqlx::query("UPDATE jobs SET progress = $2 WHERE id = $1")
-        .bind(job.id)
-        .bind(pct.clamp(0.0, 100.0) as f32)
-        .execute(&mut *conn)
-        .await?;
-    write_asset_progress(&mut conn, job.asset_id, parent).await
 }
 
 #[cfg(test)]

@@ -152,6 +152,43 @@ pub async fn release(
     Ok(released == 1)
 }
 
+/// The asset's progress while parts run: the video chunks' progress
+/// weighted by their durations (part 0 is cheap beside them).
+pub(crate) async fn write_asset_progress(
+    tx: &mut sqlx::PgConnection,
+    asset_id: Uuid,
+    parent: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE assets SET progress = LEAST(99, COALESCE((
+             SELECT sum(progress * (spec->>'weight_s')::float8)
+                    / nullif(sum((spec->>'weight_s')::float8), 0)
+             FROM jobs WHERE parent_id = $2), 0)), updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(asset_id)
+    .bind(parent)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Records a running part's own progress and the asset's.
+pub(crate) async fn record_part_progress(
+    db: &sqlx::PgPool,
+    job: &ClaimedJob,
+    parent: Uuid,
+    pct: f64,
+) -> sqlx::Result<()> {
+    let mut conn = db.acquire().await?;
+    sqlx::query("UPDATE jobs SET progress = $2 WHERE id = $1")
+        .bind(job.id)
+        .bind(pct.clamp(0.0, 100.0) as f32)
+        .execute(&mut *conn)
+        .await?;
+    write_asset_progress(&mut conn, job.asset_id, parent).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,8 +4,10 @@
 //! worker that drains it ([`worker`]).
 
 pub mod chunked;
+mod failure;
 pub mod jobs;
 pub mod profiles;
 pub mod progressive;
+pub mod stage;
 pub mod transcode;
 pub mod worker;

@@ -36,7 +36,7 @@ use futures::StreamExt;
 use lectern_storage::Store;
 use lectern_transcoder::encode::CancelFlag;
 use lectern_transcoder::ladder::SourceLimits;
-use lectern_transcoder::{probe, MediaError, MediaErrorCode};
+use lectern_transcoder::{probe, MediaErrorCode};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
@@ -45,8 +45,9 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::chunked::{self, ChunkingConfig, Stage};
+use crate::failure::JobFailure;
 use crate::jobs::{self, ClaimedJob, CRASHED_ON_LAST_ATTEMPT, STILL_OURS};
+use crate::stage::{ChunkingConfig, Stage};
 use crate::{profiles, progressive, transcode};
 use lectern_assets::{self as assets, keys, AssetStatus};
 
@@ -81,43 +82,6 @@ pub struct Worker {
     pub(crate) db: PgPool,
     pub(crate) store: Arc<dyn Store>,
     pub(crate) config: Arc<WorkerConfig>,
-}
-
-/// Why a job did not succeed.
-#[derive(Debug)]
-pub(crate) enum JobFailure {
-    /// The media itself is at fault, or a transient media-side problem.
-    Media(MediaError),
-    /// Database or storage trouble: always worth a retry.
-    Infrastructure(String),
-    /// The asset names an encoding profile this deployment does not have;
-    /// no retry can fix that.
-    InvalidProfile(String),
-    /// The job row itself is inconsistent (a part without its spec…): a
-    /// retry reads the same row.
-    InvalidSpec(String),
-    /// Another worker owns the job now; this attempt must leave no trace.
-    LeaseLost,
-    /// Shutdown drain ran out: give the job back untouched.
-    Interrupted,
-}
-
-impl From<sqlx::Error> for JobFailure {
-    fn from(e: sqlx::Error) -> Self {
-        Self::Infrastructure(format!("database: {e}"))
-    }
-}
-
-impl From<lectern_storage::StorageError> for JobFailure {
-    fn from(e: lectern_storage::StorageError) -> Self {
-        Self::Infrastructure(format!("storage: {e}"))
-    }
-}
-
-impl From<std::io::Error> for JobFailure {
-    fn from(e: std::io::Error) -> Self {
-        Self::Infrastructure(format!("local disk: {e}"))
-    }
 }
 
 impl Worker {
@@ -805,7 +769,7 @@ async fn keep_lease(
             continue;
         }
         let written = match job.parent_id {
-            Some(parent) => chunked::record_part_progress(&db, &job, parent, pct).await,
+            Some(parent) => jobs::record_part_progress(&db, &job, parent, pct).await,
             None => assets::set_progress(&db, job.asset_id, pct).await,
         };
         if written.is_ok() {
