@@ -170,12 +170,15 @@ fn find_uri_attribute(s: &str) -> Option<usize> {
 }
 
 /// `uri` with the token; relative URIs (not root-relative ones) get
-/// `base` in front when one is given.
-fn with_token(uri: &str, token: &str, base: Option<&str>) -> String {
-    let uri = uri.trim();
+/// `base` in front when one is given. Whitespace around it stays where it
+/// was, like every other byte the packager wrote.
+fn with_token(text: &str, token: &str, base: Option<&str>) -> String {
+    let uri = text.trim();
     if is_absolute(uri) || uri.is_empty() {
-        return uri.to_string();
+        return text.to_string();
     }
+    let lead = &text[..text.len() - text.trim_start().len()];
+    let trail = &text[text.trim_end().len()..];
     let based;
     let uri = match base {
         Some(base) if !uri.starts_with('/') => {
@@ -189,7 +192,7 @@ fn with_token(uri: &str, token: &str, base: Option<&str>) -> String {
         None => (uri, ""),
     };
     let separator = if path.contains('?') { '&' } else { '?' };
-    format!("{path}{separator}token={token}{fragment}")
+    format!("{lead}{path}{separator}token={token}{fragment}{trail}")
 }
 
 fn is_absolute(uri: &str) -> bool {
@@ -254,5 +257,90 @@ mod tests {
     fn tags_and_blank_lines_pass_through() {
         let text = "#EXTM3U\n\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-SESSION-DATA:DATA-ID=\"x\",XURI=\"no\"\n";
         assert_eq!(rewrite(text, "T"), text);
+        assert_eq!(rewrite(" a.m4s \r\n", "T"), " a.m4s?token=T \r\n");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A token whose letters the generated playlists never contain, so
+        /// what the rewrite added can be told from what was there.
+        const TOKEN: &str = "k1.ZZ.9.XX";
+
+        /// Playlist-like text: tags with and without URI attributes, URI
+        /// lines relative, root-relative and absolute, odd spacing and line
+        /// endings, and stray bytes.
+        fn playlist() -> impl Strategy<Value = String> {
+            let line = prop_oneof![
+                Just("#EXTM3U".to_string()),
+                "#EXTINF:[0-9.]{1,5},[a-w ]{0,6}",
+                "#EXT-X-(MAP|MEDIA|KEY|I-FRAME-STREAM-INF|SESSION-DATA):([A-W-]{1,6}=[a-w0-9\"]{0,5},){0,2}(X?URI=\"[a-w0-9/._?&#:-]{0,16}\")?(,[A-W]{1,4}=[a-w0-9]{1,3}){0,2}",
+                "[ \t]{0,2}[a-w0-9/._-]{1,16}(\\?[a-w]=[a-w0-9]{1,3})?(#[a-w]{1,3})?[ \t]{0,2}",
+                "(https?|ftp|data|s3|a[a-w0-9+.-]{0,5})://[a-w.]{1,10}/[a-w0-9/._?&=-]{0,12}",
+                "(https?):[a-w0-9/._-]{1,12}",
+                "//[a-w.]{1,10}/[a-w0-9._-]{1,8}",
+                "/[a-w0-9/._-]{1,16}",
+                "[^\r\nXZ]{0,24}",
+            ];
+            let ending = prop_oneof![Just("\n"), Just("\r\n"), Just("\r"), Just("")];
+            proptest::collection::vec((line, ending), 0..24)
+                .prop_map(|lines| lines.into_iter().map(|(l, e)| l + e).collect())
+        }
+
+        /// `out` with every token query the rewrite adds taken out.
+        fn without_tokens(out: &str) -> String {
+            out.replace(&format!("?token={TOKEN}"), "")
+                .replace(&format!("&token={TOKEN}"), "")
+        }
+
+        proptest! {
+            /// The rewrite adds the token query and nothing else: every
+            /// other byte, spacing and line endings included, is what the
+            /// packager wrote.
+            #[test]
+            fn only_the_token_is_added(text in playlist()) {
+                let out = rewrite(&text, TOKEN);
+                prop_assert_eq!(without_tokens(&out), text);
+            }
+
+            /// Absolute URIs point at other hosts: they never get the token.
+            #[test]
+            fn the_token_never_goes_to_another_host(text in playlist()) {
+                let out = rewrite(&text, TOKEN);
+                for line in out.lines() {
+                    let line = line.trim();
+                    if !line.starts_with('#') && is_absolute(line) {
+                        prop_assert!(!line.contains(TOKEN), "{}", line);
+                    }
+                    if line.starts_with('#') {
+                        let mut rest = line;
+                        while let Some(at) = find_uri_attribute(rest) {
+                            let value = &rest[at + 5..];
+                            let end = value.find('"').unwrap_or(value.len());
+                            if is_absolute(value[..end].trim()) {
+                                prop_assert!(!value[..end].contains(TOKEN), "{}", line);
+                            }
+                            rest = &value[end..];
+                        }
+                    }
+                }
+            }
+
+            /// Any text at all, encrypted or not, under any directory:
+            /// rewritten without a panic.
+            #[test]
+            fn arbitrary_text_never_panics(
+                text in "(?s).{0,400}",
+                dir in "[a-z0-9/.]{0,20}",
+                base in proptest::option::of("/[a-z0-9/]{0,20}"),
+            ) {
+                let _ = kind(&text);
+                let _ = rewrite(&text, TOKEN);
+                let key = AssetKey::generate();
+                let e = Encrypt { key: &key, key_uri: "/media-key/a/b", dir: &dir, base: base.as_deref() };
+                let _ = rewrite_encrypted(&text, TOKEN, Some(&e));
+            }
+        }
     }
 }

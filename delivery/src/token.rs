@@ -95,7 +95,11 @@ fn uuid_field(text: &str) -> Option<Uuid> {
 
 /// Checks `token` for objects of `asset` at time `now`: the MAC first (in
 /// constant time), so nothing about a forged token's fields is believed,
-/// then the asset, then the expiry.
+/// then the asset, then the expiry. Only the exact text [`sign`] writes is
+/// accepted (no leading zeros in the expiry, canonical base64), so a
+/// token cannot be altered into another string that still verifies: a
+/// CDN caching verdicts by token, or anything else keyed by it, sees one
+/// string per grant.
 pub fn verify(
     keys: &[PlaybackKey],
     token: &str,
@@ -129,6 +133,7 @@ pub fn verify(
             .parse::<i64>()
             .ok()
             .filter(|_| expires.bytes().all(|b| b.is_ascii_digit()))
+            .filter(|_| expires == "0" || !expires.starts_with('0'))
             .ok_or(TokenError::Invalid)?,
         session: match session {
             "" => None,
@@ -228,6 +233,140 @@ mod tests {
             verify(&[impostor], &token, asset, 0),
             Err(TokenError::Invalid)
         );
+    }
+
+    #[test]
+    fn a_zero_padded_expiry_is_not_the_signed_token() {
+        let key = PlaybackKey::generate("k1");
+        let asset = Uuid::new_v4();
+        let token = sign(&key, &claims(asset, None));
+        let padded = token.replacen(".2000000000.", ".02000000000.", 1);
+        assert_ne!(padded, token);
+        assert_eq!(verify(&[key], &padded, asset, 0), Err(TokenError::Invalid));
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Where in a token an alteration happens.
+        #[derive(Debug, Clone, Copy)]
+        enum At {
+            /// Anywhere.
+            Index(usize),
+            /// Just after the n-th `.` (the start of a field), where
+            /// padding and sign characters could hide.
+            FieldStart(usize),
+            /// Just before the n-th `.` (the end of a field), where
+            /// base64's unused bits are.
+            FieldEnd(usize),
+        }
+
+        /// Ways a token can be altered in transit or by hand.
+        #[derive(Debug, Clone)]
+        enum Mutation {
+            Replace(At, char),
+            Insert(At, char),
+            Remove(At),
+            Truncate(usize),
+            Append(String),
+        }
+
+        fn mutation() -> impl Strategy<Value = Mutation> {
+            let at = prop_oneof![
+                any::<usize>().prop_map(At::Index),
+                (0usize..4).prop_map(At::FieldStart),
+                (0usize..5).prop_map(At::FieldEnd),
+            ];
+            // The token alphabet, and what a decoder might skip or fold.
+            let c = prop_oneof![
+                proptest::char::ranges(vec!['a'..='z', 'A'..='Z', '0'..='9'].into()),
+                proptest::sample::select(vec!['0', '0', '-', '_', '.', '=', '+', ' ', '%', 'é']),
+            ];
+            prop_oneof![
+                (at.clone(), c.clone()).prop_map(|(at, c)| Mutation::Replace(at, c)),
+                (at.clone(), c).prop_map(|(at, c)| Mutation::Insert(at, c)),
+                at.prop_map(Mutation::Remove),
+                any::<usize>().prop_map(Mutation::Truncate),
+                "[A-Za-z0-9._=-]{1,8}".prop_map(Mutation::Append),
+            ]
+        }
+
+        /// The char index `at` names in `chars` (`len` positions to choose
+        /// from: one more than the chars when inserting).
+        fn index(chars: &[char], at: At, len: usize) -> usize {
+            let dots: Vec<usize> = (0..chars.len()).filter(|&i| chars[i] == '.').collect();
+            let i = match at {
+                At::Index(i) => i,
+                At::FieldStart(n) => dots.get(n).map_or(0, |d| d + 1),
+                At::FieldEnd(n) => dots.get(n).map_or(chars.len(), |d| *d).saturating_sub(1),
+            };
+            if len == 0 {
+                0
+            } else {
+                i % len
+            }
+        }
+
+        fn apply(token: &str, m: &Mutation) -> String {
+            let mut chars: Vec<char> = token.chars().collect();
+            let at = |i: usize, len: usize| if len == 0 { 0 } else { i % len };
+            match m {
+                Mutation::Replace(i, c) => {
+                    let i = index(&chars, *i, chars.len());
+                    chars[i] = *c;
+                }
+                Mutation::Insert(i, c) => {
+                    let i = index(&chars, *i, chars.len() + 1);
+                    chars.insert(i, *c);
+                }
+                Mutation::Remove(i) => {
+                    let i = index(&chars, *i, chars.len());
+                    chars.remove(i);
+                }
+                Mutation::Truncate(i) => chars.truncate(at(*i, chars.len())),
+                Mutation::Append(s) => chars.extend(s.chars()),
+            }
+            chars.into_iter().collect()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// Any text at all is refused without a panic, or accepted
+            /// only if it is exactly what was signed.
+            #[test]
+            fn arbitrary_text_never_panics(text in ".{0,300}", asset in any::<u128>()) {
+                let key = PlaybackKey::generate("k1");
+                let asset = Uuid::from_u128(asset);
+                if let Ok(c) = verify(std::slice::from_ref(&key), &text, asset, 0) {
+                    prop_assert_eq!(sign(&key, &c), text);
+                }
+            }
+
+            /// A genuine token altered in any way never verifies, whatever
+            /// the alteration: the signed text is the only one accepted.
+            #[test]
+            fn a_mutated_token_never_verifies(
+                asset in any::<u128>(),
+                session in proptest::option::of(any::<u128>()),
+                expires in 1i64..=i64::MAX,
+                mutation in mutation(),
+            ) {
+                let key = PlaybackKey::generate("k1");
+                let asset = Uuid::from_u128(asset);
+                let c = Claims { asset, expires, session: session.map(Uuid::from_u128) };
+                let token = sign(&key, &c);
+                prop_assert_eq!(verify(std::slice::from_ref(&key), &token, asset, 0), Ok(c));
+                let altered = apply(&token, &mutation);
+                prop_assume!(altered != token);
+                prop_assert_eq!(
+                    verify(std::slice::from_ref(&key), &altered, asset, 0),
+                    Err(TokenError::Invalid),
+                    "{} accepted as {}", altered, token
+                );
+            }
+        }
     }
 
     #[test]
