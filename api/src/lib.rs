@@ -201,7 +201,7 @@ pub fn router(state: AppState) -> Router {
             state.identity.clone(),
             lectern_identity::middleware,
         ))
-        .merge(media)
+        .merge(media.layer(lectern_delivery::cors()))
         .layer(axum::middleware::from_fn_with_state(
             state.identity.clone(),
             lectern_identity::security_headers,

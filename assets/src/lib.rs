@@ -13,17 +13,33 @@ pub use lifecycle::{create, set_progress, transition, transition_in, NewAsset};
 
 /// Lifecycle states, as stored (`assets.status`) and as shown to partners.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, sqlx::Type,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    sqlx::Type,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum AssetStatus {
+    /// The source is stored; waiting for a worker.
     Uploaded,
+    /// A worker is reading the source's streams and duration.
     Probing,
+    /// The ladder is being encoded; `progress` says how far.
     Transcoding,
+    /// Playlists are being written and published.
     Packaging,
+    /// Every rendition is published; `master_url` plays the whole ladder.
     Ready,
+    /// Stopped for good; `error` says why.
     Failed,
+    /// Stopped on request.
     Cancelled,
 }
 

@@ -10,10 +10,12 @@ use axum::extract::State;
 use axum::http::Method;
 use axum::Json;
 use chrono::{DateTime, Utc};
+use lectern_assets::AssetStatus;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
 
+use lectern_web::page::Limit;
 use lectern_web::ErrorCode;
 use lectern_web::{Access, Permission, Principal};
 use lectern_web::{ApiError, ApiRouter};
@@ -37,7 +39,7 @@ pub fn routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
 struct AssetRow {
     id: Uuid,
     organisation_id: Uuid,
-    status: String,
+    status: AssetStatus,
     title: Option<String>,
     profile: String,
     progress: f32,
@@ -56,16 +58,83 @@ const ASSET_COLUMNS: &str = "id, organisation_id, status, title, profile, progre
      error_code, error_message, output_prefix, playable_prefix, created_at, updated_at, ready_at, \
      first_playable_at";
 
+/// An asset: one source and everything encoded from it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Asset {
+    /// The asset's id; for a tus upload, the upload's id.
+    pub id: Uuid,
+    pub organisation_id: Uuid,
+    pub status: AssetStatus,
+    /// The title given at upload or pull, if any.
+    pub title: Option<String>,
+    /// The encoding profile (ladder) the asset is encoded with.
+    pub profile: String,
+    /// Progress of the current stage, 0–100, one decimal.
+    pub progress: f64,
+    /// The source's duration in seconds, once probed.
+    pub duration_s: Option<f64>,
+    /// Why the asset failed; `null` unless `status` is `failed`.
+    pub error: Option<AssetError>,
+    /// The master playlist a player opens, with a playback token in its
+    /// query: the finished ladder once ready, the growing lowest rung while
+    /// encoding (fast first playback), `null` before anything is playable.
+    /// Asked for while signed in, it is bound to that sign-in and also plays
+    /// encrypted assets; asked for with a partner key it plays clear assets
+    /// only.
+    pub master_url: Option<String>,
+    /// The renditions, highest first (`GET /api/v1/assets/{id}` only; empty
+    /// in lists).
+    pub renditions: Vec<Rendition>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// When the first rung became playable while encoding.
+    pub first_playable_at: Option<DateTime<Utc>>,
+    /// When every rendition was published.
+    pub ready_at: Option<DateTime<Utc>>,
+}
+
+/// Why an asset failed.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AssetError {
+    /// A stable code (e.g. `corrupt_media`, `unsupported_codec`).
+    pub code: String,
+    /// What happened, for people.
+    pub message: String,
+}
+
+/// One rung of the ladder, or the audio.
 #[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
-struct RenditionRow {
-    name: String,
-    kind: String,
-    width: Option<i32>,
-    height: Option<i32>,
-    codecs: Option<String>,
-    bandwidth: Option<i64>,
-    status: String,
-    progress: f32,
+pub struct Rendition {
+    /// The rendition's name, e.g. `720p` or `audio`.
+    pub name: String,
+    pub kind: RenditionKind,
+    pub width: Option<i32>,
+    pub height: Option<i32>,
+    /// RFC 6381 codecs string, e.g. `avc1.64001f`.
+    pub codecs: Option<String>,
+    /// Peak bits per second, as the master playlist declares it.
+    pub bandwidth: Option<i64>,
+    pub status: RenditionStatus,
+    /// Encoding progress of this rendition, 0–100.
+    pub progress: f32,
+}
+
+/// What a rendition carries.
+#[derive(Debug, Clone, Copy, Serialize, sqlx::Type, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RenditionKind {
+    Video,
+    Audio,
+}
+
+/// Whether a rendition is complete.
+#[derive(Debug, Clone, Copy, Serialize, sqlx::Type, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum RenditionStatus {
+    Encoding,
+    Ready,
 }
 
 impl AssetRow {
@@ -73,12 +142,12 @@ impl AssetRow {
     /// their session, so it plays encrypted assets too (the key is only
     /// given to a live session) and stops working when they sign out. An
     /// API key's is unbound: it plays clear assets, for the partner's tools.
-    fn to_json(
-        &self,
+    fn into_asset(
+        self,
         state: &DeliveryState,
         viewer: &Principal,
-        renditions: Vec<RenditionRow>,
-    ) -> Value {
+        renditions: Vec<Rendition>,
+    ) -> Asset {
         // The finished ladder once ready; while encoding, the growing
         // lowest rung (fast first playback).
         let prefix = self
@@ -86,25 +155,26 @@ impl AssetRow {
             .as_deref()
             .or(self.playable_prefix.as_deref());
         let master_url = prefix.map(|p| state.playback.master_url(self.id, p, viewer.session_id()));
-        let error = self.error_code.as_ref().map(
-            |code| json!({"code": code, "message": self.error_message.as_deref().unwrap_or("")}),
-        );
-        json!({
-            "id": self.id,
-            "organisation_id": self.organisation_id,
-            "status": self.status,
-            "title": self.title,
-            "profile": self.profile,
-            "progress": (f64::from(self.progress) * 10.0).round() / 10.0,
-            "duration_s": self.duration_s,
-            "error": error,
-            "master_url": master_url,
-            "renditions": renditions,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "first_playable_at": self.first_playable_at,
-            "ready_at": self.ready_at,
-        })
+        let error = self.error_code.map(|code| AssetError {
+            code,
+            message: self.error_message.unwrap_or_default(),
+        });
+        Asset {
+            id: self.id,
+            organisation_id: self.organisation_id,
+            status: self.status,
+            title: self.title,
+            profile: self.profile,
+            progress: (f64::from(self.progress) * 10.0).round() / 10.0,
+            duration_s: self.duration_s,
+            error,
+            master_url,
+            renditions,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            first_playable_at: self.first_playable_at,
+            ready_at: self.ready_at,
+        }
     }
 }
 
@@ -134,9 +204,9 @@ async fn show(
     State(state): State<DeliveryState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Asset>, ApiError> {
     let asset = find(&state, &principal, id).await?;
-    let renditions: Vec<RenditionRow> = sqlx::query_as(
+    let renditions: Vec<Rendition> = sqlx::query_as(
         "SELECT name, kind, width, height, codecs, bandwidth, status, progress
          FROM asset_renditions WHERE asset_id = $1
          ORDER BY kind DESC, height DESC NULLS LAST, name",
@@ -144,53 +214,58 @@ async fn show(
     .bind(id)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(asset.to_json(&state, &principal, renditions)))
+    Ok(Json(asset.into_asset(&state, &principal, renditions)))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Only assets in this status.
+    #[schemars(with = "Option<AssetStatus>")]
     status: Option<String>,
-    /// `created_at` of the last asset of the previous page (RFC 3339) and its id.
+    /// `created_at` of the last asset of the previous page (RFC 3339):
+    /// `next.before` of that page.
     before: Option<DateTime<Utc>>,
+    /// The id of the last asset of the previous page: `next.before_id`.
     before_id: Option<Uuid>,
+    /// Assets per page, 1–200 (default 50).
     limit: Option<i64>,
 }
 
-const STATUSES: [&str; 7] = [
-    "uploaded",
-    "probing",
-    "transcoding",
-    "packaging",
-    "ready",
-    "failed",
-    "cancelled",
-];
+/// A page of assets, newest first.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AssetPage {
+    pub assets: Vec<Asset>,
+    /// Where the next page starts (pass both as query parameters); `null`
+    /// on the last page.
+    pub next: Option<AssetPageNext>,
+}
+
+/// The position after the last asset of a page.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AssetPageNext {
+    pub before: DateTime<Utc>,
+    pub before_id: Uuid,
+}
+
+const PAGE: Limit = Limit::new(50, 200);
 
 /// `GET /api/v1/assets?status=&limit=&before=&before_id=`: newest first.
 async fn list(
     State(state): State<DeliveryState>,
     principal: Principal,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    if let Some(status) = query.status.as_deref() {
-        if !STATUSES.contains(&status) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidStatus,
-                format!(
-                    "{status:?} is not a status; expected one of {}",
-                    STATUSES.join(", ")
-                ),
-            ));
-        }
-    }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidLimit,
-            "limit is between 1 and 200",
-        ));
-    }
+) -> Result<Json<AssetPage>, ApiError> {
+    // Read as text and checked here, so a wrong status is `invalid_status`
+    // naming the valid ones rather than a generic query error.
+    let status = match query.status.as_deref() {
+        Some(s) => Some(
+            s.parse::<AssetStatus>()
+                .map_err(|message| ApiError::new(ErrorCode::InvalidStatus, message))?,
+        ),
+        None => None,
+    };
+    let limit = PAGE.of(query.limit)?;
     let rows: Vec<AssetRow> = sqlx::query_as(&format!(
         "SELECT {ASSET_COLUMNS} FROM assets
          WHERE ($1::uuid IS NULL OR organisation_id = $1)
@@ -200,7 +275,7 @@ async fn list(
          LIMIT $5"
     ))
     .bind(principal.org_scope())
-    .bind(query.status.as_deref())
+    .bind(status)
     .bind(query.before)
     .bind(query.before_id)
     .bind(limit)
@@ -208,25 +283,40 @@ async fn list(
     .await?;
     let next = (rows.len() as i64 == limit)
         .then(|| {
-            rows.last()
-                .map(|a| json!({"before": a.created_at, "before_id": a.id}))
+            rows.last().map(|a| AssetPageNext {
+                before: a.created_at,
+                before_id: a.id,
+            })
         })
         .flatten();
-    let assets: Vec<Value> = rows
-        .iter()
-        .map(|a| a.to_json(&state, &principal, Vec::new()))
+    let assets = rows
+        .into_iter()
+        .map(|a| a.into_asset(&state, &principal, Vec::new()))
         .collect();
-    Ok(Json(json!({"assets": assets, "next": next})))
+    Ok(Json(AssetPage { assets, next }))
 }
 
+/// One lifecycle transition.
 #[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
-struct EventRow {
-    at: DateTime<Utc>,
-    from_status: Option<String>,
-    to_status: String,
-    worker: Option<String>,
-    attempt: Option<i32>,
-    detail: Option<Value>,
+pub struct AssetEvent {
+    pub at: DateTime<Utc>,
+    /// `null` for the asset's creation.
+    pub from_status: Option<AssetStatus>,
+    pub to_status: AssetStatus,
+    /// The worker that made the transition, if a worker did.
+    pub worker: Option<String>,
+    /// The job attempt (claim) that made it; it names the attempt's output
+    /// prefix (`attempt-N/`).
+    pub attempt: Option<i32>,
+    /// What the worker recorded with it (timings, error details).
+    pub detail: Option<Value>,
+}
+
+/// An asset's lifecycle, oldest first.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AssetEvents {
+    pub asset_id: Uuid,
+    pub events: Vec<AssetEvent>,
 }
 
 /// `GET /api/v1/assets/{id}/events`: every transition with its worker and
@@ -235,14 +325,17 @@ async fn events(
     State(state): State<DeliveryState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AssetEvents>, ApiError> {
     find(&state, &principal, id).await?;
-    let events: Vec<EventRow> = sqlx::query_as(
+    let events: Vec<AssetEvent> = sqlx::query_as(
         "SELECT at, from_status, to_status, worker, attempt, detail
          FROM asset_events WHERE asset_id = $1 ORDER BY id",
     )
     .bind(id)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(json!({"asset_id": id, "events": events})))
+    Ok(Json(AssetEvents {
+        asset_id: id,
+        events,
+    }))
 }

@@ -36,8 +36,7 @@ use axum::http::{header, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use rand::RngCore;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -190,7 +189,21 @@ pub fn routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct EncryptionRequest {
+    /// `true` serves the asset HLS AES-128 encrypted under a new key (also
+    /// when it already was: the key is replaced); `false` serves it clear.
     enabled: bool,
+}
+
+/// An asset's encryption state after a change.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct EncryptionState {
+    pub asset_id: Uuid,
+    pub enabled: bool,
+    /// The new key's public id (it appears in media paths as
+    /// `aes-<key_id>`); `null` when encryption is off.
+    pub key_id: Option<String>,
+    /// What changes for players and CDNs.
+    pub note: &'static str,
 }
 
 /// `PUT /api/v1/assets/{id}/encryption {"enabled": bool}`: on (again)
@@ -202,7 +215,7 @@ async fn set_encryption(
     principal: Principal,
     ApiPath(asset): ApiPath<Uuid>,
     ApiJson(request): ApiJson<EncryptionRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EncryptionState>, ApiError> {
     let key = request.enabled.then(AssetKey::generate);
     let sealed = match &key {
         Some(k) => Some(k.seal(state.identity.keyring()?, asset)),
@@ -223,13 +236,13 @@ async fn set_encryption(
         return Err(ApiError::not_found(format!("no asset {asset}")));
     }
     state.playback.forget_key(asset);
-    Ok(Json(json!({
-        "asset_id": asset,
-        "enabled": request.enabled,
-        "key_id": key.as_ref().map(|k| k.id.as_str()),
-        "note": "media paths change with the key (…/aes-<key_id>/out/…), so CDN copies of the \
-                 previous state are never served again; players must reload the playlist",
-    })))
+    Ok(Json(EncryptionState {
+        asset_id: asset,
+        enabled: request.enabled,
+        key_id: key.map(|k| k.id),
+        note: "media paths change with the key (…/aes-<key_id>/out/…), so CDN copies of the \
+               previous state are never served again; players must reload the playlist",
+    }))
 }
 
 /// `GET /media-key/{asset}/{kid}?token=…`: the raw key for a learner
@@ -273,7 +286,7 @@ pub(crate) async fn key(
     .await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     tracing::debug!(%asset, status = response.status().as_u16(), "media key requested");
-    crate::with_cors(response)
+    response
 }
 
 #[cfg(test)]

@@ -1,9 +1,23 @@
 //! The HTTP semantics of serving objects (RFC 9110): `Range` parsing,
 //! validators and conditional requests, dates, and default content types
 //! and cache policies for objects stored without them.
+//!
+//! Conditional requests go through the `headers` crate's typed
+//! `If-None-Match`, `If-Modified-Since` and `If-Range` (entity-tag lists,
+//! weak and strong comparison) and `httpdate`, which reads HTTP dates in
+//! all three formats RFC 9110 §5.6.7 asks recipients to accept
+//! (IMF-fixdate, RFC 850, asctime). `Range` is parsed here: the
+//! `headers::Range` resolver needs the object's length before the read (a
+//! plain GET asks storage for the range without knowing it), drops a
+//! suffix longer than the object where §14.1.3 says the whole object is
+//! meant, and reads `+5` as a position; the parser below keeps 206 and 416
+//! exact in a few lines.
 
-use axum::http::HeaderMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::http::{header, HeaderMap};
 use chrono::{DateTime, Utc};
+use headers::{ETag, HeaderMapExt, IfModifiedSince, IfNoneMatch, IfRange};
 use lectern_storage::ByteRange;
 
 /// What a `Range` header asks for.
@@ -18,13 +32,16 @@ pub enum RangeRequest {
 }
 
 pub fn range(headers: &HeaderMap) -> RangeRequest {
-    let Some(value) = headers
-        .get(axum::http::header::RANGE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return RangeRequest::Whole;
     };
-    let Some(spec) = value.trim().strip_prefix("bytes=") else {
+    let value = value.trim();
+    // Range units are case-insensitive (§14.1).
+    let Some(spec) = value
+        .get(..6)
+        .filter(|unit| unit.eq_ignore_ascii_case("bytes="))
+        .map(|_| &value[6..])
+    else {
         return RangeRequest::Whole;
     };
     if spec.contains(',') {
@@ -56,64 +73,65 @@ pub fn range(headers: &HeaderMap) -> RangeRequest {
     }
 }
 
-/// IMF-fixdate, the one date format HTTP senders use.
-pub fn http_date(t: DateTime<Utc>) -> String {
-    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+/// `t` within what an HTTP date can say (1970 to 9999): `httpdate`
+/// refuses anything else with a panic, and a stored object's time is not
+/// ours to trust that far.
+fn system_time(t: DateTime<Utc>) -> SystemTime {
+    const LAST: u64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+    let secs = u64::try_from(t.timestamp()).unwrap_or(0).min(LAST);
+    UNIX_EPOCH + Duration::from_secs(secs)
 }
 
-fn parse_http_date(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc2822(s.trim())
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
+/// IMF-fixdate, the one date format HTTP senders use.
+pub fn http_date(t: DateTime<Utc>) -> String {
+    httpdate::fmt_http_date(system_time(t))
 }
 
 pub fn quoted(etag: &str) -> String {
     format!("\"{etag}\"")
 }
 
+/// Our tag as a client's validators are compared with it; `None` when it
+/// could not be one (then no tag a client sends names it).
+fn entity_tag(etag: &str) -> Option<ETag> {
+    quoted(etag).parse().ok()
+}
+
 /// True when the client's copy is current (answer 304): `If-None-Match`
 /// decides when present (weak comparison, §13.1.2); otherwise
-/// `If-Modified-Since`, at one-second resolution as dates are sent.
+/// `If-Modified-Since`, at one-second resolution as dates are sent. A
+/// date that does not parse is ignored (§13.1.3).
 pub fn not_modified(headers: &HeaderMap, etag: &str, last_modified: DateTime<Utc>) -> bool {
-    if let Some(inm) = headers
-        .get(axum::http::header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        let ours = quoted(etag);
-        return inm
-            .split(',')
-            .map(str::trim)
-            .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours.as_str());
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return match (headers.typed_get::<IfNoneMatch>(), entity_tag(etag)) {
+            (Some(inm), Some(ours)) => !inm.precondition_passes(&ours),
+            _ => false,
+        };
     }
-    if let Some(since) = headers
-        .get(axum::http::header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_http_date)
-    {
-        return last_modified.timestamp() <= since.timestamp();
-    }
-    false
+    headers
+        .typed_get::<IfModifiedSince>()
+        .is_some_and(|since| !since.is_modified(system_time(last_modified)))
 }
 
 /// `If-Range`: a range applies only if the client's validator still
-/// names this object (strong comparison for tags, exact date otherwise).
+/// names this object: a strong tag equal to ours, or exactly our
+/// `Last-Modified` (§13.1.5). Anything else, unreadable values included,
+/// means the whole object.
 pub fn if_range_holds(headers: &HeaderMap, etag: &str, last_modified: DateTime<Utc>) -> bool {
-    match headers
-        .get(axum::http::header::IF_RANGE)
-        .and_then(|v| v.to_str().ok())
-    {
-        None => true,
-        Some(v) if v.trim_start().starts_with('"') => v.trim() == quoted(etag),
-        Some(v) if v.trim_start().starts_with("W/") => false,
-        Some(v) => parse_http_date(v).is_some_and(|t| t.timestamp() == last_modified.timestamp()),
+    if !headers.contains_key(header::IF_RANGE) {
+        return true;
     }
+    let Some(given) = headers.typed_get::<IfRange>() else {
+        return false;
+    };
+    entity_tag(etag).is_some_and(|ours| given == IfRange::etag(ours))
+        || given == IfRange::date(system_time(last_modified))
 }
 
 /// Whether any conditional header is present (worth a HEAD first on S3,
 /// so a 304 costs no body transfer).
 pub fn is_conditional(headers: &HeaderMap) -> bool {
-    headers.contains_key(axum::http::header::IF_NONE_MATCH)
-        || headers.contains_key(axum::http::header::IF_MODIFIED_SINCE)
+    headers.contains_key(header::IF_NONE_MATCH) || headers.contains_key(header::IF_MODIFIED_SINCE)
 }
 
 /// Content type by extension, for objects stored without one (or with
@@ -180,6 +198,9 @@ mod tests {
         assert_eq!(r("items=0-3"), Whole);
         assert_eq!(r("bytes=-"), Whole);
         assert_eq!(r("bytes=99999999999999999999999-"), One(From(u64::MAX)));
+        assert_eq!(r("Bytes=5-"), One(From(5)));
+        assert_eq!(r("bytes=+5-9"), Whole);
+        assert_eq!(r("bytes=5"), Whole);
         assert_eq!(range(&HeaderMap::new()), Whole);
     }
 
@@ -214,6 +235,142 @@ mod tests {
         ));
         assert!(if_range_holds(&with("if-range", "\"abc\""), "abc", t));
         assert!(!if_range_holds(&with("if-range", "\"old\""), "abc", t));
+        assert!(!if_range_holds(&with("if-range", "W/\"abc\""), "abc", t));
         assert!(if_range_holds(&with("if-range", &http_date(t)), "abc", t));
+        assert!(!if_range_holds(&with("if-range", "yesterday"), "abc", t));
+        let later = t + chrono::Duration::seconds(1);
+        assert!(!if_range_holds(
+            &with("if-range", &http_date(later)),
+            "abc",
+            t
+        ));
+        // A tag may hold a comma; a list is split around quoted tags.
+        assert!(not_modified(
+            &with("if-none-match", "\"a,b\", \"x\""),
+            "a,b",
+            t
+        ));
+        assert!(!not_modified(&with("if-none-match", "\"a,b\""), "a", t));
+    }
+
+    /// RFC 9110 §5.6.7: IMF-fixdate, the obsolete RFC 850 form and
+    /// asctime all name the same instant.
+    #[test]
+    fn accepts_all_three_http_date_formats() {
+        let t = DateTime::parse_from_rfc3339("1994-11-06T08:49:37Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for date in [
+            "Sun, 06 Nov 1994 08:49:37 GMT",
+            "Sunday, 06-Nov-94 08:49:37 GMT",
+            "Sun Nov  6 08:49:37 1994",
+        ] {
+            assert!(
+                not_modified(&with("if-modified-since", date), "e", t),
+                "{date}"
+            );
+            let later = t + chrono::Duration::seconds(1);
+            assert!(
+                !not_modified(&with("if-modified-since", date), "e", later),
+                "{date}"
+            );
+            assert!(if_range_holds(&with("if-range", date), "e", t), "{date}");
+            assert!(
+                !if_range_holds(&with("if-range", date), "e", later),
+                "{date}"
+            );
+        }
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Header values as a client may send them: any visible ASCII,
+        /// spaces and tabs, and bytes beyond ASCII.
+        fn header_value() -> impl Strategy<Value = HeaderValue> {
+            prop_oneof![
+                proptest::collection::vec(
+                    prop_oneof![0x20u8..0x7f, Just(b'\t'), 0x80u8..=0xff],
+                    0..80
+                ),
+                "(bytes|Bytes|items)=[-0-9, +]{0,40}".prop_map(String::into_bytes),
+                "(W/)?\"[!#-~]{0,12}\"(, *(W/)?\"[!#-~]{0,12}\"){0,3}".prop_map(String::into_bytes),
+            ]
+            .prop_map(|bytes| HeaderValue::from_bytes(&bytes).expect("no control bytes"))
+        }
+
+        /// Any instant chrono can hold, far past and far future included.
+        fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+            prop_oneof![
+                (-62_000_000_000i64..300_000_000_000).prop_map(|s| DateTime::from_timestamp(s, 0)),
+                (0i64..4_000_000_000).prop_map(|s| DateTime::from_timestamp(s, 0)),
+            ]
+            .prop_map(|t| t.expect("within chrono's range"))
+        }
+
+        proptest! {
+            /// No header value makes the range and conditional logic
+            /// panic, and what is accepted as a range is one.
+            #[test]
+            fn untrusted_headers_never_panic(
+                value in header_value(),
+                etag in "[!#-~]{0,16}",
+                modified in instant(),
+                size in 0u64..10_000,
+            ) {
+                for name in [header::RANGE, header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE, header::IF_RANGE] {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(name, value.clone());
+                    let _ = not_modified(&headers, &etag, modified);
+                    let _ = if_range_holds(&headers, &etag, modified);
+                    if let RangeRequest::One(r) = range(&headers) {
+                        if let ByteRange::FromTo(s, e) = r {
+                            prop_assert!(s <= e);
+                        }
+                        if let Ok(span) = r.resolve(size) {
+                            prop_assert!(span.start < span.end && span.end <= size);
+                        }
+                    }
+                }
+                let _ = http_date(modified);
+            }
+
+            /// Ranges as players write them are read as written.
+            #[test]
+            fn well_formed_ranges_round_trip(a in any::<u64>(), b in any::<u64>()) {
+                let (s, e) = (a.min(b), a.max(b));
+                let r = |v: String| range(&with("range", &v));
+                prop_assert_eq!(r(format!("bytes={s}-{e}")), RangeRequest::One(ByteRange::FromTo(s, e)));
+                prop_assert_eq!(r(format!("bytes={s}-")), RangeRequest::One(ByteRange::From(s)));
+                prop_assert_eq!(r(format!("bytes=-{e}")), RangeRequest::One(ByteRange::Suffix(e)));
+                if s < e {
+                    prop_assert_eq!(r(format!("bytes={e}-{s}")), RangeRequest::Whole);
+                }
+            }
+
+            /// A date in any of the three formats is the instant it names,
+            /// to the second, for If-Modified-Since and If-Range alike.
+            #[test]
+            fn dates_in_every_format_name_their_instant(
+                secs in 0i64..253_402_300_799,
+                format in 0usize..3,
+            ) {
+                let t = DateTime::from_timestamp(secs, 0).unwrap();
+                let date = match format {
+                    0 => http_date(t),
+                    // RFC 850 has two-digit years: 1970–2069.
+                    1 if (1970..2070).contains(&chrono::Datelike::year(&t)) => {
+                        t.format("%A, %d-%b-%y %H:%M:%S GMT").to_string()
+                    }
+                    _ => t.format("%a %b %e %H:%M:%S %Y").to_string(),
+                };
+                let later = t + chrono::Duration::seconds(1);
+                prop_assert!(not_modified(&with("if-modified-since", &date), "e", t), "{}", date);
+                prop_assert!(!not_modified(&with("if-modified-since", &date), "e", later), "{}", date);
+                prop_assert!(if_range_holds(&with("if-range", &date), "e", t), "{}", date);
+                prop_assert!(!if_range_holds(&with("if-range", &date), "e", later), "{}", date);
+            }
+        }
     }
 }

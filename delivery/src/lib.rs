@@ -33,6 +33,11 @@
 //! Segments, init segments and posters are served from memory when hot
 //! (module [`cache`], after the token check); playlists are always read
 //! from storage, since a growing one changes while its lecture encodes.
+//!
+//! CORS ([`cors`]) is tower-http's layer, which the `api` crate puts
+//! around these routes: any origin may read media (public bytes gated by
+//! a URL token), players may send `Range` and validators, and see
+//! `Content-Range`, `Content-Length`, `Accept-Ranges` and `ETag`.
 
 pub mod assets;
 pub mod cache;
@@ -47,12 +52,14 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lectern_identity::Identity;
 use lectern_storage::{ObjectMeta, StorageError, Store};
+use lectern_web::doc::Operation;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
+use tower_http::cors::CorsLayer;
 use uuid::Uuid;
 
 use lectern_web::ApiError;
@@ -332,15 +339,111 @@ pub struct DeliveryState {
 /// its lock).
 pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
     api.route(Method::GET, "/media/{*key}", Access::Public, media)
+        .describe(|op| {
+            op.summary = Some("a file of a published rendition, for players");
+            token_parameter(op);
+            op.raw(
+                200,
+                "*/*",
+                "the whole object: a playlist (application/vnd.apple.mpegurl, rewritten \
+                 so every URI carries the token; `private`), a media segment \
+                 (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an \
+                 encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an \
+                 image, a WebVTT storyboard or the package manifest",
+            );
+            op.raw(
+                206,
+                "*/*",
+                "the single byte range asked for with `Range: bytes=…`, with \
+                 Content-Range (several ranges are answered whole, with 200)",
+            );
+            not_modified_response(op);
+            unsatisfiable_response(op);
+        })
         .route(Method::HEAD, "/media/{*key}", Access::Public, media)
+        .describe(|op| {
+            op.summary = Some("a rendition file's headers, without its body");
+            token_parameter(op);
+            op.response(
+                200,
+                "Content-Type, Content-Length, ETag, Last-Modified, Cache-Control of \
+                 the object",
+                None,
+            );
+            op.response(206, "the headers of the range asked for", None);
+            not_modified_response(op);
+            unsatisfiable_response(op);
+        })
         .route(Method::OPTIONS, "/media/{*key}", Access::Public, preflight)
+        .describe(|op| {
+            op.summary = Some("CORS preflight");
+            op.response(
+                200,
+                "any origin may GET and HEAD media with Range, If-None-Match, \
+                 If-Modified-Since and If-Range (Access-Control-Max-Age: 86400)",
+                None,
+            );
+        })
         .route(Method::GET, "/media-auth", Access::Public, media_auth)
+        .describe(|op| {
+            op.summary = Some("a CDN's token check (nginx auth_request) of X-Original-URI");
+            op.response(
+                204,
+                "the token grants the URI named by the X-Original-URI header, and the \
+                 asset's delivery state lets it be served (see infra/cdn/README.md); \
+                 refusals are 401 or 403, with the code /media would have answered",
+                None,
+            );
+        })
         .route(
             Method::GET,
             "/media-key/{asset_id}/{key_id}",
             Access::Public,
             encryption::key,
         )
+        .describe(|op| {
+            op.summary = Some("the AES-128 key of an encrypted asset, for its player");
+            token_parameter(op);
+            op.raw(
+                200,
+                "application/octet-stream",
+                "the 16 key bytes (`private, no-store`), for a token of this asset bound \
+                 to a live sign-in session",
+            );
+        })
+}
+
+/// The `token` query parameter of the media routes, in the contract.
+fn token_parameter(op: &mut Operation) {
+    op.query = Some(schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "token": {
+                "type": "string",
+                "description": "the playback token the API put in the playback URL"
+            }
+        },
+        "required": ["token"]
+    }));
+}
+
+fn not_modified_response(op: &mut Operation) {
+    op.response(
+        304,
+        "the copy named by If-None-Match or If-Modified-Since is current",
+        None,
+    );
+}
+
+fn unsatisfiable_response(op: &mut Operation) {
+    op.response(
+        416,
+        "the range starts past the end; Content-Range: bytes */<length>",
+        Some((
+            "application/json",
+            schemars::json_schema!({ "$ref": "#/components/schemas/ErrorBody" }),
+        )),
+    );
 }
 
 /// Delivery's API routes for signed-in callers: assets as partners and
@@ -350,41 +453,37 @@ pub fn routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
 }
 
 /// CORS for players served from another origin (the learner site, a
-/// mini-program web view): media is public bytes gated by a URL token, so
-/// any origin may read it, and players need Content-Range to seek.
-fn cors(headers: &mut HeaderMap) {
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Content-Range, Content-Length, Accept-Ranges, ETag"),
-    );
+/// mini-program web view), to be layered around [`media_routes`]: media is
+/// public bytes gated by a URL token, so any origin may read it, players
+/// send ranges and validators and need Content-Range to seek. The layer
+/// answers every `OPTIONS` itself. No `Vary`: the answer is the same for
+/// every origin, and a CDN honouring `Vary: Origin` would keep one copy
+/// of each segment per learner site.
+pub fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
+        .allow_headers([
+            header::RANGE,
+            header::IF_NONE_MATCH,
+            header::IF_MODIFIED_SINCE,
+            header::IF_RANGE,
+        ])
+        .expose_headers([
+            header::CONTENT_RANGE,
+            header::CONTENT_LENGTH,
+            header::ACCEPT_RANGES,
+            header::ETAG,
+        ])
+        .max_age(Duration::from_secs(86400))
+        .vary([] as [HeaderName; 0])
 }
 
-fn with_cors(mut response: Response) -> Response {
-    cors(response.headers_mut());
-    response
-}
-
-async fn preflight() -> Response {
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    let h = response.headers_mut();
-    cors(h);
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Range, If-None-Match, If-Modified-Since, If-Range"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    response
+/// Registered so the route table, the authorisation matrix and the
+/// contract list the preflight; the [`cors`] layer answers it before it
+/// gets here.
+async fn preflight() -> StatusCode {
+    StatusCode::NO_CONTENT
 }
 
 /// A servable `/media` path: the asset, the object it names and, on an
@@ -555,7 +654,7 @@ async fn media(
     let response = result.unwrap_or_else(IntoResponse::into_response);
     // The origin's own record of what it served; tests/cdn.rs counts these.
     tracing::debug!(%key, status = response.status().as_u16(), "media served");
-    with_cors(response)
+    response
 }
 
 /// Why `path` is not served in the asset's current delivery state
@@ -629,23 +728,12 @@ async fn media_auth(State(state): State<DeliveryState>, headers: HeaderMap) -> R
     response
 }
 
-/// `%XX` decoding of a URI path, as the router does for `/media` itself;
-/// `None` for bad escapes or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+/// `%XX` decoding of a URI path, exactly as the router decodes `/media`
+/// itself (a `%` not followed by two hex digits stays as it is), so the
+/// verdict is on the key `/media` would serve; `None` when the bytes are
+/// not UTF-8.
+fn percent_decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
+    percent_encoding::percent_decode_str(s).decode_utf8().ok()
 }
 
 fn storage_error(key: &str, e: StorageError) -> ApiError {
@@ -1131,7 +1219,100 @@ mod tests {
     #[test]
     fn percent_decoding() {
         assert_eq!(percent_decode("a%2e%2E/b").as_deref(), Some("a../b"));
-        assert_eq!(percent_decode("%zz"), None);
+        // As the router: an escape that is not one stays as it is.
+        assert_eq!(percent_decode("%zz").as_deref(), Some("%zz"));
         assert_eq!(percent_decode("%ff"), None);
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        const EXTENSIONS: [&str; 13] = [
+            "m3u8", "m4s", "mp4", "ts", "aac", "jpg", "png", "vtt", "json", "mkv", "", "M4S", "exe",
+        ];
+
+        /// Media paths as a client may write them: canonical ones, near
+        /// misses of every part, and noise.
+        fn media_path() -> impl Strategy<Value = String> {
+            let id = prop_oneof![
+                6 => any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string()),
+                1 => any::<u128>().prop_map(|n| Uuid::from_u128(n).simple().to_string()),
+                1 => any::<u128>().prop_map(|n| Uuid::from_u128(n).to_string().to_uppercase()),
+                1 => "[0-9a-f-]{0,40}",
+            ];
+            let marker = prop_oneof![
+                4 => Just("out".to_string()),
+                4 => "aes-[0-9a-f]{0,16}/out",
+                1 => "aes-",
+                1 => "[a-z-]{0,6}",
+            ];
+            let segment = prop_oneof![
+                6 => "[A-Za-z0-9_-]{1,12}",
+                1 => "[A-Za-z0-9_.-]{1,12}",
+                3 => Just("parts".to_string()),
+                1 => Just("..".to_string()),
+                1 => Just(".".to_string()),
+                1 => Just(String::new()),
+                1 => "[^/]{0,6}",
+            ];
+            let ext = proptest::sample::select(EXTENSIONS.to_vec());
+            prop_oneof![
+                (id, marker, proptest::collection::vec(segment, 0..5), ext).prop_map(
+                    |(id, marker, dirs, ext)| {
+                        let mut key = format!("assets/{id}/{marker}/");
+                        for d in dirs {
+                            key.push_str(&d);
+                            key.push('/');
+                        }
+                        key.push_str("seg_00001");
+                        if !ext.is_empty() {
+                            key.push('.');
+                            key.push_str(ext);
+                        }
+                        key
+                    }
+                ),
+                ".{0,120}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1024))]
+
+            /// No path makes the parser panic, and what it accepts is a
+            /// file of one asset under its `out/`, never anything a
+            /// traversal could reach.
+            #[test]
+            fn servable_paths_are_files_of_one_asset(key in media_path()) {
+                let Ok(path) = servable(&key) else {
+                    return Ok(());
+                };
+                let prefix = format!("assets/{}/out/", path.asset);
+                let rest = path.object.strip_prefix(&prefix);
+                prop_assert!(rest.is_some(), "{} -> {:?}", key, path);
+                let rest = rest.unwrap();
+                prop_assert!(lectern_storage::validate_key(&path.object).is_ok(), "{}", key);
+                prop_assert!(rest.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
+                match &path.key_id {
+                    None => prop_assert_eq!(&path.object, &key),
+                    Some(kid) => {
+                        prop_assert!(!kid.is_empty());
+                        let marked = format!("assets/{}/aes-{kid}/out/{rest}", path.asset);
+                        prop_assert_eq!(&marked, &key);
+                    }
+                }
+            }
+
+            /// The URI a CDN hands `/media-auth` and the query of any
+            /// request: read without a panic.
+            #[test]
+            fn uris_and_queries_never_panic(uri in ".{0,120}", query in ".{0,120}") {
+                if let Some(key) = percent_decode(&uri) {
+                    let _ = servable(&key);
+                }
+                let _ = query_token(Some(&query));
+            }
+        }
     }
 }

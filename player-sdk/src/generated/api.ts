@@ -984,7 +984,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description Access: anyone. */
+        /**
+         * a CDN's token check (nginx auth_request) of X-Original-URI
+         * @description Access: anyone.
+         */
         get: operations["GET /media-auth"];
         put?: never;
         post?: never;
@@ -1001,7 +1004,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description Access: anyone. */
+        /**
+         * the AES-128 key of an encrypted asset, for its player
+         * @description Access: anyone.
+         */
         get: operations["GET /media-key/{asset_id}/{key_id}"];
         put?: never;
         post?: never;
@@ -1018,14 +1024,23 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description Access: anyone. */
+        /**
+         * a file of a published rendition, for players
+         * @description Access: anyone.
+         */
         get: operations["GET /media/{*key}"];
         put?: never;
         post?: never;
         delete?: never;
-        /** @description Access: anyone. */
+        /**
+         * CORS preflight
+         * @description Access: anyone.
+         */
         options: operations["OPTIONS /media/{*key}"];
-        /** @description Access: anyone. */
+        /**
+         * a rendition file's headers, without its body
+         * @description Access: anyone.
+         */
         head: operations["HEAD /media/{*key}"];
         patch?: never;
         trace?: never;
@@ -1096,6 +1111,110 @@ export interface components {
             password?: string | null;
             token: string;
         };
+        /** @description An asset: one source and everything encoded from it. */
+        Asset: {
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: double
+             * @description The source's duration in seconds, once probed.
+             */
+            duration_s: number | null;
+            /** @description Why the asset failed; `null` unless `status` is `failed`. */
+            error: components["schemas"]["AssetError"] | null;
+            /**
+             * Format: date-time
+             * @description When the first rung became playable while encoding.
+             */
+            first_playable_at: string | null;
+            /**
+             * Format: uuid
+             * @description The asset's id; for a tus upload, the upload's id.
+             */
+            id: string;
+            /**
+             * @description The master playlist a player opens, with a playback token in its
+             *     query: the finished ladder once ready, the growing lowest rung while
+             *     encoding (fast first playback), `null` before anything is playable.
+             *     Asked for while signed in, it is bound to that sign-in and also plays
+             *     encrypted assets; asked for with a partner key it plays clear assets
+             *     only.
+             */
+            master_url: string | null;
+            /** Format: uuid */
+            organisation_id: string;
+            /** @description The encoding profile (ladder) the asset is encoded with. */
+            profile: string;
+            /**
+             * Format: double
+             * @description Progress of the current stage, 0–100, one decimal.
+             */
+            progress: number;
+            /**
+             * Format: date-time
+             * @description When every rendition was published.
+             */
+            ready_at: string | null;
+            /**
+             * @description The renditions, highest first (`GET /api/v1/assets/{id}` only; empty
+             *     in lists).
+             */
+            renditions: components["schemas"]["Rendition"][];
+            status: components["schemas"]["AssetStatus"];
+            /** @description The title given at upload or pull, if any. */
+            title: string | null;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** @description Why an asset failed. */
+        AssetError: {
+            /** @description A stable code (e.g. `corrupt_media`, `unsupported_codec`). */
+            code: string;
+            /** @description What happened, for people. */
+            message: string;
+        };
+        /** @description One lifecycle transition. */
+        AssetEvent: {
+            /** Format: date-time */
+            at: string;
+            /**
+             * Format: int32
+             * @description The job attempt (claim) that made it; it names the attempt's output
+             *     prefix (`attempt-N/`).
+             */
+            attempt: number | null;
+            /** @description What the worker recorded with it (timings, error details). */
+            detail: unknown;
+            /** @description `null` for the asset's creation. */
+            from_status: components["schemas"]["AssetStatus"] | null;
+            to_status: components["schemas"]["AssetStatus"];
+            /** @description The worker that made the transition, if a worker did. */
+            worker: string | null;
+        };
+        /** @description An asset's lifecycle, oldest first. */
+        AssetEvents: {
+            /** Format: uuid */
+            asset_id: string;
+            events: components["schemas"]["AssetEvent"][];
+        };
+        /** @description A page of assets, newest first. */
+        AssetPage: {
+            assets: components["schemas"]["Asset"][];
+            /**
+             * @description Where the next page starts (pass both as query parameters); `null`
+             *     on the last page.
+             */
+            next: components["schemas"]["AssetPageNext"] | null;
+        };
+        /** @description The position after the last asset of a page. */
+        AssetPageNext: {
+            /** Format: date-time */
+            before: string;
+            /** Format: uuid */
+            before_id: string;
+        };
+        /** @description Lifecycle states, as stored (`assets.status`) and as shown to partners. */
+        AssetStatus: "uploaded" | "probing" | "transcoding" | "packaging" | "ready" | "failed" | "cancelled";
         ChapterOrder: {
             /** Format: uuid */
             id: string;
@@ -1149,7 +1268,24 @@ export interface components {
             position?: number | null;
         };
         EncryptionRequest: {
+            /**
+             * @description `true` serves the asset HLS AES-128 encrypted under a new key (also
+             *     when it already was: the key is replaced); `false` serves it clear.
+             */
             enabled: boolean;
+        };
+        /** @description An asset's encryption state after a change. */
+        EncryptionState: {
+            /** Format: uuid */
+            asset_id: string;
+            enabled: boolean;
+            /**
+             * @description The new key's public id (it appears in media paths as
+             *     `aes-<key_id>`); `null` when encryption is off.
+             */
+            key_id: string | null;
+            /** @description What changes for players and CDNs. */
+            note: string;
         };
         ErrorBody: {
             error: {
@@ -1342,6 +1478,39 @@ export interface components {
             /** @description Always `ready`. */
             status: string;
         };
+        /** @description One rung of the ladder, or the audio. */
+        Rendition: {
+            /**
+             * Format: int64
+             * @description Peak bits per second, as the master playlist declares it.
+             */
+            bandwidth: number | null;
+            /** @description RFC 6381 codecs string, e.g. `avc1.64001f`. */
+            codecs: string | null;
+            /** Format: int32 */
+            height: number | null;
+            kind: components["schemas"]["RenditionKind"];
+            /** @description The rendition's name, e.g. `720p` or `audio`. */
+            name: string;
+            /**
+             * Format: float
+             * @description Encoding progress of this rendition, 0–100.
+             */
+            progress: number;
+            status: components["schemas"]["RenditionStatus"];
+            /** Format: int32 */
+            width: number | null;
+        };
+        /**
+         * @description What a rendition carries.
+         * @enum {string}
+         */
+        RenditionKind: "video" | "audio";
+        /**
+         * @description Whether a rendition is complete.
+         * @enum {string}
+         */
+        RenditionStatus: "encoding" | "ready";
         /** @description One event, or several of one playback. */
         Report: {
             error_code?: string | null;
@@ -1462,11 +1631,17 @@ export interface operations {
     "GET /api/v1/assets": {
         parameters: {
             query?: {
-                /** @description `created_at` of the last asset of the previous page (RFC 3339) and its id. */
+                /**
+                 * @description `created_at` of the last asset of the previous page (RFC 3339):
+                 *     `next.before` of that page.
+                 */
                 before?: string | null;
+                /** @description The id of the last asset of the previous page: `next.before_id`. */
                 before_id?: string | null;
+                /** @description Assets per page, 1–200 (default 50). */
                 limit?: number | null;
-                status?: string | null;
+                /** @description Only assets in this status. */
+                status?: components["schemas"]["AssetStatus"] | null;
             };
             header?: never;
             path?: never;
@@ -1480,7 +1655,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AssetPage"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -1542,7 +1717,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Asset"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -1577,7 +1752,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["EncryptionState"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -1608,7 +1783,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["AssetEvents"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3480,8 +3655,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description the token grants the URI named by the X-Original-URI header, and the asset's delivery state lets it be served (see infra/cdn/README.md); refusals are 401 or 403, with the code /media would have answered */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3500,7 +3675,10 @@ export interface operations {
     };
     "GET /media-key/{asset_id}/{key_id}": {
         parameters: {
-            query?: never;
+            query: {
+                /** @description the playback token the API put in the playback URL */
+                token: string;
+            };
             header?: never;
             path: {
                 asset_id: string;
@@ -3510,12 +3688,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description the 16 key bytes (`private, no-store`), for a token of this asset bound to a live sign-in session */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/octet-stream": string;
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -3530,7 +3710,10 @@ export interface operations {
     };
     "GET /media/{*key}": {
         parameters: {
-            query?: never;
+            query: {
+                /** @description the playback token the API put in the playback URL */
+                token: string;
+            };
             header?: never;
             path: {
                 key: string;
@@ -3539,12 +3722,39 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description the whole object: a playlist (application/vnd.apple.mpegurl, rewritten so every URI carries the token; `private`), a media segment (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an image, a WebVTT storyboard or the package manifest */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
+                };
+            };
+            /** @description the single byte range asked for with `Range: bytes=…`, with Content-Range (several ranges are answered whole, with 200) */
+            206: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "*/*": string;
+                };
+            };
+            /** @description the copy named by If-None-Match or If-Modified-Since is current */
+            304: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description the range starts past the end; Content-Range: bytes *\/<length> */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -3568,8 +3778,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description any origin may GET and HEAD media with Range, If-None-Match, If-Modified-Since and If-Range (Access-Control-Max-Age: 86400) */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3588,7 +3798,10 @@ export interface operations {
     };
     "HEAD /media/{*key}": {
         parameters: {
-            query?: never;
+            query: {
+                /** @description the playback token the API put in the playback URL */
+                token: string;
+            };
             header?: never;
             path: {
                 key: string;
@@ -3597,12 +3810,35 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description Content-Type, Content-Length, ETag, Last-Modified, Cache-Control of the object */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description the headers of the range asked for */
+            206: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the copy named by If-None-Match or If-Modified-Since is current */
+            304: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description the range starts past the end; Content-Range: bytes *\/<length> */
+            416: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
