@@ -605,3 +605,80 @@ async fn a_signed_in_reviewer_previews_an_encrypted_asset(db: PgPool) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(code(&body), "session_required");
 }
+
+/// Origin memory cannot be amplified: an encrypted segment is encrypted
+/// once per key and then answered from memory, so neither a crowd asking
+/// for it at once nor a stream of ranged requests re-encrypts it (each
+/// encryption holds the segment twice in memory); a new key's path is
+/// encrypted once more.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_encrypted_segment_is_encrypted_once_for_ranges_and_crowds(db: PgPool) {
+    let f = fixture(db).await;
+    let segment = f.publish().await;
+    let kid = f.encryption(true).await.unwrap();
+    let t = &f.token;
+    let cache = &f.w.state.delivery.playback.media_cache;
+    assert!(cache.enabled() && (segment.len() as u64) < cache.max_object());
+    let encryptions = || cache.stats().derived;
+    let uri = format!(
+        "/media/assets/{}/aes-{kid}/out/attempt-1/360p/seg_00000.m4s?token={t}",
+        f.asset
+    );
+    let encrypted_len = (segment.len() / 16 + 1) * 16;
+
+    // 24 ranged requests for the cold segment at once.
+    let mut crowd = tokio::task::JoinSet::new();
+    for i in 0..24usize {
+        let (app, uri) = (f.w.app.clone(), uri.clone());
+        crowd.spawn(async move {
+            let start = i * 4000;
+            let req = Request::get(&uri)
+                .header("range", format!("bytes={start}-{}", start + 999))
+                .body(Body::empty())
+                .unwrap();
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (start, status, body)
+        });
+    }
+    let parts = crowd.join_all().await;
+    assert_eq!(encryptions(), 1, "a crowd of 24 ranged requests");
+    let (status, headers, whole) = f.get(&uri, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(whole.len(), encrypted_len);
+    assert_eq!(h(&headers, "content-length"), encrypted_len.to_string());
+    for (start, status, body) in parts {
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+        assert_eq!(&body[..], &whole[start..start + 1000]);
+    }
+
+    // Ranges, a suffix, HEAD and a revalidation, one after the other.
+    for i in 0..16usize {
+        let range = format!("bytes={}-{}", i * 5000, i * 5000 + 4999);
+        let (status, _, body) = f.get(&uri, &[("range", &range)]).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(&body[..], &whole[i * 5000..i * 5000 + 5000], "{range}");
+    }
+    let (status, _, tail) = f.get(&uri, &[("range", "bytes=-16")]).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&tail[..], &whole[encrypted_len - 16..]);
+    let etag = h(&headers, "etag").to_string();
+    let (status, _, _) = f.get(&uri, &[("if-none-match", &etag)]).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(encryptions(), 1, "ranged requests re-encrypted the segment");
+
+    // A new key: a new path, encrypted once more, and the old one refused.
+    let kid2 = f.encryption(true).await.unwrap();
+    let uri2 = uri.replace(&format!("aes-{kid}"), &format!("aes-{kid2}"));
+    for _ in 0..3 {
+        let (status, _, _) = f.get(&uri2, &[("range", "bytes=0-99")]).await;
+        assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    }
+    assert_eq!(encryptions(), 2);
+    let (status, _, body) = f.get(&uri, &[("range", "bytes=0-99")]).await;
+    assert_eq!(
+        (status, code(&body).as_str()),
+        (StatusCode::NOT_FOUND, "stale_media_path")
+    );
+}

@@ -98,6 +98,13 @@ async fn publish(store: &dyn Store, asset: Uuid) -> Media {
         PutOptions::default(),
     )
     .await;
+    // A chunked encode's intermediate, beside the ladder under `out/`.
+    put(
+        lectern_assets::keys::chunk_key(&prefix, 0),
+        b"a chunk of the partner's original upload".to_vec(),
+        PutOptions::default(),
+    )
+    .await;
     Media {
         asset,
         prefix,
@@ -732,6 +739,13 @@ async fn traversal_and_sources(o: &Origin, m: &Media) {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!String::from_utf8_lossy(&body).contains("original upload"));
+    // Nor a chunked encode's intermediate, though it sits under `out/`:
+    // only the files a rendition is made of are.
+    let chunk = lectern_assets::keys::chunk_key(&m.prefix, 0);
+    let (status, _, body) = o.get(&format!("/media/{chunk}?token={token}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{chunk}");
+    assert_eq!(code(&body), "not_found");
+    assert!(!String::from_utf8_lossy(&body).contains("original upload"));
     for path in [
         format!("/media/assets/{a}/out/../source"),
         format!("/media/assets/{a}/out/%2e%2e/source"),
@@ -943,6 +957,9 @@ async fn tokens(w: &World, o: &Origin, m: &Media, store: Arc<dyn Store>) {
         (StatusCode::UNAUTHORIZED, "missing_token")
     );
     let (status, _) = check(format!("/media/assets/{}/source?token={good}", m.asset)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let chunk = lectern_assets::keys::chunk_key(&m.prefix, 0);
+    let (status, _) = check(format!("/media/{chunk}?token={good}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = check(format!(
         "/media/assets/{}/out/%2e%2e/source?token={good}",

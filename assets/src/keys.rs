@@ -37,9 +37,20 @@ pub fn attempt_prefix(asset_id: Uuid, attempt: i32) -> String {
     format!("{}attempt-{attempt}/", output_root(asset_id))
 }
 
+/// The directory under an attempt's prefix where a chunked encode keeps
+/// its intermediates: never served.
+pub const PARTS_DIR: &str = "parts/";
+
 /// Where a chunked encode keeps the source chunks of an attempt.
 pub fn chunk_key(attempt_prefix: &str, index: usize) -> String {
-    format!("{attempt_prefix}parts/chunk_{index:04}.mkv")
+    format!("{attempt_prefix}{PARTS_DIR}chunk_{index:04}.mkv")
+}
+
+/// Whether `rest`, an output key below `out/` (`attempt-2/parts/…`), is a
+/// chunked encode's intermediate rather than a published file.
+pub fn is_intermediate(rest: &str) -> bool {
+    rest.split_once('/')
+        .is_some_and(|(_, below)| below.starts_with(PARTS_DIR))
 }
 
 /// An output key split into its asset and the part below `out/`:
@@ -56,7 +67,9 @@ pub fn parse_output_key(key: &str) -> Option<(Uuid, &str)> {
 /// The id written as the pipeline writes it, or `None`.
 pub fn canonical_id(text: &str) -> Option<Uuid> {
     let id = Uuid::parse_str(text).ok()?;
-    (id.hyphenated().to_string() == text).then_some(id)
+    // Compared on the stack: the media origin asks this per request.
+    let mut canonical = Uuid::encode_buffer();
+    (id.hyphenated().encode_lower(&mut canonical) == text).then_some(id)
 }
 
 #[cfg(test)]
@@ -76,6 +89,13 @@ mod tests {
         let upper = format!("assets/{}/out/x.m4s", id.to_string().to_uppercase());
         assert_eq!(parse_output_key(&upper), None);
         assert_eq!(pull_attempt_key(id, 1), source_key(id));
+        let attempt = attempt_prefix(id, 2);
+        let chunk = chunk_key(&attempt, 3);
+        let (_, rest) = parse_output_key(&chunk).unwrap();
+        assert!(is_intermediate(rest), "{rest}");
+        let segment = format!("{attempt}360p/seg_00001.m4s");
+        let (_, rest) = parse_output_key(&segment).unwrap();
+        assert!(!is_intermediate(rest), "{rest}");
         assert!(pull_attempt_key(id, 3).ends_with("/source-attempt3"));
     }
 }

@@ -24,8 +24,17 @@
 //!   read, so an object deleted or replaced behind the origin's back
 //!   (superseded attempts being collected) stops being served within that
 //!   bound, as revoked sessions and key changes are (see `Playback`).
+//! - Objects made from stored ones (an encrypted asset's segments, see
+//!   [`MediaCache::derived`]) are made once and held like the rest, under
+//!   the key they are asked for by (the key-marked path), so ranges and
+//!   repeats are answered from memory. They are made in one of
+//!   [`DERIVE_LANES`] lanes chosen by key: a crowd asking for one object
+//!   at once waits for the one request making it, and however many
+//!   requests arrive, at most that many objects are being made, so the
+//!   memory spent making them stays bounded.
 //! - Nothing here authorizes: the caller has checked the token before it
-//!   asks, and the key is the storage key, the same for every learner.
+//!   asks, and the key is the storage key (or for derived objects the
+//!   request's path), the same for every learner.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +58,9 @@ const SHARDS: usize = 16;
 pub const MAX_FILLS: usize = 32;
 /// Bookkeeping per entry beyond its bytes (key, map slot, clock slot).
 const ENTRY_OVERHEAD: u64 = 256;
+/// Objects being made from stored ones at once (each holds its source and
+/// its result in memory while it is made: an encrypted segment twice).
+pub const DERIVE_LANES: usize = 8;
 
 /// A whole stored object: its metadata, bytes and the headers of a
 /// whole-object answer (built once, not per request), cheap to clone.
@@ -71,6 +83,8 @@ pub struct CacheStats {
     pub hits: u64,
     /// Fills started (storage reads whose bytes were to be kept).
     pub fills: u64,
+    /// Objects made from stored ones (segments encrypted).
+    pub derived: u64,
     pub entries: u64,
     pub bytes: u64,
 }
@@ -83,8 +97,11 @@ pub struct MediaCache {
     /// Keys being filled now.
     filling: Mutex<HashSet<String>>,
     fill_permits: Arc<Semaphore>,
+    /// One object is made at a time per lane (see [`MediaCache::derived`]).
+    derive_lanes: Vec<tokio::sync::Mutex<()>>,
     hits: AtomicU64,
     fills: AtomicU64,
+    derived: AtomicU64,
 }
 
 /// What [`MediaCache::lookup`] finds.
@@ -149,8 +166,10 @@ impl MediaCache {
             revalidate_after,
             filling: Mutex::default(),
             fill_permits: Arc::new(Semaphore::new(MAX_FILLS)),
+            derive_lanes: (0..DERIVE_LANES).map(|_| Default::default()).collect(),
             hits: AtomicU64::new(0),
             fills: AtomicU64::new(0),
+            derived: AtomicU64::new(0),
         }
     }
 
@@ -176,12 +195,7 @@ impl MediaCache {
     }
 
     fn shard(&self, key: &str) -> &Mutex<Shard> {
-        // FNV-1a: cheap, and keys are not attacker-chosen beyond what a
-        // valid token for one asset allows.
-        let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
-        &self.shards[(hash % SHARDS as u64) as usize]
+        &self.shards[(hash(key) % SHARDS as u64) as usize]
     }
 
     /// The object under `key` if it is in memory and young enough.
@@ -229,6 +243,33 @@ impl MediaCache {
             key: key.to_string(),
             _permit: permit,
         })
+    }
+
+    /// The object under `key` made from a stored one (`make` reads and
+    /// transforms it), from memory when held, else made here and held
+    /// (when the cache is on and it fits). Requests for the same key wait
+    /// for one another instead of each making it; at most
+    /// [`DERIVE_LANES`] objects are made at once.
+    pub async fn derived<E>(
+        &self,
+        key: &str,
+        make: impl std::future::Future<Output = Result<CachedObject, E>>,
+    ) -> Result<CachedObject, E> {
+        if let Some(hit) = self.get(key) {
+            return Ok(hit);
+        }
+        let lane = &self.derive_lanes[(hash(key) % DERIVE_LANES as u64) as usize];
+        let _turn = lane.lock().await;
+        // Made by the request ahead of this one in the lane.
+        if let Some(hit) = self.get(key) {
+            return Ok(hit);
+        }
+        self.derived.fetch_add(1, Ordering::Relaxed);
+        let object = make.await?;
+        if self.enabled() {
+            self.insert(key, object.clone());
+        }
+        Ok(object)
     }
 
     fn insert(&self, key: &str, object: CachedObject) {
@@ -288,6 +329,7 @@ impl MediaCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             fills: self.fills.load(Ordering::Relaxed),
+            derived: self.derived.load(Ordering::Relaxed),
             entries,
             bytes,
         }
@@ -342,6 +384,14 @@ impl Filler {
             },
         ))
     }
+}
+
+/// FNV-1a: cheap, and keys are not attacker-chosen beyond what a valid
+/// token for one asset allows.
+fn hash(key: &str) -> u64 {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The object from the chunks that made it up (one chunk: itself).
@@ -508,6 +558,47 @@ mod tests {
         while through.next().await.is_some() {}
         assert!(cache.get("k").is_none());
         assert!(cache.filling.lock().unwrap().is_empty());
+    }
+
+    /// A derived object is made once however many ask for it at once,
+    /// then served from memory; with the cache off it is made per request.
+    #[tokio::test]
+    async fn derived_objects_are_made_once_for_a_crowd() {
+        let made = Arc::new(AtomicU64::new(0));
+        let make = |made: Arc<AtomicU64>| async move {
+            made.fetch_add(1, Ordering::SeqCst);
+            // Slow enough that the whole crowd arrives meanwhile.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, ()>(CachedObject {
+                meta: meta("x", 32),
+                body: Bytes::from(vec![9u8; 32]),
+                headers: Arc::default(),
+            })
+        };
+        let cache = Arc::new(MediaCache::default());
+        let crowd: Vec<_> = (0..3 * DERIVE_LANES)
+            .map(|_| {
+                let (cache, made) = (cache.clone(), made.clone());
+                tokio::spawn(async move { cache.derived("enc", make(made)).await })
+            })
+            .collect();
+        for request in crowd {
+            assert_eq!(request.await.unwrap().unwrap().body.len(), 32);
+        }
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.stats().derived, 1);
+        assert!(cache.get("enc").is_some());
+        // A failed making holds nothing; the next request tries again.
+        let failed = cache.derived("other", async { Err::<CachedObject, _>(()) });
+        assert!(failed.await.is_err());
+        assert!(cache.get("other").is_none());
+
+        let off = Arc::new(MediaCache::disabled());
+        for _ in 0..3 {
+            off.derived("enc", make(made.clone())).await.unwrap();
+        }
+        assert_eq!(off.stats().derived, 3);
+        assert_eq!(off.stats().entries, 0);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The HTTP semantics of serving objects (RFC 9110): `Range` parsing,
-//! validators and conditional requests, dates, and default content types
-//! and cache policies for objects stored without them.
+//! validators and conditional requests, dates, which files are served at
+//! all, and default content types and cache policies for objects stored
+//! without them.
 //!
 //! Conditional requests go through the `headers` crate's typed
 //! `If-None-Match`, `If-Modified-Since` and `If-Range` (entity-tag lists,
@@ -134,22 +135,47 @@ pub fn is_conditional(headers: &HeaderMap) -> bool {
     headers.contains_key(header::IF_NONE_MATCH) || headers.contains_key(header::IF_MODIFIED_SINCE)
 }
 
+/// The files a published rendition is made of, by extension, with the
+/// type each is served as when stored without one. Nothing else under
+/// `out/` is served: a chunked encode keeps its source chunks there too
+/// (`parts/chunk_0000.mkv`), and whatever a future stage leaves beside
+/// the ladder stays private until it is named here.
+const RENDITION_FILES: [(&str, &str); 11] = [
+    ("m3u8", "application/vnd.apple.mpegurl"),
+    ("m4s", "video/iso.segment"),
+    ("mp4", "video/mp4"),
+    ("ts", "video/mp2t"),
+    ("aac", "audio/aac"),
+    ("jpg", "image/jpeg"),
+    ("jpeg", "image/jpeg"),
+    ("png", "image/png"),
+    ("webp", "image/webp"),
+    // Storyboards (thumbnails a player shows while seeking).
+    ("vtt", "text/vtt"),
+    // The package's `manifest.json`.
+    ("json", "application/json"),
+];
+
+/// The extension of the key's last segment (`""` without one).
+fn extension(key: &str) -> &str {
+    let name = key.rsplit('/').next().unwrap_or_default();
+    name.rsplit_once('.').map_or("", |(_, ext)| ext)
+}
+
+/// The content type of a rendition file, or `None` for a key that is no
+/// rendition file (never served).
+pub fn rendition_type(key: &str) -> Option<&'static str> {
+    let ext = extension(key);
+    RENDITION_FILES
+        .iter()
+        .find(|(e, _)| *e == ext)
+        .map(|(_, content_type)| *content_type)
+}
+
 /// Content type by extension, for objects stored without one (or with
 /// S3's `binary/octet-stream` filler).
 pub fn content_type_for(key: &str) -> &'static str {
-    match key.rsplit('.').next().unwrap_or_default() {
-        "m3u8" => "application/vnd.apple.mpegurl",
-        "m4s" => "video/iso.segment",
-        "mp4" => "video/mp4",
-        "ts" => "video/mp2t",
-        "aac" => "audio/aac",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "webp" => "image/webp",
-        "vtt" => "text/vtt",
-        "json" => "application/json",
-        _ => "application/octet-stream",
-    }
+    rendition_type(key).unwrap_or("application/octet-stream")
 }
 
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -157,7 +183,7 @@ pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Cache policy by extension, for objects stored without one: media and
 /// images live under per-attempt prefixes and never change.
 pub fn cache_control_for(key: &str) -> &'static str {
-    match key.rsplit('.').next().unwrap_or_default() {
+    match extension(key) {
         "m4s" | "mp4" | "ts" | "aac" | "jpg" | "jpeg" | "png" | "webp" => IMMUTABLE,
         _ => "public, max-age=300",
     }
@@ -279,6 +305,27 @@ mod tests {
                 !if_range_holds(&with("if-range", date), "e", later),
                 "{date}"
             );
+        }
+    }
+
+    #[test]
+    fn only_rendition_files_have_a_type() {
+        assert_eq!(
+            rendition_type("a/360p/seg_00001.m4s"),
+            Some("video/iso.segment")
+        );
+        assert_eq!(
+            rendition_type("a/master.m3u8"),
+            Some("application/vnd.apple.mpegurl")
+        );
+        for key in [
+            "a/parts/chunk_0000.mkv",
+            "a/source",
+            "a.m4s/x",
+            "a/m4s",
+            "a/.m4s.bak",
+        ] {
+            assert_eq!(rendition_type(key), None, "{key}");
         }
     }
 

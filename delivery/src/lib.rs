@@ -25,14 +25,19 @@
 //! CDN that checks the token itself (see `infra/cdn/README.md`) cache them
 //! under a key without the token.
 //!
-//! Only `assets/<uuid>/out/…` is servable: sources, upload scratch space
-//! and anything else in the bucket answer 404, as do keys that do not
-//! exist; keys that could not be object keys at all (`..`, `.`, empty
-//! segments, backslashes, NUL, absolute paths) answer 400 `invalid_path`.
+//! Only the files a rendition is made of under `assets/<uuid>/out/…` are
+//! servable (playlists, segments, init segments, images, storyboards, the
+//! manifest: [`http::rendition_type`]): sources, upload scratch space, a
+//! chunked encode's intermediates (`…/parts/chunk_0000.mkv`) and anything
+//! else in the bucket answer 404, as do keys that do not exist; keys that
+//! could not be object keys at all (`..`, `.`, empty segments,
+//! backslashes, NUL, absolute paths) answer 400 `invalid_path`.
 //!
 //! Segments, init segments and posters are served from memory when hot
-//! (module [`cache`], after the token check); playlists are always read
-//! from storage, since a growing one changes while its lecture encodes.
+//! (module [`cache`], after the token check), and so are an encrypted
+//! asset's segments, encrypted once per key and held under the key-marked
+//! path; playlists are always read from storage, since a growing one
+//! changes while its lecture encodes.
 //!
 //! CORS ([`cors`]) is tower-http's layer, which the `api` crate puts
 //! around these routes: any origin may read media (public bytes gated by
@@ -524,13 +529,15 @@ fn servable(key: &str) -> Result<MediaPath, ApiError> {
         }
         _ => return Err(not_found()),
     };
-    if rest.is_empty() {
+    // Only the files a rendition is made of; never a chunked encode's
+    // intermediates, whatever their names.
+    if rest.is_empty()
+        || http::rendition_type(rest).is_none()
+        || lectern_assets::keys::is_intermediate(rest)
+    {
         return Err(not_found());
     }
-    let asset = Uuid::parse_str(id).map_err(|_| not_found())?;
-    if asset.hyphenated().to_string() != id {
-        return Err(not_found());
-    }
+    let asset = lectern_assets::keys::canonical_id(id).ok_or_else(not_found)?;
     Ok(MediaPath {
         asset,
         object: match key_id {
@@ -643,7 +650,7 @@ async fn media(
                     let e = (&*k, None);
                     serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
                 } else if encryption::is_encrypted_media(object) {
-                    serve_encrypted(&state, &method, &headers, object, &k).await
+                    serve_encrypted(&state, &method, &headers, &key, object, &k).await
                 } else {
                     serve_object(&state, &method, &headers, object).await
                 }
@@ -962,17 +969,27 @@ fn encrypted_dir(asset: Uuid, kid: &str, object: &str) -> String {
     )
 }
 
-/// A media segment of an encrypted asset: read whole (segments are a few
-/// MB at most), encrypted, then answered like any object, with lengths,
-/// ranges and validators of the encrypted bytes.
+/// A media segment of an encrypted asset, answered like any object with
+/// lengths, ranges and validators of the encrypted bytes. It is encrypted
+/// once per key and held in the media cache under `path` (the key-marked
+/// path it was asked for by), so a range or a repeat costs no encryption,
+/// and a crowd missing it at once waits for one encryption (see
+/// [`MediaCache::derived`]): memory spent encrypting stays bounded however
+/// many requests arrive.
 async fn serve_encrypted(
     state: &DeliveryState,
     method: &Method,
     headers: &HeaderMap,
+    path: &str,
     key: &str,
     asset_key: &Arc<AssetKey>,
 ) -> Result<Response, ApiError> {
+    let cache = &state.playback.media_cache;
     let mut range = http::range(headers);
+    if let Some(hit) = cache.get(path) {
+        return Ok(answer_from_memory(method, headers, key, &hit, range));
+    }
+    // What the metadata alone answers (HEAD, 304) needs no encryption.
     if method == Method::HEAD
         || http::is_conditional(headers)
         || headers.contains_key(header::IF_RANGE)
@@ -987,38 +1004,53 @@ async fn serve_encrypted(
             return Ok(answer);
         }
     }
-    // The clear bytes come from memory when hot; encryption is redone
-    // per request (the cache holds what storage holds, nothing derived).
-    let filler = match state.playback.media_cache.lookup(key) {
-        Lookup::Hit(hit) => {
-            return encrypt_and_answer(key, &hit.meta, hit.body, range, asset_key).await
+    let encrypted = cache
+        .derived(path, encrypt_segment(state, key, asset_key))
+        .await?;
+    Ok(answer_from_memory(method, headers, key, &encrypted, range))
+}
+
+/// The segment stored at `key`, encrypted whole, as the cache holds it.
+async fn encrypt_segment(
+    state: &DeliveryState,
+    key: &str,
+    asset_key: &Arc<AssetKey>,
+) -> Result<CachedObject, ApiError> {
+    // The clear bytes from memory when the asset was served clear lately.
+    let (clear_meta, clear) = match state.playback.media_cache.get(key) {
+        Some(hit) => (ObjectMeta::clone(&hit.meta), hit.body),
+        None => {
+            let object = state
+                .store
+                .get(key, None)
+                .await
+                .map_err(|e| storage_error(key, e))?;
+            if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
+                return Err(ApiError::internal(format!(
+                    "segment {key} is {} bytes, too large to encrypt on the fly",
+                    object.meta.size
+                )));
+            }
+            let meta = object.meta.clone();
+            (
+                meta,
+                object.bytes().await.map_err(|e| storage_error(key, e))?,
+            )
         }
-        Lookup::Fill(filler) => Some(filler),
-        Lookup::Bypass => None,
     };
-    let object = state
-        .store
-        .get(key, None)
+    let meta = encrypted_meta(&clear_meta, &asset_key.id);
+    let (k, object_key) = (asset_key.clone(), key.to_string());
+    // AES-CBC is serial: a multi-MB segment is milliseconds of CPU, kept
+    // off the async workers.
+    let body = tokio::task::spawn_blocking(move || k.encrypt(&object_key, &clear))
         .await
-        .map_err(|e| storage_error(key, e))?;
-    if object.meta.size > encryption::MAX_ENCRYPTED_SEGMENT {
-        return Err(ApiError::internal(format!(
-            "segment {key} is {} bytes, too large to encrypt on the fly",
-            object.meta.size
-        )));
-    }
-    let meta = object.meta.clone();
-    let clear = object.bytes().await.map_err(|e| storage_error(key, e))?;
-    if let Some(filler) = filler {
-        // Too large to hold: `keep` leaves it.
-        let headers = object_response(key, &meta, None, Body::empty());
-        filler.keep(CachedObject {
-            meta: Arc::new(meta.clone()),
-            body: clear.clone(),
-            headers: Arc::new(headers.headers().clone()),
-        });
-    }
-    encrypt_and_answer(key, &meta, clear, range, asset_key).await
+        .map_err(ApiError::internal)?;
+    let headers = object_response(key, &meta, None, Body::empty());
+    Ok(CachedObject {
+        meta: Arc::new(meta),
+        body: axum::body::Bytes::from(body),
+        headers: Arc::new(headers.headers().clone()),
+    })
 }
 
 /// The encrypted object's metadata: its length, and never the clear
@@ -1030,35 +1062,6 @@ fn encrypted_meta(clear: &ObjectMeta, kid: &str) -> ObjectMeta {
         etag: format!("{}.{}", clear.etag, encryption::marker(kid)),
         ..clear.clone()
     }
-}
-
-/// The encrypted answer for a segment whose clear bytes are in hand.
-async fn encrypt_and_answer(
-    key: &str,
-    clear_meta: &ObjectMeta,
-    clear: axum::body::Bytes,
-    range: RangeRequest,
-    asset_key: &Arc<AssetKey>,
-) -> Result<Response, ApiError> {
-    let meta = encrypted_meta(clear_meta, &asset_key.id);
-    let (k, object_key) = (asset_key.clone(), key.to_string());
-    // AES-CBC is serial: a multi-MB segment is milliseconds of CPU, kept
-    // off the async workers.
-    let body = tokio::task::spawn_blocking(move || k.encrypt(&object_key, &clear))
-        .await
-        .map_err(ApiError::internal)?;
-    let body = axum::body::Bytes::from(body);
-    let (span, body) = match range {
-        RangeRequest::Whole => (None, body),
-        RangeRequest::One(r) => match r.resolve(meta.size) {
-            Ok(span) => {
-                let slice = body.slice(span.start as usize..span.end as usize);
-                (Some(span), slice)
-            }
-            Err(_) => return Ok(unsatisfiable(meta.size)),
-        },
-    };
-    Ok(object_response(key, &meta, span, Body::from(body)))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1165,6 +1168,12 @@ mod tests {
         for key in [
             format!("assets/{id}/source"),
             format!("assets/{id}/out"),
+            lectern_assets::keys::chunk_key(&format!("assets/{id}/out/attempt-1/"), 0),
+            format!("assets/{id}/out/attempt-1/parts/p1.m4s"),
+            format!("assets/{id}/aes-0123/out/attempt-1/parts/p1.m4s"),
+            format!("assets/{id}/out/attempt-1/360p/seg_00001.mkv"),
+            format!("assets/{id}/out/attempt-1/360p/seg_00001"),
+            format!("assets/{id}/out/attempt-1/360p.m4s/seg"),
             format!("assets/{}/out/x.m4s", id.to_string().to_uppercase()),
             format!("assets/{}/out/x.m4s", id.simple()),
             "uploads/x".to_string(),
@@ -1281,10 +1290,10 @@ mod tests {
             #![proptest_config(ProptestConfig::with_cases(1024))]
 
             /// No path makes the parser panic, and what it accepts is a
-            /// file of one asset under its `out/`, never anything a
-            /// traversal could reach.
+            /// rendition file of one asset under its `out/`, never an
+            /// intermediate, never anything a traversal could reach.
             #[test]
-            fn servable_paths_are_files_of_one_asset(key in media_path()) {
+            fn servable_paths_are_rendition_files_of_one_asset(key in media_path()) {
                 let Ok(path) = servable(&key) else {
                     return Ok(());
                 };
@@ -1292,6 +1301,8 @@ mod tests {
                 let rest = path.object.strip_prefix(&prefix);
                 prop_assert!(rest.is_some(), "{} -> {:?}", key, path);
                 let rest = rest.unwrap();
+                prop_assert!(http::rendition_type(rest).is_some(), "{}", key);
+                prop_assert!(!lectern_assets::keys::is_intermediate(rest), "{}", key);
                 prop_assert!(lectern_storage::validate_key(&path.object).is_ok(), "{}", key);
                 prop_assert!(rest.split('/').all(|s| !s.is_empty() && s != "." && s != ".."));
                 match &path.key_id {
