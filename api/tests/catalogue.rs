@@ -616,13 +616,105 @@ async fn the_openapi_document_lists_every_registered_route(db: PgPool) {
     ] {
         assert!(params.contains(&p), "search parameter {p} undocumented");
     }
-    assert_eq!(
-        search["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
-        "#/components/schemas/SearchPage"
-    );
-    for schema in ["SearchPage", "Heartbeat", "ErrorBody", "ErrorCode"] {
+    let answers = |method: &str, path: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+            ["$ref"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("#/components/schemas/")
+            .to_string()
+    };
+    for (method, path, status, schema) in [
+        ("get", "/api/v1/search", "200", "SearchPage"),
+        ("get", "/api/v1/courses", "200", "CoursePage"),
+        ("post", "/api/v1/courses", "201", "Course"),
+        ("get", "/api/v1/courses/{course_id}", "200", "Course"),
+        ("patch", "/api/v1/courses/{course_id}", "200", "Course"),
+        ("put", "/api/v1/courses/{course_id}/order", "200", "Course"),
+        (
+            "post",
+            "/api/v1/courses/{course_id}/publish",
+            "200",
+            "CourseTransition",
+        ),
+        (
+            "put",
+            "/api/v1/courses/{course_id}/rating",
+            "200",
+            "CourseRating",
+        ),
+        (
+            "post",
+            "/api/v1/courses/{course_id}/lessons",
+            "201",
+            "Lesson",
+        ),
+        (
+            "post",
+            "/api/v1/courses/{course_id}/chapters",
+            "201",
+            "Chapter",
+        ),
+        ("get", "/api/v1/disciplines", "200", "DisciplineTree"),
+        ("get", "/api/v1/experts", "200", "ExpertList"),
+    ] {
+        assert_eq!(answers(method, path, status), schema, "{method} {path}");
+    }
+    for schema in [
+        "SearchPage",
+        "SearchResult",
+        "SearchCourse",
+        "Course",
+        "CourseSummary",
+        "ChapterWithLessons",
+        "RatingSummary",
+        "Heartbeat",
+        "ErrorBody",
+        "ErrorCode",
+    ] {
         assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
     }
+    // Closed sets list their values, so clients can generate enums.
+    let values = |schema: &str| -> Vec<String> {
+        let s = &doc["components"]["schemas"][schema];
+        let listed = match s["enum"].as_array() {
+            Some(values) => values.clone(),
+            None => s["oneOf"]
+                .as_array()
+                .unwrap_or_else(|| panic!("{schema} lists no values: {s}"))
+                .iter()
+                .map(|v| v["const"].clone())
+                .collect(),
+        };
+        listed
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        values("CourseState"),
+        ["draft", "in_review", "published", "unpublished"]
+    );
+    assert_eq!(
+        values("ResourceType"),
+        ["video_course", "clinical_case", "guideline", "live_replay"]
+    );
+    assert_eq!(
+        values("SearchSort"),
+        ["relevance", "newest", "most_watched", "rating"]
+    );
+    let sort = search["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "sort")
+        .unwrap();
+    assert!(
+        sort["schema"]
+            .to_string()
+            .contains("#/components/schemas/SearchSort"),
+        "{sort}"
+    );
     let delete = &doc["paths"]["/api/v1/courses/{course_id}"]["delete"];
     assert_eq!(delete["x-lectern-step-up"], true);
     assert_eq!(delete["parameters"][0]["name"], "course_id");

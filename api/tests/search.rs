@@ -1,10 +1,17 @@
 //! Search against a real PostgreSQL, with real Chinese and English titles:
 //! segmentation, ranking, filters, organisation and publication scoping,
-//! the index following edits, and cursor pagination.
+//! the index following edits, cursor pagination, and random text against
+//! PostgreSQL's own parsers.
+
+use std::collections::BTreeSet;
 
 use axum::http::StatusCode;
+use lectern_catalogue::search::text::{index_terms, tsquery_literal, Document, Weight};
 use lectern_testkit::World;
 use lectern_web::Role;
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -607,5 +614,133 @@ async fn filters_follow_course_changes_and_relevance_ranks_a_bounded_set(db: PgP
             }
         }
         assert_eq!(seen.len(), expected, "sort={sort}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn pages_sorted_by_a_fractional_key_neither_repeat_nor_skip(db: PgPool) {
+    // An average of 13/11 is a float8 that JSON without exact float
+    // parsing reads back one unit too large: the cursor after the first
+    // lesson of that course then led back to the same lesson.
+    let a = Catalogue::new(db, "Org A").await;
+    let rated = a
+        .course(
+            json!({ "title": "高血压病例" }),
+            &[("病例一", 600.0), ("病例二", 600.0), ("病例三", 600.0)],
+            true,
+        )
+        .await;
+    a.course(json!({ "title": "高血压指南" }), &[("指南", 600.0)], true)
+        .await;
+    for i in 0..11 {
+        let user =
+            a.w.user(
+                Some(a.org),
+                &format!("rater{i}@orga.example.org"),
+                Role::Learner,
+            )
+            .await;
+        sqlx::query("INSERT INTO course_ratings (course_id, user_id, rating) VALUES ($1, $2, $3)")
+            .bind(rated)
+            .bind(user)
+            .bind(if i < 2 { 2i16 } else { 1 })
+            .execute(a.w.db())
+            .await
+            .unwrap();
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..10 {
+        let mut path = format!("/api/v1/search?q={}&sort=rating&limit=1", q("高血压"));
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = ok(&a.w, "GET", &path, &a.learner, None).await;
+        seen.extend(
+            page["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["lesson_id"].as_str().unwrap().to_string()),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (4, 4), "{seen:?}");
+}
+
+/// Text as hostile as a query string can carry: any Unicode, controls and
+/// NUL included, CJK, ASCII words, quotes, backslashes, tsquery operators.
+fn hostile_text(max: usize) -> impl Strategy<Value = String> {
+    let c = prop_oneof![
+        4 => any::<char>(),
+        3 => proptest::char::range('\u{4e00}', '\u{9fa5}'),
+        3 => proptest::char::range('a', 'z'),
+        1 => proptest::sample::select(vec![
+            ' ', '\t', '\n', '\0', '\u{7f}', '\'', '"', '\\', ':', '*', '&', '|', '!', '(', ')',
+            '<', '>', '-', '，', 'İ',
+        ]),
+    ];
+    proptest::collection::vec(c, 0..max).prop_map(String::from_iter)
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn random_text_is_read_by_postgresql_as_our_terms_and_never_fails_a_search(db: PgPool) {
+    let a = Catalogue::new(db, "Org A").await;
+    a.course(
+        json!({ "title": "O'Brien 心血管 \\ guideline" }),
+        &[("高血压的诊断", 600.0)],
+        true,
+    )
+    .await;
+    let mut runner = TestRunner::default();
+    let texts = hostile_text(260);
+    for _ in 0..48 {
+        let text = texts.new_tree(&mut runner).unwrap().current();
+        // The documents we store: PostgreSQL reads exactly our terms.
+        let mut doc = Document::default();
+        doc.add(&text, Weight::A);
+        let want: BTreeSet<String> = index_terms(&text).into_iter().collect();
+        let read: Vec<String> = sqlx::query_scalar(
+            "SELECT coalesce(array_agg(lexeme ORDER BY lexeme COLLATE \"C\"), '{}')
+             FROM unnest($1::tsvector)",
+        )
+        .bind(doc.to_tsvector_literal())
+        .fetch_one(a.w.db())
+        .await
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(read, want.into_iter().collect::<Vec<_>>(), "{text:?}");
+        // The queries we run: PostgreSQL reads our literal as written.
+        if let Some(literal) = tsquery_literal(&text) {
+            let read: String = sqlx::query_scalar("SELECT $1::tsquery::text")
+                .bind(&literal)
+                .fetch_one(a.w.db())
+                .await
+                .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(read, literal, "{text:?}");
+        }
+        // And the route answers results or a documented 400, never a 500.
+        let (status, body) =
+            a.w.call(
+                "GET",
+                &format!("/api/v1/search?q={}", q(&text)),
+                Some(&a.learner),
+                None,
+            )
+            .await;
+        let too_long = text.trim().chars().count() > lectern_catalogue::search::MAX_QUERY_CHARS;
+        match status {
+            StatusCode::OK => assert!(!too_long, "{text:?}"),
+            StatusCode::BAD_REQUEST => {
+                assert!(too_long, "{text:?}: {body}");
+                assert_eq!(body["error"]["code"], "invalid_query_text");
+            }
+            _ => panic!("{text:?}: {status} {body}"),
+        }
     }
 }

@@ -7,22 +7,23 @@
 //! /api/v1/courses/{course_id}/publish`).
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::search::{check_resource_type, index};
+use crate::search::index;
+use crate::structure::{course_outline, ChapterWithLessons, Lesson};
 use crate::{
-    lock_course, lock_draft, nullable, prose, sees_unpublished, target_org, unprocessable,
+    line, lock_course, lock_draft, nullable, owned, prose, sees_unpublished, target_org, ClosedSet,
+    CourseState, ResourceType,
 };
-use lectern_web::ErrorCode;
 use lectern_web::{Access, Permission, Principal};
-use lectern_web::{ApiError, ApiRouter};
+use lectern_web::{ApiError, ApiRouter, ErrorCode};
 use lectern_web::{ApiJson, ApiPath, ApiQuery};
+use lectern_web::{Created, Limit, NoContent};
 
 use crate::CatalogueState;
 
@@ -76,15 +77,11 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
         )
 }
 
+/// How many courses a page of the editors' list (`GET /api/v1/courses`) holds.
+const COURSE_PAGE: Limit = Limit::new(50, 200);
+
 fn title(value: &str) -> Result<String, ApiError> {
-    let t = value.trim();
-    if t.is_empty() || t.chars().count() > 300 || t.chars().any(char::is_control) {
-        return Err(unprocessable(
-            ErrorCode::InvalidTitle,
-            "a course title is 1–300 characters without control characters",
-        ));
-    }
-    Ok(t.to_string())
+    line(value, "title", ErrorCode::InvalidTitle, 1, 300)
 }
 
 /// Trimmed, de-duplicated tags of 1–50 characters, at most 30.
@@ -93,7 +90,7 @@ fn tags(values: &[String]) -> Result<Vec<String>, ApiError> {
     for v in values {
         let t = v.trim();
         if t.is_empty() || t.chars().count() > 50 || t.chars().any(char::is_control) {
-            return Err(unprocessable(
+            return Err(ApiError::new(
                 ErrorCode::InvalidTag,
                 format!("tag {v:?}: a tag is 1–50 characters without control characters"),
             ));
@@ -103,7 +100,7 @@ fn tags(values: &[String]) -> Result<Vec<String>, ApiError> {
         }
     }
     if out.len() > 30 {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::InvalidTag,
             "a course has at most 30 tags",
         ));
@@ -111,19 +108,19 @@ fn tags(values: &[String]) -> Result<Vec<String>, ApiError> {
     Ok(out)
 }
 
+fn resource_type(text: &str) -> Result<ResourceType, ApiError> {
+    ResourceType::read(text, "resource_type", ErrorCode::InvalidResourceType)
+}
+
 async fn check_discipline(conn: &mut PgConnection, org: Uuid, id: Uuid) -> Result<(), ApiError> {
-    let found: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM disciplines WHERE id = $1 AND organisation_id = $2")
-            .bind(id)
-            .bind(org)
-            .fetch_optional(conn)
-            .await?;
-    found.map(|_| ()).ok_or_else(|| {
-        unprocessable(
+    if owned(conn, "disciplines", "organisation_id", id, org).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             ErrorCode::UnknownDiscipline,
             format!("discipline_id {id} is not a discipline of this organisation"),
-        )
-    })
+        ))
+    }
 }
 
 async fn set_experts(
@@ -145,7 +142,7 @@ async fn set_experts(
             .fetch_all(&mut *conn)
             .await?;
     if let Some(missing) = unique.iter().find(|e| !known.contains(e)) {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::UnknownExpert,
             format!("expert {missing} is not an expert of this organisation"),
         ));
@@ -180,16 +177,169 @@ async fn set_tags(conn: &mut PgConnection, course: Uuid, tags: &[String]) -> Res
     Ok(())
 }
 
+// --- what the routes answer -------------------------------------------------
+
+/// A discipline as a course or a search result names it.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct DisciplineRef {
+    pub id: Uuid,
+    pub name: String,
+}
+
+/// An author a course credits.
+#[derive(Debug, Clone, Serialize, Deserialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct ExpertRef {
+    pub id: Uuid,
+    pub name: String,
+    /// Their professional title (主任医师, Professor of Cardiology); may be empty.
+    pub title: String,
+}
+
+/// Learners' ratings of a course.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct RatingSummary {
+    /// The mean of the ratings (1–5); null while nobody has rated it.
+    pub average: Option<f64>,
+    /// How many learners rated it.
+    pub count: i64,
+}
+
+/// A whole course: metadata, authors, tags, rating, and its chapters with
+/// their lessons in order. Every route that changes a course's content
+/// answers it as it now is.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Course {
+    pub id: Uuid,
+    /// The organisation that owns the course.
+    pub org_id: Uuid,
+    pub title: String,
+    /// Plain text; may be empty.
+    pub description: String,
+    pub resource_type: ResourceType,
+    pub state: CourseState,
+    /// Where the course is filed, if anywhere.
+    pub discipline: Option<DisciplineRef>,
+    /// Its authors, in the order they are credited.
+    pub experts: Vec<ExpertRef>,
+    /// Sorted, without duplicates.
+    pub tags: Vec<String>,
+    pub rating: RatingSummary,
+    /// When it was last published; kept while it is unpublished.
+    pub published_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    /// Its chapters in order, each with its lessons in order.
+    pub chapters: Vec<ChapterWithLessons>,
+    /// Lessons outside any chapter, in order.
+    pub lessons: Vec<Lesson>,
+}
+
+#[derive(sqlx::FromRow)]
+struct CourseRow {
+    id: Uuid,
+    org_id: Uuid,
+    title: String,
+    description: String,
+    resource_type: ResourceType,
+    state: CourseState,
+    discipline_id: Option<Uuid>,
+    discipline_name: Option<String>,
+    tags: Vec<String>,
+    #[sqlx(flatten)]
+    rating: RatingSummary,
+    published_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Ratings of `course_id`.
+pub(crate) async fn rating_of(
+    conn: &mut PgConnection,
+    course_id: Uuid,
+) -> Result<RatingSummary, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT avg(rating)::float8 AS average, count(*) AS count
+         FROM course_ratings WHERE course_id = $1",
+    )
+    .bind(course_id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The course as every route that answers a course shows it, if the
+/// caller may see it (their organisation's; published only, unless they
+/// draft courses): 404 otherwise, as if it did not exist.
+pub(crate) async fn course_view(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    id: Uuid,
+) -> Result<Course, ApiError> {
+    let c: CourseRow = sqlx::query_as(
+        "SELECT c.id, c.organisation_id AS org_id, c.title, c.description, c.resource_type,
+                c.state, c.discipline_id, d.name AS discipline_name,
+                ARRAY(SELECT t.tag FROM course_tags t WHERE t.course_id = c.id ORDER BY t.tag) AS tags,
+                (SELECT avg(r.rating)::float8 FROM course_ratings r WHERE r.course_id = c.id) AS average,
+                (SELECT count(*) FROM course_ratings r WHERE r.course_id = c.id) AS count,
+                c.published_at, c.created_at, c.updated_at
+         FROM courses c LEFT JOIN disciplines d ON d.id = c.discipline_id
+         WHERE c.id = $1 AND ($2::uuid IS NULL OR c.organisation_id = $2)
+           AND ($3 OR c.state = 'published')",
+    )
+    .bind(id)
+    .bind(principal.org_scope())
+    .bind(sees_unpublished(principal))
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("no course {id}")))?;
+    let experts: Vec<ExpertRef> = sqlx::query_as(
+        "SELECT e.id, e.name, e.title FROM course_experts ce JOIN experts e ON e.id = ce.expert_id
+         WHERE ce.course_id = $1 ORDER BY ce.position, e.name",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (chapters, lessons) = course_outline(conn, id).await?;
+    Ok(Course {
+        id: c.id,
+        org_id: c.org_id,
+        title: c.title,
+        description: c.description,
+        resource_type: c.resource_type,
+        state: c.state,
+        discipline: c.discipline_id.map(|id| DisciplineRef {
+            id,
+            name: c.discipline_name.unwrap_or_default(),
+        }),
+        experts,
+        tags: c.tags,
+        rating: c.rating,
+        published_at: c.published_at,
+        created_at: c.created_at,
+        updated_at: c.updated_at,
+        chapters,
+        lessons,
+    })
+}
+
+// --- routes -----------------------------------------------------------------
+
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewCourse {
+    /// 1–300 characters on one line.
     title: String,
+    /// Up to 20,000 characters.
     #[serde(default)]
     description: String,
+    /// Defaults to `video_course`.
+    #[schemars(with = "Option<ResourceType>")]
     resource_type: Option<String>,
+    /// A discipline of the same organisation.
     discipline_id: Option<Uuid>,
+    /// Experts of the same organisation, in the order they are credited.
     #[serde(default)]
     expert_ids: Vec<Uuid>,
+    /// Up to 30 tags of 1–50 characters; duplicates are dropped.
     #[serde(default)]
     tags: Vec<String>,
     /// Only a global super admin names the organisation; everyone else
@@ -203,11 +353,15 @@ async fn create(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiJson(course): ApiJson<NewCourse>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<Course>, ApiError> {
     let title = title(&course.title)?;
     let description = prose(&course.description, "description")?;
-    let resource_type = course.resource_type.as_deref().unwrap_or("video_course");
-    check_resource_type(resource_type)?;
+    let kind = course
+        .resource_type
+        .as_deref()
+        .map(resource_type)
+        .transpose()?
+        .unwrap_or(ResourceType::VideoCourse);
     let tags = tags(&course.tags)?;
     let org = target_org(&principal, course.org_id)?;
     let mut tx = state.db.begin().await?;
@@ -223,7 +377,7 @@ async fn create(
     .bind(org)
     .bind(&title)
     .bind(&description)
-    .bind(resource_type)
+    .bind(kind)
     .bind(course.discipline_id)
     .execute(&mut *tx)
     .await?
@@ -233,17 +387,9 @@ async fn create(
     }
     set_experts(&mut tx, org, id, &course.expert_ids).await?;
     set_tags(&mut tx, id, &tags).await?;
+    let body = course_view(&mut tx, &principal, id).await?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": id,
-            "title": title,
-            "org_id": org,
-            "state": "draft",
-            "resource_type": resource_type,
-        })),
-    ))
+    Ok(Created::at(format!("/api/v1/courses/{id}"), body))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -251,10 +397,14 @@ async fn create(
 pub struct CoursePatch {
     title: Option<String>,
     description: Option<String>,
+    #[schemars(with = "Option<ResourceType>")]
     resource_type: Option<String>,
+    /// `null` files the course under no discipline.
     #[serde(default, deserialize_with = "nullable")]
     discipline_id: Option<Option<Uuid>>,
+    /// Replaces the authors.
     expert_ids: Option<Vec<Uuid>>,
+    /// Replaces the tags.
     tags: Option<Vec<String>>,
 }
 
@@ -265,16 +415,18 @@ async fn update(
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<CoursePatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Course>, ApiError> {
     let new_title = patch.title.as_deref().map(title).transpose()?;
     let description = patch
         .description
         .as_deref()
         .map(|d| prose(d, "description"))
         .transpose()?;
-    if let Some(t) = &patch.resource_type {
-        check_resource_type(t)?;
-    }
+    let kind = patch
+        .resource_type
+        .as_deref()
+        .map(resource_type)
+        .transpose()?;
     let tags = patch.tags.as_deref().map(tags).transpose()?;
     let mut tx = state.db.begin().await?;
     let org = lock_draft(&mut tx, &principal, course_id).await?;
@@ -291,7 +443,7 @@ async fn update(
     .bind(course_id)
     .bind(&new_title)
     .bind(&description)
-    .bind(&patch.resource_type)
+    .bind(kind)
     .bind(patch.discipline_id.is_some())
     .bind(patch.discipline_id.flatten())
     .execute(&mut *tx)
@@ -303,117 +455,9 @@ async fn update(
         set_tags(&mut tx, course_id, tags).await?;
     }
     index::reindex_course(&mut tx, course_id).await?;
-    let body = course_json(&mut tx, course_id).await?;
+    let body = course_view(&mut tx, &principal, course_id).await?;
     tx.commit().await?;
     Ok(Json(body))
-}
-
-/// The full course: metadata, authors, tags, rating, and its chapters with
-/// their lessons in order (lessons outside any chapter under `lessons`).
-pub(super) async fn course_json(conn: &mut PgConnection, id: Uuid) -> Result<Value, ApiError> {
-    #[allow(clippy::type_complexity)]
-    let c: (
-        Uuid,
-        String,
-        String,
-        String,
-        String,
-        Option<Uuid>,
-        Option<String>,
-        Option<DateTime<Utc>>,
-        DateTime<Utc>,
-        DateTime<Utc>,
-    ) = sqlx::query_as(
-        "SELECT c.organisation_id, c.title, c.description, c.resource_type, c.state,
-                c.discipline_id, d.name, c.published_at, c.created_at, c.updated_at
-         FROM courses c LEFT JOIN disciplines d ON d.id = c.discipline_id WHERE c.id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let experts: Vec<(Uuid, String, String)> = sqlx::query_as(
-        "SELECT e.id, e.name, e.title FROM course_experts ce JOIN experts e ON e.id = ce.expert_id
-         WHERE ce.course_id = $1 ORDER BY ce.position, e.name",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let tags: Vec<String> =
-        sqlx::query_scalar("SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
-    let (rating_avg, rating_count): (Option<f64>, i64) = sqlx::query_as(
-        "SELECT avg(rating)::float8, count(*) FROM course_ratings WHERE course_id = $1",
-    )
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
-    let chapters: Vec<(Uuid, String, i32)> = sqlx::query_as(
-        "SELECT id, title, position FROM chapters WHERE course_id = $1 ORDER BY position, created_at, id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    #[allow(clippy::type_complexity)]
-    let lessons: Vec<(
-        Uuid,
-        Option<Uuid>,
-        String,
-        String,
-        i32,
-        Option<Uuid>,
-        Option<f64>,
-    )> = sqlx::query_as(
-        "SELECT l.id, l.chapter_id, l.title, l.description, l.position, l.asset_id, a.duration_s
-             FROM lessons l LEFT JOIN assets a ON a.id = l.asset_id
-             WHERE l.course_id = $1 ORDER BY l.position, l.created_at, l.id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let lesson = |l: &(
-        Uuid,
-        Option<Uuid>,
-        String,
-        String,
-        i32,
-        Option<Uuid>,
-        Option<f64>,
-    )| {
-        json!({
-            "id": l.0, "chapter_id": l.1, "title": l.2, "description": l.3,
-            "position": l.4, "asset_id": l.5, "duration_s": l.6,
-        })
-    };
-    let chapters: Vec<Value> = chapters
-        .iter()
-        .map(|(cid, title, position)| {
-            json!({
-                "id": cid,
-                "title": title,
-                "position": position,
-                "lessons": lessons.iter().filter(|l| l.1 == Some(*cid)).map(lesson).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    Ok(json!({
-        "id": id,
-        "org_id": c.0,
-        "title": c.1,
-        "description": c.2,
-        "resource_type": c.3,
-        "state": c.4,
-        "discipline": c.5.map(|d| json!({ "id": d, "name": c.6 })),
-        "experts": experts.iter().map(|e| json!({ "id": e.0, "name": e.1, "title": e.2 })).collect::<Vec<_>>(),
-        "tags": tags,
-        "rating": { "average": rating_avg, "count": rating_count },
-        "published_at": c.7,
-        "created_at": c.8,
-        "updated_at": c.9,
-        "chapters": chapters,
-        "lessons": lessons.iter().filter(|l| l.1.is_none()).map(lesson).collect::<Vec<_>>(),
-    }))
 }
 
 /// `GET /api/v1/courses/{id}`: learners see published courses only; the
@@ -422,30 +466,43 @@ async fn get(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Course>, ApiError> {
     let mut conn = state.db.acquire().await?;
-    let visible: Option<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM courses WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)
-           AND ($3 OR state = 'published')",
-    )
-    .bind(course_id)
-    .bind(principal.org_scope())
-    .bind(sees_unpublished(&principal))
-    .fetch_optional(&mut *conn)
-    .await?;
-    if visible.is_none() {
-        return Err(ApiError::not_found(format!("no course {course_id}")));
-    }
-    Ok(Json(course_json(&mut conn, course_id).await?))
+    Ok(Json(course_view(&mut conn, &principal, course_id).await?))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
+    /// Only courses in this state.
+    #[schemars(with = "Option<CourseState>")]
     state: Option<String>,
     /// Continue after this course id (from the previous page's `next`).
     after: Option<Uuid>,
+    /// 1–200; 50 by default.
     limit: Option<i64>,
+}
+
+/// A course as the editors' list shows it.
+#[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct CourseSummary {
+    pub id: Uuid,
+    /// The organisation that owns the course.
+    pub org_id: Uuid,
+    pub title: String,
+    pub resource_type: ResourceType,
+    pub state: CourseState,
+    pub discipline_id: Option<Uuid>,
+    /// When it was last published; kept while it is unpublished.
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// One page of `GET /api/v1/courses`, newest first.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CoursePage {
+    pub courses: Vec<CourseSummary>,
+    /// Pass as `after` for the next page; null when this page is the last.
+    pub next: Option<Uuid>,
 }
 
 /// `GET /api/v1/courses?state=&after=&limit=`: the organisation's courses,
@@ -455,57 +512,46 @@ async fn list(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
-    if let Some(s) = &q.state {
-        if !["draft", "in_review", "published", "unpublished"].contains(&s.as_str()) {
-            return Err(ApiError::new(
-                ErrorCode::InvalidState,
-                format!("state={s:?}; expected draft, in_review, published or unpublished"),
-            ));
-        }
-    }
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::new(ErrorCode::InvalidLimit, "limit is 1–200"));
-    }
-    #[allow(clippy::type_complexity)]
-    let rows: Vec<(
-        Uuid,
-        Uuid,
-        String,
-        String,
-        String,
-        Option<Uuid>,
-        Option<DateTime<Utc>>,
-    )> = sqlx::query_as(
-        "SELECT id, organisation_id, title, resource_type, state, discipline_id, published_at
-             FROM courses
-             WHERE ($1::uuid IS NULL OR organisation_id = $1)
-               AND ($2 OR state = 'published')
-               AND ($3::text IS NULL OR state = $3)
-               AND ($4::uuid IS NULL OR id < $4)
-             ORDER BY id DESC LIMIT $5",
+) -> Result<Json<CoursePage>, ApiError> {
+    let wanted = q
+        .state
+        .as_deref()
+        .map(|s| CourseState::read(s, "state", ErrorCode::InvalidState))
+        .transpose()?;
+    let limit = COURSE_PAGE.of(q.limit)?;
+    let courses: Vec<CourseSummary> = sqlx::query_as(
+        "SELECT id, organisation_id AS org_id, title, resource_type, state, discipline_id,
+                published_at
+         FROM courses
+         WHERE ($1::uuid IS NULL OR organisation_id = $1)
+           AND ($2 OR state = 'published')
+           AND ($3::text IS NULL OR state = $3)
+           AND ($4::uuid IS NULL OR id < $4)
+         ORDER BY id DESC LIMIT $5",
     )
     .bind(principal.org_scope())
     .bind(sees_unpublished(&principal))
-    .bind(&q.state)
+    .bind(wanted)
     .bind(q.after)
     .bind(limit)
     .fetch_all(&state.db)
     .await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| r.0))
+    let next = (courses.len() as i64 == limit)
+        .then(|| courses.last().map(|c| c.id))
         .flatten();
-    let courses: Vec<Value> = rows
-        .iter()
-        .map(|r| {
-            json!({
-                "id": r.0, "org_id": r.1, "title": r.2, "resource_type": r.3,
-                "state": r.4, "discipline_id": r.5, "published_at": r.6,
-            })
-        })
-        .collect();
-    Ok(Json(json!({ "courses": courses, "next": next })))
+    Ok(Json(CoursePage { courses, next }))
+}
+
+/// A course's move through review, as `POST …/{submit,publish,unpublish,draft}` answer it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CourseTransition {
+    pub id: Uuid,
+    /// The state it left.
+    pub from: CourseState,
+    /// The state it is in now.
+    pub state: CourseState,
+    /// When it was last published; set now when it was published.
+    pub published_at: Option<DateTime<Utc>>,
 }
 
 /// Moves a course from one of `from` to `to`; 409 `invalid_transition`
@@ -514,21 +560,24 @@ async fn transition(
     state: &CatalogueState,
     principal: &Principal,
     course_id: Uuid,
-    from: &[&str],
-    to: &str,
-) -> Result<Json<Value>, ApiError> {
+    from: &[CourseState],
+    to: CourseState,
+) -> Result<Json<CourseTransition>, ApiError> {
     let mut tx = state.db.begin().await?;
-    let (_, current) = lock_course(&mut tx, principal, course_id).await?;
-    if !from.contains(&current.as_str()) {
+    let current = lock_course(&mut tx, principal, course_id).await?.state;
+    if !from.contains(&current) {
+        let from: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::new(
             ErrorCode::InvalidTransition,
             format!(
-                "the course is {current}; it can become {to} only from {}",
+                "the course is {}; it can become {} only from {}",
+                current.as_str(),
+                to.as_str(),
                 from.join(" or ")
             ),
         ));
     }
-    if to == "published" {
+    if to == CourseState::Published {
         let lessons: i64 = sqlx::query_scalar("SELECT count(*) FROM lessons WHERE course_id = $1")
             .bind(course_id)
             .fetch_one(&mut *tx)
@@ -553,12 +602,12 @@ async fn transition(
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Json(json!({
-        "id": course_id,
-        "from": current,
-        "state": to,
-        "published_at": published_at,
-    })))
+    Ok(Json(CourseTransition {
+        id: course_id,
+        from: current,
+        state: to,
+        published_at,
+    }))
 }
 
 /// `POST …/submit`: draft → in_review.
@@ -566,8 +615,9 @@ async fn submit(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    transition(&state, &principal, course_id, &["draft"], "in_review").await
+) -> Result<Json<CourseTransition>, ApiError> {
+    use CourseState::*;
+    transition(&state, &principal, course_id, &[Draft], InReview).await
 }
 
 /// `POST …/publish`: in_review (approved) or unpublished (relisted) → published.
@@ -575,13 +625,14 @@ async fn publish_course(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CourseTransition>, ApiError> {
+    use CourseState::*;
     transition(
         &state,
         &principal,
         course_id,
-        &["in_review", "unpublished"],
-        "published",
+        &[InReview, Unpublished],
+        Published,
     )
     .await
 }
@@ -591,8 +642,9 @@ async fn unpublish(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    transition(&state, &principal, course_id, &["published"], "unpublished").await
+) -> Result<Json<CourseTransition>, ApiError> {
+    use CourseState::*;
+    transition(&state, &principal, course_id, &[Published], Unpublished).await
 }
 
 /// `POST …/draft`: in_review (withdrawn or sent back) or unpublished → draft.
@@ -600,13 +652,14 @@ async fn back_to_draft(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CourseTransition>, ApiError> {
+    use CourseState::*;
     transition(
         &state,
         &principal,
         course_id,
-        &["in_review", "unpublished"],
-        "draft",
+        &[InReview, Unpublished],
+        Draft,
     )
     .await
 }
@@ -614,7 +667,18 @@ async fn back_to_draft(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rating {
+    /// A whole number from 1 to 5.
     rating: i16,
+}
+
+/// The caller's rating of a course, and the course's ratings with it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CourseRating {
+    pub course_id: Uuid,
+    /// The caller's rating (1–5).
+    pub rating: i16,
+    #[serde(flatten)]
+    pub summary: RatingSummary,
 }
 
 /// `PUT /api/v1/courses/{id}/rating {"rating": 1–5}`: the learner's rating
@@ -624,9 +688,9 @@ async fn rate(
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<Rating>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CourseRating>, ApiError> {
     if !(1..=5).contains(&body.rating) {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::InvalidRating,
             "a rating is a whole number from 1 to 5",
         ));
@@ -651,19 +715,13 @@ async fn rate(
     if rated == 0 {
         return Err(ApiError::not_found(format!("no course {course_id}")));
     }
-    let (average, count): (Option<f64>, i64) = sqlx::query_as(
-        "SELECT avg(rating)::float8, count(*) FROM course_ratings WHERE course_id = $1",
-    )
-    .bind(course_id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let summary = rating_of(&mut tx, course_id).await?;
     tx.commit().await?;
-    Ok(Json(json!({
-        "course_id": course_id,
-        "rating": body.rating,
-        "average": average,
-        "count": count,
-    })))
+    Ok(Json(CourseRating {
+        course_id,
+        rating: body.rating,
+        summary,
+    }))
 }
 
 /// `DELETE /api/v1/courses/{course_id}`: needs a fresh step-up.
@@ -671,7 +729,7 @@ async fn delete(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     let deleted = sqlx::query(
         "DELETE FROM courses WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)",
     )
@@ -683,5 +741,5 @@ async fn delete(
     if deleted == 0 {
         return Err(ApiError::not_found(format!("no course {course_id}")));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }

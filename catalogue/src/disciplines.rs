@@ -4,18 +4,16 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::search::index;
-use crate::{line, nullable, target_org};
-use lectern_web::ErrorCode;
+use crate::{line, nullable, owned, target_org};
 use lectern_web::{Access, Permission, Principal};
-use lectern_web::{ApiError, ApiRouter};
-use lectern_web::{ApiJson, ApiPath, ApiQuery};
+use lectern_web::{ApiError, ApiRouter, ErrorCode};
+use lectern_web::{ApiJson, ApiPath, ApiQuery, Created};
 
 use crate::CatalogueState;
 
@@ -38,59 +36,93 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgQuery {
+    /// Only a global super admin names the organisation; everyone else
+    /// reads their own.
     pub(super) org_id: Option<Uuid>,
 }
 
-/// (id, parent, name, position)
-type Row = (Uuid, Option<Uuid>, String, i32);
-type Children<'a> = HashMap<Option<Uuid>, Vec<&'a Row>>;
+/// A discipline (学科) of an organisation's tree.
+#[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct Discipline {
+    pub id: Uuid,
+    pub name: String,
+    /// The discipline it is filed under; null at the top level.
+    pub parent_id: Option<Uuid>,
+    /// Its place among its siblings (ascending; ties by name).
+    pub position: i32,
+}
 
-/// `GET /api/v1/disciplines` → `{"disciplines": [{id, name, position, children: […]}]}`.
+/// A discipline with everything filed under it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DisciplineNode {
+    pub id: Uuid,
+    pub name: String,
+    /// Its place among its siblings (ascending; ties by name).
+    pub position: i32,
+    /// The disciplines directly under it, in order.
+    pub children: Vec<DisciplineNode>,
+}
+
+/// The organisation's disciplines as a tree.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct DisciplineTree {
+    /// The top-level disciplines, in order.
+    pub disciplines: Vec<DisciplineNode>,
+}
+
+const DISCIPLINE_COLUMNS: &str = "id, name, parent_id, position";
+
+/// `GET /api/v1/disciplines` → the organisation's tree.
 async fn list(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<OrgQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DisciplineTree>, ApiError> {
     let org = target_org(&principal, q.org_id)?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, parent_id, name, position FROM disciplines
-         WHERE organisation_id = $1 ORDER BY position, name",
-    )
+    let rows: Vec<Discipline> = sqlx::query_as(&format!(
+        "SELECT {DISCIPLINE_COLUMNS} FROM disciplines
+         WHERE organisation_id = $1 ORDER BY position, name"
+    ))
     .bind(org)
     .fetch_all(&state.db)
     .await?;
-    let mut children: Children = HashMap::new();
-    for row in &rows {
-        children.entry(row.1).or_default().push(row);
+    let mut children: HashMap<Option<Uuid>, Vec<Discipline>> = HashMap::new();
+    for row in rows {
+        children.entry(row.parent_id).or_default().push(row);
     }
     // The tree has no cycles (moves refuse them), so this terminates.
-    fn build(parent: Option<Uuid>, children: &Children) -> Vec<Value> {
+    fn build(
+        parent: Option<Uuid>,
+        children: &mut HashMap<Option<Uuid>, Vec<Discipline>>,
+    ) -> Vec<DisciplineNode> {
         children
-            .get(&parent)
-            .map(|rows| {
-                rows.iter()
-                    .map(|(id, _, name, position)| {
-                        json!({
-                            "id": id,
-                            "name": name,
-                            "position": position,
-                            "children": build(Some(*id), children),
-                        })
-                    })
-                    .collect()
-            })
+            .remove(&parent)
             .unwrap_or_default()
+            .into_iter()
+            .map(|d| DisciplineNode {
+                children: build(Some(d.id), children),
+                id: d.id,
+                name: d.name,
+                position: d.position,
+            })
+            .collect()
     }
-    Ok(Json(json!({ "disciplines": build(None, &children) })))
+    Ok(Json(DisciplineTree {
+        disciplines: build(None, &mut children),
+    }))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDiscipline {
+    /// 1–100 characters on one line, unique among its siblings.
     name: String,
+    /// A discipline of the same organisation; none for the top level.
     parent_id: Option<Uuid>,
+    /// Its place among its siblings; 0 by default.
     #[serde(default)]
     position: i32,
+    /// Only a global super admin names the organisation.
     org_id: Option<Uuid>,
 }
 
@@ -119,15 +151,13 @@ async fn check_parent(
     org: Uuid,
     parent: Uuid,
 ) -> Result<(), ApiError> {
-    let found: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM disciplines WHERE id = $1 AND organisation_id = $2")
-            .bind(parent)
-            .bind(org)
-            .fetch_optional(conn)
-            .await?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found(format!("no discipline {parent} (parent_id)")))
+    if owned(conn, "disciplines", "organisation_id", parent, org).await? {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(format!(
+            "no discipline {parent} (parent_id)"
+        )))
+    }
 }
 
 /// `POST /api/v1/disciplines {"name", "parent_id"?, "position"?}` → 201.
@@ -135,7 +165,7 @@ async fn create(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiJson(body): ApiJson<NewDiscipline>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<Discipline>, ApiError> {
     let name = line(&body.name, "name", ErrorCode::InvalidName, 1, 100)?;
     let org = target_org(&principal, body.org_id)?;
     let mut tx = state.db.begin().await?;
@@ -143,35 +173,28 @@ async fn create(
     if let Some(parent) = body.parent_id {
         check_parent(&mut tx, org, parent).await?;
     }
-    let id = Uuid::now_v7();
-    let inserted = sqlx::query(
+    let created: Discipline = sqlx::query_as(&format!(
         "INSERT INTO disciplines (id, organisation_id, parent_id, name, position)
-         SELECT $1, id, $3, $4, $5 FROM organisations WHERE id = $2",
-    )
-    .bind(id)
+         SELECT $1, id, $3, $4, $5 FROM organisations WHERE id = $2
+         RETURNING {DISCIPLINE_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
     .bind(org)
     .bind(body.parent_id)
     .bind(&name)
     .bind(body.position)
-    .execute(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await
     .map_err(|e| name_taken(&e).unwrap_or_else(|| e.into()))?
-    .rows_affected();
-    if inserted == 0 {
-        return Err(ApiError::not_found(format!("no organisation {org}")));
-    }
+    .ok_or_else(|| ApiError::not_found(format!("no organisation {org}")))?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(
-            json!({ "id": id, "name": name, "parent_id": body.parent_id, "position": body.position }),
-        ),
-    ))
+    Ok(Created::new(created))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisciplinePatch {
+    /// 1–100 characters on one line, unique among its siblings.
     name: Option<String>,
     /// `null` moves the discipline to the top level.
     #[serde(default, deserialize_with = "nullable")]
@@ -186,7 +209,7 @@ async fn update(
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<DisciplinePatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Discipline>, ApiError> {
     let name = patch
         .name
         .as_deref()
@@ -222,13 +245,13 @@ async fn update(
             ));
         }
     }
-    let row: (String, Option<Uuid>, i32) = sqlx::query_as(
+    let updated: Discipline = sqlx::query_as(&format!(
         "UPDATE disciplines SET
              name = coalesce($2, name),
              parent_id = CASE WHEN $3 THEN $4 ELSE parent_id END,
              position = coalesce($5, position)
-         WHERE id = $1 RETURNING name, parent_id, position",
-    )
+         WHERE id = $1 RETURNING {DISCIPLINE_COLUMNS}"
+    ))
     .bind(id)
     .bind(&name)
     .bind(patch.parent_id.is_some())
@@ -241,7 +264,5 @@ async fn update(
         index::reindex_discipline(&mut tx, id).await?;
     }
     tx.commit().await?;
-    Ok(Json(
-        json!({ "id": id, "name": row.0, "parent_id": row.1, "position": row.2 }),
-    ))
+    Ok(Json(updated))
 }

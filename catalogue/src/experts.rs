@@ -3,19 +3,17 @@
 //! rename rewrites the search documents of their courses.
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::disciplines::OrgQuery;
 use crate::search::index;
 use crate::{line, prose, target_org};
-use lectern_web::ErrorCode;
 use lectern_web::{Access, Permission, Principal};
-use lectern_web::{ApiError, ApiRouter};
-use lectern_web::{ApiJson, ApiPath, ApiQuery};
+use lectern_web::{ApiError, ApiRouter, ErrorCode};
+use lectern_web::{ApiJson, ApiPath, ApiQuery, Created};
 
 use crate::CatalogueState;
 
@@ -35,40 +33,57 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
         )
 }
 
-type ExpertRow = (Uuid, String, String, String, Option<Uuid>);
-
-fn to_json(r: &ExpertRow) -> Value {
-    json!({ "id": r.0, "name": r.1, "title": r.2, "bio": r.3, "user_id": r.4 })
+/// An expert (专家) courses may credit as an author.
+#[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct Expert {
+    pub id: Uuid,
+    pub name: String,
+    /// Their professional title (主任医师, Professor of Cardiology); may be empty.
+    pub title: String,
+    /// Plain text; may be empty.
+    pub bio: String,
+    /// Their own account in the organisation, if they have one.
+    pub user_id: Option<Uuid>,
 }
+
+/// The organisation's experts, by name.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct ExpertList {
+    pub experts: Vec<Expert>,
+}
+
+const EXPERT_COLUMNS: &str = "id, name, title, bio, user_id";
 
 /// `GET /api/v1/experts` → `{"experts": [{id, name, title, bio, user_id}]}`.
 async fn list(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<OrgQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ExpertList>, ApiError> {
     let org = target_org(&principal, q.org_id)?;
-    let rows: Vec<ExpertRow> = sqlx::query_as(
-        "SELECT id, name, title, bio, user_id FROM experts WHERE organisation_id = $1 ORDER BY name, id",
-    )
+    let experts: Vec<Expert> = sqlx::query_as(&format!(
+        "SELECT {EXPERT_COLUMNS} FROM experts WHERE organisation_id = $1 ORDER BY name, id"
+    ))
     .bind(org)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(
-        json!({ "experts": rows.iter().map(to_json).collect::<Vec<_>>() }),
-    ))
+    Ok(Json(ExpertList { experts }))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewExpert {
+    /// 1–200 characters on one line.
     name: String,
+    /// Up to 200 characters on one line.
     #[serde(default)]
     title: String,
+    /// Up to 20,000 characters.
     #[serde(default)]
     bio: String,
     /// The expert's own account in the same organisation, if any.
     user_id: Option<Uuid>,
+    /// Only a global super admin names the organisation.
     org_id: Option<Uuid>,
 }
 
@@ -77,20 +92,19 @@ async fn create(
     State(state): State<CatalogueState>,
     principal: Principal,
     ApiJson(body): ApiJson<NewExpert>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<Expert>, ApiError> {
     let name = line(&body.name, "name", ErrorCode::InvalidName, 1, 200)?;
     let title = line(&body.title, "title", ErrorCode::InvalidTitle, 0, 200)?;
     let bio = prose(&body.bio, "bio")?;
     let org = target_org(&principal, body.org_id)?;
-    let id = Uuid::now_v7();
-    let row: Option<ExpertRow> = sqlx::query_as(
+    let created: Option<Expert> = sqlx::query_as(&format!(
         "INSERT INTO experts (id, organisation_id, name, title, bio, user_id)
          SELECT $1, o.id, $3, $4, $5, $6 FROM organisations o
          WHERE o.id = $2
            AND ($6::uuid IS NULL OR EXISTS (SELECT 1 FROM users u WHERE u.id = $6 AND u.org_id = o.id))
-         RETURNING id, name, title, bio, user_id",
-    )
-    .bind(id)
+         RETURNING {EXPERT_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
     .bind(org)
     .bind(&name)
     .bind(&title)
@@ -98,8 +112,8 @@ async fn create(
     .bind(body.user_id)
     .fetch_optional(&state.db)
     .await?;
-    match row {
-        Some(row) => Ok((StatusCode::CREATED, Json(to_json(&row)))),
+    match created {
+        Some(expert) => Ok(Created::new(expert)),
         None if body.user_id.is_some() => Err(ApiError::not_found(
             "no such organisation, or user_id is not a user of it",
         )),
@@ -110,8 +124,11 @@ async fn create(
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpertPatch {
+    /// 1–200 characters on one line.
     name: Option<String>,
+    /// Up to 200 characters on one line.
     title: Option<String>,
+    /// Up to 20,000 characters.
     bio: Option<String>,
 }
 
@@ -121,7 +138,7 @@ async fn update(
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<ExpertPatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Expert>, ApiError> {
     let name = patch
         .name
         .as_deref()
@@ -134,11 +151,11 @@ async fn update(
         .transpose()?;
     let bio = patch.bio.as_deref().map(|v| prose(v, "bio")).transpose()?;
     let mut tx = state.db.begin().await?;
-    let row: ExpertRow = sqlx::query_as(
+    let expert: Expert = sqlx::query_as(&format!(
         "UPDATE experts SET name = coalesce($3, name), title = coalesce($4, title), bio = coalesce($5, bio)
          WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)
-         RETURNING id, name, title, bio, user_id",
-    )
+         RETURNING {EXPERT_COLUMNS}"
+    ))
     .bind(id)
     .bind(principal.org_scope())
     .bind(&name)
@@ -151,5 +168,5 @@ async fn update(
         index::reindex_expert(&mut tx, id).await?;
     }
     tx.commit().await?;
-    Ok(Json(to_json(&row)))
+    Ok(Json(expert))
 }

@@ -15,6 +15,9 @@ mod disciplines;
 mod experts;
 pub mod search;
 mod structure;
+mod vocabulary;
+
+pub use vocabulary::{ClosedSet, CourseState, ResourceType, SearchSort};
 
 use lectern_web::{ApiError, ApiRouter, ErrorCode, Permission, Principal};
 use serde::{Deserialize, Deserializer};
@@ -35,10 +38,6 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
     search::routes(api)
 }
 
-pub(crate) fn unprocessable(code: ErrorCode, message: impl Into<String>) -> ApiError {
-    ApiError::new(code, message)
-}
-
 /// A trimmed single-line text of 1..=`max` characters (`min` 0 allows
 /// empty), without control characters.
 pub(crate) fn line(
@@ -51,7 +50,7 @@ pub(crate) fn line(
     let v = value.trim();
     let n = v.chars().count();
     if n < min || n > max || v.chars().any(char::is_control) {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             code,
             format!("{field} is {min}–{max} characters on one line"),
         ));
@@ -66,7 +65,7 @@ pub(crate) fn prose(value: &str, field: &str) -> Result<String, ApiError> {
         || v.chars()
             .any(|c| c.is_control() && c != '\n' && c != '\t' && c != '\r')
     {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::InvalidDescription,
             format!("{field} is at most 20000 characters, without control characters"),
         ));
@@ -94,26 +93,34 @@ pub(crate) async fn lock_draft(
     principal: &Principal,
     course_id: Uuid,
 ) -> Result<Uuid, ApiError> {
-    let (org, state) = lock_course(conn, principal, course_id).await?;
-    if state != "draft" {
+    let course = lock_course(conn, principal, course_id).await?;
+    if course.state != CourseState::Draft {
         return Err(ApiError::new(
             ErrorCode::CourseNotEditable,
             format!(
-                "the course is {state}; only drafts are edited. Move it back to draft \
+                "the course is {}; only drafts are edited. Move it back to draft \
                  (POST /api/v1/courses/{course_id}/draft, after unpublishing a published one), \
-                 then submit it for review again"
+                 then submit it for review again",
+                course.state.as_str()
             ),
         ));
     }
-    Ok(org)
+    Ok(course.organisation_id)
 }
 
-/// Locks a course of the caller's organisation: (organisation, state).
+/// A course row held for update by [`lock_course`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct LockedCourse {
+    pub organisation_id: Uuid,
+    pub state: CourseState,
+}
+
+/// Locks a course of the caller's organisation; 404 when it is not theirs.
 pub(crate) async fn lock_course(
     conn: &mut PgConnection,
     principal: &Principal,
     course_id: Uuid,
-) -> Result<(Uuid, String), ApiError> {
+) -> Result<LockedCourse, ApiError> {
     sqlx::query_as(
         "SELECT organisation_id, state FROM courses
          WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2) FOR UPDATE",
@@ -123,6 +130,26 @@ pub(crate) async fn lock_course(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no course {course_id}")))
+}
+
+/// Whether `id` is a row of `table` whose `owner_column` is `owner` (an
+/// organisation's discipline or asset, a course's chapter): what every
+/// reference in a request body is checked against before it is stored.
+pub(crate) async fn owned(
+    conn: &mut PgConnection,
+    table: &'static str,
+    owner_column: &'static str,
+    id: Uuid,
+    owner: Uuid,
+) -> Result<bool, ApiError> {
+    let found: bool = sqlx::query_scalar(&format!(
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE id = $1 AND {owner_column} = $2)"
+    ))
+    .bind(id)
+    .bind(owner)
+    .fetch_one(conn)
+    .await?;
+    Ok(found)
 }
 
 /// For PATCH bodies: distinguishes a field that is absent (`None`) from

@@ -6,20 +6,18 @@
 use std::collections::HashSet;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::courses::course_json;
+use crate::courses::{course_view, Course};
 use crate::search::index;
-use crate::{line, lock_draft, nullable, prose, unprocessable};
-use lectern_web::ErrorCode;
+use crate::{line, lock_draft, nullable, owned, prose};
 use lectern_web::{Access, Permission, Principal};
-use lectern_web::{ApiError, ApiRouter};
-use lectern_web::{ApiJson, ApiPath};
+use lectern_web::{ApiError, ApiRouter, ErrorCode};
+use lectern_web::{ApiJson, ApiPath, Created};
 
 use crate::CatalogueState;
 
@@ -66,38 +64,116 @@ async fn check_chapter(
     course: Uuid,
     chapter: Uuid,
 ) -> Result<(), ApiError> {
-    let found: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM chapters WHERE id = $1 AND course_id = $2")
-            .bind(chapter)
-            .bind(course)
-            .fetch_optional(conn)
-            .await?;
-    found.map(|_| ()).ok_or_else(|| {
-        unprocessable(
+    if owned(conn, "chapters", "course_id", chapter, course).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             ErrorCode::UnknownChapter,
             format!("chapter_id {chapter} is not a chapter of this course"),
-        )
-    })
+        ))
+    }
 }
 
 async fn check_asset(conn: &mut PgConnection, org: Uuid, asset: Uuid) -> Result<(), ApiError> {
-    let found: Option<Uuid> =
-        sqlx::query_scalar("SELECT id FROM assets WHERE id = $1 AND organisation_id = $2")
-            .bind(asset)
-            .bind(org)
-            .fetch_optional(conn)
-            .await?;
-    found.map(|_| ()).ok_or_else(|| {
-        unprocessable(
+    if owned(conn, "assets", "organisation_id", asset, org).await? {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             ErrorCode::UnknownAsset,
             format!("asset_id {asset} is not an asset of this organisation"),
-        )
-    })
+        ))
+    }
 }
+
+// --- what the routes answer -------------------------------------------------
+
+/// A chapter of a course.
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct Chapter {
+    pub id: Uuid,
+    pub course_id: Uuid,
+    pub title: String,
+    /// Its place among the course's chapters, from 0.
+    pub position: i32,
+}
+
+/// A chapter with its lessons, as a course lists them.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ChapterWithLessons {
+    #[serde(flatten)]
+    pub chapter: Chapter,
+    /// Its lessons, in order.
+    pub lessons: Vec<Lesson>,
+}
+
+/// A lesson: one video of a course.
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct Lesson {
+    pub id: Uuid,
+    pub course_id: Uuid,
+    /// Its chapter; null for a lesson outside any chapter.
+    pub chapter_id: Option<Uuid>,
+    pub title: String,
+    /// Plain text; may be empty.
+    pub description: String,
+    /// Its place in its chapter (or among the lessons outside any), from 0.
+    pub position: i32,
+    /// The video it plays, an asset of the same organisation; null until one is chosen.
+    pub asset_id: Option<Uuid>,
+    /// The video's length in seconds, once it has been probed.
+    pub duration_s: Option<f64>,
+}
+
+/// The columns of a [`Lesson`], over `l` (lessons, or rows just written to
+/// them) left-joined with `a` (its asset).
+const LESSON_COLUMNS: &str =
+    "l.id, l.course_id, l.chapter_id, l.title, l.description, l.position, \
+     l.asset_id, a.duration_s";
+
+/// A course's chapters with their lessons, and the lessons outside any
+/// chapter, each in order.
+pub(crate) async fn course_outline(
+    conn: &mut PgConnection,
+    course_id: Uuid,
+) -> Result<(Vec<ChapterWithLessons>, Vec<Lesson>), ApiError> {
+    let chapters: Vec<Chapter> = sqlx::query_as(
+        "SELECT id, course_id, title, position FROM chapters WHERE course_id = $1
+         ORDER BY position, created_at, id",
+    )
+    .bind(course_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let lessons: Vec<Lesson> = sqlx::query_as(&format!(
+        "SELECT {LESSON_COLUMNS} FROM lessons l LEFT JOIN assets a ON a.id = l.asset_id
+         WHERE l.course_id = $1 ORDER BY l.position, l.created_at, l.id"
+    ))
+    .bind(course_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut in_chapters, loose): (Vec<Lesson>, Vec<Lesson>) =
+        lessons.into_iter().partition(|l| l.chapter_id.is_some());
+    let chapters = chapters
+        .into_iter()
+        .map(|chapter| {
+            let (mine, rest): (Vec<Lesson>, Vec<Lesson>) = std::mem::take(&mut in_chapters)
+                .into_iter()
+                .partition(|l| l.chapter_id == Some(chapter.id));
+            in_chapters = rest;
+            ChapterWithLessons {
+                chapter,
+                lessons: mine,
+            }
+        })
+        .collect();
+    Ok((chapters, loose))
+}
+
+// --- routes -----------------------------------------------------------------
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewChapter {
+    /// 1–300 characters on one line.
     title: String,
     /// Defaults to after the last chapter.
     position: Option<i32>,
@@ -109,32 +185,29 @@ async fn create_chapter(
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewChapter>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<Chapter>, ApiError> {
     let title = chapter_title(&body.title)?;
     let mut tx = state.db.begin().await?;
     lock_draft(&mut tx, &principal, course_id).await?;
-    let id = Uuid::now_v7();
-    let position: i32 = sqlx::query_scalar(
+    let chapter: Chapter = sqlx::query_as(
         "INSERT INTO chapters (id, course_id, title, position)
          VALUES ($1, $2, $3, coalesce($4, (SELECT coalesce(max(position) + 1, 0) FROM chapters WHERE course_id = $2)))
-         RETURNING position",
+         RETURNING id, course_id, title, position",
     )
-    .bind(id)
+    .bind(Uuid::now_v7())
     .bind(course_id)
     .bind(&title)
     .bind(body.position)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "course_id": course_id, "title": title, "position": position })),
-    ))
+    Ok(Created::new(chapter))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChapterPatch {
+    /// 1–300 characters on one line.
     title: String,
 }
 
@@ -144,12 +217,13 @@ async fn update_chapter(
     principal: Principal,
     ApiPath((course_id, chapter_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(body): ApiJson<ChapterPatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Chapter>, ApiError> {
     let title = chapter_title(&body.title)?;
     let mut tx = state.db.begin().await?;
     lock_draft(&mut tx, &principal, course_id).await?;
-    let position: i32 = sqlx::query_scalar(
-        "UPDATE chapters SET title = $3 WHERE id = $1 AND course_id = $2 RETURNING position",
+    let chapter: Chapter = sqlx::query_as(
+        "UPDATE chapters SET title = $3 WHERE id = $1 AND course_id = $2
+         RETURNING id, course_id, title, position",
     )
     .bind(chapter_id)
     .bind(course_id)
@@ -158,18 +232,20 @@ async fn update_chapter(
     .await?
     .ok_or_else(|| ApiError::not_found(format!("no chapter {chapter_id} in course {course_id}")))?;
     tx.commit().await?;
-    Ok(Json(
-        json!({ "id": chapter_id, "course_id": course_id, "title": title, "position": position }),
-    ))
+    Ok(Json(chapter))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewLesson {
+    /// 1–300 characters on one line.
     title: String,
+    /// Up to 20,000 characters.
     #[serde(default)]
     description: String,
+    /// A chapter of the same course; none puts the lesson outside any chapter.
     chapter_id: Option<Uuid>,
+    /// The video it plays: an asset of the same organisation.
     asset_id: Option<Uuid>,
     /// Defaults to after the last lesson of its chapter.
     position: Option<i32>,
@@ -182,7 +258,7 @@ async fn create_lesson(
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<NewLesson>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<Lesson>, ApiError> {
     let title = line(&body.title, "title", ErrorCode::InvalidTitle, 1, 300)?;
     let description = prose(&body.description, "description")?;
     let mut tx = state.db.begin().await?;
@@ -193,16 +269,17 @@ async fn create_lesson(
     if let Some(asset) = body.asset_id {
         check_asset(&mut tx, org, asset).await?;
     }
-    let id = Uuid::now_v7();
-    let position: i32 = sqlx::query_scalar(
-        "INSERT INTO lessons (id, organisation_id, course_id, chapter_id, title, description, position, asset_id)
-         VALUES ($1, $2, $3, $4, $5, $6,
-                 coalesce($7, (SELECT coalesce(max(position) + 1, 0) FROM lessons
-                               WHERE course_id = $3 AND chapter_id IS NOT DISTINCT FROM $4)),
-                 $8)
-         RETURNING position",
-    )
-    .bind(id)
+    let lesson: Lesson = sqlx::query_as(&format!(
+        "WITH l AS (
+             INSERT INTO lessons (id, organisation_id, course_id, chapter_id, title, description, position, asset_id)
+             VALUES ($1, $2, $3, $4, $5, $6,
+                     coalesce($7, (SELECT coalesce(max(position) + 1, 0) FROM lessons
+                                   WHERE course_id = $3 AND chapter_id IS NOT DISTINCT FROM $4)),
+                     $8)
+             RETURNING *)
+         SELECT {LESSON_COLUMNS} FROM l LEFT JOIN assets a ON a.id = l.asset_id"
+    ))
+    .bind(Uuid::now_v7())
     .bind(org)
     .bind(course_id)
     .bind(body.chapter_id)
@@ -214,20 +291,17 @@ async fn create_lesson(
     .await?;
     index::reindex_course(&mut tx, course_id).await?;
     tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": id, "course_id": course_id, "chapter_id": body.chapter_id, "title": title,
-            "description": description, "position": position, "asset_id": body.asset_id,
-        })),
-    ))
+    Ok(Created::new(lesson))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LessonPatch {
+    /// 1–300 characters on one line.
     title: Option<String>,
+    /// Up to 20,000 characters.
     description: Option<String>,
+    /// An asset of the same organisation; `null` leaves the lesson without a video.
     #[serde(default, deserialize_with = "nullable")]
     asset_id: Option<Option<Uuid>>,
 }
@@ -239,7 +313,7 @@ async fn update_lesson(
     principal: Principal,
     ApiPath((course_id, lesson_id)): ApiPath<(Uuid, Uuid)>,
     ApiJson(patch): ApiJson<LessonPatch>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Lesson>, ApiError> {
     let title = patch
         .title
         .as_deref()
@@ -255,13 +329,14 @@ async fn update_lesson(
     if let Some(Some(asset)) = patch.asset_id {
         check_asset(&mut tx, org, asset).await?;
     }
-    #[allow(clippy::type_complexity)]
-    let row: (Option<Uuid>, String, String, i32, Option<Uuid>) = sqlx::query_as(
-        "UPDATE lessons SET title = coalesce($3, title), description = coalesce($4, description),
-             asset_id = CASE WHEN $5 THEN $6 ELSE asset_id END, updated_at = now()
-         WHERE id = $1 AND course_id = $2
-         RETURNING chapter_id, title, description, position, asset_id",
-    )
+    let lesson: Lesson = sqlx::query_as(&format!(
+        "WITH l AS (
+             UPDATE lessons SET title = coalesce($3, title), description = coalesce($4, description),
+                 asset_id = CASE WHEN $5 THEN $6 ELSE asset_id END, updated_at = now()
+             WHERE id = $1 AND course_id = $2
+             RETURNING *)
+         SELECT {LESSON_COLUMNS} FROM l LEFT JOIN assets a ON a.id = l.asset_id"
+    ))
     .bind(lesson_id)
     .bind(course_id)
     .bind(&title)
@@ -273,16 +348,15 @@ async fn update_lesson(
     .ok_or_else(|| ApiError::not_found(format!("no lesson {lesson_id} in course {course_id}")))?;
     index::reindex_course(&mut tx, course_id).await?;
     tx.commit().await?;
-    Ok(Json(json!({
-        "id": lesson_id, "course_id": course_id, "chapter_id": row.0, "title": row.1,
-        "description": row.2, "position": row.3, "asset_id": row.4,
-    })))
+    Ok(Json(lesson))
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChapterOrder {
+    /// A chapter of the course.
     id: Uuid,
+    /// Its lessons, in their new order.
     #[serde(default)]
     lessons: Vec<Uuid>,
 }
@@ -290,6 +364,7 @@ pub struct ChapterOrder {
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Order {
+    /// Every chapter of the course, in the new order.
     #[serde(default)]
     chapters: Vec<ChapterOrder>,
     /// Lessons outside any chapter.
@@ -305,7 +380,7 @@ async fn reorder(
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
     ApiJson(order): ApiJson<Order>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Course>, ApiError> {
     let mut tx = state.db.begin().await?;
     lock_draft(&mut tx, &principal, course_id).await?;
     let chapters: HashSet<Uuid> =
@@ -363,32 +438,28 @@ async fn reorder(
     .bind(&positions)
     .execute(&mut *tx)
     .await?;
-    let body = course_json(&mut tx, course_id).await?;
+    let body = course_view(&mut tx, &principal, course_id).await?;
     tx.commit().await?;
     Ok(Json(body))
 }
 
 fn check_permutation(what: &str, given: &[Uuid], actual: &HashSet<Uuid>) -> Result<(), ApiError> {
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidOrder, message);
     let mut seen = HashSet::new();
     for id in given {
         if !actual.contains(id) {
-            return Err(unprocessable(
-                ErrorCode::InvalidOrder,
-                format!("{what} {id} is not a {what} of this course"),
-            ));
+            return Err(invalid(format!(
+                "{what} {id} is not a {what} of this course"
+            )));
         }
         if !seen.insert(*id) {
-            return Err(unprocessable(
-                ErrorCode::InvalidOrder,
-                format!("{what} {id} is listed twice"),
-            ));
+            return Err(invalid(format!("{what} {id} is listed twice")));
         }
     }
     if let Some(missing) = actual.iter().find(|id| !seen.contains(id)) {
-        return Err(unprocessable(
-            ErrorCode::InvalidOrder,
-            format!("{what} {missing} is missing; the order lists every {what} of the course once"),
-        ));
+        return Err(invalid(format!(
+            "{what} {missing} is missing; the order lists every {what} of the course once"
+        )));
     }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub fn type_labels(resource_type: &str) -> &'static str {
 }
 
 /// The text of one course that every lesson's document shares.
+#[derive(sqlx::FromRow)]
 pub struct CourseText {
     pub title: String,
     pub description: String,
@@ -59,41 +60,31 @@ pub fn lesson_document(course: &CourseText, title: &str, description: &str) -> S
     doc.to_tsvector_literal()
 }
 
+/// The text of one lesson of its own.
+#[derive(sqlx::FromRow)]
+struct LessonText {
+    id: Uuid,
+    title: String,
+    description: String,
+}
+
 /// Rewrites the documents of every lesson of `course_id`.
 pub async fn reindex_course(conn: &mut PgConnection, course_id: Uuid) -> sqlx::Result<()> {
-    let Some((title, description, resource_type, discipline)) =
-        sqlx::query_as::<_, (String, String, String, Option<String>)>(
-            "SELECT c.title, c.description, c.resource_type, d.name
-             FROM courses c LEFT JOIN disciplines d ON d.id = c.discipline_id
-             WHERE c.id = $1",
-        )
-        .bind(course_id)
-        .fetch_optional(&mut *conn)
-        .await?
+    let Some(course) = sqlx::query_as::<_, CourseText>(
+        "SELECT c.title, c.description, c.resource_type, d.name AS discipline,
+                ARRAY(SELECT t.tag FROM course_tags t WHERE t.course_id = c.id ORDER BY t.tag) AS tags,
+                ARRAY(SELECT e.name FROM course_experts ce JOIN experts e ON e.id = ce.expert_id
+                      WHERE ce.course_id = c.id ORDER BY ce.position, e.name) AS experts
+         FROM courses c LEFT JOIN disciplines d ON d.id = c.discipline_id
+         WHERE c.id = $1",
+    )
+    .bind(course_id)
+    .fetch_optional(&mut *conn)
+    .await?
     else {
         return Ok(());
     };
-    let tags: Vec<String> =
-        sqlx::query_scalar("SELECT tag FROM course_tags WHERE course_id = $1 ORDER BY tag")
-            .bind(course_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    let experts: Vec<String> = sqlx::query_scalar(
-        "SELECT e.name FROM course_experts ce JOIN experts e ON e.id = ce.expert_id
-         WHERE ce.course_id = $1 ORDER BY ce.position, e.name",
-    )
-    .bind(course_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let course = CourseText {
-        title,
-        description,
-        resource_type,
-        discipline,
-        tags,
-        experts,
-    };
-    let lessons: Vec<(Uuid, String, String)> =
+    let lessons: Vec<LessonText> =
         sqlx::query_as("SELECT id, title, description FROM lessons WHERE course_id = $1")
             .bind(course_id)
             .fetch_all(&mut *conn)
@@ -103,7 +94,7 @@ pub async fn reindex_course(conn: &mut PgConnection, course_id: Uuid) -> sqlx::R
     }
     let (ids, docs): (Vec<Uuid>, Vec<String>) = lessons
         .iter()
-        .map(|(id, title, description)| (*id, lesson_document(&course, title, description)))
+        .map(|l| (l.id, lesson_document(&course, &l.title, &l.description)))
         .unzip();
     sqlx::query(
         "UPDATE lessons SET search_doc = d.doc::tsvector

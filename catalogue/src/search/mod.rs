@@ -16,25 +16,32 @@
 //! in a third of the catalogue costs about what a rare one does. The price:
 //! a relevance search pages through at most that many results; the other
 //! sorts page through every match.
+//!
+//! Everything a caller sends is checked by [`SearchParams::parse`] before
+//! any SQL is built; it answers only the codes listed on
+//! [`SearchParams`], and `properties` (its tests) feeds it random input.
 
 pub mod index;
 pub mod text;
 
+#[cfg(test)]
+mod properties;
+
 use axum::extract::State;
 use axum::http::Method;
 use axum::Json;
-use base64::Engine;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use sha2::Digest;
-use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use sqlx::types::Json as JsonColumn;
+use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use lectern_web::ApiQuery;
-use lectern_web::ErrorCode;
+use crate::courses::{DisciplineRef, ExpertRef, RatingSummary};
+use crate::{ClosedSet, ResourceType, SearchSort};
 use lectern_web::{Access, Principal};
-use lectern_web::{ApiError, ApiRouter};
+use lectern_web::{ApiError, ApiRouter, ErrorCode};
+use lectern_web::{ApiQuery, Cursor, Limit};
 
 use crate::CatalogueState;
 
@@ -42,49 +49,128 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
     api.route(Method::GET, "/api/v1/search", Access::Session, handler)
 }
 
-pub const RESOURCE_TYPES: [&str; 4] = ["video_course", "clinical_case", "guideline", "live_replay"];
-pub const SORTS: [&str; 4] = ["relevance", "newest", "most_watched", "rating"];
-const MAX_LIMIT: i64 = 100;
-const DEFAULT_LIMIT: i64 = 20;
+/// How many results a page holds.
+pub const SEARCH_PAGE: Limit = Limit::new(20, 100);
 /// How many matches relevance ranks at most: the newest ones.
 pub const RANK_CANDIDATES: i64 = 1000;
+/// The longest `q`, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
 
-/// The query string of `GET /api/v1/search`.
+/// The query string of `GET /api/v1/search`. Every filter is optional and
+/// they combine (AND). A value that does not parse is a 400 with one of
+/// `invalid_query` (not a number, not an id, an unknown parameter),
+/// `invalid_query_text`, `invalid_type`, `invalid_sort`, `invalid_limit`,
+/// `invalid_duration`, `invalid_date` or `invalid_cursor`.
 #[derive(Debug, Default, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
+    /// Words to find, Chinese or English, up to 200 characters; every word
+    /// must match (titles weigh most, then tags, experts, type and
+    /// discipline, then descriptions). English words also match as a
+    /// prefix.
     pub q: Option<String>,
     /// A discipline id; its descendants match too.
     pub discipline: Option<Uuid>,
+    /// Only courses of this resource type.
     #[serde(rename = "type")]
+    #[schemars(with = "Option<ResourceType>")]
     pub resource_type: Option<String>,
-    /// An expert id.
+    /// An expert id: only courses they author.
     pub expert: Option<Uuid>,
+    /// Only lessons at least this long, in seconds.
     pub min_duration: Option<f64>,
+    /// Only lessons at most this long, in seconds.
     pub max_duration: Option<f64>,
     /// Published at or after (RFC 3339 or YYYY-MM-DD).
     pub from: Option<String>,
     /// Published at or before (RFC 3339, or YYYY-MM-DD for the whole day).
     pub to: Option<String>,
+    /// `relevance` by default.
+    #[schemars(with = "Option<SearchSort>")]
     pub sort: Option<String>,
+    /// The previous page's `next_cursor`, with every other parameter
+    /// unchanged.
     pub cursor: Option<String>,
+    /// 1–100; 20 by default.
     pub limit: Option<i64>,
 }
 
+/// A course as a search result names it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SearchCourse {
+    pub id: Uuid,
+    pub title: String,
+    pub resource_type: ResourceType,
+    pub discipline: Option<DisciplineRef>,
+    /// Its authors, in the order they are credited.
+    pub experts: Vec<ExpertRef>,
+    /// Sorted.
+    pub tags: Vec<String>,
+}
+
+/// One lesson found.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SearchResult {
+    pub lesson_id: Uuid,
+    /// The lesson's title.
+    pub title: String,
+    /// The course the lesson belongs to.
+    pub course: SearchCourse,
+    /// The lesson's video length in seconds, once probed.
+    pub duration_s: Option<f64>,
+    /// When the course was published.
+    pub published_at: Option<DateTime<Utc>>,
+    /// How well the lesson matches `q` (higher is better; comparable only
+    /// within one search): set when sorting by relevance with words to
+    /// rank by, null otherwise.
+    pub score: Option<f64>,
+    /// Learners with progress on the lesson.
+    pub watchers: i64,
+    /// The course's ratings.
+    pub rating: RatingSummary,
+}
+
+/// One page of results, best first.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct SearchPage {
-    pub results: Vec<Value>,
+    pub results: Vec<SearchResult>,
+    /// Pass as `cursor`, with the same other parameters, for the next
+    /// page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize, Deserialize, schemars::JsonSchema)]
-struct Cursor {
+/// Where a page ends, as `next_cursor` carries it. The field names are
+/// short and stable: cursors handed out before a deploy stay valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SearchCursor {
     /// The sort key of the last result.
     k: f64,
     /// Its lesson id.
     i: Uuid,
-    /// Which query the cursor belongs to.
+    /// Which query the cursor belongs to ([`query_hash`]).
     h: String,
+}
+
+/// A search as [`SearchParams::parse`] accepted it: what the SQL is built
+/// from.
+#[derive(Debug)]
+pub struct CheckedSearch {
+    /// The `tsquery` literal; `None` when `q` has no searchable words.
+    tsquery: Option<String>,
+    discipline: Option<Uuid>,
+    resource_type: Option<ResourceType>,
+    expert: Option<Uuid>,
+    min_duration: Option<f64>,
+    max_duration: Option<f64>,
+    from: Option<DateTime<Utc>>,
+    /// The upper bound, and whether it is exclusive (a date-only `to`
+    /// became the next midnight).
+    to: Option<(DateTime<Utc>, bool)>,
+    sort: SearchSort,
+    limit: i64,
+    after: Option<SearchCursor>,
+    /// Which query this is, for the cursor of its next page.
+    hash: String,
 }
 
 async fn handler(
@@ -95,10 +181,6 @@ async fn handler(
     Ok(Json(
         search(&state.db, principal.org_scope(), &params).await?,
     ))
-}
-
-fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
-    ApiError::new(code, message)
 }
 
 fn parse_bound(value: &str, name: &str, end_of_day: bool) -> Result<DateTime<Utc>, ApiError> {
@@ -115,7 +197,7 @@ fn parse_bound(value: &str, name: &str, end_of_day: bool) -> Result<DateTime<Utc
             return Ok(t.and_utc());
         }
     }
-    Err(invalid(
+    Err(ApiError::new(
         ErrorCode::InvalidDate,
         format!(
             "{name}={value:?} is not a date; use YYYY-MM-DD or RFC 3339 (2026-01-31T08:00:00Z)"
@@ -124,12 +206,138 @@ fn parse_bound(value: &str, name: &str, end_of_day: bool) -> Result<DateTime<Utc
 }
 
 /// Which query a cursor was issued for: everything but the cursor itself.
-fn query_hash(p: &SearchParams, sort: &str, limit: i64) -> String {
+fn query_hash(p: &SearchParams, sort: SearchSort, limit: i64) -> String {
     let text = format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{sort}|{limit}",
-        p.q, p.discipline, p.resource_type, p.expert, p.min_duration, p.max_duration, p.from, p.to
+        "{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{limit}",
+        p.q,
+        p.discipline,
+        p.resource_type,
+        p.expert,
+        p.min_duration,
+        p.max_duration,
+        p.from,
+        p.to,
+        sort.as_str()
     );
     hex::encode(&sha2::Sha256::digest(text.as_bytes())[..8])
+}
+
+impl SearchParams {
+    /// Checks everything the caller sent, before any SQL: a 400 with one
+    /// of the codes listed on [`SearchParams`] for what does not parse,
+    /// including a cursor issued for another query.
+    pub fn parse(&self) -> Result<CheckedSearch, ApiError> {
+        let p = self;
+        let q = p.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        if q.is_some_and(|q| q.chars().count() > MAX_QUERY_CHARS) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidQueryText,
+                format!("q is at most {MAX_QUERY_CHARS} characters"),
+            ));
+        }
+        let resource_type = p
+            .resource_type
+            .as_deref()
+            .map(|t| ResourceType::read(t, "type", ErrorCode::InvalidType))
+            .transpose()?;
+        let sort = p
+            .sort
+            .as_deref()
+            .map(|s| SearchSort::read(s, "sort", ErrorCode::InvalidSort))
+            .transpose()?
+            .unwrap_or(SearchSort::Relevance);
+        let limit = SEARCH_PAGE.of(p.limit)?;
+        for (name, v) in [
+            ("min_duration", p.min_duration),
+            ("max_duration", p.max_duration),
+        ] {
+            if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidDuration,
+                    format!("{name} is a number of seconds ≥ 0"),
+                ));
+            }
+        }
+        if let (Some(min), Some(max)) = (p.min_duration, p.max_duration) {
+            if min > max {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidDuration,
+                    "min_duration is greater than max_duration",
+                ));
+            }
+        }
+        let from = p
+            .from
+            .as_deref()
+            .map(|v| parse_bound(v, "from", false))
+            .transpose()?;
+        let to =
+            p.to.as_deref()
+                .map(|v| {
+                    let exclusive = v.parse::<NaiveDate>().is_ok();
+                    parse_bound(v, "to", true).map(|t| (t, exclusive))
+                })
+                .transpose()?;
+        let hash = query_hash(p, sort, limit);
+        let after = match &p.cursor {
+            None => None,
+            Some(c) => {
+                let cursor: SearchCursor = Cursor::decode(c)?;
+                if cursor.h != hash {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidCursor,
+                        "the cursor belongs to another search (its parameters changed); \
+                         start again without it",
+                    ));
+                }
+                Some(cursor)
+            }
+        };
+        Ok(CheckedSearch {
+            tsquery: q.and_then(text::tsquery_literal),
+            discipline: p.discipline,
+            resource_type,
+            expert: p.expert,
+            min_duration: p.min_duration,
+            max_duration: p.max_duration,
+            from,
+            to,
+            sort,
+            limit,
+            after,
+            hash,
+        })
+    }
+}
+
+impl CheckedSearch {
+    /// The cursor of the page after the one ending at (`key`, `id`).
+    fn cursor_after(&self, key: f64, id: Uuid) -> String {
+        Cursor::encode(&SearchCursor {
+            k: key,
+            i: id,
+            h: self.hash.clone(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SearchRow {
+    id: Uuid,
+    sort_key: f64,
+    title: String,
+    course_id: Uuid,
+    course_title: String,
+    resource_type: ResourceType,
+    discipline_id: Option<Uuid>,
+    discipline_name: Option<String>,
+    published_at: Option<DateTime<Utc>>,
+    duration_s: Option<f64>,
+    experts: JsonColumn<Vec<ExpertRef>>,
+    tags: Vec<String>,
+    watchers: i64,
+    #[sqlx(flatten)]
+    rating: RatingSummary,
 }
 
 /// Runs a search for a caller limited to `org` (`None`: every
@@ -139,94 +347,7 @@ pub async fn search(
     org: Option<Uuid>,
     p: &SearchParams,
 ) -> Result<SearchPage, ApiError> {
-    let q = p.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    if q.is_some_and(|q| q.chars().count() > 200) {
-        return Err(invalid(
-            ErrorCode::InvalidQueryText,
-            "q is at most 200 characters",
-        ));
-    }
-    let tsquery = q.and_then(text::tsquery_literal);
-    if let Some(t) = &p.resource_type {
-        if !RESOURCE_TYPES.contains(&t.as_str()) {
-            return Err(invalid(
-                ErrorCode::InvalidType,
-                format!(
-                    "type={t:?} is not a resource type; expected one of {}",
-                    RESOURCE_TYPES.join(", ")
-                ),
-            ));
-        }
-    }
-    let sort = p.sort.as_deref().unwrap_or("relevance");
-    if !SORTS.contains(&sort) {
-        return Err(invalid(
-            ErrorCode::InvalidSort,
-            format!(
-                "sort={sort:?} is not supported; expected one of {}",
-                SORTS.join(", ")
-            ),
-        ));
-    }
-    let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(invalid(
-            ErrorCode::InvalidLimit,
-            format!("limit is 1–{MAX_LIMIT}"),
-        ));
-    }
-    for (name, v) in [
-        ("min_duration", p.min_duration),
-        ("max_duration", p.max_duration),
-    ] {
-        if v.is_some_and(|v| !v.is_finite() || v < 0.0) {
-            return Err(invalid(
-                ErrorCode::InvalidDuration,
-                format!("{name} is a number of seconds ≥ 0"),
-            ));
-        }
-    }
-    if let (Some(min), Some(max)) = (p.min_duration, p.max_duration) {
-        if min > max {
-            return Err(invalid(
-                ErrorCode::InvalidDuration,
-                "min_duration is greater than max_duration",
-            ));
-        }
-    }
-    let from = p
-        .from
-        .as_deref()
-        .map(|v| parse_bound(v, "from", false))
-        .transpose()?;
-    let to =
-        p.to.as_deref()
-            .map(|v| parse_bound(v, "to", true))
-            .transpose()?;
-    let hash = query_hash(p, sort, limit);
-    let cursor = match &p.cursor {
-        None => None,
-        Some(c) => {
-            let bad = || {
-                invalid(
-                    ErrorCode::InvalidCursor,
-                    "the cursor is not one this search returned; start again without it",
-                )
-            };
-            let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(c)
-                .map_err(|_| bad())?;
-            let cursor: Cursor = serde_json::from_slice(&bytes).map_err(|_| bad())?;
-            if cursor.h != hash {
-                return Err(bad());
-            }
-            Some(cursor)
-        }
-    };
-
-    let date_only_to =
-        p.to.as_deref()
-            .is_some_and(|v| v.parse::<NaiveDate>().is_ok());
+    let s = p.parse()?;
     // Only lessons' own columns (publication, type and discipline are
     // copied there from the course), so the filter never joins.
     let filters = |qb: &mut QueryBuilder<Postgres>| {
@@ -234,12 +355,12 @@ pub async fn search(
         if let Some(org) = org {
             qb.push(" AND l.organisation_id = ").push_bind(org);
         }
-        if let Some(tsq) = &tsquery {
+        if let Some(tsq) = &s.tsquery {
             qb.push(" AND l.search_doc @@ ")
                 .push_bind(tsq.clone())
                 .push("::tsquery");
         }
-        if let Some(discipline) = p.discipline {
+        if let Some(discipline) = s.discipline {
             qb.push(
                 " AND l.discipline_id IN (WITH RECURSIVE sub AS (
                      SELECT id FROM disciplines WHERE id = ",
@@ -250,10 +371,10 @@ pub async fn search(
                    SELECT id FROM sub)",
             );
         }
-        if let Some(t) = &p.resource_type {
-            qb.push(" AND l.resource_type = ").push_bind(t.clone());
+        if let Some(t) = s.resource_type {
+            qb.push(" AND l.resource_type = ").push_bind(t);
         }
-        if let Some(expert) = p.expert {
+        if let Some(expert) = s.expert {
             qb.push(" AND EXISTS (SELECT 1 FROM course_experts ce WHERE ce.course_id = l.course_id AND ce.expert_id = ")
                 .push_bind(expert)
                 .push(")");
@@ -261,18 +382,17 @@ pub async fn search(
         // A scalar subquery, not EXISTS: a semi-join would hash every asset
         // of the catalogue, where this is one primary-key probe per match.
         let duration = " AND (SELECT a.duration_s FROM assets a WHERE a.id = l.asset_id)";
-        if let Some(min) = p.min_duration {
+        if let Some(min) = s.min_duration {
             qb.push(duration).push(" >= ").push_bind(min);
         }
-        if let Some(max) = p.max_duration {
+        if let Some(max) = s.max_duration {
             qb.push(duration).push(" <= ").push_bind(max);
         }
-        if let Some(from) = from {
+        if let Some(from) = s.from {
             qb.push(" AND l.published_at >= ").push_bind(from);
         }
-        if let Some(to) = to {
-            // A date-only bound was turned into the next midnight: exclusive.
-            qb.push(if date_only_to {
+        if let Some((to, exclusive)) = s.to {
+            qb.push(if exclusive {
                 " AND l.published_at < "
             } else {
                 " AND l.published_at <= "
@@ -284,29 +404,32 @@ pub async fn search(
     let mut qb: QueryBuilder<Postgres> = QueryBuilder::new(
         "SELECT h.id, h.sort_key, l.title, l.course_id, c.title AS course_title, c.resource_type,
            c.discipline_id, d.name AS discipline_name, c.published_at, a.duration_s,
-           coalesce((SELECT json_agg(json_build_object('id', e.id, 'name', e.name) ORDER BY ce.position, e.name)
+           coalesce((SELECT json_agg(json_build_object('id', e.id, 'name', e.name, 'title', e.title)
+                                     ORDER BY ce.position, e.name)
                      FROM course_experts ce JOIN experts e ON e.id = ce.expert_id
                      WHERE ce.course_id = l.course_id), '[]') AS experts,
-           coalesce((SELECT json_agg(t.tag ORDER BY t.tag) FROM course_tags t WHERE t.course_id = l.course_id), '[]') AS tags,
+           ARRAY(SELECT t.tag FROM course_tags t WHERE t.course_id = l.course_id ORDER BY t.tag) AS tags,
            (SELECT count(*) FROM lesson_progress lp WHERE lp.lesson_id = h.id) AS watchers,
-           (SELECT avg(r.rating)::float8 FROM course_ratings r WHERE r.course_id = l.course_id) AS rating_avg,
-           (SELECT count(*) FROM course_ratings r WHERE r.course_id = l.course_id) AS rating_count
+           (SELECT avg(r.rating)::float8 FROM course_ratings r WHERE r.course_id = l.course_id) AS average,
+           (SELECT count(*) FROM course_ratings r WHERE r.course_id = l.course_id) AS count
          FROM (SELECT * FROM (SELECT l.id, l.published_at, ",
     );
-    let ranked = sort == "relevance" && tsquery.is_some();
-    let sort_by_time = !ranked && !matches!(sort, "most_watched" | "rating");
-    match (sort, &tsquery) {
-        ("relevance", Some(tsq)) => {
+    let ranked = s.sort == SearchSort::Relevance && s.tsquery.is_some();
+    let sort_by_time = !ranked && !matches!(s.sort, SearchSort::MostWatched | SearchSort::Rating);
+    match (s.sort, &s.tsquery) {
+        (SearchSort::Relevance, Some(tsq)) => {
             qb.push("ts_rank_cd(l.search_doc, ").push_bind(tsq.clone()).push("::tsquery)::float8")
         }
-        ("most_watched", _) => {
+        (SearchSort::MostWatched, _) => {
             qb.push("(SELECT count(*) FROM lesson_progress lp WHERE lp.lesson_id = l.id)::float8")
         }
-        ("rating", _) => qb.push(
+        (SearchSort::Rating, _) => qb.push(
             "coalesce((SELECT avg(r.rating) FROM course_ratings r WHERE r.course_id = l.course_id), 0)::float8",
         ),
         // Newest, and relevance without words to rank by.
-        _ => qb.push("extract(epoch FROM l.published_at)::float8"),
+        (SearchSort::Newest | SearchSort::Relevance, _) => {
+            qb.push("extract(epoch FROM l.published_at)::float8")
+        }
     };
     qb.push(" AS sort_key FROM ");
     if ranked {
@@ -326,7 +449,7 @@ pub async fn search(
         filters(&mut qb);
     }
     qb.push(") hits");
-    if let Some(c) = &cursor {
+    if let Some(c) = &s.after {
         qb.push(" WHERE hits.sort_key < ")
             .push_bind(c.k)
             .push(" OR (hits.sort_key = ")
@@ -342,7 +465,7 @@ pub async fn search(
     } else {
         " ORDER BY hits.sort_key DESC, hits.id LIMIT "
     })
-    .push_bind(limit + 1)
+    .push_bind(s.limit + 1)
     .push(
         ") h
          JOIN lessons l ON l.id = h.id
@@ -355,67 +478,38 @@ pub async fn search(
     // An unnamed statement is planned with this request's words: a cached
     // generic plan cannot tell a rare word (GIN bitmap) from a broad one
     // (walk newest first), and picking wrong costs a full scan.
-    let rows = qb.build().persistent(false).fetch_all(db).await?;
-    let more = rows.len() as i64 > limit;
-    let mut results = Vec::with_capacity(rows.len());
-    let mut last = None;
-    for row in rows.iter().take(limit as usize) {
-        let id: Uuid = row.try_get("id")?;
-        let key: f64 = row.try_get("sort_key")?;
-        last = Some((key, id));
-        let discipline = match row.try_get::<Option<Uuid>, _>("discipline_id")? {
-            Some(d) => {
-                json!({ "id": d, "name": row.try_get::<Option<String>, _>("discipline_name")? })
-            }
-            None => Value::Null,
-        };
-        results.push(json!({
-            "lesson_id": id,
-            "title": row.try_get::<String, _>("title")?,
-            "course": {
-                "id": row.try_get::<Uuid, _>("course_id")?,
-                "title": row.try_get::<String, _>("course_title")?,
-                "resource_type": row.try_get::<String, _>("resource_type")?,
-                "discipline": discipline,
-                "experts": row.try_get::<Value, _>("experts")?,
-                "tags": row.try_get::<Value, _>("tags")?,
-            },
-            "duration_s": row.try_get::<Option<f64>, _>("duration_s")?,
-            "published_at": row.try_get::<Option<DateTime<Utc>>, _>("published_at")?,
-            "score": if ranked { json!(key) } else { Value::Null },
-            "watchers": row.try_get::<i64, _>("watchers")?,
-            "rating": {
-                "average": row.try_get::<Option<f64>, _>("rating_avg")?,
-                "count": row.try_get::<i64, _>("rating_count")?,
-            },
-        }));
-    }
-    let next_cursor = match (more, last) {
-        (true, Some((k, i))) => {
-            let bytes =
-                serde_json::to_vec(&Cursor { k, i, h: hash }).map_err(ApiError::internal)?;
-            Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
-        }
-        _ => None,
+    let mut rows: Vec<SearchRow> = qb.build_query_as().persistent(false).fetch_all(db).await?;
+    let next_cursor = if rows.len() as i64 > s.limit {
+        rows.truncate(s.limit as usize);
+        rows.last().map(|r| s.cursor_after(r.sort_key, r.id))
+    } else {
+        None
     };
+    let results = rows
+        .into_iter()
+        .map(|r| SearchResult {
+            lesson_id: r.id,
+            title: r.title,
+            course: SearchCourse {
+                id: r.course_id,
+                title: r.course_title,
+                resource_type: r.resource_type,
+                discipline: r.discipline_id.map(|id| DisciplineRef {
+                    id,
+                    name: r.discipline_name.unwrap_or_default(),
+                }),
+                experts: r.experts.0,
+                tags: r.tags,
+            },
+            duration_s: r.duration_s,
+            published_at: r.published_at,
+            score: ranked.then_some(r.sort_key),
+            watchers: r.watchers,
+            rating: r.rating,
+        })
+        .collect();
     Ok(SearchPage {
         results,
         next_cursor,
     })
-}
-
-/// Answers 422 for a value that is not one of `allowed` (used by the
-/// catalogue, which shares the resource types).
-pub fn check_resource_type(t: &str) -> Result<(), ApiError> {
-    if RESOURCE_TYPES.contains(&t) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::InvalidResourceType,
-            format!(
-                "{t:?} is not a resource type; expected one of {}",
-                RESOURCE_TYPES.join(", ")
-            ),
-        ))
-    }
 }

@@ -27,11 +27,15 @@ const STOP_WORDS: &[&str] = &[
 /// A lexeme longer than this is noise (and PostgreSQL caps lexemes at 2 KB).
 const MAX_TERM_CHARS: usize = 60;
 
+/// A term worth storing: something searchable, not too long, and no
+/// control character (a NUL cannot be stored at all, and would fail the
+/// whole reindex).
 fn keep(word: &str) -> Option<String> {
     let word = word.trim();
     if word.is_empty()
         || word.chars().count() > MAX_TERM_CHARS
         || !word.chars().any(char::is_alphanumeric)
+        || word.chars().any(char::is_control)
     {
         return None;
     }

@@ -1215,13 +1215,48 @@ export interface components {
         };
         /** @description Lifecycle states, as stored (`assets.status`) and as shown to partners. */
         AssetStatus: "uploaded" | "probing" | "transcoding" | "packaging" | "ready" | "failed" | "cancelled";
-        ChapterOrder: {
+        /** @description A chapter of a course. */
+        Chapter: {
+            /** Format: uuid */
+            course_id: string;
             /** Format: uuid */
             id: string;
-            /** @default [] */
+            /**
+             * Format: int32
+             * @description Its place among the course's chapters, from 0.
+             */
+            position: number;
+            title: string;
+        };
+        ChapterOrder: {
+            /**
+             * Format: uuid
+             * @description A chapter of the course.
+             */
+            id: string;
+            /**
+             * @description Its lessons, in their new order.
+             * @default []
+             */
             lessons: string[];
         };
         ChapterPatch: {
+            /** @description 1–300 characters on one line. */
+            title: string;
+        };
+        /** @description A chapter with its lessons, as a course lists them. */
+        ChapterWithLessons: {
+            /** Format: uuid */
+            course_id: string;
+            /** Format: uuid */
+            id: string;
+            /** @description Its lessons, in order. */
+            lessons: components["schemas"]["Lesson"][];
+            /**
+             * Format: int32
+             * @description Its place among the course's chapters, from 0.
+             */
+            position: number;
             title: string;
         };
         /** @description One dependency's state: `"ok"`, or what is wrong with it. */
@@ -1240,23 +1275,165 @@ export interface components {
         CodeBody: {
             code: string;
         };
+        /**
+         * @description A whole course: metadata, authors, tags, rating, and its chapters with
+         *     their lessons in order. Every route that changes a course's content
+         *     answers it as it now is.
+         */
+        Course: {
+            /** @description Its chapters in order, each with its lessons in order. */
+            chapters: components["schemas"]["ChapterWithLessons"][];
+            /** Format: date-time */
+            created_at: string;
+            /** @description Plain text; may be empty. */
+            description: string;
+            /** @description Where the course is filed, if anywhere. */
+            discipline: components["schemas"]["DisciplineRef"] | null;
+            /** @description Its authors, in the order they are credited. */
+            experts: components["schemas"]["ExpertRef"][];
+            /** Format: uuid */
+            id: string;
+            /** @description Lessons outside any chapter, in order. */
+            lessons: components["schemas"]["Lesson"][];
+            /**
+             * Format: uuid
+             * @description The organisation that owns the course.
+             */
+            org_id: string;
+            /**
+             * Format: date-time
+             * @description When it was last published; kept while it is unpublished.
+             */
+            published_at: string | null;
+            rating: components["schemas"]["RatingSummary"];
+            resource_type: components["schemas"]["ResourceType"];
+            state: components["schemas"]["CourseState"];
+            /** @description Sorted, without duplicates. */
+            tags: string[];
+            title: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** @description One page of `GET /api/v1/courses`, newest first. */
+        CoursePage: {
+            courses: components["schemas"]["CourseSummary"][];
+            /**
+             * Format: uuid
+             * @description Pass as `after` for the next page; null when this page is the last.
+             */
+            next: string | null;
+        };
         CoursePatch: {
             description?: string | null;
             /**
              * Format: uuid
+             * @description `null` files the course under no discipline.
              * @default null
              */
             discipline_id: string | null;
+            /** @description Replaces the authors. */
             expert_ids?: string[] | null;
-            resource_type?: string | null;
+            resource_type?: components["schemas"]["ResourceType"] | null;
+            /** @description Replaces the tags. */
             tags?: string[] | null;
             title?: string | null;
+        };
+        /** @description The caller's rating of a course, and the course's ratings with it. */
+        CourseRating: {
+            /**
+             * Format: double
+             * @description The mean of the ratings (1–5); null while nobody has rated it.
+             */
+            average: number | null;
+            /**
+             * Format: int64
+             * @description How many learners rated it.
+             */
+            count: number;
+            /** Format: uuid */
+            course_id: string;
+            /**
+             * Format: int16
+             * @description The caller's rating (1–5).
+             */
+            rating: number;
+        };
+        /**
+         * @description Where a course stands in its review: draft → in_review → published →
+         *     unpublished (→ draft for edits). Only drafts are edited; learners see
+         *     published courses only.
+         * @enum {string}
+         */
+        CourseState: "draft" | "in_review" | "published" | "unpublished";
+        /** @description A course as the editors' list shows it. */
+        CourseSummary: {
+            /** Format: uuid */
+            discipline_id: string | null;
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: uuid
+             * @description The organisation that owns the course.
+             */
+            org_id: string;
+            /**
+             * Format: date-time
+             * @description When it was last published; kept while it is unpublished.
+             */
+            published_at: string | null;
+            resource_type: components["schemas"]["ResourceType"];
+            state: components["schemas"]["CourseState"];
+            title: string;
+        };
+        /** @description A course's move through review, as `POST …/{submit,publish,unpublish,draft}` answer it. */
+        CourseTransition: {
+            /** @description The state it left. */
+            from: components["schemas"]["CourseState"];
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: date-time
+             * @description When it was last published; set now when it was published.
+             */
+            published_at: string | null;
+            /** @description The state it is in now. */
+            state: components["schemas"]["CourseState"];
         };
         Credentials: {
             email: string;
             password: string;
         };
+        /** @description A discipline (学科) of an organisation's tree. */
+        Discipline: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            /**
+             * Format: uuid
+             * @description The discipline it is filed under; null at the top level.
+             */
+            parent_id: string | null;
+            /**
+             * Format: int32
+             * @description Its place among its siblings (ascending; ties by name).
+             */
+            position: number;
+        };
+        /** @description A discipline with everything filed under it. */
+        DisciplineNode: {
+            /** @description The disciplines directly under it, in order. */
+            children: components["schemas"]["DisciplineNode"][];
+            /** Format: uuid */
+            id: string;
+            name: string;
+            /**
+             * Format: int32
+             * @description Its place among its siblings (ascending; ties by name).
+             */
+            position: number;
+        };
         DisciplinePatch: {
+            /** @description 1–100 characters on one line, unique among its siblings. */
             name?: string | null;
             /**
              * Format: uuid
@@ -1266,6 +1443,17 @@ export interface components {
             parent_id: string | null;
             /** Format: int32 */
             position?: number | null;
+        };
+        /** @description A discipline as a course or a search result names it. */
+        DisciplineRef: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+        };
+        /** @description The organisation's disciplines as a tree. */
+        DisciplineTree: {
+            /** @description The top-level disciplines, in order. */
+            disciplines: components["schemas"]["DisciplineNode"][];
         };
         EncryptionRequest: {
             /**
@@ -1315,10 +1503,40 @@ export interface components {
             /** Format: int64 */
             to_bitrate?: number | null;
         };
+        /** @description An expert (专家) courses may credit as an author. */
+        Expert: {
+            /** @description Plain text; may be empty. */
+            bio: string;
+            /** Format: uuid */
+            id: string;
+            name: string;
+            /** @description Their professional title (主任医师, Professor of Cardiology); may be empty. */
+            title: string;
+            /**
+             * Format: uuid
+             * @description Their own account in the organisation, if they have one.
+             */
+            user_id: string | null;
+        };
+        /** @description The organisation's experts, by name. */
+        ExpertList: {
+            experts: components["schemas"]["Expert"][];
+        };
         ExpertPatch: {
+            /** @description Up to 20,000 characters. */
             bio?: string | null;
+            /** @description 1–200 characters on one line. */
             name?: string | null;
+            /** @description Up to 200 characters on one line. */
             title?: string | null;
+        };
+        /** @description An author a course credits. */
+        ExpertRef: {
+            /** Format: uuid */
+            id: string;
+            name: string;
+            /** @description Their professional title (主任医师, Professor of Cardiology); may be empty. */
+            title: string;
         };
         /**
          * @description A heartbeat. Unknown fields are ignored on purpose: players in the
@@ -1356,13 +1574,46 @@ export interface components {
         };
         /** @enum {string} */
         Kind: "startup" | "rebuffer" | "bitrate_switch" | "fatal_error";
+        /** @description A lesson: one video of a course. */
+        Lesson: {
+            /**
+             * Format: uuid
+             * @description The video it plays, an asset of the same organisation; null until one is chosen.
+             */
+            asset_id: string | null;
+            /**
+             * Format: uuid
+             * @description Its chapter; null for a lesson outside any chapter.
+             */
+            chapter_id: string | null;
+            /** Format: uuid */
+            course_id: string;
+            /** @description Plain text; may be empty. */
+            description: string;
+            /**
+             * Format: double
+             * @description The video's length in seconds, once it has been probed.
+             */
+            duration_s: number | null;
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: int32
+             * @description Its place in its chapter (or among the lessons outside any), from 0.
+             */
+            position: number;
+            title: string;
+        };
         LessonPatch: {
             /**
              * Format: uuid
+             * @description An asset of the same organisation; `null` leaves the lesson without a video.
              * @default null
              */
             asset_id: string | null;
+            /** @description Up to 20,000 characters. */
             description?: string | null;
+            /** @description 1–300 characters on one line. */
             title?: string | null;
         };
         /** @description `/healthz`'s answer. */
@@ -1376,14 +1627,24 @@ export interface components {
              * @description Defaults to after the last chapter.
              */
             position?: number | null;
+            /** @description 1–300 characters on one line. */
             title: string;
         };
         NewCourse: {
-            /** @default  */
+            /**
+             * @description Up to 20,000 characters.
+             * @default
+             */
             description: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @description A discipline of the same organisation.
+             */
             discipline_id?: string | null;
-            /** @default [] */
+            /**
+             * @description Experts of the same organisation, in the order they are credited.
+             * @default []
+             */
             expert_ids: string[];
             /**
              * Format: uuid
@@ -1391,19 +1652,32 @@ export interface components {
              *     creates in their own.
              */
             org_id?: string | null;
-            resource_type?: string | null;
-            /** @default [] */
+            /** @description Defaults to `video_course`. */
+            resource_type?: components["schemas"]["ResourceType"] | null;
+            /**
+             * @description Up to 30 tags of 1–50 characters; duplicates are dropped.
+             * @default []
+             */
             tags: string[];
+            /** @description 1–300 characters on one line. */
             title: string;
         };
         NewDiscipline: {
+            /** @description 1–100 characters on one line, unique among its siblings. */
             name: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @description Only a global super admin names the organisation.
+             */
             org_id?: string | null;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @description A discipline of the same organisation; none for the top level.
+             */
             parent_id?: string | null;
             /**
              * Format: int32
+             * @description Its place among its siblings; 0 by default.
              * @default 0
              */
             position: number;
@@ -1418,12 +1692,22 @@ export interface components {
             url: string;
         };
         NewExpert: {
-            /** @default  */
+            /**
+             * @description Up to 20,000 characters.
+             * @default
+             */
             bio: string;
+            /** @description 1–200 characters on one line. */
             name: string;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @description Only a global super admin names the organisation.
+             */
             org_id?: string | null;
-            /** @default  */
+            /**
+             * @description Up to 200 characters on one line.
+             * @default
+             */
             title: string;
             /**
              * Format: uuid
@@ -1432,17 +1716,27 @@ export interface components {
             user_id?: string | null;
         };
         NewLesson: {
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @description The video it plays: an asset of the same organisation.
+             */
             asset_id?: string | null;
-            /** Format: uuid */
+            /**
+             * Format: uuid
+             * @description A chapter of the same course; none puts the lesson outside any chapter.
+             */
             chapter_id?: string | null;
-            /** @default  */
+            /**
+             * @description Up to 20,000 characters.
+             * @default
+             */
             description: string;
             /**
              * Format: int32
              * @description Defaults to after the last lesson of its chapter.
              */
             position?: number | null;
+            /** @description 1–300 characters on one line. */
             title: string;
         };
         NewPull: {
@@ -1461,6 +1755,7 @@ export interface components {
             error: components["schemas"]["ErrorDetail"];
         };
         Order: {
+            /** @description Every chapter of the course, in the new order. */
             chapters?: components["schemas"]["ChapterOrder"][];
             /**
              * @description Lessons outside any chapter.
@@ -1469,8 +1764,24 @@ export interface components {
             lessons: string[];
         };
         Rating: {
-            /** Format: int16 */
+            /**
+             * Format: int16
+             * @description A whole number from 1 to 5.
+             */
             rating: number;
+        };
+        /** @description Learners' ratings of a course. */
+        RatingSummary: {
+            /**
+             * Format: double
+             * @description The mean of the ratings (1–5); null while nobody has rated it.
+             */
+            average: number | null;
+            /**
+             * Format: int64
+             * @description How many learners rated it.
+             */
+            count: number;
         };
         /** @description `/readyz`'s answer when every check passes. */
         Readiness: {
@@ -1535,13 +1846,75 @@ export interface components {
             /** Format: int64 */
             to_bitrate?: number | null;
         };
+        /**
+         * @description What kind of resource a course is; search filters by it (`type=`).
+         * @enum {string}
+         */
+        ResourceType: "video_course" | "clinical_case" | "guideline" | "live_replay";
         RoleChange: {
             role: string;
         };
-        SearchPage: {
-            next_cursor: string | null;
-            results: unknown[];
+        /** @description A course as a search result names it. */
+        SearchCourse: {
+            discipline: components["schemas"]["DisciplineRef"] | null;
+            /** @description Its authors, in the order they are credited. */
+            experts: components["schemas"]["ExpertRef"][];
+            /** Format: uuid */
+            id: string;
+            resource_type: components["schemas"]["ResourceType"];
+            /** @description Sorted. */
+            tags: string[];
+            title: string;
         };
+        /** @description One page of results, best first. */
+        SearchPage: {
+            /**
+             * @description Pass as `cursor`, with the same other parameters, for the next
+             *     page; null on the last page.
+             */
+            next_cursor: string | null;
+            results: components["schemas"]["SearchResult"][];
+        };
+        /** @description One lesson found. */
+        SearchResult: {
+            /** @description The course the lesson belongs to. */
+            course: components["schemas"]["SearchCourse"];
+            /**
+             * Format: double
+             * @description The lesson's video length in seconds, once probed.
+             */
+            duration_s: number | null;
+            /** Format: uuid */
+            lesson_id: string;
+            /**
+             * Format: date-time
+             * @description When the course was published.
+             */
+            published_at: string | null;
+            /** @description The course's ratings. */
+            rating: components["schemas"]["RatingSummary"];
+            /**
+             * Format: double
+             * @description How well the lesson matches `q` (higher is better; comparable only
+             *     within one search): set when sorting by relevance with words to
+             *     rank by, null otherwise.
+             */
+            score: number | null;
+            /** @description The lesson's title. */
+            title: string;
+            /**
+             * Format: int64
+             * @description Learners with progress on the lesson.
+             */
+            watchers: number;
+        };
+        /**
+         * @description The order of search results: `relevance` (the default; by publication
+         *     time when `q` has no searchable words), `newest`, `most_watched`
+         *     (learners with progress on the lesson), `rating` (the course's average).
+         * @enum {string}
+         */
+        SearchSort: "relevance" | "newest" | "most_watched" | "rating";
         SignUp: {
             email: string;
             /** Format: uuid */
@@ -1982,8 +2355,10 @@ export interface operations {
             query?: {
                 /** @description Continue after this course id (from the previous page's `next`). */
                 after?: string | null;
+                /** @description 1–200; 50 by default. */
                 limit?: number | null;
-                state?: string | null;
+                /** @description Only courses in this state. */
+                state?: components["schemas"]["CourseState"] | null;
             };
             header?: never;
             path?: never;
@@ -1997,7 +2372,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CoursePage"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2024,12 +2399,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description created */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Course"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2059,7 +2436,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Course"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2084,8 +2461,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description done */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2123,7 +2500,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Course"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2152,12 +2529,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description created */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Chapter"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2192,7 +2571,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Chapter"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2223,7 +2602,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CourseTransition"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2252,12 +2631,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description created */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Lesson"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2292,7 +2673,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Lesson"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2327,7 +2708,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Course"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2389,7 +2770,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CourseTransition"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2424,7 +2805,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CourseRating"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2455,7 +2836,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CourseTransition"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2486,7 +2867,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CourseTransition"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2503,6 +2884,10 @@ export interface operations {
     "GET /api/v1/disciplines": {
         parameters: {
             query?: {
+                /**
+                 * @description Only a global super admin names the organisation; everyone else
+                 *     reads their own.
+                 */
                 org_id?: string | null;
             };
             header?: never;
@@ -2517,7 +2902,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["DisciplineTree"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2544,12 +2929,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description created */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Discipline"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2583,7 +2970,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Discipline"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2600,6 +2987,10 @@ export interface operations {
     "GET /api/v1/experts": {
         parameters: {
             query?: {
+                /**
+                 * @description Only a global super admin names the organisation; everyone else
+                 *     reads their own.
+                 */
                 org_id?: string | null;
             };
             header?: never;
@@ -2614,7 +3005,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ExpertList"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -2641,12 +3032,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description created */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Expert"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2680,7 +3073,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Expert"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3103,21 +3496,36 @@ export interface operations {
     "GET /api/v1/search": {
         parameters: {
             query?: {
+                /**
+                 * @description The previous page's `next_cursor`, with every other parameter
+                 *     unchanged.
+                 */
                 cursor?: string | null;
                 /** @description A discipline id; its descendants match too. */
                 discipline?: string | null;
-                /** @description An expert id. */
+                /** @description An expert id: only courses they author. */
                 expert?: string | null;
                 /** @description Published at or after (RFC 3339 or YYYY-MM-DD). */
                 from?: string | null;
+                /** @description 1–100; 20 by default. */
                 limit?: number | null;
+                /** @description Only lessons at most this long, in seconds. */
                 max_duration?: number | null;
+                /** @description Only lessons at least this long, in seconds. */
                 min_duration?: number | null;
+                /**
+                 * @description Words to find, Chinese or English, up to 200 characters; every word
+                 *     must match (titles weigh most, then tags, experts, type and
+                 *     discipline, then descriptions). English words also match as a
+                 *     prefix.
+                 */
                 q?: string | null;
-                sort?: string | null;
+                /** @description `relevance` by default. */
+                sort?: components["schemas"]["SearchSort"] | null;
                 /** @description Published at or before (RFC 3339, or YYYY-MM-DD for the whole day). */
                 to?: string | null;
-                type?: string | null;
+                /** @description Only courses of this resource type. */
+                type?: components["schemas"]["ResourceType"] | null;
             };
             header?: never;
             path?: never;
