@@ -7,7 +7,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
+.PHONY: check-deps quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
 
 all: test
 
@@ -31,7 +31,11 @@ fmt-check:
 clippy:
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 
-lint: fmt-check clippy
+# Every dependency a crate declares is used (no cargo tool to build).
+check-deps:
+	infra/dev/check-deps
+
+lint: fmt-check clippy check-deps
 
 # Real third-party protocol clients the tests drive (tus-js-client, tuspy).
 test-clients: setup

@@ -15,6 +15,7 @@ mod disciplines;
 mod experts;
 pub mod search;
 mod structure;
+mod view;
 mod vocabulary;
 
 pub use vocabulary::{ClosedSet, CourseState, ResourceType, SearchSort};

@@ -8,12 +8,12 @@ use std::collections::HashSet;
 use axum::extract::State;
 use axum::http::Method;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::courses::{course_view, Course};
 use crate::search::index;
+use crate::view::{course_view, Chapter, Course, Lesson, LESSON_COLUMNS};
 use crate::{line, lock_draft, nullable, owned, prose};
 use lectern_web::{Access, Permission, Principal};
 use lectern_web::{ApiError, ApiRouter, ErrorCode};
@@ -86,89 +86,6 @@ async fn check_asset(conn: &mut PgConnection, org: Uuid, asset: Uuid) -> Result<
 }
 
 // --- what the routes answer -------------------------------------------------
-
-/// A chapter of a course.
-#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
-pub struct Chapter {
-    pub id: Uuid,
-    pub course_id: Uuid,
-    pub title: String,
-    /// Its place among the course's chapters, from 0.
-    pub position: i32,
-}
-
-/// A chapter with its lessons, as a course lists them.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct ChapterWithLessons {
-    #[serde(flatten)]
-    pub chapter: Chapter,
-    /// Its lessons, in order.
-    pub lessons: Vec<Lesson>,
-}
-
-/// A lesson: one video of a course.
-#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
-pub struct Lesson {
-    pub id: Uuid,
-    pub course_id: Uuid,
-    /// Its chapter; null for a lesson outside any chapter.
-    pub chapter_id: Option<Uuid>,
-    pub title: String,
-    /// Plain text; may be empty.
-    pub description: String,
-    /// Its place in its chapter (or among the lessons outside any), from 0.
-    pub position: i32,
-    /// The video it plays, an asset of the same organisation; null until one is chosen.
-    pub asset_id: Option<Uuid>,
-    /// The video's length in seconds, once it has been probed.
-    pub duration_s: Option<f64>,
-}
-
-/// The columns of a [`Lesson`], over `l` (lessons, or rows just written to
-/// them) left-joined with `a` (its asset).
-const LESSON_COLUMNS: &str =
-    "l.id, l.course_id, l.chapter_id, l.title, l.description, l.position, \
-     l.asset_id, a.duration_s";
-
-/// A course's chapters with their lessons, and the lessons outside any
-/// chapter, each in order.
-pub(crate) async fn course_outline(
-    conn: &mut PgConnection,
-    course_id: Uuid,
-) -> Result<(Vec<ChapterWithLessons>, Vec<Lesson>), ApiError> {
-    let chapters: Vec<Chapter> = sqlx::query_as(
-        "SELECT id, course_id, title, position FROM chapters WHERE course_id = $1
-         ORDER BY position, created_at, id",
-    )
-    .bind(course_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let lessons: Vec<Lesson> = sqlx::query_as(&format!(
-        "SELECT {LESSON_COLUMNS} FROM lessons l LEFT JOIN assets a ON a.id = l.asset_id
-         WHERE l.course_id = $1 ORDER BY l.position, l.created_at, l.id"
-    ))
-    .bind(course_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    let (mut in_chapters, loose): (Vec<Lesson>, Vec<Lesson>) =
-        lessons.into_iter().partition(|l| l.chapter_id.is_some());
-    let chapters = chapters
-        .into_iter()
-        .map(|chapter| {
-            let (mine, rest): (Vec<Lesson>, Vec<Lesson>) = std::mem::take(&mut in_chapters)
-                .into_iter()
-                .partition(|l| l.chapter_id == Some(chapter.id));
-            in_chapters = rest;
-            ChapterWithLessons {
-                chapter,
-                lessons: mine,
-            }
-        })
-        .collect();
-    Ok((chapters, loose))
-}
-
-// --- routes -----------------------------------------------------------------
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

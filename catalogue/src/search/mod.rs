@@ -37,7 +37,7 @@ use sqlx::types::Json as JsonColumn;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::courses::{DisciplineRef, ExpertRef, RatingSummary};
+use crate::view::{DisciplineRef, ExpertRef, RatingSummary};
 use crate::{ClosedSet, ResourceType, SearchSort};
 use lectern_web::{Access, Principal};
 use lectern_web::{ApiError, ApiRouter, ErrorCode};
