@@ -1,13 +1,18 @@
 //! Playback sessions, progress heartbeats, QoE and the learner's views,
 //! in process against a real PostgreSQL — every test twice: with the
 //! in-memory absorber and with Redis (at `REDIS_URL`, a key prefix of its
-//! own per test).
+//! own per test). Heartbeats are credited only as far as wall time allows
+//! (`lectern_learning::credit`): the fixture's clock stands for it, and a
+//! test that plays like a player advances it by what each beat reports.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{Duration as ChronoDuration, Utc};
-use lectern_learning::absorber::{Absorber, Beat, RedisAbsorber, Snapshot};
+use lectern_learning::absorber::{Absorber, Beat, RedisAbsorber, Session, Snapshot};
+use lectern_learning::credit::{Clock, CARRY_MAX_S, SLACK};
 use lectern_learning::{flush, Learning, ProgressBackend, ProgressSettings};
 use lectern_testkit::World;
 use lectern_web::Role;
@@ -28,6 +33,9 @@ struct Fixture {
     lesson: Uuid,
     duration: f64,
     redis_prefix: Option<String>,
+    clock: Clock,
+    /// The playback session each device (token) started per lesson.
+    playbacks: Mutex<HashMap<(String, Uuid), Uuid>>,
 }
 
 impl Fixture {
@@ -54,6 +62,7 @@ impl Fixture {
         })
         .await
         .expect("the progress backend answers");
+        let clock = learning.clock.clone();
         let settings = lectern_api::Settings {
             learning,
             ..w.settings()
@@ -72,6 +81,8 @@ impl Fixture {
             lesson,
             duration,
             redis_prefix,
+            clock,
+            playbacks: Mutex::default(),
         }
     }
 
@@ -87,17 +98,50 @@ impl Fixture {
             .await
     }
 
-    async fn ok_beat(&self, token: &str, body: Value) {
+    /// A beat as a player sends it: in the playback session this device
+    /// started for the lesson (started on first use), the wall time it
+    /// reports after the previous one.
+    async fn ok_beat(&self, token: &str, mut body: Value) {
+        let lesson: Uuid = serde_json::from_value(body["lesson_id"].clone()).unwrap();
+        body["playback_id"] = json!(self.playback_id(token, lesson).await);
+        let (from, to) = (
+            body["played_from_s"].as_f64().unwrap(),
+            body["played_to_s"].as_f64().unwrap(),
+        );
+        let wall = (to - from).max(0.0) / body["speed"].as_f64().unwrap();
+        self.clock.advance(Duration::from_secs_f64(wall));
         let (status, resp) = self.beat(token, body).await;
         assert_eq!(status, StatusCode::NO_CONTENT, "{resp}");
     }
 
+    /// A beat as a player from before playback sessions sends it.
+    async fn ok_beat_without_session(&self, token: &str, body: Value) {
+        let (status, resp) = self.beat(token, body).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{resp}");
+    }
+
+    async fn playback_id(&self, token: &str, lesson: Uuid) -> Uuid {
+        let key = (token.to_string(), lesson);
+        if let Some(id) = self.playbacks.lock().unwrap().get(&key) {
+            return *id;
+        }
+        let id =
+            serde_json::from_value(self.playback_of(token, lesson).await["playback_id"].clone())
+                .expect("a playback_id");
+        self.playbacks.lock().unwrap().insert(key, id);
+        id
+    }
+
     async fn playback(&self, token: &str) -> Value {
+        self.playback_of(token, self.lesson).await
+    }
+
+    async fn playback_of(&self, token: &str, lesson: Uuid) -> Value {
         let (status, body) = self
             .w
             .call(
                 "POST",
-                &format!("/api/v1/lessons/{}/playback", self.lesson),
+                &format!("/api/v1/lessons/{lesson}/playback"),
                 Some(token),
                 None,
             )
@@ -418,7 +462,9 @@ async fn impossible_beats_are_refused(db: PgPool, mode: Mode) {
         (beat(l, 50.0, 1.0, 95.0, 104.0), "past_duration"),
         (beat(l, 10.0, 1.0, 10.0, 5.0), "invalid_interval"),
         (beat(l, 10.0, 0.1, 5.0, 10.0), "invalid_speed"),
-        (beat(l, 10.0, 4.5, 5.0, 10.0), "invalid_speed"),
+        (beat(l, 10.0, 0.25, 5.0, 10.0), "invalid_speed"),
+        (beat(l, 10.0, 2.5, 5.0, 10.0), "invalid_speed"),
+        (beat(l, 10.0, 4.0, 5.0, 10.0), "invalid_speed"),
         (beat(l, 90.0, 0.5, 0.0, 90.0), "interval_too_long"),
     ];
     for (body, code) in cases {
@@ -428,8 +474,8 @@ async fn impossible_beats_are_refused(db: PgPool, mode: Mode) {
         assert!(resp["error"]["message"].as_str().unwrap().len() > 10);
     }
     // Within the tolerance at the end, and the bounds of speed, are fine.
-    f.ok_beat(&token, beat(l, 101.0, 4.0, 96.0, 101.0)).await;
-    f.ok_beat(&token, beat(l, 100.0, 0.25, 99.0, 100.0)).await;
+    f.ok_beat(&token, beat(l, 101.0, 2.0, 96.0, 101.0)).await;
+    f.ok_beat(&token, beat(l, 100.0, 0.5, 99.0, 100.0)).await;
     let (status, resp) = f
         .beat(&token, json!({ "lesson_id": l, "position_s": 3 }))
         .await;
@@ -457,6 +503,131 @@ async fn impossible_beats_are_refused(db: PgPool, mode: Mode) {
             .await
             .unwrap();
     assert_eq!(iv(&watched), vec![[96.0, 101.0]]);
+    f.cleanup().await;
+}
+
+/// Issue #16 item 10: a script claiming a 60-minute lesson in a few
+/// beats does not reach `completed`, however it goes about it — at a
+/// speed the player does not offer, at 2× as fast as it can send, without
+/// a playback session, or over many sessions at once. A player at 2× that
+/// beats as the media plays completes it.
+async fn a_script_cannot_forge_completion(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let token = f.w.login("learner@a.example.org").await;
+    let hour = lesson(&f.w, f.org, f.course, Some(3600.0), true).await;
+    let playback = f.playback_of(&token, hour).await;
+    let pb = playback["playback_id"].clone();
+    let claim = |from: f64, to: f64, speed: f64, pb: &Value| {
+        let mut b = beat(hour, to, speed, from, to);
+        b["playback_id"] = pb.clone();
+        b
+    };
+    // The issue's script: 8 beats of 450 s, each "played" at 4×.
+    for i in 0..8 {
+        let from = f64::from(i) * 450.0;
+        let (status, body) = f.beat(&token, claim(from, from + 450.0, 4.0, &pb)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{mode:?}: {body}");
+        assert_eq!(body["error"]["code"], json!("invalid_speed"));
+    }
+    // At 2×, with the longest interval a beat may carry, back to back.
+    for i in 0..15 {
+        let from = f64::from(i) * 240.0;
+        let (status, body) = f.beat(&token, claim(from, from + 240.0, 2.0, &pb)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{mode:?}: {body}");
+    }
+    // Without a session: the resume point moves, nothing is credited.
+    for i in 0..15 {
+        let from = f64::from(i) * 240.0;
+        f.beat(&token, claim(from, from + 240.0, 2.0, &Value::Null))
+            .await;
+    }
+    // Eight sessions at once, a beat each: one allowance for the lesson.
+    for i in 0..8 {
+        let other = f.playback_of(&token, hour).await["playback_id"].clone();
+        let from = f64::from(i) * 450.0;
+        let (status, body) = f.beat(&token, claim(from, from + 240.0, 2.0, &other)).await;
+        assert_eq!(status, StatusCode::NO_CONTENT, "{mode:?}: {body}");
+    }
+    // What could have been credited: the wall time this took × 2 × 1.1,
+    // plus the carry (the clock did not move, so well under a minute).
+    let p = f.playback_of(&token, hour).await;
+    assert_eq!(p["completed"], json!(false), "{mode:?}: {p}");
+    assert!(
+        p["completion"].as_f64().unwrap() * 3600.0 < CARRY_MAX_S + 60.0,
+        "{mode:?}: {p}"
+    );
+    f.flush().await;
+    let (watched_s, completed): (f64, bool) = sqlx::query_as(
+        "SELECT watched_s, completed_at IS NOT NULL FROM lesson_progress WHERE lesson_id = $1",
+    )
+    .bind(hour)
+    .fetch_one(f.w.db())
+    .await
+    .unwrap();
+    assert!(!completed, "{mode:?}: forged completion");
+    assert!(watched_s < CARRY_MAX_S + 60.0, "{mode:?}: {watched_s}");
+
+    // A learner at 2× whose player beats every minute as the media plays
+    // (the clock moves as it would) completes the lesson.
+    let learner = f.w.login("learner@a.example.org").await;
+    let mut at = 0.0;
+    while at < 3600.0 {
+        f.ok_beat(&learner, beat(hour, at + 120.0, 2.0, at, at + 120.0))
+            .await;
+        at += 120.0;
+    }
+    let p = f.playback_of(&learner, hour).await;
+    assert_eq!(p["completed"], json!(true), "{mode:?}: {p}");
+    assert!(approx(&p["completion"], 1.0), "{mode:?}: {p}");
+    f.cleanup().await;
+}
+
+/// A beat's playback session must be one issued to this learner for this
+/// lesson and not expired; otherwise the beat is refused with 409
+/// `playback_session_expired` (the player then starts a new one). A beat
+/// without one moves the resume point only.
+async fn beats_are_checked_against_their_playback_session(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let token = f.w.login("learner@a.example.org").await;
+    f.w.user(Some(f.org), "colleague@a.example.org", Role::Learner)
+        .await;
+    let colleague = f.w.login("colleague@a.example.org").await;
+    let other = lesson(&f.w, f.org, f.course, Some(60.0), true).await;
+    let mine = f.playback(&token).await["playback_id"].clone();
+    let theirs = f.playback(&colleague).await["playback_id"].clone();
+    let for_other = f.playback_of(&token, other).await["playback_id"].clone();
+    f.clock.advance(Duration::from_secs(30));
+    let with = |pb: &Value| {
+        let mut b = beat(f.lesson, 10.0, 1.0, 0.0, 10.0);
+        b["playback_id"] = pb.clone();
+        b
+    };
+    for (pb, why) in [
+        (&theirs, "another learner's"),
+        (&for_other, "another lesson's"),
+        (&json!(Uuid::new_v4()), "never issued"),
+    ] {
+        let (status, body) = f.beat(&token, with(pb)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{why}, {mode:?}: {body}");
+        assert_eq!(body["error"]["code"], json!("playback_session_expired"));
+    }
+    // No session: the resume point moves, completion does not.
+    f.ok_beat_without_session(&token, beat(f.lesson, 42.0, 1.0, 0.0, 42.0))
+        .await;
+    let p = f.playback(&token).await;
+    assert!(approx(&p["resume_position_s"], 42.0), "{mode:?}: {p}");
+    assert!(approx(&p["completion"], 0.0), "{mode:?}: {p}");
+    assert!(approx(&p["watch_time_s"], 0.0), "{mode:?}: {p}");
+    // The session of this learner and lesson is credited.
+    let (status, body) = f.beat(&token, with(&mine)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{mode:?}: {body}");
+    let p = f.playback(&token).await;
+    assert!(approx(&p["completion"], 0.1), "{mode:?}: {p}");
+    // Twelve hours on, it has expired.
+    f.clock.advance(Duration::from_secs(12 * 3600));
+    let (status, body) = f.beat(&token, with(&mine)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{mode:?}: {body}");
+    assert_eq!(body["error"]["code"], json!("playback_session_expired"));
     f.cleanup().await;
 }
 
@@ -745,7 +916,8 @@ async fn learner_with_course(w: &World) -> Learner {
 }
 
 /// A beat of `user` on a 100 s lesson: `from..to` played at `speed`,
-/// now at `to`.
+/// now at `to`, arriving at `at_ms` in a playback session issued an hour
+/// before.
 fn played(
     user: Uuid,
     org: Uuid,
@@ -765,6 +937,8 @@ fn played(
         from_s: from,
         to_s: to,
         at_ms,
+        issued_ms: Some(at_ms - 3_600_000),
+        arrival_ms: at_ms,
     }
 }
 
@@ -795,8 +969,10 @@ async fn two_redis_nodes_share_progress_after_a_push(db: PgPool) {
     let lesson_id = lesson(&w, org, course, Some(100.0), true).await;
     let prefix = format!("lectern-test:{}:", Uuid::new_v4());
     let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL (infra/dev/services up)");
+    // Nodes that push only when told, so the test decides whose claims
+    // reach Redis first (a background push would race the checks).
     let node = || async {
-        RedisAbsorber::connect(&redis_url, &prefix)
+        RedisAbsorber::connect_pushing(&redis_url, &prefix, None)
             .await
             .map(Absorber::Redis)
             .unwrap()
@@ -859,6 +1035,102 @@ async fn two_redis_nodes_share_progress_after_a_push(db: PgPool) {
         .unwrap();
     assert_eq!(speed, 2.0);
     delete_redis_keys(&prefix).await;
+}
+
+/// A script spraying one session's beats over two Redis nodes at once:
+/// each node alone would credit what it saw, but Redis credits the
+/// pushed claims against one allowance, so what reaches PostgreSQL (and
+/// what either node shows once pushed) stays within the wall time × speed
+/// × (1 + slack) plus the carry.
+#[sqlx::test(migrations = "../migrations")]
+async fn beats_sprayed_over_two_redis_nodes_share_one_allowance(db: PgPool) {
+    let w = World::new(db).await;
+    let Learner { org, user, course } = learner_with_course(&w).await;
+    let lesson_id = lesson(&w, org, course, Some(400.0), true).await;
+    let prefix = format!("lectern-test:{}:", Uuid::new_v4());
+    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL (infra/dev/services up)");
+    // Nodes that push only when told, so the test decides whose claims
+    // reach Redis first (a background push would race the checks).
+    let node = || async {
+        RedisAbsorber::connect_pushing(&redis_url, &prefix, None)
+            .await
+            .map(Absorber::Redis)
+            .unwrap()
+    };
+    let (a, b) = (node().await, node().await);
+    let playback = Uuid::new_v4();
+    let issued = Utc::now().timestamp_millis() - 600_000;
+    a.open_session(
+        playback,
+        Session {
+            user_id: user,
+            lesson_id,
+            issued_ms: issued,
+        },
+    )
+    .await;
+    assert!(b.session(user, playback).await.unwrap().is_some());
+    // Every 10 s, each node gets 15 s of media played at 2×: 300 s of the
+    // lesson claimed in 100.1 s.
+    let spray = |n: i64, from: f64, delay_ms: i64| Beat {
+        issued_ms: Some(issued),
+        duration_s: 400.0,
+        ..played(
+            user,
+            org,
+            lesson_id,
+            from,
+            from + 15.0,
+            2.0,
+            issued + n * 10_000 + delay_ms,
+        )
+    };
+    for n in 1..=10 {
+        let from = (n - 1) as f64 * 30.0;
+        a.absorb(&spray(n, from, 0)).await.unwrap();
+        b.absorb(&spray(n, from + 15.0, 100)).await.unwrap();
+    }
+    // Each node on its own credits all it saw.
+    for n in [&a, &b] {
+        assert_eq!(
+            intervals_total(&entry(n, user, lesson_id).await.watched),
+            150.0
+        );
+    }
+    push_node(&a).await.unwrap();
+    push_node(&b).await.unwrap();
+    let bound = 100.1 * 2.0 * (1.0 + SLACK) + CARRY_MAX_S;
+    for n in [&a, &b] {
+        let total = intervals_total(&entry(n, user, lesson_id).await.watched);
+        assert!(
+            total <= bound,
+            "a node shows {total} s credited, more than {bound}"
+        );
+    }
+    assert_eq!(flush::flush_once(w.db(), &a).await.unwrap(), 1);
+    let (watched_s, watch_time): (f64, f64) =
+        sqlx::query_as("SELECT watched_s, watch_time_s FROM lesson_progress WHERE user_id = $1")
+            .bind(user)
+            .fetch_one(w.db())
+            .await
+            .unwrap();
+    assert!(
+        watched_s <= bound,
+        "{watched_s} s credited, more than {bound}"
+    );
+    assert!(watch_time <= bound / 2.0, "{watch_time}");
+    // Node A's claims fit the allowance (leaving the carry full); B's,
+    // each older than A's latest, shared the carry and then got nothing
+    // but the last 0.1 s × 2.2.
+    assert!(
+        (watched_s - (150.0 + 30.0 + 0.22)).abs() < 0.01,
+        "{watched_s}"
+    );
+    delete_redis_keys(&prefix).await;
+}
+
+fn intervals_total(list: &[[f64; 2]]) -> f64 {
+    list.iter().map(|[f, t]| t - f).sum()
 }
 
 /// A Redis of its own on a free port, stopped when dropped.
@@ -991,6 +1263,8 @@ in_both_modes!(
     intervals_merge_into_completion,
     duplicates_and_late_beats_are_harmless,
     impossible_beats_are_refused,
+    a_script_cannot_forge_completion,
+    beats_are_checked_against_their_playback_session,
     other_organisations_and_unwatchable_lessons_are_not_found,
     qoe_events_are_validated_stored_and_summarised,
 );

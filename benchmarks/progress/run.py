@@ -14,7 +14,10 @@ learner × lesson.
 Load: wrk, --connections keep-alive connections over --threads threads;
 each request is a heartbeat of the next learner × lesson in turn (5 s
 further than its previous one, the 5 s interval it played, speed 1.5,
-bearer token of its session). The baseline sends the very same requests
+bearer token of its session, and the playback session each connection
+started through the API once the server is up, as a player does — so the
+beat is checked against its session and credited against the wall-time
+allowance, the path real players take). The baseline sends the very same requests
 to `POST /api/v1/bench/noop`, registered only with LECTERN_BENCH_NOOP=1:
 it authenticates the caller (the same PostgreSQL session lookup) and is
 unaudited like a heartbeat, and does nothing else. Per mode (memory,
@@ -45,6 +48,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,7 +113,7 @@ request = function()
   local p = (pos[k] or 0) % 590 + 5
   pos[k] = p
   local pair = pairs_[k]
-  local body = '{{"lesson_id":"' .. pair[2] .. '","position_s":' .. p ..
+  local body = '{{"lesson_id":"' .. pair[2] .. '","playback_id":"' .. pair[3] .. '","position_s":' .. p ..
     ',"speed":1.5,"played_from_s":' .. (p - 5) .. ',"played_to_s":' .. p .. '}}'
   return wrk.format("POST", path, {{["Authorization"] = "Bearer " .. pair[1],
     ["Content-Type"] = "application/json"}}, body)
@@ -129,7 +133,7 @@ THREAD_COUNTER = 0
 
 
 def wrk(base, path, pairs, threads, connections, seconds, script_path, pace_ms=0):
-    lua_pairs = "{" + ",".join(f'{{"{t}","{l}"}}' for t, l in pairs) + "}"
+    lua_pairs = "{" + ",".join(f'{{"{t}","{l}","{pb}"}}' for t, l, pb in pairs) + "}"
     # wrk's setup() runs once per thread, in order: give each thread its own
     # stride through the learner × lesson pairs.
     script_path.write_text(WRK_LUA.format(
@@ -151,6 +155,20 @@ def wrk(base, path, pairs, threads, connections, seconds, script_path, pace_ms=0
             "max_ms": r["max_us"] / 1000, "requests": r["requests"],
             "errors": r["status_errors"] + r["socket_errors"] + r["timeouts"],
             "detail": f"{r['status_errors']} non-2xx, {r['socket_errors']} socket, {r['timeouts']} timeouts"}
+
+
+def start_playbacks(base, pairs, workers=32):
+    """One playback session per connection, started through the API as a
+    player starts one (a server in memory mode forgets them on restart)."""
+    def start(pair):
+        token, lesson = pair
+        req = urllib.request.Request(f"{base}/api/v1/lessons/{lesson}/playback", data=b"{}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}",
+                                              "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return (token, lesson, json.load(r)["playback_id"])
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(start, pairs))
 
 
 def main():
@@ -243,18 +261,20 @@ def main():
                                   stderr=open(WORK / f"serve-{mode}.log", "w"))
         try:
             wait_ready(base)
+            print(f"[{mode}] starting {len(pairs)} playback sessions…", flush=True)
+            beats = start_playbacks(base, pairs)
             script = WORK / "wrk.lua"
             print(f"[{mode}] warm-up", flush=True)
-            wrk(base, "/api/v1/progress", pairs, args.threads, args.connections, 5, script)
-            wrk(base, "/api/v1/bench/noop", pairs, args.threads, args.connections, 5, script)
+            wrk(base, "/api/v1/progress", beats, args.threads, args.connections, 5, script)
+            wrk(base, "/api/v1/bench/noop", beats, args.threads, args.connections, 5, script)
             rounds = {"noop": [], "heartbeat": [], "paced noop": [], "paced heartbeat": []}
             for r in range(2):
                 for name, path in (("noop", "/api/v1/bench/noop"), ("heartbeat", "/api/v1/progress")):
-                    res = wrk(base, path, pairs, args.threads, args.connections, args.seconds, script)
+                    res = wrk(base, path, beats, args.threads, args.connections, args.seconds, script)
                     print(f"[{mode}] round {r + 1} {name}: {res}", flush=True)
                     rounds[name].append(res)
             for name, path in (("paced noop", "/api/v1/bench/noop"), ("paced heartbeat", "/api/v1/progress")):
-                res = wrk(base, path, pairs, args.threads, args.connections, args.paced_seconds, script,
+                res = wrk(base, path, beats, args.threads, args.connections, args.paced_seconds, script,
                           pace_ms=args.pace_ms)
                 print(f"[{mode}] {name}: {res}", flush=True)
                 rounds[name].append(res)

@@ -4,16 +4,24 @@
 //! flusher (`super::flush`) moves what changed to PostgreSQL in batches.
 //!
 //! Rules of one beat, per learner × lesson:
-//! - its played interval joins the watched union (idempotent, order-free);
 //! - a beat identical to the newest one applied (same position, interval
-//!   and speed: a client retry) changes nothing else;
-//! - otherwise, if its time is not older than the newest beat applied, it
-//!   sets the resume position and the speed, and adds its wall-clock
-//!   length ((to − from) ÷ speed) to the watch time; an older beat (late,
-//!   retried after a newer one) only adds its interval.
+//!   and speed: a client retry) changes nothing;
+//! - a beat of a playback session has its played interval credited as far
+//!   as [`crate::credit`] allows (the wall time since the previous beat ×
+//!   speed): that part joins the watched union (idempotent, order-free);
+//!   a beat without a session credits nothing;
+//! - if its time is not older than the newest beat applied, it sets the
+//!   resume position and the speed, and adds its credited media ÷ speed to
+//!   the watch time; an older beat (late, retried after a newer one) only
+//!   adds its credited interval.
 //!
 //! Watch time is therefore counted once per distinct beat, in beat order;
 //! the price is that a beat overtaken by a newer one adds no watch time.
+//!
+//! The playback sessions beats name live here too: in the node's map, and
+//! in Redis mode also in Redis, so a beat reaching another node than the
+//! one that issued its session is checked there (one read per node and
+//! session).
 //!
 //! An entry carries a version bumped by every change; the flusher writes a
 //! snapshot, then acknowledges it: the pending watch time it wrote is
@@ -27,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::credit::{self, Budget, Claim, SESSION_TTL};
 use crate::intervals::{self, Intervals};
 
 /// One validated heartbeat.
@@ -43,6 +52,12 @@ pub struct Beat {
     /// Milliseconds since the epoch: the client's `sent_at`, never later
     /// than the beat's arrival, or its arrival.
     pub at_ms: i64,
+    /// When the beat's playback session was issued ([`crate::credit::Clock`]);
+    /// `None` for a beat without one, which credits nothing.
+    pub issued_ms: Option<i64>,
+    /// When the beat arrived ([`crate::credit::Clock`]): what its credit is
+    /// bounded by.
+    pub arrival_ms: i64,
 }
 
 impl Beat {
@@ -52,10 +67,6 @@ impl Beat {
             "{},{},{},{}",
             self.position_s, self.from_s, self.to_s, self.speed
         )
-    }
-
-    fn wall_s(&self) -> f64 {
-        (self.to_s - self.from_s).max(0.0) / f64::from(self.speed)
     }
 }
 
@@ -73,6 +84,29 @@ pub struct Snapshot {
     /// Watch time not yet written to PostgreSQL.
     pub pending_watch_s: f64,
     pub version: u64,
+    /// Redis mode, in what a node pushes: its beats since the last push,
+    /// for Redis to credit against the shared allowance.
+    pub claims: Vec<Claim>,
+    /// Redis mode, in what a node pushes: the watched union Redis last
+    /// answered (already credited there; pushed again so that a Redis
+    /// restarted empty gets it back).
+    pub confirmed: Intervals,
+}
+
+/// A playback session as beats are checked against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: Uuid,
+    pub lesson_id: Uuid,
+    /// [`crate::credit::Clock`] milliseconds.
+    pub issued_ms: i64,
+}
+
+impl Session {
+    /// Whether it may still carry beats at `now_ms`.
+    pub fn live_at(&self, now_ms: i64) -> bool {
+        now_ms.saturating_sub(self.issued_ms) < SESSION_TTL.as_millis() as i64
+    }
 }
 
 /// A learner's newest speed.
@@ -135,6 +169,26 @@ impl Absorber {
         }
     }
 
+    /// Records a playback session issued as `id`. In Redis mode it is
+    /// written there too, for the other nodes; if Redis cannot take it,
+    /// beats reaching this node still find it.
+    pub async fn open_session(&self, id: Uuid, session: Session) {
+        match self {
+            Absorber::Memory(m) => m.open_session(id, session),
+            Absorber::Redis(r) => r.open_session(id, session).await,
+        }
+    }
+
+    /// The playback session `id` if it was issued to `user_id`. An error
+    /// only in Redis mode, when this node has never seen it and Redis
+    /// cannot be asked.
+    pub async fn session(&self, user_id: Uuid, id: Uuid) -> Result<Option<Session>, AbsorbError> {
+        match self {
+            Absorber::Memory(m) => Ok(m.session(user_id, id)),
+            Absorber::Redis(r) => r.session(user_id, id).await,
+        }
+    }
+
     /// Unflushed (and recently flushed) state of some lessons of a learner.
     pub async fn peek(
         &self,
@@ -193,6 +247,50 @@ struct Entry {
     signature: String,
     flushed_version: u64,
     touched: Instant,
+    /// The allowance beats are credited from ([`crate::credit`]): the
+    /// learner × lesson's own in memory mode; in Redis mode this node's
+    /// view, which Redis checks again when the node pushes.
+    budget: Budget,
+    /// Redis mode: beats not yet pushed, with what this node credited.
+    unpushed: Vec<(Claim, f64)>,
+    /// Redis mode: the watched union Redis answered to the last push.
+    confirmed: Intervals,
+}
+
+impl Entry {
+    fn new(beat: &Beat) -> Self {
+        Self {
+            snap: Snapshot {
+                user_id: beat.user_id,
+                lesson_id: beat.lesson_id,
+                org_id: beat.org_id,
+                duration_s: beat.duration_s,
+                position_s: 0.0,
+                speed: 1.0,
+                at_ms: i64::MIN,
+                watched: Intervals::new(),
+                pending_watch_s: 0.0,
+                version: 0,
+                claims: Vec::new(),
+                confirmed: Intervals::new(),
+            },
+            signature: String::new(),
+            flushed_version: 0,
+            touched: Instant::now(),
+            budget: Budget::default(),
+            unpushed: Vec::new(),
+            confirmed: Intervals::new(),
+        }
+    }
+
+    /// What a push sends or a flush writes.
+    fn to_push(&self) -> Snapshot {
+        Snapshot {
+            claims: self.unpushed.iter().map(|(c, _)| *c).collect(),
+            confirmed: self.confirmed.clone(),
+            ..self.snap.clone()
+        }
+    }
 }
 
 struct SpeedEntry {
@@ -204,18 +302,23 @@ struct SpeedEntry {
 struct Shard {
     entries: HashMap<(Uuid, Uuid), Entry>,
     speeds: HashMap<Uuid, SpeedEntry>,
+    /// Playback sessions by id, in their learner's shard.
+    sessions: HashMap<Uuid, Session>,
 }
 
 /// In-process absorber: a map split into shards by learner, so beats of
 /// different learners rarely wait on the same lock (never across an await).
 pub struct Memory {
     shards: Vec<Mutex<Shard>>,
+    /// Keep each beat's claim until a push (a Redis node's own state).
+    record_claims: bool,
 }
 
 impl Default for Memory {
     fn default() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            record_claims: false,
         }
     }
 }
@@ -230,42 +333,58 @@ impl Memory {
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn open_session(&self, id: Uuid, session: Session) {
+        self.shard(session.user_id).sessions.insert(id, session);
+    }
+
+    fn session(&self, user_id: Uuid, id: Uuid) -> Option<Session> {
+        self.shard(user_id)
+            .sessions
+            .get(&id)
+            .filter(|s| s.user_id == user_id)
+            .copied()
+    }
+
     fn absorb(&self, beat: &Beat) {
         let signature = beat.signature();
+        let record_claims = self.record_claims;
         let mut shard = self.shard(beat.user_id);
         let entry = shard
             .entries
             .entry((beat.user_id, beat.lesson_id))
-            .or_insert_with(|| Entry {
-                snap: Snapshot {
-                    user_id: beat.user_id,
-                    lesson_id: beat.lesson_id,
-                    org_id: beat.org_id,
-                    duration_s: beat.duration_s,
-                    position_s: 0.0,
-                    speed: 1.0,
-                    at_ms: i64::MIN,
-                    watched: Intervals::new(),
-                    pending_watch_s: 0.0,
-                    version: 0,
-                },
-                signature: String::new(),
-                flushed_version: 0,
-                touched: Instant::now(),
-            });
+            .or_insert_with(|| Entry::new(beat));
         entry.touched = Instant::now();
         if entry.signature == signature {
             return;
         }
+        let newest = beat.at_ms >= entry.snap.at_ms;
+        if let Some(issued_ms) = beat.issued_ms {
+            let claim = Claim {
+                from_s: beat.from_s,
+                to_s: beat.to_s,
+                speed: beat.speed,
+                arrival_ms: beat.arrival_ms,
+                issued_ms,
+                counts_watch_time: newest,
+            };
+            let credited = entry.budget.credit(&claim);
+            if let Some([from, to]) = claim.credited_interval(credited) {
+                intervals::insert(&mut entry.snap.watched, from, to);
+                if newest {
+                    entry.snap.pending_watch_s += credited / f64::from(beat.speed);
+                }
+            }
+            if record_claims {
+                entry.unpushed.push((claim, credited));
+            }
+        }
         let s = &mut entry.snap;
-        intervals::insert(&mut s.watched, beat.from_s, beat.to_s);
         s.duration_s = beat.duration_s;
         s.org_id = beat.org_id;
-        if beat.at_ms >= s.at_ms {
+        if newest {
             s.position_s = beat.position_s;
             s.speed = beat.speed;
             s.at_ms = beat.at_ms;
-            s.pending_watch_s += beat.wall_s();
             entry.signature = signature;
         }
         s.version += 1;
@@ -298,15 +417,17 @@ impl Memory {
 
     fn take(&self, max: usize) -> Batch {
         let mut batch = Batch::default();
+        let expired_before = chrono::Utc::now().timestamp_millis() - SESSION_TTL.as_millis() as i64;
         for shard in &self.shards {
             let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             shard.entries.retain(|_, e| {
                 e.snap.version != e.flushed_version || now.duration_since(e.touched) < IDLE
             });
+            shard.sessions.retain(|_, s| s.issued_ms > expired_before);
             for e in shard.entries.values() {
                 if batch.entries.len() < max && e.snap.version != e.flushed_version {
-                    batch.entries.push(e.snap.clone());
+                    batch.entries.push(e.to_push());
                 }
             }
             for e in shard.speeds.values() {
@@ -343,30 +464,86 @@ impl Memory {
             }
         }
     }
+
+    /// Redis took `pushed` and answered each entry's watched union: the
+    /// claims pushed leave, and what this node shows becomes Redis's union
+    /// with what it credited to the beats absorbed since (a credit Redis
+    /// cut is no longer shown).
+    fn ack_pushed(&self, pushed: &[Snapshot], unions: Vec<Intervals>) {
+        for (s, union) in pushed.iter().zip(unions) {
+            let mut shard = self.shard(s.user_id);
+            if let Some(e) = shard.entries.get_mut(&(s.user_id, s.lesson_id)) {
+                let n = s.claims.len().min(e.unpushed.len());
+                e.unpushed.drain(..n);
+                let mut shown = union.clone();
+                for (claim, credited) in &e.unpushed {
+                    if let Some([from, to]) = claim.credited_interval(*credited) {
+                        intervals::insert(&mut shown, from, to);
+                    }
+                }
+                e.confirmed = union;
+                e.snap.watched = shown;
+            }
+        }
+        self.ack(&Batch {
+            entries: pushed.to_vec(),
+            ..Batch::default()
+        });
+    }
 }
 
 // ----------------------------------------------------------------- redis
 
 // An entry is one string, the JSON object {p: position, s: speed, a: time
 // of the newest beat (ms), i: watched intervals (absent when none), o:
-// organisation, d: duration, w: pending watch time, v: version}; a
-// learner's speed is the string "<at ms> <speed> <version>". One GET and
-// one SET per entry: the earlier hash of a dozen fields cost Redis ~28 µs
-// an entry (14 commands).
+// organisation, d: duration, w: pending watch time, v: version, c: arrival
+// of the latest beat credited (ms), b: allowance carried (s)}; a learner's
+// speed is the string "<at ms> <speed> <version>"; a playback session is
+// "<user> <lesson> <issued ms>". One GET and one SET per entry: the
+// earlier hash of a dozen fields cost Redis ~28 µs an entry (14 commands).
 
 /// Merges a node's snapshots into the shared entries, atomically, by the
 /// same rules as the flusher's merge into PostgreSQL: watched intervals
-/// unite, position and speed move only for a newer beat, pending watch
-/// time adds up. Per entry, KEYS: entry, dirty zset; ARGV: member, org,
-/// duration, position, speed, at (ms), intervals (JSON), pending watch
-/// time, ttl (s), gap.
+/// unite, position and speed move only for a newer beat, watch time adds
+/// up. The node's claims are credited here against the entry's shared
+/// allowance, by the rule of [`crate::credit::Budget`] (which this must
+/// mirror), so beats sent to several nodes at once share one allowance.
+/// Per entry, KEYS: entry, dirty zset; ARGV: member, org, duration,
+/// position, speed, at (ms), confirmed intervals (JSON), claims (JSON,
+/// `[from, to, speed, arrival, issued, counts]`), ttl (s), gap, slack,
+/// carry cap. Answers each entry's watched union (JSON).
 const MERGE_LUA: &str = r#"
-local gap = tonumber(ARGV[10])
+local gap, slack, carry_max = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local function credit(e, c)
+  local since = c[5]
+  if e.c ~= nil and e.c > since then since = e.c end
+  local wall = c[4] - since
+  if wall < 0 then wall = 0 end
+  local available = (e.b or 0) + wall / 1000 * c[3] * (1 + slack)
+  local credited = c[2] - c[1]
+  if available < credited then credited = available end
+  if credited < 0 then credited = 0 end
+  e.b = math.min(carry_max, available - credited)
+  if e.c == nil or c[4] > e.c then e.c = c[4] end
+  return credited
+end
 local function apply(k, a)
   local raw = redis.call('GET', KEYS[k])
   local e
   if raw then e = cjson.decode(raw) else e = {v = 0, w = 0} end
   local add = cjson.decode(ARGV[a + 7])
+  local watch = 0
+  for _, c in ipairs(cjson.decode(ARGV[a + 8])) do
+    local credited = credit(e, c)
+    if credited > 0 then
+      if credited >= c[2] - c[1] then
+        table.insert(add, {c[1], c[2]})
+      else
+        table.insert(add, {c[1], c[1] + credited})
+      end
+      if c[6] == 1 then watch = watch + credited / c[3] end
+    end
+  end
   if #add > 0 then
     local iv = {}
     if type(e.i) == 'table' then iv = e.i end
@@ -391,15 +568,18 @@ local function apply(k, a)
     e.p, e.s, e.a = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), at
   end
   e.g = nil
-  e.w = (e.w or 0) + tonumber(ARGV[a + 8])
+  e.w = (e.w or 0) + watch
   e.o, e.d, e.v = ARGV[a + 2], tonumber(ARGV[a + 3]), (e.v or 0) + 1
   redis.call('SET', KEYS[k], cjson.encode(e), 'EX', ARGV[a + 9])
   redis.call('ZADD', KEYS[k + 1], 'NX', at, ARGV[a + 1])
+  if type(e.i) == 'table' and #e.i > 0 then return cjson.encode(e.i) end
+  return '[]'
 end
+local unions = {}
 for i = 0, #KEYS / 2 - 1 do
-  apply(i * 2 + 1, i * 10)
+  unions[i + 1] = apply(i * 2 + 1, i * 12)
 end
-return 1
+return unions
 "#;
 
 /// Merges a node's learner speeds: the newest wins. Per speed, KEYS:
@@ -495,11 +675,21 @@ const FLUSH_CHUNK: usize = 500;
 /// 0.25× the do-nothing handler; Redis's single thread, not the API, was
 /// the limit, and every beat waited for it.
 ///
+/// Credit ([`crate::credit`]) is decided where the nodes' beats meet: a
+/// node credits a beat against its own view of the allowance, at once,
+/// and pushes the beat's claim with it; Redis credits the claims of every
+/// node against the one shared allowance, keeps only that, and answers
+/// the entry's union, which the node then shows instead of its own
+/// credit. A script sending one lesson's beats to several nodes at once
+/// therefore gains nothing in PostgreSQL, and for at most a push interval
+/// on each node's own reads.
+///
 /// What this costs: a node's crash loses what it absorbed since its last
 /// push (≤ [`PUSH_INTERVAL`] plus the push), inside the one flush
 /// interval the progress requirement allows; and a retry of a beat that
-/// reaches another node than the original can count that one beat's
-/// watch time twice (each node recognises only its own retries).
+/// reaches another node than the original can count that beat's watch
+/// time twice as far as the allowance had room (each node recognises only
+/// its own retries).
 pub struct RedisAbsorber {
     shared: Arc<Shared>,
     flush_con: redis::aio::ConnectionManager,
@@ -541,7 +731,9 @@ impl Shared {
             let mut inv = self.merge.prepare_invoke();
             for s in chunk {
                 let member = format!("{}:{}", s.user_id, s.lesson_id);
-                let watched = serde_json::to_string(&s.watched).unwrap_or_else(|_| "[]".into());
+                let confirmed = serde_json::to_string(&s.confirmed).unwrap_or_else(|_| "[]".into());
+                let claims: Vec<_> = s.claims.iter().map(Claim::to_wire).collect();
+                let claims = serde_json::to_string(&claims).unwrap_or_else(|_| "[]".into());
                 inv.key(entry_key(&self.prefix, &member)).key(&dirty);
                 inv.arg(&member)
                     .arg(s.org_id.to_string())
@@ -549,16 +741,20 @@ impl Shared {
                     .arg(s.position_s)
                     .arg(s.speed)
                     .arg(s.at_ms)
-                    .arg(watched)
-                    .arg(s.pending_watch_s)
+                    .arg(confirmed)
+                    .arg(claims)
                     .arg(REDIS_TTL_S)
-                    .arg(intervals::GAP_S);
+                    .arg(intervals::GAP_S)
+                    .arg(credit::SLACK)
+                    .arg(credit::CARRY_MAX_S);
             }
-            let _: i64 = inv.invoke_async(&mut con).await?;
-            self.local.ack(&Batch {
-                entries: chunk.to_vec(),
-                ..Batch::default()
-            });
+            let unions: Vec<String> = inv.invoke_async(&mut con).await?;
+            // Lua's JSON encoder writes an empty list as `{}`.
+            let unions = unions
+                .iter()
+                .map(|u| serde_json::from_str(u).unwrap_or_default())
+                .collect();
+            self.local.ack_pushed(chunk, unions);
         }
         for chunk in batch.speeds.chunks(FLUSH_CHUNK) {
             let mut inv = self.merge_speeds.prepare_invoke();
@@ -578,8 +774,8 @@ impl Shared {
 }
 
 /// The push task of one absorber; ends when the absorber is dropped.
-async fn push_every_interval(shared: std::sync::Weak<Shared>) {
-    let mut tick = tokio::time::interval(PUSH_INTERVAL);
+async fn push_every_interval(shared: std::sync::Weak<Shared>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Since when pushes fail, and when that was last logged: one warning
     // a minute while Redis is away, not one a second.
@@ -633,6 +829,17 @@ fn overlay(shared: Option<Snapshot>, mine: Option<Snapshot>) -> Option<Snapshot>
 
 impl RedisAbsorber {
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, AbsorbError> {
+        Self::connect_pushing(url, prefix, Some(PUSH_INTERVAL)).await
+    }
+
+    /// As [`RedisAbsorber::connect`], pushing every `every`, or only when
+    /// told ([`Absorber::push`]) with `None`: tests that decide which
+    /// node's claims reach Redis first.
+    pub async fn connect_pushing(
+        url: &str,
+        prefix: &str,
+        every: Option<Duration>,
+    ) -> Result<Self, AbsorbError> {
         let client = redis::Client::open(url)?;
         // While Redis is away a call fails within about a second (two
         // quick reconnect attempts) instead of the client's default six
@@ -649,14 +856,19 @@ impl RedisAbsorber {
         // The flusher's large replies never queue in front of pushes.
         let flush_con = client.get_connection_manager_with_config(config).await?;
         let shared = Arc::new(Shared {
-            local: Memory::default(),
+            local: Memory {
+                record_claims: true,
+                ..Memory::default()
+            },
             con,
             prefix: prefix.to_string(),
             merge: redis::Script::new(MERGE_LUA),
             merge_speeds: redis::Script::new(MERGE_SPEEDS_LUA),
             pushing: tokio::sync::Mutex::new(()),
         });
-        tokio::spawn(push_every_interval(Arc::downgrade(&shared)));
+        if let Some(every) = every {
+            tokio::spawn(push_every_interval(Arc::downgrade(&shared), every));
+        }
         Ok(Self {
             shared,
             flush_con,
@@ -680,6 +892,47 @@ impl RedisAbsorber {
 
     fn absorb(&self, beat: &Beat) {
         self.shared.local.absorb(beat);
+    }
+
+    fn session_key(&self, id: Uuid) -> String {
+        format!("{}ps:{id}", self.prefix())
+    }
+
+    async fn open_session(&self, id: Uuid, session: Session) {
+        self.shared.local.open_session(id, session);
+        let value = format!(
+            "{} {} {}",
+            session.user_id, session.lesson_id, session.issued_ms
+        );
+        let mut con = self.shared.con.clone();
+        let written: Result<(), _> = redis::cmd("SET")
+            .arg(self.session_key(id))
+            .arg(value)
+            .arg("EX")
+            .arg(SESSION_TTL.as_secs())
+            .query_async(&mut con)
+            .await;
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "cannot record a playback session in Redis; only this node knows it");
+        }
+    }
+
+    async fn session(&self, user_id: Uuid, id: Uuid) -> Result<Option<Session>, AbsorbError> {
+        if let Some(s) = self.shared.local.session(user_id, id) {
+            return Ok(Some(s));
+        }
+        let mut con = self.shared.con.clone();
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(self.session_key(id))
+            .query_async(&mut con)
+            .await?;
+        let found = raw
+            .and_then(|raw| parse_session(&raw))
+            .filter(|s| s.user_id == user_id);
+        if let Some(s) = found {
+            self.shared.local.open_session(id, s);
+        }
+        Ok(found)
     }
 
     /// Pushes this node's unpushed beats now (tests; before a flush).
@@ -898,6 +1151,19 @@ fn parse_entry(user_id: Uuid, lesson_id: Uuid, raw: &str) -> Option<Snapshot> {
         watched: serde_json::from_value(e.i).unwrap_or_default(),
         pending_watch_s: e.w,
         version: e.v as u64,
+        claims: Vec::new(),
+        confirmed: Intervals::new(),
+    })
+}
+
+/// A playback session as [`RedisAbsorber::open_session`] stores it:
+/// "<user> <lesson> <issued ms>".
+fn parse_session(raw: &str) -> Option<Session> {
+    let mut parts = raw.split(' ');
+    Some(Session {
+        user_id: parts.next()?.parse().ok()?,
+        lesson_id: parts.next()?.parse().ok()?,
+        issued_ms: parts.next()?.parse().ok()?,
     })
 }
 

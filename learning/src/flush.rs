@@ -74,21 +74,26 @@ pub async fn write(db: &PgPool, batch: &Batch) -> Result<(), sqlx::Error> {
 async fn write_entries(tx: &mut PgConnection, chunk: &[&Snapshot]) -> Result<(), sqlx::Error> {
     let users: Vec<Uuid> = chunk.iter().map(|s| s.user_id).collect();
     let lessons: Vec<Uuid> = chunk.iter().map(|s| s.lesson_id).collect();
-    let stored: HashMap<(Uuid, Uuid), Intervals> =
-        sqlx::query_as::<_, (Uuid, Uuid, Json<Intervals>)>(
-            "SELECT lp.user_id, lp.lesson_id, lp.watched
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        user_id: Uuid,
+        lesson_id: Uuid,
+        watched: Json<Intervals>,
+    }
+    let stored: HashMap<(Uuid, Uuid), Intervals> = sqlx::query_as::<_, Stored>(
+        "SELECT lp.user_id, lp.lesson_id, lp.watched
          FROM lesson_progress lp
          JOIN UNNEST($1::uuid[], $2::uuid[]) AS k(u, l) ON lp.user_id = k.u AND lp.lesson_id = k.l
          ORDER BY lp.user_id, lp.lesson_id
          FOR UPDATE OF lp",
-        )
-        .bind(&users)
-        .bind(&lessons)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(u, l, Json(w))| ((u, l), w))
-        .collect();
+    )
+    .bind(&users)
+    .bind(&lessons)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| ((r.user_id, r.lesson_id), r.watched.0))
+    .collect();
 
     let (existing, new): (Vec<&Snapshot>, Vec<&Snapshot>) = chunk
         .iter()

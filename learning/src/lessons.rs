@@ -49,15 +49,17 @@ impl LessonInfo {
     }
 }
 
-type LessonRow = (
-    Uuid,
-    Uuid,
-    String,
-    Option<Uuid>,
-    Option<f64>,
-    Option<String>,
-    bool,
-);
+/// A lesson as [`LessonCache::fresh`] reads it.
+#[derive(sqlx::FromRow)]
+struct LessonRow {
+    organisation_id: Uuid,
+    course_id: Uuid,
+    title: String,
+    asset_id: Option<Uuid>,
+    duration_s: Option<f64>,
+    prefix: Option<String>,
+    published: bool,
+}
 
 /// Cheap to clone: clones share the cache (a background re-read holds one).
 #[derive(Default, Clone)]
@@ -151,8 +153,9 @@ impl LessonCache {
     /// Reads the lesson from PostgreSQL and refreshes the cache.
     pub async fn fresh(&self, db: &PgPool, id: Uuid) -> Result<Option<LessonInfo>, sqlx::Error> {
         let row: Option<LessonRow> = sqlx::query_as(
-            "SELECT l.organisation_id, l.course_id, l.title, a.id, a.duration_s,
-                    coalesce(a.output_prefix, a.playable_prefix), c.state = 'published'
+            "SELECT l.organisation_id, l.course_id, l.title, a.id AS asset_id, a.duration_s,
+                    coalesce(a.output_prefix, a.playable_prefix) AS prefix,
+                    c.state = 'published' AS published
              FROM lessons l
              JOIN courses c ON c.id = l.course_id
              LEFT JOIN assets a ON a.id = l.asset_id
@@ -161,18 +164,16 @@ impl LessonCache {
         .bind(id)
         .fetch_optional(db)
         .await?;
-        let info = row.map(
-            |(org_id, course_id, title, asset_id, duration_s, prefix, published)| LessonInfo {
-                id,
-                org_id,
-                course_id,
-                title,
-                asset_id,
-                duration_s,
-                prefix,
-                published,
-            },
-        );
+        let info = row.map(|r| LessonInfo {
+            id,
+            org_id: r.organisation_id,
+            course_id: r.course_id,
+            title: r.title,
+            asset_id: r.asset_id,
+            duration_s: r.duration_s,
+            prefix: r.prefix,
+            published: r.published,
+        });
         let mut map = self.inner.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_ENTRIES {
             map.clear();

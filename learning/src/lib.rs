@@ -10,8 +10,15 @@
 //! the absorber has not flushed yet. A beat is not written to the audit
 //! log: it is telemetry of a playback whose start (the playback session)
 //! is audited like every state-changing request.
+//!
+//! A beat names its playback session (`playback_id`), and what it claims
+//! to have played counts only as far as the wall time since the previous
+//! beat allows ([`credit`]), so a script cannot forge completion; a beat
+//! without a session still moves the resume point and speed (players of
+//! before sessions keep resuming) but counts toward nothing.
 
 pub mod absorber;
+pub mod credit;
 pub mod flush;
 pub mod intervals;
 pub mod lessons;
@@ -28,17 +35,18 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use lectern_delivery::Playback;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use absorber::{AbsorbError, Absorber, Beat};
+use absorber::{AbsorbError, Absorber, Beat, Session};
+use credit::Clock;
+use lectern_web::doc::{DocOutput, Operation, Schemas};
 use lectern_web::ErrorCode;
 use lectern_web::Unaudited;
 use lectern_web::{Access, Principal};
 use lectern_web::{ApiError, ApiRouter};
-use lectern_web::{ApiJson, ApiPath};
+use lectern_web::{ApiJson, ApiPath, NoContent};
 use lessons::{LessonCache, LessonInfo};
 
 /// Where heartbeats are absorbed.
@@ -90,6 +98,8 @@ pub struct Learning {
     pub absorber: Absorber,
     pub lessons: LessonCache,
     pub settings: ProgressSettings,
+    /// What beats' credit is bounded by ([`credit`]).
+    pub clock: Clock,
 }
 
 impl Learning {
@@ -106,6 +116,7 @@ impl Learning {
             absorber,
             lessons: LessonCache::default(),
             settings,
+            clock: Clock::default(),
         })
     }
 }
@@ -171,14 +182,12 @@ const END_TOLERANCE_S: f64 = 3.0;
 const MAX_BEAT_WALL_S: f64 = 120.0;
 /// Within this of the end, a new playback starts from the beginning.
 const REWIND_NEAR_END_S: f64 = 5.0;
-pub const MIN_SPEED: f64 = 0.25;
-pub const MAX_SPEED: f64 = 4.0;
+/// The speeds a beat may report: what the player SDK offers (0.5–2×).
+/// Faster would let a learner "watch" a lesson in a fraction of its length.
+pub const MIN_SPEED: f64 = 0.5;
+pub const MAX_SPEED: f64 = 2.0;
 /// Completion that counts as complete.
 pub const COMPLETE_AT: f64 = 0.9;
-
-fn unprocessable(code: ErrorCode, message: impl Into<String>) -> ApiError {
-    ApiError::new(code, message)
-}
 
 fn absorber_error(e: AbsorbError) -> ApiError {
     ApiError::new(
@@ -240,28 +249,65 @@ impl Progress {
     }
 }
 
-type ProgressRow = (
-    f64,
-    f32,
-    DateTime<Utc>,
-    sqlx::types::Json<intervals::Intervals>,
-    f64,
-    Option<DateTime<Utc>>,
-);
+/// A `lesson_progress` row as [`PROGRESS_COLUMNS`] reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ProgressRow {
+    pub position_s: f64,
+    pub speed: f32,
+    pub last_beat_at: DateTime<Utc>,
+    pub watched: sqlx::types::Json<intervals::Intervals>,
+    pub watch_time_s: f64,
+    pub completed_at: Option<DateTime<Utc>>,
+}
 
 pub(crate) const PROGRESS_COLUMNS: &str =
     "position_s, speed, last_beat_at, watched, watch_time_s, completed_at";
 
-pub(crate) fn progress_from_row(row: ProgressRow) -> Progress {
-    let (position_s, speed, at, watched, watch_time_s, completed_at) = row;
-    Progress {
-        position_s,
-        speed: Some(speed),
-        at: Some(at),
-        watched: watched.0,
-        watch_time_s,
-        completed_at,
+impl From<ProgressRow> for Progress {
+    fn from(row: ProgressRow) -> Self {
+        Progress {
+            position_s: row.position_s,
+            speed: Some(row.speed),
+            at: Some(row.last_beat_at),
+            watched: row.watched.0,
+            watch_time_s: row.watch_time_s,
+            completed_at: row.completed_at,
+        }
     }
+}
+
+/// Where a learner starts watching a lesson: the answer of `POST
+/// /api/v1/lessons/{lesson_id}/playback`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct PlaybackSession {
+    /// This playback's id: send it as `playback_id` with every heartbeat
+    /// of this playback. Valid for 12 hours; a heartbeat answered 409
+    /// `playback_session_expired` needs a new session.
+    pub playback_id: Uuid,
+    pub lesson_id: Uuid,
+    pub course_id: Uuid,
+    pub asset_id: Uuid,
+    /// The lesson's title.
+    pub title: String,
+    /// The signed HLS master playlist (relative to the API unless a media
+    /// base URL is configured); its token is bound to the caller's sign-in
+    /// session and expires.
+    pub master_url: String,
+    /// Where to start, in seconds: where the learner stopped on any device,
+    /// or 0 when that was within 5 s of the end.
+    pub resume_position_s: f64,
+    /// The learner's preferred speed: the last one used on any lesson (1
+    /// until they chose), within the allowed 0.5–2.
+    pub speed: f32,
+    /// The lesson's length in seconds, when known.
+    pub duration_s: Option<f64>,
+    /// Share of the lesson watched (0–1): the union of the intervals
+    /// credited, over the duration.
+    pub completion: f64,
+    /// Whether the lesson counts as completed (90 % watched, ever).
+    pub completed: bool,
+    /// Wall-clock seconds spent watching it, all devices together.
+    pub watch_time_s: f64,
 }
 
 /// `POST /api/v1/lessons/{lesson_id}/playback` → where to play from: the
@@ -270,7 +316,7 @@ async fn playback(
     State(state): State<LearningState>,
     principal: Principal,
     ApiPath(lesson_id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PlaybackSession>, ApiError> {
     let user_id = signed_in(&principal)?;
     let lesson = watchable(
         state.learning.lessons.fresh(&state.db, lesson_id).await?,
@@ -284,7 +330,7 @@ async fn playback(
     .bind(lesson_id)
     .fetch_optional(&state.db)
     .await?;
-    let mut progress = stored.map(progress_from_row).unwrap_or_default();
+    let mut progress: Progress = stored.map(Progress::from).unwrap_or_default();
     let absorber = &state.learning.absorber;
     if let Some(Some(snap)) = absorber
         .peek(user_id, &[lesson_id])
@@ -311,25 +357,44 @@ async fn playback(
     let master_url = state
         .playback
         .master_url(asset_id, prefix, principal.session_id());
-    Ok(Json(json!({
-        "lesson_id": lesson_id,
-        "course_id": lesson.course_id,
-        "asset_id": asset_id,
-        "title": lesson.title,
-        "master_url": master_url,
-        "resume_position_s": resume,
-        "speed": speed,
-        "duration_s": duration,
-        "completion": progress.completion(duration),
-        "completed": progress.completed(duration),
-        "watch_time_s": progress.watch_time_s,
-    })))
+    let playback_id = Uuid::new_v4();
+    state
+        .learning
+        .absorber
+        .open_session(
+            playback_id,
+            Session {
+                user_id,
+                lesson_id,
+                issued_ms: state.learning.clock.now_ms(),
+            },
+        )
+        .await;
+    Ok(Json(PlaybackSession {
+        playback_id,
+        lesson_id,
+        course_id: lesson.course_id,
+        asset_id,
+        title: lesson.title,
+        master_url,
+        resume_position_s: resume,
+        speed: speed.clamp(MIN_SPEED as f32, MAX_SPEED as f32),
+        duration_s: duration,
+        completion: progress.completion(duration),
+        completed: progress.completed(duration),
+        watch_time_s: progress.watch_time_s,
+    }))
 }
 
 /// The learner's newest speed anywhere: the absorber's if newer than the
 /// stored one, else the stored one, else 1.
 pub(crate) async fn preferred_speed(state: &LearningState, user_id: Uuid) -> Result<f32, ApiError> {
-    let stored: Option<(f32, DateTime<Utc>)> =
+    #[derive(sqlx::FromRow)]
+    struct Stored {
+        speed: f32,
+        speed_at: DateTime<Utc>,
+    }
+    let stored: Option<Stored> =
         sqlx::query_as("SELECT speed, speed_at FROM learner_preferences WHERE user_id = $1")
             .bind(user_id)
             .fetch_optional(&state.db)
@@ -341,22 +406,36 @@ pub(crate) async fn preferred_speed(state: &LearningState, user_id: Uuid) -> Res
         .await
         .map_err(absorber_error)?;
     Ok(match (stored, absorbed) {
-        (Some((s, at)), Some(a)) if at.timestamp_millis() > a.at_ms => s,
+        (Some(s), Some(a)) if s.speed_at.timestamp_millis() > a.at_ms => s.speed,
         (_, Some(a)) => a.speed,
-        (Some((s, _)), None) => s,
+        (Some(s), None) => s.speed,
         (None, None) => 1.0,
     })
 }
 
-/// A heartbeat. Unknown fields are ignored on purpose: players in the
-/// field are updated slowly, and a newer player must not have its beats
-/// refused by an older API.
+/// A heartbeat: where the player is, and the media it played since its
+/// previous beat. Send one every few seconds while playing, and on pause,
+/// seek and speed change. Unknown fields are ignored on purpose: players
+/// in the field are updated slowly, and a newer player must not have its
+/// beats refused by an older API.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct Heartbeat {
     lesson_id: Uuid,
+    /// The `playback_id` of the playback session this beat belongs to.
+    /// Without it the beat moves the resume point and speed but counts
+    /// toward neither completion nor watch time.
+    #[serde(default)]
+    playback_id: Option<Uuid>,
+    /// The resume point: the media time now, in seconds.
     position_s: f64,
+    /// The playback speed, 0.5–2.
     speed: f64,
+    /// Start of the media interval played since the previous beat, in
+    /// seconds (equal to `played_to_s` when nothing played).
     played_from_s: f64,
+    /// End of that interval. What counts toward completion is at most the
+    /// wall time since the previous beat of this lesson × speed (with 10 %
+    /// slack): the rest of a longer interval is not credited.
     played_to_s: f64,
     /// When the player sent it (RFC 3339). Orders beats across retries
     /// and devices; capped at the arrival time, so a clock running ahead
@@ -372,14 +451,14 @@ fn validate(beat: &Heartbeat, duration_s: Option<f64>) -> Result<(), ApiError> {
         ("played_to_s", beat.played_to_s),
     ] {
         if !v.is_finite() || v < 0.0 {
-            return Err(unprocessable(
+            return Err(ApiError::new(
                 ErrorCode::NegativeValue,
                 format!("{name} must be a number of seconds ≥ 0, got {v}"),
             ));
         }
     }
     if !(MIN_SPEED..=MAX_SPEED).contains(&beat.speed) {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::InvalidSpeed,
             format!(
                 "speed must be between {MIN_SPEED} and {MAX_SPEED}, got {}",
@@ -388,7 +467,7 @@ fn validate(beat: &Heartbeat, duration_s: Option<f64>) -> Result<(), ApiError> {
         ));
     }
     if beat.played_from_s > beat.played_to_s {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::InvalidInterval,
             format!(
                 "played_from_s ({}) is after played_to_s ({})",
@@ -398,7 +477,7 @@ fn validate(beat: &Heartbeat, duration_s: Option<f64>) -> Result<(), ApiError> {
     }
     let wall = (beat.played_to_s - beat.played_from_s) / beat.speed;
     if wall > MAX_BEAT_WALL_S {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::IntervalTooLong,
             format!(
                 "one heartbeat may report at most {MAX_BEAT_WALL_S} s of playing time; \
@@ -413,7 +492,7 @@ fn validate(beat: &Heartbeat, duration_s: Option<f64>) -> Result<(), ApiError> {
             ("played_to_s", beat.played_to_s),
         ] {
             if v > limit {
-                return Err(unprocessable(
+                return Err(ApiError::new(
                     ErrorCode::PastDuration,
                     format!("{name} ({v}) is past the end of the lesson ({d:.3} s)"),
                 ));
@@ -423,23 +502,39 @@ fn validate(beat: &Heartbeat, duration_s: Option<f64>) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// What a telemetry request (a heartbeat) answers: 204, or the error.
+/// Success and server errors are marked [`Unaudited`]: an overloaded node
+/// must not add an audit transaction (serialised on the chain lock) to
+/// every beat it takes or fails; client errors (4xx) are still audited
+/// like any refused request.
+struct Telemetry(Result<(), ApiError>);
+
+impl IntoResponse for Telemetry {
+    fn into_response(self) -> Response {
+        match self.0 {
+            Ok(()) => (StatusCode::NO_CONTENT, axum::Extension(Unaudited)).into_response(),
+            Err(e) if e.status().is_server_error() => {
+                (axum::Extension(Unaudited), e.into_response()).into_response()
+            }
+            Err(e) => e.into_response(),
+        }
+    }
+}
+
+impl DocOutput for Telemetry {
+    fn describe(op: &mut Operation, schemas: &mut Schemas) {
+        <Result<NoContent, ApiError> as DocOutput>::describe(op, schemas);
+    }
+}
+
 /// `POST /api/v1/progress` → 204. See the module docs and `absorber` for
 /// what a beat changes.
 async fn progress(
     State(state): State<LearningState>,
     principal: Principal,
     beat: Result<ApiJson<Heartbeat>, ApiError>,
-) -> Response {
-    match absorb_beat(&state, &principal, beat).await {
-        Ok(()) => (StatusCode::NO_CONTENT, axum::Extension(Unaudited)).into_response(),
-        // An overloaded node must not add an audit transaction (serialised
-        // on the chain lock) to every beat it fails; client errors (4xx)
-        // are still audited like any refused request.
-        Err(e) if e.status().is_server_error() => {
-            (axum::Extension(Unaudited), e.into_response()).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
+) -> Telemetry {
+    Telemetry(absorb_beat(&state, &principal, beat).await)
 }
 
 async fn absorb_beat(
@@ -461,6 +556,11 @@ async fn absorb_beat(
     validate(&beat, lesson.duration_s)?;
     let now = Utc::now().timestamp_millis();
     let at_ms = beat.sent_at.map_or(now, |t| t.timestamp_millis().min(now));
+    let arrival_ms = state.learning.clock.now_ms();
+    let issued_ms = match beat.playback_id {
+        None => None,
+        Some(id) => session_of(state, user_id, id, beat.lesson_id, arrival_ms).await?,
+    };
     state
         .learning
         .absorber
@@ -474,13 +574,41 @@ async fn absorb_beat(
             from_s: beat.played_from_s,
             to_s: beat.played_to_s,
             at_ms,
+            issued_ms,
+            arrival_ms,
         })
         .await
         .map_err(absorber_error)
 }
 
+/// When the playback session `id` of a beat was issued: 409 if it is not
+/// a live session of this learner and lesson. In Redis mode, a session
+/// this node has never seen while Redis cannot be asked makes the beat
+/// one without a session (it still moves the resume point): the learner
+/// keeps playing, and loses the credit of the beats until Redis is back.
+async fn session_of(
+    state: &LearningState,
+    user_id: Uuid,
+    id: Uuid,
+    lesson_id: Uuid,
+    now_ms: i64,
+) -> Result<Option<i64>, ApiError> {
+    match state.learning.absorber.session(user_id, id).await {
+        Ok(Some(s)) if s.lesson_id == lesson_id && s.live_at(now_ms) => Ok(Some(s.issued_ms)),
+        Ok(_) => Err(ApiError::new(
+            ErrorCode::PlaybackSessionExpired,
+            format!(
+                "playback_id {id} is not a live playback session of yours for lesson \
+                 {lesson_id}; start a new one with POST /api/v1/lessons/{lesson_id}/playback \
+                 and send its playback_id"
+            ),
+        )),
+        Err(_) => Ok(None),
+    }
+}
+
 /// `POST /api/v1/bench/noop`: the benchmark's baseline — authenticated and
 /// unaudited like a heartbeat, doing nothing else.
-async fn bench_noop(_principal: Principal) -> Response {
-    (StatusCode::NO_CONTENT, axum::Extension(Unaudited)).into_response()
+async fn bench_noop(_principal: Principal) -> Telemetry {
+    Telemetry(Ok(()))
 }

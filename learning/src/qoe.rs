@@ -4,17 +4,16 @@
 //! directly, one multi-row insert per report.
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{signed_in, unprocessable};
+use crate::signed_in;
 use lectern_web::ErrorCode;
 use lectern_web::{Access, Permission, Principal};
 use lectern_web::{ApiError, ApiRouter};
-use lectern_web::{ApiJson, ApiQuery};
+use lectern_web::{ApiJson, ApiQuery, NoContent};
 
 use crate::LearningState;
 
@@ -32,49 +31,64 @@ pub fn routes(api: ApiRouter<LearningState>) -> ApiRouter<LearningState> {
 
 const MAX_EVENTS: usize = 50;
 
+/// What the player saw.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
-enum Kind {
+enum QoeEventKind {
+    /// Playback started: `startup_ms` from the play request to the first frame.
     Startup,
+    /// Playback stalled for data: `rebuffer_ms` (and `rebuffer_count` stalls).
     Rebuffer,
+    /// The player changed rung: `to_bitrate` (and `from_bitrate`).
     BitrateSwitch,
+    /// The player gave up: `error_code`.
     FatalError,
 }
 
-impl Kind {
+impl QoeEventKind {
     fn as_str(&self) -> &'static str {
         match self {
-            Kind::Startup => "startup",
-            Kind::Rebuffer => "rebuffer",
-            Kind::BitrateSwitch => "bitrate_switch",
-            Kind::FatalError => "fatal_error",
+            QoeEventKind::Startup => "startup",
+            QoeEventKind::Rebuffer => "rebuffer",
+            QoeEventKind::BitrateSwitch => "bitrate_switch",
+            QoeEventKind::FatalError => "fatal_error",
         }
     }
 }
 
+/// One thing the player saw; which fields it needs depends on `kind`.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Event {
-    kind: Kind,
+struct QoeEvent {
+    kind: QoeEventKind,
+    /// Milliseconds from the play request to the first frame (0–600000).
     startup_ms: Option<i64>,
+    /// How many stalls this event sums up (default 1).
     rebuffer_count: Option<i64>,
+    /// Milliseconds spent stalled (0–86400000).
     rebuffer_ms: Option<i64>,
+    /// Bits per second of the rung left.
     from_bitrate: Option<i64>,
+    /// Bits per second of the rung switched to.
     to_bitrate: Option<i64>,
+    /// The player's error code: 1–100 letters, digits and `_ - . :`.
     error_code: Option<String>,
 }
 
-/// One event, or several of one playback.
+/// One event, or several (1–50) of one playback.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Report {
+struct QoeReport {
+    /// The lesson played; without it, the events count for the caller's
+    /// organisation.
     lesson_id: Option<Uuid>,
-    /// The playback's id, if the player has one (correlates events).
+    /// The playback session's `playback_id`, if the player has one
+    /// (correlates events).
     session_id: Option<Uuid>,
     #[serde(default)]
-    events: Vec<Event>,
+    events: Vec<QoeEvent>,
     /// A single event may be sent inline instead of in `events`.
-    kind: Option<Kind>,
+    kind: Option<QoeEventKind>,
     startup_ms: Option<i64>,
     rebuffer_count: Option<i64>,
     rebuffer_ms: Option<i64>,
@@ -87,7 +101,7 @@ fn in_range(name: &str, v: Option<i64>, max: i64) -> Result<Option<i32>, ApiErro
     match v {
         None => Ok(None),
         Some(v) if (0..=max).contains(&v) => Ok(Some(v as i32)),
-        Some(v) => Err(unprocessable(
+        Some(v) => Err(ApiError::new(
             ErrorCode::InvalidQoe,
             format!("{name} must be between 0 and {max}, got {v}"),
         )),
@@ -104,22 +118,22 @@ struct Row {
     error_code: Option<String>,
 }
 
-fn check(e: Event) -> Result<Row, ApiError> {
+fn check(e: QoeEvent) -> Result<Row, ApiError> {
     let required = |field: &str, present: bool| {
         if present {
             Ok(())
         } else {
-            Err(unprocessable(
+            Err(ApiError::new(
                 ErrorCode::InvalidQoe,
                 format!("a {} event needs {field}", e.kind.as_str()),
             ))
         }
     };
     match e.kind {
-        Kind::Startup => required("startup_ms", e.startup_ms.is_some())?,
-        Kind::Rebuffer => required("rebuffer_ms", e.rebuffer_ms.is_some())?,
-        Kind::BitrateSwitch => required("to_bitrate", e.to_bitrate.is_some())?,
-        Kind::FatalError => required("error_code", e.error_code.is_some())?,
+        QoeEventKind::Startup => required("startup_ms", e.startup_ms.is_some())?,
+        QoeEventKind::Rebuffer => required("rebuffer_ms", e.rebuffer_ms.is_some())?,
+        QoeEventKind::BitrateSwitch => required("to_bitrate", e.to_bitrate.is_some())?,
+        QoeEventKind::FatalError => required("error_code", e.error_code.is_some())?,
     }
     if let Some(code) = &e.error_code {
         let ok = (1..=100).contains(&code.len())
@@ -127,7 +141,7 @@ fn check(e: Event) -> Result<Row, ApiError> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
         if !ok {
-            return Err(unprocessable(
+            return Err(ApiError::new(
                 ErrorCode::InvalidQoe,
                 "error_code is 1–100 characters of letters, digits and _ - . :",
             ));
@@ -149,12 +163,12 @@ fn check(e: Event) -> Result<Row, ApiError> {
 async fn report(
     State(state): State<LearningState>,
     principal: Principal,
-    ApiJson(report): ApiJson<Report>,
-) -> Result<StatusCode, ApiError> {
+    ApiJson(report): ApiJson<QoeReport>,
+) -> Result<NoContent, ApiError> {
     let user_id = signed_in(&principal)?;
     let mut events = report.events;
     if let Some(kind) = report.kind {
-        events.push(Event {
+        events.push(QoeEvent {
             kind,
             startup_ms: report.startup_ms,
             rebuffer_count: report.rebuffer_count,
@@ -165,7 +179,7 @@ async fn report(
         });
     }
     if events.is_empty() || events.len() > MAX_EVENTS {
-        return Err(unprocessable(
+        return Err(ApiError::new(
             ErrorCode::InvalidQoe,
             format!("send 1 to {MAX_EVENTS} events"),
         ));
@@ -204,7 +218,7 @@ async fn report(
             .push_bind(r.error_code);
     });
     qb.build().execute(&state.db).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -216,6 +230,50 @@ struct SummaryParams {
     org_id: Option<Uuid>,
 }
 
+/// Startup time percentiles, in milliseconds.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StartupPercentiles {
+    /// Median; null without startups.
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+/// How many fatal errors had one code.
+#[derive(Debug, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct FatalErrorCount {
+    pub code: String,
+    pub count: i64,
+}
+
+/// How playback went for an organisation's learners over a window.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct QoeSummary {
+    /// The window, in hours back from now.
+    pub hours: i64,
+    /// The organisation summarised; null for all (a global super admin).
+    pub org_id: Option<Uuid>,
+    /// Playbacks that started.
+    pub startups: i64,
+    pub startup_ms: StartupPercentiles,
+    /// Stalls for data.
+    pub rebuffers: i64,
+    /// Milliseconds spent stalled, all together.
+    pub rebuffer_ms: i64,
+    pub bitrate_switches: i64,
+    /// The 20 most frequent fatal error codes, most frequent first.
+    pub fatal_errors: Vec<FatalErrorCount>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Totals {
+    startups: i64,
+    p50: Option<f64>,
+    p95: Option<f64>,
+    rebuffers: i64,
+    rebuffer_ms: Option<i64>,
+    switches: i64,
+}
+
 /// `GET /api/v1/qoe/summary?hours=24` → startup percentiles, rebuffering,
 /// bitrate switches and fatal errors by code, for the caller's
 /// organisation.
@@ -223,7 +281,7 @@ async fn summary(
     State(state): State<LearningState>,
     principal: Principal,
     ApiQuery(params): ApiQuery<SummaryParams>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QoeSummary>, ApiError> {
     let hours = params.hours.unwrap_or(24);
     if !(1..=720).contains(&hours) {
         return Err(ApiError::new(
@@ -235,20 +293,13 @@ async fn summary(
         (Some(_), _) => Some(principal.target_org(params.org_id)?),
         (None, named) => named,
     };
-    let (startups, p50, p95, rebuffers, rebuffer_ms, switches): (
-        i64,
-        Option<f64>,
-        Option<f64>,
-        i64,
-        Option<i64>,
-        i64,
-    ) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE kind = 'startup'),
-                percentile_cont(0.5) WITHIN GROUP (ORDER BY startup_ms) FILTER (WHERE kind = 'startup'),
-                percentile_cont(0.95) WITHIN GROUP (ORDER BY startup_ms) FILTER (WHERE kind = 'startup'),
-                coalesce(sum(coalesce(rebuffer_count, 1)) FILTER (WHERE kind = 'rebuffer'), 0)::bigint,
-                sum(rebuffer_ms) FILTER (WHERE kind = 'rebuffer')::bigint,
-                count(*) FILTER (WHERE kind = 'bitrate_switch')
+    let totals: Totals = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE kind = 'startup') AS startups,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY startup_ms) FILTER (WHERE kind = 'startup') AS p50,
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY startup_ms) FILTER (WHERE kind = 'startup') AS p95,
+                coalesce(sum(coalesce(rebuffer_count, 1)) FILTER (WHERE kind = 'rebuffer'), 0)::bigint AS rebuffers,
+                sum(rebuffer_ms) FILTER (WHERE kind = 'rebuffer')::bigint AS rebuffer_ms,
+                count(*) FILTER (WHERE kind = 'bitrate_switch') AS switches
          FROM qoe_events
          WHERE ($1::uuid IS NULL OR organisation_id = $1) AND at > now() - make_interval(hours => $2::int)",
     )
@@ -256,8 +307,8 @@ async fn summary(
     .bind(hours as i32)
     .fetch_one(&state.db)
     .await?;
-    let errors: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT error_code, count(*) FROM qoe_events
+    let fatal_errors: Vec<FatalErrorCount> = sqlx::query_as(
+        "SELECT error_code AS code, count(*) AS count FROM qoe_events
          WHERE kind = 'fatal_error' AND ($1::uuid IS NULL OR organisation_id = $1)
            AND at > now() - make_interval(hours => $2::int)
          GROUP BY error_code ORDER BY count(*) DESC, error_code LIMIT 20",
@@ -266,14 +317,17 @@ async fn summary(
     .bind(hours as i32)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(json!({
-        "hours": hours,
-        "org_id": org,
-        "startups": startups,
-        "startup_ms": { "p50": p50, "p95": p95 },
-        "rebuffers": rebuffers,
-        "rebuffer_ms": rebuffer_ms.unwrap_or(0),
-        "bitrate_switches": switches,
-        "fatal_errors": errors.into_iter().map(|(code, n)| json!({ "code": code, "count": n })).collect::<Vec<_>>(),
-    })))
+    Ok(Json(QoeSummary {
+        hours,
+        org_id: org,
+        startups: totals.startups,
+        startup_ms: StartupPercentiles {
+            p50: totals.p50,
+            p95: totals.p95,
+        },
+        rebuffers: totals.rebuffers,
+        rebuffer_ms: totals.rebuffer_ms.unwrap_or(0),
+        bitrate_switches: totals.switches,
+        fatal_errors,
+    }))
 }

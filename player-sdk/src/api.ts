@@ -8,6 +8,8 @@ export type Auth = "cookie" | { bearer: string };
 
 /** `POST /api/v1/lessons/{id}/playback`: what the player starts from. */
 export interface PlaybackSession {
+  /** This playback's id: every heartbeat carries it, or counts toward nothing. */
+  playback_id: string;
   master_url: string;
   resume_position_s: number;
   speed: number;
@@ -17,6 +19,8 @@ export interface PlaybackSession {
 
 export interface Heartbeat {
   lesson_id: string;
+  /** The playback session the beat belongs to (`PlaybackSession.playback_id`). */
+  playback_id: string;
   position_s: number;
   speed: number;
   played_from_s: number;
@@ -71,8 +75,9 @@ export class Api {
     await this.post("api/v1/progress", beat);
   }
 
-  async qoe(lessonId: string, events: QoeEvent[]): Promise<void> {
-    await this.post("api/v1/qoe", { lesson_id: lessonId, events });
+  /** QoE events of a playback; `playbackId` (when known) correlates them. */
+  async qoe(lessonId: string, playbackId: string | undefined, events: QoeEvent[]): Promise<void> {
+    await this.post("api/v1/qoe", { lesson_id: lessonId, session_id: playbackId, events });
   }
 
   /**

@@ -51,6 +51,10 @@ export interface PlayerEvents {
 type Listener<K extends keyof PlayerEvents> = (detail: PlayerEvents[K]) => void;
 
 const SPEED_KEY = "lectern.player.speed";
+/** The API's answer to a beat whose playback session it no longer knows. */
+const SESSION_EXPIRED = "playback_session_expired";
+/** At most one new playback session this often, whatever the API answers. */
+const RENEW_AFTER_MS = 30_000;
 export const AUTO: Quality = { index: -1, label: "Auto", height: null, width: null, bitrate: null };
 
 export class LecternPlayer {
@@ -72,6 +76,7 @@ export class LecternPlayer {
   private lastObservedAt = 0;
   private lastSent: { position: number; speed: number } | null = null;
   private lastBitrate: number | null = null;
+  private renewedAt = -Infinity;
   private sending: Promise<void> = Promise.resolve();
   private destroyed = false;
   /**
@@ -320,8 +325,10 @@ export class LecternPlayer {
     }
     const speed = clampSpeed(v.playbackRate);
     const position = v.currentTime;
+    const playbackId = this.session.playback_id;
     const beats = this.tracker.take().map((i) => ({
       lesson_id: this.lessonId,
+      playback_id: playbackId,
       position_s: round(i.to),
       speed,
       played_from_s: round(i.from),
@@ -342,6 +349,7 @@ export class LecternPlayer {
       const p = round(position);
       beats.push({
         lesson_id: this.lessonId,
+        playback_id: playbackId,
         position_s: p,
         speed,
         played_from_s: p,
@@ -362,7 +370,7 @@ export class LecternPlayer {
     this.sending = this.sending.then(async () => {
       for (const beat of beats) {
         try {
-          await this.api.heartbeat(beat);
+          await this.sendBeat(beat);
           this.emit("progress", beat);
         } catch (e) {
           const error = e instanceof LecternApiError ? e : null;
@@ -372,7 +380,7 @@ export class LecternPlayer {
       for (let i = 0; i < events.length; i += MAX_QOE_EVENTS) {
         const batch = events.slice(i, i + MAX_QOE_EVENTS);
         try {
-          await this.api.qoe(this.lessonId, batch);
+          await this.api.qoe(this.lessonId, this.session?.playback_id, batch);
         } catch {
           this.qoe.requeue(events.slice(i));
           break;
@@ -382,13 +390,38 @@ export class LecternPlayer {
     return this.sending;
   }
 
+  /**
+   * Sends a beat. A playback session the API no longer knows (it expired
+   * after hours open, or the server restarted) is replaced by a new one,
+   * without touching playback, and the beat sent again in it.
+   */
+  private async sendBeat(beat: Heartbeat): Promise<void> {
+    try {
+      await this.api.heartbeat(beat);
+    } catch (e) {
+      if (!(e instanceof LecternApiError) || e.code !== SESSION_EXPIRED || !this.session) throw e;
+      const now = performance.now();
+      if (now - this.renewedAt < RENEW_AFTER_MS) throw e;
+      this.renewedAt = now;
+      const renewed = await this.api.playback(this.lessonId);
+      if (!this.session) throw e;
+      this.session.playback_id = renewed.playback_id;
+      beat.playback_id = renewed.playback_id;
+      await this.api.heartbeat(beat);
+    }
+  }
+
   /** The page is going away: report with requests that outlive it. */
   private flushOnExit(): void {
     if (this.destroyed || !this.session) return;
     for (const beat of this.dueBeats(false)) this.api.sendOnExit("api/v1/progress", beat);
     const events = this.qoe.drain();
     for (let i = 0; i < events.length; i += MAX_QOE_EVENTS) {
-      this.api.sendOnExit("api/v1/qoe", { lesson_id: this.lessonId, events: events.slice(i, i + MAX_QOE_EVENTS) });
+      this.api.sendOnExit("api/v1/qoe", {
+        lesson_id: this.lessonId,
+        session_id: this.session.playback_id,
+        events: events.slice(i, i + MAX_QOE_EVENTS),
+      });
     }
   }
 

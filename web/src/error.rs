@@ -268,6 +268,8 @@ error_codes! {
     InvalidQoe = ("invalid_qoe", 422, false);
     /// The QoE window is outside 1–720 hours.
     InvalidHours = ("invalid_hours", 400, false);
+    /// A heartbeat's `playback_id` is not a live playback session of this learner for this lesson (it expired, the server forgot it, or it is another lesson's): start a new one with `POST /api/v1/lessons/{id}/playback` and send its `playback_id`.
+    PlaybackSessionExpired = ("playback_session_expired", 409, false);
 
     // --- the server -----------------------------------------------------
     /// The database cannot be reached or is overloaded right now.

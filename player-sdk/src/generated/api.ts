@@ -1275,6 +1275,10 @@ export interface components {
         CodeBody: {
             code: string;
         };
+        /** @description Started, unfinished lessons, most recently watched first. */
+        ContinueWatching: {
+            items: components["schemas"]["WatchedLesson"][];
+        };
         /**
          * @description A whole course: metadata, authors, tags, rating, and its chapters with
          *     their lessons in order. Every route that changes a course's content
@@ -1314,6 +1318,39 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
+        /** @description One lesson of [`CourseProgress`]. */
+        CourseLessonProgress: {
+            /** @description Whether it counts as completed (90 % watched, ever). */
+            completed: boolean;
+            /**
+             * Format: double
+             * @description Share of the lesson watched (0–1).
+             */
+            completion: number;
+            /**
+             * Format: double
+             * @description The lesson's length in seconds, when known.
+             */
+            duration_s: number | null;
+            /**
+             * Format: date-time
+             * @description When the latest heartbeat was sent; null when not started.
+             */
+            last_watched_at: string | null;
+            /** Format: uuid */
+            lesson_id: string;
+            /**
+             * Format: double
+             * @description The resume point, in seconds (0 when not started).
+             */
+            position_s: number;
+            title: string;
+            /**
+             * Format: double
+             * @description Wall-clock seconds spent watching it.
+             */
+            watch_time_s: number;
+        };
         /** @description One page of `GET /api/v1/courses`, newest first. */
         CoursePage: {
             courses: components["schemas"]["CourseSummary"][];
@@ -1337,6 +1374,29 @@ export interface components {
             /** @description Replaces the tags. */
             tags?: string[] | null;
             title?: string | null;
+        };
+        /** @description The caller's own progress through a published course. */
+        CourseProgress: {
+            /**
+             * Format: double
+             * @description The mean completion of its lessons (a completed lesson counts as 1).
+             */
+            completion: number;
+            /** Format: uuid */
+            course_id: string;
+            /** @description Every lesson, in course order. */
+            lessons: components["schemas"]["CourseLessonProgress"][];
+            /** Format: uint */
+            lessons_completed: number;
+            /** Format: uint */
+            lessons_total: number;
+            /** @description The course's title. */
+            title: string;
+            /**
+             * Format: double
+             * @description Wall-clock seconds spent watching its lessons.
+             */
+            watch_time_s: number;
         };
         /** @description The caller's rating of a course, and the course's ratings with it. */
         CourseRating: {
@@ -1483,25 +1543,11 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invalid_token" | "invalid_format" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invalid_token" | "invalid_format" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
             message: string;
-        };
-        Event: {
-            error_code?: string | null;
-            /** Format: int64 */
-            from_bitrate?: number | null;
-            kind: components["schemas"]["Kind"];
-            /** Format: int64 */
-            rebuffer_count?: number | null;
-            /** Format: int64 */
-            rebuffer_ms?: number | null;
-            /** Format: int64 */
-            startup_ms?: number | null;
-            /** Format: int64 */
-            to_bitrate?: number | null;
         };
         /** @description An expert (专家) courses may credit as an author. */
         Expert: {
@@ -1538,19 +1584,47 @@ export interface components {
             /** @description Their professional title (主任医师, Professor of Cardiology); may be empty. */
             title: string;
         };
+        /** @description How many fatal errors had one code. */
+        FatalErrorCount: {
+            code: string;
+            /** Format: int64 */
+            count: number;
+        };
         /**
-         * @description A heartbeat. Unknown fields are ignored on purpose: players in the
-         *     field are updated slowly, and a newer player must not have its beats
-         *     refused by an older API.
+         * @description A heartbeat: where the player is, and the media it played since its
+         *     previous beat. Send one every few seconds while playing, and on pause,
+         *     seek and speed change. Unknown fields are ignored on purpose: players
+         *     in the field are updated slowly, and a newer player must not have its
+         *     beats refused by an older API.
          */
         Heartbeat: {
             /** Format: uuid */
             lesson_id: string;
-            /** Format: double */
+            /**
+             * Format: uuid
+             * @description The `playback_id` of the playback session this beat belongs to.
+             *     Without it the beat moves the resume point and speed but counts
+             *     toward neither completion nor watch time.
+             * @default null
+             */
+            playback_id: string | null;
+            /**
+             * Format: double
+             * @description Start of the media interval played since the previous beat, in
+             *     seconds (equal to `played_to_s` when nothing played).
+             */
             played_from_s: number;
-            /** Format: double */
+            /**
+             * Format: double
+             * @description End of that interval. What counts toward completion is at most the
+             *     wall time since the previous beat of this lesson × speed (with 10 %
+             *     slack): the rest of a longer interval is not credited.
+             */
             played_to_s: number;
-            /** Format: double */
+            /**
+             * Format: double
+             * @description The resume point: the media time now, in seconds.
+             */
             position_s: number;
             /**
              * Format: date-time
@@ -1560,7 +1634,10 @@ export interface components {
              * @default null
              */
             sent_at: string | null;
-            /** Format: double */
+            /**
+             * Format: double
+             * @description The playback speed, 0.5–2.
+             */
             speed: number;
         };
         InvitationRequest: {
@@ -1572,8 +1649,6 @@ export interface components {
              */
             org_id?: string | null;
         };
-        /** @enum {string} */
-        Kind: "startup" | "rebuffer" | "bitrate_switch" | "fatal_error";
         /** @description A lesson: one video of a course. */
         Lesson: {
             /**
@@ -1763,6 +1838,158 @@ export interface components {
              */
             lessons: string[];
         };
+        /**
+         * @description Where a learner starts watching a lesson: the answer of `POST
+         *     /api/v1/lessons/{lesson_id}/playback`.
+         */
+        PlaybackSession: {
+            /** Format: uuid */
+            asset_id: string;
+            /** @description Whether the lesson counts as completed (90 % watched, ever). */
+            completed: boolean;
+            /**
+             * Format: double
+             * @description Share of the lesson watched (0–1): the union of the intervals
+             *     credited, over the duration.
+             */
+            completion: number;
+            /** Format: uuid */
+            course_id: string;
+            /**
+             * Format: double
+             * @description The lesson's length in seconds, when known.
+             */
+            duration_s: number | null;
+            /** Format: uuid */
+            lesson_id: string;
+            /**
+             * @description The signed HLS master playlist (relative to the API unless a media
+             *     base URL is configured); its token is bound to the caller's sign-in
+             *     session and expires.
+             */
+            master_url: string;
+            /**
+             * Format: uuid
+             * @description This playback's id: send it as `playback_id` with every heartbeat
+             *     of this playback. Valid for 12 hours; a heartbeat answered 409
+             *     `playback_session_expired` needs a new session.
+             */
+            playback_id: string;
+            /**
+             * Format: double
+             * @description Where to start, in seconds: where the learner stopped on any device,
+             *     or 0 when that was within 5 s of the end.
+             */
+            resume_position_s: number;
+            /**
+             * Format: float
+             * @description The learner's preferred speed: the last one used on any lesson (1
+             *     until they chose), within the allowed 0.5–2.
+             */
+            speed: number;
+            /** @description The lesson's title. */
+            title: string;
+            /**
+             * Format: double
+             * @description Wall-clock seconds spent watching it, all devices together.
+             */
+            watch_time_s: number;
+        };
+        /** @description One thing the player saw; which fields it needs depends on `kind`. */
+        QoeEvent: {
+            /** @description The player's error code: 1–100 letters, digits and `_ - . :`. */
+            error_code?: string | null;
+            /**
+             * Format: int64
+             * @description Bits per second of the rung left.
+             */
+            from_bitrate?: number | null;
+            kind: components["schemas"]["QoeEventKind"];
+            /**
+             * Format: int64
+             * @description How many stalls this event sums up (default 1).
+             */
+            rebuffer_count?: number | null;
+            /**
+             * Format: int64
+             * @description Milliseconds spent stalled (0–86400000).
+             */
+            rebuffer_ms?: number | null;
+            /**
+             * Format: int64
+             * @description Milliseconds from the play request to the first frame (0–600000).
+             */
+            startup_ms?: number | null;
+            /**
+             * Format: int64
+             * @description Bits per second of the rung switched to.
+             */
+            to_bitrate?: number | null;
+        };
+        /** @description What the player saw. */
+        QoeEventKind: "startup" | "rebuffer" | "bitrate_switch" | "fatal_error";
+        /** @description One event, or several (1–50) of one playback. */
+        QoeReport: {
+            error_code?: string | null;
+            events?: components["schemas"]["QoeEvent"][];
+            /** Format: int64 */
+            from_bitrate?: number | null;
+            /** @description A single event may be sent inline instead of in `events`. */
+            kind?: components["schemas"]["QoeEventKind"] | null;
+            /**
+             * Format: uuid
+             * @description The lesson played; without it, the events count for the caller's
+             *     organisation.
+             */
+            lesson_id?: string | null;
+            /** Format: int64 */
+            rebuffer_count?: number | null;
+            /** Format: int64 */
+            rebuffer_ms?: number | null;
+            /**
+             * Format: uuid
+             * @description The playback session's `playback_id`, if the player has one
+             *     (correlates events).
+             */
+            session_id?: string | null;
+            /** Format: int64 */
+            startup_ms?: number | null;
+            /** Format: int64 */
+            to_bitrate?: number | null;
+        };
+        /** @description How playback went for an organisation's learners over a window. */
+        QoeSummary: {
+            /** Format: int64 */
+            bitrate_switches: number;
+            /** @description The 20 most frequent fatal error codes, most frequent first. */
+            fatal_errors: components["schemas"]["FatalErrorCount"][];
+            /**
+             * Format: int64
+             * @description The window, in hours back from now.
+             */
+            hours: number;
+            /**
+             * Format: uuid
+             * @description The organisation summarised; null for all (a global super admin).
+             */
+            org_id: string | null;
+            /**
+             * Format: int64
+             * @description Milliseconds spent stalled, all together.
+             */
+            rebuffer_ms: number;
+            /**
+             * Format: int64
+             * @description Stalls for data.
+             */
+            rebuffers: number;
+            startup_ms: components["schemas"]["StartupPercentiles"];
+            /**
+             * Format: int64
+             * @description Playbacks that started.
+             */
+            startups: number;
+        };
         Rating: {
             /**
              * Format: int16
@@ -1822,30 +2049,6 @@ export interface components {
          * @enum {string}
          */
         RenditionStatus: "encoding" | "ready";
-        /** @description One event, or several of one playback. */
-        Report: {
-            error_code?: string | null;
-            events?: components["schemas"]["Event"][];
-            /** Format: int64 */
-            from_bitrate?: number | null;
-            /** @description A single event may be sent inline instead of in `events`. */
-            kind?: components["schemas"]["Kind"] | null;
-            /** Format: uuid */
-            lesson_id?: string | null;
-            /** Format: int64 */
-            rebuffer_count?: number | null;
-            /** Format: int64 */
-            rebuffer_ms?: number | null;
-            /**
-             * Format: uuid
-             * @description The playback's id, if the player has one (correlates events).
-             */
-            session_id?: string | null;
-            /** Format: int64 */
-            startup_ms?: number | null;
-            /** Format: int64 */
-            to_bitrate?: number | null;
-        };
         /**
          * @description What kind of resource a course is; search filters by it (`type=`).
          * @enum {string}
@@ -1921,9 +2124,70 @@ export interface components {
             org_id: string;
             password: string;
         };
+        /** @description Startup time percentiles, in milliseconds. */
+        StartupPercentiles: {
+            /**
+             * Format: double
+             * @description Median; null without startups.
+             */
+            p50: number | null;
+            /** Format: double */
+            p95: number | null;
+        };
         StepUpBody: {
             code?: string | null;
             totp?: string | null;
+        };
+        /** @description A page of every lesson watched, finished or not, newest first. */
+        WatchHistory: {
+            items: components["schemas"]["WatchedLesson"][];
+            /**
+             * Format: date-time
+             * @description Pass as `before` for the next page; null on the last one.
+             */
+            next_before: string | null;
+        };
+        /** @description A lesson the learner has watched, with how far they got. */
+        WatchedLesson: {
+            /** @description Whether it counts as completed (90 % watched, ever). */
+            completed: boolean;
+            /**
+             * Format: double
+             * @description Share of the lesson watched (0–1).
+             */
+            completion: number;
+            /** Format: uuid */
+            course_id: string;
+            course_title: string;
+            /**
+             * Format: double
+             * @description The lesson's length in seconds, when known.
+             */
+            duration_s: number | null;
+            /**
+             * Format: date-time
+             * @description When the latest heartbeat was sent.
+             */
+            last_watched_at: string | null;
+            /** Format: uuid */
+            lesson_id: string;
+            /**
+             * Format: double
+             * @description The resume point, in seconds.
+             */
+            position_s: number;
+            /**
+             * Format: float
+             * @description The speed of the latest heartbeat.
+             */
+            speed: number | null;
+            /** @description The lesson's title. */
+            title: string;
+            /**
+             * Format: double
+             * @description Wall-clock seconds spent watching it.
+             */
+            watch_time_s: number;
         };
     };
     responses: never;
@@ -2739,7 +3003,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["CourseProgress"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3168,7 +3432,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["PlaybackSession"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3214,8 +3478,12 @@ export interface operations {
     "GET /api/v1/me/continue-watching": {
         parameters: {
             query?: {
-                /** @description `next_before` of the previous page (history only). */
+                /**
+                 * @description `next_before` of the previous page (history only; continue watching
+                 *     ignores it).
+                 */
                 before?: string | null;
+                /** @description Lessons per page, 1–100 (default 20). */
                 limit?: number | null;
             };
             header?: never;
@@ -3230,7 +3498,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["ContinueWatching"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3247,8 +3515,12 @@ export interface operations {
     "GET /api/v1/me/history": {
         parameters: {
             query?: {
-                /** @description `next_before` of the previous page (history only). */
+                /**
+                 * @description `next_before` of the previous page (history only; continue watching
+                 *     ignores it).
+                 */
                 before?: string | null;
+                /** @description Lessons per page, 1–100 (default 20). */
                 limit?: number | null;
             };
             header?: never;
@@ -3263,7 +3535,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WatchHistory"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3379,8 +3651,8 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description done */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3437,12 +3709,12 @@ export interface operations {
         };
         requestBody: {
             content: {
-                "application/json": components["schemas"]["Report"];
+                "application/json": components["schemas"]["QoeReport"];
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description done */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -3479,7 +3751,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["QoeSummary"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
