@@ -5,19 +5,18 @@
 //! the invitee's account (or a new one) into an expert of the organisation.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::notifier::Notice;
 use crate::users::{create_user, valid_email, NewUser};
 use lectern_web::ApiError;
 use lectern_web::ApiJson;
+use lectern_web::Created;
 use lectern_web::ErrorCode;
 use lectern_web::{Principal, Role};
 
@@ -25,12 +24,24 @@ use crate::Identity;
 
 const TOKEN_LEN: usize = 16 + 8 + 32;
 
+/// `POST /api/v1/invitations`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct InvitationRequest {
+    /// Where the invitation goes; the invitee accepts with the token it holds.
     email: String,
     /// Needed only by a global super admin; others invite into their own
     /// organisation, and naming another one answers 404.
     org_id: Option<Uuid>,
+}
+
+/// An invitation on its way to the invitee.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Invitation {
+    pub id: Uuid,
+    /// The organisation the invitee joins as an expert.
+    pub org_id: Uuid,
+    /// After this the token is refused; invite again.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /api/v1/invitations {"email"}` → 201; the token goes to the
@@ -39,7 +50,7 @@ pub async fn create(
     State(state): State<Identity>,
     principal: Principal,
     ApiJson(req): ApiJson<InvitationRequest>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Created<Invitation>, ApiError> {
     let keys = state.keyring()?;
     if !valid_email(&req.email) {
         return Err(ApiError::new(
@@ -104,17 +115,44 @@ pub async fn create(
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "org_id": org_id, "expires_at": expires_at })),
-    ))
+    Ok(Created::new(Invitation {
+        id,
+        org_id,
+        expires_at,
+    }))
 }
 
+/// `POST /api/v1/invitations/accept`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct Acceptance {
+    /// The token from the invitation message.
     token: String,
     /// For a new account; an existing account keeps its password.
     password: Option<String>,
+}
+
+/// The invitee's account, now an expert of the organisation.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Accepted {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    #[schemars(with = "crate::RoleName")]
+    pub role: Role,
+}
+
+#[derive(sqlx::FromRow)]
+struct InvitationRow {
+    org_id: Uuid,
+    email_ct: Vec<u8>,
+    accepted_at: Option<DateTime<Utc>>,
+}
+
+/// The account an invitation's email already has.
+#[derive(sqlx::FromRow)]
+struct ExistingAccount {
+    id: Uuid,
+    org_id: Option<Uuid>,
+    role: String,
 }
 
 fn invalid_token() -> ApiError {
@@ -125,7 +163,7 @@ fn invalid_token() -> ApiError {
 pub async fn accept(
     State(state): State<Identity>,
     ApiJson(body): ApiJson<Acceptance>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let keys = state.keyring()?;
     let raw = URL_SAFE_NO_PAD
         .decode(body.token.trim())
@@ -142,13 +180,18 @@ pub async fn accept(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let invitation: Option<(Uuid, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let invitation: Option<InvitationRow> = sqlx::query_as(
         "SELECT org_id, email_ct, accepted_at FROM invitations WHERE id = $1 FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((org_id, email_ct, accepted_at)) = invitation else {
+    let Some(InvitationRow {
+        org_id,
+        email_ct,
+        accepted_at,
+    }) = invitation
+    else {
         return Err(invalid_token());
     };
     if accepted_at.is_some() {
@@ -160,13 +203,17 @@ pub async fn accept(
     let email = keys
         .open("invitations.email", id, &email_ct)
         .map_err(ApiError::internal)?;
-    let existing: Option<(Uuid, Option<Uuid>, String)> =
+    let existing: Option<ExistingAccount> =
         sqlx::query_as("SELECT id, org_id, role FROM users WHERE email_bidx = $1 FOR UPDATE")
             .bind(keys.email_index(&email))
             .fetch_optional(&mut *tx)
             .await?;
     let user_id = match existing {
-        Some((user_id, user_org, role)) => {
+        Some(ExistingAccount {
+            id: user_id,
+            org_id: user_org,
+            role,
+        }) => {
             if user_org != Some(org_id) {
                 return Err(ApiError::new(
                     ErrorCode::EmailInUse,
@@ -212,7 +259,9 @@ pub async fn accept(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Json(
-        json!({ "user_id": user_id, "org_id": org_id, "role": Role::Expert }),
-    ))
+    Ok(Json(Accepted {
+        user_id,
+        org_id,
+        role: Role::Expert,
+    }))
 }

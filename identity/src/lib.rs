@@ -132,6 +132,21 @@ impl StepUpCheck for StepUpGrants {
     }
 }
 
+// `lectern_web::Role` serialises to these names; this describes it in the
+// contract without the web crate depending on schemars derives.
+/// A role, which decides what its holder may do in their organisation.
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "Role")]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum RoleName {
+    Learner,
+    Expert,
+    Partner,
+    ContentAdmin,
+    SuperAdmin,
+}
+
 /// Tunable parts of identity; defaults are the documented behaviour.
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
@@ -370,6 +385,13 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             may(Permission::ExportPersonalData),
             users::export,
         )
+        .describe(|op| {
+            op.raw(
+                200,
+                "text/csv",
+                "every account's id, organisation, role, email, phone and real name, as a CSV attachment",
+            );
+        })
         .route(
             M::PUT,
             "/api/v1/users/{user_id}/role",

@@ -6,14 +6,11 @@
 //! accepted once: the accepted time step is remembered per user.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::{Rng, RngCore};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 use uuid::Uuid;
@@ -24,6 +21,7 @@ use lectern_web::ApiError;
 use lectern_web::ApiJson;
 use lectern_web::ErrorCode;
 use lectern_web::Principal;
+use lectern_web::{Accepted, NoContent};
 
 use crate::Identity;
 
@@ -110,12 +108,21 @@ async fn accept_totp(
     Ok(fresh == 1)
 }
 
+/// A TOTP secret waiting for its first code.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct TotpEnrolment {
+    /// The shared secret in base32, for typing into an authenticator app.
+    pub secret: String,
+    /// The same secret as an `otpauth://` URL, for a QR code.
+    pub otpauth_url: String,
+}
+
 /// `POST /api/v1/me/totp`: a new secret, pending until confirmed with a
 /// code. An enabled TOTP is not replaced this way.
 pub async fn enrol_totp(
     State(state): State<Identity>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TotpEnrolment>, ApiError> {
     let keys = state.keyring()?;
     let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
     let mut secret = vec![0u8; 20];
@@ -142,14 +149,16 @@ pub async fn enrol_totp(
         ));
     }
     let base32 = totp(secret).get_secret_base32();
-    Ok(Json(json!({
-        "secret": base32,
-        "otpauth_url": format!("otpauth://totp/Lectern:{user_id}?secret={base32}&issuer=Lectern&algorithm=SHA1&digits=6&period=30"),
-    })))
+    Ok(Json(TotpEnrolment {
+        otpauth_url: format!("otpauth://totp/Lectern:{user_id}?secret={base32}&issuer=Lectern&algorithm=SHA1&digits=6&period=30"),
+        secret: base32,
+    }))
 }
 
+/// `POST /api/v1/me/totp/confirm`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct CodeBody {
+    /// The six digits the authenticator app shows now.
     code: String,
 }
 
@@ -158,7 +167,7 @@ pub async fn confirm_totp(
     State(state): State<Identity>,
     principal: Principal,
     ApiJson(body): ApiJson<CodeBody>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
     let secret: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT totp_secret_ct FROM users WHERE id = $1 AND NOT totp_enabled")
@@ -184,7 +193,14 @@ pub async fn confirm_totp(
         .bind(user_id)
         .execute(&state.db)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
+}
+
+/// A one-time code is on its way.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CodeSent {
+    /// Until when the code can be used.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /api/v1/auth/step-up/code`: sends a one-time code to the
@@ -192,7 +208,7 @@ pub async fn confirm_totp(
 pub async fn send_code(
     State(state): State<Identity>,
     principal: Principal,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Accepted<CodeSent>, ApiError> {
     let keys = state.keyring()?;
     let (user_id, session_id) = principal
         .user_id()
@@ -206,15 +222,15 @@ pub async fn send_code(
         .open("users.email", user_id, &email_ct)
         .map_err(ApiError::internal)?;
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
-    sqlx::query(
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO step_up_codes (id, session_id, code_hash, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
     )
     .bind(Uuid::now_v7())
     .bind(session_id)
     .bind(token_fingerprint(&code))
     .bind(state.settings.step_up_ttl.as_secs_f64())
-    .execute(&state.db)
+    .fetch_one(&state.db)
     .await?;
     state
         .notifier
@@ -226,13 +242,43 @@ pub async fn send_code(
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(Accepted(CodeSent { expires_at }, None))
 }
 
+/// `POST /api/v1/auth/step-up`: exactly one of the two.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct StepUpBody {
+    /// The code the authenticator app shows now (TOTP enabled).
     totp: Option<String>,
+    /// The one-time code sent by `POST /api/v1/auth/step-up/code`.
     code: Option<String>,
+}
+
+/// How a step-up was proven.
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepUpMethod {
+    /// An authenticator app's code.
+    Totp,
+    /// A one-time code sent through the notifier.
+    Code,
+}
+
+impl StepUpMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepUpMethod::Totp => "totp",
+            StepUpMethod::Code => "code",
+        }
+    }
+}
+
+/// A grant for one critical operation of this session.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct StepUpGrant {
+    pub method: StepUpMethod,
+    /// The next critical request of this session before this time uses it up.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /api/v1/auth/step-up {"totp"} | {"code"}` → a grant for one
@@ -241,7 +287,7 @@ pub async fn step_up(
     State(state): State<Identity>,
     principal: Principal,
     ApiJson(body): ApiJson<StepUpBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StepUpGrant>, ApiError> {
     let (user_id, session_id) = principal
         .user_id()
         .zip(principal.session_id())
@@ -264,7 +310,7 @@ pub async fn step_up(
             if !accept_totp(&state, user_id, &secret, &totp_code).await? {
                 return Err(invalid_code());
             }
-            "totp"
+            StepUpMethod::Totp
         }
         (None, Some(code)) => {
             // Each wrong guess counts against every open code of the session.
@@ -286,7 +332,7 @@ pub async fn step_up(
                     .await?;
                 return Err(invalid_code());
             }
-            "code"
+            StepUpMethod::Code
         }
         _ => {
             return Err(ApiError::new(
@@ -301,13 +347,9 @@ pub async fn step_up(
     )
     .bind(Uuid::now_v7())
     .bind(session_id)
-    .bind(method)
+    .bind(method.as_str())
     .bind(state.settings.step_up_ttl.as_secs_f64())
     .fetch_one(&state.db)
     .await?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "method": method, "expires_at": expires_at })),
-    )
-        .into_response())
+    Ok(Json(StepUpGrant { method, expires_at }))
 }
