@@ -1,8 +1,17 @@
 //! Expert invitations. A content admin invites an email address; the token
 //! sent to it is `base64url(invitation id ‖ expiry ‖ HMAC)` signed with the
 //! token key, so a forged or altered token is refused before the database
-//! is asked, and the invitation row makes it single-use. Accepting turns
-//! the invitee's account (or a new one) into an expert of the organisation.
+//! is asked, the invitation row (which holds no token) makes it single-use,
+//! and a copy of the database cannot mint one. Accepting turns the
+//! invitee's account (or a new one) into an expert of the organisation.
+//!
+//! Holding the token proves the email. An account whose owner proved it
+//! too (a confirmed sign-up, an earlier invitation) is raised as it is;
+//! one whose password someone else may have chosen (created by an
+//! operator, or signed up before proof was required) is raised only with
+//! a new password from the invitee, and loses its sessions and
+//! authenticator, so a password set in the invitee's name never reaches
+//! the expert account.
 
 use axum::extract::State;
 use axum::Json;
@@ -13,7 +22,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::notifier::Notice;
-use crate::users::{create_user, valid_email, NewUser};
+use crate::password;
+use crate::users::{create_verified_user, valid_email, NewUser};
 use lectern_web::ApiError;
 use lectern_web::ApiJson;
 use lectern_web::Created;
@@ -127,7 +137,10 @@ pub async fn create(
 pub struct Acceptance {
     /// The token from the invitation message.
     token: String,
-    /// For a new account; an existing account keeps its password.
+    /// Needed for a new account, and for an existing one whose email was
+    /// never confirmed (it then replaces the password and signs the
+    /// account out everywhere). An account whose owner confirmed the
+    /// email keeps its password.
     password: Option<String>,
 }
 
@@ -153,6 +166,8 @@ struct ExistingAccount {
     id: Uuid,
     org_id: Option<Uuid>,
     role: String,
+    /// Its owner proved the email while choosing the password.
+    email_verified: bool,
 }
 
 fn invalid_token() -> ApiError {
@@ -204,7 +219,7 @@ pub async fn accept(
         .open("invitations.email", id, &email_ct)
         .map_err(ApiError::internal)?;
     let existing: Option<ExistingAccount> =
-        sqlx::query_as("SELECT id, org_id, role FROM users WHERE email_bidx = $1 FOR UPDATE")
+        sqlx::query_as("SELECT id, org_id, role, email_verified_at IS NOT NULL AS email_verified FROM users WHERE email_bidx = $1 FOR UPDATE")
             .bind(keys.email_index(&email))
             .fetch_optional(&mut *tx)
             .await?;
@@ -213,6 +228,7 @@ pub async fn accept(
             id: user_id,
             org_id: user_org,
             role,
+            email_verified,
         }) => {
             if user_org != Some(org_id) {
                 return Err(ApiError::new(
@@ -227,11 +243,42 @@ pub async fn accept(
                     "the account already has a higher role",
                 ));
             }
-            sqlx::query("UPDATE users SET role = 'expert' WHERE id = $1")
+            if email_verified {
+                sqlx::query("UPDATE users SET role = 'expert' WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                // Whoever chose this password never proved the email (an
+                // operator, or a sign-up from before proof was required):
+                // the invitee — who just did — takes the account over with
+                // a password of their own, and nothing of the earlier
+                // holder's sign-in survives: sessions, authenticator.
+                let Some(password) = body.password.as_deref() else {
+                    return Err(ApiError::new(
+                        ErrorCode::PasswordRequired,
+                        "this account's email was never confirmed, so its password may not be \
+                         yours: choose a new password to accept ({\"token\", \"password\"})",
+                    ));
+                };
+                password::check_policy(password, &email)
+                    .map_err(|m| ApiError::new(ErrorCode::WeakPassword, m))?;
+                sqlx::query(
+                    "UPDATE users SET role = 'expert', password_hash = $2, email_verified_at = now(), \
+                     totp_secret_ct = NULL, totp_enabled = false, totp_last_step = NULL \
+                     WHERE id = $1",
+                )
+                .bind(user_id)
+                .bind(password::hash(password))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+                )
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-            state.sessions.evict_user(user_id);
+            }
             user_id
         }
         None => {
@@ -241,7 +288,7 @@ pub async fn accept(
                     "choose a password for the new account",
                 ));
             };
-            create_user(
+            create_verified_user(
                 &mut *tx,
                 keys,
                 NewUser {
@@ -259,6 +306,9 @@ pub async fn accept(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
+    // After the commit, so no re-read can cache the old role or a revoked
+    // session again.
+    state.sessions.evict_user(user_id);
     Ok(Json(Accepted {
         user_id,
         org_id,

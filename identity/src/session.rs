@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use lectern_web::doc::{DocOutput, Operation, Schemas};
-use lectern_web::Created;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
@@ -702,63 +701,6 @@ async fn warn_if_new_range(
         .await;
     }
     Ok(())
-}
-
-/// `POST /api/v1/auth/signup`.
-#[derive(Deserialize, schemars::JsonSchema)]
-pub struct SignUp {
-    /// The organisation to join as a learner.
-    org_id: Uuid,
-    email: String,
-    /// At least 12 characters, letters and a digit or symbol, not
-    /// containing the email's name.
-    password: String,
-}
-
-/// A new account.
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct NewAccount {
-    pub id: Uuid,
-    pub org_id: Uuid,
-    #[schemars(with = "crate::RoleName")]
-    pub role: Role,
-}
-
-/// `POST /api/v1/auth/signup {"org_id", "email", "password"}`: a learner
-/// account in an organisation. Every other role is granted by an admin or
-/// an invitation, never chosen by the caller.
-pub async fn sign_up(
-    State(state): State<Identity>,
-    ApiJson(req): ApiJson<SignUp>,
-) -> Result<Created<NewAccount>, ApiError> {
-    let keys = state.keyring()?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1)")
-            .bind(req.org_id)
-            .fetch_one(&state.db)
-            .await?;
-    if !exists {
-        return Err(ApiError::not_found(format!(
-            "no organisation {}",
-            req.org_id
-        )));
-    }
-    let user_id = crate::users::create_user(
-        &state.db,
-        keys,
-        crate::users::NewUser {
-            org_id: Some(req.org_id),
-            email: &req.email,
-            role: Role::Learner,
-            password: &req.password,
-        },
-    )
-    .await?;
-    Ok(Created::new(NewAccount {
-        id: user_id,
-        org_id: req.org_id,
-        role: Role::Learner,
-    }))
 }
 
 /// `POST /api/v1/auth/logout`: revokes this session and clears the cookie.

@@ -1,6 +1,9 @@
 //! Organisations, user accounts and partner keys: creating them (shared by
 //! the HTTP API and `lectern admin`), administering them over HTTP, and
-//! re-encrypting personal data when the active field key changes.
+//! re-encrypting personal data when the active field key changes. An
+//! account records whether its owner proved the email while choosing the
+//! password (`email_verified_at`): a confirmed sign-up or an invitation
+//! does, an account created by an operator does not.
 
 use axum::extract::State;
 use axum::http::header;
@@ -98,10 +101,32 @@ pub fn valid_email(email: &str) -> bool {
         && !email.chars().any(char::is_whitespace)
 }
 
+/// A new account, its password chosen by whoever creates it (an operator
+/// with `lectern admin create-user`, the demo): its email is not proven,
+/// so an invitation will not raise it without a new password.
 pub async fn create_user(
     db: impl sqlx::PgExecutor<'_>,
     keys: &Keyring,
     user: NewUser<'_>,
+) -> Result<Uuid, AccountError> {
+    create(db, keys, user, false).await
+}
+
+/// As [`create_user`], for a person who proved the email while choosing
+/// the password (accepting an invitation sent to it).
+pub(crate) async fn create_verified_user(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &Keyring,
+    user: NewUser<'_>,
+) -> Result<Uuid, AccountError> {
+    create(db, keys, user, true).await
+}
+
+async fn create(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &Keyring,
+    user: NewUser<'_>,
+    email_verified: bool,
 ) -> Result<Uuid, AccountError> {
     if !valid_email(user.email) {
         return Err(AccountError::InvalidEmail(user.email.to_string()));
@@ -110,19 +135,51 @@ pub async fn create_user(
         return Err(AccountError::OrganisationRequired);
     }
     password::check_policy(user.password, user.email).map_err(AccountError::WeakPassword)?;
+    insert_account(
+        db,
+        keys,
+        Account {
+            org_id: user.org_id,
+            email: user.email,
+            role: user.role,
+            password_hash: &password::hash(user.password),
+            email_verified,
+        },
+    )
+    .await
+}
+
+/// An account as stored: the password already hashed, the email and
+/// policy already checked.
+pub(crate) struct Account<'a> {
+    pub org_id: Option<Uuid>,
+    pub email: &'a str,
+    pub role: Role,
+    pub password_hash: &'a str,
+    /// The email's owner chose this password.
+    pub email_verified: bool,
+}
+
+/// Inserts `account`; [`AccountError::EmailInUse`] when its email has one.
+pub(crate) async fn insert_account(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &Keyring,
+    account: Account<'_>,
+) -> Result<Uuid, AccountError> {
     let id = Uuid::now_v7();
-    let email = lectern_secrets::normalise_email(user.email);
+    let email = lectern_secrets::normalise_email(account.email);
     let inserted = sqlx::query(
-        "INSERT INTO users (id, org_id, role, email_ct, email_bidx, key_id, password_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (email_bidx) DO NOTHING",
+        "INSERT INTO users (id, org_id, role, email_ct, email_bidx, key_id, password_hash, email_verified_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END) ON CONFLICT (email_bidx) DO NOTHING",
     )
     .bind(id)
-    .bind(user.org_id)
-    .bind(user.role.as_str())
+    .bind(account.org_id)
+    .bind(account.role.as_str())
     .bind(keys.seal("users.email", id, &email))
     .bind(keys.email_index(&email))
     .bind(keys.active_key_id())
-    .bind(password::hash(user.password))
+    .bind(account.password_hash)
+    .bind(account.email_verified)
     .execute(db)
     .await?
     .rows_affected();
@@ -183,14 +240,16 @@ struct SealedUser {
 }
 
 #[derive(sqlx::FromRow)]
-struct SealedInvitation {
+struct SealedEmail {
     id: Uuid,
     email_ct: Vec<u8>,
 }
 
-/// Re-encrypts, in batches of `batch`, every user and invitation row not
-/// sealed with the active key; returns how many rows changed. Safe to run
-/// while serving and to interrupt: each batch is one transaction.
+/// Re-encrypts, in batches of `batch`, every user, invitation and pending
+/// sign-up row not sealed with the active key; returns how many rows
+/// changed. Safe to run while serving and to interrupt: each batch is one
+/// transaction. The development outbox is left alone (see
+/// [`crate::notifier::Outbox`]).
 pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64, AccountError> {
     let active = keys.active_key_id();
     let mut changed = 0;
@@ -240,29 +299,37 @@ pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64,
         }
         tx.commit().await?;
     }
-    loop {
-        let mut tx = db.begin().await?;
-        let rows: Vec<SealedInvitation> = sqlx::query_as(
-            "SELECT id, email_ct FROM invitations WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(active)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for SealedInvitation { id, email_ct } in rows {
-            let plain = keys.open("invitations.email", id, &email_ct)?;
-            sqlx::query("UPDATE invitations SET email_ct = $2, key_id = $3 WHERE id = $1")
+    // Tables whose one sealed column is an email: (table, AAD field).
+    for (table, field) in [
+        ("invitations", "invitations.email"),
+        ("signup_requests", "signup_requests.email"),
+    ] {
+        loop {
+            let mut tx = db.begin().await?;
+            let rows: Vec<SealedEmail> = sqlx::query_as(&format!(
+                "SELECT id, email_ct FROM {table} WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(active)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for SealedEmail { id, email_ct } in rows {
+                let plain = keys.open(field, id, &email_ct)?;
+                sqlx::query(&format!(
+                    "UPDATE {table} SET email_ct = $2, key_id = $3 WHERE id = $1"
+                ))
                 .bind(id)
-                .bind(keys.seal("invitations.email", id, &plain))
+                .bind(keys.seal(field, id, &plain))
                 .bind(active)
                 .execute(&mut *tx)
                 .await?;
-            changed += 1;
+                changed += 1;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
     }
     Ok(changed)
 }
