@@ -45,7 +45,7 @@ pub struct Settings {
     /// configured (identity then answers 503 and `/readyz` says why).
     pub keys: Option<Arc<Keyring>>,
     /// Where one-time codes and invitations go; by default the `outbox`
-    /// table (development).
+    /// table (development only: `Notifier::is_development`).
     pub notifier: Option<Arc<dyn Notifier>>,
     pub identity: IdentitySettings,
     /// The session cache's timing (tests that race sign-outs).
@@ -117,7 +117,7 @@ impl AppState {
     pub fn new(db: PgPool, store: Arc<dyn Store>, settings: Settings) -> Self {
         let notifier = settings
             .notifier
-            .unwrap_or_else(|| Arc::new(Outbox { db: db.clone() }));
+            .unwrap_or_else(|| Arc::new(Outbox::new(db.clone(), settings.keys.clone())));
         let identity = Identity::with_sessions(
             db.clone(),
             settings.keys.clone(),

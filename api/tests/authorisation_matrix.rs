@@ -92,15 +92,47 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
             Some(json!({ "email": "learner@a.example.org", "password": PASSWORD })),
             ok(200),
         ),
-        ("POST", "/api/v1/auth/signup") => call(
-            path.into(),
-            Some(json!({
-                "org_id": orgs.a,
-                "email": format!("signup{}@x.example.org", orgs.fresh()),
-                "password": PASSWORD,
-            })),
-            ok(201),
-        ),
+        ("POST", "/api/v1/auth/signup") => {
+            open_signup(w, orgs.a).await;
+            call(
+                path.into(),
+                Some(json!({
+                    "org_id": orgs.a,
+                    "email": format!("signup{}@x.example.org", orgs.fresh()),
+                    "password": PASSWORD,
+                })),
+                ok(202),
+            )
+        }
+        ("POST", "/api/v1/auth/signup/confirm") => {
+            open_signup(w, orgs.a).await;
+            let email = format!("confirm{}@x.example.org", orgs.fresh());
+            let (status, body) = w
+                .call(
+                    "POST",
+                    "/api/v1/auth/signup",
+                    None,
+                    Some(json!({ "org_id": orgs.a, "email": email, "password": PASSWORD })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+            let token = w
+                .last_message(&email)
+                .await
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_string();
+            call(path.into(), Some(json!({ "token": token })), ok(201))
+        }
+        ("PUT", "/api/v1/organisations/{org_id}/signup") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!("/api/v1/organisations/{}/signup", orgs.a),
+                Some(json!({ "enabled": true })),
+                ok(200),
+            )
+        },
         ("POST", "/api/v1/auth/logout") => Call {
             ends_session: true,
             ..call(path.into(), None, ok(204))
@@ -110,7 +142,9 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
             ends_session: true,
             ..call(path.into(), None, ok(200))
         },
-        ("POST", "/api/v1/me/totp") => call(path.into(), None, ok(200)),
+        ("POST", "/api/v1/me/totp") => {
+            call(path.into(), Some(json!({ "password": PASSWORD })), ok(200))
+        }
         ("POST", "/api/v1/me/totp/confirm") => call(
             path.into(),
             Some(json!({ "code": "not-a-code" })),
@@ -772,6 +806,15 @@ async fn step_up(w: &World, token: &str, email: &str) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// Self sign-up on for `org` (it is off by default).
+async fn open_signup(w: &World, org: Uuid) {
+    sqlx::query("UPDATE organisations SET self_signup = true WHERE id = $1")
+        .bind(org)
+        .execute(w.db())
+        .await
+        .unwrap();
 }
 
 fn short(label: &str) -> String {

@@ -115,7 +115,14 @@ async fn personal_data_is_encrypted_at_rest_and_rotate_keys_reseals_every_row(db
         .await;
     }
     let token = w.login("person3@alumni.example.edu").await;
-    let (status, _) = w.call("POST", "/api/v1/me/totp", Some(&token), None).await;
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp",
+            Some(&token),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
 
     // Raw SQL sees no plaintext in any column of any row.
@@ -315,7 +322,14 @@ async fn critical_operations_need_a_fresh_single_use_step_up(db: PgPool) {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(body["error"]["code"], "step_up_required");
 
-    let (status, enrolment) = w.call("POST", "/api/v1/me/totp", Some(&token), None).await;
+    let (status, enrolment) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp",
+            Some(&token),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{enrolment}");
     let totp = totp_for(enrolment["secret"].as_str().unwrap());
     // Confirm with the previous step's code, so the current one is fresh.
@@ -529,8 +543,6 @@ async fn an_expert_invitation_is_signed_single_use_and_makes_an_expert(db: PgPoo
     let org = w.org("Medical Association").await;
     w.user(Some(org), "editor@med.example.org", Role::ContentAdmin)
         .await;
-    w.user(Some(org), "learner@med.example.org", Role::Learner)
-        .await;
     let token = w.login("editor@med.example.org").await;
 
     let (status, body) = w
@@ -596,34 +608,6 @@ async fn an_expert_invitation_is_signed_single_use_and_makes_an_expert(db: PgPoo
         (status, body["error"]["code"].as_str()),
         (StatusCode::GONE, Some("invitation_used"))
     );
-
-    // An existing learner of the organisation becomes an expert.
-    w.call(
-        "POST",
-        "/api/v1/invitations",
-        Some(&token),
-        Some(json!({ "email": "learner@med.example.org" })),
-    )
-    .await;
-    let invite = w
-        .last_message("learner@med.example.org")
-        .await
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_string();
-    let (status, body) = w
-        .call(
-            "POST",
-            "/api/v1/invitations/accept",
-            None,
-            Some(json!({ "token": invite })),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let learner = w.login("learner@med.example.org").await;
-    let (_, me) = w.call("GET", "/api/v1/me", Some(&learner), None).await;
-    assert_eq!(me["role"], "expert");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -800,13 +784,40 @@ async fn concurrent_audit_writers_never_fork_the_chain(db: PgPool) {
     );
 }
 
+/// The token at the end of an invitation or confirmation message.
+fn token_in(message: &str) -> String {
+    message.rsplit(' ').next().unwrap().to_string()
+}
+
 #[sqlx::test(migrations = "../migrations")]
-async fn learners_sign_up_under_the_password_policy(db: PgPool) {
+async fn self_sign_up_is_opt_in_proves_the_email_and_answers_alike_for_known_emails(db: PgPool) {
     let w = World::new(db.clone()).await;
     let org = w.org("Alumni Office").await;
+    w.user(Some(org), "known@alumni.example.edu", Role::Learner)
+        .await;
     let signup = |email: &str, password: &str| {
         Some(json!({ "org_id": org, "email": email, "password": password }))
     };
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            signup("new@alumni.example.edu", PASSWORD),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("signup_disabled")),
+        "self sign-up is off until the organisation turns it on: {body}"
+    );
+    sqlx::query("UPDATE organisations SET self_signup = true WHERE id = $1")
+        .bind(org)
+        .execute(&db)
+        .await
+        .unwrap();
+
+    // The policy is checked up front, whoever the email belongs to.
     let (status, body) = w
         .call(
             "POST",
@@ -831,35 +842,274 @@ async fn learners_sign_up_under_the_password_policy(db: PgPool) {
         (status, body["error"]["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_email"))
     );
-    let (status, body) = w
-        .call(
+
+    // A known and an unknown email get the same answer.
+    let known = w
+        .call_raw(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            signup("KNOWN@alumni.example.edu", PASSWORD),
+        )
+        .await;
+    let unknown = w
+        .call_raw(
             "POST",
             "/api/v1/auth/signup",
             None,
             signup("new@alumni.example.edu", PASSWORD),
         )
         .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["role"], "learner");
+    assert_eq!(known.0, StatusCode::ACCEPTED, "{}", known.1);
+    assert_eq!(
+        known, unknown,
+        "the answer reveals whether the email exists"
+    );
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&unknown.1).unwrap(),
+        json!({ "status": "confirmation_sent" })
+    );
+    // The owner of the known address hears of it; nothing is created.
+    let notice = w.last_message("known@alumni.example.edu").await;
+    assert!(notice.contains("already has one"), "{notice}");
+    // No account until the address is proven.
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": "new@alumni.example.edu", "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let confirm = |token: &str| Some(json!({ "token": token }));
     let (status, body) = w
         .call(
             "POST",
-            "/api/v1/auth/signup",
+            "/api/v1/auth/signup/confirm",
             None,
-            signup("NEW@alumni.example.edu", PASSWORD),
+            confirm("su_forged"),
         )
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (StatusCode::CONFLICT, Some("email_in_use"))
+        (StatusCode::FORBIDDEN, Some("invalid_token"))
     );
-    let token = w.login("new@alumni.example.edu").await;
-    let (_, me) = w.call("GET", "/api/v1/me", Some(&token), None).await;
+    let token = token_in(&w.last_message("new@alumni.example.edu").await);
+    let (status, body) = w
+        .call("POST", "/api/v1/auth/signup/confirm", None, confirm(&token))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["role"].as_str(), body["org_id"].as_str()),
+        (Some("learner"), Some(org.to_string().as_str()))
+    );
+    let learner = w.login("new@alumni.example.edu").await;
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&learner), None).await;
     assert_eq!(me["role"], "learner");
+    let (status, body) = w
+        .call("POST", "/api/v1/auth/signup/confirm", None, confirm(&token))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::GONE, Some("confirmation_expired"))
+    );
     let (status, _) = w
         .call("POST", "/api/v1/auth/signup", None, Some(json!({ "org_id": uuid::Uuid::nil(), "email": "x@y.example", "password": PASSWORD })))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+/// Account pre-hijacking: the attacker signs up with the victim's email
+/// and a password of their own before the victim is invited.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_sign_up_in_the_victims_name_never_reaches_their_expert_account(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "chief@med.example.org", Role::SuperAdmin)
+        .await;
+    w.user(Some(org), "editor@med.example.org", Role::ContentAdmin)
+        .await;
+    let victim = "dr.li@hospital.example.cn";
+    let attackers = "attacker chose 99";
+
+    // The organisation opens self sign-up (a role-granting setting: step-up).
+    // Statuses are asserted after the scenario, so that without the
+    // defence the failure names what went wrong.
+    let chief = w.login("chief@med.example.org").await;
+    w.step_up(&chief, "chief@med.example.org").await;
+    let opened = w
+        .call(
+            "PUT",
+            &format!("/api/v1/organisations/{org}/signup"),
+            Some(&chief),
+            Some(json!({ "enabled": true })),
+        )
+        .await;
+    let signed_up = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            Some(json!({ "org_id": org, "email": victim, "password": attackers })),
+        )
+        .await;
+
+    let editor = w.login("editor@med.example.org").await;
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations",
+            Some(&editor),
+            Some(json!({ "email": victim })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let invite = token_in(&w.last_message(victim).await);
+    let accepted = w
+        .call(
+            "POST",
+            "/api/v1/invitations/accept",
+            None,
+            Some(json!({ "token": invite, "password": PASSWORD })),
+        )
+        .await;
+
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": victim, "password": attackers })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_credentials")),
+        "the attacker's password reached the expert account: {body}"
+    );
+
+    assert_eq!(opened.0, StatusCode::OK, "{}", opened.1);
+    assert_eq!(
+        opened.1,
+        json!({ "org_id": org, "enabled": true }),
+        "{}",
+        opened.1
+    );
+    assert_eq!(signed_up.0, StatusCode::ACCEPTED, "{}", signed_up.1);
+    assert_eq!(accepted.0, StatusCode::OK, "{}", accepted.1);
+    let expert = w.login(victim).await;
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&expert), None).await;
+    assert_eq!(me["role"], "expert");
+    // The attacker's pending sign-up cannot be confirmed into anything now.
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM signup_requests WHERE confirmed_at IS NULL")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(pending, 1);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_invitation_raises_an_account_as_it_is_only_if_its_owner_proved_the_email(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "editor@med.example.org", Role::ContentAdmin)
+        .await;
+    let editor = w.login("editor@med.example.org").await;
+    let invite = |email: &'static str| {
+        let (w, editor) = (&w, editor.clone());
+        async move {
+            let (status, body) = w
+                .call(
+                    "POST",
+                    "/api/v1/invitations",
+                    Some(&editor),
+                    Some(json!({ "email": email })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::CREATED, "{body}");
+            token_in(&w.last_message(email).await)
+        }
+    };
+    let accept =
+        |body: serde_json::Value| w.call("POST", "/api/v1/invitations/accept", None, Some(body));
+
+    // An operator created this learner and chose its password: whoever
+    // holds it (here, someone already signed in with it) is not
+    // necessarily the person behind the email.
+    let learner = "learner@med.example.org";
+    w.user(Some(org), learner, Role::Learner).await;
+    let holder = w.login(learner).await;
+    let token = invite(learner).await;
+    let (status, body) = accept(json!({ "token": token })).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("password_required")),
+        "an account whose password the invitee did not set was raised: {body}"
+    );
+    let (status, body) = accept(json!({ "token": token, "password": "the invitee's own 7" })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["role"], "expert");
+    let (status, _) = w.call("GET", "/api/v1/me", Some(&holder), None).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the earlier holder is signed out"
+    );
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": learner, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the old password is gone");
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "email": learner, "password": "the invitee's own 7" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["role"], "expert");
+
+    // A learner who signed up and proved the address keeps the password.
+    sqlx::query("UPDATE organisations SET self_signup = true WHERE id = $1")
+        .bind(org)
+        .execute(&db)
+        .await
+        .unwrap();
+    let proven = "proven@med.example.org";
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            Some(json!({ "org_id": org, "email": proven, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let confirmation = token_in(&w.last_message(proven).await);
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup/confirm",
+            None,
+            Some(json!({ "token": confirmation })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let token = invite(proven).await;
+    let (status, body) = accept(json!({ "token": token })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let session = w.login(proven).await;
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&session), None).await;
+    assert_eq!(me["role"], "expert");
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -957,7 +1207,14 @@ async fn deleting_a_course_needs_a_fresh_step_up_and_is_audited(db: PgPool) {
         (StatusCode::FORBIDDEN, Some("step_up_required"))
     );
 
-    let (status, enrolment) = w.call("POST", "/api/v1/me/totp", Some(&token), None).await;
+    let (status, enrolment) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp",
+            Some(&token),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{enrolment}");
     let totp = totp_for(enrolment["secret"].as_str().unwrap());
     let (status, body) = w
@@ -1015,6 +1272,432 @@ async fn deleting_a_course_needs_a_fresh_step_up_and_is_audited(db: PgPool) {
         .await
         .unwrap();
     assert_eq!(left, 1, "only the second course remains");
+}
+
+/// A code the authenticator does not show now, nor a step either side.
+fn wrong_totp(totp: &TOTP) -> String {
+    let shown: Vec<String> = [now() - 30, now(), now() + 30]
+        .iter()
+        .map(|t| totp.generate(*t))
+        .collect();
+    (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !shown.contains(c))
+        .unwrap()
+}
+
+async fn enrol_totp(w: &World, token: &str) -> TOTP {
+    let (status, enrolment) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp",
+            Some(token),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{enrolment}");
+    let totp = totp_for(enrolment["secret"].as_str().unwrap());
+    // Confirmed with the previous step's code, so the current one is fresh.
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(token),
+            Some(json!({ "code": totp.generate(now() - 30) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    totp
+}
+
+/// Issue #16: session only → enrol TOTP → step up → change a role must be
+/// refused at the first step.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_stolen_session_cannot_enrol_an_authenticator_to_step_up_with(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "chief@med.example.org", Role::SuperAdmin)
+        .await;
+    let victim = w
+        .user(Some(org), "learner@med.example.org", Role::Learner)
+        .await;
+    let promote = format!("/api/v1/users/{victim}/role");
+    // All the thief has is the session token.
+    let stolen = w.login("chief@med.example.org").await;
+    let (status, body) = w
+        .call("POST", "/api/v1/me/totp", Some(&stolen), Some(json!({})))
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("reauthentication_required")),
+        "a session alone enrolled an authenticator: {body}"
+    );
+    // So nothing follows: no secret to confirm or step up with, and the
+    // role change still wants a step-up.
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp/confirm",
+            Some(&stolen),
+            Some(json!({ "code": "123456" })),
+        )
+        .await;
+    assert_eq!(body["error"]["code"], "no_pending_totp", "{status} {body}");
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&stolen),
+            Some(json!({ "totp": "123456" })),
+        )
+        .await;
+    assert_eq!(body["error"]["code"], "totp_not_enabled", "{status} {body}");
+    let (status, body) = w
+        .call(
+            "PUT",
+            &promote,
+            Some(&stolen),
+            Some(json!({ "role": "super_admin" })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("step_up_required"))
+    );
+
+    // Guessing the password through the session is throttled as sign-in is.
+    for attempt in 0..5 {
+        let (status, body) = w
+            .call(
+                "POST",
+                "/api/v1/me/totp",
+                Some(&stolen),
+                Some(json!({ "password": format!("guess number {attempt}") })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("wrong_password")),
+            "attempt {attempt}"
+        );
+    }
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp",
+            Some(&stolen),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("account_locked"))
+    );
+    let alerts: Vec<String> = sqlx::query_scalar("SELECT kind FROM security_alerts")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(alerts, vec!["brute_force".to_string()]);
+
+    // The owner, who knows the password, enrols and steps up; replacing
+    // the enabled authenticator then needs a step-up, not the password.
+    w.user(Some(org), "deputy@med.example.org", Role::SuperAdmin)
+        .await;
+    let owner = w.login("deputy@med.example.org").await;
+    let totp = enrol_totp(&w, &owner).await;
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/me/totp",
+            Some(&owner),
+            Some(json!({ "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("step_up_required")),
+        "{body}"
+    );
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&owner),
+            Some(json!({ "totp": totp.generate(now()) })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w
+        .call(
+            "PUT",
+            &promote,
+            Some(&owner),
+            Some(json!({ "role": "expert" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    w.step_up(&owner, "deputy@med.example.org").await;
+    let (status, body) = w
+        .call("POST", "/api/v1/me/totp", Some(&owner), Some(json!({})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "a step-up replaces the authenticator: {body}"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn wrong_codes_lock_step_up_per_account_and_address_and_code_requests_are_limited(
+    db: PgPool,
+) {
+    let identity = lectern_identity::IdentitySettings {
+        throttle: lectern_identity::throttle::ThrottlePolicy {
+            address_failures: 8,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let w = World::with_settings(db.clone(), identity).await;
+    let org = w.org("Medical Association").await;
+    let a = w
+        .user(Some(org), "a@med.example.org", Role::SuperAdmin)
+        .await;
+    let token = w.login("a@med.example.org").await;
+    let totp = enrol_totp(&w, &token).await;
+    let from = |ip: &'static str, token: &str, body: serde_json::Value| {
+        let (w, token) = (&w, token.to_string());
+        async move {
+            let (status, text) = w
+                .call_from(
+                    Some(ip),
+                    &[],
+                    "POST",
+                    "/api/v1/auth/step-up",
+                    Some(&token),
+                    Some(body),
+                )
+                .await;
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_string(),
+            )
+        }
+    };
+    let home = "198.51.100.7";
+    for attempt in 0..5 {
+        assert_eq!(
+            from(home, &token, json!({ "totp": wrong_totp(&totp) })).await,
+            (StatusCode::FORBIDDEN, "invalid_code".to_string()),
+            "attempt {attempt}"
+        );
+    }
+    assert_eq!(
+        from(home, &token, json!({ "totp": totp.generate(now()) })).await,
+        (StatusCode::TOO_MANY_REQUESTS, "locked_out".to_string()),
+        "the right code after five wrong ones"
+    );
+    let alert: (String, Option<uuid::Uuid>) =
+        sqlx::query_as("SELECT kind, user_id FROM security_alerts")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(alert, ("brute_force".to_string(), Some(a)));
+
+    // One-time codes count too, and the address's count spans accounts:
+    // 5 + 3 wrong codes from one address lock it for everyone.
+    w.user(Some(org), "b@med.example.org", Role::Learner).await;
+    w.user(Some(org), "c@med.example.org", Role::Learner).await;
+    let b = w.login("b@med.example.org").await;
+    let c = w.login("c@med.example.org").await;
+    for who in [&b, &c] {
+        let (status, _) = w
+            .call("POST", "/api/v1/auth/step-up/code", Some(who), None)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+    let b_code = lectern_testkit::one_time_code(&w.last_message("b@med.example.org").await);
+    let wrong = if b_code == "000000" {
+        "000001"
+    } else {
+        "000000"
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            from(home, &b, json!({ "code": wrong })).await.0,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let c_code = lectern_testkit::one_time_code(&w.last_message("c@med.example.org").await);
+    assert_eq!(
+        from(home, &c, json!({ "code": c_code.clone() })).await,
+        (StatusCode::TOO_MANY_REQUESTS, "locked_out".to_string()),
+        "the address is locked for every account"
+    );
+    assert_eq!(
+        from("203.0.113.50", &c, json!({ "code": c_code })).await.0,
+        StatusCode::OK,
+        "another address, and an account without failures, is not"
+    );
+
+    // Requests for one-time codes are limited per account.
+    w.user(Some(org), "d@med.example.org", Role::Learner).await;
+    let d = w.login("d@med.example.org").await;
+    let limit = lectern_identity::stepup::CODE_SENDS_PER_WINDOW;
+    for i in 0..limit {
+        let (status, body) = w
+            .call("POST", "/api/v1/auth/step-up/code", Some(&d), None)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "request {i}: {body}");
+    }
+    let (status, body) = w
+        .call("POST", "/api/v1/auth/step-up/code", Some(&d), None)
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("locked_out")),
+        "code request {limit}: {body}"
+    );
+    // Only the newest code of a session is good.
+    let sent: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM step_up_codes c JOIN sessions s ON s.id = c.session_id \
+         JOIN users u ON u.id = s.user_id WHERE u.email_bidx = $1 AND c.used_at IS NULL",
+    )
+    .bind(w.keys.email_index("d@med.example.org"))
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(sent, 1);
+}
+
+/// Every row of `tables`, as text, as someone with a copy of the
+/// database reads it.
+async fn dump(db: &PgPool, tables: &[&str]) -> String {
+    let mut out = String::new();
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(&format!("SELECT t::text FROM {table} t"))
+            .fetch_all(db)
+            .await
+            .unwrap();
+        assert!(!rows.is_empty(), "{table} holds a row");
+        out.push_str(&rows.join("\n"));
+        out.push('\n');
+    }
+    out
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn one_time_codes_tokens_and_outbox_messages_are_not_readable_at_rest(db: PgPool) {
+    use lectern_secrets::token_fingerprint;
+
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "editor@med.example.org", Role::ContentAdmin)
+        .await;
+    let token = w.login("editor@med.example.org").await;
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/step-up/code", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/invitations",
+            Some(&token),
+            Some(json!({ "email": "invitee@hospital.example.cn" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // The development outbox still reads back, through the keys…
+    let code = lectern_testkit::one_time_code(&w.last_message("editor@med.example.org").await);
+    let invitation = token_in(&w.last_message("invitee@hospital.example.cn").await);
+    // …but a copy of the database does not give them away.
+    let at_rest = dump(&db, &["outbox", "step_up_codes", "invitations"]).await;
+    for secret in [
+        invitation.as_str(),
+        "verification code is",
+        "invitee@hospital",
+        "editor@med",
+    ] {
+        assert!(
+            !at_rest.contains(secret),
+            "{secret:?} is readable at rest:\n{at_rest}"
+        );
+    }
+    // A six-digit code's plain SHA-256 is undone by trying a million; the
+    // stored value must need the key.
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT code_hash FROM step_up_codes")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_ne!(
+        stored,
+        token_fingerprint(&code),
+        "the code's hash needs no key"
+    );
+
+    // A sign-up's confirmation token likewise.
+    sqlx::query("UPDATE organisations SET self_signup = true WHERE id = $1")
+        .bind(org)
+        .execute(&db)
+        .await
+        .unwrap();
+    let (status, _) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup",
+            None,
+            Some(json!({ "org_id": org, "email": "newcomer@hospital.example.cn", "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let confirmation = token_in(&w.last_message("newcomer@hospital.example.cn").await);
+    let at_rest = dump(&db, &["outbox", "signup_requests"]).await;
+    for secret in [
+        confirmation.as_str(),
+        "newcomer@hospital",
+        "with this token",
+    ] {
+        assert!(
+            !at_rest.contains(secret),
+            "{secret:?} is readable at rest:\n{at_rest}"
+        );
+    }
+
+    // Stored hashed, the code and the tokens still work.
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/signup/confirm",
+            None,
+            Some(json!({ "token": confirmation })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations/accept",
+            None,
+            Some(json!({ "token": invitation, "password": PASSWORD })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        w.state.identity.notifier.is_development(),
+        "the outbox says it is for development, so `serve` can refuse it"
+    );
 }
 
 // ------------------------------------------------------- the session cache

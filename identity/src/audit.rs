@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use lectern_web::doc::{DocOutput, Operation, Schemas};
 use lectern_web::ApiError;
 use lectern_web::ApiQuery;
 use lectern_web::ClientContext;
@@ -73,22 +74,31 @@ impl AuditEvent {
     }
 }
 
+/// One audit row.
 #[derive(Debug, Clone, sqlx::FromRow, Serialize, schemars::JsonSchema)]
 pub struct AuditRow {
+    /// Numbered without gaps, oldest first.
     pub id: i64,
     pub at: DateTime<Utc>,
+    /// `user:<id>`, `key:<id>`, `cli:<operator>`, or `null` for anonymous.
     pub actor: Option<String>,
     pub org_id: Option<Uuid>,
+    /// The actor's role at the time.
     pub role: Option<String>,
+    /// `METHOD /route/{template}` for requests, or a named event (`auth.login`).
     pub action: String,
+    /// The path requested, or what the event concerns.
     pub target: Option<String>,
+    /// `ok`, `failed` or `denied`.
     pub outcome: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_id: Option<String>,
+    /// A small JSON object as text (never secrets or personal data).
     pub detail: Option<String>,
     #[serde(skip)]
     pub prev_hash: Vec<u8>,
+    /// SHA-256 of the previous row's hash and this row, in hex.
     #[serde(with = "hex_bytes")]
     #[schemars(with = "String")]
     pub hash: Vec<u8>,
@@ -281,9 +291,52 @@ pub async fn purge(db: &PgPool, retention_days: u32) -> Result<u64, sqlx::Error>
 pub struct AuditQuery {
     /// Rows before this id (paging backwards from the newest).
     before: Option<i64>,
+    /// At most this many rows (1–10,000; default 100).
     limit: Option<i64>,
     /// `csv` for a spreadsheet export; JSON otherwise.
     format: Option<String>,
+}
+
+/// Audit rows, newest first.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AuditPage {
+    pub entries: Vec<AuditRow>,
+}
+
+/// The rows as JSON, or as a CSV spreadsheet (`format=csv`).
+pub enum AuditExport {
+    Json(AuditPage),
+    Csv(String),
+}
+
+impl IntoResponse for AuditExport {
+    fn into_response(self) -> Response {
+        match self {
+            AuditExport::Json(page) => Json(page).into_response(),
+            AuditExport::Csv(csv) => (
+                [
+                    (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        "attachment; filename=\"audit.csv\"",
+                    ),
+                ],
+                csv,
+            )
+                .into_response(),
+        }
+    }
+}
+
+impl DocOutput for AuditExport {
+    fn describe(op: &mut Operation, schemas: &mut Schemas) {
+        let schema = schemas.responses.subschema_for::<AuditPage>();
+        op.response(
+            200,
+            "the rows, newest first; with `format=csv` the same columns as a text/csv attachment",
+            Some(("application/json", schema)),
+        );
+    }
 }
 
 /// `GET /api/v1/audit`: newest first; an organisation's super admin sees
@@ -292,7 +345,7 @@ pub async fn list(
     State(state): State<Identity>,
     principal: Principal,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<AuditExport, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
     let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT * FROM audit_log WHERE ($1::uuid IS NULL OR org_id = $1) \
@@ -304,18 +357,8 @@ pub async fn list(
     .fetch_all(&state.db)
     .await?;
     match q.format.as_deref() {
-        None | Some("json") => Ok(Json(serde_json::json!({ "entries": rows })).into_response()),
-        Some("csv") => Ok((
-            [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
-                (
-                    header::CONTENT_DISPOSITION,
-                    "attachment; filename=\"audit.csv\"",
-                ),
-            ],
-            to_csv(&rows),
-        )
-            .into_response()),
+        None | Some("json") => Ok(AuditExport::Json(AuditPage { entries: rows })),
+        Some("csv") => Ok(AuditExport::Csv(to_csv(&rows))),
         Some(other) => Err(ApiError::new(
             ErrorCode::InvalidFormat,
             format!("{other:?} is not an export format; expected json or csv"),

@@ -1,23 +1,32 @@
 //! Expert invitations. A content admin invites an email address; the token
 //! sent to it is `base64url(invitation id ‖ expiry ‖ HMAC)` signed with the
 //! token key, so a forged or altered token is refused before the database
-//! is asked, and the invitation row makes it single-use. Accepting turns
-//! the invitee's account (or a new one) into an expert of the organisation.
+//! is asked, the invitation row (which holds no token) makes it single-use,
+//! and a copy of the database cannot mint one. Accepting turns the
+//! invitee's account (or a new one) into an expert of the organisation.
+//!
+//! Holding the token proves the email. An account whose owner proved it
+//! too (a confirmed sign-up, an earlier invitation) is raised as it is;
+//! one whose password someone else may have chosen (created by an
+//! operator, or signed up before proof was required) is raised only with
+//! a new password from the invitee, and loses its sessions and
+//! authenticator, so a password set in the invitee's name never reaches
+//! the expert account.
 
 use axum::extract::State;
-use axum::http::StatusCode;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::notifier::Notice;
-use crate::users::{create_user, valid_email, NewUser};
+use crate::password;
+use crate::users::{create_verified_user, valid_email, NewUser};
 use lectern_web::ApiError;
 use lectern_web::ApiJson;
+use lectern_web::Created;
 use lectern_web::ErrorCode;
 use lectern_web::{Principal, Role};
 
@@ -25,12 +34,24 @@ use crate::Identity;
 
 const TOKEN_LEN: usize = 16 + 8 + 32;
 
+/// `POST /api/v1/invitations`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct InvitationRequest {
+    /// Where the invitation goes; the invitee accepts with the token it holds.
     email: String,
     /// Needed only by a global super admin; others invite into their own
     /// organisation, and naming another one answers 404.
     org_id: Option<Uuid>,
+}
+
+/// An invitation on its way to the invitee.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Invitation {
+    pub id: Uuid,
+    /// The organisation the invitee joins as an expert.
+    pub org_id: Uuid,
+    /// After this the token is refused; invite again.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /api/v1/invitations {"email"}` → 201; the token goes to the
@@ -39,7 +60,7 @@ pub async fn create(
     State(state): State<Identity>,
     principal: Principal,
     ApiJson(req): ApiJson<InvitationRequest>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<Created<Invitation>, ApiError> {
     let keys = state.keyring()?;
     if !valid_email(&req.email) {
         return Err(ApiError::new(
@@ -104,17 +125,49 @@ pub async fn create(
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": id, "org_id": org_id, "expires_at": expires_at })),
-    ))
+    Ok(Created::new(Invitation {
+        id,
+        org_id,
+        expires_at,
+    }))
 }
 
+/// `POST /api/v1/invitations/accept`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct Acceptance {
+    /// The token from the invitation message.
     token: String,
-    /// For a new account; an existing account keeps its password.
+    /// Needed for a new account, and for an existing one whose email was
+    /// never confirmed (it then replaces the password and signs the
+    /// account out everywhere). An account whose owner confirmed the
+    /// email keeps its password.
     password: Option<String>,
+}
+
+/// The invitee's account, now an expert of the organisation.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Accepted {
+    pub user_id: Uuid,
+    pub org_id: Uuid,
+    #[schemars(with = "crate::RoleName")]
+    pub role: Role,
+}
+
+#[derive(sqlx::FromRow)]
+struct InvitationRow {
+    org_id: Uuid,
+    email_ct: Vec<u8>,
+    accepted_at: Option<DateTime<Utc>>,
+}
+
+/// The account an invitation's email already has.
+#[derive(sqlx::FromRow)]
+struct ExistingAccount {
+    id: Uuid,
+    org_id: Option<Uuid>,
+    role: String,
+    /// Its owner proved the email while choosing the password.
+    email_verified: bool,
 }
 
 fn invalid_token() -> ApiError {
@@ -125,7 +178,7 @@ fn invalid_token() -> ApiError {
 pub async fn accept(
     State(state): State<Identity>,
     ApiJson(body): ApiJson<Acceptance>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Accepted>, ApiError> {
     let keys = state.keyring()?;
     let raw = URL_SAFE_NO_PAD
         .decode(body.token.trim())
@@ -142,13 +195,18 @@ pub async fn accept(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let invitation: Option<(Uuid, Vec<u8>, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let invitation: Option<InvitationRow> = sqlx::query_as(
         "SELECT org_id, email_ct, accepted_at FROM invitations WHERE id = $1 FOR UPDATE",
     )
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((org_id, email_ct, accepted_at)) = invitation else {
+    let Some(InvitationRow {
+        org_id,
+        email_ct,
+        accepted_at,
+    }) = invitation
+    else {
         return Err(invalid_token());
     };
     if accepted_at.is_some() {
@@ -160,13 +218,18 @@ pub async fn accept(
     let email = keys
         .open("invitations.email", id, &email_ct)
         .map_err(ApiError::internal)?;
-    let existing: Option<(Uuid, Option<Uuid>, String)> =
-        sqlx::query_as("SELECT id, org_id, role FROM users WHERE email_bidx = $1 FOR UPDATE")
+    let existing: Option<ExistingAccount> =
+        sqlx::query_as("SELECT id, org_id, role, email_verified_at IS NOT NULL AS email_verified FROM users WHERE email_bidx = $1 FOR UPDATE")
             .bind(keys.email_index(&email))
             .fetch_optional(&mut *tx)
             .await?;
     let user_id = match existing {
-        Some((user_id, user_org, role)) => {
+        Some(ExistingAccount {
+            id: user_id,
+            org_id: user_org,
+            role,
+            email_verified,
+        }) => {
             if user_org != Some(org_id) {
                 return Err(ApiError::new(
                     ErrorCode::EmailInUse,
@@ -180,11 +243,42 @@ pub async fn accept(
                     "the account already has a higher role",
                 ));
             }
-            sqlx::query("UPDATE users SET role = 'expert' WHERE id = $1")
+            if email_verified {
+                sqlx::query("UPDATE users SET role = 'expert' WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                // Whoever chose this password never proved the email (an
+                // operator, or a sign-up from before proof was required):
+                // the invitee — who just did — takes the account over with
+                // a password of their own, and nothing of the earlier
+                // holder's sign-in survives: sessions, authenticator.
+                let Some(password) = body.password.as_deref() else {
+                    return Err(ApiError::new(
+                        ErrorCode::PasswordRequired,
+                        "this account's email was never confirmed, so its password may not be \
+                         yours: choose a new password to accept ({\"token\", \"password\"})",
+                    ));
+                };
+                password::check_policy(password, &email)
+                    .map_err(|m| ApiError::new(ErrorCode::WeakPassword, m))?;
+                sqlx::query(
+                    "UPDATE users SET role = 'expert', password_hash = $2, email_verified_at = now(), \
+                     totp_secret_ct = NULL, totp_enabled = false, totp_last_step = NULL \
+                     WHERE id = $1",
+                )
+                .bind(user_id)
+                .bind(password::hash(password))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+                )
                 .bind(user_id)
                 .execute(&mut *tx)
                 .await?;
-            state.sessions.evict_user(user_id);
+            }
             user_id
         }
         None => {
@@ -194,7 +288,7 @@ pub async fn accept(
                     "choose a password for the new account",
                 ));
             };
-            create_user(
+            create_verified_user(
                 &mut *tx,
                 keys,
                 NewUser {
@@ -212,7 +306,12 @@ pub async fn accept(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Json(
-        json!({ "user_id": user_id, "org_id": org_id, "role": Role::Expert }),
-    ))
+    // After the commit, so no re-read can cache the old role or a revoked
+    // session again.
+    state.sessions.evict_user(user_id);
+    Ok(Json(Accepted {
+        user_id,
+        org_id,
+        role: Role::Expert,
+    }))
 }

@@ -1,6 +1,8 @@
 //! Identity: who is calling (sessions, partner API keys), what they may do
-//! (`lectern_web::access`), and the security baseline around it — encrypted
-//! personal data, step-up, throttling, the audit log and security alerts.
+//! (`lectern_web::access`), how people get accounts (self sign-up with
+//! proof of the email, [`signup`]; invitations), and the security baseline
+//! around it — encrypted personal data, step-up, throttling, the audit log
+//! and security alerts. `SECURITY.md` lists the controls and their tests.
 //!
 //! [`middleware`] runs on every routed request: it resolves the caller
 //! from the `Authorization: Bearer` header or the session cookie, records
@@ -13,6 +15,7 @@ mod invite;
 pub mod notifier;
 pub mod password;
 pub mod session;
+pub mod signup;
 pub mod stepup;
 pub mod throttle;
 pub mod users;
@@ -132,12 +135,29 @@ impl StepUpCheck for StepUpGrants {
     }
 }
 
+// `lectern_web::Role` serialises to these names; this describes it in the
+// contract without the web crate depending on schemars derives.
+/// A role, which decides what its holder may do in their organisation.
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "Role")]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub(crate) enum RoleName {
+    Learner,
+    Expert,
+    Partner,
+    ContentAdmin,
+    SuperAdmin,
+}
+
 /// Tunable parts of identity; defaults are the documented behaviour.
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
     pub session_ttl: Duration,
     pub step_up_ttl: Duration,
     pub invitation_ttl: Duration,
+    /// How long a sign-up's confirmation token stays valid.
+    pub signup_ttl: Duration,
     pub throttle: throttle::ThrottlePolicy,
     pub trusted_proxies: TrustedProxies,
     /// Sent only when Lectern itself serves HTTPS (or sits behind a TLS
@@ -151,6 +171,7 @@ impl Default for IdentitySettings {
             session_ttl: Duration::from_secs(12 * 3600),
             step_up_ttl: Duration::from_secs(5 * 60),
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+            signup_ttl: Duration::from_secs(24 * 3600),
             throttle: throttle::ThrottlePolicy::default(),
             trusted_proxies: TrustedProxies::default(),
             hsts: false,
@@ -335,7 +356,19 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
     let may = Access::Permission;
     use Method as M;
     api.route(M::POST, "/api/v1/auth/login", Public, session::login)
-        .route(M::POST, "/api/v1/auth/signup", Public, session::sign_up)
+        .route(M::POST, "/api/v1/auth/signup", Public, signup::request)
+        .route(
+            M::POST,
+            "/api/v1/auth/signup/confirm",
+            Public,
+            signup::confirm,
+        )
+        .route(
+            M::PUT,
+            "/api/v1/organisations/{org_id}/signup",
+            may(Permission::ChangeRoles),
+            signup::set_enabled,
+        )
         .route(M::POST, "/api/v1/auth/logout", Session, session::logout)
         .route(M::GET, "/api/v1/me", Authenticated, session::me)
         .route(
@@ -370,6 +403,13 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             may(Permission::ExportPersonalData),
             users::export,
         )
+        .describe(|op| {
+            op.raw(
+                200,
+                "text/csv",
+                "every account's id, organisation, role, email, phone and real name, as a CSV attachment",
+            );
+        })
         .route(
             M::PUT,
             "/api/v1/users/{user_id}/role",

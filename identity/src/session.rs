@@ -13,7 +13,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use lectern_web::doc::{DocOutput, Operation, Schemas};
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::PgPool;
 use tokio::sync::{oneshot, Semaphore};
@@ -324,7 +325,17 @@ impl SessionCache {
     }
 }
 
-type SessionRow = (Vec<u8>, Uuid, Uuid, Option<Uuid>, String, f64);
+/// A live session as [`read_sessions`] finds it.
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    token_hash: Vec<u8>,
+    session_id: Uuid,
+    user_id: Uuid,
+    org_id: Option<Uuid>,
+    role: String,
+    /// Seconds until the session expires.
+    left_s: f64,
+}
 
 /// The live sessions among `batch` (token fingerprints).
 async fn read_sessions(
@@ -332,8 +343,8 @@ async fn read_sessions(
     batch: &[Vec<u8>],
 ) -> Result<HashMap<Vec<u8>, (Principal, Duration)>, String> {
     let rows: Vec<SessionRow> = sqlx::query_as(
-        "SELECT s.token_hash, s.id, u.id, u.org_id, u.role, \
-                extract(epoch FROM s.expires_at - now())::float8 \
+        "SELECT s.token_hash, s.id AS session_id, u.id AS user_id, u.org_id, u.role, \
+                extract(epoch FROM s.expires_at - now())::float8 AS left_s \
          FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.token_hash = ANY($1) AND s.revoked_at IS NULL AND s.expires_at > now()",
     )
@@ -345,7 +356,14 @@ async fn read_sessions(
 }
 
 fn principal_from_row(row: SessionRow) -> Result<(Vec<u8>, (Principal, Duration)), String> {
-    let (fingerprint, session_id, user_id, org_id, role, left_s) = row;
+    let SessionRow {
+        token_hash: fingerprint,
+        session_id,
+        user_id,
+        org_id,
+        role,
+        left_s,
+    } = row;
     let principal = Principal {
         credential: Credential::Session {
             user_id,
@@ -365,6 +383,12 @@ fn read_in_background(state: &Identity) {
     tokio::spawn(async move { state.sessions.read_queued(&state.db).await });
 }
 
+#[derive(sqlx::FromRow)]
+struct PartnerKeyRow {
+    id: Uuid,
+    org_id: Uuid,
+}
+
 /// The caller the request's credentials name, if they are valid now. An
 /// unknown, expired or revoked token is simply no caller (routes that need
 /// one answer 401).
@@ -377,15 +401,15 @@ pub async fn authenticate(
     };
     let fingerprint = token_fingerprint(token);
     if token.starts_with(PARTNER_KEY_PREFIX) {
-        let key: Option<(Uuid, Uuid)> = sqlx::query_as(
+        let key: Option<PartnerKeyRow> = sqlx::query_as(
             "SELECT id, org_id FROM partner_keys WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(&fingerprint)
         .fetch_optional(&state.db)
         .await?;
-        return Ok(key.map(|(key_id, org_id)| Principal {
-            credential: Credential::PartnerKey { key_id },
-            org_id: Some(org_id),
+        return Ok(key.map(|key| Principal {
+            credential: Credential::PartnerKey { key_id: key.id },
+            org_id: Some(key.org_id),
             role: Role::Partner,
         }));
     }
@@ -412,33 +436,101 @@ pub async fn authenticate(
     }
 }
 
+/// `POST /api/v1/auth/login`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct Credentials {
+    /// The account's email address (case and surrounding spaces do not matter).
     email: String,
     password: String,
 }
 
 // Deliberately no Debug: it would print the password.
 
-fn locked(retry_after: i64) -> Response {
-    let mut response = ApiError::new(
+/// A new session.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SignedIn {
+    /// The session token, shown once: send it as `Authorization: Bearer
+    /// <token>`. Browsers can rely on the HttpOnly `lectern_session`
+    /// cookie set with this answer instead.
+    pub token: String,
+    /// When the session ends unless signed out earlier.
+    pub expires_at: DateTime<Utc>,
+    pub user: SessionUser,
+}
+
+/// Who a session belongs to.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct SessionUser {
+    pub id: Uuid,
+    /// `null` only for a global super admin.
+    pub org_id: Option<Uuid>,
+    #[schemars(with = "crate::RoleName")]
+    pub role: Role,
+}
+
+/// A JSON answer that also sets (or clears) the session cookie.
+pub struct WithSessionCookie<T> {
+    status: StatusCode,
+    body: Option<T>,
+    cookie: HeaderValue,
+}
+
+impl<T: Serialize> IntoResponse for WithSessionCookie<T> {
+    fn into_response(self) -> Response {
+        let mut response = match self.body {
+            Some(body) => (self.status, Json(body)).into_response(),
+            None => self.status.into_response(),
+        };
+        response
+            .headers_mut()
+            .insert(header::SET_COOKIE, self.cookie);
+        response
+    }
+}
+
+impl DocOutput for WithSessionCookie<SignedIn> {
+    fn describe(op: &mut Operation, schemas: &mut Schemas) {
+        let schema = schemas.responses.subschema_for::<SignedIn>();
+        op.response(
+            200,
+            "signed in; the HttpOnly `lectern_session` cookie is set too",
+            Some(("application/json", schema)),
+        );
+    }
+}
+
+/// Signed out: no body, the cookie cleared.
+pub type SignedOut = WithSessionCookie<()>;
+
+impl DocOutput for SignedOut {
+    fn describe(op: &mut Operation, _: &mut Schemas) {
+        op.response(204, "signed out; the session cookie is cleared", None);
+    }
+}
+
+fn locked(retry_after: i64) -> ApiError {
+    ApiError::new(
         ErrorCode::AccountLocked,
         "too many failed sign-ins; try again later",
     )
-    .into_response();
-    if let Ok(v) = HeaderValue::from_str(&retry_after.max(1).to_string()) {
-        response.headers_mut().insert(header::RETRY_AFTER, v);
-    }
-    response
+    .with_retry_after(u64::try_from(retry_after.max(1)).unwrap_or(1))
 }
 
-/// `POST /api/v1/auth/login` → `{"token", "expires_at", "user"}` and the
-/// session cookie.
+/// The user an email names, as sign-in reads it.
+#[derive(sqlx::FromRow)]
+struct LoginRow {
+    id: Uuid,
+    org_id: Option<Uuid>,
+    role: String,
+    password_hash: String,
+}
+
+/// `POST /api/v1/auth/login` → the session token (and cookie).
 pub async fn login(
     State(state): State<Identity>,
     context: ClientContext,
     ApiJson(creds): ApiJson<Credentials>,
-) -> Result<Response, ApiError> {
+) -> Result<WithSessionCookie<SignedIn>, ApiError> {
     let keys = state.keyring()?;
     let policy = state.settings.throttle;
     let index = keys.email_index(&creds.email);
@@ -458,22 +550,28 @@ pub async fn login(
                 ..audit_base.clone()
             };
             audit::record_or_log(&state, &event).await;
-            return Ok(locked(retry_after));
+            return Err(locked(retry_after));
         }
     }
-    let user: Option<(Uuid, Option<Uuid>, String, String)> =
+    let user: Option<LoginRow> =
         sqlx::query_as("SELECT id, org_id, role, password_hash FROM users WHERE email_bidx = $1")
             .bind(&index)
             .fetch_optional(&state.db)
             .await?;
     let verified = match &user {
-        Some((_, _, _, hash)) => password::verify(hash, &creds.password),
+        Some(user) => password::verify(&user.password_hash, &creds.password),
         None => {
             password::verify_nothing(&creds.password);
             false
         }
     };
-    let Some((user_id, org_id, role, _)) = user.filter(|_| verified) else {
+    let Some(LoginRow {
+        id: user_id,
+        org_id,
+        role,
+        ..
+    }) = user.filter(|_| verified)
+    else {
         state.metrics.login(LoginOutcome::Failure);
         let account_locked =
             throttle::record_failure(&state.db, &account, policy.account_failures, &policy).await?;
@@ -554,17 +652,19 @@ pub async fn login(
         "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
         ttl.as_secs()
     );
-    let body = json!({
-        "token": token,
-        "expires_at": expires_at,
-        "user": { "id": user_id, "org_id": org_id, "role": role },
-    });
-    let mut response = (StatusCode::OK, Json(body)).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
-    );
-    Ok(response)
+    Ok(WithSessionCookie {
+        status: StatusCode::OK,
+        body: Some(SignedIn {
+            token,
+            expires_at,
+            user: SessionUser {
+                id: user_id,
+                org_id,
+                role,
+            },
+        }),
+        cookie: HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    })
 }
 
 async fn warn_if_new_range(
@@ -603,54 +703,11 @@ async fn warn_if_new_range(
     Ok(())
 }
 
-#[derive(Deserialize, schemars::JsonSchema)]
-pub struct SignUp {
-    org_id: Uuid,
-    email: String,
-    password: String,
-}
-
-/// `POST /api/v1/auth/signup {"org_id", "email", "password"}`: a learner
-/// account in an organisation. Every other role is granted by an admin or
-/// an invitation, never chosen by the caller.
-pub async fn sign_up(
-    State(state): State<Identity>,
-    ApiJson(req): ApiJson<SignUp>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let keys = state.keyring()?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1)")
-            .bind(req.org_id)
-            .fetch_one(&state.db)
-            .await?;
-    if !exists {
-        return Err(ApiError::not_found(format!(
-            "no organisation {}",
-            req.org_id
-        )));
-    }
-    let user_id = crate::users::create_user(
-        &state.db,
-        keys,
-        crate::users::NewUser {
-            org_id: Some(req.org_id),
-            email: &req.email,
-            role: Role::Learner,
-            password: &req.password,
-        },
-    )
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": user_id, "org_id": req.org_id, "role": Role::Learner })),
-    ))
-}
-
 /// `POST /api/v1/auth/logout`: revokes this session and clears the cookie.
 pub async fn logout(
     State(state): State<Identity>,
     principal: Principal,
-) -> Result<Response, ApiError> {
+) -> Result<SignedOut, ApiError> {
     sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
         .bind(principal.session_id())
         .execute(&state.db)
@@ -659,14 +716,18 @@ pub async fn logout(
         state.sessions.evict_session(session_id);
     }
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0");
-    Ok((
-        StatusCode::NO_CONTENT,
-        [(
-            header::SET_COOKIE,
-            HeaderValue::from_str(&clear).map_err(ApiError::internal)?,
-        )],
-    )
-        .into_response())
+    Ok(WithSessionCookie {
+        status: StatusCode::NO_CONTENT,
+        body: None,
+        cookie: HeaderValue::from_str(&clear).map_err(ApiError::internal)?,
+    })
+}
+
+/// How many sessions were signed out.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct Revoked {
+    /// Sessions ended, this one included.
+    pub revoked: u64,
 }
 
 /// `POST /api/v1/me/sessions/revoke`: signs the person out everywhere
@@ -674,7 +735,7 @@ pub async fn logout(
 pub async fn revoke_all(
     State(state): State<Identity>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Revoked>, ApiError> {
     let revoked = sqlx::query(
         "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
     )
@@ -685,39 +746,64 @@ pub async fn revoke_all(
     if let Some(user_id) = principal.user_id() {
         state.sessions.evict_user(user_id);
     }
-    Ok(Json(json!({ "revoked": revoked })))
+    Ok(Json(Revoked { revoked }))
+}
+
+/// Who the caller is: a signed-in person or a partner API key.
+#[derive(Serialize, schemars::JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Me {
+    /// A signed-in person.
+    User {
+        id: Uuid,
+        /// `null` only for a global super admin.
+        org_id: Option<Uuid>,
+        #[schemars(with = "crate::RoleName")]
+        role: Role,
+        email: String,
+        /// Whether step-up can use an authenticator app.
+        totp_enabled: bool,
+    },
+    /// A content partner's API key.
+    PartnerKey {
+        key_id: Uuid,
+        org_id: Option<Uuid>,
+        #[schemars(with = "crate::RoleName")]
+        role: Role,
+    },
+}
+
+#[derive(sqlx::FromRow)]
+struct MeRow {
+    email_ct: Vec<u8>,
+    totp_enabled: bool,
 }
 
 /// `GET /api/v1/me`: who the caller is.
-pub async fn me(
-    State(state): State<Identity>,
-    principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn me(State(state): State<Identity>, principal: Principal) -> Result<Json<Me>, ApiError> {
     match principal.credential {
-        Credential::PartnerKey { key_id } => Ok(Json(json!({
-            "kind": "partner_key",
-            "key_id": key_id,
-            "org_id": principal.org_id,
-            "role": principal.role,
-        }))),
+        Credential::PartnerKey { key_id } => Ok(Json(Me::PartnerKey {
+            key_id,
+            org_id: principal.org_id,
+            role: principal.role,
+        })),
         Credential::Session { user_id, .. } => {
             let keys = state.keyring()?;
-            let (email_ct, totp_enabled): (Vec<u8>, bool) =
+            let row: MeRow =
                 sqlx::query_as("SELECT email_ct, totp_enabled FROM users WHERE id = $1")
                     .bind(user_id)
                     .fetch_one(&state.db)
                     .await?;
             let email = keys
-                .open("users.email", user_id, &email_ct)
+                .open("users.email", user_id, &row.email_ct)
                 .map_err(ApiError::internal)?;
-            Ok(Json(json!({
-                "kind": "user",
-                "id": user_id,
-                "org_id": principal.org_id,
-                "role": principal.role,
-                "email": email,
-                "totp_enabled": totp_enabled,
-            })))
+            Ok(Json(Me::User {
+                id: user_id,
+                org_id: principal.org_id,
+                role: principal.role,
+                email,
+                totp_enabled: row.totp_enabled,
+            }))
         }
     }
 }

@@ -2,33 +2,124 @@
 //! presence again — with a TOTP code (RFC 6238) or a one-time code sent
 //! through the [`Notifier`](super::notifier::Notifier) — and receives a
 //! grant bound to the session, valid for a few minutes and consumed by the
-//! one critical request it allows (`crate::authz::enforce`). A TOTP code is
-//! accepted once: the accepted time step is remembered per user.
+//! one critical request it allows (`lectern_web::router::enforce`). A TOTP
+//! code is accepted once: the accepted time step is remembered per user.
+//!
+//! A stolen session alone cannot bootstrap a step-up: enrolling an
+//! authenticator needs the account's password again (or a step-up already
+//! proven by email), and replacing an enabled one needs a step-up. Wrong
+//! codes — TOTP or one-time, at enrolment or step-up — count per account
+//! and per client address in the shared throttle table
+//! ([`crate::throttle`]); past the policy's limit the subject is locked
+//! (429 `locked_out`) and a `brute_force` alert is raised. Sending
+//! one-time codes is rate-limited per account, a new code supersedes the
+//! session's earlier ones, and codes are stored as an HMAC under the token
+//! key, so the table alone does not give them away.
 
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use rand::{Rng, RngCore};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 use totp_rs::{Algorithm, TOTP};
 use uuid::Uuid;
 
+use crate::alerts::{self, Alert, AlertKind};
 use crate::notifier::Notice;
-use lectern_secrets::token_fingerprint;
+use crate::{password, throttle};
+use lectern_secrets::Keyring;
 use lectern_web::ApiError;
 use lectern_web::ApiJson;
+use lectern_web::ClientContext;
 use lectern_web::ErrorCode;
 use lectern_web::Principal;
+use lectern_web::{Accepted, NoContent};
 
 use crate::Identity;
 
 const TOTP_STEP: u64 = 30;
 const CODE_ATTEMPTS: i32 = 5;
+/// One-time codes one account may have sent per throttle window. A
+/// critical operation needs its own step-up, so an administrator working
+/// through a list asks for several; ten covers that, not a flood.
+pub const CODE_SENDS_PER_WINDOW: i32 = 10;
+
+/// What a one-time code is stored as: an HMAC under the token key, bound
+/// to its session. A plain hash of six digits is undone by trying a
+/// million; this needs the key, which lives in configuration.
+fn code_digest(keys: &Keyring, session_id: Uuid, code: &str) -> Vec<u8> {
+    let mut message = Vec::with_capacity(32 + code.len());
+    message.extend_from_slice(b"step-up-code:");
+    message.extend_from_slice(session_id.as_bytes());
+    message.extend_from_slice(code.as_bytes());
+    keys.sign(&message).to_vec()
+}
+
+/// The throttle subjects a wrong code counts against, with their limits:
+/// the account, and the client address when known.
+fn code_subjects(state: &Identity, user_id: Uuid, ip: Option<&str>) -> Vec<(String, i32)> {
+    let policy = state.settings.throttle;
+    let mut subjects = vec![(format!("step-up:{user_id}"), policy.account_failures)];
+    if let Some(ip) = ip {
+        subjects.push((format!("step-up-ip:{ip}"), policy.address_failures));
+    }
+    subjects
+}
+
+/// 429 `locked_out` (with `Retry-After`) while any of `subjects` is locked.
+async fn refuse_if_locked(state: &Identity, subjects: &[(String, i32)]) -> Result<(), ApiError> {
+    for (subject, _) in subjects {
+        if let Some(retry_after) = throttle::locked_for(&state.db, subject).await? {
+            return Err(ApiError::new(
+                ErrorCode::LockedOut,
+                "too many wrong codes or code requests; try again later",
+            )
+            .with_retry_after(u64::try_from(retry_after.max(1)).unwrap_or(1)));
+        }
+    }
+    Ok(())
+}
+
+/// Counts a wrong code against every subject; raises a `brute_force`
+/// alert for each one this locks.
+async fn count_wrong_code(
+    state: &Identity,
+    subjects: &[(String, i32)],
+    principal: &Principal,
+    ip: Option<&str>,
+) -> Result<(), ApiError> {
+    let policy = state.settings.throttle;
+    for (subject, limit) in subjects {
+        if throttle::record_failure(&state.db, subject, *limit, &policy).await? {
+            alerts::raise(
+                state,
+                Alert {
+                    kind: AlertKind::BruteForce,
+                    org_id: principal.org_id,
+                    user_id: principal.user_id(),
+                    ip,
+                    detail: format!(
+                        "{} locked after repeated wrong verification codes",
+                        subject.split(':').next().unwrap_or("subject")
+                    ),
+                },
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// A right code forgets the account's earlier wrong ones (the address's
+/// stay: other accounts may be guessed from it).
+async fn code_accepted(state: &Identity, subjects: &[(String, i32)]) -> Result<(), ApiError> {
+    if let Some((account, _)) = subjects.first() {
+        throttle::clear(&state.db, account).await?;
+    }
+    Ok(())
+}
 
 fn totp(secret: Vec<u8>) -> TOTP {
     // SHA-1, 6 digits, 30 s: what every authenticator app expects.
@@ -110,14 +201,81 @@ async fn accept_totp(
     Ok(fresh == 1)
 }
 
+/// A TOTP secret waiting for its first code.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct TotpEnrolment {
+    /// The shared secret in base32, for typing into an authenticator app.
+    pub secret: String,
+    /// The same secret as an `otpauth://` URL, for a QR code.
+    pub otpauth_url: String,
+}
+
+/// `POST /api/v1/me/totp`: `{"password"}`, or `{}` right after a step-up.
+#[derive(Deserialize, schemars::JsonSchema)]
+pub struct TotpEnrolmentRequest {
+    /// The account's password, proving that whoever holds the session
+    /// knows it. Leave it out to use a fresh step-up of this session
+    /// instead (needed to replace an authenticator that is already enabled).
+    #[serde(default)]
+    password: Option<String>,
+}
+
+// Deliberately no Debug: it would print the password.
+
+#[derive(sqlx::FromRow)]
+struct EnrolmentRow {
+    email_bidx: Vec<u8>,
+    password_hash: String,
+    totp_enabled: bool,
+}
+
 /// `POST /api/v1/me/totp`: a new secret, pending until confirmed with a
-/// code. An enabled TOTP is not replaced this way.
+/// code. Needs the password (or a fresh step-up) for a first enrolment,
+/// and a fresh step-up to replace an enabled authenticator: a session
+/// alone must not be able to make itself a second factor.
 pub async fn enrol_totp(
     State(state): State<Identity>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    context: ClientContext,
+    ApiJson(req): ApiJson<TotpEnrolmentRequest>,
+) -> Result<Json<TotpEnrolment>, ApiError> {
     let keys = state.keyring()?;
     let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
+    let row: EnrolmentRow =
+        sqlx::query_as("SELECT email_bidx, password_hash, totp_enabled FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_one(&state.db)
+            .await?;
+    // A missing grant is answered in this route's words; anything else
+    // (the database) as it is.
+    let without_grant = |e: ApiError, code: ErrorCode, message: &str| {
+        if e.code == ErrorCode::StepUpRequired {
+            ApiError::new(code, message)
+        } else {
+            e
+        }
+    };
+    match (&req.password, row.totp_enabled) {
+        (_, true) => consume_grant(&state, &principal).await.map_err(|e| {
+            without_grant(
+                e,
+                ErrorCode::StepUpRequired,
+                "an authenticator is already enabled: step up with it (or a one-time code) \
+                 before replacing it",
+            )
+        })?,
+        (Some(given), false) => {
+            check_password(&state, &principal, &context, &row, given).await?;
+        }
+        (None, false) => consume_grant(&state, &principal).await.map_err(|e| {
+            without_grant(
+                e,
+                ErrorCode::ReauthenticationRequired,
+                "enrolling an authenticator needs your password ({\"password\": …}) \
+                 or a fresh step-up with a one-time code",
+            )
+        })?,
+    }
     let mut secret = vec![0u8; 20];
     rand::rng().fill_bytes(&mut secret);
     let sealed = keys.seal(
@@ -126,30 +284,82 @@ pub async fn enrol_totp(
         &base64::engine::general_purpose::STANDARD.encode(&secret),
     );
     // The row's `key_id` stays as it is: it names the oldest key the row
-    // may use, and rotation re-seals every field of such rows anyway.
-    let updated = sqlx::query(
-        "UPDATE users SET totp_secret_ct = $2, totp_last_step = NULL WHERE id = $1 AND NOT totp_enabled",
+    // may use, and rotation re-seals every field of such rows anyway. A
+    // replaced authenticator stops working now; the new one works once
+    // confirmed.
+    sqlx::query(
+        "UPDATE users SET totp_secret_ct = $2, totp_enabled = false, totp_last_step = NULL \
+         WHERE id = $1",
     )
     .bind(user_id)
     .bind(&sealed)
     .execute(&state.db)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(ApiError::new(
-            ErrorCode::TotpAlreadyEnabled,
-            "TOTP is already enabled for this account",
-        ));
-    }
+    .await?;
     let base32 = totp(secret).get_secret_base32();
-    Ok(Json(json!({
-        "secret": base32,
-        "otpauth_url": format!("otpauth://totp/Lectern:{user_id}?secret={base32}&issuer=Lectern&algorithm=SHA1&digits=6&period=30"),
-    })))
+    Ok(Json(TotpEnrolment {
+        otpauth_url: format!("otpauth://totp/Lectern:{user_id}?secret={base32}&issuer=Lectern&algorithm=SHA1&digits=6&period=30"),
+        secret: base32,
+    }))
 }
 
+/// The password given again by a signed-in person, throttled exactly as a
+/// sign-in (same account and address subjects), so the session cannot be
+/// used to guess it faster than the sign-in form allows.
+async fn check_password(
+    state: &Identity,
+    principal: &Principal,
+    context: &ClientContext,
+    row: &EnrolmentRow,
+    given: &str,
+) -> Result<(), ApiError> {
+    let policy = state.settings.throttle;
+    let mut subjects = vec![(
+        throttle::account_subject(&row.email_bidx),
+        policy.account_failures,
+    )];
+    if let Some(ip) = context.ip.as_deref() {
+        subjects.push((throttle::address_subject(ip), policy.address_failures));
+    }
+    for (subject, _) in &subjects {
+        if let Some(retry_after) = throttle::locked_for(&state.db, subject).await? {
+            return Err(ApiError::new(
+                ErrorCode::AccountLocked,
+                "too many wrong passwords; try again later",
+            )
+            .with_retry_after(u64::try_from(retry_after.max(1)).unwrap_or(1)));
+        }
+    }
+    if password::verify(&row.password_hash, given) {
+        return Ok(());
+    }
+    for (subject, limit) in &subjects {
+        if throttle::record_failure(&state.db, subject, *limit, &policy).await? {
+            alerts::raise(
+                state,
+                Alert {
+                    kind: AlertKind::BruteForce,
+                    org_id: principal.org_id,
+                    user_id: principal.user_id(),
+                    ip: context.ip.as_deref(),
+                    detail: format!(
+                        "{} locked after repeated wrong passwords from a signed-in session",
+                        subject.split(':').next().unwrap_or("subject")
+                    ),
+                },
+            )
+            .await;
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::WrongPassword,
+        "the password is wrong",
+    ))
+}
+
+/// `POST /api/v1/me/totp/confirm`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct CodeBody {
+    /// The six digits the authenticator app shows now.
     code: String,
 }
 
@@ -157,9 +367,12 @@ pub struct CodeBody {
 pub async fn confirm_totp(
     State(state): State<Identity>,
     principal: Principal,
+    context: ClientContext,
     ApiJson(body): ApiJson<CodeBody>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
+    let subjects = code_subjects(&state, user_id, context.ip.as_deref());
+    refuse_if_locked(&state, &subjects).await?;
     let secret: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT totp_secret_ct FROM users WHERE id = $1 AND NOT totp_enabled")
             .bind(user_id)
@@ -178,26 +391,43 @@ pub async fn confirm_totp(
         ));
     };
     if !accept_totp(&state, user_id, &secret, &body.code).await? {
+        count_wrong_code(&state, &subjects, &principal, context.ip.as_deref()).await?;
         return Err(invalid_code());
     }
+    code_accepted(&state, &subjects).await?;
     sqlx::query("UPDATE users SET totp_enabled = true WHERE id = $1")
         .bind(user_id)
         .execute(&state.db)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
+}
+
+/// A one-time code is on its way.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct CodeSent {
+    /// Until when the code can be used.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /api/v1/auth/step-up/code`: sends a one-time code to the
-/// account's email through the notifier.
+/// account's email through the notifier; at most
+/// [`CODE_SENDS_PER_WINDOW`] per account per throttle window. The new
+/// code replaces the session's earlier ones, so asking for many does not
+/// multiply the odds of a guess.
 pub async fn send_code(
     State(state): State<Identity>,
     principal: Principal,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Accepted<CodeSent>, ApiError> {
     let keys = state.keyring()?;
     let (user_id, session_id) = principal
         .user_id()
         .zip(principal.session_id())
         .ok_or_else(ApiError::unauthenticated)?;
+    let sends = format!("step-up-send:{user_id}");
+    refuse_if_locked(&state, &[(sends.clone(), CODE_SENDS_PER_WINDOW)]).await?;
+    // Counted as sent before it is: the limit holds however a delivery fails.
+    let policy = state.settings.throttle;
+    throttle::record_failure(&state.db, &sends, CODE_SENDS_PER_WINDOW, &policy).await?;
     let email_ct: Vec<u8> = sqlx::query_scalar("SELECT email_ct FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_one(&state.db)
@@ -206,16 +436,24 @@ pub async fn send_code(
         .open("users.email", user_id, &email_ct)
         .map_err(ApiError::internal)?;
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
+    let mut tx = state.db.begin().await?;
     sqlx::query(
+        "UPDATE step_up_codes SET used_at = now() WHERE session_id = $1 AND used_at IS NULL",
+    )
+    .bind(session_id)
+    .execute(&mut *tx)
+    .await?;
+    let expires_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO step_up_codes (id, session_id, code_hash, expires_at) \
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
     )
     .bind(Uuid::now_v7())
     .bind(session_id)
-    .bind(token_fingerprint(&code))
+    .bind(code_digest(keys, session_id, &code))
     .bind(state.settings.step_up_ttl.as_secs_f64())
-    .execute(&state.db)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     state
         .notifier
         .deliver(Notice {
@@ -226,13 +464,43 @@ pub async fn send_code(
         })
         .await
         .map_err(ApiError::internal)?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(Accepted(CodeSent { expires_at }, None))
 }
 
+/// `POST /api/v1/auth/step-up`: exactly one of the two.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct StepUpBody {
+    /// The code the authenticator app shows now (TOTP enabled).
     totp: Option<String>,
+    /// The one-time code sent by `POST /api/v1/auth/step-up/code`.
     code: Option<String>,
+}
+
+/// How a step-up was proven.
+#[derive(Debug, Clone, Copy, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepUpMethod {
+    /// An authenticator app's code.
+    Totp,
+    /// A one-time code sent through the notifier.
+    Code,
+}
+
+impl StepUpMethod {
+    fn as_str(self) -> &'static str {
+        match self {
+            StepUpMethod::Totp => "totp",
+            StepUpMethod::Code => "code",
+        }
+    }
+}
+
+/// A grant for one critical operation of this session.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct StepUpGrant {
+    pub method: StepUpMethod,
+    /// The next critical request of this session before this time uses it up.
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `POST /api/v1/auth/step-up {"totp"} | {"code"}` → a grant for one
@@ -240,12 +508,16 @@ pub struct StepUpBody {
 pub async fn step_up(
     State(state): State<Identity>,
     principal: Principal,
+    context: ClientContext,
     ApiJson(body): ApiJson<StepUpBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StepUpGrant>, ApiError> {
+    let keys = state.keyring()?;
     let (user_id, session_id) = principal
         .user_id()
         .zip(principal.session_id())
         .ok_or_else(ApiError::unauthenticated)?;
+    let subjects = code_subjects(&state, user_id, context.ip.as_deref());
+    let ip = context.ip.as_deref();
     let method = match (body.totp, body.code) {
         (Some(totp_code), None) => {
             let secret: Option<Vec<u8>> = sqlx::query_scalar(
@@ -261,12 +533,15 @@ pub async fn step_up(
                     "enrol TOTP first, or use a one-time code",
                 ));
             };
+            refuse_if_locked(&state, &subjects).await?;
             if !accept_totp(&state, user_id, &secret, &totp_code).await? {
+                count_wrong_code(&state, &subjects, &principal, ip).await?;
                 return Err(invalid_code());
             }
-            "totp"
+            StepUpMethod::Totp
         }
         (None, Some(code)) => {
+            refuse_if_locked(&state, &subjects).await?;
             // Each wrong guess counts against every open code of the session.
             let matched: Option<Uuid> = sqlx::query_scalar(
                 "UPDATE step_up_codes SET used_at = now() WHERE id = ( \
@@ -275,7 +550,7 @@ pub async fn step_up(
                  RETURNING id",
             )
             .bind(session_id)
-            .bind(token_fingerprint(code.trim()))
+            .bind(code_digest(keys, session_id, code.trim()))
             .bind(CODE_ATTEMPTS)
             .fetch_optional(&state.db)
             .await?;
@@ -284,9 +559,10 @@ pub async fn step_up(
                     .bind(session_id)
                     .execute(&state.db)
                     .await?;
+                count_wrong_code(&state, &subjects, &principal, ip).await?;
                 return Err(invalid_code());
             }
-            "code"
+            StepUpMethod::Code
         }
         _ => {
             return Err(ApiError::new(
@@ -295,19 +571,16 @@ pub async fn step_up(
             ))
         }
     };
+    code_accepted(&state, &subjects).await?;
     let expires_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO step_up_grants (id, session_id, method, expires_at) \
          VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
     )
     .bind(Uuid::now_v7())
     .bind(session_id)
-    .bind(method)
+    .bind(method.as_str())
     .bind(state.settings.step_up_ttl.as_secs_f64())
     .fetch_one(&state.db)
     .await?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "method": method, "expires_at": expires_at })),
-    )
-        .into_response())
+    Ok(Json(StepUpGrant { method, expires_at }))
 }

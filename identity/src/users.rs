@@ -1,14 +1,16 @@
 //! Organisations, user accounts and partner keys: creating them (shared by
 //! the HTTP API and `lectern admin`), administering them over HTTP, and
-//! re-encrypting personal data when the active field key changes.
+//! re-encrypting personal data when the active field key changes. An
+//! account records whether its owner proved the email while choosing the
+//! password (`email_verified_at`): a confirmed sign-up or an invitation
+//! does, an account created by an operator does not.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -20,6 +22,7 @@ use lectern_secrets::{random_token, token_fingerprint, Keyring, SealError};
 use lectern_web::ApiError;
 use lectern_web::ClientContext;
 use lectern_web::ErrorCode;
+use lectern_web::NoContent;
 use lectern_web::{ApiJson, ApiPath};
 use lectern_web::{Principal, Role};
 
@@ -98,10 +101,32 @@ pub fn valid_email(email: &str) -> bool {
         && !email.chars().any(char::is_whitespace)
 }
 
+/// A new account, its password chosen by whoever creates it (an operator
+/// with `lectern admin create-user`, the demo): its email is not proven,
+/// so an invitation will not raise it without a new password.
 pub async fn create_user(
     db: impl sqlx::PgExecutor<'_>,
     keys: &Keyring,
     user: NewUser<'_>,
+) -> Result<Uuid, AccountError> {
+    create(db, keys, user, false).await
+}
+
+/// As [`create_user`], for a person who proved the email while choosing
+/// the password (accepting an invitation sent to it).
+pub(crate) async fn create_verified_user(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &Keyring,
+    user: NewUser<'_>,
+) -> Result<Uuid, AccountError> {
+    create(db, keys, user, true).await
+}
+
+async fn create(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &Keyring,
+    user: NewUser<'_>,
+    email_verified: bool,
 ) -> Result<Uuid, AccountError> {
     if !valid_email(user.email) {
         return Err(AccountError::InvalidEmail(user.email.to_string()));
@@ -110,19 +135,51 @@ pub async fn create_user(
         return Err(AccountError::OrganisationRequired);
     }
     password::check_policy(user.password, user.email).map_err(AccountError::WeakPassword)?;
+    insert_account(
+        db,
+        keys,
+        Account {
+            org_id: user.org_id,
+            email: user.email,
+            role: user.role,
+            password_hash: &password::hash(user.password),
+            email_verified,
+        },
+    )
+    .await
+}
+
+/// An account as stored: the password already hashed, the email and
+/// policy already checked.
+pub(crate) struct Account<'a> {
+    pub org_id: Option<Uuid>,
+    pub email: &'a str,
+    pub role: Role,
+    pub password_hash: &'a str,
+    /// The email's owner chose this password.
+    pub email_verified: bool,
+}
+
+/// Inserts `account`; [`AccountError::EmailInUse`] when its email has one.
+pub(crate) async fn insert_account(
+    db: impl sqlx::PgExecutor<'_>,
+    keys: &Keyring,
+    account: Account<'_>,
+) -> Result<Uuid, AccountError> {
     let id = Uuid::now_v7();
-    let email = lectern_secrets::normalise_email(user.email);
+    let email = lectern_secrets::normalise_email(account.email);
     let inserted = sqlx::query(
-        "INSERT INTO users (id, org_id, role, email_ct, email_bidx, key_id, password_hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (email_bidx) DO NOTHING",
+        "INSERT INTO users (id, org_id, role, email_ct, email_bidx, key_id, password_hash, email_verified_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN now() END) ON CONFLICT (email_bidx) DO NOTHING",
     )
     .bind(id)
-    .bind(user.org_id)
-    .bind(user.role.as_str())
+    .bind(account.org_id)
+    .bind(account.role.as_str())
     .bind(keys.seal("users.email", id, &email))
     .bind(keys.email_index(&email))
     .bind(keys.active_key_id())
-    .bind(password::hash(user.password))
+    .bind(account.password_hash)
+    .bind(account.email_verified)
     .execute(db)
     .await?
     .rows_affected();
@@ -171,23 +228,34 @@ const USER_FIELDS: [(&str, &str); 5] = [
     ("totp_secret_ct", "users.totp_secret"),
 ];
 
-/// Re-encrypts, in batches of `batch`, every user and invitation row not
-/// sealed with the active key; returns how many rows changed. Safe to run
-/// while serving and to interrupt: each batch is one transaction.
+/// The sealed columns of one `users` row.
+#[derive(sqlx::FromRow)]
+struct SealedUser {
+    id: Uuid,
+    email_ct: Vec<u8>,
+    phone_ct: Option<Vec<u8>>,
+    real_name_ct: Option<Vec<u8>>,
+    id_number_ct: Option<Vec<u8>>,
+    totp_secret_ct: Option<Vec<u8>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct SealedEmail {
+    id: Uuid,
+    email_ct: Vec<u8>,
+}
+
+/// Re-encrypts, in batches of `batch`, every user, invitation and pending
+/// sign-up row not sealed with the active key; returns how many rows
+/// changed. Safe to run while serving and to interrupt: each batch is one
+/// transaction. The development outbox is left alone (see
+/// [`crate::notifier::Outbox`]).
 pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64, AccountError> {
     let active = keys.active_key_id();
     let mut changed = 0;
     loop {
         let mut tx = db.begin().await?;
-        type Row = (
-            Uuid,
-            Vec<u8>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-            Option<Vec<u8>>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<SealedUser> = sqlx::query_as(
             "SELECT id, email_ct, phone_ct, real_name_ct, id_number_ct, totp_secret_ct FROM users \
              WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
@@ -198,8 +266,15 @@ pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64,
         if rows.is_empty() {
             break;
         }
-        for (id, email, phone, name, id_number, totp) in rows {
-            let fields = [Some(email), phone, name, id_number, totp];
+        for row in rows {
+            let id = row.id;
+            let fields = [
+                Some(row.email_ct),
+                row.phone_ct,
+                row.real_name_ct,
+                row.id_number_ct,
+                row.totp_secret_ct,
+            ];
             let mut resealed = Vec::with_capacity(fields.len());
             for ((_, aad), value) in USER_FIELDS.iter().zip(fields) {
                 resealed.push(match value {
@@ -224,41 +299,75 @@ pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64,
         }
         tx.commit().await?;
     }
-    loop {
-        let mut tx = db.begin().await?;
-        let rows: Vec<(Uuid, Vec<u8>)> = sqlx::query_as(
-            "SELECT id, email_ct FROM invitations WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
-        .bind(active)
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for (id, email) in rows {
-            let plain = keys.open("invitations.email", id, &email)?;
-            sqlx::query("UPDATE invitations SET email_ct = $2, key_id = $3 WHERE id = $1")
+    // Tables whose one sealed column is an email: (table, AAD field).
+    for (table, field) in [
+        ("invitations", "invitations.email"),
+        ("signup_requests", "signup_requests.email"),
+    ] {
+        loop {
+            let mut tx = db.begin().await?;
+            let rows: Vec<SealedEmail> = sqlx::query_as(&format!(
+                "SELECT id, email_ct FROM {table} WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            ))
+            .bind(active)
+            .bind(batch)
+            .fetch_all(&mut *tx)
+            .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for SealedEmail { id, email_ct } in rows {
+                let plain = keys.open(field, id, &email_ct)?;
+                sqlx::query(&format!(
+                    "UPDATE {table} SET email_ct = $2, key_id = $3 WHERE id = $1"
+                ))
                 .bind(id)
-                .bind(keys.seal("invitations.email", id, &plain))
+                .bind(keys.seal(field, id, &plain))
                 .bind(active)
                 .execute(&mut *tx)
                 .await?;
-            changed += 1;
+                changed += 1;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
     }
     Ok(changed)
+}
+
+/// One account, as administrators list it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct UserSummary {
+    pub id: Uuid,
+    /// `null` only for a global super admin.
+    pub org_id: Option<Uuid>,
+    #[schemars(with = "crate::RoleName")]
+    pub role: String,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The accounts the caller administers, oldest first (at most 1,000).
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct UserList {
+    pub users: Vec<UserSummary>,
+}
+
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: Uuid,
+    org_id: Option<Uuid>,
+    role: String,
+    email_ct: Vec<u8>,
+    created_at: DateTime<Utc>,
 }
 
 /// `GET /api/v1/users`: the accounts of the caller's organisation.
 pub async fn list(
     State(state): State<Identity>,
     principal: Principal,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UserList>, ApiError> {
     let keys = state.keyring()?;
-    type Row = (Uuid, Option<Uuid>, String, Vec<u8>, DateTime<Utc>);
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<UserRow> = sqlx::query_as(
         "SELECT id, org_id, role, email_ct, created_at FROM users \
          WHERE ($1::uuid IS NULL OR org_id = $1) ORDER BY created_at, id LIMIT 1000",
     )
@@ -266,13 +375,29 @@ pub async fn list(
     .fetch_all(&state.db)
     .await?;
     let mut users = Vec::with_capacity(rows.len());
-    for (id, org_id, role, email_ct, created_at) in rows {
+    for row in rows {
         let email = keys
-            .open("users.email", id, &email_ct)
+            .open("users.email", row.id, &row.email_ct)
             .map_err(ApiError::internal)?;
-        users.push(json!({ "id": id, "org_id": org_id, "role": role, "email": email, "created_at": created_at }));
+        users.push(UserSummary {
+            id: row.id,
+            org_id: row.org_id,
+            role: row.role,
+            email,
+            created_at: row.created_at,
+        });
     }
-    Ok(Json(json!({ "users": users })))
+    Ok(Json(UserList { users }))
+}
+
+#[derive(sqlx::FromRow)]
+struct ExportRow {
+    id: Uuid,
+    org_id: Option<Uuid>,
+    role: String,
+    email_ct: Vec<u8>,
+    phone_ct: Option<Vec<u8>>,
+    real_name_ct: Option<Vec<u8>>,
 }
 
 /// `GET /api/v1/users/export`: every account's personal data as CSV — a
@@ -283,15 +408,7 @@ pub async fn export(
     context: ClientContext,
 ) -> Result<Response, ApiError> {
     let keys = state.keyring()?;
-    type Row = (
-        Uuid,
-        Option<Uuid>,
-        String,
-        Vec<u8>,
-        Option<Vec<u8>>,
-        Option<Vec<u8>>,
-    );
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<ExportRow> = sqlx::query_as(
         "SELECT id, org_id, role, email_ct, phone_ct, real_name_ct FROM users \
          WHERE ($1::uuid IS NULL OR org_id = $1) ORDER BY created_at, id",
     )
@@ -305,14 +422,15 @@ pub async fn export(
     };
     let mut csv = String::from("id,org_id,role,email,phone,real_name\n");
     let count = rows.len();
-    for (id, org_id, role, email, phone, name) in rows {
+    for row in rows {
+        let id = row.id;
         let fields = [
             id.to_string(),
-            org_id.map(|o| o.to_string()).unwrap_or_default(),
-            role,
-            open("users.email", id, Some(email))?,
-            open("users.phone", id, phone)?,
-            open("users.real_name", id, name)?,
+            row.org_id.map(|o| o.to_string()).unwrap_or_default(),
+            row.role,
+            open("users.email", id, Some(row.email_ct))?,
+            open("users.phone", id, row.phone_ct)?,
+            open("users.real_name", id, row.real_name_ct)?,
         ];
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         csv.push_str(&line.join(","));
@@ -342,9 +460,21 @@ pub async fn export(
         .into_response())
 }
 
+/// `PUT /api/v1/users/{user_id}/role`.
 #[derive(Deserialize, schemars::JsonSchema)]
 pub struct RoleChange {
+    /// The new role; `super_admin` is the only role an account without an
+    /// organisation may hold.
+    #[schemars(with = "crate::RoleName")]
     role: String,
+}
+
+/// The account's role now.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct RoleChanged {
+    pub id: Uuid,
+    #[schemars(with = "crate::RoleName")]
+    pub role: Role,
 }
 
 /// `PUT /api/v1/users/{user_id}/role {"role"}`.
@@ -353,7 +483,7 @@ pub async fn change_role(
     principal: Principal,
     ApiPath(user_id): ApiPath<Uuid>,
     ApiJson(change): ApiJson<RoleChange>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RoleChanged>, ApiError> {
     let role: Role = change.role.parse()?;
     let updated = sqlx::query(
         "UPDATE users SET role = $3 WHERE id = $1 AND ($2::uuid IS NULL OR org_id = $2) \
@@ -369,7 +499,7 @@ pub async fn change_role(
         return Err(ApiError::not_found(format!("no user {user_id}")));
     }
     state.sessions.evict_user(user_id);
-    Ok(Json(json!({ "id": user_id, "role": role })))
+    Ok(Json(RoleChanged { id: user_id, role }))
 }
 
 /// `DELETE /api/v1/users/{user_id}`: the account, its sessions and grants.
@@ -377,7 +507,7 @@ pub async fn delete(
     State(state): State<Identity>,
     principal: Principal,
     ApiPath(user_id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     let deleted =
         sqlx::query("DELETE FROM users WHERE id = $1 AND ($2::uuid IS NULL OR org_id = $2)")
             .bind(user_id)
@@ -389,5 +519,5 @@ pub async fn delete(
         return Err(ApiError::not_found(format!("no user {user_id}")));
     }
     state.sessions.evict_user(user_id);
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }

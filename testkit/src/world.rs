@@ -244,13 +244,13 @@ impl World {
         (status, text)
     }
 
-    /// The last message the dev outbox holds for `recipient`.
+    /// The body of the last message the dev outbox holds for `recipient`.
     pub async fn last_message(&self, recipient: &str) -> String {
-        sqlx::query_scalar("SELECT body FROM outbox WHERE recipient = $1 ORDER BY id DESC LIMIT 1")
-            .bind(recipient)
-            .fetch_one(self.db())
+        lectern_identity::notifier::last_message(self.db(), &self.keys, recipient)
             .await
             .unwrap()
+            .unwrap_or_else(|| panic!("no message for {recipient} in the outbox"))
+            .body
     }
 }
 

@@ -114,6 +114,14 @@ error_codes! {
     InvalidToken = ("invalid_token", 403, false);
     /// The audit export format is not one the server writes.
     InvalidFormat = ("invalid_format", 400, false);
+    /// This needs the account's password again, or a fresh step-up of this session.
+    ReauthenticationRequired = ("reauthentication_required", 403, false);
+    /// The password given to confirm this operation is wrong.
+    WrongPassword = ("wrong_password", 403, false);
+    /// The organisation does not accept self sign-up; ask it for an invitation.
+    SignupDisabled = ("signup_disabled", 403, false);
+    /// The sign-up confirmation has expired or was used already; sign up again.
+    ConfirmationExpired = ("confirmation_expired", 410, false);
 
     // --- media delivery -------------------------------------------------
     /// A media request without `?token=`.

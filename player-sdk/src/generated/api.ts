@@ -181,6 +181,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/signup/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/signup/confirm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/step-up": {
         parameters: {
             query?: never;
@@ -662,6 +679,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/organisations/{org_id}/signup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: super_admin; needs a fresh step-up. */
+        put: operations["PUT /api/v1/organisations/{org_id}/signup"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/progress": {
         parameters: {
             query?: never;
@@ -1106,10 +1140,25 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description `POST /api/v1/invitations/accept`. */
         Acceptance: {
-            /** @description For a new account; an existing account keeps its password. */
+            /**
+             * @description Needed for a new account, and for an existing one whose email was
+             *     never confirmed (it then replaces the password and signs the
+             *     account out everywhere). An account whose owner confirmed the
+             *     email keeps its password.
+             */
             password?: string | null;
+            /** @description The token from the invitation message. */
             token: string;
+        };
+        /** @description The invitee's account, now an expert of the organisation. */
+        Accepted: {
+            /** Format: uuid */
+            org_id: string;
+            role: components["schemas"]["Role"];
+            /** Format: uuid */
+            user_id: string;
         };
         /** @description An asset: one source and everything encoded from it. */
         Asset: {
@@ -1215,6 +1264,39 @@ export interface components {
         };
         /** @description Lifecycle states, as stored (`assets.status`) and as shown to partners. */
         AssetStatus: "uploaded" | "probing" | "transcoding" | "packaging" | "ready" | "failed" | "cancelled";
+        /** @description Audit rows, newest first. */
+        AuditPage: {
+            entries: components["schemas"]["AuditRow"][];
+        };
+        /** @description One audit row. */
+        AuditRow: {
+            /** @description `METHOD /route/{template}` for requests, or a named event (`auth.login`). */
+            action: string;
+            /** @description `user:<id>`, `key:<id>`, `cli:<operator>`, or `null` for anonymous. */
+            actor: string | null;
+            /** Format: date-time */
+            at: string;
+            /** @description A small JSON object as text (never secrets or personal data). */
+            detail: string | null;
+            /** @description SHA-256 of the previous row's hash and this row, in hex. */
+            hash: string;
+            /**
+             * Format: int64
+             * @description Numbered without gaps, oldest first.
+             */
+            id: number;
+            ip: string | null;
+            /** Format: uuid */
+            org_id: string | null;
+            /** @description `ok`, `failed` or `denied`. */
+            outcome: string;
+            request_id: string | null;
+            /** @description The actor's role at the time. */
+            role: string | null;
+            /** @description The path requested, or what the event concerns. */
+            target: string | null;
+            user_agent: string | null;
+        };
         /** @description A chapter of a course. */
         Chapter: {
             /** Format: uuid */
@@ -1272,8 +1354,23 @@ export interface components {
             playback: components["schemas"]["Check"];
             storage: components["schemas"]["Check"];
         };
+        /** @description `POST /api/v1/me/totp/confirm`. */
         CodeBody: {
+            /** @description The six digits the authenticator app shows now. */
             code: string;
+        };
+        /** @description A one-time code is on its way. */
+        CodeSent: {
+            /**
+             * Format: date-time
+             * @description Until when the code can be used.
+             */
+            expires_at: string;
+        };
+        /** @description `POST /api/v1/auth/signup/confirm`. */
+        Confirmation: {
+            /** @description The token from the confirmation message. */
+            token: string;
         };
         /** @description Started, unfinished lessons, most recently watched first. */
         ContinueWatching: {
@@ -1459,7 +1556,9 @@ export interface components {
             /** @description The state it is in now. */
             state: components["schemas"]["CourseState"];
         };
+        /** @description `POST /api/v1/auth/login`. */
         Credentials: {
+            /** @description The account's email address (case and surrounding spaces do not matter). */
             email: string;
             password: string;
         };
@@ -1543,7 +1642,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invalid_token" | "invalid_format" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -1640,7 +1739,24 @@ export interface components {
              */
             speed: number;
         };
+        /** @description An invitation on its way to the invitee. */
+        Invitation: {
+            /**
+             * Format: date-time
+             * @description After this the token is refused; invite again.
+             */
+            expires_at: string;
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: uuid
+             * @description The organisation the invitee joins as an expert.
+             */
+            org_id: string;
+        };
+        /** @description `POST /api/v1/invitations`. */
         InvitationRequest: {
+            /** @description Where the invitation goes; the invitee accepts with the token it holds. */
             email: string;
             /**
              * Format: uuid
@@ -1695,6 +1811,38 @@ export interface components {
         Liveness: {
             /** @description Always `ok`. */
             status: string;
+        };
+        /** @description Who the caller is: a signed-in person or a partner API key. */
+        Me: {
+            email: string;
+            /** Format: uuid */
+            id: string;
+            /** @constant */
+            kind: "user";
+            /**
+             * Format: uuid
+             * @description `null` only for a global super admin.
+             */
+            org_id: string | null;
+            role: components["schemas"]["Role"];
+            /** @description Whether step-up can use an authenticator app. */
+            totp_enabled: boolean;
+        } | {
+            /** Format: uuid */
+            key_id: string;
+            /** @constant */
+            kind: "partner_key";
+            /** Format: uuid */
+            org_id: string | null;
+            role: components["schemas"]["Role"];
+        };
+        /** @description A new account. */
+        NewAccount: {
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            org_id: string;
+            role: components["schemas"]["Role"];
         };
         NewChapter: {
             /**
@@ -2054,8 +2202,32 @@ export interface components {
          * @enum {string}
          */
         ResourceType: "video_course" | "clinical_case" | "guideline" | "live_replay";
+        /** @description How many sessions were signed out. */
+        Revoked: {
+            /**
+             * Format: uint64
+             * @description Sessions ended, this one included.
+             */
+            revoked: number;
+        };
+        /**
+         * @description A role, which decides what its holder may do in their organisation.
+         * @enum {string}
+         */
+        Role: "learner" | "expert" | "partner" | "content_admin" | "super_admin";
+        /** @description `PUT /api/v1/users/{user_id}/role`. */
         RoleChange: {
-            role: string;
+            /**
+             * @description The new role; `super_admin` is the only role an account without an
+             *     organisation may hold.
+             */
+            role: components["schemas"]["Role"];
+        };
+        /** @description The account's role now. */
+        RoleChanged: {
+            /** Format: uuid */
+            id: string;
+            role: components["schemas"]["Role"];
         };
         /** @description A course as a search result names it. */
         SearchCourse: {
@@ -2118,11 +2290,66 @@ export interface components {
          * @enum {string}
          */
         SearchSort: "relevance" | "newest" | "most_watched" | "rating";
+        /** @description Who a session belongs to. */
+        SessionUser: {
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: uuid
+             * @description `null` only for a global super admin.
+             */
+            org_id: string | null;
+            role: components["schemas"]["Role"];
+        };
+        /** @description `POST /api/v1/auth/signup`. */
         SignUp: {
+            /** @description Where the confirmation token is sent. */
             email: string;
+            /**
+             * Format: uuid
+             * @description The organisation to join as a learner; it must accept self sign-up.
+             */
+            org_id: string;
+            /**
+             * @description At least 12 characters, letters and a digit or symbol, not
+             *     containing the email's name.
+             */
+            password: string;
+        };
+        /** @description A sign-up waiting for its email to be proven. */
+        SignUpPending: {
+            status: components["schemas"]["SignUpStatus"];
+        };
+        /** @description The organisation's self sign-up setting now. */
+        SignUpPolicy: {
+            enabled: boolean;
             /** Format: uuid */
             org_id: string;
-            password: string;
+        };
+        /** @description `PUT /api/v1/organisations/{org_id}/signup`. */
+        SignUpSetting: {
+            /**
+             * @description Whether anyone who proves an email address may create a learner
+             *     account in the organisation.
+             */
+            enabled: boolean;
+        };
+        /** @description What happens next, the same for every accepted sign-up. */
+        SignUpStatus: "confirmation_sent";
+        /** @description A new session. */
+        SignedIn: {
+            /**
+             * Format: date-time
+             * @description When the session ends unless signed out earlier.
+             */
+            expires_at: string;
+            /**
+             * @description The session token, shown once: send it as `Authorization: Bearer
+             *     <token>`. Browsers can rely on the HttpOnly `lectern_session`
+             *     cookie set with this answer instead.
+             */
+            token: string;
+            user: components["schemas"]["SessionUser"];
         };
         /** @description Startup time percentiles, in milliseconds. */
         StartupPercentiles: {
@@ -2134,9 +2361,58 @@ export interface components {
             /** Format: double */
             p95: number | null;
         };
+        /** @description `POST /api/v1/auth/step-up`: exactly one of the two. */
         StepUpBody: {
+            /** @description The one-time code sent by `POST /api/v1/auth/step-up/code`. */
             code?: string | null;
+            /** @description The code the authenticator app shows now (TOTP enabled). */
             totp?: string | null;
+        };
+        /** @description A grant for one critical operation of this session. */
+        StepUpGrant: {
+            /**
+             * Format: date-time
+             * @description The next critical request of this session before this time uses it up.
+             */
+            expires_at: string;
+            method: components["schemas"]["StepUpMethod"];
+        };
+        /** @description How a step-up was proven. */
+        StepUpMethod: "totp" | "code";
+        /** @description A TOTP secret waiting for its first code. */
+        TotpEnrolment: {
+            /** @description The same secret as an `otpauth://` URL, for a QR code. */
+            otpauth_url: string;
+            /** @description The shared secret in base32, for typing into an authenticator app. */
+            secret: string;
+        };
+        /** @description `POST /api/v1/me/totp`: `{"password"}`, or `{}` right after a step-up. */
+        TotpEnrolmentRequest: {
+            /**
+             * @description The account's password, proving that whoever holds the session
+             *     knows it. Leave it out to use a fresh step-up of this session
+             *     instead (needed to replace an authenticator that is already enabled).
+             * @default null
+             */
+            password: string | null;
+        };
+        /** @description The accounts the caller administers, oldest first (at most 1,000). */
+        UserList: {
+            users: components["schemas"]["UserSummary"][];
+        };
+        /** @description One account, as administrators list it. */
+        UserSummary: {
+            /** Format: date-time */
+            created_at: string;
+            email: string;
+            /** Format: uuid */
+            id: string;
+            /**
+             * Format: uuid
+             * @description `null` only for a global super admin.
+             */
+            org_id: string | null;
+            role: components["schemas"]["Role"];
         };
         /** @description A page of every lesson watched, finished or not, newest first. */
         WatchHistory: {
@@ -2441,6 +2717,7 @@ export interface operations {
                 before?: number | null;
                 /** @description `csv` for a spreadsheet export; JSON otherwise. */
                 format?: string | null;
+                /** @description At most this many rows (1–10,000; default 100). */
                 limit?: number | null;
             };
             header?: never;
@@ -2449,12 +2726,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description the rows, newest first; with `format=csv` the same columns as a text/csv attachment */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["AuditPage"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2480,12 +2759,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description signed in; the HttpOnly `lectern_session` cookie is set too */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["SignedIn"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2507,8 +2788,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description signed out; the session cookie is cleared */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -2538,12 +2819,47 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description accepted; poll Location */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["SignUpPending"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/signup/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Confirmation"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NewAccount"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2569,12 +2885,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description success */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["StepUpGrant"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -2596,12 +2914,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description accepted; poll Location */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["CodeSent"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -3364,12 +3684,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description created */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["Invitation"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -3401,7 +3723,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Accepted"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3461,7 +3783,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Me"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3564,7 +3886,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["Revoked"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3585,7 +3907,11 @@ export interface operations {
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TotpEnrolmentRequest"];
+            };
+        };
         responses: {
             /** @description success */
             200: {
@@ -3593,7 +3919,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["TotpEnrolment"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3620,12 +3946,47 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description done */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/organisations/{org_id}/signup": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignUpSetting"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignUpPolicy"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -4014,7 +4375,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["UserList"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -4037,12 +4398,14 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description every account's id, organisation, role, email, phone and real name, as a CSV attachment */
+            200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "text/csv": string;
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -4066,8 +4429,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description done */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4105,7 +4468,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["RoleChanged"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
