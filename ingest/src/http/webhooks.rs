@@ -19,12 +19,12 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,7 +32,7 @@ use uuid::Uuid;
 use lectern_secrets::random_token;
 use lectern_web::ErrorCode;
 use lectern_web::{Access, Permission, Principal};
-use lectern_web::{ApiError, ApiRouter};
+use lectern_web::{ApiError, ApiRouter, Created, NoContent};
 use lectern_web::{ApiJson, ApiPath};
 
 use super::IngestState;
@@ -91,14 +91,33 @@ pub fn routes(api: ApiRouter<IngestState>) -> ApiRouter<IngestState> {
         )
 }
 
+/// A URL to receive the organisation's events.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEndpoint {
+    /// An absolute `http` or `https` URL without credentials, at most 2000
+    /// characters; it must resolve to public addresses when events are sent.
     url: String,
+    /// The events to receive: `asset.ready`, `asset.failed`; both when absent.
     events: Option<Vec<String>>,
     /// Only a global super admin names the organisation.
     org_id: Option<Uuid>,
 }
+
+/// A registered endpoint, with the secret its events are signed with.
+#[derive(Serialize, schemars::JsonSchema)]
+struct RegisteredWebhook {
+    id: Uuid,
+    url: String,
+    events: Vec<String>,
+    /// The signing secret, shown this once: store it now.
+    secret: String,
+    /// How each request is signed, for the receiver to verify.
+    signature: &'static str,
+}
+
+const SIGNATURE_SCHEME: &str =
+    "Lectern-Signature: t=<unix>,v1=hex(HMAC-SHA256(secret, \"<t>.<body>\"))";
 
 /// `POST /api/v1/webhooks {"url", "events"?}` → 201 with the signing
 /// secret, shown this once.
@@ -106,7 +125,7 @@ async fn create(
     State(state): State<IngestState>,
     principal: Principal,
     ApiJson(endpoint): ApiJson<NewEndpoint>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<RegisteredWebhook>, ApiError> {
     let org = principal.target_org(endpoint.org_id)?;
     let url = check_url(&endpoint.url)?;
     let events = endpoint
@@ -136,16 +155,13 @@ async fn create(
     if inserted == 0 {
         return Err(ApiError::not_found(format!("no organisation {org}")));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": id,
-            "url": url.as_str(),
-            "events": events,
-            "secret": secret,
-            "signature": "Lectern-Signature: t=<unix>,v1=hex(HMAC-SHA256(secret, \"<t>.<body>\"))",
-        })),
-    ))
+    Ok(Created::new(RegisteredWebhook {
+        id,
+        url: url.to_string(),
+        events,
+        secret,
+        signature: SIGNATURE_SCHEME,
+    }))
 }
 
 /// Only absolute http(s) URLs without credentials; private targets are
@@ -172,27 +188,36 @@ fn check_url(url: &str) -> Result<reqwest::Url, ApiError> {
     Ok(parsed)
 }
 
+/// A webhook endpoint; its secret is never shown again.
 #[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
-struct EndpointRow {
+struct WebhookEndpoint {
     id: Uuid,
     url: String,
+    /// The events it receives.
     events: Vec<String>,
     created_at: DateTime<Utc>,
+    /// When it was disabled; a disabled endpoint receives nothing.
     disabled_at: Option<DateTime<Utc>>,
+}
+
+/// The organisation's webhook endpoints, oldest first.
+#[derive(Serialize, schemars::JsonSchema)]
+struct WebhookEndpoints {
+    webhooks: Vec<WebhookEndpoint>,
 }
 
 async fn list(
     State(state): State<IngestState>,
     principal: Principal,
-) -> Result<Json<Value>, ApiError> {
-    let rows: Vec<EndpointRow> = sqlx::query_as(
+) -> Result<Json<WebhookEndpoints>, ApiError> {
+    let webhooks: Vec<WebhookEndpoint> = sqlx::query_as(
         "SELECT id, url, events, created_at, disabled_at FROM webhook_endpoints
          WHERE ($1::uuid IS NULL OR organisation_id = $1) ORDER BY created_at",
     )
     .bind(principal.org_scope())
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(json!({ "webhooks": rows })))
+    Ok(Json(WebhookEndpoints { webhooks }))
 }
 
 /// Disabling keeps the delivery log; pending deliveries are not sent.
@@ -200,7 +225,7 @@ async fn disable(
     State(state): State<IngestState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
     let done = sqlx::query(
         "UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now())
          WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)",
@@ -212,29 +237,44 @@ async fn disable(
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found(format!("no webhook {id}")));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(NoContent)
 }
 
+/// One event's delivery to an endpoint, across its attempts.
 #[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
-struct DeliveryRow {
+struct WebhookDelivery {
+    /// Sent as `Lectern-Delivery`, the same on every attempt: deduplicate on it.
     id: Uuid,
     asset_id: Uuid,
+    /// `asset.ready` or `asset.failed`.
     event: String,
+    /// `pending` (due again at `next_attempt_at`), `delivered` or `failed`
+    /// (attempts used up).
     state: String,
+    /// Attempts made so far.
     attempts: i32,
+    /// The HTTP status the receiver answered last, if it answered.
     last_status: Option<i32>,
+    /// Why the last attempt did not deliver.
     last_error: Option<String>,
     created_at: DateTime<Utc>,
     next_attempt_at: DateTime<Utc>,
     delivered_at: Option<DateTime<Utc>>,
 }
 
+/// An endpoint's delivery log, newest first (at most 500).
+#[derive(Serialize, schemars::JsonSchema)]
+struct WebhookDeliveryLog {
+    webhook_id: Uuid,
+    deliveries: Vec<WebhookDelivery>,
+}
+
 async fn deliveries(
     State(state): State<IngestState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    let (exists,): (bool,) = sqlx::query_as(
+) -> Result<Json<WebhookDeliveryLog>, ApiError> {
+    let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM webhook_endpoints
                         WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2))",
     )
@@ -245,7 +285,7 @@ async fn deliveries(
     if !exists {
         return Err(ApiError::not_found(format!("no webhook {id}")));
     }
-    let rows: Vec<DeliveryRow> = sqlx::query_as(
+    let deliveries: Vec<WebhookDelivery> = sqlx::query_as(
         "SELECT id, asset_id, event, state, attempts, last_status, last_error, created_at,
                 next_attempt_at, delivered_at
          FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at DESC LIMIT 500",
@@ -253,7 +293,10 @@ async fn deliveries(
     .bind(id)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(json!({ "webhook_id": id, "deliveries": rows })))
+    Ok(Json(WebhookDeliveryLog {
+        webhook_id: id,
+        deliveries,
+    }))
 }
 
 /// `t=<unix>,v1=<hex>` for `body` sent at `at`.
