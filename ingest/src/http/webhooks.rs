@@ -10,6 +10,15 @@
 //! exponential backoff up to a limit; every attempt's outcome is kept in
 //! the delivery log partners can read.
 //!
+//! A bad endpoint harms only itself. Deliveries are posted concurrently,
+//! each in a task of its own, at most [`WebhookSettings::per_endpoint`] per
+//! endpoint at once, so a receiver that is slow to answer neither delays
+//! other partners' events nor the next round. A claim outlasts one attempt
+//! (every attempt is cut off at the timeout), so no second dispatcher posts
+//! a delivery that is still in flight, and an attempt's outcome is recorded
+//! only while its claim is the newest. A disabled endpoint is never posted
+//! to: it is not claimed, and disabling settles what was pending.
+//!
 //! Signature: `Lectern-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 //! "<t>.<raw body>" keyed with the secret>`. Receivers recompute it,
 //! compare in constant time, and refuse timestamps older than a few
@@ -58,6 +67,11 @@ pub struct WebhookSettings {
     /// (loopback, RFC 1918…): by default a partner cannot make Lectern post
     /// into its own network. The same rule as URL pulls.
     pub allow_private: AllowList,
+    /// Deliveries to one endpoint in flight at once (across nodes, give or
+    /// take a race): a slow receiver ties up this many, never the others'.
+    pub per_endpoint: u32,
+    /// Deliveries one node posts at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for WebhookSettings {
@@ -69,6 +83,8 @@ impl Default for WebhookSettings {
             max_attempts: 12,
             timeout: Duration::from_secs(10),
             allow_private: AllowList::default(),
+            per_endpoint: 4,
+            max_in_flight: 64,
         }
     }
 }
@@ -220,23 +236,34 @@ async fn list(
     Ok(Json(WebhookEndpoints { webhooks }))
 }
 
-/// Disabling keeps the delivery log; pending deliveries are not sent.
+/// Disabling keeps the delivery log; pending deliveries are not sent: they
+/// are settled as `failed` at once, so the log says what became of them.
 async fn disable(
     State(state): State<IngestState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<NoContent, ApiError> {
+    let mut tx = state.db.begin().await?;
     let done = sqlx::query(
         "UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now())
          WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)",
     )
     .bind(id)
     .bind(principal.org_scope())
-    .execute(&state.db)
+    .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found(format!("no webhook {id}")));
     }
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'failed', locked_until = NULL,
+                last_error = 'the endpoint was disabled before this was delivered'
+         WHERE endpoint_id = $1 AND state = 'pending'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
     Ok(NoContent)
 }
 
@@ -249,7 +276,7 @@ struct WebhookDelivery {
     /// `asset.ready` or `asset.failed`.
     event: String,
     /// `pending` (due again at `next_attempt_at`), `delivered` or `failed`
-    /// (attempts used up).
+    /// (attempts used up, or the endpoint was disabled).
     state: String,
     /// Attempts made so far.
     attempts: i32,
@@ -314,69 +341,151 @@ struct Due {
     endpoint_id: Uuid,
     event: String,
     payload: Value,
+    /// This attempt's number; it fences the outcome (see [`record`]).
     attempts: i32,
     url: String,
     secret_sealed: Vec<u8>,
 }
 
-/// Runs the dispatcher for as long as the process lives.
+/// Deliveries claimed in one go.
+const CLAIM_BATCH: usize = 32;
+
+/// Runs the dispatcher until `cancel`: every `poll`, claims what is due
+/// (as many as this node has room for) and posts each delivery in a task of
+/// its own, so a slow receiver holds only its own deliveries and never the
+/// next round. On cancel, posts under way may finish (each is bounded by
+/// the timeout).
 pub async fn dispatch_periodically(state: IngestState, cancel: CancellationToken) {
-    {
-        let mut tick = tokio::time::interval(state.webhooks.poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if !state
-                .schema_ready
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
+    let room = state.webhooks.max_in_flight.max(1);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(room));
+    let mut tick = tokio::time::interval(state.webhooks.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !state
+            .schema_ready
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            continue;
+        }
+        let free = slots.available_permits().min(CLAIM_BATCH);
+        if free == 0 {
+            continue;
+        }
+        let due = match claim(&state, free).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook dispatch failed; retrying next round");
                 continue;
             }
-            if let Err(e) = dispatch_due(&state).await {
-                tracing::warn!(error = %e, "webhook dispatch failed; retrying next round");
-            }
+        };
+        for delivery in due {
+            let slot = slots
+                .clone()
+                .try_acquire_owned()
+                .expect("no more claimed than there are free slots");
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = attempt(&state, delivery).await {
+                    tracing::warn!(error = %e, "cannot record a webhook attempt; it is retried once its claim passes");
+                }
+                drop(slot);
+            });
         }
     }
+    let all = u32::try_from(room).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(state.webhooks.timeout, slots.acquire_many(all)).await;
 }
 
-/// Posts every due delivery once; returns how many were attempted.
+/// One round: claims what is due and posts it all concurrently, returning
+/// once every attempt is recorded; returns how many were attempted.
 pub async fn dispatch_due(state: &IngestState) -> Result<usize, ApiError> {
+    let due = claim(state, CLAIM_BATCH).await?;
+    let count = due.len();
+    let outcomes =
+        futures::future::join_all(due.into_iter().map(|delivery| attempt(state, delivery))).await;
+    outcomes.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(count)
+}
+
+/// How long a claim keeps a delivery from other dispatchers: longer than
+/// one attempt (bounded by the timeout) with room to record it, so a
+/// receiver that is slow to answer is never posted the same delivery by a
+/// second dispatcher meanwhile.
+fn claim_hold(settings: &WebhookSettings) -> Duration {
+    settings.timeout * 2 + Duration::from_secs(5)
+}
+
+/// Claims up to `limit` due deliveries of enabled endpoints, at most
+/// `per_endpoint` in flight per endpoint counting those other dispatchers
+/// hold, each endpoint's oldest first and every endpoint's first before
+/// any endpoint's second. Claiming bumps `attempts` and sets the claim.
+async fn claim(state: &IngestState, limit: usize) -> Result<Vec<Due>, ApiError> {
     let settings = &state.webhooks;
     // Without the field keys no secret opens: claim nothing rather than
     // spend attempts on deliveries that cannot be signed.
-    let keys = state.keyring()?;
-    // Claiming bumps `attempts` and holds the row past one POST's timeout,
-    // so a dispatcher that dies mid-post only delays the retry.
-    let hold = settings.timeout.as_secs_f64() * 2.0 + 5.0;
+    state.keyring()?;
     let due: Vec<Due> = sqlx::query_as(
-        "WITH claimed AS (
+        "WITH in_flight AS (
+             SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
+             WHERE state = 'pending' AND locked_until >= now()
+             GROUP BY endpoint_id),
+         candidates AS (
+             SELECT d.id, d.next_attempt_at,
+                    coalesce(f.n, 0)
+                      + row_number() OVER (PARTITION BY d.endpoint_id
+                                           ORDER BY d.next_attempt_at, d.id) AS turn
+             FROM webhook_deliveries d
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
+             LEFT JOIN in_flight f ON f.endpoint_id = d.endpoint_id
+             WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+               AND (d.locked_until IS NULL OR d.locked_until < now())),
+         claimed AS (
              UPDATE webhook_deliveries SET attempts = attempts + 1,
                     locked_until = now() + make_interval(secs => $1)
              WHERE id IN (
+                 -- The row's own conditions again: they are re-checked on
+                 -- the newest version of a row another dispatcher claimed.
                  SELECT d.id FROM webhook_deliveries d
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+                 WHERE d.id IN (SELECT id FROM candidates WHERE turn <= $2
+                                ORDER BY turn, next_attempt_at LIMIT $3)
+                   AND d.state = 'pending'
                    AND (d.locked_until IS NULL OR d.locked_until < now())
-                 ORDER BY d.next_attempt_at LIMIT 32
                  FOR UPDATE SKIP LOCKED)
              RETURNING id, endpoint_id, event, payload, attempts)
          SELECT c.id, c.endpoint_id, c.event, c.payload, c.attempts, e.url, e.secret_sealed
          FROM claimed c JOIN webhook_endpoints e ON e.id = c.endpoint_id",
     )
-    .bind(hold)
+    .bind(claim_hold(settings).as_secs_f64())
+    .bind(i64::from(settings.per_endpoint.max(1)))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(&state.db)
     .await?;
-    let count = due.len();
-    for delivery in due {
-        let outcome = match keys.open(SECRET_FIELD, delivery.endpoint_id, &delivery.secret_sealed) {
-            Ok(secret) => post(state, &delivery, &secret).await,
-            Err(e) => Err((None, format!("cannot open the signing secret: {e}"))),
-        };
-        record(state, &delivery, outcome).await?;
-    }
-    Ok(count)
+    Ok(due)
+}
+
+/// Posts one claimed delivery, bounded by the timeout, and records how it went.
+async fn attempt(state: &IngestState, delivery: Due) -> Result<(), ApiError> {
+    let keys = state.keyring()?;
+    let timeout = state.webhooks.timeout;
+    let outcome = match keys.open(SECRET_FIELD, delivery.endpoint_id, &delivery.secret_sealed) {
+        Ok(secret) => tokio::time::timeout(timeout, post(state, &delivery, &secret))
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    None,
+                    format!(
+                        "the receiver did not answer within {} s",
+                        timeout.as_secs_f64()
+                    ),
+                ))
+            }),
+        Err(e) => Err((None, format!("cannot open the signing secret: {e}"))),
+    };
+    record(state, &delivery, outcome).await
 }
 
 /// One POST. `Err((status, why))` when the receiver did not take it.
@@ -428,7 +537,10 @@ fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }
 
-/// Keeps the outcome of one attempt.
+/// Keeps the outcome of one attempt, unless a newer attempt claimed the
+/// delivery meanwhile (its claim had passed: this one was too slow to
+/// record) — then the newer one's outcome stands. A failure does not undo a
+/// settlement either (the endpoint was disabled meanwhile).
 async fn record(
     state: &IngestState,
     delivery: &Due,
@@ -440,10 +552,11 @@ async fn record(
             sqlx::query(
                 "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(),
                         last_status = $2, last_error = NULL, locked_until = NULL
-                 WHERE id = $1",
+                 WHERE id = $1 AND attempts = $3",
             )
             .bind(delivery.id)
             .bind(i32::from(status))
+            .bind(delivery.attempts)
             .execute(&state.db)
             .await?;
             tracing::info!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, "webhook delivered");
@@ -458,13 +571,14 @@ async fn record(
             sqlx::query(
                 "UPDATE webhook_deliveries SET state = $2, last_status = $3, last_error = $4,
                         next_attempt_at = now() + make_interval(secs => $5), locked_until = NULL
-                 WHERE id = $1",
+                 WHERE id = $1 AND attempts = $6 AND state = 'pending'",
             )
             .bind(delivery.id)
             .bind(if exhausted { "failed" } else { "pending" })
             .bind(status.map(i32::from))
             .bind(&why)
             .bind(delay.as_secs_f64())
+            .bind(delivery.attempts)
             .execute(&state.db)
             .await?;
             tracing::warn!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, exhausted, reason = %why, "webhook not delivered");
