@@ -565,7 +565,7 @@ async fn terminated_and_expired_uploads_are_gone(db: PgPool) {
 async fn concurrent_patches_never_interleave(db: PgPool) {
     // A short lease, so the first PATCH outlives several of its terms.
     let config = TusConfig {
-        lease: Duration::from_millis(900),
+        lease: Duration::from_millis(1500),
         ..TusConfig::default()
     };
     let h = harness(db, config).await;
@@ -599,8 +599,8 @@ async fn concurrent_patches_never_interleave(db: PgPool) {
         (status, code.as_str()),
         (StatusCode::CONFLICT, "upload_busy")
     );
-    // Still the first writer's after three of its lease's terms: it renews.
-    tokio::time::sleep(Duration::from_millis(2700)).await;
+    // Still the first writer's after two of its lease's terms: it renews.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let (status, code, _) = error_code(h.patch(&url, 0, &[0xEE; 1000]).await).await;
     assert_eq!(
         (status, code.as_str()),
