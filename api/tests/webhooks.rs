@@ -2,10 +2,11 @@
 //! through the API, an asset that fails, and a real HTTP receiver on
 //! loopback that answers 500 twice and then 200. The event arrives signed
 //! with the secret shown at registration, is retried with backoff, and is
-//! delivered exactly once.
+//! delivered exactly once. And a bad endpoint — slow to answer, or
+//! disabled — harms only itself.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode};
 use hmac::{Hmac, Mac};
@@ -25,13 +26,30 @@ struct Receiver {
     seen: Arc<Mutex<Vec<Request>>>,
     /// Statuses to answer, in order; then 200.
     script: Arc<Mutex<Vec<u16>>>,
+    /// How long each answer takes.
+    delay: Duration,
+    /// When each request arrived and when each was answered.
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    answers: Arc<Mutex<Vec<Instant>>>,
+    /// Requests being answered now, and the most there were at once.
+    in_flight: Arc<Mutex<(usize, usize)>>,
 }
 
 impl Receiver {
     async fn start(script: Vec<u16>) -> (Self, String) {
+        Self::start_with(script, Duration::ZERO).await
+    }
+
+    /// A receiver that takes `delay` to answer each request.
+    async fn slow(delay: Duration) -> (Self, String) {
+        Self::start_with(vec![], delay).await
+    }
+
+    async fn start_with(script: Vec<u16>, delay: Duration) -> (Self, String) {
         let receiver = Receiver {
-            seen: Arc::default(),
             script: Arc::new(Mutex::new(script)),
+            delay,
+            ..Receiver::default()
         };
         let r = receiver.clone();
         let app = axum::Router::new().route(
@@ -39,6 +57,12 @@ impl Receiver {
             axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
                 let r = r.clone();
                 async move {
+                    r.arrivals.lock().unwrap().push(Instant::now());
+                    {
+                        let mut in_flight = r.in_flight.lock().unwrap();
+                        in_flight.0 += 1;
+                        in_flight.1 = in_flight.1.max(in_flight.0);
+                    }
                     let header = |n: &str| {
                         headers
                             .get(n)
@@ -51,12 +75,17 @@ impl Receiver {
                         header("lectern-signature"),
                         body.to_vec(),
                     ));
-                    let mut script = r.script.lock().unwrap();
-                    let status = if script.is_empty() {
-                        200
-                    } else {
-                        script.remove(0)
+                    tokio::time::sleep(r.delay).await;
+                    let status = {
+                        let mut script = r.script.lock().unwrap();
+                        if script.is_empty() {
+                            200
+                        } else {
+                            script.remove(0)
+                        }
                     };
+                    r.in_flight.lock().unwrap().0 -= 1;
+                    r.answers.lock().unwrap().push(Instant::now());
                     StatusCode::from_u16(status).unwrap()
                 }
             }),
@@ -69,6 +98,15 @@ impl Receiver {
 
     fn seen(&self) -> Vec<Request> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// Distinct deliveries answered so far.
+    fn answered(&self) -> usize {
+        let answered = self.answers.lock().unwrap().len();
+        let mut ids: Vec<String> = self.seen().into_iter().map(|(id, _, _)| id).collect();
+        ids.sort();
+        ids.dedup();
+        answered.min(ids.len())
     }
 }
 
@@ -265,4 +303,139 @@ async fn private_targets_are_refused_unless_allowed(db: PgPool) {
         pending, "pending",
         "retried later, in case the operator allows it"
     );
+}
+
+async fn register(world: &World, key: &str, url: &str) -> String {
+    let (status, created) = world
+        .call(
+            "POST",
+            "/api/v1/webhooks",
+            Some(key),
+            Some(serde_json::json!({ "url": url })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// A bad endpoint harms only itself (issue #16): a receiver that takes two
+/// seconds to answer gets its deliveries concurrently, a few at a time, and
+/// each exactly once although two dispatchers (two nodes) run; another
+/// partner's event does not wait behind them; and an endpoint disabled
+/// while its events were pending receives none of them.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_slow_endpoint_delays_no_one_and_a_disabled_one_gets_nothing(db: PgPool) {
+    const SLOW_EVENTS: usize = 8;
+    let world = World::new(db).await;
+    let (slow_org, slow_key) = partner(&world, "Cardiology Society").await;
+    let (fast_org, fast_key) = partner(&world, "Alumni Office").await;
+    let (slow, slow_url) = Receiver::slow(Duration::from_secs(2)).await;
+    let (disabled, disabled_url) = Receiver::start(vec![]).await;
+    let (fast, fast_url) = Receiver::start(vec![]).await;
+    let slow_id = register(&world, &slow_key, &slow_url).await;
+    let disabled_id = register(&world, &slow_key, &disabled_url).await;
+    register(&world, &fast_key, &fast_url).await;
+    for _ in 0..SLOW_EVENTS {
+        fail_an_asset(world.db(), slow_org).await;
+    }
+    // Disabled with its events pending.
+    let (status, body) = world
+        .call(
+            "DELETE",
+            &format!("/api/v1/webhooks/{disabled_id}"),
+            Some(&slow_key),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    fail_an_asset(world.db(), fast_org).await;
+
+    let mut state = world.state.ingest.clone();
+    state.webhooks = Arc::new(WebhookSettings {
+        poll: Duration::from_millis(50),
+        // Longer than the slow receiver takes: it does answer, slowly.
+        timeout: Duration::from_secs(3),
+        per_endpoint: 4,
+        ..loopback_allowed(Duration::from_secs(60))
+    });
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let nodes: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(webhooks::dispatch_periodically(
+                state.clone(),
+                cancel.clone(),
+            ))
+        })
+        .collect();
+    for _ in 0..1200 {
+        if slow.answered() >= SLOW_EVENTS && !fast.seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+    for node in nodes {
+        node.await.unwrap();
+    }
+
+    assert!(
+        disabled.seen().is_empty(),
+        "a disabled endpoint was posted to"
+    );
+    let seen = slow.seen();
+    let mut ids: Vec<&str> = seen.iter().map(|(id, _, _)| id.as_str()).collect();
+    ids.sort();
+    let posts = ids.len();
+    ids.dedup();
+    assert_eq!(
+        (ids.len(), posts),
+        (SLOW_EVENTS, SLOW_EVENTS),
+        "every delivery to the slow endpoint posted exactly once"
+    );
+    let most_at_once = slow.in_flight.lock().unwrap().1;
+    assert!(
+        (2..=4).contains(&most_at_once),
+        "the slow endpoint's deliveries run concurrently, at most 4 at once: {most_at_once}"
+    );
+    let fast_arrived = fast.arrivals.lock().unwrap()[0];
+    let first_slow_answer = *slow.answers.lock().unwrap().iter().min().unwrap();
+    assert!(
+        fast_arrived < first_slow_answer,
+        "another partner's event waited for the slow receiver"
+    );
+
+    let log = |id: String| {
+        let world = &world;
+        let key = slow_key.clone();
+        async move {
+            let (status, log) = world
+                .call(
+                    "GET",
+                    &format!("/api/v1/webhooks/{id}/deliveries"),
+                    Some(&key),
+                    None,
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{log}");
+            log["deliveries"].as_array().unwrap().clone()
+        }
+    };
+    let delivered = log(slow_id).await;
+    assert_eq!(delivered.len(), SLOW_EVENTS);
+    for d in &delivered {
+        assert_eq!(
+            (d["state"].as_str(), d["attempts"].as_i64()),
+            (Some("delivered"), Some(1)),
+            "{d}"
+        );
+    }
+    let settled = log(disabled_id).await;
+    assert_eq!(settled.len(), SLOW_EVENTS);
+    for d in &settled {
+        assert_eq!(d["state"], "failed", "{d}");
+        assert!(
+            d["last_error"].as_str().unwrap().contains("disabled"),
+            "{d}"
+        );
+    }
 }

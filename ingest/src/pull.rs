@@ -65,6 +65,30 @@ pub struct PullConfig {
     pub default_profile: String,
     /// Profiles a request may name.
     pub profiles: Vec<String>,
+    /// What one organisation may have downloading at once.
+    pub quota: PullQuota,
+}
+
+/// What one organisation may have downloading at once, like
+/// [`crate::tus::OrganisationQuota`] for uploads. A pull's size is only
+/// known as it arrives, so bytes count as they are received: a new pull is
+/// refused while the organisation's running pulls hold the limit, and a
+/// running pull that takes the total past it stops (the newest first, so
+/// the older ones finish), both with `pull_quota_exceeded`.
+#[derive(Debug, Clone)]
+pub struct PullQuota {
+    pub max_concurrent_pulls: u32,
+    /// Bytes received by the organisation's unfinished pulls.
+    pub max_bytes_in_flight: u64,
+}
+
+impl Default for PullQuota {
+    fn default() -> Self {
+        PullQuota {
+            max_concurrent_pulls: 20,
+            max_bytes_in_flight: 100 * 1024 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for PullConfig {
@@ -77,6 +101,7 @@ impl Default for PullConfig {
             allow: AllowList::default(),
             default_profile: "default".to_owned(),
             profiles: vec!["default".to_owned()],
+            quota: PullQuota::default(),
         }
     }
 }
@@ -116,6 +141,9 @@ pub enum PullError {
     /// A newer attempt owns the pull; this one stops and records nothing.
     #[error("a newer attempt took the pull over")]
     Superseded,
+    /// The organisation's pulls in flight are at their quota.
+    #[error("{0}")]
+    QuotaExceeded(String),
     #[error("storage failed: {0}")]
     Storage(#[from] StorageError),
     #[error("database failed: {0}")]
@@ -151,6 +179,7 @@ impl PullError {
             PullError::NotMedia => ErrorCode::NotMedia,
             PullError::InvalidRequest(code, _) => *code,
             PullError::Superseded => ErrorCode::PullSuperseded,
+            PullError::QuotaExceeded(_) => ErrorCode::PullQuotaExceeded,
             PullError::Storage(_) | PullError::Database(_) => ErrorCode::Internal,
         }
     }
@@ -518,6 +547,37 @@ pub async fn begin(
         }
     };
     check_target(&url, &config.allow).await?;
+    // Dead pulls nobody will resume must not hold the quota.
+    fail_unresumable(db, None).await?;
+    let mut tx = db.begin().await?;
+    // The organisation's row serialises its acceptances, so two requests
+    // cannot both squeeze under the quota.
+    sqlx::query("SELECT 1 FROM organisations WHERE id = $1 FOR UPDATE")
+        .bind(request.organisation_id)
+        .execute(&mut *tx)
+        .await?;
+    let running: InFlight = sqlx::query_as(
+        "SELECT count(*) AS pulls, coalesce(sum(received_bytes), 0)::bigint AS bytes
+         FROM pulls WHERE organisation_id = $1 AND state = 'pulling'",
+    )
+    .bind(request.organisation_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let quota = &config.quota;
+    if running.pulls >= i64::from(quota.max_concurrent_pulls) {
+        return Err(PullError::QuotaExceeded(format!(
+            "your organisation already has {} URL pulls downloading, the most allowed at once is \
+             {}; submit this one again when one has finished",
+            running.pulls, quota.max_concurrent_pulls
+        )));
+    }
+    if u64::try_from(running.bytes).unwrap_or(0) >= quota.max_bytes_in_flight {
+        return Err(PullError::QuotaExceeded(format!(
+            "your organisation's URL pulls in flight have received {} bytes, the most allowed \
+             at once is {}; submit this one again when they have finished",
+            running.bytes, quota.max_bytes_in_flight
+        )));
+    }
     let id = Uuid::now_v7();
     let record: PullRecord = sqlx::query_as(&format!(
         "INSERT INTO pulls (id, organisation_id, source_url, source_url_sealed, title, profile)
@@ -529,9 +589,17 @@ pub async fn begin(
     .bind(vault.map(|vault| vault.seal(id, url.as_str())))
     .bind(title)
     .bind(profile)
-    .fetch_one(db)
+    .fetch_one(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Accepted { record, url })
+}
+
+/// An organisation's unfinished pulls.
+#[derive(sqlx::FromRow)]
+struct InFlight {
+    pulls: i64,
+    bytes: i64,
 }
 
 /// Downloads an accepted pull and records the outcome: the asset (in the
@@ -550,7 +618,7 @@ pub async fn run(
     let received = Arc::new(AtomicU64::new(0));
     let outcome = tokio::select! {
         outcome = download(store, &key, &url, config, received.clone()) => outcome,
-        superseded = keep_alive(db, id, attempt, &received) => Err(superseded),
+        stopped = keep_alive(db, config, &record, &received) => Err(stopped),
     };
     let result = match outcome {
         Ok(done) => record_success(db, &record, &key, &done).await,
@@ -587,9 +655,16 @@ pub async fn run(
 }
 
 /// Proves every [`HEARTBEAT`] that this attempt is alive and reports its
-/// progress; returns once a newer attempt owns the pull (or it ended
-/// elsewhere), which stops the download.
-async fn keep_alive(db: &PgPool, id: Uuid, attempt: i32, received: &AtomicU64) -> PullError {
+/// progress; returns, which stops the download, once a newer attempt owns
+/// the pull (or it ended elsewhere), or once the organisation's pulls
+/// begun up to this one have received more than their quota of bytes.
+async fn keep_alive(
+    db: &PgPool,
+    config: &PullConfig,
+    record: &PullRecord,
+    received: &AtomicU64,
+) -> PullError {
+    let (id, attempt) = (record.id, record.attempt);
     let mut tick = tokio::time::interval(HEARTBEAT);
     tick.tick().await;
     loop {
@@ -605,8 +680,31 @@ async fn keep_alive(db: &PgPool, id: Uuid, attempt: i32, received: &AtomicU64) -
         .await;
         // A database hiccup is no reason to stop a download that is going
         // well; only a definite "not yours any more" is.
-        if matches!(beat, Ok(done) if done.rows_affected() == 0) {
-            return PullError::Superseded;
+        match beat {
+            Ok(done) if done.rows_affected() == 0 => return PullError::Superseded,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
+        // Older pulls first: this one stops if it is what takes its
+        // organisation past the quota, so they are not all cut short.
+        let ahead: Result<i64, _> = sqlx::query_scalar(
+            "SELECT coalesce(sum(received_bytes), 0)::bigint FROM pulls
+             WHERE organisation_id = $1 AND state = 'pulling' AND (created_at, id) <= ($2, $3)",
+        )
+        .bind(record.organisation_id)
+        .bind(record.created_at)
+        .bind(id)
+        .fetch_one(db)
+        .await;
+        let limit = config.quota.max_bytes_in_flight;
+        if let Ok(bytes) = ahead {
+            if u64::try_from(bytes).unwrap_or(0) > limit {
+                return PullError::QuotaExceeded(format!(
+                    "your organisation's URL pulls in flight passed {limit} bytes, the most \
+                     allowed at once; this one stopped, submit it again when the others have \
+                     finished"
+                ));
+            }
         }
     }
 }

@@ -58,6 +58,9 @@ struct Source {
     gate: Arc<tokio::sync::Semaphore>,
     /// Downloads of `/gated.mp4` begun so far.
     gated_requests: Arc<std::sync::atomic::AtomicUsize>,
+    /// Holds every download of `/held.mp4` after its first 64 KiB, until
+    /// given a permit each.
+    hold: Arc<tokio::sync::Semaphore>,
 }
 
 impl Source {
@@ -113,8 +116,26 @@ async fn source_server(clip: Vec<u8>) -> Source {
             }
         }
     };
+    let hold = Arc::new(tokio::sync::Semaphore::new(0));
+    let held = {
+        let hold = hold.clone();
+        move || {
+            let hold = hold.clone();
+            async move {
+                let head = futures::stream::once(async {
+                    Ok::<_, std::io::Error>(Bytes::from(common::media_slice(0, 65536)))
+                });
+                let rest = futures::stream::once(async move {
+                    hold.acquire().await.unwrap().forget();
+                    Ok::<_, std::io::Error>(Bytes::from(common::media_slice(65536, 65536)))
+                });
+                Body::from_stream(head.chain(rest)).into_response()
+            }
+        }
+    };
     let app = Router::new()
         .route("/gated.mp4", get(gated))
+        .route("/held.mp4", get(held))
         .route(
             "/clip.mp4",
             get(move || {
@@ -173,6 +194,7 @@ async fn source_server(clip: Vec<u8>) -> Source {
         clip,
         gate,
         gated_requests,
+        hold,
     }
 }
 
@@ -750,4 +772,95 @@ async fn unresumable_pulls_end_as_interrupted(db: PgPool) {
             .unwrap()
             .contains("submit the URL again"));
     }
+}
+
+/// URL pulls have quotas like uploads (issue #16), per organisation and
+/// answered with `pull_quota_exceeded` (429, retryable): concurrent pulls
+/// and bytes in flight. Bytes count as they arrive: a new pull is refused
+/// while the running ones hold the limit, and a running pull that takes the
+/// organisation past it stops, the newest first.
+#[sqlx::test(migrations = "../migrations")]
+async fn pulls_have_quotas_per_organisation(db: PgPool) {
+    let (org, _) = organisation(&db, "Cardiology Society").await;
+    let (other, _) = organisation(&db, "Alumni Office").await;
+    let source = source_server(media_bytes(16)).await;
+    let (_dir, store) = fs_store().await;
+    // Each held pull has 64 KiB; two of them pass the 100 KiB in flight.
+    let config = PullConfig {
+        quota: pull::PullQuota {
+            max_concurrent_pulls: 2,
+            max_bytes_in_flight: 100 * 1024,
+        },
+        // Held sources are quiet until the heartbeats have had their say.
+        idle_timeout: Duration::from_secs(60),
+        ..allowing_loopback()
+    };
+    let held = || format!("{}/held.mp4", source.base);
+    let start = |org: Uuid| {
+        let (db, store, config, url) = (db.clone(), store.clone(), config.clone(), held());
+        async move {
+            let accepted = pull::begin(&db, &config, None, request(org, url)).await?;
+            let id = accepted.record.id;
+            let task =
+                tokio::spawn(
+                    async move { pull::run(&db, store.as_ref(), &config, accepted).await },
+                );
+            Ok::<_, PullError>((id, task))
+        }
+    };
+    let (older, older_task) = start(org).await.unwrap();
+    let (newer, newer_task) = start(org).await.unwrap();
+
+    // A third at once is refused, with a code a client can act on.
+    let refused = start(org)
+        .await
+        .expect_err("a third concurrent pull is refused");
+    assert_eq!(refused.code(), "pull_quota_exceeded", "{refused}");
+    assert_eq!(refused.code().status(), http::StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.code().retryable());
+    assert!(refused.to_string().contains("at once is 2"), "{refused}");
+    // Another organisation's quota is its own.
+    let (elsewhere, elsewhere_task) = start(other).await.unwrap();
+
+    // At their first heartbeat the two have 128 KiB: the newer one stops.
+    let stopped = newer_task.await.unwrap().unwrap();
+    assert_eq!(stopped.id, newer);
+    assert_eq!(
+        (stopped.state.as_str(), stopped.error_code.as_deref()),
+        ("failed", Some("pull_quota_exceeded")),
+        "{stopped:?}"
+    );
+    assert!(is_absent(store.as_ref(), &source_key(newer)).await);
+    let running = pull::status(&db, older, Some(org)).await.unwrap().unwrap();
+    assert_eq!(running.state, "pulling", "the older pull goes on");
+
+    // Bytes in flight at the limit refuse a new pull outright: one pull
+    // (of another node, say) already received 100 KiB.
+    let (third, _) = organisation(&db, "District Training Centre").await;
+    sqlx::query(
+        "INSERT INTO pulls (id, organisation_id, source_url, profile, received_bytes)
+         VALUES ($1, $2, 'http://example.org/big.mp4', 'default', 100 * 1024)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(third)
+    .execute(&db)
+    .await
+    .unwrap();
+    let refused = start(third)
+        .await
+        .expect_err("refused while bytes are at the limit");
+    assert_eq!(refused.code(), "pull_quota_exceeded");
+    assert!(refused.to_string().contains("102400"), "{refused}");
+
+    source.hold.add_permits(2);
+    let done = older_task.await.unwrap().unwrap();
+    assert_eq!(done.state, "completed", "{done:?}");
+    let done = elsewhere_task.await.unwrap().unwrap();
+    assert_eq!((done.id, done.state.as_str()), (elsewhere, "completed"));
+    // Finished pulls free the quota.
+    let (_, again) = start(org)
+        .await
+        .expect("room again once the others finished");
+    source.hold.add_permits(1);
+    assert_eq!(again.await.unwrap().unwrap().state, "completed");
 }

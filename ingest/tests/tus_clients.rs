@@ -201,22 +201,24 @@ async fn received(db: &PgPool, id: Uuid) -> (i64, String) {
         .expect("upload row")
 }
 
-/// The upload's progress once no request is writing to it any more: the
-/// server keeps storing what a vanished client sent before it vanished.
+/// The upload's progress once no request is writing to it any more (none
+/// holds its lease): the server keeps storing what a vanished client sent
+/// before it vanished.
 async fn settled(db: &PgPool, id: Uuid) -> (i64, String) {
     for _ in 0..1000 {
-        let mut tx = db.begin().await.unwrap();
-        let row =
-            sqlx::query_as("SELECT received, state FROM uploads WHERE id = $1 FOR UPDATE NOWAIT")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await;
+        let row = sqlx::query_as(
+            "SELECT received, state FROM uploads WHERE id = $1 AND lease_id IS NULL",
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await
+        .unwrap();
         match row {
-            Ok(row) => return row,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            Some(row) => return row,
+            None => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
-    panic!("upload {id} stays locked");
+    panic!("upload {id} stays leased");
 }
 
 /// A source file of `len` media-looking bytes, written piece by piece so

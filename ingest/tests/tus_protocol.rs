@@ -13,7 +13,7 @@ use axum::Router;
 use base64::Engine;
 use bytes::Bytes;
 use lectern_assets::keys::source_key;
-use lectern_ingest::tus::{self, OrganisationQuota, TusConfig, TusState};
+use lectern_ingest::tus::{self, OrganisationQuota, TransferFloor, TusConfig, TusState};
 use lectern_storage::{FsStore, Store};
 use sha2::Digest;
 use sqlx::PgPool;
@@ -563,7 +563,12 @@ async fn terminated_and_expired_uploads_are_gone(db: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn concurrent_patches_never_interleave(db: PgPool) {
-    let h = harness(db, TusConfig::default()).await;
+    // A short lease, so the first PATCH outlives several of its terms.
+    let config = TusConfig {
+        lease: Duration::from_millis(1500),
+        ..TusConfig::default()
+    };
+    let h = harness(db, config).await;
     let data = common::media_bytes(2 * MIB);
     let url = h.create(data.len()).await;
     // The first PATCH streams slowly: its body arrives in two halves.
@@ -593,6 +598,23 @@ async fn concurrent_patches_never_interleave(db: PgPool) {
     assert_eq!(
         (status, code.as_str()),
         (StatusCode::CONFLICT, "upload_busy")
+    );
+    // Still the first writer's after two of its lease's terms: it renews.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let (status, code, _) = error_code(h.patch(&url, 0, &[0xEE; 1000]).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "upload_busy")
+    );
+    let (status, code, _) = error_code(
+        h.send(h.request("DELETE", &url).body(Body::empty()).unwrap())
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "upload_busy"),
+        "no termination under a writer"
     );
     tx.send(Ok(Bytes::copy_from_slice(&data[MIB..])))
         .await
@@ -763,4 +785,228 @@ async fn malformed_requests_are_400_or_415_never_500(db: PgPool) {
         let (got_status, got_code, _) = error_code(h.send(request).await).await;
         assert_eq!((got_status.as_u16(), got_code.as_str()), (status, code));
     }
+}
+
+/// A body that sends `data` one byte every `every` (a slowloris client,
+/// scaled down), stopping once `stop` is set or the server stops reading;
+/// `sent` counts the bytes handed over.
+struct Trickle {
+    response: tokio::task::JoinHandle<Response<Body>>,
+    sender: tokio::task::JoinHandle<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    sent: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Trickle {
+    fn start(h: &Harness, url: &str, data: &[u8], every: Duration) -> Trickle {
+        use futures::SinkExt;
+        use std::sync::atomic::Ordering;
+        let (mut tx, rx) = futures::channel::mpsc::channel::<Result<Bytes, std::io::Error>>(0);
+        let request = h
+            .request("PATCH", url)
+            .header("upload-offset", 0)
+            .header("content-type", "application/offset+octet-stream")
+            .body(Body::from_stream(rx))
+            .unwrap();
+        let app = h.app.clone();
+        let response = tokio::spawn(async move { app.oneshot(request).await.unwrap() });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let sender = tokio::spawn({
+            let (data, stop, sent) = (data.to_vec(), stop.clone(), sent.clone());
+            async move {
+                for byte in data {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if tx.send(Ok(Bytes::from(vec![byte]))).await.is_err() {
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(every).await;
+                }
+                // Dropping the sender ends the body.
+            }
+        });
+        Trickle {
+            response,
+            sender,
+            stop,
+            sent,
+        }
+    }
+}
+
+fn offset_of(response: &Response<Body>) -> usize {
+    response.headers()["upload-offset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Twenty clients trickling their PATCH bodies a byte at a time (issue
+/// #16: "20 PATCHes trickling 1 byte every 50 s do not take pool
+/// connections", at 50 ms) hold no database connection: with a pool of
+/// four, every one of them streams, the uploads answer HEAD and another
+/// upload goes through meanwhile, no session sits idle in a transaction,
+/// and each keeps its bytes when it ends.
+#[sqlx::test(migrations = "../migrations")]
+async fn trickling_patches_hold_no_database_connection(db: PgPool) {
+    const CLIENTS: usize = 20;
+    let small_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_with((*db.connect_options()).clone())
+        .await
+        .unwrap();
+    let config = TusConfig {
+        quota: OrganisationQuota {
+            max_bytes_in_flight: 1 << 30,
+            max_concurrent_uploads: 100,
+        },
+        ..TusConfig::default()
+    };
+    let h = harness(small_pool, config).await;
+    let data = common::media_bytes(4096);
+    let mut urls = Vec::new();
+    for _ in 0..CLIENTS {
+        urls.push(h.create(data.len()).await);
+    }
+    let trickles: Vec<Trickle> = urls
+        .iter()
+        .map(|url| Trickle::start(&h, url, &data, Duration::from_millis(50)))
+        .collect();
+
+    // Every one of them gets to write, none waits for a connection.
+    let uploads_dir = h._dir.path().join("uploads");
+    let streaming = || {
+        std::fs::read_dir(&uploads_dir)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().metadata().unwrap().len() >= 2)
+            .count()
+    };
+    let mut waited = 0;
+    while streaming() < CLIENTS {
+        waited += 1;
+        assert!(
+            waited < 500,
+            "only {} of {CLIENTS} trickling PATCHes got to write; the others wait for a \
+             database connection",
+            streaming()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let idle_in_transaction: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+         WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(
+        idle_in_transaction, 0,
+        "a trickling PATCH holds a transaction open"
+    );
+    for url in &urls {
+        assert_eq!(h.head(url).await.status(), StatusCode::OK);
+    }
+    let other = h.create(data.len()).await;
+    let response = h.patch(&other, 0, &data).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(trickles.iter().all(|t| !t.response.is_finished()));
+
+    for trickle in &trickles {
+        trickle
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    for (url, trickle) in urls.iter().zip(trickles) {
+        trickle.sender.await.unwrap();
+        let sent = trickle.sent.load(std::sync::atomic::Ordering::SeqCst);
+        let response = trickle.response.await.unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(offset_of(&response), sent, "every byte sent is kept");
+        assert_eq!(h.offset(url).await, sent as u64);
+    }
+}
+
+/// A body slower than the floor is ended while the client is still
+/// sending, with the bytes that arrived kept; the client resumes after
+/// them and the upload completes intact.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_patch_slower_than_the_floor_ends_keeping_its_bytes(db: PgPool) {
+    // 64 bytes per 300 ms, against a client sending one byte per 20 ms.
+    let config = TusConfig {
+        min_transfer: TransferFloor {
+            bytes: 64,
+            window: Duration::from_millis(300),
+        },
+        ..TusConfig::default()
+    };
+    let h = harness(db, config).await;
+    let data = common::media_bytes(1000);
+    let url = h.create(data.len()).await;
+    // The client would trickle 250 bytes (five seconds) if let.
+    let trickle = Trickle::start(&h, &url, &data[..250], Duration::from_millis(20));
+    let response = trickle.response.await.unwrap();
+    let still_sending = trickle.sent.load(std::sync::atomic::Ordering::SeqCst) < 250;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let kept = offset_of(&response);
+    assert!(
+        still_sending && kept < 250,
+        "the PATCH ran until the client stopped: {kept} bytes"
+    );
+    assert!(kept > 0, "the bytes that arrived are kept");
+    assert_eq!(h.offset(&url).await, kept as u64);
+    trickle.sender.await.unwrap();
+
+    // The client resumes where the server says, at full speed.
+    let response = h.patch(&url, kept, &data[kept..]).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(offset_of(&response), data.len());
+    let (_, digest) = common::stored_sha256(h.store.as_ref(), &source_key(upload_id(&url))).await;
+    assert_eq!(digest, common::sha256_hex(&data));
+}
+
+/// A PATCH whose process died leaves its lease behind: the upload answers
+/// `upload_busy` (retryable) until the lease lapses, then takes the
+/// client's PATCH; HEAD answers throughout.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_dead_writers_lease_lapses(db: PgPool) {
+    let h = harness(db, TusConfig::default()).await;
+    let data = common::media_bytes(1000);
+    let url = h.create(data.len()).await;
+    let id = upload_id(&url);
+    let lease = |until: &'static str| {
+        let db = h.db.clone();
+        async move {
+            sqlx::query(&format!(
+                "UPDATE uploads SET lease_id = gen_random_uuid(), leased_until = now() + {until}
+                 WHERE id = $1"
+            ))
+            .bind(id)
+            .execute(&db)
+            .await
+            .unwrap();
+        }
+    };
+    lease("interval '1 hour'").await;
+    let (status, code, _) = error_code(h.patch(&url, 0, &data).await).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "upload_busy")
+    );
+    assert_eq!(h.offset(&url).await, 0);
+    lease("interval '-1 second'").await;
+    let response = h.patch(&url, 0, &data).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(offset_of(&response), data.len());
+    let held = h
+        .count(
+            "SELECT count(*) FROM uploads WHERE id = $1 AND lease_id IS NOT NULL",
+            id,
+        )
+        .await;
+    assert_eq!(held, 0, "recording the chunk gave the lease up");
 }

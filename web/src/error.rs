@@ -190,7 +190,7 @@ error_codes! {
     UploadFinished = ("upload_finished", 409, false);
     /// The upload is larger than this server accepts.
     UploadTooLarge = ("upload_too_large", 413, false);
-    /// The organisation's quota of unfinished uploads or pulls is used up.
+    /// The organisation's quota of unfinished uploads is used up.
     QuotaExceeded = ("quota_exceeded", 413, true);
     /// The body goes beyond the declared `Upload-Length`.
     BodyExceedsUploadLength = ("body_exceeds_upload_length", 413, false);
@@ -216,6 +216,8 @@ error_codes! {
     EmptyUpload = ("empty_upload", 400, false);
     /// A PATCH body must be `application/offset+octet-stream`.
     UnsupportedContentType = ("unsupported_content_type", 415, false);
+    /// The organisation has as many URL pulls, or as many bytes of them, in flight as it may; submit again once some have finished.
+    PullQuotaExceeded = ("pull_quota_exceeded", 429, true);
 
     // --- catalogue and search --------------------------------------------
     /// A name is empty or too long.

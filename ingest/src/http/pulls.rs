@@ -21,11 +21,10 @@
 
 use crate::pull::{self, PullError, PullRecord, PullRequest, UrlVault};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -34,8 +33,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use lectern_secrets::Keyring;
+use lectern_web::{Accepted, ApiError, ApiRouter};
 use lectern_web::{Access, Permission, Principal};
-use lectern_web::{ApiError, ApiRouter};
 use lectern_web::{ApiJson, ApiPath};
 
 use super::IngestState;
@@ -55,14 +54,57 @@ pub fn routes(api: ApiRouter<IngestState>) -> ApiRouter<IngestState> {
     )
 }
 
+/// A URL for Lectern to download a source from.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewPull {
+    /// An `http` or `https` URL that downloads the file itself (a
+    /// presigned URL is fine: its query is kept sealed, never shown). The
+    /// host must resolve to public addresses.
     source_url: String,
+    /// The asset's title, at most 300 characters.
     title: Option<String>,
+    /// The encoding profile; the server's default when absent.
     profile: Option<String>,
     /// Only a global super admin names the organisation.
     org_id: Option<Uuid>,
+}
+
+/// A URL pull as a partner polls it.
+#[derive(Serialize, schemars::JsonSchema)]
+struct UrlPull {
+    /// The pull's id, which is also the id of the asset it creates.
+    id: Uuid,
+    organisation_id: Uuid,
+    /// The URL without credentials or query string.
+    source_url: String,
+    title: Option<String>,
+    /// The encoding profile the asset will be transcoded with.
+    profile: String,
+    /// `pulling`, `completed` (the asset exists) or `failed` (see `error`).
+    state: String,
+    /// Bytes downloaded so far, refreshed every few seconds.
+    received_bytes: i64,
+    /// 1 for the first download; more once another server resumed it.
+    attempt: i32,
+    /// Why the pull failed; `null` unless `state` is `failed`.
+    error: Option<UrlPullFailure>,
+    /// The asset's id once `completed`, else `null`.
+    asset_id: Option<Uuid>,
+    /// Where to poll the asset once `completed`, else `null`.
+    asset_url: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Why a pull failed.
+#[derive(Serialize, schemars::JsonSchema)]
+struct UrlPullFailure {
+    /// A stable error code (`source_too_large`, `source_timeout`,
+    /// `not_media`, `pull_quota_exceeded`, …; see the error reference).
+    code: String,
+    /// What went wrong, for a person.
+    message: String,
 }
 
 fn pull_error(e: PullError) -> ApiError {
@@ -72,26 +114,29 @@ fn pull_error(e: PullError) -> ApiError {
     ApiError::new(e.code(), e.to_string())
 }
 
-fn to_json(record: &PullRecord) -> Value {
-    let completed = record.state == "completed";
-    let error = record.error_code.as_ref().map(
-        |code| json!({"code": code, "message": record.error_message.as_deref().unwrap_or("")}),
-    );
-    json!({
-        "id": record.id,
-        "organisation_id": record.organisation_id,
-        "source_url": record.source_url,
-        "title": record.title,
-        "profile": record.profile,
-        "state": record.state,
-        "received_bytes": record.received_bytes,
-        "attempt": record.attempt,
-        "error": error,
-        "asset_id": completed.then_some(record.id),
-        "asset_url": completed.then(|| format!("/api/v1/assets/{}", record.id)),
-        "created_at": record.created_at,
-        "updated_at": record.updated_at,
-    })
+impl From<PullRecord> for UrlPull {
+    fn from(record: PullRecord) -> Self {
+        let completed = record.state == "completed";
+        let error = record.error_code.map(|code| UrlPullFailure {
+            code,
+            message: record.error_message.unwrap_or_default(),
+        });
+        UrlPull {
+            asset_id: completed.then_some(record.id),
+            asset_url: completed.then(|| format!("/api/v1/assets/{}", record.id)),
+            id: record.id,
+            organisation_id: record.organisation_id,
+            source_url: record.source_url,
+            title: record.title,
+            profile: record.profile,
+            state: record.state,
+            received_bytes: record.received_bytes,
+            attempt: record.attempt,
+            error,
+            created_at: record.created_at,
+            updated_at: record.updated_at,
+        }
+    }
 }
 
 /// `POST /api/v1/assets {"source_url", "title"?, "profile"?}` → 202 with
@@ -100,10 +145,10 @@ async fn create(
     State(state): State<IngestState>,
     principal: Principal,
     ApiJson(body): ApiJson<NewPull>,
-) -> Result<Response, ApiError> {
+) -> Result<Accepted<UrlPull>, ApiError> {
     let org = principal.target_org(body.org_id)?;
-    let (exists,): (bool,) =
-        sqlx::query_as("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1)")
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = $1)")
             .bind(org)
             .fetch_one(&state.db)
             .await?;
@@ -127,11 +172,7 @@ async fn create(
     let record = accepted.record.clone();
     download(&state, accepted);
     let location = format!("/api/v1/pulls/{}", record.id);
-    let mut response = (StatusCode::ACCEPTED, Json(to_json(&record))).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    Ok(Accepted(record.into(), Some(location)))
 }
 
 /// `GET /api/v1/pulls/{id}`: `pulling`, `completed` (with `asset_url`) or
@@ -140,12 +181,12 @@ async fn show(
     State(state): State<IngestState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UrlPull>, ApiError> {
     let record = pull::status(&state.db, id, principal.org_scope())
         .await
         .map_err(pull_error)?
         .ok_or_else(|| ApiError::not_found(format!("no pull {id}")))?;
-    Ok(Json(to_json(&record)))
+    Ok(Json(record.into()))
 }
 
 /// Pull URLs sealed with the field keys, bound to their pull's row.

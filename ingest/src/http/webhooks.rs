@@ -10,6 +10,15 @@
 //! exponential backoff up to a limit; every attempt's outcome is kept in
 //! the delivery log partners can read.
 //!
+//! A bad endpoint harms only itself. Deliveries are posted concurrently,
+//! each in a task of its own, at most [`WebhookSettings::per_endpoint`] per
+//! endpoint at once, so a receiver that is slow to answer neither delays
+//! other partners' events nor the next round. A claim outlasts one attempt
+//! (every attempt is cut off at the timeout), so no second dispatcher posts
+//! a delivery that is still in flight, and an attempt's outcome is recorded
+//! only while its claim is the newest. A disabled endpoint is never posted
+//! to: it is not claimed, and disabling settles what was pending.
+//!
 //! Signature: `Lectern-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 //! "<t>.<raw body>" keyed with the secret>`. Receivers recompute it,
 //! compare in constant time, and refuse timestamps older than a few
@@ -19,12 +28,12 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{Method, StatusCode};
+use axum::http::Method;
 use axum::Json;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -32,7 +41,7 @@ use uuid::Uuid;
 use lectern_secrets::random_token;
 use lectern_web::ErrorCode;
 use lectern_web::{Access, Permission, Principal};
-use lectern_web::{ApiError, ApiRouter};
+use lectern_web::{ApiError, ApiRouter, Created, NoContent};
 use lectern_web::{ApiJson, ApiPath};
 
 use super::IngestState;
@@ -58,6 +67,11 @@ pub struct WebhookSettings {
     /// (loopback, RFC 1918…): by default a partner cannot make Lectern post
     /// into its own network. The same rule as URL pulls.
     pub allow_private: AllowList,
+    /// Deliveries to one endpoint in flight at once (across nodes, give or
+    /// take a race): a slow receiver ties up this many, never the others'.
+    pub per_endpoint: u32,
+    /// Deliveries one node posts at once.
+    pub max_in_flight: usize,
 }
 
 impl Default for WebhookSettings {
@@ -69,6 +83,8 @@ impl Default for WebhookSettings {
             max_attempts: 12,
             timeout: Duration::from_secs(10),
             allow_private: AllowList::default(),
+            per_endpoint: 4,
+            max_in_flight: 64,
         }
     }
 }
@@ -91,14 +107,33 @@ pub fn routes(api: ApiRouter<IngestState>) -> ApiRouter<IngestState> {
         )
 }
 
+/// A URL to receive the organisation's events.
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct NewEndpoint {
+    /// An absolute `http` or `https` URL without credentials, at most 2000
+    /// characters; it must resolve to public addresses when events are sent.
     url: String,
+    /// The events to receive: `asset.ready`, `asset.failed`; both when absent.
     events: Option<Vec<String>>,
     /// Only a global super admin names the organisation.
     org_id: Option<Uuid>,
 }
+
+/// A registered endpoint, with the secret its events are signed with.
+#[derive(Serialize, schemars::JsonSchema)]
+struct RegisteredWebhook {
+    id: Uuid,
+    url: String,
+    events: Vec<String>,
+    /// The signing secret, shown this once: store it now.
+    secret: String,
+    /// How each request is signed, for the receiver to verify.
+    signature: &'static str,
+}
+
+const SIGNATURE_SCHEME: &str =
+    "Lectern-Signature: t=<unix>,v1=hex(HMAC-SHA256(secret, \"<t>.<body>\"))";
 
 /// `POST /api/v1/webhooks {"url", "events"?}` → 201 with the signing
 /// secret, shown this once.
@@ -106,7 +141,7 @@ async fn create(
     State(state): State<IngestState>,
     principal: Principal,
     ApiJson(endpoint): ApiJson<NewEndpoint>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<Created<RegisteredWebhook>, ApiError> {
     let org = principal.target_org(endpoint.org_id)?;
     let url = check_url(&endpoint.url)?;
     let events = endpoint
@@ -136,16 +171,13 @@ async fn create(
     if inserted == 0 {
         return Err(ApiError::not_found(format!("no organisation {org}")));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({
-            "id": id,
-            "url": url.as_str(),
-            "events": events,
-            "secret": secret,
-            "signature": "Lectern-Signature: t=<unix>,v1=hex(HMAC-SHA256(secret, \"<t>.<body>\"))",
-        })),
-    ))
+    Ok(Created::new(RegisteredWebhook {
+        id,
+        url: url.to_string(),
+        events,
+        secret,
+        signature: SIGNATURE_SCHEME,
+    }))
 }
 
 /// Only absolute http(s) URLs without credentials; private targets are
@@ -172,69 +204,104 @@ fn check_url(url: &str) -> Result<reqwest::Url, ApiError> {
     Ok(parsed)
 }
 
+/// A webhook endpoint; its secret is never shown again.
 #[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
-struct EndpointRow {
+struct WebhookEndpoint {
     id: Uuid,
     url: String,
+    /// The events it receives.
     events: Vec<String>,
     created_at: DateTime<Utc>,
+    /// When it was disabled; a disabled endpoint receives nothing.
     disabled_at: Option<DateTime<Utc>>,
+}
+
+/// The organisation's webhook endpoints, oldest first.
+#[derive(Serialize, schemars::JsonSchema)]
+struct WebhookEndpoints {
+    webhooks: Vec<WebhookEndpoint>,
 }
 
 async fn list(
     State(state): State<IngestState>,
     principal: Principal,
-) -> Result<Json<Value>, ApiError> {
-    let rows: Vec<EndpointRow> = sqlx::query_as(
+) -> Result<Json<WebhookEndpoints>, ApiError> {
+    let webhooks: Vec<WebhookEndpoint> = sqlx::query_as(
         "SELECT id, url, events, created_at, disabled_at FROM webhook_endpoints
          WHERE ($1::uuid IS NULL OR organisation_id = $1) ORDER BY created_at",
     )
     .bind(principal.org_scope())
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(json!({ "webhooks": rows })))
+    Ok(Json(WebhookEndpoints { webhooks }))
 }
 
-/// Disabling keeps the delivery log; pending deliveries are not sent.
+/// Disabling keeps the delivery log; pending deliveries are not sent: they
+/// are settled as `failed` at once, so the log says what became of them.
 async fn disable(
     State(state): State<IngestState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<NoContent, ApiError> {
+    let mut tx = state.db.begin().await?;
     let done = sqlx::query(
         "UPDATE webhook_endpoints SET disabled_at = coalesce(disabled_at, now())
          WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)",
     )
     .bind(id)
     .bind(principal.org_scope())
-    .execute(&state.db)
+    .execute(&mut *tx)
     .await?;
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found(format!("no webhook {id}")));
     }
-    Ok(StatusCode::NO_CONTENT)
+    sqlx::query(
+        "UPDATE webhook_deliveries SET state = 'failed', locked_until = NULL,
+                last_error = 'the endpoint was disabled before this was delivered'
+         WHERE endpoint_id = $1 AND state = 'pending'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(NoContent)
 }
 
+/// One event's delivery to an endpoint, across its attempts.
 #[derive(Serialize, sqlx::FromRow, schemars::JsonSchema)]
-struct DeliveryRow {
+struct WebhookDelivery {
+    /// Sent as `Lectern-Delivery`, the same on every attempt: deduplicate on it.
     id: Uuid,
     asset_id: Uuid,
+    /// `asset.ready` or `asset.failed`.
     event: String,
+    /// `pending` (due again at `next_attempt_at`), `delivered` or `failed`
+    /// (attempts used up, or the endpoint was disabled).
     state: String,
+    /// Attempts made so far.
     attempts: i32,
+    /// The HTTP status the receiver answered last, if it answered.
     last_status: Option<i32>,
+    /// Why the last attempt did not deliver.
     last_error: Option<String>,
     created_at: DateTime<Utc>,
     next_attempt_at: DateTime<Utc>,
     delivered_at: Option<DateTime<Utc>>,
 }
 
+/// An endpoint's delivery log, newest first (at most 500).
+#[derive(Serialize, schemars::JsonSchema)]
+struct WebhookDeliveryLog {
+    webhook_id: Uuid,
+    deliveries: Vec<WebhookDelivery>,
+}
+
 async fn deliveries(
     State(state): State<IngestState>,
     principal: Principal,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    let (exists,): (bool,) = sqlx::query_as(
+) -> Result<Json<WebhookDeliveryLog>, ApiError> {
+    let exists: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM webhook_endpoints
                         WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2))",
     )
@@ -245,7 +312,7 @@ async fn deliveries(
     if !exists {
         return Err(ApiError::not_found(format!("no webhook {id}")));
     }
-    let rows: Vec<DeliveryRow> = sqlx::query_as(
+    let deliveries: Vec<WebhookDelivery> = sqlx::query_as(
         "SELECT id, asset_id, event, state, attempts, last_status, last_error, created_at,
                 next_attempt_at, delivered_at
          FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY created_at DESC LIMIT 500",
@@ -253,7 +320,10 @@ async fn deliveries(
     .bind(id)
     .fetch_all(&state.db)
     .await?;
-    Ok(Json(json!({ "webhook_id": id, "deliveries": rows })))
+    Ok(Json(WebhookDeliveryLog {
+        webhook_id: id,
+        deliveries,
+    }))
 }
 
 /// `t=<unix>,v1=<hex>` for `body` sent at `at`.
@@ -271,69 +341,151 @@ struct Due {
     endpoint_id: Uuid,
     event: String,
     payload: Value,
+    /// This attempt's number; it fences the outcome (see [`record`]).
     attempts: i32,
     url: String,
     secret_sealed: Vec<u8>,
 }
 
-/// Runs the dispatcher for as long as the process lives.
+/// Deliveries claimed in one go.
+const CLAIM_BATCH: usize = 32;
+
+/// Runs the dispatcher until `cancel`: every `poll`, claims what is due
+/// (as many as this node has room for) and posts each delivery in a task of
+/// its own, so a slow receiver holds only its own deliveries and never the
+/// next round. On cancel, posts under way may finish (each is bounded by
+/// the timeout).
 pub async fn dispatch_periodically(state: IngestState, cancel: CancellationToken) {
-    {
-        let mut tick = tokio::time::interval(state.webhooks.poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = cancel.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if !state
-                .schema_ready
-                .load(std::sync::atomic::Ordering::Acquire)
-            {
+    let room = state.webhooks.max_in_flight.max(1);
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(room));
+    let mut tick = tokio::time::interval(state.webhooks.poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if !state
+            .schema_ready
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            continue;
+        }
+        let free = slots.available_permits().min(CLAIM_BATCH);
+        if free == 0 {
+            continue;
+        }
+        let due = match claim(&state, free).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "webhook dispatch failed; retrying next round");
                 continue;
             }
-            if let Err(e) = dispatch_due(&state).await {
-                tracing::warn!(error = %e, "webhook dispatch failed; retrying next round");
-            }
+        };
+        for delivery in due {
+            let slot = slots
+                .clone()
+                .try_acquire_owned()
+                .expect("no more claimed than there are free slots");
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = attempt(&state, delivery).await {
+                    tracing::warn!(error = %e, "cannot record a webhook attempt; it is retried once its claim passes");
+                }
+                drop(slot);
+            });
         }
     }
+    let all = u32::try_from(room).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(state.webhooks.timeout, slots.acquire_many(all)).await;
 }
 
-/// Posts every due delivery once; returns how many were attempted.
+/// One round: claims what is due and posts it all concurrently, returning
+/// once every attempt is recorded; returns how many were attempted.
 pub async fn dispatch_due(state: &IngestState) -> Result<usize, ApiError> {
+    let due = claim(state, CLAIM_BATCH).await?;
+    let count = due.len();
+    let outcomes =
+        futures::future::join_all(due.into_iter().map(|delivery| attempt(state, delivery))).await;
+    outcomes.into_iter().collect::<Result<Vec<()>, _>>()?;
+    Ok(count)
+}
+
+/// How long a claim keeps a delivery from other dispatchers: longer than
+/// one attempt (bounded by the timeout) with room to record it, so a
+/// receiver that is slow to answer is never posted the same delivery by a
+/// second dispatcher meanwhile.
+fn claim_hold(settings: &WebhookSettings) -> Duration {
+    settings.timeout * 2 + Duration::from_secs(5)
+}
+
+/// Claims up to `limit` due deliveries of enabled endpoints, at most
+/// `per_endpoint` in flight per endpoint counting those other dispatchers
+/// hold, each endpoint's oldest first and every endpoint's first before
+/// any endpoint's second. Claiming bumps `attempts` and sets the claim.
+async fn claim(state: &IngestState, limit: usize) -> Result<Vec<Due>, ApiError> {
     let settings = &state.webhooks;
     // Without the field keys no secret opens: claim nothing rather than
     // spend attempts on deliveries that cannot be signed.
-    let keys = state.keyring()?;
-    // Claiming bumps `attempts` and holds the row past one POST's timeout,
-    // so a dispatcher that dies mid-post only delays the retry.
-    let hold = settings.timeout.as_secs_f64() * 2.0 + 5.0;
+    state.keyring()?;
     let due: Vec<Due> = sqlx::query_as(
-        "WITH claimed AS (
+        "WITH in_flight AS (
+             SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
+             WHERE state = 'pending' AND locked_until >= now()
+             GROUP BY endpoint_id),
+         candidates AS (
+             SELECT d.id, d.next_attempt_at,
+                    coalesce(f.n, 0)
+                      + row_number() OVER (PARTITION BY d.endpoint_id
+                                           ORDER BY d.next_attempt_at, d.id) AS turn
+             FROM webhook_deliveries d
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id AND e.disabled_at IS NULL
+             LEFT JOIN in_flight f ON f.endpoint_id = d.endpoint_id
+             WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+               AND (d.locked_until IS NULL OR d.locked_until < now())),
+         claimed AS (
              UPDATE webhook_deliveries SET attempts = attempts + 1,
                     locked_until = now() + make_interval(secs => $1)
              WHERE id IN (
+                 -- The row's own conditions again: they are re-checked on
+                 -- the newest version of a row another dispatcher claimed.
                  SELECT d.id FROM webhook_deliveries d
-                 WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+                 WHERE d.id IN (SELECT id FROM candidates WHERE turn <= $2
+                                ORDER BY turn, next_attempt_at LIMIT $3)
+                   AND d.state = 'pending'
                    AND (d.locked_until IS NULL OR d.locked_until < now())
-                 ORDER BY d.next_attempt_at LIMIT 32
                  FOR UPDATE SKIP LOCKED)
              RETURNING id, endpoint_id, event, payload, attempts)
          SELECT c.id, c.endpoint_id, c.event, c.payload, c.attempts, e.url, e.secret_sealed
          FROM claimed c JOIN webhook_endpoints e ON e.id = c.endpoint_id",
     )
-    .bind(hold)
+    .bind(claim_hold(settings).as_secs_f64())
+    .bind(i64::from(settings.per_endpoint.max(1)))
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
     .fetch_all(&state.db)
     .await?;
-    let count = due.len();
-    for delivery in due {
-        let outcome = match keys.open(SECRET_FIELD, delivery.endpoint_id, &delivery.secret_sealed) {
-            Ok(secret) => post(state, &delivery, &secret).await,
-            Err(e) => Err((None, format!("cannot open the signing secret: {e}"))),
-        };
-        record(state, &delivery, outcome).await?;
-    }
-    Ok(count)
+    Ok(due)
+}
+
+/// Posts one claimed delivery, bounded by the timeout, and records how it went.
+async fn attempt(state: &IngestState, delivery: Due) -> Result<(), ApiError> {
+    let keys = state.keyring()?;
+    let timeout = state.webhooks.timeout;
+    let outcome = match keys.open(SECRET_FIELD, delivery.endpoint_id, &delivery.secret_sealed) {
+        Ok(secret) => tokio::time::timeout(timeout, post(state, &delivery, &secret))
+            .await
+            .unwrap_or_else(|_| {
+                Err((
+                    None,
+                    format!(
+                        "the receiver did not answer within {} s",
+                        timeout.as_secs_f64()
+                    ),
+                ))
+            }),
+        Err(e) => Err((None, format!("cannot open the signing secret: {e}"))),
+    };
+    record(state, &delivery, outcome).await
 }
 
 /// One POST. `Err((status, why))` when the receiver did not take it.
@@ -385,7 +537,10 @@ fn without_url(e: reqwest::Error) -> String {
     e.without_url().to_string()
 }
 
-/// Keeps the outcome of one attempt.
+/// Keeps the outcome of one attempt, unless a newer attempt claimed the
+/// delivery meanwhile (its claim had passed: this one was too slow to
+/// record) — then the newer one's outcome stands. A failure does not undo a
+/// settlement either (the endpoint was disabled meanwhile).
 async fn record(
     state: &IngestState,
     delivery: &Due,
@@ -397,10 +552,11 @@ async fn record(
             sqlx::query(
                 "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(),
                         last_status = $2, last_error = NULL, locked_until = NULL
-                 WHERE id = $1",
+                 WHERE id = $1 AND attempts = $3",
             )
             .bind(delivery.id)
             .bind(i32::from(status))
+            .bind(delivery.attempts)
             .execute(&state.db)
             .await?;
             tracing::info!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, "webhook delivered");
@@ -415,13 +571,14 @@ async fn record(
             sqlx::query(
                 "UPDATE webhook_deliveries SET state = $2, last_status = $3, last_error = $4,
                         next_attempt_at = now() + make_interval(secs => $5), locked_until = NULL
-                 WHERE id = $1",
+                 WHERE id = $1 AND attempts = $6 AND state = 'pending'",
             )
             .bind(delivery.id)
             .bind(if exhausted { "failed" } else { "pending" })
             .bind(status.map(i32::from))
             .bind(&why)
             .bind(delay.as_secs_f64())
+            .bind(delivery.attempts)
             .execute(&state.db)
             .await?;
             tracing::warn!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, exhausted, reason = %why, "webhook not delivered");

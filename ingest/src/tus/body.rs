@@ -4,10 +4,21 @@
 //! for a checksum), so storage keeps streaming and never needs the chunk in
 //! memory; the handler then discards what was written by keeping the old
 //! storage handle.
+//!
+//! Before that, [`paced`] ends a body that arrives slower than the
+//! [`TransferFloor`] or outlives its writer's lease: the stream then simply
+//! ends early, like a client that went away, and the bytes that arrived
+//! are kept for the client to resume after.
 
 use lectern_web::ErrorCode;
+use std::io::ErrorKind;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use tokio::time::Instant;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -17,6 +28,88 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::error::TusError;
+use super::lease::LeaseClock;
+
+/// The slowest a PATCH body may arrive: fewer than `bytes` in `window` of
+/// waiting on the client ends the request, keeping what arrived (tus
+/// clients resume after it). Time storage spends on the bytes does not
+/// count, only time spent waiting for the client's next ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferFloor {
+    pub bytes: u64,
+    pub window: Duration,
+}
+
+impl Default for TransferFloor {
+    /// 32 KiB a minute: far below any working connection, far above a
+    /// client that trickles bytes to hold an upload (and a request) open.
+    fn default() -> Self {
+        TransferFloor {
+            bytes: 32 * 1024,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `body` as a stream that ends with a `TimedOut` error once it falls below
+/// `floor` or once `lease` runs out.
+pub fn paced(
+    body: Body,
+    floor: TransferFloor,
+    lease: Arc<LeaseClock>,
+) -> impl Stream<Item = std::io::Result<Bytes>> {
+    struct Pace {
+        stream: axum::body::BodyDataStream,
+        floor: TransferFloor,
+        lease: Arc<LeaseClock>,
+        /// Time spent waiting on the client in the current window.
+        waited: Duration,
+        /// Bytes that arrived in it.
+        arrived: u64,
+    }
+    let pace = Pace {
+        stream: body.into_data_stream(),
+        floor,
+        lease,
+        waited: Duration::ZERO,
+        arrived: 0,
+    };
+    let stop = |why: String| Some((Err(std::io::Error::new(ErrorKind::TimedOut, why)), None));
+    futures::stream::unfold(Some(pace), move |pace| async move {
+        let mut p = pace?;
+        loop {
+            if p.waited >= p.floor.window {
+                if p.arrived < p.floor.bytes {
+                    return stop(format!(
+                        "fewer than {} bytes arrived in {} s",
+                        p.floor.bytes,
+                        p.floor.window.as_secs_f64()
+                    ));
+                }
+                p.waited = Duration::ZERO;
+                p.arrived = 0;
+            }
+            let started = Instant::now();
+            let lease_ends = p.lease.deadline();
+            if started >= lease_ends {
+                return stop("the upload's lease could not be renewed".to_owned());
+            }
+            let wake = (started + (p.floor.window - p.waited)).min(lease_ends);
+            let next = tokio::time::timeout_at(wake, p.stream.next()).await;
+            p.waited += started.elapsed();
+            match next {
+                Ok(Some(Ok(chunk))) => {
+                    p.arrived += chunk.len() as u64;
+                    return Some((Ok(chunk), Some(p)));
+                }
+                Ok(Some(Err(e))) => return Some((Err(std::io::Error::other(e)), None)),
+                Ok(None) => return None,
+                // Woken for the floor or the lease: both are checked above.
+                Err(_) => continue,
+            }
+        }
+    })
+}
 
 /// Algorithms advertised in `Tus-Checksum-Algorithm`.
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,sha256";

@@ -81,7 +81,9 @@ pub fn parse(header: Option<&str>) -> Result<UploadMetadata, TusError> {
                 "Upload-Metadata `{key}` contains control characters"
             )));
         }
-        if value.trim().is_empty() {
+        // Surrounding blanks are a client's accident, not part of a title.
+        let value = value.trim();
+        if value.is_empty() {
             return Err(invalid(format!("Upload-Metadata `{key}` is empty")));
         }
         let chars = value.chars().count();
@@ -90,7 +92,7 @@ pub fn parse(header: Option<&str>) -> Result<UploadMetadata, TusError> {
                 "Upload-Metadata `{key}` is {chars} characters; at most {max_chars} are accepted"
             )));
         }
-        metadata.values.insert(key.to_owned(), value);
+        metadata.values.insert(key.to_owned(), value.to_owned());
     }
     Ok(metadata)
 }

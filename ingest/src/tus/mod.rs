@@ -3,13 +3,17 @@
 //! expiration and checksum (sha1, sha256) extensions.
 //!
 //! State lives in the `uploads` table, never in this process: `received`
-//! only advances, in the same transaction, after storage has durably taken
-//! the bytes, so any node resumes any upload after a restart. A PATCH holds
-//! the upload's row lock (`FOR UPDATE NOWAIT`) while its body streams to
-//! storage, so a second writer is refused with 409 at once instead of
-//! interleaving bytes; a refused or failed PATCH rolls back before it answers,
-//! so the lock is free again by the time the client hears of it.
-//! The cost is one database connection per PATCH in flight.
+//! only advances after storage has durably taken the bytes, so any node
+//! resumes any upload after a restart.
+//!
+//! A PATCH checks the upload and takes its write lease in one short
+//! transaction, then streams its body to storage holding no database
+//! connection (see [`lease`]): a second writer is refused with 409
+//! `upload_busy` at once instead of interleaving bytes, and a client that
+//! trickles its body holds a socket, never the pool. A refused or failed
+//! PATCH rolls back and gives the lease up before it answers, so the upload
+//! is free again by the time the client hears of it. A body slower than
+//! [`TusConfig::min_transfer`] is ended with the bytes that arrived kept.
 //!
 //! Completion runs in two steps so a crash between them loses nothing:
 //! the final PATCH commits `completing`, then [`finish`] publishes the
@@ -19,6 +23,7 @@
 
 mod body;
 mod error;
+mod lease;
 pub mod metadata;
 
 use lectern_web::ErrorCode;
@@ -33,7 +38,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use lectern_storage::{ByteRange, ByteStream, PutOptions, ResumableUpload, Store};
 use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
@@ -41,16 +45,16 @@ use uuid::Uuid;
 
 use crate::auth::{Partner, PartnerAuthenticator};
 use crate::sniff::{sniff, SNIFF_LEN};
+pub use body::TransferFloor;
 use body::{ChunkRefusal, ExpectedChecksum, GuardedBody, CHECKSUM_ALGORITHMS};
 pub use error::TusError;
+use lease::Lease;
 use lectern_assets::{self as assets, keys, NewAsset};
 use metadata::UploadMetadata;
 
 pub const TUS_VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
 const OFFSET_STREAM: &str = "application/offset+octet-stream";
-/// How long a PATCH body may go silent before the request is cut off.
-const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// PostgreSQL's `lock_not_available`, raised by `FOR UPDATE NOWAIT`.
 const LOCK_NOT_AVAILABLE: &str = "55P03";
 
@@ -64,6 +68,13 @@ pub struct TusConfig {
     pub quota: OrganisationQuota,
     /// Encoding profile for assets born from uploads.
     pub profile: String,
+    /// The slowest a PATCH body may arrive before the request is ended
+    /// (keeping what arrived); also what cuts off a client gone silent.
+    pub min_transfer: TransferFloor,
+    /// The term of a PATCH's lease on its upload, renewed while it
+    /// streams. After a crash mid-PATCH the upload answers `upload_busy`
+    /// (retryable) until its lease lapses.
+    pub lease: Duration,
 }
 
 /// What one organisation may have in flight at once.
@@ -84,6 +95,8 @@ impl Default for TusConfig {
                 max_concurrent_uploads: 20,
             },
             profile: "default".to_owned(),
+            min_transfer: TransferFloor::default(),
+            lease: Duration::from_secs(15),
         }
     }
 }
@@ -173,10 +186,13 @@ struct UploadRow {
     storage: Json<ResumableUpload>,
     state: String,
     expires_at: DateTime<Utc>,
+    /// A PATCH holds the upload's lease (see [`lease`]).
+    leased: bool,
 }
 
 const UPLOAD_COLUMNS: &str = "id, organisation_id, length, received, metadata, metadata_header, \
-                              storage, state, expires_at";
+                              storage, state, expires_at, \
+                              coalesce(leased_until > now(), false) AS leased";
 
 impl UploadRow {
     /// Refuses uploads that can no longer change.
@@ -433,7 +449,7 @@ async fn write_detached(
     }
 }
 
-/// Streams one chunk into an upload at `claimed`, under the upload's lock.
+/// Streams one chunk into an upload at `claimed`, under the upload's lease.
 async fn write(
     state: &TusState,
     partner: &Partner,
@@ -442,66 +458,93 @@ async fn write(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Progress, TusError> {
-    let mut tx = state.db.begin().await?;
-    let appended = match append_locked(state, &mut tx, partner, id, claimed, headers, body).await {
-        Ok(appended) => appended,
-        Err(e) => {
-            release(tx).await;
-            return Err(e);
-        }
-    };
-    match appended {
-        Appended::AlreadyIn { length } => {
-            release(tx).await;
-            finish(state, id).await?;
-            Ok(Progress {
-                offset: length,
-                expires_at: None,
-            })
-        }
-        Appended::Chunk {
-            offset,
-            all_in,
-            expires_at,
-        } => {
-            tx.commit().await?;
-            if all_in {
-                finish(state, id).await?;
-            }
-            Ok(Progress {
-                offset,
-                expires_at: (!all_in).then_some(expires_at),
-            })
-        }
-    }
-}
-
-/// What a PATCH did under the upload's row lock.
-enum Appended {
-    /// The chunk is recorded in the (uncommitted) transaction.
-    Chunk {
-        offset: u64,
-        all_in: bool,
-        expires_at: DateTime<Utc>,
-    },
-    /// A retried final PATCH: every byte was already in.
-    AlreadyIn { length: u64 },
-}
-
-async fn append_locked(
-    state: &TusState,
-    tx: &mut PgConnection,
-    partner: &Partner,
-    id: Uuid,
-    claimed: u64,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Appended, TusError> {
     let checksum = header_str(headers, "upload-checksum")?
         .map(ExpectedChecksum::parse)
         .transpose()?;
     let declared = header_u64(headers, "content-length")?;
+    let (row, lease) = match take_lease(state, partner, id, claimed, declared).await? {
+        Leased::AlreadyIn { length } => {
+            finish(state, id).await?;
+            return Ok(Progress {
+                offset: length,
+                expires_at: None,
+            });
+        }
+        Leased::Granted { row, lease } => (row, lease),
+    };
+    let written = match append_leased(state, &row, &lease, checksum, body).await {
+        Ok(written) => written,
+        Err(e) => {
+            lease.release(&state.db).await;
+            return Err(e);
+        }
+    };
+    if written.all_in {
+        finish(state, id).await?;
+    }
+    Ok(written.progress)
+}
+
+/// What a PATCH may do once its checks passed.
+enum Leased {
+    /// The upload is this PATCH's to append to.
+    Granted { row: Box<UploadRow>, lease: Lease },
+    /// A retried final PATCH: every byte was already in.
+    AlreadyIn { length: u64 },
+}
+
+/// Checks the PATCH against the upload under its row lock and takes the
+/// upload's lease, in one short transaction that ends before the body is
+/// read; a refusal rolls back before it answers.
+async fn take_lease(
+    state: &TusState,
+    partner: &Partner,
+    id: Uuid,
+    claimed: u64,
+    declared: Option<u64>,
+) -> Result<Leased, TusError> {
+    let mut tx = state.db.begin().await?;
+    let checked = match check_writable(&mut tx, partner, id, claimed, declared).await {
+        Ok(Writable::Append(row)) => Lease::grant(&mut tx, id, state.config.lease)
+            .await
+            .map(|lease| Leased::Granted { row, lease })
+            .map_err(TusError::from),
+        Ok(Writable::AlreadyIn { length }) => {
+            release(tx).await;
+            return Ok(Leased::AlreadyIn { length });
+        }
+        Err(e) => Err(e),
+    };
+    match checked {
+        Ok(leased) => {
+            tx.commit().await?;
+            Ok(leased)
+        }
+        Err(e) => {
+            release(tx).await;
+            Err(e)
+        }
+    }
+}
+
+/// What the checks found.
+enum Writable {
+    Append(Box<UploadRow>),
+    AlreadyIn { length: u64 },
+}
+
+/// Whether a PATCH at `claimed` may append to the upload.
+async fn check_writable(
+    tx: &mut PgConnection,
+    partner: &Partner,
+    id: Uuid,
+    claimed: u64,
+    declared: Option<u64>,
+) -> Result<Writable, TusError> {
     let row = lock_upload(&mut *tx, id, partner.organisation_id).await?;
+    if row.leased {
+        return Err(TusError::Busy);
+    }
     row.ensure_open()?;
     let (length, received) = (from_db(row.length), from_db(row.received));
     if claimed != received {
@@ -514,18 +557,41 @@ async fn append_locked(
         if declared.unwrap_or(0) > 0 {
             return Err(TusError::Finished);
         }
-        return Ok(Appended::AlreadyIn { length });
+        return Ok(Writable::AlreadyIn { length });
     }
     if declared.is_some_and(|declared| declared > length - received) {
         return Err(TusError::BeyondLength { length });
     }
+    Ok(Writable::Append(Box::new(row)))
+}
+
+/// What a PATCH wrote and recorded.
+struct Written {
+    progress: Progress,
+    /// Every byte is in: the upload is `completing`.
+    all_in: bool,
+}
+
+/// Streams the body into storage under `lease`, holding no database
+/// connection, and records how far the upload got, releasing the lease in
+/// the same statement. A refused chunk is an error, its bytes discarded
+/// (the row keeps the handle from before it); the caller releases the lease.
+async fn append_leased(
+    state: &TusState,
+    row: &UploadRow,
+    lease: &Lease,
+    checksum: Option<ExpectedChecksum>,
+    body: Body,
+) -> Result<Written, TusError> {
+    let (id, length, received) = (row.id, from_db(row.length), from_db(row.received));
     let had_checksum = checksum.is_some();
-    let incoming: ByteStream = Box::pin(idle_limited(body));
+    let incoming: ByteStream =
+        Box::pin(body::paced(body, state.config.min_transfer, lease.clock()));
     let guarded: ByteStream = Box::pin(GuardedBody::new(incoming, length - received, checksum));
-    let appended = state.store.append_upload(&row.storage, guarded).await?;
+    let appended = lease
+        .keep(&state.db, state.store.append_upload(&row.storage, guarded))
+        .await?;
     if let Some(interruption) = &appended.interrupted {
-        // Refusing rolls the transaction back, so the row keeps the handle
-        // from before this chunk and the refused bytes are discarded.
         match ChunkRefusal::of(interruption) {
             Some(ChunkRefusal::ChecksumMismatch) => return Err(TusError::ChecksumMismatch),
             Some(ChunkRefusal::BeyondLength) => return Err(TusError::BeyondLength { length }),
@@ -538,28 +604,39 @@ async fn append_locked(
             None => tracing::info!(
                 upload = %id,
                 error = %interruption,
-                "client went away mid-chunk; keeping the bytes that arrived"
+                "the chunk ended early (client gone, too slow, or the lease lapsed); keeping the bytes that arrived"
             ),
         }
     }
     let now_received = appended.upload.size();
     let all_in = now_received == length;
     let expires_at = state.expiry();
-    sqlx::query(
-        "UPDATE uploads SET received = $2, storage = $3, state = $4, expires_at = $5, updated_at = now()
-         WHERE id = $1",
+    let recorded = sqlx::query(
+        "UPDATE uploads SET received = $2, storage = $3, state = $4, expires_at = $5,
+                updated_at = now(), lease_id = NULL, leased_until = NULL
+         WHERE id = $1 AND lease_id = $6",
     )
     .bind(id)
     .bind(to_db(now_received))
     .bind(Json(&appended.upload))
     .bind(if all_in { "completing" } else { "receiving" })
     .bind(expires_at)
-    .execute(&mut *tx)
-    .await?;
-    Ok(Appended::Chunk {
-        offset: now_received,
+    .bind(lease.token())
+    .execute(&state.db)
+    .await?
+    .rows_affected();
+    if recorded == 0 {
+        // The lease lapsed and another PATCH took the upload: its handle
+        // stands, and these bytes are overwritten by its appends.
+        tracing::warn!(upload = %id, "a PATCH finished after its lease lapsed; its bytes are not recorded");
+        return Err(TusError::Busy);
+    }
+    Ok(Written {
+        progress: Progress {
+            offset: now_received,
+            expires_at: (!all_in).then_some(expires_at),
+        },
         all_in,
-        expires_at,
     })
 }
 
@@ -600,6 +677,9 @@ async fn abort(
     id: Uuid,
 ) -> Result<(), TusError> {
     let row = lock_upload(&mut *tx, id, partner.organisation_id).await?;
+    if row.leased {
+        return Err(TusError::Busy);
+    }
     match row.state.as_str() {
         "terminated" | "expired" => row.ensure_open()?,
         "receiving" => {}
@@ -715,16 +795,18 @@ pub struct SweepReport {
 pub async fn sweep(state: &TusState) -> Result<SweepReport, TusError> {
     let mut report = SweepReport::default();
     let expired: Vec<(Uuid,)> = sqlx::query_as(
-        "SELECT id FROM uploads WHERE state = 'receiving' AND expires_at <= now() LIMIT 1000",
+        "SELECT id FROM uploads WHERE state = 'receiving' AND expires_at <= now()
+           AND (leased_until IS NULL OR leased_until <= now()) LIMIT 1000",
     )
     .fetch_all(&state.db)
     .await?;
     for (id,) in expired {
         let mut tx = state.db.begin().await?;
-        // SKIP LOCKED: an upload being written to right now is not idle.
+        // An upload being written to right now (locked or leased) is not idle.
         let row: Option<UploadRow> = sqlx::query_as(&format!(
             "SELECT {UPLOAD_COLUMNS} FROM uploads
              WHERE id = $1 AND state = 'receiving' AND expires_at <= now()
+               AND (leased_until IS NULL OR leased_until <= now())
              FOR UPDATE SKIP LOCKED"
         ))
         .bind(id)
@@ -758,28 +840,6 @@ impl TusState {
         Utc::now()
             + chrono::Duration::from_std(self.config.upload_ttl).unwrap_or(chrono::Duration::MAX)
     }
-}
-
-/// A request body that fails once no byte has arrived for
-/// [`BODY_IDLE_TIMEOUT`]: a PATCH holds its upload's lock, so a client that
-/// stalls without closing its connection must not keep the upload (and a
-/// database connection) from everyone for ever. Storage stops at the
-/// failure and the bytes that did arrive are kept, as for a disconnect.
-fn idle_limited(body: Body) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
-    futures::stream::unfold(Some(body.into_data_stream()), |stream| async move {
-        let mut stream = stream?;
-        match tokio::time::timeout(BODY_IDLE_TIMEOUT, stream.next()).await {
-            Ok(Some(chunk)) => Some((chunk.map_err(std::io::Error::other), Some(stream))),
-            Ok(None) => None,
-            Err(_) => Some((
-                Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    "no bytes arrived for a minute",
-                )),
-                None,
-            )),
-        }
-    })
 }
 
 /// Upload ids in URLs; anything that is not one names no upload.

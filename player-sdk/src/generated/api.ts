@@ -1642,7 +1642,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -1905,13 +1905,19 @@ export interface components {
              */
             position: number;
         };
+        /** @description A URL to receive the organisation's events. */
         NewEndpoint: {
+            /** @description The events to receive: `asset.ready`, `asset.failed`; both when absent. */
             events?: string[] | null;
             /**
              * Format: uuid
              * @description Only a global super admin names the organisation.
              */
             org_id?: string | null;
+            /**
+             * @description An absolute `http` or `https` URL without credentials, at most 2000
+             *     characters; it must resolve to public addresses when events are sent.
+             */
             url: string;
         };
         NewExpert: {
@@ -1962,14 +1968,22 @@ export interface components {
             /** @description 1–300 characters on one line. */
             title: string;
         };
+        /** @description A URL for Lectern to download a source from. */
         NewPull: {
             /**
              * Format: uuid
              * @description Only a global super admin names the organisation.
              */
             org_id?: string | null;
+            /** @description The encoding profile; the server's default when absent. */
             profile?: string | null;
+            /**
+             * @description An `http` or `https` URL that downloads the file itself (a
+             *     presigned URL is fine: its query is kept sealed, never shown). The
+             *     host must resolve to public addresses.
+             */
             source_url: string;
+            /** @description The asset's title, at most 300 characters. */
             title?: string | null;
         };
         /** @description `/readyz`'s answer when a check fails: the error body, plus the checks. */
@@ -2163,6 +2177,17 @@ export interface components {
             checks: components["schemas"]["Checks"];
             /** @description Always `ready`. */
             status: string;
+        };
+        /** @description A registered endpoint, with the secret its events are signed with. */
+        RegisteredWebhook: {
+            events: string[];
+            /** Format: uuid */
+            id: string;
+            /** @description The signing secret, shown this once: store it now. */
+            secret: string;
+            /** @description How each request is signed, for the receiver to verify. */
+            signature: string;
+            url: string;
         };
         /** @description One rung of the ladder, or the audio. */
         Rendition: {
@@ -2396,6 +2421,56 @@ export interface components {
              */
             password: string | null;
         };
+        /** @description A URL pull as a partner polls it. */
+        UrlPull: {
+            /**
+             * Format: uuid
+             * @description The asset's id once `completed`, else `null`.
+             */
+            asset_id: string | null;
+            /** @description Where to poll the asset once `completed`, else `null`. */
+            asset_url: string | null;
+            /**
+             * Format: int32
+             * @description 1 for the first download; more once another server resumed it.
+             */
+            attempt: number;
+            /** Format: date-time */
+            created_at: string;
+            /** @description Why the pull failed; `null` unless `state` is `failed`. */
+            error: components["schemas"]["UrlPullFailure"] | null;
+            /**
+             * Format: uuid
+             * @description The pull's id, which is also the id of the asset it creates.
+             */
+            id: string;
+            /** Format: uuid */
+            organisation_id: string;
+            /** @description The encoding profile the asset will be transcoded with. */
+            profile: string;
+            /**
+             * Format: int64
+             * @description Bytes downloaded so far, refreshed every few seconds.
+             */
+            received_bytes: number;
+            /** @description The URL without credentials or query string. */
+            source_url: string;
+            /** @description `pulling`, `completed` (the asset exists) or `failed` (see `error`). */
+            state: string;
+            title: string | null;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** @description Why a pull failed. */
+        UrlPullFailure: {
+            /**
+             * @description A stable error code (`source_too_large`, `source_timeout`,
+             *     `not_media`, `pull_quota_exceeded`, …; see the error reference).
+             */
+            code: string;
+            /** @description What went wrong, for a person. */
+            message: string;
+        };
         /** @description The accounts the caller administers, oldest first (at most 1,000). */
         UserList: {
             users: components["schemas"]["UserSummary"][];
@@ -2464,6 +2539,66 @@ export interface components {
              * @description Wall-clock seconds spent watching it.
              */
             watch_time_s: number;
+        };
+        /** @description One event's delivery to an endpoint, across its attempts. */
+        WebhookDelivery: {
+            /** Format: uuid */
+            asset_id: string;
+            /**
+             * Format: int32
+             * @description Attempts made so far.
+             */
+            attempts: number;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            delivered_at: string | null;
+            /** @description `asset.ready` or `asset.failed`. */
+            event: string;
+            /**
+             * Format: uuid
+             * @description Sent as `Lectern-Delivery`, the same on every attempt: deduplicate on it.
+             */
+            id: string;
+            /** @description Why the last attempt did not deliver. */
+            last_error: string | null;
+            /**
+             * Format: int32
+             * @description The HTTP status the receiver answered last, if it answered.
+             */
+            last_status: number | null;
+            /** Format: date-time */
+            next_attempt_at: string;
+            /**
+             * @description `pending` (due again at `next_attempt_at`), `delivered` or `failed`
+             *     (attempts used up, or the endpoint was disabled).
+             */
+            state: string;
+        };
+        /** @description An endpoint's delivery log, newest first (at most 500). */
+        WebhookDeliveryLog: {
+            deliveries: components["schemas"]["WebhookDelivery"][];
+            /** Format: uuid */
+            webhook_id: string;
+        };
+        /** @description A webhook endpoint; its secret is never shown again. */
+        WebhookEndpoint: {
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description When it was disabled; a disabled endpoint receives nothing.
+             */
+            disabled_at: string | null;
+            /** @description The events it receives. */
+            events: string[];
+            /** Format: uuid */
+            id: string;
+            url: string;
+        };
+        /** @description The organisation's webhook endpoints, oldest first. */
+        WebhookEndpoints: {
+            webhooks: components["schemas"]["WebhookEndpoint"][];
         };
     };
     responses: never;
@@ -2595,12 +2730,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description accepted; poll Location */
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["UrlPull"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -4047,7 +4184,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["UrlPull"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -4497,7 +4634,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookEndpoints"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -4524,12 +4661,14 @@ export interface operations {
             };
         };
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description created */
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["RegisteredWebhook"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -4553,8 +4692,8 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description undocumented */
-            "2XX": {
+            /** @description done */
+            204: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4588,7 +4727,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": unknown;
+                    "application/json": components["schemas"]["WebhookDeliveryLog"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
