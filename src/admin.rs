@@ -193,11 +193,11 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
             }
         }
         AdminCommand::PurgeAudit => {
-            let gone = audit::purge(db, config.audit_retention_days).await?;
+            let gone = audit::purge(db, config.settings.audit_retention_days).await?;
             audited(db, "admin.purge-audit", format!("rows:{gone}")).await?;
             println!(
                 "purged {gone} audit rows older than {} days",
-                config.audit_retention_days
+                config.settings.audit_retention_days
             );
         }
     }

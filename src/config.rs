@@ -1,35 +1,32 @@
 //! One typed configuration, loaded from an optional TOML file and the
-//! environment (`LECTERN_*`, `DATABASE_URL`), validated once at start-up.
+//! environment (`LECTERN_*`, `DATABASE_URL`, `REDIS_URL`), validated once at
+//! start-up.
 //!
-//! Every setting has one name: `LECTERN_HTTP_ADDR` in the environment is
-//! `http_addr` in the file. The environment wins over the file. A bad value
-//! is reported with the exact variable or file key that holds it, so the
-//! operator knows what to fix.
+//! Every setting is declared once, in `config/settings.rs`: its field names
+//! it (`http_addr` is `LECTERN_HTTP_ADDR`, and `http_addr` in the file), its
+//! type reads it (`config/value.rs`), its doc comment is the README's
+//! description. The environment wins over the file. Each value is read on
+//! its own first, then [`Config::validate`] checks their combinations and
+//! builds what the rest of the binary uses. A bad value is reported with
+//! the exact variable or file key that holds it, and never echoes a secret.
+
+#[macro_use]
+mod load;
+mod settings;
+pub mod value;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use lectern_identity::TrustedProxies;
-use lectern_secrets::{self as crypto, Keyring};
+use lectern_secrets::Keyring;
 use lectern_storage::S3Config;
 
-/// Where a setting's value came from, for error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Origin {
-    Env(&'static str),
-    File { path: PathBuf, key: &'static str },
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Env(var) => write!(f, "{var}"),
-            Origin::File { path, key } => write!(f, "`{key}` in {}", path.display()),
-        }
-    }
-}
+use load::Values;
+pub use settings::{Key, Settings, SETTINGS};
+pub use value::LogFormat;
+use value::{ProgressBackendKind, StorageBackend};
 
 /// A configuration error naming the setting at fault.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +44,23 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+fn spec(key: Key) -> &'static load::Spec<Key> {
+    SETTINGS
+        .iter()
+        .find(|s| s.key == key)
+        .expect("every key is in SETTINGS")
+}
+
+/// The environment variable of a setting.
+pub fn var(key: Key) -> String {
+    spec(key).env()
+}
+
+/// A setting in a file, for errors about files Lectern writes itself.
+fn file_key(key: Key, path: &Path) -> String {
+    format!("`{}` in {}", spec(key).name, path.display())
 }
 
 #[derive(Clone)]
@@ -73,34 +87,6 @@ pub enum StorageConfig {
     S3(S3Config),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// The identity keys as configured (validated at load). No `Debug` of the
-/// values: they encrypt every person's data.
-#[derive(Clone)]
-pub struct IdentityKeys {
-    field_keys: String,
-    blind_index_key: String,
-    token_key: String,
-}
-
-impl fmt::Debug for IdentityKeys {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "IdentityKeys(<redacted>)")
-    }
-}
-
-impl IdentityKeys {
-    fn keyring(&self) -> Result<Keyring, ConfigError> {
-        Keyring::parse(&self.field_keys, &self.blind_index_key, &self.token_key)
-            .map_err(|e| ConfigError::new(e.variable, e.message))
-    }
-}
-
 /// `LECTERN_TLS_CERT` and `LECTERN_TLS_KEY`: PEM files.
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
@@ -111,24 +97,17 @@ pub struct TlsConfig {
 /// Audit rows are kept at least this long (MLPS level 3 asks six months).
 pub const MIN_AUDIT_RETENTION_DAYS: u32 = 180;
 
+/// The validated configuration: every setting, and what their combinations
+/// make.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub http_addr: SocketAddr,
-    /// Root of everything Lectern keeps on local disk (`./.lectern` by default).
-    pub data_dir: PathBuf,
+    /// Every setting as given or defaulted, each valid on its own.
+    pub settings: Settings,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
-    /// In-process workers run by `serve`; `None` means "decide from the mode"
-    /// (one in embedded mode, none with an external database).
-    pub serve_workers: Option<usize>,
-    pub log_format: LogFormat,
     pub worker: WorkerSettings,
-    /// `None`: generated into `<data_dir>/keys.toml` in embedded mode,
-    /// missing (and identity unavailable) with an external database.
-    pub identity_keys: Option<IdentityKeys>,
     pub tls: Option<TlsConfig>,
     pub trusted_proxies: TrustedProxies,
-    pub audit_retention_days: u32,
     /// Limits of partner uploads (tus at `/api/v1/uploads`).
     pub uploads: lectern_ingest::tus::TusConfig,
     /// URL pulls (`POST /api/v1/assets`): limits and SSRF allow-list.
@@ -137,10 +116,8 @@ pub struct Config {
     pub drops: Option<lectern_ingest::drops::DropConfig>,
     /// Private networks webhooks may nevertheless post to.
     pub webhook_allow: lectern_egress::AllowList,
-    /// The player SDK bundle the demo page serves (`player-sdk/dist`).
-    pub player_dir: PathBuf,
-    /// Signed playback tokens of the media origin.
-    pub playback: PlaybackSettings,
+    pub webhook_endpoint_concurrency: u32,
+    pub webhook_max_in_flight: usize,
     /// Where progress heartbeats are absorbed and how often they are flushed.
     pub progress: lectern_learning::ProgressSettings,
 }
@@ -159,237 +136,19 @@ pub struct WorkerSettings {
     pub chunking: Option<lectern_pipelines::stage::ChunkingConfig>,
 }
 
-/// The settings, by file key and environment variable.
-const SETTINGS: &[(&str, &str)] = &[
-    ("http_addr", "LECTERN_HTTP_ADDR"),
-    ("data_dir", "LECTERN_DATA_DIR"),
-    ("database_url", "DATABASE_URL"),
-    ("storage", "LECTERN_STORAGE"),
-    ("fs_root", "LECTERN_FS_ROOT"),
-    ("s3_endpoint", "LECTERN_S3_ENDPOINT"),
-    ("s3_region", "LECTERN_S3_REGION"),
-    ("s3_bucket", "LECTERN_S3_BUCKET"),
-    ("s3_access_key_id", "LECTERN_S3_ACCESS_KEY_ID"),
-    ("s3_secret_access_key", "LECTERN_S3_SECRET_ACCESS_KEY"),
-    ("s3_path_style", "LECTERN_S3_PATH_STYLE"),
-    ("serve_workers", "LECTERN_SERVE_WORKERS"),
-    ("log_format", "LECTERN_LOG_FORMAT"),
-    ("worker_concurrency", "LECTERN_WORKER_CONCURRENCY"),
-    ("job_lease_secs", "LECTERN_JOB_LEASE_SECS"),
-    ("worker_drain_secs", "LECTERN_WORKER_DRAIN_SECS"),
-    ("chunk_threshold_secs", "LECTERN_CHUNK_THRESHOLD_SECS"),
-    ("chunk_secs", "LECTERN_CHUNK_SECS"),
-    ("field_keys", crypto::FIELD_KEYS_VAR),
-    ("blind_index_key", crypto::BLIND_INDEX_KEY_VAR),
-    ("token_key", crypto::TOKEN_KEY_VAR),
-    ("tls_cert", "LECTERN_TLS_CERT"),
-    ("tls_key", "LECTERN_TLS_KEY"),
-    ("trusted_proxies", "LECTERN_TRUSTED_PROXIES"),
-    ("audit_retention_days", "LECTERN_AUDIT_RETENTION_DAYS"),
-    ("upload_max_bytes", "LECTERN_UPLOAD_MAX_BYTES"),
-    ("upload_ttl_secs", "LECTERN_UPLOAD_TTL_SECS"),
-    ("upload_org_max_bytes", "LECTERN_UPLOAD_ORG_MAX_BYTES"),
-    (
-        "upload_org_max_concurrent",
-        "LECTERN_UPLOAD_ORG_MAX_CONCURRENT",
-    ),
-    ("upload_profile", "LECTERN_UPLOAD_PROFILE"),
-    ("pull_allow", "LECTERN_PULL_ALLOW"),
-    ("pull_max_bytes", "LECTERN_PULL_MAX_BYTES"),
-    ("pull_timeout_secs", "LECTERN_PULL_TIMEOUT_SECS"),
-    ("pull_idle_secs", "LECTERN_PULL_IDLE_SECS"),
-    ("drop_prefix", "LECTERN_DROP_PREFIX"),
-    ("drop_org", "LECTERN_DROP_ORG"),
-    ("drop_profile", "LECTERN_DROP_PROFILE"),
-    ("drop_interval_secs", "LECTERN_DROP_INTERVAL_SECS"),
-    ("drop_settle_secs", "LECTERN_DROP_SETTLE_SECS"),
-    ("webhook_allow", "LECTERN_WEBHOOK_ALLOW"),
-    ("player_dir", "LECTERN_PLAYER_DIR"),
-    ("playback_keys", "LECTERN_PLAYBACK_KEYS"),
-    ("playback_token_ttl", "LECTERN_PLAYBACK_TOKEN_TTL"),
-    ("media_base_url", "LECTERN_MEDIA_BASE_URL"),
-    ("origin_cache_mib", "LECTERN_ORIGIN_CACHE_MIB"),
-    ("progress_backend", "LECTERN_PROGRESS_BACKEND"),
-    ("redis_url", "REDIS_URL"),
-    ("progress_redis_prefix", "LECTERN_PROGRESS_REDIS_PREFIX"),
-    ("progress_flush_interval", "LECTERN_PROGRESS_FLUSH_INTERVAL"),
-    ("bench_noop", "LECTERN_BENCH_NOOP"),
-];
-
-/// Raw values with their origins, before validation.
-struct Raw(BTreeMap<&'static str, (String, Origin)>);
-
-impl Raw {
-    fn get(&self, key: &str) -> Option<(&str, &Origin)> {
-        self.0.get(key).map(|(v, o)| (v.as_str(), o))
-    }
-
-    fn str_or(&self, key: &str, default: &str) -> String {
-        self.get(key)
-            .map_or(default.to_string(), |(v, _)| v.to_string())
-    }
-
-    fn required(&self, key: &'static str, why: &str) -> Result<String, ConfigError> {
-        match self.get(key) {
-            Some((v, _)) if !v.is_empty() => Ok(v.to_string()),
-            _ => Err(ConfigError::new(env_name(key), format!("required {why}"))),
-        }
-    }
-
-    fn parse<T>(&self, key: &'static str, expected: &str) -> Result<Option<T>, ConfigError>
-    where
-        T: std::str::FromStr,
-    {
-        match self.get(key) {
-            None => Ok(None),
-            Some((v, origin)) => v.parse().map(Some).map_err(|_| {
-                ConfigError::new(origin.to_string(), format!("{v:?} is not {expected}"))
-            }),
-        }
-    }
-}
-
-/// Upload limits; every one defaults to `TusConfig::default()`.
-fn upload_settings(raw: &Raw) -> Result<lectern_ingest::tus::TusConfig, ConfigError> {
-    let mut uploads = lectern_ingest::tus::TusConfig::default();
-    let positive = |key: &'static str, what: &str| -> Result<Option<u64>, ConfigError> {
-        match raw.parse::<u64>(key, what)? {
-            Some(0) => Err(ConfigError::new(env_name(key), "must be at least 1")),
-            v => Ok(v),
-        }
-    };
-    if let Some(v) = positive("upload_max_bytes", "a number of bytes")? {
-        uploads.max_upload_size = v;
-    }
-    if let Some(v) = positive("upload_ttl_secs", "a number of seconds")? {
-        uploads.upload_ttl = std::time::Duration::from_secs(v);
-    }
-    if let Some(v) = positive("upload_org_max_bytes", "a number of bytes")? {
-        uploads.quota.max_bytes_in_flight = v;
-    }
-    if let Some(v) = positive("upload_org_max_concurrent", "a whole number")? {
-        uploads.quota.max_concurrent_uploads = u32::try_from(v).map_err(|_| {
-            ConfigError::new(env_name("upload_org_max_concurrent"), "is far too large")
-        })?;
-    }
-    if let Some((profile, origin)) = raw.get("upload_profile") {
-        if lectern_pipelines::profiles::builtin(profile).is_err() {
-            return Err(ConfigError::new(
-                origin.to_string(),
-                format!(
-                    "{profile:?} is not an encoding profile; expected one of {}",
-                    lectern_pipelines::profiles::names().join(", ")
-                ),
-            ));
-        }
-        uploads.profile = profile.to_string();
-    }
-    Ok(uploads)
-}
-
-/// URL pulls and the recording-drop watcher. Pulls and drops default to
-/// the upload profile.
-fn intake_settings(
-    raw: &Raw,
-    upload_profile: &str,
-) -> Result<
-    (
-        lectern_ingest::pull::PullConfig,
-        Option<lectern_ingest::drops::DropConfig>,
-    ),
-    ConfigError,
-> {
-    use std::time::Duration;
-    let positive = |key: &'static str, what: &str| -> Result<Option<u64>, ConfigError> {
-        match raw.parse::<u64>(key, what)? {
-            Some(0) => Err(ConfigError::new(env_name(key), "must be at least 1")),
-            v => Ok(v),
-        }
-    };
-    let profiles: Vec<String> = lectern_pipelines::profiles::names()
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    let mut pulls = lectern_ingest::pull::PullConfig {
-        default_profile: upload_profile.to_owned(),
-        profiles: profiles.clone(),
-        ..Default::default()
-    };
-    if let Some((v, origin)) = raw.get("pull_allow") {
-        pulls.allow = v
-            .parse()
-            .map_err(|m: String| ConfigError::new(origin.to_string(), m))?;
-    }
-    if let Some(v) = positive("pull_max_bytes", "a number of bytes")? {
-        pulls.max_bytes = v;
-    }
-    if let Some(v) = positive("pull_timeout_secs", "a number of seconds")? {
-        pulls.total_timeout = Duration::from_secs(v);
-    }
-    if let Some(v) = positive("pull_idle_secs", "a number of seconds")? {
-        pulls.idle_timeout = Duration::from_secs(v);
-    }
-    let drops = match (raw.get("drop_prefix"), raw.get("drop_org")) {
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(ConfigError::new(
-                env_name("drop_org"),
-                "required with LECTERN_DROP_PREFIX: the organisation (name or id) dropped recordings belong to",
-            ))
-        }
-        (None, Some(_)) => {
-            return Err(ConfigError::new(
-                env_name("drop_prefix"),
-                "required with LECTERN_DROP_ORG: the storage prefix to watch, e.g. `drops/live/`",
-            ))
-        }
-        (Some((prefix, origin)), Some((org, _))) => {
-            let trimmed = prefix.trim_end_matches('/');
-            if trimmed.is_empty() || lectern_storage::validate_key(trimmed).is_err() {
-                return Err(ConfigError::new(
-                    origin.to_string(),
-                    format!("{prefix:?} is not a storage prefix like `drops/live/`"),
-                ));
-            }
-            let mut drops = lectern_ingest::drops::DropConfig::new(prefix, org);
-            drops.profile = upload_profile.to_owned();
-            if let Some((profile, origin)) = raw.get("drop_profile") {
-                if !profiles.iter().any(|p| p == profile) {
-                    return Err(ConfigError::new(
-                        origin.to_string(),
-                        format!(
-                            "{profile:?} is not an encoding profile; expected one of {}",
-                            profiles.join(", ")
-                        ),
-                    ));
-                }
-                drops.profile = profile.to_owned();
-            }
-            if let Some(v) = positive("drop_interval_secs", "a number of seconds")? {
-                drops.interval = Duration::from_secs(v);
-            }
-            if let Some(v) = positive("drop_settle_secs", "a number of seconds")? {
-                drops.settle = Duration::from_secs(v);
-            }
-            Some(drops)
-        }
-    };
-    Ok((pulls, drops))
-}
-
-fn env_name(key: &str) -> &'static str {
-    SETTINGS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, e)| *e)
-        .expect("every key is in SETTINGS")
-}
-
 impl Config {
     /// Loads from the process environment and, if given (or named by
     /// `LECTERN_CONFIG`), a TOML file.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let env: BTreeMap<String, String> = std::env::vars().collect();
+        // Lossy: a variable that is not Unicode is still refused by name.
+        let env: BTreeMap<String, String> = std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect();
         Self::from_sources(file, &env)
     }
 
@@ -399,217 +158,261 @@ impl Config {
         file: Option<&Path>,
         env: &BTreeMap<String, String>,
     ) -> Result<Self, ConfigError> {
-        let mut raw = BTreeMap::new();
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| env.get("LECTERN_CONFIG").map(PathBuf::from));
-        if let Some(path) = file {
-            read_file(&path, &mut raw)?;
-        }
-        for (key, var) in SETTINGS {
-            if let Some(v) = env.get(*var) {
-                raw.insert(*key, (v.clone(), Origin::Env(var)));
-            }
-        }
-        let unknown: Vec<&String> = env
-            .keys()
-            .filter(|k| k.starts_with("LECTERN_") && !is_known_env(k))
-            .collect();
-        if let Some(var) = unknown.first() {
-            return Err(ConfigError::new(
-                var.as_str(),
-                "unknown setting (see README.md, Configuration)",
-            ));
-        }
-        Self::validate(Raw(raw))
+        let values = Values::gather(SETTINGS, file, env)?;
+        let settings = Settings::read(&values)?;
+        Self::validate(settings, &values)
     }
 
-    fn validate(raw: Raw) -> Result<Self, ConfigError> {
-        let http_addr = raw
-            .parse::<SocketAddr>("http_addr", "an address like 127.0.0.1:8080")?
-            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080)));
-        let data_dir = PathBuf::from(raw.str_or("data_dir", ".lectern"));
-        let database = match raw.get("database_url") {
+    /// Checks what no single setting can: required companions, lower
+    /// bounds, keys that must parse together. Errors name where the value
+    /// came from, or the variable to set.
+    fn validate(s: Settings, values: &Values<Key>) -> Result<Self, ConfigError> {
+        use std::time::Duration as D;
+        let fail = |key: Key, message: &str| ConfigError::new(values.at(key), message);
+        let ensure =
+            |ok: bool, key: Key, message: &str| if ok { Ok(()) } else { Err(fail(key, message)) };
+        let required = |key: Key, value: &Option<String>, why: &str| match value {
+            Some(v) if !v.is_empty() => Ok(v.clone()),
+            _ => Err(fail(key, &format!("required {why}"))),
+        };
+
+        let database = match &s.database_url {
             None => DatabaseConfig::Embedded,
-            Some((url, origin)) => {
-                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                    return Err(ConfigError::new(
-                        origin.to_string(),
-                        "must be a postgres:// or postgresql:// URL",
-                    ));
-                }
-                DatabaseConfig::Url(url.to_string())
-            }
+            Some(url) => DatabaseConfig::Url(url.expose().to_owned()),
         };
-        let storage = match raw.get("storage") {
-            None | Some(("fs", _)) => StorageConfig::Fs {
-                root: raw
-                    .get("fs_root")
-                    .map_or_else(|| data_dir.join("storage"), |(v, _)| PathBuf::from(v)),
+        let storage = match s.storage {
+            StorageBackend::Fs => StorageConfig::Fs {
+                root: s
+                    .fs_root
+                    .clone()
+                    .unwrap_or_else(|| s.data_dir.join("storage")),
             },
-            Some(("s3", _)) => {
+            StorageBackend::S3 => {
                 let why = "when LECTERN_STORAGE=s3";
+                let secret = s
+                    .s3_secret_access_key
+                    .as_ref()
+                    .map(|k| k.expose().to_owned());
                 StorageConfig::S3(S3Config {
-                    endpoint: raw.get("s3_endpoint").map(|(v, _)| v.to_string()),
-                    region: raw.str_or("s3_region", "us-east-1"),
-                    bucket: raw.required("s3_bucket", why)?,
-                    access_key_id: raw.required("s3_access_key_id", why)?,
-                    secret_access_key: raw.required("s3_secret_access_key", why)?,
-                    path_style: raw
-                        .parse::<bool>("s3_path_style", "true or false")?
-                        .unwrap_or(false),
+                    endpoint: s.s3_endpoint.clone(),
+                    region: s.s3_region.clone(),
+                    bucket: required(Key::s3_bucket, &s.s3_bucket, why)?,
+                    access_key_id: required(Key::s3_access_key_id, &s.s3_access_key_id, why)?,
+                    secret_access_key: required(Key::s3_secret_access_key, &secret, why)?,
+                    path_style: s.s3_path_style,
                 })
             }
-            Some((other, origin)) => {
-                return Err(ConfigError::new(
-                    origin.to_string(),
-                    format!("{other:?} is not a storage backend; expected `fs` or `s3`"),
-                ))
-            }
         };
-        let serve_workers = raw.parse::<usize>("serve_workers", "a whole number")?;
-        let log_format = match raw.get("log_format") {
-            None | Some(("text", _)) => LogFormat::Text,
-            Some(("json", _)) => LogFormat::Json,
-            Some((other, origin)) => {
-                return Err(ConfigError::new(
-                    origin.to_string(),
-                    format!("{other:?} is not a log format; expected `text` or `json`"),
-                ))
-            }
-        };
+        ensure(
+            s.http_header_timeout >= D::from_secs(1),
+            Key::http_header_timeout,
+            "must be at least a second",
+        )?;
+        ensure(
+            s.worker_concurrency != Some(0),
+            Key::worker_concurrency,
+            "must be at least 1",
+        )?;
+        ensure(
+            s.job_lease_secs >= 3,
+            Key::job_lease_secs,
+            "must be at least 3 seconds (the lease is renewed every third of it)",
+        )?;
+        ensure(
+            s.chunk_secs >= 10,
+            Key::chunk_secs,
+            "must be at least 10 seconds (each chunk is a job with its own start-up cost)",
+        )?;
         let worker = WorkerSettings {
-            concurrency: raw.parse::<usize>("worker_concurrency", "a whole number")?,
-            lease_secs: raw
-                .parse::<u64>("job_lease_secs", "a whole number of seconds")?
-                .unwrap_or(60),
-            drain_secs: raw
-                .parse::<u64>("worker_drain_secs", "a whole number of seconds")?
-                .unwrap_or(30),
-            chunking: {
-                // 30 minutes: shorter sources finish soon enough whole, and a
-                // whole encode publishes its first segments progressively.
-                let threshold = raw
-                    .parse::<u64>("chunk_threshold_secs", "a whole number of seconds")?
-                    .unwrap_or(1800);
-                let chunk = raw
-                    .parse::<u64>("chunk_secs", "a whole number of seconds")?
-                    .unwrap_or(120);
-                if chunk < 10 {
-                    return Err(ConfigError::new(
-                        "LECTERN_CHUNK_SECS",
-                        "must be at least 10 seconds (each chunk is a job with its own start-up cost)",
-                    ));
-                }
-                (threshold > 0).then_some(lectern_pipelines::stage::ChunkingConfig {
-                    threshold_s: threshold as f64,
-                    chunk_s: chunk as f64,
-                })
-            },
+            concurrency: s.worker_concurrency,
+            lease_secs: s.job_lease_secs,
+            drain_secs: s.worker_drain_secs,
+            chunking: (s.chunk_threshold_secs > 0).then_some(
+                lectern_pipelines::stage::ChunkingConfig {
+                    threshold_s: s.chunk_threshold_secs as f64,
+                    chunk_s: s.chunk_secs as f64,
+                },
+            ),
         };
-        if worker.concurrency == Some(0) {
-            return Err(ConfigError::new(
-                "LECTERN_WORKER_CONCURRENCY",
-                "must be at least 1",
-            ));
-        }
-        if worker.lease_secs < 3 {
-            return Err(ConfigError::new(
-                "LECTERN_JOB_LEASE_SECS",
-                "must be at least 3 seconds (the lease is renewed every third of it)",
-            ));
-        }
-        let identity_keys = match (
-            raw.get("field_keys"),
-            raw.get("blind_index_key"),
-            raw.get("token_key"),
-        ) {
-            (None, None, None) => None,
-            (Some((f, _)), Some((b, _)), Some((t, _))) => {
-                let keys = IdentityKeys {
-                    field_keys: f.to_string(),
-                    blind_index_key: b.to_string(),
-                    token_key: t.to_string(),
-                };
-                keys.keyring()?;
-                Some(keys)
-            }
-            _ => {
-                let missing = ["field_keys", "blind_index_key", "token_key"]
-                    .into_iter()
-                    .find(|k| raw.get(k).is_none())
-                    .expect("one of them is missing");
-                return Err(ConfigError::new(
-                    env_name(missing),
+
+        let identity = [
+            (Key::field_keys, &s.field_keys),
+            (Key::blind_index_key, &s.blind_index_key),
+            (Key::token_key, &s.token_key),
+        ];
+        if identity.iter().any(|(_, v)| v.is_some()) {
+            if let Some((missing, _)) = identity.iter().find(|(_, v)| v.is_none()) {
+                return Err(fail(
+                    *missing,
                     "required when any identity key is set (all three, or none in embedded mode)",
                 ));
             }
-        };
-        let tls = match (raw.get("tls_cert"), raw.get("tls_key")) {
-            (None, None) => None,
-            (Some((cert, _)), Some((key, _))) => Some(TlsConfig {
-                cert: PathBuf::from(cert),
-                key: PathBuf::from(key),
-            }),
-            (None, Some(_)) => {
-                return Err(ConfigError::new(
-                    "LECTERN_TLS_CERT",
-                    "required with LECTERN_TLS_KEY",
-                ))
-            }
-            (Some(_), None) => {
-                return Err(ConfigError::new(
-                    "LECTERN_TLS_KEY",
-                    "required with LECTERN_TLS_CERT",
-                ))
-            }
-        };
-        let trusted_proxies = match raw.get("trusted_proxies") {
-            None => TrustedProxies::default(),
-            Some((v, origin)) => {
-                TrustedProxies::parse(v).map_err(|m| ConfigError::new(origin.to_string(), m))?
-            }
-        };
-        let audit_retention_days = raw
-            .parse::<u32>("audit_retention_days", "a number of days")?
-            .unwrap_or(MIN_AUDIT_RETENTION_DAYS);
-        if audit_retention_days < MIN_AUDIT_RETENTION_DAYS {
-            return Err(ConfigError::new(
-                env_name("audit_retention_days"),
-                format!("must be at least {MIN_AUDIT_RETENTION_DAYS} days"),
-            ));
+            identity_keyring(&s)?;
         }
-        let uploads = upload_settings(&raw)?;
-        let (pulls, drops) = intake_settings(&raw, &uploads.profile)?;
-        let webhook_allow = match raw.get("webhook_allow") {
-            None => Default::default(),
-            Some((v, origin)) => v
-                .parse()
-                .map_err(|m| ConfigError::new(origin.to_string(), m))?,
+
+        let tls = match (&s.tls_cert, &s.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(TlsConfig {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, Some(_)) => return Err(fail(Key::tls_cert, "required with LECTERN_TLS_KEY")),
+            (Some(_), None) => return Err(fail(Key::tls_key, "required with LECTERN_TLS_CERT")),
         };
-        let player_dir =
-            PathBuf::from(raw.str_or("player_dir", lectern_api::demo::DEFAULT_PLAYER_DIR));
-        let playback = playback_settings(&raw)?;
-        let progress = progress_settings(&raw)?;
+        ensure(
+            s.audit_retention_days >= MIN_AUDIT_RETENTION_DAYS,
+            Key::audit_retention_days,
+            &format!("must be at least {MIN_AUDIT_RETENTION_DAYS} days"),
+        )?;
+
+        for (key, v) in [
+            (Key::upload_max_bytes, s.upload_max_bytes.0),
+            (Key::upload_ttl_secs, s.upload_ttl_secs),
+            (Key::upload_org_max_bytes, s.upload_org_max_bytes.0),
+            (
+                Key::upload_org_max_concurrent,
+                u64::from(s.upload_org_max_concurrent),
+            ),
+            (Key::pull_max_bytes, s.pull_max_bytes.0),
+            (Key::pull_timeout_secs, s.pull_timeout_secs),
+            (Key::pull_idle_secs, s.pull_idle_secs),
+            (Key::drop_interval_secs, s.drop_interval_secs),
+            (Key::drop_settle_secs, s.drop_settle_secs),
+            (
+                Key::pull_org_max_concurrent,
+                u64::from(s.pull_org_max_concurrent),
+            ),
+            (Key::pull_org_max_bytes, s.pull_org_max_bytes.0),
+            (Key::upload_min_transfer, s.upload_min_transfer.0),
+            (
+                Key::upload_min_transfer_window,
+                s.upload_min_transfer_window.as_secs(),
+            ),
+            (Key::upload_lease, s.upload_lease.as_secs()),
+            (
+                Key::webhook_endpoint_concurrency,
+                u64::from(s.webhook_endpoint_concurrency),
+            ),
+            (
+                Key::webhook_max_in_flight,
+                u64::from(s.webhook_max_in_flight),
+            ),
+        ] {
+            ensure(v >= 1, key, "must be at least 1")?;
+        }
+        let upload_profile = s.upload_profile.0.clone();
+        let uploads = lectern_ingest::tus::TusConfig {
+            max_upload_size: s.upload_max_bytes.0,
+            upload_ttl: D::from_secs(s.upload_ttl_secs),
+            quota: lectern_ingest::tus::OrganisationQuota {
+                max_bytes_in_flight: s.upload_org_max_bytes.0,
+                max_concurrent_uploads: s.upload_org_max_concurrent,
+            },
+            profile: upload_profile.clone(),
+            min_transfer: lectern_ingest::tus::TransferFloor {
+                bytes: s.upload_min_transfer.0,
+                window: s.upload_min_transfer_window,
+            },
+            lease: s.upload_lease,
+        };
+        let pulls = lectern_ingest::pull::PullConfig {
+            max_bytes: s.pull_max_bytes.0,
+            total_timeout: D::from_secs(s.pull_timeout_secs),
+            idle_timeout: D::from_secs(s.pull_idle_secs),
+            allow: s.pull_allow.clone().unwrap_or_default(),
+            default_profile: upload_profile.clone(),
+            profiles: lectern_pipelines::profiles::names()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            quota: lectern_ingest::pull::PullQuota {
+                max_concurrent_pulls: s.pull_org_max_concurrent,
+                max_bytes_in_flight: s.pull_org_max_bytes.0,
+            },
+            ..Default::default()
+        };
+        let drops = match (&s.drop_prefix, &s.drop_org) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(fail(
+                    Key::drop_org,
+                    "required with LECTERN_DROP_PREFIX: the organisation (name or id) dropped recordings belong to",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(fail(
+                    Key::drop_prefix,
+                    "required with LECTERN_DROP_ORG: the storage prefix to watch, e.g. `drops/live/`",
+                ))
+            }
+            (Some(prefix), Some(org)) => {
+                let mut drops = lectern_ingest::drops::DropConfig::new(&prefix.0, org);
+                drops.profile = s
+                    .drop_profile
+                    .as_ref()
+                    .map_or(upload_profile.clone(), |p| p.0.clone());
+                drops.interval = D::from_secs(s.drop_interval_secs);
+                drops.settle = D::from_secs(s.drop_settle_secs);
+                Some(drops)
+            }
+        };
+
+        if let Some(keys) = &s.playback_keys {
+            lectern_secrets::playback::parse_keys(keys.expose())
+                .map_err(|m| fail(Key::playback_keys, &m))?;
+        }
+        ensure(
+            s.playback_token_ttl >= D::from_secs(60),
+            Key::playback_token_ttl,
+            "must be at least a minute, like 21600, 90m or 6h",
+        )?;
+        ensure(
+            s.origin_cache_mib <= 1024 * 1024,
+            Key::origin_cache_mib,
+            "must be at most 1048576 (1 TiB); 0 turns the cache off",
+        )?;
+
+        let backend = match s.progress_backend {
+            ProgressBackendKind::Memory => lectern_learning::ProgressBackend::Memory,
+            ProgressBackendKind::Redis => {
+                let url = s.redis_url.as_ref().map(|u| u.expose().to_owned());
+                let url = required(Key::redis_url, &url, "when LECTERN_PROGRESS_BACKEND=redis")?;
+                ensure(
+                    url.starts_with("redis://") || url.starts_with("rediss://"),
+                    Key::redis_url,
+                    "must be a redis:// or rediss:// URL",
+                )?;
+                lectern_learning::ProgressBackend::Redis {
+                    url,
+                    prefix: s.progress_redis_prefix.clone(),
+                }
+            }
+        };
+        ensure(
+            (D::from_millis(100)..=D::from_secs(60)).contains(&s.progress_flush_interval),
+            Key::progress_flush_interval,
+            "must be between 100ms and 60s, like 2, 2s or 500ms",
+        )?;
+        let progress = lectern_learning::ProgressSettings {
+            backend,
+            flush_interval: s.progress_flush_interval,
+            bench_noop: s.bench_noop,
+        };
+
         Ok(Config {
-            http_addr,
-            data_dir,
             database,
             storage,
-            serve_workers,
-            log_format,
             worker,
-            identity_keys,
             tls,
-            trusted_proxies,
-            audit_retention_days,
+            trusted_proxies: s.trusted_proxies.clone().unwrap_or_default(),
             uploads,
             pulls,
             drops,
-            webhook_allow,
-            player_dir,
-            playback,
+            webhook_allow: s.webhook_allow.clone().unwrap_or_default(),
+            webhook_endpoint_concurrency: s.webhook_endpoint_concurrency,
+            webhook_max_in_flight: s.webhook_max_in_flight as usize,
             progress,
+            settings: s,
         })
     }
 
@@ -617,52 +420,64 @@ impl Config {
     /// into `<data_dir>/keys.toml` (mode 0600) so a demo needs no setup;
     /// `None` with an external database and no keys configured.
     pub fn keyring(&self) -> Result<Option<Keyring>, ConfigError> {
-        if let Some(keys) = &self.identity_keys {
-            return keys.keyring().map(Some);
+        if self.settings.field_keys.is_some() {
+            return identity_keyring(&self.settings).map(Some);
         }
         if !self.is_embedded() {
             return Ok(None);
         }
-        let path = self.data_dir.join("keys.toml");
-        let field = path.display().to_string();
+        let path = self.settings.data_dir.join("keys.toml");
         if !path.exists() {
             write_generated_keys(&path).map_err(|e| {
-                ConfigError::new(&field, format!("cannot write generated keys: {e}"))
+                ConfigError::new(
+                    path.display().to_string(),
+                    format!("cannot write generated keys: {e}"),
+                )
             })?;
         }
-        let mut raw = BTreeMap::new();
-        read_file(&path, &mut raw)?;
-        let get = |key: &'static str| {
-            raw.get(key)
-                .map(|(v, _)| v.clone())
-                .ok_or_else(|| ConfigError::new(format!("`{key}` in {field}"), "missing"))
+        let file = Values::from_file(SETTINGS, &path)?;
+        let get = |key: Key| {
+            file.text(key)
+                .ok_or_else(|| ConfigError::new(file_key(key, &path), "missing"))
         };
-        IdentityKeys {
-            field_keys: get("field_keys")?,
-            blind_index_key: get("blind_index_key")?,
-            token_key: get("token_key")?,
-        }
-        .keyring()
+        Keyring::parse(
+            get(Key::field_keys)?,
+            get(Key::blind_index_key)?,
+            get(Key::token_key)?,
+        )
+        .map_err(|e| ConfigError::new(e.variable, e.message))
         .map(Some)
     }
 
     /// Plain HTTP is served only on loopback or behind a configured trusted
     /// proxy (which terminates TLS); anything else needs a certificate.
     pub fn check_transport(&self) -> Result<(), ConfigError> {
-        if self.tls.is_none()
-            && !self.http_addr.ip().is_loopback()
-            && self.trusted_proxies.is_empty()
-        {
+        let addr = self.settings.http_addr;
+        if self.tls.is_none() && !addr.ip().is_loopback() && self.trusted_proxies.is_empty() {
             return Err(ConfigError::new(
-                "LECTERN_HTTP_ADDR",
+                var(Key::http_addr),
                 format!(
-                    "{} is not loopback: configure LECTERN_TLS_CERT and LECTERN_TLS_KEY, \
-                     or LECTERN_TRUSTED_PROXIES for a TLS-terminating proxy",
-                    self.http_addr
+                    "{addr} is not loopback: configure LECTERN_TLS_CERT and LECTERN_TLS_KEY, \
+                     or LECTERN_TRUSTED_PROXIES for a TLS-terminating proxy"
                 ),
             ));
         }
         Ok(())
+    }
+
+    /// The `outbox` notifier keeps one-time codes and invitations in a
+    /// table, in the clear: fine for a private embedded database, not for a
+    /// shared one unless an operator says this deployment is development.
+    pub fn check_dev_outbox(&self) -> Result<(), ConfigError> {
+        if self.is_embedded() || self.settings.dev_outbox {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            var(Key::dev_outbox),
+            "with DATABASE_URL, one-time codes and invitations would be kept in the \
+             database's `outbox` table in the clear, which is for development only; set \
+             LECTERN_DEV_OUTBOX=true if this deployment is one",
+        ))
     }
 
     pub fn is_embedded(&self) -> bool {
@@ -673,166 +488,11 @@ impl Config {
     /// single process is a complete Lectern; none beside an external
     /// database, where `lectern worker` processes scale separately.
     pub fn effective_serve_workers(&self) -> usize {
-        self.serve_workers
+        self.settings
+            .serve_workers
             .unwrap_or(if self.is_embedded() { 1 } else { 0 })
     }
-}
 
-/// The media origin's token settings (validated at load). No `Debug` of
-/// the keys: anyone holding them can mint playback for every video.
-#[derive(Clone)]
-pub struct PlaybackSettings {
-    /// `None`: generated into `<data_dir>/playback_keys.toml` in embedded
-    /// mode; with an external database media then answers 503.
-    keys: Option<String>,
-    pub token_ttl: std::time::Duration,
-    pub media_base_url: Option<String>,
-    /// Memory for hot segments in the origin; 0 reads storage every time.
-    pub origin_cache_bytes: u64,
-}
-
-impl fmt::Debug for PlaybackSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlaybackSettings")
-            .field("keys", &self.keys.as_ref().map(|_| "<redacted>"))
-            .field("token_ttl", &self.token_ttl)
-            .field("media_base_url", &self.media_base_url)
-            .field("origin_cache_bytes", &self.origin_cache_bytes)
-            .finish()
-    }
-}
-
-fn playback_settings(raw: &Raw) -> Result<PlaybackSettings, ConfigError> {
-    let keys = match raw.get("playback_keys") {
-        None => None,
-        Some((v, origin)) => {
-            lectern_secrets::playback::parse_keys(v)
-                .map_err(|m| ConfigError::new(origin.to_string(), m))?;
-            Some(v.to_string())
-        }
-    };
-    let token_ttl = match raw.get("playback_token_ttl") {
-        None => lectern_delivery::DEFAULT_TOKEN_TTL,
-        Some((v, origin)) => parse_duration(v)
-            .filter(|d| d.as_secs() >= 60)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    origin.to_string(),
-                    format!("{v:?} is not a duration of at least a minute, like 21600, 90m or 6h"),
-                )
-            })?,
-    };
-    let media_base_url = match raw.get("media_base_url") {
-        None => None,
-        Some((v, origin)) => {
-            let ok = (v.starts_with("https://") || v.starts_with("http://"))
-                && !v.contains(['?', '#', ' '])
-                && v.len() > "https://".len();
-            if !ok {
-                return Err(ConfigError::new(
-                    origin.to_string(),
-                    format!("{v:?} is not a base URL like https://cdn.example.org"),
-                ));
-            }
-            Some(v.trim_end_matches('/').to_string())
-        }
-    };
-    let origin_cache_bytes = match raw.get("origin_cache_mib") {
-        None => lectern_delivery::cache::DEFAULT_CAPACITY_BYTES,
-        Some((v, origin)) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|mib| *mib <= 1024 * 1024)
-            .map(|mib| mib * 1024 * 1024)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    origin.to_string(),
-                    format!("{v:?} is not a size in MiB, like 256 (0 turns the cache off)"),
-                )
-            })?,
-    };
-    Ok(PlaybackSettings {
-        keys,
-        token_ttl,
-        media_base_url,
-        origin_cache_bytes,
-    })
-}
-
-/// `LECTERN_PROGRESS_*`: the heartbeat absorber (`memory`, or `redis` at
-/// `REDIS_URL` so several API nodes share it) and the flush interval.
-fn progress_settings(raw: &Raw) -> Result<lectern_learning::ProgressSettings, ConfigError> {
-    use lectern_learning::{ProgressBackend, ProgressSettings};
-    let backend = match raw.get("progress_backend") {
-        None | Some(("memory", _)) => ProgressBackend::Memory,
-        Some(("redis", _)) => {
-            let url = raw.required("redis_url", "when LECTERN_PROGRESS_BACKEND=redis")?;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(ConfigError::new(
-                    env_name("redis_url"),
-                    "must be a redis:// or rediss:// URL",
-                ));
-            }
-            ProgressBackend::Redis {
-                url,
-                prefix: raw.str_or("progress_redis_prefix", "lectern:progress:"),
-            }
-        }
-        Some((other, origin)) => {
-            return Err(ConfigError::new(
-                origin.to_string(),
-                format!("{other:?} is not a progress backend; expected `memory` or `redis`"),
-            ))
-        }
-    };
-    let mut progress = ProgressSettings {
-        backend,
-        ..ProgressSettings::default()
-    };
-    if let Some((v, origin)) = raw.get("progress_flush_interval") {
-        let text = v.trim();
-        let seconds = match text.strip_suffix("ms") {
-            Some(ms) => ms.trim().parse::<f64>().ok().map(|ms| ms / 1000.0),
-            None => text.trim_end_matches('s').trim().parse::<f64>().ok(),
-        };
-        progress.flush_interval = seconds
-            .filter(|s| (0.1..=60.0).contains(s))
-            .map(std::time::Duration::from_secs_f64)
-            .ok_or_else(|| {
-                ConfigError::new(
-                    origin.to_string(),
-                    format!("{v:?} is not an interval between 100ms and 60s, like 2, 2s or 500ms"),
-                )
-            })?;
-    }
-    progress.bench_noop = match raw.get("bench_noop") {
-        None | Some(("0" | "false", _)) => false,
-        Some(("1" | "true", _)) => true,
-        Some((v, origin)) => {
-            return Err(ConfigError::new(
-                origin.to_string(),
-                format!("{v:?} is not 1/true or 0/false"),
-            ))
-        }
-    };
-    Ok(progress)
-}
-
-/// Seconds, or a number with an `s`, `m` or `h` suffix.
-fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    let text = text.trim();
-    let (number, unit) = match text.char_indices().last()? {
-        (i, 's') => (&text[..i], 1),
-        (i, 'm') => (&text[..i], 60),
-        (i, 'h') => (&text[..i], 3600),
-        _ => (text, 1),
-    };
-    let n: u64 = number.trim().parse().ok()?;
-    n.checked_mul(unit).map(std::time::Duration::from_secs)
-}
-
-impl Config {
     /// The origin's playback signer: configured keys; in embedded mode a key
     /// generated once into `<data_dir>/playback_keys.toml` (mode 0600) so
     /// tokens survive restarts; with an external database and no keys, none
@@ -840,12 +500,11 @@ impl Config {
     pub fn playback(&self) -> Result<lectern_delivery::Playback, ConfigError> {
         use lectern_delivery::Playback;
         use lectern_secrets::playback as token;
-        let settings = &self.playback;
-        let text = match &settings.keys {
-            Some(k) => Some(k.clone()),
+        let s = &self.settings;
+        let text = match &s.playback_keys {
+            Some(k) => Some(k.expose().to_owned()),
             None if self.is_embedded() => {
-                let path = self.data_dir.join("playback_keys.toml");
-                let field = path.display().to_string();
+                let path = s.data_dir.join("playback_keys.toml");
                 if !path.exists() {
                     let key = token::PlaybackKey::generate("p1").to_setting();
                     write_private_file(
@@ -857,40 +516,55 @@ impl Config {
                         ),
                     )
                     .map_err(|e| {
-                        ConfigError::new(&field, format!("cannot write the generated key: {e}"))
+                        ConfigError::new(
+                            path.display().to_string(),
+                            format!("cannot write the generated key: {e}"),
+                        )
                     })?;
                 }
-                let mut raw = BTreeMap::new();
-                read_file(&path, &mut raw)?;
+                let file = Values::from_file(SETTINGS, &path)?;
                 Some(
-                    raw.get("playback_keys")
-                        .map(|(v, _)| v.clone())
+                    file.text(Key::playback_keys)
                         .ok_or_else(|| {
-                            ConfigError::new(format!("`playback_keys` in {field}"), "missing")
-                        })?,
+                            ConfigError::new(file_key(Key::playback_keys, &path), "missing")
+                        })?
+                        .to_owned(),
                 )
             }
             None => None,
         };
         let keys = match text {
             Some(t) => {
-                token::parse_keys(&t).map_err(|m| ConfigError::new(token::PLAYBACK_KEYS_VAR, m))?
+                token::parse_keys(&t).map_err(|m| ConfigError::new(var(Key::playback_keys), m))?
             }
             None => Vec::new(),
         };
         let cache = lectern_delivery::cache::MediaCache::new(
-            settings.origin_cache_bytes,
+            s.origin_cache_mib << 20,
             lectern_delivery::cache::DEFAULT_REVALIDATE_AFTER,
         );
-        Ok(
-            Playback::new(keys, settings.token_ttl, settings.media_base_url.clone())
-                .with_media_cache(cache),
+        Ok(Playback::new(
+            keys,
+            s.playback_token_ttl,
+            s.media_base_url.as_ref().map(|u| u.0.clone()),
         )
+        .with_media_cache(cache))
     }
 }
 
+fn identity_keyring(s: &Settings) -> Result<Keyring, ConfigError> {
+    let text = |k: &Option<value::Secret>| k.as_ref().map_or("", |k| k.expose()).to_owned();
+    Keyring::parse(
+        &text(&s.field_keys),
+        &text(&s.blind_index_key),
+        &text(&s.token_key),
+    )
+    .map_err(|e| ConfigError::new(e.variable, e.message))
+}
+
 /// Creates `path` with `text`, mode 0600, unless it exists (then the
-/// other writer's file wins, as with the identity keys).
+/// other writer's file wins: two processes starting at once never
+/// overwrite each other's keys).
 fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -911,87 +585,17 @@ fn write_private_file(path: &Path, text: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-fn is_known_env(var: &str) -> bool {
-    // LECTERN_CONFIG names the file; LECTERN_LOG is the tracing filter;
-    // LECTERN_PG_BIN points at PostgreSQL's binaries for embedded mode.
-    matches!(var, "LECTERN_CONFIG" | "LECTERN_LOG" | "LECTERN_PG_BIN")
-        || SETTINGS.iter().any(|(_, e)| *e == var)
-        // Test-only knobs of the suites are not Lectern settings.
-        || var.starts_with("LECTERN_TEST_")
-}
-
-fn read_file(
-    path: &Path,
-    raw: &mut BTreeMap<&'static str, (String, Origin)>,
-) -> Result<(), ConfigError> {
-    let field = path.display().to_string();
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigError::new(&field, format!("cannot read the file: {e}")))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e: toml::de::Error| ConfigError::new(&field, e.message().to_string()))?;
-    for (key, value) in table {
-        let Some((k, _)) = SETTINGS.iter().find(|(k, _)| *k == key) else {
-            return Err(ConfigError::new(
-                format!("`{key}` in {field}"),
-                "unknown setting",
-            ));
-        };
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            other => {
-                return Err(ConfigError::new(
-                    format!("`{key}` in {field}"),
-                    format!(
-                        "expected a string, number or boolean, got {}",
-                        other.type_str()
-                    ),
-                ))
-            }
-        };
-        raw.insert(
-            k,
-            (
-                text,
-                Origin::File {
-                    path: path.to_path_buf(),
-                    key: k,
-                },
-            ),
-        );
-    }
-    Ok(())
-}
-
 fn write_generated_keys(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
     let (field_keys, blind_index_key, token_key) = Keyring::generate_settings();
-    // create_new: two processes starting at once never overwrite each
-    // other's keys (the loser reads the winner's file).
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    write!(
-        file,
-        "# Identity keys generated by Lectern for embedded mode. Losing this file\n\
-         # loses every encrypted personal field. Rotate by putting a new key first:\n\
-         # field_keys = \"k2:<base64 32 bytes>,k1:…\" then `lectern admin rotate-keys`.\n\
-         field_keys = \"{field_keys}\"\nblind_index_key = \"{blind_index_key}\"\ntoken_key = \"{token_key}\"\n"
-    )?;
-    file.sync_all()
+    write_private_file(
+        path,
+        &format!(
+            "# Identity keys generated by Lectern for embedded mode. Losing this file\n\
+             # loses every encrypted personal field. Rotate by putting a new key first:\n\
+             # field_keys = \"k2:<base64 32 bytes>,k1:…\" then `lectern admin rotate-keys`.\n\
+             field_keys = \"{field_keys}\"\nblind_index_key = \"{blind_index_key}\"\ntoken_key = \"{token_key}\"\n"
+        ),
+    )
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
@@ -1034,9 +638,9 @@ mod tests {
             Config::from_sources(None, &env(&[("LECTERN_ORIGIN_CACHE_MIB", "1G")])).unwrap_err();
         assert_eq!(e.field, "LECTERN_ORIGIN_CACHE_MIB");
         let c = Config::from_sources(None, &env(&[("LECTERN_ORIGIN_CACHE_MIB", "0")])).unwrap();
-        assert_eq!(c.playback.origin_cache_bytes, 0);
+        assert_eq!(c.settings.origin_cache_mib, 0);
         let c = Config::from_sources(None, &env(&[("LECTERN_ORIGIN_CACHE_MIB", "64")])).unwrap();
-        assert_eq!(c.playback.origin_cache_bytes, 64 << 20);
+        assert_eq!(c.settings.origin_cache_mib, 64);
 
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("state");
@@ -1048,7 +652,7 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(c.playback.token_ttl.as_secs(), 5400);
+        assert_eq!(c.settings.playback_token_ttl.as_secs(), 5400);
         let asset = uuid::Uuid::new_v4();
         let token = c.playback().unwrap().token(asset, None).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -1084,7 +688,7 @@ mod tests {
     #[test]
     fn defaults_are_embedded_and_local_disk() {
         let c = Config::from_sources(None, &env(&[])).unwrap();
-        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.settings.http_addr.to_string(), "127.0.0.1:8080");
         assert!(c.is_embedded());
         match c.storage {
             StorageConfig::Fs { root } => assert_eq!(root, PathBuf::from(".lectern/storage")),
@@ -1117,11 +721,11 @@ mod tests {
         let path = dir.path().join("lectern.toml");
         std::fs::write(&path, "http_addr = \"0.0.0.0:9000\"\nserve_workers = 3\n").unwrap();
         let c = Config::from_sources(Some(&path), &env(&[])).unwrap();
-        assert_eq!(c.http_addr.to_string(), "0.0.0.0:9000");
-        assert_eq!(c.serve_workers, Some(3));
+        assert_eq!(c.settings.http_addr.to_string(), "0.0.0.0:9000");
+        assert_eq!(c.settings.serve_workers, Some(3));
         let c = Config::from_sources(Some(&path), &env(&[("LECTERN_HTTP_ADDR", "127.0.0.1:1")]))
             .unwrap();
-        assert_eq!(c.http_addr.to_string(), "127.0.0.1:1");
+        assert_eq!(c.settings.http_addr.to_string(), "127.0.0.1:1");
 
         std::fs::write(&path, "serve_workers = \"many\"\n").unwrap();
         let e = Config::from_sources(Some(&path), &env(&[])).unwrap_err();
@@ -1231,5 +835,273 @@ mod tests {
         let e = Config::from_sources(None, &env(&[("LECTERN_AUDIT_RETENTION_DAYS", "30")]))
             .unwrap_err();
         assert_eq!(e.field, "LECTERN_AUDIT_RETENTION_DAYS");
+    }
+
+    #[test]
+    fn every_default_is_valid_and_agrees_with_the_libraries() {
+        let c = Config::from_sources(None, &env(&[])).unwrap();
+        let tus = lectern_ingest::tus::TusConfig::default();
+        assert_eq!(c.uploads.max_upload_size, tus.max_upload_size);
+        assert_eq!(c.uploads.upload_ttl, tus.upload_ttl);
+        assert_eq!(
+            c.uploads.quota.max_bytes_in_flight,
+            tus.quota.max_bytes_in_flight
+        );
+        assert_eq!(
+            c.uploads.quota.max_concurrent_uploads,
+            tus.quota.max_concurrent_uploads
+        );
+        assert_eq!(c.uploads.profile, tus.profile);
+        let pulls = lectern_ingest::pull::PullConfig::default();
+        assert_eq!(c.pulls.max_bytes, pulls.max_bytes);
+        assert_eq!(c.pulls.total_timeout, pulls.total_timeout);
+        assert_eq!(c.pulls.idle_timeout, pulls.idle_timeout);
+        let drops = lectern_ingest::drops::DropConfig::new("p/", "o");
+        assert_eq!(c.settings.drop_interval_secs, drops.interval.as_secs());
+        assert_eq!(c.settings.drop_settle_secs, drops.settle.as_secs());
+        assert_eq!(
+            c.settings.playback_token_ttl,
+            lectern_delivery::DEFAULT_TOKEN_TTL
+        );
+        assert_eq!(
+            c.settings.origin_cache_mib << 20,
+            lectern_delivery::cache::DEFAULT_CAPACITY_BYTES
+        );
+        assert_eq!(
+            c.progress.flush_interval,
+            lectern_learning::ProgressSettings::default().flush_interval
+        );
+        assert_eq!(
+            c.settings.player_dir,
+            PathBuf::from(lectern_api::demo::DEFAULT_PLAYER_DIR)
+        );
+    }
+
+    #[test]
+    fn names_derive_from_fields() {
+        let mut seen = std::collections::BTreeSet::new();
+        for spec in SETTINGS {
+            let var = spec.env();
+            assert!(seen.insert(var.clone()), "{var} twice");
+            let derived = format!("LECTERN_{}", spec.name.to_ascii_uppercase());
+            // The two variables other tools share keep their usual names.
+            assert!(
+                var == derived || ["DATABASE_URL", "REDIS_URL"].contains(&var.as_str()),
+                "{var}"
+            );
+            assert!(!spec.description().is_empty(), "{var} has no description");
+        }
+    }
+
+    /// The README's configuration table is generated from `SETTINGS`;
+    /// `UPDATE_README=1` rewrites it.
+    #[test]
+    fn readme_lists_every_setting() {
+        const BEGIN: &str = "<!-- settings: generated from src/config/settings.rs \
+                             (UPDATE_README=1 cargo nextest run -p lectern readme) -->\n";
+        const END: &str = "<!-- end of settings -->";
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let start = readme
+            .find(BEGIN)
+            .expect("README.md has the settings markers")
+            + BEGIN.len();
+        let end = start
+            + readme[start..]
+                .find(END)
+                .expect("README.md has the end marker");
+        let table = load::readme_table(SETTINGS);
+        if readme[start..end] == table {
+            return;
+        }
+        if std::env::var_os("UPDATE_README").is_some() {
+            let updated = format!("{}{table}{}", &readme[..start], &readme[end..]);
+            std::fs::write(&path, updated).unwrap();
+            return;
+        }
+        panic!(
+            "README.md's settings table differs from src/config/settings.rs; \
+             run `UPDATE_README=1 cargo nextest run -p lectern readme`. Expected:\n{table}"
+        );
+    }
+
+    #[test]
+    fn dev_outbox_is_refused_with_an_external_database_unless_configured() {
+        let external = ("DATABASE_URL", "postgres://db/lectern");
+        let c = Config::from_sources(None, &env(&[external])).unwrap();
+        assert_eq!(
+            c.check_dev_outbox().unwrap_err().field,
+            "LECTERN_DEV_OUTBOX"
+        );
+        let c =
+            Config::from_sources(None, &env(&[external, ("LECTERN_DEV_OUTBOX", "true")])).unwrap();
+        assert!(c.check_dev_outbox().is_ok());
+        let embedded = Config::from_sources(None, &env(&[])).unwrap();
+        assert!(!embedded.settings.dev_outbox);
+        assert!(embedded.check_dev_outbox().is_ok());
+        let e =
+            Config::from_sources(None, &env(&[("LECTERN_DEV_OUTBOX", "yes please")])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_DEV_OUTBOX");
+    }
+
+    #[test]
+    fn a_missing_file_named_by_the_variable_names_the_variable() {
+        let e = Config::from_sources(None, &env(&[("LECTERN_CONFIG", "/nonexistent/l.toml")]))
+            .unwrap_err();
+        assert_eq!(e.field, "LECTERN_CONFIG");
+        assert!(e.message.contains("/nonexistent/l.toml"), "{e}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::select;
+
+        /// Marks every secret a case generates: it must never come back.
+        const MARK: &str = "S3CRET";
+
+        fn secret_vars() -> Vec<&'static str> {
+            vec![
+                "LECTERN_FIELD_KEYS",
+                "LECTERN_BLIND_INDEX_KEY",
+                "LECTERN_TOKEN_KEY",
+                "LECTERN_S3_SECRET_ACCESS_KEY",
+                "LECTERN_PLAYBACK_KEYS",
+                "REDIS_URL",
+                "DATABASE_URL",
+            ]
+        }
+
+        fn plain_value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                "\\PC{0,16}",
+                "[0-9]{1,24}",
+                "[0-9]{1,5}(\\.[0-9])?( ?(ms|s|m|h|KiB|MiB|GiB|TiB))?",
+                select(vec![
+                    "",
+                    " ",
+                    "true",
+                    "false",
+                    "1",
+                    "0",
+                    "fs",
+                    "s3",
+                    "json",
+                    "text",
+                    "memory",
+                    "redis",
+                    "default",
+                    "lecture",
+                    "127.0.0.1:0",
+                    "0.0.0.0:8080",
+                    "[::1]:80",
+                    "10.0.0.0/8",
+                    "example.org",
+                    "https://cdn.example.org",
+                    "drops/live/",
+                    "../x",
+                    "info,sqlx=warn",
+                    "postgres://db/lectern",
+                    "redis://h:6379",
+                ])
+                .prop_map(str::to_owned),
+            ]
+        }
+
+        /// A secret: sometimes well-formed key material, always marked.
+        fn secret_value() -> impl Strategy<Value = String> {
+            let key = "k1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+            prop_oneof![
+                any::<String>().prop_map(|s| format!("{MARK}{s}")),
+                Just(format!("k1:{MARK}AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")),
+                Just(format!("{key},k2:{MARK}")),
+                any::<String>().prop_map(|s| format!("postgres://u:{MARK}{s}@db/x")),
+                any::<String>().prop_map(|s| format!("redis://:{MARK}{s}@h:6379")),
+            ]
+        }
+
+        fn environment() -> impl Strategy<Value = BTreeMap<String, String>> {
+            let known: Vec<String> = SETTINGS.iter().map(|s| s.env()).collect();
+            let var = prop_oneof![
+                8 => select(known),
+                1 => "LECTERN_[A-Z_]{0,12}",
+                1 => "[A-Z_]{1,8}",
+                1 => Just("LECTERN_CONFIG".to_owned()),
+            ];
+            let entry = var.prop_flat_map(|var| {
+                let value = if secret_vars().contains(&var.as_str()) {
+                    secret_value().boxed()
+                } else {
+                    plain_value().boxed()
+                };
+                (Just(var), value)
+            });
+            proptest::collection::vec(entry, 0..10)
+                .prop_map(|entries| entries.into_iter().collect())
+        }
+
+        proptest! {
+            /// Any environment either loads or is refused by an error that
+            /// names a variable — one it holds, or one to set — and no
+            /// secret appears in the error or in the loaded configuration.
+            #[test]
+            fn random_environments_never_panic_and_errors_name_a_variable(env in environment()) {
+                let known: Vec<String> = SETTINGS.iter().map(|s| s.env()).collect();
+                match Config::from_sources(None, &env) {
+                    Ok(config) => {
+                        let shown = format!("{config:?}");
+                        prop_assert!(!shown.contains(MARK), "{}", shown);
+                    }
+                    Err(e) => {
+                        prop_assert!(
+                            env.contains_key(&e.field) || known.contains(&e.field),
+                            "{} names no variable", e
+                        );
+                        prop_assert!(!e.to_string().contains(MARK), "{}", e);
+                    }
+                }
+            }
+
+            /// Files too: an error names the file, or a key in it.
+            #[test]
+            fn random_files_never_panic_and_errors_name_a_key(
+                entries in proptest::collection::vec(
+                    (
+                        prop_oneof![
+                            4 => select(SETTINGS.iter().map(|s| s.name.to_owned()).collect::<Vec<_>>()),
+                            1 => "[a-z_]{1,10}",
+                        ],
+                        prop_oneof![
+                            plain_value().prop_map(toml::Value::String),
+                            any::<i64>().prop_map(toml::Value::Integer),
+                            any::<bool>().prop_map(toml::Value::Boolean),
+                            any::<f64>().prop_map(toml::Value::Float),
+                            Just(toml::Value::Array(vec![])),
+                        ],
+                    ),
+                    0..8,
+                ),
+                raw in prop::option::of("\\PC{0,40}"),
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("lectern.toml");
+                let text = match raw {
+                    Some(text) => text,
+                    None => toml::to_string(&entries.into_iter().collect::<toml::Table>()).unwrap(),
+                };
+                std::fs::write(&path, &text).unwrap();
+                let shown = path.display().to_string();
+                let known: Vec<String> = SETTINGS.iter().map(|s| s.env()).collect();
+                if let Err(e) = Config::from_sources(Some(&path), &BTreeMap::new()) {
+                    prop_assert!(
+                        e.field == shown
+                            || (e.field.ends_with(&format!("` in {shown}")) && e.field.starts_with('`'))
+                            || known.contains(&e.field),
+                        "{} names neither the file nor a key", e
+                    );
+                }
+            }
+        }
     }
 }

@@ -33,7 +33,11 @@ impl Database {
                 None,
             ),
             DatabaseConfig::Embedded => {
-                let pg = EmbeddedPostgres::ensure(&config.data_dir).await?;
+                let pg = EmbeddedPostgres::ensure(
+                    &config.settings.data_dir,
+                    config.settings.pg_bin.as_deref(),
+                )
+                .await?;
                 (pg.connect_options(), Some(pg))
             }
         };

@@ -53,7 +53,10 @@ struct Credentials {
 
 // No Debug for Credentials: it would print passwords into logs.
 
-pub async fn run(config: Config, args: DemoArgs) -> Result<()> {
+pub async fn run(mut config: Config, args: DemoArgs) -> Result<()> {
+    // A demo is development by definition (it prints its accounts'
+    // passwords): its one-time codes go to the outbox whatever the database.
+    config.settings.dev_outbox = true;
     if config.effective_serve_workers() == 0 {
         eprintln!(
             "lectern demo: no in-process worker (LECTERN_SERVE_WORKERS=0, or an external database without it): \
@@ -81,7 +84,7 @@ pub async fn run(config: Config, args: DemoArgs) -> Result<()> {
     } else {
         "http"
     };
-    let mut addr = config.http_addr;
+    let mut addr = config.settings.http_addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
@@ -142,7 +145,7 @@ async fn seed(
         }
         Err(e) => return Err(e.into()),
     };
-    let credentials = credentials(&config.data_dir)?;
+    let credentials = credentials(&config.settings.data_dir)?;
     ensure_user(
         db,
         keys,

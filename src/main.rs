@@ -6,6 +6,7 @@ mod config;
 mod database;
 mod demo;
 mod embedded_pg;
+mod http_server;
 mod media;
 mod serve;
 mod tasks;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -25,8 +26,9 @@ use crate::config::{Config, LogFormat};
     about = "Lectern: a video learning platform core"
 )]
 struct Cli {
-    /// TOML configuration file; environment variables override it.
-    #[arg(long, global = true, env = "LECTERN_CONFIG")]
+    /// TOML configuration file (else the one LECTERN_CONFIG names);
+    /// environment variables override it.
+    #[arg(long, global = true)]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -82,7 +84,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    init_tracing(config.log_format);
+    init_tracing(&config.settings);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
     };
@@ -118,14 +120,14 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
     }
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(settings: &Settings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LECTERN_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    // Checked when the configuration was read (LECTERN_LOG).
+    let filter = EnvFilter::try_new(&settings.log.0).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
+    match settings.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

@@ -1,17 +1,15 @@
 //! `lectern serve` and `lectern migrate`: wiring config → database →
-//! storage → HTTP(S), with graceful shutdown on SIGTERM / Ctrl-C.
+//! storage → HTTP(S) (`http_server.rs`), with graceful shutdown on
+//! SIGTERM / Ctrl-C.
 //!
 //! With `LECTERN_TLS_CERT`/`LECTERN_TLS_KEY`, connections are TLS 1.2 or
-//! 1.3 only (rustls, ring provider); handshakes run in their own tasks so a
-//! slow or hostile client never holds up accepting others.
+//! 1.3 only (rustls, ring provider).
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
 use lectern_api::demo::DemoSettings;
 use lectern_api::{AppState, Settings};
 use lectern_identity::{audit, IdentitySettings};
@@ -19,8 +17,7 @@ use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::{pulls, webhooks};
 use lectern_learning::Learning;
 use lectern_storage::{FsStore, S3Store, Store};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
+use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, StorageConfig, TlsConfig};
@@ -37,6 +34,13 @@ pub async fn migrate(config: Config) -> Result<()> {
 
 pub async fn serve(config: Config) -> Result<()> {
     config.check_transport()?;
+    config.check_dev_outbox()?;
+    if !config.is_embedded() {
+        tracing::warn!(
+            "LECTERN_DEV_OUTBOX: one-time codes and invitations go to the database's outbox \
+             table, in the clear (development only)"
+        );
+    }
     let keys = config.keyring()?.map(Arc::new);
     if keys.is_none() {
         tracing::error!(
@@ -49,6 +53,7 @@ pub async fn serve(config: Config) -> Result<()> {
         tracing::error!("LECTERN_PLAYBACK_KEYS is not configured: /media answers 503");
     }
     let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+    crate::http_server::raise_open_files_limit();
     let db = Database::open(&config).await?;
     let schema_ready = Arc::new(AtomicBool::new(false));
     db.migrate_in_background(schema_ready.clone());
@@ -72,38 +77,39 @@ pub async fn serve(config: Config) -> Result<()> {
             pulls: config.pulls.clone(),
             webhooks: WebhookSettings {
                 allow_private: config.webhook_allow.clone(),
+                per_endpoint: config.webhook_endpoint_concurrency,
+                max_in_flight: config.webhook_max_in_flight,
                 ..WebhookSettings::default()
             },
             learning,
             demo: DemoSettings {
-                player_dir: config.player_dir.clone(),
+                player_dir: config.settings.player_dir.clone(),
             },
             schema_ready: schema_ready.clone(),
             ..Settings::default()
         },
     );
     let tasks = start_background_work(&config, &state, &db)?;
-    let listener = TcpListener::bind(config.http_addr)
+    let listener = TcpListener::bind(config.settings.http_addr)
         .await
-        .with_context(|| format!("cannot listen on {} (LECTERN_HTTP_ADDR)", config.http_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (LECTERN_HTTP_ADDR)",
+                config.settings.http_addr
+            )
+        })?;
     let addr = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(%addr, scheme, storage = state.store.backend_name(), embedded_db = config.is_embedded(), workers = config.effective_serve_workers(), "lectern is serving");
     println!("lectern: serving on {scheme}://{addr}/");
-    let app =
-        lectern_api::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTP server failed")?,
-        // `tap_io` is a no-op here: it is what gives a custom listener
-        // axum's `ConnectInfo<SocketAddr>` (the client address).
-        Some(acceptor) => axum::serve(tls_listener(listener, acceptor)?.tap_io(|_| ()), app)
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .context("HTTPS server failed")?,
-    }
+    crate::http_server::serve(
+        listener,
+        lectern_api::router(state.clone()),
+        tls,
+        config.settings.http_header_timeout,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("shutting down");
     pulls::hand_back_pulls(&state.ingest).await;
     // The flusher flushes once more, the in-process worker drains.
@@ -163,7 +169,7 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
     let (pool, schema, days) = (
         state.db.clone(),
         state.schema_ready.clone(),
-        config.audit_retention_days,
+        config.settings.audit_retention_days,
     );
     tasks.spawn("audit-retention", move |cancel| {
         audit::purge_periodically(pool, schema, days, cancel)
@@ -202,62 +208,6 @@ fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {
         .context("LECTERN_TLS_CERT/LECTERN_TLS_KEY: the key does not match the certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Completed TLS connections, handed to axum one by one.
-struct TlsListener {
-    connections: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.connections.recv().await {
-            Some(connection) => connection,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local)
-    }
-}
-
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn tls_listener(tcp: TcpListener, acceptor: TlsAcceptor) -> Result<TlsListener> {
-    let local = tcp.local_addr()?;
-    let (tx, rx) = tokio::sync::mpsc::channel(128);
-    tokio::spawn(async move {
-        while !tx.is_closed() {
-            let (stream, peer) = match tcp.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait, don't spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send((tls, peer)).await;
-                    }
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    Ok(TlsListener {
-        connections: rx,
-        local,
-    })
 }
 
 pub async fn open_store(config: &StorageConfig) -> Result<Arc<dyn Store>> {

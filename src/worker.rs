@@ -46,7 +46,7 @@ pub fn worker(
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
-    let work_dir = config.data_dir.join("work");
+    let work_dir = config.settings.data_dir.join("work");
     std::fs::create_dir_all(&work_dir)
         .with_context(|| format!("cannot create {}", work_dir.display()))?;
     Ok(Worker::new(

@@ -470,10 +470,12 @@ async fn workers_survive_a_database_restart() {
     })
     .await;
 
+    let password = std::fs::read_to_string(data.join("pg_password")).unwrap();
     let connect = sqlx::postgres::PgConnectOptions::new()
         .socket(data.join("pg/run"))
         .port(5432)
         .username("postgres")
+        .password(password.trim())
         .database("lectern");
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)

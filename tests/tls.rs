@@ -86,6 +86,7 @@ fn tls_1_2_and_1_3_only_with_hsts_and_graceful_shutdown() {
             .env("LECTERN_TLS_KEY", &key)
             // No database is needed to speak TLS; nothing listens here.
             .env("DATABASE_URL", "postgres://lectern@127.0.0.1:9/lectern")
+            .env("LECTERN_DEV_OUTBOX", "true")
             .stdout(Stdio::null())
             .spawn()
             .unwrap(),
@@ -214,8 +215,62 @@ fn plain_http_on_a_public_address_is_refused_at_start_up() {
         .env("LECTERN_TLS_CERT", &cert)
         .env("LECTERN_TLS_KEY", dir.path().join("missing.pem"))
         .env("DATABASE_URL", "postgres://lectern@127.0.0.1:9/lectern")
+        .env("LECTERN_DEV_OUTBOX", "true")
         .output()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("LECTERN_TLS_KEY"));
+}
+
+/// A client that completes the TLS handshake and then sends nothing is
+/// disconnected once the header-read timeout passes (a slowloris over TLS
+/// holds a connection no longer than one over plain HTTP).
+#[test]
+fn an_idle_tls_connection_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let addr = free_addr();
+    let _server = Server(
+        lectern(dir.path())
+            .arg("serve")
+            .env("LECTERN_HTTP_ADDR", &addr)
+            .env("LECTERN_TLS_CERT", &cert)
+            .env("LECTERN_TLS_KEY", &key)
+            .env("LECTERN_HTTP_HEADER_TIMEOUT", "2s")
+            .env("DATABASE_URL", "postgres://lectern@127.0.0.1:9/lectern")
+            .env("LECTERN_DEV_OUTBOX", "true")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !s_client(&addr, "-tls1_3", HEALTHZ).status.success() {
+        assert!(Instant::now() < deadline, "no TLS handshake");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Handshakes, then holds its end open and says nothing.
+    let mut idle = Command::new("openssl")
+        .args(["s_client", "-connect", &addr, "-tls1_3"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = idle.stdin.take();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let closed = loop {
+        if idle.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if Instant::now() > deadline {
+            let _ = idle.kill();
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(stdin);
+    let out = idle.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("TLSv1.3"), "no handshake: {text}");
+    assert!(closed, "an idle TLS connection stayed open");
 }

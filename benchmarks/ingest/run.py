@@ -159,6 +159,7 @@ def lectern_upload(py, lectern, env, backend, path, chunk, port):
         "LECTERN_UPLOAD_MAX_BYTES": str(path.stat().st_size * 2),
         "LECTERN_UPLOAD_ORG_MAX_BYTES": str(path.stat().st_size * 4),
         "LECTERN_LOG": "warn",
+        "LECTERN_DEV_OUTBOX": "true",
     }
     sh([lectern, "migrate"], env=run_env, stdout=subprocess.DEVNULL)
     sh([lectern, "admin", "create-org", "Bench"], env=run_env, stdout=subprocess.DEVNULL)

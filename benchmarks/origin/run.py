@@ -224,6 +224,7 @@ def main():
         "LECTERN_SERVE_WORKERS": "0",
         "LECTERN_PLAYBACK_KEYS": f"{kid}:{base64.b64encode(secret).decode()}",
         "LECTERN_LOG": "warn",
+        "LECTERN_DEV_OUTBOX": "true",
     })
     nginx_prefix = scratch / "nginx"
     (nginx_prefix / "tmp").mkdir(parents=True)

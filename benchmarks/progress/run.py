@@ -209,7 +209,7 @@ def main():
         "LECTERN_TOKEN_KEY": key(), "LECTERN_PLAYBACK_KEYS": f"bench:{key()}",
         "LECTERN_SERVE_WORKERS": "0", "LECTERN_LOG": "warn",
         "LECTERN_DATA_DIR": str(WORK / "data"), "LECTERN_BENCH_NOOP": "1",
-        "LECTERN_PROGRESS_FLUSH_INTERVAL": "2s",
+        "LECTERN_PROGRESS_FLUSH_INTERVAL": "2s", "LECTERN_DEV_OUTBOX": "true",
     })
     run = lambda *a, stdin=None: subprocess.run([str(lectern), *a], env=base_env, input=stdin, text=True,
                                                 check=True, capture_output=True).stdout

@@ -78,11 +78,13 @@ pub async fn database_url(db: &sqlx::PgPool) -> String {
 
 /// The secrets a deployment on an external database must be given before it
 /// is ready — identity field keys, blind-index key, token key and playback
-/// signing keys — freshly generated, as `(variable, value)` pairs.
+/// signing keys — freshly generated, as `(variable, value)` pairs; and, as
+/// these tests read one-time codes from the outbox, `LECTERN_DEV_OUTBOX`.
 #[allow(dead_code)]
 pub fn deployment_secrets() -> Vec<(&'static str, String)> {
     let (field, blind, token) = lectern_secrets::Keyring::generate_settings();
     vec![
+        ("LECTERN_DEV_OUTBOX", "true".into()),
         ("LECTERN_FIELD_KEYS", field),
         ("LECTERN_BLIND_INDEX_KEY", blind),
         ("LECTERN_TOKEN_KEY", token),

@@ -1,0 +1,189 @@
+//! Every setting Lectern reads, in one list: a new setting is one entry
+//! here — a doc comment (the README's description), a field, a type (how
+//! its text is read, `value.rs`) and a default. The field `http_addr` is
+//! `LECTERN_HTTP_ADDR` in the environment and `http_addr` in the file; the
+//! README's table is generated from this list (a test compares them;
+//! `UPDATE_README=1 cargo nextest run -p lectern readme` rewrites it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lectern_egress::AllowList;
+use lectern_identity::TrustedProxies;
+
+use super::value::{
+    BaseUrl, Bytes, DatabaseUrl, LogFilter, LogFormat, Profile, ProgressBackendKind, Secret,
+    StorageBackend, StoragePrefix,
+};
+
+settings! {
+    /// listen address
+    http_addr: SocketAddr = default "127.0.0.1:8080";
+    /// a connection must send a request's complete headers within this long
+    /// of opening or of its previous response (so it is also the keep-alive
+    /// idle timeout), or it is closed: slow clients cannot hold the server
+    http_header_timeout: Duration = default "30s";
+    /// local state: embedded PostgreSQL, local objects, generated keys
+    data_dir: PathBuf = default ".lectern";
+    /// `postgres://user:pass@host:5432/db` of an external (managed)
+    /// PostgreSQL (never logged with its password)
+    database_url as "DATABASE_URL": Option<DatabaseUrl> = none "unset → embedded";
+    /// development only: with `DATABASE_URL`, `serve` keeps one-time codes
+    /// and invitations in the database's `outbox` table, in the clear;
+    /// without it `serve` refuses to start there (embedded mode and
+    /// `lectern demo` always use the outbox)
+    dev_outbox: bool = default "false";
+    /// `fs` (local disk) or `s3`
+    storage: StorageBackend = default "fs";
+    /// root directory of the `fs` backend
+    fs_root: Option<PathBuf> = none "`$LECTERN_DATA_DIR/storage`";
+    /// e.g. `https://oss-cn-hangzhou.aliyuncs.com`,
+    /// `https://cos.ap-guangzhou.myqcloud.com`,
+    /// `https://obs.cn-north-4.myhuaweicloud.com`, `http://127.0.0.1:3900`
+    /// (Garage)
+    s3_endpoint: Option<String> = none "AWS";
+    /// region name the service expects in signatures
+    s3_region: String = default "us-east-1";
+    /// bucket (required for `s3`); give it a lifecycle rule that aborts
+    /// incomplete multipart uploads after a day, since a process killed
+    /// mid-upload leaves one
+    s3_bucket: Option<String> = none "—";
+    /// access key id (required for `s3`)
+    s3_access_key_id: Option<String> = none "—";
+    /// secret access key (required for `s3`; never logged)
+    s3_secret_access_key: Option<Secret> = none "—";
+    /// `true` for MinIO/Garage-style path addressing
+    s3_path_style: bool = default "false";
+    /// concurrent jobs of the pipeline worker run inside `serve`
+    serve_workers: Option<usize> = none "1 embedded, 0 otherwise";
+    /// jobs one `lectern worker` runs at once (x264 already spreads one
+    /// ladder over ~4 cores)
+    worker_concurrency: Option<usize> = none "cores ÷ 4, at least 1";
+    /// a job's lease in seconds, renewed every third of it; a dead worker's
+    /// job is taken over after this long
+    job_lease_secs: u64 = default "60";
+    /// after SIGTERM, how long (seconds) running jobs may finish before they
+    /// are handed back to the queue
+    worker_drain_secs: u64 = default "30";
+    /// sources at least this many seconds long are split at keyframes into
+    /// chunks that any worker encodes in parallel; `0` never splits (chunked
+    /// encodes publish when stitched, not progressively)
+    chunk_threshold_secs: u64 = default "1800";
+    /// target chunk length in seconds; a chunk starts at the first source
+    /// keyframe after it
+    chunk_secs: u64 = default "120";
+    /// personal-data encryption keys, `id:<base64 32 bytes>,…`, the first is
+    /// active; required with `DATABASE_URL`
+    field_keys: Option<Secret> = none "embedded: generated into `.lectern/keys.toml`";
+    /// HMAC key of the email blind index (base64, 32 bytes)
+    blind_index_key: Option<Secret> = none "as above";
+    /// signing key of invitation and other tokens (base64, 32 bytes)
+    token_key: Option<Secret> = none "as above";
+    /// PEM certificate chain: HTTPS with TLS 1.2/1.3 only, HSTS (with
+    /// `LECTERN_TLS_KEY`)
+    tls_cert: Option<PathBuf> = none "unset → plain HTTP";
+    /// PEM private key of `LECTERN_TLS_CERT`
+    tls_key: Option<PathBuf> = none "unset → plain HTTP";
+    /// CIDRs whose `X-Forwarded-For` is believed; plain HTTP off loopback is
+    /// refused unless set
+    trusted_proxies: Option<TrustedProxies> = none "none";
+    /// audit rows older than this are purged (at least 180), keeping the
+    /// chain verifiable
+    audit_retention_days: u32 = default "180";
+    /// largest single upload (`Tus-Max-Size`); larger ones get 413
+    upload_max_bytes: Bytes = default "20 GiB";
+    /// an upload without progress for this many seconds expires and frees
+    /// its storage
+    upload_ttl_secs: u64 = default "86400";
+    /// per organisation: total declared size of unfinished uploads
+    upload_org_max_bytes: Bytes = default "100 GiB";
+    /// per organisation: unfinished uploads at once
+    upload_org_max_concurrent: u32 = default "20";
+    /// encoding profile of uploaded assets (`default`, `lecture`)
+    upload_profile: Profile = default "default";
+    /// a PATCH body must bring at least `LECTERN_UPLOAD_MIN_TRANSFER` every
+    /// `LECTERN_UPLOAD_MIN_TRANSFER_WINDOW`, or it is ended keeping what
+    /// arrived (tus clients resume); a client gone silent is cut off so
+    upload_min_transfer: Bytes = default "32 KiB";
+    /// see `LECTERN_UPLOAD_MIN_TRANSFER`
+    upload_min_transfer_window: Duration = default "60s";
+    /// the lease a PATCH holds on its upload, renewed while it streams;
+    /// after a crash mid-PATCH the upload answers `upload_busy` (retryable)
+    /// until it lapses
+    upload_lease: Duration = default "15s";
+    /// hosts, addresses and CIDRs `POST /api/v1/assets {"source_url"}` may
+    /// download from although private (loopback, RFC 1918, link-local… are
+    /// refused otherwise)
+    pull_allow: Option<AllowList> = none "none";
+    /// largest source a URL pull downloads
+    pull_max_bytes: Bytes = default "50 GiB";
+    /// seconds a pull's whole download may take (a pull whose node dies is
+    /// downloaded again by another node after a minute, or at once after a
+    /// graceful stop; three attempts in all)
+    pull_timeout_secs: u64 = default "14400";
+    /// a pull's longest silence, in seconds
+    pull_idle_secs: u64 = default "60";
+    /// per organisation: URL pulls downloading at once (more answer 429
+    /// `pull_quota_exceeded`)
+    pull_org_max_concurrent: u32 = default "20";
+    /// per organisation: bytes its unfinished pulls may have received
+    pull_org_max_bytes: Bytes = default "100 GiB";
+    /// storage prefix watched for recordings (e.g. `drops/live/`); each
+    /// complete object becomes one asset
+    drop_prefix: Option<StoragePrefix> = none "unset → off";
+    /// organisation (name or id) dropped recordings belong to; required with
+    /// the prefix
+    drop_org: Option<String> = none "—";
+    /// encoding profile of dropped recordings
+    drop_profile: Option<Profile> = none "as `LECTERN_UPLOAD_PROFILE`";
+    /// how often (seconds) the drop prefix is listed
+    drop_interval_secs: u64 = default "30";
+    /// how long (seconds) a dropped object's size and ETag must stay
+    /// unchanged before it is taken
+    drop_settle_secs: u64 = default "60";
+    /// hosts, addresses and CIDRs webhooks may post to although private (by
+    /// default a webhook resolving to a private, loopback or link-local
+    /// address is refused, as for URL pulls)
+    webhook_allow: Option<AllowList> = none "none";
+    /// deliveries to one webhook endpoint in flight at once, across nodes:
+    /// a slow receiver ties up this many, never other partners'
+    webhook_endpoint_concurrency: u32 = default "4";
+    /// deliveries one node posts at once
+    webhook_max_in_flight: u32 = default "64";
+    /// the player SDK bundle the demo page serves
+    player_dir: PathBuf = default "player-sdk/dist";
+    /// keys of signed playback URLs, `kid:<base64, ≥ 32 bytes>,…`, the first
+    /// signs; without it and with `DATABASE_URL`, `/media` answers 503
+    playback_keys: Option<Secret> = none "embedded: generated into `.lectern/playback_keys.toml`";
+    /// lifetime of a playback token (seconds, or `90m`, `6h`; at least a
+    /// minute)
+    playback_token_ttl: Duration = default "6h";
+    /// public base URL of media, e.g. the CDN host `https://cdn.example.org`
+    media_base_url: Option<BaseUrl> = none "unset → relative `/media/…` URLs";
+    /// memory per node, in MiB, for hot segments, init segments and posters
+    /// served by `/media` (0: read storage on every request); an object
+    /// deleted from storage stops being served within 60 s
+    origin_cache_mib: u64 = default "256";
+    /// where progress heartbeats are absorbed before PostgreSQL: `memory`
+    /// (per process) or `redis` (shared by every API node, needs
+    /// `REDIS_URL`; each node answers beats from memory and pushes them to
+    /// Redis every second, so its crash loses at most that)
+    progress_backend: ProgressBackendKind = default "memory";
+    /// `redis://host:6379` for `LECTERN_PROGRESS_BACKEND=redis`
+    redis_url as "REDIS_URL": Option<Secret> = none "—";
+    /// prefix of the Redis keys of progress
+    progress_redis_prefix: String = default "lectern:progress:";
+    /// how often absorbed heartbeats are written to PostgreSQL (100ms–60s);
+    /// a crash loses at most this much in `memory` mode
+    progress_flush_interval: Duration = default "2s";
+    /// `true` registers `POST /api/v1/bench/noop`, the do-nothing baseline
+    /// of `benchmarks/progress`; never in production
+    bench_noop: bool = default "false";
+    /// `text` or `json` logs (stderr)
+    log_format: LogFormat = default "text";
+    /// tracing filter, e.g. `debug,sqlx=warn`
+    log: LogFilter = default "info,sqlx=warn,tower_http=info";
+    /// PostgreSQL binaries for embedded mode
+    pg_bin: Option<PathBuf> = none "newest `/usr/lib/postgresql/*/bin`";
+}
