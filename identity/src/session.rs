@@ -508,12 +508,12 @@ impl DocOutput for SignedOut {
     }
 }
 
-fn locked(retry_after: i64) -> ApiError {
+fn locked(retry_after: u64) -> ApiError {
     ApiError::new(
         ErrorCode::AccountLocked,
         "too many failed sign-ins; try again later",
     )
-    .with_retry_after(u64::try_from(retry_after.max(1)).unwrap_or(1))
+    .with_retry_after(retry_after)
 }
 
 /// The user an email names, as sign-in reads it.
@@ -535,24 +535,30 @@ pub async fn login(
     let policy = state.settings.throttle;
     let index = keys.email_index(&creds.email);
     let account = throttle::account_subject(&index);
-    let address = context.ip.as_deref().map(throttle::address_subject);
+    let mut subjects = vec![(account.clone(), policy.account_failures)];
+    if let Some(ip) = context.ip.as_deref() {
+        subjects.push((throttle::address_subject(ip), policy.address_failures));
+    }
     let audit_base = AuditEvent::by(None, &context);
-    for subject in std::iter::once(&account).chain(address.as_ref()) {
-        if let Some(retry_after) = throttle::locked_for(&state.db, subject).await? {
+    // Counted before the password is checked, so a crowd of guesses gets
+    // at most the limit's worth of checks, and a locked subject costs no
+    // argon2 at all.
+    let reservation = match throttle::reserve_all(&state.db, &subjects, &policy).await? {
+        Ok(reservation) => reservation,
+        Err(refused) => {
             state.metrics.login(LoginOutcome::Locked);
             let event = AuditEvent {
                 action: "auth.login".into(),
                 outcome: "denied",
                 detail: Some(
-                    json!({ "reason": "locked_out", "subject": subject.split(':').next() })
-                        .to_string(),
+                    json!({ "reason": "locked_out", "subject": refused.kind() }).to_string(),
                 ),
                 ..audit_base.clone()
             };
             audit::record_or_log(&state, &event).await;
-            return Err(locked(retry_after));
+            return Err(locked(refused.retry_after));
         }
-    }
+    };
     let user: Option<LoginRow> =
         sqlx::query_as("SELECT id, org_id, role, password_hash FROM users WHERE email_bidx = $1")
             .bind(&index)
@@ -573,14 +579,9 @@ pub async fn login(
     }) = user.filter(|_| verified)
     else {
         state.metrics.login(LoginOutcome::Failure);
-        let account_locked =
-            throttle::record_failure(&state.db, &account, policy.account_failures, &policy).await?;
-        let address_locked = match &address {
-            Some(a) => {
-                throttle::record_failure(&state.db, a, policy.address_failures, &policy).await?
-            }
-            None => false,
-        };
+        // The attempt stays counted; if it was the limit's last, it locked.
+        let account_locked = reservation.locks(&account);
+        let address_locked = reservation.locked().any(|s| s != account);
         let event = AuditEvent {
             action: "auth.login".into(),
             outcome: "failed",
@@ -589,7 +590,6 @@ pub async fn login(
         };
         audit::record_or_log(&state, &event).await;
         if account_locked || address_locked {
-            let what = if account_locked { "account" } else { "address" };
             alerts::raise(
                 &state,
                 Alert {
@@ -602,7 +602,7 @@ pub async fn login(
                     detail: if account_locked {
                         format!("account {account} locked after repeated failed sign-ins")
                     } else {
-                        format!("{what} locked after repeated failed sign-ins")
+                        "address locked after repeated failed sign-ins".to_owned()
                     },
                 },
             )
@@ -613,7 +613,7 @@ pub async fn login(
             "wrong email or password",
         ));
     };
-    throttle::clear(&state.db, &account).await?;
+    reservation.succeeded(&state.db).await?;
     let role: Role = role.parse().map_err(ApiError::internal)?;
     if let Some(ip) = context.ip.as_deref() {
         warn_if_new_range(&state, user_id, org_id, ip).await?;

@@ -175,20 +175,22 @@ async fn throttled(
         policy.account_failures,
     )];
     if let Some(ip) = context.ip.as_deref() {
-        subjects.push((format!("signup-ip:{ip}"), policy.address_failures));
+        subjects.push((
+            format!("signup-ip:{}", throttle::address_key(ip)),
+            policy.address_failures,
+        ));
     }
-    for (subject, _) in &subjects {
-        if let Some(retry_after) = throttle::locked_for(&state.db, subject).await? {
-            return Err(ApiError::new(
+    // Counted and checked in one step, so a crowd of requests cannot all
+    // slip under the limit.
+    throttle::reserve_all(&state.db, &subjects, &policy)
+        .await?
+        .map_err(|refused| {
+            ApiError::new(
                 ErrorCode::LockedOut,
                 "too many sign-ups for this address or from this network; try again later",
             )
-            .with_retry_after(u64::try_from(retry_after.max(1)).unwrap_or(1)));
-        }
-    }
-    for (subject, limit) in &subjects {
-        throttle::record_failure(&state.db, subject, *limit, &policy).await?;
-    }
+            .with_retry_after(refused.retry_after)
+        })?;
     Ok(())
 }
 

@@ -63,62 +63,57 @@ fn code_subjects(state: &Identity, user_id: Uuid, ip: Option<&str>) -> Vec<(Stri
     let policy = state.settings.throttle;
     let mut subjects = vec![(format!("step-up:{user_id}"), policy.account_failures)];
     if let Some(ip) = ip {
-        subjects.push((format!("step-up-ip:{ip}"), policy.address_failures));
+        subjects.push((
+            format!("step-up-ip:{}", throttle::address_key(ip)),
+            policy.address_failures,
+        ));
     }
     subjects
 }
 
-/// 429 `locked_out` (with `Retry-After`) while any of `subjects` is locked.
-async fn refuse_if_locked(state: &Identity, subjects: &[(String, i32)]) -> Result<(), ApiError> {
-    for (subject, _) in subjects {
-        if let Some(retry_after) = throttle::locked_for(&state.db, subject).await? {
-            return Err(ApiError::new(
+/// Counts the attempt against every subject before the code is checked,
+/// or refuses with 429 `locked_out` (with `Retry-After`) while any of
+/// them is locked.
+async fn reserve_code_attempt(
+    state: &Identity,
+    subjects: &[(String, i32)],
+) -> Result<throttle::Reservation, ApiError> {
+    let policy = state.settings.throttle;
+    throttle::reserve_all(&state.db, subjects, &policy)
+        .await?
+        .map_err(|refused| {
+            ApiError::new(
                 ErrorCode::LockedOut,
                 "too many wrong codes or code requests; try again later",
             )
-            .with_retry_after(u64::try_from(retry_after.max(1)).unwrap_or(1)));
-        }
-    }
-    Ok(())
+            .with_retry_after(refused.retry_after)
+        })
 }
 
-/// Counts a wrong code against every subject; raises a `brute_force`
-/// alert for each one this locks.
-async fn count_wrong_code(
+/// A wrong code stays counted; raises a `brute_force` alert for each
+/// subject it locked.
+async fn wrong_code(
     state: &Identity,
-    subjects: &[(String, i32)],
+    reservation: &throttle::Reservation,
     principal: &Principal,
     ip: Option<&str>,
-) -> Result<(), ApiError> {
-    let policy = state.settings.throttle;
-    for (subject, limit) in subjects {
-        if throttle::record_failure(&state.db, subject, *limit, &policy).await? {
-            alerts::raise(
-                state,
-                Alert {
-                    kind: AlertKind::BruteForce,
-                    org_id: principal.org_id,
-                    user_id: principal.user_id(),
-                    ip,
-                    detail: format!(
-                        "{} locked after repeated wrong verification codes",
-                        subject.split(':').next().unwrap_or("subject")
-                    ),
-                },
-            )
-            .await;
-        }
+) {
+    for subject in reservation.locked() {
+        alerts::raise(
+            state,
+            Alert {
+                kind: AlertKind::BruteForce,
+                org_id: principal.org_id,
+                user_id: principal.user_id(),
+                ip,
+                detail: format!(
+                    "{} locked after repeated wrong verification codes",
+                    subject.split(':').next().unwrap_or("subject")
+                ),
+            },
+        )
+        .await;
     }
-    Ok(())
-}
-
-/// A right code forgets the account's earlier wrong ones (the address's
-/// stay: other accounts may be guessed from it).
-async fn code_accepted(state: &Identity, subjects: &[(String, i32)]) -> Result<(), ApiError> {
-    if let Some((account, _)) = subjects.first() {
-        throttle::clear(&state.db, account).await?;
-    }
-    Ok(())
 }
 
 fn totp(secret: Vec<u8>) -> TOTP {
@@ -320,35 +315,35 @@ async fn check_password(
     if let Some(ip) = context.ip.as_deref() {
         subjects.push((throttle::address_subject(ip), policy.address_failures));
     }
-    for (subject, _) in &subjects {
-        if let Some(retry_after) = throttle::locked_for(&state.db, subject).await? {
-            return Err(ApiError::new(
+    let reservation = throttle::reserve_all(&state.db, &subjects, &policy)
+        .await?
+        .map_err(|refused| {
+            ApiError::new(
                 ErrorCode::AccountLocked,
                 "too many wrong passwords; try again later",
             )
-            .with_retry_after(u64::try_from(retry_after.max(1)).unwrap_or(1)));
-        }
-    }
+            .with_retry_after(refused.retry_after)
+        })?;
     if password::verify(&row.password_hash, given) {
+        // As a sign-in: the account's failures are forgotten.
+        reservation.succeeded(&state.db).await?;
         return Ok(());
     }
-    for (subject, limit) in &subjects {
-        if throttle::record_failure(&state.db, subject, *limit, &policy).await? {
-            alerts::raise(
-                state,
-                Alert {
-                    kind: AlertKind::BruteForce,
-                    org_id: principal.org_id,
-                    user_id: principal.user_id(),
-                    ip: context.ip.as_deref(),
-                    detail: format!(
-                        "{} locked after repeated wrong passwords from a signed-in session",
-                        subject.split(':').next().unwrap_or("subject")
-                    ),
-                },
-            )
-            .await;
-        }
+    for subject in reservation.locked() {
+        alerts::raise(
+            state,
+            Alert {
+                kind: AlertKind::BruteForce,
+                org_id: principal.org_id,
+                user_id: principal.user_id(),
+                ip: context.ip.as_deref(),
+                detail: format!(
+                    "{} locked after repeated wrong passwords from a signed-in session",
+                    subject.split(':').next().unwrap_or("subject")
+                ),
+            },
+        )
+        .await;
     }
     Err(ApiError::new(
         ErrorCode::WrongPassword,
@@ -372,7 +367,6 @@ pub async fn confirm_totp(
 ) -> Result<NoContent, ApiError> {
     let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
     let subjects = code_subjects(&state, user_id, context.ip.as_deref());
-    refuse_if_locked(&state, &subjects).await?;
     let secret: Option<Vec<u8>> =
         sqlx::query_scalar("SELECT totp_secret_ct FROM users WHERE id = $1 AND NOT totp_enabled")
             .bind(user_id)
@@ -390,11 +384,12 @@ pub async fn confirm_totp(
             "enrol first with POST /api/v1/me/totp",
         ));
     };
+    let reservation = reserve_code_attempt(&state, &subjects).await?;
     if !accept_totp(&state, user_id, &secret, &body.code).await? {
-        count_wrong_code(&state, &subjects, &principal, context.ip.as_deref()).await?;
+        wrong_code(&state, &reservation, &principal, context.ip.as_deref()).await;
         return Err(invalid_code());
     }
-    code_accepted(&state, &subjects).await?;
+    reservation.succeeded(&state.db).await?;
     sqlx::query("UPDATE users SET totp_enabled = true WHERE id = $1")
         .bind(user_id)
         .execute(&state.db)
@@ -423,11 +418,10 @@ pub async fn send_code(
         .user_id()
         .zip(principal.session_id())
         .ok_or_else(ApiError::unauthenticated)?;
+    // Counted as sent before it is: the limit holds however a delivery
+    // fails, and however many requests arrive at once.
     let sends = format!("step-up-send:{user_id}");
-    refuse_if_locked(&state, &[(sends.clone(), CODE_SENDS_PER_WINDOW)]).await?;
-    // Counted as sent before it is: the limit holds however a delivery fails.
-    let policy = state.settings.throttle;
-    throttle::record_failure(&state.db, &sends, CODE_SENDS_PER_WINDOW, &policy).await?;
+    reserve_code_attempt(&state, &[(sends, CODE_SENDS_PER_WINDOW)]).await?;
     let email_ct: Vec<u8> = sqlx::query_scalar("SELECT email_ct FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_one(&state.db)
@@ -518,7 +512,7 @@ pub async fn step_up(
         .ok_or_else(ApiError::unauthenticated)?;
     let subjects = code_subjects(&state, user_id, context.ip.as_deref());
     let ip = context.ip.as_deref();
-    let method = match (body.totp, body.code) {
+    let (method, reservation) = match (body.totp, body.code) {
         (Some(totp_code), None) => {
             let secret: Option<Vec<u8>> = sqlx::query_scalar(
                 "SELECT totp_secret_ct FROM users WHERE id = $1 AND totp_enabled",
@@ -533,15 +527,15 @@ pub async fn step_up(
                     "enrol TOTP first, or use a one-time code",
                 ));
             };
-            refuse_if_locked(&state, &subjects).await?;
+            let reservation = reserve_code_attempt(&state, &subjects).await?;
             if !accept_totp(&state, user_id, &secret, &totp_code).await? {
-                count_wrong_code(&state, &subjects, &principal, ip).await?;
+                wrong_code(&state, &reservation, &principal, ip).await;
                 return Err(invalid_code());
             }
-            StepUpMethod::Totp
+            (StepUpMethod::Totp, reservation)
         }
         (None, Some(code)) => {
-            refuse_if_locked(&state, &subjects).await?;
+            let reservation = reserve_code_attempt(&state, &subjects).await?;
             // Each wrong guess counts against every open code of the session.
             let matched: Option<Uuid> = sqlx::query_scalar(
                 "UPDATE step_up_codes SET used_at = now() WHERE id = ( \
@@ -559,10 +553,10 @@ pub async fn step_up(
                     .bind(session_id)
                     .execute(&state.db)
                     .await?;
-                count_wrong_code(&state, &subjects, &principal, ip).await?;
+                wrong_code(&state, &reservation, &principal, ip).await;
                 return Err(invalid_code());
             }
-            StepUpMethod::Code
+            (StepUpMethod::Code, reservation)
         }
         _ => {
             return Err(ApiError::new(
@@ -571,7 +565,7 @@ pub async fn step_up(
             ))
         }
     };
-    code_accepted(&state, &subjects).await?;
+    reservation.succeeded(&state.db).await?;
     let expires_at: DateTime<Utc> = sqlx::query_scalar(
         "INSERT INTO step_up_grants (id, session_id, method, expires_at) \
          VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at",
