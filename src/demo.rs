@@ -292,7 +292,7 @@ async fn ensure_user(
                 "UPDATE users SET password_hash = $2, role = $3, org_id = $4 WHERE email_bidx = $1",
             )
             .bind(keys.email_index(&normalise_email(email)))
-            .bind(password::hash(secret))
+            .bind(password::for_tools().hash(secret).await)
             .bind(role.as_str())
             .bind(org_id)
             .execute(db)

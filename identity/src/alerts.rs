@@ -70,6 +70,7 @@ pub struct SecurityMetrics {
     alerts: [AtomicU64; 3],
     logins: [AtomicU64; 3],
     audit_failures: AtomicU64,
+    password_verifications: AtomicU64,
 }
 
 impl SecurityMetrics {
@@ -88,6 +89,11 @@ impl SecurityMetrics {
 
     pub fn audit_failed(&self) {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One argon2 check of a password ran (unknown emails' decoys included).
+    pub fn password_verified(&self) {
+        self.password_verifications.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition format.
@@ -121,6 +127,16 @@ impl SecurityMetrics {
             out,
             "lectern_audit_failures_total {}",
             self.audit_failures.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP lectern_password_verifications_total Passwords checked with argon2 \
+             (sign-ins, unknown emails' decoy checks, passwords given again).\n",
+        );
+        out.push_str("# TYPE lectern_password_verifications_total counter\n");
+        let _ = writeln!(
+            out,
+            "lectern_password_verifications_total {}",
+            self.password_verifications.load(Ordering::Relaxed)
         );
         out
     }

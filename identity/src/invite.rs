@@ -194,6 +194,13 @@ pub async fn accept(
             "the invitation has expired",
         ));
     }
+    // Hashed before the transaction: argon2 may wait for a turn behind a
+    // burst of sign-ins, and the transaction's connection and row locks
+    // must not wait with it. Only a holder of a genuine token gets here.
+    let chosen = match body.password.as_deref() {
+        Some(password) => Some((password, password::hash(&state, password).await)),
+        None => None,
+    };
     let mut tx = state.db.begin().await?;
     let invitation: Option<InvitationRow> = sqlx::query_as(
         "SELECT org_id, email_ct, accepted_at FROM invitations WHERE id = $1 FOR UPDATE",
@@ -254,7 +261,7 @@ pub async fn accept(
                 // the invitee — who just did — takes the account over with
                 // a password of their own, and nothing of the earlier
                 // holder's sign-in survives: sessions, authenticator.
-                let Some(password) = body.password.as_deref() else {
+                let Some((password, password_hash)) = &chosen else {
                     return Err(ApiError::new(
                         ErrorCode::PasswordRequired,
                         "this account's email was never confirmed, so its password may not be \
@@ -269,7 +276,7 @@ pub async fn accept(
                      WHERE id = $1",
                 )
                 .bind(user_id)
-                .bind(password::hash(password))
+                .bind(password_hash)
                 .execute(&mut *tx)
                 .await?;
                 sqlx::query(
@@ -282,7 +289,7 @@ pub async fn accept(
             user_id
         }
         None => {
-            let Some(password) = body.password.as_deref() else {
+            let Some((password, password_hash)) = &chosen else {
                 return Err(ApiError::new(
                     ErrorCode::PasswordRequired,
                     "choose a password for the new account",
@@ -297,6 +304,7 @@ pub async fn accept(
                     role: Role::Expert,
                     password,
                 },
+                password_hash,
             )
             .await?
         }

@@ -64,6 +64,8 @@ pub struct IdentityInner {
     pub settings: IdentitySettings,
     /// Recently recognised sessions (see `session::SESSION_CACHE_TTL`).
     pub sessions: session::SessionCache,
+    /// Argon2 work, at most `settings.password_concurrency` at once.
+    pub passwords: password::Hasher,
 }
 
 impl Identity {
@@ -96,6 +98,7 @@ impl Identity {
             keys,
             notifier,
             metrics: SecurityMetrics::default(),
+            passwords: password::Hasher::new(settings.password_concurrency),
             settings,
             sessions,
         }))
@@ -163,6 +166,9 @@ pub struct IdentitySettings {
     /// Sent only when Lectern itself serves HTTPS (or sits behind a TLS
     /// proxy it trusts): HSTS over plain HTTP would be meaningless.
     pub hsts: bool,
+    /// Argon2 hashes and checks run at once (at least 1; see
+    /// [`password::Hasher`]).
+    pub password_concurrency: usize,
 }
 
 impl Default for IdentitySettings {
@@ -175,6 +181,7 @@ impl Default for IdentitySettings {
             throttle: throttle::ThrottlePolicy::default(),
             trusted_proxies: TrustedProxies::default(),
             hsts: false,
+            password_concurrency: password::default_limit(),
         }
     }
 }

@@ -565,9 +565,9 @@ pub async fn login(
             .fetch_optional(&state.db)
             .await?;
     let verified = match &user {
-        Some(user) => password::verify(&user.password_hash, &creds.password),
+        Some(user) => password::verify(&state, &user.password_hash, &creds.password).await,
         None => {
-            password::verify_nothing(&creds.password);
+            password::verify_nothing(&state, &creds.password).await;
             false
         }
     };

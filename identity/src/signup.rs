@@ -98,7 +98,7 @@ pub async fn request(
     let index = keys.email_index(&email);
     throttled(&state, &context, &index).await?;
     // Hashed whether or not it is kept: both paths cost the same.
-    let password_hash = password::hash(&req.password);
+    let password_hash = password::hash(&state, &req.password).await;
     let existing: Option<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE email_bidx = $1")
         .bind(&index)
         .fetch_optional(&state.db)

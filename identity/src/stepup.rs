@@ -324,7 +324,7 @@ async fn check_password(
             )
             .with_retry_after(refused.retry_after)
         })?;
-    if password::verify(&row.password_hash, given) {
+    if password::verify(state, &row.password_hash, given).await {
         // As a sign-in: the account's failures are forgotten.
         reservation.succeeded(&state.db).await?;
         return Ok(());

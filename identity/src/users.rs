@@ -103,50 +103,54 @@ pub fn valid_email(email: &str) -> bool {
 
 /// A new account, its password chosen by whoever creates it (an operator
 /// with `lectern admin create-user`, the demo): its email is not proven,
-/// so an invitation will not raise it without a new password.
+/// so an invitation will not raise it without a new password. Hashed with
+/// the tools' [`password::for_tools`] hasher: this runs outside a server's
+/// requests.
 pub async fn create_user(
     db: impl sqlx::PgExecutor<'_>,
     keys: &Keyring,
     user: NewUser<'_>,
 ) -> Result<Uuid, AccountError> {
-    create(db, keys, user, false).await
+    check(&user)?;
+    let password_hash = password::for_tools().hash(user.password).await;
+    insert_account(db, keys, user.account(&password_hash, false)).await
 }
 
 /// As [`create_user`], for a person who proved the email while choosing
-/// the password (accepting an invitation sent to it).
+/// the password (accepting an invitation sent to it), whose password the
+/// caller hashed already (before its transaction: argon2 may have to wait
+/// for a turn, and a transaction must not wait with it).
 pub(crate) async fn create_verified_user(
     db: impl sqlx::PgExecutor<'_>,
     keys: &Keyring,
     user: NewUser<'_>,
+    password_hash: &str,
 ) -> Result<Uuid, AccountError> {
-    create(db, keys, user, true).await
+    check(&user)?;
+    insert_account(db, keys, user.account(password_hash, true)).await
 }
 
-async fn create(
-    db: impl sqlx::PgExecutor<'_>,
-    keys: &Keyring,
-    user: NewUser<'_>,
-    email_verified: bool,
-) -> Result<Uuid, AccountError> {
+/// What a new account must satisfy before its password is hashed.
+fn check(user: &NewUser<'_>) -> Result<(), AccountError> {
     if !valid_email(user.email) {
         return Err(AccountError::InvalidEmail(user.email.to_string()));
     }
     if user.org_id.is_none() && user.role != Role::SuperAdmin {
         return Err(AccountError::OrganisationRequired);
     }
-    password::check_policy(user.password, user.email).map_err(AccountError::WeakPassword)?;
-    insert_account(
-        db,
-        keys,
+    password::check_policy(user.password, user.email).map_err(AccountError::WeakPassword)
+}
+
+impl<'a> NewUser<'a> {
+    fn account(&self, password_hash: &'a str, email_verified: bool) -> Account<'a> {
         Account {
-            org_id: user.org_id,
-            email: user.email,
-            role: user.role,
-            password_hash: &password::hash(user.password),
+            org_id: self.org_id,
+            email: self.email,
+            role: self.role,
+            password_hash,
             email_verified,
-        },
-    )
-    .await
+        }
+    }
 }
 
 /// An account as stored: the password already hashed, the email and
