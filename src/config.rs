@@ -118,6 +118,8 @@ pub struct Config {
     pub webhook_allow: lectern_egress::AllowList,
     pub webhook_endpoint_concurrency: u32,
     pub webhook_max_in_flight: usize,
+    /// Argon2 evaluations one node runs at once.
+    pub password_hash_concurrency: usize,
     /// Where progress heartbeats are absorbed and how often they are flushed.
     pub progress: lectern_learning::ProgressSettings,
 }
@@ -259,6 +261,11 @@ impl Config {
             (None, Some(_)) => return Err(fail(Key::tls_cert, "required with LECTERN_TLS_KEY")),
             (Some(_), None) => return Err(fail(Key::tls_key, "required with LECTERN_TLS_CERT")),
         };
+        ensure(
+            s.password_hash_concurrency != Some(0),
+            Key::password_hash_concurrency,
+            "must be at least 1",
+        )?;
         ensure(
             s.audit_retention_days >= MIN_AUDIT_RETENTION_DAYS,
             Key::audit_retention_days,
@@ -411,6 +418,9 @@ impl Config {
             webhook_allow: s.webhook_allow.clone().unwrap_or_default(),
             webhook_endpoint_concurrency: s.webhook_endpoint_concurrency,
             webhook_max_in_flight: s.webhook_max_in_flight as usize,
+            password_hash_concurrency: s
+                .password_hash_concurrency
+                .unwrap_or_else(lectern_identity::password::default_limit),
             progress,
             settings: s,
         })
@@ -694,6 +704,21 @@ mod tests {
             StorageConfig::Fs { root } => assert_eq!(root, PathBuf::from(".lectern/storage")),
             other => panic!("expected fs, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn password_hashing_runs_one_per_core_unless_configured() {
+        let c = Config::from_sources(None, &env(&[])).unwrap();
+        assert_eq!(
+            c.password_hash_concurrency,
+            lectern_identity::password::default_limit()
+        );
+        let c = Config::from_sources(None, &env(&[("LECTERN_PASSWORD_HASH_CONCURRENCY", "3")]))
+            .unwrap();
+        assert_eq!(c.password_hash_concurrency, 3);
+        let e = Config::from_sources(None, &env(&[("LECTERN_PASSWORD_HASH_CONCURRENCY", "0")]))
+            .unwrap_err();
+        assert_eq!(e.field, "LECTERN_PASSWORD_HASH_CONCURRENCY");
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub async fn serve(config: Config) -> Result<()> {
             identity: IdentitySettings {
                 trusted_proxies: config.trusted_proxies.clone(),
                 hsts: tls.is_some(),
+                password_concurrency: config.password_hash_concurrency,
                 ..IdentitySettings::default()
             },
             playback: Arc::new(playback),

@@ -91,6 +91,11 @@ settings! {
     /// audit rows older than this are purged (at least 180), keeping the
     /// chain verifiable
     audit_retention_days: u32 = default "180";
+    /// password hashes and checks (argon2id, 19 MiB and tens of milliseconds
+    /// of a core each) one node runs at once, on its blocking threads; more
+    /// sign-ins wait for a turn, so a burst of them cannot stall other
+    /// requests
+    password_hash_concurrency: Option<usize> = none "cores, at least 1";
     /// largest single upload (`Tus-Max-Size`); larger ones get 413
     upload_max_bytes: Bytes = default "20 GiB";
     /// an upload without progress for this many seconds expires and frees
