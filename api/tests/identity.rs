@@ -277,6 +277,300 @@ async fn twenty_wrong_passwords_lock_the_account_raise_an_alert_and_refuse_the_r
     let _ = root;
 }
 
+/// `lectern_password_verifications_total` now: argon2 checks so far.
+async fn password_verifications(w: &World, admin_token: &str) -> u64 {
+    let (status, metrics) = w.call_raw("GET", "/metrics", Some(admin_token), None).await;
+    assert_eq!(status, StatusCode::OK, "{metrics}");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lectern_password_verifications_total "))
+        .unwrap_or_else(|| panic!("no password verification counter in {metrics}"))
+        .parse()
+        .unwrap()
+}
+
+/// `n` requests at once, each `POST path` with its body, as if from TCP
+/// peer `peer` (an address with its port); each answer's status, error
+/// code and `Retry-After`.
+async fn burst(
+    w: &World,
+    peer: std::net::SocketAddr,
+    path: &'static str,
+    token: Option<&str>,
+    bodies: Vec<serde_json::Value>,
+) -> Vec<(u16, String, Option<u64>)> {
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let mut requests = tokio::task::JoinSet::new();
+    for body in bodies {
+        let app = w.app.clone();
+        let token = token.map(str::to_owned);
+        requests.spawn(async move {
+            let mut req = Request::post(path).header("content-type", "application/json");
+            if let Some(token) = token {
+                req = req.header("authorization", format!("Bearer {token}"));
+            }
+            let mut req = req.body(Body::from(body.to_string())).unwrap();
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            lectern_testkit::assert_error_vocabulary(status, &text);
+            let body: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+            let code = body["error"]["code"].as_str().unwrap_or("").to_owned();
+            (status.as_u16(), code, retry_after)
+        });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = requests.join_next().await {
+        answers.push(answer.unwrap());
+    }
+    answers
+}
+
+/// Counts answers by (status, code).
+fn tally(answers: &[(u16, String, Option<u64>)]) -> std::collections::BTreeMap<(u16, &str), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for (status, code, _) in answers {
+        *counts.entry((*status, code.as_str())).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Issue #16 item 7: the lockout decision and the failure count were two
+/// steps with argon2 between them, so 50 wrong passwords sent at once were
+/// all checked (and all answered `invalid_credentials`). Now at most the
+/// limit (5) are checked, for a real account and an unknown email alike;
+/// the rest are refused without argon2.
+#[sqlx::test(migrations = "../migrations")]
+async fn fifty_parallel_wrong_passwords_get_at_most_five_checks(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("SME Centre").await;
+    w.user(Some(org), "owner@sme.example.cn", Role::Learner)
+        .await;
+    w.user(None, "root@lectern.example", Role::SuperAdmin).await;
+    let root = w.login("root@lectern.example").await;
+    let peer: std::net::SocketAddr = "198.51.100.20:40000".parse().unwrap();
+
+    for email in ["owner@sme.example.cn", "nobody@sme.example.cn"] {
+        let before = password_verifications(&w, &root).await;
+        let guesses = (0..50)
+            .map(|i| json!({ "email": email, "password": format!("guess number {i}") }))
+            .collect();
+        let answers = burst(&w, peer, "/api/v1/auth/login", None, guesses).await;
+        let checked = password_verifications(&w, &root).await - before;
+        let counts = tally(&answers);
+        println!("{email}: {counts:?}, {checked} argon2 checks");
+        let wrong = counts
+            .get(&(401, "invalid_credentials"))
+            .copied()
+            .unwrap_or(0);
+        let locked = counts.get(&(429, "account_locked")).copied().unwrap_or(0);
+        assert!(
+            wrong <= 5,
+            "{email}: {wrong} guesses were checked: {counts:?}"
+        );
+        assert_eq!(wrong + locked, 50, "{email}: {counts:?}");
+        assert!(checked <= 5, "{email}: {checked} argon2 checks");
+        assert_eq!(
+            checked, wrong as u64,
+            "{email}: one check per guess answered"
+        );
+        for (status, _, retry_after) in &answers {
+            if *status == 429 {
+                assert!(
+                    retry_after.is_some_and(|s| (1..=900).contains(&s)),
+                    "{retry_after:?}"
+                );
+            }
+        }
+        // The right password is refused too while the account is locked.
+        let (status, body) = w
+            .call(
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(json!({ "email": email, "password": PASSWORD })),
+            )
+            .await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("account_locked"))
+        );
+    }
+    // One alert per lock, for the real account and the unknown email.
+    let alerts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM security_alerts WHERE kind = 'brute_force'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(alerts, 2);
+}
+
+/// A right password forgets the account's failures and does not count
+/// against the address; the limit then allows five wrong ones again.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_right_password_clears_the_account_and_gives_the_address_its_attempt_back(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("SME Centre").await;
+    w.user(Some(org), "owner@sme.example.cn", Role::Learner)
+        .await;
+    let from = Some("192.0.2.40");
+    let login =
+        |password: &str| Some(json!({ "email": "owner@sme.example.cn", "password": password }));
+    let failures = |subject: &'static str| {
+        let db = db.clone();
+        async move {
+            sqlx::query_scalar::<_, i32>("SELECT failures FROM login_throttle WHERE subject = $1")
+                .bind(subject)
+                .fetch_optional(&db)
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..4 {
+        let (status, _) = w
+            .call_from(
+                from,
+                &[],
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                login("wrong guess 1"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(failures("ip:192.0.2.40").await, Some(4));
+    let (status, _) = w
+        .call_from(
+            from,
+            &[],
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            login(PASSWORD),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        failures("ip:192.0.2.40").await,
+        Some(4),
+        "the success is not counted"
+    );
+    let accounts: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM login_throttle WHERE subject LIKE 'email:%'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(accounts, 0, "the account's failures are forgotten");
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let (status, _) = w
+            .call_from(
+                from,
+                &[],
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                login("wrong guess 2"),
+            )
+            .await;
+        statuses.push(status.as_u16());
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+}
+
+/// An IPv6 client has a /64 to pick addresses from: it is counted by it.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_ipv6_client_is_throttled_by_its_64(db: PgPool) {
+    let identity = lectern_identity::IdentitySettings {
+        throttle: lectern_identity::throttle::ThrottlePolicy {
+            address_failures: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let w = World::with_settings(db, identity).await;
+    let org = w.org("SME Centre").await;
+    w.user(Some(org), "owner@sme.example.cn", Role::Learner)
+        .await;
+    let login = |email: &str, password: &str| Some(json!({ "email": email, "password": password }));
+    for (i, host) in [
+        "[2001:db8:1:2::a]",
+        "[2001:db8:1:2:ffff::b]",
+        "[2001:db8:1:2::c]",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (status, _) = w
+            .call_from(
+                Some(host),
+                &[],
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                login(&format!("spray{i}@sme.example.cn"), "spring 2026 pw"),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let from = |host| {
+        w.call_from(
+            Some(host),
+            &[],
+            "POST",
+            "/api/v1/auth/login",
+            None,
+            login("owner@sme.example.cn", PASSWORD),
+        )
+    };
+    assert_eq!(
+        from("[2001:db8:1:2::d]").await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(from("[2001:db8:1:3::a]").await.0, StatusCode::OK);
+    // An IPv4 client seen through an IPv6 socket is counted as IPv4.
+    assert_eq!(from("[::ffff:192.0.2.9]").await.0, StatusCode::OK);
+}
+
+/// The password given again from a session (enrolling an authenticator)
+/// is throttled as sign-in is, in one step too.
+#[sqlx::test(migrations = "../migrations")]
+async fn parallel_wrong_passwords_from_a_session_get_at_most_five_checks(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    w.user(Some(org), "chief@med.example.org", Role::SuperAdmin)
+        .await;
+    let session = w.login("chief@med.example.org").await;
+    w.user(None, "root@lectern.example", Role::SuperAdmin).await;
+    let root = w.login("root@lectern.example").await;
+    let before = password_verifications(&w, &root).await;
+    let guesses = (0..20)
+        .map(|i| json!({ "password": format!("guess number {i}") }))
+        .collect();
+    let peer = "198.51.100.21:40000".parse().unwrap();
+    let answers = burst(&w, peer, "/api/v1/me/totp", Some(&session), guesses).await;
+    let checked = password_verifications(&w, &root).await - before;
+    let counts = tally(&answers);
+    println!("{counts:?}, {checked} argon2 checks");
+    let wrong = counts.get(&(403, "wrong_password")).copied().unwrap_or(0);
+    let locked = counts.get(&(429, "account_locked")).copied().unwrap_or(0);
+    assert!(wrong <= 5, "{counts:?}");
+    assert_eq!(wrong + locked, 20, "{counts:?}");
+    assert!(checked <= 5, "{checked} argon2 checks");
+}
+
 fn totp_for(secret_base32: &str) -> TOTP {
     let secret = Secret::Encoded(secret_base32.to_string())
         .to_bytes()
