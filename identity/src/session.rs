@@ -2,6 +2,12 @@
 //! HttpOnly cookie) for people, `lk_…` API keys for content partners.
 //! Both are looked up by the SHA-256 of the token — one indexed equality
 //! per request, never a password hash on the hot path.
+//!
+//! Signing in reserves the attempt against the account and the address
+//! ([`crate::throttle`]) before the password is checked, so a locked
+//! subject costs no argon2 and a crowd of guesses gets at most the limit's
+//! worth of checks; the check itself runs off the async workers
+//! ([`crate::password::Hasher`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

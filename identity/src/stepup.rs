@@ -10,8 +10,9 @@
 //! proven by email), and replacing an enabled one needs a step-up. Wrong
 //! codes — TOTP or one-time, at enrolment or step-up — count per account
 //! and per client address in the shared throttle table
-//! ([`crate::throttle`]); past the policy's limit the subject is locked
-//! (429 `locked_out`) and a `brute_force` alert is raised. Sending
+//! ([`crate::throttle`]), reserved before the code is checked; past the
+//! policy's limit the subject is locked (429 `locked_out`) and a
+//! `brute_force` alert is raised. Sending
 //! one-time codes is rate-limited per account, a new code supersedes the
 //! session's earlier ones, and codes are stored as an HMAC under the token
 //! key, so the table alone does not give them away.
