@@ -206,6 +206,7 @@ async fn seed(
     };
     audit::record(
         db,
+        Some(&audit::ChainKey::from_keyring(keys)),
         &AuditEvent {
             actor: Some("cli:demo".into()),
             org_id: Some(org_id),

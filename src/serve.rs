@@ -111,6 +111,9 @@ pub async fn serve(config: Config) -> Result<()> {
     )
     .await;
     tracing::info!("shutting down");
+    // Rows still queued, and the noise counted so far, are written before
+    // the checkpoint task takes its last checkpoint.
+    state.identity.audit.flush().await;
     pulls::hand_back_pulls(&state.ingest).await;
     // The flusher flushes once more, the in-process worker drains.
     let grace = Duration::from_secs(config.worker.drain_secs + 30);
@@ -174,6 +177,17 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
     tasks.spawn("audit-retention", move |cancel| {
         audit::purge_periodically(pool, schema, days, cancel)
     });
+    if let Some(key) = state.identity.chain_key() {
+        let (pool, store, schema, every) = (
+            state.db.clone(),
+            state.store.clone(),
+            state.schema_ready.clone(),
+            config.settings.audit_checkpoint_interval,
+        );
+        tasks.spawn("audit-checkpoint", move |cancel| {
+            audit::checkpoint::write_periodically(pool, store, key, schema, every, cancel)
+        });
+    }
     Ok(tasks)
 }
 

@@ -70,6 +70,7 @@ pub struct SecurityMetrics {
     alerts: [AtomicU64; 3],
     logins: [AtomicU64; 3],
     audit_failures: AtomicU64,
+    audit_noise: AtomicU64,
 }
 
 impl SecurityMetrics {
@@ -88,6 +89,11 @@ impl SecurityMetrics {
 
     pub fn audit_failed(&self) {
         self.audit_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One anonymous refusal seen by the audit writer's noise ledger.
+    pub fn noise_seen(&self) {
+        self.audit_noise.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition format.
@@ -121,6 +127,15 @@ impl SecurityMetrics {
             out,
             "lectern_audit_failures_total {}",
             self.audit_failures.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP lectern_audit_noise_total Anonymous refused requests, sampled and aggregated in the audit log.\n",
+        );
+        out.push_str("# TYPE lectern_audit_noise_total counter\n");
+        let _ = writeln!(
+            out,
+            "lectern_audit_noise_total {}",
+            self.audit_noise.load(Ordering::Relaxed)
         );
         out
     }

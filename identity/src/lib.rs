@@ -33,7 +33,8 @@ use axum::response::{IntoResponse, Response};
 use lectern_secrets::{Keyring, FIELD_KEYS_VAR};
 use lectern_web::client::peer;
 use lectern_web::{
-    Access, ApiError, ApiRouter, ClientContext, Gate, Permission, Principal, StepUpCheck, Unaudited,
+    Access, ApiError, ApiRouter, ClientContext, ErrorCode, Gate, Permission, Principal,
+    StepUpCheck, Unaudited,
 };
 use sqlx::PgPool;
 
@@ -60,8 +61,10 @@ pub struct IdentityInner {
     /// them answers 503, instead of writing data no one could read back.
     keys: Option<Arc<Keyring>>,
     pub notifier: Arc<dyn Notifier>,
-    pub metrics: SecurityMetrics,
+    pub metrics: Arc<SecurityMetrics>,
     pub settings: IdentitySettings,
+    /// The request path's audit writer (see `audit::writer`).
+    pub audit: audit::AuditWriter,
     /// Recently recognised sessions (see `session::SESSION_CACHE_TTL`).
     pub sessions: session::SessionCache,
 }
@@ -91,12 +94,16 @@ impl Identity {
         settings: IdentitySettings,
         sessions: session::SessionCache,
     ) -> Self {
+        let metrics = Arc::new(SecurityMetrics::default());
+        let chain_key = keys.as_deref().map(audit::ChainKey::from_keyring);
+        let audit = audit::AuditWriter::start(db.clone(), chain_key, metrics.clone());
         Identity(Arc::new(IdentityInner {
             db,
             keys,
             notifier,
-            metrics: SecurityMetrics::default(),
+            metrics,
             settings,
+            audit,
             sessions,
         }))
     }
@@ -110,6 +117,11 @@ impl Identity {
     /// The field keys, for the other areas that seal data with them.
     pub fn keys(&self) -> Option<Arc<Keyring>> {
         self.keys.clone()
+    }
+
+    /// The audit chain's key, when keys are configured.
+    pub fn chain_key(&self) -> Option<audit::ChainKey> {
+        self.keys.as_deref().map(audit::ChainKey::from_keyring)
     }
 
     pub fn has_keys(&self) -> bool {
@@ -273,12 +285,26 @@ fn client_context(state: &Identity, request: &Request) -> ClientContext {
 }
 
 /// Resolves the caller, runs the request, audits it. See the module docs.
+/// Anonymous refusals are noise: sampled and aggregated per address by the
+/// audit writer, and an address sending too much of it is refused at once
+/// for routes that do not exist (`audit::writer`).
 pub async fn middleware(
     State(state): State<Identity>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let context = client_context(&state, &request);
+    let matched = request.extensions().get::<MatchedPath>().is_some();
+    if !matched {
+        if let Some(retry_after) = state.audit.noise_exceeded(context.ip.as_deref()) {
+            return ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests for unknown or refused routes from this address; wait and retry",
+            )
+            .with_retry_after(retry_after)
+            .into_response();
+        }
+    }
     let principal = match session::authenticate(&state, request.headers()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -314,7 +340,11 @@ pub async fn middleware(
             detail: Some(format!("{{\"status\":{}}}", status.as_u16())),
             ..audit::AuditEvent::by(principal.as_ref(), &context)
         };
-        audit::record_or_log(&state, &event).await;
+        if principal.is_none() && status.is_client_error() {
+            state.audit.record_noise(event);
+        } else {
+            state.audit.record(event).await;
+        }
     }
     response
 }

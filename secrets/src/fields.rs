@@ -178,6 +178,16 @@ impl Keyring {
         mac.finalize().into_bytes().into()
     }
 
+    /// The key of the audit log's chain (HMAC-SHA-256), derived from the
+    /// token key so a deployment configures nothing more. It lives only in
+    /// configuration: whoever can write the database cannot re-chain rows
+    /// they edited.
+    pub fn audit_chain_key(&self) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.token_key).expect("any key length");
+        mac.update(b"lectern audit chain v1");
+        mac.finalize().into_bytes().into()
+    }
+
     /// Constant-time check of a signature made by [`Keyring::sign`].
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.token_key).expect("any key length");

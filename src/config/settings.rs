@@ -91,6 +91,9 @@ settings! {
     /// audit rows older than this are purged (at least 180), keeping the
     /// chain verifiable
     audit_retention_days: u32 = default "180";
+    /// how often the audit log's head is checkpointed (signed) to object
+    /// storage; removals of rows younger than this are not caught (1s–1h)
+    audit_checkpoint_interval: Duration = default "60s";
     /// largest single upload (`Tus-Max-Size`); larger ones get 413
     upload_max_bytes: Bytes = default "20 GiB";
     /// an upload without progress for this many seconds expires and frees
