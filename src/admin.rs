@@ -211,7 +211,7 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
                 eprintln!("audit chain broken at row {row}: it was altered, removed or inserted");
                 return Ok(ExitCode::FAILURE);
             }
-            let store = crate::serve::open_store(&config.storage).await?;
+            let store = crate::process::open_store(&config.storage).await?;
             let head = report.head.unwrap_or(0);
             match checkpoint::check(db, store.as_ref(), &key).await? {
                 Verdict::None => println!(
@@ -250,7 +250,7 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
         }
         AdminCommand::CheckpointAudit => {
             let key = keyring(config).map(|k| audit::ChainKey::from_keyring(&k))?;
-            let store = crate::serve::open_store(&config.storage).await?;
+            let store = crate::process::open_store(&config.storage).await?;
             match checkpoint::write(db, store.as_ref(), &key).await? {
                 Some(c) => println!("audit checkpoint written: row {} at {}", c.last_id, c.at),
                 None => println!("audit checkpoint unchanged: the newest one names the head"),

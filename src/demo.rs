@@ -70,7 +70,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> Result<()> {
     // stopped here, after the server is done with it.
     let db = Database::open(&config).await?;
     db.migrate().await?;
-    let store = crate::serve::open_store(&config.storage).await?;
+    let store = crate::process::open_store(&config.storage).await?;
     let seeded = seed(&config, &db.pool, &keys, store.as_ref(), &args).await;
     let seeded = match seeded {
         Ok(s) => s,

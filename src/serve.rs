@@ -16,12 +16,12 @@ use lectern_identity::{audit, IdentitySettings};
 use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::{pulls, webhooks};
 use lectern_learning::Learning;
-use lectern_storage::{FsStore, S3Store, Store};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, StorageConfig, TlsConfig};
+use crate::config::{Config, TlsConfig};
 use crate::database::Database;
+use crate::process::{open_store, shutdown_signal};
 use crate::tasks::Tasks;
 
 pub async fn migrate(config: Config) -> Result<()> {
@@ -224,33 +224,3 @@ fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-pub async fn open_store(config: &StorageConfig) -> Result<Arc<dyn Store>> {
-    Ok(match config {
-        StorageConfig::Fs { root } => Arc::new(
-            FsStore::open(root.clone())
-                .await
-                .with_context(|| format!("cannot use {} for object storage", root.display()))?,
-        ),
-        StorageConfig::S3(s3) => Arc::new(
-            S3Store::new(s3.clone()).context("invalid S3 storage configuration (LECTERN_S3_*)")?,
-        ),
-    })
-}
-
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-}
