@@ -223,4 +223,3 @@ fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
-

@@ -11,7 +11,7 @@
 
 pub mod demo;
 mod health;
-pub mod openapi;
+mod openapi;
 pub mod uploads;
 
 use std::sync::atomic::AtomicBool;

@@ -44,12 +44,12 @@
 //! a URL token), players may send `Range` and validators, and see
 //! `Content-Range`, `Content-Length`, `Accept-Ranges` and `ETag`.
 
-pub mod assets;
+mod assets;
 pub mod cache;
-pub mod encryption;
-pub mod http;
-pub mod playlist;
-pub mod token;
+mod encryption;
+mod http;
+mod playlist;
+mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,16 +9,20 @@
 //! where the request came from, and after the handler has answered writes
 //! an audit row for every state-changing request and every denial.
 
-pub mod alerts;
+mod alerts;
 pub mod audit;
 mod invite;
 pub mod notifier;
 pub mod password;
 pub mod session;
-pub mod signup;
-pub mod stepup;
-pub mod throttle;
+mod signup;
+mod stepup;
+mod throttle;
 pub mod users;
+
+// Types of identity's public settings and state.
+pub use alerts::SecurityMetrics;
+pub use throttle::ThrottlePolicy;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -38,7 +42,6 @@ use lectern_web::{
 };
 use sqlx::PgPool;
 
-use alerts::SecurityMetrics;
 use notifier::Notifier;
 
 /// Identity's state, and the handle other areas hold to ask it who a

@@ -732,7 +732,7 @@ impl Shared {
             for s in chunk {
                 let member = format!("{}:{}", s.user_id, s.lesson_id);
                 let confirmed = serde_json::to_string(&s.confirmed).unwrap_or_else(|_| "[]".into());
-                let claims: Vec<_> = s.claims.iter().map(Claim::to_wire).collect();
+                let claims: Vec<_> = s.claims.iter().copied().map(Claim::to_wire).collect();
                 let claims = serde_json::to_string(&claims).unwrap_or_else(|_| "[]".into());
                 inv.key(entry_key(&self.prefix, &member)).key(&dirty);
                 inv.arg(&member)

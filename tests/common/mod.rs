@@ -94,3 +94,11 @@ pub fn deployment_secrets() -> Vec<(&'static str, String)> {
         ),
     ]
 }
+
+/// Seconds since the Unix epoch, as playback tokens count expiry.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}

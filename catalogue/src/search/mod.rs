@@ -22,7 +22,9 @@
 //! [`SearchParams`], and `properties` (its tests) feeds it random input.
 
 pub mod index;
-pub mod text;
+mod text;
+
+pub use text::warm_up;
 
 #[cfg(test)]
 mod properties;

@@ -6,9 +6,9 @@
 //! retention ([`purge`]) runs as the tables' owner inside the database and
 //! keeps what remains verifiable. Reading the log is itself audited.
 
-pub mod chain;
+mod chain;
 pub mod checkpoint;
-pub mod writer;
+mod writer;
 
 pub use chain::{append, purge, record, verify, ChainKey, ChainReport};
 pub use writer::AuditWriter;

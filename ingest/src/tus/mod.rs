@@ -24,7 +24,7 @@
 mod body;
 mod error;
 mod lease;
-pub mod metadata;
+mod metadata;
 
 use lectern_web::ErrorCode;
 use std::sync::Arc;
