@@ -58,6 +58,9 @@ pub async fn serve(config: Config) -> Result<()> {
     let schema_ready = Arc::new(AtomicBool::new(false));
     db.migrate_in_background(schema_ready.clone());
     let store = open_store(&config.storage).await?;
+    // The search segmenter's dictionary loads in the background now, not
+    // in the first search request.
+    tokio::task::spawn_blocking(lectern_catalogue::search::warm_up);
     let learning = Learning::connect(config.progress.clone())
         .await
         .context("cannot reach the progress backend (REDIS_URL)")?;
