@@ -3,7 +3,10 @@
 //! SIGTERM / Ctrl-C.
 //!
 //! With `LECTERN_TLS_CERT`/`LECTERN_TLS_KEY`, connections are TLS 1.2 or
-//! 1.3 only (rustls, ring provider).
+//! 1.3 only (rustls, ring provider). Without them, configuration refuses
+//! to serve plain HTTP except on a loopback address or behind a configured
+//! `LECTERN_TRUSTED_PROXIES` (a TLS-terminating proxy), so credentials
+//! never cross a network in the clear by accident.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -7,7 +7,12 @@
 //! [`middleware`] runs on every routed request: it resolves the caller
 //! from the `Authorization: Bearer` header or the session cookie, records
 //! where the request came from, and after the handler has answered writes
-//! an audit row for every state-changing request and every denial.
+//! an audit row for every state-changing request and every denial —
+//! except anonymous refusals, which are noise: sampled and counted per
+//! address by the audit writer instead. The client address comes from
+//! `X-Forwarded-For` only when the peer is one of
+//! `LECTERN_TRUSTED_PROXIES`, and then is the right-most address no
+//! trusted proxy added, since clients can forge the rest.
 
 mod alerts;
 pub mod audit;

@@ -5,6 +5,15 @@
 //!
 //! Keys come from configuration only, never from the database, and no type
 //! here prints them: `Debug` shows key ids, never key bytes.
+//!
+//! A sealed value is `key id ‖ nonce ‖ ciphertext`, with the column name
+//! and row id as associated data: a ciphertext copied into another row or
+//! column does not open, and the key id lets an old key keep opening what
+//! it sealed while the first key seals everything new. Rotation is adding
+//! a key in front, then `lectern admin rotate-keys` (re-seals in batches,
+//! one transaction each). Emails are found by their blind index (an HMAC
+//! of the normalised address) since random nonces make equal plaintexts
+//! differ.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
