@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use sqlx::PgPool;
 
@@ -31,31 +30,15 @@ impl Cli {
     }
 
     fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .arg("admin")
+        let mut cmd = common::lectern(self.data.path());
+        cmd.arg("admin")
             .args(args)
             .env("DATABASE_URL", &self.url)
             .env("LECTERN_FIELD_KEYS", &self.keys.0)
             .env("LECTERN_BLIND_INDEX_KEY", &self.keys.1)
             .env("LECTERN_TOKEN_KEY", &self.keys.2)
-            .env("LECTERN_DATA_DIR", self.data.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        child.wait_with_output().unwrap()
+            .env("LECTERN_DATA_DIR", self.data.path());
+        common::run_with_input(&mut cmd, stdin)
     }
 
     fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
@@ -188,18 +171,11 @@ async fn admin_creates_people_and_keys_and_rotates_field_keys(db: PgPool) {
         String::from_utf8_lossy(&dup.stderr)
     );
 
-    let missing = {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.args(["admin", "rotate-keys"])
-            .env("DATABASE_URL", &cli.url)
-            .output()
-            .unwrap()
-    };
+    let missing = common::lectern(cli.data.path())
+        .args(["admin", "rotate-keys"])
+        .env("DATABASE_URL", &cli.url)
+        .output()
+        .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("LECTERN_FIELD_KEYS"));
 }

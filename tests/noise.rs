@@ -58,27 +58,15 @@ async fn a_flood_of_post_nope_does_not_stop_sign_ins(db: PgPool) {
     let data = tempfile::tempdir().unwrap();
     let secrets = common::deployment_secrets();
     let admin = |args: &[&str], stdin: Option<&str>| {
-        use std::io::Write;
         let mut cmd = lectern(data.path());
         for (name, value) in &secrets {
             cmd.env(name, value);
         }
-        let mut child = cmd
-            .arg("admin")
+        cmd.arg("admin")
             .args(args)
             .env("DATABASE_URL", &url)
-            .env("LECTERN_DATA_DIR", data.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        if let Some(text) = stdin {
-            input.write_all(text.as_bytes()).unwrap();
-        }
-        drop(input);
-        let out = child.wait_with_output().unwrap();
+            .env("LECTERN_DATA_DIR", data.path());
+        let out = common::run_with_input(&mut cmd, stdin);
         assert!(
             out.status.success(),
             "{args:?}: {}",

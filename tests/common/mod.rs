@@ -102,3 +102,21 @@ pub fn now_unix() -> i64 {
         .expect("the clock is after 1970")
         .as_secs() as i64
 }
+
+/// Runs `cmd` with `stdin` (if any) as its input and its output captured.
+pub fn run_with_input(cmd: &mut Command, stdin: Option<&str>) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(text) = stdin {
+        input.write_all(text.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
