@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use lectern_identity::audit::checkpoint::{self, Verdict};
 use lectern_identity::audit::{self, AuditEvent};
 use lectern_identity::{password, users};
 use lectern_secrets::{Keyring, FIELD_KEYS_VAR};
@@ -54,8 +55,13 @@ enum AdminCommand {
         #[arg(long, default_value_t = 500)]
         batch: i64,
     },
-    /// Check the audit log's hash chain; names the first bad row.
+    /// Check the audit log's keyed hash chain, and its head against the
+    /// newest signed checkpoint in object storage; names the first bad row
+    /// or the rows missing from the end.
     VerifyAudit,
+    /// Write a signed checkpoint of the audit log's head to object storage
+    /// now (`serve` writes one every LECTERN_AUDIT_CHECKPOINT_INTERVAL).
+    CheckpointAudit,
     /// Remove audit rows older than LECTERN_AUDIT_RETENTION_DAYS.
     PurgeAudit,
 }
@@ -86,10 +92,21 @@ fn keyring(config: &Config) -> Result<Keyring> {
     })
 }
 
-async fn audited(db: &PgPool, action: &str, target: String) -> Result<()> {
+/// The audit chain's key: the identity keys' when configured (always in
+/// embedded mode); without them rows are chained unkeyed.
+fn chain_key(config: &Config) -> Option<audit::ChainKey> {
+    config
+        .keyring()
+        .ok()
+        .flatten()
+        .map(|k| audit::ChainKey::from_keyring(&k))
+}
+
+async fn audited(config: &Config, db: &PgPool, action: &str, target: String) -> Result<()> {
     let operator = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     audit::record(
         db,
+        chain_key(config).as_ref(),
         &AuditEvent {
             actor: Some(format!("cli:{operator}")),
             action: action.to_string(),
@@ -107,7 +124,7 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
     match command {
         AdminCommand::CreateOrg { name } => {
             let id = users::create_organisation(db, &name).await?;
-            audited(db, "admin.create-org", format!("org:{id}")).await?;
+            audited(config, db, "admin.create-org", format!("org:{id}")).await?;
             println!("{id}");
         }
         AdminCommand::CreateUser { org, email, role } => {
@@ -145,7 +162,7 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
                 },
             )
             .await?;
-            audited(db, "admin.create-user", format!("user:{id}")).await?;
+            audited(config, db, "admin.create-user", format!("user:{id}")).await?;
             println!("user {id}");
             if generated {
                 println!("password (shown once): {password}");
@@ -154,7 +171,7 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
         AdminCommand::CreatePartnerKey { org, name } => {
             let org_id = users::organisation_id(db, &org).await?;
             let (id, key) = users::create_partner_key(db, org_id, &name).await?;
-            audited(db, "admin.create-partner-key", format!("key:{id}")).await?;
+            audited(config, db, "admin.create-partner-key", format!("key:{id}")).await?;
             eprintln!("partner key {id} for {org}; it is shown once, store it now:");
             println!("{key}");
         }
@@ -163,13 +180,20 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
                 eprintln!("lectern admin: no active partner key {key_id}");
                 return Ok(ExitCode::from(crate::EXIT_BAD_INPUT));
             }
-            audited(db, "admin.revoke-partner-key", format!("key:{key_id}")).await?;
+            audited(
+                config,
+                db,
+                "admin.revoke-partner-key",
+                format!("key:{key_id}"),
+            )
+            .await?;
             println!("revoked {key_id}");
         }
         AdminCommand::RotateKeys { batch } => {
             let keys = keyring(config)?;
             let changed = users::rotate_keys(db, &keys, batch.max(1)).await?;
             audited(
+                config,
                 db,
                 "admin.rotate-keys",
                 format!("key:{}", keys.active_key_id()),
@@ -181,20 +205,60 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
             );
         }
         AdminCommand::VerifyAudit => {
-            let report = audit::verify(db).await?;
-            match report.first_bad_row {
-                None => println!("audit chain intact: {} rows verified", report.rows_checked),
-                Some(row) => {
+            let key = keyring(config).map(|k| audit::ChainKey::from_keyring(&k))?;
+            let report = audit::verify(db, Some(&key)).await?;
+            if let Some(row) = report.first_bad_row {
+                eprintln!("audit chain broken at row {row}: it was altered, removed or inserted");
+                return Ok(ExitCode::FAILURE);
+            }
+            let store = crate::process::open_store(&config.storage).await?;
+            let head = report.head.unwrap_or(0);
+            match checkpoint::check(db, store.as_ref(), &key).await? {
+                Verdict::None => println!(
+                    "audit chain intact: {} rows verified, head row {head}; no checkpoint yet",
+                    report.rows_checked
+                ),
+                Verdict::Matches { checkpoint } => println!(
+                    "audit chain intact: {} rows verified, head row {head}; checkpoint of {} at row {} matches",
+                    report.rows_checked, checkpoint.at, checkpoint.last_id
+                ),
+                Verdict::Truncated { checkpoint, table_head } => {
                     eprintln!(
-                        "audit chain broken at row {row}: it was altered, removed or inserted"
+                        "audit log truncated: rows {}–{} are missing from its end (the checkpoint of {} recorded row {}; the table ends at row {table_head})",
+                        table_head + 1,
+                        checkpoint.last_id,
+                        checkpoint.at,
+                        checkpoint.last_id
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                Verdict::Diverged { checkpoint } => {
+                    eprintln!(
+                        "audit chain diverged: row {} is not the row the checkpoint of {} recorded (rows were removed and others written in their place)",
+                        checkpoint.last_id, checkpoint.at
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                Verdict::Forged { checkpoint } => {
+                    eprintln!(
+                        "audit checkpoint for row {} is not signed with this deployment's key",
+                        checkpoint.last_id
                     );
                     return Ok(ExitCode::FAILURE);
                 }
             }
         }
+        AdminCommand::CheckpointAudit => {
+            let key = keyring(config).map(|k| audit::ChainKey::from_keyring(&k))?;
+            let store = crate::process::open_store(&config.storage).await?;
+            match checkpoint::write(db, store.as_ref(), &key).await? {
+                Some(c) => println!("audit checkpoint written: row {} at {}", c.last_id, c.at),
+                None => println!("audit checkpoint unchanged: the newest one names the head"),
+            }
+        }
         AdminCommand::PurgeAudit => {
             let gone = audit::purge(db, config.settings.audit_retention_days).await?;
-            audited(db, "admin.purge-audit", format!("rows:{gone}")).await?;
+            audited(config, db, "admin.purge-audit", format!("rows:{gone}")).await?;
             println!(
                 "purged {gone} audit rows older than {} days",
                 config.settings.audit_retention_days

@@ -396,6 +396,11 @@ impl Config {
             }
         };
         ensure(
+            (D::from_secs(1)..=D::from_secs(3600)).contains(&s.audit_checkpoint_interval),
+            Key::audit_checkpoint_interval,
+            "must be between 1s and 1h, like 60s or 5m",
+        )?;
+        ensure(
             (D::from_millis(100)..=D::from_secs(60)).contains(&s.progress_flush_interval),
             Key::progress_flush_interval,
             "must be between 100ms and 60s, like 2, 2s or 500ms",

@@ -59,6 +59,7 @@ impl Database {
     /// background; `ready` flips once the schema is current.
     pub fn migrate_in_background(&self, ready: Arc<AtomicBool>) {
         let pool = self.pool.clone();
+        let embedded = self.embedded.is_some();
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(500);
             loop {
@@ -66,6 +67,7 @@ impl Database {
                     Ok(()) => {
                         ready.store(true, Ordering::Release);
                         tracing::info!("database schema is current");
+                        warn_if_superuser(&pool, embedded).await;
                         return;
                     }
                     Err(e) => {
@@ -83,5 +85,24 @@ impl Database {
         if let Some(pg) = self.embedded {
             pg.stop();
         }
+    }
+}
+
+/// A superuser bypasses every privilege, the audit log's owner-only deletes
+/// included (SECURITY.md); say so once, where an operator looks. The
+/// embedded database is private to the process and connects as one.
+async fn warn_if_superuser(pool: &sqlx::PgPool, embedded: bool) {
+    if embedded {
+        return;
+    }
+    let superuser: Result<bool, _> =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+            .fetch_one(pool)
+            .await;
+    if let Ok(true) = superuser {
+        tracing::warn!(
+            "DATABASE_URL connects as a superuser: audit rows could be removed by this role; \
+             connect with a role that is not a superuser in production (SECURITY.md)"
+        );
     }
 }

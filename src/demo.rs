@@ -70,7 +70,7 @@ pub async fn run(mut config: Config, args: DemoArgs) -> Result<()> {
     // stopped here, after the server is done with it.
     let db = Database::open(&config).await?;
     db.migrate().await?;
-    let store = crate::serve::open_store(&config.storage).await?;
+    let store = crate::process::open_store(&config.storage).await?;
     let seeded = seed(&config, &db.pool, &keys, store.as_ref(), &args).await;
     let seeded = match seeded {
         Ok(s) => s,
@@ -206,6 +206,7 @@ async fn seed(
     };
     audit::record(
         db,
+        Some(&audit::ChainKey::from_keyring(keys)),
         &AuditEvent {
             actor: Some("cli:demo".into()),
             org_id: Some(org_id),

@@ -15,6 +15,13 @@
 //!
 //! PostgreSQL refuses to run as root; when we are root (containers, CI) the
 //! cluster runs as the `postgres` system user the Debian package creates.
+//! If that user cannot reach the data directory (a checkout under a private
+//! home), the cluster lives in the `postgres` user's own home, under
+//! `lectern-<first 12 hex of the SHA-256 of the canonical data directory>`
+//! so each checkout keeps its own cluster — never in a shared directory
+//! such as /tmp or /var/tmp, where another local user could create the
+//! predictable name first. A cluster already running there is reused; one
+//! this process started is stopped on graceful shutdown.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

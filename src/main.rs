@@ -8,6 +8,7 @@ mod demo;
 mod embedded_pg;
 mod http_server;
 mod media;
+mod process;
 mod serve;
 mod tasks;
 mod worker;

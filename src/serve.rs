@@ -3,7 +3,10 @@
 //! SIGTERM / Ctrl-C.
 //!
 //! With `LECTERN_TLS_CERT`/`LECTERN_TLS_KEY`, connections are TLS 1.2 or
-//! 1.3 only (rustls, ring provider).
+//! 1.3 only (rustls, ring provider). Without them, configuration refuses
+//! to serve plain HTTP except on a loopback address or behind a configured
+//! `LECTERN_TRUSTED_PROXIES` (a TLS-terminating proxy), so credentials
+//! never cross a network in the clear by accident.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -16,12 +19,12 @@ use lectern_identity::{audit, IdentitySettings};
 use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::{pulls, webhooks};
 use lectern_learning::Learning;
-use lectern_storage::{FsStore, S3Store, Store};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{Config, StorageConfig, TlsConfig};
+use crate::config::{Config, TlsConfig};
 use crate::database::Database;
+use crate::process::{open_store, shutdown_signal};
 use crate::tasks::Tasks;
 
 pub async fn migrate(config: Config) -> Result<()> {
@@ -58,6 +61,9 @@ pub async fn serve(config: Config) -> Result<()> {
     let schema_ready = Arc::new(AtomicBool::new(false));
     db.migrate_in_background(schema_ready.clone());
     let store = open_store(&config.storage).await?;
+    // The search segmenter's dictionary loads in the background now, not
+    // in the first search request.
+    tokio::task::spawn_blocking(lectern_catalogue::search::warm_up);
     let learning = Learning::connect(config.progress.clone())
         .await
         .context("cannot reach the progress backend (REDIS_URL)")?;
@@ -112,6 +118,9 @@ pub async fn serve(config: Config) -> Result<()> {
     )
     .await;
     tracing::info!("shutting down");
+    // Rows still queued, and the noise counted so far, are written before
+    // the checkpoint task takes its last checkpoint.
+    state.identity.audit.flush().await;
     pulls::hand_back_pulls(&state.ingest).await;
     // The flusher flushes once more, the in-process worker drains.
     let grace = Duration::from_secs(config.worker.drain_secs + 30);
@@ -175,6 +184,17 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
     tasks.spawn("audit-retention", move |cancel| {
         audit::purge_periodically(pool, schema, days, cancel)
     });
+    if let Some(key) = state.identity.chain_key() {
+        let (pool, store, schema, every) = (
+            state.db.clone(),
+            state.store.clone(),
+            state.schema_ready.clone(),
+            config.settings.audit_checkpoint_interval,
+        );
+        tasks.spawn("audit-checkpoint", move |cancel| {
+            audit::checkpoint::write_periodically(pool, store, key, schema, every, cancel)
+        });
+    }
     Ok(tasks)
 }
 
@@ -209,35 +229,4 @@ fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {
         .context("LECTERN_TLS_CERT/LECTERN_TLS_KEY: the key does not match the certificate")?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-pub async fn open_store(config: &StorageConfig) -> Result<Arc<dyn Store>> {
-    Ok(match config {
-        StorageConfig::Fs { root } => Arc::new(
-            FsStore::open(root.clone())
-                .await
-                .with_context(|| format!("cannot use {} for object storage", root.display()))?,
-        ),
-        StorageConfig::S3(s3) => Arc::new(
-            S3Store::new(s3.clone()).context("invalid S3 storage configuration (LECTERN_S3_*)")?,
-        ),
-    })
-}
-
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }

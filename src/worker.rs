@@ -23,13 +23,13 @@ pub async fn run(config: Config) -> Result<()> {
     while !schema_ready.load(Ordering::Acquire) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let store = crate::serve::open_store(&config.storage).await?;
+    let store = crate::process::open_store(&config.storage).await?;
     let concurrency = config
         .worker
         .concurrency
         .unwrap_or_else(WorkerConfig::default_concurrency);
     worker(&config, db.pool.clone(), store, concurrency)?
-        .run(crate::serve::shutdown_signal())
+        .run(crate::process::shutdown_signal())
         .await;
     db.close().await;
     Ok(())

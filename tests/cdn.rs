@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use lectern_delivery::token;
 use lectern_delivery::{Playback, DEFAULT_TOKEN_TTL};
 use lectern_secrets::PlaybackKey;
 use lectern_storage::{FsStore, PutOptions, Store};
@@ -319,7 +318,7 @@ async fn second_learner_is_served_from_the_cdn_cache(db: sqlx::PgPool) {
     let master = |t: &str| format!("/media/{prefix}/master.m3u8?token={t}");
     let token_a = playback.token(asset, None).unwrap();
     let token_b = playback
-        .token_until(asset, token::now_unix() + 3600, None)
+        .token_until(asset, common::now_unix() + 3600, None)
         .unwrap();
     assert_ne!(token_a, token_b);
 
@@ -540,7 +539,7 @@ async fn turning_encryption_on_stops_clear_segments_at_the_edge(db: sqlx::PgPool
     // seen.
     let issued = AtomicI64::new(0);
     let fresh = || {
-        let expires = token::now_unix() + 3600 + issued.fetch_add(1, Ordering::Relaxed);
+        let expires = common::now_unix() + 3600 + issued.fetch_add(1, Ordering::Relaxed);
         stand.playback.token_until(asset, expires, None).unwrap()
     };
     // (status, body) of `/media/<key>` through the edge, and its cache

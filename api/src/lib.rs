@@ -4,14 +4,17 @@
 //! and webhooks, assets and the media origin, catalogue and search,
 //! learning, the demo page, and the OpenAPI document generated from the
 //! merged route table). Tests drive the app with
-//! `tower::ServiceExt::oneshot`, no socket needed.
+//! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
+//! `x-request-id` (the client's, if it sent one), carried in its tracing
+//! span and the audit row and echoed in the response, so one id ties a
+//! client's report to the logs.
 //!
 //! **Architecture invariant:** no business logic lives here; an area's
 //! behaviour is in its crate, this crate only wires them.
 
 pub mod demo;
 mod health;
-pub mod openapi;
+mod openapi;
 pub mod uploads;
 
 use std::sync::atomic::AtomicBool;

@@ -2,6 +2,13 @@
 //! `/api/v1/uploads` behind the same identity and authorisation as every
 //! other route. Ingest knows nothing of API keys or sessions; this module
 //! tells it which organisation a request acts for.
+//!
+//! The tus server routes its own paths, so it is mounted with
+//! `ApiRouter::nest_service`, which records every (method, path) it
+//! answers with its `Access` (OPTIONS public, the rest `UploadMedia`) and
+//! refuses any other method with 405 before tus sees it: the tus routes
+//! sit in the authorisation matrix and the OpenAPI document like any
+//! other. `serve` runs [`sweep_periodically`] every five minutes.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -553,16 +553,16 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 .fetch_one(w.db())
                 .await
                 .unwrap();
-            let key = lectern_delivery::encryption::AssetKey::generate();
-            sqlx::query(
-                "UPDATE assets SET encryption_key_id = $2, encryption_key_sealed = $3 WHERE id = $1",
-            )
-            .bind(asset)
-            .bind(&key.id)
-            .bind(key.seal(&w.keys, asset))
-            .execute(w.db())
-            .await
-            .unwrap();
+            let (status, body) = w
+                .call(
+                    "PUT",
+                    &format!("/api/v1/assets/{asset}/encryption"),
+                    Some(&w.login("contentadmin@a.example.org").await),
+                    Some(json!({ "enabled": true })),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let key_id = body["key_id"].as_str().unwrap().to_string();
             let session: Uuid = sqlx::query_scalar(
                 "SELECT id FROM sessions WHERE revoked_at IS NULL AND expires_at > now() LIMIT 1",
             )
@@ -576,7 +576,7 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 .token(asset, Some(session))
                 .unwrap();
             call(
-                format!("/media-key/{asset}/{}?token={token}", key.id),
+                format!("/media-key/{asset}/{key_id}?token={token}"),
                 None,
                 ok(200),
             )

@@ -494,7 +494,7 @@ async fn a_right_password_clears_the_account_and_gives_the_address_its_attempt_b
 #[sqlx::test(migrations = "../migrations")]
 async fn an_ipv6_client_is_throttled_by_its_64(db: PgPool) {
     let identity = lectern_identity::IdentitySettings {
-        throttle: lectern_identity::throttle::ThrottlePolicy {
+        throttle: lectern_identity::ThrottlePolicy {
             address_failures: 3,
             ..Default::default()
         },
@@ -761,7 +761,7 @@ async fn the_audit_chain_is_append_only_and_names_an_edited_row(db: PgPool) {
         w.call("POST", "/api/v1/auth/logout", Some(&token), None)
             .await;
     }
-    let report = audit::verify(&db).await.unwrap();
+    let report = audit::verify(&db, Some(&w.chain_key())).await.unwrap();
     assert_eq!(report.first_bad_row, None);
     assert!(report.rows_checked >= 6, "{report:?}");
 
@@ -783,7 +783,7 @@ async fn the_audit_chain_is_append_only_and_names_an_edited_row(db: PgPool) {
         .execute(&db)
         .await
         .unwrap();
-    let report = audit::verify(&db).await.unwrap();
+    let report = audit::verify(&db, Some(&w.chain_key())).await.unwrap();
     assert_eq!(report.first_bad_row, Some(4));
 }
 
@@ -819,16 +819,23 @@ async fn a_retention_purge_keeps_the_rest_of_the_chain_verifiable(db: PgPool) {
         .unwrap();
     // Aged rows no longer match their hashes, but they are about to go.
     assert_eq!(audit::purge(&db, 180).await.unwrap(), 2);
-    let report = audit::verify(&db).await.unwrap();
+    let report = audit::verify(&db, Some(&w.chain_key())).await.unwrap();
     assert_eq!(
         report,
         audit::ChainReport {
             rows_checked: 6,
-            first_bad_row: None
+            first_bad_row: None,
+            head: Some(8),
         }
     );
     w.login("a@med.example.org").await;
-    assert_eq!(audit::verify(&db).await.unwrap().first_bad_row, None);
+    assert_eq!(
+        audit::verify(&db, Some(&w.chain_key()))
+            .await
+            .unwrap()
+            .first_bad_row,
+        None
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -1049,32 +1056,58 @@ async fn addresses_are_throttled_and_new_networks_raise_an_alert(db: PgPool) {
 
 #[sqlx::test(migrations = "../migrations")]
 async fn concurrent_audit_writers_never_fork_the_chain(db: PgPool) {
-    let writers: Vec<_> = (0..40)
-        .map(|i| {
-            let db = db.clone();
-            tokio::spawn(async move {
-                let event = audit::AuditEvent {
-                    action: format!("test.write-{i}"),
-                    outcome: "ok",
-                    ..Default::default()
-                };
-                audit::record(&db, &event).await.unwrap()
-            })
-        })
-        .collect();
-    let mut ids = Vec::new();
-    for w in writers {
-        ids.push(w.await.unwrap());
+    // Forty requests' rows through the batching writer and ten operator
+    // commands' rows appended directly, all at once: one chain.
+    let key = audit::ChainKey::new([7; 32]);
+    let metrics = std::sync::Arc::new(lectern_identity::SecurityMetrics::default());
+    let writer = std::sync::Arc::new(audit::AuditWriter::start(
+        db.clone(),
+        Some(key.clone()),
+        metrics,
+    ));
+    let event = |name: String| audit::AuditEvent {
+        action: name,
+        outcome: "ok",
+        ..Default::default()
+    };
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let writer = writer.clone();
+        let event = event(format!("test.request-{i}"));
+        tasks.push(tokio::spawn(async move { writer.record(event).await }));
     }
-    ids.sort_unstable();
-    assert_eq!(ids, (1..=40).collect::<Vec<i64>>());
-    let report = audit::verify(&db).await.unwrap();
+    for i in 0..10 {
+        let (db, key) = (db.clone(), key.clone());
+        let event = event(format!("test.cli-{i}"));
+        tasks.push(tokio::spawn(async move {
+            audit::record(&db, Some(&key), &event).await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM audit_log ORDER BY id")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(ids, (1..=50).collect::<Vec<i64>>());
+    let report = audit::verify(&db, Some(&key)).await.unwrap();
     assert_eq!(
         report,
         audit::ChainReport {
-            rows_checked: 40,
-            first_bad_row: None
+            rows_checked: 50,
+            first_bad_row: None,
+            head: Some(50),
         }
+    );
+    // The chain is keyed: with another key nothing verifies.
+    let other = audit::ChainKey::new([8; 32]);
+    assert_eq!(
+        audit::verify(&db, Some(&other))
+            .await
+            .unwrap()
+            .first_bad_row,
+        Some(1)
     );
 }
 
@@ -1746,7 +1779,7 @@ async fn wrong_codes_lock_step_up_per_account_and_address_and_code_requests_are_
     db: PgPool,
 ) {
     let identity = lectern_identity::IdentitySettings {
-        throttle: lectern_identity::throttle::ThrottlePolicy {
+        throttle: lectern_identity::ThrottlePolicy {
             address_failures: 8,
             ..Default::default()
         },
@@ -1838,7 +1871,8 @@ async fn wrong_codes_lock_step_up_per_account_and_address_and_code_requests_are_
     // Requests for one-time codes are limited per account.
     w.user(Some(org), "d@med.example.org", Role::Learner).await;
     let d = w.login("d@med.example.org").await;
-    let limit = lectern_identity::stepup::CODE_SENDS_PER_WINDOW;
+    // `stepup::CODE_SENDS_PER_WINDOW`.
+    let limit = 10;
     for i in 0..limit {
         let (status, body) = w
             .call("POST", "/api/v1/auth/step-up/code", Some(&d), None)
@@ -2211,4 +2245,61 @@ async fn a_burst_of_cold_sessions_on_a_tiny_pool_all_succeed(
         std::collections::BTreeMap::from([(204, SESSIONS)]),
         "every cold session is recognised"
     );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn personal_data_export_and_its_step_up_are_audited(db: PgPool) {
+    let w = World::new(db.clone()).await;
+    let org = w.org("Medical Association").await;
+    let admin = w
+        .user(Some(org), "admin@med.example.org", Role::SuperAdmin)
+        .await;
+    w.user(Some(org), "learner@med.example.org", Role::Learner)
+        .await;
+    let token = w.login("admin@med.example.org").await;
+    // Without a step-up: refused, and the refusal recorded.
+    let (status, body) = w
+        .call_raw("GET", "/api/v1/users/export", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    w.step_up(&token, "admin@med.example.org").await;
+    let (status, body) = w
+        .call_raw("GET", "/api/v1/users/export", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains("learner@med.example.org"));
+    let (status, _) = w
+        .call("GET", "/api/v1/audit?format=csv", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let actor = format!("user:{admin}");
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT action, outcome, detail FROM audit_log WHERE actor = $1 AND action IN \
+         ('GET /api/v1/users/export', 'POST /api/v1/auth/step-up', 'users.export', 'audit.read') \
+         ORDER BY id",
+    )
+    .bind(&actor)
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let summary: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|(a, o, _)| (a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("GET /api/v1/users/export", "denied"),
+            ("POST /api/v1/auth/step-up", "ok"),
+            ("users.export", "ok"),
+            ("audit.read", "ok"),
+        ]
+    );
+    let export = rows[2].2.as_deref().unwrap();
+    assert!(
+        export.contains("\"accounts\":2") && export.contains("\"step_up\":\"consumed\""),
+        "{export}"
+    );
+    assert!(rows[3].2.as_deref().unwrap().contains("\"format\":\"csv\""));
 }

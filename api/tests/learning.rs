@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use axum::http::StatusCode;
 use chrono::{Duration as ChronoDuration, Utc};
-use lectern_learning::absorber::{Absorber, Beat, RedisAbsorber, Session, Snapshot};
-use lectern_learning::credit::{Clock, CARRY_MAX_S, SLACK};
 use lectern_learning::{flush, Learning, ProgressBackend, ProgressSettings};
+use lectern_learning::{
+    Absorber, Beat, Clock, RedisAbsorber, Session, Snapshot, CARRY_MAX_S, SLACK,
+};
 use lectern_testkit::World;
 use lectern_web::Role;
 use serde_json::{json, Value};
@@ -943,7 +944,7 @@ fn played(
 }
 
 /// Moves what a Redis node absorbed to Redis now.
-async fn push_node(node: &Absorber) -> Result<usize, lectern_learning::absorber::AbsorbError> {
+async fn push_node(node: &Absorber) -> Result<usize, lectern_learning::AbsorbError> {
     let Absorber::Redis(r) = node else {
         panic!("not a Redis node")
     };

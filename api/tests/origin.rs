@@ -663,7 +663,7 @@ async fn cache_policy_and_playlist_rewrite(o: &Origin, m: &Media) {
     // A playlist never outlives its token in any cache.
     let short = o
         .playback
-        .token_until(m.asset, lectern_delivery::token::now_unix() + 90, None)
+        .token_until(m.asset, lectern_testkit::now_unix() + 90, None)
         .unwrap();
     let (_, headers, _) = o.get(&format!("{base}360p/index.m3u8?token={short}")).await;
     let max_age: u64 = h(&headers, "cache-control")
@@ -717,7 +717,7 @@ async fn cache_policy_and_playlist_rewrite(o: &Origin, m: &Media) {
         assert_eq!(status, StatusCode::NOT_MODIFIED);
         let other = o
             .playback
-            .token_until(m.asset, lectern_delivery::token::now_unix() + 1000, None)
+            .token_until(m.asset, lectern_testkit::now_unix() + 1000, None)
             .unwrap();
         let (status, other_headers, _) = o.get(&url.replace(&token, &other)).await;
         assert_eq!(status, StatusCode::OK);
@@ -830,7 +830,7 @@ async fn tokens(w: &World, o: &Origin, m: &Media, store: Arc<dyn Store>) {
     // Expired.
     let expired = o
         .playback
-        .token_until(m.asset, lectern_delivery::token::now_unix() - 1, None)
+        .token_until(m.asset, lectern_testkit::now_unix() - 1, None)
         .unwrap();
     refused(StatusCode::FORBIDDEN, "expired_token")(
         o.get(&format!("{segment}?token={expired}")).await,

@@ -3,10 +3,7 @@
 //! the index following edits, cursor pagination, and random text against
 //! PostgreSQL's own parsers.
 
-use std::collections::BTreeSet;
-
 use axum::http::StatusCode;
-use lectern_catalogue::search::text::{index_terms, tsquery_literal, Document, Weight};
 use lectern_testkit::World;
 use lectern_web::Role;
 use proptest::prelude::*;
@@ -690,7 +687,7 @@ fn hostile_text(max: usize) -> impl Strategy<Value = String> {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn random_text_is_read_by_postgresql_as_our_terms_and_never_fails_a_search(db: PgPool) {
+async fn random_text_never_fails_a_search(db: PgPool) {
     let a = Catalogue::new(db, "Org A").await;
     a.course(
         json!({ "title": "O'Brien 心血管 \\ guideline" }),
@@ -702,28 +699,6 @@ async fn random_text_is_read_by_postgresql_as_our_terms_and_never_fails_a_search
     let texts = hostile_text(260);
     for _ in 0..48 {
         let text = texts.new_tree(&mut runner).unwrap().current();
-        // The documents we store: PostgreSQL reads exactly our terms.
-        let mut doc = Document::default();
-        doc.add(&text, Weight::A);
-        let want: BTreeSet<String> = index_terms(&text).into_iter().collect();
-        let read: Vec<String> = sqlx::query_scalar(
-            "SELECT coalesce(array_agg(lexeme ORDER BY lexeme COLLATE \"C\"), '{}')
-             FROM unnest($1::tsvector)",
-        )
-        .bind(doc.to_tsvector_literal())
-        .fetch_one(a.w.db())
-        .await
-        .unwrap_or_else(|e| panic!("{text:?}: {e}"));
-        assert_eq!(read, want.into_iter().collect::<Vec<_>>(), "{text:?}");
-        // The queries we run: PostgreSQL reads our literal as written.
-        if let Some(literal) = tsquery_literal(&text) {
-            let read: String = sqlx::query_scalar("SELECT $1::tsquery::text")
-                .bind(&literal)
-                .fetch_one(a.w.db())
-                .await
-                .unwrap_or_else(|e| panic!("{text:?}: {e}"));
-            assert_eq!(read, literal, "{text:?}");
-        }
         // And the route answers results or a documented 400, never a 500.
         let (status, body) =
             a.w.call(

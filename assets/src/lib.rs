@@ -7,7 +7,7 @@
 //! it depends on nothing of theirs (only sqlx for the rows it writes).
 
 pub mod keys;
-pub mod lifecycle;
+mod lifecycle;
 
 pub use lifecycle::{create, set_progress, transition, transition_in, NewAsset};
 

@@ -5,6 +5,13 @@
 //! make it (experts draft and submit; content admins publish and
 //! unpublish) and the audit log names it (`POST
 //! /api/v1/courses/{course_id}/publish`).
+//!
+//! The transitions: draft → in_review (`submit`); in_review or unpublished
+//! → published; published → unpublished; in_review (withdrawn or sent
+//! back) or unpublished → draft. Anything else is 409
+//! `invalid_transition`; content edits outside `draft` are 409
+//! `course_not_editable`. Learners read published courses only; the rest
+//! answer 404.
 
 use axum::extract::State;
 use axum::http::Method;

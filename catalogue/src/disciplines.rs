@@ -1,5 +1,10 @@
 //! Disciplines (学科): a tree per organisation. Renaming rewrites the search
 //! documents of the courses filed under it; moving refuses cycles.
+//!
+//! A move checks with a recursive CTE that the new parent is not below the
+//! discipline (409 `discipline_cycle`), holding a transaction-scoped
+//! advisory lock per organisation: two concurrent moves, each acyclic
+//! alone, could otherwise make a cycle together.
 
 use std::collections::HashMap;
 

@@ -27,6 +27,9 @@
 //!   for a playback token of that asset bound to a live sign-in session
 //!   (the token of `POST /api/v1/lessons/{id}/playback`), `private,
 //!   no-store`; a CDN must pass it through uncached.
+//! - The state (with the opened key) is cached per asset: a change takes
+//!   effect at once on the node that made it and on others within
+//!   `Playback::key_recheck` (5 s); players must fetch a new playlist.
 
 use aes::cipher::block_padding::Pkcs7;
 use aes::cipher::{BlockEncryptMut, KeyIvInit};

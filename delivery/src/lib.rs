@@ -39,17 +39,29 @@
 //! path; playlists are always read from storage, since a growing one
 //! changes while its lecture encodes.
 //!
+//! What a segment request needs from PostgreSQL — whether the token's
+//! session is still alive, whether the asset is encrypted and with which
+//! key — is cached per node (`session_recheck`, `key_recheck`), so the
+//! hot path costs no query and each bound says how long a revocation or
+//! key change takes to reach other nodes. While PostgreSQL cannot be read
+//! (a restart, a failover) the last state read stands, however old, so a
+//! class keeps watching; a session or asset this node never read answers
+//! 503 `database_unavailable`, never a guess such as "served clear". The
+//! routes are mounted outside the identity middleware: no caller lookup
+//! per segment, and a refused token is a 4xx and at most a `debug` trace,
+//! never an audit row, so forged-token floods cannot grow the audit log.
+//!
 //! CORS ([`cors`]) is tower-http's layer, which the `api` crate puts
 //! around these routes: any origin may read media (public bytes gated by
 //! a URL token), players may send `Range` and validators, and see
 //! `Content-Range`, `Content-Length`, `Accept-Ranges` and `ETag`.
 
-pub mod assets;
+mod assets;
 pub mod cache;
-pub mod encryption;
-pub mod http;
-pub mod playlist;
-pub mod token;
+mod encryption;
+mod http;
+mod playlist;
+mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

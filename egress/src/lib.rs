@@ -13,6 +13,13 @@
 //! and follows no redirect — a caller that follows redirects checks each
 //! hop again from scratch.
 //!
+//! "Public" is decided by [`non_public`]: loopback, private, link-local
+//! (the metadata service), unique- and site-local, shared (CGNAT),
+//! multicast, broadcast, documentation, benchmarking and reserved ranges
+//! are refused, and an IPv6 address that embeds an IPv4 one (mapped,
+//! compatible, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) is judged by that
+//! IPv4 address, so no alternative spelling reaches a private host.
+//!
 //! **Invariant:** no crate builds an outbound `reqwest::Client` to a
 //! caller-chosen host except through this one.
 

@@ -71,6 +71,7 @@ pub struct SecurityMetrics {
     logins: [AtomicU64; 3],
     audit_failures: AtomicU64,
     password_verifications: AtomicU64,
+    audit_noise: AtomicU64,
 }
 
 impl SecurityMetrics {
@@ -94,6 +95,11 @@ impl SecurityMetrics {
     /// One argon2 check of a password ran (unknown emails' decoys included).
     pub fn password_verified(&self) {
         self.password_verifications.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One anonymous refusal seen by the audit writer's noise ledger.
+    pub fn noise_seen(&self) {
+        self.audit_noise.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition format.
@@ -137,6 +143,15 @@ impl SecurityMetrics {
             out,
             "lectern_password_verifications_total {}",
             self.password_verifications.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP lectern_audit_noise_total Anonymous refused requests, sampled and aggregated in the audit log.\n",
+        );
+        out.push_str("# TYPE lectern_audit_noise_total counter\n");
+        let _ = writeln!(
+            out,
+            "lectern_audit_noise_total {}",
+            self.audit_noise.load(Ordering::Relaxed)
         );
         out
     }

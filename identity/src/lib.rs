@@ -7,18 +7,27 @@
 //! [`middleware`] runs on every routed request: it resolves the caller
 //! from the `Authorization: Bearer` header or the session cookie, records
 //! where the request came from, and after the handler has answered writes
-//! an audit row for every state-changing request and every denial.
+//! an audit row for every state-changing request and every denial —
+//! except anonymous refusals, which are noise: sampled and counted per
+//! address by the audit writer instead. The client address comes from
+//! `X-Forwarded-For` only when the peer is one of
+//! `LECTERN_TRUSTED_PROXIES`, and then is the right-most address no
+//! trusted proxy added, since clients can forge the rest.
 
-pub mod alerts;
+mod alerts;
 pub mod audit;
 mod invite;
 pub mod notifier;
 pub mod password;
 pub mod session;
-pub mod signup;
-pub mod stepup;
-pub mod throttle;
+mod signup;
+mod stepup;
+mod throttle;
 pub mod users;
+
+// Types of identity's public settings and state.
+pub use alerts::SecurityMetrics;
+pub use throttle::ThrottlePolicy;
 
 use std::future::Future;
 use std::net::IpAddr;
@@ -33,11 +42,11 @@ use axum::response::{IntoResponse, Response};
 use lectern_secrets::{Keyring, FIELD_KEYS_VAR};
 use lectern_web::client::peer;
 use lectern_web::{
-    Access, ApiError, ApiRouter, ClientContext, Gate, Permission, Principal, StepUpCheck, Unaudited,
+    Access, ApiError, ApiRouter, ClientContext, ErrorCode, Gate, Permission, Principal,
+    StepUpCheck, Unaudited,
 };
 use sqlx::PgPool;
 
-use alerts::SecurityMetrics;
 use notifier::Notifier;
 
 /// Identity's state, and the handle other areas hold to ask it who a
@@ -60,8 +69,10 @@ pub struct IdentityInner {
     /// them answers 503, instead of writing data no one could read back.
     keys: Option<Arc<Keyring>>,
     pub notifier: Arc<dyn Notifier>,
-    pub metrics: SecurityMetrics,
+    pub metrics: Arc<SecurityMetrics>,
     pub settings: IdentitySettings,
+    /// The request path's audit writer (see `audit::writer`).
+    pub audit: audit::AuditWriter,
     /// Recently recognised sessions (see `session::SESSION_CACHE_TTL`).
     pub sessions: session::SessionCache,
     /// Argon2 work, at most `settings.password_concurrency` at once.
@@ -93,13 +104,17 @@ impl Identity {
         settings: IdentitySettings,
         sessions: session::SessionCache,
     ) -> Self {
+        let metrics = Arc::new(SecurityMetrics::default());
+        let chain_key = keys.as_deref().map(audit::ChainKey::from_keyring);
+        let audit = audit::AuditWriter::start(db.clone(), chain_key, metrics.clone());
         Identity(Arc::new(IdentityInner {
             db,
             keys,
             notifier,
-            metrics: SecurityMetrics::default(),
+            metrics,
             passwords: password::Hasher::new(settings.password_concurrency),
             settings,
+            audit,
             sessions,
         }))
     }
@@ -113,6 +128,11 @@ impl Identity {
     /// The field keys, for the other areas that seal data with them.
     pub fn keys(&self) -> Option<Arc<Keyring>> {
         self.keys.clone()
+    }
+
+    /// The audit chain's key, when keys are configured.
+    pub fn chain_key(&self) -> Option<audit::ChainKey> {
+        self.keys.as_deref().map(audit::ChainKey::from_keyring)
     }
 
     pub fn has_keys(&self) -> bool {
@@ -280,12 +300,26 @@ fn client_context(state: &Identity, request: &Request) -> ClientContext {
 }
 
 /// Resolves the caller, runs the request, audits it. See the module docs.
+/// Anonymous refusals are noise: sampled and aggregated per address by the
+/// audit writer, and an address sending too much of it is refused at once
+/// for routes that do not exist (`audit::writer`).
 pub async fn middleware(
     State(state): State<Identity>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let context = client_context(&state, &request);
+    let matched = request.extensions().get::<MatchedPath>().is_some();
+    if !matched {
+        if let Some(retry_after) = state.audit.noise_exceeded(context.ip.as_deref()) {
+            return ApiError::new(
+                ErrorCode::RateLimited,
+                "too many requests for unknown or refused routes from this address; wait and retry",
+            )
+            .with_retry_after(retry_after)
+            .into_response();
+        }
+    }
     let principal = match session::authenticate(&state, request.headers()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),
@@ -321,7 +355,11 @@ pub async fn middleware(
             detail: Some(format!("{{\"status\":{}}}", status.as_u16())),
             ..audit::AuditEvent::by(principal.as_ref(), &context)
         };
-        audit::record_or_log(&state, &event).await;
+        if principal.is_none() && status.is_client_error() {
+            state.audit.record_noise(event);
+        } else {
+            state.audit.record(event).await;
+        }
     }
     response
 }

@@ -3,6 +3,25 @@
 //! Both are looked up by the SHA-256 of the token — one indexed equality
 //! per request, never a password hash on the hot path.
 //!
+//! Sessions are then cached per node (`SessionCache`), because players send
+//! a heartbeat every few seconds and one lookup per request exhausted the
+//! pool at 10,000 players. An entry is believed for at most
+//! `SESSION_CACHE_TTL` (30 s); from `SESSION_REFRESH_AFTER` (15 s, spread
+//! by token) its next use queues a background re-read while the cached
+//! answer is still served (stale-while-revalidate, one read per session
+//! at a time), so a request waits on PostgreSQL only for a session this
+//! node has not recognised recently. Reads run only in background tasks
+//! holding one of a few permits (a quarter of the pool, at most 8), each
+//! taking every queued token in one `token_hash = ANY($1)` query: a burst
+//! of new sessions becomes a few queued queries, not requests failing on
+//! the pool's acquire timeout. Revocation bound: sign-out, sign-out
+//! everywhere, a role change, an accepted invitation and deleting a person
+//! evict on this node at once, and a read that began before an eviction
+//! caches nothing, so a revoked session is never put back; other nodes
+//! stop believing it within the TTL (the same bound as session-bound
+//! playback tokens), never after the session's own expiry. Partner keys
+//! are not cached: they are few and revoked from the CLI, another process.
+//!
 //! Signing in reserves the attempt against the account and the address
 //! ([`crate::throttle`]) before the password is checked, so a locked
 //! subject costs no argon2 and a crowd of guesses gets at most the limit's

@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::alerts::{self, Alert, AlertKind};
-use crate::audit::csv_field;
+use crate::audit::{self, csv_field, AuditEvent};
 use crate::password;
 use crate::session::PARTNER_KEY_PREFIX;
 use lectern_secrets::{random_token, token_fingerprint, Keyring, SealError};
@@ -440,6 +440,20 @@ pub async fn export(
         csv.push_str(&line.join(","));
         csv.push('\n');
     }
+    // A GET, so the middleware would not record it: the export of personal
+    // data is recorded here, with the step-up grant the gate consumed for it.
+    audit::record_or_log(
+        &state,
+        &AuditEvent {
+            action: "users.export".into(),
+            outcome: "ok",
+            detail: Some(
+                serde_json::json!({ "accounts": count, "step_up": "consumed" }).to_string(),
+            ),
+            ..AuditEvent::by(Some(&principal), &context)
+        },
+    )
+    .await;
     alerts::raise(
         &state,
         Alert {

@@ -3,11 +3,11 @@
 //! an asset row, which the pipeline's queue picks up (a database trigger
 //! enqueues its transcode job in the same transaction).
 
-pub mod auth;
+mod auth;
 pub mod drops;
 pub mod http;
 pub mod pull;
-pub mod sniff;
+mod sniff;
 pub mod tus;
 
 pub use auth::{AuthError, Partner, PartnerAuthenticator};

@@ -25,6 +25,24 @@
 //! newest may heartbeat, complete or fail the pull, and each stores under a
 //! key of its own, so an earlier attempt that was only slow stops at its
 //! next heartbeat without touching the newer one's object.
+//!
+//! The running attempt heartbeats every [`HEARTBEAT`] (5 s), reporting the
+//! bytes received; a row silent for [`STALE_AFTER`] (a minute) is
+//! claimable. A node stopping gracefully stops its downloads and hands
+//! their pulls back ([`hand_back`]: silent as of now), so they resume at
+//! once rather than after a minute. A pull that cannot be resumed (no
+//! vault, its key retired, attempts used up) fails as `pull_interrupted`,
+//! so a partner never polls a dead pull for ever.
+//!
+//! Quotas ([`PullQuota`]) bound what one organisation may have
+//! downloading: a count of running pulls and the bytes they have received
+//! (a pull's size is only known as it arrives). Acceptance locks the
+//! organisation's row, so two requests cannot both squeeze under the
+//! limit; the bytes are checked at every heartbeat, and a running pull
+//! that takes its organisation past the limit stops — the newest first,
+//! so the older ones finish rather than all being cut short. Both answer
+//! `pull_quota_exceeded`. The database is the accounting, so every node
+//! sees the same totals.
 
 use std::error::Error as _;
 use std::net::IpAddr;

@@ -17,6 +17,23 @@
 //!
 //! Watch time is therefore counted once per distinct beat, in beat order;
 //! the price is that a beat overtaken by a newer one adds no watch time.
+//! A beat's time is the client's `sent_at` capped at its arrival (else its
+//! arrival), so a late retry never moves the resume point back and a
+//! client clock ahead of ours cannot pin it.
+//!
+//! Redis mode ([`RedisAbsorber`]) answers each beat from the node's own map
+//! and pushes every [`PUSH_INTERVAL`]: answering only once Redis had applied
+//! a beat made Redis's single thread the limit for every player. Redis
+//! holds one JSON string per learner × lesson (`<prefix>p:<user>:<lesson>`),
+//! one per learner's speed (`<prefix>sp:<user>`), the playback sessions
+//! (`<prefix>ps:<id>`), all with an expiry, and sorted sets of dirty keys.
+//! While Redis is unreachable beats are still answered and kept on the
+//! node, reads fall back to the node's state over PostgreSQL, and every
+//! call gives up within about a second, so no request waits on it; a Redis
+//! restarted without persistence loses the watch time it held unflushed,
+//! not the intervals or positions the nodes still hold. Across nodes each
+//! node knows only its own beats' order, so a retry reaching another node
+//! can count its watch time twice (as far as the credit allows).
 //!
 //! The playback sessions beats name live here too: in the node's map, and
 //! in Redis mode also in Redis, so a beat reaching another node than the
@@ -732,7 +749,7 @@ impl Shared {
             for s in chunk {
                 let member = format!("{}:{}", s.user_id, s.lesson_id);
                 let confirmed = serde_json::to_string(&s.confirmed).unwrap_or_else(|_| "[]".into());
-                let claims: Vec<_> = s.claims.iter().map(Claim::to_wire).collect();
+                let claims: Vec<_> = s.claims.iter().copied().map(Claim::to_wire).collect();
                 let claims = serde_json::to_string(&claims).unwrap_or_else(|_| "[]".into());
                 inv.key(entry_key(&self.prefix, &member)).key(&dirty);
                 inv.arg(&member)

@@ -74,7 +74,7 @@ pub struct Claim {
 impl Claim {
     /// As the Redis merge script reads it: `[from, to, speed, arrival,
     /// issued, counts (0|1)]`.
-    pub fn to_wire(&self) -> (f64, f64, f32, i64, i64, u8) {
+    pub fn to_wire(self) -> (f64, f64, f32, i64, i64, u8) {
         (
             self.from_s,
             self.to_s,

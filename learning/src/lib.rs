@@ -17,13 +17,19 @@
 //! without a session still moves the resume point and speed (players of
 //! before sessions keep resuming) but counts toward nothing.
 
-pub mod absorber;
-pub mod credit;
+mod absorber;
+mod credit;
 pub mod flush;
-pub mod intervals;
-pub mod lessons;
+mod intervals;
+mod lessons;
 mod qoe;
 mod views;
+
+// What a progress node is made of — its absorber (memory or Redis) and the
+// crediting policy — is this crate's API: `flush` and `Learning` take
+// them, and a deployment's multi-node behaviour is defined by them.
+pub use absorber::{AbsorbError, Absorber, Beat, RedisAbsorber, Session, Snapshot};
+pub use credit::{Clock, CARRY_MAX_S, SLACK};
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -39,8 +45,6 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use absorber::{AbsorbError, Absorber, Beat, Session};
-use credit::Clock;
 use lectern_web::doc::{DocOutput, Operation, Schemas};
 use lectern_web::ErrorCode;
 use lectern_web::Unaudited;

@@ -5,6 +5,16 @@
 //! This crate never looks inside media: the caller describes renditions with
 //! [`Rendition`] (codec strings, sizes, segment durations and byte counts)
 //! and the packager turns them into text. It depends on storage only.
+//! Codec strings come from the encoded bitstream, never assumed; the master
+//! playlist gives each video variant its measured peak (`BANDWIDTH`) and
+//! average bandwidth, resolution, frame rate and codecs, one `aac` audio
+//! group, and an audio-only variant last.
+//!
+//! [`publish`] uploads media first, then media playlists, then the master,
+//! then the manifest, so a reader never finds a playlist naming a missing
+//! file. Segments, init segments and images are `immutable` for a year —
+//! safe because every encode writes under a new attempt prefix — while
+//! playlists are cached briefly and growing ones for a second.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -20,6 +20,27 @@
 //! its attempt (`p3a2_seg_00004.m4s`), and only the files listed in the
 //! result of a part's winning attempt reach a playlist; the rest are
 //! deleted once the asset is ready.
+//!
+//! Details that matter:
+//! - The chunk target is rounded up to whole segments, so a seam between
+//!   chunks does not leave a short segment where keyframes allow.
+//! - Once the chunks are uploaded, creating the parts and turning the
+//!   parent `waiting` (no lease) happen in one transaction fenced by the
+//!   parent's claim, so a stale attempt cannot create parts.
+//! - Parts inherit the parent's priority and the queue claims them before
+//!   new transcodes of the same priority, so an asset already split
+//!   finishes before new ones start.
+//! - When stitching, a chunk whose init segment differs from the one
+//!   before gets its own `EXT-X-MAP` and a discontinuity; the chunk
+//!   sources and losing attempts' files are deleted before the switch to
+//!   ready.
+//! - A cancelled sibling still running notices at its next lease renewal
+//!   (its job is no longer `running`) and stops, removing its own outputs.
+//!
+//! Trade-offs: a chunked asset becomes playable when stitched, not
+//! progressively (`crate::progressive` serves whole encodes only); rotated
+//! sources encode whole, since Matroska chunks would lose the container's
+//! display matrix.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;

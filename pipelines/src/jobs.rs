@@ -11,6 +11,18 @@
 //! meets is not claimed again once its attempts are spent, and
 //! `CRASHED_ON_LAST_ATTEMPT` finds it for the worker to fail with
 //! `worker_crashed`.
+//!
+//! Jobs are born in the database: an `AFTER INSERT` trigger on `assets`
+//! (`assets_enqueue_transcode`) enqueues the transcode in the asset's own
+//! transaction, so ingest knows nothing of the queue and an asset never
+//! exists without its job. [`claim`] takes the most urgent runnable job —
+//! by priority, parts of an asset already under way first, then due time —
+//! queued and due, or running with an expired lease and an attempt left.
+//! Ownership is `(lease_owner, attempts, state = 'running')`
+//! (`STILL_OURS`): renewing, releasing and every transaction that
+//! finishes a job checks it, so a worker whose lease was taken over can
+//! change nothing. Transient failures wait [`backoff`] (5 s doubling, at
+//! most 10 min) before the next claim.
 
 use std::time::Duration;
 

@@ -3,11 +3,11 @@
 //! the asset lifecycle (`lectern-assets`), the job queue ([`jobs`]) and the
 //! worker that drains it ([`worker`]).
 
-pub mod chunked;
+mod chunked;
 mod failure;
-pub mod jobs;
+mod jobs;
 pub mod profiles;
-pub mod progressive;
+mod progressive;
 pub mod stage;
 pub mod transcode;
 pub mod worker;

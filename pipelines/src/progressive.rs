@@ -6,6 +6,15 @@
 //! however long the source. The final publish of the same attempt rewrites
 //! these playlists as `VOD` and the master with every rung.
 //!
+//! The encoder reports each segment as libavformat closes it; segments are
+//! uploaded before the playlist that names them, and growing playlists
+//! are sent with a one-second `max-age` (`GROWING_PLAYLIST_CACHE`) so a
+//! CDN cannot hold a stale one for long. The lowest rung is the one that
+//! starts on any network. `playable_prefix` is set only while this worker
+//! still owns the job, so a stale attempt is never what learners are sent
+//! to. Publishing here is best effort: a failure is logged and the final
+//! publish still makes the asset whole.
+//!
 //! An attempt that ends otherwise never leaves `playable_prefix` naming
 //! missing objects: a failed one clears it before deleting its preview; a
 //! drained one keeps the preview, still pointed at, and the next attempt

@@ -113,8 +113,8 @@ export function chooseSpeed(server: number | undefined, local: RememberedSpeed |
  * Where to start: the resume point, unless it is (nearly) the end, where a
  * learner who finished expects to start again.
  */
-export function startPosition(resume: number, duration: number): number {
+export function startPosition(resume: number, duration: number | null): number {
   if (!Number.isFinite(resume) || resume <= 0) return 0;
-  if (Number.isFinite(duration) && duration > 0 && resume >= duration - 3) return 0;
+  if (duration !== null && Number.isFinite(duration) && duration > 0 && resume >= duration - 3) return 0;
   return resume;
 }

@@ -2,32 +2,24 @@
 // the `lectern_session` cookie a web page already has (the default), or a
 // bearer token for mini-program and H5 webviews that cannot share cookies.
 
+import type { components } from "./generated/api.js";
 import type { QoeEvent } from "./qoe.js";
 
 export type Auth = "cookie" | { bearer: string };
 
-/** `POST /api/v1/lessons/{id}/playback`: what the player starts from. */
-export interface PlaybackSession {
-  /** This playback's id: every heartbeat carries it, or counts toward nothing. */
-  playback_id: string;
-  master_url: string;
-  resume_position_s: number;
-  speed: number;
-  duration_s: number;
-  [extra: string]: unknown;
-}
+// The request and response shapes come from the API's OpenAPI document
+// (`npm run generate`), so a change on the server fails this build instead
+// of a player in the field.
+type Schemas = components["schemas"];
 
-export interface Heartbeat {
-  lesson_id: string;
-  /** The playback session the beat belongs to (`PlaybackSession.playback_id`). */
-  playback_id: string;
-  position_s: number;
-  speed: number;
-  played_from_s: number;
-  played_to_s: number;
-  /** When the player took it (RFC 3339): orders beats across retries and devices. */
-  sent_at: string;
-}
+/** `POST /api/v1/lessons/{id}/playback`: what the player starts from. */
+export type PlaybackSession = Schemas["PlaybackSession"];
+
+/** `POST /api/v1/progress`: where the player is, and what it played since its last beat. */
+export type Heartbeat = Schemas["Heartbeat"];
+
+/** `POST /api/v1/qoe`: what the player saw. */
+export type QoeReport = Schemas["QoeReport"];
 
 /** An API failure with the stable code of `{"error":{"code","message"}}`. */
 export class LecternApiError extends Error {
@@ -77,7 +69,8 @@ export class Api {
 
   /** QoE events of a playback; `playbackId` (when known) correlates them. */
   async qoe(lessonId: string, playbackId: string | undefined, events: QoeEvent[]): Promise<void> {
-    await this.post("api/v1/qoe", { lesson_id: lessonId, session_id: playbackId, events });
+    const report: QoeReport = { lesson_id: lessonId, session_id: playbackId, events };
+    await this.post("api/v1/qoe", report);
   }
 
   /**

@@ -214,7 +214,8 @@ export class LecternPlayer {
       const heartbeatMs = Math.max(1000, this.options.heartbeatMs ?? 5000);
       this.timer = setInterval(() => void this.beat(), heartbeatMs);
       this.emit("ready", {
-        duration: Number.isFinite(this.video.duration) ? this.video.duration : session.duration_s,
+        // NaN when neither knows, as HTMLMediaElement.duration says "unknown".
+        duration: Number.isFinite(this.video.duration) ? this.video.duration : (session.duration_s ?? NaN),
         position: start,
         speed,
         qualities: this.qualities(),

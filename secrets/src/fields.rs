@@ -5,6 +5,15 @@
 //!
 //! Keys come from configuration only, never from the database, and no type
 //! here prints them: `Debug` shows key ids, never key bytes.
+//!
+//! A sealed value is `key id ‖ nonce ‖ ciphertext`, with the column name
+//! and row id as associated data: a ciphertext copied into another row or
+//! column does not open, and the key id lets an old key keep opening what
+//! it sealed while the first key seals everything new. Rotation is adding
+//! a key in front, then `lectern admin rotate-keys` (re-seals in batches,
+//! one transaction each). Emails are found by their blind index (an HMAC
+//! of the normalised address) since random nonces make equal plaintexts
+//! differ.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -175,6 +184,16 @@ impl Keyring {
     pub fn sign(&self, message: &[u8]) -> [u8; 32] {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.token_key).expect("any key length");
         mac.update(message);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The key of the audit log's chain (HMAC-SHA-256), derived from the
+    /// token key so a deployment configures nothing more. It lives only in
+    /// configuration: whoever can write the database cannot re-chain rows
+    /// they edited.
+    pub fn audit_chain_key(&self) -> [u8; 32] {
+        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.token_key).expect("any key length");
+        mac.update(b"lectern audit chain v1");
         mac.finalize().into_bytes().into()
     }
 

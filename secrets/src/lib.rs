@@ -6,8 +6,8 @@
 //!
 //! **Invariant:** no type here prints key bytes; `Debug` shows key ids.
 
-pub mod fields;
-pub mod keylist;
+mod fields;
+mod keylist;
 pub mod playback;
 
 pub use fields::{

@@ -96,6 +96,9 @@ settings! {
     /// sign-ins wait for a turn, so a burst of them cannot stall other
     /// requests
     password_hash_concurrency: Option<usize> = none "cores, at least 1";
+    /// how often the audit log's head is checkpointed (signed) to object
+    /// storage; removals of rows younger than this are not caught (1s–1h)
+    audit_checkpoint_interval: Duration = default "60s";
     /// largest single upload (`Tus-Max-Size`); larger ones get 413
     upload_max_bytes: Bytes = default "20 GiB";
     /// an upload without progress for this many seconds expires and frees

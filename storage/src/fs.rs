@@ -32,6 +32,12 @@
 //! (`a` and `a/b`): the second write fails with a message saying so.
 //! Deleting an object removes directories it leaves empty, so such a
 //! conflict disappears with the object.
+//!
+//! Reads: an object up to `READ_WHOLE_MAX` (4 MiB: every HLS segment and
+//! playlist) is read whole in the one blocking call that opens it and
+//! handed out as a single chunk, because a blocking-pool hop per 64 KiB
+//! chunk cost the origin more than the read itself; larger objects stream
+//! in `STREAM_CHUNK`s.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -90,3 +90,11 @@ pub fn totp_code(secret_base32: &str) -> String {
         .generate_current()
         .expect("the clock is after 1970")
 }
+
+/// Seconds since the Unix epoch, as playback tokens count expiry.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}

@@ -106,6 +106,17 @@ impl World {
         assert_eq!(status, StatusCode::OK, "{body}");
     }
 
+    /// The key this world's audit chain is made with.
+    pub fn chain_key(&self) -> lectern_identity::audit::ChainKey {
+        lectern_identity::audit::ChainKey::from_keyring(&self.keys)
+    }
+
+    /// Waits until every audit row queued so far (and the noise counted
+    /// so far) is written.
+    pub async fn audit_flushed(&self) {
+        self.state.identity.audit.flush().await;
+    }
+
     pub fn db(&self) -> &PgPool {
         &self.state.db
     }

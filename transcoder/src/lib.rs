@@ -7,9 +7,9 @@
 //! with a stable code, never a panic or a hang.
 
 pub mod encode;
-pub mod error;
+mod error;
 pub mod ladder;
-pub mod media_info;
+mod media_info;
 pub mod probe;
 pub mod split;
 

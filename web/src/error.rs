@@ -84,6 +84,8 @@ error_codes! {
     AccountLocked = ("account_locked", 429, true);
     /// Too many failed attempts from this address or for this account (`Retry-After`).
     LockedOut = ("locked_out", 429, true);
+    /// This address sent too many requests that were refused or went to routes that do not exist; wait for `Retry-After` seconds.
+    RateLimited = ("rate_limited", 429, true);
     /// The TOTP or one-time code is wrong or expired.
     InvalidCode = ("invalid_code", 403, false);
     /// TOTP is enabled; the sign-in needs its code.

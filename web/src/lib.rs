@@ -10,7 +10,7 @@ pub mod access;
 pub mod client;
 pub mod doc;
 pub mod error;
-pub mod extract;
+mod extract;
 pub mod page;
 pub mod router;
 

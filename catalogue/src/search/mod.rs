@@ -8,7 +8,25 @@
 //! (relevance = `ts_rank_cd`, newest = publication time, most watched =
 //! learners with progress, rating = average rating), ties broken by lesson
 //! id, and paged with an opaque keyset cursor over (key, id), so pages
-//! never skip or repeat a lesson while the catalogue is unchanged.
+//! never skip or repeat a lesson while the catalogue is unchanged. The
+//! cursor also carries a hash of the query it was issued for, so it is
+//! refused (`invalid_cursor`) if replayed against another query.
+//!
+//! Matching: documents are segmented with jieba's search mode (a long word
+//! and the dictionary words inside it: 心血管疾病 also yields 心血管, 血管,
+//! 疾病) and queries with its precise mode, so a query word matches as the
+//! word it is; every query term is required (AND), English terms also as
+//! prefixes. Weights: lesson and course titles A; tags, experts, the
+//! resource type's words in both languages (指南/guideline) and the
+//! discipline B; descriptions C. Publication is a filter on what the
+//! triggers copied onto `lessons`, so nothing unpublished is ever found.
+//!
+//! Why PostgreSQL and not a search engine such as tantivy: the index is a
+//! column rewritten in the catalogue's own transactions, so it can never
+//! disagree with what was committed; a second index would have to be kept
+//! transactional with PostgreSQL and would add a much larger build on 2
+//! cores, and `benchmarks/search` (100k lessons) meets its p99 goal
+//! without one.
 //!
 //! Filters read only `lessons` (the course's publication, type and
 //! discipline are copied onto its lessons by triggers), and relevance
@@ -22,7 +40,9 @@
 //! [`SearchParams`], and `properties` (its tests) feeds it random input.
 
 pub mod index;
-pub mod text;
+mod text;
+
+pub use text::warm_up;
 
 #[cfg(test)]
 mod properties;

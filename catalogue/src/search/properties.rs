@@ -7,6 +7,7 @@
 //! cursor must never be accepted by another query than its own.
 
 use proptest::prelude::*;
+use proptest::strategy::ValueTree;
 use uuid::Uuid;
 
 use super::text::{index_terms, query_terms, tsquery_literal, Document, Weight};
@@ -407,4 +408,39 @@ proptest! {
             rest = after[end..].strip_prefix(' ').unwrap_or(&after[end..]);
         }
     }
+}
+
+/// PostgreSQL reads the documents we store and the query literals we send
+/// as exactly our terms, whatever the text (a real server: `make test`
+/// starts it and sets `DATABASE_URL`).
+#[tokio::test]
+async fn postgresql_reads_documents_and_literals_as_our_terms() {
+    let url = std::env::var("DATABASE_URL").expect("DATABASE_URL (run `make test`)");
+    let db = sqlx::PgPool::connect(&url).await.unwrap();
+    let mut runner = prop::test_runner::TestRunner::default();
+    let texts = hostile_text(260);
+    for _ in 0..48 {
+        let text = texts.new_tree(&mut runner).unwrap().current();
+        let mut doc = Document::default();
+        doc.add(&text, Weight::A);
+        let want: std::collections::BTreeSet<String> = index_terms(&text).into_iter().collect();
+        let read: Vec<String> = sqlx::query_scalar(
+            "SELECT coalesce(array_agg(lexeme ORDER BY lexeme COLLATE \"C\"), '{}') \
+             FROM unnest($1::tsvector)",
+        )
+        .bind(doc.to_tsvector_literal())
+        .fetch_one(&db)
+        .await
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+        assert_eq!(read, want.into_iter().collect::<Vec<_>>(), "{text:?}");
+        if let Some(literal) = tsquery_literal(&text) {
+            let read: String = sqlx::query_scalar("SELECT $1::tsquery::text")
+                .bind(&literal)
+                .fetch_one(&db)
+                .await
+                .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            assert_eq!(read, literal, "{text:?}");
+        }
+    }
+    db.close().await;
 }

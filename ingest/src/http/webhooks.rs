@@ -18,6 +18,17 @@
 //! a delivery that is still in flight, and an attempt's outcome is recorded
 //! only while its claim is the newest. A disabled endpoint is never posted
 //! to: it is not claimed, and disabling settles what was pending.
+//! Concurrency is bounded twice: `per_endpoint` deliveries of one endpoint
+//! in flight (counted in the claim query, so across nodes give or take a
+//! race) and `max_in_flight` per node.
+//!
+//! Outbound safety: every POST goes through `lectern-egress` at delivery
+//! time (DNS may have changed since the endpoint was registered): a target
+//! that resolves to a private, loopback or link-local address fails the
+//! attempt unless `LECTERN_WEBHOOK_ALLOW` names it, the client is pinned to
+//! the checked addresses (no rebinding), and redirects are not followed,
+//! since one could lead into a private network. Endpoint secrets are shown
+//! once and stored sealed with the field keys, bound to the endpoint row.
 //!
 //! Signature: `Lectern-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of
 //! "<t>.<raw body>" keyed with the secret>`. Receivers recompute it,

@@ -15,6 +15,13 @@
 //! is free again by the time the client hears of it. A body slower than
 //! [`TusConfig::min_transfer`] is ended with the bytes that arrived kept.
 //!
+//! Bounds per organisation ([`OrganisationQuota`]): unfinished uploads at
+//! once and the sum of their declared lengths, checked at creation with
+//! the organisation's row locked so two creations cannot both squeeze
+//! under it. An upload expires [`TusConfig::upload_ttl`] after its last
+//! progress; [`sweep`] (run by `serve` every five minutes on any node)
+//! aborts expired uploads, freeing their storage and quota.
+//!
 //! Completion runs in two steps so a crash between them loses nothing:
 //! the final PATCH commits `completing`, then [`finish`] publishes the
 //! object (idempotent in storage), sniffs it and records the asset under the
@@ -24,7 +31,7 @@
 mod body;
 mod error;
 mod lease;
-pub mod metadata;
+mod metadata;
 
 use lectern_web::ErrorCode;
 use std::sync::Arc;

@@ -4,6 +4,14 @@
 //! Debian has no isofmp4mux/cmafmux, and libavformat's fMP4 writer is the
 //! one every player is tested against, so packets cross over here.
 //!
+//! Why fMP4 rather than MPEG-TS: hls.js over MSE and Safari play it
+//! without transmuxing, its one init segment makes every media segment
+//! smaller, and the same files could later serve DASH.
+//!
+//! The parts of a chunked encode write absolute decode times with no edit
+//! list (`frag_discont`, `use_editlist=0`), so segments of consecutive
+//! chunks continue one timeline when stitched into one playlist.
+//!
 //! The playlist libavformat writes is only read back for the segment list;
 //! the published playlists come from the packager.
 

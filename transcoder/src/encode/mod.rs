@@ -7,6 +7,28 @@
 //! once. Encoded packets leave through appsinks into one libavformat fMP4
 //! HLS muxer per rendition ([`hls_mux`]). The plan decides everything; this
 //! module only executes it.
+//!
+//! What keeps it correct:
+//! - Every decoded stream passes a pad probe that puts it on one timeline
+//!   (`normalize_timeline`): demuxers such as matroskademux send several
+//!   segments, and `videorate` would otherwise hand x264 timestamps that go
+//!   backwards.
+//! - x264 runs capped CRF with `scenecut=0` and a fixed keyframe interval,
+//!   so every rung has IDR frames at the same timestamps and a player can
+//!   switch rungs at any segment boundary.
+//! - Appsinks do not preroll: a prerolling sink would block the tee while
+//!   another x264 branch still waits for its lookahead before its first
+//!   output, and the pipeline would never start.
+//! - All renditions share one time origin (`Timeline`), so x264's B-frame
+//!   delay shifts audio and video together; the parts of a chunked encode
+//!   (`EncodeScope::VideoChunk`, `AudioAndArtwork`) agree on a fixed origin
+//!   [`chunk_lead_s`] before the source's start instead, and write absolute
+//!   decode times, so one chunk's segments follow the last one's.
+//! - The bus loop turns element errors into `MediaError`s carrying the
+//!   element's debug text, reports progress every 0.5 s, honours a
+//!   `CancelFlag` within 100 ms, and fails with `corrupt_media` when the
+//!   position has not advanced for 30 s, so a truncated file never hangs a
+//!   worker.
 
 mod codec_string;
 mod hls_mux;

@@ -1,10 +1,17 @@
-//! The audit log: append-only, hash-chained. Each row's hash is
-//! SHA-256(previous hash ‖ canonical row), and rows are numbered without
-//! gaps, so editing, removing or inserting a row makes [`verify`] name the
-//! first row that no longer fits. Writers serialise on one advisory lock so
-//! concurrent requests never fork the chain. A retention [`purge`] removes
-//! old rows and records the last removed row's id and hash as the new
-//! anchor, so what remains still verifies.
+//! The audit log: append-only and hash-chained with a key kept outside the
+//! database ([`chain`]), its head anchored by signed checkpoints in object
+//! storage ([`checkpoint`]), written from the request path in batches by
+//! one bounded writer that also aggregates unauthenticated noise
+//! ([`writer`]). The role Lectern connects with may only read and append;
+//! retention ([`purge`]) runs as the tables' owner inside the database and
+//! keeps what remains verifiable. Reading the log is itself audited.
+
+mod chain;
+pub mod checkpoint;
+mod writer;
+
+pub use chain::{append, purge, record, verify, ChainKey, ChainReport};
+pub use writer::AuditWriter;
 
 use axum::extract::State;
 use axum::http::header;
@@ -12,7 +19,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -37,9 +43,6 @@ use crate::Identity;
 /// errors of such requests are still audited.
 #[derive(Debug, Clone, Copy)]
 pub struct Unaudited;
-
-/// Key of the advisory lock that serialises audit writers (and purges).
-const CHAIN_LOCK: i64 = 0x4c45_4354_4155_4449; // "LECTAUDI"
 
 /// One thing that happened, as the audit log records it.
 #[derive(Debug, Clone, Default)]
@@ -98,7 +101,9 @@ pub struct AuditRow {
     pub detail: Option<String>,
     #[serde(skip)]
     pub prev_hash: Vec<u8>,
-    /// SHA-256 of the previous row's hash and this row, in hex.
+    /// The chain key's id (`null` for rows from before the chain was keyed).
+    pub key_id: Option<String>,
+    /// HMAC-SHA-256 of the previous row's hash and this row, in hex.
     #[serde(with = "hex_bytes")]
     #[schemars(with = "String")]
     pub hash: Vec<u8>,
@@ -110,181 +115,11 @@ mod hex_bytes {
     }
 }
 
-/// The bytes hashed for a row: a JSON array in a fixed field order, the
-/// time at microsecond precision (what PostgreSQL keeps).
-fn canonical(row: &AuditRow) -> String {
-    serde_json::json!([
-        row.id,
-        row.at.to_rfc3339_opts(SecondsFormat::Micros, true),
-        row.actor,
-        row.org_id,
-        row.role,
-        row.action,
-        row.target,
-        row.outcome,
-        row.ip,
-        row.user_agent,
-        row.request_id,
-        row.detail,
-    ])
-    .to_string()
-}
-
-fn chain_hash(prev: &[u8], row: &AuditRow) -> Vec<u8> {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(canonical(row).as_bytes());
-    h.finalize().to_vec()
-}
-
-pub async fn record(db: &PgPool, event: &AuditEvent) -> Result<i64, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHAIN_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (prev_id, prev_hash) = match head {
-        Some(h) => h,
-        None => {
-            sqlx::query_as("SELECT last_id, last_hash FROM audit_anchor")
-                .fetch_one(&mut *tx)
-                .await?
-        }
-    };
-    let now = Utc::now();
-    let mut row = AuditRow {
-        id: prev_id + 1,
-        at: DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now),
-        actor: event.actor.clone(),
-        org_id: event.org_id,
-        role: event.role.clone(),
-        action: event.action.clone(),
-        target: event.target.clone(),
-        outcome: event.outcome.to_string(),
-        ip: event.ip.clone(),
-        user_agent: event.user_agent.clone(),
-        request_id: event.request_id.clone(),
-        detail: event.detail.clone(),
-        prev_hash,
-        hash: Vec::new(),
-    };
-    row.hash = chain_hash(&row.prev_hash, &row);
-    sqlx::query(
-        "INSERT INTO audit_log (id, at, actor, org_id, role, action, target, outcome, ip, \
-         user_agent, request_id, detail, prev_hash, hash) \
-         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)",
-    )
-    .bind(row.id)
-    .bind(row.at)
-    .bind(&row.actor)
-    .bind(row.org_id)
-    .bind(&row.role)
-    .bind(&row.action)
-    .bind(&row.target)
-    .bind(&row.outcome)
-    .bind(&row.ip)
-    .bind(&row.user_agent)
-    .bind(&row.request_id)
-    .bind(&row.detail)
-    .bind(&row.prev_hash)
-    .bind(&row.hash)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(row.id)
-}
-
-/// Records from the request path: a failure to audit is logged loudly and
-/// counted (`lectern_audit_failures_total`) rather than turning a done
-/// operation into an error the client would retry.
+/// Records from the request path through the batching writer: a state
+/// change gets its row before it answers; a failure to audit is logged and
+/// counted rather than failing a done operation.
 pub async fn record_or_log(state: &Identity, event: &AuditEvent) {
-    if let Err(e) = record(&state.db, event).await {
-        state.metrics.audit_failed();
-        tracing::error!(error = %e, action = %event.action, "audit record failed");
-    }
-}
-
-/// What [`verify`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainReport {
-    pub rows_checked: u64,
-    /// The first row whose hash, predecessor or number does not fit.
-    pub first_bad_row: Option<i64>,
-}
-
-pub async fn verify(db: &PgPool) -> Result<ChainReport, sqlx::Error> {
-    let (mut prev_id, mut prev_hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT last_id, last_hash FROM audit_anchor")
-            .fetch_one(db)
-            .await?;
-    let mut checked = 0;
-    loop {
-        let page: Vec<AuditRow> =
-            sqlx::query_as("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT 1000")
-                .bind(prev_id)
-                .fetch_all(db)
-                .await?;
-        if page.is_empty() {
-            return Ok(ChainReport {
-                rows_checked: checked,
-                first_bad_row: None,
-            });
-        }
-        for row in page {
-            checked += 1;
-            let fits = row.id == prev_id + 1
-                && row.prev_hash == prev_hash
-                && chain_hash(&row.prev_hash, &row) == row.hash;
-            if !fits {
-                return Ok(ChainReport {
-                    rows_checked: checked,
-                    first_bad_row: Some(row.id),
-                });
-            }
-            prev_id = row.id;
-            prev_hash = row.hash;
-        }
-    }
-}
-
-/// Removes rows older than `retention_days`, keeping the chain verifiable.
-/// Returns how many rows went.
-pub async fn purge(db: &PgPool, retention_days: u32) -> Result<u64, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock($1)")
-        .bind(CHAIN_LOCK)
-        .execute(&mut *tx)
-        .await?;
-    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT id, hash FROM audit_log WHERE at < now() - make_interval(days => $1) \
-         ORDER BY id DESC LIMIT 1",
-    )
-    .bind(i32::try_from(retention_days).unwrap_or(i32::MAX))
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((last_id, last_hash)) = last else {
-        return Ok(0);
-    };
-    // The append-only trigger lets deletes through only in this transaction.
-    sqlx::query("SELECT set_config('lectern.audit_purge', 'on', true)")
-        .execute(&mut *tx)
-        .await?;
-    let gone = sqlx::query("DELETE FROM audit_log WHERE id <= $1")
-        .bind(last_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    sqlx::query("UPDATE audit_anchor SET last_id = $1, last_hash = $2")
-        .bind(last_id)
-        .bind(&last_hash)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(gone)
+    state.audit.record(event.clone()).await;
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -341,12 +176,22 @@ impl DocOutput for AuditExport {
 
 /// `GET /api/v1/audit`: newest first; an organisation's super admin sees
 /// its organisation's rows, a global super admin all of them.
+/// Reading the log is recorded in it (`audit.read`): who looked, how many
+/// rows, in which format.
 pub async fn list(
     State(state): State<Identity>,
     principal: Principal,
+    context: ClientContext,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<AuditExport, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
+    let format = q.format.as_deref().unwrap_or("json");
+    if !matches!(format, "json" | "csv") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidFormat,
+            format!("{format:?} is not an export format; expected json or csv"),
+        ));
+    }
     let rows: Vec<AuditRow> = sqlx::query_as(
         "SELECT * FROM audit_log WHERE ($1::uuid IS NULL OR org_id = $1) \
          AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
@@ -356,14 +201,21 @@ pub async fn list(
     .bind(limit)
     .fetch_all(&state.db)
     .await?;
-    match q.format.as_deref() {
-        None | Some("json") => Ok(AuditExport::Json(AuditPage { entries: rows })),
-        Some("csv") => Ok(AuditExport::Csv(to_csv(&rows))),
-        Some(other) => Err(ApiError::new(
-            ErrorCode::InvalidFormat,
-            format!("{other:?} is not an export format; expected json or csv"),
-        )),
-    }
+    record_or_log(
+        &state,
+        &AuditEvent {
+            action: "audit.read".into(),
+            outcome: "ok",
+            detail: Some(serde_json::json!({ "rows": rows.len(), "format": format }).to_string()),
+            ..AuditEvent::by(Some(&principal), &context)
+        },
+    )
+    .await;
+    Ok(if format == "csv" {
+        AuditExport::Csv(to_csv(&rows))
+    } else {
+        AuditExport::Json(AuditPage { entries: rows })
+    })
 }
 
 fn to_csv(rows: &[AuditRow]) -> String {
