@@ -105,55 +105,59 @@ impl SecurityMetrics {
     /// Prometheus text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP lectern_security_alerts_total Security alerts raised, by kind.\n");
-        out.push_str("# TYPE lectern_security_alerts_total counter\n");
-        for (kind, n) in AlertKind::ALL.iter().zip(&self.alerts) {
-            let _ = writeln!(
-                out,
-                "lectern_security_alerts_total{{kind=\"{}\"}} {}",
-                kind.as_str(),
-                n.load(Ordering::Relaxed)
-            );
+        let alerts = AlertKind::ALL.iter().zip(&self.alerts);
+        counter(
+            &mut out,
+            "lectern_security_alerts_total",
+            "Security alerts raised, by kind.",
+            alerts.map(|(k, n)| (Some(("kind", k.as_str())), n)),
+        );
+        let logins = LoginOutcome::ALL.iter().zip(&self.logins);
+        counter(
+            &mut out,
+            "lectern_logins_total",
+            "Sign-in attempts, by outcome.",
+            logins.map(|(o, n)| (Some(("outcome", o.as_str())), n)),
+        );
+        for (name, help, value) in [
+            (
+                "lectern_audit_failures_total",
+                "Audit records that could not be written.",
+                &self.audit_failures,
+            ),
+            (
+                "lectern_password_verifications_total",
+                "Passwords checked with argon2 (sign-ins, unknown emails' decoy checks, passwords given again).",
+                &self.password_verifications,
+            ),
+            (
+                "lectern_audit_noise_total",
+                "Anonymous refused requests, sampled and aggregated in the audit log.",
+                &self.audit_noise,
+            ),
+        ] {
+            counter(&mut out, name, help, [(None, value)]);
         }
-        out.push_str("# HELP lectern_logins_total Sign-in attempts, by outcome.\n");
-        out.push_str("# TYPE lectern_logins_total counter\n");
-        for (outcome, n) in LoginOutcome::ALL.iter().zip(&self.logins) {
-            let _ = writeln!(
-                out,
-                "lectern_logins_total{{outcome=\"{}\"}} {}",
-                outcome.as_str(),
-                n.load(Ordering::Relaxed)
-            );
-        }
-        out.push_str(
-            "# HELP lectern_audit_failures_total Audit records that could not be written.\n",
-        );
-        out.push_str("# TYPE lectern_audit_failures_total counter\n");
-        let _ = writeln!(
-            out,
-            "lectern_audit_failures_total {}",
-            self.audit_failures.load(Ordering::Relaxed)
-        );
-        out.push_str(
-            "# HELP lectern_password_verifications_total Passwords checked with argon2 \
-             (sign-ins, unknown emails' decoy checks, passwords given again).\n",
-        );
-        out.push_str("# TYPE lectern_password_verifications_total counter\n");
-        let _ = writeln!(
-            out,
-            "lectern_password_verifications_total {}",
-            self.password_verifications.load(Ordering::Relaxed)
-        );
-        out.push_str(
-            "# HELP lectern_audit_noise_total Anonymous refused requests, sampled and aggregated in the audit log.\n",
-        );
-        out.push_str("# TYPE lectern_audit_noise_total counter\n");
-        let _ = writeln!(
-            out,
-            "lectern_audit_noise_total {}",
-            self.audit_noise.load(Ordering::Relaxed)
-        );
         out
+    }
+}
+
+/// One counter in the Prometheus text format: its help, its type, and a
+/// sample per label value (or one unlabelled sample).
+fn counter<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Option<(&'a str, &'a str)>, &'a AtomicU64)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (label, value) in samples {
+        let value = value.load(Ordering::Relaxed);
+        let _ = match label {
+            Some((key, label)) => writeln!(out, "{name}{{{key}=\"{label}\"}} {value}"),
+            None => writeln!(out, "{name} {value}"),
+        };
     }
 }
 
