@@ -188,6 +188,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per server (nginx varies between rounds on a shared VM)")
     ap.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
     args = ap.parse_args()
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -270,7 +271,7 @@ def main():
         for base in servers.values():
             wrk(base, paths, args.threads, args.connections, 2, script)
         rounds = {name: [] for name in servers}
-        for _ in range(2):
+        for _ in range(args.rounds):
             for name, base in servers.items():
                 rounds[name].append(wrk(base, paths, args.threads, args.connections, args.seconds, script))
     finally:
@@ -284,7 +285,7 @@ def main():
     l, u, n = best["lectern"], best["uncached"], best["nginx"]
     lines = [
         f"{len(staged)} objects (init + media segments of every rung), {total / len(staged) / 1024:.0f} KiB "
-        f"on average; wrk -t{args.threads} -c{args.connections}, {args.seconds} s per round, 2 rounds each "
+        f"on average; wrk -t{args.threads} -c{args.connections}, {args.seconds} s per round, {args.rounds} rounds each "
         "alternating after a 2 s warm-up, best round shown.\n",
         "| server | requests/s | MB/s | p50 ms | p99 ms | all rounds (req/s) |",
         "| --- | ---: | ---: | ---: | ---: | --- |",
