@@ -29,12 +29,10 @@ Reported: requests/s, MB/s, p50/p99 latency, and lectern / nginx ratios
 import argparse
 import base64
 import hashlib
-import hmac
 import json
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -44,9 +42,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from benchlib import free_port  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".lectern" / "bench" / "origin"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 ASSET = uuid.UUID("0b1e5e6e-0000-4000-8000-00000000be9c")
 PREFIX = f"assets/{ASSET}/out/attempt-1"
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -56,22 +57,10 @@ def sh(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def sign(kid, secret, asset, expires):
-    """A playback token as api/src/origin/token.rs makes it (no session)."""
-    msg = b"lectern-playback-v1" + bytes([len(kid)]) + kid.encode() + asset.bytes
-    msg += struct.pack(">q", expires) + b"\x00"
-    mac = hmac.new(secret, msg, hashlib.sha256).digest()
-    return f"{kid}.{b64url(asset.bytes)}.{expires}..{b64url(mac)}"
 
 
 def stage(ladder, fs_root, plain_root):
@@ -112,15 +101,6 @@ def wait_http(url, timeout=90):
     raise SystemExit(f"{url} did not come up")
 
 
-def wait_ready(url, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            return
-        except Exception:
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not become ready")
 
 
 NGINX_CONF = """
@@ -212,7 +192,7 @@ def main():
 
     secret = os.urandom(32)
     kid = "bench"
-    token = sign(kid, secret, ASSET, int(time.time()) + 3600)
+    token = benchlib.sign_playback(kid, secret, ASSET, int(time.time()) + 3600)
     paths = [f"{p}?token={token}" for p, _ in staged]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") and k != "DATABASE_URL"}
@@ -254,8 +234,8 @@ def main():
         # /media reads each asset's encryption state (cached) from the
         # schema, so wait for readiness (migrations applied), as a load
         # balancer would.
-        wait_ready(f"{lectern_url}/readyz")
-        wait_ready(f"{uncached_url}/readyz")
+        benchlib.wait_ready(f"{lectern_url}/readyz")
+        benchlib.wait_ready(f"{uncached_url}/readyz")
         wait_http(f"{nginx_url}/")
         # Both serve the same bytes, and the origin's validators are right.
         for (path, data), url in zip(staged, paths):
@@ -303,18 +283,12 @@ def main():
     body = "\n".join(lines)
     print(body)
     if not args.no_record:
-        record(body, " ".join(["benchmarks/origin/run"] + sys.argv[1:]))
+        command = " ".join(["benchmarks/origin/run"] + sys.argv[1:])
+        benchlib.record("## Media origin (`benchmarks/origin`)",
+                        f"Command: `{command}` — {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+                        "lectern release build; wrk, lectern and nginx share the machine's cores.", body)
 
 
-def record(body, command):
-    head = "## Media origin (`benchmarks/origin`)"
-    machine = f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
-    section = (f"{head}\n\nCommand: `{command}` — {machine}; lectern release build; "
-               f"wrk, lectern and nginx share the machine's cores.\n\n{body}\n")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(re.escape(head) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip() + "\n", text) if head in text else text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
 
 
 if __name__ == "__main__":

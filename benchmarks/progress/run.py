@@ -42,7 +42,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -51,51 +50,24 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from benchlib import env_file, free_port, psql, psql_value  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".lectern" / "bench" / "progress"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 DB_NAME = "lectern_bench_progress"
 PASSWORD = "correct horse 42"
 
 
-def env_file():
-    env = {}
-    path = ROOT / ".lectern" / "env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
-                k, v = line.split("=", 1)
-                env[k.strip().removeprefix("export ").strip()] = v.strip().strip("'\"")
-    return env
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def psql(url, sql):
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-f", "-"], input=sql,
-                   text=True, check=True, capture_output=True)
 
 
-def psql_value(url, sql):
-    return subprocess.run(["psql", "-tA", url, "-c", sql], text=True, check=True,
-                          capture_output=True).stdout.strip()
 
 
-def wait_ready(base, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{base} did not become ready")
 
 
 WRK_LUA = """
@@ -260,7 +232,7 @@ def main():
         server = subprocess.Popen([str(lectern), "serve"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=open(WORK / f"serve-{mode}.log", "w"))
         try:
-            wait_ready(base)
+            benchlib.wait_ready(base + "/readyz")
             print(f"[{mode}] starting {len(pairs)} playback sessions…", flush=True)
             beats = start_playbacks(base, pairs)
             script = WORK / "wrk.lua"
@@ -316,18 +288,12 @@ def main():
     body = "\n".join(lines + [""] + [f"- {s}" for s in summary])
     print(body)
     if not args.no_record:
-        record(body, " ".join(["benchmarks/progress/run"] + sys.argv[1:]))
+        command = " ".join(["benchmarks/progress/run"] + sys.argv[1:])
+        benchlib.record("## Progress heartbeats (`benchmarks/progress`)",
+                        f"Command: `{command}` — {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}; "
+                        "lectern release build; wrk, lectern, PostgreSQL and Redis share the machine's cores.", body)
 
 
-def record(body, command):
-    head = "## Progress heartbeats (`benchmarks/progress`)"
-    machine = f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
-    section = (f"{head}\n\nCommand: `{command}` — {machine}; lectern release build; wrk, lectern, "
-               f"PostgreSQL and Redis share the machine's cores.\n\n{body}\n")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(re.escape(head) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip() + "\n", text) if head in text else text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
 
 
 if __name__ == "__main__":

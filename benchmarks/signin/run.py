@@ -42,14 +42,12 @@ Results go to benchmarks/RESULTS.md (section replaced).
 import argparse
 import base64
 import hashlib
-import hmac
 import http.client
 import json
 import multiprocessing
 import os
 import re
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -59,9 +57,12 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib  # noqa: E402
+from benchlib import env_file, free_port, psql  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".lectern" / "bench" / "signin"
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 DB_NAME = "lectern_bench_signin"
 ORG = "Bench Hospital"
 PASSWORD = "correct horse 42"
@@ -72,38 +73,14 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 NETWORK = "198.51.100"
 
 
-def env_file():
-    env = {}
-    path = ROOT / ".lectern" / "env"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if "=" in line and not line.startswith("#"):
-                k, v = line.split("=", 1)
-                env[k.strip().removeprefix("export ").strip()] = v.strip().strip("'\"")
-    return env
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def psql(url, sql):
-    subprocess.run(["psql", "-q", "-v", "ON_ERROR_STOP=1", url, "-f", "-"], input=sql,
-                   text=True, check=True, capture_output=True)
 
 
-def b64url(data):
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def sign(kid, secret, asset, expires):
-    """A playback token as delivery/src/token.rs makes it (no session)."""
-    msg = b"lectern-playback-v1" + bytes([len(kid)]) + kid.encode() + asset.bytes
-    msg += struct.pack(">q", expires) + b"\x00"
-    mac = hmac.new(secret, msg, hashlib.sha256).digest()
-    return f"{kid}.{b64url(asset.bytes)}.{expires}..{b64url(mac)}"
 
 
 def stage_segment(fs_root, data):
@@ -118,17 +95,6 @@ def stage_segment(fs_root, data):
     obj.write_bytes(data + trailer + struct.pack("<I", len(trailer)) + b"LCTNOBJ1")
 
 
-def wait_ready(base, timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except Exception:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{base} did not become ready")
 
 
 def email(n):
@@ -317,7 +283,7 @@ def main():
                                         "--role", "learner", stdin=PASSWORD), range(args.burst)))
     segment = os.urandom(512 * 1024)
     stage_segment(WORK / "fs", segment)
-    token = sign("bench", playback_secret, ASSET, int(time.time()) + 3600)
+    token = benchlib.sign_playback("bench", playback_secret, ASSET, int(time.time()) + 3600)
     media_path = f"/media/{SEGMENT}?token={token}"
     paths = ["/healthz", media_path]
     burst_script = WORK / "signin.lua"
@@ -347,7 +313,7 @@ def main():
             server = subprocess.Popen([str(binary), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=log)
             try:
                 base = f"http://127.0.0.1:{port}"
-                wait_ready(base)
+                benchlib.wait_ready(base + "/readyz")
                 if sign_in(base) != 200:
                     raise SystemExit("the benchmark's learner cannot sign in")
                 with urllib.request.urlopen(base + media_path) as r:
@@ -399,18 +365,13 @@ def main():
     body = "\n".join(lines)
     print(body)
     if not args.no_record:
-        record(body, " ".join(["benchmarks/signin/run"] + sys.argv[1:]))
+        command = " ".join(["benchmarks/signin/run"] + sys.argv[1:])
+        machine = f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+        benchlib.record("## Sign-in burst (`benchmarks/signin`)",
+                        f"Command: `{command}` — {machine}; lectern release build; wrk, the probes, "
+                        "PostgreSQL and lectern share the machine's cores.", body)
 
 
-def record(body, command):
-    head = "## Sign-in burst (`benchmarks/signin`)"
-    machine = f"{os.cpu_count()} cores, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
-    section = (f"{head}\n\nCommand: `{command}` — {machine}; lectern release build; wrk, the probes, "
-               f"PostgreSQL and lectern share the machine's cores.\n\n{body}\n")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(re.escape(head) + r".*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(section.rstrip() + "\n", text) if head in text else text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ benchmarks/RESULTS.md (section replaced) and stdout.
 """
 
 import argparse
-import json
 import os
 import re
 import shutil
