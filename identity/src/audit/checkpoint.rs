@@ -3,9 +3,10 @@
 //! The chain alone cannot show that rows were removed from its *end*: what
 //! remains still verifies. So Lectern periodically writes the head (last
 //! row id and hash, signed with the chain key) to object storage under
-//! `audit/checkpoints/<id>.json`, one immutable object per checkpoint
-//! (zero-padded ids sort by key). [`check`] compares the table with the
-//! newest one: a head below the checkpoint is a truncation, a different
+//! `audit/checkpoints/<id>.json`, one object per checkpoint (zero-padded
+//! ids sort by key), and the same body to `audit/checkpoints/latest.json`
+//! so finding the newest is one read, not a listing that grows by one
+//! object a minute. [`check`] compares the table with the newest one: a head below the checkpoint is a truncation, a different
 //! hash at the checkpointed row an edit. Rows written after the newest
 //! checkpoint can still go unnoticed; the interval
 //! (`LECTERN_AUDIT_CHECKPOINT_INTERVAL`) bounds that window, and a bucket
@@ -27,6 +28,7 @@ use lectern_storage::{PutOptions, Store};
 use super::ChainKey;
 
 const PREFIX: &str = "audit/checkpoints/";
+const LATEST: &str = "audit/checkpoints/latest.json";
 
 /// One checkpoint as stored (JSON).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -87,17 +89,26 @@ pub enum CheckpointError {
     Malformed { key: String, message: String },
 }
 
-/// The newest checkpoint in `store`, if any.
+/// The newest checkpoint in `store`, if any: `latest.json`, or (a store
+/// written before it existed, or one whose pointer was removed) the
+/// highest-numbered checkpoint.
 pub async fn latest(store: &dyn Store) -> Result<Option<Checkpoint>, CheckpointError> {
-    let listed = store.list(PREFIX).await?;
-    let Some(newest) = listed.iter().rfind(|o| o.key.ends_with(".json")) else {
-        return Ok(None);
+    let key = match store.head(LATEST).await {
+        Ok(_) => LATEST.to_string(),
+        Err(lectern_storage::StorageError::NotFound { .. }) => {
+            let listed = store.list(PREFIX).await?;
+            match listed.iter().rfind(|o| o.key.ends_with(".json")) {
+                Some(newest) => newest.key.clone(),
+                None => return Ok(None),
+            }
+        }
+        Err(e) => return Err(e.into()),
     };
-    let body = store.get(&newest.key, None).await?.bytes().await?;
+    let body = store.get(&key, None).await?.bytes().await?;
     serde_json::from_slice(&body)
         .map(Some)
         .map_err(|e| CheckpointError::Malformed {
-            key: newest.key.clone(),
+            key,
             message: e.to_string(),
         })
 }
@@ -123,17 +134,18 @@ pub async fn write(
         return Ok(None);
     }
     let checkpoint = Checkpoint::new(key, last_id, &last_hash);
-    let body = serde_json::to_vec_pretty(&checkpoint).expect("a checkpoint serialises");
+    let body =
+        Bytes::from(serde_json::to_vec_pretty(&checkpoint).expect("a checkpoint serialises"));
+    let json = || PutOptions {
+        content_type: Some("application/json".into()),
+        cache_control: None,
+    };
+    // The numbered object first: a crash between the two leaves the
+    // pointer one checkpoint behind, never ahead of what exists.
     store
-        .put_bytes(
-            &Checkpoint::storage_key(last_id),
-            Bytes::from(body),
-            PutOptions {
-                content_type: Some("application/json".into()),
-                cache_control: None,
-            },
-        )
+        .put_bytes(&Checkpoint::storage_key(last_id), body.clone(), json())
         .await?;
+    store.put_bytes(LATEST, body, json()).await?;
     Ok(Some(checkpoint))
 }
 
