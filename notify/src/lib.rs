@@ -109,6 +109,23 @@ impl Topic {
         Topic::ALL.into_iter().find(|t| t.as_str() == s)
     }
 
+    /// The parameters the topic's template uses, in order (SMS providers
+    /// whose templates take positional parameters get them so).
+    pub fn param_names(self) -> &'static [&'static str] {
+        match self {
+            Topic::Invitation => &["org_name", "link", "expires_at"],
+            Topic::StepUpCode => &["code"],
+            Topic::SignUpConfirmation => &["link"],
+            Topic::ModerationOutcome => &["kind", "outcome", "reason", "excerpt"],
+            Topic::CourseReviewOutcome => &["course_title", "outcome", "reason"],
+            Topic::QuestionAsked => &["course_title", "lesson_title", "excerpt", "link"],
+            Topic::QuestionAnswered => &["course_title", "excerpt", "link"],
+            Topic::AnswerAccepted => &["excerpt", "link"],
+            Topic::CoursePublished => &["course_title", "link"],
+            Topic::SignUpAttempted => &[],
+        }
+    }
+
     /// Its parameters hold a secret (a one-time code, or a link carrying a
     /// single-use token): never in the inbox, never in the delivery log.
     pub fn is_secret(self) -> bool {
