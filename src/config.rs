@@ -686,7 +686,10 @@ fn notify_config(
                 from: s.smtp_from.clone(),
                 timeout: D::from_secs(30),
             };
-            if s.smtp_from.parse::<lectern_notify::transport::smtp::Mailbox>().is_err() {
+            if s.smtp_from
+                .parse::<lectern_notify::transport::smtp::Mailbox>()
+                .is_err()
+            {
                 return Err(fail(
                     Key::smtp_from,
                     "is not a sender like `Lectern <no-reply@example.org>`",
@@ -733,7 +736,10 @@ fn notify_config(
     for (key, v) in [
         (Key::notify_max_attempts, s.notify_max_attempts),
         (Key::notify_rate_per_hour, s.notify_rate_per_hour),
-        (Key::notify_secret_rate_per_hour, s.notify_secret_rate_per_hour),
+        (
+            Key::notify_secret_rate_per_hour,
+            s.notify_secret_rate_per_hour,
+        ),
     ] {
         if v < 1 {
             return Err(fail(key, "must be at least 1"));
@@ -746,7 +752,10 @@ fn notify_config(
         ));
     }
     if s.invitation_ttl < D::from_secs(3600) {
-        return Err(fail(Key::invitation_ttl, "must be at least an hour, like 72h"));
+        return Err(fail(
+            Key::invitation_ttl,
+            "must be at least an hour, like 72h",
+        ));
     }
     Ok(NotifyConfig {
         smtp,

@@ -860,7 +860,7 @@ async fn an_expert_invitation_is_signed_single_use_and_makes_an_expert(db: PgPoo
         "the token goes to the invitee only"
     );
     let message = w.last_message("dr.wang@hospital.example.cn").await;
-    let invite = message.rsplit(' ').next().unwrap().to_string();
+    let invite = token_in(&message);
 
     let mut forged = invite.clone().into_bytes();
     let last = forged.len() - 3;

@@ -547,12 +547,11 @@ pub async fn inspect(
     ) {
         return Err(e);
     }
-    let proven: Option<bool> = sqlx::query_scalar(
-        "SELECT email_verified_at IS NOT NULL FROM users WHERE email_bidx = $1",
-    )
-    .bind(&row.email_bidx)
-    .fetch_optional(&state.db)
-    .await?;
+    let proven: Option<bool> =
+        sqlx::query_scalar("SELECT email_verified_at IS NOT NULL FROM users WHERE email_bidx = $1")
+            .bind(&row.email_bidx)
+            .fetch_optional(&state.db)
+            .await?;
     Ok(Json(InvitationPreview {
         org_id: row.org_id,
         org_name: row.org_name,

@@ -87,13 +87,7 @@ impl Identity {
         notify: Notify,
         settings: IdentitySettings,
     ) -> Self {
-        Self::with_sessions(
-            db,
-            keys,
-            notify,
-            settings,
-            session::SessionCache::default(),
-        )
+        Self::with_sessions(db, keys, notify, settings, session::SessionCache::default())
     }
 
     /// As [`Identity::new`], with a session cache of chosen timing (tests

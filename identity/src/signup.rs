@@ -23,9 +23,9 @@ use uuid::Uuid;
 
 use std::collections::BTreeMap;
 
-use lectern_notify::{Notification, Recipient, Topic};
 use crate::users::{insert_account, valid_email, Account};
 use crate::{password, throttle};
+use lectern_notify::{Notification, Recipient, Topic};
 use lectern_secrets::{random_token, token_fingerprint};
 use lectern_web::{
     Accepted, ApiError, ApiJson, ApiPath, ClientContext, Created, ErrorCode, Principal, Role,

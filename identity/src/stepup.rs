@@ -28,8 +28,8 @@ use totp_rs::{Algorithm, TOTP};
 use uuid::Uuid;
 
 use crate::alerts::{self, Alert, AlertKind};
-use lectern_notify::{Notification, Topic};
 use crate::{password, throttle};
+use lectern_notify::{Notification, Topic};
 use lectern_secrets::Keyring;
 use lectern_web::ApiError;
 use lectern_web::ApiJson;

@@ -91,7 +91,9 @@ impl Default for DispatchSettings {
 impl DispatchSettings {
     /// The delay after failed attempt number `attempt` (1-based).
     pub fn backoff_after(&self, attempt: i32) -> Duration {
-        let doublings = u32::try_from(attempt.saturating_sub(1)).unwrap_or(0).min(30);
+        let doublings = u32::try_from(attempt.saturating_sub(1))
+            .unwrap_or(0)
+            .min(30);
         self.backoff
             .saturating_mul(2u32.saturating_pow(doublings))
             .min(self.max_backoff)
@@ -228,7 +230,7 @@ impl Notify {
                 .bind(bidx)
                 .execute(&self.db)
                 .await?;
-                ("sent", None)
+                ("sent", None, None)
             }
             Attempt::Deferred { until_secs } => {
                 sqlx::query(
@@ -242,6 +244,7 @@ impl Notify {
                 (
                     "deferred",
                     Some("the recipient's hourly limit for this channel is reached".to_string()),
+                    Some((until_secs * 1000.0) as i64),
                 )
             }
             Attempt::Failed(e) => {
@@ -257,7 +260,7 @@ impl Notify {
                     .bind(delay.as_secs_f64())
                     .execute(&self.db)
                     .await?;
-                    ("retry", Some(reason))
+                    ("retry", Some(reason), i64::try_from(delay.as_millis()).ok())
                 } else {
                     let reason = if e.transient {
                         format!("gave up after {} attempts: {reason}", d.attempts)
@@ -273,13 +276,14 @@ impl Notify {
                     .execute(&self.db)
                     .await?;
                     tracing::warn!(delivery = %d.id, topic = %d.topic, channel = %d.channel, reason = %reason, "notification delivery failed");
-                    ("failed", Some(reason))
+                    ("failed", Some(reason), None)
                 }
             }
         };
         sqlx::query(
-            "INSERT INTO notification_delivery_log (delivery_id, topic, channel, attempt, outcome, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO notification_delivery_log \
+               (delivery_id, topic, channel, attempt, outcome, detail, backoff_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(d.id)
         .bind(&d.topic)
@@ -287,6 +291,7 @@ impl Notify {
         .bind(d.attempts)
         .bind(outcome.0)
         .bind(outcome.1)
+        .bind(outcome.2)
         .execute(&self.db)
         .await?;
         // Nothing left to send: the parameters (codes, tokens) go.
@@ -315,12 +320,11 @@ impl Notify {
         } else {
             Channel::Email
         };
-        let row: Option<NoticeRow> = sqlx::query_as(
-            "SELECT user_id, payload, payload_ct FROM notifications WHERE id = $1",
-        )
-        .bind(d.notification_id)
-        .fetch_optional(&self.db)
-        .await?;
+        let row: Option<NoticeRow> =
+            sqlx::query_as("SELECT user_id, payload, payload_ct FROM notifications WHERE id = $1")
+                .bind(d.notification_id)
+                .fetch_optional(&self.db)
+                .await?;
         let Some(row) = row else {
             return Ok(Attempt::Failed(SendError::permanent("the notice is gone")));
         };
@@ -415,9 +419,8 @@ impl Notify {
         payload: &Payload,
     ) -> Result<String, SendError> {
         match (&payload.to, channel) {
-            (Some(Recipient::Email(a)), Channel::Email) | (Some(Recipient::Phone(a)), Channel::Sms) => {
-                return Ok(a.clone())
-            }
+            (Some(Recipient::Email(a)), Channel::Email)
+            | (Some(Recipient::Phone(a)), Channel::Sms) => return Ok(a.clone()),
             _ => {}
         }
         let user_id = row
@@ -434,7 +437,10 @@ impl Notify {
             _ => contact.email,
         };
         address.ok_or_else(|| {
-            SendError::permanent(format!("the account has no address for {}", channel.as_str()))
+            SendError::permanent(format!(
+                "the account has no address for {}",
+                channel.as_str()
+            ))
         })
     }
 
@@ -541,8 +547,13 @@ mod tests {
 
     #[test]
     fn redaction_removes_addresses_and_long_numbers() {
-        let r = redact("550 5.1.1 <dr.wang@hospital.example.cn>: no such user; code 424242 to +8613800138000");
-        assert!(!r.contains("hospital") && !r.contains("424242") && !r.contains("13800138000"), "{r}");
+        let r = redact(
+            "550 5.1.1 <dr.wang@hospital.example.cn>: no such user; code 424242 to +8613800138000",
+        );
+        assert!(
+            !r.contains("hospital") && !r.contains("424242") && !r.contains("13800138000"),
+            "{r}"
+        );
         assert!(r.starts_with("550 5.1.1"), "{r}");
     }
 
