@@ -661,10 +661,13 @@ pub fn redact_url(url: &str) -> String {
 /// The notification settings, checked together: SMTP's port and
 /// sender, an SMS provider's companions and templates, the dispatcher's
 /// bounds.
+/// `validate`'s check that a companion setting is present.
+type Required<'a> = &'a dyn Fn(Key, &Option<String>, &str) -> Result<String, ConfigError>;
+
 fn notify_config(
     s: &Settings,
     fail: &dyn Fn(Key, &str) -> ConfigError,
-    required: &dyn Fn(Key, &Option<String>, &str) -> Result<String, ConfigError>,
+    required: Required<'_>,
 ) -> Result<NotifyConfig, ConfigError> {
     use crate::config::value::{SmsProviderKind, SmtpTlsMode};
     use lectern_notify::transport::smtp::{SmtpSettings, SmtpTls};
@@ -1113,6 +1116,67 @@ mod tests {
         let e =
             Config::from_sources(None, &env(&[("LECTERN_DEV_OUTBOX", "yes please")])).unwrap_err();
         assert_eq!(e.field, "LECTERN_DEV_OUTBOX");
+    }
+
+    #[test]
+    fn smtp_settings_replace_the_dev_outbox_and_never_show_the_password() {
+        let external = ("DATABASE_URL", "postgres://db/lectern");
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                external,
+                ("LECTERN_SMTP_HOST", "smtp.example.org"),
+                ("LECTERN_SMTP_USER", "lectern"),
+                ("LECTERN_SMTP_PASSWORD", "hunter2-smtp"),
+                ("LECTERN_SMTP_FROM", "Lectern <no-reply@example.org>"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.check_dev_outbox().is_ok(), "SMTP is not the dev outbox");
+        let smtp = c.notify.smtp.as_ref().unwrap();
+        assert_eq!(smtp.tls, lectern_notify::transport::smtp::SmtpTls::StartTls);
+        assert_eq!(smtp.port, None);
+        let shown = format!("{c:?} {:?}", c.settings);
+        assert!(!shown.contains("hunter2-smtp"), "{shown}");
+        let e = Config::from_sources(
+            None,
+            &env(&[
+                ("LECTERN_SMTP_HOST", "smtp.example.org"),
+                ("LECTERN_SMTP_FROM", "not an address"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMTP_FROM");
+        let e = Config::from_sources(None, &env(&[("LECTERN_SMTP_TLS", "ssl")])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMTP_TLS");
+    }
+
+    #[test]
+    fn an_sms_provider_needs_its_credentials_and_known_topics() {
+        let aliyun = [
+            ("LECTERN_SMS_PROVIDER", "aliyun"),
+            ("LECTERN_SMS_ACCESS_KEY_ID", "LTAI-test"),
+            ("LECTERN_SMS_ACCESS_KEY_SECRET", "sms-secret-value"),
+            ("LECTERN_SMS_SIGN_NAME", "讲堂"),
+            (
+                "LECTERN_SMS_TEMPLATES",
+                "step_up_code=SMS_1, question_answered=SMS_2",
+            ),
+        ];
+        let c = Config::from_sources(None, &env(&aliyun)).unwrap();
+        let (_, sms) = c.notify.sms.as_ref().unwrap();
+        assert_eq!(sms.templates.len(), 2);
+        assert!(!format!("{c:?}").contains("sms-secret-value"));
+        let e = Config::from_sources(None, &env(&aliyun[..3])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMS_SIGN_NAME");
+        let mut tencent = aliyun.to_vec();
+        tencent[0] = ("LECTERN_SMS_PROVIDER", "tencent");
+        let e = Config::from_sources(None, &env(&tencent)).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMS_APP_ID");
+        let mut bad = aliyun.to_vec();
+        bad[4] = ("LECTERN_SMS_TEMPLATES", "no_such_topic=SMS_1");
+        let e = Config::from_sources(None, &env(&bad)).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMS_TEMPLATES");
     }
 
     #[test]

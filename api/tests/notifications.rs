@@ -690,3 +690,64 @@ async fn the_inbox_counts_unread_marks_read_and_answers_404_for_other_peoples_it
     let message = w.last_message("a@alumni.example.edu").await;
     assert!(message.contains("Dermatology"), "{message}");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_recipient_gets_at_most_its_hourly_share_and_codes_are_counted_apart(db: PgPool) {
+    let mut w = World::new(db).await;
+    let mut settings = w.settings();
+    settings.notify.dispatch = DispatchSettings {
+        rate: lectern_notify::RateLimits {
+            per_hour: 2,
+            secret_per_hour: 1,
+        },
+        ..DispatchSettings::default()
+    };
+    w.rebuild(None, settings);
+    let org = w.org("Medical Association").await;
+    let email = "busy@med.example.org";
+    let user = w.user(Some(org), email, Role::Learner).await;
+    for title in ["One", "Two", "Three"] {
+        notify_course(&w, org, user, title).await;
+    }
+    w.dispatch().await;
+    let states: Vec<(String, i32)> =
+        sqlx::query_as("SELECT status, attempts FROM notification_deliveries ORDER BY created_at")
+            .fetch_all(w.db())
+            .await
+            .unwrap();
+    // The third waits for the hour to have room, without spending an attempt.
+    assert_eq!(
+        states,
+        [
+            ("sent".into(), 1),
+            ("sent".into(), 1),
+            ("pending".into(), 0)
+        ]
+    );
+    let deferred: (String, i64) = sqlx::query_as(
+        "SELECT outcome, backoff_ms FROM notification_delivery_log ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(w.db())
+    .await
+    .unwrap();
+    assert_eq!(deferred.0, "deferred");
+    assert!(
+        deferred.1 > 3_500_000,
+        "waits most of an hour: {deferred:?}"
+    );
+    // A one-time code is not held back by the notices…
+    let token = w.login(email).await;
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/step-up/code", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let message = w.last_message(email).await;
+    let code = one_time_code(&message);
+    // …but codes have their own bound.
+    let (status, _) = w
+        .call("POST", "/api/v1/auth/step-up/code", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let newest = w.last_message(email).await;
+    assert_eq!(one_time_code(&newest), code, "the second code waits");
+}
