@@ -29,10 +29,11 @@ settings! {
     /// `postgres://user:pass@host:5432/db` of an external (managed)
     /// PostgreSQL (never logged with its password)
     database_url as "DATABASE_URL": Option<DatabaseUrl> = none "unset → embedded";
-    /// development only: with `DATABASE_URL`, `serve` keeps one-time codes
-    /// and invitations in the database's `outbox` table, in the clear;
-    /// without it `serve` refuses to start there (embedded mode and
-    /// `lectern demo` always use the outbox)
+    /// development only: with `DATABASE_URL` and no `LECTERN_SMTP_HOST`,
+    /// `serve` keeps one-time codes and invitations in the database's
+    /// `outbox` table instead of sending them; without it `serve` refuses
+    /// to start there (embedded mode and `lectern demo` use the outbox
+    /// when no SMTP is configured)
     dev_outbox: bool = default "false";
     /// SMTP server notices (invitations, one-time codes, moderation
     /// outcomes…) are e-mailed through; unset, they go to the development
