@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use lectern_catalogue::CatalogueState;
-use lectern_delivery::{DeliveryState, Playback};
+use lectern_delivery::{DeliveryParts, DeliveryState, Playback};
 use lectern_identity::notifier::{Notifier, Outbox};
 use lectern_identity::session::SessionCache;
 use lectern_identity::{Identity, IdentitySettings};
@@ -33,7 +33,7 @@ use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::IngestState;
 use lectern_ingest::pull::PullConfig;
 use lectern_ingest::tus::TusConfig;
-use lectern_learning::{Learning, LearningState};
+use lectern_learning::{Learning, LearningParts, LearningState};
 use lectern_secrets::Keyring;
 use lectern_storage::Store;
 use lectern_web::{ApiRouter, Routes};
@@ -140,19 +140,19 @@ impl AppState {
                 schema_ready: settings.schema_ready.clone(),
             },
             uploads: Arc::new(settings.uploads),
-            delivery: DeliveryState {
+            delivery: DeliveryState::new(DeliveryParts {
                 db: db.clone(),
                 store: store.clone(),
                 playback: playback.clone(),
                 identity: identity.clone(),
-            },
+            }),
             catalogue: CatalogueState { db: db.clone() },
-            learning: LearningState {
+            learning: LearningState::new(LearningParts {
                 db: db.clone(),
                 learning: Arc::new(settings.learning),
                 playback,
                 schema_ready: settings.schema_ready.clone(),
-            },
+            }),
             demo: Arc::new(settings.demo),
             identity,
             schema_ready: settings.schema_ready,
