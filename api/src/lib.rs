@@ -14,6 +14,7 @@
 
 pub mod demo;
 mod health;
+pub mod metrics;
 mod openapi;
 pub mod uploads;
 
@@ -112,6 +113,7 @@ pub struct Areas {
     pub catalogue: CatalogueState,
     pub learning: LearningState,
     pub demo: Arc<demo::DemoSettings>,
+    pub telemetry: metrics::Telemetry,
 }
 
 impl AppState {
@@ -129,7 +131,14 @@ impl AppState {
             settings.sessions.unwrap_or_default(),
         );
         let playback = settings.playback;
+        let mut registry = lectern_web::metrics::Registry::default();
+        registry.register_collector(identity.metrics.collector());
+        registry.register_collector(Box::new(lectern_delivery::cache::CacheCollector(
+            playback.media_cache.clone(),
+        )));
+        settings.learning.flush_metrics.register(&mut registry);
         AppState(Arc::new(Areas {
+            telemetry: metrics::Telemetry::new(registry),
             ingest: IngestState {
                 db: db.clone(),
                 store: store.clone(),
@@ -176,6 +185,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
     let noop = state.learning.learning.settings.bench_noop;
     let api = Routes::default()
         .merge(health::routes(on(&gate)).with_state(state.clone()))
+        .merge(metrics::routes(on(&gate)).with_state(state.clone()))
         .merge(lectern_identity::routes(on(&gate)).with_state(state.identity.clone()))
         .merge(uploads::routes(on(&gate), state).with_state(state.clone()))
         .merge(lectern_ingest::http::routes(on(&gate)).with_state(state.ingest.clone()))
@@ -199,6 +209,8 @@ pub fn router(state: AppState) -> Router {
     let (api, media) = routes(&state);
     let (api, _) = api.into_parts();
     let (media, _) = media.into_parts();
+    let track = || axum::middleware::from_fn_with_state(state.clone(), metrics::track);
+    let (api, media) = (api.route_layer(track()), media.route_layer(track()));
     api.fallback(lectern_web::error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.identity.clone(),

@@ -106,3 +106,58 @@ async fn unknown_routes_are_json_404s_with_request_ids(db: PgPool) {
     assert_eq!(body["status"], "ok");
     assert_eq!(headers["x-request-id"], "partner-trace-42");
 }
+
+/// `/metrics` shows requests by route template (never a raw path or an
+/// id), the job queue as PostgreSQL holds it, and every area's counters.
+#[sqlx::test(migrations = "../migrations")]
+async fn metrics_show_route_templates_the_queue_and_every_area(db: PgPool) {
+    use lectern_testkit::World;
+    use lectern_web::Role;
+
+    let w = World::new(db).await;
+    let org = w.org("Metrics Hospital").await;
+    w.user(None, "root@metrics.example", Role::SuperAdmin).await;
+    let root = w.login("root@metrics.example").await;
+    let asset = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO assets (id, organisation_id, status, source_key) VALUES ($1, $2, 'uploaded', 'sources/x')",
+    )
+    .bind(asset)
+    .bind(org)
+    .execute(w.db())
+    .await
+    .unwrap();
+    let missing = uuid::Uuid::new_v4();
+    let (status, _) = w
+        .call(
+            "GET",
+            &format!("/api/v1/courses/{missing}"),
+            Some(&root),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, text) = w.call_raw("GET", "/metrics", Some(&root), None).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    for line in [
+        "lectern_database_up 1.0",
+        "lectern_jobs{kind=\"transcode\",state=\"queued\"} 1.0",
+        "lectern_origin_cache_hits_total 0",
+        "lectern_progress_flushed_rows_total 0",
+        "lectern_logins_total{outcome=\"success\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "lectern_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/courses/{course_id}\",status=\"4xx\"} 1"
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains(&missing.to_string()),
+        "an id in a label:\n{text}"
+    );
+    assert!(text.ends_with("# EOF\n"));
+}

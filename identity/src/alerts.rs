@@ -1,4 +1,4 @@
-//! Security alerts and the counters behind `/metrics`.
+//! Security alerts and the security counters `/metrics` shows.
 //!
 //! An alert is three things at once, so whichever the operator watches
 //! sees it: a `tracing` warning with a stable `alert` field (for log-based
@@ -6,12 +6,10 @@
 //! Prometheus counter `lectern_security_alerts_total{kind=…}`. Counters are
 //! per process; Prometheus sums them across nodes.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use lectern_web::metrics::{self, Collector, DescriptorEncoder};
 use uuid::Uuid;
 
 use crate::Identity;
@@ -102,62 +100,57 @@ impl SecurityMetrics {
         self.audit_noise.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let alerts = AlertKind::ALL.iter().zip(&self.alerts);
-        counter(
-            &mut out,
-            "lectern_security_alerts_total",
-            "Security alerts raised, by kind.",
-            alerts.map(|(k, n)| (Some(("kind", k.as_str())), n)),
-        );
-        let logins = LoginOutcome::ALL.iter().zip(&self.logins);
-        counter(
-            &mut out,
-            "lectern_logins_total",
-            "Sign-in attempts, by outcome.",
-            logins.map(|(o, n)| (Some(("outcome", o.as_str())), n)),
-        );
-        for (name, help, value) in [
-            (
-                "lectern_audit_failures_total",
-                "Audit records that could not be written.",
-                &self.audit_failures,
-            ),
-            (
-                "lectern_password_verifications_total",
-                "Passwords checked with argon2 (sign-ins, unknown emails' decoy checks, passwords given again).",
-                &self.password_verifications,
-            ),
-            (
-                "lectern_audit_noise_total",
-                "Anonymous refused requests, sampled and aggregated in the audit log.",
-                &self.audit_noise,
-            ),
-        ] {
-            counter(&mut out, name, help, [(None, value)]);
-        }
-        out
+    /// What `/metrics` shows of these counters, read at each scrape.
+    pub fn collector(self: &Arc<Self>) -> Box<dyn Collector> {
+        Box::new(SecurityCollector(self.clone()))
     }
 }
 
-/// One counter in the Prometheus text format: its help, its type, and a
-/// sample per label value (or one unlabelled sample).
-fn counter<'a>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Option<(&'a str, &'a str)>, &'a AtomicU64)>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for (label, value) in samples {
-        let value = value.load(Ordering::Relaxed);
-        let _ = match label {
-            Some((key, label)) => writeln!(out, "{name}{{{key}=\"{label}\"}} {value}"),
-            None => writeln!(out, "{name} {value}"),
-        };
+#[derive(Debug)]
+struct SecurityCollector(Arc<SecurityMetrics>);
+
+impl Collector for SecurityCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &self.0;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metrics::counter_by(
+            &mut enc,
+            "lectern_security_alerts",
+            "Security alerts raised, by kind.",
+            "kind",
+            AlertKind::ALL
+                .iter()
+                .zip(&m.alerts)
+                .map(|(k, n)| (k.as_str(), load(n))),
+        )?;
+        metrics::counter_by(
+            &mut enc,
+            "lectern_logins",
+            "Sign-in attempts, by outcome.",
+            "outcome",
+            LoginOutcome::ALL
+                .iter()
+                .zip(&m.logins)
+                .map(|(o, n)| (o.as_str(), load(n))),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_audit_failures",
+            "Audit records that could not be written.",
+            load(&m.audit_failures),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_password_verifications",
+            "Passwords checked with argon2 (sign-ins, unknown emails' decoy checks, passwords given again).",
+            load(&m.password_verifications),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_audit_noise",
+            "Anonymous refused requests, sampled and aggregated in the audit log.",
+            load(&m.audit_noise),
+        )
     }
 }
 
@@ -193,13 +186,4 @@ pub async fn raise(state: &Identity, alert: Alert<'_>) {
     if let Err(e) = stored {
         tracing::error!(error = %e, alert = alert.kind.as_str(), "could not store a security alert");
     }
-}
-
-/// `GET /metrics`: for a super admin, or a scraper on this machine.
-pub async fn metrics(State(state): State<Identity>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
 }

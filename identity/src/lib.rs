@@ -485,15 +485,6 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             may(Permission::ReadAudit),
             audit::list,
         )
-        .route(
-            M::GET,
-            "/metrics",
-            may(Permission::ReadMetrics),
-            alerts::metrics,
-        )
-        .describe(|op| {
-            op.raw(200, "text/plain; version=0.0.4", "Prometheus text format");
-        })
 }
 
 #[cfg(test)]

@@ -104,6 +104,7 @@ pub struct Learning {
     pub settings: ProgressSettings,
     /// What beats' credit is bounded by ([`credit`]).
     pub clock: Clock,
+    pub flush_metrics: flush::FlushMetrics,
 }
 
 impl Learning {
@@ -121,6 +122,7 @@ impl Learning {
             lessons: LessonCache::default(),
             settings,
             clock: Clock::default(),
+            flush_metrics: flush::FlushMetrics::default(),
         })
     }
 }

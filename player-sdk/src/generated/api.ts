@@ -1086,7 +1086,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description Access: roles: super_admin. */
+        /**
+         * Prometheus metrics (OpenMetrics text)
+         * @description Access: roles: super_admin.
+         */
         get: operations["GET /metrics"];
         put?: never;
         post?: never;
@@ -5044,13 +5047,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus text format */
+            /** @description OpenMetrics text format */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain; version=0.0.4": string;
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8": string;
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
