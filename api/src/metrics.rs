@@ -8,8 +8,9 @@
 //!   path or an id), method and status class, recorded by a route layer so
 //!   only registered routes are counted;
 //! - **the database as every node sees it**, read at scrape time: the job
-//!   queue's depth and oldest age per kind, jobs failed per error code, and
-//!   this node's connection pool. These are the same on every node (they
+//!   queue's depth and oldest age per kind, jobs failed per error code, the
+//!   transcodes of the last hour (count, wall time, media seconds: their
+//!   ratio is the workers' speed), and this node's connection pool. These are the same on every node (they
 //!   come from PostgreSQL): alert on `max`, not `sum`.
 //!
 //! If PostgreSQL cannot be asked within the probe timeout, the scrape still
@@ -134,11 +135,30 @@ async fn scrape(State(state): State<AppState>) -> Response {
         )
         .fetch_all(&state.db)
         .await?;
-        Ok::<_, sqlx::Error>((queue, failed))
+        // Each transcode that finished in the last hour: from the asset's
+        // last move to `transcoding` before it became ready.
+        let recent: RecentTranscodes = sqlx::query_as(
+            "SELECT count(*) AS transcodes, \
+                    coalesce(sum(extract(epoch FROM r.at - t.at)), 0)::float8 AS wall_s, \
+                    coalesce(sum(a.duration_s), 0)::float8 AS media_s \
+             FROM asset_events r \
+             JOIN assets a ON a.id = r.asset_id \
+             CROSS JOIN LATERAL (SELECT e.at FROM asset_events e \
+                                 WHERE e.asset_id = r.asset_id AND e.to_status = 'transcoding' \
+                                   AND e.id < r.id ORDER BY e.id DESC LIMIT 1) t \
+             WHERE r.to_status = 'ready' AND r.at > now() - interval '1 hour'",
+        )
+        .fetch_one(&state.db)
+        .await?;
+        Ok::<_, sqlx::Error>((queue, failed, recent))
     };
     let up = match tokio::time::timeout(state.probe_timeout, collect).await {
-        Ok(Ok((queue, failed))) => {
-            scraped.register_collector(Box::new(DatabaseView { queue, failed }));
+        Ok(Ok((queue, failed, recent))) => {
+            scraped.register_collector(Box::new(DatabaseView {
+                queue,
+                failed,
+                recent,
+            }));
             1.0
         }
         Ok(Err(e)) => {
@@ -162,10 +182,18 @@ async fn scrape(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+#[derive(Debug, FromRow)]
+struct RecentTranscodes {
+    transcodes: i64,
+    wall_s: f64,
+    media_s: f64,
+}
+
 #[derive(Debug)]
 struct DatabaseView {
     queue: Vec<QueueRow>,
     failed: Vec<FailedRow>,
+    recent: RecentTranscodes,
 }
 
 impl metrics::Collector for DatabaseView {
@@ -202,6 +230,25 @@ impl metrics::Collector for DatabaseView {
                     r.jobs as f64,
                 )
             }),
+        )?;
+        let r = &self.recent;
+        metrics::gauge(
+            &mut enc,
+            "lectern_transcodes_last_hour",
+            "Transcodes that finished (asset ready) in the last hour, on every worker.",
+            r.transcodes as f64,
+        )?;
+        metrics::gauge(
+            &mut enc,
+            "lectern_transcode_wall_seconds_last_hour",
+            "Wall time those transcodes took, from the last move to transcoding to ready.",
+            r.wall_s,
+        )?;
+        metrics::gauge(
+            &mut enc,
+            "lectern_transcode_media_seconds_last_hour",
+            "Media duration of those transcodes: divided by the wall seconds, media seconds per wall second.",
+            r.media_s,
         )
     }
 }

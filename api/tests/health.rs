@@ -127,6 +127,20 @@ async fn metrics_show_route_templates_the_queue_and_every_area(db: PgPool) {
     .execute(w.db())
     .await
     .unwrap();
+    // It was transcoded once before: 120 s of media in 60 s of wall time.
+    sqlx::query("UPDATE assets SET duration_s = 120 WHERE id = $1;")
+        .bind(asset)
+        .execute(w.db())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO asset_events (asset_id, at, to_status) VALUES \
+         ($1, now() - interval '90 seconds', 'transcoding'), ($1, now() - interval '30 seconds', 'ready')",
+    )
+    .bind(asset)
+    .execute(w.db())
+    .await
+    .unwrap();
     let missing = uuid::Uuid::new_v4();
     let (status, _) = w
         .call(
@@ -143,6 +157,9 @@ async fn metrics_show_route_templates_the_queue_and_every_area(db: PgPool) {
     for line in [
         "lectern_database_up 1.0",
         "lectern_jobs{kind=\"transcode\",state=\"queued\"} 1.0",
+        "lectern_transcodes_last_hour 1.0",
+        "lectern_transcode_wall_seconds_last_hour 60.0",
+        "lectern_transcode_media_seconds_last_hour 120.0",
         "lectern_origin_cache_hits_total 0",
         "lectern_progress_flushed_rows_total 0",
         "lectern_logins_total{outcome=\"success\"} 1",
