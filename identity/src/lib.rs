@@ -189,6 +189,9 @@ pub struct IdentitySettings {
     /// Argon2 hashes and checks run at once (at least 1; see
     /// [`password::Hasher`]).
     pub password_concurrency: usize,
+    /// A syslog receiver (UDP, RFC 5424) every security alert is also sent
+    /// to, for a SIEM.
+    pub alert_syslog: Option<std::net::SocketAddr>,
 }
 
 impl Default for IdentitySettings {
@@ -202,6 +205,7 @@ impl Default for IdentitySettings {
             trusted_proxies: TrustedProxies::default(),
             hsts: false,
             password_concurrency: password::default_limit(),
+            alert_syslog: None,
         }
     }
 }
