@@ -178,3 +178,59 @@ async fn metrics_show_route_templates_the_queue_and_every_area(db: PgPool) {
     );
     assert!(text.ends_with("# EOF\n"));
 }
+
+/// Many distinct learners, courses and media paths add no series: labels
+/// are templates and closed sets. Every counter ends in `_total`, every
+/// duration is in seconds, and the whole exposition stays small.
+#[sqlx::test(migrations = "../migrations")]
+async fn metrics_series_stay_bounded_whatever_the_paths(db: PgPool) {
+    use lectern_testkit::World;
+    use lectern_web::Role;
+
+    let w = World::new(db).await;
+    w.user(None, "root@metrics.example", Role::SuperAdmin).await;
+    let root = w.login("root@metrics.example").await;
+    let series = |text: &str| text.lines().filter(|l| !l.starts_with('#')).count();
+    let (_, before) = w.call_raw("GET", "/metrics", Some(&root), None).await;
+    for i in 0..2_000 {
+        let id = uuid::Uuid::new_v4();
+        let path = match i % 4 {
+            0 => format!("/api/v1/courses/{id}"),
+            1 => format!("/api/v1/lessons/{id}/playback"),
+            2 => format!("/media/assets/{id}/out/attempt-1/720p/seg-{i}.m4s?token=x"),
+            _ => format!("/api/v1/no-such-route/{id}"),
+        };
+        let method = if i % 4 == 1 { "POST" } else { "GET" };
+        w.call_raw(method, &path, Some(&root), None).await;
+    }
+    let (status, after) = w.call_raw("GET", "/metrics", Some(&root), None).await;
+    assert_eq!(status, StatusCode::OK);
+    // A handful of new route × status series, not one per path.
+    assert!(
+        series(&after) < series(&before) + 100,
+        "{} series before, {} after:\n{after}",
+        series(&before),
+        series(&after)
+    );
+    assert!(series(&after) < 5_000);
+    for line in after.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(name.starts_with("lectern_"), "{line}");
+            if kind == "counter" {
+                assert!(
+                    after
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{name}_total"))),
+                    "counter {name} has no _total sample"
+                );
+            }
+            if kind == "histogram" {
+                assert!(
+                    name.ends_with("_seconds"),
+                    "a histogram in another unit: {line}"
+                );
+            }
+        }
+    }
+}
