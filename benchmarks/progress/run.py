@@ -37,7 +37,8 @@ one paced round per endpoint in which every connection beats every
 
 Reported: requests/s, p50/p99/max latency, errors (non-2xx and socket),
 heartbeat / noop throughput (goal >= 0.5), and that every learner ×
-lesson reached PostgreSQL through the flusher. Results go to
+lesson reached PostgreSQL through the flusher; then `/metrics` scraped 50
+times (p50/p99 and its series count after the load) against `/healthz`. Results go to
 benchmarks/RESULTS.md (section replaced).
 """
 
@@ -148,6 +149,18 @@ def start_playbacks(base, pairs, workers=32):
             return (token, lesson, json.load(r)["playback_id"])
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(start, pairs))
+
+
+def time_gets(url, n):
+    """p50 and p99 (ms) of n sequential GETs of url (from loopback: /metrics
+    needs no credentials there)."""
+    took = []
+    for _ in range(n):
+        t = time.perf_counter()
+        urllib.request.urlopen(url, timeout=30).read()
+        took.append((time.perf_counter() - t) * 1000)
+    took.sort()
+    return took[len(took) // 2], took[min(len(took) - 1, int(len(took) * 0.99))]
 
 
 def main():
@@ -267,6 +280,12 @@ def main():
                 print(f"[{mode}] {name}: {res}", flush=True)
                 rounds[name].append(res)
             time.sleep(5)  # two flush intervals
+            scrape = time_gets(base + "/metrics", 50)
+            baseline = time_gets(base + "/healthz", 50)
+            series = sum(1 for l in urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
+                         .splitlines() if l and not l.startswith("#"))
+            print(f"[{mode}] /metrics p50 {scrape[0]:.1f} ms p99 {scrape[1]:.1f} ms ({series} series); "
+                  f"/healthz p50 {baseline[0]:.1f} ms p99 {baseline[1]:.1f} ms", flush=True)
             written, fragments, credited_h = psql_value(
                 db_url, "SELECT count(*) || ' ' || coalesce(max(jsonb_array_length(watched)), 0) || ' ' || "
                         "round(coalesce(sum(watched_s), 0)::numeric / 3600, 1) FROM lesson_progress").split()
@@ -276,7 +295,7 @@ def main():
             server.wait(timeout=60)
         best = {k: max(v, key=lambda x: x["rps"]) for k, v in rounds.items()}
         all_errors = {k: sum(x["errors"] for x in v) for k, v in rounds.items()}
-        results[mode] = (best, all_errors, written, fragments, credited_h)
+        results[mode] = (best, all_errors, written, fragments, credited_h, scrape, baseline, series)
 
     lines = [
         f"{args.connections} keep-alive connections (wrk -t{args.threads} --timeout 5s), {args.seconds} s per "
@@ -291,7 +310,7 @@ def main():
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     summary = []
-    for mode, (best, errors, written, fragments, credited_h) in results.items():
+    for mode, (best, errors, written, fragments, credited_h, scrape, baseline, series) in results.items():
         for name in ("noop", "heartbeat", "paced noop", "paced heartbeat"):
             b = best[name]
             label = {"noop": "do-nothing, saturated", "heartbeat": "heartbeat, saturated",
@@ -304,7 +323,10 @@ def main():
                        f"paced heartbeat p99 **{best['paced heartbeat']['p99_ms']:.1f} ms** (goal < 100); "
                        f"heartbeat errors {errors['heartbeat'] + errors['paced heartbeat']} "
                        f"(goal 0); learner × lesson rows in PostgreSQL after the run: {written} of {distinct}, "
-                       f"{credited_h} h of media credited, at most {fragments} watched intervals in a row.")
+                       f"{credited_h} h of media credited, at most {fragments} watched intervals in a row; "
+                       f"`/metrics` after the run: {series} series, scrape p50 {scrape[0]:.1f} ms / p99 "
+                       f"{scrape[1]:.1f} ms (goal < 50) against `/healthz` p50 {baseline[0]:.1f} / p99 "
+                       f"{baseline[1]:.1f} ms.")
     body = "\n".join(lines + [""] + [f"- {s}" for s in summary])
     print(body)
     if not args.no_record:
