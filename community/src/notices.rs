@@ -13,6 +13,11 @@
 //! - a course's experts, when its review is rejected, with the reason
 //!   (`course_review_rejected`).
 //!
+//! Every notice is for an account (`user_id`): notify resolves the
+//! address, writes the inbox item and schedules the e-mail or SMS the
+//! person's preferences allow. None of these topics holds a secret, so
+//! parameters are enqueued in the clear (erased once delivered).
+//!
 //! Links are API paths of the thing concerned; clients map them to their
 //! own pages.
 
@@ -23,43 +28,7 @@ use uuid::Uuid;
 
 use crate::PostKind;
 
-/// Until the notify crate is merged: the agreed interface
-/// (`notes/notify-interface.md`), with an `enqueue` that only counts. The
-/// merge replaces this module's use of it with `lectern_notify`.
-pub mod stand_in {
-    use std::collections::BTreeMap;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Topic {
-        ModerationOutcome,
-        CourseReviewOutcome,
-        QuestionAsked,
-        QuestionAnswered,
-        AnswerAccepted,
-    }
-
-    pub enum Recipient {
-        Email(String),
-        Phone(String),
-    }
-
-    pub struct Notification {
-        pub org_id: Option<uuid::Uuid>,
-        pub user_id: Option<uuid::Uuid>,
-        pub to: Option<Recipient>,
-        pub topic: Topic,
-        pub params: BTreeMap<String, String>,
-    }
-
-    pub async fn enqueue(
-        _conn: &mut sqlx::PgConnection,
-        _n: &Notification,
-    ) -> Result<uuid::Uuid, sqlx::Error> {
-        Ok(uuid::Uuid::nil())
-    }
-}
-
-use stand_in::{enqueue, Notification, Topic};
+use lectern_notify::{enqueue, Notification, Topic};
 
 fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
