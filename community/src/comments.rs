@@ -175,11 +175,10 @@ pub async fn post_comment(
     author: &Author,
     lesson_id: Uuid,
     duration_s: Option<f64>,
-    body: &str,
-    at_s: Option<f64>,
-    parent_id: Option<Uuid>,
+    new: &NewComment,
 ) -> Result<Comment, ApiError> {
-    let at_s = moment(at_s, duration_s)?;
+    let (body, parent_id) = (new.body.as_str(), new.parent_id);
+    let at_s = moment(new.at_s, duration_s)?;
     if let Some(parent) = parent_id {
         let parent_of_parent: Option<Option<Uuid>> = sqlx::query_scalar(
             "SELECT parent_id FROM lesson_comments
@@ -248,9 +247,7 @@ async fn create(
         &author,
         lesson_id,
         lesson.duration_s,
-        &text,
-        body.at_s,
-        body.parent_id,
+        &NewComment { body: text, ..body },
     )
     .await?;
     tx.commit().await?;
