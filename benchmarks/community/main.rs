@@ -426,7 +426,11 @@ async fn main() {
     }
     println!(
         "\nFirst page: {first_len} comments; **goal p99 < 50 ms: {}** (p99 {:.2} ms).\n",
-        if percentile(&first, 0.99) < 50.0 { "met" } else { "not met" },
+        if percentile(&first, 0.99) < 50.0 {
+            "met"
+        } else {
+            "not met"
+        },
         percentile(&first, 0.99)
     );
     println!(

@@ -15,7 +15,6 @@
 //!   word, [`words`]); reports, the queue, decisions (audited, the author
 //!   notified), the per-organisation settings and word list.
 //! - [`course_review`]: a course review rejected with a reason.
-//! - [`surveys`]: satisfaction surveys attached to courses' completion.
 //! - [`limits`] and [`text`]: posting rates and lengths.
 //! - [`notices`]: every notification this crate sends, in one place.
 //!
@@ -30,7 +29,6 @@ pub mod moderation;
 pub mod notices;
 pub mod questions;
 pub mod reviews;
-pub mod surveys;
 pub mod text;
 pub mod words;
 
@@ -119,8 +117,7 @@ pub fn routes(api: ApiRouter<CommunityState>) -> ApiRouter<CommunityState> {
     let api = comments::routes(api);
     let api = questions::routes(api);
     let api = moderation::routes(api);
-    let api = course_review::routes(api);
-    surveys::routes(api)
+    course_review::routes(api)
 }
 
 /// What kind of post something is: moderation, reports and notifications

@@ -95,11 +95,6 @@ pub enum Permission {
     /// The moderation queue and its decisions, the organisation's
     /// moderation mode and sensitive-word list.
     ModerateCommunity,
-    /// Define satisfaction surveys, attach them to courses, read and
-    /// export their results.
-    ManageSurveys,
-    /// Answer a course's satisfaction survey once it is completed.
-    AnswerSurveys,
     DeleteCourses,
     ListUsers,
     InviteExperts,
@@ -122,9 +117,7 @@ impl Permission {
             | Permission::ManageWebhooks
             | Permission::ManageAssets => &[Partner, ContentAdmin, SuperAdmin],
             Permission::ManageCourses => &[Expert, ContentAdmin, SuperAdmin],
-            Permission::RateCourses | Permission::AskQuestions | Permission::AnswerSurveys => {
-                &[Learner]
-            }
+            Permission::RateCourses | Permission::AskQuestions => &[Learner],
             Permission::PostComments | Permission::ReportPosts => &[Learner, Expert],
             Permission::AnswerQuestions => &[Expert],
             Permission::ReadPipelineEvents
@@ -134,8 +127,7 @@ impl Permission {
             | Permission::DeleteCourses
             | Permission::ListUsers
             | Permission::InviteExperts
-            | Permission::ModerateCommunity
-            | Permission::ManageSurveys => &[ContentAdmin, SuperAdmin],
+            | Permission::ModerateCommunity => &[ContentAdmin, SuperAdmin],
             Permission::ChangeRoles
             | Permission::DeleteUsers
             | Permission::ExportPersonalData

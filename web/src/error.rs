@@ -296,14 +296,6 @@ error_codes! {
     WordExists = ("word_exists", 409, false);
     /// A sort of reviews other than `newest` or `helpful`.
     InvalidReviewSort = ("invalid_review_sort", 400, false);
-    /// A survey definition is malformed (no questions, a choice question without options, a scale outside 2–10 points).
-    InvalidSurvey = ("invalid_survey", 422, false);
-    /// A survey answer does not fit its question (an unknown option, a value off the scale, a missing required answer).
-    InvalidSurveyAnswer = ("invalid_survey_answer", 422, false);
-    /// This person has answered this survey for this course already.
-    SurveyAnswered = ("survey_answered", 409, false);
-    /// The survey opens once every lesson of the course is completed.
-    CourseNotCompleted = ("course_not_completed", 409, false);
 
     // --- learning -------------------------------------------------------
     /// The playback speed is outside the allowed range.
