@@ -54,7 +54,7 @@ impl PostingLimiter {
         let now = self.clock.now();
         let mut w = self.windows.lock().expect("posting limiter lock");
         w.calls += 1;
-        if w.calls % 4096 == 0 {
+        if w.calls.is_multiple_of(4096) {
             // Forget windows nobody has posted into for a while, so memory
             // stays proportional to recent posters.
             let longest = self.user.per.max(self.address.per);

@@ -885,7 +885,7 @@ async fn report(
     }
     tx.commit().await?;
     Ok(Created::at(
-        format!("/api/v1/moderation/queue"),
+        "/api/v1/moderation/queue".to_string(),
         ReportReceipt {
             kind: body.kind,
             post_id: body.post_id,
