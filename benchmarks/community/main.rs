@@ -32,7 +32,7 @@ const DB: &str = "lectern_bench_community";
 const COMMENTS: usize = 100_000;
 const REPLIES: usize = 10_000;
 const PAGE_ROUNDS: usize = 500;
-const POSTS: usize = 2_000;
+const POSTS: usize = 5_000;
 const WORDS: usize = 500;
 
 const PHRASES: &[&str] = &[
