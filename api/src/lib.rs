@@ -2,7 +2,7 @@
 //! built whole from [`Settings`] before anything starts; [`router`] merges
 //! every area's routes into one axum app (health, identity, uploads, pulls
 //! and webhooks, assets and the media origin, catalogue and search,
-//! learning, the demo page, and the OpenAPI document generated from the
+//! learning, community, the demo page, and the OpenAPI document generated from the
 //! merged route table). Tests drive the app with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
@@ -25,6 +25,7 @@ use std::time::Duration;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use lectern_catalogue::CatalogueState;
+use lectern_community::{CommunitySettings, CommunityState};
 use lectern_delivery::{DeliveryParts, DeliveryState, Playback};
 use lectern_identity::notifier::{Notifier, Outbox};
 use lectern_identity::session::SessionCache;
@@ -60,6 +61,8 @@ pub struct Settings {
     pub pulls: PullConfig,
     pub webhooks: WebhookSettings,
     pub learning: Learning,
+    /// Posting limits and the clock they read.
+    pub community: CommunitySettings,
     pub demo: demo::DemoSettings,
     /// How long a readiness probe may wait on a dependency.
     pub probe_timeout: Duration,
@@ -81,6 +84,7 @@ impl Default for Settings {
             pulls: PullConfig::default(),
             webhooks: WebhookSettings::default(),
             learning: Learning::default(),
+            community: CommunitySettings::default(),
             demo: demo::DemoSettings::default(),
             probe_timeout: Duration::from_secs(2),
             schema_ready: Arc::new(AtomicBool::new(true)),
@@ -112,6 +116,7 @@ pub struct Areas {
     pub delivery: DeliveryState,
     pub catalogue: CatalogueState,
     pub learning: LearningState,
+    pub community: CommunityState,
     pub demo: Arc<demo::DemoSettings>,
     pub telemetry: metrics::Telemetry,
 }
@@ -162,6 +167,7 @@ impl AppState {
                 playback,
                 schema_ready: settings.schema_ready.clone(),
             }),
+            community: CommunityState::new(db.clone(), identity.clone(), &settings.community),
             demo: Arc::new(settings.demo),
             identity,
             schema_ready: settings.schema_ready,
@@ -192,6 +198,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(lectern_delivery::routes(on(&gate)).with_state(state.delivery.clone()))
         .merge(lectern_catalogue::routes(on(&gate)).with_state(state.catalogue.clone()))
         .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
+        .merge(lectern_community::routes(on(&gate)).with_state(state.community.clone()))
         .merge(demo::routes(on(&gate)).with_state(state.clone()));
     let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());
     let api = openapi::attach(api, media.table(), &gate);
