@@ -7,7 +7,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: check-deps quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
+.PHONY: check-deps check-monitoring quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
 
 all: test
 
@@ -35,7 +35,11 @@ clippy:
 check-deps:
 	infra/dev/check-deps
 
-lint: fmt-check clippy check-deps
+# Alert rules, their unit tests and the dashboard's queries (promtool).
+check-monitoring: setup
+	infra/dev/check-monitoring
+
+lint: fmt-check clippy check-deps check-monitoring
 
 # Real third-party protocol clients the tests drive (tus-js-client, tuspy).
 test-clients: setup

@@ -69,8 +69,6 @@ CREATE TABLE notification_delivery_log (
     attempt      integer NOT NULL,
     outcome      text NOT NULL CHECK (outcome IN ('sent', 'retry', 'failed', 'deferred')),
     detail       text,
-    -- For `retry` and `deferred`: how long until the next attempt.
-    backoff_ms   bigint,
     at           timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX notification_delivery_log_delivery ON notification_delivery_log (delivery_id, id);

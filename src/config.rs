@@ -120,6 +120,8 @@ pub struct Config {
     pub webhook_max_in_flight: usize,
     /// Argon2 evaluations one node runs at once.
     pub password_hash_concurrency: usize,
+    /// Where security alerts are also sent (RFC 5424 over UDP).
+    pub security_syslog: Option<std::net::SocketAddr>,
     /// Where progress heartbeats are absorbed and how often they are flushed.
     pub progress: lectern_learning::ProgressSettings,
     /// How notices leave Lectern and how the dispatcher paces itself.
@@ -451,6 +453,7 @@ impl Config {
             password_hash_concurrency: s
                 .password_hash_concurrency
                 .unwrap_or_else(lectern_identity::password::default_limit),
+            security_syslog: s.security_syslog,
             progress,
             settings: s,
         })

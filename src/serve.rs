@@ -81,6 +81,7 @@ pub async fn serve(config: Config) -> Result<()> {
                 trusted_proxies: config.trusted_proxies.clone(),
                 hsts: tls.is_some(),
                 password_concurrency: config.password_hash_concurrency,
+                alert_syslog: config.security_syslog,
                 ..IdentitySettings::default()
             },
             playback: Arc::new(playback),

@@ -1,9 +1,9 @@
 //! Composition, and nothing else: [`AppState`] holds every area's state,
 //! built whole from [`Settings`] before anything starts; [`router`] merges
-//! every area's routes into one axum app (health, identity, notifications, uploads, pulls
-//! and webhooks, assets and the media origin, catalogue and search,
-//! learning, the demo page, and the OpenAPI document generated from the
-//! merged route table). Tests drive the app with
+//! every area's routes into one axum app (health, identity, notifications,
+//! uploads, pulls and webhooks, assets and the media origin, catalogue and
+//! search, learning, community, the demo page, and the OpenAPI document
+//! generated from the merged route table). Tests drive the app with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
 //! span and the audit row and echoed in the response, so one id ties a
@@ -14,6 +14,7 @@
 
 pub mod demo;
 mod health;
+pub mod metrics;
 mod openapi;
 pub mod uploads;
 
@@ -24,7 +25,8 @@ use std::time::Duration;
 use axum::http::{HeaderName, Request};
 use axum::Router;
 use lectern_catalogue::CatalogueState;
-use lectern_delivery::{DeliveryState, Playback};
+use lectern_community::{CommunitySettings, CommunityState};
+use lectern_delivery::{DeliveryParts, DeliveryState, Playback};
 use lectern_identity::notifier::{Directory, Outbox};
 use lectern_identity::session::SessionCache;
 use lectern_identity::{Identity, IdentitySettings};
@@ -33,7 +35,7 @@ use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::IngestState;
 use lectern_ingest::pull::PullConfig;
 use lectern_ingest::tus::TusConfig;
-use lectern_learning::{Learning, LearningState};
+use lectern_learning::{Learning, LearningParts, LearningState};
 use lectern_notify::transport::{EmailTransport, SmsTransport};
 use lectern_notify::{DispatchSettings, Notify};
 use lectern_secrets::Keyring;
@@ -61,6 +63,8 @@ pub struct Settings {
     pub pulls: PullConfig,
     pub webhooks: WebhookSettings,
     pub learning: Learning,
+    /// Posting limits and the clock they read.
+    pub community: CommunitySettings,
     pub demo: demo::DemoSettings,
     /// How long a readiness probe may wait on a dependency.
     pub probe_timeout: Duration,
@@ -82,6 +86,7 @@ impl Default for Settings {
             pulls: PullConfig::default(),
             webhooks: WebhookSettings::default(),
             learning: Learning::default(),
+            community: CommunitySettings::default(),
             demo: demo::DemoSettings::default(),
             probe_timeout: Duration::from_secs(2),
             schema_ready: Arc::new(AtomicBool::new(true)),
@@ -125,7 +130,9 @@ pub struct Areas {
     pub delivery: DeliveryState,
     pub catalogue: CatalogueState,
     pub learning: LearningState,
+    pub community: CommunityState,
     pub demo: Arc<demo::DemoSettings>,
+    pub telemetry: metrics::Telemetry,
 }
 
 impl AppState {
@@ -155,7 +162,14 @@ impl AppState {
             settings.sessions.unwrap_or_default(),
         );
         let playback = settings.playback;
+        let mut registry = lectern_web::metrics::Registry::default();
+        registry.register_collector(identity.metrics.collector());
+        registry.register_collector(Box::new(lectern_delivery::cache::CacheCollector(
+            playback.media_cache.clone(),
+        )));
+        settings.learning.flush_metrics.register(&mut registry);
         AppState(Arc::new(Areas {
+            telemetry: metrics::Telemetry::new(registry),
             ingest: IngestState {
                 db: db.clone(),
                 store: store.clone(),
@@ -166,19 +180,20 @@ impl AppState {
                 schema_ready: settings.schema_ready.clone(),
             },
             uploads: Arc::new(settings.uploads),
-            delivery: DeliveryState {
+            delivery: DeliveryState::new(DeliveryParts {
                 db: db.clone(),
                 store: store.clone(),
                 playback: playback.clone(),
                 identity: identity.clone(),
-            },
+            }),
             catalogue: CatalogueState { db: db.clone() },
-            learning: LearningState {
+            learning: LearningState::new(LearningParts {
                 db: db.clone(),
                 learning: Arc::new(settings.learning),
                 playback,
                 schema_ready: settings.schema_ready.clone(),
-            },
+            }),
+            community: CommunityState::new(db.clone(), identity.clone(), &settings.community),
             demo: Arc::new(settings.demo),
             identity,
             notify,
@@ -203,6 +218,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
     let noop = state.learning.learning.settings.bench_noop;
     let api = Routes::default()
         .merge(health::routes(on(&gate)).with_state(state.clone()))
+        .merge(metrics::routes(on(&gate)).with_state(state.clone()))
         .merge(lectern_identity::routes(on(&gate)).with_state(state.identity.clone()))
         .merge(lectern_notify::routes(on(&gate)).with_state(state.notify.clone()))
         .merge(uploads::routes(on(&gate), state).with_state(state.clone()))
@@ -210,6 +226,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(lectern_delivery::routes(on(&gate)).with_state(state.delivery.clone()))
         .merge(lectern_catalogue::routes(on(&gate)).with_state(state.catalogue.clone()))
         .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
+        .merge(lectern_community::routes(on(&gate)).with_state(state.community.clone()))
         .merge(demo::routes(on(&gate)).with_state(state.clone()));
     let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());
     let api = openapi::attach(api, media.table(), &gate);
@@ -227,6 +244,8 @@ pub fn router(state: AppState) -> Router {
     let (api, media) = routes(&state);
     let (api, _) = api.into_parts();
     let (media, _) = media.into_parts();
+    let track = || axum::middleware::from_fn_with_state(state.clone(), metrics::track);
+    let (api, media) = (api.route_layer(track()), media.route_layer(track()));
     api.fallback(lectern_web::error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.identity.clone(),

@@ -45,6 +45,8 @@ struct Call {
 struct Caller {
     label: String,
     role: Option<Role>,
+    /// The caller's account, for routes that act on their own posts.
+    user_id: Option<Uuid>,
     /// `None`: anonymous or the global super admin.
     org: Option<Uuid>,
     email: Option<String>,
@@ -110,7 +112,13 @@ async fn inbox_item_of_someone_else(w: &World, orgs: &Orgs) -> Uuid {
 }
 
 /// The matrix's entries: one per registered route.
-async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<Call> {
+async fn fixture(
+    w: &World,
+    orgs: &Orgs,
+    me: Option<Uuid>,
+    method: &Method,
+    path: &str,
+) -> Option<Call> {
     let call = |path: String, body: Option<Value>, allowed: Expect| Call {
         path,
         body,
@@ -496,10 +504,17 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                     path.trim_start_matches("/api/v1/courses/{course_id}")
                 ),
                 ("GET" | "PATCH", "")
-                    | ("PUT", "/rating" | "/order")
+                    | ("PUT", "/rating" | "/order" | "/review")
+                    | ("GET", "/reviews")
                     | (
                         "POST",
-                        "/chapters" | "/lessons" | "/submit" | "/publish" | "/unpublish" | "/draft"
+                        "/chapters"
+                            | "/lessons"
+                            | "/submit"
+                            | "/publish"
+                            | "/unpublish"
+                            | "/draft"
+                            | "/reject"
                     )
                     | ("PATCH", "/chapters/{chapter_id}" | "/lessons/{lesson_id}")
             ) && path.starts_with("/api/v1/courses/{course_id}") =>
@@ -510,8 +525,8 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 method,
                 path.trim_start_matches("/api/v1/courses/{course_id}"),
             ) {
-                ("GET" | "PUT", "" | "/rating") => "published",
-                ("POST", "/publish") => "in_review",
+                ("GET" | "PUT", "" | "/rating" | "/review" | "/reviews") => "published",
+                ("POST", "/publish" | "/reject") => "in_review",
                 ("POST", "/unpublish") => "published",
                 ("POST", "/draft") => "unpublished",
                 _ => "draft",
@@ -524,6 +539,17 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 ("GET", "") => (String::new(), None, ok(200)),
                 ("PATCH", "") => (String::new(), Some(json!({ "title": "新标题" })), ok(200)),
                 ("PUT", "/rating") => ("/rating".into(), Some(json!({ "rating": 4 })), ok(200)),
+                ("PUT", "/review") => (
+                    "/review".into(),
+                    Some(json!({ "rating": 4, "body": "讲解清楚，病例典型" })),
+                    ok(200),
+                ),
+                ("GET", "/reviews") => ("/reviews?sort=helpful".into(), None, ok(200)),
+                ("POST", "/reject") => (
+                    "/reject".into(),
+                    Some(json!({ "reason": "第二章缺少参考文献" })),
+                    ok(200),
+                ),
                 ("POST", "/chapters") => (
                     "/chapters".into(),
                     Some(json!({ "title": "第二章" })),
@@ -664,8 +690,287 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 ok(200),
             )
         }
+        // Community. Posts live in organisation A; "own" posts are the
+        // caller's (a caller of organisation B owns one there too, and
+        // still gets 404: their organisation is not the post's).
+        ("GET" | "DELETE", "/api/v1/courses/{course_id}/review") => {
+            let (course, _, _) = catalogue_course(w, orgs.a, "published").await;
+            let author = match me {
+                Some(me) => me,
+                None => fresh_learner(w, orgs).await,
+            };
+            review(w, course, author).await;
+            let allowed = if method == Method::GET {
+                ok(200)
+            } else {
+                ok(204)
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/courses/{course}/review"), None, allowed)
+            }
+        }
+        ("PUT" | "DELETE", "/api/v1/reviews/{review_id}/helpful") => {
+            let (course, _, _) = catalogue_course(w, orgs.a, "published").await;
+            let author = fresh_learner(w, orgs).await;
+            let id = review(w, course, author).await;
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/reviews/{id}/helpful"), None, ok(200))
+            }
+        }
+        ("GET", "/api/v1/lessons/{lesson_id}/comments") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/lessons/{lesson}/comments"), None, ok(200))
+            }
+        }
+        ("POST", "/api/v1/lessons/{lesson_id}/comments") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/lessons/{lesson}/comments"),
+                    Some(json!({ "body": "这里讲得很清楚", "at_s": 12.5 })),
+                    ok(201),
+                )
+            }
+        }
+        ("GET", "/api/v1/comments/{comment_id}/replies")
+        | ("PATCH", "/api/v1/comments/{comment_id}")
+        | ("DELETE", "/api/v1/comments/{comment_id}") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            let author = match (method.as_str(), me) {
+                ("PATCH" | "DELETE", Some(me)) => me,
+                _ => fresh_learner(w, orgs).await,
+            };
+            let id = comment(w, orgs.a, lesson, author, "published").await;
+            let (target, body, allowed) = match method.as_str() {
+                "GET" => (format!("/api/v1/comments/{id}/replies"), None, ok(200)),
+                "PATCH" => (
+                    format!("/api/v1/comments/{id}"),
+                    Some(json!({ "body": "补充：见第二章" })),
+                    ok(200),
+                ),
+                _ => (format!("/api/v1/comments/{id}"), None, ok(204)),
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(target, body, allowed)
+            }
+        }
+        ("POST", "/api/v1/reports") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            let author = fresh_learner(w, orgs).await;
+            let id = comment(w, orgs.a, lesson, author, "published").await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.into(),
+                    Some(json!({ "kind": "comment", "post_id": id, "reason": "广告" })),
+                    ok(201),
+                )
+            }
+        }
+        ("POST", "/api/v1/questions") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.into(),
+                    Some(json!({ "body": "这个剂量怎么调整？", "lesson_id": lesson })),
+                    ok(201),
+                )
+            }
+        }
+        ("GET", "/api/v1/questions/mine") | ("GET", "/api/v1/questions/queue") => {
+            call(path.into(), None, ok(200))
+        }
+        ("GET", "/api/v1/questions/{question_id}")
+        | ("POST", "/api/v1/questions/{question_id}/answers")
+        | ("POST", "/api/v1/questions/{question_id}/accept") => {
+            let (course, lesson) = watchable_lesson(w, orgs.a).await;
+            let asker = match (path, me) {
+                ("/api/v1/questions/{question_id}/answers", _) | (_, None) => {
+                    fresh_learner(w, orgs).await
+                }
+                (_, Some(me)) => me,
+            };
+            let question = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO questions (id, organisation_id, course_id, lesson_id, author_id, body, state)
+                 VALUES ($1, $2, $3, $4, $5, '怎么调整剂量？', 'published')",
+            )
+            .bind(question)
+            .bind(orgs.a)
+            .bind(course)
+            .bind(lesson)
+            .bind(asker)
+            .execute(w.db())
+            .await
+            .unwrap();
+            // The answering caller is named on the course.
+            let expert = Uuid::now_v7();
+            let expert_user = match (path, me) {
+                ("/api/v1/questions/{question_id}/answers", Some(me)) => Some(me),
+                _ => None,
+            };
+            sqlx::query("INSERT INTO experts (id, organisation_id, user_id, name) VALUES ($1, $2, $3, '王医生')")
+                .bind(expert)
+                .bind(orgs.a)
+                .bind(expert_user)
+                .execute(w.db())
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO course_experts (course_id, expert_id) VALUES ($1, $2)")
+                .bind(course)
+                .bind(expert)
+                .execute(w.db())
+                .await
+                .unwrap();
+            let (target, body, allowed) = match path {
+                "/api/v1/questions/{question_id}" => {
+                    (format!("/api/v1/questions/{question}"), None, ok(200))
+                }
+                "/api/v1/questions/{question_id}/answers" => (
+                    format!("/api/v1/questions/{question}/answers"),
+                    Some(json!({ "body": "按体重调整，见指南第三章。" })),
+                    ok(201),
+                ),
+                _ => {
+                    let answerer = fresh_learner(w, orgs).await;
+                    let answer = Uuid::now_v7();
+                    sqlx::query(
+                        "INSERT INTO answers (id, organisation_id, question_id, author_id, expert_id, body, state)
+                         VALUES ($1, $2, $3, $4, $5, '见指南', 'published')",
+                    )
+                    .bind(answer)
+                    .bind(orgs.a)
+                    .bind(question)
+                    .bind(answerer)
+                    .bind(expert)
+                    .execute(w.db())
+                    .await
+                    .unwrap();
+                    (
+                        format!("/api/v1/questions/{question}/accept"),
+                        Some(json!({ "answer_id": answer })),
+                        ok(200),
+                    )
+                }
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(target, body, allowed)
+            }
+        }
+        ("GET", "/api/v1/moderation/settings")
+        | ("GET", "/api/v1/moderation/words")
+        | ("GET", "/api/v1/moderation/queue") => Call {
+            addresses_org_a: true,
+            ..call(format!("{path}?org_id={}", orgs.a), None, ok(200))
+        },
+        ("PUT", "/api/v1/moderation/settings") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "moderation": "post", "report_threshold": 3, "org_id": orgs.a })),
+                ok(200),
+            )
+        },
+        ("POST", "/api/v1/moderation/words") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "word": format!("违禁词{}", orgs.fresh()), "org_id": orgs.a })),
+                ok(201),
+            )
+        },
+        ("DELETE", "/api/v1/moderation/words/{word_id}") => {
+            let id = Uuid::now_v7();
+            let word = format!("词{}", orgs.fresh());
+            sqlx::query(
+                "INSERT INTO sensitive_words (id, organisation_id, word, folded) VALUES ($1, $2, $3, $3)",
+            )
+            .bind(id)
+            .bind(orgs.a)
+            .bind(&word)
+            .execute(w.db())
+            .await
+            .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/moderation/words/{id}"), None, ok(204))
+            }
+        }
+        ("POST", "/api/v1/moderation/cases/{case_id}/decision") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            let author = fresh_learner(w, orgs).await;
+            let post = comment(w, orgs.a, lesson, author, "pending").await;
+            let case = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO moderation_cases (id, organisation_id, post_kind, post_id, cause)
+                 VALUES ($1, $2, 'comment', $3, 'pre_moderation')",
+            )
+            .bind(case)
+            .bind(orgs.a)
+            .bind(post)
+            .execute(w.db())
+            .await
+            .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/moderation/cases/{case}/decision"),
+                    Some(json!({ "decision": "approve" })),
+                    ok(200),
+                )
+            }
+        }
         _ => return None,
     })
+}
+
+/// A new learner of organisation A (the author of someone else's post).
+async fn fresh_learner(w: &World, orgs: &Orgs) -> Uuid {
+    w.user(
+        Some(orgs.a),
+        &format!("author{}@a.example.org", orgs.fresh()),
+        Role::Learner,
+    )
+    .await
+}
+
+/// A published review of `course` by `author`: its id.
+async fn review(w: &World, course: Uuid, author: Uuid) -> Uuid {
+    sqlx::query_scalar(
+        "INSERT INTO course_ratings (course_id, user_id, rating, body) VALUES ($1, $2, 5, '很好')
+         RETURNING id",
+    )
+    .bind(course)
+    .bind(author)
+    .fetch_one(w.db())
+    .await
+    .unwrap()
+}
+
+/// A comment on `lesson` by `author` in `state`: its id.
+async fn comment(w: &World, org: Uuid, lesson: Uuid, author: Uuid, state: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO lesson_comments (id, organisation_id, lesson_id, author_id, body, state)
+         VALUES ($1, $2, $3, $4, '第一课讲得很好', $5)",
+    )
+    .bind(id)
+    .bind(org)
+    .bind(lesson)
+    .bind(author)
+    .bind(state)
+    .execute(w.db())
+    .await
+    .unwrap();
+    id
 }
 
 fn expected(access: Access, caller: &Caller, orgs: &Orgs, call: &Call, stepped_up: bool) -> Expect {
@@ -704,6 +1009,7 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
     let mut callers = vec![Caller {
         label: "anonymous".into(),
         role: None,
+        user_id: None,
         org: None,
         email: None,
         token: None,
@@ -719,6 +1025,7 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
                 callers.push(Caller {
                     label,
                     role: Some(role),
+                    user_id: None,
                     org: Some(org),
                     email: None,
                     token: Some(key),
@@ -729,11 +1036,12 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
                     role.as_str().replace('_', ""),
                     tag.to_lowercase()
                 );
-                w.user(Some(org), &email, role).await;
+                let user_id = w.user(Some(org), &email, role).await;
                 let token = w.login(&email).await;
                 callers.push(Caller {
                     label,
                     role: Some(role),
+                    user_id: Some(user_id),
                     org: Some(org),
                     email: Some(email),
                     token: Some(token),
@@ -741,11 +1049,12 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
             }
         }
     }
-    w.user(None, "root@lectern.example", Role::SuperAdmin).await;
+    let root = w.user(None, "root@lectern.example", Role::SuperAdmin).await;
     let root_token = w.login("root@lectern.example").await;
     callers.push(Caller {
         label: "super_admin@global".into(),
         role: Some(Role::SuperAdmin),
+        user_id: Some(root),
         org: None,
         email: Some("root@lectern.example".into()),
         token: Some(root_token),
@@ -773,7 +1082,9 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
         for &stepped_up in passes {
             let mut cells = Vec::new();
             for caller in callers.iter_mut() {
-                let Some(call) = fixture(&w, &orgs, &route.method, route.path).await else {
+                let Some(call) =
+                    fixture(&w, &orgs, caller.user_id, &route.method, route.path).await
+                else {
                     missing.push(format!("{} {}", route.method, route.path));
                     break;
                 };

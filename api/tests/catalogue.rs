@@ -566,7 +566,11 @@ async fn learners_rate_published_courses(db: PgPool) {
         (Some(4.0), Some(1))
     );
     let seen = ok(&w, "GET", &c, &learner, None).await;
-    assert_eq!(seen["rating"], json!({ "average": 4.0, "count": 1 }));
+    assert_eq!(
+        seen["rating"],
+        json!({ "average": 4.0, "count": 1,
+                "bayesian_average": lectern_catalogue::ratings::bayesian_average(4.0, 1.0) })
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]

@@ -178,6 +178,51 @@ async fn personal_data_is_encrypted_at_rest_and_rotate_keys_reseals_every_row(db
     let _ = admin;
 }
 
+/// With a syslog receiver configured, the lockout's alert also reaches it
+/// as an RFC 5424 message a SIEM can parse, with no personal data.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_security_alert_reaches_the_configured_syslog_receiver(db: PgPool) {
+    let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let identity = lectern_identity::IdentitySettings {
+        alert_syslog: Some(receiver.local_addr().unwrap()),
+        ..Default::default()
+    };
+    let w = World::with_settings(db, identity).await;
+    let org = w.org("SME Centre").await;
+    w.user(Some(org), "owner@sme.example.cn", Role::Learner)
+        .await;
+    for attempt in 0..5 {
+        let body =
+            json!({ "email": "owner@sme.example.cn", "password": format!("guess {attempt}") });
+        w.call("POST", "/api/v1/auth/login", None, Some(body)).await;
+    }
+    let mut datagram = vec![0u8; 4096];
+    let n = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        receiver.recv(&mut datagram),
+    )
+    .await
+    .expect("no syslog message within 10 s")
+    .unwrap();
+    let message = String::from_utf8(datagram[..n].to_vec()).unwrap();
+    let fields: Vec<&str> = message.splitn(7, ' ').collect();
+    assert_eq!(fields[0], "<84>1", "{message}");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(fields[1]).is_ok(),
+        "{message}"
+    );
+    assert_eq!(
+        (fields[3], fields[5]),
+        ("lectern", "brute_force"),
+        "{message}"
+    );
+    assert!(
+        fields[6].starts_with("[lectern@32473 kind=\"brute_force\""),
+        "{message}"
+    );
+    assert!(!message.contains("owner@"), "no personal data: {message}");
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn twenty_wrong_passwords_lock_the_account_raise_an_alert_and_refuse_the_right_one(
     db: PgPool,

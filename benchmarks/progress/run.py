@@ -12,12 +12,19 @@ lesson i div users, so with the defaults every connection is a distinct
 learner × lesson.
 
 Load: wrk, --connections keep-alive connections over --threads threads;
-each request is a heartbeat of the next learner × lesson in turn (5 s
-further than its previous one, the 5 s interval it played, speed 1.5,
+each request is a heartbeat of the next learner × lesson in turn (further
+than its previous one by the interval it claims to have played, speed 1.5,
 bearer token of its session, and the playback session each connection
 started through the API once the server is up, as a player does — so the
 beat is checked against its session and credited against the wall-time
-allowance, the path real players take). The baseline sends the very same requests
+allowance, the path real players take). With --claim real-time (the
+default) a beat claims no more than a player could have played since the
+previous beat of its learner × lesson — 0.05 s when saturated (a pair is
+beaten several times a second), the pace when paced — so every claim is
+credited whole and each learner × lesson keeps one watched interval, as
+for a real player. --claim overclaim sends 5 s with every saturated beat,
+which the credit bound cuts to the wall time: each beat then credits a
+fragment of its own, the work a misbehaving client causes. The baseline sends the very same requests
 to `POST /api/v1/bench/noop`, registered only with LECTERN_BENCH_NOOP=1:
 it authenticates the caller (the same PostgreSQL session lookup) and is
 unaudited like a heartbeat, and does nothing else. Per mode (memory,
@@ -30,7 +37,8 @@ one paced round per endpoint in which every connection beats every
 
 Reported: requests/s, p50/p99/max latency, errors (non-2xx and socket),
 heartbeat / noop throughput (goal >= 0.5), and that every learner ×
-lesson reached PostgreSQL through the flusher. Results go to
+lesson reached PostgreSQL through the flusher; then `/metrics` scraped 50
+times (p50/p99 and its series count after the load) against `/healthz`. Results go to
 benchmarks/RESULTS.md (section replaced).
 """
 
@@ -82,11 +90,11 @@ end
 request = function()
   i = i + 1
   local k = ((i * {threads} + offset) % n) + 1
-  local p = (pos[k] or 0) % 590 + 5
+  local p = (pos[k] or 0) % 590 + {step}
   pos[k] = p
   local pair = pairs_[k]
   local body = '{{"lesson_id":"' .. pair[2] .. '","playback_id":"' .. pair[3] .. '","position_s":' .. p ..
-    ',"speed":1.5,"played_from_s":' .. (p - 5) .. ',"played_to_s":' .. p .. '}}'
+    ',"speed":1.5,"played_from_s":' .. (p - {step}) .. ',"played_to_s":' .. p .. '}}'
   return wrk.format("POST", path, {{["Authorization"] = "Bearer " .. pair[1],
     ["Content-Type"] = "application/json"}}, body)
 end
@@ -104,12 +112,12 @@ end
 THREAD_COUNTER = 0
 
 
-def wrk(base, path, pairs, threads, connections, seconds, script_path, pace_ms=0):
+def wrk(base, path, pairs, threads, connections, seconds, script_path, step, pace_ms=0):
     lua_pairs = "{" + ",".join(f'{{"{t}","{l}","{pb}"}}' for t, l, pb in pairs) + "}"
     # wrk's setup() runs once per thread, in order: give each thread its own
     # stride through the learner × lesson pairs.
     script_path.write_text(WRK_LUA.format(
-        pairs=lua_pairs, path=path, threads=threads,
+        pairs=lua_pairs, path=path, threads=threads, step=step,
         offset_expr="(function() __t = (__t or -1) + 1; return __t end)()",
         # Paced: each connection beats every pace_ms (± 10 %), like a player.
         delay_fn=(f"delay = function() return math.random({int(pace_ms * 0.9)}, {int(pace_ms * 1.1)}) end"
@@ -143,6 +151,18 @@ def start_playbacks(base, pairs, workers=32):
         return list(pool.map(start, pairs))
 
 
+def time_gets(url, n):
+    """p50 and p99 (ms) of n sequential GETs of url (from loopback: /metrics
+    needs no credentials there)."""
+    took = []
+    for _ in range(n):
+        t = time.perf_counter()
+        urllib.request.urlopen(url, timeout=30).read()
+        took.append((time.perf_counter() - t) * 1000)
+    took.sort()
+    return took[len(took) // 2], took[min(len(took) - 1, int(len(took) * 0.99))]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lectern", default=None, help="lectern binary (default: release build)")
@@ -154,6 +174,11 @@ def main():
     ap.add_argument("--modes", default="memory,redis")
     ap.add_argument("--pace-ms", type=int, default=5000, help="beat interval of a paced connection")
     ap.add_argument("--paced-seconds", type=int, default=25)
+    ap.add_argument("--claim", choices=("real-time", "overclaim"), default="real-time",
+                    help="real-time: each beat claims no more media than a player could have played since "
+                         "its previous beat (saturated: 0.05 s; paced: the pace), so all of it is credited; "
+                         "overclaim: every beat claims 5 s however soon it follows the last (a script "
+                         "claiming more than wall time, which the credit bound cuts)")
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
 
@@ -236,28 +261,41 @@ def main():
             print(f"[{mode}] starting {len(pairs)} playback sessions…", flush=True)
             beats = start_playbacks(base, pairs)
             script = WORK / "wrk.lua"
+            # Media seconds one beat claims: see --claim.
+            fast_step = 0.05 if args.claim == "real-time" else 5
+            paced_step = args.pace_ms / 1000 if args.claim == "real-time" else 5
             print(f"[{mode}] warm-up", flush=True)
-            wrk(base, "/api/v1/progress", beats, args.threads, args.connections, 5, script)
-            wrk(base, "/api/v1/bench/noop", beats, args.threads, args.connections, 5, script)
+            wrk(base, "/api/v1/progress", beats, args.threads, args.connections, 5, script, fast_step)
+            wrk(base, "/api/v1/bench/noop", beats, args.threads, args.connections, 5, script, fast_step)
             rounds = {"noop": [], "heartbeat": [], "paced noop": [], "paced heartbeat": []}
             for r in range(2):
                 for name, path in (("noop", "/api/v1/bench/noop"), ("heartbeat", "/api/v1/progress")):
-                    res = wrk(base, path, beats, args.threads, args.connections, args.seconds, script)
+                    res = wrk(base, path, beats, args.threads, args.connections, args.seconds, script,
+                              fast_step)
                     print(f"[{mode}] round {r + 1} {name}: {res}", flush=True)
                     rounds[name].append(res)
             for name, path in (("paced noop", "/api/v1/bench/noop"), ("paced heartbeat", "/api/v1/progress")):
                 res = wrk(base, path, beats, args.threads, args.connections, args.paced_seconds, script,
-                          pace_ms=args.pace_ms)
+                          paced_step, pace_ms=args.pace_ms)
                 print(f"[{mode}] {name}: {res}", flush=True)
                 rounds[name].append(res)
             time.sleep(5)  # two flush intervals
-            written = int(psql_value(db_url, "SELECT count(*) FROM lesson_progress"))
+            scrape = time_gets(base + "/metrics", 50)
+            baseline = time_gets(base + "/healthz", 50)
+            series = sum(1 for l in urllib.request.urlopen(base + "/metrics", timeout=30).read().decode()
+                         .splitlines() if l and not l.startswith("#"))
+            print(f"[{mode}] /metrics p50 {scrape[0]:.1f} ms p99 {scrape[1]:.1f} ms ({series} series); "
+                  f"/healthz p50 {baseline[0]:.1f} ms p99 {baseline[1]:.1f} ms", flush=True)
+            written, fragments, credited_h = psql_value(
+                db_url, "SELECT count(*) || ' ' || coalesce(max(jsonb_array_length(watched)), 0) || ' ' || "
+                        "round(coalesce(sum(watched_s), 0)::numeric / 3600, 1) FROM lesson_progress").split()
+            written = int(written)
         finally:
             server.terminate()
             server.wait(timeout=60)
         best = {k: max(v, key=lambda x: x["rps"]) for k, v in rounds.items()}
         all_errors = {k: sum(x["errors"] for x in v) for k, v in rounds.items()}
-        results[mode] = (best, all_errors, written)
+        results[mode] = (best, all_errors, written, fragments, credited_h, scrape, baseline, series)
 
     lines = [
         f"{args.connections} keep-alive connections (wrk -t{args.threads} --timeout 5s), {args.seconds} s per "
@@ -266,13 +304,13 @@ def main():
         f"*Saturated*: every connection sends its next request as soon as the last is answered (closed loop: "
         f"latency is then connections ÷ throughput, whatever the server). *Paced*: every connection beats "
         f"every {args.pace_ms / 1000:g} s ± 10 % like a player ({args.paced_seconds} s, one round) — "
-        f"{args.connections} learners online.",
+        f"{args.connections} learners online. Claims: {args.claim} (see --claim).",
         "",
         "| mode | endpoint | req/s | p50 ms | p99 ms | max ms | errors (all rounds) |",
         "| --- | --- | ---: | ---: | ---: | ---: | --- |",
     ]
     summary = []
-    for mode, (best, errors, written) in results.items():
+    for mode, (best, errors, written, fragments, credited_h, scrape, baseline, series) in results.items():
         for name in ("noop", "heartbeat", "paced noop", "paced heartbeat"):
             b = best[name]
             label = {"noop": "do-nothing, saturated", "heartbeat": "heartbeat, saturated",
@@ -284,7 +322,11 @@ def main():
         summary.append(f"{mode}: heartbeat / do-nothing saturated throughput **{ratio:.2f}×** (goal ≥ 0.5); "
                        f"paced heartbeat p99 **{best['paced heartbeat']['p99_ms']:.1f} ms** (goal < 100); "
                        f"heartbeat errors {errors['heartbeat'] + errors['paced heartbeat']} "
-                       f"(goal 0); learner × lesson rows in PostgreSQL after the run: {written} of {distinct}.")
+                       f"(goal 0); learner × lesson rows in PostgreSQL after the run: {written} of {distinct}, "
+                       f"{credited_h} h of media credited, at most {fragments} watched intervals in a row; "
+                       f"`/metrics` after the run: {series} series, scrape p50 {scrape[0]:.1f} ms / p99 "
+                       f"{scrape[1]:.1f} ms (goal < 50) against `/healthz` p50 {baseline[0]:.1f} / p99 "
+                       f"{baseline[1]:.1f} ms.")
     body = "\n".join(lines + [""] + [f"- {s}" for s in summary])
     print(body)
     if not args.no_record:

@@ -1,5 +1,8 @@
 //! Courses: creating, editing (drafts only), reading, the publication state
-//! machine, ratings, and deleting (critical: step-up, audited).
+//! machine, and deleting (critical: step-up, audited). Ratings and reviews
+//! are the community crate's; a review sent back with a reason
+//! ([`reject_review`]) is called from there, which also notifies the
+//! course's experts in the same transaction.
 //!
 //! Each transition is its own route, so the permission matrix says who may
 //! make it (experts draft and submit; content admins publish and
@@ -8,7 +11,9 @@
 //!
 //! The transitions: draft → in_review (`submit`); in_review or unpublished
 //! → published; published → unpublished; in_review (withdrawn or sent
-//! back) or unpublished → draft. Anything else is 409
+//! back) or unpublished → draft; in_review → draft with a reason
+//! (`reject`, the reason kept on the course for its experts and admins).
+//! Anything else is 409
 //! `invalid_transition`; content edits outside `draft` are 409
 //! `course_not_editable`. Learners read published courses only; the rest
 //! answer 404.
@@ -22,7 +27,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::search::index;
-use crate::view::{course_view, rating_of, Course, RatingSummary};
+use crate::view::{course_view, Course};
 use crate::{
     line, lock_course, lock_draft, nullable, own_profile, owned, prose, sees_unpublished,
     target_org, ClosedSet, CourseState, ResourceType,
@@ -75,12 +80,6 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
             "/api/v1/courses/{course_id}/draft",
             draft,
             back_to_draft,
-        )
-        .route(
-            Method::PUT,
-            "/api/v1/courses/{course_id}/rating",
-            Access::Permission(Permission::RateCourses),
-            rate,
         )
 }
 
@@ -479,13 +478,19 @@ async fn transition(
     // The search documents need no rewrite: a trigger copies the state
     // onto the lessons' `published` flag in this transaction, so a lesson
     // is findable exactly while this committed state says published.
+    // An approved review is recorded as the course's review outcome, so
+    // a reason from an earlier rejection no longer shows.
     let published_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE courses SET state = $2, updated_at = now(),
-             published_at = CASE WHEN $2 = 'published' THEN now() ELSE published_at END
+             published_at = CASE WHEN $2 = 'published' THEN now() ELSE published_at END,
+             review_outcome = CASE WHEN $3 THEN 'published' ELSE review_outcome END,
+             review_reason = CASE WHEN $3 THEN NULL ELSE review_reason END,
+             reviewed_at = CASE WHEN $3 THEN now() ELSE reviewed_at END
          WHERE id = $1 RETURNING published_at",
     )
     .bind(course_id)
     .bind(to)
+    .bind(current == CourseState::InReview && to == CourseState::Published)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -495,6 +500,44 @@ async fn transition(
         state: to,
         published_at,
     }))
+}
+
+/// A course review sent back: in_review → draft, with the reviewer's
+/// reason kept on the course (its experts and admins see it as
+/// `review`). Runs in the caller's transaction, so the caller can notify
+/// in the same one; 404 for another organisation's course, 409
+/// `invalid_transition` unless it is in review.
+pub async fn reject_review(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    course_id: Uuid,
+    reason: &str,
+) -> Result<CourseTransition, ApiError> {
+    let current = lock_course(conn, principal, course_id).await?.state;
+    if current != CourseState::InReview {
+        return Err(ApiError::new(
+            ErrorCode::InvalidTransition,
+            format!(
+                "the course is {}; only a course in review can be rejected",
+                current.as_str()
+            ),
+        ));
+    }
+    let published_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "UPDATE courses SET state = 'draft', updated_at = now(),
+             review_outcome = 'rejected', review_reason = $2, reviewed_at = now()
+         WHERE id = $1 RETURNING published_at",
+    )
+    .bind(course_id)
+    .bind(reason)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(CourseTransition {
+        id: course_id,
+        from: current,
+        state: CourseState::Draft,
+        published_at,
+    })
 }
 
 /// `POST …/submit`: draft → in_review.
@@ -549,66 +592,6 @@ async fn back_to_draft(
         Draft,
     )
     .await
-}
-
-#[derive(Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Rating {
-    /// A whole number from 1 to 5.
-    rating: i16,
-}
-
-/// The caller's rating of a course, and the course's ratings with it.
-#[derive(Serialize, schemars::JsonSchema)]
-pub struct CourseRating {
-    pub course_id: Uuid,
-    /// The caller's rating (1–5).
-    pub rating: i16,
-    #[serde(flatten)]
-    pub summary: RatingSummary,
-}
-
-/// `PUT /api/v1/courses/{id}/rating {"rating": 1–5}`: the learner's rating
-/// of a published course, replacing an earlier one.
-async fn rate(
-    State(state): State<CatalogueState>,
-    principal: Principal,
-    ApiPath(course_id): ApiPath<Uuid>,
-    ApiJson(body): ApiJson<Rating>,
-) -> Result<Json<CourseRating>, ApiError> {
-    if !(1..=5).contains(&body.rating) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidRating,
-            "a rating is a whole number from 1 to 5",
-        ));
-    }
-    let user = principal.user_id().ok_or_else(|| {
-        ApiError::new(ErrorCode::Forbidden, "ratings come from signed-in learners")
-    })?;
-    let mut tx = state.db.begin().await?;
-    let rated = sqlx::query(
-        "INSERT INTO course_ratings (course_id, user_id, rating)
-         SELECT id, $3, $4 FROM courses
-         WHERE id = $1 AND state = 'published' AND ($2::uuid IS NULL OR organisation_id = $2)
-         ON CONFLICT (course_id, user_id) DO UPDATE SET rating = EXCLUDED.rating, updated_at = now()",
-    )
-    .bind(course_id)
-    .bind(principal.org_scope())
-    .bind(user)
-    .bind(body.rating)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if rated == 0 {
-        return Err(ApiError::not_found(format!("no course {course_id}")));
-    }
-    let summary = rating_of(&mut tx, course_id).await?;
-    tx.commit().await?;
-    Ok(Json(CourseRating {
-        course_id,
-        rating: body.rating,
-        summary,
-    }))
 }
 
 /// `DELETE /api/v1/courses/{course_id}`: needs a fresh step-up.

@@ -13,11 +13,14 @@
 mod courses;
 mod disciplines;
 mod experts;
+pub mod ratings;
 pub mod search;
 mod structure;
 mod view;
 mod vocabulary;
 
+pub use courses::{reject_review, CourseTransition};
+pub use view::{RatingSummary, ReviewOutcome};
 pub use vocabulary::{ClosedSet, CourseState, ResourceType, SearchSort};
 
 use lectern_web::{ApiError, ApiRouter, ErrorCode, Permission, Principal, Role};

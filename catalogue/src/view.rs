@@ -28,13 +28,29 @@ pub struct ExpertRef {
     pub title: String,
 }
 
-/// Learners' ratings of a course.
+/// Learners' ratings of a course: published reviews only (see
+/// [`crate::ratings`]).
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
 pub struct RatingSummary {
-    /// The mean of the ratings (1–5); null while nobody has rated it.
+    /// The plain mean of the ratings (1–5); null while nobody has rated it.
     pub average: Option<f64>,
     /// How many learners rated it.
     pub count: i64,
+    /// The mean pulled towards a prior (3.5, weighing as 5 reviews), so a
+    /// course with few reviews is not over-ranked: what to display, and
+    /// what search's `sort=rating` orders by.
+    pub bayesian_average: f64,
+}
+
+/// Why a course's last review ended as it did, for those who draft and
+/// publish courses.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, schemars::JsonSchema)]
+pub struct ReviewOutcome {
+    /// `published` or `rejected`.
+    pub outcome: String,
+    /// The reviewer's reason for a rejection (plain text).
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
 }
 
 /// A whole course: metadata, authors, tags, rating, and its chapters with
@@ -57,6 +73,9 @@ pub struct Course {
     /// Sorted, without duplicates.
     pub tags: Vec<String>,
     pub rating: RatingSummary,
+    /// The outcome of its last review (a rejection with its reason); only
+    /// for those who draft or publish courses, null for learners.
+    pub review: Option<ReviewOutcome>,
     /// When it was last published; kept while it is unpublished.
     pub published_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -80,23 +99,12 @@ struct CourseRow {
     tags: Vec<String>,
     #[sqlx(flatten)]
     rating: RatingSummary,
+    review_outcome: Option<String>,
+    review_reason: Option<String>,
+    reviewed_at: Option<DateTime<Utc>>,
     published_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-}
-
-/// Ratings of `course_id`.
-pub(crate) async fn rating_of(
-    conn: &mut PgConnection,
-    course_id: Uuid,
-) -> Result<RatingSummary, ApiError> {
-    Ok(sqlx::query_as(
-        "SELECT avg(rating)::float8 AS average, count(*) AS count
-         FROM course_ratings WHERE course_id = $1",
-    )
-    .bind(course_id)
-    .fetch_one(conn)
-    .await?)
 }
 
 /// The course as every route that answers a course shows it, if the
@@ -107,17 +115,18 @@ pub(crate) async fn course_view(
     principal: &Principal,
     id: Uuid,
 ) -> Result<Course, ApiError> {
-    let c: CourseRow = sqlx::query_as(
+    let c: CourseRow = sqlx::query_as(&format!(
         "SELECT c.id, c.organisation_id AS org_id, c.title, c.description, c.resource_type,
                 c.state, c.discipline_id, d.name AS discipline_name,
                 ARRAY(SELECT t.tag FROM course_tags t WHERE t.course_id = c.id ORDER BY t.tag) AS tags,
-                (SELECT avg(r.rating)::float8 FROM course_ratings r WHERE r.course_id = c.id) AS average,
-                (SELECT count(*) FROM course_ratings r WHERE r.course_id = c.id) AS count,
+                {},
+                c.review_outcome, c.review_reason, c.reviewed_at,
                 c.published_at, c.created_at, c.updated_at
          FROM courses c LEFT JOIN disciplines d ON d.id = c.discipline_id
          WHERE c.id = $1 AND ($2::uuid IS NULL OR c.organisation_id = $2)
            AND ($3 OR c.state = 'published')",
-    )
+        crate::ratings::summary_columns("c.id")
+    ))
     .bind(id)
     .bind(principal.org_scope())
     .bind(sees_unpublished(principal))
@@ -146,6 +155,14 @@ pub(crate) async fn course_view(
         experts,
         tags: c.tags,
         rating: c.rating,
+        review: match (sees_unpublished(principal), c.review_outcome, c.reviewed_at) {
+            (true, Some(outcome), Some(at)) => Some(ReviewOutcome {
+                outcome,
+                reason: c.review_reason,
+                at,
+            }),
+            _ => None,
+        },
         published_at: c.published_at,
         created_at: c.created_at,
         updated_at: c.updated_at,

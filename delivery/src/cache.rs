@@ -45,6 +45,7 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use futures::StreamExt;
 use lectern_storage::{ByteStream, ObjectMeta};
+use lectern_web::metrics::{self, Collector, DescriptorEncoder};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// 256 MiB: a few thousand segments of a 1080p ladder, the hot set of a
@@ -81,6 +82,7 @@ impl CachedObject {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct CacheStats {
     pub hits: u64,
+    pub misses: u64,
     /// Fills started (storage reads whose bytes were to be kept).
     pub fills: u64,
     /// Objects made from stored ones (segments encrypted).
@@ -100,6 +102,8 @@ pub struct MediaCache {
     /// One object is made at a time per lane (see [`MediaCache::derived`]).
     derive_lanes: Vec<tokio::sync::Mutex<()>>,
     hits: AtomicU64,
+    /// Lookups that found nothing to serve from memory (fills and bypasses).
+    misses: AtomicU64,
     fills: AtomicU64,
     derived: AtomicU64,
 }
@@ -168,6 +172,7 @@ impl MediaCache {
             fill_permits: Arc::new(Semaphore::new(MAX_FILLS)),
             derive_lanes: (0..DERIVE_LANES).map(|_| Default::default()).collect(),
             hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
             fills: AtomicU64::new(0),
             derived: AtomicU64::new(0),
         }
@@ -223,6 +228,7 @@ impl MediaCache {
         if let Some(hit) = self.get(key) {
             return Lookup::Hit(hit);
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         if !self.enabled() {
             return Lookup::Bypass;
         }
@@ -328,11 +334,52 @@ impl MediaCache {
         }
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
             fills: self.fills.load(Ordering::Relaxed),
             derived: self.derived.load(Ordering::Relaxed),
             entries,
             bytes,
         }
+    }
+}
+
+/// What `/metrics` shows of a cache, read at each scrape.
+#[derive(Debug)]
+pub struct CacheCollector(pub Arc<MediaCache>);
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = self.0.stats();
+        metrics::counter(
+            &mut enc,
+            "lectern_origin_cache_hits",
+            "Whole-object media requests answered from the origin's memory.",
+            s.hits,
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_origin_cache_misses",
+            "Whole-object media requests the memory did not hold (read from storage).",
+            s.misses,
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_origin_cache_fills",
+            "Storage reads whose bytes were kept in memory.",
+            s.fills,
+        )?;
+        metrics::gauge(
+            &mut enc,
+            "lectern_origin_cache_bytes",
+            "Bytes of media the origin holds in memory.",
+            s.bytes as f64,
+        )?;
+        metrics::gauge(
+            &mut enc,
+            "lectern_origin_cache_objects",
+            "Objects the origin holds in memory.",
+            s.entries as f64,
+        )
     }
 }
 
@@ -498,7 +545,14 @@ mod tests {
         assert!(cache.filling.lock().unwrap().is_empty());
         let off = Arc::new(MediaCache::disabled());
         assert!(matches!(off.lookup("a"), Lookup::Bypass));
-        assert_eq!(off.stats(), CacheStats::default());
+        // Nothing kept; the request counts as a miss (every request is one).
+        assert_eq!(
+            off.stats(),
+            CacheStats {
+                misses: 1,
+                ..CacheStats::default()
+            }
+        );
     }
 
     #[tokio::test]

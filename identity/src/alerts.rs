@@ -1,17 +1,19 @@
-//! Security alerts and the counters behind `/metrics`.
+//! Security alerts and the security counters `/metrics` shows.
 //!
 //! An alert is three things at once, so whichever the operator watches
 //! sees it: a `tracing` warning with a stable `alert` field (for log-based
 //! alerting), a row in `security_alerts` (durable, queryable), and a
 //! Prometheus counter `lectern_security_alerts_total{kind=…}`. Counters are
-//! per process; Prometheus sums them across nodes.
+//! per process; Prometheus sums them across nodes. With a syslog receiver
+//! configured (`LECTERN_SECURITY_SYSLOG`), each alert is also sent to it as
+//! one RFC 5424 message over UDP (facility authpriv, severity warning,
+//! the alert's kind as MSGID and its fields as structured data), the form
+//! SIEMs ingest; UDP so a SIEM that is down never slows a sign-in.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use lectern_web::metrics::{self, Collector, DescriptorEncoder};
 use uuid::Uuid;
 
 use crate::Identity;
@@ -102,62 +104,57 @@ impl SecurityMetrics {
         self.audit_noise.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let alerts = AlertKind::ALL.iter().zip(&self.alerts);
-        counter(
-            &mut out,
-            "lectern_security_alerts_total",
-            "Security alerts raised, by kind.",
-            alerts.map(|(k, n)| (Some(("kind", k.as_str())), n)),
-        );
-        let logins = LoginOutcome::ALL.iter().zip(&self.logins);
-        counter(
-            &mut out,
-            "lectern_logins_total",
-            "Sign-in attempts, by outcome.",
-            logins.map(|(o, n)| (Some(("outcome", o.as_str())), n)),
-        );
-        for (name, help, value) in [
-            (
-                "lectern_audit_failures_total",
-                "Audit records that could not be written.",
-                &self.audit_failures,
-            ),
-            (
-                "lectern_password_verifications_total",
-                "Passwords checked with argon2 (sign-ins, unknown emails' decoy checks, passwords given again).",
-                &self.password_verifications,
-            ),
-            (
-                "lectern_audit_noise_total",
-                "Anonymous refused requests, sampled and aggregated in the audit log.",
-                &self.audit_noise,
-            ),
-        ] {
-            counter(&mut out, name, help, [(None, value)]);
-        }
-        out
+    /// What `/metrics` shows of these counters, read at each scrape.
+    pub fn collector(self: &Arc<Self>) -> Box<dyn Collector> {
+        Box::new(SecurityCollector(self.clone()))
     }
 }
 
-/// One counter in the Prometheus text format: its help, its type, and a
-/// sample per label value (or one unlabelled sample).
-fn counter<'a>(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: impl IntoIterator<Item = (Option<(&'a str, &'a str)>, &'a AtomicU64)>,
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for (label, value) in samples {
-        let value = value.load(Ordering::Relaxed);
-        let _ = match label {
-            Some((key, label)) => writeln!(out, "{name}{{{key}=\"{label}\"}} {value}"),
-            None => writeln!(out, "{name} {value}"),
-        };
+#[derive(Debug)]
+struct SecurityCollector(Arc<SecurityMetrics>);
+
+impl Collector for SecurityCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let m = &self.0;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metrics::counter_by(
+            &mut enc,
+            "lectern_security_alerts",
+            "Security alerts raised, by kind.",
+            "kind",
+            AlertKind::ALL
+                .iter()
+                .zip(&m.alerts)
+                .map(|(k, n)| (k.as_str(), load(n))),
+        )?;
+        metrics::counter_by(
+            &mut enc,
+            "lectern_logins",
+            "Sign-in attempts, by outcome.",
+            "outcome",
+            LoginOutcome::ALL
+                .iter()
+                .zip(&m.logins)
+                .map(|(o, n)| (o.as_str(), load(n))),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_audit_failures",
+            "Audit records that could not be written.",
+            load(&m.audit_failures),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_password_verifications",
+            "Passwords checked with argon2 (sign-ins, unknown emails' decoy checks, passwords given again).",
+            load(&m.password_verifications),
+        )?;
+        metrics::counter(
+            &mut enc,
+            "lectern_audit_noise",
+            "Anonymous refused requests, sampled and aggregated in the audit log.",
+            load(&m.audit_noise),
+        )
     }
 }
 
@@ -172,6 +169,13 @@ pub struct Alert<'a> {
 
 pub async fn raise(state: &Identity, alert: Alert<'_>) {
     state.metrics.alert(alert.kind);
+    if let Some(to) = state.settings.alert_syslog {
+        forward(
+            to,
+            &syslog_message(&alert, chrono::Utc::now(), &host_name(), std::process::id()),
+        )
+        .await;
+    }
     tracing::warn!(
         alert = alert.kind.as_str(),
         org_id = ?alert.org_id,
@@ -195,11 +199,94 @@ pub async fn raise(state: &Identity, alert: Alert<'_>) {
     }
 }
 
-/// `GET /metrics`: for a super admin, or a scraper on this machine.
-pub async fn metrics(State(state): State<Identity>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+/// `<84>1 <time> <host> lectern <pid> <kind> [lectern@32473 …] <detail>`:
+/// RFC 5424 with facility authpriv (10) and severity warning (4); 32473 is
+/// the private enterprise number RFC 5612 reserves for examples, as no
+/// number is registered for Lectern.
+fn syslog_message(
+    alert: &Alert<'_>,
+    at: chrono::DateTime<chrono::Utc>,
+    host: &str,
+    pid: u32,
+) -> String {
+    // PARAM-VALUE escapes `"`, `\` and `]` (RFC 5424 §6.3.3).
+    fn param(v: &str) -> String {
+        v.chars()
+            .flat_map(|c| match c {
+                '"' | '\\' | ']' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect()
+    }
+    let mut data = format!("[lectern@32473 kind=\"{}\"", alert.kind.as_str());
+    if let Some(org) = alert.org_id {
+        data.push_str(&format!(" org=\"{org}\""));
+    }
+    if let Some(user) = alert.user_id {
+        data.push_str(&format!(" user=\"{user}\""));
+    }
+    if let Some(ip) = alert.ip {
+        data.push_str(&format!(" ip=\"{}\"", param(ip)));
+    }
+    data.push(']');
+    format!(
+        "<84>1 {} {} lectern {pid} {} {data} \u{feff}{}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        host,
+        alert.kind.as_str(),
+        alert.detail
     )
-        .into_response()
+}
+
+/// The machine's name as syslog's HOSTNAME wants it (printable ASCII, no
+/// spaces), or `-` when unknown.
+fn host_name() -> String {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let name = name.trim();
+    if !name.is_empty() && name.len() <= 255 && name.bytes().all(|b| b.is_ascii_graphic()) {
+        name.to_string()
+    } else {
+        "-".to_string()
+    }
+}
+
+async fn forward(to: std::net::SocketAddr, message: &str) {
+    let from: std::net::SocketAddr = if to.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let sent = async {
+        let socket = tokio::net::UdpSocket::bind(from).await?;
+        socket.send_to(message.as_bytes(), to).await
+    };
+    if let Err(e) = sent.await {
+        tracing::warn!(error = %e, syslog = %to, "could not forward a security alert to syslog");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_is_one_rfc5424_message_with_its_fields_as_structured_data() {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-12-05T05:43:31.123456Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let user = Uuid::nil();
+        let alert = Alert {
+            kind: AlertKind::BruteForce,
+            org_id: None,
+            user_id: Some(user),
+            ip: Some("2001:db8::\"]"),
+            detail: "5 failed sign-ins".into(),
+        };
+        assert_eq!(
+            syslog_message(&alert, at, "api-1", 4242),
+            "<84>1 2026-12-05T05:43:31.123Z api-1 lectern 4242 brute_force \
+             [lectern@32473 kind=\"brute_force\" user=\"00000000-0000-0000-0000-000000000000\" \
+             ip=\"2001:db8::\\\"\\]\"] \u{feff}5 failed sign-ins"
+        );
+    }
 }

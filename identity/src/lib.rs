@@ -188,6 +188,9 @@ pub struct IdentitySettings {
     /// Argon2 hashes and checks run at once (at least 1; see
     /// [`password::Hasher`]).
     pub password_concurrency: usize,
+    /// A syslog receiver (UDP, RFC 5424) every security alert is also sent
+    /// to, for a SIEM.
+    pub alert_syslog: Option<std::net::SocketAddr>,
 }
 
 impl Default for IdentitySettings {
@@ -202,6 +205,7 @@ impl Default for IdentitySettings {
             trusted_proxies: TrustedProxies::default(),
             hsts: false,
             password_concurrency: password::default_limit(),
+            alert_syslog: None,
         }
     }
 }
@@ -509,15 +513,6 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             may(Permission::ReadAudit),
             audit::list,
         )
-        .route(
-            M::GET,
-            "/metrics",
-            may(Permission::ReadMetrics),
-            alerts::metrics,
-        )
-        .describe(|op| {
-            op.raw(200, "text/plain; version=0.0.4", "Prometheus text format");
-        })
 }
 
 #[cfg(test)]

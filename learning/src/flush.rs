@@ -34,6 +34,11 @@ use uuid::Uuid;
 
 use crate::absorber::{Absorber, Batch, Snapshot, SpeedSnapshot};
 use crate::intervals::{self, Intervals};
+use lectern_web::metrics::Registry;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use std::sync::atomic::AtomicU64;
 use tokio_util::sync::CancellationToken;
 
 use crate::LearningState;
@@ -272,7 +277,13 @@ pub async fn run(state: LearningState, interval: Duration, cancel: CancellationT
             }
             continue;
         }
-        match flush_once(&state.db, &state.learning.absorber).await {
+        let started = std::time::Instant::now();
+        let outcome = flush_once(&state.db, &state.learning.absorber).await;
+        state
+            .learning
+            .flush_metrics
+            .record(started.elapsed(), &outcome);
+        match outcome {
             Ok(n) if n > 0 => tracing::debug!(rows = n, "progress flushed"),
             Ok(_) => {}
             Err(e) if stopping => tracing::warn!(error = %e, "final progress flush failed"),
@@ -281,5 +292,67 @@ pub async fn run(state: LearningState, interval: Duration, cancel: CancellationT
         if stopping {
             return;
         }
+    }
+}
+
+/// How the flusher is doing, for `/metrics`: how long flushes take, what
+/// they wrote, and how long ago one last succeeded — the lag between a
+/// heartbeat and PostgreSQL is at most that plus one interval.
+#[derive(Debug, Clone)]
+pub struct FlushMetrics {
+    duration: Histogram,
+    rows: Counter,
+    failures: Counter,
+    last_success_unix: Gauge<f64, AtomicU64>,
+}
+
+impl Default for FlushMetrics {
+    fn default() -> Self {
+        Self {
+            // 1 ms … ~16 s: a flush of a few thousand rows takes tens of ms.
+            duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            rows: Counter::default(),
+            failures: Counter::default(),
+            last_success_unix: Gauge::default(),
+        }
+    }
+}
+
+impl FlushMetrics {
+    fn record(&self, took: Duration, outcome: &Result<usize, String>) {
+        self.duration.observe(took.as_secs_f64());
+        match outcome {
+            Ok(n) => {
+                self.rows.inc_by(*n as u64);
+                self.last_success_unix
+                    .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+            }
+            Err(_) => {
+                self.failures.inc();
+            }
+        }
+    }
+
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "lectern_progress_flush_seconds",
+            "Time one progress flush took (take from the absorber, write to PostgreSQL, acknowledge)",
+            self.duration.clone(),
+        );
+        registry.register(
+            "lectern_progress_flushed_rows",
+            "Learner × lesson rows the progress flusher wrote",
+            self.rows.clone(),
+        );
+        registry.register(
+            "lectern_progress_flush_failures",
+            "Progress flushes that failed (their beats stay in the absorber for the next one)",
+            self.failures.clone(),
+        );
+        registry.register(
+            "lectern_progress_last_flush_timestamp_seconds",
+            "When a progress flush last succeeded (Unix time); its age bounds how far PostgreSQL is behind the heartbeats",
+            self.last_success_unix.clone(),
+        );
     }
 }

@@ -10,13 +10,28 @@ pub const GAP_S: f64 = 0.25;
 
 pub type Intervals = Vec<[f64; 2]>;
 
-/// Adds `[from, to]` to a merged list, keeping it merged.
+/// Adds `[from, to]` to a merged list, keeping it merged. Called for every
+/// credited beat, so it finds its place by binary search instead of
+/// re-sorting: a client whose claims the credit bound cuts leaves many
+/// fragments behind, and each beat would otherwise cost O(n log n) in them.
+///
+/// Exactly [`normalise`] of the list with the interval pushed: in a merged
+/// list starts and ends both increase and neighbours are more than
+/// [`GAP_S`] apart, so the new interval joins precisely the run of
+/// intervals that end no earlier than `from − GAP_S` and start no later
+/// than `to + GAP_S`, and no other.
 pub fn insert(list: &mut Intervals, from: f64, to: f64) {
-    if to <= from {
+    if !(to > from && from.is_finite() && to.is_finite()) {
         return;
     }
-    list.push([from, to]);
-    normalise(list);
+    let first = list.partition_point(|x| x[1] + GAP_S < from);
+    let past = list.partition_point(|x| x[0] <= to + GAP_S);
+    if first >= past {
+        list.insert(first, [from, to]);
+    } else {
+        let joined = [from.min(list[first][0]), to.max(list[past - 1][1])];
+        list.splice(first..past, [joined]);
+    }
 }
 
 /// The union of two merged lists.
@@ -69,10 +84,40 @@ mod tests {
     }
 
     #[test]
+    fn insert_is_normalise_of_the_pushed_list() {
+        // A small deterministic generator: no dependency for one test.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..2_000 {
+            let mut fast = Intervals::new();
+            let mut slow = Intervals::new();
+            for _ in 0..(next() % 40) {
+                // Quarter-second grid around the gap, so touching, nearby
+                // and overlapping intervals all occur.
+                let from = (next() % 400) as f64 * 0.125;
+                let to = from + (next() % 24) as f64 * 0.125;
+                insert(&mut fast, from, to);
+                if to > from {
+                    slow.push([from, to]);
+                    normalise(&mut slow);
+                }
+                assert_eq!(fast, slow, "after inserting [{from}, {to}]");
+            }
+        }
+    }
+
+    #[test]
     fn ignores_empty_and_reversed() {
         let mut l = Intervals::new();
         insert(&mut l, 5.0, 5.0);
         insert(&mut l, 6.0, 4.0);
+        insert(&mut l, f64::NAN, 4.0);
+        insert(&mut l, 0.0, f64::INFINITY);
         assert!(l.is_empty());
     }
 }

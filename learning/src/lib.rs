@@ -104,6 +104,7 @@ pub struct Learning {
     pub settings: ProgressSettings,
     /// What beats' credit is bounded by ([`credit`]).
     pub clock: Clock,
+    pub flush_metrics: flush::FlushMetrics,
 }
 
 impl Learning {
@@ -121,19 +122,39 @@ impl Learning {
             lessons: LessonCache::default(),
             settings,
             clock: Clock::default(),
+            flush_metrics: flush::FlushMetrics::default(),
         })
     }
 }
 
 /// Learning's state: the database, the heartbeat absorber and lesson
 /// cache, and the media signer that puts a playback URL in a session.
+///
+/// Behind one `Arc`: axum clones a route's state for every layer of every
+/// request, and heartbeats are the API's hottest route.
 #[derive(Clone)]
-pub struct LearningState {
+pub struct LearningState(Arc<LearningParts>);
+
+pub struct LearningParts {
     pub db: PgPool,
     pub learning: Arc<Learning>,
     pub playback: Arc<Playback>,
     /// Set once migrations have been applied; the flusher waits for it.
     pub schema_ready: Arc<AtomicBool>,
+}
+
+impl LearningState {
+    pub fn new(parts: LearningParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for LearningState {
+    type Target = LearningParts;
+
+    fn deref(&self) -> &LearningParts {
+        &self.0
+    }
 }
 
 /// `bench_noop` adds `POST /api/v1/bench/noop`, the benchmarks' baseline.

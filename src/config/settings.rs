@@ -150,6 +150,9 @@ settings! {
     /// sign-ins wait for a turn, so a burst of them cannot stall other
     /// requests
     password_hash_concurrency: Option<usize> = none "cores, at least 1";
+    /// `ip:port` of a syslog receiver (a SIEM's collector): every security
+    /// alert is also sent there as one RFC 5424 message over UDP
+    security_syslog: Option<SocketAddr> = none "off";
     /// how often the audit log's head is checkpointed (signed) to object
     /// storage; removals of rows younger than this are not caught (1s–1h)
     audit_checkpoint_interval: Duration = default "60s";

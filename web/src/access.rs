@@ -80,8 +80,21 @@ pub enum Permission {
     PublishCourses,
     /// The organisation's disciplines and expert profiles.
     ManageCatalogue,
-    /// Rate published courses.
+    /// Rate and review published courses (stars and text), and vote
+    /// other learners' reviews helpful.
     RateCourses,
+    /// Comment on lessons and reply to comments.
+    PostComments,
+    /// Report another person's post to the moderators.
+    ReportPosts,
+    /// Ask the experts a question about a lesson, or ask one directly.
+    AskQuestions,
+    /// Answer questions: an expert, on the courses they are named on and
+    /// the questions put to them (the handler scopes this, not the role).
+    AnswerQuestions,
+    /// The moderation queue and its decisions, the organisation's
+    /// moderation mode and sensitive-word list.
+    ModerateCommunity,
     DeleteCourses,
     ListUsers,
     InviteExperts,
@@ -104,14 +117,17 @@ impl Permission {
             | Permission::ManageWebhooks
             | Permission::ManageAssets => &[Partner, ContentAdmin, SuperAdmin],
             Permission::ManageCourses => &[Expert, ContentAdmin, SuperAdmin],
-            Permission::RateCourses => &[Learner],
+            Permission::RateCourses | Permission::AskQuestions => &[Learner],
+            Permission::PostComments | Permission::ReportPosts => &[Learner, Expert],
+            Permission::AnswerQuestions => &[Expert],
             Permission::ReadPipelineEvents
             | Permission::ReadPlaybackQuality
             | Permission::PublishCourses
             | Permission::ManageCatalogue
             | Permission::DeleteCourses
             | Permission::ListUsers
-            | Permission::InviteExperts => &[ContentAdmin, SuperAdmin],
+            | Permission::InviteExperts
+            | Permission::ModerateCommunity => &[ContentAdmin, SuperAdmin],
             Permission::ChangeRoles
             | Permission::DeleteUsers
             | Permission::ExportPersonalData

@@ -277,6 +277,38 @@ error_codes! {
     /// A duration filter is negative or not a number.
     InvalidDuration = ("invalid_duration", 400, false);
 
+    // --- community ------------------------------------------------------
+    /// A post's text is empty (after trimming) where text is required.
+    TextEmpty = ("text_empty", 422, false);
+    /// A post's text is longer than its kind allows (reviews 5,000, comments 2,000, questions 5,000, answers 10,000, reasons 500 characters).
+    TextTooLong = ("text_too_long", 422, false);
+    /// A post's text holds control characters other than newlines and tabs.
+    InvalidText = ("invalid_text", 422, false);
+    /// This person or address posted too much in a short time; wait for `Retry-After` seconds.
+    PostingTooFast = ("posting_too_fast", 429, true);
+    /// Replies are one level deep: a reply cannot be replied to.
+    NestedReply = ("nested_reply", 422, false);
+    /// This cannot be done to one's own post (a helpful vote, a report).
+    OwnPost = ("own_post", 409, false);
+    /// This person has reported this post already.
+    AlreadyReported = ("already_reported", 409, false);
+    /// The question already has an accepted answer.
+    AnswerAlreadyAccepted = ("answer_already_accepted", 409, false);
+    /// The moderation case has been decided already.
+    AlreadyDecided = ("already_decided", 409, false);
+    /// A rejection (of a post or a course review) needs a reason of 1–500 characters.
+    ReasonRequired = ("reason_required", 422, false);
+    /// The moderation decision is not one of approve, reject, hide.
+    InvalidDecision = ("invalid_decision", 422, false);
+    /// The moderation mode is not `pre` or `post`, or the report threshold is outside 1–1000.
+    InvalidModeration = ("invalid_moderation", 422, false);
+    /// A sensitive word is empty once spacing and punctuation are removed, or longer than 100 characters.
+    InvalidWord = ("invalid_word", 422, false);
+    /// The organisation's list already has this word (compared after folding).
+    WordExists = ("word_exists", 409, false);
+    /// A sort of reviews other than `newest` or `helpful`.
+    InvalidReviewSort = ("invalid_review_sort", 400, false);
+
     // --- learning -------------------------------------------------------
     /// The playback speed is outside the allowed range.
     InvalidSpeed = ("invalid_speed", 422, false);

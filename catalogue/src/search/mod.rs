@@ -6,7 +6,8 @@
 //! GIN-indexed) that [`index`] rewrites in the transaction of every
 //! catalogue change. Results are ordered by one numeric key per sort
 //! (relevance = `ts_rank_cd`, newest = publication time, most watched =
-//! learners with progress, rating = average rating), ties broken by lesson
+//! learners with progress, rating = the Bayesian average of published
+//! reviews, [`crate::ratings`]), ties broken by lesson
 //! id, and paged with an opaque keyset cursor over (key, id), so pages
 //! never skip or repeat a lesson while the catalogue is unchanged. The
 //! cursor also carries a hash of the query it was issued for, so it is
@@ -429,23 +430,23 @@ pub async fn search(
                      FROM course_experts ce JOIN experts e ON e.id = ce.expert_id
                      WHERE ce.course_id = l.course_id), '[]') AS experts,
            ARRAY(SELECT t.tag FROM course_tags t WHERE t.course_id = l.course_id ORDER BY t.tag) AS tags,
-           (SELECT count(*) FROM lesson_progress lp WHERE lp.lesson_id = h.id) AS watchers,
-           (SELECT avg(r.rating)::float8 FROM course_ratings r WHERE r.course_id = l.course_id) AS average,
-           (SELECT count(*) FROM course_ratings r WHERE r.course_id = l.course_id) AS count
-         FROM (SELECT * FROM (SELECT l.id, l.published_at, ",
+           (SELECT count(*) FROM lesson_progress lp WHERE lp.lesson_id = h.id) AS watchers, ",
     );
+    qb.push(crate::ratings::summary_columns("l.course_id"));
+    qb.push(" FROM (SELECT * FROM (SELECT l.id, l.published_at, ");
     let ranked = s.sort == SearchSort::Relevance && s.tsquery.is_some();
     let sort_by_time = !ranked && !matches!(s.sort, SearchSort::MostWatched | SearchSort::Rating);
     match (s.sort, &s.tsquery) {
-        (SearchSort::Relevance, Some(tsq)) => {
-            qb.push("ts_rank_cd(l.search_doc, ").push_bind(tsq.clone()).push("::tsquery)::float8")
-        }
+        (SearchSort::Relevance, Some(tsq)) => qb
+            .push("ts_rank_cd(l.search_doc, ")
+            .push_bind(tsq.clone())
+            .push("::tsquery)::float8"),
         (SearchSort::MostWatched, _) => {
             qb.push("(SELECT count(*) FROM lesson_progress lp WHERE lp.lesson_id = l.id)::float8")
         }
-        (SearchSort::Rating, _) => qb.push(
-            "coalesce((SELECT avg(r.rating) FROM course_ratings r WHERE r.course_id = l.course_id), 0)::float8",
-        ),
+        // The Bayesian average, so one 5-star review does not outrank a
+        // course many rated well (see `crate::ratings`).
+        (SearchSort::Rating, _) => qb.push(crate::ratings::bayesian("l.course_id")),
         // Newest, and relevance without words to rank by.
         (SearchSort::Newest | SearchSort::Relevance, _) => {
             qb.push("extract(epoch FROM l.published_at)::float8")

@@ -232,6 +232,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/comments/{comment_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** @description Access: roles: learner, expert. */
+        delete: operations["DELETE /api/v1/comments/{comment_id}"];
+        options?: never;
+        head?: never;
+        /** @description Access: roles: learner, expert. */
+        patch: operations["PATCH /api/v1/comments/{comment_id}"];
+        trace?: never;
+    };
+    "/api/v1/comments/{comment_id}/replies": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/comments/{comment_id}/replies"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/courses": {
         parameters: {
             query?: never;
@@ -415,6 +450,59 @@ export interface paths {
         get?: never;
         /** @description Access: roles: learner. */
         put: operations["PUT /api/v1/courses/{course_id}/rating"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/courses/{course_id}/reject"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/review": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: learner. */
+        get: operations["GET /api/v1/courses/{course_id}/review"];
+        /** @description Access: roles: learner. */
+        put: operations["PUT /api/v1/courses/{course_id}/review"];
+        post?: never;
+        /** @description Access: roles: learner. */
+        delete: operations["DELETE /api/v1/courses/{course_id}/review"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/reviews": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/courses/{course_id}/reviews"];
+        put?: never;
         post?: never;
         delete?: never;
         options?: never;
@@ -606,6 +694,24 @@ export interface paths {
         put?: never;
         /** @description Access: roles: content_admin, super_admin. */
         post: operations["POST /api/v1/invitations/{invitation_id}/revoke"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/lessons/{lesson_id}/comments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/lessons/{lesson_id}/comments"];
+        put?: never;
+        /** @description Access: roles: learner, expert. */
+        post: operations["POST /api/v1/lessons/{lesson_id}/comments"];
         delete?: never;
         options?: never;
         head?: never;
@@ -835,6 +941,93 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/moderation/cases/{case_id}/decision": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/moderation/cases/{case_id}/decision"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/moderation/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/moderation/queue"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/moderation/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/moderation/settings"];
+        /** @description Access: roles: content_admin, super_admin. */
+        put: operations["PUT /api/v1/moderation/settings"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/moderation/words": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/moderation/words"];
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/moderation/words"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/moderation/words/{word_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        delete: operations["DELETE /api/v1/moderation/words/{word_id}"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/organisations/{org_id}/signup": {
         parameters: {
             query?: never;
@@ -915,6 +1108,143 @@ export interface paths {
         put?: never;
         post?: never;
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/questions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: learner. */
+        post: operations["POST /api/v1/questions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/questions/mine": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: learner. */
+        get: operations["GET /api/v1/questions/mine"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/questions/queue": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: expert. */
+        get: operations["GET /api/v1/questions/queue"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/questions/{question_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/questions/{question_id}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/questions/{question_id}/accept": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: learner. */
+        post: operations["POST /api/v1/questions/{question_id}/accept"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/questions/{question_id}/answers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: expert. */
+        post: operations["POST /api/v1/questions/{question_id}/answers"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: learner, expert. */
+        post: operations["POST /api/v1/reports"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reviews/{review_id}/helpful": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: learner. */
+        put: operations["PUT /api/v1/reviews/{review_id}/helpful"];
+        post?: never;
+        /** @description Access: roles: learner. */
+        delete: operations["DELETE /api/v1/reviews/{review_id}/helpful"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1242,7 +1572,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** @description Access: roles: super_admin. */
+        /**
+         * Prometheus metrics (OpenMetrics text)
+         * @description Access: roles: super_admin.
+         */
         get: operations["GET /metrics"];
         put?: never;
         post?: never;
@@ -1308,6 +1641,10 @@ export interface components {
             /** @description The token from the invitation message. */
             token: string;
         };
+        Acceptance2: {
+            /** Format: uuid */
+            answer_id: string;
+        };
         /** @description The invitee's account, now an expert of the organisation. */
         Accepted: {
             /** Format: uuid */
@@ -1315,6 +1652,28 @@ export interface components {
             role: components["schemas"]["Role"];
             /** Format: uuid */
             user_id: string;
+        };
+        /** @description An answer. */
+        Answer: {
+            accepted: boolean;
+            /** Format: uuid */
+            author_id: string;
+            /** @description Plain text; clients escape it. */
+            body: string;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: uuid
+             * @description The answering expert's profile.
+             */
+            expert_id: string | null;
+            /** Format: uuid */
+            id: string;
+            /** @description For its author: why a moderator rejected or hid it. */
+            moderation_reason: string | null;
+            /** Format: uuid */
+            question_id: string;
+            state: components["schemas"]["PostState"];
         };
         /** @description An asset: one source and everything encoded from it. */
         Asset: {
@@ -1455,6 +1814,8 @@ export interface components {
             target: string | null;
             user_agent: string | null;
         };
+        /** @description Why a case was opened. */
+        Cause: "pre_moderation" | "sensitive_word" | "reported";
         /** @description A chapter of a course. */
         Chapter: {
             /** Format: uuid */
@@ -1525,6 +1886,59 @@ export interface components {
              */
             expires_at: string;
         };
+        /** @description A comment as its readers see it. */
+        Comment: {
+            /**
+             * Format: double
+             * @description The moment of the video it is about, in seconds; a player seeks there.
+             */
+            at_s: number | null;
+            /** Format: uuid */
+            author_id: string;
+            /** @description Plain text; clients escape it and do not turn it into links. */
+            body: string;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            edited_at: string | null;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            lesson_id: string;
+            /** @description Whether the caller wrote it. */
+            mine: boolean;
+            /** @description For its author: why a moderator rejected or hid it. */
+            moderation_reason: string | null;
+            /**
+             * Format: uuid
+             * @description The comment this replies to; null for a comment on the lesson.
+             */
+            parent_id: string | null;
+            /**
+             * Format: int64
+             * @description Published replies (comments on the lesson only; 0 for a reply).
+             */
+            reply_count: number;
+            state: components["schemas"]["PostState"];
+        };
+        CommentEdit: {
+            /**
+             * Format: double
+             * @description The moment of the video; `null` leaves it unchanged.
+             */
+            at_s?: number | null;
+            /** @description 1–2,000 characters. */
+            body?: string | null;
+        };
+        /** @description A page of comments. */
+        CommentPage: {
+            comments: components["schemas"]["Comment"][];
+            /**
+             * Format: uuid
+             * @description Pass as `after` for the next page; null on the last page.
+             */
+            next: string | null;
+        };
         /** @description `POST /api/v1/auth/signup/confirm`. */
         Confirmation: {
             /** @description The token from the confirmation message. */
@@ -1566,6 +1980,11 @@ export interface components {
             published_at: string | null;
             rating: components["schemas"]["RatingSummary"];
             resource_type: components["schemas"]["ResourceType"];
+            /**
+             * @description The outcome of its last review (a rejection with its reason); only
+             *     for those who draft or publish courses, null for learners.
+             */
+            review: components["schemas"]["ReviewOutcome"] | null;
             state: components["schemas"]["CourseState"];
             /** @description Sorted, without duplicates. */
             tags: string[];
@@ -1657,9 +2076,16 @@ export interface components {
         CourseRating: {
             /**
              * Format: double
-             * @description The mean of the ratings (1–5); null while nobody has rated it.
+             * @description The plain mean of the ratings (1–5); null while nobody has rated it.
              */
             average: number | null;
+            /**
+             * Format: double
+             * @description The mean pulled towards a prior (3.5, weighing as 5 reviews), so a
+             *     course with few reviews is not over-ranked: what to display, and
+             *     what search's `sort=rating` orders by.
+             */
+            bayesian_average: number;
             /**
              * Format: int64
              * @description How many learners rated it.
@@ -1719,6 +2145,27 @@ export interface components {
             /** @description The account's email address (case and surrounding spaces do not matter). */
             email: string;
             password: string;
+        };
+        Decision: {
+            /** @description `approve`, `reject` (needs a reason) or `hide`. */
+            decision: string;
+            /**
+             * @description Shown to the author: required to reject, optional to hide; up to
+             *     500 characters.
+             */
+            reason?: string | null;
+        };
+        /** @description What a decision did. */
+        DecisionOutcome: {
+            /** Format: uuid */
+            case_id: string;
+            /** @description `approved`, `rejected` or `hidden`. */
+            decision: string;
+            /** Format: uuid */
+            post_id: string;
+            post_kind: components["schemas"]["PostKind"];
+            /** @description The post's state now. */
+            post_state: components["schemas"]["PostState"];
         };
         /** @description A discipline (学科) of an organisation's tree. */
         Discipline: {
@@ -1800,7 +2247,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "invalid_review_sort" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -1896,6 +2343,15 @@ export interface components {
              * @description The playback speed, 0.5–2.
              */
             speed: number;
+        };
+        /** @description A review's helpful votes after the caller's vote. */
+        HelpfulVotes: {
+            /** Format: int32 */
+            helpful_count: number;
+            /** Format: uuid */
+            review_id: string;
+            /** @description Whether the caller's vote is counted now. */
+            voted_helpful: boolean;
         };
         /** @description One notice, as its owner reads it. */
         InboxItem: {
@@ -2083,6 +2539,43 @@ export interface components {
             org_id: string | null;
             role: components["schemas"]["Role"];
         };
+        /** @description The queue's page and the organisation's pace. */
+        ModerationQueue: {
+            /** @description Oldest first. */
+            cases: components["schemas"]["QueuedCase"][];
+            /**
+             * Format: int64
+             * @description Cases decided in the last 30 days.
+             */
+            decided_30d: number;
+            /**
+             * Format: double
+             * @description Median seconds from a case's opening to its decision, over the
+             *     last 30 days; null when nothing was decided.
+             */
+            median_decision_s: number | null;
+            next: string | null;
+            /**
+             * Format: int64
+             * @description Open cases in all.
+             */
+            open: number;
+        };
+        /** @description An organisation's moderation settings. */
+        ModerationSettings: {
+            /**
+             * @description `pre` (先审后发: posts show only once approved) or `post` (posts
+             *     show at once; reports and listed words bring them to the queue).
+             */
+            moderation: string;
+            /** Format: uuid */
+            org_id: string;
+            /**
+             * Format: int32
+             * @description Reports from this many learners hide a post until a moderator decides.
+             */
+            report_threshold: number;
+        };
         /** @description A new account. */
         NewAccount: {
             /** Format: uuid */
@@ -2090,6 +2583,10 @@ export interface components {
             /** Format: uuid */
             org_id: string;
             role: components["schemas"]["Role"];
+        };
+        NewAnswer: {
+            /** @description 1–10,000 characters of plain text. */
+            body: string;
         };
         NewChapter: {
             /**
@@ -2099,6 +2596,20 @@ export interface components {
             position?: number | null;
             /** @description 1–300 characters on one line. */
             title: string;
+        };
+        NewComment: {
+            /**
+             * Format: double
+             * @description A moment of the video, in seconds (0 … the lesson's duration).
+             */
+            at_s?: number | null;
+            /** @description 1–2,000 characters of plain text. */
+            body: string;
+            /**
+             * Format: uuid
+             * @description Reply to this comment of the same lesson (itself not a reply).
+             */
+            parent_id?: string | null;
         };
         NewCourse: {
             /**
@@ -2233,6 +2744,39 @@ export interface components {
             /** @description The asset's title, at most 300 characters. */
             title?: string | null;
         };
+        NewQuestion: {
+            /** @description 1–5,000 characters of plain text. */
+            body: string;
+            /**
+             * Format: uuid
+             * @description An expert of the organisation to ask directly (only they answer).
+             */
+            expert_id?: string | null;
+            /**
+             * Format: uuid
+             * @description The lesson it is about: its course's experts answer.
+             */
+            lesson_id?: string | null;
+        };
+        NewReport: {
+            kind: components["schemas"]["PostKind"];
+            /** Format: uuid */
+            post_id: string;
+            /**
+             * @description Why, in up to 500 characters (optional).
+             * @default
+             */
+            reason: string;
+        };
+        NewWord: {
+            /** Format: uuid */
+            org_id?: string | null;
+            /**
+             * @description Chinese or English; up to 100 characters. Spacing, punctuation,
+             *     width and case do not matter.
+             */
+            word: string;
+        };
         /** @description `/readyz`'s answer when a check fails: the error body, plus the checks. */
         NotReady: {
             checks: components["schemas"]["Checks"];
@@ -2304,6 +2848,17 @@ export interface components {
              */
             watch_time_s: number;
         };
+        /**
+         * @description What kind of post something is: moderation, reports and notifications
+         *     name posts by kind and id.
+         * @enum {string}
+         */
+        PostKind: "review" | "comment" | "question" | "answer";
+        /**
+         * @description Where a post stands in moderation. Only `published` posts are seen by
+         *     anyone but their author and the moderators.
+         */
+        PostState: "published" | "pending" | "rejected" | "hidden";
         /** @description `GET`/`PUT /api/v1/me/notification-preferences`. */
         Preferences: {
             language: components["schemas"]["Lang"];
@@ -2410,6 +2965,119 @@ export interface components {
              */
             startups: number;
         };
+        /** @description A question as the asker, its experts and moderators see it. */
+        Question: {
+            /** Format: uuid */
+            accepted_answer_id: string | null;
+            /**
+             * Format: double
+             * @description Seconds since it was asked.
+             */
+            age_s: number;
+            /**
+             * Format: int64
+             * @description Answers given (visible or awaiting moderation).
+             */
+            answer_count: number;
+            /** @description Whether an expert has answered it. */
+            answered: boolean;
+            /** Format: uuid */
+            author_id: string;
+            /** @description Plain text; clients escape it. */
+            body: string;
+            /** Format: uuid */
+            course_id: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: uuid
+             * @description The expert asked directly, if any.
+             */
+            expert_id: string | null;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            lesson_id: string | null;
+            /** @description For its asker: why a moderator rejected or hid it. */
+            moderation_reason: string | null;
+            state: components["schemas"]["PostState"];
+        };
+        /** @description A list of questions. */
+        QuestionList: {
+            questions: components["schemas"]["Question"][];
+        };
+        /** @description A question with its answers. */
+        QuestionThread: {
+            /** Format: uuid */
+            accepted_answer_id: string | null;
+            /**
+             * Format: double
+             * @description Seconds since it was asked.
+             */
+            age_s: number;
+            /**
+             * Format: int64
+             * @description Answers given (visible or awaiting moderation).
+             */
+            answer_count: number;
+            /** @description Whether an expert has answered it. */
+            answered: boolean;
+            /** @description Oldest first; others' answers only once published. */
+            answers: components["schemas"]["Answer"][];
+            /** Format: uuid */
+            author_id: string;
+            /** @description Plain text; clients escape it. */
+            body: string;
+            /** Format: uuid */
+            course_id: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: uuid
+             * @description The expert asked directly, if any.
+             */
+            expert_id: string | null;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            lesson_id: string | null;
+            /** @description For its asker: why a moderator rejected or hid it. */
+            moderation_reason: string | null;
+            state: components["schemas"]["PostState"];
+        };
+        /** @description An open case: the post, why it is here, and how long it has waited. */
+        QueuedCase: {
+            /**
+             * Format: double
+             * @description Seconds since the case was opened.
+             */
+            age_s: number;
+            /** Format: uuid */
+            author_id: string;
+            /** @description The post's text (plain text; escape it when displaying). */
+            body: string;
+            cause: components["schemas"]["Cause"];
+            /** Format: uuid */
+            id: string;
+            /** @description The listed words found in the post (folded). */
+            matched: string[];
+            /** Format: date-time */
+            opened_at: string;
+            /** Format: uuid */
+            post_id: string;
+            post_kind: components["schemas"]["PostKind"];
+            post_state: components["schemas"]["PostState"];
+            /**
+             * Format: int16
+             * @description A review's stars.
+             */
+            rating: number | null;
+            /**
+             * Format: int64
+             * @description How many learners reported the post.
+             */
+            reports: number;
+        };
         Rating: {
             /**
              * Format: int16
@@ -2417,13 +3085,23 @@ export interface components {
              */
             rating: number;
         };
-        /** @description Learners' ratings of a course. */
+        /**
+         * @description Learners' ratings of a course: published reviews only (see
+         *     [`crate::ratings`]).
+         */
         RatingSummary: {
             /**
              * Format: double
-             * @description The mean of the ratings (1–5); null while nobody has rated it.
+             * @description The plain mean of the ratings (1–5); null while nobody has rated it.
              */
             average: number | null;
+            /**
+             * Format: double
+             * @description The mean pulled towards a prior (3.5, weighing as 5 reviews), so a
+             *     course with few reviews is not over-ranked: what to display, and
+             *     what search's `sort=rating` orders by.
+             */
+            bayesian_average: number;
             /**
              * Format: int64
              * @description How many learners rated it.
@@ -2446,6 +3124,10 @@ export interface components {
             /** @description How each request is signed, for the receiver to verify. */
             signature: string;
             url: string;
+        };
+        Rejection: {
+            /** @description What the experts must change: 1–500 characters, shown to them. */
+            reason: string;
         };
         /** @description One rung of the ladder, or the audio. */
         Rendition: {
@@ -2480,11 +3162,81 @@ export interface components {
          * @enum {string}
          */
         RenditionStatus: "encoding" | "ready";
+        /** @description A report received. */
+        ReportReceipt: {
+            /** @description Whether this report took the post off view until a moderator decides. */
+            hidden_pending_review: boolean;
+            kind: components["schemas"]["PostKind"];
+            /** Format: uuid */
+            post_id: string;
+        };
         /**
          * @description What kind of resource a course is; search filters by it (`type=`).
          * @enum {string}
          */
         ResourceType: "video_course" | "clinical_case" | "guideline" | "live_replay";
+        /** @description A review as its readers see it. */
+        Review: {
+            /** Format: uuid */
+            author_id: string;
+            /** @description Plain text (may be empty); clients escape it. */
+            body: string;
+            /** Format: uuid */
+            course_id: string;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: int32
+             * @description How many learners found it helpful.
+             */
+            helpful_count: number;
+            /** Format: uuid */
+            id: string;
+            /** @description Whether the caller wrote it. */
+            mine: boolean;
+            /** @description For its author: why a moderator rejected or hid it. */
+            moderation_reason: string | null;
+            /**
+             * Format: int16
+             * @description 1–5 stars.
+             */
+            rating: number;
+            state: components["schemas"]["PostState"];
+            /** Format: date-time */
+            updated_at: string;
+            /** @description Whether the caller marked it helpful. */
+            voted_helpful: boolean;
+        };
+        ReviewBody: {
+            /**
+             * @description Up to 5,000 characters; empty for stars only.
+             * @default
+             */
+            body: string;
+            /**
+             * Format: int16
+             * @description A whole number from 1 to 5.
+             */
+            rating: number;
+        };
+        /**
+         * @description Why a course's last review ended as it did, for those who draft and
+         *     publish courses.
+         */
+        ReviewOutcome: {
+            /** Format: date-time */
+            at: string;
+            /** @description `published` or `rejected`. */
+            outcome: string;
+            /** @description The reviewer's reason for a rejection (plain text). */
+            reason: string | null;
+        };
+        /** @description A page of a course's published reviews, with its ratings. */
+        ReviewPage: {
+            next: string | null;
+            rating: components["schemas"]["RatingSummary"];
+            reviews: components["schemas"]["Review"][];
+        };
         /** @description How many sessions were signed out. */
         Revoked: {
             /**
@@ -2573,6 +3325,17 @@ export interface components {
          * @enum {string}
          */
         SearchSort: "relevance" | "newest" | "most_watched" | "rating";
+        /** @description A listed word. */
+        SensitiveWord: {
+            /** Format: date-time */
+            created_at: string;
+            /** @description As posts are compared with it: NFKC, lower case, letters and digits only. */
+            folded: string;
+            /** Format: uuid */
+            id: string;
+            /** @description As the admin typed it. */
+            word: string;
+        };
         /** @description Who a session belongs to. */
         SessionUser: {
             /** Format: uuid */
@@ -2583,6 +3346,17 @@ export interface components {
              */
             org_id: string | null;
             role: components["schemas"]["Role"];
+        };
+        SettingsUpdate: {
+            /** @description `pre` or `post`. */
+            moderation?: string | null;
+            /** Format: uuid */
+            org_id?: string | null;
+            /**
+             * Format: int32
+             * @description 1–1000.
+             */
+            report_threshold?: number | null;
         };
         /** @description `POST /api/v1/auth/signup`. */
         SignUp: {
@@ -2886,6 +3660,9 @@ export interface components {
         /** @description The organisation's webhook endpoints, oldest first. */
         WebhookEndpoints: {
             webhooks: components["schemas"]["WebhookEndpoint"][];
+        };
+        WordList: {
+            words: components["schemas"]["SensitiveWord"][];
         };
     };
     responses: never;
@@ -3345,6 +4122,106 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CodeSent"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/comments/{comment_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                comment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PATCH /api/v1/comments/{comment_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                comment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CommentEdit"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Comment"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/comments/{comment_id}/replies": {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next`. */
+                after?: string | null;
+                /** @description 1–100; 20 by default. */
+                limit?: number | null;
+            };
+            header?: never;
+            path: {
+                comment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommentPage"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -3827,6 +4704,174 @@ export interface operations {
             };
         };
     };
+    "POST /api/v1/courses/{course_id}/reject": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Rejection"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CourseTransition"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/courses/{course_id}/review": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Review"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/courses/{course_id}/review": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ReviewBody"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Review"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/courses/{course_id}/review": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/courses/{course_id}/reviews": {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next`, with the same sort. */
+                cursor?: string | null;
+                /** @description 1–100; 20 by default. */
+                limit?: number | null;
+                /** @description `newest` (default) or `helpful` (most helpful first). */
+                sort?: string | null;
+            };
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReviewPage"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "POST /api/v1/courses/{course_id}/submit": {
         parameters: {
             query?: never;
@@ -4276,6 +5321,77 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/lessons/{lesson_id}/comments": {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next`. */
+                after?: string | null;
+                /** @description 1–100; 20 by default. */
+                limit?: number | null;
+            };
+            header?: never;
+            path: {
+                lesson_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CommentPage"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/lessons/{lesson_id}/comments": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                lesson_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewComment"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Comment"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -4759,6 +5875,235 @@ export interface operations {
             };
         };
     };
+    "POST /api/v1/moderation/cases/{case_id}/decision": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                case_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Decision"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DecisionOutcome"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/moderation/queue": {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next`. */
+                cursor?: string | null;
+                /** @description 1–200; 50 by default. */
+                limit?: number | null;
+                org_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModerationQueue"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/moderation/settings": {
+        parameters: {
+            query?: {
+                /** @description Only a global super admin names the organisation. */
+                org_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModerationSettings"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/moderation/settings": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SettingsUpdate"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModerationSettings"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/moderation/words": {
+        parameters: {
+            query?: {
+                /** @description Only a global super admin names the organisation. */
+                org_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WordList"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/moderation/words": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewWord"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SensitiveWord"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/moderation/words/{word_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                word_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "PUT /api/v1/organisations/{org_id}/signup": {
         parameters: {
             query?: never;
@@ -4908,6 +6253,299 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["QoeSummary"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/questions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewQuestion"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuestionThread"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/questions/mine": {
+        parameters: {
+            query?: {
+                /** @description 1–200; 50 by default. */
+                limit?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuestionList"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/questions/queue": {
+        parameters: {
+            query?: {
+                /** @description 1–200; 50 by default. */
+                limit?: number | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuestionList"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/questions/{question_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                question_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuestionThread"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/questions/{question_id}/accept": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                question_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Acceptance2"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QuestionThread"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/questions/{question_id}/answers": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                question_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewAnswer"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Answer"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/reports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewReport"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ReportReceipt"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/reviews/{review_id}/helpful": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                review_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HelpfulVotes"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/reviews/{review_id}/helpful": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                review_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HelpfulVotes"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -5700,13 +7338,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Prometheus text format */
+            /** @description OpenMetrics text format */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "text/plain; version=0.0.4": string;
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8": string;
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
