@@ -751,3 +751,79 @@ async fn a_recipient_gets_at_most_its_hourly_share_and_codes_are_counted_apart(d
     let newest = w.last_message(email).await;
     assert_eq!(one_time_code(&newest), code, "the second code waits");
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_rejected_comments_author_reads_the_reason_in_an_email_from_the_smtp_server(db: PgPool) {
+    let smtp = smtp_server();
+    let w = world_mailing(db, &smtp.addr, DispatchSettings::default()).await;
+    let org = w.org("协和继续教育").await;
+    w.user(Some(org), "admin@c.example.org", Role::ContentAdmin)
+        .await;
+    let admin = w.login("admin@c.example.org").await;
+    let author = fresh("learner");
+    w.user(Some(org), &author, Role::Learner).await;
+    let learner = w.login(&author).await;
+    let (course, lesson) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO courses (id, organisation_id, title, state, published_at)
+         VALUES ($1, $2, '心力衰竭诊疗', 'published', now())",
+    )
+    .bind(course)
+    .bind(org)
+    .execute(w.db())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO lessons (id, organisation_id, course_id, title) VALUES ($1, $2, $3, '第一课')",
+    )
+    .bind(lesson)
+    .bind(org)
+    .bind(course)
+    .execute(w.db())
+    .await
+    .unwrap();
+    let call = |method: &'static str, path: String, token: String, body: serde_json::Value| {
+        let w = &w;
+        async move {
+            let (status, body) = w.call(method, &path, Some(&token), Some(body)).await;
+            assert!(status.is_success(), "{method} {path}: {status} {body}");
+            body
+        }
+    };
+    call(
+        "POST",
+        "/api/v1/moderation/words".into(),
+        admin.clone(),
+        json!({ "word": "敏感词" }),
+    )
+    .await;
+    let comment = call(
+        "POST",
+        format!("/api/v1/lessons/{lesson}/comments"),
+        learner.clone(),
+        json!({ "body": "这里有敏 感 词" }),
+    )
+    .await;
+    assert_eq!(comment["state"], "pending");
+    let (_, queue) = w
+        .call("GET", "/api/v1/moderation/queue", Some(&admin), None)
+        .await;
+    let case = queue["cases"][0]["id"].as_str().unwrap().to_string();
+    call(
+        "POST",
+        format!("/api/v1/moderation/cases/{case}/decision"),
+        admin.clone(),
+        json!({ "decision": "reject", "reason": "含有不当用语" }),
+    )
+    .await;
+    w.dispatch().await;
+    let mail = mail_for(&smtp, &author, 1).await;
+    // zh-CN, the author's default: the kind, the outcome and the reason.
+    assert!(mail.body.contains("评论"), "{}", mail.body);
+    assert!(mail.body.contains("未通过"), "{}", mail.body);
+    assert!(mail.body.contains("含有不当用语"), "{}", mail.body);
+    let (_, unread) = w
+        .call("GET", "/api/v1/me/inbox/unread", Some(&learner), None)
+        .await;
+    assert_eq!(unread["unread"], 1, "and in the inbox");
+}
