@@ -124,6 +124,23 @@ pub struct Config {
     pub security_syslog: Option<std::net::SocketAddr>,
     /// Where progress heartbeats are absorbed and how often they are flushed.
     pub progress: lectern_learning::ProgressSettings,
+    /// How notices leave Lectern and how the dispatcher paces itself.
+    pub notify: NotifyConfig,
+    /// Where the links in notices point (`LECTERN_APP_URL`).
+    pub app_url: String,
+}
+
+/// Notification transports and pacing (`LECTERN_SMTP_*`, `LECTERN_SMS_*`,
+/// `LECTERN_NOTIFY_*`).
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// `None`: the development outbox.
+    pub smtp: Option<lectern_notify::transport::smtp::SmtpSettings>,
+    pub sms: Option<(
+        crate::config::value::SmsProviderKind,
+        lectern_notify::transport::SmsProviderSettings,
+    )>,
+    pub dispatch: lectern_notify::DispatchSettings,
 }
 
 /// How a pipeline worker (in `lectern worker` or inside `serve`) behaves.
@@ -413,7 +430,15 @@ impl Config {
             bench_noop: s.bench_noop,
         };
 
+        let notify = notify_config(&s, &fail, &required)?;
+        let app_url = s
+            .app_url
+            .as_ref()
+            .map_or_else(|| format!("http://{}", s.http_addr), |u| u.0.clone());
+
         Ok(Config {
+            notify,
+            app_url,
             database,
             storage,
             worker,
@@ -483,18 +508,19 @@ impl Config {
         Ok(())
     }
 
-    /// The `outbox` notifier keeps one-time codes and invitations in a
-    /// table, in the clear: fine for a private embedded database, not for a
-    /// shared one unless an operator says this deployment is development.
+    /// Without SMTP, notices (one-time codes, invitations) stay in the
+    /// development outbox table: fine for a private embedded database, not
+    /// for a shared one unless an operator says this deployment is
+    /// development.
     pub fn check_dev_outbox(&self) -> Result<(), ConfigError> {
-        if self.is_embedded() || self.settings.dev_outbox {
+        if self.is_embedded() || self.settings.dev_outbox || self.notify.smtp.is_some() {
             return Ok(());
         }
         Err(ConfigError::new(
             var(Key::dev_outbox),
             "with DATABASE_URL, one-time codes and invitations would be kept in the \
-             database's `outbox` table in the clear, which is for development only; set \
-             LECTERN_DEV_OUTBOX=true if this deployment is one",
+             database's `outbox` table, which is for development only: configure \
+             LECTERN_SMTP_HOST, or set LECTERN_DEV_OUTBOX=true if this deployment is one",
         ))
     }
 
@@ -633,6 +659,124 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_string(),
     }
+}
+
+/// The notification settings, checked together: SMTP's port and
+/// sender, an SMS provider's companions and templates, the dispatcher's
+/// bounds.
+/// `validate`'s check that a companion setting is present.
+type Required<'a> = &'a dyn Fn(Key, &Option<String>, &str) -> Result<String, ConfigError>;
+
+fn notify_config(
+    s: &Settings,
+    fail: &dyn Fn(Key, &str) -> ConfigError,
+    required: Required<'_>,
+) -> Result<NotifyConfig, ConfigError> {
+    use crate::config::value::{SmsProviderKind, SmtpTlsMode};
+    use lectern_notify::transport::smtp::{SmtpSettings, SmtpTls};
+    use std::time::Duration as D;
+    let smtp = match &s.smtp_host {
+        None => None,
+        Some(host) => {
+            let tls = match s.smtp_tls {
+                SmtpTlsMode::StartTls => SmtpTls::StartTls,
+                SmtpTlsMode::Tls => SmtpTls::Implicit,
+                SmtpTlsMode::None => SmtpTls::None,
+            };
+            let settings = SmtpSettings {
+                host: host.clone(),
+                port: s.smtp_port,
+                tls,
+                user: s.smtp_user.clone(),
+                password: s.smtp_password.as_ref().map(|p| p.expose().to_owned()),
+                from: s.smtp_from.clone(),
+                timeout: D::from_secs(30),
+            };
+            if s.smtp_from
+                .parse::<lectern_notify::transport::smtp::Mailbox>()
+                .is_err()
+            {
+                return Err(fail(
+                    Key::smtp_from,
+                    "is not a sender like `Lectern <no-reply@example.org>`",
+                ));
+            }
+            Some(settings)
+        }
+    };
+    let sms = match s.sms_provider {
+        None => None,
+        Some(kind) => {
+            let why = "with LECTERN_SMS_PROVIDER";
+            let secret = s
+                .sms_access_key_secret
+                .as_ref()
+                .map(|k| k.expose().to_owned());
+            let templates = lectern_notify::transport::SmsProviderSettings::parse_templates(
+                s.sms_templates.as_deref().unwrap_or(""),
+            )
+            .map_err(|m| fail(Key::sms_templates, &m))?;
+            let app_id = match kind {
+                SmsProviderKind::Tencent => Some(required(
+                    Key::sms_app_id,
+                    &s.sms_app_id,
+                    "with LECTERN_SMS_PROVIDER=tencent",
+                )?),
+                SmsProviderKind::Aliyun => s.sms_app_id.clone(),
+            };
+            Some((
+                kind,
+                lectern_notify::transport::SmsProviderSettings {
+                    access_key_id: required(Key::sms_access_key_id, &s.sms_access_key_id, why)?,
+                    access_key_secret: required(Key::sms_access_key_secret, &secret, why)?,
+                    sign_name: required(Key::sms_sign_name, &s.sms_sign_name, why)?,
+                    app_id,
+                    region: s.sms_region.clone(),
+                    endpoint: s.sms_endpoint.as_ref().map(|u| u.0.clone()),
+                    templates,
+                    timeout: D::from_secs(15),
+                },
+            ))
+        }
+    };
+    for (key, v) in [
+        (Key::notify_max_attempts, s.notify_max_attempts),
+        (Key::notify_rate_per_hour, s.notify_rate_per_hour),
+        (
+            Key::notify_secret_rate_per_hour,
+            s.notify_secret_rate_per_hour,
+        ),
+    ] {
+        if v < 1 {
+            return Err(fail(key, "must be at least 1"));
+        }
+    }
+    if s.notify_backoff < D::from_millis(10) || s.notify_max_backoff < s.notify_backoff {
+        return Err(fail(
+            Key::notify_backoff,
+            "must be at least 10ms and at most LECTERN_NOTIFY_MAX_BACKOFF",
+        ));
+    }
+    if s.invitation_ttl < D::from_secs(3600) {
+        return Err(fail(
+            Key::invitation_ttl,
+            "must be at least an hour, like 72h",
+        ));
+    }
+    Ok(NotifyConfig {
+        smtp,
+        sms,
+        dispatch: lectern_notify::DispatchSettings {
+            max_attempts: i32::try_from(s.notify_max_attempts).unwrap_or(i32::MAX),
+            backoff: s.notify_backoff,
+            max_backoff: s.notify_max_backoff,
+            rate: lectern_notify::RateLimits {
+                per_hour: i64::from(s.notify_rate_per_hour),
+                secret_per_hour: i64::from(s.notify_secret_rate_per_hour),
+            },
+            ..lectern_notify::DispatchSettings::default()
+        },
+    })
 }
 
 #[cfg(test)]
@@ -975,6 +1119,67 @@ mod tests {
         let e =
             Config::from_sources(None, &env(&[("LECTERN_DEV_OUTBOX", "yes please")])).unwrap_err();
         assert_eq!(e.field, "LECTERN_DEV_OUTBOX");
+    }
+
+    #[test]
+    fn smtp_settings_replace_the_dev_outbox_and_never_show_the_password() {
+        let external = ("DATABASE_URL", "postgres://db/lectern");
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                external,
+                ("LECTERN_SMTP_HOST", "smtp.example.org"),
+                ("LECTERN_SMTP_USER", "lectern"),
+                ("LECTERN_SMTP_PASSWORD", "hunter2-smtp"),
+                ("LECTERN_SMTP_FROM", "Lectern <no-reply@example.org>"),
+            ]),
+        )
+        .unwrap();
+        assert!(c.check_dev_outbox().is_ok(), "SMTP is not the dev outbox");
+        let smtp = c.notify.smtp.as_ref().unwrap();
+        assert_eq!(smtp.tls, lectern_notify::transport::smtp::SmtpTls::StartTls);
+        assert_eq!(smtp.port, None);
+        let shown = format!("{c:?} {:?}", c.settings);
+        assert!(!shown.contains("hunter2-smtp"), "{shown}");
+        let e = Config::from_sources(
+            None,
+            &env(&[
+                ("LECTERN_SMTP_HOST", "smtp.example.org"),
+                ("LECTERN_SMTP_FROM", "not an address"),
+            ]),
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMTP_FROM");
+        let e = Config::from_sources(None, &env(&[("LECTERN_SMTP_TLS", "ssl")])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMTP_TLS");
+    }
+
+    #[test]
+    fn an_sms_provider_needs_its_credentials_and_known_topics() {
+        let aliyun = [
+            ("LECTERN_SMS_PROVIDER", "aliyun"),
+            ("LECTERN_SMS_ACCESS_KEY_ID", "LTAI-test"),
+            ("LECTERN_SMS_ACCESS_KEY_SECRET", "sms-secret-value"),
+            ("LECTERN_SMS_SIGN_NAME", "讲堂"),
+            (
+                "LECTERN_SMS_TEMPLATES",
+                "step_up_code=SMS_1, question_answered=SMS_2",
+            ),
+        ];
+        let c = Config::from_sources(None, &env(&aliyun)).unwrap();
+        let (_, sms) = c.notify.sms.as_ref().unwrap();
+        assert_eq!(sms.templates.len(), 2);
+        assert!(!format!("{c:?}").contains("sms-secret-value"));
+        let e = Config::from_sources(None, &env(&aliyun[..3])).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMS_SIGN_NAME");
+        let mut tencent = aliyun.to_vec();
+        tencent[0] = ("LECTERN_SMS_PROVIDER", "tencent");
+        let e = Config::from_sources(None, &env(&tencent)).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMS_APP_ID");
+        let mut bad = aliyun.to_vec();
+        bad[4] = ("LECTERN_SMS_TEMPLATES", "no_such_topic=SMS_1");
+        let e = Config::from_sources(None, &env(&bad)).unwrap_err();
+        assert_eq!(e.field, "LECTERN_SMS_TEMPLATES");
     }
 
     #[test]

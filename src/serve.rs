@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use lectern_api::demo::DemoSettings;
-use lectern_api::{AppState, Settings};
+use lectern_api::{AppState, NotifySettings, Settings};
 use lectern_identity::{audit, IdentitySettings};
 use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::{pulls, webhooks};
@@ -38,12 +38,13 @@ pub async fn migrate(config: Config) -> Result<()> {
 pub async fn serve(config: Config) -> Result<()> {
     config.check_transport()?;
     config.check_dev_outbox()?;
-    if !config.is_embedded() {
+    if !config.is_embedded() && config.notify.smtp.is_none() {
         tracing::warn!(
             "LECTERN_DEV_OUTBOX: one-time codes and invitations go to the database's outbox \
-             table, in the clear (development only)"
+             table instead of being e-mailed (development only)"
         );
     }
+    let notify = notify_settings(&config)?;
     let keys = config.keyring()?.map(Arc::new);
     if keys.is_none() {
         tracing::error!(
@@ -73,7 +74,10 @@ pub async fn serve(config: Config) -> Result<()> {
         store.clone(),
         Settings {
             keys,
+            notify,
             identity: IdentitySettings {
+                invitation_ttl: config.settings.invitation_ttl,
+                app_url: config.app_url.clone(),
                 trusted_proxies: config.trusted_proxies.clone(),
                 hsts: tls.is_some(),
                 password_concurrency: config.password_hash_concurrency,
@@ -163,6 +167,10 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
     tasks.spawn("pull-resumer", |cancel| {
         pulls::resume_periodically(ingest, Duration::from_secs(15), cancel)
     });
+    let (notify, schema) = (state.notify.clone(), state.schema_ready.clone());
+    tasks.spawn("notification-dispatcher", move |cancel| {
+        notify.run(move || schema.load(Ordering::Acquire), cancel)
+    });
     let learning = state.learning.clone();
     let every = config.progress.flush_interval;
     tasks.spawn("progress-flusher", move |cancel| {
@@ -197,6 +205,35 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
         });
     }
     Ok(tasks)
+}
+
+/// The transports notices leave through: SMTP and the SMS provider as
+/// configured, the development outbox otherwise (`check_dev_outbox`
+/// refuses that outside development).
+pub fn notify_settings(config: &Config) -> Result<NotifySettings> {
+    use crate::config::value::SmsProviderKind;
+    use lectern_notify::transport::aliyun::AliyunSms;
+    use lectern_notify::transport::smtp::SmtpMailer;
+    use lectern_notify::transport::tencent::TencentSms;
+    use lectern_notify::transport::{EmailTransport, SmsTransport};
+    let email = match &config.notify.smtp {
+        Some(smtp) => Some(Arc::new(
+            SmtpMailer::new(smtp).map_err(|m| anyhow::anyhow!("LECTERN_SMTP_HOST: {m}"))?,
+        ) as Arc<dyn EmailTransport>),
+        None => None,
+    };
+    let sms = config.notify.sms.as_ref().map(|(kind, settings)| {
+        let sms: Arc<dyn SmsTransport> = match kind {
+            SmsProviderKind::Aliyun => Arc::new(AliyunSms::new(settings.clone())),
+            SmsProviderKind::Tencent => Arc::new(TencentSms::new(settings.clone())),
+        };
+        sms
+    });
+    Ok(NotifySettings {
+        email,
+        sms,
+        dispatch: config.notify.dispatch.clone(),
+    })
 }
 
 fn tls_acceptor(tls: &TlsConfig) -> Result<TlsAcceptor> {

@@ -1,9 +1,9 @@
 //! Composition, and nothing else: [`AppState`] holds every area's state,
 //! built whole from [`Settings`] before anything starts; [`router`] merges
-//! every area's routes into one axum app (health, identity, uploads, pulls
-//! and webhooks, assets and the media origin, catalogue and search,
-//! learning, community, the demo page, and the OpenAPI document generated from the
-//! merged route table). Tests drive the app with
+//! every area's routes into one axum app (health, identity, notifications,
+//! uploads, pulls and webhooks, assets and the media origin, catalogue and
+//! search, learning, community, the demo page, and the OpenAPI document
+//! generated from the merged route table). Tests drive the app with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
 //! span and the audit row and echoed in the response, so one id ties a
@@ -27,7 +27,7 @@ use axum::Router;
 use lectern_catalogue::CatalogueState;
 use lectern_community::{CommunitySettings, CommunityState};
 use lectern_delivery::{DeliveryParts, DeliveryState, Playback};
-use lectern_identity::notifier::{Notifier, Outbox};
+use lectern_identity::notifier::{Directory, Outbox};
 use lectern_identity::session::SessionCache;
 use lectern_identity::{Identity, IdentitySettings};
 use lectern_ingest::http::pulls::PullsInFlight;
@@ -36,6 +36,8 @@ use lectern_ingest::http::IngestState;
 use lectern_ingest::pull::PullConfig;
 use lectern_ingest::tus::TusConfig;
 use lectern_learning::{Learning, LearningParts, LearningState};
+use lectern_notify::transport::{EmailTransport, SmsTransport};
+use lectern_notify::{DispatchSettings, Notify};
 use lectern_secrets::Keyring;
 use lectern_storage::Store;
 use lectern_web::{ApiRouter, Routes};
@@ -49,9 +51,9 @@ pub struct Settings {
     /// Field keys; `None` only with an external database and no keys
     /// configured (identity then answers 503 and `/readyz` says why).
     pub keys: Option<Arc<Keyring>>,
-    /// Where one-time codes and invitations go; by default the `outbox`
-    /// table (development only: `Notifier::is_development`).
-    pub notifier: Option<Arc<dyn Notifier>>,
+    /// How notices leave Lectern (e-mail, SMS) and how the dispatcher
+    /// paces itself.
+    pub notify: NotifySettings,
     pub identity: IdentitySettings,
     /// The session cache's timing (tests that race sign-outs).
     pub sessions: Option<SessionCache>,
@@ -76,7 +78,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             keys: None,
-            notifier: None,
+            notify: NotifySettings::default(),
             identity: IdentitySettings::default(),
             sessions: None,
             playback: Arc::new(Playback::generate()),
@@ -90,6 +92,17 @@ impl Default for Settings {
             schema_ready: Arc::new(AtomicBool::new(true)),
         }
     }
+}
+
+/// notify's transports; `None` is the development outbox (`serve`
+/// refuses it outside development).
+#[derive(Default)]
+pub struct NotifySettings {
+    pub email: Option<Arc<dyn EmailTransport>>,
+    /// `None`: the outbox when e-mail is the outbox too, otherwise no SMS
+    /// (SMS deliveries then fail with a reason in the delivery log).
+    pub sms: Option<Arc<dyn SmsTransport>>,
+    pub dispatch: DispatchSettings,
 }
 
 /// Every area's state: one reference count to clone (axum clones the
@@ -111,6 +124,7 @@ pub struct Areas {
     pub schema_ready: Arc<AtomicBool>,
     pub probe_timeout: Duration,
     pub identity: Identity,
+    pub notify: Notify,
     pub ingest: IngestState,
     pub uploads: Arc<TusConfig>,
     pub delivery: DeliveryState,
@@ -125,13 +139,25 @@ impl AppState {
     /// Builds every area's state at once, so no part can start from a
     /// half-built copy.
     pub fn new(db: PgPool, store: Arc<dyn Store>, settings: Settings) -> Self {
-        let notifier = settings
-            .notifier
-            .unwrap_or_else(|| Arc::new(Outbox::new(db.clone(), settings.keys.clone())));
+        let outbox = || Arc::new(Outbox::new(db.clone(), settings.keys.clone()));
+        let (email, sms): (Arc<dyn EmailTransport>, Option<Arc<dyn SmsTransport>>) =
+            match (settings.notify.email, settings.notify.sms) {
+                (Some(email), sms) => (email, sms),
+                (None, Some(sms)) => (outbox(), Some(sms)),
+                (None, None) => (outbox(), Some(outbox())),
+            };
+        let notify = Notify::new(
+            db.clone(),
+            settings.keys.clone(),
+            email,
+            sms,
+            Arc::new(Directory::new(db.clone(), settings.keys.clone())),
+            settings.notify.dispatch,
+        );
         let identity = Identity::with_sessions(
             db.clone(),
             settings.keys.clone(),
-            notifier,
+            notify.clone(),
             settings.identity,
             settings.sessions.unwrap_or_default(),
         );
@@ -170,6 +196,7 @@ impl AppState {
             community: CommunityState::new(db.clone(), identity.clone(), &settings.community),
             demo: Arc::new(settings.demo),
             identity,
+            notify,
             schema_ready: settings.schema_ready,
             probe_timeout: settings.probe_timeout,
             db,
@@ -193,6 +220,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(health::routes(on(&gate)).with_state(state.clone()))
         .merge(metrics::routes(on(&gate)).with_state(state.clone()))
         .merge(lectern_identity::routes(on(&gate)).with_state(state.identity.clone()))
+        .merge(lectern_notify::routes(on(&gate)).with_state(state.notify.clone()))
         .merge(uploads::routes(on(&gate), state).with_state(state.clone()))
         .merge(lectern_ingest::http::routes(on(&gate)).with_state(state.ingest.clone()))
         .merge(lectern_delivery::routes(on(&gate)).with_state(state.delivery.clone()))

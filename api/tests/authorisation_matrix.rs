@@ -66,6 +66,51 @@ impl Orgs {
     }
 }
 
+/// A fresh invitation into organisation A, and the token its message carries.
+async fn invite(w: &World, orgs: &Orgs) -> (Uuid, String) {
+    let email = format!("managed{}@x.example.org", orgs.fresh());
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/invitations",
+            Some(&w.login("contentadmin@a.example.org").await),
+            Some(json!({ "email": email })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let token = lectern_testkit::link_token(&w.last_message(&email).await);
+    (body["id"].as_str().unwrap().parse().unwrap(), token)
+}
+
+/// An inbox item of a person of organisation A who is none of the callers.
+async fn inbox_item_of_someone_else(w: &World, orgs: &Orgs) -> Uuid {
+    let owner = w
+        .user(
+            Some(orgs.a),
+            &format!("owner{}@a.example.org", orgs.fresh()),
+            Role::Learner,
+        )
+        .await;
+    let mut conn = w.db().acquire().await.unwrap();
+    lectern_notify::enqueue(
+        &mut conn,
+        &lectern_notify::Notification {
+            org_id: Some(orgs.a),
+            user_id: Some(owner),
+            to: None,
+            topic: lectern_notify::Topic::CoursePublished,
+            params: [("course_title".to_string(), "Cardiology".to_string())].into(),
+        },
+    )
+    .await
+    .unwrap();
+    sqlx::query_scalar("SELECT id FROM inbox_items WHERE user_id = $1")
+        .bind(owner)
+        .fetch_one(w.db())
+        .await
+        .unwrap()
+}
+
 /// The matrix's entries: one per registered route.
 async fn fixture(
     w: &World,
@@ -124,13 +169,7 @@ async fn fixture(
                 )
                 .await;
             assert_eq!(status, StatusCode::ACCEPTED, "{body}");
-            let token = w
-                .last_message(&email)
-                .await
-                .rsplit(' ')
-                .next()
-                .unwrap()
-                .to_string();
+            let token = lectern_testkit::link_token(&w.last_message(&email).await);
             call(path.into(), Some(json!({ "token": token })), ok(201))
         }
         ("PUT", "/api/v1/organisations/{org_id}/signup") => Call {
@@ -197,7 +236,10 @@ async fn fixture(
             }
         }
         ("POST", "/api/v1/courses") => Call {
-            addresses_org_a: true,
+            addresses_org_a: {
+                everyone_has_a_profile(w, orgs).await;
+                true
+            },
             ..call(
                 path.into(),
                 Some(json!({ "title": "心血管疾病诊疗指南", "org_id": orgs.a })),
@@ -239,19 +281,60 @@ async fn fixture(
                 )
                 .await;
             assert_eq!(status, StatusCode::CREATED, "{body}");
-            let token = w
-                .last_message(&email)
-                .await
-                .rsplit(' ')
-                .next()
-                .unwrap()
-                .to_string();
+            let token = lectern_testkit::link_token(&w.last_message(&email).await);
             call(
                 path.into(),
                 Some(json!({ "token": token, "password": PASSWORD })),
                 ok(200),
             )
         }
+        ("GET", "/api/v1/invitations") => call(path.into(), None, ok(200)),
+        ("POST", "/api/v1/invitations/{invitation_id}/resend")
+        | ("POST", "/api/v1/invitations/{invitation_id}/revoke") => {
+            let invitation = invite(w, orgs).await.0;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.replace("{invitation_id}", &invitation.to_string()),
+                    None,
+                    ok(if path.ends_with("resend") { 200 } else { 204 }),
+                )
+            }
+        }
+        ("POST", "/api/v1/invitations/inspect") => {
+            let token = invite(w, orgs).await.1;
+            call(path.into(), Some(json!({ "token": token })), ok(200))
+        }
+        ("GET", "/api/v1/me/expert-profile") => {
+            everyone_has_a_profile(w, orgs).await;
+            call(path.into(), None, ok(200))
+        }
+        ("PATCH", "/api/v1/me/expert-profile") => {
+            everyone_has_a_profile(w, orgs).await;
+            call(path.into(), Some(json!({ "title": "主任医师" })), ok(200))
+        }
+        // The inbox is the caller's own: every person may read theirs, and
+        // an item of someone else (here of a person no caller is) is 404.
+        ("GET", "/api/v1/me/inbox") | ("GET", "/api/v1/me/inbox/unread") => {
+            call(path.into(), None, ok(200))
+        }
+        ("POST", "/api/v1/me/inbox/read") => call(path.into(), None, ok(200)),
+        ("POST", "/api/v1/me/inbox/{item_id}/read") => {
+            let item = inbox_item_of_someone_else(w, orgs).await;
+            call(
+                path.replace("{item_id}", &item.to_string()),
+                None,
+                err(404, "not_found"),
+            )
+        }
+        ("GET", "/api/v1/me/notification-preferences") => call(path.into(), None, ok(200)),
+        ("PUT", "/api/v1/me/notification-preferences") => call(
+            path.into(),
+            Some(
+                json!({ "language": "en", "topics": [{ "topic": "course_published", "sms": false }] }),
+            ),
+            ok(200),
+        ),
         // tus: whoever may upload gets past authorisation to the protocol,
         // which refuses these calls for lacking `Tus-Resumable` (412). That
         // another organisation's upload answers 404 is tested in ingest.
@@ -1163,6 +1246,41 @@ async fn watchable_lesson(w: &World, org: Uuid) -> (Uuid, Uuid) {
     (course, lesson)
 }
 
+/// The expert profile of the person with `email`, created if missing.
+async fn profile_of(w: &World, org: Uuid, email: &str) -> Uuid {
+    let user: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE email_bidx = $1")
+        .bind(w.keys.email_index(email))
+        .fetch_one(w.db())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO experts (id, organisation_id, name, user_id)
+         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM experts WHERE user_id = $4)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org)
+    .bind(email)
+    .bind(user)
+    .execute(w.db())
+    .await
+    .unwrap();
+    sqlx::query_scalar("SELECT id FROM experts WHERE user_id = $1")
+        .bind(user)
+        .fetch_one(w.db())
+        .await
+        .unwrap()
+}
+
+/// Every caller who may manage courses has an expert profile of their own.
+async fn everyone_has_a_profile(w: &World, orgs: &Orgs) {
+    for (org, tag) in [(orgs.a, "a"), (orgs.b, "b")] {
+        for role in ["expert", "contentadmin", "superadmin"] {
+            profile_of(w, org, &format!("{role}@{tag}.example.org")).await;
+        }
+    }
+    profile_of(w, orgs.a, "root@lectern.example").await;
+}
+
 async fn catalogue_course(w: &World, org: Uuid, state: &str) -> (Uuid, Uuid, Uuid) {
     let (course, chapter, lesson) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     sqlx::query(
@@ -1178,6 +1296,20 @@ async fn catalogue_course(w: &World, org: Uuid, state: &str) -> (Uuid, Uuid, Uui
     sqlx::query("INSERT INTO chapters (id, course_id, title) VALUES ($1, $2, '第一章')")
         .bind(chapter)
         .bind(course)
+        .execute(w.db())
+        .await
+        .unwrap();
+    // It credits the organisation's expert, who may therefore edit it.
+    let name: String = sqlx::query_scalar("SELECT name FROM organisations WHERE id = $1")
+        .bind(org)
+        .fetch_one(w.db())
+        .await
+        .unwrap();
+    let tag = if name == "Org A" { "a" } else { "b" };
+    let author = profile_of(w, org, &format!("expert@{tag}.example.org")).await;
+    sqlx::query("INSERT INTO course_experts (course_id, expert_id) VALUES ($1, $2)")
+        .bind(course)
+        .bind(author)
         .execute(w.db())
         .await
         .unwrap();

@@ -94,12 +94,15 @@ async fn a_course_is_drafted_reviewed_published_and_read_by_learners(db: PgPool)
         Some(json!({ "name": "心血管内科" })),
     )
     .await;
+    // The expert's profile, linked to their account: they edit only
+    // courses that credit it.
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&expert), None).await;
     let author = ok(
         &w,
         "POST",
         "/api/v1/experts",
         &admin,
-        Some(json!({ "name": "王磊", "title": "主任医师" })),
+        Some(json!({ "name": "王磊", "title": "主任医师", "user_id": me["id"] })),
     )
     .await;
 
@@ -722,4 +725,147 @@ async fn the_openapi_document_lists_every_registered_route(db: PgPool) {
     let delete = &doc["paths"]["/api/v1/courses/{course_id}"]["delete"];
     assert_eq!(delete["x-lectern-step-up"], true);
     assert_eq!(delete["parameters"][0]["name"], "course_id");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_expert_edits_only_their_own_profile_and_the_courses_that_credit_them(db: PgPool) {
+    let Setup {
+        w,
+        org,
+        admin,
+        expert,
+        ..
+    } = setup(db).await;
+    let b_id = w
+        .user(Some(org), "expert.b@med.example.org", Role::Expert)
+        .await;
+    let expert_b = w.login("expert.b@med.example.org").await;
+    let (_, me) = w.call("GET", "/api/v1/me", Some(&expert), None).await;
+    // Without a profile an expert's draft could credit nobody they are.
+    assert_eq!(
+        fails(
+            &w,
+            "POST",
+            "/api/v1/courses",
+            &expert,
+            Some(json!({ "title": "无名课程" }))
+        )
+        .await,
+        (StatusCode::CONFLICT, "expert_profile_required".into())
+    );
+    let profile_a = ok(
+        &w,
+        "POST",
+        "/api/v1/experts",
+        &admin,
+        Some(json!({ "name": "王磊", "user_id": me["id"] })),
+    )
+    .await;
+    let profile_b = ok(
+        &w,
+        "POST",
+        "/api/v1/experts",
+        &admin,
+        Some(json!({ "name": "李娜", "user_id": b_id })),
+    )
+    .await;
+    // Expert A's draft credits A without being told to.
+    let course = ok(
+        &w,
+        "POST",
+        "/api/v1/courses",
+        &expert,
+        Some(json!({ "title": "心电图入门" })),
+    )
+    .await;
+    assert_eq!(course["experts"][0]["id"], profile_a["id"]);
+    let c = format!("/api/v1/courses/{}", course["id"].as_str().unwrap());
+
+    // Expert B reads it, but changes none of it.
+    ok(&w, "GET", &c, &expert_b, None).await;
+    for (method, path, body) in [
+        ("PATCH", c.clone(), Some(json!({ "title": "改" }))),
+        (
+            "POST",
+            format!("{c}/chapters"),
+            Some(json!({ "title": "第一章" })),
+        ),
+        ("POST", format!("{c}/submit"), None),
+    ] {
+        assert_eq!(
+            fails(&w, method, &path, &expert_b, body).await,
+            (StatusCode::FORBIDDEN, "not_course_expert".into()),
+            "{method} {path}"
+        );
+    }
+    // Expert A and the content admin do.
+    ok(
+        &w,
+        "PATCH",
+        &c,
+        &expert,
+        Some(json!({ "title": "心电图入门（第二版）" })),
+    )
+    .await;
+    ok(
+        &w,
+        "POST",
+        &format!("{c}/chapters"),
+        &admin,
+        Some(json!({ "title": "第一章" })),
+    )
+    .await;
+    // A cannot drop themselves off their own draft by accident.
+    let patched = ok(
+        &w,
+        "PATCH",
+        &c,
+        &expert,
+        Some(json!({ "expert_ids": [profile_b["id"]] })),
+    )
+    .await;
+    let credited: Vec<&str> = patched["experts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(credited, ["李娜", "王磊"]);
+    // Now that it credits B, B may edit it too.
+    ok(
+        &w,
+        "PATCH",
+        &c,
+        &expert_b,
+        Some(json!({ "description": "合著" })),
+    )
+    .await;
+
+    // Profiles: each expert edits their own, never another's.
+    let own = ok(
+        &w,
+        "PATCH",
+        "/api/v1/me/expert-profile",
+        &expert_b,
+        Some(json!({ "title": "副主任医师" })),
+    )
+    .await;
+    assert_eq!(
+        (own["id"].clone(), own["title"].clone()),
+        (profile_b["id"].clone(), json!("副主任医师"))
+    );
+    assert_eq!(
+        fails(
+            &w,
+            "PATCH",
+            &format!("/api/v1/experts/{}", profile_a["id"].as_str().unwrap()),
+            &expert_b,
+            Some(json!({ "title": "改" }))
+        )
+        .await
+        .0,
+        StatusCode::FORBIDDEN
+    );
+    let a = ok(&w, "GET", "/api/v1/me/expert-profile", &expert, None).await;
+    assert_eq!(a["title"], "");
 }

@@ -29,8 +29,8 @@ use uuid::Uuid;
 use crate::search::index;
 use crate::view::{course_view, Course};
 use crate::{
-    line, lock_course, lock_draft, nullable, owned, prose, sees_unpublished, target_org, ClosedSet,
-    CourseState, ResourceType,
+    line, lock_course, lock_draft, nullable, own_profile, owned, prose, sees_unpublished,
+    target_org, ClosedSet, CourseState, ResourceType,
 };
 use lectern_web::{Access, Permission, Principal};
 use lectern_web::{ApiError, ApiRouter, ErrorCode};
@@ -230,6 +230,22 @@ async fn create(
     if let Some(d) = course.discipline_id {
         check_discipline(&mut tx, org, d).await?;
     }
+    // An expert's draft credits them, or they could never edit it again.
+    let mut expert_ids = course.expert_ids.clone();
+    if principal.role == lectern_web::Role::Expert {
+        let own = own_profile(&mut tx, &principal, org)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::ExpertProfileRequired,
+                    "your account has no expert profile in this organisation; ask a content admin \
+                 to create one (POST /api/v1/experts with your user_id)",
+                )
+            })?;
+        if !expert_ids.contains(&own) {
+            expert_ids.push(own);
+        }
+    }
     let id = Uuid::now_v7();
     let inserted = sqlx::query(
         "INSERT INTO courses (id, organisation_id, title, description, resource_type, discipline_id)
@@ -247,7 +263,7 @@ async fn create(
     if inserted == 0 {
         return Err(ApiError::not_found(format!("no organisation {org}")));
     }
-    set_experts(&mut tx, org, id, &course.expert_ids).await?;
+    set_experts(&mut tx, org, id, &expert_ids).await?;
     set_tags(&mut tx, id, &tags).await?;
     let body = course_view(&mut tx, &principal, id).await?;
     tx.commit().await?;
@@ -311,7 +327,15 @@ async fn update(
     .execute(&mut *tx)
     .await?;
     if let Some(experts) = &patch.expert_ids {
-        set_experts(&mut tx, org, course_id, experts).await?;
+        // An expert stays credited on what they edit (removing themselves
+        // would lock them out of their own draft).
+        let mut experts = experts.clone();
+        if let Some(own) = own_profile(&mut tx, &principal, org).await? {
+            if !experts.contains(&own) {
+                experts.push(own);
+            }
+        }
+        set_experts(&mut tx, org, course_id, &experts).await?;
     }
     if let Some(tags) = &tags {
         set_tags(&mut tx, course_id, tags).await?;

@@ -1,6 +1,9 @@
 //! Experts (专家): the authors courses credit. An expert may have an account
 //! (invited experts do) or be a name only. Their names are searchable, so a
-//! rename rewrites the search documents of their courses.
+//! rename rewrites the search documents of their courses. Content admins
+//! manage every profile of their organisation; an expert reads and edits
+//! only their own (`/api/v1/me/expert-profile`, the profile whose
+//! `user_id` is theirs).
 
 use axum::extract::State;
 use axum::http::Method;
@@ -31,6 +34,59 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
             Access::Permission(Permission::ManageCatalogue),
             update,
         )
+        .route(
+            Method::GET,
+            "/api/v1/me/expert-profile",
+            Access::Permission(Permission::ManageCourses),
+            own,
+        )
+        .route(
+            Method::PATCH,
+            "/api/v1/me/expert-profile",
+            Access::Permission(Permission::ManageCourses),
+            update_own,
+        )
+}
+
+/// The caller's own profile id: the one linked to their account in
+/// their organisation; 404 when they have none.
+async fn own_id(state: &CatalogueState, principal: &Principal) -> Result<Uuid, ApiError> {
+    let user_id = principal.user_id().ok_or_else(ApiError::unauthenticated)?;
+    sqlx::query_scalar(
+        "SELECT id FROM experts WHERE user_id = $1 AND ($2::uuid IS NULL OR organisation_id = $2)
+         ORDER BY id LIMIT 1",
+    )
+    .bind(user_id)
+    .bind(principal.org_scope())
+    .fetch_optional(&state.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found("your account has no expert profile"))
+}
+
+/// `GET /api/v1/me/expert-profile`: the caller's own expert profile.
+async fn own(
+    State(state): State<CatalogueState>,
+    principal: Principal,
+) -> Result<Json<Expert>, ApiError> {
+    let id = own_id(&state, &principal).await?;
+    let expert: Expert = sqlx::query_as(&format!(
+        "SELECT {EXPERT_COLUMNS} FROM experts WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_one(&state.db)
+    .await?;
+    Ok(Json(expert))
+}
+
+/// `PATCH /api/v1/me/expert-profile {"name"?, "title"?, "bio"?}`: an
+/// expert edits their own profile, and no other.
+async fn update_own(
+    State(state): State<CatalogueState>,
+    principal: Principal,
+    ApiJson(patch): ApiJson<ExpertPatch>,
+) -> Result<Json<Expert>, ApiError> {
+    let id = own_id(&state, &principal).await?;
+    apply(&state, principal.org_scope(), id, patch).await
 }
 
 /// An expert (专家) courses may credit as an author.
@@ -139,6 +195,15 @@ async fn update(
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(patch): ApiJson<ExpertPatch>,
 ) -> Result<Json<Expert>, ApiError> {
+    apply(&state, principal.org_scope(), id, patch).await
+}
+
+async fn apply(
+    state: &CatalogueState,
+    org_scope: Option<Uuid>,
+    id: Uuid,
+    patch: ExpertPatch,
+) -> Result<Json<Expert>, ApiError> {
     let name = patch
         .name
         .as_deref()
@@ -157,7 +222,7 @@ async fn update(
          RETURNING {EXPERT_COLUMNS}"
     ))
     .bind(id)
-    .bind(principal.org_scope())
+    .bind(org_scope)
     .bind(&name)
     .bind(&title)
     .bind(&bio)

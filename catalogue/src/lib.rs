@@ -23,7 +23,7 @@ pub use courses::{reject_review, CourseTransition};
 pub use view::{RatingSummary, ReviewOutcome};
 pub use vocabulary::{ClosedSet, CourseState, ResourceType, SearchSort};
 
-use lectern_web::{ApiError, ApiRouter, ErrorCode, Permission, Principal};
+use lectern_web::{ApiError, ApiRouter, ErrorCode, Permission, Principal, Role};
 use serde::{Deserialize, Deserializer};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -117,23 +117,66 @@ pub(crate) async fn lock_draft(
 pub(crate) struct LockedCourse {
     pub organisation_id: Uuid,
     pub state: CourseState,
+    /// The caller may change it: not an expert, or an expert it credits.
+    named: bool,
 }
 
-/// Locks a course of the caller's organisation; 404 when it is not theirs.
+/// The caller's own expert profile in `org`, when the caller is an expert
+/// with one (experts edit only the courses that credit it).
+pub(crate) async fn own_profile(
+    conn: &mut PgConnection,
+    principal: &Principal,
+    org: Uuid,
+) -> Result<Option<Uuid>, ApiError> {
+    let Some(user_id) = principal
+        .user_id()
+        .filter(|_| principal.role == Role::Expert)
+    else {
+        return Ok(None);
+    };
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM experts WHERE organisation_id = $1 AND user_id = $2 ORDER BY id LIMIT 1",
+    )
+    .bind(org)
+    .bind(user_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Locks a course of the caller's organisation for a change; 404 when it
+/// is not theirs. An expert changes only courses that credit their own
+/// profile (`course_experts` → `experts.user_id`): another expert's course
+/// of the organisation — which they may read — is 403 `not_course_expert`.
+/// Content admins and super admins change any course of their scope.
 pub(crate) async fn lock_course(
     conn: &mut PgConnection,
     principal: &Principal,
     course_id: Uuid,
 ) -> Result<LockedCourse, ApiError> {
-    sqlx::query_as(
-        "SELECT organisation_id, state FROM courses
+    let expert = principal
+        .user_id()
+        .filter(|_| principal.role == Role::Expert);
+    let course: LockedCourse = sqlx::query_as(
+        "SELECT organisation_id, state,
+                $3::uuid IS NULL OR EXISTS (
+                    SELECT 1 FROM course_experts ce JOIN experts e ON e.id = ce.expert_id
+                    WHERE ce.course_id = courses.id AND e.user_id = $3) AS named
+         FROM courses
          WHERE id = $1 AND ($2::uuid IS NULL OR organisation_id = $2) FOR UPDATE",
     )
     .bind(course_id)
     .bind(principal.org_scope())
+    .bind(expert)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| ApiError::not_found(format!("no course {course_id}")))
+    .ok_or_else(|| ApiError::not_found(format!("no course {course_id}")))?;
+    if !course.named {
+        return Err(ApiError::new(
+            ErrorCode::NotCourseExpert,
+            "experts change only the courses that credit them; ask a content admin to add you",
+        ));
+    }
+    Ok(course)
 }
 
 /// Whether `id` is a row of `table` whose `owner_column` is `owner` (an

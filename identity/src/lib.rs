@@ -47,7 +47,7 @@ use lectern_web::{
 };
 use sqlx::PgPool;
 
-use notifier::Notifier;
+use lectern_notify::Notify;
 
 /// Identity's state, and the handle other areas hold to ask it who a
 /// session belongs to: cheap to clone (one reference count).
@@ -68,7 +68,8 @@ pub struct IdentityInner {
     /// `/readyz` then names the missing variable and every route needing
     /// them answers 503, instead of writing data no one could read back.
     keys: Option<Arc<Keyring>>,
-    pub notifier: Arc<dyn Notifier>,
+    /// How notices reach people (enqueued in identity's transactions).
+    pub notify: Notify,
     pub metrics: Arc<SecurityMetrics>,
     pub settings: IdentitySettings,
     /// The request path's audit writer (see `audit::writer`).
@@ -83,16 +84,10 @@ impl Identity {
     pub fn new(
         db: PgPool,
         keys: Option<Arc<Keyring>>,
-        notifier: Arc<dyn Notifier>,
+        notify: Notify,
         settings: IdentitySettings,
     ) -> Self {
-        Self::with_sessions(
-            db,
-            keys,
-            notifier,
-            settings,
-            session::SessionCache::default(),
-        )
+        Self::with_sessions(db, keys, notify, settings, session::SessionCache::default())
     }
 
     /// As [`Identity::new`], with a session cache of chosen timing (tests
@@ -100,7 +95,7 @@ impl Identity {
     pub fn with_sessions(
         db: PgPool,
         keys: Option<Arc<Keyring>>,
-        notifier: Arc<dyn Notifier>,
+        notify: Notify,
         settings: IdentitySettings,
         sessions: session::SessionCache,
     ) -> Self {
@@ -110,7 +105,7 @@ impl Identity {
         Identity(Arc::new(IdentityInner {
             db,
             keys,
-            notifier,
+            notify,
             metrics,
             passwords: password::Hasher::new(settings.password_concurrency),
             settings,
@@ -178,7 +173,11 @@ pub(crate) enum RoleName {
 pub struct IdentitySettings {
     pub session_ttl: Duration,
     pub step_up_ttl: Duration,
+    /// How long an invitation (and each resend of it) stays valid.
     pub invitation_ttl: Duration,
+    /// Where people open the links notices carry (the app), without a
+    /// trailing slash: `{app_url}/invitations/accept?token=…`.
+    pub app_url: String,
     /// How long a sign-up's confirmation token stays valid.
     pub signup_ttl: Duration,
     pub throttle: throttle::ThrottlePolicy,
@@ -200,6 +199,7 @@ impl Default for IdentitySettings {
             session_ttl: Duration::from_secs(12 * 3600),
             step_up_ttl: Duration::from_secs(5 * 60),
             invitation_ttl: Duration::from_secs(7 * 24 * 3600),
+            app_url: "http://127.0.0.1:8080".to_string(),
             signup_ttl: Duration::from_secs(24 * 3600),
             throttle: throttle::ThrottlePolicy::default(),
             trusted_proxies: TrustedProxies::default(),
@@ -476,6 +476,30 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             "/api/v1/invitations",
             may(Permission::InviteExperts),
             invite::create,
+        )
+        .route(
+            M::GET,
+            "/api/v1/invitations",
+            may(Permission::InviteExperts),
+            invite::list,
+        )
+        .route(
+            M::POST,
+            "/api/v1/invitations/{invitation_id}/resend",
+            may(Permission::InviteExperts),
+            invite::resend,
+        )
+        .route(
+            M::POST,
+            "/api/v1/invitations/{invitation_id}/revoke",
+            may(Permission::InviteExperts),
+            invite::revoke,
+        )
+        .route(
+            M::POST,
+            "/api/v1/invitations/inspect",
+            Public,
+            invite::inspect,
         )
         .route(
             M::POST,

@@ -1,53 +1,62 @@
-//! How identity reaches a person out of band (one-time step-up codes,
-//! sign-up confirmations, expert invitations). Sending belongs to
-//! `lectern_notify`: this module adapts its e-mail transports to the
-//! [`Notifier`] identity's handlers call, and re-exports the development
-//! outbox so existing callers keep working.
+//! Sending belongs to `lectern_notify` (one way a message reaches a
+//! person); identity enqueues its notices there. What remains here is
+//! the development outbox's reader, re-exported for the callers that
+//! read messages back (tests, `lectern demo`), and [`Directory`], the
+//! address book notify's dispatcher asks for a person's email and phone.
+
+use std::sync::Arc;
 
 pub use lectern_notify::transport::outbox::{last_message, Outbox, OutboxError, OutboxMessage};
-use lectern_notify::transport::{EmailTransport, Message};
+use lectern_notify::{address::LookupError, AddressBook, Contact};
+use lectern_secrets::Keyring;
+use sqlx::PgPool;
 use uuid::Uuid;
 
-/// One message to one person.
-pub struct Notice {
-    pub user_id: Option<Uuid>,
-    /// An email address or phone number.
-    pub recipient: String,
-    pub subject: String,
-    /// May hold a one-time secret: never log it.
-    pub body: String,
+/// The accounts' addresses, opened with the field keys at send time.
+pub struct Directory {
+    db: PgPool,
+    keys: Option<Arc<Keyring>>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("notification not delivered: {0}")]
-pub struct NotifyError(pub String);
-
-#[async_trait::async_trait]
-pub trait Notifier: Send + Sync {
-    async fn deliver(&self, notice: Notice) -> Result<(), NotifyError>;
-
-    /// Whether messages stay inside Lectern (the development outbox)
-    /// instead of reaching people: `serve` refuses such a notifier unless
-    /// it is configured for development.
-    fn is_development(&self) -> bool {
-        false
+impl Directory {
+    pub fn new(db: PgPool, keys: Option<Arc<Keyring>>) -> Self {
+        Self { db, keys }
     }
 }
 
-#[async_trait::async_trait]
-impl<T: EmailTransport> Notifier for T {
-    async fn deliver(&self, notice: Notice) -> Result<(), NotifyError> {
-        self.send_email(&Message {
-            user_id: notice.user_id,
-            to: &notice.recipient,
-            subject: &notice.subject,
-            body: &notice.body,
-        })
-        .await
-        .map_err(|e| NotifyError(e.message))
-    }
+#[derive(sqlx::FromRow)]
+struct Sealed {
+    email_ct: Vec<u8>,
+    phone_ct: Option<Vec<u8>>,
+}
 
-    fn is_development(&self) -> bool {
-        EmailTransport::is_development(self)
+#[async_trait::async_trait]
+impl AddressBook for Directory {
+    async fn contact(&self, user_id: Uuid) -> Result<Option<Contact>, LookupError> {
+        let keys = self
+            .keys
+            .as_deref()
+            .ok_or_else(|| LookupError("the field keys are not configured".into()))?;
+        let row: Option<Sealed> =
+            sqlx::query_as("SELECT email_ct, phone_ct FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(&self.db)
+                .await
+                .map_err(|e| LookupError(e.to_string()))?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let open = |field: &'static str, ct: &[u8]| {
+            keys.open(field, user_id, ct)
+                .map_err(|e| LookupError(format!("{field}: {e}")))
+        };
+        Ok(Some(Contact {
+            email: Some(open("users.email", &row.email_ct)?),
+            phone: row
+                .phone_ct
+                .as_deref()
+                .map(|ct| open("users.phone", ct))
+                .transpose()?,
+        }))
     }
 }

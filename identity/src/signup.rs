@@ -3,7 +3,8 @@
 //! It is off unless the organisation turns it on (`organisations.
 //! self_signup`, [`set_enabled`]). A sign-up creates no account: it stores
 //! a pending request (email sealed, password already hashed) and sends a
-//! token to the address through the [`Notifier`](crate::notifier::Notifier);
+//! token to the address through `lectern_notify` (sealed, enqueued in the
+//! request's transaction);
 //! only [`confirm`] with that token creates the account, marked as proven
 //! (`users.email_verified_at`). So a sign-up in someone else's name leaves
 //! nothing an attacker could use once the owner arrives (see
@@ -17,13 +18,14 @@
 //! throttle table, as a cap on messages sent to one mailbox.
 
 use axum::extract::State;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::notifier::Notice;
+use std::collections::BTreeMap;
+
 use crate::users::{insert_account, valid_email, Account};
 use crate::{password, throttle};
+use lectern_notify::{Notification, Recipient, Topic};
 use lectern_secrets::{random_token, token_fingerprint};
 use lectern_web::{
     Accepted, ApiError, ApiJson, ApiPath, ClientContext, Created, ErrorCode, Principal, Role,
@@ -103,24 +105,24 @@ pub async fn request(
         .bind(&index)
         .fetch_optional(&state.db)
         .await?;
+    let mut tx = state.db.begin().await?;
     let notice = match existing {
-        Some(user_id) => Notice {
-            user_id: Some(user_id),
-            recipient: email,
-            subject: "Someone tried to sign up with your address".into(),
-            body: "Someone asked to create a Lectern account with this address, which \
-                   already has one. If it was you, sign in instead; otherwise ignore this \
-                   message. Nothing was changed."
-                .into(),
+        // Told at the address that was typed, in both languages, exactly
+        // as a confirmation would be: neither path says which it took.
+        Some(_) => Notification {
+            org_id: Some(req.org_id),
+            user_id: None,
+            to: Some(Recipient::Email(email)),
+            topic: Topic::SignUpAttempted,
+            params: BTreeMap::new(),
         },
         None => {
             let id = Uuid::now_v7();
             let token = random_token(TOKEN_PREFIX);
-            let expires_at: DateTime<Utc> = sqlx::query_scalar(
+            sqlx::query(
                 "INSERT INTO signup_requests \
                    (id, org_id, email_ct, email_bidx, key_id, password_hash, token_hash, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8)) \
-                 RETURNING expires_at",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, now() + make_interval(secs => $8))",
             )
             .bind(id)
             .bind(req.org_id)
@@ -130,23 +132,23 @@ pub async fn request(
             .bind(&password_hash)
             .bind(token_fingerprint(&token))
             .bind(state.settings.signup_ttl.as_secs_f64())
-            .fetch_one(&state.db)
+            .execute(&mut *tx)
             .await?;
-            Notice {
+            Notification {
+                org_id: Some(req.org_id),
                 user_id: None,
-                recipient: email,
-                subject: "Confirm your Lectern account".into(),
-                body: format!(
-                    "Confirm your new account with this token (valid until {expires_at}): {token}"
-                ),
+                to: Some(Recipient::Email(email)),
+                topic: Topic::SignUpConfirmation,
+                params: BTreeMap::from([(
+                    "link".to_string(),
+                    format!("{}/signup/confirm?token={token}", state.settings.app_url),
+                )]),
             }
         }
     };
-    state
-        .notifier
-        .deliver(notice)
-        .await
-        .map_err(ApiError::internal)?;
+    lectern_notify::enqueue_sealed(&mut tx, keys, &notice).await?;
+    tx.commit().await?;
+    state.notify.wake();
     Ok(Accepted(
         SignUpPending {
             status: SignUpStatus::ConfirmationSent,

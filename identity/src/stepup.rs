@@ -1,6 +1,6 @@
 //! Step-up verification for critical operations. A signed-in person proves
 //! presence again — with a TOTP code (RFC 6238) or a one-time code sent
-//! through the [`Notifier`](super::notifier::Notifier) — and receives a
+//! through `lectern_notify` (e-mail; never the inbox) — and receives a
 //! grant bound to the session, valid for a few minutes and consumed by the
 //! one critical request it allows (`lectern_web::router::enforce`). A TOTP
 //! code is accepted once: the accepted time step is remembered per user.
@@ -28,8 +28,8 @@ use totp_rs::{Algorithm, TOTP};
 use uuid::Uuid;
 
 use crate::alerts::{self, Alert, AlertKind};
-use crate::notifier::Notice;
 use crate::{password, throttle};
+use lectern_notify::{Notification, Topic};
 use lectern_secrets::Keyring;
 use lectern_web::ApiError;
 use lectern_web::ApiJson;
@@ -423,13 +423,10 @@ pub async fn send_code(
     // fails, and however many requests arrive at once.
     let sends = format!("step-up-send:{user_id}");
     reserve_code_attempt(&state, &[(sends, CODE_SENDS_PER_WINDOW)]).await?;
-    let email_ct: Vec<u8> = sqlx::query_scalar("SELECT email_ct FROM users WHERE id = $1")
+    let org_id: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_one(&state.db)
         .await?;
-    let email = keys
-        .open("users.email", user_id, &email_ct)
-        .map_err(ApiError::internal)?;
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
     let mut tx = state.db.begin().await?;
     sqlx::query(
@@ -448,17 +445,22 @@ pub async fn send_code(
     .bind(state.settings.step_up_ttl.as_secs_f64())
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
-    state
-        .notifier
-        .deliver(Notice {
+    // Sealed, and in the transaction that stores the code: the code is
+    // sent iff it can be used, and the queue never holds it in the clear.
+    lectern_notify::enqueue_sealed(
+        &mut tx,
+        keys,
+        &Notification {
+            org_id,
             user_id: Some(user_id),
-            recipient: email,
-            subject: "Your Lectern verification code".into(),
-            body: format!("Your verification code is {code}. It expires in a few minutes."),
-        })
-        .await
-        .map_err(ApiError::internal)?;
+            to: None,
+            topic: Topic::StepUpCode,
+            params: std::collections::BTreeMap::from([("code".to_string(), code)]),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    state.notify.wake();
     Ok(Accepted(CodeSent { expires_at }, None))
 }
 

@@ -24,15 +24,21 @@
 //! are final.
 
 pub mod address;
+pub mod dispatch;
+pub mod inbox;
+pub mod preferences;
 pub mod templates;
 pub mod transport;
 
 use std::collections::BTreeMap;
 
+use axum::http::Method;
 use lectern_secrets::Keyring;
+use lectern_web::{Access, ApiRouter};
 use uuid::Uuid;
 
 pub use address::{AddressBook, Contact};
+pub use dispatch::{DispatchSettings, Notify, RateLimits};
 pub use templates::{Lang, Rendered};
 
 /// What a notification is about; decides the template (zh-CN and en) and
@@ -107,6 +113,23 @@ impl Topic {
 
     pub fn parse(s: &str) -> Option<Topic> {
         Topic::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The parameters the topic's template uses, in order (SMS providers
+    /// whose templates take positional parameters get them so).
+    pub fn param_names(self) -> &'static [&'static str] {
+        match self {
+            Topic::Invitation => &["org_name", "link", "expires_at"],
+            Topic::StepUpCode => &["code"],
+            Topic::SignUpConfirmation => &["link"],
+            Topic::ModerationOutcome => &["kind", "outcome", "reason", "excerpt"],
+            Topic::CourseReviewOutcome => &["course_title", "outcome", "reason"],
+            Topic::QuestionAsked => &["course_title", "lesson_title", "excerpt", "link"],
+            Topic::QuestionAnswered => &["course_title", "excerpt", "link"],
+            Topic::AnswerAccepted => &["excerpt", "link"],
+            Topic::CoursePublished => &["course_title", "link"],
+            Topic::SignUpAttempted => &[],
+        }
     }
 
     /// Its parameters hold a secret (a one-time code, or a link carrying a
@@ -193,6 +216,39 @@ impl std::fmt::Debug for Notification {
     }
 }
 
+/// notify's routes: the caller's own inbox and preferences (a session's
+/// person; nobody reads another's).
+pub fn routes(api: ApiRouter<Notify>) -> ApiRouter<Notify> {
+    use Access::Session;
+    use Method as M;
+    api.route(M::GET, "/api/v1/me/inbox", Session, inbox::list)
+        .route(M::GET, "/api/v1/me/inbox/unread", Session, inbox::unread)
+        .route(
+            M::POST,
+            "/api/v1/me/inbox/read",
+            Session,
+            inbox::mark_all_read,
+        )
+        .route(
+            M::POST,
+            "/api/v1/me/inbox/{item_id}/read",
+            Session,
+            inbox::mark_read,
+        )
+        .route(
+            M::GET,
+            "/api/v1/me/notification-preferences",
+            Session,
+            preferences::get,
+        )
+        .route(
+            M::PUT,
+            "/api/v1/me/notification-preferences",
+            Session,
+            preferences::put,
+        )
+}
+
 /// The AAD name of a notice's sealed parameters and address.
 pub(crate) const PAYLOAD_FIELD: &str = "notifications.payload";
 
@@ -243,33 +299,8 @@ async fn insert(
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
     let topic = n.topic;
-    let payload = Payload {
-        params: n.params.clone(),
-        to: n.to.clone(),
-    };
-    let (plain, sealed) = match keys {
-        Some(keys) => {
-            let json = serde_json::to_string(&payload).expect("a payload serialises");
-            (None, Some(keys.seal(PAYLOAD_FIELD, id, &json)))
-        }
-        None => (
-            Some(serde_json::to_value(&payload).expect("a payload serialises")),
-            None,
-        ),
-    };
-    sqlx::query(
-        "INSERT INTO notifications (id, org_id, user_id, topic, payload, payload_ct) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(n.org_id)
-    .bind(n.user_id)
-    .bind(topic.as_str())
-    .bind(plain)
-    .bind(sealed)
-    .execute(&mut *conn)
-    .await?;
     let mut channels = Vec::new();
+    let mut to_inbox = false;
     if let Some(user_id) = n.user_id {
         let choices: ChannelChoices = sqlx::query_as(
             "SELECT inbox_off, email_off, sms_on FROM notification_preferences WHERE user_id = $1",
@@ -279,21 +310,7 @@ async fn insert(
         .await?
         .unwrap_or_default();
         let has = |list: &[String]| list.iter().any(|t| t == topic.as_str());
-        if !topic.is_secret() && !has(&choices.inbox_off) {
-            let params = serde_json::to_value(&n.params).expect("params serialise");
-            sqlx::query(
-                "INSERT INTO inbox_items (id, notification_id, user_id, org_id, topic, params) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(Uuid::now_v7())
-            .bind(id)
-            .bind(user_id)
-            .bind(n.org_id)
-            .bind(topic.as_str())
-            .bind(params)
-            .execute(&mut *conn)
-            .await?;
-        }
+        to_inbox = !topic.is_secret() && !has(&choices.inbox_off);
         // An explicit address replaces the account's for its channel.
         let explicit_email = matches!(n.to, Some(Recipient::Email(_)));
         let explicit_phone = matches!(n.to, Some(Recipient::Phone(_)));
@@ -308,6 +325,52 @@ async fn insert(
         Some(Recipient::Email(_)) => channels.push(Channel::Email),
         Some(Recipient::Phone(_)) => channels.push(Channel::Sms),
         None => {}
+    }
+    // Parameters are kept only while a delivery needs them.
+    let (plain, sealed) = if channels.is_empty() {
+        (None, None)
+    } else {
+        let payload = Payload {
+            params: n.params.clone(),
+            to: n.to.clone(),
+        };
+        match keys {
+            Some(keys) => {
+                let json = serde_json::to_string(&payload).expect("a payload serialises");
+                (None, Some(keys.seal(PAYLOAD_FIELD, id, &json)))
+            }
+            None => (
+                Some(serde_json::to_value(&payload).expect("a payload serialises")),
+                None,
+            ),
+        }
+    };
+    sqlx::query(
+        "INSERT INTO notifications (id, org_id, user_id, topic, payload, payload_ct) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(n.org_id)
+    .bind(n.user_id)
+    .bind(topic.as_str())
+    .bind(plain)
+    .bind(sealed)
+    .execute(&mut *conn)
+    .await?;
+    if let (true, Some(user_id)) = (to_inbox, n.user_id) {
+        let params = serde_json::to_value(&n.params).expect("params serialise");
+        sqlx::query(
+            "INSERT INTO inbox_items (id, notification_id, user_id, org_id, topic, params) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(Uuid::now_v7())
+        .bind(id)
+        .bind(user_id)
+        .bind(n.org_id)
+        .bind(topic.as_str())
+        .bind(params)
+        .execute(&mut *conn)
+        .await?;
     }
     for channel in channels {
         sqlx::query(

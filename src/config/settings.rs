@@ -14,7 +14,7 @@ use lectern_identity::TrustedProxies;
 
 use super::value::{
     BaseUrl, Bytes, DatabaseUrl, LogFilter, LogFormat, Profile, ProgressBackendKind, Secret,
-    StorageBackend, StoragePrefix,
+    SmsProviderKind, SmtpTlsMode, StorageBackend, StoragePrefix,
 };
 
 settings! {
@@ -29,11 +29,65 @@ settings! {
     /// `postgres://user:pass@host:5432/db` of an external (managed)
     /// PostgreSQL (never logged with its password)
     database_url as "DATABASE_URL": Option<DatabaseUrl> = none "unset → embedded";
-    /// development only: with `DATABASE_URL`, `serve` keeps one-time codes
-    /// and invitations in the database's `outbox` table, in the clear;
-    /// without it `serve` refuses to start there (embedded mode and
-    /// `lectern demo` always use the outbox)
+    /// development only: with `DATABASE_URL` and no `LECTERN_SMTP_HOST`,
+    /// `serve` keeps one-time codes and invitations in the database's
+    /// `outbox` table instead of sending them; without it `serve` refuses
+    /// to start there (embedded mode and `lectern demo` use the outbox
+    /// when no SMTP is configured)
     dev_outbox: bool = default "false";
+    /// SMTP server notices (invitations, one-time codes, moderation
+    /// outcomes…) are e-mailed through; unset, they go to the development
+    /// outbox (see `LECTERN_DEV_OUTBOX`)
+    smtp_host: Option<String> = none "unset → dev outbox";
+    /// SMTP port
+    smtp_port: Option<u16> = none "587 (`starttls`), 465 (`tls`), 25 (`none`)";
+    /// `starttls` (the server must upgrade the connection, or nothing is
+    /// sent), `tls` (implicit TLS) or `none` (plain: a relay on the same
+    /// host, development)
+    smtp_tls: SmtpTlsMode = default "starttls";
+    /// SMTP user name (with `LECTERN_SMTP_PASSWORD`)
+    smtp_user: Option<String> = none "no authentication";
+    /// SMTP password (never logged)
+    smtp_password: Option<Secret> = none "—";
+    /// the sender of notices, e.g. `Lectern <no-reply@example.org>`
+    smtp_from: String = default "Lectern <no-reply@localhost>";
+    /// `aliyun` (Alibaba Cloud SMS) or `tencent` (Tencent Cloud SMS), for
+    /// people who choose SMS in their notification preferences
+    sms_provider: Option<SmsProviderKind> = none "unset → no SMS (the dev outbox without SMTP)";
+    /// the provider's AccessKey ID / SecretId (required with a provider)
+    sms_access_key_id: Option<String> = none "—";
+    /// the provider's AccessKey secret / SecretKey (never logged)
+    sms_access_key_secret: Option<Secret> = none "—";
+    /// the registered SMS signature (签名) messages carry
+    sms_sign_name: Option<String> = none "—";
+    /// Tencent Cloud's `SmsSdkAppId` (required for `tencent`)
+    sms_app_id: Option<String> = none "—";
+    /// the provider's region
+    sms_region: Option<String> = none "`cn-hangzhou` / `ap-guangzhou`";
+    /// the provider's API base URL (tests point it at a local server)
+    sms_endpoint: Option<BaseUrl> = none "the provider's public endpoint";
+    /// the registered template of each topic SMS may carry,
+    /// `step_up_code=SMS_123,question_answered=SMS_456`; a topic without
+    /// one is not sent by SMS (the delivery log says why)
+    sms_templates: Option<String> = none "—";
+    /// a notice's delivery is given up after this many attempts
+    notify_max_attempts: u32 = default "8";
+    /// the first retry of a failed delivery waits this long; each further
+    /// retry doubles it, up to `LECTERN_NOTIFY_MAX_BACKOFF`
+    notify_backoff: Duration = default "30s";
+    /// the longest wait between two attempts of a delivery
+    notify_max_backoff: Duration = default "1h";
+    /// notices one address receives per channel in any hour (more wait
+    /// for the next hour)
+    notify_rate_per_hour: u32 = default "20";
+    /// one-time codes and sign-up links one address receives per channel in
+    /// any hour, counted apart from other notices
+    notify_secret_rate_per_hour: u32 = default "30";
+    /// how long an expert invitation (and each resend of it) stays valid
+    invitation_ttl: Duration = default "168h";
+    /// where people open the links notices carry (the app), e.g.
+    /// `https://learn.example.org`
+    app_url: Option<BaseUrl> = none "`http://` + `LECTERN_HTTP_ADDR`";
     /// `fs` (local disk) or `s3`
     storage: StorageBackend = default "fs";
     /// root directory of the `fs` backend

@@ -64,7 +64,7 @@ macro_rules! whole_numbers {
         }
     )*};
 }
-whole_numbers!(u32, u64, usize);
+whole_numbers!(u16, u32, u64, usize);
 
 /// Seconds, or a number with a unit: `500ms`, `30s`, `90m`, `6h`.
 impl Value for Duration {
@@ -189,6 +189,14 @@ choice!(
 choice!(
     /// `LECTERN_LOG_FORMAT`.
     LogFormat, "a log format" { Text = "text", Json = "json" }
+);
+choice!(
+    /// `LECTERN_SMTP_TLS`.
+    SmtpTlsMode, "an SMTP TLS mode" { StartTls = "starttls", Tls = "tls", None = "none" }
+);
+choice!(
+    /// `LECTERN_SMS_PROVIDER`.
+    SmsProviderKind, "an SMS provider" { Aliyun = "aliyun", Tencent = "tencent" }
 );
 choice!(
     /// `LECTERN_PROGRESS_BACKEND`.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use lectern_storage::{S3Config, S3Store, Store};
 
 pub use outage::Relay;
-pub use world::{assert_error_vocabulary, keyring, one_time_code, World, PASSWORD};
+pub use world::{assert_error_vocabulary, keyring, link_token, one_time_code, World, PASSWORD};
 
 /// The checkout's root (for `infra/dev/…` scripts and fixtures).
 pub fn repo_root() -> PathBuf {

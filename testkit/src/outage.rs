@@ -2,7 +2,8 @@
 //! PostgreSQL that the app's pool connects through. [`Relay::cut`] drops
 //! every open connection (including ones a request is using) and refuses
 //! new ones, as a crashed or failing-over server does; [`Relay::restore`]
-//! lets connections through again.
+//! lets connections through again. [`Relay::to`] puts one in front of
+//! any TCP server (the test SMTP server).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +28,19 @@ impl Relay {
     /// acquiring after `acquire_timeout`.
     pub async fn in_front_of(db: &PgPool, acquire_timeout: Duration) -> (Relay, PgPool) {
         let options: PgConnectOptions = (*db.connect_options()).clone();
-        let upstream = format!("{}:{}", options.get_host(), options.get_port());
+        let relay = Relay::to(format!("{}:{}", options.get_host(), options.get_port())).await;
+        let addr = relay.addr;
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options.host("127.0.0.1").port(addr.port()));
+        (relay, pool)
+    }
+
+    /// A relay to any TCP server at `upstream` (`host:port`): an SMTP
+    /// server that goes away and comes back, say.
+    pub async fn to(upstream: impl Into<String>) -> Relay {
+        let upstream = upstream.into();
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind the relay");
@@ -53,19 +66,12 @@ impl Relay {
             })
             .abort_handle()
         };
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(acquire_timeout)
-            .connect_lazy_with(options.host("127.0.0.1").port(addr.port()));
-        (
-            Relay {
-                addr,
-                open,
-                connections,
-                accept,
-            },
-            pool,
-        )
+        Relay {
+            addr,
+            open,
+            connections,
+            accept,
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {

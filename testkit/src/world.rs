@@ -255,14 +255,35 @@ impl World {
         (status, text)
     }
 
-    /// The body of the last message the dev outbox holds for `recipient`.
+    /// Sends every notice that is due now, as `serve`'s dispatcher would
+    /// (the suites run no background task set).
+    pub async fn dispatch(&self) {
+        self.state.notify.drain().await.unwrap();
+    }
+
+    /// The body of the last message the dev outbox holds for `recipient`,
+    /// once what was due has been dispatched.
     pub async fn last_message(&self, recipient: &str) -> String {
+        self.dispatch().await;
         lectern_identity::notifier::last_message(self.db(), &self.keys, recipient)
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("no message for {recipient} in the outbox"))
             .body
     }
+}
+
+/// The `token` of the first link in a message (invitations, sign-up
+/// confirmations).
+pub fn link_token(message: &str) -> String {
+    let start = message
+        .find("token=")
+        .unwrap_or_else(|| panic!("no link with a token in {message:?}"))
+        + "token=".len();
+    message[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .collect()
 }
 
 /// The six-digit code in a one-time-code message.

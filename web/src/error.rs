@@ -112,6 +112,18 @@ error_codes! {
     InvitationUsed = ("invitation_used", 410, false);
     /// The invitation has expired; ask for a new one.
     InvitationExpired = ("invitation_expired", 410, false);
+    /// The invitation was revoked by the organisation; ask for a new one.
+    InvitationRevoked = ("invitation_revoked", 410, false);
+    /// A newer invitation was sent to this address; use the link in the newest message.
+    InvitationSuperseded = ("invitation_superseded", 410, false);
+    /// The invitation was already accepted or revoked, so it cannot be resent or revoked.
+    InvitationNotPending = ("invitation_not_pending", 409, false);
+    /// Experts change only the courses that credit their own expert profile.
+    NotCourseExpert = ("not_course_expert", 403, false);
+    /// An expert needs an expert profile linked to their account before drafting courses; a content admin creates it.
+    ExpertProfileRequired = ("expert_profile_required", 409, false);
+    /// This notification cannot be turned off by e-mail (one-time codes, invitations, sign-up messages).
+    NotificationMandatory = ("notification_mandatory", 422, false);
     /// A signed token (invitation, playback) is malformed, forged or signed with an unknown key.
     InvalidToken = ("invalid_token", 403, false);
     /// The audit export format is not one the server writes.
