@@ -2,7 +2,7 @@
 //! built whole from [`Settings`] before anything starts; [`router`] merges
 //! every area's routes into one axum app (health, identity, uploads, pulls
 //! and webhooks, assets and the media origin, catalogue and search,
-//! learning, the demo page, and the OpenAPI document generated from the
+//! learning, analytics, the demo page, and the OpenAPI document generated from the
 //! merged route table). Tests drive the app with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
@@ -33,6 +33,7 @@ use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::IngestState;
 use lectern_ingest::pull::PullConfig;
 use lectern_ingest::tus::TusConfig;
+use lectern_analytics::{AnalyticsSettings, AnalyticsState};
 use lectern_learning::{Learning, LearningState};
 use lectern_secrets::Keyring;
 use lectern_storage::Store;
@@ -59,6 +60,7 @@ pub struct Settings {
     pub pulls: PullConfig,
     pub webhooks: WebhookSettings,
     pub learning: Learning,
+    pub analytics: AnalyticsSettings,
     pub demo: demo::DemoSettings,
     /// How long a readiness probe may wait on a dependency.
     pub probe_timeout: Duration,
@@ -80,6 +82,7 @@ impl Default for Settings {
             pulls: PullConfig::default(),
             webhooks: WebhookSettings::default(),
             learning: Learning::default(),
+            analytics: AnalyticsSettings::default(),
             demo: demo::DemoSettings::default(),
             probe_timeout: Duration::from_secs(2),
             schema_ready: Arc::new(AtomicBool::new(true)),
@@ -111,6 +114,7 @@ pub struct Areas {
     pub delivery: DeliveryState,
     pub catalogue: CatalogueState,
     pub learning: LearningState,
+    pub analytics: AnalyticsState,
     pub demo: Arc<demo::DemoSettings>,
 }
 
@@ -153,6 +157,13 @@ impl AppState {
                 playback,
                 schema_ready: settings.schema_ready.clone(),
             },
+            analytics: AnalyticsState {
+                db: db.clone(),
+                identity: identity.clone(),
+                store: store.clone(),
+                settings: Arc::new(settings.analytics),
+                schema_ready: settings.schema_ready.clone(),
+            },
             demo: Arc::new(settings.demo),
             identity,
             schema_ready: settings.schema_ready,
@@ -182,6 +193,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(lectern_delivery::routes(on(&gate)).with_state(state.delivery.clone()))
         .merge(lectern_catalogue::routes(on(&gate)).with_state(state.catalogue.clone()))
         .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
+        .merge(lectern_analytics::routes(on(&gate)).with_state(state.analytics.clone()))
         .merge(demo::routes(on(&gate)).with_state(state.clone()));
     let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());
     let api = openapi::attach(api, media.table(), &gate);
