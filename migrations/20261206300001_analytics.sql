@@ -102,6 +102,8 @@ CREATE TABLE rollup_lesson_daily (
     -- Learners who played this lesson this day.
     learners         integer NOT NULL,
     watch_s          double precision NOT NULL,
+    -- Media seconds played (wall × speed): media − unique is re-watching.
+    media_s          double precision NOT NULL,
     unique_s         double precision NOT NULL,
     completions      integer NOT NULL,
     PRIMARY KEY (lesson_id, day)

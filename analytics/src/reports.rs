@@ -361,7 +361,9 @@ pub struct LessonReport {
     /// watched intervals cover that point (empty until someone starts).
     pub retention: Vec<f64>,
     /// Media seconds played beyond each learner's first time, all
-    /// learners together: how much of the lesson is watched again.
+    /// learners together, all time: how much of the lesson is watched
+    /// again (media played − unique seconds; media is wall time × the
+    /// speed at each flush).
     pub rewatched_s: f64,
     /// The most re-watched stretches, most first (at most 5).
     pub rewatched_moments: Vec<Moment>,
@@ -419,8 +421,8 @@ pub async fn lesson(
         None => Vec::new(),
     };
     let rewatched_s: f64 = sqlx::query_scalar(
-        "SELECT coalesce(sum(greatest(watch_time_s * speed - watched_s, 0)), 0)::float8
-         FROM lesson_progress WHERE lesson_id = $1",
+        "SELECT greatest(coalesce(sum(media_s) - sum(unique_s), 0), 0)::float8
+         FROM rollup_lesson_daily WHERE lesson_id = $1",
     )
     .bind(lesson_id)
     .fetch_one(db)

@@ -60,6 +60,7 @@ struct Change {
 struct Measures {
     views: i32,
     watch_s: f64,
+    media_s: f64,
     unique_s: f64,
     completions: i32,
 }
@@ -68,6 +69,7 @@ impl Measures {
     fn add(&mut self, c: &Change) {
         self.views += i32::from(c.new_view);
         self.watch_s += c.watch_s;
+        self.media_s += c.watch_s * f64::from(c.speed);
         self.unique_s += c.unique_s;
         self.completions += i32::from(c.completed);
     }
@@ -225,14 +227,15 @@ async fn fold(tx: &mut PgConnection, changes: &[Change]) -> Result<(), sqlx::Err
         let (orgs, courses, m) = columns(rows.iter().map(|(_, v)| *v));
         sqlx::query(
             "INSERT INTO rollup_lesson_daily AS r (lesson_id, day, organisation_id, course_id,
-                 views, learners, watch_s, unique_s, completions)
+                 views, learners, watch_s, media_s, unique_s, completions)
              SELECT b.* FROM UNNEST($1::uuid[], $2::date[], $3::uuid[], $4::uuid[], $5::int[],
-                                    $6::int[], $7::float8[], $8::float8[], $9::int[])
-                  AS b(l, d, o, c, v, n, w, q, k)
+                                    $6::int[], $7::float8[], $10::float8[], $8::float8[], $9::int[])
+                  AS b(l, d, o, c, v, n, w, m, q, k)
              WHERE EXISTS (SELECT 1 FROM lessons WHERE id = b.l)
              ON CONFLICT (lesson_id, day) DO UPDATE SET
                  views = r.views + EXCLUDED.views, learners = r.learners + EXCLUDED.learners,
-                 watch_s = r.watch_s + EXCLUDED.watch_s, unique_s = r.unique_s + EXCLUDED.unique_s,
+                 watch_s = r.watch_s + EXCLUDED.watch_s, media_s = r.media_s + EXCLUDED.media_s,
+                 unique_s = r.unique_s + EXCLUDED.unique_s,
                  completions = r.completions + EXCLUDED.completions",
         )
         .bind(&lessons)
@@ -244,6 +247,7 @@ async fn fold(tx: &mut PgConnection, changes: &[Change]) -> Result<(), sqlx::Err
         .bind(&m.watch)
         .bind(&m.unique)
         .bind(&m.completions)
+        .bind(&m.media)
         .execute(&mut *tx)
         .await?;
     }
@@ -381,6 +385,7 @@ struct FreshRow {
 struct MeasureColumns {
     views: Vec<i32>,
     watch: Vec<f64>,
+    media: Vec<f64>,
     unique: Vec<f64>,
     completions: Vec<i32>,
 }
@@ -393,6 +398,7 @@ fn columns<'a>(
     let mut m = MeasureColumns {
         views: Vec::new(),
         watch: Vec::new(),
+        media: Vec::new(),
         unique: Vec::new(),
         completions: Vec::new(),
     };
@@ -401,6 +407,7 @@ fn columns<'a>(
         courses.push(*course);
         m.views.push(v.views);
         m.watch.push(v.watch_s);
+        m.media.push(v.media_s);
         m.unique.push(v.unique_s);
         m.completions.push(v.completions);
     }

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;
+use lectern_analytics::{AnalyticsSettings, AnalyticsState};
 use lectern_catalogue::CatalogueState;
 use lectern_delivery::{DeliveryState, Playback};
 use lectern_identity::notifier::{Notifier, Outbox};
@@ -33,7 +34,6 @@ use lectern_ingest::http::webhooks::WebhookSettings;
 use lectern_ingest::http::IngestState;
 use lectern_ingest::pull::PullConfig;
 use lectern_ingest::tus::TusConfig;
-use lectern_analytics::{AnalyticsSettings, AnalyticsState};
 use lectern_learning::{Learning, LearningState};
 use lectern_secrets::Keyring;
 use lectern_storage::Store;

@@ -614,15 +614,19 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
         | ("PUT", "/api/v1/courses/{course_id}/credit-designation") => {
             let (course, lesson) = watchable_lesson(w, orgs.a).await;
             let (target, body) = match path {
-                "/api/v1/reports/courses/{course_id}" => {
-                    (format!("/api/v1/reports/courses/{course}?org_id={}", orgs.a), None)
-                }
-                "/api/v1/reports/lessons/{lesson_id}" => {
-                    (format!("/api/v1/reports/lessons/{lesson}?org_id={}", orgs.a), None)
-                }
+                "/api/v1/reports/courses/{course_id}" => (
+                    format!("/api/v1/reports/courses/{course}?org_id={}", orgs.a),
+                    None,
+                ),
+                "/api/v1/reports/lessons/{lesson_id}" => (
+                    format!("/api/v1/reports/lessons/{lesson}?org_id={}", orgs.a),
+                    None,
+                ),
                 _ => (
                     format!("/api/v1/courses/{course}/credit-designation"),
-                    Some(json!({ "credit_class": 1, "max_credits": 2, "project_code": "2026-01-01-001" })),
+                    Some(
+                        json!({ "credit_class": 1, "max_credits": 2, "project_code": "2026-01-01-001" }),
+                    ),
                 ),
             };
             Call {
@@ -632,15 +636,21 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
         }
         ("GET", "/api/v1/reports/experts/{expert_id}") => {
             let id = Uuid::now_v7();
-            sqlx::query("INSERT INTO experts (id, organisation_id, name) VALUES ($1, $2, '王医生')")
-                .bind(id)
-                .bind(orgs.a)
-                .execute(w.db())
-                .await
-                .unwrap();
+            sqlx::query(
+                "INSERT INTO experts (id, organisation_id, name) VALUES ($1, $2, '王医生')",
+            )
+            .bind(id)
+            .bind(orgs.a)
+            .execute(w.db())
+            .await
+            .unwrap();
             Call {
                 addresses_org_a: true,
-                ..call(format!("/api/v1/reports/experts/{id}?org_id={}", orgs.a), None, ok(200))
+                ..call(
+                    format!("/api/v1/reports/experts/{id}?org_id={}", orgs.a),
+                    None,
+                    ok(200),
+                )
             }
         }
         // Each organisation's expert account has a profile of its own.
@@ -667,7 +677,11 @@ async fn fixture(w: &World, orgs: &Orgs, method: &Method, path: &str) -> Option<
                 .await;
             Call {
                 addresses_org_a: true,
-                ..call(path.replace("{user_id}", &learner.to_string()), None, ok(200))
+                ..call(
+                    path.replace("{user_id}", &learner.to_string()),
+                    None,
+                    ok(200),
+                )
             }
         }
         ("GET", "/api/v1/me/transcript")
