@@ -585,7 +585,7 @@ pub fn write_file(
             while let Some(row) = rx.blocking_recv() {
                 csv_record(&mut w, &row).map_err(|e| e.to_string())?;
                 n += 1;
-                if n % 10_000 == 0 {
+                if n.is_multiple_of(10_000) {
                     progress(n - 1);
                 }
             }
@@ -609,7 +609,7 @@ pub fn write_file(
                     written.map_err(|e| e.to_string())?;
                 }
                 n += 1;
-                if n % 10_000 == 0 {
+                if n.is_multiple_of(10_000) {
                     progress(n - 1);
                 }
             }
