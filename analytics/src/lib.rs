@@ -22,7 +22,7 @@ pub mod certificate;
 pub mod credits;
 pub mod export;
 pub mod figures;
-mod filter;
+pub mod filter;
 pub mod reports;
 pub mod rollup;
 mod settings;

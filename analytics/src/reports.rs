@@ -102,7 +102,11 @@ pub async fn overview(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Json<Overview>, ApiError> {
     let s = filter::resolve(&state.db, &principal, &q).await?;
-    let db = &state.db;
+    Ok(Json(overview_of(&state.db, s).await?))
+}
+
+/// The organisation overview of `s`.
+pub async fn overview_of(db: &PgPool, s: Scope) -> Result<Overview, ApiError> {
     let learners: ActiveRow = sqlx::query_as(
         "SELECT count(DISTINCT user_id) FILTER (WHERE day = $2) AS today,
                 count(DISTINCT user_id) FILTER (WHERE day > $2 - 7) AS last_7_days,
@@ -172,7 +176,7 @@ pub async fn overview(
     .bind(&s.courses)
     .fetch_all(db)
     .await?;
-    Ok(Json(Overview {
+    Ok(Overview {
         from: s.from,
         to: s.to,
         time_zone: s.time_zone,
@@ -185,7 +189,7 @@ pub async fn overview(
         completions: totals.completions,
         new_courses,
         daily,
-    }))
+    })
 }
 
 /// Views, watch time and completions in the scope's range, optionally of
@@ -248,7 +252,7 @@ pub struct CourseReport {
 /// The most courses one report lists; narrow the filter for more.
 pub const MAX_COURSES: i64 = 2000;
 
-pub(crate) async fn course_figures(
+pub async fn course_figures(
     db: &PgPool,
     s: &Scope,
     only: Option<&[Uuid]>,
@@ -392,7 +396,11 @@ pub async fn lesson(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Json<LessonReport>, ApiError> {
     let s = filter::resolve(&state.db, &principal, &q).await?;
-    let db = &state.db;
+    Ok(Json(lesson_of(&state.db, &s, lesson_id).await?))
+}
+
+/// The report of one lesson of `s`'s organisation (404 for another's).
+pub async fn lesson_of(db: &PgPool, s: &Scope, lesson_id: Uuid) -> Result<LessonReport, ApiError> {
     let l: LessonRow = sqlx::query_as(
         "SELECT l.course_id, l.title, a.duration_s
          FROM lessons l LEFT JOIN assets a ON a.id = l.asset_id
@@ -440,8 +448,8 @@ pub async fn lesson(
     .fetch_all(db)
     .await?;
     let width = l.duration_s.unwrap_or(0.0) / 100.0;
-    let totals = range_totals(db, &s, Some(lesson_id)).await?;
-    Ok(Json(LessonReport {
+    let totals = range_totals(db, s, Some(lesson_id)).await?;
+    Ok(LessonReport {
         lesson_id,
         course_id: l.course_id,
         title: l.title,
@@ -462,7 +470,7 @@ pub async fn lesson(
         views: totals.views,
         watch_hours: totals.watch_s / 3600.0,
         completions: totals.completions,
-    }))
+    })
 }
 
 /// `GET /api/v1/reports/experts/{expert_id}`, `GET /api/v1/me/expert-report`:
@@ -485,7 +493,7 @@ pub struct ExpertReport {
     pub courses: Vec<CourseFigures>,
 }
 
-async fn expert_report(
+pub async fn expert_report(
     db: &PgPool,
     s: &Scope,
     expert_id: Uuid,
@@ -606,7 +614,11 @@ pub async fn qoe(
     ApiQuery(q): ApiQuery<ReportQuery>,
 ) -> Result<Json<QoeReport>, ApiError> {
     let s = filter::resolve(&state.db, &principal, &q).await?;
-    let db = &state.db;
+    Ok(Json(qoe_of(&state.db, &s).await?))
+}
+
+/// Startup, stalls and failures of `s`'s playbacks (from the raw events).
+pub async fn qoe_of(db: &PgPool, s: &Scope) -> Result<QoeReport, ApiError> {
     const RANGE: &str = "e.organisation_id = $1
            AND e.at >= ($2::date::timestamp AT TIME ZONE $4)
            AND e.at < (($3::date + 1)::timestamp AT TIME ZONE $4)
@@ -650,9 +662,9 @@ pub async fn qoe(
     .bind(&s.courses)
     .fetch_all(db)
     .await?;
-    let played = range_totals(db, &s, None).await?.watch_s;
+    let played = range_totals(db, s, None).await?.watch_s;
     let stalled = overall.rebuffer_s;
-    Ok(Json(QoeReport {
+    Ok(QoeReport {
         from: s.from,
         to: s.to,
         rebuffer_ratio: (stalled + played > 0.0).then(|| stalled / (stalled + played)),
@@ -660,7 +672,7 @@ pub async fn qoe(
             .then(|| overall.failures as f64 / overall.startups as f64),
         overall,
         by_rung,
-    }))
+    })
 }
 
 /// One course of a transcript.
@@ -737,7 +749,7 @@ pub(crate) async fn credit_rule(db: &PgPool, org: Uuid) -> Result<CreditRule, Ap
 
 /// The transcript of `user_id` in `org`, from `lesson_progress`: watched
 /// seconds are each lesson's union clipped to its duration.
-pub(crate) async fn transcript_of(
+pub async fn transcript_of(
     db: &PgPool,
     org: Uuid,
     user_id: Uuid,
