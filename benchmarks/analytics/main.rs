@@ -18,7 +18,8 @@
 //!
 //! `benchmarks/analytics/run [--learners N --lessons N --rows N]` builds
 //! (release) and runs it; it prints a Markdown section for RESULTS.md.
-//! Needs DATABASE_URL (a role that may create databases).
+//! Needs DATABASE_URL (a role that may create databases). The database is
+//! dropped at the end unless ANALYTICS_BENCH_KEEP is set.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -543,6 +544,15 @@ async fn main() {
     })
     .await;
     let copy_s = t.elapsed().as_secs_f64();
+    db.close().await;
+    // Gigabytes on a shared server: dropped unless asked to keep it for
+    // EXPLAIN ANALYZE.
+    if std::env::var_os("ANALYTICS_BENCH_KEEP").is_none() {
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+    }
 
     let today: NaiveDate = scope.today;
     println!("## Analytics (`benchmarks/analytics`)\n");
