@@ -2536,7 +2536,9 @@ export interface components {
             /**
              * Format: double
              * @description Media seconds played beyond each learner's first time, all
-             *     learners together: how much of the lesson is watched again.
+             *     learners together, all time: how much of the lesson is watched
+             *     again (media played − unique seconds; media is wall time × the
+             *     speed at each flush).
              */
             rewatched_s: number;
             /**
