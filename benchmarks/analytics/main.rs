@@ -106,7 +106,10 @@ where
         f(i).await;
         samples.push(t.elapsed().as_secs_f64() * 1000.0);
     }
-    (percentile(&mut samples, 0.5), percentile(&mut samples, 0.99))
+    (
+        percentile(&mut samples, 0.5),
+        percentile(&mut samples, 0.99),
+    )
 }
 
 async fn generate(db: &PgPool, keys: &Keyring, org: Uuid, s: &Scale) -> Duration {
@@ -508,12 +511,11 @@ async fn main() {
                 tx,
             ));
             let p = path.clone();
-            let written = tokio::task::spawn_blocking(move || {
-                export::write_file(format, &p, rx, |_| {})
-            })
-            .await
-            .unwrap()
-            .unwrap();
+            let written =
+                tokio::task::spawn_blocking(move || export::write_file(format, &p, rx, |_| {}))
+                    .await
+                    .unwrap()
+                    .unwrap();
             producer.await.unwrap().unwrap();
             written
         })
@@ -579,9 +581,7 @@ async fn main() {
         "| flusher's UPDATE of 2,000 rows, triggers on | p50 {with_p50:.1} ms | triggers off: p50 {without_p50:.1} ms (×{:.2}) |",
         with_p50 / without_p50
     );
-    println!(
-        "| fold of those 10 flushes ({refold} changes) | {refold_ms:.0} ms | — |"
-    );
+    println!("| fold of those 10 flushes ({refold} changes) | {refold_ms:.0} ms | — |");
     println!("\n### Reports (p50 / p99 ms, {n} calls each; baseline: plain SQL over raw rows)\n");
     println!("| report | ours p50 | ours p99 | baseline p50 | baseline p99 |\n| --- | --- | --- | --- | --- |");
     for (name, (p50, p99), base) in &rows {
@@ -592,7 +592,9 @@ async fn main() {
             None => println!("| {name} | {p50:.1} | {p99:.1} | — | — |"),
         }
     }
-    println!("\n### Exports (learner activity, one row per learner × lesson × day, emails opened)\n");
+    println!(
+        "\n### Exports (learner activity, one row per learner × lesson × day, emails opened)\n"
+    );
     println!("| writer | rows | seconds | rows/s | peak extra RSS | file |\n| --- | --- | --- | --- | --- | --- |");
     for (format, written, secs, extra, bytes) in &exports {
         println!(
