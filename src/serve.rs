@@ -94,6 +94,12 @@ pub async fn serve(config: Config) -> Result<()> {
                 ..WebhookSettings::default()
             },
             learning,
+            analytics: lectern_analytics::AnalyticsSettings {
+                public_base_url: config.settings.public_base_url.as_ref().map_or_else(
+                    || format!("http://{}", config.settings.http_addr),
+                    |u| u.0.clone(),
+                ),
+            },
             demo: DemoSettings {
                 player_dir: config.settings.player_dir.clone(),
             },
@@ -175,6 +181,14 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
     let every = config.progress.flush_interval;
     tasks.spawn("progress-flusher", move |cancel| {
         lectern_learning::flush::run(learning, every, cancel)
+    });
+    let analytics = state.analytics.clone();
+    tasks.spawn("analytics-rollup", move |cancel| {
+        lectern_analytics::rollup::run(analytics, cancel)
+    });
+    let analytics = state.analytics.clone();
+    tasks.spawn("report-exports", move |cancel| {
+        lectern_analytics::export::run(analytics, cancel)
     });
     if let Some(drops) = config.drops.clone() {
         tracing::info!(prefix = %drops.prefix, organisation = %drops.organisation, "watching for recording drops");

@@ -2,8 +2,8 @@
 //! built whole from [`Settings`] before anything starts; [`router`] merges
 //! every area's routes into one axum app (health, identity, notifications,
 //! uploads, pulls and webhooks, assets and the media origin, catalogue and
-//! search, learning, community, the demo page, and the OpenAPI document
-//! generated from the merged route table). Tests drive the app with
+//! search, learning, community, analytics, the demo page, and the OpenAPI
+//! document generated from the merged route table). Tests drive the app with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
 //! span and the audit row and echoed in the response, so one id ties a
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderName, Request};
 use axum::Router;
+use lectern_analytics::{AnalyticsSettings, AnalyticsState};
 use lectern_catalogue::CatalogueState;
 use lectern_community::{CommunitySettings, CommunityState};
 use lectern_delivery::{DeliveryParts, DeliveryState, Playback};
@@ -65,6 +66,7 @@ pub struct Settings {
     pub learning: Learning,
     /// Posting limits and the clock they read.
     pub community: CommunitySettings,
+    pub analytics: AnalyticsSettings,
     pub demo: demo::DemoSettings,
     /// How long a readiness probe may wait on a dependency.
     pub probe_timeout: Duration,
@@ -87,6 +89,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             learning: Learning::default(),
             community: CommunitySettings::default(),
+            analytics: AnalyticsSettings::default(),
             demo: demo::DemoSettings::default(),
             probe_timeout: Duration::from_secs(2),
             schema_ready: Arc::new(AtomicBool::new(true)),
@@ -131,6 +134,7 @@ pub struct Areas {
     pub catalogue: CatalogueState,
     pub learning: LearningState,
     pub community: CommunityState,
+    pub analytics: AnalyticsState,
     pub demo: Arc<demo::DemoSettings>,
     pub telemetry: metrics::Telemetry,
 }
@@ -194,6 +198,13 @@ impl AppState {
                 schema_ready: settings.schema_ready.clone(),
             }),
             community: CommunityState::new(db.clone(), identity.clone(), &settings.community),
+            analytics: AnalyticsState {
+                db: db.clone(),
+                identity: identity.clone(),
+                store: store.clone(),
+                settings: Arc::new(settings.analytics),
+                schema_ready: settings.schema_ready.clone(),
+            },
             demo: Arc::new(settings.demo),
             identity,
             notify,
@@ -227,6 +238,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(lectern_catalogue::routes(on(&gate)).with_state(state.catalogue.clone()))
         .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
         .merge(lectern_community::routes(on(&gate)).with_state(state.community.clone()))
+        .merge(lectern_analytics::routes(on(&gate)).with_state(state.analytics.clone()))
         .merge(demo::routes(on(&gate)).with_state(state.clone()));
     let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());
     let api = openapi::attach(api, media.table(), &gate);

@@ -928,6 +928,170 @@ async fn fixture(
                 )
             }
         }
+        // Analytics: reports name organisation A (a global super admin must
+        // name one; another organisation's admin naming it gets 404).
+        ("GET", "/api/v1/reports/overview")
+        | ("GET", "/api/v1/reports/courses")
+        | ("GET", "/api/v1/reports/qoe")
+        | ("GET", "/api/v1/reports/courses.csv")
+        | ("GET", "/api/v1/reports/learner-activity.csv")
+        | ("GET", "/api/v1/credit-rule") => Call {
+            addresses_org_a: true,
+            ..call(format!("{path}?org_id={}", orgs.a), None, ok(200))
+        },
+        ("PUT", "/api/v1/credit-rule") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!("{path}?org_id={}", orgs.a),
+                Some(json!({ "credits_per_hour": 1, "rounding_step": 0.25,
+                             "class_i_label": "I类学分", "class_ii_label": "II类学分" })),
+                ok(200),
+            )
+        },
+        ("PUT", "/api/v1/reporting/time-zone") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!("{path}?org_id={}", orgs.a),
+                Some(json!({ "time_zone": "Asia/Shanghai" })),
+                ok(200),
+            )
+        },
+        ("GET", "/api/v1/reports/courses/{course_id}")
+        | ("GET", "/api/v1/reports/lessons/{lesson_id}")
+        | ("PUT", "/api/v1/courses/{course_id}/credit-designation") => {
+            let (course, lesson) = watchable_lesson(w, orgs.a).await;
+            let (target, body) = match path {
+                "/api/v1/reports/courses/{course_id}" => (
+                    format!("/api/v1/reports/courses/{course}?org_id={}", orgs.a),
+                    None,
+                ),
+                "/api/v1/reports/lessons/{lesson_id}" => (
+                    format!("/api/v1/reports/lessons/{lesson}?org_id={}", orgs.a),
+                    None,
+                ),
+                _ => (
+                    format!("/api/v1/courses/{course}/credit-designation"),
+                    Some(
+                        json!({ "credit_class": 1, "max_credits": 2, "project_code": "2026-01-01-001" }),
+                    ),
+                ),
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(target, body, ok(200))
+            }
+        }
+        ("GET", "/api/v1/reports/experts/{expert_id}") => {
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO experts (id, organisation_id, name) VALUES ($1, $2, '王医生')",
+            )
+            .bind(id)
+            .bind(orgs.a)
+            .execute(w.db())
+            .await
+            .unwrap();
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/reports/experts/{id}?org_id={}", orgs.a),
+                    None,
+                    ok(200),
+                )
+            }
+        }
+        // Each organisation's expert account has a profile of its own.
+        ("GET", "/api/v1/me/expert-report") => {
+            sqlx::query(
+                "INSERT INTO experts (id, organisation_id, user_id, name)
+                 SELECT gen_random_uuid(), u.org_id, u.id, '本人'
+                 FROM users u WHERE u.role = 'expert' AND u.org_id IS NOT NULL
+                   AND NOT EXISTS (SELECT 1 FROM experts e WHERE e.user_id = u.id)",
+            )
+            .execute(w.db())
+            .await
+            .unwrap();
+            call(path.into(), None, ok(200))
+        }
+        ("GET", "/api/v1/reports/learners/{user_id}/transcript")
+        | ("GET", "/api/v1/reports/learners/{user_id}/xapi") => {
+            let learner = w
+                .user(
+                    Some(orgs.a),
+                    &format!("reported{}@a.example.org", orgs.fresh()),
+                    Role::Learner,
+                )
+                .await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.replace("{user_id}", &learner.to_string()),
+                    None,
+                    ok(200),
+                )
+            }
+        }
+        ("GET", "/api/v1/me/transcript")
+        | ("GET", "/api/v1/me/xapi")
+        | ("GET", "/api/v1/me/certificates") => call(path.into(), None, ok(200)),
+        ("POST", "/api/v1/reports/exports") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({ "report": "courses", "format": "csv", "org_id": orgs.a })),
+                ok(202),
+            )
+        },
+        ("GET", "/api/v1/reports/exports/{export_id}")
+        | ("GET", "/api/v1/reports/exports/{export_id}/download") => {
+            // A queued export of organisation A: its status answers, its
+            // download is not ready.
+            let id = Uuid::now_v7();
+            sqlx::query(
+                "INSERT INTO report_exports (id, organisation_id, report, format)
+                 VALUES ($1, $2, 'courses', 'csv')",
+            )
+            .bind(id)
+            .bind(orgs.a)
+            .execute(w.db())
+            .await
+            .unwrap();
+            let allowed = if path.ends_with("/download") {
+                err(409, "export_not_ready")
+            } else {
+                ok(200)
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(path.replace("{export_id}", &id.to_string()), None, allowed)
+            }
+        }
+        // A course of A without a credit designation: no certificate, for
+        // anyone who may see the course.
+        ("POST", "/api/v1/me/courses/{course_id}/certificate") => {
+            let (course, _) = watchable_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/me/courses/{course}/certificate"),
+                    Some(json!({ "name": "张三" })),
+                    err(409, "no_credit_designation"),
+                )
+            }
+        }
+        // Only its learner may download a certificate; a serial nobody
+        // holds is 404 for everyone (the owner's download is tested in
+        // api/tests/analytics.rs).
+        ("GET", "/api/v1/me/certificates/{serial}/pdf") => call(
+            "/api/v1/me/certificates/LEC-0000-0000-0000-0000/pdf".into(),
+            None,
+            err(404, "not_found"),
+        ),
+        // Verification is public: a real serial answers everyone.
+        ("GET", "/api/v1/certificates/{serial}") | ("GET", "/verify/{serial}") => {
+            let serial = certificate(w, orgs.a).await;
+            call(path.replace("{serial}", &serial), None, ok(200))
+        }
         _ => return None,
     })
 }
@@ -1325,4 +1489,34 @@ async fn catalogue_course(w: &World, org: Uuid, state: &str) -> (Uuid, Uuid, Uui
     .await
     .unwrap();
     (course, chapter, lesson)
+}
+
+/// A certificate of a fresh learner of `org`, as issued (sealed name).
+async fn certificate(w: &World, org: Uuid) -> String {
+    let learner = w
+        .user(
+            Some(org),
+            &format!("certified{}@a.example.org", Uuid::now_v7().simple()),
+            Role::Learner,
+        )
+        .await;
+    let id = Uuid::now_v7();
+    let serial = format!("LEC-TEST-{}", &id.simple().to_string()[20..]).to_uppercase();
+    let keys = w.state.identity.keyring().unwrap();
+    sqlx::query(
+        "INSERT INTO certificates (id, serial, organisation_id, user_id, course_id, learner_name_ct,
+             key_id, course_title, organisation_name, credit_class, credit_label, credits,
+             project_code, watched_s)
+         VALUES ($1, $2, $3, $4, NULL, $5, $6, '心电图基础', 'Org A', 1, 'I类学分', 1.5, '', 5400)",
+    )
+    .bind(id)
+    .bind(&serial)
+    .bind(org)
+    .bind(learner)
+    .bind(keys.seal("certificates.learner_name", id, "张三"))
+    .bind(keys.active_key_id())
+    .execute(w.db())
+    .await
+    .unwrap();
+    serial
 }

@@ -224,6 +224,9 @@ settings! {
     /// lifetime of a playback token (seconds, or `90m`, `6h`; at least a
     /// minute)
     playback_token_ttl: Duration = default "6h";
+    /// public base URL of the API, e.g. `https://learn.example.org`: the
+    /// address certificates' QR codes and xAPI statements point to
+    public_base_url: Option<BaseUrl> = none "unset → `http://<LECTERN_HTTP_ADDR>`";
     /// public base URL of media, e.g. the CDN host `https://cdn.example.org`
     media_base_url: Option<BaseUrl> = none "unset → relative `/media/…` URLs";
     /// memory per node, in MiB, for hot segments, init segments and posters

@@ -103,6 +103,16 @@ pub enum Permission {
     ExportPersonalData,
     ReadAudit,
     ReadMetrics,
+    /// The organisation's learning reports (overview, courses, lessons,
+    /// experts, QoE) and their aggregate exports.
+    ReadReports,
+    /// An expert's report of the courses they are named on.
+    ReadOwnCourseReports,
+    /// Learner-level records (transcripts, xAPI statements, exports
+    /// naming learners): personal data, so a step-up and an audit row.
+    ExportLearnerRecords,
+    /// The reporting time zone, credit rules and course credit designations.
+    ManageCredits,
 }
 
 impl Permission {
@@ -127,7 +137,11 @@ impl Permission {
             | Permission::DeleteCourses
             | Permission::ListUsers
             | Permission::InviteExperts
-            | Permission::ModerateCommunity => &[ContentAdmin, SuperAdmin],
+            | Permission::ModerateCommunity
+            | Permission::ReadReports
+            | Permission::ExportLearnerRecords
+            | Permission::ManageCredits => &[ContentAdmin, SuperAdmin],
+            Permission::ReadOwnCourseReports => &[Expert],
             Permission::ChangeRoles
             | Permission::DeleteUsers
             | Permission::ExportPersonalData
@@ -145,6 +159,7 @@ impl Permission {
                 | Permission::DeleteUsers
                 | Permission::DeleteCourses
                 | Permission::ExportPersonalData
+                | Permission::ExportLearnerRecords
         )
     }
 

@@ -327,6 +327,24 @@ error_codes! {
     /// A heartbeat's `playback_id` is not a live playback session of this learner for this lesson (it expired, the server forgot it, or it is another lesson's): start a new one with `POST /api/v1/lessons/{id}/playback` and send its `playback_id`.
     PlaybackSessionExpired = ("playback_session_expired", 409, false);
 
+    // --- analytics, credits and certificates ----------------------------
+    /// A report's date range is malformed, reversed, or longer than the report allows.
+    InvalidDateRange = ("invalid_date_range", 400, false);
+    /// The time zone is not an IANA name PostgreSQL knows (e.g. `Asia/Shanghai`).
+    InvalidTimeZone = ("invalid_time_zone", 400, false);
+    /// A credit rule or designation is outside what the platform allows (rate, rounding step, cap, class).
+    InvalidCreditRule = ("invalid_credit_rule", 422, false);
+    /// The course has no credit designation, so it awards no certificate.
+    NoCreditDesignation = ("no_credit_designation", 409, false);
+    /// The course is not completed yet: every lesson needs 90 % watched.
+    CourseNotCompleted = ("course_not_completed", 409, false);
+    /// A certificate needs the learner's name: send `name` (2–50 characters).
+    NameRequired = ("name_required", 422, false);
+    /// The report is not one of the exportable reports, or the format is not csv or xlsx.
+    InvalidExport = ("invalid_export", 400, false);
+    /// The export has not finished yet (see its `state` and progress).
+    ExportNotReady = ("export_not_ready", 409, true);
+
     // --- the server -----------------------------------------------------
     /// The database cannot be reached or is overloaded right now.
     DatabaseUnavailable = ("database_unavailable", 503, true);

@@ -245,14 +245,20 @@ fn to_csv(rows: &[AuditRow]) -> String {
     out
 }
 
-/// RFC 4180 quoting, and a leading `'` before `= + - @` so a spreadsheet
-/// never runs a formula smuggled in through a user agent or path.
-pub fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
+/// A leading `'` before `= + - @`, so a spreadsheet never runs a formula
+/// smuggled into a cell (through a user agent, a path, a title, a name).
+/// Every CSV and XLSX cell of text Lectern writes goes through it.
+pub fn formula_guard(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@']) {
+        std::borrow::Cow::Owned(format!("'{value}"))
     } else {
-        value.to_string()
-    };
+        std::borrow::Cow::Borrowed(value)
+    }
+}
+
+/// RFC 4180 quoting of a [`formula_guard`]ed value.
+pub fn csv_field(value: &str) -> String {
+    let value = formula_guard(value).into_owned();
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {

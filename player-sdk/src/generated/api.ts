@@ -232,6 +232,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/certificates/{serial}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/certificates/{serial}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/comments/{comment_id}": {
         parameters: {
             query?: never;
@@ -336,6 +353,23 @@ export interface paths {
         head?: never;
         /** @description Access: roles: expert, content_admin, super_admin. */
         patch: operations["PATCH /api/v1/courses/{course_id}/chapters/{chapter_id}"];
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/credit-designation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        put: operations["PUT /api/v1/courses/{course_id}/credit-designation"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/courses/{course_id}/draft": {
@@ -538,6 +572,24 @@ export interface paths {
         put?: never;
         /** @description Access: roles: content_admin, super_admin. */
         post: operations["POST /api/v1/courses/{course_id}/unpublish"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/credit-rule": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/credit-rule"];
+        /** @description Access: roles: content_admin, super_admin. */
+        put: operations["PUT /api/v1/credit-rule"];
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -752,6 +804,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/certificates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/me/certificates"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/certificates/{serial}/pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/me/certificates/{serial}/pdf"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/continue-watching": {
         parameters: {
             query?: never;
@@ -763,6 +849,23 @@ export interface paths {
         get: operations["GET /api/v1/me/continue-watching"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/courses/{course_id}/certificate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: a signed-in person (not a partner key). */
+        post: operations["POST /api/v1/me/courses/{course_id}/certificate"];
         delete?: never;
         options?: never;
         head?: never;
@@ -785,6 +888,23 @@ export interface paths {
         head?: never;
         /** @description Access: roles: expert, content_admin, super_admin. */
         patch: operations["PATCH /api/v1/me/expert-profile"];
+        trace?: never;
+    };
+    "/api/v1/me/expert-report": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: expert. */
+        get: operations["GET /api/v1/me/expert-report"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
         trace?: never;
     };
     "/api/v1/me/history": {
@@ -935,6 +1055,40 @@ export interface paths {
         put?: never;
         /** @description Access: a signed-in person (not a partner key). */
         post: operations["POST /api/v1/me/totp/confirm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/transcript": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/me/transcript"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/xapi": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/me/xapi"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1215,6 +1369,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/reporting/time-zone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        put: operations["PUT /api/v1/reporting/time-zone"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/reports": {
         parameters: {
             query?: never;
@@ -1226,6 +1397,227 @@ export interface paths {
         put?: never;
         /** @description Access: roles: learner, expert. */
         post: operations["POST /api/v1/reports"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/courses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/courses"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/courses.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/courses.csv"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/courses/{course_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/courses/{course_id}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/experts/{expert_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/experts/{expert_id}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/exports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin; needs a fresh step-up. */
+        post: operations["POST /api/v1/reports/exports"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/exports/{export_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/exports/{export_id}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/exports/{export_id}/download": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin; needs a fresh step-up. */
+        get: operations["GET /api/v1/reports/exports/{export_id}/download"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/learner-activity.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin; needs a fresh step-up. */
+        get: operations["GET /api/v1/reports/learner-activity.csv"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/learners/{user_id}/transcript": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/learners/{user_id}/transcript"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/learners/{user_id}/xapi": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin; needs a fresh step-up. */
+        get: operations["GET /api/v1/reports/learners/{user_id}/xapi"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/lessons/{lesson_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/lessons/{lesson_id}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/overview": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/overview"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/reports/qoe": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/reports/qoe"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1625,6 +2017,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/verify/{serial}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /verify/{serial}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -1652,6 +2061,32 @@ export interface components {
             role: components["schemas"]["Role"];
             /** Format: uuid */
             user_id: string;
+        };
+        Account: {
+            homePage: string;
+            name: string;
+        };
+        /** @description Learners (or experts) active in a window ending today. */
+        Active: {
+            /** Format: int64 */
+            last_30_days: number;
+            /** Format: int64 */
+            last_7_days: number;
+            /** Format: int64 */
+            today: number;
+        };
+        Activity: {
+            definition: components["schemas"]["ActivityDefinition"];
+            id: string;
+            objectType: string;
+        };
+        ActivityDefinition: {
+            name: components["schemas"]["LanguageMap"];
+            type: string;
+        };
+        Actor: {
+            account: components["schemas"]["Account"];
+            objectType: string;
         };
         /** @description An answer. */
         Answer: {
@@ -1816,6 +2251,36 @@ export interface components {
         };
         /** @description Why a case was opened. */
         Cause: "pre_moderation" | "sensitive_word" | "reported";
+        /** @description A certificate as its learner sees it. */
+        Certificate: {
+            /** Format: uuid */
+            course_id: string | null;
+            course_title: string;
+            /** Format: int16 */
+            credit_class: number;
+            credit_label: string;
+            /** Format: double */
+            credits: number;
+            /** Format: date-time */
+            issued_at: string;
+            learner_name: string;
+            organisation: string;
+            /** @description `GET` this (signed in) for the PDF. */
+            pdf_url: string;
+            project_code: string;
+            serial: string;
+            /** @description The public page the QR code points to. */
+            verification_url: string;
+            /**
+             * Format: double
+             * @description Hours actually watched (unique seconds ÷ 3600) the credits are for.
+             */
+            watched_hours: number;
+        };
+        /** @description `GET /api/v1/me/certificates`. */
+        Certificates: {
+            certificates: components["schemas"]["Certificate"][];
+        };
         /** @description A chapter of a course. */
         Chapter: {
             /** Format: uuid */
@@ -1992,6 +2457,61 @@ export interface components {
             /** Format: date-time */
             updated_at: string;
         };
+        /**
+         * @description One course's figures. Learner counts are all time; `views`,
+         *     `watch_hours` and `completions` are those of the range.
+         */
+        CourseFigures: {
+            /**
+             * Format: double
+             * @description Media seconds played ÷ wall seconds, over every learner.
+             */
+            average_speed: number | null;
+            /**
+             * Format: int64
+             * @description Learners who completed every playable lesson.
+             */
+            completed: number;
+            /**
+             * Format: double
+             * @description completed ÷ started (0 when nobody started).
+             */
+            completion_rate: number;
+            /** Format: int64 */
+            completions: number;
+            /** Format: uuid */
+            course_id: string;
+            /**
+             * Format: int64
+             * @description Learners who opened any lesson of the course.
+             */
+            enrolled: number;
+            /**
+             * Format: int64
+             * @description Playable lessons (with media).
+             */
+            lessons: number;
+            /**
+             * Format: double
+             * @description Median over learners who started of their wall-clock seconds on it.
+             */
+            median_watch_s: number;
+            /** Format: double */
+            rating_average: number | null;
+            /** Format: int64 */
+            rating_count: number;
+            resource_type: string;
+            /**
+             * Format: int64
+             * @description Learners who watched anything of it.
+             */
+            started: number;
+            title: string;
+            /** Format: int64 */
+            views: number;
+            /** Format: double */
+            watch_hours: number;
+        };
         /** @description One lesson of [`CourseProgress`]. */
         CourseLessonProgress: {
             /** @description Whether it counts as completed (90 % watched, ever). */
@@ -2099,6 +2619,14 @@ export interface components {
              */
             rating: number;
         };
+        /** @description `GET /api/v1/reports/courses`: every course in the filter. */
+        CourseReport: {
+            courses: components["schemas"]["CourseFigures"][];
+            /** Format: date */
+            from: string;
+            /** Format: date */
+            to: string;
+        };
         /**
          * @description Where a course stands in its review: draft → in_review → published →
          *     unpublished (→ draft for edits). Only drafts are edited; learners see
@@ -2146,6 +2674,39 @@ export interface components {
             email: string;
             password: string;
         };
+        /** @description The organisation's rule (one per organisation; defaults below). */
+        CreditRule: {
+            /** @description How class I credits are labelled on certificates (e.g. "I类学分"). */
+            class_i_label: string;
+            /** @description How class II credits are labelled (e.g. "II类学分"). */
+            class_ii_label: string;
+            /**
+             * Format: double
+             * @description Credits per hour actually watched (1 = one credit per 60 minutes).
+             */
+            credits_per_hour: number;
+            /**
+             * Format: double
+             * @description Credits are rounded down to a multiple of this (e.g. 0.25).
+             */
+            rounding_step: number;
+        };
+        /** @description One day of the organisation. */
+        DayFigures: {
+            /** Format: int64 */
+            completions: number;
+            /** Format: date */
+            day: string;
+            /**
+             * Format: int64
+             * @description Distinct learners who played anything that day.
+             */
+            learners: number;
+            /** Format: int64 */
+            views: number;
+            /** Format: double */
+            watch_hours: number;
+        };
         Decision: {
             /** @description `approve`, `reject` (needs a reason) or `hide`. */
             decision: string;
@@ -2166,6 +2727,42 @@ export interface components {
             post_kind: components["schemas"]["PostKind"];
             /** @description The post's state now. */
             post_state: components["schemas"]["PostState"];
+        };
+        /** @description A course's credit designation. */
+        Designation: {
+            /**
+             * Format: int16
+             * @description 1 (class I) or 2 (class II).
+             */
+            credit_class: number;
+            /**
+             * Format: double
+             * @description The most credits a learner earns from this course (the project's cap).
+             */
+            max_credits: number;
+            /**
+             * @description The project's code as the accrediting body issued it.
+             * @default
+             */
+            project_code: string;
+        };
+        /** @description A course's credit designation. */
+        DesignationResponse: {
+            /**
+             * Format: int16
+             * @description 1 (class I) or 2 (class II).
+             */
+            credit_class: number;
+            /**
+             * Format: double
+             * @description The most credits a learner earns from this course (the project's cap).
+             */
+            max_credits: number;
+            /**
+             * @description The project's code as the accrediting body issued it.
+             * @default
+             */
+            project_code: string;
         };
         /** @description A discipline (学科) of an organisation's tree. */
         Discipline: {
@@ -2247,7 +2844,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "invalid_review_sort" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "invalid_review_sort" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "course_not_completed" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -2288,12 +2885,104 @@ export interface components {
             /** @description Their professional title (主任医师, Professor of Cardiology); may be empty. */
             title: string;
         };
+        /**
+         * @description `GET /api/v1/reports/experts/{expert_id}`, `GET /api/v1/me/expert-report`:
+         *     the courses an expert is named on.
+         */
+        ExpertReport: {
+            /** Format: int64 */
+            completions: number;
+            /**
+             * Format: int64
+             * @description Learners who completed any of their courses (all time).
+             */
+            course_completions: number;
+            courses: components["schemas"]["CourseFigures"][];
+            /** Format: uuid */
+            expert_id: string;
+            /** Format: date */
+            from: string;
+            name: string;
+            /**
+             * Format: double
+             * @description Average of every rating of their courses.
+             */
+            rating_average: number | null;
+            /** Format: int64 */
+            rating_count: number;
+            /** Format: date */
+            to: string;
+            /**
+             * Format: int64
+             * @description Viewings of their courses in the range.
+             */
+            views: number;
+            /** Format: double */
+            watch_hours: number;
+        };
+        /** @description An export job. */
+        ExportJob: {
+            /** Format: date-time */
+            created_at: string;
+            /** @description Once `done`: where to download it (needs the same permission). */
+            download_url: string | null;
+            error: string | null;
+            /** Format: date-time */
+            finished_at: string | null;
+            format: string;
+            /** Format: uuid */
+            id: string;
+            report: string;
+            /** Format: int64 */
+            rows_total: number | null;
+            /** Format: int64 */
+            rows_written: number;
+            /** @description `queued`, `running`, `done` or `failed`. */
+            state: string;
+        };
+        /** @description `POST /api/v1/reports/exports`. */
+        ExportRequest: {
+            /**
+             * Format: uuid
+             * @description Only this course.
+             */
+            course_id?: string | null;
+            /**
+             * Format: uuid
+             * @description Only courses of this discipline or any discipline below it.
+             */
+            discipline_id?: string | null;
+            format: components["schemas"]["Format"];
+            /**
+             * Format: date
+             * @description First day (YYYY-MM-DD), included.
+             */
+            from?: string | null;
+            /**
+             * Format: uuid
+             * @description A global super admin names the organisation.
+             */
+            org_id?: string | null;
+            report: components["schemas"]["Report"];
+            /**
+             * @description Only courses of this resource type (`video_course`, `clinical_case`,
+             *     `guideline`, `live_replay`).
+             */
+            resource_type?: string | null;
+            /**
+             * Format: date
+             * @description Last day (YYYY-MM-DD), included.
+             */
+            to?: string | null;
+        };
         /** @description How many fatal errors had one code. */
         FatalErrorCount: {
             code: string;
             /** Format: int64 */
             count: number;
         };
+        /** @enum {string} */
+        Format: "csv" | "xlsx";
         /**
          * @description A heartbeat: where the player is, and the media it played since its
          *     previous beat. Send one every few seconds while playing, and on pause,
@@ -2458,11 +3147,24 @@ export interface components {
             sent_at: string;
             status: components["schemas"]["InvitationStatus"];
         };
+        /** @description `POST /api/v1/me/courses/{course_id}/certificate`. */
+        IssueRequest: {
+            /**
+             * @description The name printed on the certificate (2–50 characters), e.g. 张三.
+             *     Needed unless the account has a real name on file.
+             * @default null
+             */
+            name: string | null;
+        };
         /**
          * @description A person's language for notices.
          * @enum {string}
          */
         Lang: "zh-CN" | "en";
+        LanguageMap: {
+            "en-US"?: string | null;
+            "zh-CN"?: string | null;
+        };
         /** @description A lesson: one video of a course. */
         Lesson: {
             /**
@@ -2504,6 +3206,47 @@ export interface components {
             description?: string | null;
             /** @description 1–300 characters on one line. */
             title?: string | null;
+        };
+        /** @description `GET /api/v1/reports/lessons/{lesson_id}`. */
+        LessonReport: {
+            /**
+             * Format: int64
+             * @description Learners who completed it (all time).
+             */
+            completed: number;
+            /** Format: int64 */
+            completions: number;
+            /** Format: uuid */
+            course_id: string;
+            /** Format: double */
+            duration_s: number | null;
+            /** Format: uuid */
+            lesson_id: string;
+            /**
+             * @description For 0 %, 1 %, … 100 % of the duration: the share of starters whose
+             *     watched intervals cover that point (empty until someone starts).
+             */
+            retention: number[];
+            /** @description The most re-watched stretches, most first (at most 5). */
+            rewatched_moments: components["schemas"]["Moment"][];
+            /**
+             * Format: double
+             * @description Media seconds played beyond each learner's first time, all
+             *     learners together, all time: how much of the lesson is watched
+             *     again (media played − unique seconds; media is wall time × the
+             *     speed at each flush).
+             */
+            rewatched_s: number;
+            /**
+             * Format: int64
+             * @description Learners who watched anything of it (all time).
+             */
+            starters: number;
+            title: string;
+            /** Format: int64 */
+            views: number;
+            /** Format: double */
+            watch_hours: number;
         };
         /** @description `/healthz`'s answer. */
         Liveness: {
@@ -2575,6 +3318,23 @@ export interface components {
              * @description Reports from this many learners hide a post until a moderator decides.
              */
             report_threshold: number;
+        };
+        /** @description A re-watched stretch of a lesson: where learners rewound to. */
+        Moment: {
+            /**
+             * Format: int16
+             * @description 0–99: the stretch `[bin %, bin+1 %)` of the lesson.
+             */
+            bin: number;
+            /** Format: double */
+            from_s: number;
+            /**
+             * Format: int64
+             * @description How many times learners rewound into it.
+             */
+            rewinds: number;
+            /** Format: double */
+            to_s: number;
         };
         /** @description A new account. */
         NewAccount: {
@@ -2791,6 +3551,53 @@ export interface components {
              */
             lessons: string[];
         };
+        /** @description `GET /api/v1/reports/overview`. */
+        Overview: {
+            /** @description Experts who signed in, in the same windows. */
+            active_experts: components["schemas"]["Active"];
+            /**
+             * @description Learners who played anything: today, in the last 7 and 30 days
+             *     (windows end today, whatever the range).
+             */
+            active_learners: components["schemas"]["Active"];
+            /**
+             * Format: int64
+             * @description Lessons completed in the range.
+             */
+            completions: number;
+            daily: components["schemas"]["DayFigures"][];
+            /** Format: date */
+            from: string;
+            /**
+             * Format: int64
+             * @description Courses first published in the range.
+             */
+            new_courses: number;
+            /**
+             * Format: int64
+             * @description Learners whose newest heartbeat is under a minute old.
+             */
+            online_now: number;
+            time_zone: string;
+            /** Format: date */
+            to: string;
+            /**
+             * Format: double
+             * @description Hours of lessons newly watched for the first time (unique seconds).
+             */
+            unique_hours: number;
+            /**
+             * Format: int64
+             * @description Viewings started in the range (a new viewing: first play, or one
+             *     more than 30 minutes after the previous).
+             */
+            views: number;
+            /**
+             * Format: double
+             * @description Wall-clock hours spent playing, every viewing counted.
+             */
+            watch_hours: number;
+        };
         /**
          * @description Where a learner starts watching a lesson: the answer of `POST
          *     /api/v1/lessons/{lesson_id}/playback`.
@@ -2931,6 +3738,48 @@ export interface components {
             startup_ms?: number | null;
             /** Format: int64 */
             to_bitrate?: number | null;
+        };
+        /**
+         * @description `GET /api/v1/reports/qoe`. Browser and OS are not reported: the QoE
+         *     events the player sends carry neither.
+         */
+        QoeReportResponse: {
+            by_rung: components["schemas"]["RungFigures"][];
+            /**
+             * Format: double
+             * @description Failures ÷ startups.
+             */
+            failure_rate: number | null;
+            /** Format: int64 */
+            failures: number;
+            /** Format: date */
+            from: string;
+            /** Format: int64 */
+            rebuffer_events: number;
+            /**
+             * Format: double
+             * @description Seconds stalled ÷ (seconds stalled + seconds played) in the range.
+             */
+            rebuffer_ratio: number | null;
+            /** Format: double */
+            rebuffer_s: number;
+            /** Format: double */
+            startup_p50_ms: number | null;
+            /** Format: double */
+            startup_p95_ms: number | null;
+            /**
+             * Format: double
+             * @description Mean of 8 ÷ (8 + startup seconds) over startups: 1 is instant, 0.5
+             *     is 8 s (Mux's shape).
+             */
+            startup_score: number | null;
+            /**
+             * Format: int64
+             * @description Playbacks that reported a startup.
+             */
+            startups: number;
+            /** Format: date */
+            to: string;
         };
         /** @description How playback went for an organisation's learners over a window. */
         QoeSummary: {
@@ -3162,6 +4011,8 @@ export interface components {
          * @enum {string}
          */
         RenditionStatus: "encoding" | "ready";
+        /** @description The exportable reports. */
+        Report: "courses" | "learner_activity";
         /** @description A report received. */
         ReportReceipt: {
             /** @description Whether this report took the post off view until a moderator decides. */
@@ -3263,6 +4114,31 @@ export interface components {
             /** Format: uuid */
             id: string;
             role: components["schemas"]["Role"];
+        };
+        /** @description Switches into one rung. */
+        RungFigures: {
+            /** Format: int32 */
+            bitrate: number;
+            /**
+             * Format: int64
+             * @description Switches away from it.
+             */
+            switches_from: number;
+            /**
+             * Format: int64
+             * @description Switches into this rung.
+             */
+            switches_to: number;
+        };
+        Score: {
+            /** Format: double */
+            max: number;
+            /** Format: double */
+            min: number;
+            /** Format: double */
+            raw: number;
+            /** Format: double */
+            scaled: number;
         };
         /** @description A course as a search result names it. */
         SearchCourse: {
@@ -3418,6 +4294,21 @@ export interface components {
             /** Format: double */
             p95: number | null;
         };
+        /** @description What a certificate states (and all the verification page shows). */
+        Statement: {
+            course_title: string;
+            /** Format: int16 */
+            credit_class: number;
+            credit_label: string;
+            /** Format: double */
+            credits: number;
+            /** Format: date-time */
+            issued_at: string;
+            learner_name: string;
+            organisation: string;
+            project_code: string;
+            serial: string;
+        };
         /** @description `POST /api/v1/auth/step-up`: exactly one of the two. */
         StepUpBody: {
             /** @description The one-time code sent by `POST /api/v1/auth/step-up/code`. */
@@ -3436,6 +4327,11 @@ export interface components {
         };
         /** @description How a step-up was proven. */
         StepUpMethod: "totp" | "code";
+        /** @description The organisation's reporting time zone. */
+        TimeZone: {
+            /** @description An IANA name, e.g. `Asia/Shanghai` (the default) or `Europe/Berlin`. */
+            time_zone: string;
+        };
         /**
          * @description What a notification is about; decides the template (zh-CN and en) and
          *     which channels a user's preferences allow.
@@ -3476,6 +4372,54 @@ export interface components {
              * @default null
              */
             password: string | null;
+        };
+        /** @description A learner's transcript. */
+        Transcript: {
+            /** Format: int64 */
+            certificates: number;
+            courses: components["schemas"]["TranscriptCourse"][];
+            /** Format: double */
+            credits: number;
+            /** Format: uuid */
+            user_id: string;
+            /** Format: double */
+            watched_s: number;
+        };
+        /** @description One course of a transcript. */
+        TranscriptCourse: {
+            /** @description The certificate issued for it, if any. */
+            certificate_serial: string | null;
+            completed: boolean;
+            /**
+             * Format: double
+             * @description Unique seconds ÷ the playable lessons' total duration.
+             */
+            completion: number;
+            /** Format: uuid */
+            course_id: string;
+            credit_label: string | null;
+            /**
+             * Format: double
+             * @description Credits earned under the organisation's rule (0 until completed,
+             *     or when the course has no credit designation).
+             */
+            credits: number;
+            /** Format: int64 */
+            lessons: number;
+            /** Format: int64 */
+            lessons_completed: number;
+            title: string;
+            /**
+             * Format: double
+             * @description Wall-clock seconds spent playing it (every viewing).
+             */
+            watch_time_s: number;
+            /**
+             * Format: double
+             * @description Seconds of the course actually watched: each second once, however
+             *     often, on whatever device or speed.
+             */
+            watched_s: number;
         };
         /** @description How many notices the caller has not read. */
         UnreadCount: {
@@ -3549,6 +4493,10 @@ export interface components {
              */
             org_id: string | null;
             role: components["schemas"]["Role"];
+        };
+        Verb: {
+            display: components["schemas"]["LanguageMap"];
+            id: string;
         };
         /** @description A page of every lesson watched, finished or not, newest first. */
         WatchHistory: {
@@ -3663,6 +4611,37 @@ export interface components {
         };
         WordList: {
             words: components["schemas"]["SensitiveWord"][];
+        };
+        XapiResult: {
+            completion?: boolean | null;
+            /** @description ISO 8601 duration, e.g. `PT1H2M3.5S`. */
+            duration?: string | null;
+            /**
+             * @description `<base>/xapi/extensions/unique-seconds`: media seconds watched for
+             *     the first time.
+             */
+            extensions?: {
+                [key: string]: number;
+            } | null;
+            score?: components["schemas"]["Score"] | null;
+        };
+        XapiStatement: {
+            actor: components["schemas"]["Actor"];
+            /** Format: uuid */
+            id: string;
+            object: components["schemas"]["Activity"];
+            result: components["schemas"]["XapiResult"];
+            /** Format: date-time */
+            timestamp: string;
+            verb: components["schemas"]["Verb"];
+        };
+        /** @description `GET …/xapi`: the statements, oldest first. */
+        XapiStatements: {
+            /** Format: date */
+            from: string;
+            statements: components["schemas"]["XapiStatement"][];
+            /** Format: date */
+            to: string;
         };
     };
     responses: never;
@@ -4135,6 +5114,37 @@ export interface operations {
             };
         };
     };
+    "GET /api/v1/certificates/{serial}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                serial: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Statement"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "DELETE /api/v1/comments/{comment_id}": {
         parameters: {
             query?: never;
@@ -4457,6 +5467,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Chapter"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/courses/{course_id}/credit-designation": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["Designation"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Designation"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -4921,6 +5966,72 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CourseTransition"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/credit-rule": {
+        parameters: {
+            query?: {
+                org_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditRule"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/credit-rule": {
+        parameters: {
+            query?: {
+                org_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CreditRule"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CreditRule"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -5464,6 +6575,66 @@ export interface operations {
             };
         };
     };
+    "GET /api/v1/me/certificates": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Certificates"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/me/certificates/{serial}/pdf": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                serial: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the certificate as PDF */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/pdf": string;
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "GET /api/v1/me/continue-watching": {
         parameters: {
             query?: {
@@ -5488,6 +6659,41 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ContinueWatching"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/me/courses/{course_id}/certificate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["IssueRequest"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Certificate"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -5550,6 +6756,51 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Expert"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/me/expert-report": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExpertReport"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -5863,6 +7114,67 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/me/transcript": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Transcript"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/me/xapi": {
+        parameters: {
+            query?: {
+                from?: string | null;
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["XapiStatements"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -6464,6 +7776,41 @@ export interface operations {
             };
         };
     };
+    "PUT /api/v1/reporting/time-zone": {
+        parameters: {
+            query?: {
+                org_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TimeZone"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TimeZone"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "POST /api/v1/reports": {
         parameters: {
             query?: never;
@@ -6484,6 +7831,532 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ReportReceipt"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/courses": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CourseReport"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/courses.csv": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the course report (one row per course), streamed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/courses/{course_id}": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CourseFigures"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/experts/{expert_id}": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path: {
+                expert_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExpertReport"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/reports/exports": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ExportRequest"];
+            };
+        };
+        responses: {
+            /** @description accepted; poll Location */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExportJob"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/exports/{export_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                export_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExportJob"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/exports/{export_id}/download": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                export_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the finished export (text/csv or an XLSX workbook) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/learner-activity.csv": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description one row per learner × lesson × day in the range (learner id and email), streamed */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/learners/{user_id}/transcript": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Transcript"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/learners/{user_id}/xapi": {
+        parameters: {
+            query?: {
+                from?: string | null;
+                to?: string | null;
+            };
+            header?: never;
+            path: {
+                user_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["XapiStatements"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/lessons/{lesson_id}": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path: {
+                lesson_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LessonReport"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/overview": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Overview"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/reports/qoe": {
+        parameters: {
+            query?: {
+                /** @description Only this course. */
+                course_id?: string | null;
+                /** @description Only courses of this discipline or any discipline below it. */
+                discipline_id?: string | null;
+                /** @description First day (YYYY-MM-DD), included. */
+                from?: string | null;
+                /** @description A global super admin names the organisation. */
+                org_id?: string | null;
+                /**
+                 * @description Only courses of this resource type (`video_course`, `clinical_case`,
+                 *     `guideline`, `live_replay`).
+                 */
+                resource_type?: string | null;
+                /** @description Last day (YYYY-MM-DD), included. */
+                to?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["QoeReport"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -7414,6 +9287,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["NotReady"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /verify/{serial}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                serial: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the public verification page: what the certificate states, nothing more */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/html": string;
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
