@@ -248,17 +248,26 @@ fn to_csv(rows: &[AuditRow]) -> String {
 /// RFC 4180 quoting, and a leading `'` before `= + - @` so a spreadsheet
 /// never runs a formula smuggled in through a user agent or path.
 pub fn csv_field(value: &str) -> String {
-    let value = if value.starts_with(['=', '+', '-', '@']) {
-        format!("'{value}")
-    } else {
-        value.to_string()
-    };
+    let value = defuse_formula(value).into_owned();
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
         value
     }
 }
+
+/// The formula-injection guard every CSV export shares: a cell starting
+/// with `= + - @` gets a leading `'`, so a spreadsheet shows it as text
+/// instead of running it. Writers that quote with the `csv` crate pass
+/// each field through this (quoting is the writer's job).
+pub fn defuse_formula(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.starts_with(['=', '+', '-', '@']) {
+        std::borrow::Cow::Owned(format!("'{value}"))
+    } else {
+        std::borrow::Cow::Borrowed(value)
+    }
+}
+
 /// Applies retention once the schema is there, then every six hours,
 /// until `cancel`.
 pub async fn purge_periodically(
