@@ -892,7 +892,10 @@ async fn fixture(
         }
         ("PUT" | "DELETE", "/api/v1/courses/{course_id}/surveys/{survey_id}")
         | ("GET", "/api/v1/courses/{course_id}/surveys/{survey_id}/results")
-        | ("GET", "/api/v1/courses/{course_id}/surveys/{survey_id}/questions/{question_id}/texts")
+        | (
+            "GET",
+            "/api/v1/courses/{course_id}/surveys/{survey_id}/questions/{question_id}/texts",
+        )
         | ("GET", "/api/v1/courses/{course_id}/surveys")
         | ("POST", "/api/v1/courses/{course_id}/surveys/{survey_id}/responses") => {
             let (course, _, lesson) = catalogue_course(w, orgs.a, "published").await;

@@ -191,7 +191,10 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
         Some(json!({ "title": "我的调查" })),
     )
     .await;
-    assert_eq!((status, code.as_str()), (StatusCode::FORBIDDEN, "forbidden"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
 
     let survey = open_survey(&o).await;
     let sid = id(&survey["id"]);
@@ -227,7 +230,10 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
     .await;
     assert_eq!(shown["completed"], false);
     assert_eq!(shown["surveys"][0]["id"], survey["id"]);
-    assert_eq!(shown["surveys"][0]["questions"].as_array().unwrap().len(), 4);
+    assert_eq!(
+        shown["surveys"][0]["questions"].as_array().unwrap().len(),
+        4
+    );
     assert_eq!(
         shown["surveys"][0]["questions"][0]["options"][1]["label"],
         "一般"
@@ -254,7 +260,8 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
     assert_eq!(shown["surveys"][0]["answered_at"], Value::Null);
 
     // Answers that do not fit are refused with the code that says why.
-    let missing_required = json!({ "answers": [{ "question_id": single, "option_ids": [s_opts[0]] }] });
+    let missing_required =
+        json!({ "answers": [{ "question_id": single, "option_ids": [s_opts[0]] }] });
     let (status, code) = fails(w, "POST", &path, t0, Some(missing_required)).await;
     assert_eq!(
         (status, code.as_str()),
@@ -395,10 +402,14 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
         "the route answers the summary's figures"
     );
     assert!(
-        lectern_community::surveys::course_survey_summary(&mut conn, Some(Uuid::now_v7()), o.course)
-            .await
-            .unwrap()
-            .is_none(),
+        lectern_community::surveys::course_survey_summary(
+            &mut conn,
+            Some(Uuid::now_v7()),
+            o.course
+        )
+        .await
+        .unwrap()
+        .is_none(),
         "another organisation's scope sees nothing"
     );
     drop(conn);
@@ -414,16 +425,23 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
         .await;
     assert_eq!(status, StatusCode::OK, "{csv}");
     assert_eq!(headers["content-type"], "text/csv; charset=utf-8");
-    let csv = csv.strip_prefix('\u{feff}').expect("a UTF-8 BOM for spreadsheets");
+    let csv = csv
+        .strip_prefix('\u{feff}')
+        .expect("a UTF-8 BOM for spreadsheets");
     let lines: Vec<&str> = csv.split("\r\n").filter(|l| !l.is_empty()).collect();
     assert_eq!(lines.len(), 5, "{csv}");
     assert_eq!(
         lines[0],
         "response_id,course_id,course_title,submitted_at,Q1 您对本课程满意吗？,Q2 哪些内容对您有帮助？,Q3 请为讲师打分,Q4 其他建议"
     );
-    assert!(lines[1].ends_with(",满意,案例; 讲义,5,讲得很好"), "{}", lines[1]);
     assert!(
-        lines[2].ends_with(",满意,讲义,4,\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"点我\"\")\""),
+        lines[1].ends_with(",满意,案例; 讲义,5,讲得很好"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2]
+            .ends_with(",满意,讲义,4,\"'=HYPERLINK(\"\"http://evil.example\"\",\"\"点我\"\")\""),
         "the formula is defused: {}",
         lines[2]
     );
@@ -469,7 +487,10 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
         Some(answers(0, &[], 3, None)),
     )
     .await;
-    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "survey_closed"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "survey_closed")
+    );
     let shown = ok(
         w,
         "GET",
@@ -478,7 +499,11 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
         None,
     )
     .await;
-    assert_eq!(shown["surveys"], json!([]), "learners see open surveys only");
+    assert_eq!(
+        shown["surveys"],
+        json!([]),
+        "learners see open surveys only"
+    );
 }
 
 #[sqlx::test(migrations = "../migrations")]
@@ -539,7 +564,11 @@ async fn another_organisation_and_drafts_stay_out_of_sight(db: PgPool) {
         ("PUT", format!("/api/v1/courses/{}/surveys/{sid}", o.course)),
     ] {
         let (status, code) = fails(w, method, &path, &admin_b, Some(json!({}))).await;
-        assert_eq!((status, code.as_str()), (StatusCode::NOT_FOUND, "not_found"), "{method} {path}");
+        assert_eq!(
+            (status, code.as_str()),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{method} {path}"
+        );
     }
     // An operator of B cannot attach A's survey to B's course either.
     let course_b = Uuid::now_v7();
@@ -569,7 +598,14 @@ async fn another_organisation_and_drafts_stay_out_of_sight(db: PgPool) {
         Some(json!({ "state": "open" })),
     )
     .await;
-    let (status, _) = fails(w, "POST", &respond_path(&o, &survey), &learner_b, Some(body.clone())).await;
+    let (status, _) = fails(
+        w,
+        "POST",
+        &respond_path(&o, &survey),
+        &learner_b,
+        Some(body.clone()),
+    )
+    .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     ok(w, "POST", &respond_path(&o, &survey), t, Some(body)).await;
 }
@@ -595,15 +631,22 @@ async fn questions_freeze_once_asked_and_a_running_survey_changes_by_retire_and_
         "PUT",
         &format!("{base}/questions/{single}"),
         &o.admin,
-        Some(json!({ "kind": "single_choice", "prompt": "您对本课程满意吗？",
-                     "options": ["非常满意", "满意", "不满意"] })),
+        Some(
+            json!({ "kind": "single_choice", "prompt": "您对本课程满意吗？",
+                     "options": ["非常满意", "满意", "不满意"] }),
+        ),
     )
     .await;
     let (_, s_opts) = question(&edited, 0);
     assert_eq!(edited["questions"][0]["options"][0]["label"], "非常满意");
     assert_eq!(edited["questions"][0]["frozen"], false);
     let (status, _) = w
-        .call("DELETE", &format!("{base}/questions/{multi}"), Some(&o.admin), None)
+        .call(
+            "DELETE",
+            &format!("{base}/questions/{multi}"),
+            Some(&o.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (status, code) = fails(
@@ -614,7 +657,10 @@ async fn questions_freeze_once_asked_and_a_running_survey_changes_by_retire_and_
         Some(json!({ "state": "draft" })),
     )
     .await;
-    assert_eq!((status, code.as_str()), (StatusCode::UNPROCESSABLE_ENTITY, "invalid_survey"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "invalid_survey")
+    );
 
     // The first response freezes every question it was asked.
     let path = respond_path(&o, &survey);
@@ -639,7 +685,9 @@ async fn questions_freeze_once_asked_and_a_running_survey_changes_by_retire_and_
         (
             "PUT",
             format!("{base}/questions/{single}"),
-            Some(json!({ "kind": "single_choice", "prompt": "改过的问题", "options": ["是", "否"] })),
+            Some(
+                json!({ "kind": "single_choice", "prompt": "改过的问题", "options": ["是", "否"] }),
+            ),
         ),
         ("DELETE", format!("{base}/questions/{scale}"), None),
         // Even the skipped free text was asked.
@@ -657,7 +705,10 @@ async fn questions_freeze_once_asked_and_a_running_survey_changes_by_retire_and_
         );
     }
     let (status, code) = fails(w, "DELETE", &base, &o.admin, None).await;
-    assert_eq!((status, code.as_str()), (StatusCode::CONFLICT, "survey_has_responses"));
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::CONFLICT, "survey_has_responses")
+    );
     // Title and description may change: they do not change what was asked.
     ok(
         w,
@@ -685,8 +736,10 @@ async fn questions_freeze_once_asked_and_a_running_survey_changes_by_retire_and_
         "PUT",
         &format!("{base}/questions/{added}"),
         &o.admin,
-        Some(json!({ "kind": "single_choice", "prompt": "会推荐给同事吗？",
-                     "options": ["会", "不一定", "不会"] })),
+        Some(
+            json!({ "kind": "single_choice", "prompt": "会推荐给同事吗？",
+                     "options": ["会", "不一定", "不会"] }),
+        ),
     )
     .await;
     let (_, added_opts) = question(&grown, 3);

@@ -242,7 +242,11 @@ pub(crate) fn check_answers(
                     return Err(wrong(format!(
                         "question {} takes {} option",
                         q.id,
-                        if single { "exactly one" } else { "at least one" }
+                        if single {
+                            "exactly one"
+                        } else {
+                            "at least one"
+                        }
                     )));
                 }
                 let mut chosen = HashSet::new();
@@ -273,7 +277,12 @@ pub(crate) fn check_answers(
             }
             QuestionKind::FreeText => {
                 only(false, false, true)?;
-                let t = text::checked(a.text.as_deref().unwrap_or(""), "text", SURVEY_TEXT_MAX, true)?;
+                let t = text::checked(
+                    a.text.as_deref().unwrap_or(""),
+                    "text",
+                    SURVEY_TEXT_MAX,
+                    true,
+                )?;
                 if !t.is_empty() {
                     out.push(Checked::Text(q.id, t));
                 }

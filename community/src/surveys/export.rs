@@ -131,8 +131,7 @@ async fn export(
             target: Some(format!("survey:{survey_id}")),
             outcome: "ok",
             detail: Some(
-                serde_json::json!({ "survey_id": survey_id, "course_id": q.course_id })
-                    .to_string(),
+                serde_json::json!({ "survey_id": survey_id, "course_id": q.course_id }).to_string(),
             ),
             ..AuditEvent::by(Some(&principal), &context)
         },
@@ -284,16 +283,18 @@ impl Pages {
                 r.course_title.clone(),
                 r.submitted_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             ];
-            record.extend(self.questions.iter().map(|q| {
-                match answers.get(&(r.id, q.id)) {
-                    None => String::new(),
-                    Some(a) => match (&a.value, &a.body) {
-                        (Some(v), _) => v.to_string(),
-                        (None, Some(body)) => body.clone(),
-                        (None, None) => a.labels.join("; "),
-                    },
-                }
-            }));
+            record.extend(
+                self.questions
+                    .iter()
+                    .map(|q| match answers.get(&(r.id, q.id)) {
+                        None => String::new(),
+                        Some(a) => match (&a.value, &a.body) {
+                            (Some(v), _) => v.to_string(),
+                            (None, Some(body)) => body.clone(),
+                            (None, None) => a.labels.join("; "),
+                        },
+                    }),
+            );
             write(&mut w, &record).map_err(sqlx::Error::Io)?;
         }
         self.after = responses.last().map(|r| r.id);
@@ -315,7 +316,8 @@ fn write(w: &mut csv::Writer<Vec<u8>>, record: &[String]) -> Result<(), std::io:
 }
 
 fn finish(w: csv::Writer<Vec<u8>>) -> Result<Vec<u8>, std::io::Error> {
-    w.into_inner().map_err(|e| std::io::Error::other(e.to_string()))
+    w.into_inner()
+        .map_err(|e| std::io::Error::other(e.to_string()))
 }
 
 #[cfg(test)]

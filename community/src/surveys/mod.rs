@@ -55,7 +55,12 @@ pub fn routes(api: ApiRouter<CommunityState>) -> ApiRouter<CommunityState> {
         .route(Method::GET, "/api/v1/surveys", manage, list)
         .route(Method::GET, "/api/v1/surveys/{survey_id}", manage, get)
         .route(Method::PATCH, "/api/v1/surveys/{survey_id}", manage, patch)
-        .route(Method::DELETE, "/api/v1/surveys/{survey_id}", manage, delete)
+        .route(
+            Method::DELETE,
+            "/api/v1/surveys/{survey_id}",
+            manage,
+            delete,
+        )
         .route(
             Method::POST,
             "/api/v1/surveys/{survey_id}/questions",
@@ -242,7 +247,9 @@ pub(crate) fn checked_question(q: &NewQuestion) -> Result<NewQuestion, ApiError>
         }
         QuestionKind::FreeText => {
             if !q.options.is_empty() || q.scale.is_some() {
-                return Err(invalid("a free-text question has neither options nor a scale"));
+                return Err(invalid(
+                    "a free-text question has neither options nor a scale",
+                ));
             }
         }
     }
