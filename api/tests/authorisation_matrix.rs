@@ -1092,6 +1092,106 @@ async fn fixture(
             let serial = certificate(w, orgs.a).await;
             call(path.replace("{serial}", &serial), None, ok(200))
         }
+        // Surveys: a fresh survey of organisation A per call (a scale and
+        // a free-text question); operators define, learners answer.
+        ("POST", "/api/v1/surveys") => Call {
+            addresses_org_a: true,
+            ..call(
+                path.into(),
+                Some(json!({
+                    "title": "课程满意度调查",
+                    "org_id": orgs.a,
+                    "questions": [{ "kind": "scale", "prompt": "总体满意度",
+                                    "scale": { "min": 1, "max": 5 } }],
+                })),
+                ok(201),
+            )
+        },
+        ("GET", "/api/v1/surveys") => Call {
+            addresses_org_a: true,
+            ..call(format!("{path}?org_id={}", orgs.a), None, ok(200))
+        },
+        ("GET" | "PATCH" | "DELETE", "/api/v1/surveys/{survey_id}")
+        | ("GET", "/api/v1/surveys/{survey_id}/responses.csv")
+        | ("POST", "/api/v1/surveys/{survey_id}/questions")
+        | ("PUT" | "DELETE", "/api/v1/surveys/{survey_id}/questions/{question_id}")
+        | ("POST", "/api/v1/surveys/{survey_id}/questions/{question_id}/retire") => {
+            let (survey, _, text) = survey(w, orgs.a, "draft").await;
+            let base = format!("/api/v1/surveys/{survey}");
+            let question = json!({ "kind": "single_choice", "prompt": "会推荐给同事吗？",
+                                   "options": ["会", "不会"] });
+            let (target, body, allowed) = match (method.as_str(), path) {
+                ("GET", "/api/v1/surveys/{survey_id}") => (base, None, ok(200)),
+                ("PATCH", _) => (base, Some(json!({ "title": "新标题" })), ok(200)),
+                ("DELETE", "/api/v1/surveys/{survey_id}") => (base, None, ok(204)),
+                ("GET", _) => (format!("{base}/responses.csv"), None, ok(200)),
+                ("POST", "/api/v1/surveys/{survey_id}/questions") => {
+                    (format!("{base}/questions"), Some(question), ok(201))
+                }
+                ("PUT", _) => (format!("{base}/questions/{text}"), Some(question), ok(200)),
+                ("DELETE", _) => (format!("{base}/questions/{text}"), None, ok(204)),
+                _ => (format!("{base}/questions/{text}/retire"), None, ok(200)),
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(target, body, allowed)
+            }
+        }
+        ("PUT" | "DELETE", "/api/v1/courses/{course_id}/surveys/{survey_id}")
+        | ("GET", "/api/v1/courses/{course_id}/surveys/{survey_id}/results")
+        | (
+            "GET",
+            "/api/v1/courses/{course_id}/surveys/{survey_id}/questions/{question_id}/texts",
+        )
+        | ("GET", "/api/v1/courses/{course_id}/surveys")
+        | ("POST", "/api/v1/courses/{course_id}/surveys/{survey_id}/responses") => {
+            let (course, _, lesson) = catalogue_course(w, orgs.a, "published").await;
+            let (survey, scale, text) = survey(w, orgs.a, "open").await;
+            if method != Method::PUT {
+                sqlx::query("INSERT INTO course_surveys (course_id, survey_id) VALUES ($1, $2)")
+                    .bind(course)
+                    .bind(survey)
+                    .execute(w.db())
+                    .await
+                    .unwrap();
+            }
+            if let Some(me) = me {
+                // The caller completed the course (only a learner may answer).
+                sqlx::query(
+                    "INSERT INTO lesson_progress (user_id, lesson_id, organisation_id, completed_at, last_beat_at)
+                     VALUES ($1, $2, $3, now(), now())",
+                )
+                .bind(me)
+                .bind(lesson)
+                .bind(orgs.a)
+                .execute(w.db())
+                .await
+                .unwrap();
+            }
+            let base = format!("/api/v1/courses/{course}/surveys");
+            let (target, body, allowed) = match (method.as_str(), path) {
+                ("PUT", _) => (format!("{base}/{survey}"), None, ok(204)),
+                ("DELETE", _) => (format!("{base}/{survey}"), None, ok(204)),
+                ("GET", "/api/v1/courses/{course_id}/surveys") => (base, None, ok(200)),
+                ("GET", "/api/v1/courses/{course_id}/surveys/{survey_id}/results") => {
+                    (format!("{base}/{survey}/results"), None, ok(200))
+                }
+                ("GET", _) => (
+                    format!("{base}/{survey}/questions/{text}/texts"),
+                    None,
+                    ok(200),
+                ),
+                _ => (
+                    format!("{base}/{survey}/responses"),
+                    Some(json!({ "answers": [{ "question_id": scale, "value": 4 }] })),
+                    ok(201),
+                ),
+            };
+            Call {
+                addresses_org_a: true,
+                ..call(target, body, allowed)
+            }
+        }
         _ => return None,
     })
 }
@@ -1104,6 +1204,38 @@ async fn fresh_learner(w: &World, orgs: &Orgs) -> Uuid {
         Role::Learner,
     )
     .await
+}
+
+/// A survey of `org` in `state` asking a required 1–5 scale and an
+/// optional free text: (survey, scale question, free-text question).
+async fn survey(w: &World, org: Uuid, state: &str) -> (Uuid, Uuid, Uuid) {
+    let (survey, scale, text) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO surveys (id, organisation_id, title, state) VALUES ($1, $2, '满意度调查', $3)",
+    )
+    .bind(survey)
+    .bind(org)
+    .bind(state)
+    .execute(w.db())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO survey_questions (id, survey_id, position, kind, prompt, scale_min, scale_max)
+         VALUES ($1, $3, 0, 'scale', '总体满意度', 1, 5),
+                ($2, $3, 1, 'free_text', '建议', NULL, NULL)",
+    )
+    .bind(scale)
+    .bind(text)
+    .bind(survey)
+    .execute(w.db())
+    .await
+    .unwrap();
+    sqlx::query("UPDATE survey_questions SET required = false WHERE id = $1")
+        .bind(text)
+        .execute(w.db())
+        .await
+        .unwrap();
+    (survey, scale, text)
 }
 
 /// A published review of `course` by `author`: its id.

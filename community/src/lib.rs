@@ -15,6 +15,10 @@
 //!   word, [`words`]); reports, the queue, decisions (audited, the author
 //!   notified), the per-organisation settings and word list.
 //! - [`course_review`]: a course review rejected with a reason.
+//! - [`surveys`]: satisfaction surveys an operator defines and attaches to
+//!   courses, answered once at a course's completion, results per course
+//!   and a CSV export; [`surveys::course_survey_summary`] is what
+//!   analytics reads.
 //! - [`limits`] and [`text`]: posting rates and lengths.
 //! - [`notices`]: every notification this crate sends, in one place.
 //!
@@ -29,6 +33,7 @@ pub mod moderation;
 pub mod notices;
 pub mod questions;
 pub mod reviews;
+pub mod surveys;
 pub mod text;
 pub mod words;
 
@@ -117,6 +122,7 @@ pub fn routes(api: ApiRouter<CommunityState>) -> ApiRouter<CommunityState> {
     let api = comments::routes(api);
     let api = questions::routes(api);
     let api = moderation::routes(api);
+    let api = surveys::routes(api);
     course_review::routes(api)
 }
 

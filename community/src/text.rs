@@ -21,6 +21,8 @@ pub const QUESTION_MAX: usize = 5_000;
 pub const ANSWER_MAX: usize = 10_000;
 /// The longest reason (a report's, a moderator's, a course review's).
 pub const REASON_MAX: usize = 500;
+/// The longest free-text answer to a survey question.
+pub const SURVEY_TEXT_MAX: usize = 2_000;
 
 /// `value` trimmed, if it holds 1..=`max` characters (0..=`max` when
 /// `may_be_empty`) and no control characters but `\n`, `\r`, `\t`.

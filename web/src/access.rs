@@ -95,6 +95,11 @@ pub enum Permission {
     /// The moderation queue and its decisions, the organisation's
     /// moderation mode and sensitive-word list.
     ModerateCommunity,
+    /// Satisfaction surveys: define them, attach them to courses, read
+    /// their results and export them.
+    ManageSurveys,
+    /// Answer a course's satisfaction survey once the course is completed.
+    AnswerSurveys,
     DeleteCourses,
     ListUsers,
     InviteExperts,
@@ -127,7 +132,9 @@ impl Permission {
             | Permission::ManageWebhooks
             | Permission::ManageAssets => &[Partner, ContentAdmin, SuperAdmin],
             Permission::ManageCourses => &[Expert, ContentAdmin, SuperAdmin],
-            Permission::RateCourses | Permission::AskQuestions => &[Learner],
+            Permission::RateCourses | Permission::AskQuestions | Permission::AnswerSurveys => {
+                &[Learner]
+            }
             Permission::PostComments | Permission::ReportPosts => &[Learner, Expert],
             Permission::AnswerQuestions => &[Expert],
             Permission::ReadPipelineEvents
@@ -140,7 +147,8 @@ impl Permission {
             | Permission::ModerateCommunity
             | Permission::ReadReports
             | Permission::ExportLearnerRecords
-            | Permission::ManageCredits => &[ContentAdmin, SuperAdmin],
+            | Permission::ManageCredits
+            | Permission::ManageSurveys => &[ContentAdmin, SuperAdmin],
             Permission::ReadOwnCourseReports => &[Expert],
             Permission::ChangeRoles
             | Permission::DeleteUsers

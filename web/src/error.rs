@@ -308,6 +308,20 @@ error_codes! {
     WordExists = ("word_exists", 409, false);
     /// A sort of reviews other than `newest` or `helpful`.
     InvalidReviewSort = ("invalid_review_sort", 400, false);
+    /// A survey or one of its questions is malformed (no options for a choice question, a scale outside 0–10, too many questions or options, a survey opened without questions); the message says which.
+    InvalidSurvey = ("invalid_survey", 422, false);
+    /// The question was asked in a response already, so it cannot change or be deleted; retire it and add a new question instead.
+    SurveyQuestionFrozen = ("survey_question_frozen", 409, false);
+    /// The survey has responses, so it cannot be deleted; close it instead.
+    SurveyHasResponses = ("survey_has_responses", 409, false);
+    /// The survey is closed: it takes no more responses.
+    SurveyClosed = ("survey_closed", 409, false);
+    /// The caller has not completed the course yet (every lesson 90 % watched), which its survey and its certificate need.
+    CourseNotCompleted = ("course_not_completed", 409, false);
+    /// The caller has answered this survey for this course already; a response cannot be changed.
+    SurveyAlreadyAnswered = ("survey_already_answered", 409, false);
+    /// A survey response does not fit the survey's questions (an unknown or retired question, a required one missing, an option of another question, a scale value out of range); the message says which.
+    InvalidSurveyAnswer = ("invalid_survey_answer", 422, false);
 
     // --- learning -------------------------------------------------------
     /// The playback speed is outside the allowed range.
@@ -336,8 +350,6 @@ error_codes! {
     InvalidCreditRule = ("invalid_credit_rule", 422, false);
     /// The course has no credit designation, so it awards no certificate.
     NoCreditDesignation = ("no_credit_designation", 409, false);
-    /// The course is not completed yet: every lesson needs 90 % watched.
-    CourseNotCompleted = ("course_not_completed", 409, false);
     /// A certificate needs the learner's name: send `name` (2–50 characters).
     NameRequired = ("name_required", 422, false);
     /// The report is not one of the exportable reports, or the format is not csv or xlsx.

@@ -265,6 +265,7 @@ pub fn csv_field(value: &str) -> String {
         value
     }
 }
+
 /// Applies retention once the schema is there, then every six hours,
 /// until `cancel`.
 pub async fn purge_periodically(

@@ -561,6 +561,92 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/courses/{course_id}/surveys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/courses/{course_id}/surveys"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/surveys/{survey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        put: operations["PUT /api/v1/courses/{course_id}/surveys/{survey_id}"];
+        post?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        delete: operations["DELETE /api/v1/courses/{course_id}/surveys/{survey_id}"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/surveys/{survey_id}/questions/{question_id}/texts": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/courses/{course_id}/surveys/{survey_id}/questions/{question_id}/texts"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/surveys/{survey_id}/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: learner. */
+        post: operations["POST /api/v1/courses/{course_id}/surveys/{survey_id}/responses"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/courses/{course_id}/surveys/{survey_id}/results": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/courses/{course_id}/surveys/{survey_id}/results"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/courses/{course_id}/unpublish": {
         parameters: {
             query?: never;
@@ -1659,6 +1745,112 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/surveys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/surveys"];
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/surveys"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/surveys/{survey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/surveys/{survey_id}"];
+        put?: never;
+        post?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        delete: operations["DELETE /api/v1/surveys/{survey_id}"];
+        options?: never;
+        head?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        patch: operations["PATCH /api/v1/surveys/{survey_id}"];
+        trace?: never;
+    };
+    "/api/v1/surveys/{survey_id}/questions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/surveys/{survey_id}/questions"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/surveys/{survey_id}/questions/{question_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        put: operations["PUT /api/v1/surveys/{survey_id}/questions/{question_id}"];
+        post?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        delete: operations["DELETE /api/v1/surveys/{survey_id}/questions/{question_id}"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/surveys/{survey_id}/questions/{question_id}/retire": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/surveys/{survey_id}/questions/{question_id}/retire"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/surveys/{survey_id}/responses.csv": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/surveys/{survey_id}/responses.csv"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/uploads": {
         parameters: {
             query?: never;
@@ -2654,6 +2846,35 @@ export interface components {
             state: components["schemas"]["CourseState"];
             title: string;
         };
+        /** @description A survey as a course shows it. */
+        CourseSurvey: {
+            /**
+             * Format: date-time
+             * @description When the caller answered it for this course; null if not yet.
+             */
+            answered_at: string | null;
+            /** @description Plain text; clients escape it. */
+            description: string;
+            /** Format: uuid */
+            id: string;
+            /** @description The questions to ask, in order (retired ones left out). */
+            questions: components["schemas"]["SurveyQuestion"][];
+            state: components["schemas"]["SurveyState"];
+            /** @description Plain text; clients escape it. */
+            title: string;
+        };
+        /** @description The surveys a course shows at its completion. */
+        CourseSurveys: {
+            /**
+             * @description Whether the caller completed every lesson (then open surveys not
+             *     yet answered may be answered).
+             */
+            completed: boolean;
+            /** Format: uuid */
+            course_id: string;
+            /** @description Learners see open surveys; survey operators every attached one. */
+            surveys: components["schemas"]["CourseSurvey"][];
+        };
         /** @description A course's move through review, as `POST …/{submit,publish,unpublish,draft}` answer it. */
         CourseTransition: {
             /** @description The state it left. */
@@ -2844,7 +3065,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "invalid_review_sort" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "course_not_completed" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -2983,6 +3204,26 @@ export interface components {
         };
         /** @enum {string} */
         Format: "csv" | "xlsx";
+        /**
+         * @description One answer of a response: `option_ids` for a choice question (exactly
+         *     one for single choice), `value` for a scale, `text` for free text.
+         */
+        GivenAnswer: {
+            /** @default [] */
+            option_ids: string[];
+            /** Format: uuid */
+            question_id: string;
+            /**
+             * @description Up to 2,000 characters of plain text; empty counts as not answered.
+             * @default null
+             */
+            text: string | null;
+            /**
+             * Format: int16
+             * @default null
+             */
+            value: number | null;
+        };
         /**
          * @description A heartbeat: where the player is, and the media it played since its
          *     previous beat. Send one every few seconds while playing, and on pause,
@@ -3518,6 +3759,28 @@ export interface components {
              */
             lesson_id?: string | null;
         };
+        /** @description A question as an operator defines it. */
+        NewQuestion2: {
+            kind: components["schemas"]["QuestionKind"];
+            /**
+             * @description A choice question's options in order: 2–20 labels of 1–200
+             *     characters, no two alike. Empty for other kinds.
+             * @default []
+             */
+            options: string[];
+            /** @description 1–500 characters of plain text. */
+            prompt: string;
+            /**
+             * @description Whether every response must answer it (true when omitted).
+             * @default true
+             */
+            required: boolean;
+            /**
+             * @description A scale question's range and labels; only for `scale`.
+             * @default null
+             */
+            scale: components["schemas"]["Scale"] | null;
+        };
         NewReport: {
             kind: components["schemas"]["PostKind"];
             /** Format: uuid */
@@ -3527,6 +3790,30 @@ export interface components {
              * @default
              */
             reason: string;
+        };
+        NewResponse: {
+            /**
+             * @description One entry per answered question; leave optional questions out to
+             *     skip them.
+             */
+            answers: components["schemas"]["GivenAnswer"][];
+        };
+        NewSurvey: {
+            /**
+             * @description Up to 2,000 characters.
+             * @default
+             */
+            description: string;
+            /**
+             * Format: uuid
+             * @description The organisation (a global super admin must name it).
+             * @default null
+             */
+            org_id: string | null;
+            /** @description Up to 50 questions, in order (more can be added later). */
+            questions?: components["schemas"]["NewQuestion2"][];
+            /** @description 1–200 characters. */
+            title: string;
         };
         NewWord: {
             /** Format: uuid */
@@ -3541,6 +3828,15 @@ export interface components {
         NotReady: {
             checks: components["schemas"]["Checks"];
             error: components["schemas"]["ErrorDetail"];
+        };
+        /** @description How many responses chose an option. */
+        OptionCount: {
+            /** Format: int64 */
+            count: number;
+            /** @description Plain text; clients escape it. */
+            label: string;
+            /** Format: uuid */
+            option_id: string;
         };
         Order: {
             /** @description Every chapter of the course, in the new order. */
@@ -3851,9 +4147,32 @@ export interface components {
             moderation_reason: string | null;
             state: components["schemas"]["PostState"];
         };
+        /** @description What a question asks for. */
+        QuestionKind: "single_choice" | "multiple_choice" | "scale" | "free_text";
         /** @description A list of questions. */
         QuestionList: {
             questions: components["schemas"]["Question"][];
+        };
+        /** @description One question's figures. */
+        QuestionResults: {
+            /**
+             * Format: int64
+             * @description Responses that answered it (not empty, not skipped).
+             */
+            answered: number;
+            kind: components["schemas"]["QuestionKind"];
+            /** @description A choice question's options in order, each with its count. */
+            options: components["schemas"]["OptionCount"][];
+            /** Format: int32 */
+            position: number;
+            /** @description Plain text; clients escape it. */
+            prompt: string;
+            /** Format: uuid */
+            question_id: string;
+            /** @description No longer asked; responses from before still count. */
+            retired: boolean;
+            /** @description A scale question's mean and distribution. */
+            scale: components["schemas"]["ScaleResults"] | null;
         };
         /** @description A question with its answers. */
         QuestionThread: {
@@ -4130,6 +4449,69 @@ export interface components {
              */
             switches_to: number;
         };
+        /**
+         * @description A scale question's range (whole numbers, 0–10) and the labels of its
+         *     ends, e.g. 1 "非常不满意" … 5 "非常满意".
+         */
+        Scale: {
+            /** Format: int16 */
+            max: number;
+            /**
+             * @description Up to 50 characters.
+             * @default null
+             */
+            max_label: string | null;
+            /** Format: int16 */
+            min: number;
+            /**
+             * @description Up to 50 characters.
+             * @default null
+             */
+            min_label: string | null;
+        };
+        /** @description How many responses gave a value of a scale. */
+        ScaleCount: {
+            /** Format: int64 */
+            count: number;
+            /** Format: int16 */
+            value: number;
+        };
+        /**
+         * @description A scale question's range (whole numbers, 0–10) and the labels of its
+         *     ends, e.g. 1 "非常不满意" … 5 "非常满意".
+         */
+        ScaleResponse: {
+            /** Format: int16 */
+            max: number;
+            /**
+             * @description Up to 50 characters.
+             * @default null
+             */
+            max_label: string | null;
+            /** Format: int16 */
+            min: number;
+            /**
+             * @description Up to 50 characters.
+             * @default null
+             */
+            min_label: string | null;
+        };
+        /** @description A scale question's figures. */
+        ScaleResults: {
+            /** @description Every value from `min` to `max`, in order, with its count. */
+            distribution: components["schemas"]["ScaleCount"][];
+            /** Format: int16 */
+            max: number;
+            max_label: string | null;
+            /**
+             * Format: double
+             * @description The mean of the values given; null when nobody answered.
+             */
+            mean: number | null;
+            /** Format: int16 */
+            min: number;
+            min_label: string | null;
+        };
         Score: {
             /** Format: double */
             max: number;
@@ -4327,6 +4709,165 @@ export interface components {
         };
         /** @description How a step-up was proven. */
         StepUpMethod: "totp" | "code";
+        /** @description A response received. */
+        SubmittedResponse: {
+            /**
+             * Format: uint
+             * @description Questions answered.
+             */
+            answered: number;
+            /** Format: uuid */
+            course_id: string;
+            /** Format: uuid */
+            id: string;
+            /** Format: date-time */
+            submitted_at: string;
+            /** Format: uuid */
+            survey_id: string;
+        };
+        /** @description A survey with its questions, as its operators see it. */
+        Survey: {
+            /** @description The courses it is attached to, oldest attachment first. */
+            course_ids: string[];
+            /** Format: date-time */
+            created_at: string;
+            /** @description Plain text (may be empty); clients escape it. */
+            description: string;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            organisation_id: string;
+            /**
+             * Format: int64
+             * @description Live (not retired) questions.
+             */
+            question_count: number;
+            /** @description Every question in order, retired ones included. */
+            questions: components["schemas"]["SurveyQuestion"][];
+            /**
+             * Format: int64
+             * @description Responses over every course.
+             */
+            response_count: number;
+            state: components["schemas"]["SurveyState"];
+            /** @description Plain text; clients escape it. */
+            title: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** @description A survey as the list shows it. */
+        SurveyHead: {
+            /** @description The courses it is attached to, oldest attachment first. */
+            course_ids: string[];
+            /** Format: date-time */
+            created_at: string;
+            /** @description Plain text (may be empty); clients escape it. */
+            description: string;
+            /** Format: uuid */
+            id: string;
+            /** Format: uuid */
+            organisation_id: string;
+            /**
+             * Format: int64
+             * @description Live (not retired) questions.
+             */
+            question_count: number;
+            /**
+             * Format: int64
+             * @description Responses over every course.
+             */
+            response_count: number;
+            state: components["schemas"]["SurveyState"];
+            /** @description Plain text; clients escape it. */
+            title: string;
+            /** Format: date-time */
+            updated_at: string;
+        };
+        /** @description The organisation's surveys, newest first. */
+        SurveyList: {
+            surveys: components["schemas"]["SurveyHead"][];
+        };
+        /** @description An option of a choice question. */
+        SurveyOption: {
+            /** Format: uuid */
+            id: string;
+            /** @description Plain text; clients escape it. */
+            label: string;
+        };
+        SurveyPatch: {
+            /** @description Up to 2,000 characters. */
+            description?: string | null;
+            /**
+             * @description `open` (needs a live question) or `closed`; a survey never goes
+             *     back to `draft`.
+             */
+            state?: components["schemas"]["SurveyState"] | null;
+            /** @description 1–200 characters. */
+            title?: string | null;
+        };
+        /** @description A question as it is asked. */
+        SurveyQuestion: {
+            /**
+             * @description Asked in a response already: it can no longer change (retire it
+             *     and add a new question instead).
+             */
+            frozen: boolean;
+            /** Format: uuid */
+            id: string;
+            kind: components["schemas"]["QuestionKind"];
+            /** @description A choice question's options, in order. */
+            options: components["schemas"]["SurveyOption"][];
+            /**
+             * Format: int32
+             * @description Order within the survey (ascending; gaps are possible).
+             */
+            position: number;
+            /** @description Plain text; clients escape it. */
+            prompt: string;
+            required: boolean;
+            /** @description No longer asked; its results stay. */
+            retired: boolean;
+            scale: components["schemas"]["Scale"] | null;
+        };
+        /** @description A survey's results for one course. */
+        SurveyResults: {
+            /** Format: uuid */
+            course_id: string;
+            /** @description Every question in order. */
+            questions: components["schemas"]["QuestionResults"][];
+            /**
+             * Format: int64
+             * @description Responses given for this course.
+             */
+            responses: number;
+            state: components["schemas"]["SurveyState"];
+            /** Format: uuid */
+            survey_id: string;
+            /** @description Plain text; clients escape it. */
+            title: string;
+        };
+        /** @description Where a survey stands. */
+        SurveyState: "draft" | "open" | "closed";
+        /** @description One free-text answer. */
+        TextAnswer: {
+            /** Format: uuid */
+            response_id: string;
+            /** Format: date-time */
+            submitted_at: string;
+            /** @description Plain text as the learner wrote it; clients escape it. */
+            text: string;
+        };
+        /** @description A page of a free-text question's answers, newest first. */
+        TextPage: {
+            answers: components["schemas"]["TextAnswer"][];
+            /**
+             * Format: uuid
+             * @description Pass as `after` for the next page; null on the last.
+             */
+            next: string | null;
+            /** Format: uuid */
+            question_id: string;
+        };
         /** @description The organisation's reporting time zone. */
         TimeZone: {
             /** @description An IANA name, e.g. `Asia/Shanghai` (the default) or `Europe/Berlin`. */
@@ -5935,6 +6476,203 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["CourseTransition"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/courses/{course_id}/surveys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CourseSurveys"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/courses/{course_id}/surveys/{survey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/courses/{course_id}/surveys/{survey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/courses/{course_id}/surveys/{survey_id}/questions/{question_id}/texts": {
+        parameters: {
+            query?: {
+                /** @description The previous page's `next`. */
+                after?: string | null;
+                /** @description 1–200; 50 by default. */
+                limit?: number | null;
+            };
+            header?: never;
+            path: {
+                course_id: string;
+                survey_id: string;
+                question_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TextPage"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/courses/{course_id}/surveys/{survey_id}/responses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewResponse"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SubmittedResponse"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/courses/{course_id}/surveys/{survey_id}/results": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                course_id: string;
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SurveyResults"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -8479,6 +9217,335 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SearchPage"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/surveys": {
+        parameters: {
+            query?: {
+                /** @description 1–500; 100 by default. */
+                limit?: number | null;
+                /** @description The organisation (a global super admin must name it). */
+                org_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SurveyList"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/surveys": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewSurvey"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Survey"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/surveys/{survey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Survey"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/surveys/{survey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PATCH /api/v1/surveys/{survey_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SurveyPatch"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Survey"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/surveys/{survey_id}/questions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewQuestion2"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Survey"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/surveys/{survey_id}/questions/{question_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                survey_id: string;
+                question_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewQuestion2"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Survey"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/surveys/{survey_id}/questions/{question_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                survey_id: string;
+                question_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/surveys/{survey_id}/questions/{question_id}/retire": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                survey_id: string;
+                question_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Survey"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/surveys/{survey_id}/responses.csv": {
+        parameters: {
+            query?: {
+                /** @description Only this course's responses; every course's when omitted. */
+                course_id?: string | null;
+            };
+            header?: never;
+            path: {
+                survey_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description one row per response (oldest first): response_id, course_id, course_title, submitted_at, then one column per question; formulas defused */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/csv": string;
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
