@@ -96,14 +96,15 @@ pg_new_cluster() {
   rm -f "$pwfile"
 }
 
-# pg_start DATA PORT SOCKDIR — start and wait until it accepts connections
-# (a cluster in recovery accepts them as a hot standby).
+# pg_start DATA PORT SOCKDIR [LOG] — start and wait until it accepts
+# connections (a cluster in recovery accepts them as a hot standby). LOG
+# (default DATA.log) must be writable by the cluster's owner.
 pg_start() {
-  local data="$1" port="$2" sock="$3"
-  as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$data.log" -w -t 300 \
+  local data="$1" port="$2" sock="$3" log="${4:-$1.log}"
+  as_pg "$PG_BIN/pg_ctl" -D "$data" -l "$log" -w -t 300 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $sock -c unix_socket_permissions=0700" \
     start >/dev/null 2>&1 ||
-    { tail -n 30 "$data.log" >&2; die "PostgreSQL in $data did not start"; }
+    { tail -n 30 "$log" >&2; die "PostgreSQL in $data did not start"; }
 }
 
 pg_stop() { # DATA [MODE]
@@ -171,58 +172,69 @@ tls_front_stop() {
 
 # --- pgBackRest ----------------------------------------------------------------
 
-# pgbr_write_conf FILE STANZA DATA PORT SOCKDIR SPOOL REPO_KIND REPO_WHERE
-# REPO_KIND is `s3` (REPO_WHERE: the path inside the bucket; LECTERN_S3_*
-# name the service, PGBR_S3_HOST/PGBR_S3_PORT/PGBR_S3_CA where pgBackRest
-# reaches it over TLS) or `dir` (REPO_WHERE: a directory).
+# pgbr_write_conf FILE STANZA DATA PORT SOCKDIR STATE REPO_KIND REPO_WHERE
+# REPO_KIND is `s3` (REPO_WHERE: the path inside the bucket; PGBR_S3_HOST,
+# PGBR_S3_PORT, PGBR_S3_CA (optional), PGBR_S3_BUCKET, PGBR_S3_REGION,
+# PGBR_S3_KEY, PGBR_S3_SECRET and PGBR_S3_PATH_STYLE=true|false name the
+# service, reached over TLS) or `dir` (REPO_WHERE: a directory). STATE is a
+# directory for pgBackRest's log, lock and spool files, or empty for its
+# defaults (/var/log/pgbackrest, /tmp/pgbackrest, /var/spool/pgbackrest).
 # Retention is the requirements' (see infra/ops/README.md): full backups
 # kept 182 days, WAL (point-in-time recovery) for the newest 30 full or
 # differential backups, i.e. 30 days of daily backups.
 pgbr_write_conf() {
-  local file="$1" stanza="$2" data="$3" port="$4" sock="$5" spool="$6" kind="$7" where="$8"
-  mkdir -p "$spool/log" "$spool/lock" "$spool/spool"
-  give_pg "$spool"
+  local file="$1" stanza="$2" data="$3" port="$4" sock="$5" state="$6" kind="$7" where="$8"
+  if [ -n "$state" ]; then
+    mkdir -p "$state/log" "$state/lock" "$state/spool"
+    give_pg "$state"
+  fi
+  mkdir -p "$(dirname "$file")"
   (
     umask 077
     {
-      echo "# Written by infra/ops ($OPS_NAME)."
+      echo "# Written by infra/ops/$OPS_NAME; rewritten on every run."
       echo "[global]"
       case "$kind" in
         s3)
           echo "repo1-type=s3"
-          echo "repo1-s3-endpoint=${PGBR_S3_HOST:-localhost}"
+          echo "repo1-s3-endpoint=$PGBR_S3_HOST"
           echo "repo1-storage-port=${PGBR_S3_PORT:-443}"
           [ -z "${PGBR_S3_CA:-}" ] || echo "repo1-storage-ca-file=$PGBR_S3_CA"
-          echo "repo1-s3-bucket=${PGBR_S3_BUCKET:-$LECTERN_S3_BUCKET}"
-          echo "repo1-s3-region=${LECTERN_S3_REGION:-us-east-1}"
-          echo "repo1-s3-key=$LECTERN_S3_ACCESS_KEY_ID"
-          echo "repo1-s3-key-secret=$LECTERN_S3_SECRET_ACCESS_KEY"
-          if [ "${LECTERN_S3_PATH_STYLE:-false}" = true ]; then echo "repo1-s3-uri-style=path"; fi
+          echo "repo1-s3-bucket=$PGBR_S3_BUCKET"
+          echo "repo1-s3-region=${PGBR_S3_REGION:-us-east-1}"
+          echo "repo1-s3-key=$PGBR_S3_KEY"
+          echo "repo1-s3-key-secret=$PGBR_S3_SECRET"
+          if [ "${PGBR_S3_PATH_STYLE:-false}" = true ]; then echo "repo1-s3-uri-style=path"; fi
           echo "repo1-path=$where"
           ;;
         dir) echo "repo1-path=$where" ;;
         *) die "unknown repository kind '$kind' (s3 or dir)" ;;
       esac
       echo "repo1-retention-full-type=time"
-      echo "repo1-retention-full=182"
-      echo "repo1-retention-diff=30"
+      echo "repo1-retention-full=${PGBR_RETENTION_FULL_DAYS:-182}"
+      echo "repo1-retention-diff=${PGBR_RETENTION_DIFF:-30}"
       echo "repo1-retention-archive-type=diff"
-      echo "repo1-retention-archive=30"
+      echo "repo1-retention-archive=${PGBR_RETENTION_DIFF:-30}"
+      # lz4: restores are bound by decompression on small machines; it is
+      # several times faster to decompress than gz at a modest size cost.
       echo "compress-type=lz4"
       echo "process-max=${PGBR_PROCESS_MAX:-2}"
       echo "start-fast=y"
       echo "log-level-console=warn"
       echo "log-level-file=info"
-      echo "log-path=$spool/log"
-      echo "lock-path=$spool/lock"
-      echo "spool-path=$spool/spool"
+      if [ -n "$state" ]; then
+        echo "log-path=$state/log"
+        echo "lock-path=$state/lock"
+        echo "spool-path=$state/spool"
+      fi
       echo
       echo "[$stanza]"
       echo "pg1-path=$data"
       echo "pg1-port=$port"
       echo "pg1-socket-path=$sock"
       echo "pg1-user=postgres"
-    } >"$file"
+    } >"$file.tmp"
+    mv "$file.tmp" "$file"
   )
   give_pg "$file"
 }
@@ -232,4 +244,72 @@ pgbr() {
   local conf="$1"
   shift
   as_pg pgbackrest --config="$conf" "$@"
+}
+
+# --- the production settings (infra/ops/pgbackrest-setup, backup, restore) -----
+
+# ops_load_backup_env FILE — LECTERN_BACKUP_* from the environment and FILE
+# (when it exists), defaults, checks; sets BACKUP_REPO_KIND,
+# BACKUP_REPO_WHERE and the PGBR_S3_* pgbr_write_conf reads.
+ops_load_backup_env() {
+  if [ -f "$1" ]; then
+    set -a
+    # shellcheck disable=SC1090
+    . "$1"
+    set +a
+  fi
+  : "${LECTERN_BACKUP_STANZA:=lectern}"
+  : "${LECTERN_BACKUP_CONF:=/etc/pgbackrest/pgbackrest.conf}"
+  : "${LECTERN_BACKUP_PGPORT:=5432}"
+  : "${LECTERN_BACKUP_PGSOCKET:=/var/run/postgresql}"
+  : "${LECTERN_BACKUP_REPO:=dir}"
+  [ -n "${LECTERN_BACKUP_PGDATA:-}" ] || die "LECTERN_BACKUP_PGDATA is not set (the cluster's data directory; see --help)"
+  BACKUP_REPO_KIND="$LECTERN_BACKUP_REPO"
+  case "$BACKUP_REPO_KIND" in
+    dir)
+      BACKUP_REPO_WHERE="${LECTERN_BACKUP_DIR:-/var/lib/pgbackrest}"
+      mkdir -p "$BACKUP_REPO_WHERE"
+      give_pg "$BACKUP_REPO_WHERE"
+      ;;
+    s3)
+      local v
+      for v in LECTERN_BACKUP_S3_ENDPOINT LECTERN_BACKUP_S3_BUCKET LECTERN_BACKUP_S3_ACCESS_KEY_ID LECTERN_BACKUP_S3_SECRET_ACCESS_KEY; do
+        [ -n "${!v:-}" ] || die "$v is required with LECTERN_BACKUP_REPO=s3"
+      done
+      [[ "$LECTERN_BACKUP_S3_ENDPOINT" == https://* ]] ||
+        die "LECTERN_BACKUP_S3_ENDPOINT must be https://… (pgBackRest speaks S3 over TLS only)"
+      PGBR_S3_HOST="${LECTERN_BACKUP_S3_ENDPOINT#https://}"
+      PGBR_S3_HOST="${PGBR_S3_HOST%%/*}"
+      PGBR_S3_PORT=443
+      if [[ "$PGBR_S3_HOST" == *:* ]]; then
+        PGBR_S3_PORT="${PGBR_S3_HOST##*:}"
+        PGBR_S3_HOST="${PGBR_S3_HOST%:*}"
+      fi
+      PGBR_S3_CA="${LECTERN_BACKUP_S3_CA_FILE:-}"
+      PGBR_S3_BUCKET="$LECTERN_BACKUP_S3_BUCKET"
+      PGBR_S3_REGION="${LECTERN_BACKUP_S3_REGION:-us-east-1}"
+      PGBR_S3_KEY="$LECTERN_BACKUP_S3_ACCESS_KEY_ID"
+      PGBR_S3_SECRET="$LECTERN_BACKUP_S3_SECRET_ACCESS_KEY"
+      PGBR_S3_PATH_STYLE="${LECTERN_BACKUP_S3_PATH_STYLE:-false}"
+      BACKUP_REPO_WHERE="${LECTERN_BACKUP_S3_PATH:-/pgbackrest}"
+      ;;
+    *) die "LECTERN_BACKUP_REPO must be s3 or dir, not '$BACKUP_REPO_KIND'" ;;
+  esac
+}
+
+# backup_status KIND — record a success for Prometheus' node_exporter
+# textfile collector: lectern_backup_last_success_timestamp_seconds{kind}
+# in LECTERN_BACKUP_TEXTFILE_DIR (Debian's node exporter reads
+# /var/lib/prometheus/node-exporter), one file per kind, replaced atomically.
+backup_status() {
+  local dir="${LECTERN_BACKUP_TEXTFILE_DIR:-/var/lib/prometheus/node-exporter}" file
+  [ -d "$dir" ] || { say "no $dir: success of $1 not recorded for Prometheus (LECTERN_BACKUP_TEXTFILE_DIR)"; return 0; }
+  file="$dir/lectern_backup_$1.prom"
+  {
+    echo "# HELP lectern_backup_last_success_timestamp_seconds When a backup of this kind last succeeded (Unix time)."
+    echo "# TYPE lectern_backup_last_success_timestamp_seconds gauge"
+    echo "lectern_backup_last_success_timestamp_seconds{kind=\"$1\"} $(date +%s)"
+  } >"$file.$$"
+  chmod 644 "$file.$$"
+  mv "$file.$$" "$file"
 }
