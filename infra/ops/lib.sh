@@ -313,3 +313,15 @@ backup_status() {
   chmod 644 "$file.$$"
   mv "$file.$$" "$file"
 }
+
+# `env` arguments that drop the scripts' own LECTERN_* variables (which are
+# not Lectern settings: the binary refuses unknown LECTERN_* variables)
+# before running `lectern`.
+lectern_env_clean() {
+  local var
+  for var in $(compgen -e); do
+    case "$var" in
+      LECTERN_BIN | LECTERN_REPLICA_ARGS | LECTERN_BACKUP_*) printf -- '-u\n%s\n' "$var" ;;
+    esac
+  done
+}

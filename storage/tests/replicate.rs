@@ -1,6 +1,6 @@
 //! Incremental replication (`lectern_storage::replicate`) between real
 //! stores: fs → fs, S3 → S3 across two Garage buckets (`LECTERN_S3_BUCKET`
-//! and `LECTERN_S3_REPLICA_BUCKET`, both made by `infra/dev/services up`),
+//! and `LECTERN_TEST_S3_REPLICA_BUCKET`, both made by `infra/dev/services up`),
 //! and S3 → fs, where ETags are computed differently on each side and a
 //! second run must still copy nothing.
 
@@ -229,7 +229,7 @@ async fn fs_to_fs() {
 async fn s3_bucket_to_another_bucket() {
     replica_follows_source(
         s3(env("LECTERN_S3_BUCKET")),
-        s3(env("LECTERN_S3_REPLICA_BUCKET")),
+        s3(env("LECTERN_TEST_S3_REPLICA_BUCKET")),
     )
     .await;
 }
