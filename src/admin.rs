@@ -1,5 +1,5 @@
 //! `lectern admin …`: operator commands for organisations, users, partner
-//! keys, key rotation and the audit log. Each command that changes
+//! keys, key rotation, the audit log and the media replica (`replicate`). Each command that changes
 //! something is itself audited, with the operator's login as the actor.
 
 use std::io::{BufRead, IsTerminal};
@@ -64,6 +64,10 @@ enum AdminCommand {
     CheckpointAudit,
     /// Remove audit rows older than LECTERN_AUDIT_RETENTION_DAYS.
     PurgeAudit,
+    /// Copy object storage incrementally into a replica bucket or
+    /// directory (the media backup): only new or changed objects; run
+    /// again to continue; deletes nothing unless --prune-after-days.
+    Replicate(crate::replicate::ReplicateArgs),
 }
 
 pub async fn run(config: Config, args: Vec<String>) -> Result<ExitCode> {
@@ -79,9 +83,14 @@ pub async fn run(config: Config, args: Vec<String>) -> Result<ExitCode> {
                 });
             }
         };
+    // Object storage only: no database needed (nor opened).
+    let command = match cli.command {
+        AdminCommand::Replicate(args) => return crate::replicate::run(&config, args).await,
+        other => other,
+    };
     let db = Database::open(&config).await?;
     db.migrate().await?;
-    let result = execute(&config, &db.pool, cli.command).await;
+    let result = execute(&config, &db.pool, command).await;
     db.close().await;
     result
 }
@@ -256,6 +265,7 @@ async fn execute(config: &Config, db: &PgPool, command: AdminCommand) -> Result<
                 None => println!("audit checkpoint unchanged: the newest one names the head"),
             }
         }
+        AdminCommand::Replicate(_) => unreachable!("handled before the database is opened"),
         AdminCommand::PurgeAudit => {
             let gone = audit::purge(db, config.settings.audit_retention_days).await?;
             audited(config, db, "admin.purge-audit", format!("rows:{gone}")).await?;

@@ -9,6 +9,7 @@ mod embedded_pg;
 mod http_server;
 mod media;
 mod process;
+mod replicate;
 mod serve;
 mod tasks;
 mod worker;
@@ -56,7 +57,7 @@ enum Command {
     },
     /// Print what a media file contains, as JSON.
     Probe { file: PathBuf },
-    /// Operator commands: organisations, keys, users, audit.
+    /// Operator commands: organisations, keys, users, audit, media replica.
     Admin {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,

@@ -109,6 +109,11 @@ settings! {
     s3_secret_access_key: Option<Secret> = none "—";
     /// `true` for MinIO/Garage-style path addressing
     s3_path_style: bool = default "false";
+    /// access key id `lectern admin replicate --to-bucket` writes the media
+    /// replica with, when the replica lives in another account or service
+    replica_s3_access_key_id: Option<String> = none "`LECTERN_S3_ACCESS_KEY_ID`";
+    /// secret access key of `LECTERN_REPLICA_S3_ACCESS_KEY_ID` (never logged)
+    replica_s3_secret_access_key: Option<Secret> = none "`LECTERN_S3_SECRET_ACCESS_KEY`";
     /// concurrent jobs of the pipeline worker run inside `serve`
     serve_workers: Option<usize> = none "1 embedded, 0 otherwise";
     /// jobs one `lectern worker` runs at once (x264 already spreads one

@@ -9,12 +9,15 @@
 //!
 //! Callers hold an `Arc<dyn Store>` and never learn which backend they talk to.
 //! Key rules (module `key`) and range arithmetic (module `range`) live here once
-//! so both backends accept and refuse exactly the same requests.
+//! so both backends accept and refuse exactly the same requests. Module
+//! [`replicate`] copies one store into another incrementally (the media
+//! backup).
 
 mod error;
 mod fs;
 mod key;
 mod range;
+pub mod replicate;
 mod resumable;
 mod s3;
 
