@@ -2,7 +2,8 @@
 //! built whole from [`Settings`] before anything starts; [`router`] merges
 //! every area's routes into one axum app (health, identity, uploads, pulls
 //! and webhooks, assets and the media origin, catalogue and search,
-//! learning, the demo page, and the OpenAPI document generated from the
+//! learning, the demo page, the web apps (`/app/`, `/admin/`), and the
+//! OpenAPI document generated from the
 //! merged route table). Tests drive the app with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
@@ -12,6 +13,7 @@
 //! **Architecture invariant:** no business logic lives here; an area's
 //! behaviour is in its crate, this crate only wires them.
 
+pub mod apps;
 pub mod demo;
 mod health;
 mod openapi;
@@ -60,6 +62,7 @@ pub struct Settings {
     pub webhooks: WebhookSettings,
     pub learning: Learning,
     pub demo: demo::DemoSettings,
+    pub apps: apps::AppsSettings,
     /// How long a readiness probe may wait on a dependency.
     pub probe_timeout: Duration,
     /// Set once migrations have been applied; until then `/readyz` says
@@ -81,6 +84,7 @@ impl Default for Settings {
             webhooks: WebhookSettings::default(),
             learning: Learning::default(),
             demo: demo::DemoSettings::default(),
+            apps: apps::AppsSettings::default(),
             probe_timeout: Duration::from_secs(2),
             schema_ready: Arc::new(AtomicBool::new(true)),
         }
@@ -112,6 +116,7 @@ pub struct Areas {
     pub catalogue: CatalogueState,
     pub learning: LearningState,
     pub demo: Arc<demo::DemoSettings>,
+    pub apps: Arc<apps::AppsSettings>,
 }
 
 impl AppState {
@@ -154,6 +159,7 @@ impl AppState {
                 schema_ready: settings.schema_ready.clone(),
             }),
             demo: Arc::new(settings.demo),
+            apps: Arc::new(settings.apps),
             identity,
             schema_ready: settings.schema_ready,
             probe_timeout: settings.probe_timeout,
@@ -182,7 +188,8 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(lectern_delivery::routes(on(&gate)).with_state(state.delivery.clone()))
         .merge(lectern_catalogue::routes(on(&gate)).with_state(state.catalogue.clone()))
         .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
-        .merge(demo::routes(on(&gate)).with_state(state.clone()));
+        .merge(demo::routes(on(&gate)).with_state(state.clone()))
+        .merge(apps::routes(on(&gate)).with_state(state.clone()));
     let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());
     let api = openapi::attach(api, media.table(), &gate);
     (api, media)
