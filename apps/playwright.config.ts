@@ -21,6 +21,8 @@ export default defineConfig({
     },
     locale: "zh-CN",
     trace: "retain-on-failure",
+    actionTimeout: 30_000,
+    navigationTimeout: 30_000,
     screenshot: "only-on-failure",
   },
 });

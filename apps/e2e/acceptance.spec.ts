@@ -115,7 +115,7 @@ test("a learner in a WeChat webview finds the lesson in Chinese, plays, speeds u
   const context = await browser.newContext(MOBILE);
   const page = await context.newPage();
   await signIn(page, "app", s.learner);
-  await page.getByRole("link", { name: zh.learner.tabs.search }).click();
+  await page.getByRole("tab", { name: zh.learner.tabs.search }).click();
   const box = page.getByRole("searchbox").or(page.locator('input[name="q"]')).first();
   await box.fill("心电图");
   await box.press("Enter");

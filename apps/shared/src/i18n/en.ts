@@ -112,6 +112,7 @@ const en: Shape<typeof zhCN> = {
       average: "{average} · {count} ratings",
       unrated: "Not rated yet",
       yourRating: "Your rating",
+      stars: "{n} stars",
       rated: "Thanks for rating",
       progress: "Progress",
       completed: "{done} of {total} lessons completed",

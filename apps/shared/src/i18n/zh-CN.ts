@@ -109,6 +109,7 @@ export default {
       average: "{average} 分 · {count} 人评分",
       unrated: "暂无评分",
       yourRating: "我的评分",
+      stars: "{n} 星",
       rated: "感谢评分",
       progress: "学习进度",
       completed: "已完成 {done}/{total} 课时",
