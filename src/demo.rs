@@ -3,8 +3,9 @@
 //! and a content admin, a sample lecture (a real clip given with
 //! `--sample`, else a generated slide lecture with a narration tone) as an
 //! asset, and a published course whose lesson plays it; then it serves, and
-//! prints the demo page's URL and the credentials once the in-process worker
-//! has made the lesson playable.
+//! prints the demo page's URL, the learner app's and the admin console's,
+//! and the credentials once the in-process worker has made the lesson
+//! playable.
 //!
 //! The credentials are generated on the first run and kept in
 //! `<data_dir>/demo-credentials.toml` (mode 0600); each run sets the demo
@@ -106,6 +107,10 @@ pub async fn run(mut config: Config, args: DemoArgs) -> Result<()> {
         Ok(()) => {
             let c = &seeded.credentials;
             println!("lectern demo: ready — open {url}");
+            // The web apps (`make apps`; `api/src/apps.rs` says what is
+            // served when they are not built).
+            println!("lectern demo: learner app    {url}app/");
+            println!("lectern demo: admin console  {url}admin/");
             println!(
                 "lectern demo: learner        {} / {}",
                 c.learner_email, c.learner_password

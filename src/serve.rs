@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use lectern_api::apps::AppsSettings;
 use lectern_api::demo::DemoSettings;
 use lectern_api::{AppState, NotifySettings, Settings};
 use lectern_identity::{audit, IdentitySettings};
@@ -102,6 +103,9 @@ pub async fn serve(config: Config) -> Result<()> {
             },
             demo: DemoSettings {
                 player_dir: config.settings.player_dir.clone(),
+            },
+            apps: AppsSettings {
+                dir: config.settings.apps_dir.clone(),
             },
             schema_ready: schema_ready.clone(),
             ..Settings::default()

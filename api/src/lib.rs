@@ -2,8 +2,9 @@
 //! built whole from [`Settings`] before anything starts; [`router`] merges
 //! every area's routes into one axum app (health, identity, notifications,
 //! uploads, pulls and webhooks, assets and the media origin, catalogue and
-//! search, learning, community, analytics, the demo page, and the OpenAPI
-//! document generated from the merged route table). Tests drive the app with
+//! search, learning, community, analytics, the demo page, the web apps
+//! (`/app/`, `/admin/`), and the OpenAPI document generated from the
+//! merged route table). Tests drive the app with
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
 //! span and the audit row and echoed in the response, so one id ties a
@@ -12,6 +13,7 @@
 //! **Architecture invariant:** no business logic lives here; an area's
 //! behaviour is in its crate, this crate only wires them.
 
+pub mod apps;
 pub mod demo;
 mod health;
 pub mod metrics;
@@ -68,6 +70,7 @@ pub struct Settings {
     pub community: CommunitySettings,
     pub analytics: AnalyticsSettings,
     pub demo: demo::DemoSettings,
+    pub apps: apps::AppsSettings,
     /// How long a readiness probe may wait on a dependency.
     pub probe_timeout: Duration,
     /// Set once migrations have been applied; until then `/readyz` says
@@ -91,6 +94,7 @@ impl Default for Settings {
             community: CommunitySettings::default(),
             analytics: AnalyticsSettings::default(),
             demo: demo::DemoSettings::default(),
+            apps: apps::AppsSettings::default(),
             probe_timeout: Duration::from_secs(2),
             schema_ready: Arc::new(AtomicBool::new(true)),
         }
@@ -137,6 +141,7 @@ pub struct Areas {
     pub analytics: AnalyticsState,
     pub demo: Arc<demo::DemoSettings>,
     pub telemetry: metrics::Telemetry,
+    pub apps: Arc<apps::AppsSettings>,
 }
 
 impl AppState {
@@ -206,6 +211,7 @@ impl AppState {
                 schema_ready: settings.schema_ready.clone(),
             },
             demo: Arc::new(settings.demo),
+            apps: Arc::new(settings.apps),
             identity,
             notify,
             schema_ready: settings.schema_ready,
@@ -239,7 +245,8 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
         .merge(lectern_community::routes(on(&gate)).with_state(state.community.clone()))
         .merge(lectern_analytics::routes(on(&gate)).with_state(state.analytics.clone()))
-        .merge(demo::routes(on(&gate)).with_state(state.clone()));
+        .merge(demo::routes(on(&gate)).with_state(state.clone()))
+        .merge(apps::routes(on(&gate)).with_state(state.clone()));
     let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());
     let api = openapi::attach(api, media.table(), &gate);
     (api, media)

@@ -140,6 +140,17 @@ async fn fixture(
             None,
             err(404, "player_not_built"),
         ),
+        // The web apps are public pages too; tests run where no app is built
+        // (`apps/` relative to the crate), so pages are the "not built"
+        // explanation and a hashed file a JSON 404.
+        ("GET", "/app") | ("GET", "/admin") => call(path.into(), None, ok(308)),
+        ("GET", "/app/") | ("GET", "/admin/") => call(path.into(), None, ok(503)),
+        ("GET", "/app/{*path}") => call("/app/courses/x".into(), None, ok(503)),
+        ("GET", "/admin/{*path}") => call(
+            "/admin/assets/index-0.js".into(),
+            None,
+            err(404, "not_found"),
+        ),
         ("POST", "/api/v1/auth/login") => call(
             path.into(),
             Some(json!({ "email": "learner@a.example.org", "password": PASSWORD })),

@@ -55,6 +55,16 @@ const SPEED_KEY = "lectern.player.speed";
 const SESSION_EXPIRED = "playback_session_expired";
 /** At most one new playback session this often, whatever the API answers. */
 const RENEW_AFTER_MS = 30_000;
+/**
+ * New playback sessions in a row after the media origin refused the token
+ * (401/403: it expired after hours open, or the sign-in it is bound to
+ * changed) before giving up with a fatal error. A fragment that loads
+ * resets the count, so a player left open for days still refreshes.
+ */
+export const MAX_TOKEN_REFRESHES = 3;
+/** Reloads after other fatal network errors, and recoveries after fatal media errors, before giving up. */
+export const MAX_NETWORK_RETRIES = 3;
+export const MAX_MEDIA_RECOVERIES = 2;
 export const AUTO: Quality = { index: -1, label: "Auto", height: null, width: null, bitrate: null };
 
 export class LecternPlayer {
@@ -77,6 +87,10 @@ export class LecternPlayer {
   private lastSent: { position: number; speed: number } | null = null;
   private lastBitrate: number | null = null;
   private renewedAt = -Infinity;
+  private tokenRefreshes = 0;
+  private refreshing = false;
+  private networkRetries = 0;
+  private mediaRecoveries = 0;
   private sending: Promise<void> = Promise.resolve();
   private destroyed = false;
   /**
@@ -243,16 +257,31 @@ export class LecternPlayer {
       this.lastBitrate = level.bitrate;
       this.emitQuality();
     });
+    // Progress: the bounds below count failures in a row, not for ever.
+    hls.on(Events.FRAG_LOADED, () => {
+      this.tokenRefreshes = 0;
+      this.networkRetries = 0;
+    });
     hls.on(Events.ERROR, (_event, data) => {
+      const status = data.response?.code;
+      if (data.type === ErrorTypes.NETWORK_ERROR && (status === 401 || status === 403)) {
+        // The token in the URLs was refused: retrying the same URL cannot
+        // help (hls.js would, for ever), a new playback session can.
+        hls.stopLoad();
+        void this.refreshSession();
+        return;
+      }
       if (!data.fatal) return;
-      // The two recoverable kinds get one retry each before giving up.
-      if (data.type === ErrorTypes.NETWORK_ERROR) {
+      if (data.type === ErrorTypes.NETWORK_ERROR && this.networkRetries < MAX_NETWORK_RETRIES) {
+        this.networkRetries += 1;
         hls.startLoad();
-      } else if (data.type === ErrorTypes.MEDIA_ERROR) {
+      } else if (data.type === ErrorTypes.MEDIA_ERROR && this.mediaRecoveries < MAX_MEDIA_RECOVERIES) {
+        this.mediaRecoveries += 1;
         hls.recoverMediaError();
       } else {
         this.fail(`player_${data.details}`, data.error?.message ?? data.details, true);
         hls.destroy();
+        if (this.hls === hls) this.hls = null;
       }
     });
     hls.loadSource(url);
@@ -306,7 +335,18 @@ export class LecternPlayer {
     });
     on(v, "error", () => {
       const error = v.error;
-      if (error) this.fail(`media_error_${error.code}`, error.message || "the browser could not play the media", true);
+      if (!error) return;
+      // Native HLS hides the status; a network error of a playing session
+      // is most often the expired token: try a new session, boundedly.
+      if (this.engine === "native" && error.code === 2 /* MEDIA_ERR_NETWORK */ && this.session) {
+        void this.refreshSession();
+        return;
+      }
+      this.fail(`media_error_${error.code}`, error.message || "the browser could not play the media", true);
+    });
+    // Native HLS has no fragment event: playing again is the progress that resets the bound.
+    on(v, "playing", () => {
+      if (this.engine === "native" && !this.refreshing) this.tokenRefreshes = 0;
     });
     if (typeof document !== "undefined") {
       on(document, "visibilitychange", () => {
@@ -410,6 +450,58 @@ export class LecternPlayer {
       beat.playback_id = renewed.playback_id;
       await this.api.heartbeat(beat);
     }
+  }
+
+  /**
+   * Asks for a new playback session (a fresh token in a new master URL) and
+   * continues from the same position and speed. After
+   * [`MAX_TOKEN_REFRESHES`] in a row without a fragment loading, or when the
+   * API refuses the session itself (signed out, no longer allowed), the
+   * error is fatal: the host page shows it and QoE records `fatal_error`.
+   */
+  private async refreshSession(): Promise<void> {
+    if (this.refreshing || this.destroyed || !this.session) return;
+    if (this.tokenRefreshes >= MAX_TOKEN_REFRESHES) {
+      this.giveUp("playback_token_refused", `the media origin refused ${MAX_TOKEN_REFRESHES} fresh playback tokens in a row`);
+      return;
+    }
+    this.tokenRefreshes += 1;
+    this.refreshing = true;
+    const position = this.video.currentTime;
+    const speed = this.video.playbackRate;
+    const wasPlaying = !this.video.paused;
+    try {
+      const renewed = await this.api.playback(this.lessonId);
+      if (this.destroyed || !this.session) return;
+      this.session.playback_id = renewed.playback_id;
+      this.session.master_url = renewed.master_url;
+      if (this.hls) {
+        this.hls.config.startPosition = position;
+        this.hls.loadSource(renewed.master_url);
+      } else {
+        this.video.src = renewed.master_url;
+        this.video.addEventListener(
+          "loadedmetadata",
+          () => {
+            this.video.currentTime = position;
+            this.video.playbackRate = speed;
+            if (wasPlaying) this.video.play().catch(() => undefined);
+          },
+          { once: true },
+        );
+      }
+    } catch (e) {
+      const error = e instanceof LecternApiError ? e : null;
+      this.giveUp(error?.code ?? "playback_unavailable", errorMessage(e));
+    } finally {
+      this.refreshing = false;
+    }
+  }
+
+  private giveUp(code: string, message: string): void {
+    this.fail(code, message, true);
+    this.hls?.destroy();
+    this.hls = null;
   }
 
   /** The page is going away: report with requests that outlive it. */

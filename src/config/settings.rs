@@ -223,6 +223,9 @@ settings! {
     webhook_max_in_flight: u32 = default "64";
     /// the player SDK bundle the demo page serves
     player_dir: PathBuf = default "player-sdk/dist";
+    /// the `apps/` workspace whose builds (`learner/dist`, `admin/dist`)
+    /// are served at `/app/` and `/admin/`
+    apps_dir: PathBuf = default "apps";
     /// keys of signed playback URLs, `kid:<base64, ≥ 32 bytes>,…`, the first
     /// signs; without it and with `DATABASE_URL`, `/media` answers 503
     playback_keys: Option<Secret> = none "embedded: generated into `.lectern/playback_keys.toml`";
