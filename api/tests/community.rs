@@ -1083,6 +1083,14 @@ async fn a_rejected_course_review_carries_its_reason_to_the_experts(db: PgPool) 
     let seen = ok(&o.w, "GET", &c, &o.admin, None).await;
     assert_eq!(seen["review"]["outcome"], "published");
     assert!(seen["review"]["reason"].is_null());
+    // …and the experts are told it is published, in the same transaction.
+    let told = inbox(&o.w, o.expert_id).await;
+    assert_eq!(told.len(), 2, "{told:?}");
+    assert_eq!(told[1].0, "course_published");
+    assert_eq!(
+        told[1].1["link"],
+        format!("/app/courses/{}", o.course).as_str()
+    );
     let learner_view = ok(&o.w, "GET", &c, &o.learner, None).await;
     assert!(learner_view["review"].is_null());
 }

@@ -493,6 +493,9 @@ async fn transition(
     .bind(current == CourseState::InReview && to == CourseState::Published)
     .fetch_one(&mut *tx)
     .await?;
+    if current == CourseState::InReview && to == CourseState::Published {
+        notify_review_approved(&mut tx, course_id).await?;
+    }
     tx.commit().await?;
     Ok(Json(CourseTransition {
         id: course_id,
@@ -500,6 +503,51 @@ async fn transition(
         state: to,
         published_at,
     }))
+}
+
+/// An approved review tells the course's experts (those with an account),
+/// in the transaction that publishes it, as a rejection does with its
+/// reason (`community::course_review`).
+async fn notify_review_approved(
+    conn: &mut sqlx::PgConnection,
+    course_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Recipient {
+        organisation_id: Uuid,
+        title: String,
+        user_id: Uuid,
+    }
+    let recipients: Vec<Recipient> = sqlx::query_as(
+        "SELECT DISTINCT c.organisation_id, c.title, e.user_id
+         FROM courses c JOIN course_experts ce ON ce.course_id = c.id
+         JOIN experts e ON e.id = ce.expert_id
+         WHERE c.id = $1 AND e.user_id IS NOT NULL",
+    )
+    .bind(course_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    // The learner app's page of the course (a path: notices do not know
+    // the deployment's address yet).
+    let link = format!("/app/courses/{course_id}");
+    for r in recipients {
+        let params = [("course_title", r.title.as_str()), ("link", link.as_str())];
+        lectern_notify::enqueue(
+            conn,
+            &lectern_notify::Notification {
+                org_id: Some(r.organisation_id),
+                user_id: Some(r.user_id),
+                to: None,
+                topic: lectern_notify::Topic::CoursePublished,
+                params: params
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// A course review sent back: in_review → draft, with the reviewer's
