@@ -369,14 +369,6 @@ pub async fn verify(
     ))
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
 /// `GET /verify/{serial}`: the page the QR code opens.
 pub async fn verify_page(
     State(state): State<AnalyticsState>,
@@ -392,13 +384,13 @@ pub async fn verify_page(
          <dt>课程 Course</dt><dd>{}</dd><dt>机构 Organisation</dt><dd>{}</dd>\
          <dt>学分 Credits</dt><dd>{} {}</dd><dt>项目编号 Project</dt><dd>{}</dd>\
          <dt>颁发日期 Issued</dt><dd>{}</dd></dl></body></html>",
-        escape(&s.serial),
-        escape(&s.learner_name),
-        escape(&s.course_title),
-        escape(&s.organisation),
+        lectern_web::html::escape(&s.serial),
+        lectern_web::html::escape(&s.learner_name),
+        lectern_web::html::escape(&s.course_title),
+        lectern_web::html::escape(&s.organisation),
         s.credits,
-        escape(&s.credit_label),
-        escape(&s.project_code),
+        lectern_web::html::escape(&s.credit_label),
+        lectern_web::html::escape(&s.project_code),
         s.issued_at.format("%Y-%m-%d"),
     );
     Ok(Html(page).into_response())

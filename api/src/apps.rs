@@ -194,7 +194,10 @@ async fn page(dist: &Path, app: App) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             // The path is the operator's own configuration, shown to help them fix it.
             NOT_BUILT
-                .replace("{{dist}}", &html_escape(&dist.display().to_string()))
+                .replace(
+                    "{{dist}}",
+                    &lectern_web::html::escape(&dist.display().to_string()),
+                )
                 .replace("{{app}}", app.folder),
         ),
     };
@@ -286,13 +289,6 @@ fn content_type(name: &str) -> &'static str {
         "ttf" => "font/ttf",
         _ => "application/octet-stream",
     }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod client;
 pub mod doc;
 pub mod error;
 mod extract;
+pub mod html;
 pub mod metrics;
 pub mod page;
 pub mod router;

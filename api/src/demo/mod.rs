@@ -96,7 +96,7 @@ async fn page(State(state): State<AppState>) -> Response {
         let dir = state.demo.player_dir.display().to_string();
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            NOT_BUILT.replace("{{player_dir}}", &html_escape(&dir)),
+            NOT_BUILT.replace("{{player_dir}}", &lectern_web::html::escape(&dir)),
         )
     };
     let mut response = (status, body).into_response();
@@ -163,24 +163,9 @@ async fn player_file(
     }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_markup() {
-        assert_eq!(
-            html_escape("<a href=\"x\">&"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;"
-        );
-    }
 
     #[test]
     fn page_has_no_inline_script() {
