@@ -6,182 +6,19 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use common::{free_addr, lectern, workdir, Server};
+use common::deployment::{catalogue, login, playback, stored_position, Deployment};
+use common::Server;
 
 const FLUSH: Duration = Duration::from_secs(1);
 /// A flush is not instantaneous: what it took at the moment of the kill
 /// may still have been on its way to PostgreSQL.
 const FLUSH_SLACK: Duration = Duration::from_millis(500);
-const PASSWORD: &str = "correct horse 42";
-
-struct Deployment {
-    url: String,
-    secrets: Vec<(&'static str, String)>,
-    dir: tempfile::TempDir,
-    addr: String,
-    extra: Vec<(&'static str, String)>,
-}
-
-impl Deployment {
-    async fn new(db: &PgPool, extra: Vec<(&'static str, String)>) -> Self {
-        Self {
-            url: common::database_url(db).await,
-            secrets: common::deployment_secrets(),
-            dir: workdir(),
-            addr: free_addr(),
-            extra,
-        }
-    }
-
-    fn command(&self) -> Command {
-        let mut cmd = lectern(self.dir.path());
-        cmd.env("DATABASE_URL", &self.url)
-            .envs(self.secrets.iter().map(|(k, v)| (k, v)))
-            .env("LECTERN_HTTP_ADDR", &self.addr)
-            .env("LECTERN_SERVE_WORKERS", "0")
-            .env(
-                "LECTERN_PROGRESS_FLUSH_INTERVAL",
-                format!("{}ms", FLUSH.as_millis()),
-            )
-            .env("LECTERN_LOG", "warn");
-        for (k, v) in &self.extra {
-            cmd.env(k, v);
-        }
-        cmd
-    }
-
-    fn admin(&self, args: &[&str], stdin: Option<&str>) {
-        let mut child = self
-            .command()
-            .arg("admin")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "lectern admin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    async fn serve(&self, http: &reqwest::Client) -> Server {
-        let child = self
-            .command()
-            .arg("serve")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let server = Server(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(r) = http.get(self.base("/readyz")).send().await {
-                if r.status() == 200 {
-                    return server;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("lectern serve did not become ready");
-    }
-
-    fn base(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-}
-
-/// A published lesson of 600 s in a new organisation with one learner;
-/// returns the lesson id.
-async fn catalogue(db: &PgPool, d: &Deployment) -> Uuid {
-    d.admin(&["create-org", "Crash Test Hospital"], None);
-    d.admin(
-        &[
-            "create-user",
-            "--org",
-            "Crash Test Hospital",
-            "--email",
-            "learner@crash.example.org",
-            "--role",
-            "learner",
-        ],
-        Some(PASSWORD),
-    );
-    let org: Uuid =
-        sqlx::query_scalar("SELECT id FROM organisations WHERE name = 'Crash Test Hospital'")
-            .fetch_one(db)
-            .await
-            .unwrap();
-    let (course, asset, lesson) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
-    sqlx::query(
-        "INSERT INTO courses (id, organisation_id, title, state, published_at)
-         VALUES ($1, $2, 'Resuscitation', 'published', now())",
-    )
-    .bind(course)
-    .bind(org)
-    .execute(db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO assets (id, organisation_id, status, source_key, duration_s, output_prefix)
-         VALUES ($1, $2, 'ready', $3, 600, $4)",
-    )
-    .bind(asset)
-    .bind(org)
-    .bind(format!("sources/{asset}"))
-    .bind(format!("assets/{asset}/out/attempt-1/"))
-    .execute(db)
-    .await
-    .unwrap();
-    sqlx::query(
-        "INSERT INTO lessons (id, organisation_id, course_id, title, asset_id)
-         VALUES ($1, $2, $3, '心肺复苏', $4)",
-    )
-    .bind(lesson)
-    .bind(org)
-    .bind(course)
-    .bind(asset)
-    .execute(db)
-    .await
-    .unwrap();
-    lesson
-}
-
-async fn login(http: &reqwest::Client, d: &Deployment) -> String {
-    let r: Value = http
-        .post(d.base("/api/v1/auth/login"))
-        .json(&json!({ "email": "learner@crash.example.org", "password": PASSWORD }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    r["token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("login: {r}"))
-        .to_string()
-}
 
 /// Beats for `run`, one media second each, then `kill -9`. Returns every
 /// acknowledged position with when it was acknowledged, and the kill time.
@@ -235,24 +72,22 @@ fn acknowledged_before(acked: &[(f64, Instant)], killed: Instant, bound: Duratio
 }
 
 async fn resume_after_restart(http: &reqwest::Client, d: &Deployment, lesson: Uuid) -> Value {
-    let token = login(http, d).await;
-    let r = http
-        .post(d.base(&format!("/api/v1/lessons/{lesson}/playback")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
+    let token = login(http, &d.base("")).await;
+    playback(http, &d.base(""), &token, lesson).await
 }
 
 #[sqlx::test(migrations = "./migrations")]
 async fn memory_mode_loses_at_most_one_flush_interval(db: PgPool) {
-    let d = Deployment::new(&db, vec![("LECTERN_PROGRESS_BACKEND", "memory".into())]).await;
-    let lesson = catalogue(&db, &d).await;
+    let d = Deployment::new(
+        &db,
+        FLUSH,
+        vec![("LECTERN_PROGRESS_BACKEND", "memory".into())],
+    )
+    .await;
+    let (lesson, _) = catalogue(&db, &d, 1).await[0];
     let http = reqwest::Client::new();
     let server = d.serve(&http).await;
-    let token = login(&http, &d).await;
+    let token = login(&http, &d.base("")).await;
     let (acked, killed) =
         beat_then_kill(&http, &d, server, &token, lesson, Duration::from_secs(4)).await;
     let last = acked.last().unwrap().0;
@@ -281,6 +116,7 @@ async fn redis_mode_loses_at_most_one_push_interval(db: PgPool) {
     let prefix = format!("lectern-crash:{}:", Uuid::new_v4());
     let d = Deployment::new(
         &db,
+        FLUSH,
         vec![
             ("LECTERN_PROGRESS_BACKEND", "redis".into()),
             ("REDIS_URL", redis_url),
@@ -289,10 +125,10 @@ async fn redis_mode_loses_at_most_one_push_interval(db: PgPool) {
         ],
     )
     .await;
-    let lesson = catalogue(&db, &d).await;
+    let (lesson, _) = catalogue(&db, &d, 1).await[0];
     let http = reqwest::Client::new();
     let server = d.serve(&http).await;
-    let token = login(&http, &d).await;
+    let token = login(&http, &d.base("")).await;
     let (acked, killed) =
         beat_then_kill(&http, &d, server, &token, lesson, Duration::from_secs(4)).await;
     let last = acked.last().unwrap().0;
@@ -323,13 +159,4 @@ async fn redis_mode_loses_at_most_one_push_interval(db: PgPool) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// The resume position PostgreSQL holds for `lesson`, if any.
-async fn stored_position(db: &PgPool, lesson: Uuid) -> Option<f64> {
-    sqlx::query_scalar("SELECT position_s FROM lesson_progress WHERE lesson_id = $1")
-        .bind(lesson)
-        .fetch_optional(db)
-        .await
-        .unwrap()
 }

@@ -2,6 +2,8 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
+pub mod deployment;
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command};
