@@ -33,6 +33,7 @@ export const routes: RouteRecordRaw[] = [
   { path: "/experts", name: "experts", component: () => import("./views/ExpertsView.vue"), meta: { title: "admin.experts.title", roles: editors, icon: "Avatar", menu: true } },
   { path: "/invitations", name: "invitations", component: () => import("./views/InvitationsView.vue"), meta: { title: "admin.invitations.title", roles: editors, icon: "Message", menu: true } },
   { path: "/moderation", name: "moderation", component: () => import("./views/ModerationView.vue"), meta: { title: "admin.moderation.title", roles: editors, icon: "ChatDotSquare", menu: true } },
+  { path: "/questions", name: "questions", component: () => import("./views/QuestionsView.vue"), meta: { title: "admin.questions.title", roles: ["expert"], icon: "QuestionFilled", menu: true } },
   { path: "/credits", name: "credits", component: () => import("./views/CreditsView.vue"), meta: { title: "admin.credits.title", roles: editors, icon: "Medal", menu: true } },
   { path: "/users", name: "users", component: () => import("./views/UsersView.vue"), meta: { title: "admin.users.title", roles: editors, icon: "User", menu: true } },
   { path: "/webhooks", name: "webhooks", component: () => import("./views/WebhooksView.vue"), meta: { title: "admin.webhooks.title", roles: editors, icon: "Connection", menu: true } },

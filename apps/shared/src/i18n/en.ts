@@ -191,7 +191,7 @@ const en: Shape<typeof zhCN> = {
     share: { action: "Share", copied: "Link copied" },
     reviews: {
       title: "Reviews",
-      yourStars: "Your stars",
+      yourStars: "Stars for your review",
       text: "Review",
       placeholder: "What did you think of this course? (optional)",
       submit: "Post review",
@@ -358,6 +358,18 @@ const en: Shape<typeof zhCN> = {
       certificates: "Certificates",
       lessonsDone: "Lessons done",
       certificate: "Certificate",
+    },
+    questions: {
+      title: "Questions",
+      none: "No questions.",
+      question: "Question",
+      state: "State",
+      open: "Unanswered",
+      answers: "{n} answers",
+      accepted: "Accepted",
+      answer: "Your answer",
+      send: "Send answer",
+      answered: "Answer sent",
     },
     moderation: {
       title: "Moderation",

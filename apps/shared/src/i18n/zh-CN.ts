@@ -188,7 +188,7 @@ export default {
     share: { action: "分享", copied: "链接已复制" },
     reviews: {
       title: "学员评价",
-      yourStars: "我的评分",
+      yourStars: "评价星级",
       text: "评价",
       placeholder: "说说这门课程怎么样（可选）",
       submit: "发表评价",
@@ -355,6 +355,18 @@ export default {
       certificates: "证书",
       lessonsDone: "完成课时",
       certificate: "证书编号",
+    },
+    questions: {
+      title: "学员提问",
+      none: "暂无提问。",
+      question: "问题",
+      state: "状态",
+      open: "待回答",
+      answers: "{n} 个回答",
+      accepted: "已采纳",
+      answer: "您的回答",
+      send: "发送回答",
+      answered: "回答已发送",
     },
     moderation: {
       title: "内容审核",
