@@ -1,9 +1,8 @@
 // The console's screens, each its own chunk, each with the roles whose
 // permissions its API needs (the server decides; this only hides menu
 // entries a role could not use). Screens whose API is not there yet
-// (analytics charts, moderation, reviews and questions, surveys, partner
-// keys, invitation management, the other organisation settings) are added
-// here as a route and a view when it is.
+// (partner keys, asset retry and delete) are added here as a route and a
+// view when it is.
 import { createRouter, createWebHistory, type RouteRecordRaw } from "vue-router";
 
 import { loadSession, onUnauthorised, type Role } from "@lectern/shared";
@@ -26,11 +25,16 @@ const staff: Role[] = ["expert", "content_admin", "super_admin"];
 
 export const routes: RouteRecordRaw[] = [
   { path: "/", name: "dashboard", component: () => import("./views/DashboardView.vue"), meta: { title: "admin.dashboard.title", roles: editors, icon: "DataLine", menu: true } },
+  { path: "/reports", name: "reports", component: () => import("./views/ReportsView.vue"), meta: { title: "admin.reports.title", roles: editors, icon: "TrendCharts", menu: true } },
   { path: "/assets", name: "assets", component: () => import("./views/AssetsView.vue"), meta: { title: "admin.assets.title", roles: editors, icon: "VideoCamera", menu: true } },
   { path: "/courses", name: "courses", component: () => import("./views/CoursesView.vue"), meta: { title: "admin.courses.title", roles: staff, icon: "Reading", menu: true } },
   { path: "/courses/:courseId", name: "course", component: () => import("./views/CourseEditView.vue"), props: true, meta: { title: "admin.course.title", roles: staff } },
   { path: "/disciplines", name: "disciplines", component: () => import("./views/DisciplinesView.vue"), meta: { title: "admin.disciplines.title", roles: editors, icon: "Files", menu: true } },
   { path: "/experts", name: "experts", component: () => import("./views/ExpertsView.vue"), meta: { title: "admin.experts.title", roles: editors, icon: "Avatar", menu: true } },
+  { path: "/invitations", name: "invitations", component: () => import("./views/InvitationsView.vue"), meta: { title: "admin.invitations.title", roles: editors, icon: "Message", menu: true } },
+  { path: "/moderation", name: "moderation", component: () => import("./views/ModerationView.vue"), meta: { title: "admin.moderation.title", roles: editors, icon: "ChatDotSquare", menu: true } },
+  { path: "/questions", name: "questions", component: () => import("./views/QuestionsView.vue"), meta: { title: "admin.questions.title", roles: ["expert"], icon: "QuestionFilled", menu: true } },
+  { path: "/credits", name: "credits", component: () => import("./views/CreditsView.vue"), meta: { title: "admin.credits.title", roles: editors, icon: "Medal", menu: true } },
   { path: "/users", name: "users", component: () => import("./views/UsersView.vue"), meta: { title: "admin.users.title", roles: editors, icon: "User", menu: true } },
   { path: "/webhooks", name: "webhooks", component: () => import("./views/WebhooksView.vue"), meta: { title: "admin.webhooks.title", roles: editors, icon: "Connection", menu: true } },
   { path: "/audit", name: "audit", component: () => import("./views/AuditView.vue"), meta: { title: "admin.audit.title", roles: ["super_admin"], icon: "Document", menu: true } },

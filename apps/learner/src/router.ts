@@ -1,6 +1,6 @@
-// The learner app's screens. Each is its own chunk, loaded on first visit;
-// screens whose API is not there yet (reviews, comments, questions, inbox,
-// credits, certificates) are added here as a route and a view when it is.
+// The learner app's screens. Each is its own chunk, loaded on first visit.
+// Reviews, comments and questions live on the course and lesson screens;
+// credits and certificates under "my learning".
 import { createRouter, createWebHistory, type RouteRecordRaw } from "vue-router";
 
 import { loadSession, onUnauthorised, session } from "@lectern/shared";
@@ -26,6 +26,7 @@ const routes: RouteRecordRaw[] = [
   { path: "/courses/:courseId", name: "course", component: () => import("./views/CourseView.vue"), props: true, meta: { title: "learner.course.title" } },
   { path: "/courses/:courseId/lessons/:lessonId", name: "lesson", component: () => import("./views/LessonView.vue"), props: true, meta: { title: "learner.lesson.title" } },
   { path: "/me", name: "me", component: () => import("./views/MeView.vue"), meta: { title: "learner.me.title", tab: true } },
+  { path: "/me/inbox", name: "inbox", component: () => import("./views/InboxView.vue"), meta: { title: "learner.inbox.title" } },
   { path: "/me/security", name: "security", component: () => import("./views/SecurityView.vue"), meta: { title: "learner.security.title" } },
   { path: "/:rest(.*)*", name: "not-found", component: () => import("./views/NotFoundView.vue"), meta: { title: "common.notFound", public: true } },
 ];
