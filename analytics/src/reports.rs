@@ -596,7 +596,7 @@ pub struct RungFigures {
 /// `GET /api/v1/reports/qoe`. Browser and OS are not reported: the QoE
 /// events the player sends carry neither.
 #[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct QoeReport {
+pub struct QoeOverview {
     pub from: NaiveDate,
     pub to: NaiveDate,
     #[serde(flatten)]
@@ -612,13 +612,13 @@ pub async fn qoe(
     State(state): State<AnalyticsState>,
     principal: Principal,
     ApiQuery(q): ApiQuery<ReportQuery>,
-) -> Result<Json<QoeReport>, ApiError> {
+) -> Result<Json<QoeOverview>, ApiError> {
     let s = filter::resolve(&state.db, &principal, &q).await?;
     Ok(Json(qoe_of(&state.db, &s).await?))
 }
 
 /// Startup, stalls and failures of `s`'s playbacks (from the raw events).
-pub async fn qoe_of(db: &PgPool, s: &Scope) -> Result<QoeReport, ApiError> {
+pub async fn qoe_of(db: &PgPool, s: &Scope) -> Result<QoeOverview, ApiError> {
     const RANGE: &str = "e.organisation_id = $1
            AND e.at >= ($2::date::timestamp AT TIME ZONE $4)
            AND e.at < (($3::date + 1)::timestamp AT TIME ZONE $4)
@@ -664,7 +664,7 @@ pub async fn qoe_of(db: &PgPool, s: &Scope) -> Result<QoeReport, ApiError> {
     .await?;
     let played = range_totals(db, s, None).await?.watch_s;
     let stalled = overall.rebuffer_s;
-    Ok(QoeReport {
+    Ok(QoeOverview {
         from: s.from,
         to: s.to,
         rebuffer_ratio: (stalled + played > 0.0).then(|| stalled / (stalled + played)),

@@ -4126,40 +4126,11 @@ export interface components {
         };
         /** @description What the player saw. */
         QoeEventKind: "startup" | "rebuffer" | "bitrate_switch" | "fatal_error";
-        /** @description One event, or several (1–50) of one playback. */
-        QoeReport: {
-            error_code?: string | null;
-            events?: components["schemas"]["QoeEvent"][];
-            /** Format: int64 */
-            from_bitrate?: number | null;
-            /** @description A single event may be sent inline instead of in `events`. */
-            kind?: components["schemas"]["QoeEventKind"] | null;
-            /**
-             * Format: uuid
-             * @description The lesson played; without it, the events count for the caller's
-             *     organisation.
-             */
-            lesson_id?: string | null;
-            /** Format: int64 */
-            rebuffer_count?: number | null;
-            /** Format: int64 */
-            rebuffer_ms?: number | null;
-            /**
-             * Format: uuid
-             * @description The playback session's `playback_id`, if the player has one
-             *     (correlates events).
-             */
-            session_id?: string | null;
-            /** Format: int64 */
-            startup_ms?: number | null;
-            /** Format: int64 */
-            to_bitrate?: number | null;
-        };
         /**
          * @description `GET /api/v1/reports/qoe`. Browser and OS are not reported: the QoE
          *     events the player sends carry neither.
          */
-        QoeReportResponse: {
+        QoeOverview: {
             by_rung: components["schemas"]["RungFigures"][];
             /**
              * Format: double
@@ -4196,6 +4167,35 @@ export interface components {
             startups: number;
             /** Format: date */
             to: string;
+        };
+        /** @description One event, or several (1–50) of one playback. */
+        QoeReport: {
+            error_code?: string | null;
+            events?: components["schemas"]["QoeEvent"][];
+            /** Format: int64 */
+            from_bitrate?: number | null;
+            /** @description A single event may be sent inline instead of in `events`. */
+            kind?: components["schemas"]["QoeEventKind"] | null;
+            /**
+             * Format: uuid
+             * @description The lesson played; without it, the events count for the caller's
+             *     organisation.
+             */
+            lesson_id?: string | null;
+            /** Format: int64 */
+            rebuffer_count?: number | null;
+            /** Format: int64 */
+            rebuffer_ms?: number | null;
+            /**
+             * Format: uuid
+             * @description The playback session's `playback_id`, if the player has one
+             *     (correlates events).
+             */
+            session_id?: string | null;
+            /** Format: int64 */
+            startup_ms?: number | null;
+            /** Format: int64 */
+            to_bitrate?: number | null;
         };
         /** @description How playback went for an organisation's learners over a window. */
         QoeSummary: {
@@ -9321,7 +9321,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["QoeReport"];
+                    "application/json": components["schemas"]["QoeOverview"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
