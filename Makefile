@@ -7,7 +7,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: check-deps check-monitoring quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test apps apps-test demo build player-sdk
+.PHONY: check-deps check-migrations check-monitoring quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test apps apps-test demo build player-sdk
 
 all: test
 
@@ -39,7 +39,12 @@ check-deps:
 check-monitoring: setup
 	infra/dev/check-monitoring
 
-lint: fmt-check clippy check-deps check-monitoring
+# Migrations are expand/contract: contracting statements need a
+# `-- contract:` line (migrations/README.md).
+check-migrations:
+	infra/dev/check-migrations
+
+lint: fmt-check clippy check-deps check-monitoring check-migrations
 
 # Real third-party protocol clients the tests drive (tus-js-client, tuspy).
 test-clients: setup

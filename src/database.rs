@@ -6,7 +6,7 @@
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -16,7 +16,14 @@ use sqlx::PgPool;
 use crate::config::{Config, DatabaseConfig};
 use crate::embedded_pg::EmbeddedPostgres;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// Migrations applied by a newer release are not an error: migrations are
+/// written expand/contract (`migrations/README.md`), so this release keeps
+/// running on the schema of the next one while it is rolled out or back.
+pub static MIGRATOR: LazyLock<sqlx::migrate::Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator
+});
 
 pub struct Database {
     pub pool: PgPool,
