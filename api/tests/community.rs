@@ -351,6 +351,43 @@ async fn listed_words_hold_comments_however_they_are_written(db: PgPool) {
         .any(|d| d.contains("敏") || d.contains("不当")));
 }
 
+/// The list has a ceiling (every comment is matched against all of it):
+/// the last word under it is added, the next one is refused with a code
+/// the console can explain.
+#[sqlx::test(migrations = "../migrations")]
+async fn the_word_list_stops_at_its_maximum(db: PgPool) {
+    let o = org(db).await;
+    let max = lectern_community::moderation::MAX_WORDS;
+    sqlx::query(
+        "INSERT INTO sensitive_words (id, organisation_id, word, folded)
+         SELECT gen_random_uuid(), $1, 'w' || n, 'w' || n FROM generate_series(1, $2) AS n",
+    )
+    .bind(o.org)
+    .bind(max - 1)
+    .execute(o.w.db())
+    .await
+    .unwrap();
+    ok(
+        &o.w,
+        "POST",
+        "/api/v1/moderation/words",
+        &o.admin,
+        Some(json!({ "word": "最后一个" })),
+    )
+    .await;
+    assert_eq!(
+        fails(
+            &o.w,
+            "POST",
+            "/api/v1/moderation/words",
+            &o.admin,
+            Some(json!({ "word": "one too many" }))
+        )
+        .await,
+        (StatusCode::UNPROCESSABLE_ENTITY, "word_list_full".into())
+    );
+}
+
 #[sqlx::test(migrations = "../migrations")]
 async fn pre_moderation_shows_nothing_before_approval(db: PgPool) {
     let o = org(db).await;

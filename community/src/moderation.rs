@@ -392,8 +392,13 @@ async fn bump_version(conn: &mut PgConnection, org: Uuid) -> Result<(), sqlx::Er
     Ok(())
 }
 
+/// Words one organisation may list: the matcher is rebuilt from the whole
+/// list when it changes and held in memory per organisation.
+pub const MAX_WORDS: i64 = 10_000;
+
 /// `POST /api/v1/moderation/words {"word"}` → 201; 409 `word_exists` when
-/// the list has it already (compared folded).
+/// the list has it already (compared folded); 422 `word_list_full` at
+/// [`MAX_WORDS`].
 async fn add_word(
     State(state): State<CommunityState>,
     principal: Principal,
@@ -417,6 +422,20 @@ async fn add_word(
     if !exists {
         return Err(ApiError::not_found(format!("no organisation {org}")));
     }
+    // The version row's lock orders concurrent additions, so the cap below
+    // holds; every text posted is matched against the whole list.
+    bump_version(&mut tx, org).await?;
+    let listed: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sensitive_words WHERE organisation_id = $1")
+            .bind(org)
+            .fetch_one(&mut *tx)
+            .await?;
+    if listed >= MAX_WORDS {
+        return Err(ApiError::new(
+            ErrorCode::WordListFull,
+            format!("the list holds its maximum of {MAX_WORDS} words; remove some first"),
+        ));
+    }
     let row: Option<SensitiveWord> = sqlx::query_as(
         "INSERT INTO sensitive_words (id, organisation_id, word, folded) VALUES ($1, $2, $3, $4)
          ON CONFLICT (organisation_id, folded) DO NOTHING
@@ -434,7 +453,6 @@ async fn add_word(
             format!("the list already has {folded:?}"),
         ));
     };
-    bump_version(&mut tx, org).await?;
     tx.commit().await?;
     Ok(Created::at(
         format!("/api/v1/moderation/words/{}", row.id),

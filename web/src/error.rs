@@ -306,6 +306,8 @@ error_codes! {
     InvalidWord = ("invalid_word", 422, false);
     /// The organisation's list already has this word (compared after folding).
     WordExists = ("word_exists", 409, false);
+    /// The organisation's sensitive-word list is at its maximum.
+    WordListFull = ("word_list_full", 422, false);
     /// A sort of reviews other than `newest` or `helpful`.
     InvalidReviewSort = ("invalid_review_sort", 400, false);
     /// A survey or one of its questions is malformed (no options for a choice question, a scale outside 0–10, too many questions or options, a survey opened without questions); the message says which.

@@ -103,6 +103,7 @@ const en: Shape<typeof zhCN> = {
     reason_required: "Give a reason (1–500 characters).",
     invalid_word: "The word is empty or longer than 100 characters.",
     word_exists: "The list has this word already.",
+    word_list_full: "The list is full (10,000 words). Remove some words first.",
     invalid_moderation: "Invalid moderation settings: pre or post, report threshold 1–1000.",
     survey_closed: "The survey is closed.",
     course_not_completed: "Complete every lesson of the course first.",

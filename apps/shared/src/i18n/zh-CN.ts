@@ -100,6 +100,7 @@ export default {
     reason_required: "请填写原因（1–500 字）。",
     invalid_word: "敏感词为空或超过 100 个字符。",
     word_exists: "词库中已有这个词。",
+    word_list_full: "词库已满（上限 10,000 个词），请先删除一些词。",
     invalid_moderation: "审核设置无效：模式为先审后发或先发后审，举报阈值 1–1000。",
     survey_closed: "问卷已关闭。",
     course_not_completed: "完成课程全部课时后才能进行此操作。",
