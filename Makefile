@@ -7,7 +7,7 @@ ENV_FILE := .lectern/env
 # Load the connection settings written by `infra/dev/services up`.
 WITH_ENV := set -a; . ./$(ENV_FILE); set +a;
 
-.PHONY: check-deps check-migrations check-monitoring quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test apps apps-test demo build player-sdk
+.PHONY: check-deploy check-deps check-migrations check-monitoring quick all setup setup-demo services services-down test-clients test lint fmt-check clippy nextest npm-test apps apps-test demo build player-sdk
 
 all: test
 
@@ -44,7 +44,12 @@ check-monitoring: setup
 check-migrations:
 	infra/dev/check-migrations
 
-lint: fmt-check clippy check-deps check-monitoring check-migrations
+# Kubernetes manifests (kubernetes-validate, strict), systemd units and the
+# nginx canary/HA templates, offline.
+check-deploy: setup
+	infra/deploy/check
+
+lint: fmt-check clippy check-deps check-monitoring check-migrations check-deploy
 
 # Real third-party protocol clients the tests drive (tus-js-client, tuspy).
 test-clients: setup
@@ -53,7 +58,8 @@ test-clients: setup
 # The whole suite, against the real PostgreSQL, Redis and Garage S3 server.
 nextest: services test-clients
 	@$(WITH_ENV) echo "make: tests use PostgreSQL at $${DATABASE_URL}, Redis at $${REDIS_URL}, S3 (Garage) at $${LECTERN_S3_ENDPOINT} bucket $${LECTERN_S3_BUCKET}"
-	$(WITH_ENV) cargo nextest run --workspace --locked --no-fail-fast
+	$(WITH_ENV) previous="$$(infra/deploy/build-previous-release)"; \
+	  LECTERN_PREVIOUS_RELEASE_BIN="$$previous" cargo nextest run --workspace --locked --no-fail-fast
 
 # The inner loop: the quick nextest profile (see .config/nextest.toml).
 quick: services test-clients

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{free_addr, lectern, workdir, Server};
+use super::{free_addr, lectern_binary, workdir, Server};
 
 pub const PASSWORD: &str = "correct horse 42";
 pub const LEARNER: &str = "learner@crash.example.org";
@@ -24,6 +24,7 @@ pub struct Deployment {
     /// The address `serve` listens on unless told another.
     pub addr: String,
     extra: Vec<(&'static str, String)>,
+    binary: std::path::PathBuf,
 }
 
 impl Deployment {
@@ -41,11 +42,17 @@ impl Deployment {
             dir: workdir(),
             addr: free_addr(),
             extra: all,
+            binary: env!("CARGO_BIN_EXE_lectern").into(),
         }
     }
 
+    /// Runs every later command with `binary` instead of this build's.
+    pub fn use_binary(&mut self, binary: &std::path::Path) {
+        self.binary = binary.to_path_buf();
+    }
+
     fn command_at(&self, addr: &str) -> Command {
-        let mut cmd = lectern(self.dir.path());
+        let mut cmd = lectern_binary(&self.binary, self.dir.path());
         cmd.env("DATABASE_URL", &self.url)
             .envs(self.secrets.iter().map(|(k, v)| (k, v)))
             .env("LECTERN_HTTP_ADDR", addr)

@@ -12,7 +12,12 @@ use std::time::{Duration, Instant};
 /// The `lectern` binary, run in `cwd` with no Lectern configuration at all,
 /// whatever the caller's environment holds.
 pub fn lectern(cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lectern"));
+    lectern_binary(Path::new(env!("CARGO_BIN_EXE_lectern")), cwd)
+}
+
+/// Another build of `lectern` (the previous release's), run the same way.
+pub fn lectern_binary(binary: &Path, cwd: &Path) -> Command {
+    let mut cmd = Command::new(binary);
     cmd.current_dir(cwd);
     for (key, _) in std::env::vars() {
         if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
