@@ -107,19 +107,36 @@ pub async fn overview(
 
 /// The organisation overview of `s`.
 pub async fn overview_of(db: &PgPool, s: Scope) -> Result<Overview, ApiError> {
-    let learners: ActiveRow = sqlx::query_as(
-        "SELECT count(DISTINCT user_id) FILTER (WHERE day = $2) AS today,
-                count(DISTINCT user_id) FILTER (WHERE day > $2 - 7) AS last_7_days,
-                count(DISTINCT user_id) AS last_30_days
-         FROM rollup_learner_daily
-         WHERE organisation_id = $1 AND day > $2 - 30 AND day <= $2
-           AND ($3::uuid[] IS NULL OR course_id = ANY($3))",
-    )
-    .bind(s.org)
-    .bind(s.today)
-    .bind(&s.courses)
-    .fetch_one(db)
-    .await?;
+    // The whole organisation reads its own rollups (each learner's newest
+    // day, the organisation's days); a filter to some courses de-duplicates
+    // their learner rows, which are as many as those courses have.
+    let learners: ActiveRow = if s.courses.is_none() {
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE last_day = $2) AS today,
+                    count(*) FILTER (WHERE last_day > $2 - 7) AS last_7_days,
+                    count(*) AS last_30_days
+             FROM rollup_learner_last
+             WHERE organisation_id = $1 AND last_day > $2 - 30",
+        )
+        .bind(s.org)
+        .bind(s.today)
+        .fetch_one(db)
+        .await?
+    } else {
+        sqlx::query_as(
+            "SELECT count(DISTINCT user_id) FILTER (WHERE day = $2) AS today,
+                    count(DISTINCT user_id) FILTER (WHERE day > $2 - 7) AS last_7_days,
+                    count(DISTINCT user_id) AS last_30_days
+             FROM rollup_learner_daily
+             WHERE organisation_id = $1 AND day > $2 - 30 AND day <= $2
+               AND course_id = ANY($3)",
+        )
+        .bind(s.org)
+        .bind(s.today)
+        .bind(&s.courses)
+        .fetch_one(db)
+        .await?
+    };
     let experts: ActiveRow = sqlx::query_as(
         "SELECT count(DISTINCT s.user_id) FILTER (WHERE (s.created_at AT TIME ZONE $3)::date = $2) AS today,
                 count(DISTINCT s.user_id) FILTER (WHERE (s.created_at AT TIME ZONE $3)::date > $2 - 7) AS last_7_days,
@@ -140,7 +157,22 @@ pub async fn overview_of(db: &PgPool, s: Scope) -> Result<Overview, ApiError> {
     .bind(s.org)
     .fetch_one(db)
     .await?;
-    let totals = range_totals(db, &s, None).await?;
+    let totals = if s.courses.is_none() {
+        sqlx::query_as(
+            "SELECT coalesce(sum(views), 0)::int8 AS views, coalesce(sum(watch_s), 0)::float8 AS watch_s,
+                    coalesce(sum(unique_s), 0)::float8 AS unique_s,
+                    coalesce(sum(completions), 0)::int8 AS completions
+             FROM rollup_org_daily
+             WHERE organisation_id = $1 AND day BETWEEN $2 AND $3",
+        )
+        .bind(s.org)
+        .bind(s.from)
+        .bind(s.to)
+        .fetch_one(db)
+        .await?
+    } else {
+        range_totals(db, &s, None).await?
+    };
     let new_courses: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM courses
          WHERE organisation_id = $1 AND published_at IS NOT NULL
@@ -154,28 +186,40 @@ pub async fn overview_of(db: &PgPool, s: Scope) -> Result<Overview, ApiError> {
     .bind(&s.courses)
     .fetch_one(db)
     .await?;
-    let daily: Vec<DayFigures> = sqlx::query_as(
-        "SELECT d.day, d.views, coalesce(l.learners, 0) AS learners, d.watch_s / 3600 AS watch_hours,
-                d.completions
-         FROM (SELECT day, sum(views)::int8 AS views, sum(watch_s)::float8 AS watch_s,
-                      sum(completions)::int8 AS completions
-               FROM rollup_lesson_daily
-               WHERE organisation_id = $1 AND day BETWEEN $2 AND $3
-                 AND ($4::uuid[] IS NULL OR course_id = ANY($4))
-               GROUP BY day) d
-         LEFT JOIN (SELECT day, count(DISTINCT user_id) AS learners
-                    FROM rollup_learner_daily
-                    WHERE organisation_id = $1 AND day BETWEEN $2 AND $3
-                      AND ($4::uuid[] IS NULL OR course_id = ANY($4))
-                    GROUP BY day) l USING (day)
-         ORDER BY d.day",
-    )
-    .bind(s.org)
-    .bind(s.from)
-    .bind(s.to)
-    .bind(&s.courses)
-    .fetch_all(db)
-    .await?;
+    let daily: Vec<DayFigures> = if s.courses.is_none() {
+        sqlx::query_as(
+            "SELECT day, views, learners::int8 AS learners, watch_s / 3600 AS watch_hours, completions
+             FROM rollup_org_daily
+             WHERE organisation_id = $1 AND day BETWEEN $2 AND $3
+             ORDER BY day",
+        )
+        .bind(s.org)
+        .bind(s.from)
+        .bind(s.to)
+        .fetch_all(db)
+        .await?
+    } else {
+        sqlx::query_as(
+            "SELECT d.day, d.views, coalesce(l.learners, 0) AS learners, d.watch_s / 3600 AS watch_hours,
+                    d.completions
+             FROM (SELECT day, sum(views)::int8 AS views, sum(watch_s)::float8 AS watch_s,
+                          sum(completions)::int8 AS completions
+                   FROM rollup_lesson_daily
+                   WHERE organisation_id = $1 AND day BETWEEN $2 AND $3 AND course_id = ANY($4)
+                   GROUP BY day) d
+             LEFT JOIN (SELECT day, count(DISTINCT user_id) AS learners
+                        FROM rollup_learner_daily
+                        WHERE organisation_id = $1 AND day BETWEEN $2 AND $3 AND course_id = ANY($4)
+                        GROUP BY day) l USING (day)
+             ORDER BY d.day",
+        )
+        .bind(s.org)
+        .bind(s.from)
+        .bind(s.to)
+        .bind(&s.courses)
+        .fetch_all(db)
+        .await?
+    };
     Ok(Overview {
         from: s.from,
         to: s.to,
@@ -267,7 +311,13 @@ pub async fn course_figures(
                AND ($5::uuid[] IS NULL OR c.id = ANY($5))
              ORDER BY c.title, c.id
              LIMIT $6
+         ), summarised AS (
+             SELECT s.course_id, s.enrolled, s.started, s.completed, s.median_watch_s, s.average_speed
+             FROM rollup_course_summary s JOIN c ON c.id = s.course_id AND s.lessons = c.lessons
          ), learners AS (
+             -- Courses without a current summary (touched since the last
+             -- one was computed is fine: it trails by under a minute; a
+             -- changed lesson count is not) are computed from their rows.
              SELECT r.course_id, count(*) AS enrolled,
                     count(*) FILTER (WHERE r.unique_s > 0) AS started,
                     count(*) FILTER (WHERE r.lessons_completed >= c.lessons AND c.lessons > 0) AS completed,
@@ -275,15 +325,18 @@ pub async fn course_figures(
                              FILTER (WHERE r.unique_s > 0), 0) AS median_watch_s,
                     sum(r.media_s) / nullif(sum(r.watch_s), 0) AS average_speed
              FROM rollup_course_learners r JOIN c ON c.id = r.course_id
+             WHERE NOT EXISTS (SELECT 1 FROM summarised WHERE summarised.course_id = c.id)
              GROUP BY r.course_id
+             UNION ALL
+             SELECT * FROM summarised
          ), ratings AS (
              SELECT course_id, avg(rating)::float8 AS average, count(*) AS n
              FROM course_ratings WHERE course_id IN (SELECT id FROM c) GROUP BY course_id
          ), ranged AS (
              SELECT course_id, sum(views)::int8 AS views, sum(watch_s)::float8 AS watch_s,
                     sum(completions)::int8 AS completions
-             FROM rollup_lesson_daily
-             WHERE organisation_id = $1 AND day BETWEEN $2 AND $3 AND course_id IN (SELECT id FROM c)
+             FROM rollup_course_days
+             WHERE day BETWEEN $2 AND $3 AND course_id IN (SELECT id FROM c)
              GROUP BY course_id
          )
          SELECT c.id AS course_id, c.title, c.resource_type, c.lessons,

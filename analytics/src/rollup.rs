@@ -19,8 +19,14 @@
 //! time, unique seconds, completions), per learner × lesson × day, per
 //! course × learner (all time, for the course report), and where learners
 //! rewound to per 1 % bin of a lesson, and each learner's newest beat
-//! (`rollup_online`: who is watching now, within a fold's delay). Course, organisation and expert
-//! hourly/daily figures are SQL views summing their lessons' rows.
+//! (`rollup_online`: who is watching now, within a fold's delay); per
+//! organisation × day and course × day (the overview and the course
+//! report's date range), the learner-days of an organisation and each
+//! learner's newest day (distinct learners without `count(DISTINCT)` over
+//! learner rows). Per course, all time, a summary (enrolled, started,
+//! completed, median watch time, speed) is recomputed every
+//! [`SUMMARY_INTERVAL`] for the courses a fold touched. Expert figures sum
+//! their courses' lessons.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -66,6 +72,14 @@ struct Measures {
 }
 
 impl Measures {
+    fn merge(&mut self, o: &Measures) {
+        self.views += o.views;
+        self.watch_s += o.watch_s;
+        self.media_s += o.media_s;
+        self.unique_s += o.unique_s;
+        self.completions += o.completions;
+    }
+
     fn add(&mut self, c: &Change) {
         self.views += i32::from(c.new_view);
         self.watch_s += c.watch_s;
@@ -213,6 +227,9 @@ async fn fold(tx: &mut PgConnection, changes: &[Change]) -> Result<(), sqlx::Err
             *new_learners.entry((i.lesson_id, i.day)).or_default() += 1;
         }
     }
+
+    fold_organisations(tx, &learner, &daily).await?;
+    fold_courses(tx, &daily, &course_learner).await?;
 
     {
         let mut rows: Vec<_> = daily.iter().collect();
@@ -375,6 +392,231 @@ async fn fold(tx: &mut PgConnection, changes: &[Change]) -> Result<(), sqlx::Err
     Ok(())
 }
 
+/// Organisation figures: the learner-days a fold adds (a row inserted is a
+/// learner new to that organisation's day), each learner's newest day, and
+/// the day's totals.
+async fn fold_organisations(
+    tx: &mut PgConnection,
+    learner: &HashMap<(Uuid, NaiveDate, Uuid), (Key, Measures)>,
+    daily: &HashMap<(Uuid, NaiveDate), (Key, Measures)>,
+) -> Result<(), sqlx::Error> {
+    let mut days: Vec<(Uuid, NaiveDate, Uuid)> = learner
+        .iter()
+        .map(|((user, day, _), ((_, org, _), _))| (*org, *day, *user))
+        .collect();
+    // One order for every writer: two nodes folding at once never deadlock.
+    days.sort_unstable();
+    days.dedup();
+    let fresh: Vec<(Uuid, NaiveDate)> = sqlx::query_as(
+        "INSERT INTO rollup_learner_days (organisation_id, day, user_id)
+         SELECT b.* FROM UNNEST($1::uuid[], $2::date[], $3::uuid[]) AS b(o, d, u)
+         WHERE EXISTS (SELECT 1 FROM users WHERE id = b.u)
+         ON CONFLICT DO NOTHING
+         RETURNING organisation_id, day",
+    )
+    .bind(days.iter().map(|d| d.0).collect::<Vec<_>>())
+    .bind(days.iter().map(|d| d.1).collect::<Vec<_>>())
+    .bind(days.iter().map(|d| d.2).collect::<Vec<_>>())
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut new_learners: HashMap<(Uuid, NaiveDate), i32> = HashMap::new();
+    for key in fresh {
+        *new_learners.entry(key).or_default() += 1;
+    }
+
+    let mut last: HashMap<Uuid, (Uuid, NaiveDate)> = HashMap::new();
+    for (org, day, user) in &days {
+        let e = last.entry(*user).or_insert((*org, *day));
+        if *day > e.1 {
+            *e = (*org, *day);
+        }
+    }
+    let mut last: Vec<_> = last.into_iter().collect();
+    last.sort_unstable_by_key(|(u, _)| *u);
+    sqlx::query(
+        "INSERT INTO rollup_learner_last AS r (user_id, organisation_id, last_day)
+         SELECT b.* FROM UNNEST($1::uuid[], $2::uuid[], $3::date[]) AS b(u, o, d)
+         WHERE EXISTS (SELECT 1 FROM users WHERE id = b.u)
+         ON CONFLICT (user_id) DO UPDATE SET
+             organisation_id = CASE WHEN EXCLUDED.last_day >= r.last_day
+                                    THEN EXCLUDED.organisation_id ELSE r.organisation_id END,
+             last_day = greatest(r.last_day, EXCLUDED.last_day)",
+    )
+    .bind(last.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+    .bind(last.iter().map(|(_, (o, _))| *o).collect::<Vec<_>>())
+    .bind(last.iter().map(|(_, (_, d))| *d).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+
+    let mut totals: HashMap<(Uuid, NaiveDate), Measures> = HashMap::new();
+    for ((_, day), ((_, org, _), m)) in daily {
+        totals.entry((*org, *day)).or_default().merge(m);
+    }
+    for key in new_learners.keys() {
+        totals.entry(*key).or_default();
+    }
+    let mut rows: Vec<_> = totals.into_iter().collect();
+    rows.sort_unstable_by_key(|(k, _)| *k);
+    sqlx::query(
+        "INSERT INTO rollup_org_daily AS r (organisation_id, day, views, learners, watch_s,
+             unique_s, completions)
+         SELECT b.* FROM UNNEST($1::uuid[], $2::date[], $3::int8[], $4::int[], $5::float8[],
+                                $6::float8[], $7::int8[]) AS b(o, d, v, n, w, q, k)
+         WHERE EXISTS (SELECT 1 FROM organisations WHERE id = b.o)
+         ON CONFLICT (organisation_id, day) DO UPDATE SET
+             views = r.views + EXCLUDED.views, learners = r.learners + EXCLUDED.learners,
+             watch_s = r.watch_s + EXCLUDED.watch_s, unique_s = r.unique_s + EXCLUDED.unique_s,
+             completions = r.completions + EXCLUDED.completions",
+    )
+    .bind(rows.iter().map(|((o, _), _)| *o).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, d), _)| *d).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, m)| i64::from(m.views))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(k, _)| new_learners.get(k).copied().unwrap_or(0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, m)| m.watch_s).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, m)| m.unique_s).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, m)| i64::from(m.completions))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Course figures: the day's totals per course, and the courses whose
+/// summary must be computed again.
+async fn fold_courses(
+    tx: &mut PgConnection,
+    daily: &HashMap<(Uuid, NaiveDate), (Key, Measures)>,
+    course_learner: &HashMap<(Uuid, Uuid), CourseLearner>,
+) -> Result<(), sqlx::Error> {
+    let mut totals: HashMap<(Uuid, NaiveDate), (Uuid, Measures)> = HashMap::new();
+    for ((_, day), ((_, org, course), m)) in daily {
+        totals
+            .entry((*course, *day))
+            .or_insert((*org, Measures::default()))
+            .1
+            .merge(m);
+    }
+    let mut rows: Vec<_> = totals.into_iter().collect();
+    // One order for every writer: two nodes folding at once never deadlock.
+    rows.sort_unstable_by_key(|(k, _)| *k);
+    sqlx::query(
+        "INSERT INTO rollup_course_days AS r (course_id, day, organisation_id, views, watch_s,
+             unique_s, completions)
+         SELECT b.* FROM UNNEST($1::uuid[], $2::date[], $3::uuid[], $4::int8[], $5::float8[],
+                                $6::float8[], $7::int8[]) AS b(c, d, o, v, w, q, k)
+         WHERE EXISTS (SELECT 1 FROM courses WHERE id = b.c)
+         ON CONFLICT (course_id, day) DO UPDATE SET
+             views = r.views + EXCLUDED.views, watch_s = r.watch_s + EXCLUDED.watch_s,
+             unique_s = r.unique_s + EXCLUDED.unique_s,
+             completions = r.completions + EXCLUDED.completions",
+    )
+    .bind(rows.iter().map(|((c, _), _)| *c).collect::<Vec<_>>())
+    .bind(rows.iter().map(|((_, d), _)| *d).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, (o, _))| *o).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, (_, m))| i64::from(m.views))
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|(_, (_, m))| m.watch_s).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|(_, (_, m))| m.unique_s)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|(_, (_, m))| i64::from(m.completions))
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut *tx)
+    .await?;
+
+    let mut dirty: Vec<Uuid> = course_learner.keys().map(|(c, _)| *c).collect();
+    dirty.sort_unstable();
+    dirty.dedup();
+    sqlx::query(
+        "INSERT INTO rollup_course_dirty (course_id)
+         SELECT c FROM UNNEST($1::uuid[]) AS c WHERE EXISTS (SELECT 1 FROM courses WHERE id = c)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&dirty)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Course summaries computed per transaction.
+pub const SUMMARY_BATCH: i64 = 500;
+/// How often course summaries are brought up to date: reports trail the
+/// events by at most this plus the fold interval (under a minute).
+pub const SUMMARY_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Computes the summary of up to [`SUMMARY_BATCH`] courses a fold touched
+/// since their last summary (`SKIP LOCKED`: nodes share the work); returns
+/// how many. The figures are the course report's, over
+/// `rollup_course_learners` of one course (one index range each).
+pub async fn refresh_course_summaries_once(db: &PgPool) -> Result<usize, sqlx::Error> {
+    let done: Vec<Uuid> = sqlx::query_scalar(
+        "WITH picked AS (
+             SELECT course_id FROM rollup_course_dirty ORDER BY course_id
+             LIMIT $1 FOR UPDATE SKIP LOCKED
+         ), gone AS (
+             DELETE FROM rollup_course_dirty d USING picked WHERE d.course_id = picked.course_id
+             RETURNING d.course_id
+         ), c AS (
+             SELECT c.id,
+                    (SELECT count(*) FROM lessons l
+                      WHERE l.course_id = c.id AND l.asset_id IS NOT NULL) AS lessons
+             FROM courses c JOIN gone ON gone.course_id = c.id
+         )
+         INSERT INTO rollup_course_summary AS s (course_id, lessons, enrolled, started, completed,
+             median_watch_s, average_speed, computed_at)
+         SELECT c.id, c.lessons, count(r.user_id),
+                count(*) FILTER (WHERE r.unique_s > 0),
+                count(*) FILTER (WHERE r.lessons_completed >= c.lessons AND c.lessons > 0),
+                coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY r.watch_s)
+                         FILTER (WHERE r.unique_s > 0), 0),
+                sum(r.media_s) / nullif(sum(r.watch_s), 0),
+                now()
+         FROM c LEFT JOIN rollup_course_learners r ON r.course_id = c.id
+         GROUP BY c.id, c.lessons
+         ON CONFLICT (course_id) DO UPDATE SET
+             lessons = EXCLUDED.lessons, enrolled = EXCLUDED.enrolled,
+             started = EXCLUDED.started, completed = EXCLUDED.completed,
+             median_watch_s = EXCLUDED.median_watch_s, average_speed = EXCLUDED.average_speed,
+             computed_at = EXCLUDED.computed_at
+         RETURNING s.course_id",
+    )
+    .bind(SUMMARY_BATCH)
+    .fetch_all(db)
+    .await?;
+    Ok(done.len())
+}
+
+/// Brings every course summary up to date.
+pub async fn refresh_course_summaries(db: &PgPool) -> Result<usize, sqlx::Error> {
+    let mut total = 0;
+    loop {
+        let n = refresh_course_summaries_once(db).await?;
+        total += n;
+        if (n as i64) < SUMMARY_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
 #[derive(sqlx::FromRow)]
 struct FreshRow {
     lesson_id: Uuid,
@@ -430,6 +672,7 @@ pub async fn fold_all(db: &PgPool) -> Result<usize, sqlx::Error> {
 pub async fn run(state: AnalyticsState, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_summaries = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -443,6 +686,14 @@ pub async fn run(state: AnalyticsState, cancel: CancellationToken) {
             Ok(n) if n > 0 => tracing::debug!(changes = n, "rollups folded"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "rollup fold failed; retrying next interval"),
+        }
+        if last_summaries.elapsed() >= SUMMARY_INTERVAL {
+            last_summaries = tokio::time::Instant::now();
+            match refresh_course_summaries(&state.db).await {
+                Ok(n) if n > 0 => tracing::debug!(courses = n, "course summaries computed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "course summaries failed; retrying later"),
+            }
         }
     }
 }

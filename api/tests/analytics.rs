@@ -396,6 +396,50 @@ async fn heartbeats_become_exact_reports_credits_and_a_verifiable_certificate(db
     assert_eq!(o["new_courses"], 1, "{o}");
     assert_eq!(o["time_zone"], "Asia/Shanghai");
 
+    // The whole organisation reads its own rollups (organisation days,
+    // each learner's newest day); a course filter de-duplicates learner
+    // rows. With the one course, both must say the same.
+    let filtered = f
+        .get(
+            &format!(
+                "/api/v1/reports/overview?org_id={org}&course_id={}",
+                f.course
+            ),
+            &f.admin,
+        )
+        .await;
+    for figure in [
+        "views",
+        "completions",
+        "watch_hours",
+        "unique_hours",
+        "active_learners",
+        "daily",
+    ] {
+        assert_eq!(o[figure], filtered[figure], "{figure}: {o} / {filtered}");
+    }
+    assert_eq!(o["daily"].as_array().map(Vec::len), Some(1), "{o}");
+
+    // The course report from the course's summary (computed every
+    // SUMMARY_INTERVAL) says what it said computed live.
+    let live = f
+        .get(&format!("/api/v1/reports/courses?org_id={org}"), &f.admin)
+        .await;
+    assert_eq!(
+        lectern_analytics::rollup::refresh_course_summaries(f.w.db())
+            .await
+            .unwrap(),
+        1
+    );
+    let summarised = f
+        .get(&format!("/api/v1/reports/courses?org_id={org}"), &f.admin)
+        .await;
+    assert_eq!(live, summarised);
+    assert_eq!(
+        summarised["courses"][0]["median_watch_s"], 2535.0,
+        "{summarised}"
+    );
+
     // The certificate PDF: Chinese name extracted as text, rendered to PNG,
     // its QR code decoding to the verification URL.
     let (status, kind, pdf) = f
