@@ -431,10 +431,7 @@ impl Config {
         };
 
         let notify = notify_config(&s, &fail, &required)?;
-        let app_url = s
-            .app_url
-            .as_ref()
-            .map_or_else(|| format!("http://{}", s.http_addr), |u| u.0.clone());
+        let app_url = app_url(&s);
 
         Ok(Config {
             notify,
@@ -667,6 +664,13 @@ pub fn redact_url(url: &str) -> String {
 /// `validate`'s check that a companion setting is present.
 type Required<'a> = &'a dyn Fn(Key, &Option<String>, &str) -> Result<String, ConfigError>;
 
+/// `LECTERN_APP_URL`, else the server's own address.
+fn app_url(s: &Settings) -> String {
+    s.app_url
+        .as_ref()
+        .map_or_else(|| format!("http://{}", s.http_addr), |u| u.0.clone())
+}
+
 fn notify_config(
     s: &Settings,
     fail: &dyn Fn(Key, &str) -> ConfigError,
@@ -774,6 +778,7 @@ fn notify_config(
                 per_hour: i64::from(s.notify_rate_per_hour),
                 secret_per_hour: i64::from(s.notify_secret_rate_per_hour),
             },
+            app_url: app_url(s),
             ..lectern_notify::DispatchSettings::default()
         },
     })

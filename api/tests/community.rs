@@ -920,6 +920,11 @@ async fn experts_answer_the_questions_of_their_courses(db: PgPool) {
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].0, "question_asked");
     assert_eq!(told[0].1["course_title"], "心力衰竭诊疗");
+    // Links are app paths: the expert's question queue in the console.
+    assert_eq!(
+        told[0].1["link"],
+        format!("/admin/questions?question={qid}").as_str()
+    );
     let queue = ok(&o.w, "GET", "/api/v1/questions/queue", &o.expert, None).await;
     assert_eq!(queue["questions"][0]["id"], qid);
     assert!(queue["questions"][0]["age_s"].as_f64().unwrap() >= 0.0);
@@ -992,6 +997,11 @@ async fn experts_answer_the_questions_of_their_courses(db: PgPool) {
     );
     let told = inbox(&o.w, o.learner_id).await;
     assert_eq!(told.last().unwrap().0, "question_answered");
+    // The asker reads the answer beside the lesson's video.
+    assert_eq!(
+        told.last().unwrap().1["link"],
+        format!("/app/courses/{}/lessons/{}", o.course, o.lesson).as_str()
+    );
     // The asker accepts it, once.
     let accept = json!({ "answer_id": a["id"] });
     let t = ok(

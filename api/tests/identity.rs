@@ -1268,7 +1268,10 @@ async fn self_sign_up_is_opt_in_proves_the_email_and_answers_alike_for_known_ema
         (status, body["error"]["code"].as_str()),
         (StatusCode::FORBIDDEN, Some("invalid_token"))
     );
-    let token = token_in(&w.last_message("new@alumni.example.edu").await);
+    let message = w.last_message("new@alumni.example.edu").await;
+    // The link opens the learner app's confirmation page.
+    assert!(message.contains("/app/signup/confirm?token="), "{message}");
+    let token = token_in(&message);
     let (status, body) = w
         .call("POST", "/api/v1/auth/signup/confirm", None, confirm(&token))
         .await;

@@ -196,7 +196,7 @@ async fn an_invitation_email_arrives_its_link_completes_sign_up_and_resend_and_r
     assert!(
         first
             .body
-            .contains("http://127.0.0.1:8080/invitations/accept?token="),
+            .contains("http://127.0.0.1:8080/app/invitation?token="),
         "{}",
         first.body
     );

@@ -23,6 +23,8 @@ function screens(): Screen[] {
   return [
     { name: "learner-signin", path: "/app/signin", who: "anonymous" },
     { name: "learner-invitation", path: "/app/invitation?token=example", who: "anonymous" },
+    { name: "learner-signup", path: "/app/signup?org=00000000-0000-0000-0000-000000000000", who: "anonymous" },
+    { name: "learner-signup-confirm", path: "/app/signup/confirm?token=example", who: "anonymous" },
     { name: "learner-home", path: "/app/", who: "learner" },
     { name: "learner-disciplines", path: "/app/disciplines", who: "learner" },
     { name: "learner-search", path: "/app/search?q=%E5%BF%83%E7%94%B5%E5%9B%BE", who: "learner" },

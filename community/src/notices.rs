@@ -84,6 +84,12 @@ pub async fn moderation_outcome(
     .await
 }
 
+/// Where an expert answers: the console's question queue. Links are app
+/// paths; notify makes them absolute for e-mail and SMS.
+fn expert_questions_link(question_id: Uuid) -> String {
+    format!("/admin/questions?question={question_id}")
+}
+
 /// A question became visible: to each expert who should answer it.
 pub async fn question_asked(
     conn: &mut PgConnection,
@@ -94,7 +100,7 @@ pub async fn question_asked(
     excerpt: &str,
     question_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    let link = format!("/api/v1/questions/{question_id}");
+    let link = expert_questions_link(question_id);
     for expert in experts {
         to_user(
             conn,
@@ -120,9 +126,16 @@ pub async fn question_answered(
     asker: Uuid,
     course_title: &str,
     excerpt: &str,
-    question_id: Uuid,
+    course_id: Option<Uuid>,
+    lesson_id: Option<Uuid>,
 ) -> Result<(), sqlx::Error> {
-    let link = format!("/api/v1/questions/{question_id}");
+    // The lesson's page (questions are read beside the video), else the
+    // course's, else the learner's inbox.
+    let link = match (course_id, lesson_id) {
+        (Some(c), Some(l)) => format!("/app/courses/{c}/lessons/{l}"),
+        (Some(c), None) => format!("/app/courses/{c}"),
+        _ => "/app/me/inbox".to_string(),
+    };
     to_user(
         conn,
         org,
@@ -145,7 +158,7 @@ pub async fn answer_accepted(
     excerpt: &str,
     question_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    let link = format!("/api/v1/questions/{question_id}");
+    let link = expert_questions_link(question_id);
     to_user(
         conn,
         org,

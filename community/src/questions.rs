@@ -551,14 +551,15 @@ pub async fn announce_answer(conn: &mut PgConnection, answer_id: Uuid) -> Result
     #[derive(sqlx::FromRow)]
     struct Row {
         organisation_id: Uuid,
-        question_id: Uuid,
         asker: Uuid,
         body: String,
         course_title: Option<String>,
+        course_id: Option<Uuid>,
+        lesson_id: Option<Uuid>,
     }
     let r: Row = sqlx::query_as(
-        "SELECT a.organisation_id, a.question_id, q.author_id AS asker, a.body,
-                c.title AS course_title
+        "SELECT a.organisation_id, q.author_id AS asker, a.body,
+                c.title AS course_title, q.course_id, q.lesson_id
          FROM answers a JOIN questions q ON q.id = a.question_id
          LEFT JOIN courses c ON c.id = q.course_id
          WHERE a.id = $1",
@@ -572,7 +573,8 @@ pub async fn announce_answer(conn: &mut PgConnection, answer_id: Uuid) -> Result
         r.asker,
         r.course_title.as_deref().unwrap_or(""),
         &text::excerpt(&r.body),
-        r.question_id,
+        r.course_id,
+        r.lesson_id,
     )
     .await
 }

@@ -8,7 +8,7 @@
 //!
 //! The message goes through `lectern_notify` (topic `invitation`, sealed,
 //! enqueued in the transaction that creates or resends the row) with a
-//! link `{app_url}/invitations/accept?token=…`. Admins list invitations
+//! link `{app_url}/app/invitation?token=…` (the learner app's page). Admins list invitations
 //! with their state (pending, accepted, expired, revoked), resend one —
 //! the generation goes up, so the earlier link answers
 //! `invitation_superseded` — and revoke one (`invitation_revoked`).
@@ -93,7 +93,7 @@ async fn send(
         .fetch_one(&mut *tx)
         .await?;
     let link = format!(
-        "{}/invitations/accept?token={}",
+        "{}/app/invitation?token={}",
         state.settings.app_url,
         token(keys, row.id, row.generation, row.expires_at)
     );

@@ -175,8 +175,8 @@ pub struct IdentitySettings {
     pub step_up_ttl: Duration,
     /// How long an invitation (and each resend of it) stays valid.
     pub invitation_ttl: Duration,
-    /// Where people open the links notices carry (the app), without a
-    /// trailing slash: `{app_url}/invitations/accept?token=…`.
+    /// Where people open the links notices carry (the origin the apps are
+    /// served from), without a trailing slash: `{app_url}/app/invitation?token=…`.
     pub app_url: String,
     /// How long a sign-up's confirmation token stays valid.
     pub signup_ttl: Duration,

@@ -141,7 +141,10 @@ pub async fn request(
                 topic: Topic::SignUpConfirmation,
                 params: BTreeMap::from([(
                     "link".to_string(),
-                    format!("{}/signup/confirm?token={token}", state.settings.app_url),
+                    format!(
+                        "{}/app/signup/confirm?token={token}",
+                        state.settings.app_url
+                    ),
                 )]),
             }
         }

@@ -72,6 +72,11 @@ pub struct DispatchSettings {
     pub poll: Duration,
     pub batch: i64,
     pub rate: RateLimits,
+    /// The origin the apps are served from (`LECTERN_APP_URL`), without a
+    /// trailing slash: a notice's `link` is an app path (`/app/…`,
+    /// `/admin/…`) that the inbox follows as is and e-mail and SMS carry
+    /// as `{app_url}{link}`.
+    pub app_url: String,
 }
 
 impl Default for DispatchSettings {
@@ -84,8 +89,24 @@ impl Default for DispatchSettings {
             poll: Duration::from_secs(5),
             batch: 32,
             rate: RateLimits::default(),
+            app_url: "http://127.0.0.1:8080".into(),
         }
     }
+}
+
+/// `params` with an app-path `link` made absolute for messages that leave
+/// Lectern (a link that already names its origin is left alone).
+fn absolute_links(
+    params: &std::collections::BTreeMap<String, String>,
+    app_url: &str,
+) -> std::collections::BTreeMap<String, String> {
+    let mut out = params.clone();
+    if let Some(link) = out.get_mut("link") {
+        if link.starts_with('/') && !link.starts_with("//") {
+            *link = format!("{}{link}", app_url.trim_end_matches('/'));
+        }
+    }
+    out
 }
 
 impl DispatchSettings {
@@ -356,16 +377,17 @@ impl Notify {
             ),
             None => None,
         };
+        let params = absolute_links(&payload.params, &self.settings.app_url);
         let result = match channel {
             Channel::Sms => {
-                let text = templates::sms_text(topic, lang.unwrap_or_default(), &payload.params);
+                let text = templates::sms_text(topic, lang.unwrap_or_default(), &params);
                 match &self.sms {
                     Some(sms) => {
                         sms.send_sms(&Sms {
                             user_id: row.user_id,
                             to: &address,
                             topic,
-                            params: &payload.params,
+                            params: &params,
                             text: &text,
                         })
                         .await
@@ -375,8 +397,8 @@ impl Notify {
             }
             _ => {
                 let rendered = match lang {
-                    Some(lang) => templates::render(topic, lang, &payload.params),
-                    None => templates::render_bilingual(topic, &payload.params),
+                    Some(lang) => templates::render(topic, lang, &params),
+                    None => templates::render_bilingual(topic, &params),
                 };
                 self.email
                     .send_email(&Message {
@@ -543,6 +565,23 @@ pub fn redact(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn app_paths_leave_lectern_absolute_and_nothing_else_changes() {
+        let params = |link: &str| {
+            std::collections::BTreeMap::from([
+                ("link".to_string(), link.to_string()),
+                ("excerpt".to_string(), "/not a link".to_string()),
+            ])
+        };
+        let out = super::absolute_links(&params("/app/courses/1"), "https://learn.example.org/");
+        assert_eq!(out["link"], "https://learn.example.org/app/courses/1");
+        assert_eq!(out["excerpt"], "/not a link");
+        for kept in ["https://elsewhere.example/x", "//cdn.example/x"] {
+            let out = super::absolute_links(&params(kept), "https://learn.example.org");
+            assert_eq!(out["link"], kept);
+        }
+    }
     use super::*;
 
     #[test]

@@ -37,6 +37,9 @@ pub struct InboxItem {
     pub subject: String,
     /// In the reader's language (plain text: render it as text, never HTML).
     pub body: String,
+    /// Where the notice leads, as a path of the apps (`/app/…` for the
+    /// learner app, `/admin/…` for the console), when it leads somewhere.
+    pub link: Option<String>,
     pub read_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
 }
@@ -66,11 +69,16 @@ fn item(row: ItemRow, lang: Lang) -> Option<InboxItem> {
     let topic = Topic::parse(&row.topic)?;
     let params: BTreeMap<String, String> = serde_json::from_value(row.params).unwrap_or_default();
     let rendered = render(topic, lang, &params);
+    let link = params
+        .get("link")
+        .filter(|l| l.starts_with("/app/") || l.starts_with("/admin/"))
+        .cloned();
     Some(InboxItem {
         id: row.id,
         topic,
         subject: rendered.subject,
         body: rendered.body,
+        link,
         read_at: row.read_at,
         created_at: row.created_at,
     })

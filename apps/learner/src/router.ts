@@ -20,6 +20,8 @@ declare module "vue-router" {
 const routes: RouteRecordRaw[] = [
   { path: "/", name: "home", component: () => import("./views/HomeView.vue"), meta: { title: "learner.home.title", tab: true } },
   { path: "/signin", name: "signin", component: () => import("./views/SignInView.vue"), meta: { title: "common.signIn", public: true } },
+  { path: "/signup", name: "signup", component: () => import("./views/SignUpView.vue"), meta: { title: "learner.signup.title", public: true } },
+  { path: "/signup/confirm", name: "signup-confirm", component: () => import("./views/SignUpConfirmView.vue"), meta: { title: "learner.signup.confirmTitle", public: true } },
   { path: "/invitation", name: "invitation", component: () => import("./views/InvitationView.vue"), meta: { title: "learner.invitation.title", public: true } },
   { path: "/disciplines", name: "disciplines", component: () => import("./views/DisciplinesView.vue"), meta: { title: "learner.disciplines.title", tab: true } },
   { path: "/search", name: "search", component: () => import("./views/SearchView.vue"), meta: { title: "learner.search.title", tab: true } },

@@ -3411,6 +3411,11 @@ export interface components {
             created_at: string;
             /** Format: uuid */
             id: string;
+            /**
+             * @description Where the notice leads, as a path of the apps (`/app/…` for the
+             *     learner app, `/admin/…` for the console), when it leads somewhere.
+             */
+            link: string | null;
             /** Format: date-time */
             read_at: string | null;
             /** @description In the reader's language (plain text). */

@@ -248,6 +248,7 @@ const en: Shape<typeof zhCN> = {
       marked: "Marked {n} read",
       new: "Unread",
       empty: "No messages.",
+      follow: "Open",
     },
     credits: {
       title: "Credits and certificates",
@@ -274,6 +275,16 @@ const en: Shape<typeof zhCN> = {
       passwordPlaceholder: "A password for the new account (12+ characters)",
       accept: "Accept",
       accepted: "Invitation accepted. Please sign in.",
+    },
+    signup: {
+      title: "Sign up",
+      noOrganisation: "This sign-up link names no organisation: use the link your organisation gave you.",
+      emailPlaceholder: "Where the confirmation goes",
+      submit: "Sign up",
+      sent: "A confirmation message is on its way: open its link to finish signing up.",
+      confirmTitle: "Confirm sign-up",
+      noToken: "This link has no confirmation token: use the whole link from the message.",
+      confirmed: "Your account is ready. Sign in.",
     },
   },
   admin: {
@@ -579,6 +590,7 @@ const en: Shape<typeof zhCN> = {
       title: "Organisation",
       signup: "Self sign-up",
       signupHint: "When on, anyone who proves an email address can become a learner of this organisation. Needs a second verification.",
+      signupLink: "The sign-up link to share:",
       orgId: "Organisation id",
       enable: "Turn on",
       disable: "Turn off",

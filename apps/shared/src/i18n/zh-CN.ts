@@ -245,6 +245,7 @@ export default {
       marked: "已将 {n} 条标为已读",
       new: "未读",
       empty: "暂无消息。",
+      follow: "查看",
     },
     credits: {
       title: "学分与证书",
@@ -271,6 +272,16 @@ export default {
       passwordPlaceholder: "新账号的密码（至少 12 位）",
       accept: "接受邀请",
       accepted: "已接受邀请，请登录",
+    },
+    signup: {
+      title: "注册",
+      noOrganisation: "注册链接缺少机构信息，请使用机构提供的注册链接。",
+      emailPlaceholder: "用于接收确认邮件",
+      submit: "注册",
+      sent: "确认邮件已发送，请打开邮件中的链接完成注册。",
+      confirmTitle: "确认注册",
+      noToken: "链接中缺少确认码，请使用确认邮件中的完整链接。",
+      confirmed: "注册完成，请登录。",
     },
   },
   admin: {
@@ -576,6 +587,7 @@ export default {
       title: "机构设置",
       signup: "自助注册",
       signupHint: "开启后，任何能验证邮箱的人都可以注册为本机构的学员。此操作需要二次验证。",
+      signupLink: "可分享的注册链接：",
       orgId: "机构 ID",
       enable: "开启",
       disable: "关闭",
