@@ -377,19 +377,36 @@ pub async fn courses(
     }))
 }
 
+/// `GET /api/v1/reports/courses/{course_id}`: one course's figures and
+/// the results of its satisfaction surveys.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct CourseDetail {
+    #[serde(flatten)]
+    pub figures: CourseFigures,
+    /// Every survey attached to the course or answered for it, with its
+    /// results (all time: a survey is answered once, at completion).
+    pub surveys: Vec<lectern_community::surveys::SurveyResults>,
+}
+
 pub async fn course(
     State(state): State<AnalyticsState>,
     principal: Principal,
     ApiPath(course_id): ApiPath<Uuid>,
     ApiQuery(q): ApiQuery<ReportQuery>,
-) -> Result<Json<CourseFigures>, ApiError> {
+) -> Result<Json<CourseDetail>, ApiError> {
     let s = filter::resolve(&state.db, &principal, &q).await?;
-    course_figures(&state.db, &s, Some(&[course_id]))
+    let figures = course_figures(&state.db, &s, Some(&[course_id]))
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| ApiError::not_found(format!("no course {course_id}")))
-        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no course {course_id}")))?;
+    let mut conn = state.db.acquire().await?;
+    let surveys =
+        lectern_community::surveys::course_survey_summary(&mut conn, Some(s.org), course_id)
+            .await?
+            .map(|summary| summary.surveys)
+            .unwrap_or_default();
+    Ok(Json(CourseDetail { figures, surveys }))
 }
 
 /// A re-watched stretch of a lesson: where learners rewound to.

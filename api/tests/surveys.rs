@@ -414,6 +414,18 @@ async fn learners_answer_once_after_completion_and_results_are_exact(db: PgPool)
     );
     drop(conn);
 
+    // The course report carries the same results.
+    let report = ok(
+        w,
+        "GET",
+        &format!("/api/v1/reports/courses/{}", o.course),
+        &o.admin,
+        None,
+    )
+    .await;
+    assert_eq!(report["course_id"], json!(o.course));
+    assert_eq!(report["surveys"], json!([results]), "{report}");
+
     // The CSV export: streamed, one row per response, formulas defused.
     let (status, headers, csv) = w
         .call_with_headers(

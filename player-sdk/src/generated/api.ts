@@ -2770,6 +2770,66 @@ export interface components {
             updated_at: string;
         };
         /**
+         * @description `GET /api/v1/reports/courses/{course_id}`: one course's figures and
+         *     the results of its satisfaction surveys.
+         */
+        CourseDetail: {
+            /**
+             * Format: double
+             * @description Media seconds played ÷ wall seconds, over every learner.
+             */
+            average_speed: number | null;
+            /**
+             * Format: int64
+             * @description Learners who completed every playable lesson.
+             */
+            completed: number;
+            /**
+             * Format: double
+             * @description completed ÷ started (0 when nobody started).
+             */
+            completion_rate: number;
+            /** Format: int64 */
+            completions: number;
+            /** Format: uuid */
+            course_id: string;
+            /**
+             * Format: int64
+             * @description Learners who opened any lesson of the course.
+             */
+            enrolled: number;
+            /**
+             * Format: int64
+             * @description Playable lessons (with media).
+             */
+            lessons: number;
+            /**
+             * Format: double
+             * @description Median over learners who started of their wall-clock seconds on it.
+             */
+            median_watch_s: number;
+            /** Format: double */
+            rating_average: number | null;
+            /** Format: int64 */
+            rating_count: number;
+            resource_type: string;
+            /**
+             * Format: int64
+             * @description Learners who watched anything of it.
+             */
+            started: number;
+            /**
+             * @description Every survey attached to the course or answered for it, with its
+             *     results (all time: a survey is answered once, at completion).
+             */
+            surveys: components["schemas"]["SurveyResults"][];
+            title: string;
+            /** Format: int64 */
+            views: number;
+            /** Format: double */
+            watch_hours: number;
+        };
+        /**
          * @description One course's figures. Learner counts are all time; `views`,
          *     `watch_hours` and `completions` are those of the range.
          */
@@ -3411,6 +3471,11 @@ export interface components {
             created_at: string;
             /** Format: uuid */
             id: string;
+            /**
+             * @description Where the notice leads, as a path of the apps (`/app/…` for the
+             *     learner app, `/admin/…` for the console), when it leads somewhere.
+             */
+            link: string | null;
             /** Format: date-time */
             read_at: string | null;
             /** @description In the reader's language (plain text). */
@@ -8932,7 +8997,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["CourseFigures"];
+                    "application/json": components["schemas"]["CourseDetail"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
