@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use chrono::{Duration as ChronoDuration, Utc};
 use lectern_learning::{flush, Learning, ProgressBackend, ProgressSettings};
 use lectern_learning::{
-    Absorber, Beat, Clock, RedisAbsorber, Session, Snapshot, CARRY_MAX_S, SLACK,
+    Absorber, Beat, Clock, RedisAbsorber, Session, Snapshot, CARRY_MAX_S, MAX_FRAGMENTS, SLACK,
 };
 use lectern_testkit::World;
 use lectern_web::Role;
@@ -1127,6 +1127,93 @@ async fn beats_sprayed_over_two_redis_nodes_share_one_allowance(db: PgPool) {
         (watched_s - (150.0 + 30.0 + 0.22)).abs() < 0.01,
         "{watched_s}"
     );
+    delete_redis_keys(&prefix).await;
+}
+
+/// A client claiming 10 s of media every second, each claim elsewhere in
+/// the lesson: the credit bound cuts each to ~1.1 s, a fragment of its
+/// own. Past `MAX_FRAGMENTS` a claim that would start a new fragment is
+/// not credited (one extending a fragment still is), on a memory node, in
+/// Redis and therefore in PostgreSQL: the row stops growing.
+#[sqlx::test(migrations = "../migrations")]
+async fn an_overclaiming_client_cannot_grow_its_row_past_the_fragment_cap(db: PgPool) {
+    let w = World::new(db).await;
+    let Learner { org, user, course } = learner_with_course(&w).await;
+    let claims = MAX_FRAGMENTS + 44;
+    let duration = 20.0 * claims as f64;
+    let lesson_id = lesson(&w, org, course, Some(duration), true).await;
+    let prefix = format!("lectern-test:{}:", Uuid::new_v4());
+    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL (infra/dev/services up)");
+    let redis = RedisAbsorber::connect_pushing(&redis_url, &prefix, None)
+        .await
+        .map(Absorber::Redis)
+        .unwrap();
+    for node in [Absorber::default(), redis] {
+        let playback = Uuid::new_v4();
+        let issued = Utc::now().timestamp_millis() - 3_600_000;
+        node.open_session(
+            playback,
+            Session {
+                user_id: user,
+                lesson_id,
+                issued_ms: issued,
+            },
+        )
+        .await;
+        let claim = |n: usize, from: f64, to: f64| Beat {
+            issued_ms: Some(issued),
+            duration_s: duration,
+            ..played(
+                user,
+                org,
+                lesson_id,
+                from,
+                to,
+                1.0,
+                issued + n as i64 * 1_000,
+            )
+        };
+        for n in 1..=claims {
+            let from = n as f64 * 20.0;
+            node.absorb(&claim(n, from, from + 10.0)).await.unwrap();
+        }
+        if matches!(node, Absorber::Redis(_)) {
+            push_node(&node).await.unwrap();
+        }
+        let watched = entry(&node, user, lesson_id).await.watched;
+        assert_eq!(watched.len(), MAX_FRAGMENTS, "fragments kept");
+        // Extending a kept fragment is still credited.
+        let last = watched[MAX_FRAGMENTS - 1];
+        node.absorb(&claim(claims + 1, last[1], last[1] + 10.0))
+            .await
+            .unwrap();
+        if matches!(node, Absorber::Redis(_)) {
+            push_node(&node).await.unwrap();
+        }
+        let after = entry(&node, user, lesson_id).await.watched;
+        assert_eq!(after.len(), MAX_FRAGMENTS);
+        assert!(
+            intervals_total(&after) > intervals_total(&watched),
+            "the extension was credited"
+        );
+        assert_eq!(flush::flush_once(w.db(), &node).await.unwrap(), 1);
+        let stored: i32 = sqlx::query_scalar(
+            "SELECT jsonb_array_length(watched) FROM lesson_progress WHERE user_id = $1",
+        )
+        .bind(user)
+        .fetch_one(w.db())
+        .await
+        .unwrap();
+        assert!(
+            stored as usize <= MAX_FRAGMENTS,
+            "{stored} fragments stored"
+        );
+        sqlx::query("DELETE FROM lesson_progress WHERE user_id = $1")
+            .bind(user)
+            .execute(w.db())
+            .await
+            .unwrap();
+    }
     delete_redis_keys(&prefix).await;
 }
 

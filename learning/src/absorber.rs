@@ -386,8 +386,9 @@ impl Memory {
             };
             let credited = entry.budget.credit(&claim);
             if let Some([from, to]) = claim.credited_interval(credited) {
-                intervals::insert(&mut entry.snap.watched, from, to);
-                if newest {
+                // A fragment past the cap is not credited: neither unique
+                // seconds nor the watch time it would have carried.
+                if intervals::insert_capped(&mut entry.snap.watched, from, to) && newest {
                     entry.snap.pending_watch_s += credited / f64::from(beat.speed);
                 }
             }
@@ -495,7 +496,7 @@ impl Memory {
                 let mut shown = union.clone();
                 for (claim, credited) in &e.unpushed {
                     if let Some([from, to]) = claim.credited_interval(*credited) {
-                        intervals::insert(&mut shown, from, to);
+                        intervals::insert_capped(&mut shown, from, to);
                     }
                 }
                 e.confirmed = union;
@@ -544,41 +545,60 @@ local function credit(e, c)
   if e.c == nil or c[4] > e.c then e.c = c[4] end
   return credited
 end
+local max_fragments = @@MAX_FRAGMENTS@@
+local function unite(iv)
+  table.sort(iv, function(x, y)
+    if x[1] == y[1] then return x[2] < y[2] end
+    return x[1] < y[1]
+  end)
+  local merged = {}
+  for _, x in ipairs(iv) do
+    local last = merged[#merged]
+    if last and x[1] <= last[2] + gap then
+      if x[2] > last[2] then last[2] = x[2] end
+    else
+      table.insert(merged, {x[1], x[2]})
+    end
+  end
+  return merged
+end
 local function apply(k, a)
   local raw = redis.call('GET', KEYS[k])
   local e
   if raw then e = cjson.decode(raw) else e = {v = 0, w = 0} end
   local add = cjson.decode(ARGV[a + 7])
+  local fresh = {}
   local watch = 0
   for _, c in ipairs(cjson.decode(ARGV[a + 8])) do
     local credited = credit(e, c)
     if credited > 0 then
+      local w = 0
+      if c[6] == 1 then w = credited / c[3] end
       if credited >= c[2] - c[1] then
-        table.insert(add, {c[1], c[2]})
+        table.insert(fresh, {c[1], c[2], w})
       else
-        table.insert(add, {c[1], c[1] + credited})
+        table.insert(fresh, {c[1], c[1] + credited, w})
       end
-      if c[6] == 1 then watch = watch + credited / c[3] end
     end
   end
-  if #add > 0 then
+  if #add > 0 or #fresh > 0 then
     local iv = {}
     if type(e.i) == 'table' then iv = e.i end
     for _, x in ipairs(add) do table.insert(iv, x) end
-    table.sort(iv, function(x, y)
-      if x[1] == y[1] then return x[2] < y[2] end
-      return x[1] < y[1]
-    end)
-    local merged = {}
-    for _, x in ipairs(iv) do
-      local last = merged[#merged]
-      if last and x[1] <= last[2] + gap then
-        if x[2] > last[2] then last[2] = x[2] end
-      else
-        table.insert(merged, {x[1], x[2]})
+    iv = unite(iv)
+    -- A credited claim that would start a new fragment past the cap is
+    -- not added (intervals::insert_capped, the same rule).
+    for _, x in ipairs(fresh) do
+      local candidate = {}
+      for _, y in ipairs(iv) do table.insert(candidate, y) end
+      table.insert(candidate, {x[1], x[2]})
+      candidate = unite(candidate)
+      if #candidate <= #iv or #candidate <= max_fragments then
+        iv = candidate
+        watch = watch + x[3]
       end
     end
-    e.i = merged
+    e.i = iv
   end
   local at = tonumber(ARGV[a + 6])
   if e.a == nil or at >= e.a then
@@ -879,7 +899,9 @@ impl RedisAbsorber {
             },
             con,
             prefix: prefix.to_string(),
-            merge: redis::Script::new(MERGE_LUA),
+            merge: redis::Script::new(
+                &MERGE_LUA.replace("@@MAX_FRAGMENTS@@", &intervals::MAX_FRAGMENTS.to_string()),
+            ),
             merge_speeds: redis::Script::new(MERGE_SPEEDS_LUA),
             pushing: tokio::sync::Mutex::new(()),
         });

@@ -34,6 +34,31 @@ pub fn insert(list: &mut Intervals, from: f64, to: f64) {
     }
 }
 
+/// Most disjoint intervals a credited beat may leave in one learner ×
+/// lesson row. A player leaves a few (one per stretch between seeks); only
+/// a client claiming more than it plays — each claim cut by the credit
+/// bound to a fragment of its own — gets near it. Past it, a credited
+/// interval that would start a new fragment is not added (one that
+/// extends or joins existing ones still is), so such a client can no
+/// longer grow the row, the flush and the Redis push without bound, and
+/// nothing unplayed is ever credited. The Redis absorber's script applies
+/// the same rule.
+pub const MAX_FRAGMENTS: usize = 256;
+
+/// [`insert`], unless the list holds [`MAX_FRAGMENTS`] and the interval
+/// would be a new fragment; returns whether it was added.
+pub fn insert_capped(list: &mut Intervals, from: f64, to: f64) -> bool {
+    if list.len() >= MAX_FRAGMENTS {
+        let first = list.partition_point(|x| x[1] + GAP_S < from);
+        let past = list.partition_point(|x| x[0] <= to + GAP_S);
+        if first >= past {
+            return false;
+        }
+    }
+    insert(list, from, to);
+    true
+}
+
 /// The union of two merged lists.
 pub fn union(a: &[[f64; 2]], b: &[[f64; 2]]) -> Intervals {
     let mut all: Intervals = a.iter().chain(b).copied().collect();
@@ -72,6 +97,25 @@ mod tests {
         insert(&mut l, 15.0, 30.0);
         assert_eq!(l, vec![[0.0, 8.0], [10.0, 30.0]]);
         assert_eq!(total(&l), 28.0);
+    }
+
+    #[test]
+    fn past_the_cap_only_existing_fragments_grow() {
+        let mut l: Intervals = (0..MAX_FRAGMENTS)
+            .map(|i| [i as f64 * 10.0, i as f64 * 10.0 + 1.0])
+            .collect();
+        let total_before = total(&l);
+        assert!(
+            !insert_capped(&mut l, 1e6, 1e6 + 5.0),
+            "a new fragment past the cap"
+        );
+        assert_eq!(l.len(), MAX_FRAGMENTS);
+        assert!(insert_capped(&mut l, 1.0, 3.0), "extending the first one");
+        assert!(insert_capped(&mut l, 3.0, 10.0), "joining the first two");
+        assert_eq!(l.len(), MAX_FRAGMENTS - 1);
+        assert!(total(&l) > total_before);
+        assert!(insert_capped(&mut l, 1e6, 1e6 + 5.0), "room again for one");
+        assert_eq!(l.len(), MAX_FRAGMENTS);
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod views;
 // them, and a deployment's multi-node behaviour is defined by them.
 pub use absorber::{AbsorbError, Absorber, Beat, RedisAbsorber, Session, Snapshot};
 pub use credit::{Clock, CARRY_MAX_S, SLACK};
+pub use intervals::MAX_FRAGMENTS;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
