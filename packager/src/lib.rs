@@ -310,6 +310,41 @@ pub fn event_playlist(rendition: &Rendition, target_duration_s: f64) -> MediaPla
     playlist
 }
 
+/// A live playlist: the segments of the last `window_s` seconds (the DVR
+/// window) of a rendition that is still growing. While nothing has left
+/// the window it is an `EVENT` playlist; once the head slides out it has no
+/// playlist type (RFC 8216 forbids removing segments from an `EVENT`
+/// playlist), `EXT-X-MEDIA-SEQUENCE` counts the segments removed and
+/// `EXT-X-DISCONTINUITY-SEQUENCE` the discontinuities removed with them.
+/// The first segment kept always carries the `EXT-X-MAP` it plays with.
+pub fn live_playlist(rendition: &Rendition, target_duration_s: f64, window_s: f64) -> MediaPlaylist {
+    let mut playlist = event_playlist(rendition, target_duration_s);
+    let mut kept_s: f64 = playlist.segments.iter().map(|s| f64::from(s.duration)).sum();
+    let mut drop = 0;
+    while drop + 1 < playlist.segments.len() && kept_s > window_s {
+        kept_s -= f64::from(playlist.segments[drop].duration);
+        drop += 1;
+    }
+    if drop == 0 {
+        return playlist;
+    }
+    // The init section in force at the first kept segment.
+    let map = playlist.segments[..=drop]
+        .iter()
+        .rev()
+        .find_map(|s| s.map.clone());
+    let removed_discontinuities = playlist.segments[..drop]
+        .iter()
+        .filter(|s| s.discontinuity)
+        .count();
+    playlist.segments.drain(..drop);
+    playlist.segments[0].map = map;
+    playlist.media_sequence = drop as u64;
+    playlist.discontinuity_sequence = removed_discontinuities as u64;
+    playlist.playlist_type = None;
+    playlist
+}
+
 /// Growing playlists change every few seconds: caches may keep them a second.
 pub const GROWING_PLAYLIST_CACHE: &str = "public, max-age=1";
 
