@@ -32,7 +32,12 @@ pub fn routes(api: ApiRouter<LiveState>) -> ApiRouter<LiveState> {
             manage,
             rotate_key,
         )
-        .route(Method::POST, "/api/v1/live-events/{event_id}/end", manage, end)
+        .route(
+            Method::POST,
+            "/api/v1/live-events/{event_id}/end",
+            manage,
+            end,
+        )
 }
 
 /// A live lecture to schedule: it becomes a lesson of the course.
@@ -84,7 +89,8 @@ struct LiveEvent {
     created_at: DateTime<Utc>,
 }
 
-const SELECT_EVENT: &str = "SELECT e.id, e.organisation_id, e.lesson_id, l.course_id, e.asset_id, l.title,
+const SELECT_EVENT: &str =
+    "SELECT e.id, e.organisation_id, e.lesson_id, l.course_id, e.asset_id, l.title,
         e.organiser_id, e.scheduled_start, e.scheduled_end, e.state, e.dvr_window_s,
         e.reconnect_window_s, e.connections, e.disconnected_at, e.started_at, e.ended_at,
         e.replay_ready_at, e.duration_s, e.key_rotated_at, e.created_at
@@ -133,15 +139,27 @@ async fn create(
 ) -> Result<Created<ScheduledLiveEvent>, ApiError> {
     let title = new.title.trim();
     if title.is_empty() || title.chars().count() > 300 {
-        return Err(ApiError::new(ErrorCode::InvalidTitle, "a title has 1–300 characters"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidTitle,
+            "a title has 1–300 characters",
+        ));
     }
-    if new.scheduled_end.is_some_and(|end| end <= new.scheduled_start) {
+    if new
+        .scheduled_end
+        .is_some_and(|end| end <= new.scheduled_start)
+    {
         return Err(invalid("scheduled_end must be after scheduled_start"));
     }
-    if new.dvr_window_s.is_some_and(|w| !(60..=86_400).contains(&w)) {
+    if new
+        .dvr_window_s
+        .is_some_and(|w| !(60..=86_400).contains(&w))
+    {
         return Err(invalid("dvr_window_s is 60–86400"));
     }
-    if new.reconnect_window_s.is_some_and(|w| !(0..=1800).contains(&w)) {
+    if new
+        .reconnect_window_s
+        .is_some_and(|w| !(0..=1800).contains(&w))
+    {
         return Err(invalid("reconnect_window_s is 0–1800"));
     }
     let description = new.description.unwrap_or_default();
@@ -167,7 +185,9 @@ async fn create(
         .fetch_one(&mut *tx)
         .await?;
         if !in_course {
-            return Err(ApiError::not_found(format!("no chapter {chapter} in this course")));
+            return Err(ApiError::not_found(format!(
+                "no chapter {chapter} in this course"
+            )));
         }
     }
     let (event, lesson, asset) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
@@ -348,7 +368,13 @@ async fn rotate_key(
             "the event has ended; its stream key can no longer change",
         ));
     }
-    lifecycle::log(&state, event.id, "key_rotated", serde_json::json!({ "by": principal.actor() })).await;
+    lifecycle::log(
+        &state,
+        event.id,
+        "key_rotated",
+        serde_json::json!({ "by": principal.actor() }),
+    )
+    .await;
     Ok(Json(publish_info(&state, stream_key)))
 }
 
@@ -362,7 +388,10 @@ async fn end(
     let event = fetch(&state.db, path.event_id, principal.org_scope()).await?;
     let ended = lifecycle::end_event(&state, event.id, Some(principal.actor())).await?;
     if !ended {
-        return Err(ApiError::new(ErrorCode::LiveEventEnded, "the event has already ended"));
+        return Err(ApiError::new(
+            ErrorCode::LiveEventEnded,
+            "the event has already ended",
+        ));
     }
     Ok(Json(fetch(&state.db, event.id, None).await?))
 }

@@ -103,9 +103,7 @@ impl Ladder {
 
     /// Media seconds published: the top video rung's, else the audio's.
     pub fn duration_s(&self) -> f64 {
-        self.ordered()
-            .first()
-            .map_or(0.0, |r| r.duration_s())
+        self.ordered().first().map_or(0.0, |r| r.duration_s())
     }
 
     fn name(&self, file: &str) -> String {
@@ -164,9 +162,8 @@ impl Ladder {
             init_uri: first_of_connection.then_some(init_name),
         });
         *self.published.entry(segment.dir.clone()).or_default() += 1;
-        let text = playlist_text(|| {
-            packager::live_playlist(rendition, crate::LIVE_SEGMENT_S, window_s)
-        })?;
+        let text =
+            playlist_text(|| packager::live_playlist(rendition, crate::LIVE_SEGMENT_S, window_s))?;
         put_playlist(store, &key(packager::MEDIA_PLAYLIST), text, true).await?;
         if !self.master_written && self.playable() {
             self.write_master(store, true).await?;
@@ -266,7 +263,12 @@ impl Ladder {
         let renditions = self.ordered();
         for rendition in &renditions {
             let text = playlist_text(|| packager::media_playlist(rendition))?;
-            let key = format!("{}{}/{}", self.prefix, rendition.dir, packager::MEDIA_PLAYLIST);
+            let key = format!(
+                "{}{}/{}",
+                self.prefix,
+                rendition.dir,
+                packager::MEDIA_PLAYLIST
+            );
             put_playlist(store, &key, text, false).await?;
         }
         self.write_master(store, false).await?;
@@ -275,8 +277,8 @@ impl Ladder {
             poster: None,
             storyboard: None,
         };
-        let manifest = serde_json::to_vec_pretty(&packager::manifest(&package))
-            .map_err(|e| e.to_string())?;
+        let manifest =
+            serde_json::to_vec_pretty(&packager::manifest(&package)).map_err(|e| e.to_string())?;
         store
             .put_bytes(
                 &format!("{}{}", self.prefix, packager::MANIFEST),
@@ -324,7 +326,12 @@ async fn put_file(store: &dyn Store, key: &str, path: &std::path::Path) -> Resul
         .map_err(|e| format!("uploading {key}: {e}"))
 }
 
-async fn put_playlist(store: &dyn Store, key: &str, text: Vec<u8>, growing: bool) -> Result<(), String> {
+async fn put_playlist(
+    store: &dyn Store,
+    key: &str,
+    text: Vec<u8>,
+    growing: bool,
+) -> Result<(), String> {
     let options = if growing {
         PutOptions {
             content_type: Some("application/vnd.apple.mpegurl".into()),

@@ -69,8 +69,8 @@ pub const LIVE_SEGMENT_S: f64 = 2.0;
 /// with 2 s segments and x264's zero-latency tuning (no lookahead, no
 /// B-frames), so a segment leaves the encoder as soon as it is complete.
 pub fn live_profile() -> LadderProfile {
-    let mut profile = lectern_pipelines::profiles::builtin("default")
-        .expect("the default profile is built in");
+    let mut profile =
+        lectern_pipelines::profiles::builtin("default").expect("the default profile is built in");
     profile.name = "live".into();
     profile.segment_duration_s = LIVE_SEGMENT_S;
     profile.x264_tune = Some("zerolatency".into());

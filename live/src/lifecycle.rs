@@ -69,7 +69,10 @@ impl Active {
     }
 
     fn release(&self, event: Uuid) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&event);
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&event);
     }
 
     fn stop(&self, event: Uuid) -> bool {
@@ -134,7 +137,14 @@ pub async fn log(state: &LiveState, event: Uuid, kind: &str, detail: serde_json:
     }
 }
 
-async fn audit_ingest(state: &LiveState, org: Uuid, event: Uuid, action: &str, outcome: &'static str, detail: serde_json::Value) {
+async fn audit_ingest(
+    state: &LiveState,
+    org: Uuid,
+    event: Uuid,
+    action: &str,
+    outcome: &'static str,
+    detail: serde_json::Value,
+) {
     audit::record_or_log(
         &state.identity,
         &AuditEvent {
@@ -195,7 +205,15 @@ impl Connection {
         };
         let detail = serde_json::json!({ "connection": number, "protocol": protocol });
         log(state, event.event_id, "connected", detail.clone()).await;
-        audit_ingest(state, event.organisation_id, event.event_id, "live.connected", "ok", detail).await;
+        audit_ingest(
+            state,
+            event.organisation_id,
+            event.event_id,
+            "live.connected",
+            "ok",
+            detail,
+        )
+        .await;
         let local_root = local_root.unwrap_or_else(|| {
             state
                 .settings
@@ -246,8 +264,22 @@ impl Connection {
             "code": error.code.as_str(),
             "message": error.message,
         });
-        log(&self.state, self.event.event_id, "stream_refused", detail.clone()).await;
-        audit_ingest(&self.state, self.event.organisation_id, self.event.event_id, "live.stream_refused", "failed", detail).await;
+        log(
+            &self.state,
+            self.event.event_id,
+            "stream_refused",
+            detail.clone(),
+        )
+        .await;
+        audit_ingest(
+            &self.state,
+            self.event.organisation_id,
+            self.event.event_id,
+            "live.stream_refused",
+            "failed",
+            detail,
+        )
+        .await;
     }
 
     /// Drains the encoder, publishes what is left, and starts the
@@ -256,9 +288,15 @@ impl Connection {
     pub async fn close(mut self, encode: Option<LiveEncode>) {
         let event = self.event.event_id;
         if let Some(encode) = encode {
-            let finished = tokio::task::spawn_blocking(move || encode.finish(Duration::from_secs(60)))
-                .await
-                .unwrap_or_else(|e| Err(MediaError::new(lectern_transcoder::MediaErrorCode::Internal, e.to_string())));
+            let finished =
+                tokio::task::spawn_blocking(move || encode.finish(Duration::from_secs(60)))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(MediaError::new(
+                            lectern_transcoder::MediaErrorCode::Internal,
+                            e.to_string(),
+                        ))
+                    });
             self.sender.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(publisher) = self.publisher.take() {
                 let _ = publisher.await;
@@ -298,7 +336,13 @@ impl Connection {
         .await
         .map(|r| r.rows_affected() == 1)
         .unwrap_or(false);
-        log(&self.state, event, "disconnected", serde_json::json!({ "connection": self.number })).await;
+        log(
+            &self.state,
+            event,
+            "disconnected",
+            serde_json::json!({ "connection": self.number }),
+        )
+        .await;
         let ended_meanwhile = !away;
         if ended_meanwhile {
             // The organiser ended the event while we drained: the replay
@@ -345,7 +389,9 @@ async fn publish_segments(
                 log(&state, event.event_id, "playable", serde_json::json!({})).await;
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(event = %event.event_id, error = %e, "cannot publish a live segment"),
+            Err(e) => {
+                tracing::warn!(event = %event.event_id, error = %e, "cannot publish a live segment")
+            }
         }
     }
 }
@@ -369,7 +415,11 @@ pub fn poll(encode: &LiveEncode) -> LiveStatus {
 /// Ends the event (once): stops its publisher if connected here, and
 /// publishes the replay when the publisher is gone. Returns whether this
 /// call ended it.
-pub async fn end_event(state: &LiveState, event: Uuid, actor: Option<String>) -> Result<bool, sqlx::Error> {
+pub async fn end_event(
+    state: &LiveState,
+    event: Uuid,
+    actor: Option<String>,
+) -> Result<bool, sqlx::Error> {
     let org: Option<Uuid> = sqlx::query_scalar(
         "UPDATE live_events SET state = 'ended', ended_at = now(), updated_at = now()
          WHERE id = $1 AND state IN ('scheduled', 'live')
@@ -381,7 +431,8 @@ pub async fn end_event(state: &LiveState, event: Uuid, actor: Option<String>) ->
     let Some(org) = org else {
         return Ok(false);
     };
-    let detail = serde_json::json!({ "by": actor.clone().unwrap_or_else(|| "reconnect window".into()) });
+    let detail =
+        serde_json::json!({ "by": actor.clone().unwrap_or_else(|| "reconnect window".into()) });
     log(state, event, "ended", detail.clone()).await;
     if actor.is_none() {
         audit_ingest(state, org, event, "live.ended", "ok", detail).await;
@@ -398,17 +449,35 @@ pub async fn end_event(state: &LiveState, event: Uuid, actor: Option<String>) ->
 /// The live segments under VOD playlists become the lesson's asset.
 pub async fn publish_replay(state: &LiveState, event: Uuid) {
     let Some(ladder) = state.ladders.get(event) else {
-        log(state, event, "replay_unavailable", serde_json::json!({ "reason": "no media was published on this node" })).await;
+        log(
+            state,
+            event,
+            "replay_unavailable",
+            serde_json::json!({ "reason": "no media was published on this node" }),
+        )
+        .await;
         return;
     };
     let ladder = ladder.lock().await;
     if !ladder.has_media() {
-        log(state, event, "replay_unavailable", serde_json::json!({ "reason": "nothing was streamed" })).await;
+        log(
+            state,
+            event,
+            "replay_unavailable",
+            serde_json::json!({ "reason": "nothing was streamed" }),
+        )
+        .await;
         return;
     }
     if let Err(e) = ladder.publish_replay(state.store.as_ref()).await {
         tracing::warn!(%event, error = %e, "cannot publish the replay");
-        log(state, event, "replay_failed", serde_json::json!({ "message": e })).await;
+        log(
+            state,
+            event,
+            "replay_failed",
+            serde_json::json!({ "message": e }),
+        )
+        .await;
         return;
     }
     let duration = ladder.duration_s();

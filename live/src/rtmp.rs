@@ -67,10 +67,16 @@ async fn read_some(socket: &mut TcpStream, buf: &mut [u8]) -> Result<usize, BoxE
     }
 }
 
-async fn send(socket: &mut TcpStream, results: Vec<ServerSessionResult>, events: &mut Vec<ServerSessionEvent>) -> Result<(), BoxError> {
+async fn send(
+    socket: &mut TcpStream,
+    results: Vec<ServerSessionResult>,
+    events: &mut Vec<ServerSessionEvent>,
+) -> Result<(), BoxError> {
     for result in results {
         match result {
-            ServerSessionResult::OutboundResponse(packet) => socket.write_all(&packet.bytes).await?,
+            ServerSessionResult::OutboundResponse(packet) => {
+                socket.write_all(&packet.bytes).await?
+            }
             ServerSessionResult::RaisedEvent(event) => events.push(event),
             ServerSessionResult::UnhandleableMessageReceived(_) => {}
         }
@@ -193,7 +199,11 @@ async fn handle(
             ..
         } => {
             if publishing.is_some() {
-                let results = session.reject_request(request_id, "NetStream.Publish.BadName", "one stream per connection")?;
+                let results = session.reject_request(
+                    request_id,
+                    "NetStream.Publish.BadName",
+                    "one stream per connection",
+                )?;
                 send(socket, results, &mut raised).await?;
                 return Ok(false);
             }

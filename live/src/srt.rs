@@ -42,7 +42,11 @@ pub async fn serve(state: LiveState, port: u16, cancel: CancellationToken) {
     }
 }
 
-async fn one_caller(state: &LiveState, port: u16, cancel: &CancellationToken) -> Result<(), String> {
+async fn one_caller(
+    state: &LiveState,
+    port: u16,
+    cancel: &CancellationToken,
+) -> Result<(), String> {
     let slot: Arc<Mutex<Option<Connection>>> = Arc::default();
     let forward: Arc<Mutex<Option<SegmentObserver>>> = Arc::default();
     let runtime = tokio::runtime::Handle::current();
@@ -66,7 +70,8 @@ async fn one_caller(state: &LiveState, port: u16, cancel: &CancellationToken) ->
             });
             match begun {
                 Ok(connection) => {
-                    *forward.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection.observer());
+                    *forward.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(connection.observer());
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
                     true
                 }

@@ -58,13 +58,22 @@ async fn schedule(live: &Live, reconnect_window_s: i32) -> (Uuid, Uuid, String) 
     assert_eq!(status, StatusCode::CREATED, "{body}");
     let event = body["event"]["id"].as_str().unwrap().parse().unwrap();
     let asset = body["event"]["asset_id"].as_str().unwrap().parse().unwrap();
-    (event, asset, body["publish"]["stream_key"].as_str().unwrap().to_string())
+    (
+        event,
+        asset,
+        body["publish"]["stream_key"].as_str().unwrap().to_string(),
+    )
 }
 
 async fn event(live: &Live, id: Uuid) -> Value {
     let (status, body) = live
         .w
-        .call("GET", &format!("/api/v1/live-events/{id}"), Some(&live.admin), None)
+        .call(
+            "GET",
+            &format!("/api/v1/live-events/{id}"),
+            Some(&live.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     body
@@ -74,7 +83,9 @@ fn ffmpeg(args: &[&str], progress: Option<&Path>) -> Child {
     let mut command = Command::new("ffmpeg");
     command.args(["-hide_banner", "-nostdin", "-loglevel", "error"]);
     if let Some(progress) = progress {
-        command.args(["-stats_period", "0.1", "-progress"]).arg(progress);
+        command
+            .args(["-stats_period", "0.1", "-progress"])
+            .arg(progress);
     }
     command
         .args(args)
@@ -89,9 +100,9 @@ fn progress_s(file: &Path) -> f64 {
     std::fs::read_to_string(file)
         .unwrap_or_default()
         .lines()
+        .rev()
         .filter_map(|l| l.strip_prefix("out_time_us="))
-        .filter_map(|v| v.trim().parse::<f64>().ok())
-        .last()
+        .find_map(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1e6
 }
@@ -102,7 +113,10 @@ async fn object(live: &Live, key: &str) -> Option<String> {
 }
 
 fn segments_in(playlist: &str) -> usize {
-    playlist.lines().filter(|l| l.starts_with("#EXTINF")).count()
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF"))
+        .count()
 }
 
 fn duration_of(playlist: &str) -> f64 {
@@ -180,18 +194,33 @@ async fn rtmp_wrong_key_is_refused_before_any_media(db: PgPool) {
     let clip = sample_clip(&[]);
     let url = format!("rtmp://127.0.0.1:{port}/live/lsk_not-the-key-of-anything-at-all");
     let mut child = ffmpeg(
-        &["-re", "-i", clip.to_str().unwrap(), "-c", "copy", "-f", "flv", &url],
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
         None,
     );
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
-    assert!(!status.success(), "ffmpeg must fail to publish with a wrong key");
+    assert!(
+        !status.success(),
+        "ffmpeg must fail to publish with a wrong key"
+    );
     let body = event(&live, event_id).await;
     assert_eq!(body["event"]["state"], "scheduled");
     assert_eq!(body["event"]["connections"], 0);
     let objects = live.w.state.live.store.list(&prefix(asset)).await.unwrap();
-    assert!(objects.is_empty(), "nothing may be written for a refused key");
+    assert!(
+        objects.is_empty(),
+        "nothing may be written for a refused key"
+    );
     cancel.cancel();
 }
 
@@ -208,27 +237,54 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
     // First connection: published until the playlist has grown, then killed.
     let progress = scratch.path().join("first.progress");
     let mut first = ffmpeg(
-        &["-re", "-i", clip.to_str().unwrap(), "-c", "copy", "-f", "flv", &url],
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
         Some(&progress),
     );
-    wait_until("the live playlist's first segment", Duration::from_secs(60), || async {
-        object(&live, &top).await.is_some_and(|p| segments_in(&p) >= 1)
-    })
+    wait_until(
+        "the live playlist's first segment",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= 1)
+        },
+    )
     .await;
     let early = segments_in(&object(&live, &top).await.unwrap());
-    wait_until("the live playlist to grow", Duration::from_secs(60), || async {
-        object(&live, &top).await.is_some_and(|p| segments_in(&p) >= early + 2)
-    })
+    wait_until(
+        "the live playlist to grow",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= early + 2)
+        },
+    )
     .await;
     let body = event(&live, event_id).await;
     assert_eq!(body["event"]["state"], "live");
     let master = object(&live, &format!("{}master.m3u8", prefix(asset)))
         .await
         .expect("the master is published while live");
-    assert!(master.contains("v/720p/index.m3u8") && master.contains("a/audio/index.m3u8"), "{master}");
+    assert!(
+        master.contains("v/720p/index.m3u8") && master.contains("a/audio/index.m3u8"),
+        "{master}"
+    );
     let live_playlist = object(&live, &top).await.unwrap();
     assert!(!live_playlist.contains("#EXT-X-ENDLIST"), "{live_playlist}");
-    assert!(live_playlist.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{live_playlist}");
+    assert!(
+        live_playlist.contains("#EXT-X-PLAYLIST-TYPE:EVENT"),
+        "{live_playlist}"
+    );
 
     // The origin serves the live ladder signed, like VOD.
     let token = live.w.state.delivery.playback.token(asset, None).unwrap();
@@ -237,21 +293,37 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
         .call_with_headers("GET", &format!("/media/{top}?token={token}"), None, None)
         .await;
     assert_eq!(status, StatusCode::OK, "{text}");
-    assert!(headers["cache-control"].to_str().unwrap().contains("private"));
+    assert!(headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("private"));
 
     first.kill().unwrap();
     first.wait().unwrap();
     let first_s = progress_s(&progress);
     assert!(first_s > 3.0, "the first publish sent {first_s} s");
-    wait_until("the publisher to be seen gone", Duration::from_secs(60), || async {
-        !event(&live, event_id).await["event"]["disconnected_at"].is_null()
-    })
+    wait_until(
+        "the publisher to be seen gone",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
     .await;
 
     // Within the window: the same event continues.
     let second_progress = scratch.path().join("second.progress");
     let mut second = ffmpeg(
-        &["-re", "-t", "6", "-i", clip.to_str().unwrap(), "-c", "copy", "-f", "flv", &url],
+        &[
+            "-re",
+            "-t",
+            "6",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
         Some(&second_progress),
     );
     let status = tokio::task::spawn_blocking(move || second.wait().unwrap())
@@ -259,16 +331,25 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
         .unwrap();
     assert!(status.success(), "the second publish succeeds");
     let second_s = progress_s(&second_progress);
-    wait_until("the second connection to close", Duration::from_secs(90), || async {
-        let e = event(&live, event_id).await;
-        e["event"]["connections"] == 2 && !e["event"]["disconnected_at"].is_null()
-    })
+    wait_until(
+        "the second connection to close",
+        Duration::from_secs(90),
+        || async {
+            let e = event(&live, event_id).await;
+            e["event"]["connections"] == 2 && !e["event"]["disconnected_at"].is_null()
+        },
+    )
     .await;
     assert_eq!(event(&live, event_id).await["event"]["state"], "live");
 
     let (status, body) = live
         .w
-        .call("POST", &format!("/api/v1/live-events/{event_id}/end"), Some(&live.admin), None)
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     wait_until("the replay", Duration::from_secs(30), || async {
@@ -279,7 +360,11 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
     let replay = object(&live, &top).await.unwrap();
     assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
     assert!(replay.contains("#EXT-X-PLAYLIST-TYPE:VOD"), "{replay}");
-    assert_eq!(replay.matches("#EXT-X-DISCONTINUITY").count(), 1, "{replay}");
+    assert_eq!(
+        replay.matches("#EXT-X-DISCONTINUITY").count(),
+        1,
+        "{replay}"
+    );
     assert!(replay.contains("c1-seg_00000.m4s") && replay.contains("c2-seg_00000.m4s"));
     let published = first_s + second_s;
     let replay_s = duration_of(&replay);
@@ -297,30 +382,47 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
     assert_eq!(ready_prefix.as_deref(), Some(prefix(asset).as_str()));
 
     // Every rung decodes, and the rungs' keyframes are where segments start.
-    let master = object(&live, &format!("{}master.m3u8", prefix(asset))).await.unwrap();
+    let master = object(&live, &format!("{}master.m3u8", prefix(asset)))
+        .await
+        .unwrap();
     let dirs: Vec<String> = master
         .lines()
         .filter(|l| !l.starts_with('#') && l.ends_with("index.m3u8"))
         .map(|l| l.trim_end_matches("/index.m3u8").to_string())
         .chain(std::iter::once("a/audio".to_string()))
         .collect();
-    assert!(dirs.len() >= 3, "720p source: 720p, 480p, 360p and audio: {dirs:?}");
+    assert!(
+        dirs.len() >= 3,
+        "720p source: 720p, 480p, 360p and audio: {dirs:?}"
+    );
     let mut counts = Vec::new();
     for dir in &dirs {
         decodes(&live, &prefix(asset), dir, scratch.path()).await;
         if dir.starts_with("v/") {
-            let p = object(&live, &format!("{}{dir}/index.m3u8", prefix(asset))).await.unwrap();
+            let p = object(&live, &format!("{}{dir}/index.m3u8", prefix(asset)))
+                .await
+                .unwrap();
             counts.push(segments_in(&p));
         }
     }
-    assert!(counts.windows(2).all(|w| w[0] == w[1]), "aligned rungs: {counts:?}");
+    assert!(
+        counts.windows(2).all(|w| w[0] == w[1]),
+        "aligned rungs: {counts:?}"
+    );
     let log: Vec<String> = event(&live, event_id).await["log"]
         .as_array()
         .unwrap()
         .iter()
         .map(|l| l["kind"].as_str().unwrap().to_string())
         .collect();
-    for kind in ["scheduled", "connected", "playable", "disconnected", "ended", "replay_ready"] {
+    for kind in [
+        "scheduled",
+        "connected",
+        "playable",
+        "disconnected",
+        "ended",
+        "replay_ready",
+    ] {
         assert!(log.iter().any(|k| k == kind), "{kind} missing from {log:?}");
     }
     cancel.cancel();
@@ -335,17 +437,38 @@ async fn rtmp_other_codecs_are_refused_with_a_reason(db: PgPool) {
     let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
     // FLV's Sorenson H.263 and MP3: both outside H.264/AAC.
     let mut child = ffmpeg(
-        &["-re", "-i", clip.to_str().unwrap(), "-t", "3", "-c:v", "flv1", "-c:a", "libmp3lame", "-ar", "44100", "-f", "flv", &url],
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-t",
+            "3",
+            "-c:v",
+            "flv1",
+            "-c:a",
+            "libmp3lame",
+            "-ar",
+            "44100",
+            "-f",
+            "flv",
+            &url,
+        ],
         None,
     );
     let _ = tokio::task::spawn_blocking(move || child.wait().unwrap()).await;
-    wait_until("the refusal in the event's log", Duration::from_secs(30), || async {
-        event(&live, event_id).await["log"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|l| l["kind"] == "stream_refused" && l["detail"]["code"] == "unsupported_codec")
-    })
+    wait_until(
+        "the refusal in the event's log",
+        Duration::from_secs(30),
+        || async {
+            event(&live, event_id).await["log"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| {
+                    l["kind"] == "stream_refused" && l["detail"]["code"] == "unsupported_codec"
+                })
+        },
+    )
     .await;
     cancel.cancel();
 }
@@ -365,15 +488,33 @@ async fn srt_publish_wrong_key_refused_then_replay(db: PgPool) {
     let (event_id, asset, key) = schedule(&live, 0).await;
     let port = srt_port();
     let cancel = CancellationToken::new();
-    tokio::spawn(lectern_live::srt::serve(live.w.state.live.clone(), port, cancel.clone()));
-    tokio::spawn(lectern_live::lifecycle::run_sweeper(live.w.state.live.clone(), cancel.clone()));
+    tokio::spawn(lectern_live::srt::serve(
+        live.w.state.live.clone(),
+        port,
+        cancel.clone(),
+    ));
+    tokio::spawn(lectern_live::lifecycle::run_sweeper(
+        live.w.state.live.clone(),
+        cancel.clone(),
+    ));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let clip = sample_clip(&["--seconds", "12"]);
     let srt = |stream_id: &str| format!("srt://127.0.0.1:{port}?streamid={stream_id}");
 
     let wrong = srt("lsk_not-the-key-of-anything-at-all");
     let mut child = ffmpeg(
-        &["-re", "-i", clip.to_str().unwrap(), "-t", "2", "-c", "copy", "-f", "mpegts", &wrong],
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-t",
+            "2",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            &wrong,
+        ],
         None,
     );
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
@@ -385,13 +526,28 @@ async fn srt_publish_wrong_key_refused_then_replay(db: PgPool) {
     let progress = PathBuf::from(format!("{}/srt.progress", std::env::temp_dir().display()));
     let good = srt(&key);
     let mut child = ffmpeg(
-        &["-re", "-i", clip.to_str().unwrap(), "-c", "copy", "-f", "mpegts", &good],
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            &good,
+        ],
         Some(&progress),
     );
     let top = format!("{}v/720p/index.m3u8", prefix(asset));
-    wait_until("the SRT live playlist to grow", Duration::from_secs(60), || async {
-        object(&live, &top).await.is_some_and(|p| segments_in(&p) >= 2)
-    })
+    wait_until(
+        "the SRT live playlist to grow",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= 2)
+        },
+    )
     .await;
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
@@ -406,6 +562,9 @@ async fn srt_publish_wrong_key_refused_then_replay(db: PgPool) {
     let replay = object(&live, &top).await.unwrap();
     assert!(replay.contains("#EXT-X-ENDLIST"));
     let replay_s = duration_of(&replay);
-    assert!((replay_s - published).abs() <= 1.0, "replay {replay_s:.2} s vs published {published:.2} s");
+    assert!(
+        (replay_s - published).abs() <= 1.0,
+        "replay {replay_s:.2} s vs published {published:.2} s"
+    );
     cancel.cancel();
 }

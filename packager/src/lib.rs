@@ -317,9 +317,17 @@ pub fn event_playlist(rendition: &Rendition, target_duration_s: f64) -> MediaPla
 /// playlist), `EXT-X-MEDIA-SEQUENCE` counts the segments removed and
 /// `EXT-X-DISCONTINUITY-SEQUENCE` the discontinuities removed with them.
 /// The first segment kept always carries the `EXT-X-MAP` it plays with.
-pub fn live_playlist(rendition: &Rendition, target_duration_s: f64, window_s: f64) -> MediaPlaylist {
+pub fn live_playlist(
+    rendition: &Rendition,
+    target_duration_s: f64,
+    window_s: f64,
+) -> MediaPlaylist {
     let mut playlist = event_playlist(rendition, target_duration_s);
-    let mut kept_s: f64 = playlist.segments.iter().map(|s| f64::from(s.duration)).sum();
+    let mut kept_s: f64 = playlist
+        .segments
+        .iter()
+        .map(|s| f64::from(s.duration))
+        .sum();
     let mut drop = 0;
     while drop + 1 < playlist.segments.len() && kept_s > window_s {
         kept_s -= f64::from(playlist.segments[drop].duration);

@@ -80,6 +80,8 @@ pub struct LiveEncode {
     /// The SRT caller disconnected; EOS is sent once.
     caller_left: Arc<AtomicBool>,
     eos_sent: AtomicBool,
+    /// The pipeline's EOS was seen.
+    ended: AtomicBool,
 }
 
 impl LiveEncode {
@@ -221,6 +223,7 @@ impl LiveEncode {
             flv_header_sent: false,
             caller_left,
             eos_sent: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
         })
     }
 
@@ -283,14 +286,17 @@ impl LiveEncode {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let Some(message) = bus.timed_pop(
-                gst::ClockTime::from_nseconds(left.as_nanos() as u64),
-            ) else {
+            let Some(message) =
+                bus.timed_pop(gst::ClockTime::from_nseconds(left.as_nanos() as u64))
+            else {
                 return LiveStatus::Running;
             };
 
             match message.view() {
-                gst::MessageView::Eos(_) => return LiveStatus::Ended,
+                gst::MessageView::Eos(_) => {
+                    self.ended.store(true, Ordering::SeqCst);
+                    return LiveStatus::Ended;
+                }
                 gst::MessageView::Error(err) => {
                     return LiveStatus::Failed(self.errors.take().unwrap_or_else(|| classify(err)))
                 }
@@ -306,9 +312,14 @@ impl LiveEncode {
         if let Some(src) = &self.appsrc {
             let _ = src.end_of_stream();
         }
-        let status = match self.poll(within) {
-            LiveStatus::Running => LiveStatus::Ended,
-            other => other,
+        // EOS is posted once: a caller that already saw it must not wait again.
+        let status = if self.ended.load(Ordering::SeqCst) {
+            LiveStatus::Ended
+        } else {
+            match self.poll(within) {
+                LiveStatus::Running => LiveStatus::Ended,
+                other => other,
+            }
         };
         let _ = self.pipeline.set_state(gst::State::Null);
         if let LiveStatus::Failed(e) = status {
@@ -465,38 +476,40 @@ impl Builder {
                 num: f.numer(),
                 den: f.denom(),
             });
-        let streams = vec![StreamInfo::Video(VideoStream {
-            index: 0,
-            codec: "h264".into(),
-            profile: None,
-            width,
-            height,
-            sample_aspect: Rational { num: 1, den: 1 },
-            display_aspect: Rational {
-                num: width as i32,
-                den: height.max(1) as i32,
-            },
-            rotation_deg: 0,
-            frame_rate,
-            variable_frame_rate: false,
-            pixel_format: "yuv420p".into(),
-            bit_depth: 8,
-            color_transfer: None,
-            hdr: false,
-            bit_rate: None,
-            duration_s: None,
-        }),
-        // The audio rendition is planned whether or not audio arrives: the
-        // caller lists only renditions that have segments.
-        StreamInfo::Audio(AudioStream {
-            index: 1,
-            codec: "aac".into(),
-            profile: None,
-            channels: 2,
-            channel_layout: "stereo".into(),
-            sample_rate: self.profile.audio.sample_rate,
-            bit_rate: None,
-        })];
+        let streams = vec![
+            StreamInfo::Video(VideoStream {
+                index: 0,
+                codec: "h264".into(),
+                profile: None,
+                width,
+                height,
+                sample_aspect: Rational { num: 1, den: 1 },
+                display_aspect: Rational {
+                    num: width as i32,
+                    den: height.max(1) as i32,
+                },
+                rotation_deg: 0,
+                frame_rate,
+                variable_frame_rate: false,
+                pixel_format: "yuv420p".into(),
+                bit_depth: 8,
+                color_transfer: None,
+                hdr: false,
+                bit_rate: None,
+                duration_s: None,
+            }),
+            // The audio rendition is planned whether or not audio arrives: the
+            // caller lists only renditions that have segments.
+            StreamInfo::Audio(AudioStream {
+                index: 1,
+                codec: "aac".into(),
+                profile: None,
+                channels: 2,
+                channel_layout: "stereo".into(),
+                sample_rate: self.profile.audio.sample_rate,
+                bit_rate: None,
+            }),
+        ];
         let info = MediaInfo {
             container: "live".into(),
             container_long_name: "live stream".into(),
