@@ -566,6 +566,28 @@ mod tests {
         assert!(map < text.find("seg_00002.m4s").unwrap());
     }
 
+    #[test]
+    fn a_live_playlist_slides_its_window_and_keeps_the_map_in_force() {
+        let mut v = video("360p", 360, &[(2.0, 1000); 6]);
+        v.segments[3].init_uri = Some("c2-init.mp4".into());
+        // Within the window: an EVENT playlist of everything.
+        let whole = text(|out| live_playlist(&v, 2.0, 60.0).write_to(out));
+        assert!(whole.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{whole}");
+        assert!(!whole.contains("#EXT-X-ENDLIST"), "{whole}");
+        assert_eq!(whole.matches("#EXTINF").count(), 6);
+        // A 5 s window keeps the last segments that fit (at least 4 s).
+        let slid = text(|out| live_playlist(&v, 2.0, 5.0).write_to(out));
+        assert!(!slid.contains("#EXT-X-PLAYLIST-TYPE"), "{slid}");
+        assert!(slid.contains("#EXT-X-MEDIA-SEQUENCE:4"), "{slid}");
+        // The discontinuity of segment 3 left the window with it.
+        assert!(slid.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{slid}");
+        assert!(!slid.contains("#EXT-X-DISCONTINUITY\n"), "{slid}");
+        assert_eq!(slid.matches("#EXTINF").count(), 2, "{slid}");
+        // The first kept segment plays with the second connection's init.
+        assert!(slid.contains("#EXT-X-MAP:URI=\"c2-init.mp4\""), "{slid}");
+        assert!(!slid.contains("seg_00003.m4s"), "{slid}");
+    }
+
     fn video(name: &str, height: u32, sizes: &[(f64, u64)]) -> Rendition {
         Rendition {
             kind: RenditionKind::Video,
