@@ -29,14 +29,19 @@ async fn setup(db: PgPool) -> Live {
     let org = w.org("Live Org").await;
     w.user(Some(org), "admin@live.example.org", Role::ContentAdmin)
         .await;
+    w.user(Some(org), "learner@live.example.org", Role::Learner)
+        .await;
     let admin = w.login("admin@live.example.org").await;
     let course = Uuid::now_v7();
-    sqlx::query("INSERT INTO courses (id, organisation_id, title) VALUES ($1, $2, '病例讨论')")
-        .bind(course)
-        .bind(org)
-        .execute(w.db())
-        .await
-        .unwrap();
+    sqlx::query(
+        "INSERT INTO courses (id, organisation_id, title, state, published_at)
+         VALUES ($1, $2, '病例讨论', 'published', now())",
+    )
+    .bind(course)
+    .bind(org)
+    .execute(w.db())
+    .await
+    .unwrap();
     Live { w, admin, course }
 }
 
@@ -286,7 +291,34 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
         "{live_playlist}"
     );
 
-    // The origin serves the live ladder signed, like VOD.
+    // A learner's playback session points at the live ladder, and the
+    // origin serves it signed, like VOD.
+    let learner = live.w.login("learner@live.example.org").await;
+    let lesson = body["event"]["lesson_id"].as_str().unwrap().to_string();
+    let (status, session) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/lessons/{lesson}/playback"),
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let master_url = session["master_url"].as_str().unwrap();
+    assert!(
+        master_url.contains(&prefix(asset)) && master_url.contains("token="),
+        "{master_url}"
+    );
+    let (status, _, master_text) = live
+        .w
+        .call_with_headers("GET", master_url, None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{master_text}");
+    assert!(
+        master_text.contains("v/720p/index.m3u8?token="),
+        "{master_text}"
+    );
     let token = live.w.state.delivery.playback.token(asset, None).unwrap();
     let (status, headers, text) = live
         .w

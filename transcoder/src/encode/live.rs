@@ -137,8 +137,15 @@ impl LiveEncode {
                     left.store(true, Ordering::SeqCst);
                     None
                 });
+                // SRT's live mode drops what the reader takes too late: a
+                // deep queue keeps the socket read on time while encoders
+                // catch up (64 MiB is minutes of a lecture's stream).
+                let buffer = make("queue")?;
+                buffer.set_property("max-size-buffers", 0u32);
+                buffer.set_property("max-size-time", 0u64);
+                buffer.set_property("max-size-bytes", 64u32 * 1024 * 1024);
                 let demux = make("tsdemux")?;
-                add_chain(&pipeline, &[src, demux.clone()])?;
+                add_chain(&pipeline, &[src, buffer, demux.clone()])?;
                 (None, demux)
             }
         };
