@@ -33,6 +33,16 @@ pub struct Authorised {
     pub asset_id: Uuid,
     pub state: String,
     pub stream_key_sha256: Vec<u8>,
+    /// The event's own DVR window, if it set one.
+    pub dvr_window_s: Option<i32>,
+}
+
+impl Authorised {
+    /// Seconds of the live playlist's window.
+    pub fn dvr_window_s(&self, state: &LiveState) -> f64 {
+        self.dvr_window_s
+            .map_or(state.settings.dvr_window.as_secs_f64(), f64::from)
+    }
 }
 
 /// Why a publisher was turned away, in words the publisher's tool shows.
@@ -100,7 +110,7 @@ pub async fn authorise(state: &LiveState, presented: &str) -> Result<Authorised,
         return Err(Refusal::UnknownKey);
     }
     let found: Option<Authorised> = sqlx::query_as(
-        "SELECT id AS event_id, organisation_id, asset_id, state, stream_key_sha256
+        "SELECT id AS event_id, organisation_id, asset_id, state, stream_key_sha256, dvr_window_s
          FROM live_events WHERE stream_key_sha256 = $1",
     )
     .bind(key::digest(presented))
@@ -310,7 +320,7 @@ impl Connection {
                                 self.state.store.as_ref(),
                                 &self.local_root,
                                 &encoded,
-                                self.state.settings.dvr_window.as_secs_f64(),
+                                self.event.dvr_window_s(&self.state),
                             )
                             .await
                         {
@@ -363,7 +373,7 @@ async fn publish_segments(
     let Some(ladder) = state.ladders.get(event.event_id) else {
         return;
     };
-    let window = state.settings.dvr_window.as_secs_f64();
+    let window = event.dvr_window_s(&state);
     while let Some(segment) = rx.recv().await {
         let mut ladder = ladder.lock().await;
         match ladder

@@ -605,3 +605,79 @@ async fn srt_publish_wrong_key_refused_then_replay(db: PgPool) {
     );
     cancel.cancel();
 }
+
+/// player-sdk's node_modules (hls.js, playwright-core), installed once.
+fn sdk_dir() -> PathBuf {
+    let sdk = lectern_testkit::repo_root().join("player-sdk");
+    if !sdk.join("node_modules/playwright-core").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&sdk)
+            .status()
+            .expect("npm is installed");
+        assert!(status.success(), "npm ci in player-sdk failed");
+    }
+    sdk
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
+    let live = setup(db).await;
+    let (_event_id, asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    // The whole app on a real socket: Chromium fetches /media like a learner.
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", http.local_addr().unwrap());
+    let app = live.w.app.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        None,
+    );
+    let master = format!("{}master.m3u8", prefix(asset));
+    wait_until("the live master", Duration::from_secs(60), || async {
+        object(&live, &master).await.is_some()
+    })
+    .await;
+    let token = live.w.state.delivery.playback.token(asset, None).unwrap();
+    let sdk = sdk_dir();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hlsjs-live.mjs");
+    let master_url = format!("{base}/media/{master}?token={token}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(master_url)
+            .env("SDK_DIR", sdk)
+            .output()
+            .expect("node is installed")
+    })
+    .await
+    .unwrap();
+    let _ = publisher.kill();
+    let _ = publisher.wait();
+    assert!(
+        out.status.success(),
+        "hls.js did not play the live stream: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    cancel.cancel();
+}
