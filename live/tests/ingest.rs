@@ -623,7 +623,7 @@ fn sdk_dir() -> PathBuf {
 #[sqlx::test(migrations = "../migrations")]
 async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
     let live = setup(db).await;
-    let (_event_id, asset, key) = schedule(&live, 60).await;
+    let (event_id, asset, key) = schedule(&live, 60).await;
     let (port, cancel) = start_rtmp(&live).await;
     // The whole app on a real socket: Chromium fetches /media like a learner.
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -671,13 +671,48 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
     })
     .await
     .unwrap();
-    let _ = publisher.kill();
-    let _ = publisher.wait();
     assert!(
         out.status.success(),
         "hls.js did not play the live stream: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // Ended by the organiser while the publisher still streams: the
+    // publisher is cut off and the replay follows.
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until(
+        "the replay after an end while live",
+        Duration::from_secs(60),
+        || async { event(&live, event_id).await["event"]["state"] == "replay_ready" },
+    )
+    .await;
+    let status = tokio::task::spawn_blocking(move || publisher.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!status.success(), "the publisher was disconnected");
+    let replay = object(&live, &format!("{}v/720p/index.m3u8", prefix(asset)))
+        .await
+        .unwrap();
+    assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "live_event_ended");
     cancel.cancel();
 }
