@@ -101,6 +101,7 @@ pub async fn serve(config: Config) -> Result<()> {
                     |u| u.0.clone(),
                 ),
             },
+            live: live_settings(&config)?,
             demo: DemoSettings {
                 player_dir: config.settings.player_dir.clone(),
             },
@@ -142,6 +143,38 @@ pub async fn serve(config: Config) -> Result<()> {
     tasks.shutdown(grace).await;
     db.close().await;
     Ok(())
+}
+
+/// Live ingest from the `LECTERN_LIVE_*` settings.
+fn live_settings(config: &Config) -> Result<lectern_live::LiveSettings> {
+    let s = &config.settings;
+    if s.live_reconnect_window > Duration::from_secs(1800) {
+        anyhow::bail!("LECTERN_LIVE_RECONNECT_WINDOW is at most 30 minutes");
+    }
+    if s.live_dvr_window < Duration::from_secs(60) {
+        anyhow::bail!("LECTERN_LIVE_DVR_WINDOW is at least a minute");
+    }
+    let passphrase = s
+        .live_srt_passphrase
+        .as_ref()
+        .map(|p| p.expose().to_string());
+    if passphrase
+        .as_ref()
+        .is_some_and(|p| !(10..=79).contains(&p.len()))
+    {
+        anyhow::bail!("LECTERN_LIVE_SRT_PASSPHRASE has 10–79 characters");
+    }
+    Ok(lectern_live::LiveSettings {
+        rtmp_listen: s.live_rtmp_addr,
+        srt_port: s.live_srt_port,
+        srt_passphrase: passphrase,
+        dvr_window: s.live_dvr_window,
+        reconnect_window: s.live_reconnect_window,
+        work_dir: s.data_dir.join("live"),
+        rtmp_public_url: s.live_rtmp_public_url.clone(),
+        srt_public_url: s.live_srt_public_url.clone(),
+        ..lectern_live::LiveSettings::default()
+    })
 }
 
 /// Everything `serve` runs besides answering requests, each a named task
@@ -186,6 +219,28 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
     tasks.spawn("progress-flusher", move |cancel| {
         lectern_learning::flush::run(learning, every, cancel)
     });
+    let live = state.live.clone();
+    tasks.spawn("live-sweeper", move |cancel| {
+        lectern_live::lifecycle::run_sweeper(live, cancel)
+    });
+    if let Some(addr) = state.live.settings.rtmp_listen {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen on {addr} (LECTERN_LIVE_RTMP_ADDR)"))?;
+        listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(%addr, "RTMP ingest listening");
+        let live = state.live.clone();
+        tasks.spawn("live-rtmp", move |cancel| {
+            lectern_live::rtmp::serve(live, listener, cancel)
+        });
+    }
+    if let Some(port) = state.live.settings.srt_port {
+        tracing::info!(port, "SRT ingest listening");
+        let live = state.live.clone();
+        tasks.spawn("live-srt", move |cancel| {
+            lectern_live::srt::serve(live, port, cancel)
+        });
+    }
     let analytics = state.analytics.clone();
     tasks.spawn("analytics-rollup", move |cancel| {
         lectern_analytics::rollup::run(analytics, cancel)

@@ -39,6 +39,7 @@ use lectern_ingest::http::IngestState;
 use lectern_ingest::pull::PullConfig;
 use lectern_ingest::tus::TusConfig;
 use lectern_learning::{Learning, LearningParts, LearningState};
+use lectern_live::{LiveSettings, LiveState};
 use lectern_notify::transport::{EmailTransport, SmsTransport};
 use lectern_notify::{DispatchSettings, Notify};
 use lectern_secrets::Keyring;
@@ -69,6 +70,8 @@ pub struct Settings {
     /// Posting limits and the clock they read.
     pub community: CommunitySettings,
     pub analytics: AnalyticsSettings,
+    /// Live ingest (RTMP, SRT), the live ladder and replays.
+    pub live: LiveSettings,
     pub demo: demo::DemoSettings,
     pub apps: apps::AppsSettings,
     /// How long a readiness probe may wait on a dependency.
@@ -93,6 +96,7 @@ impl Default for Settings {
             learning: Learning::default(),
             community: CommunitySettings::default(),
             analytics: AnalyticsSettings::default(),
+            live: LiveSettings::default(),
             demo: demo::DemoSettings::default(),
             apps: apps::AppsSettings::default(),
             probe_timeout: Duration::from_secs(2),
@@ -139,6 +143,7 @@ pub struct Areas {
     pub learning: LearningState,
     pub community: CommunityState,
     pub analytics: AnalyticsState,
+    pub live: LiveState,
     pub demo: Arc<demo::DemoSettings>,
     pub telemetry: metrics::Telemetry,
     pub apps: Arc<apps::AppsSettings>,
@@ -210,6 +215,7 @@ impl AppState {
                 settings: Arc::new(settings.analytics),
                 schema_ready: settings.schema_ready.clone(),
             },
+            live: LiveState::new(db.clone(), store.clone(), identity.clone(), settings.live),
             demo: Arc::new(settings.demo),
             apps: Arc::new(settings.apps),
             identity,
@@ -245,6 +251,7 @@ pub fn routes(state: &AppState) -> (Routes, Routes) {
         .merge(lectern_learning::routes(on(&gate), noop).with_state(state.learning.clone()))
         .merge(lectern_community::routes(on(&gate)).with_state(state.community.clone()))
         .merge(lectern_analytics::routes(on(&gate)).with_state(state.analytics.clone()))
+        .merge(lectern_live::routes(on(&gate)).with_state(state.live.clone()))
         .merge(demo::routes(on(&gate)).with_state(state.clone()))
         .merge(apps::routes(on(&gate)).with_state(state.clone()));
     let media = lectern_delivery::media_routes(on(&gate)).with_state(state.delivery.clone());

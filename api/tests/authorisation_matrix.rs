@@ -413,6 +413,36 @@ async fn fixture(
                 )
             }
         }
+        ("POST", "/api/v1/live-events") => {
+            let (course, chapter, _) = catalogue_course(w, orgs.a, "draft").await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.into(),
+                    Some(json!({
+                        "course_id": course,
+                        "chapter_id": chapter,
+                        "title": "直播 · Live grand rounds",
+                        "scheduled_start": "2026-12-07T10:00:00Z",
+                    })),
+                    ok(201),
+                )
+            }
+        }
+        ("GET", "/api/v1/live-events") => call(path.into(), None, ok(200)),
+        ("GET", "/api/v1/live-events/{event_id}")
+        | ("POST", "/api/v1/live-events/{event_id}/stream-key")
+        | ("POST", "/api/v1/live-events/{event_id}/end") => {
+            let event = live_event(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    path.replace("{event_id}", &event.to_string()),
+                    None,
+                    ok(200),
+                )
+            }
+        }
         ("POST", "/api/v1/webhooks") => Call {
             addresses_org_a: true,
             ..call(
@@ -1551,6 +1581,35 @@ async fn watchable_lesson(w: &World, org: Uuid) -> (Uuid, Uuid) {
         .await
         .unwrap();
     (course, lesson)
+}
+
+/// A scheduled live event of `org` (its lesson, asset and key digest).
+async fn live_event(w: &World, org: Uuid) -> Uuid {
+    let (_, _, lesson) = catalogue_course(w, org, "draft").await;
+    let (asset, event) = (Uuid::now_v7(), Uuid::now_v7());
+    sqlx::query(
+        "INSERT INTO assets (id, organisation_id, status, source_key, profile)
+         VALUES ($1, $2, 'transcoding', $3, 'live')",
+    )
+    .bind(asset)
+    .bind(org)
+    .bind(format!("assets/{asset}/live"))
+    .execute(w.db())
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO live_events (id, organisation_id, lesson_id, asset_id, scheduled_start, stream_key_sha256)
+         VALUES ($1, $2, $3, $4, now(), $5)",
+    )
+    .bind(event)
+    .bind(org)
+    .bind(lesson)
+    .bind(asset)
+    .bind(lectern_secrets::token_fingerprint(&event.to_string()))
+    .execute(w.db())
+    .await
+    .unwrap();
+    event
 }
 
 /// The expert profile of the person with `email`, created if missing.

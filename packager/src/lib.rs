@@ -310,6 +310,49 @@ pub fn event_playlist(rendition: &Rendition, target_duration_s: f64) -> MediaPla
     playlist
 }
 
+/// A live playlist: the segments of the last `window_s` seconds (the DVR
+/// window) of a rendition that is still growing. While nothing has left
+/// the window it is an `EVENT` playlist; once the head slides out it has no
+/// playlist type (RFC 8216 forbids removing segments from an `EVENT`
+/// playlist), `EXT-X-MEDIA-SEQUENCE` counts the segments removed and
+/// `EXT-X-DISCONTINUITY-SEQUENCE` the discontinuities removed with them.
+/// The first segment kept always carries the `EXT-X-MAP` it plays with.
+pub fn live_playlist(
+    rendition: &Rendition,
+    target_duration_s: f64,
+    window_s: f64,
+) -> MediaPlaylist {
+    let mut playlist = event_playlist(rendition, target_duration_s);
+    let mut kept_s: f64 = playlist
+        .segments
+        .iter()
+        .map(|s| f64::from(s.duration))
+        .sum();
+    let mut drop = 0;
+    while drop + 1 < playlist.segments.len() && kept_s > window_s {
+        kept_s -= f64::from(playlist.segments[drop].duration);
+        drop += 1;
+    }
+    if drop == 0 {
+        return playlist;
+    }
+    // The init section in force at the first kept segment.
+    let map = playlist.segments[..=drop]
+        .iter()
+        .rev()
+        .find_map(|s| s.map.clone());
+    let removed_discontinuities = playlist.segments[..drop]
+        .iter()
+        .filter(|s| s.discontinuity)
+        .count();
+    playlist.segments.drain(..drop);
+    playlist.segments[0].map = map;
+    playlist.media_sequence = drop as u64;
+    playlist.discontinuity_sequence = removed_discontinuities as u64;
+    playlist.playlist_type = None;
+    playlist
+}
+
 /// Growing playlists change every few seconds: caches may keep them a second.
 pub const GROWING_PLAYLIST_CACHE: &str = "public, max-age=1";
 
@@ -521,6 +564,28 @@ mod tests {
         let map = text.find("c1_init.mp4").unwrap();
         assert!(text.find("seg_00001.m4s").unwrap() < text.find("#EXT-X-DISCONTINUITY").unwrap());
         assert!(map < text.find("seg_00002.m4s").unwrap());
+    }
+
+    #[test]
+    fn a_live_playlist_slides_its_window_and_keeps_the_map_in_force() {
+        let mut v = video("360p", 360, &[(2.0, 1000); 6]);
+        v.segments[3].init_uri = Some("c2-init.mp4".into());
+        // Within the window: an EVENT playlist of everything.
+        let whole = text(|out| live_playlist(&v, 2.0, 60.0).write_to(out));
+        assert!(whole.contains("#EXT-X-PLAYLIST-TYPE:EVENT"), "{whole}");
+        assert!(!whole.contains("#EXT-X-ENDLIST"), "{whole}");
+        assert_eq!(whole.matches("#EXTINF").count(), 6);
+        // A 5 s window keeps the last segments that fit (at least 4 s).
+        let slid = text(|out| live_playlist(&v, 2.0, 5.0).write_to(out));
+        assert!(!slid.contains("#EXT-X-PLAYLIST-TYPE"), "{slid}");
+        assert!(slid.contains("#EXT-X-MEDIA-SEQUENCE:4"), "{slid}");
+        // The discontinuity of segment 3 left the window with it.
+        assert!(slid.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1"), "{slid}");
+        assert!(!slid.contains("#EXT-X-DISCONTINUITY\n"), "{slid}");
+        assert_eq!(slid.matches("#EXTINF").count(), 2, "{slid}");
+        // The first kept segment plays with the second connection's init.
+        assert!(slid.contains("#EXT-X-MAP:URI=\"c2-init.mp4\""), "{slid}");
+        assert!(!slid.contains("seg_00003.m4s"), "{slid}");
     }
 
     fn video(name: &str, height: u32, sizes: &[(f64, u64)]) -> Rendition {

@@ -221,6 +221,27 @@ settings! {
     webhook_endpoint_concurrency: u32 = default "4";
     /// deliveries one node posts at once
     webhook_max_in_flight: u32 = default "64";
+    /// where the RTMP ingest server of live lectures listens, e.g.
+    /// `0.0.0.0:1935`; publishers use the event's stream key as the stream
+    /// name
+    live_rtmp_addr: Option<SocketAddr> = none "unset → no RTMP ingest";
+    /// UDP port of the SRT ingest listener of live lectures (one publisher
+    /// at a time per port; the stream key is the SRT stream id)
+    live_srt_port: Option<u16> = none "unset → no SRT ingest";
+    /// passphrase SRT publishers must encrypt with (10–79 characters)
+    live_srt_passphrase: Option<Secret> = none "none";
+    /// how far back viewers may seek in a live lecture (the live
+    /// playlist's window); an event may set its own
+    live_dvr_window: Duration = default "2h";
+    /// how long a live publisher may be away (0–30 min) before the event
+    /// ends; a reconnect within it continues the same event and replay
+    live_reconnect_window: Duration = default "60s";
+    /// RTMP URL organisers are told to publish to, e.g.
+    /// `rtmp://live.example.org/live`
+    live_rtmp_public_url: Option<String> = none "—";
+    /// SRT URL organisers are told to publish to, e.g.
+    /// `srt://live.example.org:9000`
+    live_srt_public_url: Option<String> = none "—";
     /// the player SDK bundle the demo page serves
     player_dir: PathBuf = default "player-sdk/dist";
     /// the `apps/` workspace whose builds (`learner/dist`, `admin/dist`)

@@ -100,6 +100,9 @@ pub enum Permission {
     ManageSurveys,
     /// Answer a course's satisfaction survey once the course is completed.
     AnswerSurveys,
+    /// Live lectures: schedule them, see and rotate their stream keys,
+    /// end them (the replay is published from what was streamed).
+    ManageLive,
     DeleteCourses,
     ListUsers,
     InviteExperts,
@@ -148,7 +151,8 @@ impl Permission {
             | Permission::ReadReports
             | Permission::ExportLearnerRecords
             | Permission::ManageCredits
-            | Permission::ManageSurveys => &[ContentAdmin, SuperAdmin],
+            | Permission::ManageSurveys
+            | Permission::ManageLive => &[ContentAdmin, SuperAdmin],
             Permission::ReadOwnCourseReports => &[Expert],
             Permission::ChangeRoles
             | Permission::DeleteUsers

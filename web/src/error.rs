@@ -186,6 +186,10 @@ error_codes! {
     PullSuperseded = ("pull_superseded", 409, false);
     /// The server stopped during a download that cannot be resumed; submit the URL again.
     PullInterrupted = ("pull_interrupted", 409, false);
+    /// A live event's schedule or settings are out of range (an end before the start, a window outside its bounds).
+    InvalidLiveEvent = ("invalid_live_event", 422, false);
+    /// The live event is over: it cannot be ended again or take a new stream key.
+    LiveEventEnded = ("live_event_ended", 409, false);
     /// A webhook URL that is not https, or not reachable under the egress rules.
     InvalidUrl = ("invalid_url", 422, false);
     /// A webhook subscription names an unknown event.

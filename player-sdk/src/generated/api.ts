@@ -933,6 +933,75 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/live-events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/live-events"];
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/live-events"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/live-events/{event_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: roles: content_admin, super_admin. */
+        get: operations["GET /api/v1/live-events/{event_id}"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/live-events/{event_id}/end": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/live-events/{event_id}/end"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/live-events/{event_id}/stream-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: content_admin, super_admin. */
+        post: operations["POST /api/v1/live-events/{event_id}/stream-key"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me": {
         parameters: {
             query?: never;
@@ -3245,7 +3314,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_live_event" | "live_event_ended" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -3674,10 +3743,81 @@ export interface components {
             /** Format: double */
             watch_hours: number;
         };
+        /** @description An event as organisers see it (never its key). */
+        LiveEvent: {
+            /** Format: uuid */
+            asset_id: string;
+            /**
+             * Format: int32
+             * @description Publishing connections so far (a reconnect adds one).
+             */
+            connections: number;
+            /** Format: uuid */
+            course_id: string;
+            /** Format: date-time */
+            created_at: string;
+            /**
+             * Format: date-time
+             * @description Set while live and the publisher is away (within the reconnect window).
+             */
+            disconnected_at: string | null;
+            /**
+             * Format: double
+             * @description Media seconds of the replay.
+             */
+            duration_s: number | null;
+            /** Format: int32 */
+            dvr_window_s: number | null;
+            /** Format: date-time */
+            ended_at: string | null;
+            /** Format: uuid */
+            id: string;
+            /** Format: date-time */
+            key_rotated_at: string | null;
+            /** Format: uuid */
+            lesson_id: string;
+            /** Format: uuid */
+            organisation_id: string;
+            /** Format: uuid */
+            organiser_id: string | null;
+            /** Format: int32 */
+            reconnect_window_s: number | null;
+            /** Format: date-time */
+            replay_ready_at: string | null;
+            /** Format: date-time */
+            scheduled_end: string | null;
+            /** Format: date-time */
+            scheduled_start: string;
+            /** Format: date-time */
+            started_at: string | null;
+            /** @description `scheduled`, `live`, `ended` or `replay_ready`. */
+            state: string;
+            title: string;
+        };
+        LiveEventDetail: {
+            event: components["schemas"]["LiveEvent"];
+            /** @description Oldest first. */
+            log: components["schemas"]["LogEntry"][];
+        };
+        LiveEventList: {
+            /** @description Newest scheduled first, at most 200. */
+            events: components["schemas"]["LiveEvent"][];
+        };
         /** @description `/healthz`'s answer. */
         Liveness: {
             /** @description Always `ok`. */
             status: string;
+        };
+        /** @description One line of an event's log. */
+        LogEntry: {
+            /** Format: date-time */
+            at: string;
+            detail: unknown;
+            /**
+             * @description `scheduled`, `connected`, `playable`, `disconnected`,
+             *     `stream_refused`, `key_rotated`, `ended`, `replay_ready`…
+             */
+            kind: string;
         };
         /** @description How many notices a "mark all read" changed. */
         MarkedRead: {
@@ -3910,6 +4050,35 @@ export interface components {
              */
             position?: number | null;
             /** @description 1–300 characters on one line. */
+            title: string;
+        };
+        /** @description A live lecture to schedule: it becomes a lesson of the course. */
+        NewLiveEvent: {
+            /**
+             * Format: uuid
+             * @description The chapter the lesson goes in; none for a course without chapters.
+             */
+            chapter_id?: string | null;
+            /** Format: uuid */
+            course_id: string;
+            description?: string | null;
+            /**
+             * Format: int32
+             * @description How far back viewers may seek while live, 60–86400 s; the server's
+             *     setting when absent.
+             */
+            dvr_window_s?: number | null;
+            /**
+             * Format: int32
+             * @description How long the publisher may be away before the event ends, 0–1800 s;
+             *     the server's setting when absent.
+             */
+            reconnect_window_s?: number | null;
+            /** Format: date-time */
+            scheduled_end?: string | null;
+            /** Format: date-time */
+            scheduled_start: string;
+            /** @description 1–300 characters. */
             title: string;
         };
         /** @description A URL for Lectern to download a source from. */
@@ -4697,6 +4866,10 @@ export interface components {
             min: number;
             min_label: string | null;
         };
+        ScheduledLiveEvent: {
+            event: components["schemas"]["LiveEvent"];
+            publish: components["schemas"]["StreamKey"];
+        };
         Score: {
             /** Format: double */
             max: number;
@@ -4894,6 +5067,21 @@ export interface components {
         };
         /** @description How a step-up was proven. */
         StepUpMethod: "totp" | "code";
+        /** @description Where and how to publish, with the key shown this once. */
+        StreamKey: {
+            /**
+             * @description The RTMP server URL to publish to (the key is the stream name),
+             *     when this deployment has RTMP ingest.
+             */
+            rtmp_url: string | null;
+            /**
+             * @description The SRT URL to publish to, key in the stream id, when this
+             *     deployment has SRT ingest.
+             */
+            srt_url: string | null;
+            /** @description The stream key: store it now, it is never shown again. */
+            stream_key: string;
+        };
         /** @description A response received. */
         SubmittedResponse: {
             /**
@@ -7563,6 +7751,164 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["PlaybackSession"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/live-events": {
+        parameters: {
+            query?: {
+                /** @description Only events in this state. */
+                state?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LiveEventList"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/live-events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewLiveEvent"];
+            };
+        };
+        responses: {
+            /** @description created */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduledLiveEvent"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/live-events/{event_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                event_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LiveEventDetail"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/live-events/{event_id}/end": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                event_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LiveEvent"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/live-events/{event_id}/stream-key": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                event_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StreamKey"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */

@@ -32,6 +32,7 @@
 
 mod codec_string;
 mod hls_mux;
+pub mod live;
 mod thumbnails;
 
 use std::path::{Path, PathBuf};
@@ -274,9 +275,10 @@ struct RenditionSink {
 #[derive(Default)]
 struct SinkState {
     muxing: Option<Muxing>,
-    /// Next segment to report to the observer, and where it starts.
+    /// Next segment to report to the observer.
     next_segment: usize,
-    segment_start_ns: Option<i64>,
+    /// Start of each segment so far (ns, on the muxer's timeline).
+    boundaries: Vec<i64>,
     /// Audio held back until the video has fixed the timeline origin.
     pending: Vec<gst::Sample>,
 }
@@ -344,34 +346,59 @@ impl RenditionSink {
             map.as_slice(),
         )?;
         let codecs = muxing.codecs.clone();
-        self.report_closed_segment(state, pts_ns, codecs);
+        self.note_boundary(state, pts_ns, timing.keyframe);
+        self.report_closed_segment(state, codecs);
         Ok(())
     }
 
-    /// libavformat opens segment N+1 when it closes segment N, on the packet
-    /// that starts N+1; so once that file exists, N is complete on disk and
-    /// this packet's timestamp is where N ended.
-    fn report_closed_segment(&self, state: &mut SinkState, pts_ns: i64, codecs: String) {
+    /// Where libavformat cuts, followed from the packets written: at the
+    /// first keyframe (every audio packet is one) at or after each multiple
+    /// of `segment_time_s` from the first packet, which is its rule.
+    fn note_boundary(&self, state: &mut SinkState, pts_ns: i64, keyframe: bool) {
+        if !keyframe {
+            return;
+        }
+        let Some(&first) = state.boundaries.first() else {
+            state.boundaries.push(pts_ns);
+            return;
+        };
+        let due = state.boundaries.len() as f64 * self.segment_time_s * 1e9;
+        if (pts_ns - first) as f64 >= due - 1.0 {
+            state.boundaries.push(pts_ns);
+        }
+    }
+
+    /// A segment is complete on disk once the file of the next one exists
+    /// (libavformat may create it a fragment late, so the file is only the
+    /// signal); its duration is between the cuts followed above, never the
+    /// time until the signal, which would credit it with its successor's.
+    fn report_closed_segment(&self, state: &mut SinkState, codecs: String) {
         let Some(observer) = &self.observer else {
             return;
         };
-        let start = *state.segment_start_ns.get_or_insert(pts_ns);
-        let next_file = hls_mux::segment_file_name(state.next_segment + 1);
-        if !self.dir_abs.join(&next_file).exists() {
-            return;
+        loop {
+            let next_file = hls_mux::segment_file_name(state.next_segment + 1);
+            let (Some(&start), Some(&end)) = (
+                state.boundaries.get(state.next_segment),
+                state.boundaries.get(state.next_segment + 1),
+            ) else {
+                return;
+            };
+            if !self.dir_abs.join(&next_file).exists() {
+                return;
+            }
+            observer(SegmentReady {
+                kind: self.kind,
+                rendition: self.name.clone(),
+                dir: self.dir.clone(),
+                index: state.next_segment,
+                file_name: hls_mux::segment_file_name(state.next_segment),
+                init_file: hls_mux::INIT_FILE.to_string(),
+                duration_s: (end - start) as f64 / 1e9,
+                codecs: codecs.clone(),
+            });
+            state.next_segment += 1;
         }
-        observer(SegmentReady {
-            kind: self.kind,
-            rendition: self.name.clone(),
-            dir: self.dir.clone(),
-            index: state.next_segment,
-            file_name: hls_mux::segment_file_name(state.next_segment),
-            init_file: hls_mux::INIT_FILE.to_string(),
-            duration_s: (pts_ns - start) as f64 / 1e9,
-            codecs,
-        });
-        state.next_segment += 1;
-        state.segment_start_ns = Some(pts_ns);
     }
 
     fn open(&self, sample: &gst::Sample) -> Result<Muxing, MediaError> {

@@ -1,0 +1,44 @@
+// Plays a live master playlist in headless Chromium with hls.js (both from
+// player-sdk's node_modules) and checks that currentTime advances while
+// the stream is live. Usage: node hlsjs-live.mjs <master URL>; prints the
+// two currentTime readings as JSON; exits non-zero if playback fails.
+import assert from "node:assert/strict";
+import { createRequire } from "node:module";
+import path from "node:path";
+
+const sdk = process.env.SDK_DIR;
+const require = createRequire(path.join(sdk, "package.json"));
+const { chromium } = require("playwright-core");
+const hls = path.join(sdk, "node_modules/hls.js/dist/hls.min.js");
+const url = process.argv[2];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required"],
+});
+try {
+  const page = await browser.newPage();
+  await page.setContent("<video id=v muted autoplay playsinline></video>");
+  await page.addScriptTag({ path: hls });
+  await page.evaluate((url) => {
+    const video = document.getElementById("v");
+    window.fatal = null;
+    const player = new Hls({ liveSyncDurationCount: 2 });
+    player.on(Hls.Events.ERROR, (_, data) => { if (data.fatal) window.fatal = `${data.type}: ${data.details}`; });
+    player.loadSource(url);
+    player.attachMedia(video);
+    video.play().catch(() => {});
+  }, url);
+  await page.waitForFunction(() => window.fatal || document.getElementById("v").currentTime > 0.5, null, { timeout: 60_000 });
+  const fatal = await page.evaluate(() => window.fatal);
+  assert.equal(fatal, null, `hls.js failed: ${fatal}`);
+  const first = await page.evaluate(() => document.getElementById("v").currentTime);
+  await page.waitForTimeout(3000);
+  const second = await page.evaluate(() => document.getElementById("v").currentTime);
+  console.log(JSON.stringify({ first, second }));
+  assert.ok(second > first + 1, `currentTime did not advance: ${first} → ${second}`);
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,718 @@
+//! Live ingest with a real, independent publisher (the `ffmpeg` CLI) over
+//! RTMP and SRT, against real PostgreSQL and object storage: a wrong key
+//! is refused before any media; the live playlist grows while publishing;
+//! a publisher killed and restarted within the reconnect window continues
+//! the same event and playlist after an `EXT-X-DISCONTINUITY`; ending the
+//! event publishes the replay (ENDLIST, the live segments themselves) whose
+//! duration is the media published, and every rung decodes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use lectern_testkit::{sample_clip, wait_until, World};
+use lectern_web::Role;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+struct Live {
+    w: World,
+    admin: String,
+    course: Uuid,
+}
+
+async fn setup(db: PgPool) -> Live {
+    let w = World::new(db).await;
+    let org = w.org("Live Org").await;
+    w.user(Some(org), "admin@live.example.org", Role::ContentAdmin)
+        .await;
+    w.user(Some(org), "learner@live.example.org", Role::Learner)
+        .await;
+    let admin = w.login("admin@live.example.org").await;
+    let course = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO courses (id, organisation_id, title, state, published_at)
+         VALUES ($1, $2, '病例讨论', 'published', now())",
+    )
+    .bind(course)
+    .bind(org)
+    .execute(w.db())
+    .await
+    .unwrap();
+    Live { w, admin, course }
+}
+
+async fn schedule(live: &Live, reconnect_window_s: i32) -> (Uuid, Uuid, String) {
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            "/api/v1/live-events",
+            Some(&live.admin),
+            Some(json!({
+                "course_id": live.course,
+                "title": "心内科病例讨论 · Grand rounds",
+                "scheduled_start": "2026-12-07T10:00:00Z",
+                "reconnect_window_s": reconnect_window_s,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let event = body["event"]["id"].as_str().unwrap().parse().unwrap();
+    let asset = body["event"]["asset_id"].as_str().unwrap().parse().unwrap();
+    (
+        event,
+        asset,
+        body["publish"]["stream_key"].as_str().unwrap().to_string(),
+    )
+}
+
+async fn event(live: &Live, id: Uuid) -> Value {
+    let (status, body) = live
+        .w
+        .call(
+            "GET",
+            &format!("/api/v1/live-events/{id}"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}
+
+fn ffmpeg(args: &[&str], progress: Option<&Path>) -> Child {
+    let mut command = Command::new("ffmpeg");
+    command.args(["-hide_banner", "-nostdin", "-loglevel", "error"]);
+    if let Some(progress) = progress {
+        command
+            .args(["-stats_period", "0.1", "-progress"])
+            .arg(progress);
+    }
+    command
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ffmpeg is installed")
+}
+
+/// The last `out_time_us` ffmpeg reported: media seconds sent so far.
+fn progress_s(file: &Path) -> f64 {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .filter_map(|l| l.strip_prefix("out_time_us="))
+        .find_map(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1e6
+}
+
+async fn object(live: &Live, key: &str) -> Option<String> {
+    let got = live.w.state.live.store.get(key, None).await.ok()?;
+    Some(String::from_utf8(got.bytes().await.ok()?.to_vec()).unwrap())
+}
+
+fn segments_in(playlist: &str) -> usize {
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("#EXTINF"))
+        .count()
+}
+
+fn duration_of(playlist: &str) -> f64 {
+    playlist
+        .lines()
+        .filter_map(|l| l.strip_prefix("#EXTINF:"))
+        .filter_map(|l| l.split(',').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn prefix(asset: Uuid) -> String {
+    format!("assets/{asset}/out/attempt-1/")
+}
+
+async fn start_rtmp(live: &Live) -> (u16, CancellationToken) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(lectern_live::rtmp::serve(
+        live.w.state.live.clone(),
+        listener,
+        cancel.clone(),
+    ));
+    tokio::spawn(lectern_live::lifecycle::run_sweeper(
+        live.w.state.live.clone(),
+        cancel.clone(),
+    ));
+    (port, cancel)
+}
+
+/// Copies a published rendition out of storage and decodes every frame.
+async fn decodes(live: &Live, prefix: &str, dir: &str, scratch: &Path) {
+    let playlist = object(live, &format!("{prefix}{dir}/index.m3u8"))
+        .await
+        .expect("rendition playlist");
+    let local = scratch.join(dir);
+    std::fs::create_dir_all(&local).unwrap();
+    std::fs::write(local.join("index.m3u8"), &playlist).unwrap();
+    for line in playlist.lines() {
+        let name = if let Some(rest) = line.strip_prefix("#EXT-X-MAP:URI=\"") {
+            rest.trim_end_matches('"').to_string()
+        } else if !line.starts_with('#') && !line.is_empty() {
+            line.to_string()
+        } else {
+            continue;
+        };
+        let got = live
+            .w
+            .state
+            .live
+            .store
+            .get(&format!("{prefix}{dir}/{name}"), None)
+            .await
+            .unwrap();
+        std::fs::write(local.join(&name), got.bytes().await.unwrap()).unwrap();
+    }
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-allowed_extensions", "ALL", "-i"])
+        .arg(local.join("index.m3u8"))
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{dir} does not decode cleanly: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_wrong_key_is_refused_before_any_media(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, _key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&[]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/lsk_not-the-key-of-anything-at-all");
+    let mut child = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        None,
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !status.success(),
+        "ffmpeg must fail to publish with a wrong key"
+    );
+    let body = event(&live, event_id).await;
+    assert_eq!(body["event"]["state"], "scheduled");
+    assert_eq!(body["event"]["connections"], 0);
+    let objects = live.w.state.live.store.list(&prefix(asset)).await.unwrap();
+    assert!(
+        objects.is_empty(),
+        "nothing may be written for a refused key"
+    );
+    cancel.cancel();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let scratch = tempfile::tempdir().unwrap();
+    let top = format!("{}v/720p/index.m3u8", prefix(asset));
+
+    // First connection: published until the playlist has grown, then killed.
+    let progress = scratch.path().join("first.progress");
+    let mut first = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        Some(&progress),
+    );
+    wait_until(
+        "the live playlist's first segment",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= 1)
+        },
+    )
+    .await;
+    let early = segments_in(&object(&live, &top).await.unwrap());
+    wait_until(
+        "the live playlist to grow",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= early + 2)
+        },
+    )
+    .await;
+    let body = event(&live, event_id).await;
+    assert_eq!(body["event"]["state"], "live");
+    let master = object(&live, &format!("{}master.m3u8", prefix(asset)))
+        .await
+        .expect("the master is published while live");
+    assert!(
+        master.contains("v/720p/index.m3u8") && master.contains("a/audio/index.m3u8"),
+        "{master}"
+    );
+    let live_playlist = object(&live, &top).await.unwrap();
+    assert!(!live_playlist.contains("#EXT-X-ENDLIST"), "{live_playlist}");
+    assert!(
+        live_playlist.contains("#EXT-X-PLAYLIST-TYPE:EVENT"),
+        "{live_playlist}"
+    );
+
+    // A learner's playback session points at the live ladder, and the
+    // origin serves it signed, like VOD.
+    let learner = live.w.login("learner@live.example.org").await;
+    let lesson = body["event"]["lesson_id"].as_str().unwrap().to_string();
+    let (status, session) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/lessons/{lesson}/playback"),
+            Some(&learner),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let master_url = session["master_url"].as_str().unwrap();
+    assert!(
+        master_url.contains(&prefix(asset)) && master_url.contains("token="),
+        "{master_url}"
+    );
+    let (status, _, master_text) = live
+        .w
+        .call_with_headers("GET", master_url, None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{master_text}");
+    assert!(
+        master_text.contains("v/720p/index.m3u8?token="),
+        "{master_text}"
+    );
+    let token = live.w.state.delivery.playback.token(asset, None).unwrap();
+    let (status, headers, text) = live
+        .w
+        .call_with_headers("GET", &format!("/media/{top}?token={token}"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    assert!(headers["cache-control"]
+        .to_str()
+        .unwrap()
+        .contains("private"));
+
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let first_s = progress_s(&progress);
+    assert!(first_s > 3.0, "the first publish sent {first_s} s");
+    wait_until(
+        "the publisher to be seen gone",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
+    .await;
+
+    // Within the window: the same event continues.
+    let second_progress = scratch.path().join("second.progress");
+    let mut second = ffmpeg(
+        &[
+            "-re",
+            "-t",
+            "6",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        Some(&second_progress),
+    );
+    let status = tokio::task::spawn_blocking(move || second.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "the second publish succeeds");
+    let second_s = progress_s(&second_progress);
+    wait_until(
+        "the second connection to close",
+        Duration::from_secs(90),
+        || async {
+            let e = event(&live, event_id).await;
+            e["event"]["connections"] == 2 && !e["event"]["disconnected_at"].is_null()
+        },
+    )
+    .await;
+    assert_eq!(event(&live, event_id).await["event"]["state"], "live");
+
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until("the replay", Duration::from_secs(30), || async {
+        event(&live, event_id).await["event"]["state"] == "replay_ready"
+    })
+    .await;
+
+    let replay = object(&live, &top).await.unwrap();
+    assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
+    assert!(replay.contains("#EXT-X-PLAYLIST-TYPE:VOD"), "{replay}");
+    assert_eq!(
+        replay.matches("#EXT-X-DISCONTINUITY").count(),
+        1,
+        "{replay}"
+    );
+    assert!(replay.contains("c1-seg_00000.m4s") && replay.contains("c2-seg_00000.m4s"));
+    let published = first_s + second_s;
+    let replay_s = duration_of(&replay);
+    assert!(
+        (replay_s - published).abs() <= 1.0,
+        "replay {replay_s:.2} s vs published {published:.2} s ({first_s:.2} + {second_s:.2}):\n{replay}"
+    );
+    let (status, ready_prefix): (String, Option<String>) =
+        sqlx::query_as("SELECT status, output_prefix FROM assets WHERE id = $1")
+            .bind(asset)
+            .fetch_one(live.w.db())
+            .await
+            .unwrap();
+    assert_eq!(status, "ready");
+    assert_eq!(ready_prefix.as_deref(), Some(prefix(asset).as_str()));
+
+    // Every rung decodes, and the rungs' keyframes are where segments start.
+    let master = object(&live, &format!("{}master.m3u8", prefix(asset)))
+        .await
+        .unwrap();
+    let dirs: Vec<String> = master
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.ends_with("index.m3u8"))
+        .map(|l| l.trim_end_matches("/index.m3u8").to_string())
+        .chain(std::iter::once("a/audio".to_string()))
+        .collect();
+    assert!(
+        dirs.len() >= 3,
+        "720p source: 720p, 480p, 360p and audio: {dirs:?}"
+    );
+    let mut counts = Vec::new();
+    for dir in &dirs {
+        decodes(&live, &prefix(asset), dir, scratch.path()).await;
+        if dir.starts_with("v/") {
+            let p = object(&live, &format!("{}{dir}/index.m3u8", prefix(asset)))
+                .await
+                .unwrap();
+            let durations: Vec<f64> = p
+                .lines()
+                .filter_map(|l| l.strip_prefix("#EXTINF:"))
+                .filter_map(|l| l.split(',').next()?.parse().ok())
+                .collect();
+            counts.push(durations);
+        }
+    }
+    assert!(
+        counts.windows(2).all(|w| w[0] == w[1]),
+        "aligned rungs: {counts:?}"
+    );
+    let log: Vec<String> = event(&live, event_id).await["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["kind"].as_str().unwrap().to_string())
+        .collect();
+    for kind in [
+        "scheduled",
+        "connected",
+        "playable",
+        "disconnected",
+        "ended",
+        "replay_ready",
+    ] {
+        assert!(log.iter().any(|k| k == kind), "{kind} missing from {log:?}");
+    }
+    cancel.cancel();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_other_codecs_are_refused_with_a_reason(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, _asset, key) = schedule(&live, 0).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&[]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    // FLV's Sorenson H.263 and MP3: both outside H.264/AAC.
+    let mut child = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-t",
+            "3",
+            "-c:v",
+            "flv1",
+            "-c:a",
+            "libmp3lame",
+            "-ar",
+            "44100",
+            "-f",
+            "flv",
+            &url,
+        ],
+        None,
+    );
+    let _ = tokio::task::spawn_blocking(move || child.wait().unwrap()).await;
+    wait_until(
+        "the refusal in the event's log",
+        Duration::from_secs(30),
+        || async {
+            event(&live, event_id).await["log"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| {
+                    l["kind"] == "stream_refused" && l["detail"]["code"] == "unsupported_codec"
+                })
+        },
+    )
+    .await;
+    cancel.cancel();
+}
+
+fn srt_port() -> u16 {
+    // A free UDP port: bind, read, release.
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn srt_publish_wrong_key_refused_then_replay(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 0).await;
+    let port = srt_port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(lectern_live::srt::serve(
+        live.w.state.live.clone(),
+        port,
+        cancel.clone(),
+    ));
+    tokio::spawn(lectern_live::lifecycle::run_sweeper(
+        live.w.state.live.clone(),
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clip = sample_clip(&["--seconds", "12"]);
+    let srt = |stream_id: &str| format!("srt://127.0.0.1:{port}?streamid={stream_id}");
+
+    let wrong = srt("lsk_not-the-key-of-anything-at-all");
+    let mut child = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-t",
+            "2",
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            &wrong,
+        ],
+        None,
+    );
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!status.success(), "SRT refuses the caller before media");
+    assert_eq!(event(&live, event_id).await["event"]["connections"], 0);
+
+    let progress = PathBuf::from(format!("{}/srt.progress", std::env::temp_dir().display()));
+    let good = srt(&key);
+    let mut child = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            &good,
+        ],
+        Some(&progress),
+    );
+    let top = format!("{}v/720p/index.m3u8", prefix(asset));
+    wait_until(
+        "the SRT live playlist to grow",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= 2)
+        },
+    )
+    .await;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+    let published = progress_s(&progress);
+    // Reconnect window 0: the event ends when the publisher leaves.
+    wait_until("the SRT replay", Duration::from_secs(90), || async {
+        event(&live, event_id).await["event"]["state"] == "replay_ready"
+    })
+    .await;
+    let replay = object(&live, &top).await.unwrap();
+    assert!(replay.contains("#EXT-X-ENDLIST"));
+    let replay_s = duration_of(&replay);
+    assert!(
+        (replay_s - published).abs() <= 1.0,
+        "replay {replay_s:.2} s vs published {published:.2} s"
+    );
+    cancel.cancel();
+}
+
+/// player-sdk's node_modules (hls.js, playwright-core), installed once.
+fn sdk_dir() -> PathBuf {
+    let sdk = lectern_testkit::repo_root().join("player-sdk");
+    if !sdk.join("node_modules/playwright-core").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&sdk)
+            .status()
+            .expect("npm is installed");
+        assert!(status.success(), "npm ci in player-sdk failed");
+    }
+    sdk
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    // The whole app on a real socket: Chromium fetches /media like a learner.
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", http.local_addr().unwrap());
+    let app = live.w.app.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            http,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+        .unwrap();
+    });
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        None,
+    );
+    let master = format!("{}master.m3u8", prefix(asset));
+    wait_until("the live master", Duration::from_secs(60), || async {
+        object(&live, &master).await.is_some()
+    })
+    .await;
+    let token = live.w.state.delivery.playback.token(asset, None).unwrap();
+    let sdk = sdk_dir();
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/browser/hlsjs-live.mjs");
+    let master_url = format!("{base}/media/{master}?token={token}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(master_url)
+            .env("SDK_DIR", sdk)
+            .output()
+            .expect("node is installed")
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "hls.js did not play the live stream: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Ended by the organiser while the publisher still streams: the
+    // publisher is cut off and the replay follows.
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until(
+        "the replay after an end while live",
+        Duration::from_secs(60),
+        || async { event(&live, event_id).await["event"]["state"] == "replay_ready" },
+    )
+    .await;
+    let status = tokio::task::spawn_blocking(move || publisher.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(!status.success(), "the publisher was disconnected");
+    let replay = object(&live, &format!("{}v/720p/index.m3u8", prefix(asset)))
+        .await
+        .unwrap();
+    assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "live_event_ended");
+    cancel.cancel();
+}
