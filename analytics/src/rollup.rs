@@ -438,9 +438,9 @@ async fn fold_organisations(
          SELECT b.* FROM UNNEST($1::uuid[], $2::uuid[], $3::date[]) AS b(u, o, d)
          WHERE EXISTS (SELECT 1 FROM users WHERE id = b.u)
          ON CONFLICT (user_id) DO UPDATE SET
-             organisation_id = CASE WHEN EXCLUDED.last_day >= r.last_day
-                                    THEN EXCLUDED.organisation_id ELSE r.organisation_id END,
-             last_day = greatest(r.last_day, EXCLUDED.last_day)",
+             organisation_id = EXCLUDED.organisation_id, last_day = EXCLUDED.last_day
+         -- Most folds see a learner again on the same day: no new row version.
+         WHERE EXCLUDED.last_day > r.last_day",
     )
     .bind(last.iter().map(|(u, _)| *u).collect::<Vec<_>>())
     .bind(last.iter().map(|(_, (o, _))| *o).collect::<Vec<_>>())
@@ -583,15 +583,20 @@ pub async fn refresh_course_summaries_once(db: &PgPool) -> Result<usize, sqlx::E
          )
          INSERT INTO rollup_course_summary AS s (course_id, lessons, enrolled, started, completed,
              median_watch_s, average_speed, computed_at)
-         SELECT c.id, c.lessons, count(r.user_id),
-                count(*) FILTER (WHERE r.unique_s > 0),
-                count(*) FILTER (WHERE r.lessons_completed >= c.lessons AND c.lessons > 0),
-                coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY r.watch_s)
-                         FILTER (WHERE r.unique_s > 0), 0),
-                sum(r.media_s) / nullif(sum(r.watch_s), 0),
-                now()
-         FROM c LEFT JOIN rollup_course_learners r ON r.course_id = c.id
-         GROUP BY c.id, c.lessons
+         SELECT c.id, c.lessons, a.enrolled, a.started, a.completed, a.median_watch_s,
+                a.average_speed, now()
+         FROM c CROSS JOIN LATERAL (
+             -- One course's learners: one range of the primary key each,
+             -- never a scan of every course's rows.
+             SELECT count(*) AS enrolled,
+                    count(*) FILTER (WHERE r.unique_s > 0) AS started,
+                    count(*) FILTER (WHERE r.lessons_completed >= c.lessons AND c.lessons > 0)
+                        AS completed,
+                    coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY r.watch_s)
+                             FILTER (WHERE r.unique_s > 0), 0) AS median_watch_s,
+                    sum(r.media_s) / nullif(sum(r.watch_s), 0) AS average_speed
+             FROM rollup_course_learners r WHERE r.course_id = c.id
+         ) a
          ON CONFLICT (course_id) DO UPDATE SET
              lessons = EXCLUDED.lessons, enrolled = EXCLUDED.enrolled,
              started = EXCLUDED.started, completed = EXCLUDED.completed,
