@@ -236,7 +236,7 @@ const USER_FIELDS: [(&str, &str); 5] = [
 #[derive(sqlx::FromRow)]
 struct SealedUser {
     id: Uuid,
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
     phone_ct: Option<Vec<u8>>,
     real_name_ct: Option<Vec<u8>>,
     id_number_ct: Option<Vec<u8>>,
@@ -273,7 +273,7 @@ pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64,
         for row in rows {
             let id = row.id;
             let fields = [
-                Some(row.email_ct),
+                row.email_ct,
                 row.phone_ct,
                 row.real_name_ct,
                 row.id_number_ct,
@@ -346,7 +346,9 @@ pub struct UserSummary {
     pub org_id: Option<Uuid>,
     #[schemars(with = "crate::RoleName")]
     pub role: String,
-    pub email: String,
+    /// `null` for an account made by a first sign-in with a phone,
+    /// WeChat or single sign-on that has not added an email.
+    pub email: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -361,7 +363,7 @@ struct UserRow {
     id: Uuid,
     org_id: Option<Uuid>,
     role: String,
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
     created_at: DateTime<Utc>,
 }
 
@@ -380,8 +382,10 @@ pub async fn list(
     .await?;
     let mut users = Vec::with_capacity(rows.len());
     for row in rows {
-        let email = keys
-            .open("users.email", row.id, &row.email_ct)
+        let email = row
+            .email_ct
+            .map(|ct| keys.open("users.email", row.id, &ct))
+            .transpose()
             .map_err(ApiError::internal)?;
         users.push(UserSummary {
             id: row.id,
@@ -399,7 +403,7 @@ struct ExportRow {
     id: Uuid,
     org_id: Option<Uuid>,
     role: String,
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
     phone_ct: Option<Vec<u8>>,
     real_name_ct: Option<Vec<u8>>,
 }
@@ -432,7 +436,7 @@ pub async fn export(
             id.to_string(),
             row.org_id.map(|o| o.to_string()).unwrap_or_default(),
             row.role,
-            open("users.email", id, Some(row.email_ct))?,
+            open("users.email", id, row.email_ct)?,
             open("users.phone", id, row.phone_ct)?,
             open("users.real_name", id, row.real_name_ct)?,
         ];
