@@ -246,6 +246,25 @@ async fn fixture(
             None,
             err(401, "sign_in_rejected"),
         ),
+        ("PUT", "/api/v1/organisations/{org_id}/ldap") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!("/api/v1/organisations/{}/ldap", orgs.a),
+                Some(json!({
+                    "url": "ldaps://ldap.a.example.org",
+                    "user_base": "ou=people,dc=a,dc=example,dc=org",
+                    "group_base": "ou=groups,dc=a,dc=example,dc=org",
+                    "group_roles": { "doctors": "learner" },
+                })),
+                ok(200),
+            )
+        },
+        // Organisation A does not allow LDAP in the matrix.
+        ("POST", "/api/v1/auth/ldap/sign-in") => call(
+            path.into(),
+            Some(json!({ "org_id": orgs.a, "login": "zhang.wei", "password": "x" })),
+            err(403, "sign_in_method_disabled"),
+        ),
         ("POST", "/api/v1/auth/oidc/logout") => Call {
             ends_session: true,
             ..call(path.into(), None, ok(200))

@@ -17,6 +17,7 @@
 mod alerts;
 pub mod audit;
 mod invite;
+pub mod ldap;
 pub mod notifier;
 pub mod oidc;
 pub mod password;
@@ -480,6 +481,13 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             may(Permission::LinkSignIns),
             oidc::start_link,
         )
+        .route(
+            M::PUT,
+            "/api/v1/organisations/{org_id}/ldap",
+            may(Permission::ManageSignIn),
+            ldap::put_directory,
+        )
+        .route(M::POST, "/api/v1/auth/ldap/sign-in", Public, ldap::sign_in)
         .route(M::GET, "/api/v1/me/sign-ins", Session, ways::list)
         .route(
             M::DELETE,

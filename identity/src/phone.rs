@@ -341,7 +341,7 @@ pub async fn sign_in(
         Some(_) => return Err(invalid_code()),
         None if policy.just_in_time() => {
             let mut tx = state.db.begin().await?;
-            let account = ways::create_learner(&mut tx, keys, req.org_id).await?;
+            let account = ways::create_account(&mut tx, keys, req.org_id, Role::Learner).await?;
             let stored = sqlx::query(
                 "UPDATE users SET phone_ct = $2, phone_bidx = $3, phone_verified_at = now() \
                  WHERE id = $1",

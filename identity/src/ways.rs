@@ -242,31 +242,34 @@ pub(crate) async fn link(
     })
 }
 
-/// A new learner of `org_id` without email or password (a first sign-in
+/// A new account of `org_id` without email or password (a first sign-in
 /// by another way in, in an organisation that creates accounts just in
-/// time).
-pub(crate) async fn create_learner(
+/// time): a learner, or what the directory's groups say.
+pub(crate) async fn create_account(
     conn: &mut sqlx::PgConnection,
     keys: &Keyring,
     org_id: Uuid,
+    role: Role,
 ) -> Result<Account, ApiError> {
     let id = Uuid::now_v7();
-    sqlx::query("INSERT INTO users (id, org_id, role, key_id) VALUES ($1, $2, 'learner', $3)")
+    sqlx::query("INSERT INTO users (id, org_id, role, key_id) VALUES ($1, $2, $3, $4)")
         .bind(id)
         .bind(org_id)
+        .bind(role.as_str())
         .bind(keys.active_key_id())
         .execute(&mut *conn)
         .await?;
     Ok(Account {
         user_id: id,
         org_id: Some(org_id),
-        role: Role::Learner,
+        role,
     })
 }
 
 /// Signs in with an external identity, answering the new session and
-/// its id: its linked account (which must be in `org_id`), or — when none is linked and the policy creates accounts
-/// just in time — a new learner linked to it. `role`, when given (LDAP's
+/// its id: its linked account (which must be in `org_id`), or — when none
+/// is linked and the policy creates accounts just in time — a new account
+/// linked to it (a learner, or `role`). `role`, when given (LDAP's
 /// group mapping), is what the directory says now and replaces the
 /// account's role unless that is a super admin's.
 pub(crate) async fn sign_in_external(
@@ -288,7 +291,8 @@ pub(crate) async fn sign_in_external(
         }
         None if policy.just_in_time() => {
             let mut tx = state.db.begin().await?;
-            let account = create_learner(&mut tx, keys, org_id).await?;
+            let account =
+                create_account(&mut tx, keys, org_id, role.unwrap_or(Role::Learner)).await?;
             link(&mut tx, keys, account.user_id, org_id, identity).await?;
             tx.commit().await?;
             audit::record_or_log(

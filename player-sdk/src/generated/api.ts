@@ -190,6 +190,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/ldap/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/ldap/sign-in"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/login": {
         parameters: {
             query?: never;
@@ -1494,6 +1511,23 @@ export interface paths {
         post?: never;
         /** @description Access: roles: content_admin, super_admin. */
         delete: operations["DELETE /api/v1/moderation/words/{word_id}"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{org_id}/ldap": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: super_admin; needs a fresh step-up. */
+        put: operations["PUT /api/v1/organisations/{org_id}/ldap"];
+        post?: never;
+        delete?: never;
         options?: never;
         head?: never;
         patch?: never;
@@ -3311,6 +3345,44 @@ export interface components {
              */
             project_code: string;
         };
+        /** @description An organisation's directory, as administrators see it (no password). */
+        DirectoryAnswer: {
+            bind_dn: string | null;
+            group_base: string;
+            group_roles: {
+                [key: string]: components["schemas"]["Role"];
+            };
+            url: string;
+            user_attribute: string;
+            user_base: string;
+        };
+        /** @description `PUT /api/v1/organisations/{org_id}/ldap`. */
+        DirectoryChange: {
+            /**
+             * @description The service account people are looked up with; leave out for an
+             *     anonymous search.
+             * @default null
+             */
+            bind_dn: string | null;
+            /**
+             * @description Its password; stored sealed, never answered.
+             * @default null
+             */
+            bind_password: string | null;
+            group_base: string;
+            /** @description Group `cn` → role here: `{"doctors": "learner", "editors": "content_admin"}`. */
+            group_roles: {
+                [key: string]: components["schemas"]["Role"];
+            };
+            /** @description `ldaps://ldap.hospital.example` or `ldap://…` (StartTLS). */
+            url: string;
+            /**
+             * @description `uid` (default) or `sAMAccountName`.
+             * @default null
+             */
+            user_attribute: string | null;
+            user_base: string;
+        };
         /** @description A discipline (学科) of an organisation's tree. */
         Discipline: {
             /** Format: uuid */
@@ -3733,6 +3805,14 @@ export interface components {
         LanguageMap: {
             "en-US"?: string | null;
             "zh-CN"?: string | null;
+        };
+        /** @description `POST /api/v1/auth/ldap/sign-in`. */
+        LdapSignIn: {
+            /** @description The directory login (`uid`, or `sAMAccountName` in Active Directory). */
+            login: string;
+            /** Format: uuid */
+            org_id: string;
+            password: string;
         };
         /** @description A lesson: one video of a course. */
         Lesson: {
@@ -6030,6 +6110,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/ldap/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LdapSignIn"];
+            };
+        };
+        responses: {
+            /** @description signed in; the HttpOnly `lectern_session` cookie is set too */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedIn"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -9068,6 +9181,41 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/organisations/{org_id}/ldap": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DirectoryChange"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DirectoryAnswer"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
