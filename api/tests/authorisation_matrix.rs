@@ -265,6 +265,39 @@ async fn fixture(
             Some(json!({ "org_id": orgs.a, "login": "zhang.wei", "password": "x" })),
             err(403, "sign_in_method_disabled"),
         ),
+        ("PUT", "/api/v1/organisations/{org_id}/wechat-apps/{appid}") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!(
+                    "/api/v1/organisations/{}/wechat-apps/wx00000000000000a1",
+                    orgs.a
+                ),
+                Some(json!({ "kind": "mini_program", "secret": "s3cret" })),
+                ok(200),
+            )
+        },
+        // No app is registered under these ids in the matrix.
+        ("POST", "/api/v1/auth/wechat/mini-program") => call(
+            path.into(),
+            Some(json!({ "appid": "wx00000000000000b2", "code": "c" })),
+            err(409, "provider_not_configured"),
+        ),
+        ("GET", "/api/v1/auth/wechat/{appid}/authorize") => call(
+            "/api/v1/auth/wechat/wx00000000000000b2/authorize".into(),
+            None,
+            err(409, "provider_not_configured"),
+        ),
+        ("GET", "/api/v1/auth/wechat/{appid}/callback") => call(
+            "/api/v1/auth/wechat/wx00000000000000b2/callback?code=c&state=s".into(),
+            None,
+            err(401, "sign_in_rejected"),
+        ),
+        // The callers' sessions did not come from a mini-program.
+        ("POST", "/api/v1/me/wechat/user-data") => call(
+            path.into(),
+            Some(json!({ "encrypted_data": "AAAA", "iv": "AAAA" })),
+            err(400, "invalid_request"),
+        ),
         ("POST", "/api/v1/auth/oidc/logout") => Call {
             ends_session: true,
             ..call(path.into(), None, ok(200))

@@ -283,6 +283,7 @@ async fn setup(db: PgPool, methods: &[&str], new_accounts: &str) -> Setup {
                 allow_plain: true,
                 clock_skew: Duration::from_secs(60),
                 time_shift: time.clone(),
+                ..SsoSettings::default()
             },
             ..IdentitySettings::default()
         },

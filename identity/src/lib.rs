@@ -29,6 +29,7 @@ mod stepup;
 mod throttle;
 pub mod users;
 pub mod ways;
+pub mod wechat;
 
 // Types of identity's public settings and state.
 pub use alerts::SecurityMetrics;
@@ -217,10 +218,7 @@ impl Default for IdentitySettings {
             signup_ttl: Duration::from_secs(24 * 3600),
             throttle: throttle::ThrottlePolicy::default(),
             phone: PhoneSettings::default(),
-            sso: SsoSettings {
-                clock_skew: Duration::from_secs(60),
-                ..SsoSettings::default()
-            },
+            sso: SsoSettings::default(),
             trusted_proxies: TrustedProxies::default(),
             hsts: false,
             password_concurrency: password::default_limit(),
@@ -488,6 +486,36 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             ldap::put_directory,
         )
         .route(M::POST, "/api/v1/auth/ldap/sign-in", Public, ldap::sign_in)
+        .route(
+            M::PUT,
+            "/api/v1/organisations/{org_id}/wechat-apps/{appid}",
+            may(Permission::ManageSignIn),
+            wechat::put_app,
+        )
+        .route(
+            M::POST,
+            "/api/v1/auth/wechat/mini-program",
+            Public,
+            wechat::mini_program,
+        )
+        .route(
+            M::POST,
+            "/api/v1/me/wechat/user-data",
+            Session,
+            wechat::user_data,
+        )
+        .route(
+            M::GET,
+            "/api/v1/auth/wechat/{appid}/authorize",
+            Public,
+            wechat::authorize,
+        )
+        .route(
+            M::GET,
+            "/api/v1/auth/wechat/{appid}/callback",
+            Public,
+            wechat::callback,
+        )
         .route(M::GET, "/api/v1/me/sign-ins", Session, ways::list)
         .route(
             M::DELETE,

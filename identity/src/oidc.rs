@@ -75,7 +75,7 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(3600);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tunable parts of single sign-on.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SsoSettings {
     /// Identity providers and directories that may be on private or
     /// loopback addresses (and use plain `http`/`ldap` without TLS only
@@ -89,6 +89,24 @@ pub struct SsoSettings {
     /// Seconds added to the wall clock ID tokens are judged by; tests
     /// move time with it instead of sleeping.
     pub time_shift: Arc<AtomicI64>,
+    /// WeChat's API (`https://api.weixin.qq.com`; tests point it at a
+    /// local stand-in) and web authorisation page
+    /// (`https://open.weixin.qq.com`).
+    pub wechat_api: String,
+    pub wechat_open: String,
+}
+
+impl Default for SsoSettings {
+    fn default() -> Self {
+        Self {
+            allow: AllowList::default(),
+            clock_skew: Duration::from_secs(60),
+            allow_plain: false,
+            time_shift: Arc::default(),
+            wechat_api: "https://api.weixin.qq.com".to_owned(),
+            wechat_open: "https://open.weixin.qq.com".to_owned(),
+        }
+    }
 }
 
 impl SsoSettings {
@@ -118,14 +136,14 @@ struct CachedProvider {
 #[derive(Default)]
 pub struct ProviderCache(Mutex<HashMap<String, CachedProvider>>);
 
-fn unavailable(what: impl std::fmt::Display) -> ApiError {
+pub(crate) fn unavailable(what: impl std::fmt::Display) -> ApiError {
     ApiError::new(
         ErrorCode::ProviderUnavailable,
         format!("the identity provider: {what}"),
     )
 }
 
-fn rejected(why: &str) -> ApiError {
+pub(crate) fn rejected(why: &str) -> ApiError {
     ApiError::new(
         ErrorCode::SignInRejected,
         format!("the sign-in was refused: {why}; start again"),
@@ -158,7 +176,7 @@ async fn client_for(settings: &SsoSettings, url: &str) -> Result<(reqwest::Clien
     Ok((client, url))
 }
 
-async fn get_json<T: serde::de::DeserializeOwned>(
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     settings: &SsoSettings,
     url: &str,
 ) -> Result<T, ApiError> {
@@ -473,8 +491,8 @@ pub async fn put_provider(
 
 /// A redirect that may set cookies: the browser's way through a flow.
 pub struct SeeOther {
-    location: String,
-    cookies: Vec<HeaderValue>,
+    pub(crate) location: String,
+    pub(crate) cookies: Vec<HeaderValue>,
 }
 
 impl IntoResponse for SeeOther {
@@ -514,7 +532,7 @@ pub struct StartQuery {
     pub login_hint: Option<String>,
 }
 
-fn local_path(return_to: Option<String>) -> Result<String, ApiError> {
+pub(crate) fn local_path(return_to: Option<String>) -> Result<String, ApiError> {
     let path = return_to.unwrap_or_else(|| "/app/".to_owned());
     // "//host" and "/\host" are other sites to a browser.
     if !path.starts_with('/')
@@ -701,13 +719,18 @@ struct TokenAnswer {
 }
 
 fn flow_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, FLOW_COOKIE)
+}
+
+/// The value of the request's cookie `name`.
+pub(crate) fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == FLOW_COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
 }
 

@@ -733,6 +733,13 @@ pub(crate) async fn start_session_with_id(
     ))
 }
 
+impl WithSessionCookie<SignedIn> {
+    /// Whose session this is.
+    pub(crate) fn user_id(&self) -> Uuid {
+        self.body.as_ref().map_or_else(Uuid::nil, |b| b.user.id)
+    }
+}
+
 impl<T> WithSessionCookie<T> {
     /// The `Set-Cookie` value this answer carries.
     pub(crate) fn cookie(&self) -> &HeaderValue {

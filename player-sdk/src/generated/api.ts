@@ -394,6 +394,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/wechat/mini-program": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/wechat/mini-program"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/wechat/{appid}/authorize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/auth/wechat/{appid}/authorize"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/wechat/{appid}/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/auth/wechat/{appid}/callback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/certificates/{serial}": {
         parameters: {
             query?: never;
@@ -1412,6 +1463,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/wechat/user-data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: a signed-in person (not a partner key). */
+        post: operations["POST /api/v1/me/wechat/user-data"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/xapi": {
         parameters: {
             query?: never;
@@ -1578,6 +1646,23 @@ export interface paths {
         get?: never;
         /** @description Access: roles: super_admin; needs a fresh step-up. */
         put: operations["PUT /api/v1/organisations/{org_id}/signup"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{org_id}/wechat-apps/{appid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: super_admin; needs a fresh step-up. */
+        put: operations["PUT /api/v1/organisations/{org_id}/wechat-apps/{appid}"];
         post?: never;
         delete?: never;
         options?: never;
@@ -2662,6 +2747,34 @@ export interface components {
             question_id: string;
             state: components["schemas"]["PostState"];
         };
+        /** @description An app as administrators see it (no secret). */
+        AppAnswer: {
+            appid: string;
+            kind: components["schemas"]["AppKind"];
+            open_platform: string | null;
+            /**
+             * @description For an official account: the redirect URI its web authorisation
+             *     uses (register this domain as the authorisation callback domain).
+             */
+            redirect_uri: string | null;
+        };
+        /** @description `PUT /api/v1/organisations/{org_id}/wechat-apps/{appid}`. */
+        AppChange: {
+            kind: components["schemas"]["AppKind"];
+            /**
+             * @description The open-platform account the organisation's apps are bound to
+             *     (UnionIDs are scoped by it); leave out to use OpenIDs only.
+             * @default null
+             */
+            open_platform: string | null;
+            /** @description The app secret; stored sealed, never answered. */
+            secret: string;
+        };
+        /**
+         * @description Which kind of WeChat app.
+         * @enum {string}
+         */
+        AppKind: "mini_program" | "official_account";
         /** @description An asset: one source and everything encoded from it. */
         Asset: {
             /** Format: date-time */
@@ -3966,6 +4079,13 @@ export interface components {
             /** Format: uuid */
             org_id: string | null;
             role: components["schemas"]["Role"];
+        };
+        /** @description `POST /api/v1/auth/wechat/mini-program`. */
+        MiniProgramSignIn: {
+            /** @description The mini-program's app id. */
+            appid: string;
+            /** @description The code `wx.login` gave (single use, minutes). */
+            code: string;
         };
         /** @description The queue's page and the organisation's pace. */
         ModerationQueue: {
@@ -5555,6 +5675,23 @@ export interface components {
             /** @description What went wrong, for a person. */
             message: string;
         };
+        /**
+         * @description `POST /api/v1/me/wechat/user-data`: what the mini-program's
+         *     `getUserProfile`/`getPhoneNumber`-style APIs handed over.
+         */
+        UserData: {
+            /** @description `encryptedData`, base64. */
+            encrypted_data: string;
+            /** @description `iv`, base64. */
+            iv: string;
+            /**
+             * @description `rawData` and its `signature`, when the API gave them: checked too.
+             * @default null
+             */
+            raw_data: string | null;
+            /** @default null */
+            signature: string | null;
+        };
         /** @description The accounts the caller administers, oldest first (at most 1,000). */
         UserList: {
             users: components["schemas"]["UserSummary"][];
@@ -5698,6 +5835,13 @@ export interface components {
         /** @description The organisation's webhook endpoints, oldest first. */
         WebhookEndpoints: {
             webhooks: components["schemas"]["WebhookEndpoint"][];
+        };
+        /** @description The decrypted user data's fields Lectern uses. */
+        WechatProfile: {
+            avatar_url: string | null;
+            nick_name: string | null;
+            /** @description Whether a UnionID came with the data (and is now linked). */
+            union_linked: boolean;
         };
         WordList: {
             words: components["schemas"]["SensitiveWord"][];
@@ -6498,6 +6642,109 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["CodeSent"];
                 };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/wechat/mini-program": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MiniProgramSignIn"];
+            };
+        };
+        responses: {
+            /** @description signed in; the HttpOnly `lectern_session` cookie is set too */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedIn"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/auth/wechat/{appid}/authorize": {
+        parameters: {
+            query?: {
+                /** @description A path of this site to come back to (default `/app/`). */
+                return_to?: string | null;
+                /**
+                 * @description `snsapi_base` (silent, OpenID only; the default) or
+                 *     `snsapi_userinfo` (WeChat asks; gives the UnionID).
+                 */
+                scope?: string | null;
+            };
+            header?: never;
+            path: {
+                appid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the browser goes on (`Location`); cookies may be set */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/auth/wechat/{appid}/callback": {
+        parameters: {
+            query: {
+                /** @description Absent when the person declined `snsapi_userinfo`. */
+                code?: string | null;
+                state: string;
+            };
+            header?: never;
+            path: {
+                appid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the browser goes on (`Location`); cookies may be set */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -8932,6 +9179,39 @@ export interface operations {
             };
         };
     };
+    "POST /api/v1/me/wechat/user-data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserData"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WechatProfile"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "GET /api/v1/me/xapi": {
         parameters: {
             query?: {
@@ -9351,6 +9631,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SignUpPolicy"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/organisations/{org_id}/wechat-apps/{appid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+                appid: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AppChange"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppAnswer"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
