@@ -97,19 +97,34 @@ impl Slapd {
     }
 }
 
-async fn setup(db: PgPool, allow_plain: bool, new_accounts: &str) -> (World, Uuid, Slapd) {
-    let w = World::with_settings(
-        db,
-        IdentitySettings {
-            sso: SsoSettings {
-                allow: "127.0.0.1".parse().unwrap(),
-                allow_plain,
-                ..SsoSettings::default()
-            },
-            ..IdentitySettings::default()
+fn settings(allow_plain: bool) -> IdentitySettings {
+    IdentitySettings {
+        sso: SsoSettings {
+            allow: "127.0.0.1".parse().unwrap(),
+            allow_plain,
+            ..SsoSettings::default()
         },
+        ..IdentitySettings::default()
+    }
+}
+
+async fn setup(db: PgPool, allow_plain: bool, new_accounts: &str) -> (World, Uuid, Slapd) {
+    setup_with_keys(
+        db,
+        allow_plain,
+        new_accounts,
+        lectern_secrets::Keyring::generate_settings(),
     )
-    .await;
+    .await
+}
+
+async fn setup_with_keys(
+    db: PgPool,
+    allow_plain: bool,
+    new_accounts: &str,
+    keys: (String, String, String),
+) -> (World, Uuid, Slapd) {
+    let w = World::with_keys_and_settings(db, keys, settings(allow_plain)).await;
     let org = w.org("Hospital").await;
     let slapd = Slapd::start().await;
     sqlx::query(
@@ -268,4 +283,35 @@ async fn an_organisation_that_invites_lets_in_only_linked_people(db: PgPool) {
     let (status, body) = sign_in(&w, org, "zhang.wei", "doctor-pass-1").await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(body["error"]["code"], "invitation_required");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rotating_the_field_keys_reseals_the_directory_password_and_linked_identities(db: PgPool) {
+    let old = lectern_secrets::Keyring::generate_settings();
+    let (w, org, _slapd) = setup_with_keys(db.clone(), true, "just_in_time", old.clone()).await;
+    let (status, first) = sign_in(&w, org, "zhang.wei", "doctor-pass-1").await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    // k2 becomes active, k1 still opens; rotation re-seals; then k1 goes.
+    let new = lectern_secrets::Keyring::generate_settings();
+    let both = (
+        format!("{},{}", new.0.replacen("k1:", "k2:", 1), old.0),
+        old.1.clone(),
+        old.2.clone(),
+    );
+    let w2 = World::with_keys_and_settings(db.clone(), both, settings(true)).await;
+    lectern_identity::users::rotate_keys(&db, &w2.keys, 10)
+        .await
+        .unwrap();
+    for table in ["ldap_directories", "external_identities"] {
+        let ids: Vec<String> = sqlx::query_scalar(&format!("SELECT DISTINCT key_id FROM {table}"))
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        assert_eq!(ids, vec!["k2".to_string()], "{table}");
+    }
+    let only_new = (new.0.replacen("k1:", "k2:", 1), old.1, old.2);
+    let w3 = World::with_keys_and_settings(db, only_new, settings(true)).await;
+    let (status, again) = sign_in(&w3, org, "zhang.wei", "doctor-pass-1").await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["user"]["id"], first["user"]["id"]);
 }

@@ -564,6 +564,7 @@ async fn begin(
         .providers
         .discovery(&state.settings.sso, &provider.issuer)
         .await?;
+    ways::sweep_expired(&state.db, "oidc_flows").await?;
     let flow_id = Uuid::now_v7();
     let state_token = random_token("");
     let nonce = random_token("");

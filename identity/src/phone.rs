@@ -219,6 +219,7 @@ pub async fn request_sign_in_code(
         Some(a) => a.org_id == Some(req.org_id),
         None => policy.just_in_time(),
     };
+    ways::sweep_expired(&state.db, "phone_codes").await?;
     if could_sign_in {
         let code = new_code();
         let mut tx = state.db.begin().await?;

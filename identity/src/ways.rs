@@ -365,6 +365,22 @@ pub(crate) async fn ways_in(db: impl sqlx::PgExecutor<'_>, user_id: Uuid) -> Res
     .await?)
 }
 
+/// Forgets up to a hundred rows of `table` (codes, flows) that expired
+/// over an hour ago: each new one sweeps a few old, so the tables stay
+/// small without a background task. `table` is one of ours, never input.
+pub(crate) async fn sweep_expired(
+    db: impl sqlx::PgExecutor<'_>,
+    table: &'static str,
+) -> Result<(), ApiError> {
+    sqlx::query(&format!(
+        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} \
+         WHERE expires_at < now() - interval '1 hour' LIMIT 100)"
+    ))
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub(crate) fn last_way_in() -> ApiError {
     ApiError::new(
         ErrorCode::LastSignInMethod,

@@ -144,7 +144,7 @@ struct App {
 const SECRET_FIELD: &str = "wechat_apps.secret";
 
 /// The row id an app's sealed values are bound to.
-fn app_row(appid: &str) -> Uuid {
+pub(crate) fn app_row(appid: &str) -> Uuid {
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("wechat:{appid}").as_bytes())
 }
 
@@ -673,6 +673,7 @@ pub async fn authorize(
         .await;
         return Err(policy::disabled(SignInMethod::Wechat));
     }
+    ways::sweep_expired(&state.db, "wechat_flows").await?;
     let state_token = random_token("");
     let browser = random_token("");
     sqlx::query(
