@@ -87,6 +87,16 @@ pub async fn serve(config: Config) -> Result<()> {
                     allow: config.settings.sign_in_allow.clone().unwrap_or_default(),
                     allow_plain: config.settings.sign_in_allow_plain,
                     clock_skew: config.settings.oidc_clock_skew,
+                    ldap_ca: config
+                        .settings
+                        .ldap_ca_file
+                        .as_ref()
+                        .map(|path| {
+                            std::fs::read_to_string(path).with_context(|| {
+                                format!("LECTERN_LDAP_CA_FILE: cannot read {}", path.display())
+                            })
+                        })
+                        .transpose()?,
                     ..Default::default()
                 },
                 phone: lectern_identity::PhoneSettings {

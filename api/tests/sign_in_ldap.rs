@@ -25,6 +25,12 @@ struct Slapd {
 
 impl Slapd {
     async fn start() -> Slapd {
+        Self::start_with(false).await
+    }
+
+    /// With `tls`, slapd offers StartTLS with a certificate for 127.0.0.1
+    /// from a throwaway CA (`ca_pem`).
+    async fn start_with(tls: bool) -> Slapd {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/dev/ldap/slapd-test");
         let dir = tempfile::tempdir().unwrap();
         let port = {
@@ -34,6 +40,7 @@ impl Slapd {
         let child = tokio::process::Command::new(script)
             .arg(dir.path())
             .arg(port.to_string())
+            .env("SLAPD_TLS", if tls { "1" } else { "0" })
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -60,6 +67,10 @@ impl Slapd {
             _dir: dir,
             port,
         }
+    }
+
+    fn ca_pem(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("ca.pem")).unwrap()
     }
 
     fn url(&self) -> String {
@@ -314,4 +325,37 @@ async fn rotating_the_field_keys_reseals_the_directory_password_and_linked_ident
     let (status, again) = sign_in(&w3, org, "zhang.wei", "doctor-pass-1").await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again["user"]["id"], first["user"]["id"]);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn starttls_carries_the_bind_when_plain_ldap_is_not_allowed(db: PgPool) {
+    let slapd = Slapd::start_with(true).await;
+    let mut trusting = settings(false);
+    trusting.sso.ldap_ca = Some(slapd.ca_pem());
+    let w =
+        World::with_keys_and_settings(db, lectern_secrets::Keyring::generate_settings(), trusting)
+            .await;
+    let org = w.org("Hospital").await;
+    sqlx::query("INSERT INTO sign_in_policies (org_id, methods, new_accounts) VALUES ($1, '{ldap}', 'just_in_time')")
+        .bind(org)
+        .execute(w.db())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO ldap_directories (org_id, url, key_id, user_base, group_base, group_roles) \
+         VALUES ($1, $2, 'k1', 'ou=people,dc=hospital,dc=example', 'ou=groups,dc=hospital,dc=example', \
+                 '{\"doctors\": \"learner\"}')",
+    )
+    .bind(org)
+    .bind(slapd.url())
+    .execute(w.db())
+    .await
+    .unwrap();
+    let (status, body) = sign_in(&w, org, "zhang.wei", "doctor-pass-1").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["user"]["role"], "learner");
+    // Without trusting the directory's CA, the upgrade fails: nothing is sent.
+    let w2 = World::with_settings(w.db().clone(), settings(false)).await;
+    let (status, body) = sign_in(&w2, org, "zhang.wei", "doctor-pass-1").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
 }

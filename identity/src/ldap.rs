@@ -144,11 +144,19 @@ async fn checked_stream(url: &Url, allow: &AllowList) -> Result<StdStream, ApiEr
     ))
 }
 
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, ApiError> {
+fn tls_config(extra_ca: Option<&str>) -> Result<Arc<rustls::ClientConfig>, ApiError> {
+    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         // A system certificate rustls cannot read is skipped, not fatal.
         let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_ca {
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| unavailable(format!("LECTERN_LDAP_CA_FILE: {e}")))?)
+                .map_err(|e| unavailable(format!("LECTERN_LDAP_CA_FILE: {e}")))?;
+        }
     }
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
@@ -179,7 +187,7 @@ async fn ask_directory(
         .map_err(Refusal::Unavailable)?;
     let settings = LdapConnSettings::new()
         .set_conn_timeout(TIMEOUT)
-        .set_config(tls_config().map_err(Refusal::Unavailable)?)
+        .set_config(tls_config(sso.ldap_ca.as_deref()).map_err(Refusal::Unavailable)?)
         // ldap:// is upgraded with StartTLS, refused if the server cannot.
         .set_starttls(!tls && !plain_allowed)
         .set_std_stream(stream);

@@ -94,6 +94,9 @@ pub struct SsoSettings {
     /// (`https://open.weixin.qq.com`).
     pub wechat_api: String,
     pub wechat_open: String,
+    /// PEM certificates LDAPS and StartTLS trust besides the system's
+    /// (an institution's own CA).
+    pub ldap_ca: Option<String>,
 }
 
 impl Default for SsoSettings {
@@ -105,6 +108,7 @@ impl Default for SsoSettings {
             time_shift: Arc::default(),
             wechat_api: "https://api.weixin.qq.com".to_owned(),
             wechat_open: "https://open.weixin.qq.com".to_owned(),
+            ldap_ca: None,
         }
     }
 }

@@ -102,6 +102,9 @@ settings! {
     /// development only: plain `http` to the providers named in
     /// `LECTERN_SIGN_IN_ALLOW`, and LDAP without LDAPS or StartTLS
     sign_in_allow_plain: bool = default "false";
+    /// a PEM file of CA certificates LDAPS and StartTLS trust besides the
+    /// system's (an institution's own CA)
+    ldap_ca_file: Option<PathBuf> = none "the system's trust roots only";
     /// how far an OpenID provider's clock may be from ours when ID
     /// tokens' `exp` and `iat` are checked
     oidc_clock_skew: Duration = default "60s";
