@@ -750,6 +750,8 @@ fn notify_config(
             Key::notify_secret_rate_per_hour,
             s.notify_secret_rate_per_hour,
         ),
+        (Key::phone_code_failures, s.phone_code_failures),
+        (Key::phone_code_sends, s.phone_code_sends),
     ] {
         if v < 1 {
             return Err(fail(key, "must be at least 1"));
@@ -760,6 +762,15 @@ fn notify_config(
             Key::notify_backoff,
             "must be at least 10ms and at most LECTERN_NOTIFY_MAX_BACKOFF",
         ));
+    }
+    if s.phone_code_ttl < D::from_secs(30) || s.phone_code_ttl > D::from_secs(3600) {
+        return Err(fail(
+            Key::phone_code_ttl,
+            "must be between 30s and 1h, like 5m",
+        ));
+    }
+    if s.sign_in_lockout < D::from_secs(1) {
+        return Err(fail(Key::sign_in_lockout, "must be at least 1s, like 15m"));
     }
     if s.invitation_ttl < D::from_secs(3600) {
         return Err(fail(

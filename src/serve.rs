@@ -78,6 +78,35 @@ pub async fn serve(config: Config) -> Result<()> {
             notify,
             identity: IdentitySettings {
                 invitation_ttl: config.settings.invitation_ttl,
+                throttle: lectern_identity::ThrottlePolicy {
+                    lockout: config.settings.sign_in_lockout,
+                    window: config.settings.sign_in_lockout,
+                    ..Default::default()
+                },
+                sso: lectern_identity::SsoSettings {
+                    allow: config.settings.sign_in_allow.clone().unwrap_or_default(),
+                    allow_plain: config.settings.sign_in_allow_plain,
+                    clock_skew: config.settings.oidc_clock_skew,
+                    ldap_ca: config
+                        .settings
+                        .ldap_ca_file
+                        .as_ref()
+                        .map(|path| {
+                            std::fs::read_to_string(path).with_context(|| {
+                                format!("LECTERN_LDAP_CA_FILE: cannot read {}", path.display())
+                            })
+                        })
+                        .transpose()?,
+                    ..Default::default()
+                },
+                phone: lectern_identity::PhoneSettings {
+                    code_ttl: config.settings.phone_code_ttl,
+                    code_failures: i32::try_from(config.settings.phone_code_failures)
+                        .unwrap_or(i32::MAX),
+                    sends_per_number: i32::try_from(config.settings.phone_code_sends)
+                        .unwrap_or(i32::MAX),
+                    ..Default::default()
+                },
                 app_url: config.app_url.clone(),
                 trusted_proxies: config.trusted_proxies.clone(),
                 hsts: tls.is_some(),

@@ -210,7 +210,9 @@ pub async fn produce(
             struct Row {
                 day: NaiveDate,
                 user_id: Uuid,
-                email_ct: Vec<u8>,
+                // None for a learner whose account came from a phone,
+                // WeChat or single sign-on and has no email yet.
+                email_ct: Option<Vec<u8>>,
                 course_id: Uuid,
                 course: String,
                 lesson_id: Uuid,
@@ -244,9 +246,12 @@ pub async fn produce(
                 let email = match emails.get(&r.user_id) {
                     Some(e) => e.clone(),
                     None => {
-                        let e = keys
-                            .open("users.email", r.user_id, &r.email_ct)
-                            .map_err(ApiError::internal)?;
+                        let e = match &r.email_ct {
+                            Some(ct) => keys
+                                .open("users.email", r.user_id, ct)
+                                .map_err(ApiError::internal)?,
+                            None => String::new(),
+                        };
                         emails.insert(r.user_id, e.clone());
                         e
                     }

@@ -191,6 +191,145 @@ async fn fixture(
                 ok(200),
             )
         },
+        ("GET", "/api/v1/organisations/{org_id}/sign-in-policy") => call(
+            format!("/api/v1/organisations/{}/sign-in-policy", orgs.a),
+            None,
+            ok(200),
+        ),
+        ("PUT", "/api/v1/organisations/{org_id}/sign-in-policy") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!("/api/v1/organisations/{}/sign-in-policy", orgs.a),
+                Some(json!({ "methods": ["sms"], "new_accounts": "invitation" })),
+                ok(200),
+            )
+        },
+        ("POST", "/api/v1/auth/sms/code") => {
+            allow_sms(w, orgs.a).await;
+            call(
+                path.into(),
+                Some(json!({ "org_id": orgs.a, "phone": fresh_phone(orgs) })),
+                ok(202),
+            )
+        }
+        ("POST", "/api/v1/auth/sms/sign-in") => {
+            allow_sms(w, orgs.a).await;
+            call(
+                path.into(),
+                Some(json!({ "org_id": orgs.a, "phone": fresh_phone(orgs), "code": "000000" })),
+                err(403, "invalid_code"),
+            )
+        }
+        ("GET", "/api/v1/me/sign-ins") => call(path.into(), None, ok(200)),
+        // No provider answers in this test: an allowed caller reaches the
+        // handler, which refuses a plain-http issuer before any request.
+        ("PUT", "/api/v1/organisations/{org_id}/oidc") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!("/api/v1/organisations/{}/oidc", orgs.a),
+                Some(json!({
+                    "issuer": "http://127.0.0.1:9",
+                    "client_id": "lectern",
+                    "client_secret": "s3cret",
+                })),
+                err(502, "provider_unavailable"),
+            )
+        },
+        // Organisation A does not allow OIDC in the matrix.
+        ("GET", "/api/v1/auth/oidc/{org_id}/start") => call(
+            format!("/api/v1/auth/oidc/{}/start", orgs.a),
+            None,
+            err(403, "sign_in_method_disabled"),
+        ),
+        ("GET", "/api/v1/auth/oidc/{org_id}/callback") => call(
+            format!("/api/v1/auth/oidc/{}/callback?code=c&state=s", orgs.a),
+            None,
+            err(401, "sign_in_rejected"),
+        ),
+        ("PUT", "/api/v1/organisations/{org_id}/ldap") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!("/api/v1/organisations/{}/ldap", orgs.a),
+                Some(json!({
+                    "url": "ldaps://ldap.a.example.org",
+                    "user_base": "ou=people,dc=a,dc=example,dc=org",
+                    "group_base": "ou=groups,dc=a,dc=example,dc=org",
+                    "group_roles": { "doctors": "learner" },
+                })),
+                ok(200),
+            )
+        },
+        // Organisation A does not allow LDAP in the matrix.
+        ("POST", "/api/v1/auth/ldap/sign-in") => call(
+            path.into(),
+            Some(json!({ "org_id": orgs.a, "login": "zhang.wei", "password": "x" })),
+            err(403, "sign_in_method_disabled"),
+        ),
+        ("PUT", "/api/v1/organisations/{org_id}/wechat-apps/{appid}") => Call {
+            addresses_org_a: true,
+            ..call(
+                format!(
+                    "/api/v1/organisations/{}/wechat-apps/wx00000000000000a1",
+                    orgs.a
+                ),
+                Some(json!({ "kind": "mini_program", "secret": "s3cret" })),
+                ok(200),
+            )
+        },
+        // No app is registered under these ids in the matrix.
+        ("POST", "/api/v1/auth/wechat/mini-program") => call(
+            path.into(),
+            Some(json!({ "appid": "wx00000000000000b2", "code": "c" })),
+            err(409, "provider_not_configured"),
+        ),
+        ("GET", "/api/v1/auth/wechat/{appid}/authorize") => call(
+            "/api/v1/auth/wechat/wx00000000000000b2/authorize".into(),
+            None,
+            err(409, "provider_not_configured"),
+        ),
+        ("GET", "/api/v1/auth/wechat/{appid}/callback") => call(
+            "/api/v1/auth/wechat/wx00000000000000b2/callback?code=c&state=s".into(),
+            None,
+            err(401, "sign_in_rejected"),
+        ),
+        // The callers' sessions did not come from a mini-program.
+        ("POST", "/api/v1/me/wechat/user-data") => call(
+            path.into(),
+            Some(json!({ "encrypted_data": "AAAA", "iv": "AAAA" })),
+            err(400, "invalid_request"),
+        ),
+        ("POST", "/api/v1/auth/oidc/logout") => Call {
+            ends_session: true,
+            ..call(path.into(), None, ok(200))
+        },
+        ("POST", "/api/v1/me/sign-ins/oidc") => call(
+            path.into(),
+            Some(json!({})),
+            err(403, "sign_in_method_disabled"),
+        ),
+        ("DELETE", "/api/v1/me/sign-ins/{identity_id}") => {
+            let identity = match me {
+                Some(me) => linked_identity(w, orgs, me).await,
+                None => Uuid::now_v7(),
+            };
+            call(format!("/api/v1/me/sign-ins/{identity}"), None, ok(204))
+        }
+        ("POST", "/api/v1/me/phone") => call(
+            path.into(),
+            Some(json!({ "phone": fresh_phone(orgs) })),
+            ok(202),
+        ),
+        ("POST", "/api/v1/me/phone/confirm") => call(
+            path.into(),
+            Some(json!({ "code": "000000" })),
+            err(403, "invalid_code"),
+        ),
+        ("DELETE", "/api/v1/me/phone") => {
+            if let Some(me) = me {
+                give_phone(w, orgs, me).await;
+            }
+            call(path.into(), None, ok(204))
+        }
         ("POST", "/api/v1/auth/logout") => Call {
             ends_session: true,
             ..call(path.into(), None, ok(204))
@@ -1436,6 +1575,12 @@ async fn every_route_answers_every_role_as_the_permission_table_says(db: sqlx::P
                     .execute(w.db())
                     .await
                     .unwrap();
+                // Nor may the limit on step-up codes sent per account, which
+                // a caller's many critical routes reach within one run.
+                sqlx::query("DELETE FROM login_throttle WHERE subject LIKE 'step-up-send:%'")
+                    .execute(w.db())
+                    .await
+                    .unwrap();
                 if stepped_up {
                     if let (Some(email), Some(token)) = (&caller.email, &token) {
                         step_up(&w, token, email).await;
@@ -1537,6 +1682,58 @@ async fn step_up(w: &World, token: &str, email: &str) {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// SMS sign-in allowed in `org`, accounts by invitation.
+async fn allow_sms(w: &World, org: Uuid) {
+    sqlx::query(
+        "INSERT INTO sign_in_policies (org_id, methods) VALUES ($1, '{sms}') \
+         ON CONFLICT (org_id) DO UPDATE SET methods = '{sms}'",
+    )
+    .bind(org)
+    .execute(w.db())
+    .await
+    .unwrap();
+}
+
+/// A mainland mobile number no earlier call used.
+fn fresh_phone(orgs: &Orgs) -> String {
+    format!("+86139{:08}", orgs.fresh())
+}
+
+/// A proven phone number on `user`'s account.
+async fn give_phone(w: &World, orgs: &Orgs, user: Uuid) {
+    let phone = fresh_phone(orgs);
+    sqlx::query(
+        "UPDATE users SET phone_ct = $2, phone_bidx = $3, phone_verified_at = now() WHERE id = $1",
+    )
+    .bind(user)
+    .bind(w.keys.seal("users.phone", user, &phone))
+    .bind(w.keys.phone_index(&phone))
+    .execute(w.db())
+    .await
+    .unwrap();
+}
+
+/// An OIDC identity linked to `user`'s account.
+async fn linked_identity(w: &World, orgs: &Orgs, user: Uuid) -> Uuid {
+    let id = Uuid::now_v7();
+    let subject = format!("subject-{}", orgs.fresh());
+    sqlx::query(
+        "INSERT INTO external_identities (id, user_id, org_id, kind, issuer, subject_bidx, subject_ct, key_id) \
+         SELECT $1, u.id, coalesce(u.org_id, $5), 'oidc', 'https://idp.example.org', $2, $3, $4 \
+         FROM users u WHERE u.id = $6",
+    )
+    .bind(id)
+    .bind(w.keys.blind_index("oidc|https://idp.example.org", &subject))
+    .bind(w.keys.seal("external_identities.subject", id, &subject))
+    .bind(w.keys.active_key_id())
+    .bind(orgs.a)
+    .bind(user)
+    .execute(w.db())
+    .await
+    .unwrap();
+    id
 }
 
 /// Self sign-up on for `org` (it is off by default).

@@ -17,16 +17,24 @@
 mod alerts;
 pub mod audit;
 mod invite;
+pub mod ldap;
 pub mod notifier;
+pub mod oidc;
 pub mod password;
+pub mod phone;
+pub mod policy;
 pub mod session;
 mod signup;
 mod stepup;
 mod throttle;
 pub mod users;
+pub mod ways;
+pub mod wechat;
 
 // Types of identity's public settings and state.
 pub use alerts::SecurityMetrics;
+pub use oidc::SsoSettings;
+pub use phone::PhoneSettings;
 pub use throttle::ThrottlePolicy;
 
 use std::future::Future;
@@ -78,6 +86,8 @@ pub struct IdentityInner {
     pub sessions: session::SessionCache,
     /// Argon2 work, at most `settings.password_concurrency` at once.
     pub passwords: password::Hasher,
+    /// OpenID providers' discovery documents and key sets.
+    pub providers: oidc::ProviderCache,
 }
 
 impl Identity {
@@ -111,6 +121,7 @@ impl Identity {
             settings,
             audit,
             sessions,
+            providers: oidc::ProviderCache::default(),
         }))
     }
 
@@ -181,6 +192,10 @@ pub struct IdentitySettings {
     /// How long a sign-up's confirmation token stays valid.
     pub signup_ttl: Duration,
     pub throttle: throttle::ThrottlePolicy,
+    /// Sign-in and proof codes sent by SMS.
+    pub phone: PhoneSettings,
+    /// Single sign-on (OIDC, LDAP) and WeChat: egress exceptions, clock skew.
+    pub sso: SsoSettings,
     pub trusted_proxies: TrustedProxies,
     /// Sent only when Lectern itself serves HTTPS (or sits behind a TLS
     /// proxy it trusts): HSTS over plain HTTP would be meaningless.
@@ -202,6 +217,8 @@ impl Default for IdentitySettings {
             app_url: "http://127.0.0.1:8080".to_string(),
             signup_ttl: Duration::from_secs(24 * 3600),
             throttle: throttle::ThrottlePolicy::default(),
+            phone: PhoneSettings::default(),
+            sso: SsoSettings::default(),
             trusted_proxies: TrustedProxies::default(),
             hsts: false,
             password_concurrency: password::default_limit(),
@@ -417,6 +434,112 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             "/api/v1/organisations/{org_id}/signup",
             may(Permission::ChangeRoles),
             signup::set_enabled,
+        )
+        .route(
+            M::GET,
+            "/api/v1/organisations/{org_id}/sign-in-policy",
+            Public,
+            policy::get,
+        )
+        .route(
+            M::PUT,
+            "/api/v1/organisations/{org_id}/sign-in-policy",
+            may(Permission::ManageSignIn),
+            policy::put,
+        )
+        .route(
+            M::POST,
+            "/api/v1/auth/sms/code",
+            Public,
+            phone::request_sign_in_code,
+        )
+        .route(M::POST, "/api/v1/auth/sms/sign-in", Public, phone::sign_in)
+        .route(
+            M::PUT,
+            "/api/v1/organisations/{org_id}/oidc",
+            may(Permission::ManageSignIn),
+            oidc::put_provider,
+        )
+        .route(
+            M::GET,
+            "/api/v1/auth/oidc/{org_id}/start",
+            Public,
+            oidc::start,
+        )
+        .route(
+            M::GET,
+            "/api/v1/auth/oidc/{org_id}/callback",
+            Public,
+            oidc::callback,
+        )
+        .route(M::POST, "/api/v1/auth/oidc/logout", Session, oidc::logout)
+        .route(
+            M::POST,
+            "/api/v1/me/sign-ins/oidc",
+            may(Permission::LinkSignIns),
+            oidc::start_link,
+        )
+        .route(
+            M::PUT,
+            "/api/v1/organisations/{org_id}/ldap",
+            may(Permission::ManageSignIn),
+            ldap::put_directory,
+        )
+        .route(M::POST, "/api/v1/auth/ldap/sign-in", Public, ldap::sign_in)
+        .route(
+            M::PUT,
+            "/api/v1/organisations/{org_id}/wechat-apps/{appid}",
+            may(Permission::ManageSignIn),
+            wechat::put_app,
+        )
+        .route(
+            M::POST,
+            "/api/v1/auth/wechat/mini-program",
+            Public,
+            wechat::mini_program,
+        )
+        .route(
+            M::POST,
+            "/api/v1/me/wechat/user-data",
+            Session,
+            wechat::user_data,
+        )
+        .route(
+            M::GET,
+            "/api/v1/auth/wechat/{appid}/authorize",
+            Public,
+            wechat::authorize,
+        )
+        .route(
+            M::GET,
+            "/api/v1/auth/wechat/{appid}/callback",
+            Public,
+            wechat::callback,
+        )
+        .route(M::GET, "/api/v1/me/sign-ins", Session, ways::list)
+        .route(
+            M::DELETE,
+            "/api/v1/me/sign-ins/{identity_id}",
+            may(Permission::LinkSignIns),
+            ways::unlink,
+        )
+        .route(
+            M::POST,
+            "/api/v1/me/phone",
+            may(Permission::LinkSignIns),
+            phone::request_verification,
+        )
+        .route(
+            M::POST,
+            "/api/v1/me/phone/confirm",
+            Session,
+            phone::confirm_verification,
+        )
+        .route(
+            M::DELETE,
+            "/api/v1/me/phone",
+            may(Permission::LinkSignIns),
+            phone::remove,
         )
         .route(M::POST, "/api/v1/auth/logout", Session, session::logout)
         .route(M::GET, "/api/v1/me", Authenticated, session::me)

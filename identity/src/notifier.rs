@@ -26,7 +26,7 @@ impl Directory {
 
 #[derive(sqlx::FromRow)]
 struct Sealed {
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
     phone_ct: Option<Vec<u8>>,
 }
 
@@ -51,7 +51,11 @@ impl AddressBook for Directory {
                 .map_err(|e| LookupError(format!("{field}: {e}")))
         };
         Ok(Some(Contact {
-            email: Some(open("users.email", &row.email_ct)?),
+            email: row
+                .email_ct
+                .as_deref()
+                .map(|ct| open("users.email", ct))
+                .transpose()?,
             phone: row
                 .phone_ct
                 .as_deref()

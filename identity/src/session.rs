@@ -61,7 +61,7 @@ pub const SESSION_COOKIE: &str = "lectern_session";
 pub const SESSION_PREFIX: &str = "ls_";
 pub const PARTNER_KEY_PREFIX: &str = "lk_";
 
-fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer_or_cookie(headers: &HeaderMap) -> Option<&str> {
     if let Some(auth) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -533,7 +533,7 @@ impl DocOutput for SignedOut {
     }
 }
 
-fn locked(retry_after: u64) -> ApiError {
+pub(crate) fn locked(retry_after: u64) -> ApiError {
     ApiError::new(
         ErrorCode::AccountLocked,
         "too many failed sign-ins; try again later",
@@ -547,7 +547,8 @@ struct LoginRow {
     id: Uuid,
     org_id: Option<Uuid>,
     role: String,
-    password_hash: String,
+    /// `None` for an account made by another way in without a password.
+    password_hash: Option<String>,
 }
 
 /// `POST /api/v1/auth/login` → the session token (and cookie).
@@ -590,8 +591,11 @@ pub async fn login(
             .fetch_optional(&state.db)
             .await?;
     let verified = match &user {
-        Some(user) => password::verify(&state, &user.password_hash, &creds.password).await,
-        None => {
+        Some(LoginRow {
+            password_hash: Some(hash),
+            ..
+        }) => password::verify(&state, hash, &creds.password).await,
+        _ => {
             password::verify_nothing(&state, &creds.password).await;
             false
         }
@@ -640,8 +644,126 @@ pub async fn login(
     };
     reservation.succeeded(&state.db).await?;
     let role: Role = role.parse().map_err(ApiError::internal)?;
+    start_session(
+        &state,
+        &context,
+        Account {
+            user_id,
+            org_id,
+            role,
+        },
+        "password",
+    )
+    .await
+}
+
+/// Whom a new session is for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Account {
+    pub user_id: Uuid,
+    pub org_id: Option<Uuid>,
+    pub role: Role,
+}
+
+/// A new session for `account`, proven by `method` (`password`, `sms`,
+/// `oidc`, `ldap`, `wechat_mini_program`, `wechat_official_account`): the
+/// one place every way in ends, so each gets the same new-range alert,
+/// metric, audit row (`auth.login` with the method) and cookie.
+pub(crate) async fn start_session(
+    state: &Identity,
+    context: &ClientContext,
+    account: Account,
+    method: &'static str,
+) -> Result<WithSessionCookie<SignedIn>, ApiError> {
+    Ok(start_session_with_id(state, context, account, method)
+        .await?
+        .0)
+}
+
+/// As [`start_session`], with the new session's id (for what is kept
+/// alongside it, such as an OIDC session's ID token).
+pub(crate) async fn start_session_with_id(
+    state: &Identity,
+    context: &ClientContext,
+    account: Account,
+    method: &'static str,
+) -> Result<(WithSessionCookie<SignedIn>, Uuid), ApiError> {
+    let (token, session_id, expires_at) = insert_session(state, context, account).await?;
+    let Account {
+        user_id,
+        org_id,
+        role,
+    } = account;
+    state.metrics.login(LoginOutcome::Success);
+    let principal = Principal {
+        credential: Credential::Session {
+            user_id,
+            session_id,
+        },
+        org_id,
+        role,
+    };
+    let event = AuditEvent {
+        action: "auth.login".into(),
+        outcome: "ok",
+        detail: Some(json!({ "method": method }).to_string()),
+        ..AuditEvent::by(Some(&principal), context)
+    };
+    audit::record_or_log(state, &event).await;
+    let ttl = state.settings.session_ttl;
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
+        ttl.as_secs()
+    );
+    Ok((
+        WithSessionCookie {
+            status: StatusCode::OK,
+            body: Some(SignedIn {
+                token,
+                expires_at,
+                user: SessionUser {
+                    id: user_id,
+                    org_id,
+                    role,
+                },
+            }),
+            cookie: HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+        },
+        session_id,
+    ))
+}
+
+impl WithSessionCookie<SignedIn> {
+    /// Whose session this is.
+    pub(crate) fn user_id(&self) -> Uuid {
+        self.body.as_ref().map_or_else(Uuid::nil, |b| b.user.id)
+    }
+}
+
+impl<T> WithSessionCookie<T> {
+    /// The `Set-Cookie` value this answer carries.
+    pub(crate) fn cookie(&self) -> &HeaderValue {
+        &self.cookie
+    }
+}
+
+/// The `Set-Cookie` value that clears the session cookie.
+pub(crate) fn cleared_cookie() -> HeaderValue {
+    HeaderValue::from_static(
+        "lectern_session=; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age=0",
+    )
+}
+
+/// Stores a new session of the account (after the new-range check, which
+/// compares with the earlier ones): its token, id and end.
+async fn insert_session(
+    state: &Identity,
+    context: &ClientContext,
+    account: Account,
+) -> Result<(String, Uuid, DateTime<Utc>), ApiError> {
+    let user_id = account.user_id;
     if let Some(ip) = context.ip.as_deref() {
-        warn_if_new_range(&state, user_id, org_id, ip).await?;
+        warn_if_new_range(state, user_id, account.org_id, ip).await?;
     }
     let token = random_token(SESSION_PREFIX);
     let session_id = Uuid::now_v7();
@@ -658,38 +780,7 @@ pub async fn login(
     .bind(&context.user_agent)
     .fetch_one(&state.db)
     .await?;
-    state.metrics.login(LoginOutcome::Success);
-    let principal = Principal {
-        credential: Credential::Session {
-            user_id,
-            session_id,
-        },
-        org_id,
-        role,
-    };
-    let event = AuditEvent {
-        action: "auth.login".into(),
-        outcome: "ok",
-        ..AuditEvent::by(Some(&principal), &context)
-    };
-    audit::record_or_log(&state, &event).await;
-    let cookie = format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; Secure; SameSite=Strict; Max-Age={}",
-        ttl.as_secs()
-    );
-    Ok(WithSessionCookie {
-        status: StatusCode::OK,
-        body: Some(SignedIn {
-            token,
-            expires_at,
-            user: SessionUser {
-                id: user_id,
-                org_id,
-                role,
-            },
-        }),
-        cookie: HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
-    })
+    Ok((token, session_id, expires_at))
 }
 
 async fn warn_if_new_range(
@@ -785,7 +876,14 @@ pub enum Me {
         org_id: Option<Uuid>,
         #[schemars(with = "crate::RoleName")]
         role: Role,
-        email: String,
+        /// `null` for an account made by a first sign-in with a phone,
+        /// WeChat or single sign-on that has not added an email.
+        email: Option<String>,
+        /// The verified phone number (E.164), if one is on the account.
+        phone: Option<String>,
+        /// Whether the account has a password (accounts made by another
+        /// way in have none until their owner sets one).
+        has_password: bool,
         /// Whether step-up can use an authenticator app.
         totp_enabled: bool,
     },
@@ -800,7 +898,9 @@ pub enum Me {
 
 #[derive(sqlx::FromRow)]
 struct MeRow {
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
+    phone_ct: Option<Vec<u8>>,
+    has_password: bool,
     totp_enabled: bool,
 }
 
@@ -814,19 +914,28 @@ pub async fn me(State(state): State<Identity>, principal: Principal) -> Result<J
         })),
         Credential::Session { user_id, .. } => {
             let keys = state.keyring()?;
-            let row: MeRow =
-                sqlx::query_as("SELECT email_ct, totp_enabled FROM users WHERE id = $1")
-                    .bind(user_id)
-                    .fetch_one(&state.db)
-                    .await?;
-            let email = keys
-                .open("users.email", user_id, &row.email_ct)
-                .map_err(ApiError::internal)?;
+            let row: MeRow = sqlx::query_as(
+                "SELECT email_ct, CASE WHEN phone_bidx IS NOT NULL THEN phone_ct END AS phone_ct, \
+                            password_hash IS NOT NULL AS has_password, totp_enabled \
+                     FROM users WHERE id = $1",
+            )
+            .bind(user_id)
+            .fetch_one(&state.db)
+            .await?;
+            let open = |field: &'static str, ct: Option<Vec<u8>>| {
+                ct.map(|ct| keys.open(field, user_id, &ct))
+                    .transpose()
+                    .map_err(ApiError::internal)
+            };
+            let email = open("users.email", row.email_ct)?;
+            let phone = open("users.phone", row.phone_ct)?;
             Ok(Json(Me::User {
                 id: user_id,
                 org_id: principal.org_id,
                 role: principal.role,
                 email,
+                phone,
+                has_password: row.has_password,
                 totp_enabled: row.totp_enabled,
             }))
         }

@@ -220,8 +220,8 @@ pub struct TotpEnrolmentRequest {
 
 #[derive(sqlx::FromRow)]
 struct EnrolmentRow {
-    email_bidx: Vec<u8>,
-    password_hash: String,
+    email_bidx: Option<Vec<u8>>,
+    password_hash: Option<String>,
     totp_enabled: bool,
 }
 
@@ -309,10 +309,13 @@ async fn check_password(
     given: &str,
 ) -> Result<(), ApiError> {
     let policy = state.settings.throttle;
-    let mut subjects = vec![(
-        throttle::account_subject(&row.email_bidx),
-        policy.account_failures,
-    )];
+    // An account without an email (made by another way in) is counted by
+    // its id; it has no password either, so every guess is wrong.
+    let account = match &row.email_bidx {
+        Some(index) => throttle::account_subject(index),
+        None => format!("user:{}", principal.user_id().unwrap_or_default()),
+    };
+    let mut subjects = vec![(account, policy.account_failures)];
     if let Some(ip) = context.ip.as_deref() {
         subjects.push((throttle::address_subject(ip), policy.address_failures));
     }
@@ -325,7 +328,14 @@ async fn check_password(
             )
             .with_retry_after(refused.retry_after)
         })?;
-    if password::verify(state, &row.password_hash, given).await {
+    let right = match &row.password_hash {
+        Some(hash) => password::verify(state, hash, given).await,
+        None => {
+            password::verify_nothing(state, given).await;
+            false
+        }
+    };
+    if right {
         // As a sign-in: the account's failures are forgotten.
         reservation.succeeded(&state.db).await?;
         return Ok(());
@@ -398,6 +408,14 @@ pub async fn confirm_totp(
     Ok(NoContent)
 }
 
+/// Where a step-up code goes.
+#[derive(sqlx::FromRow)]
+struct CodeRecipient {
+    org_id: Option<Uuid>,
+    has_email: bool,
+    phone_ct: Option<Vec<u8>>,
+}
+
 /// A one-time code is on its way.
 #[derive(Serialize, schemars::JsonSchema)]
 pub struct CodeSent {
@@ -423,10 +441,31 @@ pub async fn send_code(
     // fails, and however many requests arrive at once.
     let sends = format!("step-up-send:{user_id}");
     reserve_code_attempt(&state, &[(sends, CODE_SENDS_PER_WINDOW)]).await?;
-    let org_id: Option<Uuid> = sqlx::query_scalar("SELECT org_id FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_one(&state.db)
-        .await?;
+    let whom: CodeRecipient = sqlx::query_as(
+        "SELECT org_id, email_bidx IS NOT NULL AS has_email, \
+                CASE WHEN phone_bidx IS NOT NULL THEN phone_ct END AS phone_ct \
+         FROM users WHERE id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&state.db)
+    .await?;
+    let org_id = whom.org_id;
+    // The account's email; an account made by a phone sign-in without an
+    // email gets the code by SMS to its verified number instead.
+    let (to_user, to) = match (whom.has_email, whom.phone_ct) {
+        (true, _) | (false, None) => (Some(user_id), None),
+        (false, Some(ct)) => {
+            let phone = keys
+                .open("users.phone", user_id, &ct)
+                .map_err(ApiError::internal)?;
+            (None, Some(lectern_notify::Recipient::Phone(phone)))
+        }
+    };
+    let topic = if to.is_some() {
+        Topic::PhoneCode
+    } else {
+        Topic::StepUpCode
+    };
     let code = format!("{:06}", rand::rng().random_range(0..1_000_000u32));
     let mut tx = state.db.begin().await?;
     sqlx::query(
@@ -452,9 +491,9 @@ pub async fn send_code(
         keys,
         &Notification {
             org_id,
-            user_id: Some(user_id),
-            to: None,
-            topic: Topic::StepUpCode,
+            user_id: to_user,
+            to,
+            topic,
             params: std::collections::BTreeMap::from([("code".to_string(), code)]),
         },
     )

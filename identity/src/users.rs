@@ -236,7 +236,7 @@ const USER_FIELDS: [(&str, &str); 5] = [
 #[derive(sqlx::FromRow)]
 struct SealedUser {
     id: Uuid,
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
     phone_ct: Option<Vec<u8>>,
     real_name_ct: Option<Vec<u8>>,
     id_number_ct: Option<Vec<u8>>,
@@ -273,7 +273,7 @@ pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64,
         for row in rows {
             let id = row.id;
             let fields = [
-                Some(row.email_ct),
+                row.email_ct,
                 row.phone_ct,
                 row.real_name_ct,
                 row.id_number_ct,
@@ -335,6 +335,89 @@ pub async fn rotate_keys(db: &PgPool, keys: &Keyring, batch: i64) -> Result<u64,
             tx.commit().await?;
         }
     }
+    changed += rotate_sign_in_secrets(db, keys, batch).await?;
+    Ok(changed)
+}
+
+/// One sealed value of the sign-in tables, with the row id it is bound to.
+#[derive(sqlx::FromRow)]
+struct SealedValue {
+    key: String,
+    /// `None`: a WeChat app's, whose row id derives from its app id.
+    row: Option<Uuid>,
+    ct: Vec<u8>,
+}
+
+/// Re-seals the long-lived secrets of the ways in (linked identities'
+/// subjects, providers' and directories' secrets, WeChat app secrets).
+/// Short-lived ones — codes, flows, WeChat tokens and session keys, OIDC
+/// sessions' ID tokens — expire within hours and are not re-sealed: keep
+/// a retired key configured until they have (a session's length).
+async fn rotate_sign_in_secrets(
+    db: &PgPool,
+    keys: &Keyring,
+    batch: i64,
+) -> Result<u64, AccountError> {
+    let active = keys.active_key_id();
+    let mut changed = 0;
+    // (select of key, row id and ciphertext; AAD field; update by key)
+    let tables: [(&str, &str, &str); 4] = [
+        (
+            "SELECT id::text AS key, id AS row, subject_ct AS ct FROM external_identities \
+             WHERE key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "external_identities.subject",
+            "UPDATE external_identities SET subject_ct = $2, key_id = $3 WHERE id::text = $1",
+        ),
+        (
+            "SELECT org_id::text AS key, org_id AS row, client_secret_ct AS ct FROM oidc_providers \
+             WHERE key_id <> $1 ORDER BY org_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "oidc_providers.client_secret",
+            "UPDATE oidc_providers SET client_secret_ct = $2, key_id = $3 WHERE org_id::text = $1",
+        ),
+        (
+            "SELECT org_id::text AS key, org_id AS row, coalesce(bind_password_ct, '') AS ct \
+             FROM ldap_directories WHERE key_id <> $1 ORDER BY org_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "ldap_directories.bind_password",
+            "UPDATE ldap_directories SET bind_password_ct = CASE WHEN bind_password_ct IS NULL \
+             THEN NULL ELSE $2 END, key_id = $3 WHERE org_id::text = $1",
+        ),
+        (
+            "SELECT appid AS key, NULL::uuid AS row, secret_ct AS ct FROM wechat_apps \
+             WHERE key_id <> $1 ORDER BY appid LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "wechat_apps.secret",
+            "UPDATE wechat_apps SET secret_ct = $2, key_id = $3 WHERE appid = $1",
+        ),
+    ];
+    for (select, field, update) in tables {
+        loop {
+            let mut tx = db.begin().await?;
+            let rows: Vec<SealedValue> = sqlx::query_as(select)
+                .bind(active)
+                .bind(batch)
+                .fetch_all(&mut *tx)
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for SealedValue { key, row, ct } in rows {
+                let row = row.unwrap_or_else(|| crate::wechat::app_row(&key));
+                // An LDAP directory without a service account seals nothing.
+                let resealed = if ct.is_empty() {
+                    Vec::new()
+                } else {
+                    keys.seal(field, row, &keys.open(field, row, &ct)?)
+                };
+                sqlx::query(update)
+                    .bind(&key)
+                    .bind(resealed)
+                    .bind(active)
+                    .execute(&mut *tx)
+                    .await?;
+                changed += 1;
+            }
+            tx.commit().await?;
+        }
+    }
     Ok(changed)
 }
 
@@ -346,7 +429,9 @@ pub struct UserSummary {
     pub org_id: Option<Uuid>,
     #[schemars(with = "crate::RoleName")]
     pub role: String,
-    pub email: String,
+    /// `null` for an account made by a first sign-in with a phone,
+    /// WeChat or single sign-on that has not added an email.
+    pub email: Option<String>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -361,7 +446,7 @@ struct UserRow {
     id: Uuid,
     org_id: Option<Uuid>,
     role: String,
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
     created_at: DateTime<Utc>,
 }
 
@@ -380,8 +465,10 @@ pub async fn list(
     .await?;
     let mut users = Vec::with_capacity(rows.len());
     for row in rows {
-        let email = keys
-            .open("users.email", row.id, &row.email_ct)
+        let email = row
+            .email_ct
+            .map(|ct| keys.open("users.email", row.id, &ct))
+            .transpose()
             .map_err(ApiError::internal)?;
         users.push(UserSummary {
             id: row.id,
@@ -399,7 +486,7 @@ struct ExportRow {
     id: Uuid,
     org_id: Option<Uuid>,
     role: String,
-    email_ct: Vec<u8>,
+    email_ct: Option<Vec<u8>>,
     phone_ct: Option<Vec<u8>>,
     real_name_ct: Option<Vec<u8>>,
 }
@@ -432,7 +519,7 @@ pub async fn export(
             id.to_string(),
             row.org_id.map(|o| o.to_string()).unwrap_or_default(),
             row.role,
-            open("users.email", id, Some(row.email_ct))?,
+            open("users.email", id, row.email_ct)?,
             open("users.phone", id, row.phone_ct)?,
             open("users.real_name", id, row.real_name_ct)?,
         ];

@@ -80,10 +80,13 @@ pub enum Topic {
     /// No params: someone asked to sign up with an address that already
     /// has an account (its owner is told instead of being sent a token).
     SignUpAttempted,
+    /// params: code (secret): a code that signs in with, or proves, a
+    /// phone number; sent by SMS to the number given.
+    PhoneCode,
 }
 
 impl Topic {
-    pub const ALL: [Topic; 10] = [
+    pub const ALL: [Topic; 11] = [
         Topic::Invitation,
         Topic::StepUpCode,
         Topic::SignUpConfirmation,
@@ -94,6 +97,7 @@ impl Topic {
         Topic::AnswerAccepted,
         Topic::CoursePublished,
         Topic::SignUpAttempted,
+        Topic::PhoneCode,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +112,7 @@ impl Topic {
             Topic::AnswerAccepted => "answer_accepted",
             Topic::CoursePublished => "course_published",
             Topic::SignUpAttempted => "sign_up_attempted",
+            Topic::PhoneCode => "phone_code",
         }
     }
 
@@ -129,6 +134,7 @@ impl Topic {
             Topic::AnswerAccepted => &["excerpt", "link"],
             Topic::CoursePublished => &["course_title", "link"],
             Topic::SignUpAttempted => &[],
+            Topic::PhoneCode => &["code"],
         }
     }
 
@@ -137,7 +143,7 @@ impl Topic {
     pub fn is_secret(self) -> bool {
         matches!(
             self,
-            Topic::StepUpCode | Topic::Invitation | Topic::SignUpConfirmation
+            Topic::StepUpCode | Topic::Invitation | Topic::SignUpConfirmation | Topic::PhoneCode
         )
     }
 
@@ -150,6 +156,7 @@ impl Topic {
                 | Topic::Invitation
                 | Topic::SignUpConfirmation
                 | Topic::SignUpAttempted
+                | Topic::PhoneCode
         )
     }
 }

@@ -86,6 +86,14 @@ fn template(topic: Topic, lang: Lang) -> (&'static str, &'static str) {
             "Your Lectern verification code",
             "Your verification code is {code}. It expires in a few minutes. Never share it with anyone.",
         ),
+        (Topic::PhoneCode, ZhCn) => (
+            "Lectern 手机验证码",
+            "您的手机验证码是 {code}，几分钟内有效，仅可使用一次。请勿将验证码告诉任何人。",
+        ),
+        (Topic::PhoneCode, En) => (
+            "Your Lectern phone code",
+            "Your phone code is {code}. It expires in a few minutes and works once. Never share it with anyone.",
+        ),
         (Topic::SignUpConfirmation, ZhCn) => (
             "请确认您的 Lectern 账号",
             "请打开以下链接确认您的新账号：\n\n{link}\n\n如果不是您本人申请，请忽略本邮件。",

@@ -181,6 +181,25 @@ impl Keyring {
         mac.finalize().into_bytes().to_vec()
     }
 
+    /// The blind index of a phone number in E.164 form (`+8613800138000`;
+    /// the caller normalises). Domain-separated from emails, so an email
+    /// and a number never share an index.
+    pub fn phone_index(&self, e164: &str) -> Vec<u8> {
+        self.blind_index("phone", e164)
+    }
+
+    /// The blind index of `value` within `domain` (an external identity's
+    /// kind and issuer, say): HMAC-SHA-256 under the blind-index key of
+    /// `domain`, a NUL, then the value.
+    pub fn blind_index(&self, domain: &str, value: &str) -> Vec<u8> {
+        let mut mac =
+            <HmacSha256 as Mac>::new_from_slice(&self.blind_index_key).expect("any key length");
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        mac.finalize().into_bytes().to_vec()
+    }
+
     pub fn sign(&self, message: &[u8]) -> [u8; 32] {
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.token_key).expect("any key length");
         mac.update(message);

@@ -85,6 +85,29 @@ settings! {
     notify_secret_rate_per_hour: u32 = default "30";
     /// how long an expert invitation (and each resend of it) stays valid
     invitation_ttl: Duration = default "168h";
+    /// how long an account, phone number or address stays locked after
+    /// too many failed sign-ins (passwords, SMS codes, single sign-on)
+    sign_in_lockout: Duration = default "15m";
+    /// how long a code sent by SMS (sign-in, proving a number) can be used
+    phone_code_ttl: Duration = default "5m";
+    /// wrong SMS codes for one number within the lockout window; the last
+    /// of them locks the number for `LECTERN_SIGN_IN_LOCKOUT`
+    phone_code_failures: u32 = default "6";
+    /// SMS codes one number may be sent within the lockout window
+    phone_code_sends: u32 = default "5";
+    /// identity providers and directories (OIDC, LDAP, WeChat stand-ins)
+    /// that may be on private or loopback addresses: hosts, addresses or
+    /// CIDR networks, e.g. `idp.hospital.internal, 10.20.0.0/16`
+    sign_in_allow: Option<AllowList> = none "none";
+    /// development only: plain `http` to the providers named in
+    /// `LECTERN_SIGN_IN_ALLOW`, and LDAP without LDAPS or StartTLS
+    sign_in_allow_plain: bool = default "false";
+    /// a PEM file of CA certificates LDAPS and StartTLS trust besides the
+    /// system's (an institution's own CA)
+    ldap_ca_file: Option<PathBuf> = none "the system's trust roots only";
+    /// how far an OpenID provider's clock may be from ours when ID
+    /// tokens' `exp` and `iat` are checked
+    oidc_clock_skew: Duration = default "60s";
     /// where people open the links notices carry (the app), e.g.
     /// `https://learn.example.org`
     app_url: Option<BaseUrl> = none "`http://` + `LECTERN_HTTP_ADDR`";

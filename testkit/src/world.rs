@@ -45,6 +45,16 @@ impl World {
         Self::build(db, Keyring::generate_settings(), identity).await
     }
 
+    /// A world with chosen keys and identity settings (key rotation of
+    /// what single sign-on seals).
+    pub async fn with_keys_and_settings(
+        db: PgPool,
+        keys: (String, String, String),
+        identity: IdentitySettings,
+    ) -> Self {
+        Self::build(db, keys, identity).await
+    }
+
     async fn build(
         db: PgPool,
         key_settings: (String, String, String),

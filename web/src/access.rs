@@ -121,6 +121,12 @@ pub enum Permission {
     ExportLearnerRecords,
     /// The reporting time zone, credit rules and course credit designations.
     ManageCredits,
+    /// Add or remove one's own ways in (a phone number, WeChat, single
+    /// sign-on identities): anyone signed in, with a fresh step-up.
+    LinkSignIns,
+    /// The organisation's sign-in policy (which ways in, just-in-time
+    /// learners or invitations) and its identity providers.
+    ManageSignIn,
 }
 
 impl Permission {
@@ -154,11 +160,14 @@ impl Permission {
             | Permission::ManageSurveys
             | Permission::ManageLive => &[ContentAdmin, SuperAdmin],
             Permission::ReadOwnCourseReports => &[Expert],
+            // Not partners: their API keys have no session to step up or to sign in with.
+            Permission::LinkSignIns => &[Learner, Expert, ContentAdmin, SuperAdmin],
             Permission::ChangeRoles
             | Permission::DeleteUsers
             | Permission::ExportPersonalData
             | Permission::ReadAudit
-            | Permission::ReadMetrics => &[SuperAdmin],
+            | Permission::ReadMetrics
+            | Permission::ManageSignIn => &[SuperAdmin],
         }
     }
 
@@ -172,6 +181,8 @@ impl Permission {
                 | Permission::DeleteCourses
                 | Permission::ExportPersonalData
                 | Permission::ExportLearnerRecords
+                | Permission::LinkSignIns
+                | Permission::ManageSignIn
         )
     }
 

@@ -136,6 +136,24 @@ error_codes! {
     SignupDisabled = ("signup_disabled", 403, false);
     /// The sign-up confirmation has expired or was used already; sign up again.
     ConfirmationExpired = ("confirmation_expired", 410, false);
+    /// The organisation does not allow this way of signing in (its sign-in policy).
+    SignInMethodDisabled = ("sign_in_method_disabled", 403, false);
+    /// The phone number is not a number SMS can reach (E.164, or 11 digits in mainland China).
+    InvalidPhone = ("invalid_phone", 400, false);
+    /// Another account has proven this phone number.
+    PhoneInUse = ("phone_in_use", 409, false);
+    /// This identity (WeChat, OIDC, LDAP) is linked to another account already.
+    IdentityInUse = ("identity_in_use", 409, false);
+    /// Removing this would leave the account with no way to sign in.
+    LastSignInMethod = ("last_sign_in_method", 409, false);
+    /// No account matches and the organisation creates accounts only by invitation.
+    InvitationRequired = ("invitation_required", 403, false);
+    /// The single sign-on answer failed a check (state, nonce, signature, audience, expiry); start again.
+    SignInRejected = ("sign_in_rejected", 401, false);
+    /// The identity provider could not be reached or answered an error; try again later.
+    ProviderUnavailable = ("provider_unavailable", 502, true);
+    /// The organisation has not configured this way of signing in.
+    ProviderNotConfigured = ("provider_not_configured", 409, false);
 
     // --- media delivery -------------------------------------------------
     /// A media request without `?token=`.
