@@ -190,6 +190,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/ldap/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/ldap/sign-in"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/login": {
         parameters: {
             query?: never;
@@ -218,6 +235,57 @@ export interface paths {
         put?: never;
         /** @description Access: a signed-in person (not a partner key). */
         post: operations["POST /api/v1/auth/logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/oidc/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: a signed-in person (not a partner key). */
+        post: operations["POST /api/v1/auth/oidc/logout"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/oidc/{org_id}/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/auth/oidc/{org_id}/callback"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/oidc/{org_id}/start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/auth/oidc/{org_id}/start"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -258,6 +326,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/sms/code": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/sms/code"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/sms/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/sms/sign-in"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/step-up": {
         parameters: {
             query?: never;
@@ -286,6 +388,57 @@ export interface paths {
         put?: never;
         /** @description Access: a signed-in person (not a partner key). */
         post: operations["POST /api/v1/auth/step-up/code"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/wechat/mini-program": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/wechat/mini-program"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/wechat/{appid}/authorize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/auth/wechat/{appid}/authorize"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/wechat/{appid}/callback": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/auth/wechat/{appid}/callback"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1225,6 +1378,41 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/me/phone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: learner, expert, content_admin, super_admin; needs a fresh step-up. */
+        post: operations["POST /api/v1/me/phone"];
+        /** @description Access: roles: learner, expert, content_admin, super_admin; needs a fresh step-up. */
+        delete: operations["DELETE /api/v1/me/phone"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/phone/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: a signed-in person (not a partner key). */
+        post: operations["POST /api/v1/me/phone/confirm"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me/sessions/revoke": {
         parameters: {
             query?: never;
@@ -1237,6 +1425,57 @@ export interface paths {
         /** @description Access: a signed-in person (not a partner key). */
         post: operations["POST /api/v1/me/sessions/revoke"];
         delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/sign-ins": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/me/sign-ins"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/sign-ins/oidc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: roles: learner, expert, content_admin, super_admin; needs a fresh step-up. */
+        post: operations["POST /api/v1/me/sign-ins/oidc"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/sign-ins/{identity_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** @description Access: roles: learner, expert, content_admin, super_admin; needs a fresh step-up. */
+        delete: operations["DELETE /api/v1/me/sign-ins/{identity_id}"];
         options?: never;
         head?: never;
         patch?: never;
@@ -1287,6 +1526,23 @@ export interface paths {
         get: operations["GET /api/v1/me/transcript"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/me/wechat/user-data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: a signed-in person (not a partner key). */
+        post: operations["POST /api/v1/me/wechat/user-data"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1397,6 +1653,58 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/organisations/{org_id}/ldap": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: super_admin; needs a fresh step-up. */
+        put: operations["PUT /api/v1/organisations/{org_id}/ldap"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{org_id}/oidc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: super_admin; needs a fresh step-up. */
+        put: operations["PUT /api/v1/organisations/{org_id}/oidc"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{org_id}/sign-in-policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: anyone. */
+        get: operations["GET /api/v1/organisations/{org_id}/sign-in-policy"];
+        /** @description Access: roles: super_admin; needs a fresh step-up. */
+        put: operations["PUT /api/v1/organisations/{org_id}/sign-in-policy"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/organisations/{org_id}/signup": {
         parameters: {
             query?: never;
@@ -1407,6 +1715,23 @@ export interface paths {
         get?: never;
         /** @description Access: roles: super_admin; needs a fresh step-up. */
         put: operations["PUT /api/v1/organisations/{org_id}/signup"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/organisations/{org_id}/wechat-apps/{appid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** @description Access: roles: super_admin; needs a fresh step-up. */
+        put: operations["PUT /api/v1/organisations/{org_id}/wechat-apps/{appid}"];
         post?: never;
         delete?: never;
         options?: never;
@@ -2491,6 +2816,34 @@ export interface components {
             question_id: string;
             state: components["schemas"]["PostState"];
         };
+        /** @description An app as administrators see it (no secret). */
+        AppAnswer: {
+            appid: string;
+            kind: components["schemas"]["AppKind"];
+            open_platform: string | null;
+            /**
+             * @description For an official account: the redirect URI its web authorisation
+             *     uses (register this domain as the authorisation callback domain).
+             */
+            redirect_uri: string | null;
+        };
+        /** @description `PUT /api/v1/organisations/{org_id}/wechat-apps/{appid}`. */
+        AppChange: {
+            kind: components["schemas"]["AppKind"];
+            /**
+             * @description The open-platform account the organisation's apps are bound to
+             *     (UnionIDs are scoped by it); leave out to use OpenIDs only.
+             * @default null
+             */
+            open_platform: string | null;
+            /** @description The app secret; stored sealed, never answered. */
+            secret: string;
+        };
+        /**
+         * @description Which kind of WeChat app.
+         * @enum {string}
+         */
+        AppKind: "mini_program" | "official_account";
         /** @description An asset: one source and everything encoded from it. */
         Asset: {
             /** Format: date-time */
@@ -3234,6 +3587,44 @@ export interface components {
              */
             project_code: string;
         };
+        /** @description An organisation's directory, as administrators see it (no password). */
+        DirectoryAnswer: {
+            bind_dn: string | null;
+            group_base: string;
+            group_roles: {
+                [key: string]: components["schemas"]["Role"];
+            };
+            url: string;
+            user_attribute: string;
+            user_base: string;
+        };
+        /** @description `PUT /api/v1/organisations/{org_id}/ldap`. */
+        DirectoryChange: {
+            /**
+             * @description The service account people are looked up with; leave out for an
+             *     anonymous search.
+             * @default null
+             */
+            bind_dn: string | null;
+            /**
+             * @description Its password; stored sealed, never answered.
+             * @default null
+             */
+            bind_password: string | null;
+            group_base: string;
+            /** @description Group `cn` → role here: `{"doctors": "learner", "editors": "content_admin"}`. */
+            group_roles: {
+                [key: string]: components["schemas"]["Role"];
+            };
+            /** @description `ldaps://ldap.hospital.example` or `ldap://…` (StartTLS). */
+            url: string;
+            /**
+             * @description `uid` (default) or `sAMAccountName`.
+             * @default null
+             */
+            user_attribute: string | null;
+            user_base: string;
+        };
         /** @description A discipline (学科) of an organisation's tree. */
         Discipline: {
             /** Format: uuid */
@@ -3314,7 +3705,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_live_event" | "live_event_ended" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "sign_in_method_disabled" | "invalid_phone" | "phone_in_use" | "identity_in_use" | "last_sign_in_method" | "invitation_required" | "sign_in_rejected" | "provider_unavailable" | "provider_not_configured" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_live_event" | "live_event_ended" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -3532,6 +3923,8 @@ export interface components {
             /** @description Whether the caller's vote is counted now. */
             voted_helpful: boolean;
         };
+        /** @description The kinds of external identity. */
+        IdentityKind: "wechat_unionid" | "wechat_openid" | "oidc" | "ldap";
         /** @description One notice, as its owner reads it. */
         InboxItem: {
             /** @description In the reader's language (plain text: render it as text, never HTML). */
@@ -3660,6 +4053,14 @@ export interface components {
             "en-US"?: string | null;
             "zh-CN"?: string | null;
         };
+        /** @description `POST /api/v1/auth/ldap/sign-in`. */
+        LdapSignIn: {
+            /** @description The directory login (`uid`, or `sAMAccountName` in Active Directory). */
+            login: string;
+            /** Format: uuid */
+            org_id: string;
+            password: string;
+        };
         /** @description A lesson: one video of a course. */
         Lesson: {
             /**
@@ -3742,6 +4143,31 @@ export interface components {
             views: number;
             /** Format: double */
             watch_hours: number;
+        };
+        /** @description `POST /api/v1/me/sign-ins/oidc`. */
+        LinkRequest: {
+            /**
+             * @description The path to come back to (default `/app/`).
+             * @default null
+             */
+            return_to: string | null;
+        };
+        /** @description Where the browser goes to link the organisation's provider. */
+        LinkStart: {
+            /** @description Open this in the browser (it carries the flow's cookie now). */
+            authorize_url: string;
+        };
+        /** @description One linked identity, as its owner sees it (not its subject). */
+        LinkedIdentity: {
+            /** Format: date-time */
+            created_at: string;
+            /** Format: uuid */
+            id: string;
+            /** @description The issuer URL, WeChat app id or directory URL it belongs to. */
+            issuer: string;
+            kind: components["schemas"]["IdentityKind"];
+            /** Format: date-time */
+            last_sign_in_at: string | null;
         };
         /** @description An event as organisers see it (never its key). */
         LiveEvent: {
@@ -3826,7 +4252,16 @@ export interface components {
         };
         /** @description Who the caller is: a signed-in person or a partner API key. */
         Me: {
-            email: string;
+            /**
+             * @description `null` for an account made by a first sign-in with a phone,
+             *     WeChat or single sign-on that has not added an email.
+             */
+            email: string | null;
+            /**
+             * @description Whether the account has a password (accounts made by another
+             *     way in have none until their owner sets one).
+             */
+            has_password: boolean;
             /** Format: uuid */
             id: string;
             /** @constant */
@@ -3836,6 +4271,8 @@ export interface components {
              * @description `null` only for a global super admin.
              */
             org_id: string | null;
+            /** @description The verified phone number (E.164), if one is on the account. */
+            phone: string | null;
             role: components["schemas"]["Role"];
             /** @description Whether step-up can use an authenticator app. */
             totp_enabled: boolean;
@@ -3847,6 +4284,13 @@ export interface components {
             /** Format: uuid */
             org_id: string | null;
             role: components["schemas"]["Role"];
+        };
+        /** @description `POST /api/v1/auth/wechat/mini-program`. */
+        MiniProgramSignIn: {
+            /** @description The mini-program's app id. */
+            appid: string;
+            /** @description The code `wx.login` gave (single use, minutes). */
+            code: string;
         };
         /** @description The queue's page and the organisation's pace. */
         ModerationQueue: {
@@ -3910,6 +4354,8 @@ export interface components {
             org_id: string;
             role: components["schemas"]["Role"];
         };
+        /** @description What a first sign-in does when no account matches. */
+        NewAccounts: "invitation" | "just_in_time";
         NewAnswer: {
             /** @description 1–10,000 characters of plain text. */
             body: string;
@@ -4248,6 +4694,32 @@ export interface components {
              */
             watch_hours: number;
         };
+        /** @description `POST /api/v1/me/phone`. */
+        PhoneChange: {
+            /** @description The number to prove and put on the account. */
+            phone: string;
+        };
+        /**
+         * @description A code is on its way (or, for a number that could not sign in, is
+         *     not: the answer is the same).
+         */
+        PhoneCodeSent: {
+            /**
+             * Format: date-time
+             * @description Until when the code can be used.
+             */
+            expires_at: string;
+        };
+        /** @description `POST /api/v1/me/phone/confirm`. */
+        PhoneConfirmation: {
+            /** @description The six digits sent to the number. */
+            code: string;
+        };
+        /** @description The proven number now on the account. */
+        PhoneLinked: {
+            /** @description E.164. */
+            phone: string;
+        };
         /**
          * @description Where a learner starts watching a lesson: the answer of `POST
          *     /api/v1/lessons/{lesson_id}/playback`.
@@ -4305,6 +4777,28 @@ export interface components {
              */
             watch_time_s: number;
         };
+        /** @description The policy as stored. */
+        PolicyAnswer: {
+            /** @description The ways in allowed besides the password (always allowed). */
+            methods: components["schemas"]["SignInMethod"][];
+            new_accounts: components["schemas"]["NewAccounts"];
+            /** Format: uuid */
+            org_id: string;
+            /**
+             * Format: date-time
+             * @description When it last changed; `null` while the organisation has the default.
+             */
+            updated_at: string | null;
+        };
+        /** @description `PUT /api/v1/organisations/{org_id}/sign-in-policy`. */
+        PolicyChange: {
+            /**
+             * @description Every way in to allow besides the password (an empty list: the
+             *     password only).
+             */
+            methods: components["schemas"]["SignInMethod"][];
+            new_accounts: components["schemas"]["NewAccounts"];
+        };
         /**
          * @description What kind of post something is: moderation, reports and notifications
          *     name posts by kind and id.
@@ -4326,6 +4820,21 @@ export interface components {
         PreferencesChange: {
             language?: components["schemas"]["Lang"] | null;
             topics?: components["schemas"]["TopicChange"][];
+        };
+        /** @description An organisation's provider, as administrators see it (no secret). */
+        ProviderAnswer: {
+            client_id: string;
+            issuer: string;
+            /** @description The redirect URI to register at the provider. */
+            redirect_uri: string;
+        };
+        /** @description `PUT /api/v1/organisations/{org_id}/oidc`. */
+        ProviderChange: {
+            client_id: string;
+            /** @description Stored sealed; never answered. */
+            client_secret: string;
+            /** @description The provider's issuer URL (`https://idp.example.org/realms/hospital`). */
+            issuer: string;
         };
         /** @description One thing the player saw; which fields it needs depends on `kind`. */
         QoeEvent: {
@@ -4974,6 +5483,18 @@ export interface components {
              */
             report_threshold?: number | null;
         };
+        /** @description `POST /api/v1/auth/sms/code`. */
+        SignInCodeRequest: {
+            /**
+             * Format: uuid
+             * @description The organisation whose app the person signs in to.
+             */
+            org_id: string;
+            /** @description The phone number (`+8613800138000`, or 11 digits in mainland China). */
+            phone: string;
+        };
+        /** @description A way in besides the password. */
+        SignInMethod: "sms" | "wechat" | "oidc" | "ldap";
         /** @description `POST /api/v1/auth/signup`. */
         SignUp: {
             /** @description Where the confirmation token is sent. */
@@ -5023,6 +5544,23 @@ export interface components {
              */
             token: string;
             user: components["schemas"]["SessionUser"];
+        };
+        /** @description Signed out; where to end the provider's session. */
+        SignedOutEverywhere: {
+            /**
+             * @description The provider's end-session URL to open in the browser (RP-initiated
+             *     logout), or `null` when the session did not come from OIDC or the
+             *     provider offers none.
+             */
+            end_session_url: string | null;
+        };
+        /** @description `POST /api/v1/auth/sms/sign-in`. */
+        SmsSignIn: {
+            /** @description The six digits sent by `POST /api/v1/auth/sms/code`. */
+            code: string;
+            /** Format: uuid */
+            org_id: string;
+            phone: string;
         };
         /** @description Startup time percentiles, in milliseconds. */
         StartupPercentiles: {
@@ -5250,7 +5788,7 @@ export interface components {
          * @description What a notification is about; decides the template (zh-CN and en) and
          *     which channels a user's preferences allow.
          */
-        Topic: "invitation" | "step_up_code" | "sign_up_confirmation" | "moderation_outcome" | "course_review_outcome" | "question_asked" | "question_answered" | "answer_accepted" | "course_published" | "sign_up_attempted";
+        Topic: "invitation" | "step_up_code" | "sign_up_confirmation" | "moderation_outcome" | "course_review_outcome" | "question_asked" | "question_answered" | "answer_accepted" | "course_published" | "sign_up_attempted" | "phone_code";
         /** @description One topic's change; an absent channel keeps its choice. */
         TopicChange: {
             email?: boolean | null;
@@ -5390,6 +5928,23 @@ export interface components {
             /** @description What went wrong, for a person. */
             message: string;
         };
+        /**
+         * @description `POST /api/v1/me/wechat/user-data`: what the mini-program's
+         *     `getUserProfile`/`getPhoneNumber`-style APIs handed over.
+         */
+        UserData: {
+            /** @description `encryptedData`, base64. */
+            encrypted_data: string;
+            /** @description `iv`, base64. */
+            iv: string;
+            /**
+             * @description `rawData` and its `signature`, when the API gave them: checked too.
+             * @default null
+             */
+            raw_data: string | null;
+            /** @default null */
+            signature: string | null;
+        };
         /** @description The accounts the caller administers, oldest first (at most 1,000). */
         UserList: {
             users: components["schemas"]["UserSummary"][];
@@ -5398,7 +5953,11 @@ export interface components {
         UserSummary: {
             /** Format: date-time */
             created_at: string;
-            email: string;
+            /**
+             * @description `null` for an account made by a first sign-in with a phone,
+             *     WeChat or single sign-on that has not added an email.
+             */
+            email: string | null;
             /** Format: uuid */
             id: string;
             /**
@@ -5463,6 +6022,13 @@ export interface components {
              */
             watch_time_s: number;
         };
+        /** @description The caller's ways in. */
+        WaysIn: {
+            identities: components["schemas"]["LinkedIdentity"][];
+            password: boolean;
+            /** @description The verified phone number (E.164), which can receive sign-in codes. */
+            phone: string | null;
+        };
         /** @description One event's delivery to an endpoint, across its attempts. */
         WebhookDelivery: {
             /** Format: uuid */
@@ -5522,6 +6088,13 @@ export interface components {
         /** @description The organisation's webhook endpoints, oldest first. */
         WebhookEndpoints: {
             webhooks: components["schemas"]["WebhookEndpoint"][];
+        };
+        /** @description The decrypted user data's fields Lectern uses. */
+        WechatProfile: {
+            avatar_url: string | null;
+            nick_name: string | null;
+            /** @description Whether a UnionID came with the data (and is now linked). */
+            union_linked: boolean;
         };
         WordList: {
             words: components["schemas"]["SensitiveWord"][];
@@ -5947,6 +6520,39 @@ export interface operations {
             };
         };
     };
+    "POST /api/v1/auth/ldap/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LdapSignIn"];
+            };
+        };
+        responses: {
+            /** @description signed in; the HttpOnly `lectern_session` cookie is set too */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedIn"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "POST /api/v1/auth/login": {
         parameters: {
             query?: never;
@@ -5991,6 +6597,106 @@ export interface operations {
         responses: {
             /** @description signed out; the session cookie is cleared */
             204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/oidc/logout": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description signed out here; the session cookie is cleared */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedOutEverywhere"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/auth/oidc/{org_id}/callback": {
+        parameters: {
+            query: {
+                code?: string | null;
+                /** @description The provider's error (`access_denied`…), when it did not sign in. */
+                error?: string | null;
+                state: string;
+            };
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the browser goes on (`Location`); cookies may be set */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/auth/oidc/{org_id}/start": {
+        parameters: {
+            query?: {
+                /** @description Passed on to the provider as `login_hint`. */
+                login_hint?: string | null;
+                /**
+                 * @description The path of this site to come back to once signed in (default
+                 *     `/app/`); anything but a local path is refused.
+                 */
+                return_to?: string | null;
+            };
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the browser goes on (`Location`); cookies may be set */
+            303: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -6073,6 +6779,72 @@ export interface operations {
             };
         };
     };
+    "POST /api/v1/auth/sms/code": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SignInCodeRequest"];
+            };
+        };
+        responses: {
+            /** @description accepted; poll Location */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PhoneCodeSent"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/sms/sign-in": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["SmsSignIn"];
+            };
+        };
+        responses: {
+            /** @description signed in; the HttpOnly `lectern_session` cookie is set too */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedIn"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "POST /api/v1/auth/step-up": {
         parameters: {
             query?: never;
@@ -6123,6 +6895,109 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["CodeSent"];
                 };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/wechat/mini-program": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["MiniProgramSignIn"];
+            };
+        };
+        responses: {
+            /** @description signed in; the HttpOnly `lectern_session` cookie is set too */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedIn"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/auth/wechat/{appid}/authorize": {
+        parameters: {
+            query?: {
+                /** @description A path of this site to come back to (default `/app/`). */
+                return_to?: string | null;
+                /**
+                 * @description `snsapi_base` (silent, OpenID only; the default) or
+                 *     `snsapi_userinfo` (WeChat asks; gives the UnionID).
+                 */
+                scope?: string | null;
+            };
+            header?: never;
+            path: {
+                appid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the browser goes on (`Location`); cookies may be set */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/auth/wechat/{appid}/callback": {
+        parameters: {
+            query: {
+                /** @description Absent when the person declined `snsapi_userinfo`. */
+                code?: string | null;
+                state: string;
+            };
+            header?: never;
+            path: {
+                appid: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the browser goes on (`Location`); cookies may be set */
+            303: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -8409,6 +9284,99 @@ export interface operations {
             };
         };
     };
+    "POST /api/v1/me/phone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PhoneChange"];
+            };
+        };
+        responses: {
+            /** @description accepted; poll Location */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PhoneCodeSent"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/me/phone": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/me/phone/confirm": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PhoneConfirmation"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PhoneLinked"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "POST /api/v1/me/sessions/revoke": {
         parameters: {
             query?: never;
@@ -8426,6 +9394,97 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["Revoked"];
                 };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/me/sign-ins": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WaysIn"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/me/sign-ins/oidc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LinkRequest"];
+            };
+        };
+        responses: {
+            /** @description the provider's address; the flow's HttpOnly cookie is set */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LinkStart"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/me/sign-ins/{identity_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                identity_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -8518,6 +9577,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Transcript"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/me/wechat/user-data": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["UserData"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WechatProfile"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
@@ -8792,6 +9884,142 @@ export interface operations {
             };
         };
     };
+    "PUT /api/v1/organisations/{org_id}/ldap": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DirectoryChange"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DirectoryAnswer"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/organisations/{org_id}/oidc": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ProviderChange"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ProviderAnswer"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/organisations/{org_id}/sign-in-policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyAnswer"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/organisations/{org_id}/sign-in-policy": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PolicyChange"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PolicyAnswer"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     "PUT /api/v1/organisations/{org_id}/signup": {
         parameters: {
             query?: never;
@@ -8814,6 +10042,42 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["SignUpPolicy"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/organisations/{org_id}/wechat-apps/{appid}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                org_id: string;
+                appid: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["AppChange"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AppAnswer"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
