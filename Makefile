@@ -59,7 +59,7 @@ test-clients: setup
 nextest: services test-clients
 	@$(WITH_ENV) echo "make: tests use PostgreSQL at $${DATABASE_URL}, Redis at $${REDIS_URL}, S3 (Garage) at $${LECTERN_S3_ENDPOINT} bucket $${LECTERN_S3_BUCKET}"
 	$(WITH_ENV) previous="$$(infra/deploy/build-previous-release)"; \
-	  LECTERN_PREVIOUS_RELEASE_BIN="$$previous" cargo nextest run --workspace --locked --no-fail-fast
+	  LECTERN_TEST_PREVIOUS_RELEASE_BIN="$$previous" cargo nextest run --workspace --locked --no-fail-fast
 
 # The inner loop: the quick nextest profile (see .config/nextest.toml).
 quick: services test-clients

@@ -1,7 +1,7 @@
 //! Expand/contract, proven: the previous release's `lectern` (built by
 //! `infra/deploy/build-previous-release` from the commit named in
 //! `infra/deploy/previous-release`; `make test` passes its path in
-//! `LECTERN_PREVIOUS_RELEASE_BIN`) runs on the schema this checkout
+//! `LECTERN_TEST_PREVIOUS_RELEASE_BIN`) runs on the schema this checkout
 //! migrates to — as it does during a rolling release, and after a
 //! rollback — and serves the core paths: readiness, sign-in, the
 //! catalogue and search, a playback session and heartbeats. This
@@ -18,9 +18,9 @@ use sqlx::PgPool;
 use common::deployment::{catalogue, login, playback, stored_position, Deployment};
 
 fn previous_release() -> PathBuf {
-    let bin = std::env::var_os("LECTERN_PREVIOUS_RELEASE_BIN").expect(
-        "LECTERN_PREVIOUS_RELEASE_BIN is not set: run `make test`, or \
-         `export LECTERN_PREVIOUS_RELEASE_BIN=$(infra/deploy/build-previous-release)`",
+    let bin = std::env::var_os("LECTERN_TEST_PREVIOUS_RELEASE_BIN").expect(
+        "LECTERN_TEST_PREVIOUS_RELEASE_BIN is not set: run `make test`, or \
+         `export LECTERN_TEST_PREVIOUS_RELEASE_BIN=$(infra/deploy/build-previous-release)`",
     );
     let bin = PathBuf::from(bin);
     assert!(bin.is_file(), "{} is not a file", bin.display());
