@@ -1,5 +1,6 @@
 //! One typed configuration, loaded from an optional TOML file and the
-//! environment (`LECTERN_*`, `DATABASE_URL`, `REDIS_URL`), validated once at
+//! environment (`LECTERN_*`, `DATABASE_URL`, `REDIS_URL`, and the standard
+//! `OTEL_*` variables of trace export), validated once at
 //! start-up.
 //!
 //! Every setting is declared once, in `config/settings.rs`: its field names

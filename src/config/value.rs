@@ -66,6 +66,19 @@ macro_rules! whole_numbers {
 }
 whole_numbers!(u16, u32, u64, usize);
 
+/// A share from 0 to 1, like `0.25`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratio(pub f64);
+
+impl Value for Ratio {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(Ratio(r)),
+            _ => Err(format!("{text:?} is not a number from 0 to 1")),
+        }
+    }
+}
+
 /// Seconds, or a number with a unit: `500ms`, `30s`, `90m`, `6h`.
 impl Value for Duration {
     fn parse(text: &str) -> Result<Self, String> {
