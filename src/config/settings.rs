@@ -263,9 +263,9 @@ settings! {
     /// OTLP/HTTP (protobuf) receiver of traces, e.g. an OpenTelemetry
     /// Collector's `http://127.0.0.1:4318`: spans go to its `/v1/traces`
     /// (requests by route template, jobs continuing the request that queued
-    /// them). Unset, nothing is exported or recorded for it;
-    /// `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_TIMEOUT` are read
-    /// as the OpenTelemetry specification says
+    /// them). Unset, nothing is exported or recorded for it. A collector
+    /// that wants credentials gets them from `OTEL_EXPORTER_OTLP_HEADERS`
+    /// (`key=value,…`), read as the OpenTelemetry specification says
     otel_exporter_otlp_endpoint as "OTEL_EXPORTER_OTLP_ENDPOINT": Option<BaseUrl> = none "unset → off";
     /// the full URL traces are posted to, instead of the endpoint's
     /// `/v1/traces` (either turns export on)

@@ -295,6 +295,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ratios_are_shares_from_zero_to_one() {
+        assert_eq!(Ratio::parse("0.25"), Ok(Ratio(0.25)));
+        assert_eq!(Ratio::parse(" 1 "), Ok(Ratio(1.0)));
+        for bad in ["1.5", "-0.1", "half", "NaN", ""] {
+            assert!(Ratio::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn durations_take_the_units_operators_write() {
         let d = |t| Duration::parse(t).unwrap();
         assert_eq!(d("21600"), Duration::from_secs(21600));
