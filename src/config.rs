@@ -1062,9 +1062,13 @@ mod tests {
             let var = spec.env();
             assert!(seen.insert(var.clone()), "{var} twice");
             let derived = format!("LECTERN_{}", spec.name.to_ascii_uppercase());
-            // The two variables other tools share keep their usual names.
+            // The variables other tools share keep their usual names: the
+            // two connection URLs, and OpenTelemetry's standard ones (whose
+            // field is the variable in lower case).
             assert!(
-                var == derived || ["DATABASE_URL", "REDIS_URL"].contains(&var.as_str()),
+                var == derived
+                    || ["DATABASE_URL", "REDIS_URL"].contains(&var.as_str())
+                    || (var.starts_with("OTEL_") && var.to_ascii_lowercase() == spec.name),
                 "{var}"
             );
             assert!(!spec.description().is_empty(), "{var} has no description");

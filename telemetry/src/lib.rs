@@ -37,14 +37,17 @@ pub fn current_traceparent() -> Option<String> {
     })
 }
 
-/// Makes `span` (not yet entered) a child of the span `traceparent` names;
-/// nothing when it is absent, malformed, or no exporter is installed.
+/// Makes `span` (not yet entered) a child of the span `traceparent` names,
+/// or, without one (or a malformed one), the root of a trace of its own
+/// rather than a child of whatever long-lived span it was created in (the
+/// worker's task). Nothing happens without an exporter.
 pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
-    if let Some(parent) = traceparent.and_then(parse) {
-        let cx = Context::new().with_remote_span_context(parent);
-        // Fails only without the layer (export off) or once entered.
-        let _ = span.set_parent(cx);
-    }
+    let cx = match traceparent.and_then(parse) {
+        Some(parent) => Context::new().with_remote_span_context(parent),
+        None => Context::new(),
+    };
+    // Fails only without the layer (export off) or once entered.
+    let _ = span.set_parent(cx);
 }
 
 /// Version 00 of W3C Trace Context; later versions keep these four fields
@@ -125,5 +128,21 @@ mod tests {
             !child.contains("00f067aa0ba902b7"),
             "a span of its own: {child}"
         );
+    }
+
+    #[test]
+    fn without_a_traceparent_a_job_starts_its_own_trace() {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let layer = tracing_opentelemetry::layer().with_tracer(provider.tracer("test"));
+        let subscriber = tracing_subscriber::registry().with(layer);
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let task = tracing::info_span!("task");
+        let _in_task = task.enter();
+        let task_trace = current_traceparent().unwrap()[3..35].to_owned();
+        let job = tracing::info_span!("job");
+        continue_trace(&job, None);
+        let _entered = job.enter();
+        let job_trace = current_traceparent().unwrap()[3..35].to_owned();
+        assert_ne!(job_trace, task_trace, "not a child of the worker's task");
     }
 }
