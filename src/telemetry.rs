@@ -161,13 +161,21 @@ struct OtlpClient(reqwest::Client);
 #[async_trait::async_trait]
 impl HttpClient for OtlpClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
-        let response = self.0.execute(reqwest::Request::try_from(request)?).await?;
+        let mut response = self.0.execute(reqwest::Request::try_from(request)?).await?;
         let mut out = Response::builder().status(response.status().as_u16());
         if let Some(headers) = out.headers_mut() {
             *headers = response.headers().clone();
         }
-        // The receiver's answer is a small status message; cap it anyway.
-        let body = response.bytes().await?;
-        Ok(out.body(body.slice(..body.len().min(64 * 1024)))?)
+        // The receiver's answer is a small status message: read no more
+        // than 64 KiB of it.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() >= 64 * 1024 {
+                body.truncate(64 * 1024);
+                break;
+            }
+        }
+        Ok(out.body(Bytes::from(body))?)
     }
 }
