@@ -78,7 +78,7 @@ impl Telemetry {
 }
 
 /// Route layer: records each request's duration under its template, and
-/// names the request's span by it (the span exists before routing). A
+/// the template on the request's span (which exists before routing). A
 /// nested service (tus) names its template in the response.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let matched = request

@@ -216,8 +216,8 @@ impl Routes {
     }
 }
 
-/// What each method of a nested service needs.
-/// The routes a nested service answers under its mount point.
+/// The routes a nested service answers under its mount point, and the
+/// access each needs.
 struct Nested {
     prefix: &'static str,
     /// Method, declared path (a template), access.
