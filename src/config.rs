@@ -1056,6 +1056,30 @@ mod tests {
     }
 
     #[test]
+    fn trace_export_reads_the_standard_variables() {
+        let c = Config::from_sources(None, &env(&[])).unwrap();
+        assert!(
+            c.settings.otel_exporter_otlp_endpoint.is_none(),
+            "off by default"
+        );
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+                ("OTEL_SERVICE_NAME", "lectern-eu"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+            ]),
+        )
+        .unwrap();
+        let base = c.settings.otel_exporter_otlp_endpoint.as_ref().unwrap();
+        assert_eq!(base.0, "http://collector:4318");
+        assert_eq!(c.settings.otel_service_name, "lectern-eu");
+        assert_eq!(c.settings.otel_traces_sampler_arg.0, 0.1);
+        let e = Config::from_sources(None, &env(&[("OTEL_TRACES_SAMPLER_ARG", "10")])).unwrap_err();
+        assert_eq!(e.field, "OTEL_TRACES_SAMPLER_ARG");
+    }
+
+    #[test]
     fn names_derive_from_fields() {
         let mut seen = std::collections::BTreeSet::new();
         for spec in SETTINGS {

@@ -179,3 +179,37 @@ impl HttpClient for OtlpClient {
         Ok(out.body(Bytes::from(body))?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn url(pairs: &[(&str, &str)]) -> Option<String> {
+        let env = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        traces_url(&Config::from_sources(None, &env).unwrap().settings)
+    }
+
+    #[test]
+    fn the_traces_endpoint_wins_over_the_base_endpoint() {
+        assert_eq!(url(&[]), None);
+        assert_eq!(
+            url(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]).as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert_eq!(
+            url(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+                (
+                    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                    "https://apm.example.org/otlp/traces"
+                ),
+            ])
+            .as_deref(),
+            Some("https://apm.example.org/otlp/traces")
+        );
+    }
+}
