@@ -1,5 +1,6 @@
 //! One typed configuration, loaded from an optional TOML file and the
-//! environment (`LECTERN_*`, `DATABASE_URL`, `REDIS_URL`), validated once at
+//! environment (`LECTERN_*`, `DATABASE_URL`, `REDIS_URL`, and the standard
+//! `OTEL_*` variables of trace export), validated once at
 //! start-up.
 //!
 //! Every setting is declared once, in `config/settings.rs`: its field names
@@ -1071,15 +1072,43 @@ mod tests {
     }
 
     #[test]
+    fn trace_export_reads_the_standard_variables() {
+        let c = Config::from_sources(None, &env(&[])).unwrap();
+        assert!(
+            c.settings.otel_exporter_otlp_endpoint.is_none(),
+            "off by default"
+        );
+        let c = Config::from_sources(
+            None,
+            &env(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+                ("OTEL_SERVICE_NAME", "lectern-eu"),
+                ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+            ]),
+        )
+        .unwrap();
+        let base = c.settings.otel_exporter_otlp_endpoint.as_ref().unwrap();
+        assert_eq!(base.0, "http://collector:4318");
+        assert_eq!(c.settings.otel_service_name, "lectern-eu");
+        assert_eq!(c.settings.otel_traces_sampler_arg.0, 0.1);
+        let e = Config::from_sources(None, &env(&[("OTEL_TRACES_SAMPLER_ARG", "10")])).unwrap_err();
+        assert_eq!(e.field, "OTEL_TRACES_SAMPLER_ARG");
+    }
+
+    #[test]
     fn names_derive_from_fields() {
         let mut seen = std::collections::BTreeSet::new();
         for spec in SETTINGS {
             let var = spec.env();
             assert!(seen.insert(var.clone()), "{var} twice");
             let derived = format!("LECTERN_{}", spec.name.to_ascii_uppercase());
-            // The two variables other tools share keep their usual names.
+            // The variables other tools share keep their usual names: the
+            // two connection URLs, and OpenTelemetry's standard ones (whose
+            // field is the variable in lower case).
             assert!(
-                var == derived || ["DATABASE_URL", "REDIS_URL"].contains(&var.as_str()),
+                var == derived
+                    || ["DATABASE_URL", "REDIS_URL"].contains(&var.as_str())
+                    || (var.starts_with("OTEL_") && var.to_ascii_lowercase() == spec.name),
                 "{var}"
             );
             assert!(!spec.description().is_empty(), "{var} has no description");

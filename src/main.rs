@@ -12,6 +12,7 @@ mod process;
 mod replicate;
 mod serve;
 mod tasks;
+mod telemetry;
 mod worker;
 
 use std::path::PathBuf;
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LogFormat, Settings};
+use crate::config::Config;
 
 #[derive(Parser)]
 #[command(
@@ -86,9 +87,13 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    init_tracing(&config.settings);
     let Some(runtime) = runtime() else {
         return ExitCode::FAILURE;
+    };
+    // Inside the runtime: the trace exporter's batches are a task on it.
+    let tracing = {
+        let _rt = runtime.enter();
+        telemetry::Tracing::init(&config.settings)
     };
     let result = runtime.block_on(async {
         match cli.command {
@@ -100,6 +105,7 @@ fn main() -> ExitCode {
             Command::Admin { args } => admin::run(config, args).await,
         }
     });
+    tracing.shutdown();
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -119,18 +125,5 @@ fn runtime() -> Option<tokio::runtime::Runtime> {
             eprintln!("lectern: cannot start the async runtime: {e}");
             None
         }
-    }
-}
-
-fn init_tracing(settings: &Settings) {
-    use tracing_subscriber::EnvFilter;
-    // Checked when the configuration was read (LECTERN_LOG).
-    let filter = EnvFilter::try_new(&settings.log.0).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match settings.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
     }
 }

@@ -8,7 +8,10 @@
 //! `tower::ServiceExt::oneshot`, no socket needed. Every request gets an
 //! `x-request-id` (the client's, if it sent one), carried in its tracing
 //! span and the audit row and echoed in the response, so one id ties a
-//! client's report to the logs.
+//! client's report to the logs. The span names the route template, method
+//! and status, never the raw path; when traces are exported (the binary's
+//! `telemetry.rs`) it is the trace's root, and a job it enqueues continues
+//! it (`lectern_telemetry`).
 //!
 //! **Architecture invariant:** no business logic lives here; an area's
 //! behaviour is in its crate, this crate only wires them.
@@ -182,6 +185,9 @@ impl AppState {
             playback.media_cache.clone(),
         )));
         settings.learning.flush_metrics.register(&mut registry);
+        let webhook_counts = Arc::new(lectern_ingest::http::webhooks::DeliveryCounts::default());
+        registry.register_collector(webhook_counts.collector());
+        registry.register_collector(lectern_notify::metrics::collector());
         AppState(Arc::new(Areas {
             telemetry: metrics::Telemetry::new(registry),
             ingest: IngestState {
@@ -191,6 +197,7 @@ impl AppState {
                 pulls: Arc::new(settings.pulls),
                 pulls_in_flight: Arc::new(PullsInFlight::default()),
                 webhooks: Arc::new(settings.webhooks),
+                webhook_counts,
                 schema_ready: settings.schema_ready.clone(),
             },
             uploads: Arc::new(settings.uploads),
@@ -266,6 +273,42 @@ pub fn route_table(state: &AppState) -> Vec<lectern_web::RouteSpec> {
     api.table().iter().chain(media.table()).cloned().collect()
 }
 
+/// The span of one request, also what an OpenTelemetry exporter sends: the
+/// method, the route *template* (`metrics::track` records it once routing
+/// has matched; never the raw path, which may carry ids), the status and
+/// the request id. No header, query or body: no credential or personal
+/// data reaches a log line or a trace.
+fn request_span<B>(req: &Request<B>) -> tracing::Span {
+    use tracing::field::Empty;
+    let id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        otel.status_code = Empty,
+        http.request.method = %req.method(),
+        http.route = Empty,
+        http.response.status_code = Empty,
+        request_id = %id,
+    )
+}
+
+fn record_status<B>(res: &axum::http::Response<B>, latency: Duration, span: &tracing::Span) {
+    let status = res.status();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    tracing::debug!(
+        latency_ms = latency.as_millis() as u64,
+        status = status.as_u16(),
+        "finished processing request"
+    );
+}
+
 pub fn router(state: AppState) -> Router {
     let (api, media) = routes(&state);
     let (api, _) = api.into_parts();
@@ -284,14 +327,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let id = req
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(record_status),
         )
         // Outermost, so the id exists before tracing and every handler.
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))

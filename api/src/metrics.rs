@@ -24,6 +24,7 @@ use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lectern_web::metrics::{self, Registry};
+use lectern_web::router::RouteTemplate;
 use lectern_web::{Access, ApiRouter, Permission};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
@@ -76,15 +77,24 @@ impl Telemetry {
     }
 }
 
-/// Route layer: records each request's duration under its template.
+/// Route layer: records each request's duration under its template, and
+/// the template on the request's span (which exists before routing). A
+/// nested service (tus) names its template in the response.
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+        .map(|m| m.as_str().to_string());
     let method = request.method().as_str().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
+    let route = matched
+        .or_else(|| {
+            let nested = response.extensions().get::<RouteTemplate>();
+            nested.map(|t| t.0.to_string())
+        })
+        .unwrap_or_else(|| "unmatched".to_string());
+    tracing::Span::current().record("http.route", route.as_str());
     let status = match response.status().as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",

@@ -163,8 +163,20 @@ async fn metrics_show_route_templates_the_queue_and_every_area(db: PgPool) {
         "lectern_origin_cache_hits_total 0",
         "lectern_progress_flushed_rows_total 0",
         "lectern_logins_total{outcome=\"success\"} 1",
+        "lectern_webhook_deliveries_total{outcome=\"delivered\"} 0",
+        "lectern_webhook_deliveries_total{outcome=\"given_up\"} 0",
+        "# TYPE lectern_notification_deliveries counter",
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} missing:\n{text}");
+    }
+    for channel in ["inbox", "email", "sms"] {
+        let series = format!(
+            "lectern_notification_deliveries_total{{channel=\"{channel}\",outcome=\"sent\"}} "
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with(&series)),
+            "{series:?} missing:\n{text}"
+        );
     }
     assert!(
         text.lines().any(|l| l.starts_with(

@@ -563,6 +563,26 @@ async fn a_delivery_to_a_down_smtp_server_is_retried_with_backoff_until_it_is_ba
     .unwrap();
     assert_eq!(last, ("failed".to_string(), reason));
     assert_eq!(mails_for(&smtp, &email).len(), 1, "Neurology never arrived");
+
+    // `/metrics` counts every attempt by channel and outcome (this test's
+    // process holds only these: the counters are per node).
+    w.user(None, "root@notices.example", Role::SuperAdmin).await;
+    let root = w.login("root@notices.example").await;
+    let (status, metrics) = w.call_raw("GET", "/metrics", Some(&root), None).await;
+    assert_eq!(status, StatusCode::OK, "{metrics}");
+    for line in [
+        "lectern_notification_deliveries_total{channel=\"email\",outcome=\"sent\"} 1",
+        "lectern_notification_deliveries_total{channel=\"email\",outcome=\"retried\"} 4",
+        "lectern_notification_deliveries_total{channel=\"email\",outcome=\"given_up\"} 1",
+        "lectern_notification_deliveries_total{channel=\"email\",outcome=\"failed\"} 0",
+        "lectern_notification_deliveries_total{channel=\"sms\",outcome=\"sent\"} 0",
+        "lectern_notification_deliveries_total{channel=\"inbox\",outcome=\"sent\"} 2",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} missing:\n{metrics}"
+        );
+    }
 }
 
 #[sqlx::test(migrations = "../migrations")]

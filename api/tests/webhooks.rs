@@ -240,6 +240,24 @@ async fn a_failed_asset_is_delivered_once_signed_after_two_500s(db: PgPool) {
     assert_eq!(deliveries[0]["state"], "delivered");
     assert_eq!(deliveries[0]["attempts"], 3);
     assert_eq!(deliveries[0]["last_status"], 200);
+    // `/metrics` counts each attempt once by what became of it.
+    world
+        .user(None, "root@webhooks.example", lectern_web::Role::SuperAdmin)
+        .await;
+    let root = world.login("root@webhooks.example").await;
+    let (status, metrics) = world.call_raw("GET", "/metrics", Some(&root), None).await;
+    assert_eq!(status, StatusCode::OK, "{metrics}");
+    for line in [
+        "lectern_webhook_deliveries_total{outcome=\"delivered\"} 1",
+        "lectern_webhook_deliveries_total{outcome=\"retried\"} 2",
+        "lectern_webhook_deliveries_total{outcome=\"given_up\"} 0",
+        "lectern_webhook_deliveries_total{outcome=\"failed\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line:?} missing:\n{metrics}"
+        );
+    }
 
     // Another organisation neither sees the log nor the endpoint.
     let (_, other) = partner(&world, "Alumni Office").await;

@@ -25,10 +25,15 @@ pub struct NewAsset {
 /// Inserts the asset in status `uploaded`; its transcode job is enqueued by
 /// the database in the same statement. Takes any executor so intake can
 /// record the asset in the same transaction that closes its upload.
+///
+/// The job carries the current span's trace context: the statement sets
+/// `lectern.traceparent` for its transaction (empty when no trace is
+/// exported, which also clears one an earlier insert of the same
+/// transaction set) and the trigger copies it into `jobs.traceparent`.
 pub async fn create<'e>(db: impl PgExecutor<'e>, asset: &NewAsset) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO assets (id, organisation_id, source_key, title, profile, priority)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+         SELECT $1, $2, $3, $4, $5, $6 FROM (SELECT set_config($7, $8, true)) AS trace",
     )
     .bind(asset.id)
     .bind(asset.organisation_id)
@@ -36,6 +41,8 @@ pub async fn create<'e>(db: impl PgExecutor<'e>, asset: &NewAsset) -> sqlx::Resu
     .bind(&asset.title)
     .bind(&asset.profile)
     .bind(asset.priority)
+    .bind(lectern_telemetry::SETTING)
+    .bind(lectern_telemetry::current_traceparent().unwrap_or_default())
     .execute(db)
     .await?;
     Ok(())

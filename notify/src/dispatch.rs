@@ -24,6 +24,8 @@
 //! digit runs), never a body or a parameter. Once a notice has no pending
 //! delivery left its parameters are erased.
 //!
+//! Each outcome is also counted for `/metrics` ([`crate::metrics`]).
+//!
 //! `serve` runs [`Notify::run`] in its task set; it wakes at once when a
 //! request has just enqueued ([`Notify::wake`]) and polls otherwise.
 
@@ -36,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::address::AddressBook;
+use crate::metrics::{self, Outcome};
 use crate::templates::{self, Lang};
 use crate::transport::{EmailTransport, Message, SendError, Sms, SmsTransport};
 use crate::{Channel, Payload, Recipient, Topic, PAYLOAD_FIELD};
@@ -241,6 +244,11 @@ impl Notify {
     }
 
     async fn handle(&self, d: Claimed) -> Result<(), sqlx::Error> {
+        let channel = if d.channel == "sms" {
+            Channel::Sms
+        } else {
+            Channel::Email
+        };
         let outcome = match self.attempt(&d).await? {
             Attempt::Sent(bidx) => {
                 sqlx::query(
@@ -251,6 +259,7 @@ impl Notify {
                 .bind(bidx)
                 .execute(&self.db)
                 .await?;
+                metrics::count(channel, Outcome::Sent);
                 ("sent", None, None)
             }
             Attempt::Deferred { until_secs } => {
@@ -262,6 +271,7 @@ impl Notify {
                 .bind(until_secs)
                 .execute(&self.db)
                 .await?;
+                metrics::count(channel, Outcome::Deferred);
                 (
                     "deferred",
                     Some("the recipient's hourly limit for this channel is reached".to_string()),
@@ -281,11 +291,14 @@ impl Notify {
                     .bind(delay.as_secs_f64())
                     .execute(&self.db)
                     .await?;
+                    metrics::count(channel, Outcome::Retried);
                     ("retry", Some(reason), i64::try_from(delay.as_millis()).ok())
                 } else {
                     let reason = if e.transient {
+                        metrics::count(channel, Outcome::GivenUp);
                         format!("gave up after {} attempts: {reason}", d.attempts)
                     } else {
+                        metrics::count(channel, Outcome::Failed);
                         reason
                     };
                     sqlx::query(

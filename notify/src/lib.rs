@@ -13,7 +13,8 @@
 //! no accounts), renders the [`templates`] in the person's language,
 //! hands the message to a [`transport`] (SMTP, Alibaba Cloud or Tencent
 //! Cloud SMS, or the development outbox), and records the outcome in the
-//! delivery log, retrying with exponential backoff up to a bound.
+//! delivery log, retrying with exponential backoff up to a bound;
+//! [`metrics`] counts the outcomes for `/metrics`.
 //!
 //! **Invariant:** secrets never reach the inbox or the delivery log. A
 //! secret topic ([`Topic::is_secret`]: one-time codes and links carrying
@@ -26,6 +27,7 @@
 pub mod address;
 pub mod dispatch;
 pub mod inbox;
+pub mod metrics;
 pub mod preferences;
 pub mod templates;
 pub mod transport;
@@ -378,6 +380,7 @@ async fn insert(
         .bind(params)
         .execute(&mut *conn)
         .await?;
+        metrics::count(Channel::Inbox, metrics::Outcome::Sent);
     }
     for channel in channels {
         sqlx::query(

@@ -163,10 +163,12 @@ impl Worker {
         let Some(priority) = priority else {
             return Err(JobFailure::LeaseLost);
         };
+        // Each part's span continues this job's trace.
+        let traceparent = lectern_telemetry::current_traceparent();
         for part in &parts {
             sqlx::query(
-                "INSERT INTO jobs (id, kind, asset_id, priority, parent_id, spec)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO jobs (id, kind, asset_id, priority, parent_id, spec, traceparent)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
             )
             .bind(Uuid::new_v4())
             .bind(JobKind::EncodePart)
@@ -174,6 +176,7 @@ impl Worker {
             .bind(priority)
             .bind(job.id)
             .bind(serde_json::to_value(part).expect("spec serialises"))
+            .bind(&traceparent)
             .execute(&mut *tx)
             .await?;
         }

@@ -15,7 +15,9 @@
 //! Jobs are born in the database: an `AFTER INSERT` trigger on `assets`
 //! (`assets_enqueue_transcode`) enqueues the transcode in the asset's own
 //! transaction, so ingest knows nothing of the queue and an asset never
-//! exists without its job. [`claim`] takes the most urgent runnable job —
+//! exists without its job; the job keeps the `traceparent` of the span
+//! that created the asset (`lectern_telemetry`), so the worker's span
+//! continues the upload's trace. [`claim`] takes the most urgent runnable job —
 //! by priority, parts of an asset already under way first, then due time —
 //! queued and due, or running with an expired lease and an attempt left.
 //! Ownership is `(lease_owner, attempts, state = 'running')`
@@ -48,6 +50,9 @@ pub struct ClaimedJob {
     /// The worker whose expired lease this claim took over: it died (or
     /// lost the database) while it held the job.
     pub taken_over_from: Option<String>,
+    /// W3C trace context of the span that queued the job (the upload's
+    /// request, or the parent job for parts); the job's span continues it.
+    pub traceparent: Option<String>,
 }
 
 impl ClaimedJob {
@@ -73,7 +78,7 @@ pub(crate) const CRASHED_ON_LAST_ATTEMPT: &str =
 pub(crate) fn claimed_columns(owner: &str) -> String {
     format!(
         "jobs.id, jobs.asset_id, jobs.attempts, jobs.handbacks, jobs.max_attempts, jobs.kind, \
-         jobs.parent_id, jobs.spec, {owner} AS taken_over_from"
+         jobs.parent_id, jobs.spec, jobs.traceparent, {owner} AS taken_over_from"
     )
 }
 

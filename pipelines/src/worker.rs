@@ -134,11 +134,14 @@ impl Worker {
             // carries the asset it works on.
             let span = tracing::info_span!(
                 "job",
+                otel.kind = "consumer",
                 job = %job.id,
                 asset = %job.asset_id,
                 kind = job.kind.as_str(),
                 attempt = job.attempts
             );
+            // One trace from the request that queued the job to its end.
+            lectern_telemetry::continue_trace(&span, job.traceparent.as_deref());
             running.spawn(
                 async move {
                     worker.process(job, cancel).await;

@@ -13,7 +13,7 @@ use lectern_egress::AllowList;
 use lectern_identity::TrustedProxies;
 
 use super::value::{
-    BaseUrl, Bytes, DatabaseUrl, LogFilter, LogFormat, Profile, ProgressBackendKind, Secret,
+    BaseUrl, Bytes, DatabaseUrl, LogFilter, LogFormat, Profile, ProgressBackendKind, Ratio, Secret,
     SmsProviderKind, SmtpTlsMode, StorageBackend, StoragePrefix,
 };
 
@@ -304,6 +304,21 @@ settings! {
     log_format: LogFormat = default "text";
     /// tracing filter, e.g. `debug,sqlx=warn`
     log: LogFilter = default "info,sqlx=warn,tower_http=info";
+    /// OTLP/HTTP (protobuf) receiver of traces, e.g. an OpenTelemetry
+    /// Collector's `http://127.0.0.1:4318`: spans go to its `/v1/traces`
+    /// (requests by route template, jobs continuing the request that queued
+    /// them). Unset, nothing is exported or recorded for it. A collector
+    /// that wants credentials gets them from `OTEL_EXPORTER_OTLP_HEADERS`
+    /// (`key=value,…`), read as the OpenTelemetry specification says
+    otel_exporter_otlp_endpoint as "OTEL_EXPORTER_OTLP_ENDPOINT": Option<BaseUrl> = none "unset → off";
+    /// the full URL traces are posted to, instead of the endpoint's
+    /// `/v1/traces` (either turns export on)
+    otel_exporter_otlp_traces_endpoint as "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": Option<BaseUrl> = none "`$OTEL_EXPORTER_OTLP_ENDPOINT/v1/traces`";
+    /// `service.name` of exported spans
+    otel_service_name as "OTEL_SERVICE_NAME": String = default "lectern";
+    /// share of traces exported (0–1), drawn where a trace starts (a
+    /// request, a job nothing queued); a job follows its request's draw
+    otel_traces_sampler_arg as "OTEL_TRACES_SAMPLER_ARG": Ratio = default "1";
     /// PostgreSQL binaries for embedded mode
     pg_bin: Option<PathBuf> = none "newest `/usr/lib/postgresql/*/bin`";
 }

@@ -66,6 +66,19 @@ macro_rules! whole_numbers {
 }
 whole_numbers!(u16, u32, u64, usize);
 
+/// A share from 0 to 1, like `0.25`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ratio(pub f64);
+
+impl Value for Ratio {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => Ok(Ratio(r)),
+            _ => Err(format!("{text:?} is not a number from 0 to 1")),
+        }
+    }
+}
+
 /// Seconds, or a number with a unit: `500ms`, `30s`, `90m`, `6h`.
 impl Value for Duration {
     fn parse(text: &str) -> Result<Self, String> {
@@ -280,6 +293,15 @@ impl Value for lectern_egress::AllowList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_are_shares_from_zero_to_one() {
+        assert_eq!(Ratio::parse("0.25"), Ok(Ratio(0.25)));
+        assert_eq!(Ratio::parse(" 1 "), Ok(Ratio(1.0)));
+        for bad in ["1.5", "-0.1", "half", "NaN", ""] {
+            assert!(Ratio::parse(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn durations_take_the_units_operators_write() {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-/// The `lectern` binary, run in `cwd` with no Lectern configuration at all,
-/// whatever the caller's environment holds.
+/// The `lectern` binary, run in `cwd` with no Lectern configuration at all
+/// (trace export included), whatever the caller's environment holds.
 pub fn lectern(cwd: &Path) -> Command {
     lectern_binary(Path::new(env!("CARGO_BIN_EXE_lectern")), cwd)
 }
@@ -20,7 +20,7 @@ pub fn lectern_binary(binary: &Path, cwd: &Path) -> Command {
     let mut cmd = Command::new(binary);
     cmd.current_dir(cwd);
     for (key, _) in std::env::vars() {
-        if key.starts_with("LECTERN_") || key == "DATABASE_URL" {
+        if key.starts_with("LECTERN_") || key.starts_with("OTEL_") || key == "DATABASE_URL" {
             cmd.env_remove(key);
         }
     }

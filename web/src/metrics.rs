@@ -44,6 +44,22 @@ pub fn counter_by<'a>(
     Ok(())
 }
 
+/// One counter with a sample per label set (several labels, each a closed
+/// set).
+pub fn counter_by_labels<'a>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Vec<(&'static str, &'a str)>, u64)>,
+) -> Result<(), Error> {
+    let mut family =
+        enc.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+    for (labels, n) in samples {
+        ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 /// One unlabelled gauge.
 pub fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> Result<(), Error> {
     let g = ConstGauge::new(value);
@@ -96,6 +112,12 @@ mod tests {
                 "outcome",
                 [("ok", 2), ("failed", 1)],
             )?;
+            counter_by_labels(
+                &mut enc,
+                "lectern_sent",
+                "Sent.",
+                [(vec![("channel", "sms"), ("outcome", "sent")], 5)],
+            )?;
             gauge_by(
                 &mut enc,
                 "lectern_depth",
@@ -114,6 +136,7 @@ mod tests {
             "# TYPE lectern_things counter",
             "lectern_things_total 3",
             "lectern_outcomes_total{outcome=\"failed\"} 1",
+            "lectern_sent_total{channel=\"sms\",outcome=\"sent\"} 5",
             "lectern_depth{kind=\"transcode\"} 4.0",
         ] {
             assert!(

@@ -151,10 +151,13 @@ impl<S: Clone + Send + Sync + 'static> ApiRouter<S> {
         routes: &[NestedRoute],
         service: Router,
     ) -> Self {
-        let by_method: Vec<(Method, Access)> = routes
-            .iter()
-            .map(|(method, _, access, _)| (method.clone(), *access))
-            .collect();
+        let by_method = Nested {
+            prefix,
+            routes: routes
+                .iter()
+                .map(|(method, path, access, _)| (method.clone(), *path, *access))
+                .collect(),
+        };
         for (method, path, access, describe) in routes {
             assert!(
                 path.starts_with(prefix),
@@ -213,8 +216,21 @@ impl Routes {
     }
 }
 
-/// What each method of a nested service needs.
-type AccessByMethod = Arc<Vec<(Method, Access)>>;
+/// The routes a nested service answers under its mount point, and the
+/// access each needs.
+struct Nested {
+    prefix: &'static str,
+    /// Method, declared path (a template), access.
+    routes: Vec<(Method, &'static str, Access)>,
+}
+
+type AccessByMethod = Arc<Nested>;
+
+/// The template of the route a nested service answered, in its response's
+/// extensions: axum gives nested services no `MatchedPath`, and metrics
+/// and traces name requests by template, never by raw path.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteTemplate(pub &'static str);
 
 /// [`enforce`] for a nested service, with the access its method needs.
 async fn enforce_by_method(
@@ -222,14 +238,24 @@ async fn enforce_by_method(
     request: Request,
     next: Next,
 ) -> Response {
-    match table.iter().find(|(m, _)| m == request.method()) {
-        Some((_, access)) => enforce(State((gate, *access)), request, next).await,
-        None => ApiError::new(
+    // The mount point itself, or a path below it (one template each way).
+    let at_prefix = matches!(request.uri().path(), "" | "/");
+    let method = request.method();
+    let same_method = || table.routes.iter().filter(|(m, ..)| m == method);
+    let route = same_method()
+        .find(|(_, path, _)| (*path == table.prefix) == at_prefix)
+        .or_else(|| same_method().next())
+        .map(|(_, path, access)| (*path, *access));
+    let Some((path, access)) = route else {
+        return ApiError::new(
             ErrorCode::MethodNotAllowed,
-            format!("{} is not supported here", request.method()),
+            format!("{method} is not supported here"),
         )
-        .into_response(),
-    }
+        .into_response();
+    };
+    let mut response = enforce(State((gate, access)), request, next).await;
+    response.extensions_mut().insert(RouteTemplate(path));
+    response
 }
 
 /// The one check of [`Access`], before any handler: 401 without a caller,

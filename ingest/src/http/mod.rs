@@ -28,6 +28,8 @@ pub struct IngestState {
     /// The URL pulls this node is downloading.
     pub pulls_in_flight: Arc<pulls::PullsInFlight>,
     pub webhooks: Arc<webhooks::WebhookSettings>,
+    /// What became of webhook deliveries on this node (`/metrics`).
+    pub webhook_counts: Arc<webhooks::DeliveryCounts>,
     /// Set once migrations have been applied; background work waits for it.
     pub schema_ready: Arc<AtomicBool>,
 }

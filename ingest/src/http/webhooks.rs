@@ -35,7 +35,16 @@
 //! compare in constant time, and refuse timestamps older than a few
 //! minutes (replay). `Lectern-Delivery` is stable across retries, for
 //! receivers' idempotency.
+//!
+//! `/metrics` counts what became of each attempt on this node
+//! ([`DeliveryCounts`], `lectern_webhook_deliveries_total{outcome}`):
+//! `delivered`, `retried` (not taken, another attempt is due), `given_up`
+//! (not taken on the last attempt) and `failed` (settled undelivered
+//! because its endpoint was disabled). An attempt whose outcome was not
+//! recorded (a newer claim won) is not counted.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -50,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use lectern_secrets::random_token;
+use lectern_web::metrics::{self, Collector, DescriptorEncoder};
 use lectern_web::ErrorCode;
 use lectern_web::{Access, Permission, Principal};
 use lectern_web::{ApiError, ApiRouter, Created, NoContent};
@@ -97,6 +107,69 @@ impl Default for WebhookSettings {
             per_endpoint: 4,
             max_in_flight: 64,
         }
+    }
+}
+
+/// What became of webhook deliveries on this node, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeliveryCounts {
+    /// By [`Outcome::ALL`]'s order.
+    outcomes: [AtomicU64; 4],
+}
+
+/// The closed set of `outcome` labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Retried,
+    GivenUp,
+    Failed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Delivered,
+        Outcome::Retried,
+        Outcome::GivenUp,
+        Outcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retried => "retried",
+            Outcome::GivenUp => "given_up",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+impl DeliveryCounts {
+    fn add(&self, outcome: Outcome, n: u64) {
+        self.outcomes[outcome as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// What `/metrics` shows of these counters, read at each scrape.
+    pub fn collector(self: &Arc<Self>) -> Box<dyn Collector> {
+        Box::new(DeliveryCollector(self.clone()))
+    }
+}
+
+#[derive(Debug)]
+struct DeliveryCollector(Arc<DeliveryCounts>);
+
+impl Collector for DeliveryCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        metrics::counter_by(
+            &mut enc,
+            "lectern_webhook_deliveries",
+            "Webhook delivery attempts by outcome (delivered, retried, given_up) and deliveries settled as failed when their endpoint was disabled, on this node.",
+            "outcome",
+            Outcome::ALL
+                .iter()
+                .zip(&self.0.outcomes)
+                .map(|(o, n)| (o.as_str(), n.load(Ordering::Relaxed))),
+        )
     }
 }
 
@@ -266,15 +339,17 @@ async fn disable(
     if done.rows_affected() == 0 {
         return Err(ApiError::not_found(format!("no webhook {id}")));
     }
-    sqlx::query(
+    let settled = sqlx::query(
         "UPDATE webhook_deliveries SET state = 'failed', locked_until = NULL,
                 last_error = 'the endpoint was disabled before this was delivered'
          WHERE endpoint_id = $1 AND state = 'pending'",
     )
     .bind(id)
     .execute(&mut *tx)
-    .await?;
+    .await?
+    .rows_affected();
     tx.commit().await?;
+    state.webhook_counts.add(Outcome::Failed, settled);
     Ok(NoContent)
 }
 
@@ -560,7 +635,7 @@ async fn record(
     let settings = &state.webhooks;
     match outcome {
         Ok(status) => {
-            sqlx::query(
+            let recorded = sqlx::query(
                 "UPDATE webhook_deliveries SET state = 'delivered', delivered_at = now(),
                         last_status = $2, last_error = NULL, locked_until = NULL
                  WHERE id = $1 AND attempts = $3",
@@ -569,7 +644,9 @@ async fn record(
             .bind(i32::from(status))
             .bind(delivery.attempts)
             .execute(&state.db)
-            .await?;
+            .await?
+            .rows_affected();
+            state.webhook_counts.add(Outcome::Delivered, recorded);
             tracing::info!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, "webhook delivered");
         }
         Err((status, why)) => {
@@ -579,7 +656,7 @@ async fn record(
                 .backoff
                 .saturating_mul(2u32.saturating_pow(exponent))
                 .min(settings.max_backoff);
-            sqlx::query(
+            let recorded = sqlx::query(
                 "UPDATE webhook_deliveries SET state = $2, last_status = $3, last_error = $4,
                         next_attempt_at = now() + make_interval(secs => $5), locked_until = NULL
                  WHERE id = $1 AND attempts = $6 AND state = 'pending'",
@@ -591,7 +668,14 @@ async fn record(
             .bind(delay.as_secs_f64())
             .bind(delivery.attempts)
             .execute(&state.db)
-            .await?;
+            .await?
+            .rows_affected();
+            let outcome = if exhausted {
+                Outcome::GivenUp
+            } else {
+                Outcome::Retried
+            };
+            state.webhook_counts.add(outcome, recorded);
             tracing::warn!(delivery = %delivery.id, event = %delivery.event, attempts = delivery.attempts, exhausted, reason = %why, "webhook not delivered");
         }
     }

@@ -58,6 +58,7 @@ pub use error::TusError;
 use lease::Lease;
 use lectern_assets::{self as assets, keys, NewAsset};
 use metadata::UploadMetadata;
+use tracing::Instrument;
 
 pub const TUS_VERSION: &str = "1.0.0";
 const EXTENSIONS: &str = "creation,creation-with-upload,termination,expiration,checksum";
@@ -435,7 +436,8 @@ impl Progress {
 /// [`write`] in a task of its own: when a client vanishes mid-chunk, hyper
 /// drops the request's future, but the bytes that did arrive must still be
 /// recorded so the client can resume after them rather than from the
-/// previous chunk.
+/// previous chunk. The task stays in the request's span, so what it logs,
+/// and the job an upload's last chunk queues, belong to the request.
 async fn write_detached(
     state: &TusState,
     partner: &Partner,
@@ -445,8 +447,9 @@ async fn write_detached(
     body: Body,
 ) -> Result<Progress, TusError> {
     let (state, partner, headers) = (state.clone(), partner.clone(), headers.clone());
-    let task =
-        tokio::spawn(async move { write(&state, &partner, id, claimed, &headers, body).await });
+    let task = tokio::spawn(
+        async move { write(&state, &partner, id, claimed, &headers, body).await }.in_current_span(),
+    );
     match task.await {
         Ok(result) => result,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
