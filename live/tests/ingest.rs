@@ -639,9 +639,14 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
     });
     let clip = sample_clip(&["--seconds", "30"]);
     let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    // The clip four times over (2 min): the publisher must still be
+    // streaming when the organiser ends the event, however long the
+    // browser took (a first run installs the SDK's packages first).
     let mut publisher = ffmpeg(
         &[
             "-re",
+            "-stream_loop",
+            "3",
             "-i",
             clip.to_str().unwrap(),
             "-c",
