@@ -11,7 +11,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -21,18 +21,6 @@ use lectern_secrets::PlaybackKey;
 use lectern_storage::{FsStore, PutOptions, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
-
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM, not SIGKILL: the master must take its workers with it.
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -184,7 +172,7 @@ struct Stand {
     playback: Playback,
     store: FsStore,
     _origin: common::Server,
-    _nginx: Nginx,
+    _nginx: common::nginx::Nginx,
 }
 
 impl Stand {
@@ -235,40 +223,12 @@ impl Stand {
         }
 
         // nginx from the template.
-        let prefix_dir = dir.join("nginx");
-        std::fs::create_dir_all(&prefix_dir).unwrap();
         let cdn_addr = common::free_addr();
-        let conf = std::fs::read_to_string(root().join("infra/cdn/nginx.conf.template"))
-            .unwrap()
-            .replace("@@PREFIX@@", prefix_dir.to_str().unwrap())
-            .replace("@@LISTEN@@", &cdn_addr)
-            .replace("@@ORIGIN@@", &origin_addr);
-        let conf_path = prefix_dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let check = Command::new("nginx")
-            .arg("-t")
-            .arg("-p")
-            .arg(&prefix_dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .output()
-            .expect("nginx (installed by infra/dev/setup)");
-        assert!(
-            check.status.success(),
-            "infra/cdn/nginx.conf.template: {}",
-            String::from_utf8_lossy(&check.stderr)
+        let nginx = common::nginx::start(
+            "infra/cdn/nginx.conf.template",
+            dir,
+            &[("@@LISTEN@@", &cdn_addr), ("@@ORIGIN@@", &origin_addr)],
         );
-        let nginx = Command::new("nginx")
-            .arg("-p")
-            .arg(&prefix_dir)
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx (installed by infra/dev/setup)");
-        let nginx = Nginx(nginx);
         let cdn = format!("http://{cdn_addr}");
         // Any answer from nginx itself (a 404 outside /media) means it is up.
         wait_until_up(&format!("{cdn}/up")).await;

@@ -21,7 +21,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,6 +31,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use common::deployment::{catalogue, login, playback, stored_position, Deployment};
+use common::nginx::Nginx;
 
 const FLUSH: Duration = Duration::from_secs(1);
 /// A node pushes what it absorbed to Redis every second (learning's
@@ -44,55 +44,17 @@ const BEFORE_KILL: Duration = Duration::from_secs(4);
 const AFTER_KILL: Duration = Duration::from_secs(8);
 const BUCKET: Duration = Duration::from_millis(250);
 
-struct Nginx(Child);
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let _ = self.0.wait();
-    }
-}
-
 /// nginx from the HA template in front of `nodes`; returns it and its URL.
 async fn front(dir: &Path, nodes: [&str; 2]) -> (Nginx, String) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let prefix = dir.join("nginx");
-    std::fs::create_dir_all(&prefix).unwrap();
     let listen = common::free_addr();
-    let conf = std::fs::read_to_string(root.join("infra/ha/nginx.conf.template"))
-        .unwrap()
-        .replace("@@PREFIX@@", prefix.to_str().unwrap())
-        .replace("@@LISTEN@@", &listen)
-        .replace("@@NODE_A@@", nodes[0])
-        .replace("@@NODE_B@@", nodes[1]);
-    let conf_path = prefix.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let check = Command::new("nginx")
-        .arg("-t")
-        .arg("-p")
-        .arg(&prefix)
-        .arg("-c")
-        .arg(&conf_path)
-        .output()
-        .expect("nginx (installed by infra/dev/setup)");
-    assert!(
-        check.status.success(),
-        "infra/ha/nginx.conf.template: {}",
-        String::from_utf8_lossy(&check.stderr)
-    );
-    let nginx = Nginx(
-        Command::new("nginx")
-            .arg("-p")
-            .arg(&prefix)
-            .arg("-c")
-            .arg(&conf_path)
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let nginx = common::nginx::start(
+        "infra/ha/nginx.conf.template",
+        dir,
+        &[
+            ("@@LISTEN@@", &listen),
+            ("@@NODE_A@@", nodes[0]),
+            ("@@NODE_B@@", nodes[1]),
+        ],
     );
     let base = format!("http://{listen}");
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses its own subset
 
 pub mod deployment;
+pub mod nginx;
 
 use std::net::TcpListener;
 use std::path::Path;
