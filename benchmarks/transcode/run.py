@@ -13,15 +13,22 @@ preset, CRF, maxrate/bufsize and 4 s GOP as Lectern's profile:
   (b) one ffmpeg process per rung, in parallel (decode N times, PeerTube-style)
   (L) lectern transcode (GStreamer decode once, encode the ladder)
 
-Reported: media-seconds per wall-second, ratios L/a and L/b, SSIM per rung
-against the source (ffmpeg's ssim filter, source scaled to the rung with
-bicubic; on the lecture the first 120 s), total bytes. Results go to
-benchmarks/RESULTS.md (section replaced) and stdout.
+Reported: media-seconds per wall-second, ratios L/a and L/b, quality per
+rung, total bytes. Results go to benchmarks/RESULTS.md (section replaced)
+and stdout.
+
+Quality is measured the same way for every tool: each rung is scaled back
+up to the source's size with one fixed high-quality scaler (lanczos) and
+compared with the source (SSIM and PSNR, all planes; on the lecture the
+first 120 s). Comparing a rung with the source scaled *down* by one tool's
+scaler would reward the tool that uses that scaler: ffmpeg's own rungs
+score 1.0000 against a bicubic reference however good they are.
 """
 
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -163,21 +170,35 @@ def run_lectern(lectern, src, out, profile_name):
     return wall, playlists
 
 
-def ssim(rendition, src, height, limit_s):
+def quality(rendition, src, limit_s):
+    """(SSIM, PSNR dB) of a rung upscaled to the source's size against the source."""
     lim = ["-t", str(limit_s)] if limit_s else []
+    w, h = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
+         "-of", "csv=p=0", str(src)], check=True, capture_output=True, text=True).stdout.strip().split(",")
     res = subprocess.run(
         ["ffmpeg", "-hide_banner", "-nostats", *lim, "-i", str(rendition), *lim, "-i", str(src),
-         "-lavfi", f"[1:v]scale=-2:{height}:flags=bicubic[ref];[0:v][ref]ssim", "-f", "null", "-"],
+         "-lavfi", f"[0:v]setpts=PTS-STARTPTS,scale={w}:{h}:flags=lanczos,format=yuv420p[up];"
+                   "[1:v]setpts=PTS-STARTPTS,format=yuv420p[ref];"
+                   "[up]split[u1][u2];[ref]split[r1][r2];[u1][r1]ssim;[u2][r2]psnr",
+         "-f", "null", "-"],
         capture_output=True, text=True)
-    m = re.search(r"All:([0-9.]+)", res.stderr)
-    if not m:
-        raise SystemExit(f"ssim failed for {rendition}: {res.stderr[-500:]}")
-    return float(m.group(1))
+    s = re.search(r"SSIM .*All:([0-9.]+)", res.stderr)
+    p = re.search(r"PSNR .*average:([0-9.inf]+)", res.stderr)
+    if not s or not p:
+        raise SystemExit(f"quality failed for {rendition}: {res.stderr[-500:]}")
+    return float(s.group(1)), float(p.group(1))
 
 
 def total_bytes(directory):
     return sum(p.stat().st_size for p in Path(directory).rglob("*")
                if p.is_file() and p.suffix in (".mp4", ".m4s"))
+
+
+def children_cpu_s():
+    """CPU seconds (user + system) of every finished child process so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def bench(name, src, lectern, profile_name, ssim_limit):
@@ -189,12 +210,15 @@ def bench(name, src, lectern, profile_name, ssim_limit):
         shutil.rmtree(out, ignore_errors=True)
         out.mkdir(parents=True)
         print(f"[{name}] running {method} …", file=sys.stderr)
+        cpu = children_cpu_s()
         if runner:
             wall, playlists = runner(src, out, profile, rungs)
         else:
             wall, playlists = run_lectern(lectern, src, out, profile_name)
-        ssims = {h: ssim(playlists[h], src, h, ssim_limit) for h in RUNGS if h in playlists}
-        rows[method] = {"wall_s": wall, "speed": media_s / wall, "ssim": ssims, "bytes": total_bytes(out)}
+        cpu = children_cpu_s() - cpu
+        scores = {h: quality(playlists[h], src, ssim_limit) for h in RUNGS if h in playlists}
+        rows[method] = {"wall_s": wall, "speed": media_s / wall, "cpu_s": cpu, "ssim": {h: q[0] for h, q in scores.items()},
+                        "psnr": {h: q[1] for h, q in scores.items()}, "bytes": total_bytes(out)}
     return media_s, rows
 
 
@@ -223,19 +247,25 @@ def main():
     for title, media_s, rows in results:
         a, b, l = rows["a"], rows["b"], rows["L"]
         lines.append(f"**{title}** ({media_s:.1f} s of media)\n")
-        lines.append("| method | wall s | media-s / wall-s | SSIM 720p | SSIM 480p | SSIM 360p | bytes |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append("| method | wall s | media-s / wall-s | CPU s | SSIM / PSNR 720p | SSIM / PSNR 480p "
+                     "| SSIM / PSNR 360p | bytes |")
+        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for key, label in (("a", "(a) ffmpeg, 1 process, split filter"), ("b", "(b) ffmpeg, 1 process per rung"),
                            ("L", "lectern transcode")):
             r = rows[key]
-            s = " | ".join(f"{r['ssim'].get(h, float('nan')):.4f}" for h in RUNGS)
-            lines.append(f"| {label} | {r['wall_s']:.1f} | {r['speed']:.2f}× | {s} | {r['bytes']:,} |")
-        worst = max(abs(l["ssim"][h] - a["ssim"][h]) for h in RUNGS if h in l["ssim"] and h in a["ssim"])
+            s = " | ".join(f"{r['ssim'].get(h, float('nan')):.4f} / {r['psnr'].get(h, float('nan')):.2f}"
+                           for h in RUNGS)
+            lines.append(f"| {label} | {r['wall_s']:.1f} | {r['speed']:.2f}× | {r['cpu_s']:.1f} | {s} "
+                         f"| {r['bytes']:,} |")
+        # Signed: negative when Lectern's rung is worse than ffmpeg's.
+        worst = min(l["ssim"][h] - max(a["ssim"][h], b["ssim"][h])
+                    for h in RUNGS if h in l["ssim"] and h in a["ssim"])
         lines.append("")
         lines.append(f"lectern / (a) speed: **{l['speed'] / a['speed']:.2f}×** (target ≥ 1.0); "
                      f"lectern / (b): **{l['speed'] / b['speed']:.2f}×** (target ≥ 1.1); "
-                     f"largest SSIM gap to (a): {worst:.4f} (target ≤ 0.005); "
-                     f"bytes lectern / (a): {l['bytes'] / a['bytes']:.2f}\n")
+                     f"worst rung SSIM minus ffmpeg's best: {worst:+.4f} (target ≥ −0.002); "
+                     f"bytes lectern / (a): {l['bytes'] / a['bytes']:.2f}; "
+                     f"CPU (a) / lectern: {a['cpu_s'] / l['cpu_s']:.2f}×, (b) / lectern: {b['cpu_s'] / l['cpu_s']:.2f}×\n")
     body = "\n".join(lines)
     print(body)
     if not args.no_record:

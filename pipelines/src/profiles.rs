@@ -201,21 +201,70 @@ pub fn validate(profile: &LadderProfile) -> Result<(), ProfileError> {
         }
         previous = Some(rung);
     }
-    if !(16..=512).contains(&profile.audio.bitrate_kbps) {
-        return Err(invalid(
-            "audio.bitrate_kbps",
-            format!(
-                "must be between 16 and 512, got {}",
-                profile.audio.bitrate_kbps
-            ),
+    validate_audio("audio", &profile.audio).map_err(|(f, p)| invalid(&f, p))?;
+    if let Some(content) = &profile.content {
+        let classes = [
+            ("content.slides", &content.slides),
+            ("content.talking_head", &content.talking_head),
+            ("content.motion", &content.motion),
+        ];
+        for (name, rules) in classes {
+            let Some(rules) = rules else { continue };
+            let field = |f: &str| format!("{name}.{f}");
+            if let Some(segment) = rules.segment_duration_s {
+                if !(1.0..=10.0).contains(&segment) {
+                    return Err(invalid(
+                        &field("segment_duration_s"),
+                        format!("must be between 1 and 10 seconds, got {segment}"),
+                    ));
+                }
+            }
+            if let Some(scale) = rules.maxrate_scale {
+                if !(scale > 0.0 && scale <= 1.0) {
+                    return Err(invalid(
+                        &field("maxrate_scale"),
+                        format!("must be above 0 and at most 1 (caps are ceilings), got {scale}"),
+                    ));
+                }
+            }
+            if let Some(tune) = &rules.x264_tune {
+                if !X264_TUNES.contains(&tune.as_str()) {
+                    return Err(invalid(
+                        &field("x264_tune"),
+                        format!("must be one of {}, got \"{tune}\"", X264_TUNES.join(", ")),
+                    ));
+                }
+            }
+            if !(-20..=20).contains(&rules.crf_offset) {
+                return Err(invalid(
+                    &field("crf_offset"),
+                    format!("must be in -20..=20, got {}", rules.crf_offset),
+                ));
+            }
+        }
+        if let Some(voice) = &content.single_voice_audio {
+            validate_audio("content.single_voice_audio", voice).map_err(|(f, p)| invalid(&f, p))?;
+        }
+    }
+    Ok(())
+}
+
+fn validate_audio(
+    name: &str,
+    audio: &lectern_transcoder::ladder::AudioProfile,
+) -> Result<(), (String, String)> {
+    if !(16..=512).contains(&audio.bitrate_kbps) {
+        return Err((
+            format!("{name}.bitrate_kbps"),
+            format!("must be between 16 and 512, got {}", audio.bitrate_kbps),
         ));
     }
-    if !AUDIO_SAMPLE_RATES.contains(&profile.audio.sample_rate) {
-        return Err(invalid(
-            "audio.sample_rate",
+    if !AUDIO_SAMPLE_RATES.contains(&audio.sample_rate) {
+        return Err((
+            format!("{name}.sample_rate"),
             format!(
                 "must be one of 32000, 44100, 48000, got {}",
-                profile.audio.sample_rate
+                audio.sample_rate
             ),
         ));
     }

@@ -9,7 +9,7 @@ use lectern_transcoder::encode::{
     self, CancelFlag, EncodeOutput, EncodedRendition, SegmentObserver,
 };
 use lectern_transcoder::{
-    ladder, probe, LadderPlan, LadderProfile, MediaError, MediaErrorCode, MediaInfo,
+    content, ladder, probe, LadderPlan, LadderProfile, MediaError, MediaErrorCode, MediaInfo,
 };
 use serde::Serialize;
 
@@ -48,7 +48,7 @@ pub fn transcode_file_observed(
 ) -> Result<TranscodeReport, MediaError> {
     let started = Instant::now();
     let info = probe::probe(source)?;
-    let plan = ladder::plan(&info, profile)?;
+    let plan = plan_title(source, &info, profile)?;
     let on_segment = observe(&plan);
     let encoded = encode::encode_ladder_observed(
         source, &info, &plan, out_dir, progress, cancel, on_segment,
@@ -61,6 +61,38 @@ pub fn transcode_file_observed(
         manifest,
         elapsed_s: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Plans `source`'s ladder: the profile's rungs, adapted to what the source
+/// holds when the profile has content rules. Blocking (the analysis
+/// decodes a few seconds of the source). An analysis that fails leaves the
+/// profile's ladder: the probe accepted the file, so the encode will say
+/// precisely what is wrong with it, if anything.
+pub fn plan_title(
+    source: &Path,
+    info: &MediaInfo,
+    profile: &LadderProfile,
+) -> Result<LadderPlan, MediaError> {
+    let plan = ladder::plan(info, profile)?;
+    if profile.content.is_none() {
+        return Ok(plan);
+    }
+    match content::analyse(source, info) {
+        Ok(analysis) => {
+            tracing::info!(
+                class = ?analysis.class,
+                still_share = analysis.still_share,
+                moving_area = analysis.moving_area,
+                single_voice = analysis.single_voice,
+                "content analysed"
+            );
+            Ok(ladder::adapt(plan, profile, analysis))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "content analysis failed; the profile's ladder is used");
+            Ok(plan)
+        }
+    }
 }
 
 /// The packager's view of the encode: it never depends on the transcoder.

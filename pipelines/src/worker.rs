@@ -344,8 +344,14 @@ impl Worker {
         let profile = profiles::builtin(&profile_name)
             .map_err(|e| JobFailure::InvalidProfile(e.to_string()))?;
         if let Some(chunking) = self.config.chunking {
-            let plan =
-                lectern_transcoder::ladder::plan(&info, &profile).map_err(JobFailure::Media)?;
+            let (plan_source, plan_info, plan_profile) =
+                (source.clone(), info.clone(), profile.clone());
+            let plan = tokio::task::spawn_blocking(move || {
+                transcode::plan_title(&plan_source, &plan_info, &plan_profile)
+            })
+            .await
+            .map_err(|e| JobFailure::Infrastructure(format!("planning thread: {e}")))?
+            .map_err(JobFailure::Media)?;
             // Rotation lives in the container's display matrix, which the
             // Matroska chunks would not carry: such sources encode whole.
             let splittable = !plan.video.is_empty()

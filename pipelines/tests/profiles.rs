@@ -169,6 +169,42 @@ fn bad_profiles_name_the_bad_field() {
             "48000",
         ),
     ];
+    let with_content = format!(
+        "{GOOD}\n[content.slides]\ncrf_offset = -4\nsegment_duration_s = 6.0\n\
+         [content.single_voice_audio]\nbitrate_kbps = 64\nsample_rate = 48000\n"
+    );
+    profiles::parse(&with_content, "test").expect("content rules parse");
+    let content_cases = [
+        (
+            "segment_duration_s = 6.0\n[content",
+            "segment_duration_s = 30.0\n[content",
+            "content.slides.segment_duration_s",
+            "between 1 and 10",
+        ),
+        (
+            "crf_offset = -4",
+            "crf_offset = -40",
+            "content.slides.crf_offset",
+            "-20..=20",
+        ),
+        (
+            "bitrate_kbps = 64",
+            "bitrate_kbps = 8",
+            "content.single_voice_audio.bitrate_kbps",
+            "between 16 and 512",
+        ),
+    ];
+    for (from, to, field, hint) in content_cases {
+        let text = with_content.replacen(from, to, 1);
+        assert_ne!(text, with_content, "{from} not found");
+        let err = profiles::parse(&text, "test").unwrap_err();
+        let message = err.to_string();
+        match &err {
+            ProfileError::Invalid { field: f, .. } => assert_eq!(f, field, "{message}"),
+            other => panic!("{to}: expected Invalid, got {other:?}"),
+        }
+        assert!(message.contains(hint), "{to}: {message}");
+    }
     for (from, to, field, hint) in cases {
         let text = GOOD.replacen(from, to, 1);
         assert_ne!(text, GOOD, "{from} not found");

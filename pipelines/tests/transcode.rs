@@ -410,3 +410,85 @@ fn zero_byte_file_and_renamed_pdf_are_not_media() {
         );
     }
 }
+
+/// A still slide with one voice on both channels, as a lecture capture
+/// records it: the default profile measures it as slides and plans for that.
+#[test]
+fn a_slide_lecture_gets_the_slide_ladder_and_a_mono_voice() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("slides.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        // testsrc2 at one picture per 30 s, held at 30 fps: a still slide.
+        .arg("testsrc2=size=1280x720:rate=1/30:duration=14,fps=30")
+        .args(["-f", "lavfi", "-i"])
+        .arg("sine=frequency=220:sample_rate=48000:duration=14,pan=stereo|c0=c0|c1=c0")
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .args(["-c:a", "aac", "-shortest"])
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = dir.path().join("out");
+    let report = transcode(&source, &out, &profiles::builtin("default").unwrap()).unwrap();
+    let content = report
+        .plan
+        .content
+        .as_ref()
+        .expect("the default profile analyses content");
+    assert_eq!(
+        content.class,
+        Some(lectern_transcoder::content::ContentClass::Slides),
+        "{content:?}"
+    );
+    assert!(content.single_voice, "{content:?}");
+    let facts = common::verify::verify_ladder(&source, &out);
+    // Top and bottom rung only, 6 s segments, one channel at the voice rate.
+    assert_eq!(sizes(&facts), [(1280, 720), (640, 360)]);
+    assert_eq!(facts.video[0].segment_durations[..2], [6.0, 6.0]);
+    assert_eq!(facts.audio.as_ref().unwrap().channels, 1);
+    assert!(report.plan.video.iter().all(|r| r.crf == 17));
+}
+
+/// The same picture with different sound on each channel keeps stereo, and
+/// a moving picture keeps every rung.
+#[test]
+fn real_stereo_and_moving_pictures_keep_the_full_ladder() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = common::clip(
+        dir.path(),
+        "moving.mp4",
+        "1280x720",
+        "25",
+        6.0,
+        Some((48_000, "stereo")),
+        &["-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac"],
+    );
+    let out = dir.path().join("out");
+    let report = transcode(&source, &out, &profiles::builtin("default").unwrap()).unwrap();
+    let content = report.plan.content.as_ref().unwrap();
+    assert!(!content.single_voice, "{content:?}");
+    assert_ne!(
+        content.class,
+        Some(lectern_transcoder::content::ContentClass::Slides),
+        "{content:?}"
+    );
+    let facts = common::verify::verify_ladder(&source, &out);
+    assert_eq!(sizes(&facts), [(1280, 720), (854, 480), (640, 360)]);
+    assert_eq!(facts.audio.unwrap().channels, 2);
+}

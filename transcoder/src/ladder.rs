@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::content::{ContentAnalysis, ContentClass};
 use crate::error::{MediaError, MediaErrorCode};
 use crate::media_info::{MediaInfo, Rational, StreamInfo, VideoStream};
 
@@ -25,6 +26,52 @@ pub struct LadderProfile {
     /// Rungs, highest first.
     pub rungs: Vec<RungProfile>,
     pub audio: AudioProfile,
+    /// How a title's measured content changes the ladder ([`adapt`]); absent
+    /// means every title gets exactly the rungs above.
+    #[serde(default)]
+    pub content: Option<ContentRules>,
+}
+
+/// Per-class changes to a profile, as operators write them (TOML
+/// `[content.slides]`, `[content.talking_head]`, `[content.motion]`,
+/// `[content.single_voice_audio]`). A class without a section keeps the
+/// profile as it is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentRules {
+    #[serde(default)]
+    pub slides: Option<ClassRules>,
+    #[serde(default)]
+    pub talking_head: Option<ClassRules>,
+    #[serde(default)]
+    pub motion: Option<ClassRules>,
+    /// The audio rendition for a mono source or a stereo one carrying one
+    /// voice twice: the same sound in one channel at a lower rate.
+    #[serde(default)]
+    pub single_voice_audio: Option<AudioProfile>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassRules {
+    /// Added to every rung's CRF (negative: sharper).
+    #[serde(default)]
+    pub crf_offset: i8,
+    /// Multiplies every rung's rate cap and buffer.
+    #[serde(default)]
+    pub maxrate_scale: Option<f64>,
+    /// Replaces the profile's x264 tune.
+    #[serde(default)]
+    pub x264_tune: Option<String>,
+    /// Replaces the segment length, and with it the keyframe interval: a
+    /// still picture costs a full keyframe every segment, so slides take
+    /// longer segments.
+    #[serde(default)]
+    pub segment_duration_s: Option<f64>,
+    /// Keep only the top and the bottom rung: when a top-rung picture costs
+    /// less than a middle rung's budget, the middle rungs serve nobody.
+    #[serde(default)]
+    pub top_and_bottom_only: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +104,10 @@ pub struct LadderPlan {
     pub video: Vec<VideoRendition>,
     /// None for sources without audio.
     pub audio: Option<AudioRendition>,
+    /// What the source was measured to hold, when the profile adapts to
+    /// content; the plan above is already adapted.
+    #[serde(default)]
+    pub content: Option<ContentAnalysis>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,12 +129,19 @@ pub struct VideoRendition {
     /// spelled as GStreamer `video/x-h264` caps spell it: `3`, `3.1`, `4`, `4.2`.
     pub h264_profile: String,
     pub h264_level: String,
+    /// GStreamer colorimetry every rung is encoded and tagged in (`bt709`,
+    /// `bt601`, `bt2020`): the source's own, so no rung converts the
+    /// matrix and an ABR switch never shifts colour. None leaves it to
+    /// GStreamer (HDR sources, whose transfer this must not rewrite).
+    #[serde(default)]
+    pub colorimetry: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AudioRendition {
     pub name: String,
-    /// AAC-LC, always stereo (surround is downmixed).
+    /// AAC-LC: stereo (surround is downmixed), or mono when the profile
+    /// gives a single voice its own rendition ([`adapt`]).
     pub channels: u16,
     pub sample_rate: u32,
     pub bitrate_kbps: u32,
@@ -238,7 +296,74 @@ pub fn plan_with_limits(
         segment_duration_s: profile.segment_duration_s,
         video,
         audio,
+        content: None,
     })
+}
+
+/// Applies the profile's [`ContentRules`] for what `analysis` measured to a
+/// plan made by [`plan`] from the same profile; without rules the plan is
+/// returned as it was (with the analysis recorded).
+pub fn adapt(
+    mut plan: LadderPlan,
+    profile: &LadderProfile,
+    analysis: ContentAnalysis,
+) -> LadderPlan {
+    let Some(rules) = &profile.content else {
+        plan.content = Some(analysis);
+        return plan;
+    };
+    let class_rules = match analysis.class {
+        Some(ContentClass::Slides) => rules.slides.as_ref(),
+        Some(ContentClass::TalkingHead) => rules.talking_head.as_ref(),
+        Some(ContentClass::Motion) => rules.motion.as_ref(),
+        None => None,
+    };
+    if let Some(class) = class_rules {
+        if let Some(segment) = class.segment_duration_s {
+            plan.segment_duration_s = segment;
+        }
+        for rung in &mut plan.video {
+            rung.crf = (i16::from(rung.crf) + i16::from(class.crf_offset)).clamp(0, 51) as u8;
+            if let Some(scale) = class.maxrate_scale {
+                rung.maxrate_kbps = scale_kbps(rung.maxrate_kbps, scale).max(MIN_MAXRATE_KBPS);
+                rung.bufsize_kbps = scale_kbps(rung.bufsize_kbps, scale).max(rung.maxrate_kbps);
+            }
+            if let Some(tune) = &class.x264_tune {
+                rung.x264_tune = Some(tune.clone());
+            }
+            let fps = rung.frame_rate.as_f64();
+            rung.keyframe_interval_frames = ((plan.segment_duration_s * fps).round() as u32).max(1);
+            rung.h264_level = h264_level(
+                rung.width,
+                rung.height,
+                fps,
+                rung.maxrate_kbps,
+                rung.bufsize_kbps,
+            )
+            .to_owned();
+        }
+        if class.top_and_bottom_only && plan.video.len() > 2 {
+            let last = plan.video.len() - 1;
+            plan.video = plan
+                .video
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| *i == 0 || *i == last)
+                .map(|(_, r)| r)
+                .collect();
+        }
+    }
+    if let (Some(voice), Some(audio), true) = (
+        &rules.single_voice_audio,
+        plan.audio.as_mut(),
+        analysis.single_voice,
+    ) {
+        audio.channels = 1;
+        audio.bitrate_kbps = voice.bitrate_kbps;
+        audio.sample_rate = voice.sample_rate;
+    }
+    plan.content = Some(analysis);
+    plan
 }
 
 fn plan_video(
@@ -291,6 +416,7 @@ fn plan_video(
     let fps = frame_rate.as_f64();
     let keyframe_interval_frames = ((profile.segment_duration_s * fps).round() as u32).max(1);
     let aspect = f64::from(long) / f64::from(short);
+    let colorimetry = colorimetry(source);
 
     Ok(targets
         .into_iter()
@@ -317,9 +443,34 @@ fn plan_video(
                 x264_tune: profile.x264_tune.clone(),
                 h264_profile: "high".to_owned(),
                 h264_level: h264_level(width, height, fps, maxrate_kbps, bufsize_kbps).to_owned(),
+                colorimetry: colorimetry.clone(),
             }
         })
         .collect())
+}
+
+/// The one colorimetry for every rung. Left alone, GStreamer picks a
+/// default by frame size (BT.709 for HD, BT.601 below 720 lines) and
+/// converts the matrix when it scales an HD source to an SD rung: the lower
+/// rungs' colours then differ from the top rung's, every SD pixel pays for a
+/// matrix conversion, and measured against the source they lose luma SSIM
+/// (0.962 against 0.996 at 480p on the slide lecture). Tagged sources keep
+/// their matrix; untagged ones are taken to be BT.709 when HD or larger and
+/// BT.601 below, decided once from the source and applied to every rung (the
+/// encoder re-tags an untagged decode rather than converting it).
+fn colorimetry(source: &VideoStream) -> Option<String> {
+    if source.hdr {
+        return None;
+    }
+    let by_matrix = match source.color_matrix.as_deref() {
+        Some("bt709") => Some("bt709"),
+        Some("smpte170m" | "bt470bg") => Some("bt601"),
+        Some("bt2020nc" | "bt2020c") => Some("bt2020"),
+        _ => None,
+    };
+    let (w, h) = source.display_dimensions();
+    let by_size = if w.min(h) >= 720 { "bt709" } else { "bt601" };
+    Some(by_matrix.unwrap_or(by_size).to_owned())
 }
 
 /// Nearest even number, at least 2: 4:2:0 chroma needs even sizes.
@@ -327,6 +478,7 @@ fn even(x: f64) -> u32 {
     ((x / 2.0).round() as u32).max(1) * 2
 }
 
+/// Scales a rate down (never up: a profile's caps are ceilings).
 fn scale_kbps(kbps: u32, scale: f64) -> u32 {
     if scale >= 1.0 {
         kbps
@@ -440,6 +592,7 @@ mod tests {
                 bitrate_kbps: 128,
                 sample_rate: 48_000,
             },
+            content: None,
         }
     }
 
@@ -458,6 +611,7 @@ mod tests {
             pixel_format: "yuv420p".to_owned(),
             bit_depth: 8,
             color_transfer: None,
+            color_matrix: None,
             hdr: false,
             bit_rate: None,
             duration_s: Some(60.0),
@@ -624,5 +778,124 @@ mod tests {
     fn nothing_to_play_is_an_error() {
         let err = plan(&info(Vec::new()), &profile()).unwrap_err();
         assert_eq!(err.code, MediaErrorCode::NoDecodableStream);
+    }
+
+    fn analysis(class: ContentClass, single_voice: bool) -> ContentAnalysis {
+        ContentAnalysis {
+            class: Some(class),
+            still_share: 0.0,
+            moving_area: 0.0,
+            comparisons: 10,
+            channel_correlation: None,
+            single_voice,
+        }
+    }
+
+    fn content_rules() -> ContentRules {
+        ContentRules {
+            slides: Some(ClassRules {
+                crf_offset: -4,
+                x264_tune: Some("stillimage".to_owned()),
+                segment_duration_s: Some(6.0),
+                top_and_bottom_only: true,
+                ..ClassRules::default()
+            }),
+            talking_head: None,
+            motion: Some(ClassRules {
+                maxrate_scale: Some(0.5),
+                ..ClassRules::default()
+            }),
+            single_voice_audio: Some(AudioProfile {
+                bitrate_kbps: 64,
+                sample_rate: 48_000,
+            }),
+        }
+    }
+
+    fn planned(class: ContentClass, single_voice: bool, rules: Option<ContentRules>) -> LadderPlan {
+        let mut profile = profile();
+        profile.content = rules;
+        let info = MediaInfo {
+            container: "mov,mp4".to_owned(),
+            container_long_name: String::new(),
+            duration_s: 60.0,
+            size_bytes: 1,
+            bit_rate: None,
+            streams: vec![
+                StreamInfo::Video(video(1920, 1080, Rational::new(30, 1))),
+                stereo(),
+            ],
+        };
+        adapt(
+            plan(&info, &profile).unwrap(),
+            &profile,
+            analysis(class, single_voice),
+        )
+    }
+
+    #[test]
+    fn slides_keep_top_and_bottom_sharper_with_longer_gops() {
+        let plan = planned(ContentClass::Slides, false, Some(content_rules()));
+        let names: Vec<_> = plan.video.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["1080p", "360p"]);
+        assert_eq!(plan.segment_duration_s, 6.0);
+        for rung in &plan.video {
+            assert_eq!(rung.crf, 19);
+            assert_eq!(rung.keyframe_interval_frames, 180);
+            assert_eq!(rung.x264_tune.as_deref(), Some("stillimage"));
+        }
+        assert_eq!(plan.audio.as_ref().unwrap().channels, 2);
+        assert_eq!(
+            plan.content.as_ref().and_then(|c| c.class),
+            Some(ContentClass::Slides)
+        );
+    }
+
+    #[test]
+    fn a_class_without_rules_keeps_the_profile() {
+        let fixed = planned(ContentClass::TalkingHead, false, None);
+        let adapted = planned(ContentClass::TalkingHead, false, Some(content_rules()));
+        assert_eq!(fixed.video, adapted.video);
+        assert_eq!(fixed.segment_duration_s, adapted.segment_duration_s);
+    }
+
+    #[test]
+    fn rate_scales_only_lower_caps_and_recompute_the_level() {
+        let plan = planned(ContentClass::Motion, false, Some(content_rules()));
+        assert_eq!(plan.video[0].maxrate_kbps, 2500);
+        assert!(plan.video.iter().all(|r| r.bufsize_kbps >= r.maxrate_kbps));
+    }
+
+    #[test]
+    fn one_voice_gets_the_mono_rendition_whatever_the_picture() {
+        let plan = planned(ContentClass::Motion, true, Some(content_rules()));
+        let audio = plan.audio.unwrap();
+        assert_eq!((audio.channels, audio.bitrate_kbps), (1, 64));
+    }
+
+    #[test]
+    fn untagged_sources_get_one_colorimetry_by_size() {
+        let hd = plan(
+            &MediaInfo {
+                container: "mov,mp4".to_owned(),
+                container_long_name: String::new(),
+                duration_s: 60.0,
+                size_bytes: 1,
+                bit_rate: None,
+                streams: vec![StreamInfo::Video(video(1280, 720, Rational::new(25, 1)))],
+            },
+            &profile(),
+        )
+        .unwrap();
+        assert!(hd
+            .video
+            .iter()
+            .all(|r| r.colorimetry.as_deref() == Some("bt709")));
+        let mut sd_source = video(640, 480, Rational::new(25, 1));
+        assert_eq!(colorimetry(&sd_source).as_deref(), Some("bt601"));
+        sd_source.color_matrix = Some("bt709".to_owned());
+        assert_eq!(colorimetry(&sd_source).as_deref(), Some("bt709"));
+        sd_source.hdr = true;
+        assert_eq!(colorimetry(&sd_source), None);
     }
 }

@@ -6,6 +6,7 @@
 //! Files in, files out; every failure comes back as a [`MediaError`] value
 //! with a stable code, never a panic or a hang.
 
+pub mod content;
 pub mod encode;
 mod error;
 pub mod ladder;

@@ -70,6 +70,10 @@ pub struct VideoStream {
     pub bit_depth: u8,
     /// Colour transfer characteristic, e.g. `bt709`, `smpte2084` (PQ), `arib-std-b67` (HLG).
     pub color_transfer: Option<String>,
+    /// Colour matrix the source is tagged with, as libavutil names it
+    /// (`bt709`, `smpte170m`, `bt470bg`, `bt2020nc`); none when untagged.
+    #[serde(default)]
+    pub color_matrix: Option<String>,
     pub hdr: bool,
     pub bit_rate: Option<u64>,
     pub duration_s: Option<f64>,

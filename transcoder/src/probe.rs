@@ -258,6 +258,7 @@ fn describe_stream(input: &ffmpeg::format::context::Input, stream: &ffmpeg::Stre
                 pixel_format,
                 bit_depth,
                 color_transfer: transfer_name(transfer),
+                color_matrix: matrix_name(par.color_space),
                 hdr: matches!(
                     transfer,
                     ffi::AVColorTransferCharacteristic::AVCOL_TRC_SMPTE2084
@@ -503,6 +504,18 @@ fn transfer_name(trc: ffi::AVColorTransferCharacteristic) -> Option<String> {
     }
     // SAFETY: returns a static string, or null for out-of-range values.
     unsafe { c_str(ffi::av_color_transfer_name(trc)) }
+}
+
+fn matrix_name(space: ffi::AVColorSpace) -> Option<String> {
+    use ffi::AVColorSpace as Space;
+    if matches!(
+        space,
+        Space::AVCOL_SPC_UNSPECIFIED | Space::AVCOL_SPC_RESERVED
+    ) {
+        return None;
+    }
+    // SAFETY: returns a static string, or null for out-of-range values.
+    unsafe { c_str(ffi::av_color_space_name(space)) }
 }
 
 /// libavutil's description: `stereo`, `5.1(side)`, or `6 channels` when the

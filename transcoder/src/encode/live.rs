@@ -501,6 +501,7 @@ impl Builder {
                 pixel_format: "yuv420p".into(),
                 bit_depth: 8,
                 color_transfer: None,
+                color_matrix: None,
                 hdr: false,
                 bit_rate: None,
                 duration_s: None,
@@ -526,7 +527,13 @@ impl Builder {
             streams,
         };
         let plan = ladder::plan(&info, &self.profile)?;
-        let (entry, tee) = video_entry(&pipeline)?;
+        let top = plan
+            .video
+            .first()
+            .ok_or_else(|| super::link_error("a live plan without video"))?;
+        // What a publisher tagged is unknown until it decodes: convert to
+        // the plan's colorimetry if it differs rather than re-tag.
+        let (entry, tee) = video_entry(&pipeline, top, false)?;
         for (i, rung) in plan.video.iter().enumerate() {
             let fps = rung.frame_rate.as_f64().max(1.0);
             // Cut at every keyframe: half a frame under the keyframe period.

@@ -599,7 +599,23 @@ fn rendition_sink(
     }))
 }
 
-/// Queue → rate → scale → exact caps → x264 → avcC H.264 → appsink.
+/// What every rung's raw video has in common: 8-bit I420 at the plan's one
+/// frame rate and colorimetry.
+fn rung_caps(rung: &VideoRendition) -> gst::caps::Builder<gst::caps::NoFeature> {
+    let builder = gst::Caps::builder("video/x-raw")
+        .field("format", "I420")
+        .field(
+            "framerate",
+            gst::Fraction::new(rung.frame_rate.num, rung.frame_rate.den),
+        );
+    match &rung.colorimetry {
+        Some(colorimetry) => builder.field("colorimetry", colorimetry.as_str()),
+        None => builder,
+    }
+}
+
+/// Queue → scale → exact caps → x264 → avcC H.264 → appsink. The frame
+/// rate is already the rung's (one `videorate` before the tee serves all).
 fn video_rung_branch(
     pipeline: &gst::Pipeline,
     tee: &gst::Element,
@@ -607,12 +623,9 @@ fn video_rung_branch(
     sink: Arc<RenditionSink>,
     errors: Arc<FirstError>,
 ) -> Result<(), MediaError> {
-    let fr = gst::Fraction::new(rung.frame_rate.num, rung.frame_rate.den);
-    let raw_caps = gst::Caps::builder("video/x-raw")
-        .field("format", "I420")
+    let raw_caps = rung_caps(rung)
         .field("width", rung.width as i32)
         .field("height", rung.height as i32)
-        .field("framerate", fr)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build();
     let scale = make("videoscale")?;
@@ -671,7 +684,6 @@ fn video_rung_branch(
     );
     let chain = [
         make("queue")?,
-        make("videorate")?,
         scale,
         capsfilter(raw_caps)?,
         x264,
@@ -775,23 +787,41 @@ fn audio_chain(
     Ok(chain[0].clone())
 }
 
-/// Decoded video → 8-bit I420 (10-bit sources are dithered down once) →
-/// rotated upright per the orientation tag → tee. Returns the chain's entry.
-fn video_entry(pipeline: &gst::Pipeline) -> Result<(gst::Element, gst::Element), MediaError> {
+/// Decoded video → (untagged: re-tagged) → 8-bit I420 in the plan's
+/// colorimetry (10-bit sources are dithered down once) → the plan's frame
+/// rate → rotated upright per the orientation tag → tee. Conversion, rate
+/// and rotation happen once at source size, never per rung. Returns the
+/// chain's entry and the tee.
+fn video_entry(
+    pipeline: &gst::Pipeline,
+    top: &VideoRendition,
+    untagged_source: bool,
+) -> Result<(gst::Element, gst::Element), MediaError> {
     let flip = make("videoflip")?;
     set_from_str(&flip, "video-direction", "auto")
         .map_err(|()| link_error("videoflip video-direction=auto"))?;
     let tee = make("tee")?;
-    let chain = [
-        make("videoconvert")?,
-        capsfilter(
+    let mut chain = Vec::new();
+    if let (true, Some(colorimetry)) = (untagged_source, &top.colorimetry) {
+        // GStreamer gives an untagged decode a default by frame size that
+        // can differ from the plan's (BT.2020 for 4K); the pixels are the
+        // same either way, so re-tag rather than convert.
+        let retag = make("capssetter")?;
+        retag.set_property(
+            "caps",
             gst::Caps::builder("video/x-raw")
-                .field("format", "I420")
+                .field("colorimetry", colorimetry.as_str())
                 .build(),
-        )?,
+        );
+        chain.push(retag);
+    }
+    chain.extend([
+        make("videoconvert")?,
+        make("videorate")?,
+        capsfilter(rung_caps(top).build())?,
         flip,
         tee.clone(),
-    ];
+    ]);
     add_chain(pipeline, &chain)?;
     Ok((chain[0].clone(), tee))
 }
@@ -934,7 +964,10 @@ pub fn encode_scoped(
     let tiles = Arc::new(Mutex::new(Vec::new()));
     let mut storyboard_layout = None;
     if let Some(top) = plan.video.first().filter(|_| encode_rungs || make_artwork) {
-        let (entry, tee) = video_entry(&pipeline)?;
+        let untagged = info
+            .primary_video()
+            .is_none_or(|v| v.color_matrix.is_none());
+        let (entry, tee) = video_entry(&pipeline, top, untagged)?;
         for rung in plan.video.iter().filter(|_| encode_rungs) {
             let sink = rendition_sink(
                 RenditionKind::Video,

@@ -39,7 +39,11 @@ fn lavfi(size: &str, rate: &str, seconds: f64, audio: Option<(u32, &str)>) -> Ve
             "-f".into(),
             "lavfi".into(),
             "-i".into(),
-            format!("sine=frequency=440:sample_rate={rate}:duration={seconds},aformat=channel_layouts={layout}"),
+            // Two different tones, so stereo is stereo and not one voice twice.
+            format!(
+                "aevalsrc=exprs=0.3*sin(2*PI*440*t)|0.3*sin(2*PI*554*t):s={rate}:d={seconds},\
+                 aformat=channel_layouts={layout}"
+            ),
         ]);
     }
     args
@@ -139,5 +143,6 @@ pub fn small_profile() -> LadderProfile {
             bitrate_kbps: 128,
             sample_rate: 48_000,
         },
+        content: None,
     }
 }
