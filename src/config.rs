@@ -522,6 +522,23 @@ impl Config {
         ))
     }
 
+    /// Plain `http` to identity providers and LDAP without TLS carry
+    /// passwords and tokens in the clear: only for a deployment that is
+    /// development by its own account (embedded database, or
+    /// `LECTERN_DEV_OUTBOX=true`), never beside a shared database.
+    pub fn check_sign_in_plain(&self) -> Result<(), ConfigError> {
+        if !self.settings.sign_in_allow_plain || self.is_embedded() || self.settings.dev_outbox {
+            return Ok(());
+        }
+        Err(ConfigError::new(
+            var(Key::sign_in_allow_plain),
+            "plain http to identity providers and LDAP without TLS are for development only, \
+             and this deployment uses DATABASE_URL: use https and LDAPS/StartTLS (with \
+             LECTERN_LDAP_CA_FILE for your own CA), or set LECTERN_DEV_OUTBOX=true if this \
+             deployment is development",
+        ))
+    }
+
     pub fn is_embedded(&self) -> bool {
         matches!(self.database, DatabaseConfig::Embedded)
     }
@@ -1164,6 +1181,23 @@ mod tests {
         let e =
             Config::from_sources(None, &env(&[("LECTERN_DEV_OUTBOX", "yes please")])).unwrap_err();
         assert_eq!(e.field, "LECTERN_DEV_OUTBOX");
+    }
+
+    #[test]
+    fn plain_sign_in_transport_is_refused_beside_a_shared_database() {
+        let external = ("DATABASE_URL", "postgres://db/lectern");
+        let plain = ("LECTERN_SIGN_IN_ALLOW_PLAIN", "true");
+        let c = Config::from_sources(None, &env(&[external, plain])).unwrap();
+        let e = c.check_sign_in_plain().unwrap_err();
+        assert_eq!(e.field, "LECTERN_SIGN_IN_ALLOW_PLAIN");
+        assert!(e.message.contains("development only"), "{}", e.message);
+        let dev = ("LECTERN_DEV_OUTBOX", "true");
+        let c = Config::from_sources(None, &env(&[external, plain, dev])).unwrap();
+        assert!(c.check_sign_in_plain().is_ok());
+        let embedded = Config::from_sources(None, &env(&[plain])).unwrap();
+        assert!(embedded.check_sign_in_plain().is_ok());
+        let tls_only = Config::from_sources(None, &env(&[external])).unwrap();
+        assert!(tls_only.check_sign_in_plain().is_ok());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub async fn migrate(config: Config) -> Result<()> {
 pub async fn serve(config: Config) -> Result<()> {
     config.check_transport()?;
     config.check_dev_outbox()?;
+    config.check_sign_in_plain()?;
     if !config.is_embedded() && config.notify.smtp.is_none() {
         tracing::warn!(
             "LECTERN_DEV_OUTBOX: one-time codes and invitations go to the database's outbox \

@@ -100,7 +100,8 @@ settings! {
     /// CIDR networks, e.g. `idp.hospital.internal, 10.20.0.0/16`
     sign_in_allow: Option<AllowList> = none "none";
     /// development only: plain `http` to the providers named in
-    /// `LECTERN_SIGN_IN_ALLOW`, and LDAP without LDAPS or StartTLS
+    /// `LECTERN_SIGN_IN_ALLOW`, and LDAP without LDAPS or StartTLS;
+    /// refused beside `DATABASE_URL` unless `LECTERN_DEV_OUTBOX=true`
     sign_in_allow_plain: bool = default "false";
     /// a PEM file of CA certificates LDAPS and StartTLS trust besides the
     /// system's (an institution's own CA)
