@@ -9,7 +9,9 @@
 //! handed to the live encoder as tags (`appsrc ! flvdemux`). The first
 //! video and audio message say their codec (the FLV codec id): anything
 //! but H.264 (7) and AAC (10) is refused with a message in the event's log,
-//! and the connection is closed.
+//! and the connection is closed. While the encoder has more than
+//! [`MAX_QUEUED_BYTES`] waiting, the publisher is not read (TCP pushes
+//! back); ten seconds of that ends the session with a message saying so.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -32,6 +34,12 @@ const FLV_AVC: u8 = 7;
 const FLV_AAC: u8 = 10;
 /// A publisher that sends nothing for this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Media the encoder may have waiting (seconds of a high-rate stream).
+/// Above it the publisher is not read, so TCP pushes back on it (encoders
+/// such as OBS then drop frames themselves) instead of memory filling up.
+const MAX_QUEUED_BYTES: u64 = 8 * 1024 * 1024;
+/// An encoder that stays that far behind for this long cannot keep up.
+const MAX_BEHIND: Duration = Duration::from_secs(10);
 
 /// Accepts publishers until cancelled.
 pub async fn serve(state: LiveState, listener: TcpListener, cancel: CancellationToken) {
@@ -290,6 +298,19 @@ async fn media(
         return Err(error.to_string().into());
     }
     if let Some(encode) = &mut p.encode {
+        let behind_since = tokio::time::Instant::now();
+        while encode.queued_bytes() > MAX_QUEUED_BYTES {
+            if behind_since.elapsed() > MAX_BEHIND {
+                let error = MediaError::new(
+                    MediaErrorCode::Internal,
+                    "the live encoder could not keep up with this stream for 10 s: publish at a \
+                     lower bitrate or resolution",
+                );
+                p.connection.refused(&error).await;
+                return Err(error.to_string().into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         encode.push_flv_tag(tag_type, timestamp_ms, data)?;
     }
     Ok(true)

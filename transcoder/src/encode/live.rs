@@ -239,6 +239,15 @@ impl LiveEncode {
         self.plan.get().cloned()
     }
 
+    /// Bytes handed over by [`Self::push_flv_tag`] that the encoder has not
+    /// taken yet: the caller stops reading its publisher while this is
+    /// high, so a stream faster than the encoder cannot fill memory.
+    pub fn queued_bytes(&self) -> u64 {
+        self.appsrc
+            .as_ref()
+            .map_or(0, |src| src.current_level_bytes())
+    }
+
     /// Hands one RTMP audio (`tag_type` 8) or video (9) message body over
     /// as an FLV tag; `timestamp_ms` is the message's.
     pub fn push_flv_tag(
