@@ -2,8 +2,8 @@
 //! constant-memory mode: each row goes to a temporary file as it is
 //! written, so a million rows never sit in memory).
 //!
-//! A report is produced as a stream of rows ([`produce`]) into a bounded
-//! channel: the database is read with a cursor (`fetch`, never
+//! A report is produced as a stream of rows ([`produce`]) in batches into a
+//! bounded channel: the database is read with a cursor (`fetch`, never
 //! `fetch_all`), and the consumer — the HTTP body of a streamed CSV, or a
 //! background job's file writer — takes rows as they come. Every text
 //! cell goes through `lectern_identity::audit::formula_guard`, so a course
@@ -56,11 +56,16 @@ pub enum Cell {
 }
 
 impl Cell {
-    fn text(&self) -> String {
+    /// The cell as CSV field text, borrowed where it can be.
+    fn text(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Cell::Text(t) => formula_guard(t).into_owned(),
-            Cell::Number(n) => n.to_string(),
-            Cell::Empty => String::new(),
+            Cell::Text(t) => formula_guard(t),
+            // Counts are whole: printed without going through f64 Display.
+            Cell::Number(n) if n.fract() == 0.0 && n.abs() < 1e15 => {
+                std::borrow::Cow::Owned((*n as i64).to_string())
+            }
+            Cell::Number(n) => std::borrow::Cow::Owned(n.to_string()),
+            Cell::Empty => std::borrow::Cow::Borrowed(""),
         }
     }
 }
@@ -121,8 +126,48 @@ impl Format {
     }
 }
 
-/// Rows in flight between the database and the writer.
-const CHANNEL_ROWS: usize = 4096;
+/// Rows travel between the database and the writer in batches: one
+/// channel hand-off (a task wake-up) per row cost as much as writing it.
+pub type Batch = Vec<Vec<Cell>>;
+const BATCH_ROWS: usize = 512;
+/// Batches in flight: 8,192 rows.
+const CHANNEL_BATCHES: usize = 16;
+
+/// The channel [`produce`] writes into and [`write_file`] reads.
+pub fn channel() -> (mpsc::Sender<Batch>, mpsc::Receiver<Batch>) {
+    mpsc::channel(CHANNEL_BATCHES)
+}
+
+/// Collects rows into batches for `tx`; false once the receiver is gone.
+struct Batcher {
+    tx: mpsc::Sender<Batch>,
+    batch: Batch,
+}
+
+impl Batcher {
+    fn new(tx: mpsc::Sender<Batch>) -> Self {
+        Self {
+            tx,
+            batch: Vec::with_capacity(BATCH_ROWS),
+        }
+    }
+
+    async fn push(&mut self, row: Vec<Cell>) -> bool {
+        self.batch.push(row);
+        if self.batch.len() < BATCH_ROWS {
+            return true;
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.batch.is_empty() {
+            return true;
+        }
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ROWS));
+        self.tx.send(batch).await.is_ok()
+    }
+}
 
 /// Produces `report`'s rows (the header first) into `tx`; returns how many
 /// data rows. Stops early, without error, when the receiver is gone.
@@ -131,13 +176,26 @@ pub async fn produce(
     keys: Option<Arc<Keyring>>,
     report: Report,
     scope: Scope,
-    tx: mpsc::Sender<Vec<Cell>>,
+    tx: mpsc::Sender<Batch>,
+) -> Result<u64, ApiError> {
+    let mut out = Batcher::new(tx);
+    let n = produce_rows(db, keys, report, scope, &mut out).await?;
+    out.flush().await;
+    Ok(n)
+}
+
+async fn produce_rows(
+    db: PgPool,
+    keys: Option<Arc<Keyring>>,
+    report: Report,
+    scope: Scope,
+    out: &mut Batcher,
 ) -> Result<u64, ApiError> {
     let header = |cols: &[&str]| cols.iter().map(|c| Cell::Text((*c).into())).collect();
     match report {
         Report::Courses => {
-            if tx
-                .send(header(&[
+            if !out
+                .push(header(&[
                     "course_id",
                     "title",
                     "resource_type",
@@ -155,7 +213,6 @@ pub async fn produce(
                     "completions",
                 ]))
                 .await
-                .is_err()
             {
                 return Ok(0);
             }
@@ -179,7 +236,7 @@ pub async fn produce(
                     Cell::Number(c.watch_hours),
                     Cell::Number(c.completions as f64),
                 ];
-                if tx.send(row).await.is_err() {
+                if !out.push(row).await {
                     break;
                 }
             }
@@ -187,8 +244,8 @@ pub async fn produce(
         }
         Report::LearnerActivity => {
             let keys = keys.ok_or_else(|| ApiError::not_configured("LECTERN_FIELD_KEYS"))?;
-            if tx
-                .send(header(&[
+            if !out
+                .push(header(&[
                     "day",
                     "learner_id",
                     "email",
@@ -202,7 +259,6 @@ pub async fn produce(
                     "completions",
                 ]))
                 .await
-                .is_err()
             {
                 return Ok(0);
             }
@@ -269,7 +325,7 @@ pub async fn produce(
                     Cell::Number(r.unique_s),
                     Cell::Number(f64::from(r.completions)),
                 ];
-                if tx.send(row).await.is_err() {
+                if !out.push(row).await {
                     break;
                 }
                 n += 1;
@@ -280,20 +336,25 @@ pub async fn produce(
 }
 
 fn csv_record<W: Write>(w: &mut csv::Writer<W>, row: &[Cell]) -> csv::Result<()> {
-    w.write_record(row.iter().map(Cell::text))
+    for cell in row {
+        w.write_field(cell.text().as_bytes())?;
+    }
+    w.write_record(None::<&[u8]>)
 }
 
 /// The rows of `rx` as a streamed CSV body, in chunks of about 64 KiB.
-fn csv_body(rx: mpsc::Receiver<Vec<Cell>>) -> Body {
+fn csv_body(rx: mpsc::Receiver<Batch>) -> Body {
     let stream = futures::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
         let mut w = csv::Writer::from_writer(Vec::with_capacity(70_000));
         let mut open = true;
         while w.get_ref().len() < 64 * 1024 {
             match rx.recv().await {
-                Some(row) => {
-                    if let Err(e) = csv_record(&mut w, &row) {
-                        return Some((Err(std::io::Error::other(e)), None));
+                Some(batch) => {
+                    for row in &batch {
+                        if let Err(e) = csv_record(&mut w, row) {
+                            return Some((Err(std::io::Error::other(e)), None));
+                        }
                     }
                 }
                 None => {
@@ -321,7 +382,7 @@ fn csv_body(rx: mpsc::Receiver<Vec<Cell>>) -> Body {
 /// failure after the first bytes ends the body early (the client sees a
 /// truncated transfer, never a partial file presented as whole).
 fn stream_csv(state: &AnalyticsState, report: Report, scope: Scope, filename: &str) -> Response {
-    let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
+    let (tx, rx) = channel();
     let db = state.db.clone();
     let keys = state.identity.keys();
     tokio::spawn(async move {
@@ -579,7 +640,7 @@ pub async fn download(
 pub fn write_file(
     format: Format,
     path: &std::path::Path,
-    mut rx: mpsc::Receiver<Vec<Cell>>,
+    mut rx: mpsc::Receiver<Batch>,
     progress: impl Fn(u64),
 ) -> Result<u64, String> {
     let mut n: u64 = 0;
@@ -587,11 +648,13 @@ pub fn write_file(
         Format::Csv => {
             let file = std::fs::File::create(path).map_err(|e| e.to_string())?;
             let mut w = csv::Writer::from_writer(std::io::BufWriter::new(file));
-            while let Some(row) = rx.blocking_recv() {
-                csv_record(&mut w, &row).map_err(|e| e.to_string())?;
-                n += 1;
-                if n.is_multiple_of(10_000) {
-                    progress(n - 1);
+            while let Some(batch) = rx.blocking_recv() {
+                for row in &batch {
+                    csv_record(&mut w, row).map_err(|e| e.to_string())?;
+                    n += 1;
+                    if n.is_multiple_of(10_000) {
+                        progress(n - 1);
+                    }
                 }
             }
             w.flush().map_err(|e| e.to_string())?;
@@ -599,23 +662,28 @@ pub fn write_file(
         Format::Xlsx => {
             use rust_xlsxwriter::Workbook;
             let mut workbook = Workbook::new();
+            // Level 3, as Excel itself writes: about 30 % less time to save
+            // for a file about 5 % larger than the default 6.
+            workbook.set_zip_compression_level(3);
             let sheet = workbook
                 .add_worksheet_with_constant_memory()
                 .map_err(|e| e.to_string())?;
-            while let Some(row) = rx.blocking_recv() {
-                let r = u32::try_from(n).map_err(|_| "too many rows for a worksheet")?;
-                for (c, cell) in row.iter().enumerate() {
-                    let c = c as u16;
-                    let written = match cell {
-                        Cell::Text(t) => sheet.write_string(r, c, formula_guard(t)).map(|_| ()),
-                        Cell::Number(v) => sheet.write_number(r, c, *v).map(|_| ()),
-                        Cell::Empty => Ok(()),
-                    };
-                    written.map_err(|e| e.to_string())?;
-                }
-                n += 1;
-                if n.is_multiple_of(10_000) {
-                    progress(n - 1);
+            while let Some(batch) = rx.blocking_recv() {
+                for row in &batch {
+                    let r = u32::try_from(n).map_err(|_| "too many rows for a worksheet")?;
+                    for (c, cell) in row.iter().enumerate() {
+                        let c = c as u16;
+                        let written = match cell {
+                            Cell::Text(t) => sheet.write_string(r, c, formula_guard(t)).map(|_| ()),
+                            Cell::Number(v) => sheet.write_number(r, c, *v).map(|_| ()),
+                            Cell::Empty => Ok(()),
+                        };
+                        written.map_err(|e| e.to_string())?;
+                    }
+                    n += 1;
+                    if n.is_multiple_of(10_000) {
+                        progress(n - 1);
+                    }
                 }
             }
             workbook.save(path).map_err(|e| e.to_string())?;
@@ -639,7 +707,7 @@ async fn run_job(state: &AnalyticsState, row: JobRow) -> Result<(String, u64), S
         .map_err(|e| e.to_string())?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let path = dir.path().join(format!("export.{}", format.as_str()));
-    let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
+    let (tx, rx) = channel();
     let producer = tokio::spawn(produce(
         state.db.clone(),
         state.identity.keys(),
@@ -754,5 +822,29 @@ pub async fn run(state: AnalyticsState, cancel: CancellationToken) {
         if let Err(e) = run_pending(&state).await {
             tracing::warn!(error = %e, "export queue unavailable; retrying");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_print_counts_whole_and_guard_formulas() {
+        let row = vec![
+            Cell::Number(600.0),
+            Cell::Number(0.25),
+            Cell::Number(-3.0),
+            Cell::Empty,
+            Cell::Text("=1+1".into()),
+            Cell::Text("a,b".into()),
+        ];
+        let line = |row: &[Cell]| {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            csv_record(&mut w, row).unwrap();
+            String::from_utf8(w.into_inner().unwrap()).unwrap()
+        };
+        assert_eq!(line(&row), "600,0.25,-3,,'=1+1,\"a,b\"\n");
+        assert_eq!(line(&[Cell::Number(1e20)]), "100000000000000000000\n");
     }
 }

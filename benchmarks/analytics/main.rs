@@ -33,7 +33,6 @@ use lectern_analytics::{reports, rollup};
 use lectern_secrets::Keyring;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 const DB: &str = "lectern_bench_analytics";
@@ -507,7 +506,7 @@ async fn main() {
         let path = dir.path().join(format!("export-{format:?}"));
         let t = Instant::now();
         let (written, extra) = with_peak(async {
-            let (tx, rx) = mpsc::channel(4096);
+            let (tx, rx) = export::channel();
             let producer = tokio::spawn(export::produce(
                 db.clone(),
                 Some(keys.clone()),
