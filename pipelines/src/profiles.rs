@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use lectern_transcoder::ladder::{LadderProfile, RungProfile};
+use lectern_transcoder::loudness::LoudnessTarget;
 
 /// The built-in profiles, embedded so the binary needs no data files.
 const BUILTINS: [(&str, &str); 2] = [
@@ -217,6 +218,23 @@ pub fn validate(profile: &LadderProfile) -> Result<(), ProfileError> {
                 "must be one of 32000, 44100, 48000, got {}",
                 profile.audio.sample_rate
             ),
+        ));
+    }
+    if let LoudnessTarget::Lufs(target) = profile.audio.loudness_target_lufs {
+        // Broadcast speech sits near −23, streaming −16 to −14; beyond this
+        // band a typo is likelier than an intent.
+        if !(-40.0..=-5.0).contains(&target) {
+            return Err(invalid(
+                "audio.loudness_target_lufs",
+                format!("must be between -40 and -5 LUFS, or \"off\", got {target}"),
+            ));
+        }
+    }
+    let peak = profile.audio.true_peak_max_dbtp;
+    if !(-12.0..=0.0).contains(&peak) {
+        return Err(invalid(
+            "audio.true_peak_max_dbtp",
+            format!("must be between -12 and 0 dBTP, got {peak}"),
         ));
     }
     Ok(())

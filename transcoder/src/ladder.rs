@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MediaError, MediaErrorCode};
+use crate::loudness::{LoudnessPlan, LoudnessTarget, DEFAULT_TRUE_PEAK_MAX_DBTP};
 use crate::media_info::{MediaInfo, Rational, StreamInfo, VideoStream};
 
 /// An encoding profile as operators write it (TOML). Heights are targets;
@@ -46,6 +47,17 @@ pub struct RungProfile {
 pub struct AudioProfile {
     pub bitrate_kbps: u32,
     pub sample_rate: u32,
+    /// Integrated loudness (EBU R128, LUFS) the audio rendition is brought
+    /// to, or `"off"` to measure only. Default −16.
+    #[serde(default)]
+    pub loudness_target_lufs: LoudnessTarget,
+    /// The true peak the gain may not push the audio over (dBTP). Default −1.
+    #[serde(default = "default_true_peak_max_dbtp")]
+    pub true_peak_max_dbtp: f64,
+}
+
+fn default_true_peak_max_dbtp() -> f64 {
+    DEFAULT_TRUE_PEAK_MAX_DBTP
 }
 
 /// What to encode, decided once per source.
@@ -87,6 +99,10 @@ pub struct AudioRendition {
     pub channels: u16,
     pub sample_rate: u32,
     pub bitrate_kbps: u32,
+    /// Loudness measurement and normalisation (see [`crate::loudness`]);
+    /// `None` in plans made before it existed: no measurement, no gain.
+    #[serde(default)]
+    pub loudness: Option<LoudnessPlan>,
 }
 
 /// Sources beyond these are refused by [`SourceLimits::check`] right after
@@ -232,6 +248,10 @@ pub fn plan_with_limits(
         channels: 2,
         sample_rate: profile.audio.sample_rate,
         bitrate_kbps: profile.audio.bitrate_kbps,
+        loudness: Some(LoudnessPlan {
+            target: profile.audio.loudness_target_lufs,
+            true_peak_max_dbtp: profile.audio.true_peak_max_dbtp,
+        }),
     });
     Ok(LadderPlan {
         profile: profile.name.clone(),
@@ -439,6 +459,8 @@ mod tests {
             audio: AudioProfile {
                 bitrate_kbps: 128,
                 sample_rate: 48_000,
+                loudness_target_lufs: LoudnessTarget::default(),
+                true_peak_max_dbtp: -1.0,
             },
         }
     }

@@ -9,6 +9,7 @@
 pub mod encode;
 mod error;
 pub mod ladder;
+pub mod loudness;
 mod media_info;
 pub mod probe;
 pub mod split;

@@ -1,0 +1,205 @@
+//! Where the keyframes are in a written fMP4 segment, for I-frame
+//! playlists (trick play): read back from the box structure once
+//! libavformat has closed the segment, so the packager can list byte
+//! ranges without ever opening media.
+//!
+//! A segment is `styp`, `sidx`, then one or more `moof` + `mdat`
+//! fragments. For every fragment whose first sample is a sync sample
+//! (`trun` first-sample flags, or the sample's own flags, or `tfhd`'s
+//! default; `sample_is_non_sync_sample` clear), the range runs from the
+//! `moof` to the end of that sample's bytes: the fragment header and the
+//! keyframe, which with the init segment decode to exactly one picture —
+//! the layout Apple's I-frame playlists use for fMP4. Our encoder puts a
+//! keyframe at the start of every segment and nowhere else, so there is
+//! one range per segment; the decode time (`tfdt`, in the track's
+//! `mdhd` timescale) places each within its segment.
+
+use crate::error::{MediaError, MediaErrorCode};
+use super::KeyframeRange;
+
+/// `sample_is_non_sync_sample` in ISO/IEC 14496-12 sample flags.
+const NON_SYNC: u32 = 0x0001_0000;
+
+fn malformed(what: &str) -> MediaError {
+    MediaError::new(
+        MediaErrorCode::Internal,
+        format!("the muxer wrote an fMP4 segment this reader cannot follow: {what}"),
+    )
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn u32_at(&self, at: usize) -> Result<u32, MediaError> {
+        self.bytes
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| malformed("a box runs past the end of the file"))
+    }
+
+    fn u64_at(&self, at: usize) -> Result<u64, MediaError> {
+        Ok((u64::from(self.u32_at(at)?) << 32) | u64::from(self.u32_at(at + 4)?))
+    }
+
+    /// The boxes in `start..end`: (type, box start, box end, header size).
+    fn boxes(&self, start: usize, end: usize) -> Result<Vec<([u8; 4], usize, usize, usize)>, MediaError> {
+        let mut out = Vec::new();
+        let mut at = start;
+        while at + 8 <= end {
+            let size32 = self.u32_at(at)? as usize;
+            let kind: [u8; 4] = self.bytes[at + 4..at + 8].try_into().expect("4 bytes");
+            let (size, header) = match size32 {
+                0 => (end - at, 8),
+                1 => (self.u64_at(at + 8)? as usize, 16),
+                n => (n, 8),
+            };
+            if size < header || at + size > end {
+                return Err(malformed("a box size does not fit its parent"));
+            }
+            out.push((kind, at, at + size, header));
+            at += size;
+        }
+        Ok(out)
+    }
+
+    fn child(&self, parent: (usize, usize), kind: &[u8; 4]) -> Result<Option<(usize, usize, usize)>, MediaError> {
+        Ok(self
+            .boxes(parent.0, parent.1)?
+            .into_iter()
+            .find(|b| &b.0 == kind)
+            .map(|(_, s, e, h)| (s, e, h)))
+    }
+}
+
+/// The media timescale (`moov/trak/mdia/mdhd`) of an init segment's first track.
+pub(crate) fn timescale(init: &[u8]) -> Result<u32, MediaError> {
+    let r = Reader { bytes: init };
+    let mut at = (0, init.len());
+    for kind in [b"moov", b"trak", b"mdia"] {
+        let (s, e, h) = r
+            .child(at, kind)?
+            .ok_or_else(|| malformed("the init segment has no moov/trak/mdia"))?;
+        at = (s + h, e);
+    }
+    let (s, _, h) = r
+        .child(at, b"mdhd")?
+        .ok_or_else(|| malformed("the init segment has no mdhd"))?;
+    let version = init[s + h];
+    // version 1: creation and modification times are 64-bit.
+    let at = s + h + 4 + if version == 1 { 16 } else { 8 };
+    let scale = r.u32_at(at)?;
+    if scale == 0 {
+        return Err(malformed("a zero timescale"));
+    }
+    Ok(scale)
+}
+
+/// Every keyframe fragment of `segment`, its time relative to the
+/// segment's first fragment.
+pub(crate) fn keyframe_ranges(segment: &[u8], timescale: u32) -> Result<Vec<KeyframeRange>, MediaError> {
+    let r = Reader { bytes: segment };
+    let mut out = Vec::new();
+    let mut first_decode_time = None;
+    for (kind, moof_start, moof_end, header) in r.boxes(0, segment.len())? {
+        if &kind != b"moof" {
+            continue;
+        }
+        let (traf_s, traf_e, traf_h) = r
+            .child((moof_start + header, moof_end), b"traf")?
+            .ok_or_else(|| malformed("a moof without traf"))?;
+        let inner = (traf_s + traf_h, traf_e);
+        let (tfhd, _, tfhd_h) = r
+            .child(inner, b"tfhd")?
+            .ok_or_else(|| malformed("a traf without tfhd"))?;
+        let tfhd_flags = r.u32_at(tfhd + tfhd_h)? & 0x00ff_ffff;
+        let mut at = tfhd + tfhd_h + 8; // version/flags, track_ID
+        let base = if tfhd_flags & 0x01 != 0 {
+            let b = r.u64_at(at)? as usize;
+            at += 8;
+            b
+        } else {
+            // default-base-is-moof, or no base at all for a fragment's
+            // first traf: both mean the moof's first byte.
+            moof_start
+        };
+        if tfhd_flags & 0x02 != 0 {
+            at += 4; // sample_description_index
+        }
+        if tfhd_flags & 0x08 != 0 {
+            at += 4; // default_sample_duration
+        }
+        let default_size = if tfhd_flags & 0x10 != 0 {
+            let v = r.u32_at(at)?;
+            at += 4;
+            Some(v)
+        } else {
+            None
+        };
+        let default_flags = if tfhd_flags & 0x20 != 0 {
+            Some(r.u32_at(at)?)
+        } else {
+            None
+        };
+        let decode_time = match r.child(inner, b"tfdt")? {
+            Some((s, _, h)) if segment[s + h] == 1 => r.u64_at(s + h + 4)?,
+            Some((s, _, h)) => u64::from(r.u32_at(s + h + 4)?),
+            None => 0,
+        };
+        let first = *first_decode_time.get_or_insert(decode_time);
+        let (trun, _, trun_h) = r
+            .child(inner, b"trun")?
+            .ok_or_else(|| malformed("a traf without trun"))?;
+        let flags = r.u32_at(trun + trun_h)? & 0x00ff_ffff;
+        let count = r.u32_at(trun + trun_h + 4)?;
+        let mut at = trun + trun_h + 8;
+        let data_offset = if flags & 0x01 != 0 {
+            let v = r.u32_at(at)? as i32;
+            at += 4;
+            i64::from(v)
+        } else {
+            // Without a data offset the data starts right after the moof's
+            // mdat header (the fragment's only data).
+            (moof_end + 8 - base) as i64
+        };
+        let first_sample_flags = if flags & 0x04 != 0 {
+            let v = r.u32_at(at)?;
+            at += 4;
+            Some(v)
+        } else {
+            None
+        };
+        if count == 0 {
+            continue;
+        }
+        if flags & 0x100 != 0 {
+            at += 4; // duration
+        }
+        let size = if flags & 0x200 != 0 {
+            r.u32_at(at)?
+        } else {
+            default_size.ok_or_else(|| malformed("a sample without a size"))?
+        };
+        let own_flags = if flags & 0x400 != 0 {
+            Some(r.u32_at(at + if flags & 0x200 != 0 { 4 } else { 0 })?)
+        } else {
+            None
+        };
+        let sample_flags = first_sample_flags.or(own_flags).or(default_flags).unwrap_or(0);
+        if sample_flags & NON_SYNC != 0 {
+            continue;
+        }
+        let sample_start = base as i64 + data_offset;
+        let end = sample_start + i64::from(size);
+        if sample_start < moof_end as i64 || end > segment.len() as i64 {
+            return Err(malformed("a sample outside the file"));
+        }
+        out.push(KeyframeRange {
+            offset: moof_start as u64,
+            length: (end - moof_start as i64) as u64,
+            time_s: decode_time.saturating_sub(first) as f64 / f64::from(timescale),
+        });
+    }
+    Ok(out)
+}
