@@ -35,8 +35,18 @@ fn source(dir: &Path) -> PathBuf {
     let path = dir.join("lecture.mp4");
     let status = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=854x480:rate=25:duration=12"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=12"])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=854x480:rate=25:duration=12",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000:duration=12",
+        ])
         .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "50"])
         .args(["-c:a", "aac", "-shortest"])
         .arg(&path)
@@ -76,11 +86,15 @@ async fn encode(
     chunking: Option<ChunkingConfig>,
 ) -> serde_json::Value {
     let org = w.org("Trick play").await;
-    w.user(Some(org), "partner@example.org", Role::Partner).await;
+    w.user(Some(org), "partner@example.org", Role::Partner)
+        .await;
     let token = w.login("partner@example.org").await;
     let id = Uuid::now_v7();
     let key = keys::source_key(id);
-    store.put_file(&key, clip, PutOptions::default()).await.unwrap();
+    store
+        .put_file(&key, clip, PutOptions::default())
+        .await
+        .unwrap();
     intake::create(
         w.db(),
         &NewAsset {
@@ -141,12 +155,19 @@ async fn check_trick_play(w: &World, master_url: &str, dir: &Path) -> usize {
         .filter(|v| !v.is_i_frame && v.resolution.is_some())
         .collect();
     let iframe_streams: Vec<_> = master.variants.iter().filter(|v| v.is_i_frame).collect();
-    assert_eq!(rungs.len(), iframe_streams.len(), "one I-frame stream per rung");
+    assert_eq!(
+        rungs.len(),
+        iframe_streams.len(),
+        "one I-frame stream per rung"
+    );
     for (rung, stream) in rungs.iter().zip(&iframe_streams) {
         assert_eq!(rung.resolution, stream.resolution);
         assert!(stream.bandwidth > 0);
         let codecs = stream.codecs.as_deref().unwrap();
-        assert!(codecs.starts_with("avc1.") && !codecs.contains("mp4a"), "{codecs}");
+        assert!(
+            codecs.starts_with("avc1.") && !codecs.contains("mp4a"),
+            "{codecs}"
+        );
     }
     let mut decoded = 0;
     for stream in &iframe_streams {
@@ -177,7 +198,10 @@ async fn check_trick_play(w: &World, master_url: &str, dir: &Path) -> usize {
             assert_eq!(status, StatusCode::PARTIAL_CONTENT, "{}", entry.uri);
             assert_eq!(bytes.len() as u64, range.length);
             let file = dir.join(format!("iframe-{decoded}.mp4"));
-            let mut alone = init.clone().expect("an EXT-X-MAP before the first entry").to_vec();
+            let mut alone = init
+                .clone()
+                .expect("an EXT-X-MAP before the first entry")
+                .to_vec();
             alone.extend_from_slice(&bytes);
             std::fs::write(&file, alone).unwrap();
             assert_eq!(
@@ -190,7 +214,10 @@ async fn check_trick_play(w: &World, master_url: &str, dir: &Path) -> usize {
             decoded += 1;
         }
     }
-    assert!(decoded >= iframe_streams.len() * 3, "{decoded} keyframes in 12 s");
+    assert!(
+        decoded >= iframe_streams.len() * 3,
+        "{decoded} keyframes in 12 s"
+    );
     iframe_streams.len()
 }
 
@@ -226,7 +253,11 @@ async fn trick_play_and_loudness(
     let asset = encode(&w, store, &clip, &dir.path().join("work"), chunking).await;
 
     let master_url = asset["master_url"].as_str().unwrap();
-    assert_eq!(check_trick_play(&w, master_url, dir.path()).await, 2, "480p and 360p");
+    assert_eq!(
+        check_trick_play(&w, master_url, dir.path()).await,
+        2,
+        "480p and 360p"
+    );
 
     // FFmpeg's sine source is a mono tone at 1/8 of full scale: about
     // −21 LUFS once played on both channels, so the rendition is raised.
@@ -238,8 +269,14 @@ async fn trick_play_and_loudness(
     let gain = loudness["gain_db"].as_f64().unwrap();
     assert!((measured + gain + 16.0).abs() < 0.01, "{loudness}");
     assert!(gain > 0.0, "{loudness}");
-    assert!(loudness["true_peak_dbtp"].as_f64().unwrap() < -1.0, "{loudness}");
-    assert!(loudness["range_lu"].as_f64().unwrap() < 1.0, "a steady tone: {loudness}");
+    assert!(
+        loudness["true_peak_dbtp"].as_f64().unwrap() < -1.0,
+        "{loudness}"
+    );
+    assert!(
+        loudness["range_lu"].as_f64().unwrap() < 1.0,
+        "a steady tone: {loudness}"
+    );
     asset
 }
 

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use lectern_storage::{PutOptions, StorageError, Store};
 use m3u8_rs::{
-    AlternativeMedia, AlternativeMediaType, ByteRange, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
-    MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
+    AlternativeMedia, AlternativeMediaType, ByteRange, Map, MasterPlaylist, MediaPlaylist,
+    MediaPlaylistType, MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
 };
 use serde::{Deserialize, Serialize};
 
@@ -202,7 +202,10 @@ impl Rendition {
             .fold(0.0, f64::max);
         let bytes: u64 = entries.iter().map(|(_, f, _)| f.length).sum();
         let duration = self.duration_s().max(1e-3);
-        (peak.ceil() as u64, (bytes as f64 * 8.0 / duration).ceil() as u64)
+        (
+            peak.ceil() as u64,
+            (bytes as f64 * 8.0 / duration).ceil() as u64,
+        )
     }
 }
 
@@ -526,21 +529,26 @@ pub fn master_playlist(package: &Package) -> MasterPlaylist {
     // Trick play, after the variants: one I-frame stream per rung that has
     // keyframe ranges. Its BANDWIDTH is the peak of its own entries; it
     // carries no audio, so CODECS is the video's alone.
-    variants.extend(videos.iter().filter(|v| iframe_playlist(v).is_some()).map(|v| {
-        let (peak, average) = v.iframe_bandwidth();
-        VariantStream {
-            is_i_frame: true,
-            uri: v.iframe_playlist_uri(),
-            bandwidth: peak,
-            average_bandwidth: Some(average),
-            codecs: Some(v.codecs.clone()),
-            resolution: v.width.zip(v.height).map(|(w, h)| Resolution {
-                width: u64::from(w),
-                height: u64::from(h),
+    variants.extend(
+        videos
+            .iter()
+            .filter(|v| iframe_playlist(v).is_some())
+            .map(|v| {
+                let (peak, average) = v.iframe_bandwidth();
+                VariantStream {
+                    is_i_frame: true,
+                    uri: v.iframe_playlist_uri(),
+                    bandwidth: peak,
+                    average_bandwidth: Some(average),
+                    codecs: Some(v.codecs.clone()),
+                    resolution: v.width.zip(v.height).map(|(w, h)| Resolution {
+                        width: u64::from(w),
+                        height: u64::from(h),
+                    }),
+                    ..VariantStream::default()
+                }
             }),
-            ..VariantStream::default()
-        }
-    }));
+    );
     let alternatives = match audio {
         Some(a) if !videos.is_empty() => vec![AlternativeMedia {
             media_type: AlternativeMediaType::Audio,

@@ -60,10 +60,21 @@ fn ffmpeg_loudness(input: &Path) -> (f64, f64) {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostats", "-i"])
         .arg(input)
-        .args(["-vn", "-af", "loudnorm=print_format=json", "-f", "null", "-"])
+        .args([
+            "-vn",
+            "-af",
+            "loudnorm=print_format=json",
+            "-f",
+            "null",
+            "-",
+        ])
         .output()
         .expect("ffmpeg CLI is installed");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stderr);
     let json = &text[text.rfind('{').unwrap()..=text.rfind('}').unwrap()];
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -103,7 +114,11 @@ fn a_quiet_and_a_loud_recording_both_come_out_at_the_target() {
     // into saturation.
     let cases = [
         ("quiet.mp4", voice("0.035*H"), "mono"),
-        ("loud.mp4", voice("0.98*tanh(1.3*H)/tanh(1.3*1.6)"), "stereo"),
+        (
+            "loud.mp4",
+            voice("0.98*tanh(1.3*H)/tanh(1.3*1.6)"),
+            "stereo",
+        ),
     ];
     for (name, expr, layout) in cases {
         let source = recording(dir.path(), name, Some(&expr), layout);
@@ -111,12 +126,19 @@ fn a_quiet_and_a_loud_recording_both_come_out_at_the_target() {
         if name == "quiet.mp4" {
             assert!(source_i < -33.0, "{name} should be quiet: {source_i} LUFS");
         } else {
-            assert!(source_i > -9.5 && source_tp > -3.5, "{name} should be loud: {source_i} LUFS, {source_tp} dBTP");
+            assert!(
+                source_i > -9.5 && source_tp > -3.5,
+                "{name} should be loud: {source_i} LUFS, {source_tp} dBTP"
+            );
         }
         let out = dir.path().join(name.replace(".mp4", ""));
         let report = transcode(&source, &out);
         let loudness = report.encoded.loudness.expect("measured");
-        assert_eq!(loudness.outcome, LoudnessOutcome::Normalised, "{name}: {loudness:?}");
+        assert_eq!(
+            loudness.outcome,
+            LoudnessOutcome::Normalised,
+            "{name}: {loudness:?}"
+        );
         assert_eq!(loudness.target_lufs, Some(TARGET));
 
         let (i, tp) = ffmpeg_loudness(&rendition(&out));
@@ -126,12 +148,22 @@ fn a_quiet_and_a_loud_recording_both_come_out_at_the_target() {
             loudness.measured, loudness.gain_db
         );
         assert!((i - TARGET).abs() <= 1.0, "{name}: rendition at {i} LUFS");
-        assert!(tp <= PEAK_CEILING + CODEC_OVERSHOOT_DB, "{name}: true peak {tp} dBTP");
+        assert!(
+            tp <= PEAK_CEILING + CODEC_OVERSHOOT_DB,
+            "{name}: true peak {tp} dBTP"
+        );
         // Our meter agrees with FFmpeg's on the source (downmixed as the
         // rendition carries it: mono is played on both channels, +3 LU).
         let ours = loudness.measured.integrated_lufs.unwrap();
-        let expected = if layout == "mono" { source_i + 3.01 } else { source_i };
-        assert!((ours - expected).abs() < 0.5, "{name}: ours {ours}, FFmpeg {expected}");
+        let expected = if layout == "mono" {
+            source_i + 3.01
+        } else {
+            source_i
+        };
+        assert!(
+            (ours - expected).abs() < 0.5,
+            "{name}: ours {ours}, FFmpeg {expected}"
+        );
     }
 }
 
@@ -147,11 +179,21 @@ fn a_peaky_recording_is_lowered_to_the_ceiling_not_pushed_over_it() {
     let source = recording(dir.path(), "peaky.mp4", Some(&h), "stereo");
     let out = dir.path().join("peaky");
     let loudness = transcode(&source, &out).encoded.loudness.unwrap();
-    assert_eq!(loudness.outcome, LoudnessOutcome::PeakLimited, "{loudness:?}");
+    assert_eq!(
+        loudness.outcome,
+        LoudnessOutcome::PeakLimited,
+        "{loudness:?}"
+    );
     let (i, tp) = ffmpeg_loudness(&rendition(&out));
     eprintln!("peaky: ours {loudness:?}; rendition {i:.2} LUFS {tp:.2} dBTP");
-    assert!(tp <= PEAK_CEILING + CODEC_OVERSHOOT_DB, "true peak {tp} dBTP");
-    assert!(tp > PEAK_CEILING - 1.0, "the gain should use the room up to the ceiling: {tp}");
+    assert!(
+        tp <= PEAK_CEILING + CODEC_OVERSHOOT_DB,
+        "true peak {tp} dBTP"
+    );
+    assert!(
+        tp > PEAK_CEILING - 1.0,
+        "the gain should use the room up to the ceiling: {tp}"
+    );
     assert!(i < TARGET - 0.5, "short of the target, as recorded: {i}");
 }
 

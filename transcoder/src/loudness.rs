@@ -174,11 +174,7 @@ impl LoudnessReport {
         };
         // Hundredths of a dB are far below what anyone hears, and keep the
         // stored numbers readable.
-        report(
-            Some(target),
-            (gain * 100.0).round() / 100.0,
-            outcome,
-        )
+        report(Some(target), (gain * 100.0).round() / 100.0, outcome)
     }
 
     /// The linear factor for `gain_db`.
@@ -504,7 +500,10 @@ mod tests {
         assert_eq!((r.gain_db, r.outcome), (0.0, LoudnessOutcome::Silent));
         assert_eq!(r.linear_gain(), 1.0);
         // Shorter than one 400 ms block: nothing to gate either.
-        assert_eq!(measure(&sine(1000.0, 0.5, 0.2, 48_000, 2), 2, 48_000).integrated_lufs, None);
+        assert_eq!(
+            measure(&sine(1000.0, 0.5, 0.2, 48_000, 2), 2, 48_000).integrated_lufs,
+            None
+        );
     }
 
     #[test]
@@ -519,21 +518,36 @@ mod tests {
             true_peak_dbtp: Some(tp),
         };
         let quiet = LoudnessReport::decide(m(-35.0, -22.0), &plan);
-        assert_eq!((quiet.gain_db, quiet.outcome), (19.0, LoudnessOutcome::Normalised));
+        assert_eq!(
+            (quiet.gain_db, quiet.outcome),
+            (19.0, LoudnessOutcome::Normalised)
+        );
         let loud = LoudnessReport::decide(m(-8.0, -0.1), &plan);
-        assert_eq!((loud.gain_db, loud.outcome), (-8.0, LoudnessOutcome::Normalised));
+        assert_eq!(
+            (loud.gain_db, loud.outcome),
+            (-8.0, LoudnessOutcome::Normalised)
+        );
         // Peaky: +10 dB wanted, the peak allows +6.
         let peaky = LoudnessReport::decide(m(-26.0, -7.0), &plan);
-        assert_eq!((peaky.gain_db, peaky.outcome), (6.0, LoudnessOutcome::PeakLimited));
+        assert_eq!(
+            (peaky.gain_db, peaky.outcome),
+            (6.0, LoudnessOutcome::PeakLimited)
+        );
         // Very quiet: the boost stops at MAX_GAIN_DB.
         let faint = LoudnessReport::decide(m(-60.0, -45.0), &plan);
-        assert_eq!((faint.gain_db, faint.outcome), (MAX_GAIN_DB, LoudnessOutcome::GainLimited));
+        assert_eq!(
+            (faint.gain_db, faint.outcome),
+            (MAX_GAIN_DB, LoudnessOutcome::GainLimited)
+        );
         let off = LoudnessPlan {
             target: LoudnessTarget::Off,
             ..plan
         };
         let r = LoudnessReport::decide(m(-35.0, -22.0), &off);
-        assert_eq!((r.gain_db, r.outcome, r.target_lufs), (0.0, LoudnessOutcome::Off, None));
+        assert_eq!(
+            (r.gain_db, r.outcome, r.target_lufs),
+            (0.0, LoudnessOutcome::Off, None)
+        );
     }
 
     #[test]
@@ -549,6 +563,12 @@ mod tests {
         let t: T = toml::from_str("t = \"off\"").unwrap();
         assert_eq!(t.t, LoudnessTarget::Off);
         assert!(toml::from_str::<T>("t = \"loud\"").is_err());
-        assert_eq!(serde_json::to_string(&T { t: LoudnessTarget::Off }).unwrap(), r#"{"t":"off"}"#);
+        assert_eq!(
+            serde_json::to_string(&T {
+                t: LoudnessTarget::Off
+            })
+            .unwrap(),
+            r#"{"t":"off"}"#
+        );
     }
 }

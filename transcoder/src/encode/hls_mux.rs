@@ -215,7 +215,9 @@ impl RenditionMuxer {
         std::fs::remove_file(&playlist_path)?;
 
         let timescale = if self.video {
-            Some(keyframes::timescale(&std::fs::read(self.dir.join(INIT_FILE))?)?)
+            Some(keyframes::timescale(&std::fs::read(
+                self.dir.join(INIT_FILE),
+            )?)?)
         } else {
             None
         };

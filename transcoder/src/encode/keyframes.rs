@@ -14,8 +14,8 @@
 //! one range per segment; the decode time (`tfdt`, in the track's
 //! `mdhd` timescale) places each within its segment.
 
-use crate::error::{MediaError, MediaErrorCode};
 use super::KeyframeRange;
+use crate::error::{MediaError, MediaErrorCode};
 
 /// `sample_is_non_sync_sample` in ISO/IEC 14496-12 sample flags.
 const NON_SYNC: u32 = 0x0001_0000;
@@ -44,7 +44,11 @@ impl<'a> Reader<'a> {
     }
 
     /// The boxes in `start..end`: (type, box start, box end, header size).
-    fn boxes(&self, start: usize, end: usize) -> Result<Vec<([u8; 4], usize, usize, usize)>, MediaError> {
+    fn boxes(
+        &self,
+        start: usize,
+        end: usize,
+    ) -> Result<Vec<([u8; 4], usize, usize, usize)>, MediaError> {
         let mut out = Vec::new();
         let mut at = start;
         while at + 8 <= end {
@@ -64,7 +68,11 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    fn child(&self, parent: (usize, usize), kind: &[u8; 4]) -> Result<Option<(usize, usize, usize)>, MediaError> {
+    fn child(
+        &self,
+        parent: (usize, usize),
+        kind: &[u8; 4],
+    ) -> Result<Option<(usize, usize, usize)>, MediaError> {
         Ok(self
             .boxes(parent.0, parent.1)?
             .into_iter()
@@ -98,7 +106,10 @@ pub(crate) fn timescale(init: &[u8]) -> Result<u32, MediaError> {
 
 /// Every keyframe fragment of `segment`, its time relative to the
 /// segment's first fragment.
-pub(crate) fn keyframe_ranges(segment: &[u8], timescale: u32) -> Result<Vec<KeyframeRange>, MediaError> {
+pub(crate) fn keyframe_ranges(
+    segment: &[u8],
+    timescale: u32,
+) -> Result<Vec<KeyframeRange>, MediaError> {
     let r = Reader { bytes: segment };
     let mut out = Vec::new();
     let mut first_decode_time = None;
@@ -186,7 +197,10 @@ pub(crate) fn keyframe_ranges(segment: &[u8], timescale: u32) -> Result<Vec<Keyf
         } else {
             None
         };
-        let sample_flags = first_sample_flags.or(own_flags).or(default_flags).unwrap_or(0);
+        let sample_flags = first_sample_flags
+            .or(own_flags)
+            .or(default_flags)
+            .unwrap_or(0);
         if sample_flags & NON_SYNC != 0 {
             continue;
         }

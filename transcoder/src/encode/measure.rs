@@ -69,9 +69,7 @@ pub(crate) fn measure_audio(
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            fed.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(&samples);
+            fed.lock().unwrap_or_else(|p| p.into_inner()).push(&samples);
             Ok(())
         },
         errors.clone(),

@@ -404,7 +404,10 @@ fn verify_trick_play(
     assert!(first.is_none_or(|i| master.variants[i..].iter().all(|v| v.is_i_frame)));
     for (stream, rung) in streams.iter().zip(video) {
         let res = stream.resolution.expect("RESOLUTION");
-        assert_eq!((res.width, res.height), (u64::from(rung.width), u64::from(rung.height)));
+        assert_eq!(
+            (res.width, res.height),
+            (u64::from(rung.width), u64::from(rung.height))
+        );
         assert_eq!(stream.codecs.as_deref(), Some(rung.codecs.as_str()));
         let path = root.join(&stream.uri);
         let dir = path.parent().unwrap();
@@ -413,8 +416,16 @@ fn verify_trick_play(
             .unwrap_or_else(|e| panic!("{} does not parse: {e:?}", stream.uri));
         assert!(playlist.i_frames_only && playlist.end_list);
         assert!(playlist.version.unwrap_or(1) >= 4);
-        let total: f64 = playlist.segments.iter().map(|s| f64::from(s.duration)).sum();
-        assert!((total - rung.duration_s).abs() < 0.1, "{}: {total} s", stream.uri);
+        let total: f64 = playlist
+            .segments
+            .iter()
+            .map(|s| f64::from(s.duration))
+            .sum();
+        assert!(
+            (total - rung.duration_s).abs() < 0.1,
+            "{}: {total} s",
+            stream.uri
+        );
         let mut init = Vec::new();
         for (n, entry) in playlist.segments.iter().enumerate() {
             if let Some(map) = &entry.map {
