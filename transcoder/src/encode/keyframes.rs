@@ -27,6 +27,15 @@ fn malformed(what: &str) -> MediaError {
     )
 }
 
+/// One box: its type, where it starts and ends, and its header's size.
+#[derive(Debug, Clone, Copy)]
+struct BoxAt {
+    kind: [u8; 4],
+    start: usize,
+    end: usize,
+    header: usize,
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
 }
@@ -43,12 +52,8 @@ impl<'a> Reader<'a> {
         Ok((u64::from(self.u32_at(at)?) << 32) | u64::from(self.u32_at(at + 4)?))
     }
 
-    /// The boxes in `start..end`: (type, box start, box end, header size).
-    fn boxes(
-        &self,
-        start: usize,
-        end: usize,
-    ) -> Result<Vec<([u8; 4], usize, usize, usize)>, MediaError> {
+    /// The boxes in `start..end`.
+    fn boxes(&self, start: usize, end: usize) -> Result<Vec<BoxAt>, MediaError> {
         let mut out = Vec::new();
         let mut at = start;
         while at + 8 <= end {
@@ -62,7 +67,12 @@ impl<'a> Reader<'a> {
             if size < header || at + size > end {
                 return Err(malformed("a box size does not fit its parent"));
             }
-            out.push((kind, at, at + size, header));
+            out.push(BoxAt {
+                kind,
+                start: at,
+                end: at + size,
+                header,
+            });
             at += size;
         }
         Ok(out)
@@ -76,8 +86,8 @@ impl<'a> Reader<'a> {
         Ok(self
             .boxes(parent.0, parent.1)?
             .into_iter()
-            .find(|b| &b.0 == kind)
-            .map(|(_, s, e, h)| (s, e, h)))
+            .find(|b| &b.kind == kind)
+            .map(|b| (b.start, b.end, b.header)))
     }
 }
 
@@ -113,10 +123,11 @@ pub(crate) fn keyframe_ranges(
     let r = Reader { bytes: segment };
     let mut out = Vec::new();
     let mut first_decode_time = None;
-    for (kind, moof_start, moof_end, header) in r.boxes(0, segment.len())? {
-        if &kind != b"moof" {
+    for moof in r.boxes(0, segment.len())? {
+        if &moof.kind != b"moof" {
             continue;
         }
+        let (moof_start, moof_end, header) = (moof.start, moof.end, moof.header);
         let (traf_s, traf_e, traf_h) = r
             .child((moof_start + header, moof_end), b"traf")?
             .ok_or_else(|| malformed("a moof without traf"))?;
