@@ -34,6 +34,11 @@
 //!   before gets its own `EXT-X-MAP` and a discontinuity; the chunk
 //!   sources and losing attempts' files are deleted before the switch to
 //!   ready.
+//! - Trick play survives stitching: a part's keyframe byte ranges are
+//!   offsets inside its own segment files (renaming them changes nothing),
+//!   and the stitched I-frame playlists take the same `EXT-X-MAP` and
+//!   discontinuity as the media playlists. Loudness is measured by part 0,
+//!   which has the whole audio; its result carries it to the stitch.
 //! - A cancelled sibling still running notices at its next lease renewal
 //!   (its job is no longer `running`) and stops, removing its own outputs.
 //!

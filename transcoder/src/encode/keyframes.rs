@@ -228,3 +228,88 @@ pub(crate) fn keyframe_ranges(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+        let mut out = ((body.len() + 8) as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn full(kind: &[u8; 4], version: u8, flags: u32, body: &[u8]) -> Vec<u8> {
+        let mut b = ((u32::from(version) << 24) | flags).to_be_bytes().to_vec();
+        b.extend_from_slice(body);
+        boxed(kind, &b)
+    }
+
+    /// One fragment as libavformat writes it: default-base-is-moof, a
+    /// 64-bit decode time, a trun with a data offset, first-sample flags
+    /// and per-sample sizes.
+    fn fragment(decode_time: u64, first_flags: u32, sizes: &[u32]) -> Vec<u8> {
+        let tfhd = full(b"tfhd", 0, 0x02_0000, &1u32.to_be_bytes());
+        let tfdt = full(b"tfdt", 1, 0, &decode_time.to_be_bytes());
+        let trun_len = 8 + 4 + 4 + 4 + 4 * sizes.len() + 4;
+        let traf_len = 8 + tfhd.len() + tfdt.len() + trun_len;
+        let moof_len = 8 + 16 + traf_len;
+        let mut trun = (sizes.len() as u32).to_be_bytes().to_vec();
+        trun.extend_from_slice(&((moof_len + 8) as u32).to_be_bytes());
+        trun.extend_from_slice(&first_flags.to_be_bytes());
+        for s in sizes {
+            trun.extend_from_slice(&s.to_be_bytes());
+        }
+        let trun = full(b"trun", 0, 0x205, &trun);
+        let traf = boxed(b"traf", &[tfhd, tfdt, trun].concat());
+        let mfhd = full(b"mfhd", 0, 0, &1u32.to_be_bytes());
+        let moof = boxed(b"moof", &[mfhd, traf].concat());
+        assert_eq!(moof.len(), moof_len);
+        let data: Vec<u8> = sizes.iter().flat_map(|&s| vec![0xAB; s as usize]).collect();
+        [moof, boxed(b"mdat", &data)].concat()
+    }
+
+    #[test]
+    fn each_fragment_starting_with_a_sync_sample_is_one_range() {
+        let styp = boxed(b"styp", b"msdh\0\0\0\0");
+        let first = fragment(90_000, 0x0200_0000, &[1000, 200, 300]);
+        // A fragment opening with a non-sync sample is no I-frame.
+        let second = fragment(180_000, 0x0101_0000, &[400]);
+        let third = fragment(270_000, 0x0200_0000, &[700, 50]);
+        let segment = [styp.clone(), first.clone(), second.clone(), third.clone()].concat();
+        let ranges = keyframe_ranges(&segment, 90_000).unwrap();
+        let moof_len = first.len() - 8 - 1500;
+        assert_eq!(
+            ranges,
+            [
+                KeyframeRange {
+                    offset: styp.len() as u64,
+                    length: (moof_len + 8 + 1000) as u64,
+                    time_s: 0.0,
+                },
+                KeyframeRange {
+                    offset: (styp.len() + first.len() + second.len()) as u64,
+                    // Two samples: a trun entry shorter than the first's.
+                    length: (third.len() - 750 + 700) as u64,
+                    time_s: 2.0,
+                },
+            ]
+        );
+        // A truncated file is an error, never a panic.
+        assert!(keyframe_ranges(&segment[..segment.len() - 10], 90_000).is_err());
+    }
+
+    #[test]
+    fn the_timescale_comes_from_the_first_tracks_mdhd() {
+        let mut mdhd = vec![0; 8];
+        mdhd.extend_from_slice(&12_800u32.to_be_bytes());
+        mdhd.extend_from_slice(&[0; 8]);
+        let init = boxed(
+            b"moov",
+            &boxed(b"trak", &boxed(b"mdia", &full(b"mdhd", 0, 0, &mdhd))),
+        );
+        assert_eq!(timescale(&init).unwrap(), 12_800);
+        assert!(timescale(b"not an init segment").is_err());
+    }
+}

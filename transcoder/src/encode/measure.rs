@@ -2,9 +2,10 @@
 //! is decoded and measured ([`crate::loudness::LoudnessMeter`]), so the
 //! audio branch can apply one gain from its first sample.
 //!
-//! The pass decodes no video: decodebin3's `select-stream` signal turns
-//! every stream but the default audio one away, so they are demuxed and
-//! dropped, never decoded. The audio goes through the very conversion the
+//! The pass decodes no video: decodebin3's `select-stream` signal selects
+//! the first audio stream alone (checked with `GST_DEBUG=decodebin3:5`: a
+//! single slot, for audio), so other streams are demuxed and dropped,
+//! never decoded. The audio goes through the very conversion the
 //! encode uses (`audioconvert ! audioresample` to the rendition's channels
 //! and rate), so what is measured is what the AAC encoder will be given —
 //! a mono source duplicated into stereo is measured as that stereo.
@@ -33,14 +34,24 @@ pub(crate) fn measure_audio(
     let filesrc = make("filesrc")?;
     filesrc.set_property("location", source.to_string_lossy().to_string());
     let decodebin = make("decodebin3")?;
-    // -1 keeps decodebin3's default choice (the first audio stream, the
-    // one the encode takes); 0 refuses, so video is never decoded.
+    // 1 selects, 0 refuses. Every stream must get an explicit answer:
+    // one "decide yourself" (-1) makes decodebin3 add the first stream of
+    // every type, video included. The one selected is the collection's
+    // first audio stream, which is what decodebin3 picks for the encode.
     decodebin.connect("select-stream", false, |values| {
-        let audio = values
-            .get(2)
-            .and_then(|v| v.get::<gst::Stream>().ok())
-            .is_some_and(|s| s.stream_type().contains(gst::StreamType::AUDIO));
-        Some(if audio { -1i32 } else { 0i32 }.to_value())
+        let collection = values
+            .get(1)
+            .and_then(|v| v.get::<gst::StreamCollection>().ok());
+        let stream = values.get(2).and_then(|v| v.get::<gst::Stream>().ok());
+        let first_audio = collection.as_ref().and_then(|c| {
+            c.iter()
+                .find(|s| s.stream_type().contains(gst::StreamType::AUDIO))
+                .and_then(|s| s.stream_id())
+        });
+        let selected = stream
+            .and_then(|s| s.stream_id())
+            .is_some_and(|id| Some(&id) == first_audio.as_ref());
+        Some(i32::from(selected).to_value())
     });
     add_chain(&pipeline, &[filesrc, decodebin.clone()])?;
 
