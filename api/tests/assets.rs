@@ -9,7 +9,7 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-const FIELDS: [&str; 14] = [
+const FIELDS: [&str; 15] = [
     "id",
     "organisation_id",
     "status",
@@ -24,6 +24,7 @@ const FIELDS: [&str; 14] = [
     "updated_at",
     "first_playable_at",
     "ready_at",
+    "loudness",
 ];
 
 async fn asset(w: &World, org: Uuid, status: &str, minutes_ago: i32) -> Uuid {
@@ -96,6 +97,8 @@ async fn assets_list_show_and_events(db: PgPool) {
             assert!(a.get(field).is_some(), "{field} missing from {a}");
         }
         assert_eq!(a["renditions"], Value::Array(vec![]), "{a}");
+        // Never transcoded: nothing measured.
+        assert_eq!(a["loudness"], Value::Null, "{a}");
         assert_eq!(a["progress"], 42.0, "{a}");
         assert_eq!(a["organisation_id"], org.to_string());
     }

@@ -52,11 +52,19 @@ struct AssetRow {
     updated_at: DateTime<Utc>,
     ready_at: Option<DateTime<Utc>>,
     first_playable_at: Option<DateTime<Utc>>,
+    loudness_integrated_lufs: Option<f64>,
+    loudness_range_lu: Option<f64>,
+    loudness_true_peak_dbtp: Option<f64>,
+    loudness_target_lufs: Option<f64>,
+    loudness_true_peak_max_dbtp: Option<f64>,
+    loudness_gain_db: Option<f64>,
+    loudness_outcome: Option<LoudnessOutcome>,
 }
 
 const ASSET_COLUMNS: &str = "id, organisation_id, status, title, profile, progress, duration_s, \
      error_code, error_message, output_prefix, playable_prefix, created_at, updated_at, ready_at, \
-     first_playable_at";
+     first_playable_at, loudness_integrated_lufs, loudness_range_lu, loudness_true_peak_dbtp, \
+     loudness_target_lufs, loudness_true_peak_max_dbtp, loudness_gain_db, loudness_outcome";
 
 /// An asset: one source and everything encoded from it.
 #[derive(Serialize, schemars::JsonSchema)]
@@ -91,6 +99,47 @@ pub struct Asset {
     pub first_playable_at: Option<DateTime<Utc>>,
     /// When every rendition was published.
     pub ready_at: Option<DateTime<Utc>>,
+    /// The audio's loudness (EBU R128) as the transcode measured it and
+    /// the gain the audio rendition got; `null` without audio or before
+    /// the transcode has measured it.
+    pub loudness: Option<AssetLoudness>,
+}
+
+/// EBU R128 loudness of the source's audio, measured after the downmix to
+/// the audio rendition's channels, and what normalisation did with it.
+#[derive(Serialize, schemars::JsonSchema)]
+pub struct AssetLoudness {
+    /// Integrated loudness in LUFS; `null` when nothing is louder than
+    /// the −70 LUFS gate (silence).
+    pub integrated_lufs: Option<f64>,
+    /// Loudness range in LU (EBU Tech 3342).
+    pub range_lu: Option<f64>,
+    /// True peak in dBTP; `null` for digital silence.
+    pub true_peak_dbtp: Option<f64>,
+    /// The profile's target; `null` when normalisation is off.
+    pub target_lufs: Option<f64>,
+    /// The ceiling the gain may not push the true peak over, dBTP.
+    pub true_peak_max_dbtp: f64,
+    /// The gain applied to the audio rendition, dB (0 when silent or off).
+    pub gain_db: f64,
+    pub outcome: LoudnessOutcome,
+}
+
+/// Why the applied gain is what it is.
+#[derive(Debug, Clone, Copy, Serialize, sqlx::Type, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum LoudnessOutcome {
+    /// The rendition is at the target.
+    Normalised,
+    /// Below the target: more gain would push the true peak over the ceiling.
+    PeakLimited,
+    /// Below the target: it would need more than +20 dB.
+    GainLimited,
+    /// Nothing to measure (silence): no gain.
+    Silent,
+    /// The profile turns normalisation off: measured only.
+    Off,
 }
 
 /// Why an asset failed.
@@ -155,6 +204,15 @@ impl AssetRow {
             .as_deref()
             .or(self.playable_prefix.as_deref());
         let master_url = prefix.map(|p| state.playback.master_url(self.id, p, viewer.session_id()));
+        let loudness = self.loudness_outcome.map(|outcome| AssetLoudness {
+            integrated_lufs: self.loudness_integrated_lufs,
+            range_lu: self.loudness_range_lu,
+            true_peak_dbtp: self.loudness_true_peak_dbtp,
+            target_lufs: self.loudness_target_lufs,
+            true_peak_max_dbtp: self.loudness_true_peak_max_dbtp.unwrap_or_default(),
+            gain_db: self.loudness_gain_db.unwrap_or_default(),
+            outcome,
+        });
         let error = self.error_code.map(|code| AssetError {
             code,
             message: self.error_message.unwrap_or_default(),
@@ -174,6 +232,7 @@ impl AssetRow {
             updated_at: self.updated_at,
             first_playable_at: self.first_playable_at,
             ready_at: self.ready_at,
+            loudness,
         }
     }
 }

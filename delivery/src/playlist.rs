@@ -5,6 +5,12 @@
 //! playlist was. Text-level rather than through a full parser: the output
 //! must stay byte-for-byte what the packager wrote apart from the added
 //! query, and unknown tags must pass through untouched.
+//!
+//! One line is dropped: an encrypted asset's master loses its
+//! `#EXT-X-I-FRAME-STREAM-INF` lines. I-frame playlists are byte ranges
+//! inside segments, and the origin encrypts a segment whole (AES-128-CBC
+//! from its first byte), so a range from its middle cannot be decrypted
+//! with the playlist's IV; trick play is offered for clear assets only.
 
 use super::encryption::AssetKey;
 
@@ -72,6 +78,9 @@ pub fn rewrite_encrypted(text: &str, token: &str, encrypt: Option<&Encrypt<'_>>)
         if trimmed.is_empty() {
             out.push_str(line);
         } else if trimmed.starts_with('#') {
+            if encrypt.is_some() && trimmed.starts_with("#EXT-X-I-FRAME-STREAM-INF") {
+                continue;
+            }
             if let Some(e) = encrypt {
                 if trimmed.starts_with("#EXT-X-MAP") && key_active {
                     out.push_str("#EXT-X-KEY:METHOD=NONE");
@@ -253,6 +262,22 @@ mod tests {
         );
         assert_eq!(kind(MEDIA), Kind::Vod);
         assert_eq!(kind("#EXTM3U\n#EXTINF:4,\na.m4s\n"), Kind::Growing);
+    }
+
+    #[test]
+    fn an_encrypted_master_offers_no_trick_play() {
+        let key = AssetKey::generate();
+        let e = Encrypt {
+            key: &key,
+            key_uri: "/media-key/a/b",
+            dir: "assets/a/out/attempt-1/",
+            base: None,
+        };
+        let out = rewrite_encrypted(MASTER, "T", Some(&e));
+        assert!(!out.contains("I-FRAME"), "{out}");
+        assert!(out.contains("\n720p/index.m3u8?token=T\n"), "{out}");
+        // A clear asset keeps it.
+        assert!(rewrite(MASTER, "T").contains("#EXT-X-I-FRAME-STREAM-INF"));
     }
 
     #[test]

@@ -160,6 +160,7 @@ impl Ladder {
             duration_s: segment.duration_s,
             bytes,
             init_uri: first_of_connection.then_some(init_name),
+            iframes: Vec::new(),
         });
         *self.published.entry(segment.dir.clone()).or_default() += 1;
         let text =

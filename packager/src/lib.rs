@@ -10,6 +10,13 @@
 //! average bandwidth, resolution, frame rate and codecs, one `aac` audio
 //! group, and an audio-only variant last.
 //!
+//! Trick play: a video rendition whose segments carry [`IFrame`] byte
+//! ranges (the transcoder reads them where it writes the media) also gets
+//! an I-frame playlist (`iframes.m3u8`, `EXT-X-I-FRAMES-ONLY`, one
+//! `EXT-X-BYTERANGE` per keyframe into the existing segment files) and an
+//! `EXT-X-I-FRAME-STREAM-INF` line in the master; renditions without them
+//! (live, growing previews) get neither.
+//!
 //! [`publish`] uploads media first, then media playlists, then the master,
 //! then the manifest, so a reader never finds a playlist naming a missing
 //! file. Segments, init segments and images are `immutable` for a year —
@@ -21,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use lectern_storage::{PutOptions, StorageError, Store};
 use m3u8_rs::{
-    AlternativeMedia, AlternativeMediaType, Map, MasterPlaylist, MediaPlaylist, MediaPlaylistType,
-    MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
+    AlternativeMedia, AlternativeMediaType, ByteRange, Map, MasterPlaylist, MediaPlaylist,
+    MediaPlaylistType, MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
 };
 use serde::{Deserialize, Serialize};
 
@@ -30,6 +37,8 @@ use serde::{Deserialize, Serialize};
 pub const MASTER_PLAYLIST: &str = "master.m3u8";
 /// Each rendition's media playlist, inside the rendition's directory.
 pub const MEDIA_PLAYLIST: &str = "index.m3u8";
+/// Each video rendition's I-frame playlist, inside the rendition's directory.
+pub const IFRAME_PLAYLIST: &str = "iframes.m3u8";
 pub const MANIFEST: &str = "manifest.json";
 /// The `GROUP-ID` every video variant uses for its audio.
 pub const AUDIO_GROUP: &str = "aac";
@@ -88,6 +97,20 @@ pub struct Segment {
     /// from the one before: stitched chunk encodes may each carry their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_uri: Option<String>,
+    /// Keyframes inside this segment that decode alone (trick play).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iframes: Vec<IFrame>,
+}
+
+/// A keyframe inside a segment file: the bytes (the fragment's `moof` and
+/// the keyframe's sample) that, after the init segment, decode to exactly
+/// that picture.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct IFrame {
+    pub offset: u64,
+    pub length: u64,
+    /// After the segment's start, seconds.
+    pub time_s: f64,
 }
 
 /// One rendition as encoded: what players need to choose and fetch it.
@@ -146,6 +169,44 @@ impl Rendition {
     fn playlist_uri(&self) -> String {
         format!("{}/{MEDIA_PLAYLIST}", self.dir)
     }
+
+    fn iframe_playlist_uri(&self) -> String {
+        format!("{}/{IFRAME_PLAYLIST}", self.dir)
+    }
+
+    /// Every keyframe in play order: its segment's index, the keyframe,
+    /// and how long it stands for (until the next keyframe, the last one
+    /// until the rendition's end).
+    fn iframe_entries(&self) -> Vec<(usize, IFrame, f64)> {
+        let mut starts = Vec::new();
+        let mut at = 0.0;
+        for (i, s) in self.segments.iter().enumerate() {
+            starts.extend(s.iframes.iter().map(|f| (i, *f, at + f.time_s)));
+            at += s.duration_s;
+        }
+        let end = at;
+        (0..starts.len())
+            .map(|k| {
+                let next = starts.get(k + 1).map_or(end, |n| n.2);
+                (starts[k].0, starts[k].1, next - starts[k].2)
+            })
+            .collect()
+    }
+
+    /// Peak and average bit rate of the I-frame playlist, bits/s.
+    fn iframe_bandwidth(&self) -> (u64, u64) {
+        let entries = self.iframe_entries();
+        let peak = entries
+            .iter()
+            .map(|(_, f, d)| f.length as f64 * 8.0 / d.max(1e-3))
+            .fold(0.0, f64::max);
+        let bytes: u64 = entries.iter().map(|(_, f, _)| f.length).sum();
+        let duration = self.duration_s().max(1e-3);
+        (
+            peak.ceil() as u64,
+            (bytes as f64 * 8.0 / duration).ceil() as u64,
+        )
+    }
 }
 
 /// Everything one source was turned into.
@@ -192,6 +253,10 @@ pub fn write_hls(package: &Package, root: &Path) -> Result<Manifest, PackageErro
     for rendition in &package.renditions {
         let path = root.join(&rendition.dir).join(MEDIA_PLAYLIST);
         write_playlist(&path, |w| media_playlist(rendition).write_to(w))?;
+        if let Some(iframes) = iframe_playlist(rendition) {
+            let path = root.join(&rendition.dir).join(IFRAME_PLAYLIST);
+            write_playlist(&path, |w| iframes.write_to(w))?;
+        }
     }
     write_playlist(&root.join(MASTER_PLAYLIST), |w| {
         master_playlist(package).write_to(w)
@@ -295,6 +360,61 @@ pub fn media_playlist(rendition: &Rendition) -> MediaPlaylist {
         independent_segments: true,
         ..MediaPlaylist::default()
     }
+}
+
+/// The I-frame playlist of a video rendition whose segments list their
+/// keyframes (`None` otherwise): one entry per keyframe, a byte range of
+/// the segment file, lasting until the next keyframe; the same `EXT-X-MAP`
+/// and discontinuity rules as [`media_playlist`]. Byte ranges with offsets
+/// need version 4, the init map version 6: version 7 like the others.
+pub fn iframe_playlist(rendition: &Rendition) -> Option<MediaPlaylist> {
+    if rendition.kind != RenditionKind::Video {
+        return None;
+    }
+    let entries = rendition.iframe_entries();
+    if entries.is_empty() {
+        return None;
+    }
+    let mut current: Option<&str> = None;
+    let segments: Vec<MediaSegment> = entries
+        .iter()
+        .map(|&(i, frame, duration)| {
+            let s = &rendition.segments[i];
+            let init = rendition.segments[..=i]
+                .iter()
+                .rev()
+                .find_map(|s| s.init_uri.as_deref())
+                .unwrap_or(rendition.init_uri.as_str());
+            let changed = current != Some(init);
+            let discontinuity = changed && current.is_some();
+            current = Some(init);
+            MediaSegment {
+                uri: s.uri.clone(),
+                duration: duration as f32,
+                byte_range: Some(ByteRange {
+                    length: frame.length,
+                    offset: Some(frame.offset),
+                }),
+                discontinuity,
+                map: changed.then(|| Map {
+                    uri: init.to_string(),
+                    ..Map::default()
+                }),
+                ..MediaSegment::default()
+            }
+        })
+        .collect();
+    let longest = entries.iter().map(|e| e.2).fold(0.0, f64::max);
+    Some(MediaPlaylist {
+        version: Some(HLS_VERSION),
+        target_duration: (longest.ceil() as u64).max(1),
+        segments,
+        end_list: true,
+        playlist_type: Some(MediaPlaylistType::Vod),
+        i_frames_only: true,
+        independent_segments: true,
+        ..MediaPlaylist::default()
+    })
 }
 
 /// A growing (`EVENT`) playlist of the segments encoded so far, so players
@@ -406,6 +526,29 @@ pub fn master_playlist(package: &Package) -> MasterPlaylist {
             ..VariantStream::default()
         });
     }
+    // Trick play, after the variants: one I-frame stream per rung that has
+    // keyframe ranges. Its BANDWIDTH is the peak of its own entries; it
+    // carries no audio, so CODECS is the video's alone.
+    variants.extend(
+        videos
+            .iter()
+            .filter(|v| iframe_playlist(v).is_some())
+            .map(|v| {
+                let (peak, average) = v.iframe_bandwidth();
+                VariantStream {
+                    is_i_frame: true,
+                    uri: v.iframe_playlist_uri(),
+                    bandwidth: peak,
+                    average_bandwidth: Some(average),
+                    codecs: Some(v.codecs.clone()),
+                    resolution: v.width.zip(v.height).map(|(w, h)| Resolution {
+                        width: u64::from(w),
+                        height: u64::from(h),
+                    }),
+                    ..VariantStream::default()
+                }
+            }),
+    );
     let alternatives = match audio {
         Some(a) if !videos.is_empty() => vec![AlternativeMedia {
             media_type: AlternativeMediaType::Audio,
@@ -542,6 +685,7 @@ mod tests {
                 duration_s,
                 bytes,
                 init_uri: None,
+                iframes: Vec::new(),
             })
             .collect()
     }
@@ -713,6 +857,53 @@ mod tests {
         assert_eq!(master.variants.len(), 1);
         assert!(master.alternatives.is_empty());
         assert_eq!(master.variants[0].codecs.as_deref(), Some("mp4a.40.2"));
+    }
+
+    #[test]
+    fn keyframe_ranges_become_an_iframe_playlist_and_a_master_line() {
+        let mut v = video("360p", 360, &[(4.0, 100_000), (4.0, 90_000), (2.0, 40_000)]);
+        for (i, s) in v.segments.iter_mut().enumerate() {
+            s.iframes = vec![IFrame {
+                offset: 76,
+                length: 5_000 + i as u64,
+                time_s: 0.0,
+            }];
+        }
+        // A stitched chunk with its own init section.
+        v.segments[2].init_uri = Some("p3a1_init.mp4".into());
+        let t = text(|w| iframe_playlist(&v).unwrap().write_to(w));
+        for line in [
+            "#EXT-X-VERSION:7",
+            "#EXT-X-I-FRAMES-ONLY",
+            "#EXT-X-MAP:URI=\"init.mp4\"",
+            "#EXT-X-BYTERANGE:5000@76\n#EXTINF:4,\nseg_00000.m4s",
+            "#EXT-X-BYTERANGE:5001@76\n#EXTINF:4,\nseg_00001.m4s",
+            "#EXT-X-MAP:URI=\"p3a1_init.mp4\"",
+            "#EXT-X-ENDLIST",
+        ] {
+            assert!(t.contains(line), "missing {line} in\n{t}");
+        }
+        assert_eq!(t.matches("#EXT-X-DISCONTINUITY\n").count(), 1, "{t}");
+        let parsed = m3u8_rs::parse_media_playlist_res(t.as_bytes()).unwrap();
+        assert!(parsed.i_frames_only);
+        let durations: Vec<f32> = parsed.segments.iter().map(|s| s.duration).collect();
+        assert_eq!(durations, [4.0, 4.0, 2.0]);
+
+        let package = Package {
+            renditions: vec![v, video("240p", 240, &[(4.0, 1000)]), audio()],
+            poster: None,
+            storyboard: None,
+        };
+        let t = text(|w| master_playlist(&package).write_to(w));
+        // Only the rung with keyframe ranges gets trick play, after the
+        // variants; its peak is the 2 s entry: 5002 bytes over 2 s.
+        assert_eq!(t.matches("#EXT-X-I-FRAME-STREAM-INF").count(), 1, "{t}");
+        assert!(t.contains("#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=20008,AVERAGE-BANDWIDTH=12003,CODECS=\"avc1.64001f\",RESOLUTION=640x360,URI=\"v/360p/iframes.m3u8\""), "{t}");
+        assert!(t.rfind("#EXT-X-STREAM-INF").unwrap() < t.find("I-FRAME").unwrap());
+        let parsed = m3u8_rs::parse_master_playlist_res(t.as_bytes()).unwrap();
+        assert_eq!(parsed.variants.iter().filter(|v| v.is_i_frame).count(), 1);
+        // Live and preview renditions carry none.
+        assert!(iframe_playlist(&video("240p", 240, &[(4.0, 1000)])).is_none());
     }
 
     #[test]

@@ -34,6 +34,11 @@
 //!   before gets its own `EXT-X-MAP` and a discontinuity; the chunk
 //!   sources and losing attempts' files are deleted before the switch to
 //!   ready.
+//! - Trick play survives stitching: a part's keyframe byte ranges are
+//!   offsets inside its own segment files (renaming them changes nothing),
+//!   and the stitched I-frame playlists take the same `EXT-X-MAP` and
+//!   discontinuity as the media playlists. Loudness is measured by part 0,
+//!   which has the whole audio; its result carries it to the stitch.
 //! - A cancelled sibling still running notices at its next lease renewal
 //!   (its job is no longer `running`) and stops, removing its own outputs.
 //!
@@ -320,12 +325,15 @@ impl Worker {
                     duration_s: s.duration_s,
                     bytes: s.bytes,
                     init_uri: None,
+                    // Offsets within the file: renaming it changes nothing.
+                    iframes: crate::transcode::iframes_of(s),
                 });
             }
             let mut rendition = crate::transcode::package_of(&EncodeOutput {
                 renditions: vec![r.clone()],
                 poster: None,
                 storyboard: None,
+                loudness: None,
             })
             .renditions
             .remove(0);
@@ -352,6 +360,7 @@ impl Worker {
             renditions,
             poster: package.poster,
             storyboard: package.storyboard,
+            loudness: encoded.loudness,
         })
     }
 
@@ -404,6 +413,10 @@ impl Worker {
             )));
         }
         let package = self.stitched_package(&stitch.prefix, &results).await?;
+        let loudness = results
+            .iter()
+            .find(|(spec, _)| spec.index == 0)
+            .and_then(|(_, result)| result.loudness);
 
         let local = scratch.join("stitched");
         for r in &package.renditions {
@@ -422,7 +435,7 @@ impl Worker {
         // Before the switch, so a reader of the ready asset finds its prefix
         // final; nothing deleted here is named by the new playlists.
         self.remove_part_leftovers(&stitch.prefix, &package).await;
-        self.finish_ready(job, &stitch.prefix, &manifest, encode_s)
+        self.finish_ready(job, &stitch.prefix, &manifest, loudness.as_ref(), encode_s)
             .await
     }
 

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use lectern_transcoder::ladder::{LadderProfile, RungProfile};
+use lectern_transcoder::loudness::LoudnessTarget;
 
 /// The built-in profiles, embedded so the binary needs no data files.
 const BUILTINS: [(&str, &str); 2] = [
@@ -201,7 +202,29 @@ pub fn validate(profile: &LadderProfile) -> Result<(), ProfileError> {
         }
         previous = Some(rung);
     }
-    validate_audio("audio", &profile.audio).map_err(|(f, p)| invalid(&f, p))?;
+    validate_audio(
+        "audio",
+        profile.audio.bitrate_kbps,
+        profile.audio.sample_rate,
+    )
+    .map_err(|(f, p)| invalid(&f, p))?;
+    if let LoudnessTarget::Lufs(target) = profile.audio.loudness_target_lufs {
+        // Broadcast speech sits near −23, streaming −16 to −14; beyond this
+        // band a typo is likelier than an intent.
+        if !(-40.0..=-5.0).contains(&target) {
+            return Err(invalid(
+                "audio.loudness_target_lufs",
+                format!("must be between -40 and -5 LUFS, or \"off\", got {target}"),
+            ));
+        }
+    }
+    let peak = profile.audio.true_peak_max_dbtp;
+    if !(-12.0..=0.0).contains(&peak) {
+        return Err(invalid(
+            "audio.true_peak_max_dbtp",
+            format!("must be between -12 and 0 dBTP, got {peak}"),
+        ));
+    }
     if let Some(content) = &profile.content {
         let classes = [
             ("content.slides", &content.slides),
@@ -243,29 +266,28 @@ pub fn validate(profile: &LadderProfile) -> Result<(), ProfileError> {
             }
         }
         if let Some(voice) = &content.single_voice_audio {
-            validate_audio("content.single_voice_audio", voice).map_err(|(f, p)| invalid(&f, p))?;
+            validate_audio(
+                "content.single_voice_audio",
+                voice.bitrate_kbps,
+                voice.sample_rate,
+            )
+            .map_err(|(f, p)| invalid(&f, p))?;
         }
     }
     Ok(())
 }
 
-fn validate_audio(
-    name: &str,
-    audio: &lectern_transcoder::ladder::AudioProfile,
-) -> Result<(), (String, String)> {
-    if !(16..=512).contains(&audio.bitrate_kbps) {
+fn validate_audio(name: &str, bitrate_kbps: u32, sample_rate: u32) -> Result<(), (String, String)> {
+    if !(16..=512).contains(&bitrate_kbps) {
         return Err((
             format!("{name}.bitrate_kbps"),
-            format!("must be between 16 and 512, got {}", audio.bitrate_kbps),
+            format!("must be between 16 and 512, got {bitrate_kbps}"),
         ));
     }
-    if !AUDIO_SAMPLE_RATES.contains(&audio.sample_rate) {
+    if !AUDIO_SAMPLE_RATES.contains(&sample_rate) {
         return Err((
             format!("{name}.sample_rate"),
-            format!(
-                "must be one of 32000, 44100, 48000, got {}",
-                audio.sample_rate
-            ),
+            format!("must be one of 32000, 44100, 48000, got {sample_rate}"),
         ));
     }
     Ok(())

@@ -126,6 +126,8 @@ impl Publisher {
             duration_s: segment.duration_s,
             bytes,
             init_uri: None,
+            // A growing preview has no trick play; the finished ladder does.
+            iframes: Vec::new(),
         });
         let target = self
             .plan

@@ -6,6 +6,7 @@
 use lectern_assets::{keys, JobKind};
 use lectern_packager::{self as packager, Rendition};
 use lectern_transcoder::encode::EncodeScope;
+use lectern_transcoder::loudness::LoudnessReport;
 use lectern_transcoder::LadderPlan;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,9 @@ pub struct PartResult {
     pub renditions: Vec<Rendition>,
     pub poster: Option<String>,
     pub storyboard: Option<packager::StoryboardFiles>,
+    /// Part 0's loudness measurement and gain (the audio is not split).
+    #[serde(default)]
+    pub loudness: Option<LoudnessReport>,
 }
 
 /// What a claimed job is to do.

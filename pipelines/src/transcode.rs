@@ -132,9 +132,22 @@ fn rendition_of(r: &EncodedRendition) -> packager::Rendition {
                 duration_s: s.duration_s,
                 bytes: s.bytes,
                 init_uri: None,
+                iframes: iframes_of(s),
             })
             .collect(),
     }
+}
+
+/// The keyframe ranges the encoder found, as the packager lists them.
+pub(crate) fn iframes_of(s: &encode::EncodedSegment) -> Vec<packager::IFrame> {
+    s.keyframes
+        .iter()
+        .map(|k| packager::IFrame {
+            offset: k.offset,
+            length: k.length,
+            time_s: k.time_s,
+        })
+        .collect()
 }
 
 fn package_error(e: PackageError) -> MediaError {

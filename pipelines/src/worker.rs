@@ -36,6 +36,7 @@ use futures::StreamExt;
 use lectern_storage::Store;
 use lectern_transcoder::encode::CancelFlag;
 use lectern_transcoder::ladder::SourceLimits;
+use lectern_transcoder::loudness::LoudnessReport;
 use lectern_transcoder::{probe, MediaErrorCode};
 use serde_json::json;
 use sqlx::PgPool;
@@ -438,17 +439,25 @@ impl Worker {
         lectern_packager::publish(&out, self.store.as_ref(), prefix)
             .await
             .map_err(|e| JobFailure::Infrastructure(format!("publishing: {e}")))?;
-        self.finish_ready(job, prefix, &report.manifest, report.elapsed_s)
-            .await
+        self.finish_ready(
+            job,
+            prefix,
+            &report.manifest,
+            report.encoded.loudness.as_ref(),
+            report.elapsed_s,
+        )
+        .await
     }
 
     /// The switch to ready, only if this worker still owns the job: the
-    /// asset points at `prefix` and its renditions in one transaction.
+    /// asset points at `prefix`, its renditions and its audio's loudness
+    /// in one transaction.
     pub(crate) async fn finish_ready(
         &self,
         job: &ClaimedJob,
         prefix: &str,
         manifest: &lectern_packager::Manifest,
+        loudness: Option<&LoudnessReport>,
         encode_s: f64,
     ) -> Result<(), JobFailure> {
         let name = &self.config.name;
@@ -474,6 +483,7 @@ impl Worker {
         .bind(prefix)
         .execute(&mut *tx)
         .await?;
+        store_loudness(&mut tx, job.asset_id, loudness).await?;
         sqlx::query("DELETE FROM asset_renditions WHERE asset_id = $1")
             .bind(job.asset_id)
             .execute(&mut *tx)
@@ -747,6 +757,33 @@ impl Worker {
             Err(e) => tracing::warn!(%root, error = %e, "cannot list superseded outputs"),
         }
     }
+}
+
+/// Records what the loudness pass measured and the gain applied; all
+/// `NULL` for an encode without it (no audio), so a re-encode never keeps
+/// an older measurement.
+async fn store_loudness(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    asset: Uuid,
+    loudness: Option<&LoudnessReport>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE assets SET loudness_integrated_lufs = $2, loudness_range_lu = $3,
+                loudness_true_peak_dbtp = $4, loudness_target_lufs = $5,
+                loudness_true_peak_max_dbtp = $6, loudness_gain_db = $7, loudness_outcome = $8
+         WHERE id = $1",
+    )
+    .bind(asset)
+    .bind(loudness.and_then(|l| l.measured.integrated_lufs))
+    .bind(loudness.and_then(|l| l.measured.range_lu))
+    .bind(loudness.and_then(|l| l.measured.true_peak_dbtp))
+    .bind(loudness.and_then(|l| l.target_lufs))
+    .bind(loudness.map(|l| l.true_peak_max_dbtp))
+    .bind(loudness.map(|l| l.gain_db))
+    .bind(loudness.map(|l| l.outcome.as_str()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Renews the lease every third of its length and writes progress; if the

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::content::{ContentAnalysis, ContentClass};
 use crate::error::{MediaError, MediaErrorCode};
+use crate::loudness::{LoudnessPlan, LoudnessTarget, DEFAULT_TRUE_PEAK_MAX_DBTP};
 use crate::media_info::{MediaInfo, Rational, StreamInfo, VideoStream};
 
 /// An encoding profile as operators write it (TOML). Heights are targets;
@@ -48,7 +49,15 @@ pub struct ContentRules {
     /// The audio rendition for a mono source or a stereo one carrying one
     /// voice twice: the same sound in one channel at a lower rate.
     #[serde(default)]
-    pub single_voice_audio: Option<AudioProfile>,
+    pub single_voice_audio: Option<VoiceAudio>,
+}
+
+/// The mono rendition of one voice; loudness follows the profile's `[audio]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceAudio {
+    pub bitrate_kbps: u32,
+    pub sample_rate: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -93,6 +102,17 @@ pub struct RungProfile {
 pub struct AudioProfile {
     pub bitrate_kbps: u32,
     pub sample_rate: u32,
+    /// Integrated loudness (EBU R128, LUFS) the audio rendition is brought
+    /// to, or `"off"` to measure only. Default −16.
+    #[serde(default)]
+    pub loudness_target_lufs: LoudnessTarget,
+    /// The true peak the gain may not push the audio over (dBTP). Default −1.
+    #[serde(default = "default_true_peak_max_dbtp")]
+    pub true_peak_max_dbtp: f64,
+}
+
+fn default_true_peak_max_dbtp() -> f64 {
+    DEFAULT_TRUE_PEAK_MAX_DBTP
 }
 
 /// What to encode, decided once per source.
@@ -145,6 +165,10 @@ pub struct AudioRendition {
     pub channels: u16,
     pub sample_rate: u32,
     pub bitrate_kbps: u32,
+    /// Loudness measurement and normalisation (see [`crate::loudness`]);
+    /// `None` in plans made before it existed: no measurement, no gain.
+    #[serde(default)]
+    pub loudness: Option<LoudnessPlan>,
 }
 
 /// Sources beyond these are refused by [`SourceLimits::check`] right after
@@ -290,6 +314,10 @@ pub fn plan_with_limits(
         channels: 2,
         sample_rate: profile.audio.sample_rate,
         bitrate_kbps: profile.audio.bitrate_kbps,
+        loudness: Some(LoudnessPlan {
+            target: profile.audio.loudness_target_lufs,
+            true_peak_max_dbtp: profile.audio.true_peak_max_dbtp,
+        }),
     });
     Ok(LadderPlan {
         profile: profile.name.clone(),
@@ -591,6 +619,8 @@ mod tests {
             audio: AudioProfile {
                 bitrate_kbps: 128,
                 sample_rate: 48_000,
+                loudness_target_lufs: LoudnessTarget::default(),
+                true_peak_max_dbtp: -1.0,
             },
             content: None,
         }
@@ -805,7 +835,7 @@ mod tests {
                 maxrate_scale: Some(0.5),
                 ..ClassRules::default()
             }),
-            single_voice_audio: Some(AudioProfile {
+            single_voice_audio: Some(VoiceAudio {
                 bitrate_kbps: 64,
                 sample_rate: 48_000,
             }),

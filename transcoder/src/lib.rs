@@ -10,6 +10,7 @@ pub mod content;
 pub mod encode;
 mod error;
 pub mod ladder;
+pub mod loudness;
 mod media_info;
 pub mod probe;
 pub mod split;

@@ -13,14 +13,16 @@
 //! chunks continue one timeline when stitched into one playlist.
 //!
 //! The playlist libavformat writes is only read back for the segment list;
-//! the published playlists come from the packager.
+//! the published playlists come from the packager. A video rendition's
+//! segments are read back too, for where their keyframes are
+//! ([`super::keyframes`]).
 
 use std::path::{Path, PathBuf};
 
 use ffmpeg_next as ffmpeg;
 use ffmpeg_next::ffi;
 
-use super::EncodedSegment;
+use super::{keyframes, EncodedSegment};
 use crate::error::{MediaError, MediaErrorCode};
 
 /// libavformat's own playlist, read back by [`RenditionMuxer::finish`] and removed.
@@ -46,6 +48,8 @@ pub(crate) struct RenditionMuxer {
     /// The stream time base libavformat settled on in `write_header`.
     time_base: ffmpeg::Rational,
     first_pts_ns: Option<i64>,
+    /// Video segments are read back for their keyframes (trick play).
+    video: bool,
 }
 
 fn mux_error(what: &str, dir: &Path, e: ffmpeg::Error) -> MediaError {
@@ -160,6 +164,7 @@ impl RenditionMuxer {
             dir: dir.to_path_buf(),
             time_base,
             first_pts_ns: None,
+            video: matches!(params, StreamParams::Video { .. }),
         })
     }
 
@@ -199,7 +204,8 @@ impl RenditionMuxer {
         })
     }
 
-    /// Flushes the last segment and returns every segment in order.
+    /// Flushes the last segment and returns every segment in order, a
+    /// video segment with where its keyframes are.
     pub(crate) fn finish(mut self) -> Result<Vec<EncodedSegment>, MediaError> {
         self.output
             .write_trailer()
@@ -208,6 +214,13 @@ impl RenditionMuxer {
         let playlist = std::fs::read_to_string(&playlist_path)?;
         std::fs::remove_file(&playlist_path)?;
 
+        let timescale = if self.video {
+            Some(keyframes::timescale(&std::fs::read(
+                self.dir.join(INIT_FILE),
+            )?)?)
+        } else {
+            None
+        };
         let mut start_s = self.first_pts_ns.unwrap_or(0) as f64 / 1e9;
         let mut segments = Vec::new();
         let mut pending_duration = None;
@@ -222,12 +235,20 @@ impl RenditionMuxer {
                         format!("libavformat playlist has a segment without EXTINF: {line}"),
                     )
                 })?;
-                let bytes = std::fs::metadata(self.dir.join(line))?.len();
+                let path = self.dir.join(line);
+                let (bytes, keyframes) = match timescale {
+                    Some(scale) => {
+                        let data = std::fs::read(&path)?;
+                        (data.len() as u64, keyframes::keyframe_ranges(&data, scale)?)
+                    }
+                    None => (std::fs::metadata(&path)?.len(), Vec::new()),
+                };
                 segments.push(EncodedSegment {
                     file_name: line.to_string(),
                     duration_s,
                     bytes,
                     start_s,
+                    keyframes,
                 });
                 start_s += duration_s;
             }

@@ -398,7 +398,8 @@ impl Builder {
             &self.timeline,
             Some(self.observer.clone()),
         )?;
-        let entry = audio_chain(&pipeline, &audio, sink.clone(), self.errors.clone())?;
+        // Live audio cannot be measured ahead: it is encoded as it comes.
+        let entry = audio_chain(&pipeline, &audio, 1.0, sink.clone(), self.errors.clone())?;
         let head = [make("queue")?, make("aacparse")?, make("avdec_aac")?];
         add_chain(&pipeline, &head)?;
         head[2]

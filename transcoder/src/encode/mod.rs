@@ -8,6 +8,13 @@
 //! HLS muxer per rendition ([`hls_mux`]). The plan decides everything; this
 //! module only executes it.
 //!
+//! Before the pipeline starts, an encode that includes the audio runs the
+//! loudness pass ([`measure`]: the audio alone, decoded and measured) when
+//! the plan asks for it, and the audio branch applies the resulting gain
+//! with a `volume` element after the downmix. Once a video rendition's
+//! muxer is finished, its segments are read back for the byte ranges of
+//! their keyframes ([`keyframes`]), which become the I-frame playlists.
+//!
 //! What keeps it correct:
 //! - Every decoded stream passes a pad probe that puts it on one timeline
 //!   (`normalize_timeline`): demuxers such as matroskademux send several
@@ -32,7 +39,9 @@
 
 mod codec_string;
 mod hls_mux;
+mod keyframes;
 pub mod live;
+mod measure;
 mod thumbnails;
 
 use std::path::{Path, PathBuf};
@@ -47,6 +56,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MediaError, MediaErrorCode};
 use crate::ladder::{AudioRendition, LadderPlan, VideoRendition};
+use crate::loudness::LoudnessReport;
 use crate::media_info::{MediaInfo, Rational};
 use hls_mux::{RenditionMuxer, StreamParams};
 use thumbnails::{PosterPicker, RgbFrame, StoryboardLayout};
@@ -94,6 +104,22 @@ pub struct EncodedSegment {
     pub bytes: u64,
     /// Presentation time of the segment's first frame.
     pub start_s: f64,
+    /// Where each keyframe of a video segment can be read alone (the
+    /// I-frame playlists' byte ranges); empty for audio.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyframes: Vec<KeyframeRange>,
+}
+
+/// One keyframe inside a segment file: its fragment's `moof` and the
+/// `mdat` bytes up to the end of the keyframe's sample, which with the
+/// init segment decode to exactly that picture.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KeyframeRange {
+    /// Byte offset of the fragment's `moof` in the segment file.
+    pub offset: u64,
+    pub length: u64,
+    /// Decode time of the keyframe after the segment's first, in seconds.
+    pub time_s: f64,
 }
 
 /// One encoded rendition: an init segment plus media segments in `dir`.
@@ -135,6 +161,10 @@ pub struct EncodeOutput {
     /// Poster JPEG relative to `out_dir`; none for audio-only sources.
     pub poster: Option<String>,
     pub storyboard: Option<Storyboard>,
+    /// The source's loudness and the gain the audio rendition got; `None`
+    /// when this encode has no audio or its plan asks for no measurement.
+    #[serde(default)]
+    pub loudness: Option<LoudnessReport>,
 }
 
 /// The first error wins: later ones are usually consequences of it.
@@ -753,10 +783,12 @@ fn thumbnail_branch(
         .map_err(|_| link_error("tee to thumbnails"))
 }
 
-/// Stereo at the planned rate (audioconvert downmixes surround) → AAC.
+/// Stereo at the planned rate (audioconvert downmixes surround) → the
+/// loudness gain, when there is one → AAC.
 fn audio_chain(
     pipeline: &gst::Pipeline,
     audio: &AudioRendition,
+    gain: f64,
     sink: Arc<RenditionSink>,
     errors: Arc<FirstError>,
 ) -> Result<gst::Element, MediaError> {
@@ -774,15 +806,20 @@ fn audio_chain(
         move |sample| sink.handle(sample),
         errors,
     );
-    let chain = [
+    let mut chain = vec![
         make("queue")?,
         make("audioconvert")?,
         make("audioresample")?,
         capsfilter(raw_caps)?,
-        aac,
-        make("aacparse")?,
-        appsink,
     ];
+    if gain != 1.0 {
+        // After the downmix and resampling, where the gain was measured;
+        // the second audioconvert hands avenc_aac the planar float it wants.
+        let volume = make("volume")?;
+        volume.set_property("volume", gain);
+        chain.extend([volume, make("audioconvert")?]);
+    }
+    chain.extend([aac, make("aacparse")?, appsink]);
     add_chain(pipeline, &chain)?;
     Ok(chain[0].clone())
 }
@@ -1016,7 +1053,9 @@ pub fn encode_scoped(
         video_input = Some(entry);
     }
     let mut audio_input = None;
+    let mut loudness = None;
     if let Some(audio) = plan.audio.as_ref().filter(|_| encode_audio) {
+        loudness = measured_loudness(source, audio, duration_s, cancel)?;
         let sink = rendition_sink(
             RenditionKind::Audio,
             &audio.name,
@@ -1026,7 +1065,14 @@ pub fn encode_scoped(
             &timeline,
             on_segment.clone(),
         )?;
-        audio_input = Some(audio_chain(&pipeline, audio, sink.clone(), errors.clone())?);
+        let gain = loudness.as_ref().map_or(1.0, LoudnessReport::linear_gain);
+        audio_input = Some(audio_chain(
+            &pipeline,
+            audio,
+            gain,
+            sink.clone(),
+            errors.clone(),
+        )?);
         sinks.push(sink);
     }
 
@@ -1094,7 +1140,32 @@ pub fn encode_scoped(
         renditions,
         poster,
         storyboard,
+        loudness,
     })
+}
+
+/// The loudness pass (see [`measure`]) and the gain it leads to, when the
+/// plan asks for one.
+fn measured_loudness(
+    source: &Path,
+    audio: &AudioRendition,
+    duration_s: f64,
+    cancel: &CancelFlag,
+) -> Result<Option<LoudnessReport>, MediaError> {
+    let Some(plan) = &audio.loudness else {
+        return Ok(None);
+    };
+    let measured = measure::measure_audio(source, audio, duration_s, cancel)?;
+    let report = LoudnessReport::decide(measured, plan);
+    tracing::info!(
+        integrated_lufs = ?measured.integrated_lufs,
+        true_peak_dbtp = ?measured.true_peak_dbtp,
+        range_lu = ?measured.range_lu,
+        gain_db = report.gain_db,
+        outcome = report.outcome.as_str(),
+        "loudness measured"
+    );
+    Ok(Some(report))
 }
 
 /// Rewrites a decoded stream onto one timeline: buffers carry their running

@@ -142,6 +142,8 @@ pub fn small_profile() -> LadderProfile {
         audio: AudioProfile {
             bitrate_kbps: 128,
             sample_rate: 48_000,
+            loudness_target_lufs: Default::default(),
+            true_peak_max_dbtp: -1.0,
         },
         content: None,
     }

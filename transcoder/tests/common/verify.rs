@@ -270,7 +270,7 @@ pub fn verify_ladder(source: &Path, root: &Path) -> LadderFacts {
     let audio_alternative = master.alternatives.iter().find(|a| a.group_id == "aac");
     let mut video = Vec::new();
     let mut audio = None;
-    for variant in &master.variants {
+    for variant in master.variants.iter().filter(|v| !v.is_i_frame) {
         let facts = rendition(root, &variant.uri, scratch.path());
         let codecs = variant.codecs.as_deref().unwrap_or_default();
         if facts.width > 0 {
@@ -342,7 +342,8 @@ pub fn verify_ladder(source: &Path, root: &Path) -> LadderFacts {
             audio.as_ref().map(|a| a.playlist.as_str()),
             "audio-only variant is last and the same playlist"
         );
-        assert_eq!(master.variants.last().unwrap().uri, uri);
+        let last = master.variants.iter().rfind(|v| !v.is_i_frame).unwrap();
+        assert_eq!(last.uri, uri);
     }
     assert_eq!(
         video.is_empty(),
@@ -388,9 +389,74 @@ pub fn verify_ladder(source: &Path, root: &Path) -> LadderFacts {
             );
         }
     }
+    verify_trick_play(root, &master, &video, scratch.path());
     LadderFacts {
         video,
         audio,
         master,
+    }
+}
+
+/// One I-frame stream per video rung, listed after the variants, whose
+/// playlist is I-frames-only and every entry of which — init segment plus
+/// its byte range of a segment file — decodes alone to one keyframe; the
+/// entries together last as long as the rung.
+fn verify_trick_play(
+    root: &Path,
+    master: &m3u8_rs::MasterPlaylist,
+    video: &[RenditionFacts],
+    scratch: &Path,
+) {
+    let streams: Vec<_> = master.variants.iter().filter(|v| v.is_i_frame).collect();
+    assert_eq!(streams.len(), video.len(), "one I-frame stream per rung");
+    let first = master.variants.iter().position(|v| v.is_i_frame);
+    assert!(first.is_none_or(|i| master.variants[i..].iter().all(|v| v.is_i_frame)));
+    for (stream, rung) in streams.iter().zip(video) {
+        let res = stream.resolution.expect("RESOLUTION");
+        assert_eq!(
+            (res.width, res.height),
+            (u64::from(rung.width), u64::from(rung.height))
+        );
+        assert_eq!(stream.codecs.as_deref(), Some(rung.codecs.as_str()));
+        let path = root.join(&stream.uri);
+        let dir = path.parent().unwrap();
+        let text = std::fs::read(&path).unwrap();
+        let playlist = m3u8_rs::parse_media_playlist_res(&text)
+            .unwrap_or_else(|e| panic!("{} does not parse: {e:?}", stream.uri));
+        assert!(playlist.i_frames_only && playlist.end_list);
+        assert!(playlist.version.unwrap_or(1) >= 4);
+        let total: f64 = playlist
+            .segments
+            .iter()
+            .map(|s| f64::from(s.duration))
+            .sum();
+        assert!(
+            (total - rung.duration_s).abs() < 0.1,
+            "{}: {total} s",
+            stream.uri
+        );
+        let mut init = Vec::new();
+        for (n, entry) in playlist.segments.iter().enumerate() {
+            if let Some(map) = &entry.map {
+                init = std::fs::read(dir.join(&map.uri)).unwrap();
+            }
+            let range = entry.byte_range.as_ref().expect("EXT-X-BYTERANGE");
+            let offset = range.offset.expect("an explicit offset") as usize;
+            let bytes = std::fs::read(dir.join(&entry.uri)).unwrap();
+            let mut alone = init.clone();
+            alone.extend_from_slice(&bytes[offset..offset + range.length as usize]);
+            let file = scratch.join("iframe.mp4");
+            std::fs::write(&file, alone).unwrap();
+            let out = Command::new("ffprobe")
+                .args(["-v", "quiet", "-select_streams", "v:0", "-show_frames"])
+                .args(["-show_entries", "frame=pict_type,key_frame", "-of", "json"])
+                .arg(&file)
+                .output()
+                .unwrap();
+            let frames: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let frames = frames["frames"].as_array().unwrap();
+            assert_eq!(frames.len(), 1, "entry {n} of {}: {frames:?}", stream.uri);
+            assert_eq!(frames[0]["key_frame"], 1, "entry {n} of {}", stream.uri);
+        }
     }
 }

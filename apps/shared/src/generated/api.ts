@@ -2866,6 +2866,12 @@ export interface components {
              */
             id: string;
             /**
+             * @description The audio's loudness (EBU R128) as the transcode measured it and
+             *     the gain the audio rendition got; `null` without audio or before
+             *     the transcode has measured it.
+             */
+            loudness: components["schemas"]["AssetLoudness"] | null;
+            /**
              * @description The master playlist a player opens, with a playback token in its
              *     query: the finished ladder once ready, the growing lowest rung while
              *     encoding (fast first playback), `null` before anything is playable.
@@ -2929,6 +2935,44 @@ export interface components {
             /** Format: uuid */
             asset_id: string;
             events: components["schemas"]["AssetEvent"][];
+        };
+        /**
+         * @description EBU R128 loudness of the source's audio, measured after the downmix to
+         *     the audio rendition's channels, and what normalisation did with it.
+         */
+        AssetLoudness: {
+            /**
+             * Format: double
+             * @description The gain applied to the audio rendition, dB (0 when silent or off).
+             */
+            gain_db: number;
+            /**
+             * Format: double
+             * @description Integrated loudness in LUFS; `null` when nothing is louder than
+             *     the −70 LUFS gate (silence).
+             */
+            integrated_lufs: number | null;
+            outcome: components["schemas"]["LoudnessOutcome"];
+            /**
+             * Format: double
+             * @description Loudness range in LU (EBU Tech 3342).
+             */
+            range_lu: number | null;
+            /**
+             * Format: double
+             * @description The profile's target; `null` when normalisation is off.
+             */
+            target_lufs: number | null;
+            /**
+             * Format: double
+             * @description True peak in dBTP; `null` for digital silence.
+             */
+            true_peak_dbtp: number | null;
+            /**
+             * Format: double
+             * @description The ceiling the gain may not push the true peak over, dBTP.
+             */
+            true_peak_max_dbtp: number;
         };
         /** @description A page of assets, newest first. */
         AssetPage: {
@@ -4245,6 +4289,8 @@ export interface components {
              */
             kind: string;
         };
+        /** @description Why the applied gain is what it is. */
+        LoudnessOutcome: "normalised" | "peak_limited" | "gain_limited" | "silent" | "off";
         /** @description How many notices a "mark all read" changed. */
         MarkedRead: {
             /** Format: uint64 */
