@@ -158,6 +158,10 @@ def run_fixed(src, out, preset):
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-filter_complex", graph]
     for i in range(n):
         cmd += ["-map", f"[o{i}]"]
+    # One output frame per source frame: ffmpeg's default frame-rate mode
+    # duplicates frames at the start of multi-variant HLS output, which
+    # shifts every later frame and would cost the fixed ladder SSIM.
+    cmd += ["-fps_mode", "passthrough"]
     for i, (_, _, kbps) in enumerate(FIXED_LADDER):
         cmd += [f"-c:v:{i}", "libx264", f"-preset:v:{i}", preset, f"-b:v:{i}", f"{kbps}k",
                 f"-maxrate:v:{i}", f"{round(kbps * 1.1)}k", f"-bufsize:v:{i}", f"{kbps * 2}k",

@@ -121,6 +121,9 @@ def run_split(src, out, profile, rungs):
     cmd = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), "-filter_complex", graph]
     for i in range(n):
         cmd += ["-map", f"[o{i}]"]
+    # One output frame per source frame (the default duplicates frames at
+    # the start of multi-variant HLS output, shifting the rest).
+    cmd += ["-fps_mode", "passthrough"]
     for i, r in enumerate(rungs):
         cmd += stream_args(x264_options(r, gop, profile["x264_preset"], profile.get("x264_tune")), f"v:{i}")
     cmd += ["-map", "0:a:0", "-c:a", "aac", "-b:a", f"{profile['audio']['bitrate_kbps']}k", "-ac", "2"]
