@@ -195,8 +195,11 @@ export class LecternPlayer {
       this.fail("invalid_quality", `there is no quality ${index}`, false);
       return;
     }
+    // Choosing the rung already playing switches nothing, so hls.js says
+    // nothing: the page still needs to hear that automatic selection is off.
+    const unchanged = index !== -1 && this.hls.currentLevel === index;
     this.hls.currentLevel = index;
-    if (index === -1) this.emitQuality();
+    if (index === -1 || unchanged) this.emitQuality();
   }
 
   /** The caption menu: the lesson's tracks in playlist order (not "off"). */

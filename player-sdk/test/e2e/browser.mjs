@@ -385,6 +385,8 @@ async function main() {
   assert.ok(after.time >= after.session.resume_position_s - 1 && after.time - before <= 5 + 2 * 2, "playback starts at the resume point");
   assert.equal(after.rate, 2, "the speed is still 2x after the reload");
   assert.equal(after.session.speed, 2, "the server remembers 2x");
+  // The learner's caption choice is remembered, and cues line up mid-video too.
+  await expectCueAtCurrentTime(page, "captions after the reload");
 
   // Force the lowest rung: the decoded picture gets smaller.
   const options = await page.$$eval("#quality option", (os) => os.map((o) => ({ value: o.value, label: o.textContent })));

@@ -12,7 +12,18 @@ vi.mock("hls.js", () => {
     config: Record<string, unknown>;
     levels: unknown[] = [];
     autoLevelEnabled = true;
-    currentLevel = -1;
+    private level = -1;
+    get currentLevel() {
+      return this.level;
+    }
+    set currentLevel(index: number) {
+      this.level = index;
+      this.autoLevelEnabled = index === -1;
+    }
+    /** What automatic selection chose (no manual choice). */
+    abrChose(index: number) {
+      this.level = index;
+    }
     subtitleTracks: Array<{ name: string; lang?: string; default: boolean }> = [];
     subtitleTrack = -1;
     subtitleDisplay = true;
@@ -77,6 +88,8 @@ interface FakeHlsInstance {
   subtitleTracks: Array<{ name: string; lang?: string; default: boolean }>;
   subtitleTrack: number;
   subtitleDisplay: boolean;
+  levels: unknown[];
+  abrChose(index: number): void;
   emit(event: string, data: unknown): void;
 }
 const instances = (Hls as unknown as { instances: FakeHlsInstance[] }).instances;
@@ -302,5 +315,19 @@ describe("captions", () => {
     expect(third.hls.subtitleDisplay).toBe(false);
     expect(third.player.caption).toBe(-1);
     third.player.destroy();
+  });
+});
+
+describe("quality", () => {
+  it("choosing the rung automatic selection already plays still turns automatic off", async () => {
+    const { player, hls } = await startPlayer();
+    hls.levels = [{ height: 360, width: 640, bitrate: 900_000 }, { height: 720, width: 1280, bitrate: 2_500_000 }];
+    hls.abrChose(0);
+    const changes: unknown[] = [];
+    player.on("qualitychange", (q) => changes.push(q));
+    player.setQuality(0);
+    expect(changes).toEqual([{ auto: false, index: 0, height: 360, bitrate: 900_000 }]);
+    expect(player.quality).toBe(0);
+    player.destroy();
   });
 });
