@@ -380,10 +380,10 @@ async fn uploaded_captions_play_in_the_master_playlist(db: PgPool) {
         .next()
         .unwrap();
     assert!(
-        master.contains(&format!(
+        master.contains(
             "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"中文\",LANGUAGE=\"zh-CN\",\
              DEFAULT=YES,AUTOSELECT=YES,URI=\"../captions/"
-        )),
+        ),
         "{master}"
     );
     assert!(

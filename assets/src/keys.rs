@@ -98,6 +98,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn captions_live_beside_the_attempts_and_are_published_files() {
+        let (id, upload) = (Uuid::new_v4(), Uuid::new_v4());
+        let prefix = captions_prefix(id, upload);
+        assert_eq!(prefix, format!("assets/{id}/out/captions/{upload}/"));
+        let segment = format!("{prefix}seg_00000.vtt");
+        assert!(is_captions(id, &segment));
+        assert!(!is_captions(Uuid::new_v4(), &segment));
+        assert!(!is_captions(id, &format!("{}seg.m4s", attempt_prefix(id, 1))));
+        let (asset, rest) = parse_output_key(&segment).unwrap();
+        assert_eq!(asset, id);
+        assert!(!is_intermediate(rest), "served like any published file");
+    }
+
+    #[test]
     fn output_keys_round_trip_and_nothing_else_parses() {
         let id = Uuid::new_v4();
         let key = format!("{}seg_00001.m4s", attempt_prefix(id, 2));
