@@ -105,7 +105,10 @@ mod tests {
         let segment = format!("{prefix}seg_00000.vtt");
         assert!(is_captions(id, &segment));
         assert!(!is_captions(Uuid::new_v4(), &segment));
-        assert!(!is_captions(id, &format!("{}seg.m4s", attempt_prefix(id, 1))));
+        assert!(!is_captions(
+            id,
+            &format!("{}seg.m4s", attempt_prefix(id, 1))
+        ));
         let (asset, rest) = parse_output_key(&segment).unwrap();
         assert_eq!(asset, id);
         assert!(!is_intermediate(rest), "served like any published file");

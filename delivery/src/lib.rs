@@ -401,7 +401,7 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
     api.route(Method::GET, "/media/{*key}", Access::Public, media)
         .describe(|op| {
             op.summary = Some("a file of a published rendition, for players");
-            token_parameter(op);
+            media_parameters(op);
             op.raw(
                 200,
                 "*/*",
@@ -409,7 +409,9 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
                  so every URI carries the token; `private`), a media segment \
                  (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an \
                  encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an \
-                 image, a WebVTT storyboard or the package manifest",
+                 image, a WebVTT storyboard or caption segment, or the package manifest. A \
+                 master playlist asked for with `lesson=<id>` (the playback URL carries it) \
+                 also lists that lesson's captions as a SUBTITLES group (`private, no-cache`)",
             );
             op.raw(
                 206,
@@ -423,7 +425,7 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
         .route(Method::HEAD, "/media/{*key}", Access::Public, media)
         .describe(|op| {
             op.summary = Some("a rendition file's headers, without its body");
-            token_parameter(op);
+            media_parameters(op);
             op.response(
                 200,
                 "Content-Type, Content-Length, ETag, Last-Modified, Cache-Control of \
@@ -481,6 +483,26 @@ fn token_parameter(op: &mut Operation) {
             "token": {
                 "type": "string",
                 "description": "the playback token the API put in the playback URL"
+            }
+        },
+        "required": ["token"]
+    }));
+}
+
+/// The query of `/media/{*key}`: the token, and the lesson a master plays.
+fn media_parameters(op: &mut Operation) {
+    op.query = Some(schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "token": {
+                "type": "string",
+                "description": "the playback token the API put in the playback URL"
+            },
+            "lesson": {
+                "type": "string",
+                "format": "uuid",
+                "description": "on a master playlist: the lesson being played, whose captions \
+                    it lists (the playback URL carries it)"
             }
         },
         "required": ["token"]

@@ -12410,6 +12410,8 @@ export interface operations {
     "GET /media/{*key}": {
         parameters: {
             query: {
+                /** @description on a master playlist: the lesson being played, whose captions it lists (the playback URL carries it) */
+                lesson?: string;
                 /** @description the playback token the API put in the playback URL */
                 token: string;
             };
@@ -12421,7 +12423,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the whole object: a playlist (application/vnd.apple.mpegurl, rewritten so every URI carries the token; `private`), a media segment (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an image, a WebVTT storyboard or the package manifest */
+            /** @description the whole object: a playlist (application/vnd.apple.mpegurl, rewritten so every URI carries the token; `private`), a media segment (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an image, a WebVTT storyboard or caption segment, or the package manifest. A master playlist asked for with `lesson=<id>` (the playback URL carries it) also lists that lesson's captions as a SUBTITLES group (`private, no-cache`) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -12498,6 +12500,8 @@ export interface operations {
     "HEAD /media/{*key}": {
         parameters: {
             query: {
+                /** @description on a master playlist: the lesson being played, whose captions it lists (the playback URL carries it) */
+                lesson?: string;
                 /** @description the playback token the API put in the playback URL */
                 token: string;
             };
