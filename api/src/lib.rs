@@ -207,7 +207,10 @@ impl AppState {
                 playback: playback.clone(),
                 identity: identity.clone(),
             }),
-            catalogue: CatalogueState { db: db.clone() },
+            catalogue: CatalogueState {
+                db: db.clone(),
+                store: store.clone(),
+            },
             learning: LearningState::new(LearningParts {
                 db: db.clone(),
                 learning: Arc::new(settings.learning),

@@ -764,6 +764,60 @@ async fn fixture(
             }
         }
         // Learning: a published lesson of organisation A with a playable asset.
+        // Captions: learners read those of lessons they can play; the
+        // upload fixture's body is JSON, not a caption file, so an allowed
+        // caller gets as far as the file's check.
+        ("GET", "/api/v1/lessons/{lesson_id}/captions") => {
+            let (lesson, _) = captioned_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(format!("/api/v1/lessons/{lesson}/captions"), None, ok(200))
+            }
+        }
+        ("GET", "/api/v1/lessons/{lesson_id}/captions/{language}") => {
+            let (lesson, language) = captioned_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/lessons/{lesson}/captions/{language}"),
+                    None,
+                    ok(200),
+                )
+            }
+        }
+        ("PUT", "/api/v1/lessons/{lesson_id}/captions/{language}") => {
+            let (_, lesson) = watchable_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/lessons/{lesson}/captions/en"),
+                    Some(json!({ "not": "a caption file" })),
+                    err(422, "caption_format"),
+                )
+            }
+        }
+        ("PATCH", "/api/v1/lessons/{lesson_id}/captions/{language}") => {
+            let (lesson, language) = captioned_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/lessons/{lesson}/captions/{language}"),
+                    Some(json!({ "label": "English (CC)", "default": true })),
+                    ok(200),
+                )
+            }
+        }
+        ("DELETE", "/api/v1/lessons/{lesson_id}/captions/{language}") => {
+            let (lesson, language) = captioned_lesson(w, orgs.a).await;
+            Call {
+                addresses_org_a: true,
+                ..call(
+                    format!("/api/v1/lessons/{lesson}/captions/{language}"),
+                    None,
+                    ok(204),
+                )
+            }
+        }
         ("POST", "/api/v1/lessons/{lesson_id}/playback")
         | ("POST", "/api/v1/progress")
         | ("POST", "/api/v1/qoe")
@@ -1459,6 +1513,10 @@ fn expected(access: Access, caller: &Caller, orgs: &Orgs, call: &Call, stepped_u
     };
     let is_key = caller.email.is_none();
     match access {
+        // Readers of another organisation's resources learn nothing of them.
+        Access::Authenticated if call.addresses_org_a && caller.org == Some(orgs.b) => {
+            err(404, "not_found")
+        }
         Access::Public | Access::Authenticated => call.allowed,
         Access::Session if is_key => err(403, "forbidden"),
         // Readers of another organisation's resources learn nothing of them.
@@ -1778,6 +1836,41 @@ async fn watchable_lesson(w: &World, org: Uuid) -> (Uuid, Uuid) {
         .await
         .unwrap();
     (course, lesson)
+}
+
+/// A watchable lesson of `org` with an English caption track (its row and
+/// its whole WebVTT file in storage, as an upload leaves them).
+async fn captioned_lesson(w: &World, org: Uuid) -> (Uuid, &'static str) {
+    let (_, lesson) = watchable_lesson(w, org).await;
+    let asset: Uuid = sqlx::query_scalar("SELECT asset_id FROM lessons WHERE id = $1")
+        .bind(lesson)
+        .fetch_one(w.db())
+        .await
+        .unwrap();
+    let prefix = lectern_assets::keys::captions_prefix(asset, Uuid::now_v7());
+    w.state
+        .store
+        .put_bytes(
+            &format!("{prefix}captions.vtt"),
+            "WEBVTT\n\n00:00:01.000 --> 00:00:02.000\nhello\n".into(),
+            lectern_storage::PutOptions::default(),
+        )
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO lesson_captions (id, organisation_id, lesson_id, language, label,
+             source_format, cue_count, source_bytes, asset_id, prefix)
+         VALUES ($1, $2, $3, 'en', 'English', 'webvtt', 1, 40, $4, $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org)
+    .bind(lesson)
+    .bind(asset)
+    .bind(&prefix)
+    .execute(w.db())
+    .await
+    .unwrap();
+    (lesson, "en")
 }
 
 /// A scheduled live event of `org` (its lesson, asset and key digest).

@@ -5,7 +5,12 @@
 //! assets/<id>/source-attempt<N>         a resumed pull's own copy (N ≥ 2)
 //! assets/<id>/out/attempt-<N>/…         one encode attempt's ladder
 //! assets/<id>/out/attempt-<N>/parts/…   a chunked encode's intermediates
+//! assets/<id>/out/captions/<upload>/…    one caption upload, segmented for HLS
 //! ```
+//!
+//! Captions live beside the attempts, not inside one: they are uploaded
+//! after the ladder was published, and a new upload gets a new prefix, so
+//! every object under `out/` is still written once and never changed.
 //!
 //! Only what is under `out/` is ever served, and the id is always written
 //! in its canonical (lower-case, hyphenated) form.
@@ -41,6 +46,22 @@ pub fn attempt_prefix(asset_id: Uuid, attempt: i32) -> String {
 /// its intermediates: never served.
 pub const PARTS_DIR: &str = "parts/";
 
+/// The directory under an asset's `out/` holding every caption upload;
+/// collecting a superseded attempt's outputs leaves it alone.
+pub const CAPTIONS_DIR: &str = "captions/";
+
+/// Where one caption upload of an asset is stored (its subtitle playlist,
+/// WebVTT segments and the whole file); `upload` is new for every upload.
+pub fn captions_prefix(asset_id: Uuid, upload: Uuid) -> String {
+    format!("{}{CAPTIONS_DIR}{upload}/", output_root(asset_id))
+}
+
+/// Whether `key` is a caption object of `asset_id` (what garbage
+/// collection of attempts must keep).
+pub fn is_captions(asset_id: Uuid, key: &str) -> bool {
+    key.starts_with(&format!("{}{CAPTIONS_DIR}", output_root(asset_id)))
+}
+
 /// Where a chunked encode keeps the source chunks of an attempt.
 pub fn chunk_key(attempt_prefix: &str, index: usize) -> String {
     format!("{attempt_prefix}{PARTS_DIR}chunk_{index:04}.mkv")
@@ -75,6 +96,23 @@ pub fn canonical_id(text: &str) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn captions_live_beside_the_attempts_and_are_published_files() {
+        let (id, upload) = (Uuid::new_v4(), Uuid::new_v4());
+        let prefix = captions_prefix(id, upload);
+        assert_eq!(prefix, format!("assets/{id}/out/captions/{upload}/"));
+        let segment = format!("{prefix}seg_00000.vtt");
+        assert!(is_captions(id, &segment));
+        assert!(!is_captions(Uuid::new_v4(), &segment));
+        assert!(!is_captions(
+            id,
+            &format!("{}seg.m4s", attempt_prefix(id, 1))
+        ));
+        let (asset, rest) = parse_output_key(&segment).unwrap();
+        assert_eq!(asset, id);
+        assert!(!is_intermediate(rest), "served like any published file");
+    }
 
     #[test]
     fn output_keys_round_trip_and_nothing_else_parses() {

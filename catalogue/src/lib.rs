@@ -9,7 +9,10 @@
 //! change that feeds search rewrites the affected lessons' search documents
 //! in the same transaction ([`search::index`]). Search ([`search`]) reads
 //! those documents: Chinese and English words, filters, cursors.
+//! Captions ([`captions`]) are uploaded per lesson and language, checked,
+//! segmented for HLS and stored in object storage beside the video.
 
+pub mod captions;
 mod courses;
 mod disciplines;
 mod experts;
@@ -23,15 +26,20 @@ pub use courses::{reject_review, CourseTransition};
 pub use view::{RatingSummary, ReviewOutcome};
 pub use vocabulary::{ClosedSet, CourseState, ResourceType, SearchSort};
 
+use std::sync::Arc;
+
+use lectern_storage::Store;
 use lectern_web::{ApiError, ApiRouter, ErrorCode, Permission, Principal, Role};
 use serde::{Deserialize, Deserializer};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-/// The catalogue's state: everything it keeps is in PostgreSQL.
+/// The catalogue's state: PostgreSQL, and the object store captions are
+/// segmented into.
 #[derive(Clone)]
 pub struct CatalogueState {
     pub db: PgPool,
+    pub store: Arc<dyn Store>,
 }
 
 pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
@@ -39,6 +47,7 @@ pub fn routes(api: ApiRouter<CatalogueState>) -> ApiRouter<CatalogueState> {
     let api = experts::routes(api);
     let api = courses::routes(api);
     let api = structure::routes(api);
+    let api = captions::routes(api);
     search::routes(api)
 }
 

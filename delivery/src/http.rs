@@ -150,7 +150,8 @@ const RENDITION_FILES: [(&str, &str); 11] = [
     ("jpeg", "image/jpeg"),
     ("png", "image/png"),
     ("webp", "image/webp"),
-    // Storyboards (thumbnails a player shows while seeking).
+    // Storyboards (thumbnails a player shows while seeking) and caption
+    // segments (`captions/<upload>/seg_NNNNN.vtt`, beside the attempts).
     ("vtt", "text/vtt"),
     // The package's `manifest.json`.
     ("json", "application/json"),

@@ -17,7 +17,16 @@
 //!   query in the common case.
 //!
 //! Playlists are rewritten per request so every nested URI carries the
-//! same token (module [`playlist`]). A rewritten playlist embeds one
+//! same token (module [`playlist`]). A master playlist asked for with
+//! `&lesson=<id>` (the learner's playback URL carries it) also lists that
+//! lesson's caption tracks as a `SUBTITLES` group, read from
+//! `lesson_captions` on each request: captions are uploaded after the
+//! ladder was published, and the stored master stays what the packager
+//! wrote. Only tracks of a lesson that plays the token's asset, timed
+//! against it, are listed, so the unsigned parameter cannot reach another
+//! video's captions. Such a master is `private, no-cache` with a validator
+//! that covers the tracks, so a new or deleted track is seen on the next
+//! load while an unchanged one still costs only a 304. A rewritten playlist embeds one
 //! learner's token, so it is sent `private` (no shared cache may store it
 //! and hand it to someone else) and its `max-age` never outlives the
 //! token; segments, init segments and images are the same bytes for every
@@ -58,6 +67,7 @@
 
 mod assets;
 pub mod cache;
+mod captions;
 mod encryption;
 mod http;
 mod playlist;
@@ -269,6 +279,20 @@ impl Playback {
         }
     }
 
+    /// [`Self::master_url`] for playing `lesson`: the origin adds the
+    /// lesson's caption tracks to this master playlist (see the module docs).
+    pub fn lesson_master_url(
+        &self,
+        asset_id: Uuid,
+        output_prefix: &str,
+        session: Option<Uuid>,
+        lesson: Uuid,
+    ) -> String {
+        let url = self.master_url(asset_id, output_prefix, session);
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}lesson={lesson}")
+    }
+
     pub fn verify(&self, token: &str, asset: Uuid) -> Result<Claims, TokenError> {
         token::verify(&self.keys, token, asset, token::now_unix())
     }
@@ -377,7 +401,7 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
     api.route(Method::GET, "/media/{*key}", Access::Public, media)
         .describe(|op| {
             op.summary = Some("a file of a published rendition, for players");
-            token_parameter(op);
+            media_parameters(op);
             op.raw(
                 200,
                 "*/*",
@@ -385,7 +409,9 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
                  so every URI carries the token; `private`), a media segment \
                  (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an \
                  encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an \
-                 image, a WebVTT storyboard or the package manifest",
+                 image, a WebVTT storyboard or caption segment, or the package manifest. A \
+                 master playlist asked for with `lesson=<id>` (the playback URL carries it) \
+                 also lists that lesson's captions as a SUBTITLES group (`private, no-cache`)",
             );
             op.raw(
                 206,
@@ -399,7 +425,7 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
         .route(Method::HEAD, "/media/{*key}", Access::Public, media)
         .describe(|op| {
             op.summary = Some("a rendition file's headers, without its body");
-            token_parameter(op);
+            media_parameters(op);
             op.response(
                 200,
                 "Content-Type, Content-Length, ETag, Last-Modified, Cache-Control of \
@@ -457,6 +483,26 @@ fn token_parameter(op: &mut Operation) {
             "token": {
                 "type": "string",
                 "description": "the playback token the API put in the playback URL"
+            }
+        },
+        "required": ["token"]
+    }));
+}
+
+/// The query of `/media/{*key}`: the token, and the lesson a master plays.
+fn media_parameters(op: &mut Operation) {
+    op.query = Some(schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "token": {
+                "type": "string",
+                "description": "the playback token the API put in the playback URL"
+            },
+            "lesson": {
+                "type": "string",
+                "format": "uuid",
+                "description": "on a master playlist: the lesson being played, whose captions \
+                    it lists (the playback URL carries it)"
             }
         },
         "required": ["token"]
@@ -586,10 +632,21 @@ fn servable_asset(key: &str) -> Result<Uuid, ApiError> {
 }
 
 fn query_token(query: Option<&str>) -> Option<&str> {
+    query_param(query, "token")
+}
+
+/// The value of `name=` in a query string (the first one), when not empty.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?
         .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
         .filter(|t| !t.is_empty())
+}
+
+/// The lesson whose captions a master playlist should list; a value that
+/// is no id is ignored (the playlist is served without captions).
+fn query_lesson(query: Option<&str>) -> Option<Uuid> {
+    query_param(query, "lesson").and_then(|v| Uuid::parse_str(v).ok())
 }
 
 /// The token check shared by the origin and the CDN's auth subrequest.
@@ -652,6 +709,7 @@ async fn media(
         let token = token.unwrap_or_default();
         let object = path.object.as_str();
         let playlist = object.ends_with(".m3u8");
+        let lesson = query_lesson(query.as_deref());
         let asset_key = state.playback.asset_key(&state, path.asset).await?;
         if let Some(refused) = delivery_refusal(asset_key.as_deref(), &path) {
             return Err(refused);
@@ -659,7 +717,10 @@ async fn media(
         match (asset_key, path.key_id) {
             (None, _) => {
                 if playlist {
-                    serve_playlist(&state, &method, &headers, object, token, &claims, None).await
+                    serve_playlist(
+                        &state, &method, &headers, object, token, &claims, None, lesson,
+                    )
+                    .await
                 } else {
                     serve_object(&state, &method, &headers, object).await
                 }
@@ -671,7 +732,17 @@ async fn media(
                 if playlist {
                     let base = encrypted_dir(path.asset, &k.id, object);
                     let e = (&*k, Some(base.as_str()));
-                    serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
+                    serve_playlist(
+                        &state,
+                        &method,
+                        &headers,
+                        object,
+                        token,
+                        &claims,
+                        Some(e),
+                        lesson,
+                    )
+                    .await
                 } else {
                     serve_object(&state, &method, &headers, object).await
                 }
@@ -679,7 +750,17 @@ async fn media(
             (Some(k), Some(_)) => {
                 if playlist {
                     let e = (&*k, None);
-                    serve_playlist(&state, &method, &headers, object, token, &claims, Some(e)).await
+                    serve_playlist(
+                        &state,
+                        &method,
+                        &headers,
+                        object,
+                        token,
+                        &claims,
+                        Some(e),
+                        lesson,
+                    )
+                    .await
                 } else if encryption::is_encrypted_media(object) {
                     serve_encrypted(&state, &method, &headers, &key, object, &k).await
                 } else {
@@ -1104,6 +1185,7 @@ async fn serve_playlist(
     token: &str,
     claims: &Claims,
     encrypt: Option<(&AssetKey, Option<&str>)>,
+    lesson: Option<Uuid>,
 ) -> Result<Response, ApiError> {
     let object = state
         .store
@@ -1123,6 +1205,20 @@ async fn serve_playlist(
     let kind = playlist::kind(text);
     let key_uri;
     let dir = key.rfind('/').map_or("", |i| &key[..=i]);
+    let subtitles = match (kind, lesson) {
+        (playlist::Kind::Master, Some(lesson)) => {
+            Some(captions::tracks(state, lesson, claims.asset).await)
+        }
+        _ => None,
+    };
+    let with_subtitles;
+    let text = match &subtitles {
+        Some(tracks) => {
+            with_subtitles = playlist::with_subtitles(text, dir, tracks);
+            with_subtitles.as_str()
+        }
+        None => text,
+    };
     let encrypt = match encrypt {
         Some((asset_key, base)) => {
             key_uri = encryption::key_uri(claims.asset, &asset_key.id);
@@ -1147,6 +1243,15 @@ async fn serve_playlist(
         tag.update(b"\0");
         tag.update(e.base.unwrap_or_default().as_bytes());
     }
+    if let Some(tracks) = &subtitles {
+        for t in tracks {
+            for part in [&t.language, &t.label, &t.prefix] {
+                tag.update(b"\0");
+                tag.update(part.as_bytes());
+            }
+            tag.update([u8::from(t.is_default)]);
+        }
+    }
     let token_tag = &hex::encode(tag.finalize())[..16];
     let etag = format!("{}-{token_tag}", meta.etag);
     let remaining = u64::try_from(claims.expires - token::now_unix()).unwrap_or(0);
@@ -1159,7 +1264,16 @@ async fn serve_playlist(
         playlist::Kind::Growing => 1,
         _ => stored.min(remaining),
     };
-    let mut response = if http::not_modified(headers, &etag, meta.last_modified) {
+    // A lesson's master is newer than its stored date when a track
+    // changed: only its tag can say it is current.
+    let current = match subtitles {
+        Some(_) => {
+            headers.contains_key(header::IF_NONE_MATCH)
+                && http::not_modified(headers, &etag, meta.last_modified)
+        }
+        None => http::not_modified(headers, &etag, meta.last_modified),
+    };
+    let mut response = if current {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         let length = body.len();
@@ -1178,9 +1292,14 @@ async fn serve_playlist(
     };
     let h = response.headers_mut();
     validators(h, &etag, meta.last_modified);
+    // A lesson's master changes when its captions do: revalidated each time.
+    let cache_control = match subtitles {
+        Some(_) => "private, no-cache".to_string(),
+        None => format!("private, max-age={max_age}"),
+    };
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&format!("private, max-age={max_age}")).expect("ascii"),
+        HeaderValue::from_str(&cache_control).expect("ascii"),
     );
     Ok(response)
 }
@@ -1254,6 +1373,27 @@ mod tests {
             .starts_with(&format!(
                 "https://cdn.example.org/media/assets/{asset}/out/attempt-1/master.m3u8?token="
             )));
+    }
+
+    #[test]
+    fn lesson_master_urls_name_the_lesson() {
+        let (asset, lesson) = (Uuid::new_v4(), Uuid::new_v4());
+        let p = Playback::generate();
+        let url = p.lesson_master_url(
+            asset,
+            &format!("assets/{asset}/out/attempt-1/"),
+            None,
+            lesson,
+        );
+        let query = url.split_once('?').unwrap().1;
+        assert_eq!(query_lesson(Some(query)), Some(lesson));
+        assert!(p.verify(query_token(Some(query)).unwrap(), asset).is_ok());
+        assert_eq!(query_lesson(Some("token=x&lesson=nope")), None);
+        assert_eq!(query_lesson(Some("token=x&lessons=1")), None);
+        assert_eq!(
+            query_param(Some("a=1&tokens=2&token=3"), "token"),
+            Some("3")
+        );
     }
 
     #[test]

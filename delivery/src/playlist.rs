@@ -121,6 +121,78 @@ pub fn rewrite_encrypted(text: &str, token: &str, encrypt: Option<&Encrypt<'_>>)
     out
 }
 
+/// The `GROUP-ID` of the subtitle renditions the origin adds to a lesson's
+/// master playlist.
+pub const SUBTITLE_GROUP: &str = "subs";
+
+/// A caption track as the master playlist lists it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SubtitleTrack {
+    /// BCP-47, canonical case.
+    pub language: String,
+    pub label: String,
+    pub is_default: bool,
+    /// The track's object prefix (`assets/<id>/out/captions/<upload>/`).
+    pub prefix: String,
+}
+
+/// `master` (stored in directory `dir`) with one `#EXT-X-MEDIA` line of
+/// `TYPE=SUBTITLES` per track, before the first variant, and every
+/// `#EXT-X-STREAM-INF` naming the group. URIs are relative to the master,
+/// so they get the token (and an encrypted asset's base) like the rest.
+/// Unchanged when there is no track. Labels were checked on upload
+/// (no `"`, no control character); a track that slipped past is left out
+/// rather than allowed to break the playlist.
+pub fn with_subtitles(master: &str, dir: &str, tracks: &[SubtitleTrack]) -> String {
+    let quotable = |v: &str| !v.is_empty() && !v.chars().any(|c| c == '"' || c.is_control());
+    let media: String = tracks
+        .iter()
+        .filter(|t| quotable(&t.label) && quotable(&t.language))
+        .map(|t| {
+            format!(
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"{SUBTITLE_GROUP}\",NAME=\"{}\",\
+                 LANGUAGE=\"{}\",DEFAULT={},AUTOSELECT=YES,URI=\"{}\"\n",
+                t.label,
+                t.language,
+                if t.is_default { "YES" } else { "NO" },
+                relative(dir, &format!("{}index.m3u8", t.prefix)),
+            )
+        })
+        .collect();
+    if media.is_empty() {
+        return master.to_string();
+    }
+    let mut out = String::with_capacity(master.len() + media.len() + 64);
+    let mut listed = false;
+    for line in master.split_inclusive('\n') {
+        let (body, ending) = split_ending(line);
+        if body.trim_start().starts_with("#EXT-X-STREAM-INF:") {
+            if !listed {
+                out.push_str(&media);
+                listed = true;
+            }
+            out.push_str(body.trim_end());
+            if !body.contains("SUBTITLES=") {
+                out.push_str(&format!(",SUBTITLES=\"{SUBTITLE_GROUP}\""));
+            }
+            out.push_str(if ending.is_empty() { "\n" } else { ending });
+        } else {
+            out.push_str(line);
+        }
+    }
+    out
+}
+
+/// `to` (an object key) relative to the directory `dir` (ending in `/`).
+fn relative(dir: &str, to: &str) -> String {
+    let from: Vec<&str> = dir.split('/').filter(|s| !s.is_empty()).collect();
+    let to: Vec<&str> = to.split('/').filter(|s| !s.is_empty()).collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut uri = "../".repeat(from.len() - common);
+    uri.push_str(&to[common..].join("/"));
+    uri
+}
+
 /// The object key a relative URI in a playlist stored under `dir` names;
 /// `None` for absolute or root-relative URIs and paths leaving the root.
 fn resolve(dir: &str, uri: &str) -> Option<String> {
@@ -285,6 +357,68 @@ mod tests {
         let text = "#EXTM3U\n\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-SESSION-DATA:DATA-ID=\"x\",XURI=\"no\"\n";
         assert_eq!(rewrite(text, "T"), text);
         assert_eq!(rewrite(" a.m4s \r\n", "T"), " a.m4s?token=T \r\n");
+    }
+
+    #[test]
+    fn subtitles_join_every_variant() {
+        let tracks = [
+            SubtitleTrack {
+                language: "zh-CN".into(),
+                label: "中文".into(),
+                is_default: true,
+                prefix: "assets/a/out/captions/u1/".into(),
+            },
+            SubtitleTrack {
+                language: "en".into(),
+                label: "English".into(),
+                is_default: false,
+                prefix: "assets/a/out/captions/u2/".into(),
+            },
+        ];
+        let out = with_subtitles(MASTER, "assets/a/out/attempt-1/", &tracks);
+        assert!(
+            out.contains(
+                "#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"中文\",LANGUAGE=\"zh-CN\",\
+             DEFAULT=YES,AUTOSELECT=YES,URI=\"../captions/u1/index.m3u8\"\n\
+             #EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"subs\",NAME=\"English\",LANGUAGE=\"en\",\
+             DEFAULT=NO,AUTOSELECT=YES,URI=\"../captions/u2/index.m3u8\"\n\
+             #EXT-X-STREAM-INF:"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("AUDIO=\"aac\",SUBTITLES=\"subs\"\n720p/index.m3u8\n"),
+            "{out}"
+        );
+        // The I-frame playlist is no variant of the group.
+        assert!(
+            out.contains("#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=90000,URI="),
+            "{out}"
+        );
+        assert!(!out.contains("iframes.m3u8\",SUBTITLES"), "{out}");
+        // Only additions: removing them gives the master back.
+        let stripped: String = out
+            .lines()
+            .filter(|l| !l.starts_with("#EXT-X-MEDIA:TYPE=SUBTITLES"))
+            .map(|l| l.replace(",SUBTITLES=\"subs\"", "") + "\n")
+            .collect();
+        assert_eq!(stripped, MASTER);
+        let rewritten = rewrite(&out, "T");
+        assert!(
+            rewritten.contains("URI=\"../captions/u1/index.m3u8?token=T\""),
+            "{rewritten}"
+        );
+        assert_eq!(
+            with_subtitles(MASTER, "assets/a/out/attempt-1/", &[]),
+            MASTER
+        );
+        let bad = SubtitleTrack {
+            label: "a\"b".into(),
+            ..tracks[1].clone()
+        };
+        assert_eq!(with_subtitles(MASTER, "d/", &[bad]), MASTER);
+        assert_eq!(relative("a/b/c/", "a/b/x/y.m3u8"), "../x/y.m3u8");
+        assert_eq!(relative("a/", "a/y.m3u8"), "y.m3u8");
     }
 
     mod properties {

@@ -380,9 +380,11 @@ async fn playback(
             )))
         }
     };
-    let master_url = state
-        .playback
-        .master_url(asset_id, prefix, principal.session_id());
+    // Names the lesson, so the origin lists its captions in the master.
+    let master_url =
+        state
+            .playback
+            .lesson_master_url(asset_id, prefix, principal.session_id(), lesson_id);
     let playback_id = Uuid::new_v4();
     state
         .learning

@@ -23,6 +23,8 @@
 //! safe because every encode writes under a new attempt prefix — while
 //! playlists are cached briefly and growing ones for a second.
 
+pub mod subtitles;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 

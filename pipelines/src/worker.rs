@@ -748,7 +748,11 @@ impl Worker {
         let root = keys::output_root(asset_id);
         match self.store.list(&root).await {
             Ok(objects) => {
-                for o in objects.into_iter().filter(|o| !o.key.starts_with(keep)) {
+                // Captions are uploaded per asset, not per attempt: they stay.
+                let superseded = objects
+                    .into_iter()
+                    .filter(|o| !o.key.starts_with(keep) && !keys::is_captions(asset_id, &o.key));
+                for o in superseded {
                     if let Err(e) = self.store.delete(&o.key).await {
                         tracing::warn!(key = %o.key, error = %e, "cannot delete superseded output");
                     }

@@ -3,8 +3,8 @@
 
 import { LecternPlayer, type PlayerOptions } from "./player.js";
 
-export { LecternPlayer, AUTO } from "./player.js";
-export type { PlayerError, PlayerEvents, PlayerOptions, Quality } from "./player.js";
+export { LecternPlayer, AUTO, CAPTIONS_OFF } from "./player.js";
+export type { Caption, PlayerError, PlayerEvents, PlayerOptions, Quality } from "./player.js";
 export { LecternApiError } from "./api.js";
 export type { Auth, Heartbeat, PlaybackSession } from "./api.js";
 export type { QoeEvent } from "./qoe.js";

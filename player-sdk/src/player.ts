@@ -1,8 +1,10 @@
 // The learner player: one HTMLVideoElement, played by hls.js where the
 // browser has Media Source Extensions, else by the browser's own HLS
 // (Safari, iOS, WeChat's webview). It starts where the learner stopped, at
-// the speed they chose, reports what they watched and what they waited for,
-// and tells the host page what happens through `on(...)`.
+// the speed they chose, shows the lesson's captions (the master playlist's
+// SUBTITLES group) in the language the learner picked last, reports what
+// they watched and what they waited for, and tells the host page what
+// happens through `on(...)`.
 
 import Hls, { ErrorTypes, Events } from "hls.js";
 
@@ -33,6 +35,17 @@ export interface Quality {
   bitrate: number | null;
 }
 
+/** One caption track of the lesson; index -1 means captions off. */
+export interface Caption {
+  index: number;
+  /** BCP-47 (`zh-CN`, `en`). */
+  language: string;
+  /** What the menu shows (`中文`, `English`). */
+  label: string;
+  /** The track the partner marked to show by default. */
+  default: boolean;
+}
+
 export interface PlayerError {
   code: string;
   message: string;
@@ -44,6 +57,10 @@ export interface PlayerEvents {
   progress: Heartbeat;
   qualitychange: { auto: boolean; index: number; height: number | null; bitrate: number | null };
   qualities: Quality[];
+  /** The caption tracks, once the master playlist is read (may be empty). */
+  captions: Caption[];
+  /** Captions switched (index -1 and language null: off). */
+  captionchange: { index: number; language: string | null };
   ratechange: { speed: number };
   error: PlayerError;
 }
@@ -51,6 +68,8 @@ export interface PlayerEvents {
 type Listener<K extends keyof PlayerEvents> = (detail: PlayerEvents[K]) => void;
 
 const SPEED_KEY = "lectern.player.speed";
+/** The caption language the learner chose last on this device, or "off". */
+const CAPTION_KEY = "lectern.player.captions";
 /** The API's answer to a beat whose playback session it no longer knows. */
 const SESSION_EXPIRED = "playback_session_expired";
 /** At most one new playback session this often, whatever the API answers. */
@@ -66,6 +85,7 @@ export const MAX_TOKEN_REFRESHES = 3;
 export const MAX_NETWORK_RETRIES = 3;
 export const MAX_MEDIA_RECOVERIES = 2;
 export const AUTO: Quality = { index: -1, label: "Auto", height: null, width: null, bitrate: null };
+export const CAPTIONS_OFF: Caption = { index: -1, language: "", label: "Off", default: false };
 
 export class LecternPlayer {
   readonly video: HTMLVideoElement;
@@ -175,8 +195,46 @@ export class LecternPlayer {
       this.fail("invalid_quality", `there is no quality ${index}`, false);
       return;
     }
+    // Choosing the rung already playing switches nothing, so hls.js says
+    // nothing: the page still needs to hear that automatic selection is off.
+    const unchanged = index !== -1 && this.hls.currentLevel === index;
     this.hls.currentLevel = index;
-    if (index === -1) this.emitQuality();
+    if (index === -1 || unchanged) this.emitQuality();
+  }
+
+  /** The caption menu: the lesson's tracks in playlist order (not "off"). */
+  captions(): Caption[] {
+    if (this.hls) {
+      return this.hls.subtitleTracks.map((t, index) => ({
+        index,
+        language: t.lang ?? "",
+        label: t.name || t.lang || `#${index + 1}`,
+        default: Boolean(t.default),
+      }));
+    }
+    return this.nativeTextTracks().map((t, index) => ({
+      index,
+      language: t.language,
+      label: t.label || t.language || `#${index + 1}`,
+      default: false,
+    }));
+  }
+
+  /** The caption track shown: -1 while captions are off. */
+  get caption(): number {
+    if (this.hls) return this.hls.subtitleDisplay ? this.hls.subtitleTrack : -1;
+    return this.nativeTextTracks().findIndex((t) => t.mode === "showing");
+  }
+
+  /** Shows caption track `index`, or turns captions off with -1; remembered on this device. */
+  setCaption(index: number): void {
+    const tracks = this.captions();
+    if (index !== -1 && !tracks[index]) {
+      this.fail("invalid_caption", `there is no caption track ${index}`, false);
+      return;
+    }
+    this.rememberCaption(index === -1 ? "off" : tracks[index].language);
+    this.applyCaption(index);
   }
 
   /** Current media time, in seconds. */
@@ -215,6 +273,13 @@ export class LecternPlayer {
       } else if (this.video.canPlayType("application/vnd.apple.mpegurl")) {
         this.engine = "native";
         this.video.src = session.master_url;
+        const tracks = this.video.textTracks;
+        const changed = () => {
+          this.emit("captions", this.captions());
+          this.applyRememberedCaption();
+        };
+        tracks.addEventListener("addtrack", changed);
+        this.cleanups.push(() => tracks.removeEventListener("addtrack", changed));
         loaded.then(() => {
           if (start > 0) this.video.currentTime = start;
         });
@@ -250,6 +315,11 @@ export class LecternPlayer {
     const hls = new Hls({ startPosition: start > 0 ? start : -1 });
     this.hls = hls;
     hls.on(Events.MANIFEST_PARSED, () => this.emit("qualities", this.qualities()));
+    hls.on(Events.SUBTITLE_TRACKS_UPDATED, () => {
+      this.emit("captions", this.captions());
+      this.applyRememberedCaption();
+    });
+    hls.on(Events.SUBTITLE_TRACK_SWITCH, () => this.emitCaption());
     hls.on(Events.LEVEL_SWITCHED, (_event, data) => {
       const level = hls.levels[data.level];
       if (!level) return;
@@ -515,6 +585,66 @@ export class LecternPlayer {
         session_id: this.session.playback_id,
         events: events.slice(i, i + MAX_QOE_EVENTS),
       });
+    }
+  }
+
+  /** Subtitle tracks of native HLS (Safari lists the SUBTITLES group there). */
+  private nativeTextTracks(): TextTrack[] {
+    return Array.from(this.video.textTracks ?? []).filter((t) => t.kind === "subtitles" || t.kind === "captions");
+  }
+
+  private applyCaption(index: number): void {
+    if (this.hls) {
+      // Turning the display off keeps the track loaded, so switching
+      // captions back on shows the current cue at once.
+      this.hls.subtitleDisplay = index !== -1;
+      if (index !== -1) this.hls.subtitleTrack = index;
+      this.emitCaption();
+      return;
+    }
+    this.nativeTextTracks().forEach((t, i) => {
+      t.mode = i === index ? "showing" : "disabled";
+    });
+    this.emitCaption();
+  }
+
+  /**
+   * The learner's last choice on this device wins over the partner's
+   * default: "off" stays off, a language is shown when the lesson has it.
+   * Without a choice, the default track plays as the playlist says.
+   */
+  private applyRememberedCaption(): void {
+    const remembered = this.rememberedCaption();
+    if (remembered === null) return;
+    if (remembered === "off") {
+      this.applyCaption(-1);
+      return;
+    }
+    const tracks = this.captions();
+    const exact = tracks.find((t) => t.language === remembered);
+    const sameLanguage = tracks.find((t) => t.language.split("-")[0] === remembered.split("-")[0]);
+    const track = exact ?? sameLanguage;
+    if (track) this.applyCaption(track.index);
+  }
+
+  private emitCaption(): void {
+    const index = this.caption;
+    this.emit("captionchange", { index, language: this.captions()[index]?.language ?? null });
+  }
+
+  private rememberedCaption(): string | null {
+    try {
+      return this.storage?.getItem(CAPTION_KEY) ?? null;
+    } catch {
+      return null;
+    }
+  }
+
+  private rememberCaption(value: string): void {
+    try {
+      this.storage?.setItem(CAPTION_KEY, value);
+    } catch {
+      // Private browsing or a full quota: the choice lasts this page.
     }
   }
 

@@ -103,6 +103,11 @@ pub enum Permission {
     /// Live lectures: schedule them, see and rotate their stream keys,
     /// end them (the replay is published from what was streamed).
     ManageLive,
+    /// Lessons' captions: upload (WebVTT or SRT), replace and delete the
+    /// caption track of a language. Whoever brings content in (partners,
+    /// experts on the courses that credit them, content admins): captions
+    /// are not part of what a course review approves.
+    ManageCaptions,
     DeleteCourses,
     ListUsers,
     InviteExperts,
@@ -141,6 +146,7 @@ impl Permission {
             | Permission::ManageWebhooks
             | Permission::ManageAssets => &[Partner, ContentAdmin, SuperAdmin],
             Permission::ManageCourses => &[Expert, ContentAdmin, SuperAdmin],
+            Permission::ManageCaptions => &[Partner, Expert, ContentAdmin, SuperAdmin],
             Permission::RateCourses | Permission::AskQuestions | Permission::AnswerSurveys => {
                 &[Learner]
             }

@@ -299,6 +299,30 @@ error_codes! {
     /// A duration filter is negative or not a number.
     InvalidDuration = ("invalid_duration", 400, false);
 
+    // --- captions --------------------------------------------------------
+    /// The language is not a BCP-47 tag such as `zh-CN` or `en`.
+    InvalidLanguage = ("invalid_language", 422, false);
+    /// The caption file is larger than captions may be (2 MiB).
+    CaptionTooLarge = ("caption_too_large", 413, false);
+    /// The caption file is not UTF-8 text (UTF-16, GBK and other encodings are not read).
+    CaptionEncoding = ("caption_encoding", 422, false);
+    /// The file is neither WebVTT nor SRT.
+    CaptionFormat = ("caption_format", 422, false);
+    /// A line of the caption file does not parse (a timestamp, a cue, a header); the message names the line.
+    CaptionMalformed = ("caption_malformed", 422, false);
+    /// A cue ends before (or when) it starts.
+    CaptionCueTiming = ("caption_cue_timing", 422, false);
+    /// A cue starts before the cue above it; cues are listed in the order they start.
+    CaptionCueOrder = ("caption_cue_order", 422, false);
+    /// The caption file has no cues.
+    CaptionEmpty = ("caption_empty", 422, false);
+    /// A cue starts after the lesson's video ends: the file belongs to another video.
+    CaptionBeyondDuration = ("caption_beyond_duration", 422, false);
+    /// Captions need the lesson's video to be ready (transcoded) first.
+    LessonVideoNotReady = ("lesson_video_not_ready", 409, false);
+    /// The lesson has as many caption languages as it may (50).
+    TooManyCaptions = ("too_many_captions", 409, false);
+
     // --- community ------------------------------------------------------
     /// A post's text is empty (after trimming) where text is required.
     TextEmpty = ("text_empty", 422, false);

@@ -107,13 +107,15 @@
     const player = window.LecternPlayer.createPlayer($("video"), { lessonId, autoplay: true });
     state.player = player;
     const record = (type) => (detail) => state.events.push({ type, detail, at: Date.now() });
-    for (const type of ["ready", "progress", "qualitychange", "qualities", "ratechange", "error"]) player.on(type, record(type));
+    for (const type of ["ready", "progress", "qualitychange", "qualities", "captions", "captionchange", "ratechange", "error"]) player.on(type, record(type));
     player.on("ready", (info) => {
       status(`Ready (${info.engine}), starting at ${formatDuration(info.position)} at ${info.speed}×`);
       renderQualities(player.qualities());
       markSpeed(info.speed);
     });
     player.on("qualities", renderQualities);
+    player.on("captions", renderCaptions);
+    player.on("captionchange", () => renderCaptions(player.captions()));
     player.on("ratechange", ({ speed }) => markSpeed(speed));
     player.on("qualitychange", (q) => {
       status(`Playing ${q.height ? q.height + "p" : "audio"}${q.auto ? " (auto)" : ""}`);
@@ -137,6 +139,26 @@
     );
   }
 
+  function renderCaptions(captions) {
+    const select = $("captions");
+    const current = state.player ? state.player.caption : -1;
+    const off = document.createElement("option");
+    off.value = "-1";
+    off.textContent = "Off";
+    select.replaceChildren(
+      off,
+      ...captions.map((c) => {
+        const option = document.createElement("option");
+        option.value = String(c.index);
+        option.textContent = c.label;
+        option.lang = c.language;
+        return option;
+      }),
+    );
+    select.value = String(current);
+    select.disabled = captions.length === 0;
+  }
+
   function markSpeed(speed) {
     for (const button of $("speeds").querySelectorAll("button")) {
       button.setAttribute("aria-pressed", String(Number(button.dataset.speed) === speed));
@@ -149,6 +171,9 @@
   });
   $("quality").addEventListener("change", (event) => {
     if (state.player) state.player.setQuality(Number(event.target.value));
+  });
+  $("captions").addEventListener("change", (event) => {
+    if (state.player) state.player.setCaption(Number(event.target.value));
   });
   $("sign-in-form").addEventListener("submit", async (event) => {
     event.preventDefault();

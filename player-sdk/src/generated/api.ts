@@ -1051,6 +1051,49 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/lessons/{lesson_id}/captions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person or a partner key. */
+        get: operations["GET /api/v1/lessons/{lesson_id}/captions"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/lessons/{lesson_id}/captions/{language}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * the whole caption track as one WebVTT file
+         * @description Access: a signed-in person or a partner key.
+         */
+        get: operations["GET /api/v1/lessons/{lesson_id}/captions/{language}"];
+        /**
+         * upload or replace the captions of a language (WebVTT or SRT)
+         * @description Access: roles: partner, expert, content_admin, super_admin.
+         */
+        put: operations["PUT /api/v1/lessons/{lesson_id}/captions/{language}"];
+        post?: never;
+        /** @description Access: roles: partner, expert, content_admin, super_admin. */
+        delete: operations["DELETE /api/v1/lessons/{lesson_id}/captions/{language}"];
+        options?: never;
+        head?: never;
+        /** @description Access: roles: partner, expert, content_admin, super_admin. */
+        patch: operations["PATCH /api/v1/lessons/{lesson_id}/captions/{language}"];
+        trace?: never;
+    };
     "/api/v1/lessons/{lesson_id}/comments": {
         parameters: {
             query?: never;
@@ -3027,6 +3070,53 @@ export interface components {
             target: string | null;
             user_agent: string | null;
         };
+        CaptionList: {
+            /** @description The default track first, then by language. */
+            captions: components["schemas"]["CaptionTrack"][];
+            /** Format: uuid */
+            lesson_id: string;
+        };
+        CaptionPatch: {
+            /**
+             * @description Make this the default track (the others stop being it), or not.
+             * @default null
+             */
+            default: boolean | null;
+            /** @description 1–40 characters on one line, no `"`. */
+            label?: string | null;
+        };
+        /** @description One caption track of a lesson. */
+        CaptionTrack: {
+            /**
+             * Format: uuid
+             * @description The video the cues are timed against.
+             */
+            asset_id: string;
+            /**
+             * Format: int32
+             * @description Size of the uploaded file.
+             */
+            bytes: number;
+            /** Format: int32 */
+            cues: number;
+            /**
+             * @description Whether that is still the lesson's video: only current tracks are
+             *     played (and listed to learners); replace the others.
+             */
+            current: boolean;
+            /** @description Whether players turn this track on by themselves (at most one per lesson). */
+            default: boolean;
+            /** @description What was uploaded (an SRT file is served converted to WebVTT). */
+            format: components["schemas"]["SourceFormat"];
+            /** @description What the learner's caption menu shows (`中文`, `English`). */
+            label: string;
+            /** @description BCP-47 tag in canonical case (`zh-CN`, `en`). */
+            language: string;
+            /** Format: date-time */
+            updated_at: string;
+            /** @description The whole track as one WebVTT file (this API, same credentials). */
+            url: string;
+        };
         /** @description Why a case was opened. */
         Cause: "pre_moderation" | "sensitive_word" | "reported";
         /** @description A certificate as its learner sees it. */
@@ -3749,7 +3839,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "sign_in_method_disabled" | "invalid_phone" | "phone_in_use" | "identity_in_use" | "last_sign_in_method" | "invitation_required" | "sign_in_rejected" | "provider_unavailable" | "provider_not_configured" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_live_event" | "live_event_ended" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "sign_in_method_disabled" | "invalid_phone" | "phone_in_use" | "identity_in_use" | "last_sign_in_method" | "invitation_required" | "sign_in_rejected" | "provider_unavailable" | "provider_not_configured" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_live_event" | "live_event_ended" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_language" | "caption_too_large" | "caption_encoding" | "caption_format" | "caption_malformed" | "caption_cue_timing" | "caption_cue_order" | "caption_empty" | "caption_beyond_duration" | "lesson_video_not_ready" | "too_many_captions" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -5608,6 +5698,11 @@ export interface components {
             org_id: string;
             phone: string;
         };
+        /**
+         * @description What the partner uploaded.
+         * @enum {string}
+         */
+        SourceFormat: "webvtt" | "srt";
         /** @description Startup time percentiles, in milliseconds. */
         StartupPercentiles: {
             /**
@@ -8571,6 +8666,183 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/lessons/{lesson_id}/captions": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                lesson_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptionList"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/lessons/{lesson_id}/captions/{language}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                lesson_id: string;
+                language: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description the track's cues, normalised to WebVTT (an SRT upload as converted), timed from the video's first frame */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/vtt": string;
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PUT /api/v1/lessons/{lesson_id}/captions/{language}": {
+        parameters: {
+            query?: {
+                /**
+                 * @description Turn this track on by default (and the lesson's other tracks off).
+                 *     Absent: a new track is not the default, a replacement keeps its flag.
+                 */
+                default?: boolean | null;
+                /**
+                 * @description What learners see in the caption menu: 1–40 characters on one line,
+                 *     no `"`. Defaults to the language's own name (`中文（简体）` for
+                 *     zh-CN, `English` for en), or the tag; a replacement keeps its label.
+                 */
+                label?: string | null;
+            };
+            header?: never;
+            path: {
+                lesson_id: string;
+                language: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "text/vtt": string;
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptionTrack"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "DELETE /api/v1/lessons/{lesson_id}/captions/{language}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                lesson_id: string;
+                language: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description done */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "PATCH /api/v1/lessons/{lesson_id}/captions/{language}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                lesson_id: string;
+                language: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["CaptionPatch"];
+            };
+        };
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["CaptionTrack"];
+                };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */
             default: {
@@ -12184,6 +12456,8 @@ export interface operations {
     "GET /media/{*key}": {
         parameters: {
             query: {
+                /** @description on a master playlist: the lesson being played, whose captions it lists (the playback URL carries it) */
+                lesson?: string;
                 /** @description the playback token the API put in the playback URL */
                 token: string;
             };
@@ -12195,7 +12469,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the whole object: a playlist (application/vnd.apple.mpegurl, rewritten so every URI carries the token; `private`), a media segment (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an image, a WebVTT storyboard or the package manifest */
+            /** @description the whole object: a playlist (application/vnd.apple.mpegurl, rewritten so every URI carries the token; `private`), a media segment (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an image, a WebVTT storyboard or caption segment, or the package manifest. A master playlist asked for with `lesson=<id>` (the playback URL carries it) also lists that lesson's captions as a SUBTITLES group (`private, no-cache`) */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -12272,6 +12546,8 @@ export interface operations {
     "HEAD /media/{*key}": {
         parameters: {
             query: {
+                /** @description on a master playlist: the lesson being played, whose captions it lists (the playback URL carries it) */
+                lesson?: string;
                 /** @description the playback token the API put in the playback URL */
                 token: string;
             };

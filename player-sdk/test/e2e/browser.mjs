@@ -4,8 +4,11 @@
 // playwright-core, signs in and plays the lesson with the SDK. It checks
 // what a learner would: the video plays and shows a picture, 2x plays about
 // twice as fast, a reload resumes where they were at 2x, the lowest
-// quality really switches rungs; and that the API stored heartbeats and a
-// startup-time QoE event.
+// quality really switches rungs; that captions a content admin uploads
+// through the API (WebVTT, one cue every two seconds) are listed in the
+// master playlist, shown by default, switch off and on from the page's
+// menu, and that the cue active in the browser is the one for the current
+// time; and that the API stored heartbeats and a startup-time QoE event.
 //
 // Needs the test services (`infra/dev/services up` writes .lectern/env) and
 // builds `lectern` with cargo unless LECTERN_BIN names a binary.
@@ -97,8 +100,9 @@ function startDemo(bin, env, log) {
         let m;
         if ((m = /ready — open (\S+)/.exec(line))) seen.url = m[1];
         if ((m = /learner\s+(\S+) \/ (\S+)/.exec(line))) Object.assign(seen, { email: m[1], password: m[2] });
+        if ((m = /content admin\s+(\S+) \/ (\S+)/.exec(line))) Object.assign(seen, { adminEmail: m[1], adminPassword: m[2] });
         if ((m = /lesson\s+([0-9a-f-]{36})/.exec(line))) seen.lessonId = m[1];
-        if (seen.url && seen.email && seen.lessonId) {
+        if (seen.url && seen.email && seen.adminEmail && seen.lessonId) {
           clearTimeout(timer);
           resolve(seen);
         }
@@ -155,6 +159,72 @@ function decodePng(png) {
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The caption file the e2e uploads: cue k (from 1) covers [2k-2, 2k) s. */
+const CUE_SECONDS = 2;
+function captionFile(seconds) {
+  const ts = (s) => `00:${String(Math.floor(s / 60)).padStart(2, "0")}:${String(s % 60).padStart(2, "0")}.000`;
+  let vtt = "WEBVTT\n";
+  for (let k = 1; k * CUE_SECONDS <= seconds; k++) {
+    vtt += `\n${ts((k - 1) * CUE_SECONDS)} --> ${ts(k * CUE_SECONDS)}\nCaption ${k}\n`;
+  }
+  return vtt;
+}
+
+/** Signs in as the demo's content admin and uploads the lesson's English captions. */
+async function uploadCaptions(seeded) {
+  const base = seeded.url;
+  const login = await fetch(new URL("/api/v1/auth/login", base), {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ email: seeded.adminEmail, password: seeded.adminPassword }),
+  });
+  assert.equal(login.status, 200, "the content admin signs in");
+  const { token } = await login.json();
+  const response = await fetch(new URL(`/api/v1/lessons/${seeded.lessonId}/captions/en?label=English&default=true`, base), {
+    method: "PUT",
+    headers: { authorization: `Bearer ${token}`, "content-type": "text/vtt" },
+    body: captionFile(58),
+  });
+  const body = await response.text();
+  assert.equal(response.status, 200, `the captions upload: ${body}`);
+  return JSON.parse(body);
+}
+
+/** What the page's video shows as captions now. */
+async function shownCaptions(page) {
+  return page.evaluate(() => {
+    const v = document.getElementById("video");
+    const showing = Array.from(v.textTracks).filter((t) => t.mode === "showing");
+    return {
+      time: v.currentTime,
+      tracks: showing.map((t) => ({ label: t.label, language: t.language })),
+      cues: showing.flatMap((t) => Array.from(t.activeCues ?? []).map((c) => ({ text: c.text, start: c.startTime, end: c.endTime }))),
+    };
+  });
+}
+
+/** Waits for an active caption cue and checks it is the one for the current time. */
+async function expectCueAtCurrentTime(page, what) {
+  await page.waitForFunction(
+    () => Array.from(document.getElementById("video").textTracks).some((t) => t.mode === "showing" && t.activeCues?.length),
+    null,
+    { timeout: 30_000 },
+  );
+  const shown = await shownCaptions(page);
+  step(`${what}: at ${shown.time.toFixed(2)} s showing ${JSON.stringify(shown.cues)} of ${JSON.stringify(shown.tracks)}`);
+  assert.deepEqual(shown.tracks, [{ label: "English", language: "en" }], "the English track is showing");
+  const k = Math.floor(shown.time / CUE_SECONDS) + 1;
+  // Near a cue boundary the previous or next cue may still be the active one.
+  const near = shown.time % CUE_SECONDS < 0.3 ? [k, k - 1] : shown.time % CUE_SECONDS > CUE_SECONDS - 0.3 ? [k, k + 1] : [k];
+  assert.ok(
+    shown.cues.some((c) => near.some((n) => c.text === `Caption ${n}`)),
+    `the active cue is the one for ${shown.time.toFixed(2)} s (Caption ${near.join(" or ")}): ${JSON.stringify(shown.cues)}`,
+  );
+  for (const c of shown.cues) {
+    assert.ok(c.start <= shown.time + 0.3 && shown.time - 0.3 <= c.end, `the cue's times hold the current time: ${JSON.stringify(c)}`);
+  }
+}
 
 /** Media seconds per wall second, measured in the page over `ms`. */
 async function advanceRate(page, ms) {
@@ -222,6 +292,10 @@ async function main() {
   );
   const seeded = await demo.ready;
   step(`demo ready at ${seeded.url}, lesson ${seeded.lessonId}`);
+  const track = await uploadCaptions(seeded);
+  step(`uploaded captions: ${JSON.stringify(track)}`);
+  assert.equal(track.language, "en");
+  assert.equal(track.default, true);
 
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -253,9 +327,25 @@ async function main() {
   await page.click("#sign-in-form button[type=submit]");
   const lesson = page.locator(`#lessons button[data-lesson-id="${seeded.lessonId}"]`);
   await lesson.waitFor({ timeout: 30_000 });
+  const masterResponse = page.waitForResponse((r) => new URL(r.url()).pathname.endsWith("/master.m3u8"));
   await lesson.click();
+  const master = await (await masterResponse).text();
+  assert.match(master, /#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",DEFAULT=YES,AUTOSELECT=YES,URI="[^"]+"/, "the master lists the captions");
+  assert.match(master, /#EXT-X-STREAM-INF:[^\n]*SUBTITLES="subs"/, "variants name the subtitle group");
   await waitPlaying(page);
   step("playing");
+
+  // Captions: the default track shows by itself, with the cue of this moment.
+  await expectCueAtCurrentTime(page, "captions on by default");
+  const menu = await page.$$eval("#captions option", (os) => os.map((o) => o.textContent));
+  assert.deepEqual(menu, ["Off", "English"], "the page offers captions off and English");
+  await page.selectOption("#captions", "-1");
+  await page.waitForFunction(() => Array.from(document.getElementById("video").textTracks).every((t) => t.mode !== "showing"));
+  step("captions off: no track showing");
+  await sleep(1000);
+  assert.deepEqual((await shownCaptions(page)).cues, [], "nothing is shown while captions are off");
+  await page.selectOption("#captions", "0");
+  await expectCueAtCurrentTime(page, "captions back on");
 
   // A picture, not black: decode the screenshot of the video element.
   await sleep(1000);
@@ -295,6 +385,8 @@ async function main() {
   assert.ok(after.time >= after.session.resume_position_s - 1 && after.time - before <= 5 + 2 * 2, "playback starts at the resume point");
   assert.equal(after.rate, 2, "the speed is still 2x after the reload");
   assert.equal(after.session.speed, 2, "the server remembers 2x");
+  // The learner's caption choice is remembered, and cues line up mid-video too.
+  await expectCueAtCurrentTime(page, "captions after the reload");
 
   // Force the lowest rung: the decoded picture gets smaller.
   const options = await page.$$eval("#quality option", (os) => os.map((o) => ({ value: o.value, label: o.textContent })));

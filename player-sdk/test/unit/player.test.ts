@@ -1,6 +1,6 @@
 // player.ts: what the player does when the media origin refuses its token
-// (a new playback session, boundedly, then a fatal error), and with other
-// fatal errors. hls.js is a stand-in here (the real one is exercised by
+// (a new playback session, boundedly, then a fatal error), with other
+// fatal errors, and how captions are switched and remembered. hls.js is a stand-in here (the real one is exercised by
 // the browser end-to-end test); the API is a stand-in answering fetch.
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 
@@ -12,7 +12,21 @@ vi.mock("hls.js", () => {
     config: Record<string, unknown>;
     levels: unknown[] = [];
     autoLevelEnabled = true;
-    currentLevel = -1;
+    private level = -1;
+    get currentLevel() {
+      return this.level;
+    }
+    set currentLevel(index: number) {
+      this.level = index;
+      this.autoLevelEnabled = index === -1;
+    }
+    /** What automatic selection chose (no manual choice). */
+    abrChose(index: number) {
+      this.level = index;
+    }
+    subtitleTracks: Array<{ name: string; lang?: string; default: boolean }> = [];
+    subtitleTrack = -1;
+    subtitleDisplay = true;
     loaded: string[] = [];
     startLoads = 0;
     stopLoads = 0;
@@ -48,7 +62,14 @@ vi.mock("hls.js", () => {
   }
   return {
     default: FakeHls,
-    Events: { MANIFEST_PARSED: "hlsManifestParsed", LEVEL_SWITCHED: "hlsLevelSwitched", ERROR: "hlsError", FRAG_LOADED: "hlsFragLoaded" },
+    Events: {
+      MANIFEST_PARSED: "hlsManifestParsed",
+      LEVEL_SWITCHED: "hlsLevelSwitched",
+      ERROR: "hlsError",
+      FRAG_LOADED: "hlsFragLoaded",
+      SUBTITLE_TRACKS_UPDATED: "hlsSubtitleTracksUpdated",
+      SUBTITLE_TRACK_SWITCH: "hlsSubtitleTrackSwitch",
+    },
     ErrorTypes: { NETWORK_ERROR: "networkError", MEDIA_ERROR: "mediaError", OTHER_ERROR: "otherError" },
   };
 });
@@ -64,6 +85,11 @@ interface FakeHlsInstance {
   stopLoads: number;
   recoveries: number;
   destroyed: boolean;
+  subtitleTracks: Array<{ name: string; lang?: string; default: boolean }>;
+  subtitleTrack: number;
+  subtitleDisplay: boolean;
+  levels: unknown[];
+  abrChose(index: number): void;
   emit(event: string, data: unknown): void;
 }
 const instances = (Hls as unknown as { instances: FakeHlsInstance[] }).instances;
@@ -108,8 +134,8 @@ let api: FakeApi;
 let video: HTMLVideoElement;
 let errors: PlayerError[];
 
-async function startPlayer(): Promise<{ player: LecternPlayer; hls: FakeHlsInstance }> {
-  const player = new LecternPlayer(video, { lessonId: "L1", apiBase: "http://lectern.test", storage: null, heartbeatMs: 60_000 });
+async function startPlayer(storage: Storage | null = null): Promise<{ player: LecternPlayer; hls: FakeHlsInstance }> {
+  const player = new LecternPlayer(video, { lessonId: "L1", apiBase: "http://lectern.test", storage, heartbeatMs: 60_000 });
   player.on("error", (e) => errors.push(e));
   await vi.waitFor(() => expect(instances).toHaveLength(1));
   video.dispatchEvent(new Event("loadedmetadata"));
@@ -210,6 +236,98 @@ describe("other fatal errors", () => {
     expect(hls.startLoads + hls.stopLoads).toBe(0);
     expect(api.sessions).toBe(1);
     expect(errors).toEqual([]);
+    player.destroy();
+  });
+});
+
+/** A Storage of one map, as localStorage behaves. */
+function memoryStorage(): Storage {
+  const map = new Map<string, string>();
+  return {
+    get length() {
+      return map.size;
+    },
+    clear: () => map.clear(),
+    getItem: (k) => map.get(k) ?? null,
+    key: (i) => [...map.keys()][i] ?? null,
+    removeItem: (k) => void map.delete(k),
+    setItem: (k, v) => void map.set(k, v),
+  };
+}
+
+const TRACKS = [
+  { name: "中文", lang: "zh-CN", default: true },
+  { name: "English", lang: "en", default: false },
+];
+
+describe("captions", () => {
+  it("lists the master's tracks, switches them off and on, and remembers the choice", async () => {
+    const storage = memoryStorage();
+    const { player, hls } = await startPlayer(storage);
+    const seen: unknown[] = [];
+    player.on("captions", (list) => seen.push(list));
+    hls.subtitleTracks = TRACKS;
+    hls.subtitleTrack = 0;
+    hls.emit("hlsSubtitleTracksUpdated", {});
+    expect(seen).toEqual([
+      [
+        { index: 0, language: "zh-CN", label: "中文", default: true },
+        { index: 1, language: "en", label: "English", default: false },
+      ],
+    ]);
+    expect(player.caption, "the default track shows as the playlist says").toBe(0);
+
+    const changes: unknown[] = [];
+    player.on("captionchange", (c) => changes.push(c));
+    player.setCaption(-1);
+    expect(hls.subtitleDisplay).toBe(false);
+    expect(player.caption).toBe(-1);
+    player.setCaption(1);
+    expect([hls.subtitleDisplay, hls.subtitleTrack]).toEqual([true, 1]);
+    expect(changes).toEqual([
+      { index: -1, language: null },
+      { index: 1, language: "en" },
+    ]);
+    player.setCaption(5);
+    expect(errors.map((e) => e.code)).toEqual(["invalid_caption"]);
+    player.destroy();
+
+    // The next lesson (same device) starts with English, not the partner's default.
+    instances.length = 0;
+    errors = [];
+    const next = await startPlayer(storage);
+    next.hls.subtitleTracks = [
+      { name: "中文", lang: "zh-CN", default: true },
+      { name: "English (US)", lang: "en-US", default: false },
+    ];
+    next.hls.subtitleTrack = 0;
+    next.hls.emit("hlsSubtitleTracksUpdated", {});
+    expect([next.hls.subtitleDisplay, next.hls.subtitleTrack]).toEqual([true, 1]);
+    next.player.setCaption(-1);
+    next.player.destroy();
+
+    // Off stays off.
+    instances.length = 0;
+    const third = await startPlayer(storage);
+    third.hls.subtitleTracks = TRACKS;
+    third.hls.subtitleTrack = 0;
+    third.hls.emit("hlsSubtitleTracksUpdated", {});
+    expect(third.hls.subtitleDisplay).toBe(false);
+    expect(third.player.caption).toBe(-1);
+    third.player.destroy();
+  });
+});
+
+describe("quality", () => {
+  it("choosing the rung automatic selection already plays still turns automatic off", async () => {
+    const { player, hls } = await startPlayer();
+    hls.levels = [{ height: 360, width: 640, bitrate: 900_000 }, { height: 720, width: 1280, bitrate: 2_500_000 }];
+    hls.abrChose(0);
+    const changes: unknown[] = [];
+    player.on("qualitychange", (q) => changes.push(q));
+    player.setQuality(0);
+    expect(changes).toEqual([{ auto: false, index: 0, height: 360, bitrate: 900_000 }]);
+    expect(player.quality).toBe(0);
     player.destroy();
   });
 });
