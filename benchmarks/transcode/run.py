@@ -167,7 +167,8 @@ def run_lectern(lectern, src, out, profile_name):
     wall = time.monotonic() - t
     playlists = {}
     master = (out / "master.m3u8").read_text()
-    for m in re.finditer(r"RESOLUTION=(\d+)x(\d+).*\n(.+)", master):
+    # Variant lines only: I-frame streams carry a RESOLUTION too.
+    for m in re.finditer(r"#EXT-X-STREAM-INF:.*RESOLUTION=(\d+)x(\d+).*\n(.+)", master):
         w, h = int(m.group(1)), int(m.group(2))
         playlists[min(w, h)] = out / m.group(3).strip()
     return wall, playlists
