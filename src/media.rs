@@ -78,11 +78,7 @@ pub async fn transcode(file: PathBuf, out: PathBuf, profile: &str) -> ExitCode {
                 if report.plan.audio.is_some() { " + audio" } else { "" },
             );
             if let Some(content) = &report.plan.content {
-                let class = content
-                    .class
-                    .and_then(|c| serde_json::to_value(c).ok())
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_else(|| "audio_only".to_owned());
+                let class = content.class.map_or("audio_only", |c| c.as_str());
                 let _ = writeln!(
                     stdout,
                     "content: class={class} still_share={:.3} moving_area={:.4} single_voice={}",

@@ -344,7 +344,15 @@ impl Worker {
 
         let profile = profiles::builtin(&profile_name)
             .map_err(|e| JobFailure::InvalidProfile(e.to_string()))?;
-        if let Some(chunking) = self.config.chunking {
+        // Rotation lives in the container's display matrix, which the
+        // Matroska chunks would not carry: such sources encode whole. Judged
+        // from the probe first, so a short source's content is analysed
+        // once (by the whole encode), not here too.
+        let splittable = |chunking: &ChunkingConfig| {
+            info.primary_video().is_some_and(|v| v.rotation_deg == 0)
+                && info.duration_s >= chunking.threshold_s
+        };
+        if let Some(chunking) = self.config.chunking.filter(|c| splittable(c)) {
             let (plan_source, plan_info, plan_profile) =
                 (source.clone(), info.clone(), profile.clone());
             let plan = tokio::task::spawn_blocking(move || {
@@ -353,11 +361,7 @@ impl Worker {
             .await
             .map_err(|e| JobFailure::Infrastructure(format!("planning thread: {e}")))?
             .map_err(JobFailure::Media)?;
-            // Rotation lives in the container's display matrix, which the
-            // Matroska chunks would not carry: such sources encode whole.
-            let splittable = !plan.video.is_empty()
-                && info.duration_s >= chunking.threshold_s
-                && info.primary_video().is_none_or(|v| v.rotation_deg == 0);
+            let splittable = !plan.video.is_empty();
             if splittable
                 && self
                     .split_into_parts(

@@ -63,6 +63,17 @@ pub enum ContentClass {
     Motion,
 }
 
+impl ContentClass {
+    /// The name profiles and reports use (`[content.talking_head]`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentClass::Slides => "slides",
+            ContentClass::TalkingHead => "talking_head",
+            ContentClass::Motion => "motion",
+        }
+    }
+}
+
 /// What the analysis measured, kept in the plan so a title's ladder can be
 /// explained afterwards.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
