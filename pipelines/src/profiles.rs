@@ -258,6 +258,17 @@ pub fn validate(profile: &LadderProfile) -> Result<(), ProfileError> {
                     ));
                 }
             }
+            if let Some(min) = rules.min_height {
+                let top = profile.rungs.first().map_or(0, |r| r.height);
+                if min == 0 || min > top {
+                    return Err(invalid(
+                        &field("min_height"),
+                        format!(
+                            "must be above 0 and at most the top rung's {top} lines, got {min}"
+                        ),
+                    ));
+                }
+            }
             if !(-20..=20).contains(&rules.crf_offset) {
                 return Err(invalid(
                     &field("crf_offset"),

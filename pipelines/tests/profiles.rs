@@ -52,6 +52,7 @@ fn default_profile() {
             ("720p", 720, 23, 3000, 6000),
             ("480p", 480, 23, 1400, 2800),
             ("360p", 360, 23, 800, 1600),
+            ("240p", 240, 23, 200, 400),
         ]
     );
     assert_eq!((p.audio.bitrate_kbps, p.audio.sample_rate), (128, 48_000));
@@ -63,7 +64,8 @@ fn lecture_profile_spends_less_than_default() {
     let default = profiles::builtin("default").unwrap();
     assert_eq!(lecture.x264_tune.as_deref(), Some("stillimage"));
     assert_eq!(lecture.audio.bitrate_kbps, 96);
-    assert_eq!(lecture.rungs.len(), default.rungs.len());
+    // The lecture profile stops at 360p: slide text is unreadable below it.
+    assert_eq!(lecture.rungs.len(), default.rungs.len() - 1);
     for (l, d) in lecture.rungs.iter().zip(&default.rungs) {
         assert_eq!(l.height, d.height);
         assert!(l.crf > d.crf, "{}: crf {} vs {}", l.name, l.crf, d.crf);
@@ -244,11 +246,17 @@ fn unknown_keys_and_wrong_types_are_parse_errors() {
 // Planning the default ladder for real probed sources.
 
 #[test]
-fn full_hd_60_gets_four_rungs_at_60_fps() {
+fn full_hd_60_gets_five_rungs_at_60_fps() {
     let plan = fixture_plan("h264_1080p60.mp4");
     assert_eq!(
         sizes(&plan),
-        [(1920, 1080), (1280, 720), (854, 480), (640, 360)]
+        [
+            (1920, 1080),
+            (1280, 720),
+            (854, 480),
+            (640, 360),
+            (426, 240)
+        ]
     );
     for rung in &plan.video {
         assert_eq!(rung.frame_rate, Rational::new(60, 1));
@@ -257,7 +265,7 @@ fn full_hd_60_gets_four_rungs_at_60_fps() {
         assert_eq!(rung.x264_preset, "veryfast");
     }
     let levels: Vec<_> = plan.video.iter().map(|r| r.h264_level.as_str()).collect();
-    assert_eq!(levels, ["4.2", "3.2", "3.1", "3.1"]);
+    assert_eq!(levels, ["4.2", "3.2", "3.1", "3.1", "3"]);
     assert_eq!(plan.audio, None);
     assert_eq!(plan.segment_duration_s, 4.0);
 }
@@ -267,8 +275,11 @@ fn portrait_phone_clip_gets_portrait_rungs() {
     let plan = fixture_plan("phone_portrait.mp4");
     let names: Vec<_> = plan.video.iter().map(|r| r.name.as_str()).collect();
     // 720 wide once rotated: no 1080p rung.
-    assert_eq!(names, ["720p", "480p", "360p"]);
-    assert_eq!(sizes(&plan), [(720, 1280), (480, 854), (360, 640)]);
+    assert_eq!(names, ["720p", "480p", "360p", "240p"]);
+    assert_eq!(
+        sizes(&plan),
+        [(720, 1280), (480, 854), (360, 640), (240, 426)]
+    );
     assert_eq!(plan.video[0].frame_rate, Rational::new(30, 1));
     assert_eq!(plan.video[0].keyframe_interval_frames, 120);
 }
@@ -276,7 +287,10 @@ fn portrait_phone_clip_gets_portrait_rungs() {
 #[test]
 fn odd_dimensions_become_even_and_keep_their_aspect() {
     let plan = fixture_plan("odd_1918x1078.mp4");
-    assert_eq!(sizes(&plan), [(1282, 720), (854, 480), (640, 360)]);
+    assert_eq!(
+        sizes(&plan),
+        [(1282, 720), (854, 480), (640, 360), (428, 240)]
+    );
     let source = 1918.0 / 1078.0;
     for r in &plan.video {
         let aspect = f64::from(r.width) / f64::from(r.height);

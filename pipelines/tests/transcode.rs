@@ -197,7 +197,13 @@ fn full_hd_60fps_with_the_default_profile() {
     let facts = common::verify::verify_ladder(&source, &out);
     assert_eq!(
         sizes(&facts),
-        [(1920, 1080), (1280, 720), (854, 480), (640, 360)]
+        [
+            (1920, 1080),
+            (1280, 720),
+            (854, 480),
+            (640, 360),
+            (426, 240)
+        ]
     );
     assert!(facts.video.iter().all(|v| v.frame_rate == 60.0));
 }
@@ -489,6 +495,9 @@ fn real_stereo_and_moving_pictures_keep_the_full_ladder() {
         "{content:?}"
     );
     let facts = common::verify::verify_ladder(&source, &out);
-    assert_eq!(sizes(&facts), [(1280, 720), (854, 480), (640, 360)]);
+    assert_eq!(
+        sizes(&facts),
+        [(1280, 720), (854, 480), (640, 360), (426, 240)]
+    );
     assert_eq!(facts.audio.unwrap().channels, 2);
 }

@@ -1,10 +1,12 @@
 //! What kind of picture and sound a source holds, measured before planning,
-//! so the ladder can be chosen per title ([`crate::ladder::plan_for`]).
+//! so the ladder can be chosen per title ([`crate::ladder::adapt`]).
 //!
 //! Lectures are mostly still slides or a talking head, the cheapest content
 //! there is to encode, and a fixed ladder spends on them what it spends on
 //! sport. The analysis decodes a few short windows spread over the source
-//! (never the whole file: a 40-minute lecture costs a few seconds), shrinks
+//! (never the whole file: a 40-minute lecture costs a few seconds, a short
+//! clip at most a quarter of itself; a picture window starts at a keyframe
+//! so nothing is decoded only to be skipped), shrinks
 //! every fifth of a second of picture to a 64×36 luma thumbnail and counts
 //! how much of it changed since the last one:
 //!
@@ -43,9 +45,12 @@ const PIXEL_STEP: i16 = 8;
 const SAMPLE_EVERY_S: f64 = 0.2;
 /// Each window decodes this much media…
 const WINDOW_S: f64 = 3.0;
-/// …and there are this many, one per ten minutes of source, within bounds.
+/// …and there are this many, one per ten minutes of source, within bounds…
 const MIN_WINDOWS: usize = 4;
 const MAX_WINDOWS: usize = 12;
+/// …together never more than this share of a short source: the analysis
+/// runs before the encode can start, so it adds to every title's wait.
+const MAX_SHARE_ANALYSED: f64 = 0.25;
 /// A comparison where less than this share of the picture changed shows a
 /// frozen picture.
 const STILL_AREA: f64 = 0.005;
@@ -100,6 +105,8 @@ pub fn analyse(source: &Path, info: &MediaInfo) -> Result<ContentAnalysis, Media
     let mut sound = SoundStats::default();
     let duration = info.duration_s.max(0.0);
     let windows = ((duration / 600.0).ceil() as usize).clamp(MIN_WINDOWS, MAX_WINDOWS);
+    // At least five comparisons per window, even in a clip of seconds.
+    let window_s = (duration * MAX_SHARE_ANALYSED / windows as f64).clamp(1.0, WINDOW_S);
     let video_index = info.primary_video().map(|v| v.index);
     let audio_index = info.primary_audio().map(|a| a.index);
     let mut input = ffmpeg::format::input(source).map_err(|e| open_error(source, e))?;
@@ -114,8 +121,8 @@ pub fn analyse(source: &Path, info: &MediaInfo) -> Result<ContentAnalysis, Media
     for w in 0..windows {
         // Spread windows evenly, each centred in its share of the source.
         let centre = duration * (w as f64 + 0.5) / windows as f64;
-        let start = (centre - WINDOW_S / 2.0).max(0.0);
-        let end = start + WINDOW_S;
+        let start = (centre - window_s / 2.0).max(0.0);
+        let end = start + window_s;
         if w > 0 || start > 0.0 {
             let ts = (start * f64::from(ffmpeg::ffi::AV_TIME_BASE)) as i64;
             if input.seek(ts, ..ts).is_err() {
@@ -123,7 +130,7 @@ pub fn analyse(source: &Path, info: &MediaInfo) -> Result<ContentAnalysis, Media
             }
         }
         if let Some(v) = video.as_mut() {
-            v.restart();
+            v.restart(window_s);
         }
         if let Some(a) = audio.as_mut() {
             a.restart();
@@ -138,7 +145,7 @@ pub fn analyse(source: &Path, info: &MediaInfo) -> Result<ContentAnalysis, Media
             };
             if Some(index) == video_index {
                 if let Some(v) = video.as_mut() {
-                    if v.feed(&packet, start, end, at, &mut pictures) {
+                    if v.feed(&packet, at, &mut pictures) {
                         video_done = true;
                     }
                 }
@@ -217,11 +224,20 @@ impl PictureStats {
     }
 }
 
+/// A picture window starts at the keyframe the seek lands on rather than
+/// at the seek's target: frames between the two would be decoded only to be
+/// thrown away (up to a whole GOP per window, ten seconds in some
+/// recordings). It never starts before the previous window's end, so a
+/// short source's windows do not overlap.
 struct VideoWindow {
     decoder: ffmpeg::decoder::Video,
     scaler: Option<scaling::Context>,
     previous: Option<Vec<u8>>,
     next_sample_s: f64,
+    /// Set by the first frame decoded after a seek.
+    span: Option<(f64, f64)>,
+    length_s: f64,
+    not_before_s: f64,
     done: bool,
 }
 
@@ -244,15 +260,22 @@ impl VideoWindow {
             scaler: None,
             previous: None,
             next_sample_s: 0.0,
+            span: None,
+            length_s: WINDOW_S,
+            not_before_s: f64::NEG_INFINITY,
             done: false,
         })
     }
 
     /// After a seek: frames still in the decoder belong to the last window.
-    fn restart(&mut self) {
+    fn restart(&mut self, length_s: f64) {
         self.decoder.flush();
         self.previous = None;
         self.next_sample_s = f64::NEG_INFINITY;
+        if let Some((_, end)) = self.span.take() {
+            self.not_before_s = end;
+        }
+        self.length_s = length_s;
         self.done = false;
     }
 
@@ -260,8 +283,6 @@ impl VideoWindow {
     fn feed(
         &mut self,
         packet: &ffmpeg::Packet,
-        start: f64,
-        end: f64,
         at: impl Fn(Option<i64>) -> f64,
         stats: &mut PictureStats,
     ) -> bool {
@@ -274,7 +295,14 @@ impl VideoWindow {
         let mut frame = ffmpeg::frame::Video::empty();
         while self.decoder.receive_frame(&mut frame).is_ok() {
             let t = at(frame.timestamp().or(frame.pts()));
-            if t.is_nan() || t < start || t < self.next_sample_s {
+            if t.is_nan() {
+                continue;
+            }
+            let (start, end) = *self.span.get_or_insert_with(|| {
+                let start = t.max(self.not_before_s);
+                (start, start + self.length_s)
+            });
+            if t < start || t < self.next_sample_s {
                 continue;
             }
             if t >= end {

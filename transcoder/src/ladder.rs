@@ -81,6 +81,12 @@ pub struct ClassRules {
     /// less than a middle rung's budget, the middle rungs serve nobody.
     #[serde(default)]
     pub top_and_bottom_only: bool,
+    /// Drop rungs shorter than this (before `top_and_bottom_only`): below
+    /// it the class's picture stops serving its purpose — a slide's text
+    /// becomes unreadable — while the rung still costs an encode. The top
+    /// rung always stays.
+    #[serde(default)]
+    pub min_height: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -369,6 +375,13 @@ pub fn adapt(
                 rung.bufsize_kbps,
             )
             .to_owned();
+        }
+        if let Some(min) = class.min_height {
+            let mut index = 0;
+            plan.video.retain(|r| {
+                index += 1;
+                index == 1 || r.height.min(r.width) >= min
+            });
         }
         if class.top_and_bottom_only && plan.video.len() > 2 {
             let last = plan.video.len() - 1;
@@ -879,6 +892,55 @@ mod tests {
             plan.content.as_ref().and_then(|c| c.class),
             Some(ContentClass::Slides)
         );
+    }
+
+    #[test]
+    fn slides_drop_rungs_too_short_to_read_before_keeping_top_and_bottom() {
+        let mut rules = content_rules();
+        if let Some(slides) = rules.slides.as_mut() {
+            slides.min_height = Some(360);
+        }
+        let mut profile = profile();
+        profile.rungs.push(RungProfile {
+            name: "240p".to_owned(),
+            height: 240,
+            crf: 23,
+            maxrate_kbps: 150,
+            bufsize_kbps: 300,
+        });
+        profile.content = Some(rules);
+        let info = MediaInfo {
+            container: "mov,mp4".to_owned(),
+            container_long_name: String::new(),
+            duration_s: 60.0,
+            size_bytes: 1,
+            bit_rate: None,
+            streams: vec![StreamInfo::Video(video(1280, 720, Rational::new(30, 1)))],
+        };
+        let names = |class| {
+            let plan = adapt(
+                plan(&info, &profile).unwrap(),
+                &profile,
+                analysis(class, false),
+            );
+            plan.video.into_iter().map(|r| r.name).collect::<Vec<_>>()
+        };
+        assert_eq!(names(ContentClass::Slides), ["720p", "360p"]);
+        assert_eq!(
+            names(ContentClass::Motion),
+            ["720p", "480p", "360p", "240p"]
+        );
+        // A source smaller than the floor keeps its one top rung.
+        let small = MediaInfo {
+            streams: vec![StreamInfo::Video(video(320, 240, Rational::new(30, 1)))],
+            ..info.clone()
+        };
+        let plan = adapt(
+            plan(&small, &profile).unwrap(),
+            &profile,
+            analysis(ContentClass::Slides, false),
+        );
+        assert_eq!(plan.video.len(), 1);
     }
 
     #[test]
