@@ -25,7 +25,9 @@ Figures per title:
     on a good connection fetches;
   * quality at each of the fixed ladder's bandwidths: the fixed rung's SSIM
     against the SSIM of the Lectern rung a player with that bandwidth would
-    pick (the highest whose BANDWIDTH fits, else the lowest). Quality is each
+    pick (the highest whose BANDWIDTH fits). Both sides' bandwidths are the
+    BANDWIDTH their masters declare (peak, audio included), so a tier is the
+    connection a learner needs to play the fixed rung. Quality is each
     rung scaled back to the source size with lanczos and compared with the
     source, every second frame.
 
@@ -174,8 +176,14 @@ def run_fixed(src, out, preset):
             "-hls_segment_type", "fmp4", "-hls_flags", "independent_segments",
             "-hls_segment_filename", str(out / "%v" / "seg_%05d.m4s"), str(out / "%v" / "index.m3u8")]
     sh(cmd)
-    video = [{"height": h, "bandwidth": kbps * 1000, "playlist": out / str(i) / "index.m3u8",
-              "bytes": dir_bytes(out / str(i))} for i, (_, h, kbps) in enumerate(FIXED_LADDER)]
+    # A tier is the connection a player needs for that rung: the BANDWIDTH
+    # ffmpeg declares in the master (peak, with the audio), compared below
+    # with Lectern's own declared BANDWIDTH, never a nominal video rate.
+    declared = {m.group(2).strip(): int(re.search(r"(?<![-A-Z])BANDWIDTH=(\d+)", m.group(1)).group(1))
+                for m in re.finditer(r"#EXT-X-STREAM-INF:([^\n]*)\n([^\n]+)", (out / "master.m3u8").read_text())}
+    video = [{"height": h, "nominal_kbps": kbps, "bandwidth": declared[f"{i}/index.m3u8"],
+              "playlist": out / str(i) / "index.m3u8", "bytes": dir_bytes(out / str(i))}
+             for i, (_, h, kbps) in enumerate(FIXED_LADDER)]
     audio_bytes = dir_bytes(out / str(n))
     return video, audio_bytes
 
@@ -289,12 +297,13 @@ def main():
                      f"{mb(r['streamed_ours'])} ({r['streamed_ours'] / r['streamed_fixed']:.2f}×) | {worst:+.4f} |")
         detail.append(f"\n{name}, quality at each fixed bandwidth (fixed rung SSIM → the Lectern rung a "
                       "player picks at that bandwidth):\n")
-        detail.append("| bandwidth | fixed rung | SSIM | Lectern rung | SSIM |")
+        detail.append("| BANDWIDTH (declared) | fixed rung | SSIM | Lectern rung | SSIM |")
         detail.append("| ---: | --- | ---: | --- | ---: |")
         for f, p in r["tiers"]:
             ours_cell = (f"{p['height']}p ({p['bandwidth'] // 1000}k peak) | {p['ssim']:.4f}" if p else
                          f"no rung fits (lowest peaks at {r['ours'][0]['bandwidth'] // 1000}k) | —")
-            detail.append(f"| {f['bandwidth'] // 1000}k | {f['height']}p | {f['ssim']:.4f} | {ours_cell} |")
+            detail.append(f"| {f['bandwidth'] // 1000}k | {f['height']}p {f['nominal_kbps']}k | {f['ssim']:.4f} "
+                          f"| {ours_cell} |")
     body = "\n".join(lines + detail)
     print(body)
     if not args.no_record:

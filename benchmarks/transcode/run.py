@@ -7,7 +7,8 @@ Inputs:
   * lecture: a generated 10-minute slide lecture, 1280x720 30 fps, one static
              slide every 30 s, with a narration-like tone
 
-Methods, all producing a 720/480/360 fMP4 HLS ladder with the same x264
+Methods, all producing the profile's fMP4 HLS ladder (every rung no taller
+than the source: 720/480/360/240 for `default`) with the same x264
 preset, CRF, maxrate/bufsize and 4 s GOP as Lectern's profile:
   (a) ffmpeg CLI, one process, split filter (decode once)
   (b) one ffmpeg process per rung, in parallel (decode N times, PeerTube-style)
@@ -39,7 +40,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".lectern" / "bench" / "transcode"
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-RUNGS = (720, 480, 360)
 
 
 def sh(cmd, **kw):
@@ -70,11 +70,18 @@ def make_lecture(path, seconds):
     tmp.rename(path)
 
 
-def profile_rungs(name):
+def profile_rungs(name, source_height):
+    """The profile's rungs a source this tall gets (none is upscaled), so
+    every method encodes the same ladder as Lectern."""
     with open(ROOT / "pipelines" / "profiles" / f"{name}.toml", "rb") as f:
         profile = tomllib.load(f)
-    rungs = {r["height"]: r for r in profile["rungs"]}
-    return profile, [rungs[h] for h in RUNGS]
+    return profile, [r for r in profile["rungs"] if r["height"] <= source_height]
+
+
+def height_of(src):
+    return int(subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=height",
+         "-of", "csv=p=0", str(src)], check=True, capture_output=True, text=True).stdout.strip())
 
 
 def x264_options(rung, gop, preset, tune):
@@ -206,7 +213,8 @@ def children_cpu_s():
 
 
 def bench(name, src, lectern, profile_name, ssim_limit):
-    profile, rungs = profile_rungs(profile_name)
+    profile, rungs = profile_rungs(profile_name, height_of(src))
+    heights = [r["height"] for r in rungs]
     media_s = duration(src)
     rows = {}
     for method, runner in (("a", run_split), ("b", run_per_rung), ("L", None)):
@@ -220,10 +228,10 @@ def bench(name, src, lectern, profile_name, ssim_limit):
         else:
             wall, playlists = run_lectern(lectern, src, out, profile_name)
         cpu = children_cpu_s() - cpu
-        scores = {h: quality(playlists[h], src, ssim_limit) for h in RUNGS if h in playlists}
+        scores = {h: quality(playlists[h], src, ssim_limit) for h in heights if h in playlists}
         rows[method] = {"wall_s": wall, "speed": media_s / wall, "cpu_s": cpu, "ssim": {h: q[0] for h, q in scores.items()},
                         "psnr": {h: q[1] for h, q in scores.items()}, "bytes": total_bytes(out)}
-    return media_s, rows
+    return media_s, heights, rows
 
 
 def main():
@@ -248,22 +256,22 @@ def main():
          *bench("lecture", lecture, lectern, "lecture", 120)),
     ]
     lines = []
-    for title, media_s, rows in results:
+    for title, media_s, heights, rows in results:
         a, b, l = rows["a"], rows["b"], rows["L"]
         lines.append(f"**{title}** ({media_s:.1f} s of media)\n")
-        lines.append("| method | wall s | media-s / wall-s | CPU s | SSIM / PSNR 720p | SSIM / PSNR 480p "
-                     "| SSIM / PSNR 360p | bytes |")
-        lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        lines.append("| method | wall s | media-s / wall-s | CPU s | "
+                     + " | ".join(f"SSIM / PSNR {h}p" for h in heights) + " | bytes |")
+        lines.append("| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in heights) + " | ---: |")
         for key, label in (("a", "(a) ffmpeg, 1 process, split filter"), ("b", "(b) ffmpeg, 1 process per rung"),
                            ("L", "lectern transcode")):
             r = rows[key]
             s = " | ".join(f"{r['ssim'].get(h, float('nan')):.4f} / {r['psnr'].get(h, float('nan')):.2f}"
-                           for h in RUNGS)
+                           for h in heights)
             lines.append(f"| {label} | {r['wall_s']:.1f} | {r['speed']:.2f}× | {r['cpu_s']:.1f} | {s} "
                          f"| {r['bytes']:,} |")
         # Signed: negative when Lectern's rung is worse than ffmpeg's.
         worst = min(l["ssim"][h] - max(a["ssim"][h], b["ssim"][h])
-                    for h in RUNGS if h in l["ssim"] and h in a["ssim"])
+                    for h in heights if h in l["ssim"] and h in a["ssim"])
         lines.append("")
         lines.append(f"lectern / (a) speed: **{l['speed'] / a['speed']:.2f}×** (target ≥ 1.0); "
                      f"lectern / (b): **{l['speed'] / b['speed']:.2f}×** (target ≥ 1.1); "
