@@ -458,3 +458,54 @@ async fn the_access_token_is_shared_by_nodes_and_refreshed_before_it_expires(db:
         .unwrap();
     assert_eq!(s.wx.tokens_issued.load(Ordering::SeqCst), 2);
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_mini_program_session_hands_the_h5_a_single_use_code(db: PgPool) {
+    let s = setup(db, &["wechat"]).await;
+    // The mini-program: wx.login's code exchanged, a bearer token kept
+    // (wx.request has no cookie jar).
+    let (status, text) = mini_sign_in(&s.w, "code-dora").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let mini: Value = serde_json::from_str(&text).unwrap();
+    let token = mini["token"].as_str().unwrap();
+    let (status, minted) =
+        s.w.call("POST", "/api/v1/auth/handoff", Some(token), None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{minted}");
+    let code = minted["code"].as_str().unwrap();
+    // The web-view's page, with no session, redeems it once.
+    let (status, page) =
+        s.w.call(
+            "POST",
+            "/api/v1/auth/handoff/redeem",
+            None,
+            Some(json!({ "code": code, "org_id": s.org })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["user"]["id"], mini["user"]["id"]);
+    assert_ne!(page["token"], mini["token"]);
+    let (status, again) =
+        s.w.call(
+            "POST",
+            "/api/v1/auth/handoff/redeem",
+            None,
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{again}");
+    // The web-view's session is an ordinary one: it has no session key
+    // (user data stays the mini-program session's business).
+    let (status, _) =
+        s.w.call(
+            "POST",
+            "/api/v1/me/wechat/user-data",
+            page["token"].as_str(),
+            Some(json!({ "encrypted_data": ENCRYPTED, "iv": IV })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for row in everything_stored_and_logged(&s.w).await {
+        assert!(!row.contains(code) && !row.contains(SESSION_KEY), "{row}");
+    }
+}
