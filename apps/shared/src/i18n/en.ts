@@ -281,6 +281,7 @@ const en: Shape<typeof zhCN> = {
       certificate: "{credits} {label} · {at} · No. {serial}",
       pdf: "Download PDF",
       verify: "Verification page",
+      pdfInBrowser: "Files cannot be downloaded inside the mini-program: sign in from a browser to download the PDF.",
       noCertificates: "No certificates yet. Complete a course that awards credits to claim one.",
     },
     invitation: {

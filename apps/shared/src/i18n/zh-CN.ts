@@ -278,6 +278,7 @@ export default {
       certificate: "{credits} {label} · {at} · 编号 {serial}",
       pdf: "下载 PDF",
       verify: "验证页面",
+      pdfInBrowser: "小程序内无法下载文件：请在电脑或手机浏览器中登录后下载 PDF。",
       noCertificates: "还没有证书。完成带学分的课程后即可领取。",
     },
     invitation: {
