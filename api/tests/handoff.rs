@@ -29,7 +29,9 @@ async fn setup(db: PgPool) -> Setup {
 }
 
 async fn mint(w: &World, token: &str) -> String {
-    let (status, body) = w.call("POST", "/api/v1/auth/handoff", Some(token), None).await;
+    let (status, body) = w
+        .call("POST", "/api/v1/auth/handoff", Some(token), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["expires_in"], 60);
     let code = body["code"].as_str().unwrap().to_owned();
@@ -248,8 +250,16 @@ async fn two_pages_racing_for_one_code_get_one_session(db: PgPool) {
         redeem(&s.w, body()),
     );
     let results = [r1, r2, r3, r4];
-    let won = results.iter().filter(|(s, _, _)| *s == StatusCode::OK).count();
-    assert_eq!(won, 1, "{:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+    let won = results
+        .iter()
+        .filter(|(s, _, _)| *s == StatusCode::OK)
+        .count();
+    assert_eq!(
+        won,
+        1,
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
     assert!(results
         .iter()
         .filter(|(s, _, _)| *s != StatusCode::OK)

@@ -112,7 +112,9 @@ pub async fn mint(
             action: "auth.handoff.mint".into(),
             target: Some(format!("user:{user_id}")),
             outcome: "ok",
-            detail: Some(json!({ "handoff": id, "ttl_seconds": HANDOFF_TTL.as_secs() }).to_string()),
+            detail: Some(
+                json!({ "handoff": id, "ttl_seconds": HANDOFF_TTL.as_secs() }).to_string(),
+            ),
             ..AuditEvent::by(Some(&principal), &context)
         },
     )
@@ -215,7 +217,14 @@ pub async fn redeem(
         None
     };
     if let Some(reason) = refusal {
-        refused(&state, &context, Some(taken.id), Some(taken.user_id), reason).await;
+        refused(
+            &state,
+            &context,
+            Some(taken.id),
+            Some(taken.user_id),
+            reason,
+        )
+        .await;
         return Err(invalid());
     }
     let role: Role = taken.role.parse().map_err(ApiError::internal)?;
