@@ -6,6 +6,7 @@
 //! mini-program's own `wx.login` path into this is in `sign_in_wechat.rs`.
 
 use axum::http::StatusCode;
+use lectern_identity::{IdentitySettings, ThrottlePolicy};
 use lectern_testkit::World;
 use lectern_web::Role;
 use serde_json::{json, Value};
@@ -264,4 +265,48 @@ async fn two_pages_racing_for_one_code_get_one_session(db: PgPool) {
         .iter()
         .filter(|(s, _, _)| *s != StatusCode::OK)
         .all(|(_, _, b)| code_of(b) == "handoff_used"));
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn forged_codes_lock_the_address_they_come_from(db: PgPool) {
+    let w = World::with_settings(
+        db,
+        IdentitySettings {
+            throttle: ThrottlePolicy {
+                address_failures: 3,
+                ..ThrottlePolicy::default()
+            },
+            ..IdentitySettings::default()
+        },
+    )
+    .await;
+    let a = w.org("Hospital A").await;
+    w.user(Some(a), "alice@a.example.org", Role::Learner).await;
+    let alice = w.login("alice@a.example.org").await;
+    let real = mint(&w, &alice).await;
+    let redeem_from = |ip: &'static str, code: String| {
+        let w = &w;
+        async move {
+            w.call_from(
+                Some(ip),
+                &[],
+                "POST",
+                "/api/v1/auth/handoff/redeem",
+                None,
+                Some(json!({ "code": code })),
+            )
+            .await
+        }
+    };
+    for n in 0..3 {
+        let (status, text) = redeem_from("203.0.113.9", format!("lh_guess{n}")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    }
+    // Locked: the real code is not even looked at (so not used up)…
+    let (status, text) = redeem_from("203.0.113.9", real.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert!(text.contains("account_locked"), "{text}");
+    // …and still signs in from another address.
+    let (status, text) = redeem_from("198.51.100.20", real).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
 }

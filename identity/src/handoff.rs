@@ -20,7 +20,9 @@
 //! only that organisation's codes). Unknown, used and expired codes get
 //! their own codes (`handoff_invalid`, `handoff_used`, `handoff_expired`);
 //! every mint and every redemption, refused or not, is audited without
-//! the code.
+//! the code. Refused codes count against the client address like wrong
+//! passwords (`ways::reserve_address`): past the limit, 429
+//! `account_locked`.
 
 use std::time::Duration;
 
@@ -34,6 +36,7 @@ use uuid::Uuid;
 
 use crate::audit::{self, AuditEvent};
 use crate::session::{self, Account, SignedIn, WithSessionCookie};
+use crate::ways;
 use crate::Identity;
 use lectern_web::{ApiError, ApiJson, ClientContext, ErrorCode, Principal, Role};
 
@@ -47,6 +50,8 @@ const OPEN_PER_SESSION: i64 = 20;
 /// What every hand-off code starts with (so it is recognisable in a leak
 /// scanner, like session tokens' `ls_`).
 const PREFIX: &str = "lh_";
+/// The sign-in method a redeemed code's session is audited with.
+const METHOD: &str = "handoff";
 
 /// `POST /api/v1/auth/handoff` → a code to open the H5 app with.
 #[derive(Serialize, schemars::JsonSchema)]
@@ -165,6 +170,8 @@ pub async fn redeem(
     context: ClientContext,
     ApiJson(req): ApiJson<HandoffRedeem>,
 ) -> Result<WithSessionCookie<SignedIn>, ApiError> {
+    // Forged codes from one address lock it like wrong passwords do.
+    let reservation = ways::reserve_address(&state, &context, METHOD).await?;
     let hash = token_fingerprint(req.code.trim());
     // The one place a code is used up: concurrent redemptions race on
     // `used_at IS NULL` and exactly one wins.
@@ -205,6 +212,7 @@ pub async fn redeem(
             ),
         };
         refused(&state, &context, untaken.map(|u| u.id), None, reason).await;
+        ways::failed(&state, &context, &reservation, METHOD, reason).await;
         return Err(error);
     };
     let refusal = if !taken.session_live {
@@ -225,8 +233,10 @@ pub async fn redeem(
             reason,
         )
         .await;
+        ways::failed(&state, &context, &reservation, METHOD, reason).await;
         return Err(invalid());
     }
+    reservation.returned(&state.db).await?;
     let role: Role = taken.role.parse().map_err(ApiError::internal)?;
     let (signed_in, session_id) = session::start_session_with_id(
         &state,
@@ -236,7 +246,7 @@ pub async fn redeem(
             org_id: taken.user_org,
             role,
         },
-        "handoff",
+        METHOD,
     )
     .await?;
     sqlx::query("UPDATE handoff_codes SET redeemed_session_id = $2 WHERE id = $1")
