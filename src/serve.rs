@@ -88,6 +88,7 @@ pub async fn serve(config: Config) -> Result<()> {
                     allow: config.settings.sign_in_allow.clone().unwrap_or_default(),
                     allow_plain: config.settings.sign_in_allow_plain,
                     clock_skew: config.settings.oidc_clock_skew,
+                    wechat_api: config.settings.wechat_api_url.0.clone(),
                     ldap_ca: config
                         .settings
                         .ldap_ca_file

@@ -292,6 +292,14 @@ async fn fixture(
             None,
             err(401, "sign_in_rejected"),
         ),
+        // Any person's session mints a code for itself.
+        ("POST", "/api/v1/auth/handoff") => call(path.into(), None, ok(200)),
+        // A code nobody minted: refused the same way for everyone.
+        ("POST", "/api/v1/auth/handoff/redeem") => call(
+            path.into(),
+            Some(json!({ "code": "lh_forged" })),
+            err(401, "handoff_invalid"),
+        ),
         // The callers' sessions did not come from a mini-program.
         ("POST", "/api/v1/me/wechat/user-data") => call(
             path.into(),

@@ -20,7 +20,7 @@ use axum::http::{Request, StatusCode};
 use axum::routing::get;
 use axum::Json;
 use http_body_util::BodyExt;
-use lectern_identity::{IdentitySettings, SsoSettings};
+use lectern_identity::{IdentitySettings, SsoSettings, ThrottlePolicy};
 use lectern_testkit::World;
 use serde_json::{json, Value};
 use sqlx::PgPool;
@@ -130,6 +130,10 @@ struct Setup {
 }
 
 async fn setup(db: PgPool, methods: &[&str]) -> Setup {
+    setup_with(db, methods, ThrottlePolicy::default()).await
+}
+
+async fn setup_with(db: PgPool, methods: &[&str], throttle: ThrottlePolicy) -> Setup {
     let wx = Arc::new(WeChat::default());
     let app = axum::Router::new()
         .route("/sns/jscode2session", get(jscode2session))
@@ -150,6 +154,7 @@ async fn setup(db: PgPool, methods: &[&str]) -> Setup {
                 wechat_open: "https://open.weixin.qq.com".into(),
                 ..SsoSettings::default()
             },
+            throttle,
             ..IdentitySettings::default()
         },
     )
@@ -457,4 +462,135 @@ async fn the_access_token_is_shared_by_nodes_and_refreshed_before_it_expires(db:
         .await
         .unwrap();
     assert_eq!(s.wx.tokens_issued.load(Ordering::SeqCst), 2);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_mini_program_session_hands_the_h5_a_single_use_code(db: PgPool) {
+    let s = setup(db, &["wechat"]).await;
+    // The mini-program: wx.login's code exchanged, a bearer token kept
+    // (wx.request has no cookie jar).
+    let (status, text) = mini_sign_in(&s.w, "code-dora").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let mini: Value = serde_json::from_str(&text).unwrap();
+    let token = mini["token"].as_str().unwrap();
+    let (status, minted) =
+        s.w.call("POST", "/api/v1/auth/handoff", Some(token), None)
+            .await;
+    assert_eq!(status, StatusCode::OK, "{minted}");
+    let code = minted["code"].as_str().unwrap();
+    // The web-view's page, with no session, redeems it once.
+    let (status, page) =
+        s.w.call(
+            "POST",
+            "/api/v1/auth/handoff/redeem",
+            None,
+            Some(json!({ "code": code, "org_id": s.org })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["user"]["id"], mini["user"]["id"]);
+    assert_ne!(page["token"], mini["token"]);
+    let (status, again) =
+        s.w.call(
+            "POST",
+            "/api/v1/auth/handoff/redeem",
+            None,
+            Some(json!({ "code": code })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::GONE, "{again}");
+    // The web-view's session is an ordinary one: it has no session key
+    // (user data stays the mini-program session's business).
+    let (status, _) =
+        s.w.call(
+            "POST",
+            "/api/v1/me/wechat/user-data",
+            page["token"].as_str(),
+            Some(json!({ "encrypted_data": ENCRYPTED, "iv": IV })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    for row in everything_stored_and_logged(&s.w).await {
+        assert!(!row.contains(code) && !row.contains(SESSION_KEY), "{row}");
+    }
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn refused_codes_lock_the_address_before_wechat_is_asked(db: PgPool) {
+    let s = setup_with(
+        db,
+        &["wechat"],
+        ThrottlePolicy {
+            address_failures: 3,
+            ..ThrottlePolicy::default()
+        },
+    )
+    .await;
+    let from = |ip: &'static str, code: &'static str| {
+        let w = &s.w;
+        async move {
+            w.call_from(
+                Some(ip),
+                &[],
+                "POST",
+                "/api/v1/auth/wechat/mini-program",
+                None,
+                Some(json!({ "appid": MINI, "code": code })),
+            )
+            .await
+        }
+    };
+    const PHONE: &str = "203.0.113.7";
+    // Two refused codes, then a good one: the success gives its own
+    // attempt back but does not wipe the failures counted before it.
+    for code in ["forged-1", "forged-2"] {
+        let (status, text) = from(PHONE, code).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    }
+    let (status, text) = from(PHONE, "code-erin").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    // The third refusal (a replayed code) locks the address…
+    let (status, text) = from(PHONE, "code-erin").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    // …so even a good code is refused, before WeChat is asked: the same
+    // code still works from another address afterwards.
+    let (status, text) = from(PHONE, "code-frank").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert!(text.contains("account_locked"), "{text}");
+    let (status, text) = from("198.51.100.2", "code-frank").await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+
+    // The official account's callback: a bad state counts the same way.
+    for _ in 0..3 {
+        let (status, text) =
+            s.w.call_from(
+                Some("192.0.2.44"),
+                &[],
+                "GET",
+                &format!("/api/v1/auth/wechat/{OFFICIAL}/callback?code=code-x&state=guess"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    }
+    let (status, _) =
+        s.w.call_from(
+            Some("192.0.2.44"),
+            &[],
+            "GET",
+            &format!("/api/v1/auth/wechat/{OFFICIAL}/callback?code=code-y&state=guess"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+
+    let rows = everything_stored_and_logged(&s.w).await;
+    assert!(rows
+        .iter()
+        .any(|r| r.contains("wechat_mini_program") && r.contains("locked_out")));
+    assert!(rows
+        .iter()
+        .any(|r| r.contains("wechat_official_account") && r.contains("locked_out")));
 }

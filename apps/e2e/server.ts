@@ -10,6 +10,8 @@ import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
+import { MINI_APP, startWeChat } from "./wechat-standin";
+
 export const appsDir = path.resolve(import.meta.dirname, "..");
 export const root = path.resolve(appsDir, "..");
 export const stateFile = path.join(appsDir, "test-results", "server.json");
@@ -22,6 +24,10 @@ export interface Server {
   superAdmin: { email: string; password: string };
   clip: string;
   dbUrl: string;
+  /** The WeChat stand-in (wechat-standin.ts) and its mini-program. */
+  wechat: { url: string; appid: string; secret: string };
+  /** A super admin only the mini-program spec uses (it enrols TOTP to register the app). */
+  signInAdmin: { email: string; password: string };
 }
 
 function testEnv(): NodeJS.ProcessEnv {
@@ -94,6 +100,8 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
     const dataDir = mkdtempSync(path.join(tmpdir(), "lectern-apps-e2e-"));
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
     const port = await freePort();
+    const wechat = await startWeChat();
+    cleanups.push(() => wechat.close());
     const childEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("LECTERN_") && k !== "DATABASE_URL"));
     const key = () => randomBytes(32).toString("base64");
     Object.assign(childEnv, {
@@ -107,6 +115,12 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       LECTERN_SERVE_WORKERS: "1",
       LECTERN_PLAYER_DIR: path.join(root, "player-sdk/dist"),
       LECTERN_APPS_DIR: appsDir,
+      // WeChat is the local stand-in: plain http on loopback, which
+      // Lectern allows only when told (and only beside the dev outbox).
+      LECTERN_WECHAT_API_URL: wechat.url,
+      LECTERN_SIGN_IN_ALLOW: "127.0.0.1",
+      LECTERN_SIGN_IN_ALLOW_PLAIN: "true",
+      LECTERN_DEV_OUTBOX: "true",
     });
     mkdirSync(path.dirname(stateFile), { recursive: true });
     const log = path.join(appsDir, "test-results", "lectern-demo.log");
@@ -155,6 +169,13 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       input: superAdmin.password + "\n",
       stdio: ["pipe", "ignore", "inherit"],
     });
+    const signInAdmin = { email: "signin-admin@demo.lectern.test", password: `Sup3r-${randomBytes(9).toString("base64url")}` };
+    execFileSync(bin, ["admin", "create-user", "--org", "Lectern Demo", "--email", signInAdmin.email, "--role", "super_admin"], {
+      cwd: root,
+      env: childEnv,
+      input: signInAdmin.password + "\n",
+      stdio: ["pipe", "ignore", "inherit"],
+    });
     const server: Server = {
       url: seen.url!.replace(/\/$/, ""),
       learner: { email: seen.learnerEmail!, password: seen.learnerPassword! },
@@ -162,6 +183,8 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       superAdmin,
       clip,
       dbUrl: dbUrl.toString(),
+      wechat: { url: wechat.url, ...MINI_APP },
+      signInAdmin,
     };
     return { server, stop };
   } catch (e) {

@@ -16,6 +16,7 @@
 
 mod alerts;
 pub mod audit;
+pub mod handoff;
 mod invite;
 pub mod ldap;
 pub mod notifier;
@@ -515,6 +516,13 @@ pub fn routes(api: ApiRouter<Identity>) -> ApiRouter<Identity> {
             "/api/v1/auth/wechat/{appid}/callback",
             Public,
             wechat::callback,
+        )
+        .route(M::POST, "/api/v1/auth/handoff", Session, handoff::mint)
+        .route(
+            M::POST,
+            "/api/v1/auth/handoff/redeem",
+            Public,
+            handoff::redeem,
         )
         .route(M::GET, "/api/v1/me/sign-ins", Session, ways::list)
         .route(

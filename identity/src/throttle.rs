@@ -212,6 +212,17 @@ impl Reservation {
         self.locked().any(|s| s == subject)
     }
 
+    /// The attempt was not a failure, and named no account (a WeChat or
+    /// hand-off code that worked): every subject gets it back and keeps
+    /// its earlier failures, so one success from a shared address does
+    /// not wipe the guesses counted against it.
+    pub async fn returned(self, db: &PgPool) -> Result<(), sqlx::Error> {
+        for (subject, limit, _) in &self.subjects {
+            give_back(db, subject, *limit).await?;
+        }
+        Ok(())
+    }
+
     /// The attempt was right: the first subject (the account) forgets its
     /// failures; the others (addresses, which other accounts may be
     /// guessed from) get this attempt back and keep their failures.

@@ -37,8 +37,28 @@ pub(crate) async fn reserve(
     limit: i32,
     method: &'static str,
 ) -> Result<Reservation, ApiError> {
+    reserve_subjects(state, context, vec![(subject, limit)], method).await
+}
+
+/// As [`reserve`] for a way in whose secret names no account until it is
+/// checked (a WeChat code, a hand-off code): only the client address is
+/// counted, with the same limit and lockout as passwords. A success gives
+/// the attempt back with [`Reservation::returned`].
+pub(crate) async fn reserve_address(
+    state: &Identity,
+    context: &ClientContext,
+    method: &'static str,
+) -> Result<Reservation, ApiError> {
+    reserve_subjects(state, context, Vec::new(), method).await
+}
+
+async fn reserve_subjects(
+    state: &Identity,
+    context: &ClientContext,
+    mut subjects: Vec<(String, i32)>,
+    method: &'static str,
+) -> Result<Reservation, ApiError> {
     let policy = state.settings.throttle;
-    let mut subjects = vec![(subject, limit)];
     if let Some(ip) = context.ip.as_deref() {
         subjects.push((throttle::address_subject(ip), policy.address_failures));
     }

@@ -35,6 +35,11 @@
 //! refreshed by one node at a time (a transaction-scoped advisory lock on
 //! the app) once it is within [`REFRESH_MARGIN`] of expiry.
 //!
+//! **Lockout**: a WeChat code names nobody until WeChat has answered, so
+//! refused codes and bad `state`s are counted against the client address
+//! (`ways::reserve_address`, the passwords' address limit and lockout):
+//! past it, 429 `account_locked` before WeChat is asked.
+//!
 //! Every exchange goes through `lectern_egress` (the API's base URL is
 //! `SsoSettings::wechat_api`). Codes, session keys, access tokens and
 //! secrets are never logged or answered; WeChat's error text is reduced
@@ -60,6 +65,7 @@ use crate::audit::{self, AuditEvent};
 use crate::oidc::{self, SeeOther};
 use crate::policy::{self, SignInMethod};
 use crate::session::{SignedIn, WithSessionCookie};
+use crate::throttle::Reservation;
 use crate::ways::{self, External, IdentityKind};
 use crate::Identity;
 use lectern_web::{ApiError, ApiJson, ApiPath, ApiQuery, ClientContext, ErrorCode, Principal};
@@ -472,6 +478,9 @@ pub async fn mini_program(
             "this app id is not a mini-program",
         ));
     }
+    // The code names nobody until WeChat has answered: the address is
+    // what repeated refused codes lock.
+    let reservation = ways::reserve_address(&state, &context, METHOD).await?;
     let answer: Code2Session = match wx_get(
         &state,
         "/sns/jscode2session",
@@ -486,10 +495,11 @@ pub async fn mini_program(
     {
         Ok(a) => a,
         Err(e) => {
-            ways::refused(&state, &context, METHOD, "code_exchange").await;
+            exchange_failed(&state, &context, reservation, METHOD, &e).await?;
             return Err(e);
         }
     };
+    reservation.returned(&state.db).await?;
     let (signed_in, session_id) = sign_in_person(
         &state,
         &context,
@@ -753,6 +763,7 @@ pub async fn callback(
     ApiQuery(query): ApiQuery<WechatCallback>,
 ) -> Result<SeeOther, ApiError> {
     const METHOD: &str = "wechat_official_account";
+    let reservation = ways::reserve_address(&state, &context, METHOD).await?;
     let flow: Option<WechatFlowRow> = sqlx::query_as(
         "UPDATE wechat_flows SET used_at = now() \
          WHERE state_hash = $1 AND appid = $2 AND used_at IS NULL AND expires_at > now() \
@@ -767,12 +778,14 @@ pub async fn callback(
         _ => false,
     };
     let Some(flow) = flow.filter(|_| bound) else {
-        ways::refused(&state, &context, METHOD, "state").await;
+        ways::failed(&state, &context, &reservation, METHOD, "state").await;
         return Err(oidc::rejected(
             "the state is unknown, used, expired or from another browser",
         ));
     };
     let Some(code) = query.code.as_deref() else {
+        // The person said no: not a guess.
+        reservation.returned(&state.db).await?;
         ways::refused(&state, &context, METHOD, "declined").await;
         return Err(oidc::rejected("the authorisation was declined"));
     };
@@ -791,10 +804,11 @@ pub async fn callback(
     {
         Ok(t) => t,
         Err(e) => {
-            ways::refused(&state, &context, METHOD, "code_exchange").await;
+            exchange_failed(&state, &context, reservation, METHOD, &e).await?;
             return Err(e);
         }
     };
+    reservation.returned(&state.db).await?;
     let mut unionid = token.unionid.clone();
     if flow.scope == "snsapi_userinfo" && unionid.is_none() {
         let info: UserInfo = wx_get(
@@ -822,6 +836,26 @@ pub async fn callback(
         location: flow.return_to,
         cookies: vec![signed_in.cookie().clone(), clear_flow_cookie()],
     })
+}
+
+/// A code exchange that did not work: a code WeChat refused (forged,
+/// used, stale) stays counted against the address, which locks after as
+/// many failures as passwords allow; WeChat being unreachable is nobody's
+/// guess, so that attempt is given back.
+async fn exchange_failed(
+    state: &Identity,
+    context: &ClientContext,
+    reservation: Reservation,
+    method: &'static str,
+    error: &ApiError,
+) -> Result<(), ApiError> {
+    if error.code == ErrorCode::SignInRejected {
+        ways::failed(state, context, &reservation, method, "code_rejected").await;
+    } else {
+        reservation.returned(&state.db).await?;
+        ways::refused(state, context, method, "code_exchange").await;
+    }
+    Ok(())
 }
 
 fn clear_flow_cookie() -> axum::http::HeaderValue {

@@ -103,6 +103,10 @@ settings! {
     /// `LECTERN_SIGN_IN_ALLOW`, and LDAP without LDAPS or StartTLS;
     /// refused beside `DATABASE_URL` unless `LECTERN_DEV_OUTBOX=true`
     sign_in_allow_plain: bool = default "false";
+    /// WeChat's API (`sns/jscode2session`, `cgi-bin/token`, …); only a
+    /// development or test stand-in changes it (it must then be named in
+    /// `LECTERN_SIGN_IN_ALLOW`)
+    wechat_api_url: BaseUrl = default "https://api.weixin.qq.com";
     /// a PEM file of CA certificates LDAPS and StartTLS trust besides the
     /// system's (an institution's own CA)
     ldap_ca_file: Option<PathBuf> = none "the system's trust roots only";

@@ -154,6 +154,12 @@ error_codes! {
     ProviderUnavailable = ("provider_unavailable", 502, true);
     /// The organisation has not configured this way of signing in.
     ProviderNotConfigured = ("provider_not_configured", 409, false);
+    /// The hand-off code (mini-program → H5) is unknown or forged, the session that made it has ended, or it belongs to another organisation; sign in again in the mini-program.
+    HandoffInvalid = ("handoff_invalid", 401, false);
+    /// The hand-off code was redeemed already (it works once); open the page again from the mini-program.
+    HandoffUsed = ("handoff_used", 410, false);
+    /// The hand-off code expired (it lives about a minute); open the page again from the mini-program.
+    HandoffExpired = ("handoff_expired", 410, false);
 
     // --- media delivery -------------------------------------------------
     /// A media request without `?token=`.

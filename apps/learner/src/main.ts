@@ -1,6 +1,9 @@
 // The learner H5 app: Vue 3, Vant, vue-router with one lazily loaded chunk
 // per screen. Works at 375 px in a WeChat or iOS webview (no JS-SDK: only
 // what a plain web-view allows) and on desktop.
+// First: takes a mini-program's hand-off code out of the address before
+// the router reads it (see handoff.ts).
+import { redeemHandoff } from "./handoff";
 import { createApp, watch } from "vue";
 import { Locale } from "vant";
 import enUS from "vant/es/locale/lang/en-US";
@@ -20,4 +23,6 @@ watch(
   { immediate: true },
 );
 
-createApp(App).use(i18n).use(router).mount("#app");
+// Mounted once a hand-off (if any) is redeemed, so the router's first
+// guard sees the session.
+void redeemHandoff().then(() => createApp(App).use(i18n).use(router).mount("#app"));

@@ -190,6 +190,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/auth/handoff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: a signed-in person (not a partner key). */
+        post: operations["POST /api/v1/auth/handoff"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/auth/handoff/redeem": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Access: anyone. */
+        post: operations["POST /api/v1/auth/handoff/redeem"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/auth/ldap/sign-in": {
         parameters: {
             query?: never;
@@ -3839,7 +3873,7 @@ export interface components {
             };
         };
         /** @enum {string} */
-        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "sign_in_method_disabled" | "invalid_phone" | "phone_in_use" | "identity_in_use" | "last_sign_in_method" | "invitation_required" | "sign_in_rejected" | "provider_unavailable" | "provider_not_configured" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_live_event" | "live_event_ended" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_language" | "caption_too_large" | "caption_encoding" | "caption_format" | "caption_malformed" | "caption_cue_timing" | "caption_cue_order" | "caption_empty" | "caption_beyond_duration" | "lesson_video_not_ready" | "too_many_captions" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
+        ErrorCode: "invalid_body" | "unsupported_media_type" | "invalid_path" | "invalid_query" | "invalid_request" | "not_found" | "method_not_allowed" | "invalid_limit" | "invalid_cursor" | "org_required" | "unauthenticated" | "forbidden" | "step_up_required" | "invalid_credentials" | "account_locked" | "locked_out" | "rate_limited" | "invalid_code" | "totp_required" | "totp_already_enabled" | "totp_not_enabled" | "no_pending_totp" | "invalid_email" | "weak_password" | "password_required" | "email_in_use" | "invalid_role" | "already_privileged" | "invitation_used" | "invitation_expired" | "invitation_revoked" | "invitation_superseded" | "invitation_not_pending" | "not_course_expert" | "expert_profile_required" | "notification_mandatory" | "invalid_token" | "invalid_format" | "reauthentication_required" | "wrong_password" | "signup_disabled" | "confirmation_expired" | "sign_in_method_disabled" | "invalid_phone" | "phone_in_use" | "identity_in_use" | "last_sign_in_method" | "invitation_required" | "sign_in_rejected" | "provider_unavailable" | "provider_not_configured" | "handoff_invalid" | "handoff_used" | "handoff_expired" | "missing_token" | "wrong_asset" | "expired_token" | "session_ended" | "session_required" | "encrypted_path" | "stale_media_path" | "key_not_found" | "range_not_satisfiable" | "missing_original_uri" | "player_not_built" | "invalid_status" | "invalid_title" | "invalid_profile" | "url_not_allowed" | "private_address" | "source_too_large" | "source_timeout" | "source_unreachable" | "source_http_error" | "not_media" | "pull_superseded" | "pull_interrupted" | "invalid_live_event" | "live_event_ended" | "invalid_url" | "invalid_events" | "unsupported_tus_version" | "upload_not_found" | "upload_gone" | "offset_mismatch" | "upload_busy" | "upload_finished" | "upload_too_large" | "quota_exceeded" | "body_exceeds_upload_length" | "checksum_mismatch" | "invalid_checksum" | "incomplete_chunk" | "invalid_header" | "invalid_metadata" | "unsupported_checksum_algorithm" | "deferred_length_unsupported" | "missing_upload_offset" | "missing_upload_length" | "empty_upload" | "unsupported_content_type" | "pull_quota_exceeded" | "invalid_name" | "invalid_description" | "invalid_tag" | "invalid_resource_type" | "invalid_state" | "invalid_transition" | "course_not_editable" | "course_empty" | "invalid_order" | "invalid_rating" | "unknown_discipline" | "unknown_expert" | "unknown_chapter" | "unknown_asset" | "discipline_exists" | "discipline_cycle" | "invalid_query_text" | "invalid_type" | "invalid_sort" | "invalid_date" | "invalid_duration" | "invalid_language" | "caption_too_large" | "caption_encoding" | "caption_format" | "caption_malformed" | "caption_cue_timing" | "caption_cue_order" | "caption_empty" | "caption_beyond_duration" | "lesson_video_not_ready" | "too_many_captions" | "text_empty" | "text_too_long" | "invalid_text" | "posting_too_fast" | "nested_reply" | "own_post" | "already_reported" | "answer_already_accepted" | "already_decided" | "reason_required" | "invalid_decision" | "invalid_moderation" | "invalid_word" | "word_exists" | "word_list_full" | "invalid_review_sort" | "invalid_survey" | "survey_question_frozen" | "survey_has_responses" | "survey_closed" | "course_not_completed" | "survey_already_answered" | "invalid_survey_answer" | "invalid_speed" | "invalid_interval" | "interval_too_long" | "negative_value" | "past_duration" | "invalid_qoe" | "invalid_hours" | "playback_session_expired" | "invalid_date_range" | "invalid_time_zone" | "invalid_credit_rule" | "no_credit_designation" | "name_required" | "invalid_export" | "export_not_ready" | "database_unavailable" | "storage_unavailable" | "progress_unavailable" | "temporarily_unavailable" | "not_configured" | "not_ready" | "internal";
         ErrorDetail: {
             /** @description Always `not_ready`. */
             code: components["schemas"]["ErrorCode"];
@@ -3997,6 +4031,33 @@ export interface components {
              * @default null
              */
             value: number | null;
+        };
+        /** @description `POST /api/v1/auth/handoff` → a code to open the H5 app with. */
+        HandoffCode: {
+            /**
+             * @description The code, shown once: put it in the page's URL fragment
+             *     (`/app/#handoff=<code>`), never in the query string.
+             */
+            code: string;
+            /** Format: date-time */
+            expires_at: string;
+            /**
+             * Format: uint64
+             * @description Seconds the code can be redeemed for.
+             */
+            expires_in: number;
+        };
+        /** @description `POST /api/v1/auth/handoff/redeem`. */
+        HandoffRedeem: {
+            /** @description The code from the page's URL fragment. */
+            code: string;
+            /**
+             * Format: uuid
+             * @description The organisation the page expects, when its link names one: a code
+             *     of another organisation's session is then refused.
+             * @default null
+             */
+            org_id: string | null;
         };
         /**
          * @description A heartbeat: where the player is, and the media it played since its
@@ -6648,6 +6709,68 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AuditPage"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/handoff": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HandoffCode"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "POST /api/v1/auth/handoff/redeem": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["HandoffRedeem"];
+            };
+        };
+        responses: {
+            /** @description signed in; the HttpOnly `lectern_session` cookie is set too */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SignedIn"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */

@@ -127,6 +127,9 @@ const en: Shape<typeof zhCN> = {
     invitation_not_pending: "The invitation was accepted or revoked already.",
     invalid_date_range: "The date range is not valid.",
     notification_mandatory: "This notice cannot be turned off by e-mail.",
+    handoff_invalid: "The sign-in hand-off from the mini-program is not valid; open the page again from the mini-program.",
+    handoff_used: "This sign-in link was used already; open the page again from the mini-program.",
+    handoff_expired: "This sign-in link has expired; open the page again from the mini-program.",
     database_unavailable: "The service is unavailable. Try again shortly.",
     playback_session_expired: "The playback session expired. Reload the page.",
   },
@@ -278,6 +281,7 @@ const en: Shape<typeof zhCN> = {
       certificate: "{credits} {label} · {at} · No. {serial}",
       pdf: "Download PDF",
       verify: "Verification page",
+      pdfInBrowser: "Files cannot be downloaded inside the mini-program: sign in from a browser to download the PDF.",
       noCertificates: "No certificates yet. Complete a course that awards credits to claim one.",
     },
     invitation: {

@@ -124,6 +124,9 @@ export default {
     invitation_not_pending: "邀请已被接受或撤销。",
     invalid_date_range: "日期范围无效。",
     notification_mandatory: "此类通知不能关闭邮件。",
+    handoff_invalid: "从小程序打开的登录凭证无效，请在小程序中重新进入。",
+    handoff_used: "该登录链接已使用过，请在小程序中重新打开。",
+    handoff_expired: "该登录链接已过期，请在小程序中重新打开。",
     database_unavailable: "服务暂时不可用，请稍后再试。",
     playback_session_expired: "播放会话已过期，请刷新页面。",
   },
@@ -275,6 +278,7 @@ export default {
       certificate: "{credits} {label} · {at} · 编号 {serial}",
       pdf: "下载 PDF",
       verify: "验证页面",
+      pdfInBrowser: "小程序内无法下载文件：请在电脑或手机浏览器中登录后下载 PDF。",
       noCertificates: "还没有证书。完成带学分的课程后即可领取。",
     },
     invitation: {
