@@ -855,20 +855,24 @@ mod tests {
         }
     }
 
-    fn planned(class: ContentClass, single_voice: bool, rules: Option<ContentRules>) -> LadderPlan {
-        let mut profile = profile();
-        profile.content = rules;
-        let info = MediaInfo {
+    fn minute_of(streams: Vec<StreamInfo>) -> MediaInfo {
+        MediaInfo {
             container: "mov,mp4".to_owned(),
             container_long_name: String::new(),
             duration_s: 60.0,
             size_bytes: 1,
             bit_rate: None,
-            streams: vec![
-                StreamInfo::Video(video(1920, 1080, Rational::new(30, 1))),
-                stereo(),
-            ],
-        };
+            streams,
+        }
+    }
+
+    fn planned(class: ContentClass, single_voice: bool, rules: Option<ContentRules>) -> LadderPlan {
+        let mut profile = profile();
+        profile.content = rules;
+        let info = minute_of(vec![
+            StreamInfo::Video(video(1920, 1080, Rational::new(30, 1))),
+            stereo(),
+        ]);
         adapt(
             plan(&info, &profile).unwrap(),
             &profile,
@@ -909,14 +913,11 @@ mod tests {
             bufsize_kbps: 300,
         });
         profile.content = Some(rules);
-        let info = MediaInfo {
-            container: "mov,mp4".to_owned(),
-            container_long_name: String::new(),
-            duration_s: 60.0,
-            size_bytes: 1,
-            bit_rate: None,
-            streams: vec![StreamInfo::Video(video(1280, 720, Rational::new(30, 1)))],
-        };
+        let info = minute_of(vec![StreamInfo::Video(video(
+            1280,
+            720,
+            Rational::new(30, 1),
+        ))]);
         let names = |class| {
             let plan = adapt(
                 plan(&info, &profile).unwrap(),
@@ -931,10 +932,11 @@ mod tests {
             ["720p", "480p", "360p", "240p"]
         );
         // A source smaller than the floor keeps its one top rung.
-        let small = MediaInfo {
-            streams: vec![StreamInfo::Video(video(320, 240, Rational::new(30, 1)))],
-            ..info.clone()
-        };
+        let small = minute_of(vec![StreamInfo::Video(video(
+            320,
+            240,
+            Rational::new(30, 1),
+        ))]);
         let plan = adapt(
             plan(&small, &profile).unwrap(),
             &profile,
