@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use lectern_identity::oidc::{verify_id_token, Expected};
-use lectern_identity::{IdentitySettings, SsoSettings};
+use lectern_identity::{IdentitySettings, SsoSettings, ThrottlePolicy};
 use lectern_testkit::World;
 use lectern_web::Role;
 use serde_json::json;
@@ -274,6 +274,15 @@ struct Setup {
 }
 
 async fn setup(db: PgPool, methods: &[&str], new_accounts: &str) -> Setup {
+    setup_with(db, methods, new_accounts, ThrottlePolicy::default()).await
+}
+
+async fn setup_with(
+    db: PgPool,
+    methods: &[&str],
+    new_accounts: &str,
+    throttle: ThrottlePolicy,
+) -> Setup {
     let time = Arc::new(AtomicI64::new(0));
     let w = World::with_settings(
         db,
@@ -285,6 +294,7 @@ async fn setup(db: PgPool, methods: &[&str], new_accounts: &str) -> Setup {
                 time_shift: time.clone(),
                 ..SsoSettings::default()
             },
+            throttle,
             ..IdentitySettings::default()
         },
     )
@@ -630,4 +640,64 @@ async fn an_organisation_without_oidc_or_without_the_account_refuses(db: PgPool)
         .lectern(&s.w, "GET", &format!("/api/v1/auth/oidc/{}/start", s.org))
         .await;
     assert_eq!(answer.status, StatusCode::FORBIDDEN, "{}", answer.body);
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn guessed_states_lock_the_address_before_the_provider_is_asked(db: PgPool) {
+    let s = setup_with(
+        db,
+        &["oidc"],
+        "just_in_time",
+        ThrottlePolicy {
+            address_failures: 3,
+            ..ThrottlePolicy::default()
+        },
+    )
+    .await;
+    let callback = |state: &'static str| {
+        let w = &s.w;
+        let path = format!(
+            "/api/v1/auth/oidc/{}/callback?code=stolen&state={state}",
+            s.org
+        );
+        async move {
+            w.call_from(Some("203.0.113.9"), &[], "GET", &path, None, None)
+                .await
+        }
+    };
+    for guess in ["guess-1", "guess-2", "guess-3"] {
+        let (status, text) = callback(guess).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    }
+    // The third guess locked the address: the fourth is refused before any
+    // state is looked up…
+    let (status, text) = callback("guess-4").await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{text}");
+    assert!(text.contains("account_locked"), "{text}");
+    // …while a real sign-in from elsewhere still works.
+    let mut browser = Browser::new();
+    let answer = sign_in(&s, &mut browser, "erin").await;
+    assert_eq!(answer.status, StatusCode::SEE_OTHER, "{}", answer.body);
+    let (status, _) = me(&s, &mut browser).await;
+    assert_eq!(status, StatusCode::OK);
+    s.w.audit_flushed().await;
+    let audited: Vec<String> =
+        sqlx::query_scalar("SELECT a::text FROM audit_log a WHERE action = 'auth.login'")
+            .fetch_all(s.w.db())
+            .await
+            .unwrap();
+    assert!(
+        audited
+            .iter()
+            .any(|d| d.contains("\"oidc\"") && d.contains("locked_out")),
+        "{audited:?}"
+    );
+    assert_eq!(
+        audited
+            .iter()
+            .filter(|d| d.contains("\"oidc\"") && d.contains("\"state\""))
+            .count(),
+        3,
+        "{audited:?}"
+    );
 }

@@ -755,103 +755,35 @@ pub async fn callback(
 ) -> Result<SeeOther, ApiError> {
     const METHOD: &str = "oidc";
     let keys = state.keyring()?;
-    let sso = &state.settings.sso;
-    // The flow is used up now, whatever follows: a state works once.
-    let flow: Option<FlowRow> = sqlx::query_as(
-        "UPDATE oidc_flows SET used_at = now() \
-         WHERE state_hash = $1 AND org_id = $2 AND used_at IS NULL AND expires_at > now() \
-         RETURNING id, browser_hash, nonce, verifier_ct, return_to, link_user_id",
-    )
-    .bind(token_fingerprint(&query.state))
-    .bind(org_id)
-    .fetch_optional(&state.db)
-    .await?;
-    let bound = match (&flow, flow_cookie(&headers)) {
-        (Some(flow), Some(browser)) => {
-            bool::from(token_fingerprint(browser).ct_eq(&flow.browser_hash))
+    // A state, a code and an ID token name nobody until they are checked:
+    // the client address is what repeated bad ones lock, with the
+    // passwords' limit and lockout (a locked address is refused before the
+    // provider is asked).
+    let reservation = ways::reserve_address(&state, &context, METHOD).await?;
+    let verified = match verify_callback(&state, &headers, org_id, &query).await {
+        Ok(verified) => verified,
+        Err(Refusal::Counted { reason, error }) => {
+            ways::failed(&state, &context, &reservation, METHOD, reason).await;
+            return Err(error);
         }
-        _ => false,
-    };
-    let Some(flow) = flow.filter(|_| bound) else {
-        ways::refused(&state, &context, METHOD, "state").await;
-        return Err(rejected(
-            "the state is unknown, used, expired or from another browser",
-        ));
-    };
-    if let Some(error) = &query.error {
-        ways::refused(&state, &context, METHOD, "provider_error").await;
-        // The provider's code word only (`access_denied`…), never its prose.
-        let word: String = error
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .take(64)
-            .collect();
-        return Err(rejected(&format!("the provider said {word}")));
-    }
-    let Some(code) = query.code.as_deref() else {
-        return Err(rejected("the provider sent no code"));
-    };
-    let provider = provider(&state, org_id).await?;
-    let discovery = state.providers.discovery(sso, &provider.issuer).await?;
-    let verifier = keys
-        .open("oidc_flows.verifier", flow.id, &flow.verifier_ct)
-        .map_err(ApiError::internal)?;
-    let (client, token_url) = client_for(sso, &discovery.token_endpoint).await?;
-    let response = client
-        .post(token_url)
-        .basic_auth(
-            form_encode(&provider.client_id),
-            Some(form_encode(&provider.client_secret)),
-        )
-        .header(header::ACCEPT, "application/json")
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code),
-            ("redirect_uri", &redirect_uri(&state, org_id)),
-            ("code_verifier", &verifier),
-        ])
-        .send()
-        .await
-        .map_err(|e| unavailable(lectern_egress::describe(&e)))?;
-    if !response.status().is_success() {
-        // An `invalid_grant` (a replayed or stale code) lands here too.
-        ways::refused(&state, &context, METHOD, "code_exchange").await;
-        return Err(rejected(&format!(
-            "the provider refused the code ({})",
-            response.status().as_u16()
-        )));
-    }
-    let answer: TokenAnswer = response
-        .json()
-        .await
-        .map_err(|_| unavailable("its token answer is unreadable"))?;
-    let id_token = answer
-        .id_token
-        .ok_or_else(|| rejected("the provider sent no ID token"))?;
-    let kid = jsonwebtoken::decode_header(&id_token)
-        .map_err(|_| rejected("not an ID token"))?
-        .kid;
-    let key = state.providers.key(sso, &discovery, kid.as_deref()).await?;
-    let subject = match verify_id_token(
-        &id_token,
-        &key,
-        &Expected {
-            issuer: &provider.issuer,
-            client_id: &provider.client_id,
-            nonce: &flow.nonce,
-            now: sso.now(),
-            skew: sso.clock_skew,
-        },
-    ) {
-        Ok(subject) => subject,
-        Err(e) => {
-            ways::refused(&state, &context, METHOD, "id_token").await;
-            return Err(e);
+        Err(Refusal::Uncounted { reason, error }) => {
+            reservation.returned(&state.db).await?;
+            if let Some(reason) = reason {
+                ways::refused(&state, &context, METHOD, reason).await;
+            }
+            return Err(error);
         }
     };
+    reservation.returned(&state.db).await?;
+    let Verified {
+        flow,
+        issuer,
+        subject,
+        id_token,
+    } = verified;
     let identity = External {
         kind: IdentityKind::Oidc,
-        issuer: &provider.issuer,
+        issuer: &issuer,
         subject: &subject,
     };
     let cleared = cleared_flow_cookie();
@@ -896,6 +828,155 @@ pub async fn callback(
     Ok(SeeOther {
         location: flow.return_to,
         cookies: vec![signed_in.cookie().clone(), cleared],
+    })
+}
+
+/// What a callback proved: the flow it finishes and who the provider says
+/// signed in.
+struct Verified {
+    flow: FlowRow,
+    issuer: String,
+    subject: String,
+    id_token: String,
+}
+
+/// Why a callback was refused, and whether the refusal counts against the
+/// client address: a guessed state, a refused code or a forged token does;
+/// the provider being unreachable or the user declining at the provider
+/// does not.
+enum Refusal {
+    Counted {
+        reason: &'static str,
+        error: ApiError,
+    },
+    Uncounted {
+        reason: Option<&'static str>,
+        error: ApiError,
+    },
+}
+
+impl From<ApiError> for Refusal {
+    fn from(error: ApiError) -> Self {
+        Refusal::Uncounted {
+            reason: None,
+            error,
+        }
+    }
+}
+
+async fn verify_callback(
+    state: &Identity,
+    headers: &HeaderMap,
+    org_id: Uuid,
+    query: &CallbackQuery,
+) -> Result<Verified, Refusal> {
+    let keys = state.keyring()?;
+    let sso = &state.settings.sso;
+    // The flow is used up now, whatever follows: a state works once.
+    let flow: Option<FlowRow> = sqlx::query_as(
+        "UPDATE oidc_flows SET used_at = now() \
+         WHERE state_hash = $1 AND org_id = $2 AND used_at IS NULL AND expires_at > now() \
+         RETURNING id, browser_hash, nonce, verifier_ct, return_to, link_user_id",
+    )
+    .bind(token_fingerprint(&query.state))
+    .bind(org_id)
+    .fetch_optional(&state.db)
+    .await
+    .map_err(ApiError::from)?;
+    let bound = match (&flow, flow_cookie(headers)) {
+        (Some(flow), Some(browser)) => {
+            bool::from(token_fingerprint(browser).ct_eq(&flow.browser_hash))
+        }
+        _ => false,
+    };
+    let Some(flow) = flow.filter(|_| bound) else {
+        return Err(Refusal::Counted {
+            reason: "state",
+            error: rejected("the state is unknown, used, expired or from another browser"),
+        });
+    };
+    if let Some(error) = &query.error {
+        // The provider's code word only (`access_denied`…), never its prose.
+        let word: String = error
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect();
+        return Err(Refusal::Uncounted {
+            reason: Some("provider_error"),
+            error: rejected(&format!("the provider said {word}")),
+        });
+    }
+    let Some(code) = query.code.as_deref() else {
+        return Err(Refusal::Counted {
+            reason: "no_code",
+            error: rejected("the provider sent no code"),
+        });
+    };
+    let provider = provider(state, org_id).await?;
+    let discovery = state.providers.discovery(sso, &provider.issuer).await?;
+    let verifier = keys
+        .open("oidc_flows.verifier", flow.id, &flow.verifier_ct)
+        .map_err(ApiError::internal)?;
+    let (client, token_url) = client_for(sso, &discovery.token_endpoint).await?;
+    let response = client
+        .post(token_url)
+        .basic_auth(
+            form_encode(&provider.client_id),
+            Some(form_encode(&provider.client_secret)),
+        )
+        .header(header::ACCEPT, "application/json")
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", &redirect_uri(state, org_id)),
+            ("code_verifier", &verifier),
+        ])
+        .send()
+        .await
+        .map_err(|e| unavailable(lectern_egress::describe(&e)))?;
+    if !response.status().is_success() {
+        // An `invalid_grant` (a replayed or stale code) lands here too.
+        return Err(Refusal::Counted {
+            reason: "code_exchange",
+            error: rejected(&format!(
+                "the provider refused the code ({})",
+                response.status().as_u16()
+            )),
+        });
+    }
+    let answer: TokenAnswer = response
+        .json()
+        .await
+        .map_err(|_| unavailable("its token answer is unreadable"))?;
+    let id_token = answer
+        .id_token
+        .ok_or_else(|| rejected("the provider sent no ID token"))?;
+    let refused_token = |error| Refusal::Counted {
+        reason: "id_token",
+        error,
+    };
+    let kid = jsonwebtoken::decode_header(&id_token)
+        .map_err(|_| refused_token(rejected("not an ID token")))?
+        .kid;
+    let key = state.providers.key(sso, &discovery, kid.as_deref()).await?;
+    let subject = verify_id_token(
+        &id_token,
+        &key,
+        &Expected {
+            issuer: &provider.issuer,
+            client_id: &provider.client_id,
+            nonce: &flow.nonce,
+            now: sso.now(),
+            skew: sso.clock_skew,
+        },
+    )
+    .map_err(refused_token)?;
+    Ok(Verified {
+        flow,
+        issuer: provider.issuer,
+        subject,
+        id_token,
     })
 }
 
