@@ -22,6 +22,8 @@ function screens(): Screen[] {
   ] : [];
   return [
     { name: "learner-signin", path: "/app/signin", who: "anonymous" },
+    // With an organisation that allows SMS, its directory and its OpenID provider (signin.spec.ts configures it).
+    { name: "learner-signin-ways", path: `/app/signin?org=${server().ways.orgId}`, who: "anonymous" },
     { name: "learner-invitation", path: "/app/invitation?token=example", who: "anonymous" },
     { name: "learner-signup", path: "/app/signup?org=00000000-0000-0000-0000-000000000000", who: "anonymous" },
     { name: "learner-signup-confirm", path: "/app/signup/confirm?token=example", who: "anonymous" },
@@ -33,6 +35,7 @@ function screens(): Screen[] {
     { name: "learner-inbox", path: "/app/me/inbox", who: "learner" },
     { name: "learner-not-found", path: "/app/no-such-page", who: "anonymous" },
     { name: "admin-signin", path: "/admin/signin", who: "anonymous" },
+    { name: "admin-signin-ways", path: `/admin/signin?org=${server().ways.orgId}`, who: "anonymous" },
     { name: "admin-dashboard", path: "/admin/", who: "superAdmin" },
     { name: "admin-reports", path: "/admin/reports", who: "superAdmin" },
     { name: "admin-moderation", path: "/admin/moderation", who: "superAdmin" },

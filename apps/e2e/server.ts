@@ -3,12 +3,16 @@
 // a free port, the built apps (LECTERN_APPS_DIR) and player. The demo seeds
 // a learner and a content admin and prints their passwords; a super admin
 // is added with `lectern admin create-user` for the screens only they see.
+// The other ways in (an OpenID provider, a directory) are started by
+// signin-services.ts for an organisation of their own.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+
+import { startSignInServices, type SignInServices } from "./signin-services";
 
 export const appsDir = path.resolve(import.meta.dirname, "..");
 export const root = path.resolve(appsDir, "..");
@@ -22,6 +26,9 @@ export interface Server {
   superAdmin: { email: string; password: string };
   clip: string;
   dbUrl: string;
+  /** The field key (base64) the outbox's messages are sealed with, to read codes back. */
+  fieldKey: string;
+  ways: SignInServices;
 }
 
 function testEnv(): NodeJS.ProcessEnv {
@@ -96,9 +103,10 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
     const port = await freePort();
     const childEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("LECTERN_") && k !== "DATABASE_URL"));
     const key = () => randomBytes(32).toString("base64");
+    const fieldKey = key();
     Object.assign(childEnv, {
       DATABASE_URL: dbUrl.toString(),
-      LECTERN_FIELD_KEYS: `k1:${key()}`,
+      LECTERN_FIELD_KEYS: `k1:${fieldKey}`,
       LECTERN_BLIND_INDEX_KEY: key(),
       LECTERN_TOKEN_KEY: key(),
       LECTERN_PLAYBACK_KEYS: `p1:${key()}`,
@@ -107,6 +115,11 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       LECTERN_SERVE_WORKERS: "1",
       LECTERN_PLAYER_DIR: path.join(root, "player-sdk/dist"),
       LECTERN_APPS_DIR: appsDir,
+      // The test OpenID provider and directory are plain http/ldap on
+      // loopback: allowed for this development deployment only.
+      LECTERN_DEV_OUTBOX: "true",
+      LECTERN_SIGN_IN_ALLOW: "127.0.0.1",
+      LECTERN_SIGN_IN_ALLOW_PLAIN: "true",
     });
     mkdirSync(path.dirname(stateFile), { recursive: true });
     const log = path.join(appsDir, "test-results", "lectern-demo.log");
@@ -155,13 +168,17 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       input: superAdmin.password + "\n",
       stdio: ["pipe", "ignore", "inherit"],
     });
+    const url = seen.url!.replace(/\/$/, "");
+    const ways = await startSignInServices({ root, bin, env: childEnv, url, freePort, cleanups });
     const server: Server = {
-      url: seen.url!.replace(/\/$/, ""),
+      url,
       learner: { email: seen.learnerEmail!, password: seen.learnerPassword! },
       admin: { email: seen.adminEmail!, password: seen.adminPassword! },
       superAdmin,
       clip,
       dbUrl: dbUrl.toString(),
+      fieldKey,
+      ways,
     };
     return { server, stop };
   } catch (e) {
