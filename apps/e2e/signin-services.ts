@@ -148,13 +148,22 @@ async function call(url: string, method: string, path: string, token: string | n
  * with the code the outbox holds, allows SMS, OIDC and LDAP with accounts
  * made just in time, and names the provider and the directory.
  */
-export async function configureSignInWays(server: { url: string; ways: SignInServices } & OutboxAccess): Promise<void> {
+type Suite = { url: string; ways: SignInServices } & OutboxAccess;
+
+/** The organisation's super admin's token, stepped up with the code the outbox holds. */
+async function steppedUp(server: Suite): Promise<string> {
   const { url, ways } = server;
   const { token } = (await call(url, "POST", "/api/v1/auth/login", null, ways.superAdmin)) as { token: string };
   const mark = outboxMark(server);
   await call(url, "POST", "/api/v1/auth/step-up/code", token);
   const code = await codeSentTo(server, ways.superAdmin.email, mark);
   await call(url, "POST", "/api/v1/auth/step-up", token, { code });
+  return token;
+}
+
+export async function configureSignInWays(server: Suite): Promise<void> {
+  const { url, ways } = server;
+  const token = await steppedUp(server);
   const org = ways.orgId;
   await call(url, "PUT", `/api/v1/organisations/${org}/sign-in-policy`, token, { methods: ["sms", "oidc", "ldap"], new_accounts: "just_in_time" });
   await call(url, "PUT", `/api/v1/organisations/${org}/oidc`, token, {
@@ -174,4 +183,17 @@ export async function configureSignInWays(server: { url: string; ways: SignInSer
   }
   const policy = (await call(url, "GET", `/api/v1/organisations/${org}/sign-in-policy`, null)) as { oidc_issuer: string | null };
   if (policy.oidc_issuer !== ways.oidc.issuer) throw new Error(`the sign-in policy names ${policy.oidc_issuer}, not the provider`);
+}
+
+/**
+ * Registers an official account for the organisation and allows WeChat
+ * besides the other ways (the WeChat spec only: the screens spec shows the
+ * sign-in screen in WeChat's user agent, which would then leave for WeChat).
+ */
+export async function allowWeChat(server: Suite, appid: string): Promise<void> {
+  const { url, ways } = server;
+  const token = await steppedUp(server);
+  const org = ways.orgId;
+  await call(url, "PUT", `/api/v1/organisations/${org}/wechat-apps/${appid}`, token, { kind: "official_account", secret: "e2e-secret-never-used", open_platform: null });
+  await call(url, "PUT", `/api/v1/organisations/${org}/sign-in-policy`, token, { methods: ["sms", "oidc", "ldap", "wechat"], new_accounts: "just_in_time" });
 }

@@ -15,10 +15,15 @@
 //   right one signs in (a learner made just in time).
 // - LDAP: a wrong directory password shows the catalogue's message; a
 //   doctor signs in to the learner app, an editor to the console.
+// - WeChat: in WeChat's browser the learner app goes to the official
+//   account's authorisation by itself (WeChat's page is answered by the
+//   test: no request leaves the machine); in a mini-program's web-view it
+//   shows the forms.
 import { expect, test, type Page } from "@playwright/test";
 
 import { accessible, DESKTOP, MOBILE, server, shoot, zh } from "./helpers";
 import { codeSentTo, outboxMark } from "./outbox";
+import { allowWeChat } from "./signin-services";
 
 const PHONE = "13800138000";
 const PHONE_E164 = "+8613800138000";
@@ -163,4 +168,40 @@ test("LDAP: the directory's people sign in, a doctor to the learner app and an e
   await admin.waitForURL((u) => u.pathname.startsWith("/admin") && !u.pathname.endsWith("/signin"));
   expect(await me(admin)).toEqual({ status: 200, role: "content_admin" });
   await console.close();
+});
+
+test("WeChat: inside WeChat the learner app goes to the official account's authorisation by itself, not in a mini-program", async ({ browser }) => {
+  const s = server();
+  const OFFICIAL = "wx00000000000000e2";
+  await allowWeChat(s, OFFICIAL);
+  const context = await browser.newContext(MOBILE);
+  // WeChat's authorisation page cannot be reached from a test, nor should
+  // it be: answered here, and where Lectern sent the browser is checked.
+  const authorisations: URL[] = [];
+  await context.route(/^https:\/\/open\.weixin\.qq\.com\//, (route) => {
+    authorisations.push(new URL(route.request().url()));
+    return route.fulfill({ status: 200, contentType: "text/html", body: "<!DOCTYPE html><title>WeChat</title>" });
+  });
+  const page = await context.newPage();
+  await page.goto(`${s.url}/app/signin?org=${s.ways.orgId}&next=/search`);
+  await expect.poll(() => authorisations.length).toBe(1);
+  const asked = authorisations[0]!;
+  expect(asked.searchParams.get("appid")).toBe(OFFICIAL);
+  expect(asked.searchParams.get("scope")).toBe("snsapi_base");
+  expect(asked.searchParams.get("redirect_uri")).toBe(`${s.url}/api/v1/auth/wechat/${OFFICIAL}/callback`);
+  await context.close();
+
+  // A mini-program's web-view signs in with wx.login in the mini-program: the forms stay.
+  const mini = await browser.newContext({ ...MOBILE, userAgent: `${MOBILE.userAgent} miniProgram` });
+  const left: string[] = [];
+  await mini.route(/^https:\/\/open\.weixin\.qq\.com\//, (route) => {
+    left.push(route.request().url());
+    return route.abort();
+  });
+  const web = await mini.newPage();
+  await web.goto(`${s.url}/app/signin?org=${s.ways.orgId}`);
+  await expect(web.getByRole("tab", { name: zh.signIn.sms })).toBeVisible();
+  await expect(providerButton(web)).toBeVisible();
+  expect(left).toEqual([]);
+  await mini.close();
 });

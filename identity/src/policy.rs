@@ -8,7 +8,10 @@
 //! The password stays allowed whatever the policy says: it is how the
 //! organisation's administrators (who change the policy) get in.
 //!
-//! Reading the policy is public (the apps show the buttons it allows);
+//! Reading the policy is public (the apps show the buttons it allows,
+//! naming the organisation's OpenID provider by its issuer and sending a
+//! browser inside WeChat to its official account's authorisation — both
+//! public anyway, never a secret);
 //! changing it is a super admin's critical operation (step-up), audited by
 //! the middleware and with its own `sign_in.policy` event naming the
 //! methods.
