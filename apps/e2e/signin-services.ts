@@ -150,29 +150,42 @@ async function call(url: string, method: string, path: string, token: string | n
  */
 type Suite = { url: string; ways: SignInServices } & OutboxAccess;
 
-/** The organisation's super admin's token, stepped up with the code the outbox holds. */
-async function steppedUp(server: Suite): Promise<string> {
+/**
+ * The organisation's super admin: `put` makes one critical change, each
+ * after its own step-up (a step-up is good for one such change) with the
+ * code the outbox holds.
+ */
+async function superAdmin(server: Suite): Promise<{ put: (path: string, body: unknown) => Promise<unknown> }> {
   const { url, ways } = server;
   const { token } = (await call(url, "POST", "/api/v1/auth/login", null, ways.superAdmin)) as { token: string };
-  const mark = outboxMark(server);
-  await call(url, "POST", "/api/v1/auth/step-up/code", token);
-  const code = await codeSentTo(server, ways.superAdmin.email, mark);
-  await call(url, "POST", "/api/v1/auth/step-up", token, { code });
-  return token;
+  return {
+    async put(path, body) {
+      const mark = outboxMark(server);
+      await call(url, "POST", "/api/v1/auth/step-up/code", token);
+      const code = await codeSentTo(server, ways.superAdmin.email, mark);
+      await call(url, "POST", "/api/v1/auth/step-up", token, { code });
+      return call(url, "PUT", path, token, body);
+    },
+  };
 }
 
+/**
+ * What the organisation's super admin does in the API: allows SMS, OIDC
+ * and LDAP with accounts made just in time, and names the provider and
+ * the directory.
+ */
 export async function configureSignInWays(server: Suite): Promise<void> {
   const { url, ways } = server;
-  const token = await steppedUp(server);
+  const admin = await superAdmin(server);
   const org = ways.orgId;
-  await call(url, "PUT", `/api/v1/organisations/${org}/sign-in-policy`, token, { methods: ["sms", "oidc", "ldap"], new_accounts: "just_in_time" });
-  await call(url, "PUT", `/api/v1/organisations/${org}/oidc`, token, {
+  await admin.put(`/api/v1/organisations/${org}/sign-in-policy`, { methods: ["sms", "oidc", "ldap"], new_accounts: "just_in_time" });
+  await admin.put(`/api/v1/organisations/${org}/oidc`, {
     issuer: ways.oidc.issuer,
     client_id: ways.oidc.clientId,
     client_secret: ways.oidc.clientSecret,
   });
   if (ways.ldap) {
-    await call(url, "PUT", `/api/v1/organisations/${org}/ldap`, token, {
+    await admin.put(`/api/v1/organisations/${org}/ldap`, {
       url: ways.ldap.url,
       bind_dn: "uid=lectern,ou=people,dc=hospital,dc=example",
       bind_password: "service-pass",
@@ -191,9 +204,8 @@ export async function configureSignInWays(server: Suite): Promise<void> {
  * sign-in screen in WeChat's user agent, which would then leave for WeChat).
  */
 export async function allowWeChat(server: Suite, appid: string): Promise<void> {
-  const { url, ways } = server;
-  const token = await steppedUp(server);
-  const org = ways.orgId;
-  await call(url, "PUT", `/api/v1/organisations/${org}/wechat-apps/${appid}`, token, { kind: "official_account", secret: "e2e-secret-never-used", open_platform: null });
-  await call(url, "PUT", `/api/v1/organisations/${org}/sign-in-policy`, token, { methods: ["sms", "oidc", "ldap", "wechat"], new_accounts: "just_in_time" });
+  const org = server.ways.orgId;
+  const admin = await superAdmin(server);
+  await admin.put(`/api/v1/organisations/${org}/wechat-apps/${appid}`, { kind: "official_account", secret: "e2e-secret-never-used", open_platform: null });
+  await admin.put(`/api/v1/organisations/${org}/sign-in-policy`, { methods: ["sms", "oidc", "ldap", "wechat"], new_accounts: "just_in_time" });
 }

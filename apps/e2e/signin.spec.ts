@@ -16,9 +16,9 @@
 // - LDAP: a wrong directory password shows the catalogue's message; a
 //   doctor signs in to the learner app, an editor to the console.
 // - WeChat: in WeChat's browser the learner app goes to the official
-//   account's authorisation by itself (WeChat's page is answered by the
-//   test: no request leaves the machine); in a mini-program's web-view it
-//   shows the forms.
+//   account's authorisation by itself (Lectern's redirect to WeChat is
+//   read, not followed: no request leaves the machine); in a
+//   mini-program's web-view it shows the forms.
 import { expect, test, type Page } from "@playwright/test";
 
 import { accessible, DESKTOP, MOBILE, server, shoot, zh } from "./helpers";
@@ -176,25 +176,32 @@ test("WeChat: inside WeChat the learner app goes to the official account's autho
   await allowWeChat(s, OFFICIAL);
   const context = await browser.newContext(MOBILE);
   // WeChat's authorisation page cannot be reached from a test, nor should
-  // it be: answered here, and where Lectern sent the browser is checked.
-  const authorisations: URL[] = [];
-  await context.route(/^https:\/\/open\.weixin\.qq\.com\//, (route) => {
-    authorisations.push(new URL(route.request().url()));
-    return route.fulfill({ status: 200, contentType: "text/html", body: "<!DOCTYPE html><title>WeChat</title>" });
+  // it be: the request to Lectern's authorize route is made by the test
+  // without following its redirect, the redirect's target is checked, and
+  // the page is answered here.
+  const authorize = `/api/v1/auth/wechat/${OFFICIAL}/authorize`;
+  const asked: Array<{ status: number; location: string; returnTo: string | null }> = [];
+  await context.route((u) => u.pathname === authorize, async (route) => {
+    const answer = await route.fetch({ maxRedirects: 0 });
+    asked.push({ status: answer.status(), location: answer.headers()["location"] ?? "", returnTo: new URL(route.request().url()).searchParams.get("return_to") });
+    await route.fulfill({ status: 200, contentType: "text/html", body: "<!DOCTYPE html><title>WeChat</title>" });
   });
   const page = await context.newPage();
   await page.goto(`${s.url}/app/signin?org=${s.ways.orgId}&next=/search`);
-  await expect.poll(() => authorisations.length).toBe(1);
-  const asked = authorisations[0]!;
-  expect(asked.searchParams.get("appid")).toBe(OFFICIAL);
-  expect(asked.searchParams.get("scope")).toBe("snsapi_base");
-  expect(asked.searchParams.get("redirect_uri")).toBe(`${s.url}/api/v1/auth/wechat/${OFFICIAL}/callback`);
+  await expect.poll(() => asked.length).toBe(1);
+  expect(asked[0]!.status).toBe(303);
+  expect(asked[0]!.returnTo).toBe("/app/search");
+  const wechat = new URL(asked[0]!.location);
+  expect(wechat.origin + wechat.pathname).toBe("https://open.weixin.qq.com/connect/oauth2/authorize");
+  expect(wechat.searchParams.get("appid")).toBe(OFFICIAL);
+  expect(wechat.searchParams.get("scope")).toBe("snsapi_base");
+  expect(wechat.searchParams.get("redirect_uri")).toBe(`${s.url}/api/v1/auth/wechat/${OFFICIAL}/callback`);
   await context.close();
 
   // A mini-program's web-view signs in with wx.login in the mini-program: the forms stay.
   const mini = await browser.newContext({ ...MOBILE, userAgent: `${MOBILE.userAgent} miniProgram` });
   const left: string[] = [];
-  await mini.route(/^https:\/\/open\.weixin\.qq\.com\//, (route) => {
+  await mini.route((u) => u.pathname === authorize, (route) => {
     left.push(route.request().url());
     return route.abort();
   });
