@@ -331,6 +331,18 @@ async fn setup_with(
         format!("{APP}/api/v1/auth/oidc/{org}/callback")
     );
     assert!(!body.to_string().contains("lectern-dev-secret"), "{body}");
+    // The public policy names the provider for the sign-in screens' button.
+    let (status, body) = w
+        .call(
+            "GET",
+            &format!("/api/v1/organisations/{org}/sign-in-policy"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["oidc_issuer"], provider.issuer(), "{body}");
+    assert!(!body.to_string().contains("lectern-dev-secret"), "{body}");
     Setup {
         w,
         org,

@@ -186,6 +186,20 @@ async fn setup_with(db: PgPool, methods: &[&str], throttle: ThrottlePolicy) -> S
         assert_eq!(status, StatusCode::OK, "{body}");
         assert!(!body.to_string().contains(SECRET), "{body}");
     }
+    // The public policy names the official account (the H5 app goes to
+    // its authorisation inside WeChat), never the mini-program or a secret.
+    let (status, body) = w
+        .call(
+            "GET",
+            &format!("/api/v1/organisations/{org}/sign-in-policy"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["wechat_official_account"], OFFICIAL, "{body}");
+    assert_eq!(body["oidc_issuer"], serde_json::Value::Null, "{body}");
+    assert!(!body.to_string().contains(SECRET), "{body}");
     Setup { w, org, wx }
 }
 

@@ -13,6 +13,12 @@ interface Screen {
   who: "anonymous" | "learner" | "superAdmin";
 }
 
+/** A sign-in screen for the organisation with every way in (none when the server predates it). */
+function signInWays(name: string, path: string): Screen[] {
+  const org = server().ways?.orgId;
+  return org ? [{ name, path: `${path}?org=${org}`, who: "anonymous" }] : [];
+}
+
 function screens(): Screen[] {
   const m = made();
   const course = m ? [
@@ -22,6 +28,8 @@ function screens(): Screen[] {
   ] : [];
   return [
     { name: "learner-signin", path: "/app/signin", who: "anonymous" },
+    // With an organisation that allows SMS, its directory and its OpenID provider (signin.spec.ts configures it).
+    ...signInWays("learner-signin-ways", "/app/signin"),
     { name: "learner-invitation", path: "/app/invitation?token=example", who: "anonymous" },
     { name: "learner-signup", path: "/app/signup?org=00000000-0000-0000-0000-000000000000", who: "anonymous" },
     { name: "learner-signup-confirm", path: "/app/signup/confirm?token=example", who: "anonymous" },
@@ -33,6 +41,7 @@ function screens(): Screen[] {
     { name: "learner-inbox", path: "/app/me/inbox", who: "learner" },
     { name: "learner-not-found", path: "/app/no-such-page", who: "anonymous" },
     { name: "admin-signin", path: "/admin/signin", who: "anonymous" },
+    ...signInWays("admin-signin-ways", "/admin/signin"),
     { name: "admin-dashboard", path: "/admin/", who: "superAdmin" },
     { name: "admin-reports", path: "/admin/reports", who: "superAdmin" },
     { name: "admin-moderation", path: "/admin/moderation", who: "superAdmin" },

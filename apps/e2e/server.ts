@@ -3,6 +3,8 @@
 // a free port, the built apps (LECTERN_APPS_DIR) and player. The demo seeds
 // a learner and a content admin and prints their passwords; a super admin
 // is added with `lectern admin create-user` for the screens only they see.
+// The other ways in (an OpenID provider, a directory) are started by
+// signin-services.ts for an organisation of their own.
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { createWriteStream, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -11,6 +13,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 
 import { MINI_APP, startWeChat } from "./wechat-standin";
+import { startSignInServices, type SignInServices } from "./signin-services";
 
 export const appsDir = path.resolve(import.meta.dirname, "..");
 export const root = path.resolve(appsDir, "..");
@@ -28,6 +31,9 @@ export interface Server {
   wechat: { url: string; appid: string; secret: string };
   /** A super admin only the mini-program spec uses (it enrols TOTP to register the app). */
   signInAdmin: { email: string; password: string };
+  /** The field key (base64) the outbox's messages are sealed with, to read codes back. */
+  fieldKey: string;
+  ways: SignInServices;
 }
 
 function testEnv(): NodeJS.ProcessEnv {
@@ -104,9 +110,10 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
     cleanups.push(() => wechat.close());
     const childEnv: NodeJS.ProcessEnv = Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith("LECTERN_") && k !== "DATABASE_URL"));
     const key = () => randomBytes(32).toString("base64");
+    const fieldKey = key();
     Object.assign(childEnv, {
       DATABASE_URL: dbUrl.toString(),
-      LECTERN_FIELD_KEYS: `k1:${key()}`,
+      LECTERN_FIELD_KEYS: `k1:${fieldKey}`,
       LECTERN_BLIND_INDEX_KEY: key(),
       LECTERN_TOKEN_KEY: key(),
       LECTERN_PLAYBACK_KEYS: `p1:${key()}`,
@@ -115,12 +122,13 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       LECTERN_SERVE_WORKERS: "1",
       LECTERN_PLAYER_DIR: path.join(root, "player-sdk/dist"),
       LECTERN_APPS_DIR: appsDir,
-      // WeChat is the local stand-in: plain http on loopback, which
-      // Lectern allows only when told (and only beside the dev outbox).
+      // WeChat is the local stand-in, and the test OpenID provider and
+      // directory are plain http/ldap on loopback: Lectern allows them only
+      // when told, and only beside the dev outbox (a development deployment).
       LECTERN_WECHAT_API_URL: wechat.url,
+      LECTERN_DEV_OUTBOX: "true",
       LECTERN_SIGN_IN_ALLOW: "127.0.0.1",
       LECTERN_SIGN_IN_ALLOW_PLAIN: "true",
-      LECTERN_DEV_OUTBOX: "true",
     });
     mkdirSync(path.dirname(stateFile), { recursive: true });
     const log = path.join(appsDir, "test-results", "lectern-demo.log");
@@ -176,8 +184,10 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       input: signInAdmin.password + "\n",
       stdio: ["pipe", "ignore", "inherit"],
     });
+    const url = seen.url!.replace(/\/$/, "");
+    const ways = await startSignInServices({ root, bin, env: childEnv, url, freePort, cleanups });
     const server: Server = {
-      url: seen.url!.replace(/\/$/, ""),
+      url,
       learner: { email: seen.learnerEmail!, password: seen.learnerPassword! },
       admin: { email: seen.adminEmail!, password: seen.adminPassword! },
       superAdmin,
@@ -185,6 +195,8 @@ export async function start(): Promise<{ server: Server; stop: () => Promise<voi
       dbUrl: dbUrl.toString(),
       wechat: { url: wechat.url, ...MINI_APP },
       signInAdmin,
+      fieldKey,
+      ways,
     };
     return { server, stop };
   } catch (e) {

@@ -8,7 +8,10 @@
 //! The password stays allowed whatever the policy says: it is how the
 //! organisation's administrators (who change the policy) get in.
 //!
-//! Reading the policy is public (the apps show the buttons it allows);
+//! Reading the policy is public (the apps show the buttons it allows,
+//! naming the organisation's OpenID provider by its issuer and sending a
+//! browser inside WeChat to its official account's authorisation — both
+//! public anyway, never a secret);
 //! changing it is a super admin's critical operation (step-up), audited by
 //! the middleware and with its own `sign_in.policy` event naming the
 //! methods.
@@ -168,6 +171,37 @@ pub struct PolicyAnswer {
     pub policy: SignInPolicy,
     /// When it last changed; `null` while the organisation has the default.
     pub updated_at: Option<DateTime<Utc>>,
+    /// The issuer URL of the organisation's OpenID provider (a sign-in
+    /// screen names it on its button), `null` when none is configured.
+    /// Public anyway: it is where browsers are sent.
+    pub oidc_issuer: Option<String>,
+    /// The app id of the organisation's WeChat official account, which
+    /// the H5 app sends a browser inside WeChat to
+    /// (`/api/v1/auth/wechat/{appid}/authorize`); `null` when it has
+    /// none. Public anyway: it is in WeChat's own authorisation URL.
+    pub wechat_official_account: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PublicParts {
+    oidc_issuer: Option<String>,
+    wechat_official_account: Option<String>,
+}
+
+/// What a sign-in screen needs beyond the methods: the provider to name
+/// and the official account to authorise with. Secrets stay in their rows.
+async fn public_parts(
+    db: impl sqlx::PgExecutor<'_>,
+    org_id: Uuid,
+) -> Result<PublicParts, ApiError> {
+    Ok(sqlx::query_as(
+        "SELECT (SELECT issuer FROM oidc_providers WHERE org_id = $1) AS oidc_issuer, \
+           (SELECT appid FROM wechat_apps WHERE org_id = $1 AND kind = 'official_account' \
+            ORDER BY appid LIMIT 1) AS wechat_official_account",
+    )
+    .bind(org_id)
+    .fetch_one(db)
+    .await?)
 }
 
 /// `GET /api/v1/organisations/{org_id}/sign-in-policy`: public, so a
@@ -187,10 +221,13 @@ pub async fn get(
     let Some(updated_at) = exists else {
         return Err(ApiError::not_found(format!("no organisation {org_id}")));
     };
+    let parts = public_parts(&state.db, org_id).await?;
     Ok(Json(PolicyAnswer {
         org_id,
         policy: read(&state.db, org_id).await?,
         updated_at,
+        oidc_issuer: parts.oidc_issuer,
+        wechat_official_account: parts.wechat_official_account,
     }))
 }
 
@@ -236,9 +273,12 @@ pub async fn put(
         },
     )
     .await;
+    let parts = public_parts(&state.db, org_id).await?;
     Ok(Json(PolicyAnswer {
         org_id,
         policy: read(&state.db, org_id).await?,
         updated_at: Some(updated_at),
+        oidc_issuer: parts.oidc_issuer,
+        wechat_official_account: parts.wechat_official_account,
     }))
 }

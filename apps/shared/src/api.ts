@@ -34,10 +34,13 @@ export function onUnauthorised(listener: Listener): () => void {
   return () => unauthorisedListeners.delete(listener);
 }
 
+const SIGN_IN_PATHS = ["/api/v1/auth/login", "/api/v1/auth/sms/sign-in", "/api/v1/auth/ldap/sign-in"];
+
 const watchUnauthorised: Middleware = {
   onResponse({ response, request }) {
-    // Signing in itself answers 401 for a wrong password: not a lost session.
-    if (response.status === 401 && !request.url.includes("/api/v1/auth/login")) {
+    // Signing in itself answers 401 for a wrong password or a refused
+    // sign-in: not a lost session.
+    if (response.status === 401 && !SIGN_IN_PATHS.some((p) => request.url.includes(p))) {
       const error = new ApiError(401, "unauthenticated", "signed out");
       for (const listener of unauthorisedListeners) listener(error);
     }

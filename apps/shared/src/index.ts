@@ -2,3 +2,4 @@
 export * from "./api";
 export * from "./session";
 export * from "./format";
+export * from "./signin";

@@ -32,9 +32,21 @@ export async function signIn(email: string, password: string): Promise<Person | 
   return loadSession(true);
 }
 
-export async function signOut(): Promise<void> {
-  await api.POST("/api/v1/auth/logout");
+/**
+ * Ends this session. One that came from the organisation's OpenID provider
+ * is ended there too: the API answers the provider's end-session URL and
+ * the page goes there (the provider then sends the browser back to the
+ * learner app), so the next "sign in with the provider" asks again.
+ * Resolves `true` when the page is leaving for the provider.
+ */
+export async function signOut(): Promise<boolean> {
+  const { data } = await api.POST("/api/v1/auth/oidc/logout");
   session.me = null;
+  if (data?.end_session_url) {
+    location.assign(data.end_session_url);
+    return true;
+  }
+  return false;
 }
 
 /** Whether the signed-in person holds one of `roles`. */

@@ -6,7 +6,10 @@
 // anything: its login and consent "interaction" signs in the account named
 // by the request's `login_hint` (default `alice`) at once, so tests can
 // walk the redirects with a plain HTTP client (and Chromium the same way).
-// The logout confirmation page submits itself.
+// With OIDC_LOGIN_FORM=1 it asks for credentials instead, as a real one
+// does: a login page (account and password) whenever it has no session, so
+// a browser test can see whether the provider's session really ended. The
+// logout confirmation page submits itself.
 //
 // Settings (environment):
 //   OIDC_PORT                    port on 127.0.0.1 (required)
@@ -14,6 +17,9 @@
 //   OIDC_CLIENT_SECRET           default `lectern-dev-secret`
 //   OIDC_REDIRECT_URIS           comma-separated, required
 //   OIDC_POST_LOGOUT_REDIRECT_URIS  comma-separated, optional
+//   OIDC_LOGIN_FORM              `1`: ask for account and password (the
+//                                password is OIDC_PASSWORD, default
+//                                `provider-pass`, for every account)
 //   OIDC_KEY_ID                  the signing key's `kid`; a new RSA key is
 //                                made at every start, so restarting with
 //                                another kid is a key rotation
@@ -82,17 +88,49 @@ const configuration = {
 
 const provider = new Provider(issuer, configuration);
 
-// The interaction that asks nothing: log in the hinted account, grant what
-// the client asked for.
+const loginForm = process.env.OIDC_LOGIN_FORM === '1';
+const password = process.env.OIDC_PASSWORD || 'provider-pass';
+const escape = (v) => String(v).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+function loginPage(uid, hint, failed) {
+  return `<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>Test provider: sign in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head><body>
+<main><h1>Test provider</h1>${failed ? '<p role="alert">Wrong account or password.</p>' : ''}
+<form method="post" action="/interaction/${escape(uid)}/login">
+<label>Account <input name="login" autocomplete="username" value="${escape(hint)}"></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit">Sign in at the provider</button></form></main></body></html>`;
+}
+
+async function formBody(req) {
+  let raw = '';
+  for await (const chunk of req) {
+    raw += chunk;
+    if (raw.length > 10000) break;
+  }
+  return new URLSearchParams(raw);
+}
+
+// The interaction: log in the hinted account at once (or, with
+// OIDC_LOGIN_FORM, the one whose password was typed), grant what the
+// client asked for.
 provider.use(async (ctx, next) => {
-  const match = /^\/interaction\/([^/]+)$/.exec(ctx.path);
-  if (!match || ctx.method !== 'GET') {
+  const match = /^\/interaction\/([^/]+)(\/login)?$/.exec(ctx.path);
+  if (!match || (ctx.method !== 'GET' && !(match[2] && ctx.method === 'POST'))) {
     return next();
   }
   const details = await provider.interactionDetails(ctx.req, ctx.res);
   const { prompt, params } = details;
   let result;
-  if (prompt.name === 'login') {
+  if (prompt.name === 'login' && loginForm) {
+    const form = match[2] ? await formBody(ctx.req) : null;
+    if (!form || form.get('password') !== password || !form.get('login')) {
+      ctx.type = 'html';
+      ctx.body = loginPage(details.uid, (form && form.get('login')) || params.login_hint || '', !!form);
+      return undefined;
+    }
+    result = { login: { accountId: String(form.get('login')) } };
+  } else if (prompt.name === 'login') {
     result = { login: { accountId: String(params.login_hint || 'alice') } };
   } else {
     const grant = details.grantId
