@@ -4979,6 +4979,12 @@ export interface components {
             /** @description The ways in allowed besides the password (always allowed). */
             methods: components["schemas"]["SignInMethod"][];
             new_accounts: components["schemas"]["NewAccounts"];
+            /**
+             * @description The issuer URL of the organisation's OpenID provider (a sign-in
+             *     screen names it on its button), `null` when none is configured.
+             *     Public anyway: it is where browsers are sent.
+             */
+            oidc_issuer: string | null;
             /** Format: uuid */
             org_id: string;
             /**
@@ -4986,6 +4992,13 @@ export interface components {
              * @description When it last changed; `null` while the organisation has the default.
              */
             updated_at: string | null;
+            /**
+             * @description The app id of the organisation's WeChat official account, which
+             *     the H5 app sends a browser inside WeChat to
+             *     (`/api/v1/auth/wechat/{appid}/authorize`); `null` when it has
+             *     none. Public anyway: it is in WeChat's own authorisation URL.
+             */
+            wechat_official_account: string | null;
         };
         /** @description `PUT /api/v1/organisations/{org_id}/sign-in-policy`. */
         PolicyChange: {
