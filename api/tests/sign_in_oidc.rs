@@ -713,3 +713,28 @@ async fn guessed_states_lock_the_address_before_the_provider_is_asked(db: PgPool
         "{audited:?}"
     );
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn a_refused_browser_callback_goes_back_to_the_sign_in_page_with_its_code(db: PgPool) {
+    let s = setup(db, &["oidc"], "just_in_time").await;
+    let path = format!(
+        "/api/v1/auth/oidc/{}/callback?code=stolen&state=forged",
+        s.org
+    );
+    // A browser navigating here from the provider asks for HTML…
+    let req = Request::builder()
+        .uri(&path)
+        .header("accept", "text/html,application/xhtml+xml")
+        .body(Body::empty())
+        .unwrap();
+    let resp = s.w.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        resp.headers().get("location").unwrap(),
+        "/app/signin?error=sign_in_rejected"
+    );
+    // …an API client still gets the JSON error.
+    let (status, text) = s.w.call_from(None, &[], "GET", &path, None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{text}");
+    assert!(text.contains("sign_in_rejected"), "{text}");
+}

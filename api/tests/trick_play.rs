@@ -30,7 +30,7 @@ use tower::ServiceExt;
 use uuid::Uuid;
 
 /// A 12 s 854×480 lecture clip with a keyframe every 2 s and a tone:
-/// the default profile plans two rungs (480p, 360p) for it.
+/// the default profile plans three rungs (480p, 360p, 240p) for it.
 fn source(dir: &Path) -> PathBuf {
     let path = dir.join("lecture.mp4");
     let status = Command::new("ffmpeg")
@@ -255,8 +255,8 @@ async fn trick_play_and_loudness(
     let master_url = asset["master_url"].as_str().unwrap();
     assert_eq!(
         check_trick_play(&w, master_url, dir.path()).await,
-        2,
-        "480p and 360p"
+        3,
+        "480p, 360p and 240p"
     );
 
     // FFmpeg's sine source is a mono tone at 1/8 of full scale: about

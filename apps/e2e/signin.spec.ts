@@ -5,6 +5,8 @@
 // administrator would, when the suite started (signin-services.ts), so the
 // screens spec shows its sign-in screens too.
 //
+// - OIDC refused (a forged state): back on the sign-in page with the
+//   catalogue's message.
 // - OIDC: from a page of the learner app, "sign in with the provider" goes
 //   through the provider's login form and lands back on that page signed
 //   in; signing out at Lectern ends the provider's session too, so the next
@@ -85,6 +87,21 @@ test("OIDC: the provider signs a learner in on the page they came from; signing 
   await providerSignIn(page, "dr.wang");
   await page.waitForURL((u) => u.origin === s.url && u.pathname.startsWith("/app"));
   expect(await me(page)).toEqual({ status: 200, role: "learner" });
+  await context.close();
+});
+
+test("OIDC refused: a forged state brings the browser back to the sign-in page with the catalogue's message, not a JSON body", async ({ browser }) => {
+  const s = server();
+  const context = await browser.newContext(PHONE_BROWSER);
+  const page = await context.newPage();
+  // What a browser sent back by the provider with a stale or forged state sees.
+  await page.goto(`${s.url}/api/v1/auth/oidc/${s.ways.orgId}/callback?code=forged&state=forged`);
+  await page.waitForURL((u) => u.pathname === "/app/signin");
+  await expect(page.getByRole("alert")).toHaveText(zh.errors.sign_in_rejected);
+  // The code is shown once, then gone from the address.
+  await expect.poll(() => new URL(page.url()).searchParams.has("error")).toBe(false);
+  expect((await me(page)).status).toBe(401);
+  await accessible(page, "learner sign-in after a refused callback");
   await context.close();
 });
 

@@ -753,23 +753,59 @@ pub async fn callback(
     ApiPath(org_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<CallbackQuery>,
 ) -> Result<SeeOther, ApiError> {
+    let result = finish_callback(&state, &context, &headers, org_id, &query).await;
+    back_to_sign_in(&headers, result)
+}
+
+/// A refused browser callback: a person's browser, which navigated here
+/// from the provider (it asks for HTML), goes back to the learner app's
+/// sign-in page with the refusal's code, which the page shows in the
+/// person's language, rather than being left on a JSON body. Other clients
+/// get the JSON error as usual.
+pub(crate) fn back_to_sign_in(
+    headers: &HeaderMap,
+    result: Result<SeeOther, ApiError>,
+) -> Result<SeeOther, ApiError> {
+    let navigated = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    match result {
+        Err(error) if navigated => Ok(SeeOther {
+            location: format!("{SIGN_IN_PAGE}?error={}", error.code.as_str()),
+            cookies: vec![cleared_flow_cookie()],
+        }),
+        other => other,
+    }
+}
+
+/// The learner app's sign-in page (`apps/learner`, route `signin`).
+const SIGN_IN_PAGE: &str = "/app/signin";
+
+async fn finish_callback(
+    state: &Identity,
+    context: &ClientContext,
+    headers: &HeaderMap,
+    org_id: Uuid,
+    query: &CallbackQuery,
+) -> Result<SeeOther, ApiError> {
     const METHOD: &str = "oidc";
     let keys = state.keyring()?;
     // A state, a code and an ID token name nobody until they are checked:
     // the client address is what repeated bad ones lock, with the
     // passwords' limit and lockout (a locked address is refused before the
     // provider is asked).
-    let reservation = ways::reserve_address(&state, &context, METHOD).await?;
-    let verified = match verify_callback(&state, &headers, org_id, &query).await {
+    let reservation = ways::reserve_address(state, context, METHOD).await?;
+    let verified = match verify_callback(state, headers, org_id, query).await {
         Ok(verified) => verified,
         Err(Refusal::Counted { reason, error }) => {
-            ways::failed(&state, &context, &reservation, METHOD, reason).await;
+            ways::failed(state, context, &reservation, METHOD, reason).await;
             return Err(error);
         }
         Err(Refusal::Uncounted { reason, error }) => {
             reservation.returned(&state.db).await?;
             if let Some(reason) = reason {
-                ways::refused(&state, &context, METHOD, reason).await;
+                ways::refused(state, context, METHOD, reason).await;
             }
             return Err(error);
         }
@@ -792,7 +828,7 @@ pub async fn callback(
         ways::link(&mut tx, keys, user_id, org_id, &identity).await?;
         tx.commit().await?;
         audit::record_or_log(
-            &state,
+            state,
             &AuditEvent {
                 action: "sign_in.link".into(),
                 actor: Some(format!("user:{user_id}")),
@@ -800,7 +836,7 @@ pub async fn callback(
                 target: Some(format!("user:{user_id}")),
                 outcome: "ok",
                 detail: Some(json!({ "kind": "oidc" }).to_string()),
-                ..AuditEvent::by(None, &context)
+                ..AuditEvent::by(None, context)
             },
         )
         .await;
@@ -811,11 +847,11 @@ pub async fn callback(
     }
     let policy = policy::read(&state.db, org_id).await?;
     if !policy.allows(SignInMethod::Oidc) {
-        ways::refused(&state, &context, METHOD, "method_disabled").await;
+        ways::refused(state, context, METHOD, "method_disabled").await;
         return Err(policy::disabled(SignInMethod::Oidc));
     }
     let (signed_in, session_id) =
-        ways::sign_in_external(&state, &context, org_id, &policy, &identity, None, METHOD).await?;
+        ways::sign_in_external(state, context, org_id, &policy, &identity, None, METHOD).await?;
     sqlx::query(
         "INSERT INTO oidc_sessions (session_id, org_id, id_token_ct, key_id) VALUES ($1, $2, $3, $4)",
     )

@@ -754,8 +754,28 @@ struct UserInfo {
     unionid: Option<String>,
 }
 
-/// `GET /api/v1/auth/wechat/{appid}/callback`: WeChat's answer.
+/// `GET /api/v1/auth/wechat/{appid}/callback`: WeChat's answer. A refused
+/// one sends the person's browser back to the sign-in page with the
+/// refusal's code ([`oidc::back_to_sign_in`]).
 pub async fn callback(
+    State(state): State<Identity>,
+    context: ClientContext,
+    headers: HeaderMap,
+    ApiPath(appid): ApiPath<String>,
+    ApiQuery(query): ApiQuery<WechatCallback>,
+) -> Result<SeeOther, ApiError> {
+    let result = finish_callback(
+        State(state),
+        context,
+        headers.clone(),
+        ApiPath(appid),
+        ApiQuery(query),
+    )
+    .await;
+    oidc::back_to_sign_in(&headers, result)
+}
+
+async fn finish_callback(
     State(state): State<Identity>,
     context: ClientContext,
     headers: HeaderMap,

@@ -34,7 +34,7 @@ use gstreamer_app as gst_app;
 use super::{
     add_chain, audio_chain, classify, init_media_libraries, make, normalize_timeline,
     rendition_sink, video_entry, video_rung_branch, EncodedRendition, FirstError, RenditionKind,
-    RenditionSink, SegmentObserver, Timeline,
+    RenditionSink, ScaledRungs, SegmentObserver, Timeline,
 };
 use crate::error::{MediaError, MediaErrorCode};
 use crate::ladder::{self, LadderPlan, LadderProfile};
@@ -544,6 +544,7 @@ impl Builder {
         // What a publisher tagged is unknown until it decodes: convert to
         // the plan's colorimetry if it differs rather than re-tag.
         let (entry, tee) = video_entry(&pipeline, top, false)?;
+        let mut scaled = ScaledRungs::default();
         for (i, rung) in plan.video.iter().enumerate() {
             let fps = rung.frame_rate.as_f64().max(1.0);
             // Cut at every keyframe: half a frame under the keyframe period.
@@ -557,7 +558,14 @@ impl Builder {
                 &self.timeline,
                 Some(self.observer.clone()),
             )?;
-            video_rung_branch(&pipeline, &tee, rung, sink.clone(), self.errors.clone())?;
+            video_rung_branch(
+                &pipeline,
+                &tee,
+                &mut scaled,
+                rung,
+                sink.clone(),
+                self.errors.clone(),
+            )?;
             self.sinks
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

@@ -644,15 +644,46 @@ fn rung_caps(rung: &VideoRendition) -> gst::caps::Builder<gst::caps::NoFeature> 
     }
 }
 
-/// Queue → scale → exact caps → x264 → avcC H.264 → appsink. The frame
-/// rate is already the rung's (one `videorate` before the tee serves all).
+/// The scaled pictures of the rungs built so far, so a lower rung can be
+/// scaled from one of them instead of from the top.
+///
+/// GStreamer's bilinear scaler reads two source pixels per output pixel:
+/// down to half size that averages every source pixel, below it pixels
+/// are skipped and fine detail aliases (720p → 240p scored 0.918 luma SSIM
+/// against swscale's 0.936 over the same frames; lanczos 0.933 at twice
+/// the scaling cost). Scaled from a rung at least twice its size — 240p
+/// from 480p — it scores 0.933 and scales a third of the pixels.
+#[derive(Default)]
+pub(crate) struct ScaledRungs {
+    built: Vec<(u32, gst::Element)>,
+}
+
+impl ScaledRungs {
+    /// The tee to scale `rung` from: the smallest built rung at least
+    /// twice its size, else the source's `top` tee.
+    fn source_for<'a>(&'a self, rung: &VideoRendition, top: &'a gst::Element) -> &'a gst::Element {
+        let short = rung.width.min(rung.height);
+        self.built
+            .iter()
+            .filter(|(built_short, _)| *built_short >= 2 * short)
+            .min_by_key(|(built_short, _)| *built_short)
+            .map_or(top, |(_, tee)| tee)
+    }
+}
+
+/// Queue → scale → exact caps → tee → queue → x264 → avcC H.264 → appsink,
+/// scaled from the source's tee or from a rung at least twice its size
+/// ([`ScaledRungs`]). The frame rate is already the rung's (one `videorate`
+/// before the first tee serves all).
 fn video_rung_branch(
     pipeline: &gst::Pipeline,
     tee: &gst::Element,
+    scaled: &mut ScaledRungs,
     rung: &VideoRendition,
     sink: Arc<RenditionSink>,
     errors: Arc<FirstError>,
 ) -> Result<(), MediaError> {
+    let tee = scaled.source_for(rung, tee).clone();
     let raw_caps = rung_caps(rung)
         .field("width", rung.width as i32)
         .field("height", rung.height as i32)
@@ -712,10 +743,13 @@ fn video_rung_branch(
         move |sample| sink.handle(sample),
         errors,
     );
+    let rung_tee = make("tee")?;
     let chain = [
         make("queue")?,
         scale,
         capsfilter(raw_caps)?,
+        rung_tee.clone(),
+        make("queue")?,
         x264,
         capsfilter(h264_caps)?,
         make("h264parse")?,
@@ -723,7 +757,9 @@ fn video_rung_branch(
     ];
     add_chain(pipeline, &chain)?;
     tee.link(&chain[0])
-        .map_err(|_| link_error(&format!("tee to rung {}", rung.name)))
+        .map_err(|_| link_error(&format!("tee to rung {}", rung.name)))?;
+    scaled.built.push((rung.width.min(rung.height), rung_tee));
+    Ok(())
 }
 
 /// Validates a string against an enum/flags property instead of letting
@@ -1005,6 +1041,7 @@ pub fn encode_scoped(
             .primary_video()
             .is_none_or(|v| v.color_matrix.is_none());
         let (entry, tee) = video_entry(&pipeline, top, untagged)?;
+        let mut scaled = ScaledRungs::default();
         for rung in plan.video.iter().filter(|_| encode_rungs) {
             let sink = rendition_sink(
                 RenditionKind::Video,
@@ -1015,7 +1052,14 @@ pub fn encode_scoped(
                 &timeline,
                 on_segment.clone(),
             )?;
-            video_rung_branch(&pipeline, &tee, rung, sink.clone(), errors.clone())?;
+            video_rung_branch(
+                &pipeline,
+                &tee,
+                &mut scaled,
+                rung,
+                sink.clone(),
+                errors.clone(),
+            )?;
             sinks.push(sink);
         }
         if make_artwork {
