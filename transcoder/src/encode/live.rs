@@ -544,7 +544,7 @@ impl Builder {
         // What a publisher tagged is unknown until it decodes: convert to
         // the plan's colorimetry if it differs rather than re-tag.
         let (entry, tee) = video_entry(&pipeline, top, false)?;
-        let mut scaled = ScaledRungs::default();
+        let mut scaled = ScaledRungs::for_ladder(&plan.video);
         for (i, rung) in plan.video.iter().enumerate() {
             let fps = rung.frame_rate.as_f64().max(1.0);
             // Cut at every keyframe: half a frame under the keyframe period.
@@ -562,6 +562,7 @@ impl Builder {
                 &pipeline,
                 &tee,
                 &mut scaled,
+                i,
                 rung,
                 sink.clone(),
                 self.errors.clone(),

@@ -644,8 +644,9 @@ fn rung_caps(rung: &VideoRendition) -> gst::caps::Builder<gst::caps::NoFeature> 
     }
 }
 
-/// The scaled pictures of the rungs built so far, so a lower rung can be
-/// scaled from one of them instead of from the top.
+/// Which rung each rung is scaled from, and the scaled pictures of those
+/// that feed another, so a lower rung can be scaled from a higher one
+/// instead of from the top.
 ///
 /// GStreamer's bilinear scaler reads two source pixels per output pixel:
 /// down to half size that averages every source pixel, below it pixels
@@ -653,25 +654,51 @@ fn rung_caps(rung: &VideoRendition) -> gst::caps::Builder<gst::caps::NoFeature> 
 /// against swscale's 0.936 over the same frames; lanczos 0.933 at twice
 /// the scaling cost). Scaled from a rung at least twice its size — 240p
 /// from 480p — it scores 0.933 and scales a third of the pixels.
-#[derive(Default)]
+///
+/// Only a rung that feeds another gets a `tee` (and the queue after it):
+/// every other rung keeps the plain queue → scale → x264 branch, with no
+/// extra thread hop per frame.
 pub(crate) struct ScaledRungs {
-    built: Vec<(u32, gst::Element)>,
+    /// Per rung: the index of the rung it is scaled from, if not the top.
+    source: Vec<Option<usize>>,
+    /// Per rung: its scaled picture's tee, once built, if it feeds another.
+    tees: Vec<Option<gst::Element>>,
 }
 
 impl ScaledRungs {
-    /// The tee to scale `rung` from: the smallest built rung at least
-    /// twice its size, else the source's `top` tee.
-    fn source_for<'a>(&'a self, rung: &VideoRendition, top: &'a gst::Element) -> &'a gst::Element {
-        let short = rung.width.min(rung.height);
-        self.built
-            .iter()
-            .filter(|(built_short, _)| *built_short >= 2 * short)
-            .min_by_key(|(built_short, _)| *built_short)
-            .map_or(top, |(_, tee)| tee)
+    /// Plans `rungs` (top first): each is scaled from the smallest rung
+    /// above it that was itself scaled and is at least twice its size.
+    pub(crate) fn for_ladder(rungs: &[VideoRendition]) -> Self {
+        let shorts: Vec<u32> = rungs.iter().map(|r| r.width.min(r.height)).collect();
+        Self {
+            source: cascade_sources(&shorts),
+            tees: vec![None; rungs.len()],
+        }
+    }
+
+    fn feeds_another(&self, index: usize) -> bool {
+        self.source.contains(&Some(index))
     }
 }
 
-/// Queue → scale → exact caps → tee → queue → x264 → avcC H.264 → appsink,
+/// For rungs of these short sides (top first), the rung each is scaled
+/// from: the smallest one above it that is itself scaled (not the top's
+/// size) and at least twice its size; `None` is the top's picture.
+fn cascade_sources(shorts: &[u32]) -> Vec<Option<usize>> {
+    let top = shorts.first().copied().unwrap_or(0);
+    shorts
+        .iter()
+        .enumerate()
+        .map(|(i, &short)| {
+            (0..i)
+                .filter(|&j| shorts[j] < top && shorts[j] >= 2 * short)
+                .min_by_key(|&j| shorts[j])
+        })
+        .collect()
+}
+
+/// Queue → scale → exact caps (→ tee → queue, when a lower rung is scaled
+/// from this one) → x264 → avcC H.264 → appsink,
 /// scaled from the source's tee or from a rung at least twice its size
 /// ([`ScaledRungs`]). The frame rate is already the rung's (one `videorate`
 /// before the first tee serves all).
@@ -679,11 +706,17 @@ fn video_rung_branch(
     pipeline: &gst::Pipeline,
     tee: &gst::Element,
     scaled: &mut ScaledRungs,
+    index: usize,
     rung: &VideoRendition,
     sink: Arc<RenditionSink>,
     errors: Arc<FirstError>,
 ) -> Result<(), MediaError> {
-    let tee = scaled.source_for(rung, tee).clone();
+    let tee = match scaled.source.get(index).copied().flatten() {
+        Some(j) => scaled.tees[j]
+            .clone()
+            .ok_or_else(|| link_error("a rung scaled from one not built yet"))?,
+        None => tee.clone(),
+    };
     let raw_caps = rung_caps(rung)
         .field("width", rung.width as i32)
         .field("height", rung.height as i32)
@@ -743,23 +776,16 @@ fn video_rung_branch(
         move |sample| sink.handle(sample),
         errors,
     );
-    let rung_tee = make("tee")?;
-    let chain = [
-        make("queue")?,
-        scale,
-        capsfilter(raw_caps)?,
-        rung_tee.clone(),
-        make("queue")?,
-        x264,
-        capsfilter(h264_caps)?,
-        make("h264parse")?,
-        appsink,
-    ];
+    let mut chain = vec![make("queue")?, scale, capsfilter(raw_caps)?];
+    if scaled.feeds_another(index) {
+        let rung_tee = make("tee")?;
+        chain.extend([rung_tee.clone(), make("queue")?]);
+        scaled.tees[index] = Some(rung_tee);
+    }
+    chain.extend([x264, capsfilter(h264_caps)?, make("h264parse")?, appsink]);
     add_chain(pipeline, &chain)?;
     tee.link(&chain[0])
-        .map_err(|_| link_error(&format!("tee to rung {}", rung.name)))?;
-    scaled.built.push((rung.width.min(rung.height), rung_tee));
-    Ok(())
+        .map_err(|_| link_error(&format!("tee to rung {}", rung.name)))
 }
 
 /// Validates a string against an enum/flags property instead of letting
@@ -1041,8 +1067,8 @@ pub fn encode_scoped(
             .primary_video()
             .is_none_or(|v| v.color_matrix.is_none());
         let (entry, tee) = video_entry(&pipeline, top, untagged)?;
-        let mut scaled = ScaledRungs::default();
-        for rung in plan.video.iter().filter(|_| encode_rungs) {
+        let mut scaled = ScaledRungs::for_ladder(&plan.video);
+        for (index, rung) in plan.video.iter().enumerate().filter(|_| encode_rungs) {
             let sink = rendition_sink(
                 RenditionKind::Video,
                 &rung.name,
@@ -1056,6 +1082,7 @@ pub fn encode_scoped(
                 &pipeline,
                 &tee,
                 &mut scaled,
+                index,
                 rung,
                 sink.clone(),
                 errors.clone(),
@@ -1342,5 +1369,29 @@ fn run(
                 progress(percent.clamp(0.0, 99.9));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cascade_sources;
+
+    #[test]
+    fn rungs_below_half_size_are_scaled_from_a_scaled_rung() {
+        // 720p source ladder: 240p from 480p; 360p is exactly half the top,
+        // which is the top's own picture, so it scales from the top.
+        assert_eq!(
+            cascade_sources(&[720, 480, 360, 240]),
+            [None, None, None, Some(1)]
+        );
+        // 1080p: 480p from the top (720p is under twice its size), 360p
+        // from 720p, 240p from 480p, the smallest rung at least twice its
+        // size.
+        assert_eq!(
+            cascade_sources(&[1080, 720, 480, 360, 240]),
+            [None, None, None, Some(1), Some(2)]
+        );
+        assert_eq!(cascade_sources(&[720, 360]), [None, None]);
+        assert_eq!(cascade_sources(&[]), Vec::<Option<usize>>::new());
     }
 }
