@@ -195,9 +195,9 @@ def main():
     token = benchlib.sign_playback(kid, secret, ASSET, int(time.time()) + 3600)
     paths = [f"{p}?token={token}" for p, _ in staged]
 
+    # Embedded defaults only: each server its own private PostgreSQL (an
+    # external DATABASE_URL would also need every deployment secret).
     env = {k: v for k, v in os.environ.items() if not k.startswith("LECTERN_") and k != "DATABASE_URL"}
-    if "DATABASE_URL" in os.environ:
-        env["DATABASE_URL"] = os.environ["DATABASE_URL"]
     lectern_port, uncached_port, nginx_port = free_port(), free_port(), free_port()
     env.update({
         "LECTERN_DATA_DIR": str(WORK / "data"),

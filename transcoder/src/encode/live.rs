@@ -543,7 +543,8 @@ impl Builder {
             .ok_or_else(|| super::link_error("a live plan without video"))?;
         // What a publisher tagged is unknown until it decodes: convert to
         // the plan's colorimetry if it differs rather than re-tag.
-        let (entry, tee) = video_entry(&pipeline, top, false)?;
+        // A publisher's stream may carry an orientation tag mid-stream.
+        let (entry, tee) = video_entry(&pipeline, top, false, true)?;
         let mut scaled = ScaledRungs::for_ladder(&plan.video);
         for (i, rung) in plan.video.iter().enumerate() {
             let fps = rung.frame_rate.as_f64().max(1.0);
