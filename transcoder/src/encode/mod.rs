@@ -832,7 +832,7 @@ fn set_from_str(element: &gst::Element, property: &str, value: &str) -> Result<(
     Ok(())
 }
 
-/// Queue → low frame rate → scaled RGB → appsink, for poster and storyboard.
+/// Low frame rate → queue → scaled RGB → appsink, for poster and storyboard.
 fn thumbnail_branch(
     pipeline: &gst::Pipeline,
     tee: &gst::Element,
@@ -868,9 +868,11 @@ fn thumbnail_branch(
         },
         errors,
     );
+    // The rate first, on the tee's thread: the queue (a thread hop per
+    // buffer) then carries one frame a second or less, not all of them.
     let chain = [
-        make("queue")?,
         make("videorate")?,
+        make("queue")?,
         convert,
         capsfilter(caps)?,
         appsink,
