@@ -9,10 +9,11 @@
 // so signing out (which lands on the sign-in screen without the query)
 // still offers the same ways in.
 
-import { getCurrentInstance, onBeforeUnmount, ref, type Ref } from "vue";
+import { computed, getCurrentInstance, onBeforeUnmount, ref, watch, type Ref } from "vue";
 
-import { api, ok, type paths, type Schemas } from "./api";
-import { loadSession, type Person } from "./session";
+import { api, ApiError, ok, type paths, type Schemas } from "./api";
+import { errorText, i18n } from "./i18n";
+import { loadSession, signIn, type Person } from "./session";
 
 export type SignInPolicy = Schemas["PolicyAnswer"];
 export type SignInMethod = Schemas["SignInMethod"];
@@ -146,3 +147,73 @@ export function autoWeChat(policy: SignInPolicy | null, returnTo: string): boole
   location.replace(wechatAuthorizeUrl(appid, returnTo));
   return true;
 }
+
+export type SignInWay = "password" | "sms" | "ldap";
+
+/**
+ * What both apps' sign-in screens share: the organisation's policy and the
+ * ways it allows, the chosen form, the busy flag and the error line, a
+ * sign-in attempt that goes on to `next`, and the SMS code request with
+ * its note and resend countdown. Each screen keeps its own fields, layout
+ * and what happens on arrival (the learner app's WeChat hand-over).
+ */
+export function useSignInForm(org: string | null, goOn: () => Promise<unknown>) {
+  const t = i18n.global.t;
+  const policy = ref<SignInPolicy | null>(null);
+  const way = ref<SignInWay>("password");
+  const error = ref("");
+  const busy = ref(false);
+  const codeNote = ref("");
+  const { seconds, start: startCountdown } = useCountdown();
+  const allows = (method: "sms" | "ldap" | "oidc") => !!policy.value?.methods.includes(method);
+  const provider = computed(() => (allows("oidc") && policy.value?.oidc_issuer ? providerName(policy.value.oidc_issuer) : ""));
+  watch(way, () => (error.value = ""));
+
+  const loadPolicy = async () => (policy.value = await loadSignInPolicy(org));
+
+  // `invalid_credentials` says "email or password" in the catalogue; for
+  // the directory it is the username.
+  async function attempt(run: () => Promise<unknown>, directory = false): Promise<void> {
+    error.value = "";
+    busy.value = true;
+    try {
+      await run();
+      await goOn();
+    } catch (e) {
+      error.value = directory && e instanceof ApiError && e.code === "invalid_credentials" ? t("signIn.directoryRejected") : errorText(e);
+    } finally {
+      busy.value = false;
+    }
+  }
+
+  const withPassword = (email: string, password: string) => attempt(() => signIn(email, password));
+  function withSms(phone: string, code: string): Promise<void> | void {
+    if (!/^[0-9]{6}$/.test(code.trim())) {
+      error.value = t("signIn.codeInvalid");
+      return;
+    }
+    return attempt(() => signInWithSms(org!, phone.trim(), code.trim()));
+  }
+  const withDirectory = (login: string, password: string) => attempt(() => signInWithDirectory(org!, login.trim(), password), true);
+
+  async function sendCode(phone: string): Promise<void> {
+    error.value = "";
+    if (!PHONE_PATTERN.test(phone.trim())) {
+      error.value = t("signIn.phoneInvalid");
+      return;
+    }
+    try {
+      const sent = await requestSmsCode(org!, phone.trim());
+      const minutes = Math.max(1, Math.round((Date.parse(sent.expires_at) - Date.now()) / 60_000));
+      codeNote.value = t("signIn.codeSent", { minutes });
+      startCountdown();
+    } catch (e) {
+      error.value = errorText(e);
+    }
+  }
+
+  return { policy, way, error, busy, codeNote, seconds, allows, provider, loadPolicy, withPassword, withSms, withDirectory, sendCode };
+}
+
+/** What a phone number looks like before it is sent (the API checks it properly). */
+export const PHONE_PATTERN = /^\+?[0-9][0-9 -]{6,19}$/;
