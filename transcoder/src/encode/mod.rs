@@ -55,7 +55,7 @@ use gstreamer_app as gst_app;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{MediaError, MediaErrorCode};
-use crate::ladder::{AudioRendition, LadderPlan, VideoRendition};
+use crate::ladder::{AudioRendition, Downscaler, LadderPlan, VideoRendition};
 use crate::loudness::LoudnessReport;
 use crate::media_info::{MediaInfo, Rational};
 use hls_mux::{RenditionMuxer, StreamParams};
@@ -665,6 +665,8 @@ pub(crate) struct ScaledRungs {
     tees: Vec<Option<gst::Element>>,
     /// Per rung: its short side.
     shorts: Vec<u32>,
+    /// Per rung: its filter at half size or less.
+    downscalers: Vec<Downscaler>,
 }
 
 impl ScaledRungs {
@@ -676,17 +678,18 @@ impl ScaledRungs {
             source: cascade_sources(&shorts),
             tees: vec![None; rungs.len()],
             shorts,
+            downscalers: rungs.iter().map(|r| r.downscaler).collect(),
         }
     }
 
     /// The scaler for rung `index`, by how far it is scaled down.
     fn method(&self, index: usize) -> &'static str {
         let to = self.shorts.get(index).copied().unwrap_or(0);
-        match self.source.get(index).copied().flatten() {
-            Some(_) => "sinc",
-            // The top's picture is at least the top rung's size.
-            None => scale_method(self.shorts.first().copied().unwrap_or(0), to),
-        }
+        let downscaler = self.downscalers.get(index).copied().unwrap_or_default();
+        let cascaded = self.source.get(index).copied().flatten().is_some();
+        // The top's picture is at least the top rung's size.
+        let from = self.shorts.first().copied().unwrap_or(0);
+        scale_method(cascaded, from, to, downscaler)
     }
 
     fn feeds_another(&self, index: usize) -> bool {
@@ -694,22 +697,27 @@ impl ScaledRungs {
     }
 }
 
-/// The `videoscale` method for the source's picture of short side `from`
-/// scaled to `to`; a rung scaled from another rung always uses sinc.
+/// The `videoscale` method for a rung of short side `to`, `cascaded` from
+/// a rung at least twice its size or else scaled from the top's picture
+/// (short side `from`): the rung's [`Downscaler`] when cascaded or below
+/// half size, else bilinear.
 ///
 /// Below half size bilinear skips pixels and aliases; scaling a picture
 /// bilinear already scaled once (240p from 480p, exactly half: a box
 /// filter) blurs twice. On the real clip's 240p rung from 480p, luma SSIM
 /// against the source (both pictures upscaled with lanczos) was 0.913
 /// with bilinear, 0.921 lanczos, 0.940 sinc, 0.934 ffmpeg's bicubic;
-/// encoded at the rung's 145k cap 0.8131 bilinear, 0.8355 sinc, ffmpeg
-/// 0.8283, at the same bytes. Down to exactly half of the source, and
-/// above, bilinear scores above ffmpeg's rungs and costs least.
-fn scale_method(from: u32, to: u32) -> &'static str {
-    if to > 0 && from > 2 * to {
-        "sinc"
-    } else {
-        "bilinear"
+/// encoded at the rung's cap 0.810 bilinear, 0.835 sinc, ffmpeg 0.828,
+/// at the same bytes. Above half size bilinear already scores above
+/// ffmpeg's rungs and costs least. A 360p rung straight from a 720p
+/// source (exactly half, from the source's own picture) stays bilinear:
+/// it scored above ffmpeg's too.
+fn scale_method(cascaded: bool, from: u32, to: u32, downscaler: Downscaler) -> &'static str {
+    let below_half = to > 0 && from > 2 * to;
+    match downscaler {
+        _ if !cascaded && !below_half => "bilinear",
+        Downscaler::Sinc => "sinc",
+        Downscaler::Cubic => "catrom",
     }
 }
 
@@ -1439,9 +1447,13 @@ mod tests {
             [None, None, None, Some(1), Some(2)]
         );
         assert_eq!(cascade_sources(&[720, 360]), [None, None]);
-        assert_eq!(super::scale_method(1080, 240), "sinc");
-        assert_eq!(super::scale_method(720, 360), "bilinear");
-        assert_eq!(super::scale_method(720, 480), "bilinear");
+        use crate::ladder::Downscaler::{Cubic, Sinc};
+        assert_eq!(super::scale_method(false, 1080, 240, Sinc), "sinc");
+        assert_eq!(super::scale_method(false, 1080, 240, Cubic), "catrom");
+        assert_eq!(super::scale_method(true, 720, 240, Sinc), "sinc");
+        assert_eq!(super::scale_method(true, 720, 240, Cubic), "catrom");
+        assert_eq!(super::scale_method(false, 720, 360, Sinc), "bilinear");
+        assert_eq!(super::scale_method(false, 720, 480, Cubic), "bilinear");
         assert_eq!(cascade_sources(&[]), Vec::<Option<usize>>::new());
     }
 }
