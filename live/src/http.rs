@@ -344,8 +344,10 @@ async fn get(
 }
 
 /// `POST /api/v1/live-events/{event_id}/stream-key`: a new key, shown
-/// once; the old one stops working for new connections at once (a
-/// publisher already streaming is not cut off).
+/// once; the old one stops working at once, for the publisher streaming
+/// with it too: cut off here now, or by its own node's sweep within a
+/// second when it streams to another node. The event stays live for the
+/// reconnect window, for the publisher to come back with the new key.
 async fn rotate_key(
     State(state): State<LiveState>,
     principal: Principal,
@@ -368,11 +370,14 @@ async fn rotate_key(
             "the event has ended; its stream key can no longer change",
         ));
     }
+    // A stolen key is rotated to shut its holder out: whoever streams
+    // with the old key now is cut off too.
+    let publisher_cut = state.active.stop(event.id);
     lifecycle::log(
         &state,
         event.id,
         "key_rotated",
-        serde_json::json!({ "by": principal.actor() }),
+        serde_json::json!({ "by": principal.actor(), "publisher_cut": publisher_cut }),
     )
     .await;
     Ok(Json(publish_info(&state, stream_key)))

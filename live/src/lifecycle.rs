@@ -4,7 +4,10 @@
 //! it ends the event waits for the publisher for the reconnect window
 //! (`disconnected_at`), and [`sweep`] ends every event whose window has
 //! passed. [`end_event`] (the organiser's route or the sweep) stops the
-//! publisher if one is still there and publishes the replay.
+//! publisher if one is still there and publishes the replay. A publisher
+//! holds only as long as its key: each node's sweep also cuts off the
+//! publishers connected to it whose key was rotated or whose event was
+//! ended, wherever that happened ([`cut_stale_publishers`]).
 //!
 //! Every transition is one conditional `UPDATE` on `live_events`, so two
 //! nodes (or a route racing the sweep) cannot both end an event, and each
@@ -63,18 +66,30 @@ impl Refusal {
     }
 }
 
-/// Publishers connected to this node, by event: how to stop each.
+/// Publishers connected to this node, by event: how to stop each, and
+/// the digest of the key each was let in with.
 #[derive(Default)]
-pub struct Active(Mutex<HashMap<Uuid, CancellationToken>>);
+pub struct Active(Mutex<HashMap<Uuid, Publisher>>);
+
+struct Publisher {
+    cancel: CancellationToken,
+    key_sha256: Vec<u8>,
+}
 
 impl Active {
-    fn claim(&self, event: Uuid) -> Option<CancellationToken> {
+    fn claim(&self, event: Uuid, key_sha256: &[u8]) -> Option<CancellationToken> {
         let mut active = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if active.contains_key(&event) {
             return None;
         }
         let token = CancellationToken::new();
-        active.insert(event, token.clone());
+        active.insert(
+            event,
+            Publisher {
+                cancel: token.clone(),
+                key_sha256: key_sha256.to_vec(),
+            },
+        );
         Some(token)
     }
 
@@ -85,14 +100,26 @@ impl Active {
             .remove(&event);
     }
 
-    fn stop(&self, event: Uuid) -> bool {
+    /// Cuts the event's publisher off if it is connected here.
+    pub fn stop(&self, event: Uuid) -> bool {
         match self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&event) {
-            Some(token) => {
-                token.cancel();
+            Some(publisher) => {
+                publisher.cancel.cancel();
                 true
             }
             None => false,
         }
+    }
+
+    /// Each connected publisher's event and the key digest it came in with.
+    fn keys(&self) -> (Vec<Uuid>, Vec<Vec<u8>>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, p)| !p.cancel.is_cancelled())
+            .map(|(event, p)| (*event, p.key_sha256.clone()))
+            .unzip()
     }
 
     pub fn is_active(&self, event: Uuid) -> bool {
@@ -193,7 +220,7 @@ impl Connection {
     ) -> Result<Self, Refusal> {
         let cancel = state
             .active
-            .claim(event.event_id)
+            .claim(event.event_id, &event.stream_key_sha256)
             .ok_or(Refusal::AlreadyPublishing)?;
         let number: Option<i32> = sqlx::query_scalar(
             "UPDATE live_events
@@ -542,6 +569,39 @@ pub async fn publish_replay(state: &LiveState, event: Uuid) {
     }
 }
 
+/// Cuts off every publisher connected here whose key is no longer its
+/// event's (rotated, on whichever node) or whose event is over (ended on
+/// another node): one query for all of them, each sweep.
+pub async fn cut_stale_publishers(state: &LiveState) {
+    let (events, keys) = state.active.keys();
+    if events.is_empty() {
+        return;
+    }
+    let stale: Vec<Uuid> = match sqlx::query_scalar(
+        "SELECT a.id FROM unnest($1::uuid[], $2::bytea[]) AS a (id, key_sha256)
+         WHERE NOT EXISTS (
+             SELECT 1 FROM live_events e
+             WHERE e.id = a.id AND e.stream_key_sha256 = a.key_sha256
+               AND e.state IN ('scheduled', 'live'))",
+    )
+    .bind(&events)
+    .bind(&keys)
+    .fetch_all(&state.db)
+    .await
+    {
+        Ok(stale) => stale,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot check connected publishers' keys");
+            return;
+        }
+    };
+    for event in stale {
+        if state.active.stop(event) {
+            tracing::info!(%event, "publisher cut off: its key was rotated or its event ended");
+        }
+    }
+}
+
 /// Ends every event whose publisher has been away longer than its window.
 pub async fn sweep(state: &LiveState) {
     let due: Vec<Uuid> = match sqlx::query_scalar(
@@ -575,7 +635,10 @@ pub async fn run_sweeper(state: LiveState, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => sweep(&state).await,
+            _ = tick.tick() => {
+                cut_stale_publishers(&state).await;
+                sweep(&state).await;
+            }
         }
     }
 }

@@ -620,12 +620,10 @@ fn sdk_dir() -> PathBuf {
     sdk
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
-    let live = setup(db).await;
-    let (event_id, asset, key) = schedule(&live, 60).await;
-    let (port, cancel) = start_rtmp(&live).await;
-    // The whole app on a real socket: Chromium fetches /media like a learner.
+/// Plays the event's live master in headless Chromium with hls.js through
+/// the whole app on a real socket (Chromium fetches `/media` like a
+/// learner) and asserts that currentTime advances while live.
+async fn plays_live_in_chromium(live: &Live, asset: Uuid) {
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", http.local_addr().unwrap());
     let app = live.w.app.clone();
@@ -637,29 +635,9 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
         .await
         .unwrap();
     });
-    let clip = sample_clip(&["--seconds", "30"]);
-    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
-    // The clip four times over (2 min): the publisher must still be
-    // streaming when the organiser ends the event, however long the
-    // browser took (a first run installs the SDK's packages first).
-    let mut publisher = ffmpeg(
-        &[
-            "-re",
-            "-stream_loop",
-            "3",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url,
-        ],
-        None,
-    );
     let master = format!("{}master.m3u8", prefix(asset));
     wait_until("the live master", Duration::from_secs(60), || async {
-        object(&live, &master).await.is_some()
+        object(live, &master).await.is_some()
     })
     .await;
     let token = live.w.state.delivery.playback.token(asset, None).unwrap();
@@ -682,6 +660,41 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        !object(live, &format!("{}v/720p/index.m3u8", prefix(asset)))
+            .await
+            .unwrap()
+            .contains("#EXT-X-ENDLIST"),
+        "the stream was still live while it played"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    // The clip four times over (2 min): the publisher must still be
+    // streaming when the organiser ends the event, however long the
+    // browser took (a first run installs the SDK's packages first).
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-stream_loop",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        None,
+    );
+    plays_live_in_chromium(&live, asset).await;
     // Ended by the organiser while the publisher still streams: the
     // publisher is cut off and the replay follows.
     let (status, body) = live
@@ -719,5 +732,199 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "live_event_ended");
+    cancel.cancel();
+}
+
+/// Waits for a publisher to exit on its own; its exit status.
+async fn exited(what: &str, child: &mut Child) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(what, Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        std::future::ready(status.is_some())
+    })
+    .await;
+    status.unwrap()
+}
+
+async fn log_kinds(live: &Live, id: Uuid) -> Vec<Value> {
+    event(live, id).await["log"].as_array().unwrap().clone()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_a_rotated_key_cuts_its_publisher_off(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, old_key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = |key: &str| format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let publish = |key: &str, loops: &str| {
+        ffmpeg(
+            &[
+                "-re",
+                "-stream_loop",
+                loops,
+                "-i",
+                clip.to_str().unwrap(),
+                "-c",
+                "copy",
+                "-f",
+                "flv",
+                &url(key),
+            ],
+            None,
+        )
+    };
+    let mut first = publish(&old_key, "3");
+    let top = format!("{}v/720p/index.m3u8", prefix(asset));
+    wait_until(
+        "the live playlist's first segment",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= 1)
+        },
+    )
+    .await;
+
+    // Rotated through the route on the node the publisher streams to:
+    // the publisher is cut off at once, the event waits for it.
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/stream-key"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_key = body["stream_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, old_key);
+    let status = exited("the old key's publisher to be cut off", &mut first).await;
+    assert!(!status.success(), "the publisher was disconnected");
+    let rotated = log_kinds(&live, event_id)
+        .await
+        .into_iter()
+        .find(|l| l["kind"] == "key_rotated")
+        .expect("the rotation is in the event's log");
+    assert_eq!(rotated["detail"]["publisher_cut"], true, "{rotated}");
+    wait_until(
+        "the event to wait for its publisher",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
+    .await;
+    assert_eq!(event(&live, event_id).await["event"]["state"], "live");
+
+    // The old key no longer gets in.
+    let mut again = ffmpeg(
+        &[
+            "-re",
+            "-t",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url(&old_key),
+        ],
+        None,
+    );
+    let status = exited("the old key to be refused", &mut again).await;
+    assert!(!status.success(), "the old key is refused");
+    assert_eq!(event(&live, event_id).await["event"]["connections"], 1);
+
+    // The new key continues the same event.
+    let mut second = publish(&new_key, "3");
+    wait_until(
+        "the new key's publisher to be live",
+        Duration::from_secs(60),
+        || async {
+            let e = event(&live, event_id).await;
+            e["event"]["connections"] == 2 && e["event"]["disconnected_at"].is_null()
+        },
+    )
+    .await;
+
+    // Rotated by another node (its route changes the row, not this node's
+    // memory): this node's sweep notices and cuts the publisher off.
+    let third_key = lectern_live::key::generate();
+    sqlx::query("UPDATE live_events SET stream_key_sha256 = $2 WHERE id = $1")
+        .bind(event_id)
+        .bind(lectern_live::key::digest(&third_key))
+        .execute(live.w.db())
+        .await
+        .unwrap();
+    let status = exited("the publisher of a key rotated elsewhere", &mut second).await;
+    assert!(!status.success(), "the publisher was disconnected");
+    wait_until(
+        "the event to wait for its publisher again",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
+    .await;
+    let e = event(&live, event_id).await;
+    assert_eq!(e["event"]["state"], "live");
+    assert_eq!(e["event"]["connections"], 2);
+    cancel.cancel();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn srt_live_plays_in_chromium_with_hlsjs(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 0).await;
+    let port = srt_port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(lectern_live::srt::serve(
+        live.w.state.live.clone(),
+        port,
+        cancel.clone(),
+    ));
+    tokio::spawn(lectern_live::lifecycle::run_sweeper(
+        live.w.state.live.clone(),
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("srt://127.0.0.1:{port}?streamid={key}");
+    // Two minutes of stream: still live whatever the browser's start took.
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-stream_loop",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            &url,
+        ],
+        None,
+    );
+    plays_live_in_chromium(&live, asset).await;
+    assert_eq!(event(&live, event_id).await["event"]["state"], "live");
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until(
+        "the SRT replay after an end while live",
+        Duration::from_secs(90),
+        || async { event(&live, event_id).await["event"]["state"] == "replay_ready" },
+    )
+    .await;
+    let status = exited("the SRT publisher to be cut off", &mut publisher).await;
+    assert!(!status.success(), "the SRT publisher was disconnected");
     cancel.cancel();
 }
