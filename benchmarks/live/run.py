@@ -34,7 +34,8 @@ Measured:
   4. viewers per core: wrk on the origin-only node, each connection a
      viewer's requests in a live viewer's proportions (the top rung's live
      playlist, its newest video segment and audio segment, all signed),
-     while the event is live. A viewer at 2 s segments makes one of each
+     while an event published from the real clip (below, one publisher)
+     is live, so segments have a lecture's sizes. A viewer at 2 s segments makes one of each
      every 2 s, so viewers per core = (requests/s ÷ 3 × 2) ÷ the origin
      process's CPU cores used (from /proc).
   5. live streams per core: N publishers at once (the real clip, 1280×720
@@ -380,15 +381,17 @@ def viewers(bench, ev, rung, seconds, connections):
     secs = r["duration_us"] / 1e6
     rps = r["requests"] / secs
     cores = used / secs
-    return {"rps": rps, "mbps": r["bytes"] / secs / 1e6, "cores": cores, "errors": r["errors"],
+    return {"rung": rung, "rps": rps, "mbps": r["bytes"] / secs / 1e6, "cores": cores, "errors": r["errors"],
             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
             "viewers": rps / 3 * 2, "viewers_per_core": rps / 3 * 2 / cores if cores else float("nan"),
             "bytes_per_viewer_s": r["bytes"] / r["requests"] * 3 / 2}
 
 
-def streams_per_core(bench, clip, max_n, seconds):
-    """N publishers of the real clip at once; which keep real time."""
-    rows = []
+def streams_per_core(bench, clip, max_n, seconds, while_one_streams):
+    """N publishers of the real clip at once; which keep real time.
+    `while_one_streams(event, rung)` runs while the single stream is still
+    live, after its window was measured."""
+    rows, during = [], None
     for n in range(1, max_n + 1):
         events = [bench.event(f"Streams {n}.{i}") for i in range(n)]
         pubs = [subprocess.Popen(["ffmpeg", "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
@@ -406,6 +409,8 @@ def streams_per_core(bench, clip, max_n, seconds):
                    for ev, r in zip(events, rungs)]
             wall = time.time() - t0
             cores = (cpu_s(bench.ingest.pid) - cpu0) / wall
+            if n == 1:
+                during = while_one_streams(events[0], rungs[0])
         finally:
             for p in pubs:
                 p.terminate()
@@ -421,7 +426,7 @@ def streams_per_core(bench, clip, max_n, seconds):
         if not rows[-1]["realtime"]:
             break
         time.sleep(5)
-    return rows
+    return rows, during
 
 
 def main():
@@ -460,8 +465,6 @@ def main():
         configs = [("hls.js defaults (liveSyncDurationCount 3)", {}),
                    ("liveSyncDurationCount 2", {"liveSyncDurationCount": 2})]
         g2g = [(label, browser(bench, ev, config, args.warmup, args.measure, sdk)) for label, config in configs]
-        print("viewers on the origin-only node…", flush=True)
-        load = viewers(bench, ev, rung, args.viewer_seconds, args.viewer_connections)
         watch.stop.set()
         watch.join()
         ended = time.time()
@@ -483,7 +486,9 @@ def main():
         # The first segment listed may predate the watch; it is dropped.
         to_playlist = to_playlist[1:]
         print("live streams per core…", flush=True)
-        streams = streams_per_core(bench, clip, args.max_streams, args.stream_seconds)
+        streams, load = streams_per_core(
+            bench, clip, args.max_streams, args.stream_seconds,
+            lambda ev, rung: viewers(bench, ev, rung, args.viewer_seconds, args.viewer_connections))
     finally:
         bench.close()
 
@@ -510,12 +515,12 @@ def main():
                  f"{to_replay:.2f} s | — | 1 (database: {db_to_replay:.2f} s) | ≤ 10 s |")
     lines.append("")
     lines.append(f"Viewers on an origin-only `lectern serve` (no ingest), wrk -t1 -c{args.viewer_connections} "
-                 f"{args.viewer_seconds} s, each request in a live viewer's mix (the {rung} live playlist, its newest "
-                 f"video and audio segments, signed): {load['rps']:.0f} requests/s, {load['mbps']:.0f} MB/s, "
+                 f"{args.viewer_seconds} s while the clip is live, each request in a live viewer's mix (the "
+                 f"{load['rung']} live playlist, its newest video and audio segments, signed): {load['rps']:.0f} requests/s, {load['mbps']:.0f} MB/s, "
                  f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, {load['errors']} errors, using "
                  f"{load['cores']:.2f} cores → **{load['viewers_per_core']:.0f} viewers per core** "
                  f"({load['viewers']:.0f} viewers' worth of requests; a viewer at 2 s segments makes 3 requests "
-                 f"per 2 s and pulls {load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s at {rung}).\n")
+                 f"per 2 s and pulls {load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s at {load['rung']}).\n")
     lines.append("| concurrent publishers (clip 1280×720, default ladder) | media s per wall s, each | ingest CPU "
                  "(cores) | real time |")
     lines.append("| ---: | --- | ---: | --- |")

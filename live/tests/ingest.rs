@@ -22,6 +22,7 @@ struct Live {
     w: World,
     admin: String,
     course: Uuid,
+    org: Uuid,
 }
 
 async fn setup(db: PgPool) -> Live {
@@ -42,7 +43,12 @@ async fn setup(db: PgPool) -> Live {
     .execute(w.db())
     .await
     .unwrap();
-    Live { w, admin, course }
+    Live {
+        w,
+        admin,
+        course,
+        org,
+    }
 }
 
 async fn schedule(live: &Live, reconnect_window_s: i32) -> (Uuid, Uuid, String) {
@@ -926,5 +932,154 @@ async fn srt_live_plays_in_chromium_with_hlsjs(db: PgPool) {
     .await;
     let status = exited("the SRT publisher to be cut off", &mut publisher).await;
     assert!(!status.success(), "the SRT publisher was disconnected");
+    cancel.cancel();
+}
+
+async fn live_now(live: &Live, token: &str) -> Vec<Value> {
+    let (status, body) = live
+        .w
+        .call("GET", "/api/v1/live-now", Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+/// Opens a playback session of `lesson` and sends one heartbeat in it.
+async fn watch(live: &Live, token: &str, lesson: &str) -> String {
+    let (status, session) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/lessons/{lesson}/playback"),
+            Some(token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let playback = session["playback_id"].as_str().unwrap().to_string();
+    beat(live, token, lesson, Some(&playback)).await;
+    playback
+}
+
+async fn beat(live: &Live, token: &str, lesson: &str, playback: Option<&str>) {
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            "/api/v1/progress",
+            Some(token),
+            Some(json!({
+                "lesson_id": lesson,
+                "playback_id": playback,
+                "position_s": 4.0,
+                "played_from_s": 0.0,
+                "played_to_s": 4.0,
+                "speed": 1.0,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn live_now_and_viewers_counted_from_playback_heartbeats(db: PgPool) {
+    let live = setup(db).await;
+    live.w
+        .user(Some(live.org), "second@live.example.org", Role::Learner)
+        .await;
+    let elsewhere = live.w.org("Other Org").await;
+    live.w
+        .user(Some(elsewhere), "outsider@other.example.org", Role::Learner)
+        .await;
+    let (event_id, _asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let learner = live.w.login("learner@live.example.org").await;
+    let second = live.w.login("second@live.example.org").await;
+    let outsider = live.w.login("outsider@other.example.org").await;
+    assert!(
+        live_now(&live, &learner).await.is_empty(),
+        "scheduled is not live"
+    );
+
+    let clip = sample_clip(&["--seconds", "30"]);
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-stream_loop",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        ],
+        None,
+    );
+    wait_until(
+        "the event to be live now",
+        Duration::from_secs(60),
+        || async { !live_now(&live, &learner).await.is_empty() },
+    )
+    .await;
+    let listed = live_now(&live, &learner).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["event_id"], event_id.to_string());
+    assert_eq!(listed[0]["course_title"], "病例讨论");
+    assert_eq!(listed[0]["viewers"], 0, "nobody watches yet");
+    assert!(
+        live_now(&live, &outsider).await.is_empty(),
+        "another organisation's"
+    );
+    let lesson = listed[0]["lesson_id"].as_str().unwrap().to_string();
+
+    // Two learners watch; each beat again counts each session once; a
+    // beat outside a playback session counts nothing.
+    let first_playback = watch(&live, &learner, &lesson).await;
+    watch(&live, &second, &lesson).await;
+    beat(&live, &learner, &lesson, Some(&first_playback)).await;
+    beat(&live, &learner, &lesson, None).await;
+    assert_eq!(live_now(&live, &learner).await[0]["viewers"], 2);
+    let organiser_view = event(&live, event_id).await;
+    assert_eq!(organiser_view["event"]["state"], "live");
+    assert_eq!(organiser_view["event"]["viewers"], 2, "{organiser_view}");
+    let (status, list) = live
+        .w
+        .call(
+            "GET",
+            "/api/v1/live-events?state=live",
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["events"][0]["viewers"], 2, "{list}");
+
+    // Past the window without a beat, a player no longer counts.
+    let clock = live.w.state.learning.learning.clock.clone();
+    clock.advance(lectern_learning::viewers::WINDOW / 2);
+    beat(&live, &learner, &lesson, Some(&first_playback)).await;
+    clock.advance(lectern_learning::viewers::WINDOW / 2 + Duration::from_secs(1));
+    assert_eq!(live_now(&live, &learner).await[0]["viewers"], 1);
+    clock.advance(lectern_learning::viewers::WINDOW);
+    assert_eq!(live_now(&live, &learner).await[0]["viewers"], 0);
+
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        live_now(&live, &learner).await.is_empty(),
+        "ended is not live"
+    );
+    assert!(event(&live, event_id).await["event"]["viewers"].is_null());
+    let _ = exited("the publisher to be cut off", &mut publisher).await;
     cancel.cancel();
 }
