@@ -84,6 +84,10 @@ try {
     samples: window.samples,
     unreadable: window.unreadable,
     level: window.player.currentLevel,
+    // hls.js's own view: how far behind the playlist's live edge it plays,
+    // and where it aims to.
+    hlsLatency: window.player.latency,
+    targetLatency: window.player.targetLatency,
     height: document.getElementById("v").videoHeight,
     stalls: document.getElementById("v").getVideoPlaybackQuality?.().droppedVideoFrames ?? null,
   }));
