@@ -879,7 +879,7 @@ async fn rtmp_a_rotated_key_cuts_its_publisher_off(db: PgPool) {
 }
 
 #[sqlx::test(migrations = "../migrations")]
-async fn srt_live_plays_in_chromium_with_hlsjs(db: PgPool) {
+async fn srt_live_plays_in_chromium_and_a_rotated_key_cuts_the_caller_off(db: PgPool) {
     let live = setup(db).await;
     let (event_id, asset, key) = schedule(&live, 0).await;
     let port = srt_port();
@@ -914,19 +914,23 @@ async fn srt_live_plays_in_chromium_with_hlsjs(db: PgPool) {
     );
     plays_live_in_chromium(&live, asset).await;
     assert_eq!(event(&live, event_id).await["event"]["state"], "live");
+    // The key is rotated while the caller streams: the caller is cut off
+    // (the server ends the SRT stream rather than wait for the caller to
+    // leave), and with no reconnect window the replay follows; well within
+    // the 60 s the drain would otherwise wait.
     let (status, body) = live
         .w
         .call(
             "POST",
-            &format!("/api/v1/live-events/{event_id}/end"),
+            &format!("/api/v1/live-events/{event_id}/stream-key"),
             Some(&live.admin),
             None,
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     wait_until(
-        "the SRT replay after an end while live",
-        Duration::from_secs(90),
+        "the SRT replay after the key was rotated while live",
+        Duration::from_secs(30),
         || async { event(&live, event_id).await["event"]["state"] == "replay_ready" },
     )
     .await;
