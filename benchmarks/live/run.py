@@ -530,6 +530,18 @@ def main():
     lines.append(f"| end of the event (organiser's `end`, publisher still streaming) → `replay_ready` | "
                  f"{to_replay:.2f} s | — | 1 (database: {db_to_replay:.2f} s) | ≤ 10 s |")
     lines.append("")
+    if to_playlist and g2g[0][1]["samples"]:
+        itp = percentile(to_playlist, 50)
+        d = g2g[0][1]
+        why = (" More than a segment: the transcoder reports segment N to the ladder only once segment N+1's "
+               "file exists, and libavformat writes an fMP4 segment's file whole when the segment closes, so "
+               "that file appears one segment (2 s) after N was complete."
+               if itp > 2.0 else "")
+        lines.append(f"Where the latency goes (hls.js defaults): a segment is listed {itp:.2f} s after its last "
+                     f"frame was captured.{why} hls.js then plays {d['hlsLatency']:.1f} s behind the end of the "
+                     f"newest listed segment (it aims at three target durations, {d['targetLatency']:.0f} s, the "
+                     f"standard hold-back); the rest is the publisher's encode, the playlist's age when fetched and "
+                     f"the browser's buffer.\n")
     lines.append(f"Viewers on an origin-only `lectern serve` (no ingest), wrk -t1 -c{args.viewer_connections} "
                  f"{args.viewer_seconds} s while the clip is live, each request in a live viewer's mix (the "
                  f"{load['rung']} live playlist, its newest video and audio segments, signed): {load['rps']:.0f} requests/s, {load['mbps']:.0f} MB/s, "
