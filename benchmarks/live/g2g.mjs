@@ -9,7 +9,8 @@
 // transition) is counted as unreadable, never guessed.
 //
 // Usage: node g2g.mjs <master URL> <hls.js config JSON> <warm-up s> <measure s>
-// Prints one JSON line: { samples: [ms…], unreadable, level, config }.
+// Prints one JSON line: { samples: [ms…], unreadable, level, hls.js's latency
+// and target, stalls (\`waiting\` while measuring), dropped frames }.
 import { createRequire } from "node:module";
 import path from "node:path";
 
@@ -40,6 +41,8 @@ try {
     window.samples = [];
     window.unreadable = 0;
     window.measuring = false;
+    window.stalls = 0;
+    video.addEventListener("waiting", () => { if (window.measuring) window.stalls++; });
     const read = () => {
       ctx.drawImage(video, 0, 0, 1280, 720);
       const { bits, block, x0, y0 } = layout;
@@ -89,7 +92,8 @@ try {
     hlsLatency: window.player.latency,
     targetLatency: window.player.targetLatency,
     height: document.getElementById("v").videoHeight,
-    stalls: document.getElementById("v").getVideoPlaybackQuality?.().droppedVideoFrames ?? null,
+    stalls: window.stalls,
+    dropped: document.getElementById("v").getVideoPlaybackQuality?.().droppedVideoFrames ?? null,
   }));
   console.log(JSON.stringify(result));
   if (result.fatal) process.exitCode = 1;
