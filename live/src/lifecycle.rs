@@ -7,7 +7,9 @@
 //! publisher if one is still there and publishes the replay. A publisher
 //! holds only as long as its key: each node's sweep also cuts off the
 //! publishers connected to it whose key was rotated or whose event was
-//! ended, wherever that happened ([`cut_stale_publishers`]).
+//! ended, wherever that happened ([`cut_stale_publishers`]), and publishes
+//! the replay of an event ended elsewhere whose ladder it holds
+//! ([`publish_replays_ended_elsewhere`]).
 //!
 //! Every transition is one conditional `UPDATE` on `live_events`, so two
 //! nodes (or a route racing the sweep) cannot both end an event, and each
@@ -477,26 +479,73 @@ pub async fn end_event(
     // A connected publisher is stopped; its connection publishes the
     // replay once its last segments are up (see `Connection::close`).
     if !state.active.stop(event) {
-        let state = state.clone();
-        tokio::spawn(async move { publish_replay(&state, event).await });
+        if state.ladders.get(event).is_some() {
+            let state = state.clone();
+            tokio::spawn(async move { publish_replay(&state, event).await });
+        } else if never_streamed(state, event).await {
+            log(
+                state,
+                event,
+                "replay_unavailable",
+                serde_json::json!({ "reason": "nothing was streamed" }),
+            )
+            .await;
+        }
+        // Otherwise the node that received the stream holds its ladder and
+        // publishes the replay in its sweep ([`publish_replays_ended_elsewhere`]).
     }
     Ok(true)
 }
 
+async fn never_streamed(state: &LiveState, event: Uuid) -> bool {
+    sqlx::query_scalar::<_, i32>("SELECT connections FROM live_events WHERE id = $1")
+        .bind(event)
+        .fetch_optional(&state.db)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|n| n == 0)
+}
+
+/// Publishes the replay of every event that was ended on another node
+/// (its route or its sweep) while this node holds the event's ladder and
+/// no publisher is connected here.
+pub async fn publish_replays_ended_elsewhere(state: &LiveState) {
+    let held = state.ladders.events();
+    if held.is_empty() {
+        return;
+    }
+    let ended: Vec<Uuid> = match sqlx::query_scalar(
+        "SELECT id FROM live_events WHERE id = ANY($1) AND state = 'ended'",
+    )
+    .bind(&held)
+    .fetch_all(&state.db)
+    .await
+    {
+        Ok(ended) => ended,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot look for events ended elsewhere");
+            return;
+        }
+    };
+    for event in ended {
+        if !state.active.is_active(event) {
+            publish_replay(state, event).await;
+        }
+    }
+}
+
 /// The live segments under VOD playlists become the lesson's asset.
 pub async fn publish_replay(state: &LiveState, event: Uuid) {
+    // Callers hold the event's ladder; none left means another call
+    // (the organiser's end racing the sweep) published the replay already.
     let Some(ladder) = state.ladders.get(event) else {
-        log(
-            state,
-            event,
-            "replay_unavailable",
-            serde_json::json!({ "reason": "no media was published on this node" }),
-        )
-        .await;
         return;
     };
     let ladder = ladder.lock().await;
     if !ladder.has_media() {
+        drop(ladder);
+        state.ladders.forget(event);
         log(
             state,
             event,
@@ -638,6 +687,7 @@ pub async fn run_sweeper(state: LiveState, cancel: CancellationToken) {
             _ = tick.tick() => {
                 cut_stale_publishers(&state).await;
                 sweep(&state).await;
+                publish_replays_ended_elsewhere(&state).await;
             }
         }
     }

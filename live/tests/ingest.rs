@@ -1087,3 +1087,55 @@ async fn live_now_and_viewers_counted_from_playback_heartbeats(db: PgPool) {
     let _ = exited("the publisher to be cut off", &mut publisher).await;
     cancel.cancel();
 }
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_event_ended_on_another_node_gets_its_replay_from_the_node_holding_the_stream(
+    db: PgPool,
+) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 600).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&[]);
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        ],
+        None,
+    );
+    let status = exited("the publisher to finish", &mut publisher).await;
+    assert!(status.success());
+    wait_until(
+        "the event to wait for its publisher",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
+    .await;
+    // Another node's organiser route ends it: a row changes, this node's
+    // memory does not; the replay still follows from here.
+    sqlx::query("UPDATE live_events SET state = 'ended', ended_at = now() WHERE id = $1")
+        .bind(event_id)
+        .execute(live.w.db())
+        .await
+        .unwrap();
+    wait_until("the replay", Duration::from_secs(30), || async {
+        event(&live, event_id).await["event"]["state"] == "replay_ready"
+    })
+    .await;
+    let replay = object(&live, &format!("{}v/720p/index.m3u8", prefix(asset)))
+        .await
+        .unwrap();
+    assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
+    let kinds: Vec<Value> = log_kinds(&live, event_id).await;
+    assert!(
+        kinds.iter().all(|l| l["kind"] != "replay_unavailable"),
+        "{kinds:?}"
+    );
+    cancel.cancel();
+}
