@@ -568,7 +568,11 @@ def main():
                  f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, {load['errors']} errors, using "
                  f"{load['cores']:.2f} cores → **{load['viewers_per_core']:.0f} viewers per core** "
                  f"({load['viewers']:.0f} viewers' worth of requests; a viewer at 2 s segments makes 3 requests "
-                 f"per 2 s and pulls {load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s at {load['rung']}).\n")
+                 f"per 2 s and pulls {load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s at {load['rung']}). Per core is "
+                 f"the process's own CPU time: segments leave by sendfile(2), and loopback's softirq work is not "
+                 f"all charged to it, so this is the origin's cost, not a NIC's limit (at "
+                 f"{load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s a 10 Gbit/s NIC carries about "
+                 f"{10e9 / (load['bytes_per_viewer_s'] * 8):.0f} viewers).\n")
     lines.append("| concurrent publishers (clip 1280×720, default ladder) | media s per wall s, each | ingest CPU "
                  "(cores) | real time |")
     lines.append("| ---: | --- | ---: | --- |")
