@@ -188,6 +188,14 @@ impl AppState {
         let webhook_counts = Arc::new(lectern_ingest::http::webhooks::DeliveryCounts::default());
         registry.register_collector(webhook_counts.collector());
         registry.register_collector(lectern_notify::metrics::collector());
+        let learning = Arc::new(settings.learning);
+        let viewers: lectern_live::ViewerCount = {
+            let learning = learning.clone();
+            Arc::new(move |lesson| {
+                let learning = learning.clone();
+                Box::pin(async move { learning.live_viewers(lesson).await.ok() })
+            })
+        };
         AppState(Arc::new(Areas {
             telemetry: metrics::Telemetry::new(registry),
             ingest: IngestState {
@@ -213,7 +221,7 @@ impl AppState {
             },
             learning: LearningState::new(LearningParts {
                 db: db.clone(),
-                learning: Arc::new(settings.learning),
+                learning,
                 playback,
                 schema_ready: settings.schema_ready.clone(),
             }),
@@ -225,7 +233,8 @@ impl AppState {
                 settings: Arc::new(settings.analytics),
                 schema_ready: settings.schema_ready.clone(),
             },
-            live: LiveState::new(db.clone(), store.clone(), identity.clone(), settings.live),
+            live: LiveState::new(db.clone(), store.clone(), identity.clone(), settings.live)
+                .with_viewers(viewers),
             demo: Arc::new(settings.demo),
             apps: Arc::new(settings.apps),
             identity,

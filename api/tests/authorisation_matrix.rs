@@ -576,7 +576,9 @@ async fn fixture(
                 )
             }
         }
-        ("GET", "/api/v1/live-events") => call(path.into(), None, ok(200)),
+        ("GET", "/api/v1/live-events") | ("GET", "/api/v1/live-now") => {
+            call(path.into(), None, ok(200))
+        }
         ("GET", "/api/v1/live-events/{event_id}")
         | ("POST", "/api/v1/live-events/{event_id}/stream-key")
         | ("POST", "/api/v1/live-events/{event_id}/end") => {

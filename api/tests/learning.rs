@@ -1325,6 +1325,46 @@ async fn a_node_keeps_beats_while_redis_restarts(db: PgPool) {
     assert_eq!(iv(&watched), vec![[0.0, 20.0]]);
 }
 
+/// Viewers of a live lesson are the playback sessions that beat within
+/// the window, each once; only while its event is live.
+async fn live_viewers_are_the_sessions_beating_lately(db: PgPool, mode: Mode) {
+    let f = Fixture::new(db, mode).await;
+    let learning = f.w.state.learning.learning.clone();
+    let asset: Uuid = sqlx::query_scalar("SELECT asset_id FROM lessons WHERE id = $1")
+        .bind(f.lesson)
+        .fetch_one(f.w.db())
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO live_events (id, organisation_id, lesson_id, asset_id, scheduled_start,
+                                  state, stream_key_sha256)
+         VALUES ($1, $2, $3, $4, now(), 'live', $5)",
+    )
+    .bind(Uuid::now_v7())
+    .bind(f.org)
+    .bind(f.lesson)
+    .bind(asset)
+    .bind(vec![7u8; 32])
+    .execute(f.w.db())
+    .await
+    .unwrap();
+    f.w.user(Some(f.org), "second@a.example.org", Role::Learner)
+        .await;
+    let first = f.w.login("learner@a.example.org").await;
+    let second = f.w.login("second@a.example.org").await;
+    assert_eq!(learning.live_viewers(f.lesson).await.unwrap(), 0);
+    f.ok_beat(&first, beat(f.lesson, 2.0, 1.0, 0.0, 2.0)).await;
+    f.ok_beat(&first, beat(f.lesson, 4.0, 1.0, 2.0, 4.0)).await;
+    f.ok_beat(&second, beat(f.lesson, 2.0, 1.0, 0.0, 2.0)).await;
+    f.ok_beat_without_session(&second, beat(f.lesson, 3.0, 1.0, 2.0, 3.0))
+        .await;
+    assert_eq!(learning.live_viewers(f.lesson).await.unwrap(), 2);
+    f.clock
+        .advance(lectern_learning::viewers::WINDOW + Duration::from_secs(1));
+    assert_eq!(learning.live_viewers(f.lesson).await.unwrap(), 0);
+    f.cleanup().await;
+}
+
 macro_rules! in_both_modes {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -1355,4 +1395,5 @@ in_both_modes!(
     beats_are_checked_against_their_playback_session,
     other_organisations_and_unwatchable_lessons_are_not_found,
     qoe_events_are_validated_stored_and_summarised,
+    live_viewers_are_the_sessions_beating_lately,
 );

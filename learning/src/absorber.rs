@@ -329,6 +329,8 @@ pub struct Memory {
     shards: Vec<Mutex<Shard>>,
     /// Keep each beat's claim until a push (a Redis node's own state).
     record_claims: bool,
+    /// Who watches each live lesson now ([`crate::viewers`]).
+    pub(crate) presence: crate::viewers::Presence,
 }
 
 impl Default for Memory {
@@ -336,6 +338,7 @@ impl Default for Memory {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             record_claims: false,
+            presence: crate::viewers::Presence::default(),
         }
     }
 }
@@ -919,6 +922,12 @@ impl RedisAbsorber {
 
     fn prefix(&self) -> &str {
         &self.shared.prefix
+    }
+
+    /// The request handlers' connection and the key prefix, for
+    /// [`crate::viewers`].
+    pub(crate) fn presence_connection(&self) -> (redis::aio::ConnectionManager, &str) {
+        (self.shared.con.clone(), self.prefix())
     }
 
     fn entry_key(&self, member: &str) -> String {

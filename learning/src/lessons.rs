@@ -36,6 +36,8 @@ pub struct LessonInfo {
     /// The ladder's prefix: the finished one, else the growing preview.
     pub prefix: Option<String>,
     pub published: bool,
+    /// A live lesson whose event is live right now (not before, not its replay).
+    pub live_now: bool,
 }
 
 impl LessonInfo {
@@ -59,6 +61,7 @@ struct LessonRow {
     duration_s: Option<f64>,
     prefix: Option<String>,
     published: bool,
+    live_now: bool,
 }
 
 /// Cheap to clone: clones share the cache (a background re-read holds one).
@@ -155,7 +158,9 @@ impl LessonCache {
         let row: Option<LessonRow> = sqlx::query_as(
             "SELECT l.organisation_id, l.course_id, l.title, a.id AS asset_id, a.duration_s,
                     coalesce(a.output_prefix, a.playable_prefix) AS prefix,
-                    c.state = 'published' AS published
+                    c.state = 'published' AS published,
+                    EXISTS (SELECT 1 FROM live_events e
+                            WHERE e.lesson_id = l.id AND e.state = 'live') AS live_now
              FROM lessons l
              JOIN courses c ON c.id = l.course_id
              LEFT JOIN assets a ON a.id = l.asset_id
@@ -173,6 +178,7 @@ impl LessonCache {
             duration_s: r.duration_s,
             prefix: r.prefix,
             published: r.published,
+            live_now: r.live_now,
         });
         let mut map = self.inner.map.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_ENTRIES {

@@ -16,6 +16,9 @@
 //! beat allows ([`credit`]), so a script cannot forge completion; a beat
 //! without a session still moves the resume point and speed (players of
 //! before sessions keep resuming) but counts toward nothing.
+//!
+//! The beats of a lesson whose live event is on also say who watches it
+//! now ([`viewers`]): each playback session that beat lately, once.
 
 mod absorber;
 mod credit;
@@ -23,6 +26,7 @@ pub mod flush;
 mod intervals;
 mod lessons;
 mod qoe;
+pub mod viewers;
 mod views;
 
 // What a progress node is made of — its absorber (memory or Redis) and the
@@ -109,6 +113,11 @@ pub struct Learning {
 }
 
 impl Learning {
+    /// The viewers of live lesson `lesson` now ([`viewers`]).
+    pub async fn live_viewers(&self, lesson: Uuid) -> Result<u64, AbsorbError> {
+        self.absorber.viewers(lesson, self.clock.now_ms()).await
+    }
+
     /// Connects the configured absorber (Redis answers before `serve`
     /// starts accepting beats, so a wrong URL fails at start-up).
     pub async fn connect(settings: ProgressSettings) -> Result<Self, AbsorbError> {
@@ -589,6 +598,17 @@ async fn absorb_beat(
         None => None,
         Some(id) => session_of(state, user_id, id, beat.lesson_id, arrival_ms).await?,
     };
+    if let (true, Some(playback), Some(_)) = (lesson.live_now, beat.playback_id, issued_ms) {
+        // Telemetry: a count that misses a beat is no reason to fail it.
+        if let Err(e) = state
+            .learning
+            .absorber
+            .seen_live(beat.lesson_id, playback, arrival_ms)
+            .await
+        {
+            tracing::debug!(lesson = %beat.lesson_id, error = %e.0, "cannot record a live viewer");
+        }
+    }
     state
         .learning
         .absorber

@@ -1,10 +1,14 @@
 //! The organisers' routes: schedule a live lecture (a live lesson in a
 //! course, its asset and its event, in one transaction), list and read
-//! events with their log, rotate the stream key, end the event.
+//! events with their log and, while live, their viewers; rotate the
+//! stream key, end the event. And the learners' one: what is live now in
+//! their organisation's published courses, with its viewers
+//! (`GET /api/v1/live-now`).
 //!
 //! The stream key is answered only by `create` and `rotate`, once; reads
-//! never show it. Every route needs `ManageLive` and is scoped to the
-//! caller's organisation, so another organisation's events answer 404.
+//! never show it. Every organisers' route needs `ManageLive`, the
+//! learners' a session; all are scoped to the caller's organisation, so
+//! another organisation's events answer 404 (or are not listed).
 //! The identity middleware audits each of these requests; what ingest
 //! does on its own (connections, refusals, the end after the reconnect
 //! window, the replay) is audited by [`crate::lifecycle`].
@@ -38,6 +42,7 @@ pub fn routes(api: ApiRouter<LiveState>) -> ApiRouter<LiveState> {
             manage,
             end,
         )
+        .route(Method::GET, "/api/v1/live-now", Access::Session, live_now)
 }
 
 /// A live lecture to schedule: it becomes a lesson of the course.
@@ -87,6 +92,17 @@ struct LiveEvent {
     duration_s: Option<f64>,
     key_rotated_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+    /// While live: learners watching now (playback sessions that sent a
+    /// heartbeat within the last 20 s), when they can be counted.
+    #[sqlx(skip)]
+    viewers: Option<u64>,
+}
+
+/// Fills in the viewers of the events that are live.
+async fn count_viewers(state: &LiveState, events: &mut [LiveEvent]) {
+    for event in events.iter_mut().filter(|e| e.state == "live") {
+        event.viewers = state.viewers_of(event.lesson_id).await;
+    }
 }
 
 const SELECT_EVENT: &str =
@@ -293,7 +309,7 @@ async fn list(
             ));
         }
     }
-    let events = sqlx::query_as::<_, LiveEvent>(&format!(
+    let mut events = sqlx::query_as::<_, LiveEvent>(&format!(
         "{SELECT_EVENT} WHERE ($1::uuid IS NULL OR e.organisation_id = $1)
            AND ($2::text IS NULL OR e.state = $2)
          ORDER BY e.scheduled_start DESC, e.id DESC LIMIT 200"
@@ -302,6 +318,7 @@ async fn list(
     .bind(&query.state)
     .fetch_all(&state.db)
     .await?;
+    count_viewers(&state, &mut events).await;
     Ok(Json(LiveEventList { events }))
 }
 
@@ -333,7 +350,8 @@ async fn get(
     principal: Principal,
     ApiPath(path): ApiPath<EventPath>,
 ) -> Result<Json<LiveEventDetail>, ApiError> {
-    let event = fetch(&state.db, path.event_id, principal.org_scope()).await?;
+    let mut event = fetch(&state.db, path.event_id, principal.org_scope()).await?;
+    count_viewers(&state, std::slice::from_mut(&mut event)).await;
     let log = sqlx::query_as::<_, LogEntry>(
         "SELECT at, kind, detail FROM live_event_log WHERE event_id = $1 ORDER BY id LIMIT 1000",
     )
@@ -344,8 +362,10 @@ async fn get(
 }
 
 /// `POST /api/v1/live-events/{event_id}/stream-key`: a new key, shown
-/// once; the old one stops working for new connections at once (a
-/// publisher already streaming is not cut off).
+/// once; the old one stops working at once, for the publisher streaming
+/// with it too: cut off here now, or by its own node's sweep within a
+/// second when it streams to another node. The event stays live for the
+/// reconnect window, for the publisher to come back with the new key.
 async fn rotate_key(
     State(state): State<LiveState>,
     principal: Principal,
@@ -368,11 +388,14 @@ async fn rotate_key(
             "the event has ended; its stream key can no longer change",
         ));
     }
+    // A stolen key is rotated to shut its holder out: whoever streams
+    // with the old key now is cut off too.
+    let publisher_cut = state.active.stop(event.id);
     lifecycle::log(
         &state,
         event.id,
         "key_rotated",
-        serde_json::json!({ "by": principal.actor() }),
+        serde_json::json!({ "by": principal.actor(), "publisher_cut": publisher_cut }),
     )
     .await;
     Ok(Json(publish_info(&state, stream_key)))
@@ -394,4 +417,52 @@ async fn end(
         ));
     }
     Ok(Json(fetch(&state.db, event.id, None).await?))
+}
+
+/// A live lecture a learner can join now.
+#[derive(Serialize, schemars::JsonSchema, sqlx::FromRow)]
+struct LiveNowEvent {
+    event_id: Uuid,
+    /// Play it like any lesson: `POST /api/v1/lessons/{lesson_id}/playback`.
+    lesson_id: Uuid,
+    course_id: Uuid,
+    course_title: String,
+    title: String,
+    started_at: Option<DateTime<Utc>>,
+    /// Learners watching now, when they can be counted.
+    #[sqlx(skip)]
+    viewers: Option<u64>,
+}
+
+#[derive(Serialize, schemars::JsonSchema)]
+struct LiveNow {
+    /// Most recently started first, at most 100.
+    events: Vec<LiveNowEvent>,
+}
+
+/// `GET /api/v1/live-now`: the live lectures of published courses in the
+/// caller's organisation that can be played now (their first segments
+/// are published), with their viewers.
+async fn live_now(
+    State(state): State<LiveState>,
+    principal: Principal,
+) -> Result<Json<LiveNow>, ApiError> {
+    let mut events = sqlx::query_as::<_, LiveNowEvent>(
+        "SELECT e.id AS event_id, e.lesson_id, l.course_id, c.title AS course_title, l.title,
+                e.started_at
+         FROM live_events e
+         JOIN lessons l ON l.id = e.lesson_id
+         JOIN courses c ON c.id = l.course_id
+         JOIN assets a ON a.id = e.asset_id
+         WHERE e.state = 'live' AND c.state = 'published' AND a.playable_prefix IS NOT NULL
+           AND ($1::uuid IS NULL OR e.organisation_id = $1)
+         ORDER BY e.started_at DESC NULLS LAST, e.id DESC LIMIT 100",
+    )
+    .bind(principal.org_scope())
+    .fetch_all(&state.db)
+    .await?;
+    for event in &mut events {
+        event.viewers = state.viewers_of(event.lesson_id).await;
+    }
+    Ok(Json(LiveNow { events }))
 }

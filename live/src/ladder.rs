@@ -54,6 +54,16 @@ impl Ladders {
             .cloned()
     }
 
+    /// The events whose ladders this node holds.
+    pub fn events(&self) -> Vec<Uuid> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     pub fn forget(&self, event: Uuid) {
         self.events
             .lock()

@@ -16,6 +16,11 @@
 //! (the list of published segments) in memory, so one event is served by
 //! one node at a time; losing a node loses the live ladder's index, not its
 //! segments (crash safety is a later step of issue #20).
+//!
+//! Who watches: learners' players send heartbeats in a playback session;
+//! the learning area counts each live lesson's sessions that beat lately
+//! and `api` hands that count in ([`ViewerCount`]). Organisers see it on
+//! their events, learners on `GET /api/v1/live-now`.
 
 pub mod http;
 pub mod key;
@@ -24,8 +29,10 @@ pub mod lifecycle;
 pub mod rtmp;
 pub mod srt;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +101,12 @@ impl Default for LiveSettings {
     }
 }
 
+/// How many learners watch a live lesson now, `None` when it cannot be
+/// said. The learning area counts them from playback heartbeats; `api`
+/// (which may depend on both crates) hands its count in.
+pub type ViewerCount =
+    Arc<dyn Fn(uuid::Uuid) -> Pin<Box<dyn Future<Output = Option<u64>> + Send>> + Send + Sync>;
+
 /// Live's state, shared by the routes and the ingest servers.
 #[derive(Clone)]
 pub struct LiveState {
@@ -104,6 +117,8 @@ pub struct LiveState {
     pub ladders: Arc<ladder::Ladders>,
     /// Publishers connected to this node.
     pub active: Arc<lifecycle::Active>,
+    /// Viewers of a live lesson; none: events show no viewer count.
+    pub viewers: Option<ViewerCount>,
 }
 
 impl LiveState {
@@ -120,6 +135,21 @@ impl LiveState {
             settings: Arc::new(settings),
             ladders: Arc::default(),
             active: Arc::default(),
+            viewers: None,
+        }
+    }
+
+    /// Counts viewers with `count`.
+    pub fn with_viewers(mut self, count: ViewerCount) -> Self {
+        self.viewers = Some(count);
+        self
+    }
+
+    /// Viewers of `lesson` now, if they can be counted.
+    pub async fn viewers_of(&self, lesson: uuid::Uuid) -> Option<u64> {
+        match &self.viewers {
+            Some(count) => count(lesson).await,
+            None => None,
         }
     }
 }

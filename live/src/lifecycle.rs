@@ -4,7 +4,12 @@
 //! it ends the event waits for the publisher for the reconnect window
 //! (`disconnected_at`), and [`sweep`] ends every event whose window has
 //! passed. [`end_event`] (the organiser's route or the sweep) stops the
-//! publisher if one is still there and publishes the replay.
+//! publisher if one is still there and publishes the replay. A publisher
+//! holds only as long as its key: each node's sweep also cuts off the
+//! publishers connected to it whose key was rotated or whose event was
+//! ended, wherever that happened ([`cut_stale_publishers`]), and publishes
+//! the replay of an event ended elsewhere whose ladder it holds
+//! ([`publish_replays_ended_elsewhere`]).
 //!
 //! Every transition is one conditional `UPDATE` on `live_events`, so two
 //! nodes (or a route racing the sweep) cannot both end an event, and each
@@ -63,18 +68,30 @@ impl Refusal {
     }
 }
 
-/// Publishers connected to this node, by event: how to stop each.
+/// Publishers connected to this node, by event: how to stop each, and
+/// the digest of the key each was let in with.
 #[derive(Default)]
-pub struct Active(Mutex<HashMap<Uuid, CancellationToken>>);
+pub struct Active(Mutex<HashMap<Uuid, Publisher>>);
+
+struct Publisher {
+    cancel: CancellationToken,
+    key_sha256: Vec<u8>,
+}
 
 impl Active {
-    fn claim(&self, event: Uuid) -> Option<CancellationToken> {
+    fn claim(&self, event: Uuid, key_sha256: &[u8]) -> Option<CancellationToken> {
         let mut active = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if active.contains_key(&event) {
             return None;
         }
         let token = CancellationToken::new();
-        active.insert(event, token.clone());
+        active.insert(
+            event,
+            Publisher {
+                cancel: token.clone(),
+                key_sha256: key_sha256.to_vec(),
+            },
+        );
         Some(token)
     }
 
@@ -85,14 +102,26 @@ impl Active {
             .remove(&event);
     }
 
-    fn stop(&self, event: Uuid) -> bool {
+    /// Cuts the event's publisher off if it is connected here.
+    pub fn stop(&self, event: Uuid) -> bool {
         match self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&event) {
-            Some(token) => {
-                token.cancel();
+            Some(publisher) => {
+                publisher.cancel.cancel();
                 true
             }
             None => false,
         }
+    }
+
+    /// Each connected publisher's event and the key digest it came in with.
+    fn keys(&self) -> (Vec<Uuid>, Vec<Vec<u8>>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, p)| !p.cancel.is_cancelled())
+            .map(|(event, p)| (*event, p.key_sha256.clone()))
+            .unzip()
     }
 
     pub fn is_active(&self, event: Uuid) -> bool {
@@ -193,7 +222,7 @@ impl Connection {
     ) -> Result<Self, Refusal> {
         let cancel = state
             .active
-            .claim(event.event_id)
+            .claim(event.event_id, &event.stream_key_sha256)
             .ok_or(Refusal::AlreadyPublishing)?;
         let number: Option<i32> = sqlx::query_scalar(
             "UPDATE live_events
@@ -450,26 +479,73 @@ pub async fn end_event(
     // A connected publisher is stopped; its connection publishes the
     // replay once its last segments are up (see `Connection::close`).
     if !state.active.stop(event) {
-        let state = state.clone();
-        tokio::spawn(async move { publish_replay(&state, event).await });
+        if state.ladders.get(event).is_some() {
+            let state = state.clone();
+            tokio::spawn(async move { publish_replay(&state, event).await });
+        } else if never_streamed(state, event).await {
+            log(
+                state,
+                event,
+                "replay_unavailable",
+                serde_json::json!({ "reason": "nothing was streamed" }),
+            )
+            .await;
+        }
+        // Otherwise the node that received the stream holds its ladder and
+        // publishes the replay in its sweep ([`publish_replays_ended_elsewhere`]).
     }
     Ok(true)
 }
 
+async fn never_streamed(state: &LiveState, event: Uuid) -> bool {
+    sqlx::query_scalar::<_, i32>("SELECT connections FROM live_events WHERE id = $1")
+        .bind(event)
+        .fetch_optional(&state.db)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|n| n == 0)
+}
+
+/// Publishes the replay of every event that was ended on another node
+/// (its route or its sweep) while this node holds the event's ladder and
+/// no publisher is connected here.
+pub async fn publish_replays_ended_elsewhere(state: &LiveState) {
+    let held = state.ladders.events();
+    if held.is_empty() {
+        return;
+    }
+    let ended: Vec<Uuid> = match sqlx::query_scalar(
+        "SELECT id FROM live_events WHERE id = ANY($1) AND state = 'ended'",
+    )
+    .bind(&held)
+    .fetch_all(&state.db)
+    .await
+    {
+        Ok(ended) => ended,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot look for events ended elsewhere");
+            return;
+        }
+    };
+    for event in ended {
+        if !state.active.is_active(event) {
+            publish_replay(state, event).await;
+        }
+    }
+}
+
 /// The live segments under VOD playlists become the lesson's asset.
 pub async fn publish_replay(state: &LiveState, event: Uuid) {
+    // Callers hold the event's ladder; none left means another call
+    // (the organiser's end racing the sweep) published the replay already.
     let Some(ladder) = state.ladders.get(event) else {
-        log(
-            state,
-            event,
-            "replay_unavailable",
-            serde_json::json!({ "reason": "no media was published on this node" }),
-        )
-        .await;
         return;
     };
     let ladder = ladder.lock().await;
     if !ladder.has_media() {
+        drop(ladder);
+        state.ladders.forget(event);
         log(
             state,
             event,
@@ -542,6 +618,39 @@ pub async fn publish_replay(state: &LiveState, event: Uuid) {
     }
 }
 
+/// Cuts off every publisher connected here whose key is no longer its
+/// event's (rotated, on whichever node) or whose event is over (ended on
+/// another node): one query for all of them, each sweep.
+pub async fn cut_stale_publishers(state: &LiveState) {
+    let (events, keys) = state.active.keys();
+    if events.is_empty() {
+        return;
+    }
+    let stale: Vec<Uuid> = match sqlx::query_scalar(
+        "SELECT a.id FROM unnest($1::uuid[], $2::bytea[]) AS a (id, key_sha256)
+         WHERE NOT EXISTS (
+             SELECT 1 FROM live_events e
+             WHERE e.id = a.id AND e.stream_key_sha256 = a.key_sha256
+               AND e.state IN ('scheduled', 'live'))",
+    )
+    .bind(&events)
+    .bind(&keys)
+    .fetch_all(&state.db)
+    .await
+    {
+        Ok(stale) => stale,
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot check connected publishers' keys");
+            return;
+        }
+    };
+    for event in stale {
+        if state.active.stop(event) {
+            tracing::info!(%event, "publisher cut off: its key was rotated or its event ended");
+        }
+    }
+}
+
 /// Ends every event whose publisher has been away longer than its window.
 pub async fn sweep(state: &LiveState) {
     let due: Vec<Uuid> = match sqlx::query_scalar(
@@ -575,7 +684,11 @@ pub async fn run_sweeper(state: LiveState, cancel: CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tick.tick() => sweep(&state).await,
+            _ = tick.tick() => {
+                cut_stale_publishers(&state).await;
+                sweep(&state).await;
+                publish_replays_ended_elsewhere(&state).await;
+            }
         }
     }
 }

@@ -22,6 +22,7 @@ struct Live {
     w: World,
     admin: String,
     course: Uuid,
+    org: Uuid,
 }
 
 async fn setup(db: PgPool) -> Live {
@@ -42,7 +43,12 @@ async fn setup(db: PgPool) -> Live {
     .execute(w.db())
     .await
     .unwrap();
-    Live { w, admin, course }
+    Live {
+        w,
+        admin,
+        course,
+        org,
+    }
 }
 
 async fn schedule(live: &Live, reconnect_window_s: i32) -> (Uuid, Uuid, String) {
@@ -620,12 +626,10 @@ fn sdk_dir() -> PathBuf {
     sdk
 }
 
-#[sqlx::test(migrations = "../migrations")]
-async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
-    let live = setup(db).await;
-    let (event_id, asset, key) = schedule(&live, 60).await;
-    let (port, cancel) = start_rtmp(&live).await;
-    // The whole app on a real socket: Chromium fetches /media like a learner.
+/// Plays the event's live master in headless Chromium with hls.js through
+/// the whole app on a real socket (Chromium fetches `/media` like a
+/// learner) and asserts that currentTime advances while live.
+async fn plays_live_in_chromium(live: &Live, asset: Uuid) {
     let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", http.local_addr().unwrap());
     let app = live.w.app.clone();
@@ -637,29 +641,9 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
         .await
         .unwrap();
     });
-    let clip = sample_clip(&["--seconds", "30"]);
-    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
-    // The clip four times over (2 min): the publisher must still be
-    // streaming when the organiser ends the event, however long the
-    // browser took (a first run installs the SDK's packages first).
-    let mut publisher = ffmpeg(
-        &[
-            "-re",
-            "-stream_loop",
-            "3",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url,
-        ],
-        None,
-    );
     let master = format!("{}master.m3u8", prefix(asset));
     wait_until("the live master", Duration::from_secs(60), || async {
-        object(&live, &master).await.is_some()
+        object(live, &master).await.is_some()
     })
     .await;
     let token = live.w.state.delivery.playback.token(asset, None).unwrap();
@@ -682,6 +666,41 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        !object(live, &format!("{}v/720p/index.m3u8", prefix(asset)))
+            .await
+            .unwrap()
+            .contains("#EXT-X-ENDLIST"),
+        "the stream was still live while it played"
+    );
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    // The clip four times over (2 min): the publisher must still be
+    // streaming when the organiser ends the event, however long the
+    // browser took (a first run installs the SDK's packages first).
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-stream_loop",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        None,
+    );
+    plays_live_in_chromium(&live, asset).await;
     // Ended by the organiser while the publisher still streams: the
     // publisher is cut off and the replay follows.
     let (status, body) = live
@@ -719,5 +738,404 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "live_event_ended");
+    cancel.cancel();
+}
+
+/// Waits for a publisher to exit on its own; its exit status.
+async fn exited(what: &str, child: &mut Child) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(what, Duration::from_secs(60), || {
+        status = child.try_wait().unwrap();
+        std::future::ready(status.is_some())
+    })
+    .await;
+    status.unwrap()
+}
+
+async fn log_kinds(live: &Live, id: Uuid) -> Vec<Value> {
+    event(live, id).await["log"].as_array().unwrap().clone()
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_a_rotated_key_cuts_its_publisher_off(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, old_key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = |key: &str| format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let publish = |key: &str, loops: &str| {
+        ffmpeg(
+            &[
+                "-re",
+                "-stream_loop",
+                loops,
+                "-i",
+                clip.to_str().unwrap(),
+                "-c",
+                "copy",
+                "-f",
+                "flv",
+                &url(key),
+            ],
+            None,
+        )
+    };
+    let mut first = publish(&old_key, "3");
+    let top = format!("{}v/720p/index.m3u8", prefix(asset));
+    wait_until(
+        "the live playlist's first segment",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top)
+                .await
+                .is_some_and(|p| segments_in(&p) >= 1)
+        },
+    )
+    .await;
+
+    // Rotated through the route on the node the publisher streams to:
+    // the publisher is cut off at once, the event waits for it.
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/stream-key"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let new_key = body["stream_key"].as_str().unwrap().to_string();
+    assert_ne!(new_key, old_key);
+    let status = exited("the old key's publisher to be cut off", &mut first).await;
+    assert!(!status.success(), "the publisher was disconnected");
+    let rotated = log_kinds(&live, event_id)
+        .await
+        .into_iter()
+        .find(|l| l["kind"] == "key_rotated")
+        .expect("the rotation is in the event's log");
+    assert_eq!(rotated["detail"]["publisher_cut"], true, "{rotated}");
+    wait_until(
+        "the event to wait for its publisher",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
+    .await;
+    assert_eq!(event(&live, event_id).await["event"]["state"], "live");
+
+    // The old key no longer gets in.
+    let mut again = ffmpeg(
+        &[
+            "-re",
+            "-t",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url(&old_key),
+        ],
+        None,
+    );
+    let status = exited("the old key to be refused", &mut again).await;
+    assert!(!status.success(), "the old key is refused");
+    assert_eq!(event(&live, event_id).await["event"]["connections"], 1);
+
+    // The new key continues the same event.
+    let mut second = publish(&new_key, "3");
+    wait_until(
+        "the new key's publisher to be live",
+        Duration::from_secs(60),
+        || async {
+            let e = event(&live, event_id).await;
+            e["event"]["connections"] == 2 && e["event"]["disconnected_at"].is_null()
+        },
+    )
+    .await;
+
+    // Rotated by another node (its route changes the row, not this node's
+    // memory): this node's sweep notices and cuts the publisher off.
+    let third_key = lectern_live::key::generate();
+    sqlx::query("UPDATE live_events SET stream_key_sha256 = $2 WHERE id = $1")
+        .bind(event_id)
+        .bind(lectern_live::key::digest(&third_key))
+        .execute(live.w.db())
+        .await
+        .unwrap();
+    let status = exited("the publisher of a key rotated elsewhere", &mut second).await;
+    assert!(!status.success(), "the publisher was disconnected");
+    wait_until(
+        "the event to wait for its publisher again",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
+    .await;
+    let e = event(&live, event_id).await;
+    assert_eq!(e["event"]["state"], "live");
+    assert_eq!(e["event"]["connections"], 2);
+    cancel.cancel();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn srt_live_plays_in_chromium_and_a_rotated_key_cuts_the_caller_off(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 0).await;
+    let port = srt_port();
+    let cancel = CancellationToken::new();
+    tokio::spawn(lectern_live::srt::serve(
+        live.w.state.live.clone(),
+        port,
+        cancel.clone(),
+    ));
+    tokio::spawn(lectern_live::lifecycle::run_sweeper(
+        live.w.state.live.clone(),
+        cancel.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("srt://127.0.0.1:{port}?streamid={key}");
+    // Two minutes of stream: still live whatever the browser's start took.
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-stream_loop",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "mpegts",
+            &url,
+        ],
+        None,
+    );
+    plays_live_in_chromium(&live, asset).await;
+    assert_eq!(event(&live, event_id).await["event"]["state"], "live");
+    // The key is rotated while the caller streams: the caller is cut off
+    // (the server ends the SRT stream rather than wait for the caller to
+    // leave), and with no reconnect window the replay follows; well within
+    // the 60 s the drain would otherwise wait.
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/stream-key"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until(
+        "the SRT replay after the key was rotated while live",
+        Duration::from_secs(30),
+        || async { event(&live, event_id).await["event"]["state"] == "replay_ready" },
+    )
+    .await;
+    let status = exited("the SRT publisher to be cut off", &mut publisher).await;
+    assert!(!status.success(), "the SRT publisher was disconnected");
+    cancel.cancel();
+}
+
+async fn live_now(live: &Live, token: &str) -> Vec<Value> {
+    let (status, body) = live
+        .w
+        .call("GET", "/api/v1/live-now", Some(token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["events"].as_array().unwrap().clone()
+}
+
+/// Opens a playback session of `lesson` and sends one heartbeat in it.
+async fn watch(live: &Live, token: &str, lesson: &str) -> String {
+    let (status, session) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/lessons/{lesson}/playback"),
+            Some(token),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{session}");
+    let playback = session["playback_id"].as_str().unwrap().to_string();
+    beat(live, token, lesson, Some(&playback)).await;
+    playback
+}
+
+async fn beat(live: &Live, token: &str, lesson: &str, playback: Option<&str>) {
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            "/api/v1/progress",
+            Some(token),
+            Some(json!({
+                "lesson_id": lesson,
+                "playback_id": playback,
+                "position_s": 4.0,
+                "played_from_s": 0.0,
+                "played_to_s": 4.0,
+                "speed": 1.0,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn live_now_and_viewers_counted_from_playback_heartbeats(db: PgPool) {
+    let live = setup(db).await;
+    live.w
+        .user(Some(live.org), "second@live.example.org", Role::Learner)
+        .await;
+    let elsewhere = live.w.org("Other Org").await;
+    live.w
+        .user(Some(elsewhere), "outsider@other.example.org", Role::Learner)
+        .await;
+    let (event_id, _asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let learner = live.w.login("learner@live.example.org").await;
+    let second = live.w.login("second@live.example.org").await;
+    let outsider = live.w.login("outsider@other.example.org").await;
+    assert!(
+        live_now(&live, &learner).await.is_empty(),
+        "scheduled is not live"
+    );
+
+    let clip = sample_clip(&["--seconds", "30"]);
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-stream_loop",
+            "3",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        ],
+        None,
+    );
+    wait_until(
+        "the event to be live now",
+        Duration::from_secs(60),
+        || async { !live_now(&live, &learner).await.is_empty() },
+    )
+    .await;
+    let listed = live_now(&live, &learner).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["event_id"], event_id.to_string());
+    assert_eq!(listed[0]["course_title"], "病例讨论");
+    assert_eq!(listed[0]["viewers"], 0, "nobody watches yet");
+    assert!(
+        live_now(&live, &outsider).await.is_empty(),
+        "another organisation's"
+    );
+    let lesson = listed[0]["lesson_id"].as_str().unwrap().to_string();
+
+    // Two learners watch; each beat again counts each session once; a
+    // beat outside a playback session counts nothing.
+    let first_playback = watch(&live, &learner, &lesson).await;
+    watch(&live, &second, &lesson).await;
+    beat(&live, &learner, &lesson, Some(&first_playback)).await;
+    beat(&live, &learner, &lesson, None).await;
+    assert_eq!(live_now(&live, &learner).await[0]["viewers"], 2);
+    let organiser_view = event(&live, event_id).await;
+    assert_eq!(organiser_view["event"]["state"], "live");
+    assert_eq!(organiser_view["event"]["viewers"], 2, "{organiser_view}");
+    let (status, list) = live
+        .w
+        .call(
+            "GET",
+            "/api/v1/live-events?state=live",
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    assert_eq!(list["events"][0]["viewers"], 2, "{list}");
+
+    // Past the window without a beat, a player no longer counts.
+    let clock = live.w.state.learning.learning.clock.clone();
+    clock.advance(lectern_learning::viewers::WINDOW / 2);
+    beat(&live, &learner, &lesson, Some(&first_playback)).await;
+    clock.advance(lectern_learning::viewers::WINDOW / 2 + Duration::from_secs(1));
+    assert_eq!(live_now(&live, &learner).await[0]["viewers"], 1);
+    clock.advance(lectern_learning::viewers::WINDOW);
+    assert_eq!(live_now(&live, &learner).await[0]["viewers"], 0);
+
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        live_now(&live, &learner).await.is_empty(),
+        "ended is not live"
+    );
+    assert!(event(&live, event_id).await["event"]["viewers"].is_null());
+    let _ = exited("the publisher to be cut off", &mut publisher).await;
+    cancel.cancel();
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn an_event_ended_on_another_node_gets_its_replay_from_the_node_holding_the_stream(
+    db: PgPool,
+) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 600).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&[]);
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &format!("rtmp://127.0.0.1:{port}/live/{key}"),
+        ],
+        None,
+    );
+    let status = exited("the publisher to finish", &mut publisher).await;
+    assert!(status.success());
+    wait_until(
+        "the event to wait for its publisher",
+        Duration::from_secs(60),
+        || async { !event(&live, event_id).await["event"]["disconnected_at"].is_null() },
+    )
+    .await;
+    // Another node's organiser route ends it: a row changes, this node's
+    // memory does not; the replay still follows from here.
+    sqlx::query("UPDATE live_events SET state = 'ended', ended_at = now() WHERE id = $1")
+        .bind(event_id)
+        .execute(live.w.db())
+        .await
+        .unwrap();
+    wait_until("the replay", Duration::from_secs(30), || async {
+        event(&live, event_id).await["event"]["state"] == "replay_ready"
+    })
+    .await;
+    let replay = object(&live, &format!("{}v/720p/index.m3u8", prefix(asset)))
+        .await
+        .unwrap();
+    assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
+    let kinds: Vec<Value> = log_kinds(&live, event_id).await;
+    assert!(
+        kinds.iter().all(|l| l["kind"] != "replay_unavailable"),
+        "{kinds:?}"
+    );
     cancel.cancel();
 }

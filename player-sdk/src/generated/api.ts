@@ -1232,6 +1232,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/live-now": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Access: a signed-in person (not a partner key). */
+        get: operations["GET /api/v1/live-now"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/me": {
         parameters: {
             query?: never;
@@ -4414,6 +4431,12 @@ export interface components {
             /** @description `scheduled`, `live`, `ended` or `replay_ready`. */
             state: string;
             title: string;
+            /**
+             * Format: uint64
+             * @description While live: learners watching now (playback sessions that sent a
+             *     heartbeat within the last 20 s), when they can be counted.
+             */
+            viewers: number | null;
         };
         LiveEventDetail: {
             event: components["schemas"]["LiveEvent"];
@@ -4423,6 +4446,31 @@ export interface components {
         LiveEventList: {
             /** @description Newest scheduled first, at most 200. */
             events: components["schemas"]["LiveEvent"][];
+        };
+        LiveNow: {
+            /** @description Most recently started first, at most 100. */
+            events: components["schemas"]["LiveNowEvent"][];
+        };
+        /** @description A live lecture a learner can join now. */
+        LiveNowEvent: {
+            /** Format: uuid */
+            course_id: string;
+            course_title: string;
+            /** Format: uuid */
+            event_id: string;
+            /**
+             * Format: uuid
+             * @description Play it like any lesson: `POST /api/v1/lessons/{lesson_id}/playback`.
+             */
+            lesson_id: string;
+            /** Format: date-time */
+            started_at: string | null;
+            title: string;
+            /**
+             * Format: uint64
+             * @description Learners watching now, when they can be counted.
+             */
+            viewers: number | null;
         };
         /** @description `/healthz`'s answer. */
         Liveness: {
@@ -9238,6 +9286,35 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["StreamKey"];
+                };
+            };
+            /** @description an error: the code says which (see components.schemas.ErrorCode) */
+            default: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    "GET /api/v1/live-now": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description success */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LiveNow"];
                 };
             };
             /** @description an error: the code says which (see components.schemas.ErrorCode) */

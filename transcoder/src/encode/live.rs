@@ -321,12 +321,17 @@ impl LiveEncode {
         }
     }
 
-    /// Ends the input (for FLV), waits up to `within` for the encoders to
-    /// drain, stops the pipeline and flushes every rendition's last
-    /// segment. Returns every segment written, per rendition.
+    /// Ends the input (FLV's, or an SRT caller's still sending: the event
+    /// was ended or its key rotated), waits up to `within` for the
+    /// encoders to drain, stops the pipeline and flushes every rendition's
+    /// last segment. Returns every segment written, per rendition.
     pub fn finish(self, within: Duration) -> Result<Vec<EncodedRendition>, MediaError> {
         if let Some(src) = &self.appsrc {
             let _ = src.end_of_stream();
+        } else if !self.eos_sent.swap(true, Ordering::SeqCst) {
+            // Without it the drain would wait the whole of `within` for a
+            // caller who is not leaving.
+            self.pipeline.send_event(gst::event::Eos::new());
         }
         // EOS is posted once: a caller that already saw it must not wait again.
         let status = if self.ended.load(Ordering::SeqCst) {
