@@ -398,23 +398,28 @@ impl RenditionSink {
         }
     }
 
-    /// A segment is complete on disk once the file of the next one exists
-    /// (libavformat may create it a fragment late, so the file is only the
-    /// signal); its duration is between the cuts followed above, never the
-    /// time until the signal, which would credit it with its successor's.
+    /// A segment is complete on disk once the packets have passed its end
+    /// and its own file exists: libavformat's HLS muxer keeps an fMP4
+    /// segment in memory and writes its file whole, inside the write call
+    /// (on this thread) of the packet that closes it — possibly a fragment
+    /// after the cut followed above, so the file is the signal. Waiting
+    /// for the next segment's file instead, as before, listed every
+    /// segment one segment late (2 s of a live stream's latency). Its
+    /// duration is between the cuts, never the time until the signal,
+    /// which would credit it with its successor's.
     fn report_closed_segment(&self, state: &mut SinkState, codecs: String) {
         let Some(observer) = &self.observer else {
             return;
         };
         loop {
-            let next_file = hls_mux::segment_file_name(state.next_segment + 1);
+            let file = hls_mux::segment_file_name(state.next_segment);
             let (Some(&start), Some(&end)) = (
                 state.boundaries.get(state.next_segment),
                 state.boundaries.get(state.next_segment + 1),
             ) else {
                 return;
             };
-            if !self.dir_abs.join(&next_file).exists() {
+            if !self.dir_abs.join(&file).exists() {
                 return;
             }
             observer(SegmentReady {
@@ -422,7 +427,7 @@ impl RenditionSink {
                 rendition: self.name.clone(),
                 dir: self.dir.clone(),
                 index: state.next_segment,
-                file_name: hls_mux::segment_file_name(state.next_segment),
+                file_name: file,
                 init_file: hls_mux::INIT_FILE.to_string(),
                 duration_s: (end - start) as f64 / 1e9,
                 codecs: codecs.clone(),
