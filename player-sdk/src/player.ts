@@ -312,7 +312,14 @@ export class LecternPlayer {
   }
 
   private attachHls(url: string, start: number): void {
-    const hls = new Hls({ startPosition: start > 0 ? start : -1 });
+    const hls = new Hls({
+      startPosition: start > 0 ? start : -1,
+      // Live lessons: after a stall, play up to 1.5× until back at the
+      // usual distance from the live edge, instead of staying that much
+      // further behind the lecturer for the rest of the class. VOD never
+      // has a live edge, so nothing changes there.
+      maxLiveSyncPlaybackRate: 1.5,
+    });
     this.hls = hls;
     hls.on(Events.MANIFEST_PARSED, () => this.emit("qualities", this.qualities()));
     hls.on(Events.SUBTITLE_TRACKS_UPDATED, () => {
