@@ -562,7 +562,8 @@ async fn heartbeats_become_exact_reports_credits_and_a_verifiable_certificate(db
 async fn exports_stream_guard_formulas_and_run_as_jobs(db: PgPool) {
     let f = Fixture::new(db).await;
     let w = &f.w;
-    w.user(Some(f.org), "learner1@a.example.org", Role::Learner)
+    let learner = w
+        .user(Some(f.org), "learner1@a.example.org", Role::Learner)
         .await;
     let t = w.login("learner1@a.example.org").await;
     let p = f.playback(&t).await;
@@ -605,8 +606,26 @@ async fn exports_stream_guard_formulas_and_run_as_jobs(db: PgPool) {
         .await;
     assert_eq!(status, StatusCode::OK);
     let csv = String::from_utf8(csv).unwrap();
-    assert!(csv.contains("learner1@a.example.org"), "{csv}");
-    assert!(csv.contains(",600,600,0"), "{csv}");
+    // Every column, exactly: the learner-day's ids, the opened email, the
+    // titles (the formula-looking one guarded) and the figures.
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "day,learner_id,email,course_id,course,lesson_id,lesson,views,watch_s,unique_s,completions"
+    );
+    assert_eq!(lines.len(), 2, "{csv}");
+    let (day, rest) = lines[1].split_once(',').unwrap();
+    assert!(
+        chrono::NaiveDate::parse_from_str(day, "%Y-%m-%d").is_ok(),
+        "{day}"
+    );
+    assert_eq!(
+        rest,
+        format!(
+            "{learner},learner1@a.example.org,{},'=1+1 心力衰竭,{},心力衰竭的诊断,1,600,600,0",
+            f.course, f.lesson
+        )
+    );
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_log WHERE action = 'reports.export' AND outcome = 'ok'",
     )

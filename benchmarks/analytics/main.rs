@@ -67,6 +67,20 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's CPU time so far (every thread, user + system), in
+/// seconds: the exports' cost on a shared machine, whatever its load.
+fn cpu_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces): utime and
+    // stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
 /// Peak resident memory above the level at start while `f` runs, in MiB.
 async fn with_peak<F: std::future::Future<Output = T>, T>(f: F) -> (T, f64) {
     let before = rss_kib();
@@ -248,6 +262,9 @@ async fn flush_statement(db: &PgPool, org_users: &[(Uuid, Uuid)]) -> f64 {
 
 #[tokio::main]
 async fn main() {
+    if std::env::args().any(|a| a == "--exports-only") {
+        return exports_only().await;
+    }
     let s = Scale {
         learners: arg("--learners", 100_000),
         lessons: arg("--lessons", 10_000),
@@ -275,6 +292,16 @@ async fn main() {
     sqlx::migrate!("../migrations").run(&db).await.unwrap();
     let (fk, bk, tk) = Keyring::generate_settings();
     let keys = Keyring::parse(&fk, &bk, &tk).unwrap();
+    // Kept with the data, so `--exports-only` can open the emails later.
+    sqlx::query(
+        "CREATE TABLE bench_keyring AS SELECT $1::text AS fk, $2::text AS bk, $3::text AS tk",
+    )
+    .bind(&fk)
+    .bind(&bk)
+    .bind(&tk)
+    .execute(&db)
+    .await
+    .unwrap();
     let org = Uuid::from_u128(0xbe7c);
     let generated = generate(&db, &keys, org, &s).await;
     let intervals = s.rows * INTERVALS_PER_ROW;
@@ -488,68 +515,7 @@ async fn main() {
     rows.push(("QoE (raw events by design)", ours, None));
 
     // Exports: learner activity, every row of the range.
-    let keys = Arc::new(keys);
-    let export_scope = filter::resolve_for(
-        &db,
-        org,
-        &ReportQuery {
-            from: Some(scope.today - Days::days(31)),
-            to: Some(scope.today),
-            ..ReportQuery::default()
-        },
-    )
-    .await
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut exports = Vec::new();
-    for format in [export::Format::Csv, export::Format::Xlsx] {
-        let path = dir.path().join(format!("export-{format:?}"));
-        let t = Instant::now();
-        let (written, extra) = with_peak(async {
-            let (tx, rx) = export::channel();
-            let producer = tokio::spawn(export::produce(
-                db.clone(),
-                Some(keys.clone()),
-                Report::LearnerActivity,
-                export_scope.clone(),
-                tx,
-            ));
-            let p = path.clone();
-            let written =
-                tokio::task::spawn_blocking(move || export::write_file(format, &p, rx, |_| {}))
-                    .await
-                    .unwrap()
-                    .unwrap();
-            producer.await.unwrap().unwrap();
-            written
-        })
-        .await;
-        let secs = t.elapsed().as_secs_f64();
-        let bytes = std::fs::metadata(&path).unwrap().len();
-        exports.push((format!("{format:?}"), written, secs, extra, bytes));
-    }
-    // Baseline: PostgreSQL writing the same rows as CSV itself.
-    let t = Instant::now();
-    let (copied, copy_extra) = with_peak(async {
-        let mut conn = db.acquire().await.unwrap();
-        let sql = format!(
-            "COPY (SELECT r.day, r.user_id, encode(u.email_ct, 'hex'), r.course_id, c.title,
-                          r.lesson_id, l.title, r.views, r.watch_s, r.unique_s, r.completions
-                   FROM rollup_learner_daily r JOIN users u ON u.id = r.user_id
-                   JOIN lessons l ON l.id = r.lesson_id JOIN courses c ON c.id = r.course_id
-                   WHERE r.organisation_id = '{org}' AND r.day BETWEEN '{}' AND '{}'
-                   ORDER BY r.day, r.user_id, r.lesson_id) TO STDOUT (FORMAT csv)",
-            export_scope.from, export_scope.to
-        );
-        let mut stream = conn.copy_out_raw(sql.as_str()).await.unwrap();
-        let mut n = 0usize;
-        while let Some(chunk) = stream.next().await {
-            n += chunk.unwrap().iter().filter(|b| **b == b'\n').count();
-        }
-        n
-    })
-    .await;
-    let copy_s = t.elapsed().as_secs_f64();
+    let exports = measure_exports(&db, Arc::new(keys), org, scope.today).await;
     db.close().await;
     // Gigabytes on a shared server: dropped unless asked to keep it for
     // EXPLAIN ANALYZE.
@@ -600,19 +566,187 @@ async fn main() {
             None => println!("| {name} | {p50:.1} | {p99:.1} | — | — |"),
         }
     }
+    print_exports(&exports);
+}
+
+struct ExportFigures {
+    /// (writer, rows, seconds, process CPU seconds, peak extra MiB, bytes)
+    writers: Vec<(&'static str, u64, f64, f64, f64, u64)>,
+    copied: usize,
+    copy_s: f64,
+    copy_extra: f64,
+}
+
+/// The learner-activity export of the last 31 days, every way a user gets
+/// it: the HTTP handler's streamed CSV body (consumed as a client would,
+/// counting bytes) and the export job's file writer for CSV and XLSX; then
+/// PostgreSQL's own `COPY` of the same rows as the baseline.
+async fn measure_exports(
+    db: &PgPool,
+    keys: Arc<Keyring>,
+    org: Uuid,
+    today: NaiveDate,
+) -> ExportFigures {
+    let export_scope = filter::resolve_for(
+        db,
+        org,
+        &ReportQuery {
+            from: Some(today - Days::days(31)),
+            to: Some(today),
+            ..ReportQuery::default()
+        },
+    )
+    .await
+    .unwrap();
+    let only = std::env::args()
+        .position(|a| a == "--export")
+        .and_then(|i| std::env::args().nth(i + 1));
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    let mut writers = Vec::new();
+    if wanted("http") {
+        let (t, cpu) = (Instant::now(), cpu_s());
+        let ((rows, bytes), extra) = with_peak(async {
+            let body = export::csv_stream(
+                db.clone(),
+                Some(keys.clone()),
+                Report::LearnerActivity,
+                export_scope.clone(),
+            );
+            let mut stream = body.into_data_stream();
+            let (mut lines, mut bytes) = (0u64, 0u64);
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.unwrap();
+                bytes += chunk.len() as u64;
+                lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            }
+            // The header is not a data row.
+            (lines - 1, bytes)
+        })
+        .await;
+        let secs = t.elapsed().as_secs_f64();
+        writers.push((
+            "CSV, streamed HTTP body (`learner-activity.csv`)",
+            rows,
+            secs,
+            cpu_s() - cpu,
+            extra,
+            bytes,
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (name, format) in [("csv", export::Format::Csv), ("xlsx", export::Format::Xlsx)] {
+        if !wanted(name) {
+            continue;
+        }
+        let path = dir.path().join(format!("export.{name}"));
+        let (t, cpu) = (Instant::now(), cpu_s());
+        let (written, extra) = with_peak(async {
+            let (tx, rx) = export::channel();
+            let producer = tokio::spawn(export::produce(
+                db.clone(),
+                Some(keys.clone()),
+                Report::LearnerActivity,
+                export_scope.clone(),
+                tx,
+            ));
+            let p = path.clone();
+            let written =
+                tokio::task::spawn_blocking(move || export::write_file(format, &p, rx, |_| {}))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            producer.await.unwrap().unwrap();
+            written
+        })
+        .await;
+        let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_s() - cpu;
+        let bytes = std::fs::metadata(&path).unwrap().len();
+        let label = if name == "csv" {
+            "CSV, export job's file"
+        } else {
+            "XLSX, export job's file"
+        };
+        writers.push((label, written, secs, cpu, extra, bytes));
+    }
+    // Baseline: PostgreSQL writing the same rows as CSV itself.
+    let t = Instant::now();
+    let (copied, copy_extra) = with_peak(async {
+        if !wanted("copy") {
+            return 0;
+        }
+        let mut conn = db.acquire().await.unwrap();
+        let sql = format!(
+            "COPY (SELECT r.day, r.user_id, encode(u.email_ct, 'hex'), r.course_id, c.title,
+                          r.lesson_id, l.title, r.views, r.watch_s, r.unique_s, r.completions
+                   FROM rollup_learner_daily r JOIN users u ON u.id = r.user_id
+                   JOIN lessons l ON l.id = r.lesson_id JOIN courses c ON c.id = r.course_id
+                   WHERE r.organisation_id = '{org}' AND r.day BETWEEN '{}' AND '{}'
+                   ORDER BY r.day, r.user_id, r.lesson_id) TO STDOUT (FORMAT csv)",
+            export_scope.from, export_scope.to
+        );
+        let mut stream = conn.copy_out_raw(sql.as_str()).await.unwrap();
+        let mut n = 0usize;
+        while let Some(chunk) = stream.next().await {
+            n += chunk.unwrap().iter().filter(|b| **b == b'\n').count();
+        }
+        n
+    })
+    .await;
+    ExportFigures {
+        writers,
+        copied,
+        copy_s: t.elapsed().as_secs_f64(),
+        copy_extra,
+    }
+}
+
+fn print_exports(e: &ExportFigures) {
     println!(
         "\n### Exports (learner activity, one row per learner × lesson × day, emails opened)\n"
     );
-    println!("| writer | rows | seconds | rows/s | peak extra RSS | file |\n| --- | --- | --- | --- | --- | --- |");
-    for (format, written, secs, extra, bytes) in &exports {
+    println!("| writer | rows | seconds | rows/s | our CPU s | peak extra RSS | bytes |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, written, secs, cpu, extra, bytes) in &e.writers {
         println!(
-            "| {format} | {written} | {secs:.1} | {:.0} | {extra:.0} MiB | {:.0} MiB |",
+            "| {name} | {written} | **{secs:.2}** | {:.0} | {cpu:.1} | {extra:.0} MiB | {:.0} MiB |",
             *written as f64 / secs,
             *bytes as f64 / 1_048_576.0
         );
     }
     println!(
-        "| baseline: `COPY … TO STDOUT (FORMAT csv)`, emails left sealed | {copied} | {copy_s:.1} | {:.0} | {copy_extra:.0} MiB | — |",
-        copied as f64 / copy_s
+        "| baseline: `COPY … TO STDOUT (FORMAT csv)`, emails left sealed | {} | {:.2} | {:.0} | — | {:.0} MiB | — |",
+        e.copied,
+        e.copy_s,
+        e.copied as f64 / e.copy_s,
+        e.copy_extra
     );
+}
+
+/// `--exports-only [--export http|csv|xlsx|copy]`: the exports again on the
+/// database an earlier run kept (ANALYTICS_BENCH_KEEP=1), without the
+/// minutes of generating and folding it.
+async fn exports_only() {
+    let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{DB}"),
+        None => panic!("DATABASE_URL has no database"),
+    };
+    let db = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await
+        .expect("a database kept by a run with ANALYTICS_BENCH_KEEP=1");
+    sqlx::migrate!("../migrations").run(&db).await.unwrap();
+    let (fk, bk, tk): (String, String, String) =
+        sqlx::query_as("SELECT fk, bk, tk FROM bench_keyring")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    let keys = Keyring::parse(&fk, &bk, &tk).unwrap();
+    let org = Uuid::from_u128(0xbe7c);
+    let scope: Scope = filter::resolve_for(&db, org, &ReportQuery::default())
+        .await
+        .unwrap();
+    let e = measure_exports(&db, Arc::new(keys), org, scope.today).await;
+    print_exports(&e);
 }
