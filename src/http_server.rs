@@ -59,10 +59,7 @@ pub async fn serve(
         let (app, tls, closing) = (app.clone(), tls.clone(), closing.clone());
         connections.spawn(async move {
             match tls {
-                None => {
-                    let stream = lectern_sendfile::SendfileStream::new(stream);
-                    connection(TokioIo::new(stream), peer, app, header_timeout, closing).await;
-                }
+                None => connection(TokioIo::new(stream), peer, app, header_timeout, closing).await,
                 Some(acceptor) => {
                     let handshake =
                         tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));

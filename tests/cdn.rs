@@ -5,7 +5,7 @@
 //! path (`..`, encoded dots and slashes, double encoding, backslashes,
 //! `//`) makes one asset's token fetch another asset's cached bytes; and
 //! turning an asset's encryption on stops its cached clear segments at the
-//! edge. Segments the origin holds in memory leave it with `sendfile`.
+//! edge.
 
 mod common;
 
@@ -325,99 +325,6 @@ async fn second_learner_is_served_from_the_cdn_cache(db: sqlx::PgPool) {
         "expected about one token check per learner and kind of object (plus the refused \
          ones), not one per object: {checks} for {} objects",
         2 * cacheable.len() + 3
-    );
-}
-
-/// The origin's own answers for a segment held in memory go out with
-/// `sendfile` (see `lectern_sendfile`): a whole segment, a byte range of
-/// it and two answers on one kept-alive connection arrive byte for byte,
-/// and `/metrics` counts the bytes that were sent without a copy. Served
-/// by the real `serve` loop, as a CDN's origin pull is.
-#[sqlx::test(migrations = "./migrations")]
-async fn cached_segments_leave_the_origin_without_a_copy(db: sqlx::PgPool) {
-    let work = common::workdir();
-    let dir = work.path();
-    let stand = Stand::start(dir, &db).await;
-    let asset = Uuid::new_v4();
-    let (_, keys) = publish(dir, &stand.store, asset).await;
-    // The largest media segment: large enough to be pinned.
-    let mut largest: Option<(String, Bytes)> = None;
-    for key in keys.iter().filter(|k| k.ends_with(".m4s")) {
-        let bytes = stand
-            .store
-            .get(key, None)
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        if largest.as_ref().is_none_or(|(_, b)| bytes.len() > b.len()) {
-            largest = Some((key.clone(), bytes));
-        }
-    }
-    let (key, stored) = largest.expect("media segments");
-    assert!(
-        stored.len() >= lectern_sendfile::MIN_PINNED,
-        "the clip's largest segment is {} bytes",
-        stored.len()
-    );
-    let origin = format!("http://{}", stand.origin_addr);
-    let url = format!(
-        "{origin}/media/{key}?token={}",
-        stand.playback.token(asset, None).unwrap()
-    );
-    let sent = |client: reqwest::Client| {
-        let origin = origin.clone();
-        async move {
-            let text = client
-                .get(format!("{origin}/metrics"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            text.lines()
-                .find_map(|l| l.strip_prefix("lectern_origin_sendfile_bytes_total "))
-                .unwrap_or_else(|| panic!("no sendfile counter in /metrics:\n{text}"))
-                .parse::<f64>()
-                .unwrap()
-        }
-    };
-    // One client: its connection is kept alive across the requests.
-    let client = reqwest::Client::new();
-    let before = sent(client.clone()).await;
-    // The first answer fills the memory from storage; the next ones are
-    // served from it.
-    for round in 0..3 {
-        let body = client
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        assert!(body == stored, "round {round}: the segment differs");
-    }
-    let (from, to) = (1_000, stored.len() - 7);
-    let ranged = client
-        .get(&url)
-        .header("range", format!("bytes={from}-{}", to - 1))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ranged.status(), 206);
-    assert!(
-        ranged.bytes().await.unwrap() == stored[from..to],
-        "the range differs"
-    );
-    let after = sent(client.clone()).await;
-    let expected = (2 * stored.len() + (to - from)) as f64;
-    assert!(
-        after - before >= expected,
-        "{} bytes sent without a copy; the two answers from memory and the range are {expected}",
-        after - before
     );
 }
 

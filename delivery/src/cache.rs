@@ -278,18 +278,10 @@ impl MediaCache {
         Ok(object)
     }
 
-    fn insert(&self, key: &str, mut object: CachedObject) {
+    fn insert(&self, key: &str, object: CachedObject) {
         let cost = object.cost();
         if object.body.len() as u64 > self.max_object {
             return;
-        }
-        // Held in memory the server sends without copying (one copy here
-        // instead of one per request); objects too small for that, or
-        // past the descriptor budget, are held as they are.
-        if !lectern_sendfile::is_pinned(&object.body) {
-            if let Some(pinned) = lectern_sendfile::pin(&[&object.body]) {
-                object.body = pinned;
-            }
         }
         let mut guard = self.shard(key).lock().expect("media cache lock");
         let shard = &mut *guard;
@@ -376,12 +368,6 @@ impl Collector for CacheCollector {
             "Storage reads whose bytes were kept in memory.",
             s.fills,
         )?;
-        metrics::counter(
-            &mut enc,
-            "lectern_origin_sendfile_bytes",
-            "Media bytes sent from memory with sendfile, without a copy into the socket.",
-            lectern_sendfile::bytes_sent(),
-        )?;
         metrics::gauge(
             &mut enc,
             "lectern_origin_cache_bytes",
@@ -457,13 +443,9 @@ fn hash(key: &str) -> u64 {
 
 /// The object from the chunks that made it up (one chunk: itself).
 fn whole(chunks: Vec<Bytes>, meta: &Arc<ObjectMeta>, headers: &Arc<HeaderMap>) -> CachedObject {
-    let parts: Vec<&[u8]> = chunks.iter().map(|c| &c[..]).collect();
-    let body = match lectern_sendfile::pin(&parts) {
-        Some(pinned) => pinned,
-        None => match <[Bytes; 1]>::try_from(chunks) {
-            Ok([one]) => one,
-            Err(chunks) => Bytes::from(chunks.concat()),
-        },
+    let body = match <[Bytes; 1]>::try_from(chunks) {
+        Ok([one]) => one,
+        Err(chunks) => Bytes::from(chunks.concat()),
     };
     CachedObject {
         meta: meta.clone(),
