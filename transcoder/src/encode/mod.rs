@@ -657,8 +657,8 @@ fn rung_caps(rung: &VideoRendition) -> gst::caps::Builder<gst::caps::NoFeature> 
 /// down to half size that averages every source pixel, below it pixels
 /// are skipped and fine detail aliases. A rung scaled from a rung at
 /// least twice its size (240p from 480p) scales a third of the pixels;
-/// a rung at half its source's size or less is scaled with the
-/// multi-tap sinc filter ([`scale_method`]).
+/// such a rung, and one below half the source's size, is scaled with its
+/// content class's filter, sinc or cubic ([`scale_method`]).
 ///
 /// Only a rung that feeds another gets a `tee` (and the queue after it):
 /// every other rung keeps the plain queue → scale → x264 branch, with no
