@@ -296,12 +296,28 @@ pub struct CourseReport {
 /// The most courses one report lists; narrow the filter for more.
 pub const MAX_COURSES: i64 = 2000;
 
+/// Runs with custom plans only and JIT off, both set for this transaction
+/// alone, whatever the server's defaults. sqlx prepares the
+/// statement once per connection, and from its sixth execution PostgreSQL
+/// may switch to a generic plan, which cannot drop the optional filters
+/// (`$4 IS NULL OR …`) and took 750–1,150 ms where the custom plan takes
+/// 40–70: the all-courses report's p50 and p99 in `benchmarks/analytics`.
+/// And PostgreSQL cannot see through the anti-join that leaves the
+/// per-learner fallback below empty once every course has a summary, so
+/// it estimates a million rows and compiles the plan: 50–80 ms of LLVM.
 pub async fn course_figures(
     db: &PgPool,
     s: &Scope,
     only: Option<&[Uuid]>,
 ) -> Result<Vec<CourseFigures>, ApiError> {
-    Ok(sqlx::query_as(
+    let mut tx = db.begin().await?;
+    // `set_config(…, true)` is `SET LOCAL`, both in one round trip.
+    sqlx::query(
+        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true), set_config('jit', 'off', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let figures = sqlx::query_as(
         "WITH c AS (
              SELECT c.id, c.title, c.resource_type,
                     (SELECT count(*) FROM lessons l WHERE l.course_id = c.id AND l.asset_id IS NOT NULL) AS lessons
@@ -359,8 +375,10 @@ pub async fn course_figures(
     .bind(&s.courses)
     .bind(only)
     .bind(MAX_COURSES)
-    .fetch_all(db)
-    .await?)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(figures)
 }
 
 pub async fn courses(

@@ -19,7 +19,8 @@
 //! `benchmarks/analytics/run [--learners N --lessons N --rows N]` builds
 //! (release) and runs it; it prints a Markdown section for RESULTS.md.
 //! Needs DATABASE_URL (a role that may create databases). The database is
-//! dropped at the end unless ANALYTICS_BENCH_KEEP is set.
+//! dropped at the end unless ANALYTICS_BENCH_KEEP is set; `--reports-only`
+//! and `--exports-only` then measure again on it without regenerating.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -263,16 +264,23 @@ async fn flush_statement(db: &PgPool, org_users: &[(Uuid, Uuid)]) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
+fn scale() -> Scale {
+    Scale {
+        learners: arg("--learners", 100_000),
+        lessons: arg("--lessons", 10_000),
+        rows: arg("--rows", 1_000_000),
+    }
+}
+
 #[tokio::main]
 async fn main() {
     if std::env::args().any(|a| a == "--exports-only") {
         return exports_only().await;
     }
-    let s = Scale {
-        learners: arg("--learners", 100_000),
-        lessons: arg("--lessons", 10_000),
-        rows: arg("--rows", 1_000_000),
-    };
+    if std::env::args().any(|a| a == "--reports-only") {
+        return reports_only().await;
+    }
+    let s = scale();
     let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let mut admin = PgConnection::connect(&admin_url).await.unwrap();
     admin
@@ -351,11 +359,75 @@ async fn main() {
     let summary_ms = t.elapsed().as_secs_f64() * 1000.0;
 
     // Reports against plain SQL over the raw rows.
-    let scope: Scope = filter::resolve_for(&db, org, &ReportQuery::default())
+    let (scope, rows) = measure_reports(&db, org, &s).await;
+    let courses = (s.lessons / 10).max(1);
+    // Exports: learner activity, every row of the range.
+    let exports = measure_exports(&db, Arc::new(keys), org, scope.today).await;
+    db.close().await;
+    // Gigabytes on a shared server: dropped unless asked to keep it for
+    // EXPLAIN ANALYZE.
+    if std::env::var_os("ANALYTICS_BENCH_KEEP").is_none() {
+        admin
+            .execute(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)").as_str())
+            .await
+            .unwrap();
+    }
+
+    let today: NaiveDate = scope.today;
+    println!("## Analytics (`benchmarks/analytics`)\n");
+    println!(
+        "Generated: {} learners, {} lessons ({} courses), {} progress rows × {} watched \
+         intervals = {} intervals, {} QoE events; generation took {:.0} s; {} changes queued \
+         by the triggers. Today (Asia/Shanghai): {today}.\n",
+        s.learners,
+        s.lessons,
+        courses,
+        s.rows,
+        INTERVALS_PER_ROW,
+        intervals,
+        s.rows / 5,
+        generated.as_secs_f64(),
+        queued
+    );
+    println!("### Rollups\n");
+    println!("| measure | value | against |\n| --- | --- | --- |");
+    println!(
+        "| fold of the whole queue | {folded} changes in {fold_s:.1} s = **{fold_rate:.0} changes/s** | 10,000 heartbeats/s need ≤ 10,000 changes/s (one per learner × lesson per flush, at most) |"
+    );
+    println!(
+        "| flusher's UPDATE of 2,000 rows, triggers on | p50 {with_p50:.1} ms | triggers off: p50 {without_p50:.1} ms (×{:.2}) |",
+        with_p50 / without_p50
+    );
+    println!("| fold of those 10 flushes ({refold} changes) | {refold_ms:.0} ms | — |");
+    println!(
+        "| course summaries of every course ({summarised}), as computed every {} s | {summary_ms:.0} ms | — |",
+        rollup::SUMMARY_INTERVAL.as_secs()
+    );
+    print_reports(&rows);
+    print_exports(&exports);
+}
+
+fn print_reports(rows: &[ReportRow]) {
+    println!("\n### Reports (p50 / p99 ms, {REPORT_CALLS} calls each after an untimed one; baseline: plain SQL over raw rows)\n");
+    println!("| report | ours p50 | ours p99 | baseline p50 | baseline p99 |\n| --- | --- | --- | --- | --- |");
+    for (name, (p50, p99), base) in rows {
+        match base {
+            Some((b50, b99)) => {
+                println!("| {name} | {p50:.1} | {p99:.1} | {b50:.1} | {b99:.1} |")
+            }
+            None => println!("| {name} | {p50:.1} | {p99:.1} | — | — |"),
+        }
+    }
+}
+
+/// Each report `n` times after one untimed call, and the plain SQL over
+/// raw rows it is compared with.
+async fn measure_reports(db: &PgPool, org: Uuid, s: &Scale) -> (Scope, Vec<ReportRow>) {
+    let scope: Scope = filter::resolve_for(db, org, &ReportQuery::default())
         .await
         .unwrap();
     let mut rows = Vec::new();
-    let n = 30;
+    let n = REPORT_CALLS;
     let courses = (s.lessons / 10).max(1);
     let lesson_id = |i: usize| {
         Uuid::parse_str(&format!(
@@ -517,60 +589,13 @@ async fn main() {
     .await;
     rows.push(("QoE (raw events by design)", ours, None));
 
-    // Exports: learner activity, every row of the range.
-    let exports = measure_exports(&db, Arc::new(keys), org, scope.today).await;
-    db.close().await;
-    // Gigabytes on a shared server: dropped unless asked to keep it for
-    // EXPLAIN ANALYZE.
-    if std::env::var_os("ANALYTICS_BENCH_KEEP").is_none() {
-        admin
-            .execute(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)").as_str())
-            .await
-            .unwrap();
-    }
-
-    let today: NaiveDate = scope.today;
-    println!("## Analytics (`benchmarks/analytics`)\n");
-    println!(
-        "Generated: {} learners, {} lessons ({} courses), {} progress rows × {} watched \
-         intervals = {} intervals, {} QoE events; generation took {:.0} s; {} changes queued \
-         by the triggers. Today (Asia/Shanghai): {today}.\n",
-        s.learners,
-        s.lessons,
-        courses,
-        s.rows,
-        INTERVALS_PER_ROW,
-        intervals,
-        s.rows / 5,
-        generated.as_secs_f64(),
-        queued
-    );
-    println!("### Rollups\n");
-    println!("| measure | value | against |\n| --- | --- | --- |");
-    println!(
-        "| fold of the whole queue | {folded} changes in {fold_s:.1} s = **{fold_rate:.0} changes/s** | 10,000 heartbeats/s need ≤ 10,000 changes/s (one per learner × lesson per flush, at most) |"
-    );
-    println!(
-        "| flusher's UPDATE of 2,000 rows, triggers on | p50 {with_p50:.1} ms | triggers off: p50 {without_p50:.1} ms (×{:.2}) |",
-        with_p50 / without_p50
-    );
-    println!("| fold of those 10 flushes ({refold} changes) | {refold_ms:.0} ms | — |");
-    println!(
-        "| course summaries of every course ({summarised}), as computed every {} s | {summary_ms:.0} ms | — |",
-        rollup::SUMMARY_INTERVAL.as_secs()
-    );
-    println!("\n### Reports (p50 / p99 ms, {n} calls each after an untimed one; baseline: plain SQL over raw rows)\n");
-    println!("| report | ours p50 | ours p99 | baseline p50 | baseline p99 |\n| --- | --- | --- | --- | --- |");
-    for (name, (p50, p99), base) in &rows {
-        match base {
-            Some((b50, b99)) => {
-                println!("| {name} | {p50:.1} | {p99:.1} | {b50:.1} | {b99:.1} |")
-            }
-            None => println!("| {name} | {p50:.1} | {p99:.1} | — | — |"),
-        }
-    }
-    print_exports(&exports);
+    (scope, rows)
 }
+
+/// A report's (p50, p99) and its baseline's, in ms.
+type ReportRow = (&'static str, (f64, f64), Option<(f64, f64)>);
+
+const REPORT_CALLS: usize = 30;
 
 struct ExportFigures {
     /// (writer, rows, seconds, process CPU seconds, peak extra MiB, bytes)
@@ -725,10 +750,9 @@ fn print_exports(e: &ExportFigures) {
     );
 }
 
-/// `--exports-only [--export http|csv|xlsx|copy]`: the exports again on the
-/// database an earlier run kept (ANALYTICS_BENCH_KEEP=1), without the
-/// minutes of generating and folding it.
-async fn exports_only() {
+/// The database an earlier run kept (ANALYTICS_BENCH_KEEP=1), migrated to
+/// this build's schema.
+async fn kept_database() -> PgPool {
     let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{DB}"),
@@ -740,6 +764,23 @@ async fn exports_only() {
         .await
         .expect("a database kept by a run with ANALYTICS_BENCH_KEEP=1");
     sqlx::migrate!("../migrations").run(&db).await.unwrap();
+    db
+}
+
+/// `--reports-only [--learners N --lessons N]` (the scale the kept
+/// database was generated with): the reports again on a kept database.
+async fn reports_only() {
+    let db = kept_database().await;
+    let s = scale();
+    let (_, rows) = measure_reports(&db, Uuid::from_u128(0xbe7c), &s).await;
+    print_reports(&rows);
+}
+
+/// `--exports-only [--export http|csv|xlsx|copy]`: the exports again on the
+/// database an earlier run kept (ANALYTICS_BENCH_KEEP=1), without the
+/// minutes of generating and folding it.
+async fn exports_only() {
+    let db = kept_database().await;
     let (fk, bk, tk): (String, String, String) =
         sqlx::query_as("SELECT fk, bk, tk FROM bench_keyring")
             .fetch_one(&db)
