@@ -99,6 +99,7 @@ async fn one_caller(
         &state.settings.profile,
         &work,
         observer,
+        None,
     )
     .map_err(|e| e.to_string())?;
     let mut plan_noted = false;
