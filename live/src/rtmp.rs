@@ -238,7 +238,7 @@ async fn handle(
                 &state.settings.profile,
                 connection.local_root(),
                 connection.observer(),
-                None,
+                Some(connection.part_options()),
             );
             let encode = match encode {
                 Ok(encode) => encode,
