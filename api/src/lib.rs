@@ -196,6 +196,8 @@ impl AppState {
                 Box::pin(async move { learning.live_viewers(lesson).await.ok() })
             })
         };
+        // Live playlists this node writes wake the origin's blocking reloads.
+        let changes = Arc::new(lectern_storage::changes::Changes::default());
         AppState(Arc::new(Areas {
             telemetry: metrics::Telemetry::new(registry),
             ingest: IngestState {
@@ -214,6 +216,7 @@ impl AppState {
                 store: store.clone(),
                 playback: playback.clone(),
                 identity: identity.clone(),
+                changes: changes.clone(),
             }),
             catalogue: CatalogueState {
                 db: db.clone(),
@@ -234,7 +237,8 @@ impl AppState {
                 schema_ready: settings.schema_ready.clone(),
             },
             live: LiveState::new(db.clone(), store.clone(), identity.clone(), settings.live)
-                .with_viewers(viewers),
+                .with_viewers(viewers)
+                .with_changes(changes),
             demo: Arc::new(settings.demo),
             apps: Arc::new(settings.apps),
             identity,

@@ -1,0 +1,247 @@
+//! LL-HLS blocking playlist reload (RFC 8216bis §6.2.5.2): a live media
+//! playlist asked for with `_HLS_msn=<M>` (and `_HLS_part=<P>`) is held
+//! until the stored playlist contains segment M (part P of segment M) or a
+//! later one, or has `EXT-X-ENDLIST`, and is then answered as any
+//! playlist. A request for more than two segments past the last one, or
+//! for a part more than [`ADVANCE_PART_LIMIT`] past the last part, is 400
+//! `invalid_delivery_directive` at once, as are values that are no
+//! numbers and `_HLS_part` without `_HLS_msn` (the spec's "Bad Request").
+//! One that is not satisfied within three target durations is 503
+//! `playlist_update_pending` (the spec's bound; a player reloads).
+//!
+//! Waking: the live ladder writes its playlists through this process's
+//! [`lectern_storage::changes::Changes`], which wakes the waiters of that
+//! key at once; a node that does not ingest the event is not told, so
+//! every waiter also re-reads the playlist every [`RECHECK`] (a
+//! PostgreSQL `LISTEN`/`NOTIFY` would remove that delay: not done yet).
+//!
+//! Only a request carrying `_HLS_msn` or `_HLS_part` comes here: every
+//! other playlist and segment request takes the origin's usual path.
+
+use std::time::Duration;
+
+use lectern_storage::ObjectMeta;
+use lectern_web::{ApiError, ErrorCode};
+
+use super::DeliveryState;
+
+/// How often a waiting request re-reads the playlist when nothing in this
+/// process told it of a change (the stream is ingested on another node).
+pub const RECHECK: Duration = Duration::from_millis(500);
+/// Parts past the last one a client may ask for (the spec's Advance Part Limit).
+pub const ADVANCE_PART_LIMIT: u64 = 3;
+
+/// `_HLS_msn` and `_HLS_part` of a playlist request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Directive {
+    pub msn: u64,
+    pub part: Option<u64>,
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidDeliveryDirective, message)
+}
+
+impl Directive {
+    /// `None` when the query has neither parameter (the usual request).
+    pub fn parse(query: Option<&str>) -> Result<Option<Self>, ApiError> {
+        let Some(query) = query.filter(|q| q.contains("_HLS_")) else {
+            return Ok(None);
+        };
+        let mut msn = None;
+        let mut part = None;
+        for pair in query.split('&') {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let slot = match name {
+                "_HLS_msn" => &mut msn,
+                "_HLS_part" => &mut part,
+                _ => continue,
+            };
+            let number = value.parse::<u64>().map_err(|_| {
+                invalid(format!(
+                    "{name} must be a non-negative integer, not {value:?}"
+                ))
+            })?;
+            *slot = Some(number);
+        }
+        match (msn, part) {
+            (None, None) => Ok(None),
+            (None, Some(_)) => Err(invalid("_HLS_part needs _HLS_msn")),
+            (Some(msn), part) => Ok(Some(Self { msn, part })),
+        }
+    }
+}
+
+/// Where a live media playlist stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Edge {
+    /// The media sequence number the next complete segment will have.
+    pub next_msn: u64,
+    /// Parts of that segment listed so far (`EXT-X-PART` after the last segment).
+    pub open_parts: u64,
+    pub ended: bool,
+    pub target_duration_s: u64,
+}
+
+/// `None` for anything without `EXT-X-TARGETDURATION` (a master playlist):
+/// directives do not apply to it.
+pub fn edge(text: &str) -> Option<Edge> {
+    let mut target = None;
+    let mut sequence = 0;
+    let mut segments = 0;
+    let mut open_parts = 0;
+    let mut ended = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(v) = line.strip_prefix("#EXT-X-TARGETDURATION:") {
+            target = v.trim().parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("#EXT-X-MEDIA-SEQUENCE:") {
+            sequence = v.trim().parse::<u64>().unwrap_or(0);
+        } else if line.starts_with("#EXT-X-PART:") {
+            open_parts += 1;
+        } else if line.starts_with("#EXT-X-ENDLIST") {
+            ended = true;
+        } else if !line.is_empty() && !line.starts_with('#') {
+            segments += 1;
+            open_parts = 0;
+        }
+    }
+    Some(Edge {
+        next_msn: sequence + segments,
+        open_parts,
+        ended,
+        target_duration_s: target?,
+    })
+}
+
+impl Edge {
+    fn satisfies(&self, d: Directive) -> bool {
+        self.ended
+            || self.next_msn > d.msn
+            || (self.next_msn == d.msn && d.part.is_some_and(|p| self.open_parts > p))
+    }
+
+    /// The spec's "Bad Request" cases: too far past the live edge.
+    fn refuses(&self, d: Directive) -> Option<ApiError> {
+        // The last segment is `next_msn - 1`: more than two past it.
+        if d.msn > self.next_msn + 1 {
+            return Some(invalid(format!(
+                "_HLS_msn={} is more than two segments past the last one ({})",
+                d.msn,
+                self.next_msn.saturating_sub(1)
+            )));
+        }
+        match d.part {
+            Some(p) if d.msn == self.next_msn && p > self.open_parts + ADVANCE_PART_LIMIT => {
+                Some(invalid(format!(
+                    "_HLS_part={p} is more than {ADVANCE_PART_LIMIT} parts past the last one"
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Reads `key` until it satisfies `directive`; its metadata and bytes.
+pub async fn wait(
+    state: &DeliveryState,
+    key: &str,
+    directive: Directive,
+) -> Result<(ObjectMeta, bytes::Bytes), ApiError> {
+    // Subscribed before the first read: a write in between is not missed.
+    let mut changed = state.changes.subscribe(key);
+    let started = tokio::time::Instant::now();
+    let mut deadline = None;
+    loop {
+        let (meta, bytes) = super::read_playlist(state, key).await?;
+        let Some(edge) = std::str::from_utf8(&bytes).ok().and_then(edge) else {
+            return Ok((meta, bytes));
+        };
+        let deadline = *deadline.get_or_insert_with(|| {
+            started + Duration::from_secs(3 * edge.target_duration_s.max(1))
+        });
+        if edge.satisfies(directive) {
+            return Ok((meta, bytes));
+        }
+        if let Some(refused) = edge.refuses(directive) {
+            return Err(refused);
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(RECHECK) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(ApiError::new(
+                    ErrorCode::PlaylistUpdatePending,
+                    format!(
+                        "the live playlist did not reach segment {}{} within three target \
+                         durations; reload it",
+                        directive.msn,
+                        directive.part.map(|p| format!(" part {p}")).unwrap_or_default()
+                    ),
+                )
+                .with_retry_after(1));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directives_parse_and_bad_ones_are_refused() {
+        assert_eq!(Directive::parse(Some("token=abc")).unwrap(), None);
+        assert_eq!(Directive::parse(None).unwrap(), None);
+        assert_eq!(
+            Directive::parse(Some("token=a&_HLS_msn=12&_HLS_part=3")).unwrap(),
+            Some(Directive {
+                msn: 12,
+                part: Some(3)
+            })
+        );
+        assert_eq!(
+            Directive::parse(Some("_HLS_msn=7&token=a")).unwrap(),
+            Some(Directive { msn: 7, part: None })
+        );
+        for bad in [
+            "_HLS_msn=x",
+            "_HLS_msn=-1",
+            "_HLS_part=2",
+            "_HLS_msn=1&_HLS_part=",
+            "_HLS_msn",
+        ] {
+            let e = Directive::parse(Some(bad)).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidDeliveryDirective, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_edge_is_the_next_segment_and_its_parts() {
+        let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"p5_0.m4s\"\n#EXTINF:2.0,\nseg5.m4s\n\
+                    #EXTINF:2.0,\nseg6.m4s\n#EXT-X-PART:DURATION=0.5,URI=\"p7_0.m4s\"\n\
+                    #EXT-X-PART:DURATION=0.5,URI=\"p7_1.m4s\"\n\
+                    #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p7_2.m4s\"\n";
+        let e = edge(text).unwrap();
+        assert_eq!(
+            e,
+            Edge {
+                next_msn: 7,
+                open_parts: 2,
+                ended: false,
+                target_duration_s: 2
+            }
+        );
+        let d = |msn, part| Directive { msn, part };
+        assert!(e.satisfies(d(6, None)));
+        assert!(!e.satisfies(d(7, None)));
+        assert!(e.satisfies(d(7, Some(1))));
+        assert!(!e.satisfies(d(7, Some(2))));
+        assert!(e.refuses(d(8, None)).is_none());
+        assert!(e.refuses(d(9, None)).is_some());
+        assert!(e.refuses(d(7, Some(5))).is_none());
+        assert!(e.refuses(d(7, Some(6))).is_some());
+        assert!(edge("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv.m3u8\n").is_none());
+    }
+}
