@@ -196,8 +196,11 @@ impl AppState {
                 Box::pin(async move { learning.live_viewers(lesson).await.ok() })
             })
         };
-        // Live playlists this node writes wake the origin's blocking reloads.
+        // Live playlists this node writes wake the origin's blocking
+        // reloads, here and (over PostgreSQL) on the other nodes.
         let changes = Arc::new(lectern_storage::changes::Changes::default());
+        let node = lectern_delivery::blocking::new_node();
+        lectern_delivery::blocking::relay(db.clone(), &changes, node);
         AppState(Arc::new(Areas {
             telemetry: metrics::Telemetry::new(registry),
             ingest: IngestState {
@@ -217,6 +220,7 @@ impl AppState {
                 playback: playback.clone(),
                 identity: identity.clone(),
                 changes: changes.clone(),
+                node,
             }),
             catalogue: CatalogueState {
                 db: db.clone(),

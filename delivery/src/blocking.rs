@@ -9,25 +9,107 @@
 //! One that is not satisfied within three target durations is 503
 //! `playlist_update_pending` (the spec's bound; a player reloads).
 //!
-//! Waking: the live ladder writes its playlists through this process's
-//! [`lectern_storage::changes::Changes`], which wakes the waiters of that
-//! key at once; a node that does not ingest the event is not told, so
-//! every waiter also re-reads the playlist every [`RECHECK`] (a
-//! PostgreSQL `LISTEN`/`NOTIFY` would remove that delay: not done yet).
+//! Waking: the live ladder announces each playlist it writes on this
+//! process's [`lectern_storage::changes::Changes`], which wakes the
+//! waiters of that key at once. Other nodes hear of it over PostgreSQL:
+//! [`relay`] makes every announcement a `NOTIFY` on [`CHANNEL`] (the node's
+//! id and the key), and [`listen`], one task per `serve`, wakes the
+//! waiters here for notices of other nodes. A notice can be lost (the
+//! listener reconnecting), so every waiter also re-reads the playlist
+//! every [`RECHECK`].
 //!
 //! Only a request carrying `_HLS_msn` or `_HLS_part` comes here: every
 //! other playlist and segment request takes the origin's usual path.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use lectern_storage::changes::Changes;
 use lectern_storage::ObjectMeta;
 use lectern_web::{ApiError, ErrorCode};
+use sqlx::postgres::PgListener;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use super::DeliveryState;
 
-/// How often a waiting request re-reads the playlist when nothing in this
-/// process told it of a change (the stream is ingested on another node).
-pub const RECHECK: Duration = Duration::from_millis(500);
+/// How often a waiting request re-reads the playlist when no notice came
+/// (one was lost).
+pub const RECHECK: Duration = Duration::from_secs(1);
+/// The PostgreSQL channel of playlist changes: `<node id> <object key>`.
+pub const CHANNEL: &str = "lectern_playlist_changed";
+
+/// A new id for this process in the notices it sends.
+pub fn new_node() -> Uuid {
+    Uuid::new_v4()
+}
+
+/// Sends every change announced on `changes` to the other nodes, as
+/// `NOTIFY` on [`CHANNEL`] from this node (`node`). Fire and forget: a
+/// lost notice costs a waiter elsewhere at most [`RECHECK`].
+pub fn relay(db: PgPool, changes: &Changes, node: Uuid) {
+    changes.relay_to(Box::new(move |key| {
+        let (db, payload) = (db.clone(), format!("{node} {key}"));
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            if let Err(e) = sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&payload)
+                .execute(&db)
+                .await
+            {
+                tracing::debug!(error = %e, "cannot relay a playlist change");
+            }
+        });
+    }));
+}
+
+/// Wakes this node's waiters for changes other nodes announce, until
+/// cancelled (`node`: this node's id, whose own notices are skipped).
+pub async fn listen(db: PgPool, changes: Arc<Changes>, node: Uuid, cancel: CancellationToken) {
+    let node = node.to_string();
+    while !cancel.is_cancelled() {
+        let mut listener = match PgListener::connect_with(&db).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot listen for playlist changes");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(CHANNEL).await {
+            tracing::debug!(error = %e, "cannot listen for playlist changes");
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            }
+        }
+        loop {
+            let notice = tokio::select! {
+                _ = cancel.cancelled() => return,
+                notice = listener.recv() => notice,
+            };
+            match notice {
+                Ok(notice) => {
+                    if let Some((from, key)) = notice.payload().split_once(' ') {
+                        if from != node {
+                            changes.wake(key);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "playlist change listener lost its connection");
+                    break;
+                }
+            }
+        }
+    }
+}
 /// Parts past the last one a client may ask for (the spec's Advance Part Limit).
 pub const ADVANCE_PART_LIMIT: u64 = 3;
 
@@ -188,6 +270,33 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[sqlx::test(migrations = false)]
+    async fn a_change_on_another_node_wakes_the_waiters_here(db: PgPool) {
+        let (here, there) = (Arc::new(Changes::default()), Changes::default());
+        let (node_here, node_there) = (Uuid::new_v4(), Uuid::new_v4());
+        relay(db.clone(), &here, node_here);
+        relay(db.clone(), &there, node_there);
+        let cancel = CancellationToken::new();
+        tokio::spawn(listen(db.clone(), here.clone(), node_here, cancel.clone()));
+        let mut waiting = here.subscribe("assets/a/out/attempt-1/v/720p/index.m3u8");
+        let other = here.subscribe("assets/a/out/attempt-1/v/360p/index.m3u8");
+        // The listener may not listen yet when the first notice goes out.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                there.changed("assets/a/out/attempt-1/v/720p/index.m3u8");
+                let heard =
+                    tokio::time::timeout(Duration::from_millis(200), waiting.changed()).await;
+                if heard.is_ok() {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("the other node's change is heard here");
+        assert!(!other.has_changed().unwrap(), "only that key's waiters");
+        cancel.cancel();
+    }
 
     #[test]
     fn directives_parse_and_bad_ones_are_refused() {

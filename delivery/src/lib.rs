@@ -71,7 +71,7 @@
 //! `Content-Range`, `Content-Length`, `Accept-Ranges` and `ETag`.
 
 mod assets;
-mod blocking;
+pub mod blocking;
 pub mod cache;
 mod captions;
 mod encryption;
@@ -382,6 +382,8 @@ pub struct DeliveryParts {
     pub identity: Identity,
     /// Live playlists written by this process: blocking reloads wake on them.
     pub changes: Arc<lectern_storage::changes::Changes>,
+    /// This process, in the playlist-change notices it sends ([`blocking`]).
+    pub node: Uuid,
 }
 
 impl DeliveryState {

@@ -9,17 +9,23 @@
 //! a key finds no channel, and channels whose waiters are all gone are
 //! dropped as keys are touched.
 //!
-//! It is in-process: a writer on another node is not seen here, so
-//! waiters also re-read on a timer (the caller's bound).
+//! It is in-process; other nodes hear of a change through a relay the
+//! caller installs ([`Changes::relay_to`]: delivery sends it over
+//! PostgreSQL `NOTIFY`, and its listener calls [`Changes::wake`] here),
+//! and waiters also re-read on a timer in case a notice was lost.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::watch;
+
+/// Tells other nodes that a key changed.
+pub type Relay = Box<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Default)]
 pub struct Changes {
     keys: Mutex<HashMap<String, watch::Sender<u64>>>,
+    relay: OnceLock<Relay>,
 }
 
 impl Changes {
@@ -39,8 +45,23 @@ impl Changes {
         }
     }
 
-    /// `key` was written: wakes everyone waiting on it.
+    /// Also tells `relay` of every [`Self::changed`] key (once; later calls
+    /// are ignored).
+    pub fn relay_to(&self, relay: Relay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// `key` was written here: wakes everyone waiting on it, on this node
+    /// and, through the relay, on others.
     pub fn changed(&self, key: &str) {
+        self.wake(key);
+        if let Some(relay) = self.relay.get() {
+            relay(key);
+        }
+    }
+
+    /// `key` was written (here or elsewhere): wakes its waiters here.
+    pub fn wake(&self, key: &str) {
         let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
         let Some(sender) = keys.get(key) else {
             return;
