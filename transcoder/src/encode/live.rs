@@ -18,9 +18,10 @@
 //! the only codecs accepted; anything else fails with `unsupported_codec`
 //! and a message naming what was sent.
 //!
-//! Segments are reported through the [`SegmentObserver`] as libavformat
-//! closes them, exactly as for fast first playback; [`LiveEncode::finish`]
-//! flushes the last ones after the input ended.
+//! Segments are reported through the [`SegmentObserver`] as they close,
+//! exactly as for fast first playback, and with [`PartOptions`] each LL-HLS
+//! part before them; [`LiveEncode::finish`] flushes the last ones after the
+//! input ended.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -8,6 +8,13 @@
 //! HLS muxer per rendition ([`hls_mux`]). The plan decides everything; this
 //! module only executes it.
 //!
+//! A live encode may ask for LL-HLS parts ([`PartOptions`]): its renditions
+//! are then muxed by [`part_mux`] instead, one fMP4 fragment per part (at
+//! most `target_s`, cut here at packet boundaries and at every segment
+//! boundary, which follows the same rule as libavformat's), each reported
+//! to a [`PartObserver`] before the segment they make up, whose file is
+//! their concatenation. File encodes never take that path.
+//!
 //! Before the pipeline starts, an encode that includes the audio runs the
 //! loudness pass ([`measure`]: the audio alone, decoded and measured) when
 //! the plan asks for it, and the audio branch applies the resulting gain
