@@ -18,8 +18,13 @@
 //! listener reconnecting), so every waiter also re-reads the playlist
 //! every [`RECHECK`].
 //!
-//! Only a request carrying `_HLS_msn` or `_HLS_part` comes here: every
-//! other playlist and segment request takes the origin's usual path.
+//! A hinted part (`EXT-X-PRELOAD-HINT`) is asked for before it exists: a
+//! part that is not found is looked for again each time its rendition's
+//! playlist changes, for up to [`PART_WAIT`] ([`wait_for_part`]), then 404
+//! as before (the spec asks servers to hold hinted requests).
+//!
+//! Only a playlist request carrying `_HLS_msn` or `_HLS_part`, and a part
+//! not found, come here: every other request takes the origin's usual path.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +42,43 @@ use super::DeliveryState;
 /// How often a waiting request re-reads the playlist when no notice came
 /// (one was lost).
 pub const RECHECK: Duration = Duration::from_secs(1);
+/// How long a request for a part that does not exist yet is held: three
+/// live segments (the ladder's 2 s), longer than any hint is early.
+pub const PART_WAIT: Duration = Duration::from_secs(6);
+
+/// Serves `key`, a live part, once it exists: `serve` is retried each time
+/// its rendition's playlist changes (a part is uploaded before the
+/// playlist naming it) or every [`RECHECK`], until [`PART_WAIT`] has passed;
+/// then the last answer stands (a 404).
+pub async fn wait_for_part<F, Fut>(
+    state: &DeliveryState,
+    key: &str,
+    serve: F,
+) -> Result<axum::response::Response, ApiError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<axum::response::Response, ApiError>>,
+{
+    let playlist = match key.rfind('/') {
+        Some(i) => format!("{}index.m3u8", &key[..=i]),
+        None => return serve().await,
+    };
+    let deadline = tokio::time::Instant::now() + PART_WAIT;
+    let mut changed = state.changes.subscribe(&playlist);
+    loop {
+        let answer = serve().await;
+        let missing = matches!(&answer, Err(e) if e.code == ErrorCode::NotFound);
+        if !missing || tokio::time::Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(RECHECK) => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
 /// The PostgreSQL channel of playlist changes: `<node id> <object key>`.
 pub const CHANNEL: &str = "lectern_playlist_changed";
 

@@ -751,7 +751,19 @@ async fn media(
                     )
                     .await
                 } else {
-                    serve_object(&state, &method, &headers, object).await
+                    match serve_object(&state, &method, &headers, object).await {
+                        // A hinted LL-HLS part, asked for before it exists.
+                        Err(e)
+                            if e.code == ErrorCode::NotFound
+                                && lectern_assets::keys::is_live_part(object) =>
+                        {
+                            blocking::wait_for_part(&state, object, || {
+                                serve_object(&state, &method, &headers, object)
+                            })
+                            .await
+                        }
+                        answer => answer,
+                    }
                 }
             }
             // The plain path of an encrypted asset: its playlists send the

@@ -1287,6 +1287,31 @@ async fn rtmp_low_latency_parts_blocking_reload_and_a_replay_without_parts(db: P
     for line in &part_lines {
         assert!(line.contains(".m4s?token="), "{line}");
     }
+    // The hinted part, asked for before it exists, is held until it does
+    // (a hint read just as its part was uploaded is passed over).
+    let mut hint = String::new();
+    for _ in 0..20 {
+        let (_, _, served) = live
+            .w
+            .call_with_headers("GET", &media(String::new()), None, None)
+            .await;
+        hint = served
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string();
+        let hinted = format!("{dir}{}", hint.split('?').next().unwrap());
+        if live.w.state.live.store.head(&hinted).await.is_err() {
+            break;
+        }
+    }
+    let (status, headers, _) = live
+        .w
+        .call_with_headers("GET", &format!("/media/{dir}{hint}"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "the hinted part {hint}");
+    assert_eq!(headers["content-type"], "video/iso.segment");
 
     // A blocking reload for the next segment answers only once it is
     // listed, and lists it.
