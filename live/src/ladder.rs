@@ -208,6 +208,7 @@ impl Ladder {
                         completed: &completed,
                         open: if listed { &parts.open } else { &[] },
                         preload_hint: hint.as_deref(),
+                        reports: &self.rendition_reports(dir),
                     },
                 )
             }
@@ -219,6 +220,41 @@ impl Ladder {
         put_playlist(store, &key, text, true).await?;
         changes.changed(&key);
         Ok(())
+    }
+
+    /// Where every other rendition stands. A segment's media sequence
+    /// number is its index in the rendition's list (the window's head
+    /// moves `EXT-X-MEDIA-SEQUENCE` by the segments it drops).
+    fn rendition_reports(&self, dir: &str) -> Vec<packager::RenditionReport> {
+        self.renditions
+            .iter()
+            .filter(|(other, r)| other.as_str() != dir && !r.segments.is_empty())
+            .map(|(other, r)| {
+                let parts = self.parts.get(other);
+                let open = parts.filter(|p| {
+                    p.live
+                        && !p.open.is_empty()
+                        && self.published.get(other).copied().unwrap_or(0) > 0
+                });
+                let last = r.segments.len() as u64 - 1;
+                let (last_msn, last_part) = match open {
+                    Some(p) => (last + 1, Some(p.open.len() as u64 - 1)),
+                    None => (
+                        last,
+                        parts
+                            .and_then(|p| p.completed.back())
+                            .filter(|(index, parts)| *index as u64 == last && !parts.is_empty())
+                            .map(|(_, parts)| parts.len() as u64 - 1),
+                    ),
+                };
+                packager::RenditionReport {
+                    // Every rendition is two levels down (`v/720p`, `a/audio`).
+                    uri: format!("../../{other}/{}", packager::MEDIA_PLAYLIST),
+                    last_msn,
+                    last_part,
+                }
+            })
+            .collect()
     }
 
     /// The part expected next: the open segment's next, or the next

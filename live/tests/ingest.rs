@@ -1223,6 +1223,7 @@ async fn rtmp_low_latency_parts_blocking_reload_and_a_replay_without_parts(db: P
         "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500",
         "#EXT-X-PART-INF:PART-TARGET=0.500",
         "#EXT-X-PLAYLIST-TYPE:EVENT",
+        "#EXT-X-RENDITION-REPORT:URI=\"../../a/audio/index.m3u8\",LAST-MSN=",
     ] {
         assert!(stored.contains(tag), "{tag} in\n{stored}");
     }
@@ -1286,6 +1287,12 @@ async fn rtmp_low_latency_parts_blocking_reload_and_a_replay_without_parts(db: P
     assert!(!part_lines.is_empty());
     for line in &part_lines {
         assert!(line.contains(".m4s?token="), "{line}");
+    }
+    for line in served
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:"))
+    {
+        assert!(line.contains("/index.m3u8?token="), "{line}");
     }
     // The hinted part, asked for before it exists, is held until it does
     // (a hint read just as its part was uploaded is passed over).
@@ -1377,6 +1384,7 @@ async fn rtmp_low_latency_parts_blocking_reload_and_a_replay_without_parts(db: P
         "#EXT-X-PART",
         "#EXT-X-PRELOAD-HINT",
         "#EXT-X-SERVER-CONTROL",
+        "#EXT-X-RENDITION-REPORT",
     ] {
         assert!(!replay.contains(tag), "{tag} in the replay:\n{replay}");
     }

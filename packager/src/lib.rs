@@ -500,6 +500,21 @@ pub struct LowLatency<'a> {
     pub open: &'a [Part],
     /// The part expected next (`EXT-X-PRELOAD-HINT:TYPE=PART`).
     pub preload_hint: Option<&'a str>,
+    /// Where the other renditions stand (`EXT-X-RENDITION-REPORT`), so a
+    /// player switching to one asks it for the right segment and part.
+    pub reports: &'a [RenditionReport],
+}
+
+/// `EXT-X-RENDITION-REPORT`: another rendition's last segment or part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenditionReport {
+    /// That rendition's playlist, relative to this one.
+    pub uri: String,
+    /// Its last media sequence number: the open segment's when it has
+    /// parts listed.
+    pub last_msn: u64,
+    /// Its last part of `last_msn`, when it lists parts of it.
+    pub last_part: Option<u64>,
 }
 
 /// How far behind the live edge low-latency clients play: three part
@@ -526,7 +541,8 @@ fn part_attributes(part: &Part) -> String {
 /// answers blocking reloads, `CAN-BLOCK-RELOAD=YES`, and says how far back
 /// low-latency clients hold, `PART-HOLD-BACK`), `EXT-X-PART-INF`, the parts
 /// of the last segments before each one's `EXTINF`, the open segment's
-/// parts after the last segment, and the hint of the next part.
+/// parts after the last segment, the hint of the next part, and a report
+/// of where each other rendition stands.
 pub fn low_latency_playlist(
     rendition: &Rendition,
     target_duration_s: f64,
@@ -574,6 +590,16 @@ pub fn low_latency_playlist(
     }
     if let Some(hint) = low_latency.preload_hint {
         out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"\n"));
+    }
+    for report in low_latency.reports {
+        out.push_str(&format!(
+            "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+            report.uri, report.last_msn
+        ));
+        if let Some(part) = report.last_part {
+            out.push_str(&format!(",LAST-PART={part}"));
+        }
+        out.push('\n');
     }
     out.into_bytes()
 }
@@ -891,6 +917,11 @@ mod tests {
             completed: &completed,
             open: &open,
             preload_hint: Some("p3_1.m4s"),
+            reports: &[RenditionReport {
+                uri: "../../a/audio/index.m3u8".into(),
+                last_msn: 3,
+                last_part: Some(0),
+            }],
         };
         // A window of 4.5 s drops the first segment, and its parts with it.
         let t = String::from_utf8(low_latency_playlist(&r, 2.0, 4.5, &ll)).unwrap();
@@ -916,9 +947,12 @@ mod tests {
         assert!(at("seg_00001.m4s") < p20 && p20 < p21 && p21 < s2);
         let open = at("#EXT-X-PART:DURATION=0.50000,URI=\"p3_0.m4s\",INDEPENDENT=YES");
         assert!(s2 < open);
+        assert!(open < at("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p3_1.m4s\""));
         assert_eq!(
             lines.last(),
-            Some(&"#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p3_1.m4s\"")
+            Some(
+                &"#EXT-X-RENDITION-REPORT:URI=\"../../a/audio/index.m3u8\",LAST-MSN=3,LAST-PART=0"
+            )
         );
         assert!(!t.contains("ENDLIST"));
         // Still a playlist a standard client (and m3u8-rs) reads.
