@@ -250,6 +250,14 @@ fn start_background_work(config: &Config, state: &AppState, db: &Database) -> Re
     tasks.spawn("progress-flusher", move |cancel| {
         lectern_learning::flush::run(learning, every, cancel)
     });
+    let (db, changes, node) = (
+        state.db.clone(),
+        state.delivery.changes.clone(),
+        state.delivery.node,
+    );
+    tasks.spawn("playlist-changes", move |cancel| {
+        lectern_delivery::blocking::listen(db, changes, node, cancel)
+    });
     let live = state.live.clone();
     tasks.spawn("live-sweeper", move |cancel| {
         lectern_live::lifecycle::run_sweeper(live, cancel)

@@ -196,6 +196,11 @@ impl AppState {
                 Box::pin(async move { learning.live_viewers(lesson).await.ok() })
             })
         };
+        // Live playlists this node writes wake the origin's blocking
+        // reloads, here and (over PostgreSQL) on the other nodes.
+        let changes = Arc::new(lectern_storage::changes::Changes::default());
+        let node = lectern_delivery::blocking::new_node();
+        lectern_delivery::blocking::relay(db.clone(), &changes, node);
         AppState(Arc::new(Areas {
             telemetry: metrics::Telemetry::new(registry),
             ingest: IngestState {
@@ -214,6 +219,8 @@ impl AppState {
                 store: store.clone(),
                 playback: playback.clone(),
                 identity: identity.clone(),
+                changes: changes.clone(),
+                node,
             }),
             catalogue: CatalogueState {
                 db: db.clone(),
@@ -234,7 +241,8 @@ impl AppState {
                 schema_ready: settings.schema_ready.clone(),
             },
             live: LiveState::new(db.clone(), store.clone(), identity.clone(), settings.live)
-                .with_viewers(viewers),
+                .with_viewers(viewers)
+                .with_changes(changes),
             demo: Arc::new(settings.demo),
             apps: Arc::new(settings.apps),
             identity,

@@ -67,6 +67,18 @@ pub fn chunk_key(attempt_prefix: &str, index: usize) -> String {
     format!("{attempt_prefix}{PARTS_DIR}chunk_{index:04}.mkv")
 }
 
+/// Whether `key` names an LL-HLS part of a live rendition
+/// (`…/c2-part_00007_1.m4s`: the transcoder's `part_file_name` behind the
+/// live ladder's connection number), which a player may ask for before it
+/// exists (the playlist's preload hint).
+pub fn is_live_part(key: &str) -> bool {
+    let name = key.rsplit('/').next().unwrap_or(key);
+    name.ends_with(".m4s")
+        && name.split_once('-').is_some_and(|(connection, rest)| {
+            connection.starts_with('c') && rest.starts_with("part_")
+        })
+}
+
 /// Whether `rest`, an output key below `out/` (`attempt-2/parts/…`), is a
 /// chunked encode's intermediate rather than a published file.
 pub fn is_intermediate(rest: &str) -> bool {
@@ -96,6 +108,22 @@ pub fn canonical_id(text: &str) -> Option<Uuid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_parts_are_told_from_segments() {
+        assert!(is_live_part(
+            "assets/x/out/attempt-1/v/720p/c2-part_00007_1.m4s"
+        ));
+        assert!(!is_live_part(
+            "assets/x/out/attempt-1/v/720p/c2-seg_00007.m4s"
+        ));
+        assert!(!is_live_part(
+            "assets/x/out/attempt-1/v/720p/part_00007_1.m4s"
+        ));
+        assert!(!is_live_part(
+            "assets/x/out/attempt-1/v/720p/c2-part_00007_1.mp4"
+        ));
+    }
 
     #[test]
     fn captions_live_beside_the_attempts_and_are_published_files() {

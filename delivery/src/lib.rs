@@ -42,6 +42,11 @@
 //! could not be object keys at all (`..`, `.`, empty segments,
 //! backslashes, NUL, absolute paths) answer 400 `invalid_path`.
 //!
+//! A live media playlist asked for with LL-HLS delivery directives
+//! (`_HLS_msn`, `_HLS_part`) is held until it has what was asked for
+//! (module [`blocking`]); the part and preload-hint URIs of an LL-HLS
+//! playlist are `URI="…"` attributes and get the token like the others.
+//!
 //! Segments, init segments and posters are served from memory when hot
 //! (module [`cache`], after the token check), and so are an encrypted
 //! asset's segments, encrypted once per key and held under the key-marked
@@ -66,6 +71,7 @@
 //! `Content-Range`, `Content-Length`, `Accept-Ranges` and `ETag`.
 
 mod assets;
+pub mod blocking;
 pub mod cache;
 mod captions;
 mod encryption;
@@ -374,6 +380,10 @@ pub struct DeliveryParts {
     pub store: Arc<dyn Store>,
     pub playback: Arc<Playback>,
     pub identity: Identity,
+    /// Live playlists written by this process: blocking reloads wake on them.
+    pub changes: Arc<lectern_storage::changes::Changes>,
+    /// This process, in the playlist-change notices it sends ([`blocking`]).
+    pub node: Uuid,
 }
 
 impl DeliveryState {
@@ -489,7 +499,8 @@ fn token_parameter(op: &mut Operation) {
     }));
 }
 
-/// The query of `/media/{*key}`: the token, and the lesson a master plays.
+/// The query of `/media/{*key}`: the token, the lesson a master plays, and
+/// a live playlist's delivery directives.
 fn media_parameters(op: &mut Operation) {
     op.query = Some(schemars::json_schema!({
         "type": "object",
@@ -503,6 +514,18 @@ fn media_parameters(op: &mut Operation) {
                 "format": "uuid",
                 "description": "on a master playlist: the lesson being played, whose captions \
                     it lists (the playback URL carries it)"
+            },
+            "_HLS_msn": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "on a live media playlist (LL-HLS blocking reload): answer once \
+                    the playlist holds this media sequence number, at most three target \
+                    durations later (then 503 `playlist_update_pending`)"
+            },
+            "_HLS_part": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "with `_HLS_msn`: once the playlist holds this part of that segment"
             }
         },
         "required": ["token"]
@@ -710,6 +733,12 @@ async fn media(
         let object = path.object.as_str();
         let playlist = object.ends_with(".m3u8");
         let lesson = query_lesson(query.as_deref());
+        // LL-HLS blocking reload; `None` (no `_HLS_` in the query) is the usual path.
+        let directive = if playlist {
+            blocking::Directive::parse(query.as_deref())?
+        } else {
+            None
+        };
         let asset_key = state.playback.asset_key(&state, path.asset).await?;
         if let Some(refused) = delivery_refusal(asset_key.as_deref(), &path) {
             return Err(refused);
@@ -718,11 +747,23 @@ async fn media(
             (None, _) => {
                 if playlist {
                     serve_playlist(
-                        &state, &method, &headers, object, token, &claims, None, lesson,
+                        &state, &method, &headers, object, token, &claims, None, lesson, directive,
                     )
                     .await
                 } else {
-                    serve_object(&state, &method, &headers, object).await
+                    match serve_object(&state, &method, &headers, object).await {
+                        // A hinted LL-HLS part, asked for before it exists.
+                        Err(e)
+                            if e.code == ErrorCode::NotFound
+                                && lectern_assets::keys::is_live_part(object) =>
+                        {
+                            blocking::wait_for_part(&state, object, || {
+                                serve_object(&state, &method, &headers, object)
+                            })
+                            .await
+                        }
+                        answer => answer,
+                    }
                 }
             }
             // The plain path of an encrypted asset: its playlists send the
@@ -741,6 +782,7 @@ async fn media(
                         &claims,
                         Some(e),
                         lesson,
+                        directive,
                     )
                     .await
                 } else {
@@ -759,6 +801,7 @@ async fn media(
                         &claims,
                         Some(e),
                         lesson,
+                        directive,
                     )
                     .await
                 } else if encryption::is_encrypted_media(object) {
@@ -1176,17 +1219,11 @@ fn encrypted_meta(clear: &ObjectMeta, kid: &str) -> ObjectMeta {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn serve_playlist(
+/// A playlist's metadata and bytes, read whole (it is rewritten).
+async fn read_playlist(
     state: &DeliveryState,
-    method: &Method,
-    headers: &HeaderMap,
     key: &str,
-    token: &str,
-    claims: &Claims,
-    encrypt: Option<(&AssetKey, Option<&str>)>,
-    lesson: Option<Uuid>,
-) -> Result<Response, ApiError> {
+) -> Result<(ObjectMeta, bytes::Bytes), ApiError> {
     let object = state
         .store
         .get(key, None)
@@ -1200,6 +1237,25 @@ async fn serve_playlist(
     }
     let meta = object.meta.clone();
     let bytes = object.bytes().await.map_err(|e| storage_error(key, e))?;
+    Ok((meta, bytes))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve_playlist(
+    state: &DeliveryState,
+    method: &Method,
+    headers: &HeaderMap,
+    key: &str,
+    token: &str,
+    claims: &Claims,
+    encrypt: Option<(&AssetKey, Option<&str>)>,
+    lesson: Option<Uuid>,
+    directive: Option<blocking::Directive>,
+) -> Result<Response, ApiError> {
+    let (meta, bytes) = match directive {
+        None => read_playlist(state, key).await?,
+        Some(directive) => blocking::wait(state, key, directive).await?,
+    };
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| ApiError::internal(format!("playlist {key} is not UTF-8")))?;
     let kind = playlist::kind(text);

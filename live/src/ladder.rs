@@ -18,14 +18,30 @@
 //! The replay rewrites each media playlist as `VOD` with every segment
 //! (not just the DVR window) and `EXT-X-ENDLIST`: no byte of media is
 //! re-encoded or copied.
+//!
+//! Low-latency HLS: the encoder also reports each ~0.5 s part of the
+//! segment it is writing (one fMP4 fragment; the segment is their
+//! concatenation). Each part is uploaded as its own immutable object
+//! (`c2-part_00007_1.m4s`) before the playlist naming it is rewritten, so
+//! media playlists change every part: `EXT-X-SERVER-CONTROL` and
+//! `EXT-X-PART-INF` in the header, `EXT-X-PART` lines for the last three
+//! segments (three target durations, after which the spec says to drop
+//! them) and for the open one, and `EXT-X-PRELOAD-HINT` naming the part
+//! expected next. A connection's parts are listed only once its first
+//! segment is (the first part needs the connection's `EXT-X-MAP` and
+//! discontinuity, which the packager writes with a segment), and the hint
+//! goes when the stream ends. Every playlist written is announced on
+//! [`Changes`], which wakes the origin's blocking reloads in this
+//! process. The replay's playlists come from the segments alone: no parts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use lectern_packager::{self as packager, Package, Rendition, RenditionKind, Segment};
+use lectern_storage::changes::Changes;
 use lectern_storage::{PutOptions, Store};
-use lectern_transcoder::encode::{self, EncodedRendition, SegmentReady};
+use lectern_transcoder::encode::{self, EncodedRendition, PartReady, SegmentReady};
 use lectern_transcoder::LadderPlan;
 use uuid::Uuid;
 
@@ -83,6 +99,27 @@ pub struct Ladder {
     connection: i32,
     plan: Option<LadderPlan>,
     master_written: bool,
+    /// LL-HLS parts, per directory; empty when the encoder makes none.
+    parts: HashMap<String, LiveParts>,
+}
+
+/// How many complete segments keep their parts listed: three target
+/// durations from the live edge (RFC 8216bis §4.4.3.8 lets them go after).
+const SEGMENTS_WITH_PARTS: usize = 3;
+
+/// One rendition's LL-HLS parts.
+#[derive(Default)]
+struct LiveParts {
+    /// Parts of recent complete segments, with their index in the
+    /// rendition's `segments`, oldest first.
+    completed: VecDeque<(usize, Vec<packager::Part>)>,
+    /// The connection's segment the open parts belong to.
+    open_segment: usize,
+    open: Vec<packager::Part>,
+    /// The open parts' total duration.
+    open_s: f64,
+    /// More parts are coming: the stream has not ended.
+    live: bool,
 }
 
 impl Ladder {
@@ -94,6 +131,7 @@ impl Ladder {
             connection: 0,
             plan: None,
             master_written: false,
+            parts: HashMap::new(),
         }
     }
 
@@ -101,6 +139,134 @@ impl Ladder {
     pub fn begin_connection(&mut self, connection: i32) {
         self.connection = connection;
         self.published.clear();
+        for parts in self.parts.values_mut() {
+            parts.open.clear();
+            parts.open_s = 0.0;
+            parts.open_segment = 0;
+            parts.live = true;
+        }
+    }
+
+    /// Uploads one part, then rewrites its rendition's playlist to list
+    /// it (once the connection has a segment there; see the module doc).
+    pub async fn publish_part(
+        &mut self,
+        store: &dyn Store,
+        changes: &Changes,
+        part: PartReady,
+        window_s: f64,
+    ) -> Result<(), String> {
+        let name = self.name(&part.file_name);
+        let key = format!("{}{}/{name}", self.prefix, part.dir);
+        store
+            .put_bytes(&key, Bytes::from(part.data), packager::put_options(&name))
+            .await
+            .map_err(|e| format!("uploading {key}: {e}"))?;
+        let parts = self.parts.entry(part.dir.clone()).or_default();
+        parts.live = true;
+        if parts.open_segment != part.segment || parts.open.is_empty() {
+            parts.open.clear();
+            parts.open_s = 0.0;
+            parts.open_segment = part.segment;
+        }
+        parts.open.push(packager::Part {
+            uri: name,
+            duration_s: part.duration_s,
+            independent: part.independent,
+        });
+        parts.open_s += part.duration_s;
+        if self.published.get(&part.dir).copied().unwrap_or(0) == 0 {
+            return Ok(());
+        }
+        self.write_media_playlist(store, changes, &part.dir, window_s)
+            .await
+    }
+
+    /// The live playlist of `dir`, with its parts when it has any.
+    async fn write_media_playlist(
+        &self,
+        store: &dyn Store,
+        changes: &Changes,
+        dir: &str,
+        window_s: f64,
+    ) -> Result<(), String> {
+        let Some(rendition) = self.renditions.get(dir) else {
+            return Ok(());
+        };
+        let text = match self.parts.get(dir) {
+            Some(parts) => {
+                let completed: Vec<(usize, Vec<packager::Part>)> =
+                    parts.completed.iter().cloned().collect();
+                let listed = parts.live && self.published.get(dir).copied().unwrap_or(0) > 0;
+                let hint = listed.then(|| self.next_part_name(parts));
+                packager::low_latency_playlist(
+                    rendition,
+                    crate::LIVE_SEGMENT_S,
+                    window_s,
+                    &packager::LowLatency {
+                        part_target_s: crate::LIVE_PART_S,
+                        completed: &completed,
+                        open: if listed { &parts.open } else { &[] },
+                        preload_hint: hint.as_deref(),
+                        reports: &self.rendition_reports(dir),
+                    },
+                )
+            }
+            None => playlist_text(|| {
+                packager::live_playlist(rendition, crate::LIVE_SEGMENT_S, window_s)
+            })?,
+        };
+        let key = format!("{}{dir}/{}", self.prefix, packager::MEDIA_PLAYLIST);
+        put_playlist(store, &key, text, true).await?;
+        changes.changed(&key);
+        Ok(())
+    }
+
+    /// Where every other rendition stands. A segment's media sequence
+    /// number is its index in the rendition's list (the window's head
+    /// moves `EXT-X-MEDIA-SEQUENCE` by the segments it drops).
+    fn rendition_reports(&self, dir: &str) -> Vec<packager::RenditionReport> {
+        self.renditions
+            .iter()
+            .filter(|(other, r)| other.as_str() != dir && !r.segments.is_empty())
+            .map(|(other, r)| {
+                let parts = self.parts.get(other);
+                let open = parts.filter(|p| {
+                    p.live
+                        && !p.open.is_empty()
+                        && self.published.get(other).copied().unwrap_or(0) > 0
+                });
+                let last = r.segments.len() as u64 - 1;
+                let (last_msn, last_part) = match open {
+                    Some(p) => (last + 1, Some(p.open.len() as u64 - 1)),
+                    None => (
+                        last,
+                        parts
+                            .and_then(|p| p.completed.back())
+                            .filter(|(index, parts)| *index as u64 == last && !parts.is_empty())
+                            .map(|(_, parts)| parts.len() as u64 - 1),
+                    ),
+                };
+                packager::RenditionReport {
+                    // Every rendition is two levels down (`v/720p`, `a/audio`).
+                    uri: format!("../../{other}/{}", packager::MEDIA_PLAYLIST),
+                    last_msn,
+                    last_part,
+                }
+            })
+            .collect()
+    }
+
+    /// The part expected next: the open segment's next, or the next
+    /// segment's first once the open one is about as long as a segment
+    /// (a guess: a wrong hint costs a client that fetched it only a wait).
+    fn next_part_name(&self, parts: &LiveParts) -> String {
+        let (segment, part) = if parts.open_s >= crate::LIVE_SEGMENT_S - crate::LIVE_PART_S / 2.0 {
+            (parts.open_segment + 1, 0)
+        } else {
+            (parts.open_segment, parts.open.len())
+        };
+        self.name(&encode::part_file_name(segment, part))
     }
 
     pub fn set_plan(&mut self, plan: LadderPlan) {
@@ -127,6 +293,7 @@ impl Ladder {
     pub async fn publish(
         &mut self,
         store: &dyn Store,
+        changes: &Changes,
         local_root: &std::path::Path,
         segment: &SegmentReady,
         window_s: f64,
@@ -172,10 +339,26 @@ impl Ladder {
             init_uri: first_of_connection.then_some(init_name),
             iframes: Vec::new(),
         });
+        let index = rendition.segments.len() - 1;
         *self.published.entry(segment.dir.clone()).or_default() += 1;
-        let text =
-            playlist_text(|| packager::live_playlist(rendition, crate::LIVE_SEGMENT_S, window_s))?;
-        put_playlist(store, &key(packager::MEDIA_PLAYLIST), text, true).await?;
+        if let Some(parts) = self.parts.get_mut(&segment.dir) {
+            // The open parts are this segment's when they are all of it.
+            let whole = parts.open_segment == segment.index
+                && (parts.open_s - segment.duration_s).abs() < 0.05;
+            if whole {
+                parts
+                    .completed
+                    .push_back((index, std::mem::take(&mut parts.open)));
+                while parts.completed.len() > SEGMENTS_WITH_PARTS {
+                    parts.completed.pop_front();
+                }
+            }
+            parts.open.clear();
+            parts.open_s = 0.0;
+            parts.open_segment = segment.index + 1;
+        }
+        self.write_media_playlist(store, changes, &segment.dir, window_s)
+            .await?;
         if !self.master_written && self.playable() {
             self.write_master(store, true).await?;
             self.master_written = true;
@@ -245,10 +428,18 @@ impl Ladder {
     pub async fn publish_rest(
         &mut self,
         store: &dyn Store,
+        changes: &Changes,
         local_root: &std::path::Path,
         encoded: &[EncodedRendition],
         window_s: f64,
     ) -> Result<(), String> {
+        // No part follows: the open parts (the last one was never
+        // reported) and the hint go; the segments below replace them.
+        for parts in self.parts.values_mut() {
+            parts.live = false;
+            parts.open.clear();
+            parts.open_s = 0.0;
+        }
         for rendition in encoded {
             let done = self.published.get(&rendition.dir).copied().unwrap_or(0);
             for (index, segment) in rendition.segments.iter().enumerate().skip(done) {
@@ -262,7 +453,8 @@ impl Ladder {
                     duration_s: segment.duration_s,
                     codecs: rendition.codecs.clone(),
                 };
-                self.publish(store, local_root, &ready, window_s).await?;
+                self.publish(store, changes, local_root, &ready, window_s)
+                    .await?;
             }
         }
         Ok(())
@@ -270,7 +462,7 @@ impl Ladder {
 
     /// The replay: every media playlist rewritten as VOD with every
     /// segment and `EXT-X-ENDLIST`, then the master, then the manifest.
-    pub async fn publish_replay(&self, store: &dyn Store) -> Result<(), String> {
+    pub async fn publish_replay(&self, store: &dyn Store, changes: &Changes) -> Result<(), String> {
         let renditions = self.ordered();
         for rendition in &renditions {
             let text = playlist_text(|| packager::media_playlist(rendition))?;
@@ -281,6 +473,8 @@ impl Ladder {
                 packager::MEDIA_PLAYLIST
             );
             put_playlist(store, &key, text, false).await?;
+            // Blocked reloads answer at once with the ENDLIST playlist.
+            changes.changed(&key);
         }
         self.write_master(store, false).await?;
         let package = Package {

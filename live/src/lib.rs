@@ -72,6 +72,10 @@ pub struct LiveSettings {
 /// x264 to spend bits well; keyframes fall on every segment boundary.
 pub const LIVE_SEGMENT_S: f64 = 2.0;
 
+/// LL-HLS part length (`PART-TARGET`): four parts per segment, 15 frames
+/// at 30 fps. Low-latency clients hold back three of them (1.5 s).
+pub const LIVE_PART_S: f64 = 0.5;
+
 /// The live ladder's profile: the default VOD profile's rungs and audio,
 /// with 2 s segments and x264's zero-latency tuning (no lookahead, no
 /// B-frames), so a segment leaves the encoder as soon as it is complete.
@@ -119,6 +123,9 @@ pub struct LiveState {
     pub active: Arc<lifecycle::Active>,
     /// Viewers of a live lesson; none: events show no viewer count.
     pub viewers: Option<ViewerCount>,
+    /// Told of every live playlist written, for the origin's blocking
+    /// reloads in this process (`api` hands delivery's in).
+    pub changes: Arc<lectern_storage::changes::Changes>,
 }
 
 impl LiveState {
@@ -136,7 +143,14 @@ impl LiveState {
             ladders: Arc::default(),
             active: Arc::default(),
             viewers: None,
+            changes: Arc::default(),
         }
+    }
+
+    /// Tells `changes` of every live playlist written.
+    pub fn with_changes(mut self, changes: Arc<lectern_storage::changes::Changes>) -> Self {
+        self.changes = changes;
+        self
     }
 
     /// Counts viewers with `count`.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use lectern_identity::audit::{self, AuditEvent};
 use lectern_transcoder::encode::live::{LiveEncode, LiveStatus};
-use lectern_transcoder::encode::{SegmentObserver, SegmentReady};
+use lectern_transcoder::encode::{PartOptions, PartReady, SegmentObserver, SegmentReady};
 use lectern_transcoder::MediaError;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -207,7 +207,7 @@ pub struct Connection {
     pub cancel: CancellationToken,
     state: LiveState,
     local_root: PathBuf,
-    sender: Arc<Mutex<Option<mpsc::UnboundedSender<SegmentReady>>>>,
+    sender: Arc<Mutex<Option<mpsc::UnboundedSender<Closed>>>>,
     publisher: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -290,9 +290,24 @@ impl Connection {
         let sender = self.sender.clone();
         Arc::new(move |segment| {
             if let Some(tx) = sender.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
-                let _ = tx.send(segment);
+                let _ = tx.send(Closed::Segment(segment));
             }
         })
+    }
+
+    /// Asks the encoder for LL-HLS parts, handed to the publisher task on
+    /// the same channel as segments, so a segment is published after its
+    /// parts.
+    pub fn part_options(&self) -> PartOptions {
+        let sender = self.sender.clone();
+        PartOptions {
+            target_s: crate::LIVE_PART_S,
+            observer: Arc::new(move |part| {
+                if let Some(tx) = sender.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+                    let _ = tx.send(Closed::Part(part));
+                }
+            }),
+        }
     }
 
     /// The stream was refused for what it carries (a codec): the event
@@ -347,6 +362,7 @@ impl Connection {
                         if let Err(e) = ladder
                             .publish_rest(
                                 self.state.store.as_ref(),
+                                &self.state.changes,
                                 &self.local_root,
                                 &encoded,
                                 self.event.dvr_window_s(&self.state),
@@ -393,20 +409,44 @@ impl Connection {
     }
 }
 
+/// What the encoder closed: a part, or a segment (after its parts).
+pub enum Closed {
+    Part(PartReady),
+    Segment(SegmentReady),
+}
+
 async fn publish_segments(
     state: LiveState,
     event: Authorised,
     local_root: PathBuf,
-    mut rx: mpsc::UnboundedReceiver<SegmentReady>,
+    mut rx: mpsc::UnboundedReceiver<Closed>,
 ) {
     let Some(ladder) = state.ladders.get(event.event_id) else {
         return;
     };
     let window = event.dvr_window_s(&state);
-    while let Some(segment) = rx.recv().await {
+    while let Some(closed) = rx.recv().await {
         let mut ladder = ladder.lock().await;
+        let segment = match closed {
+            Closed::Part(part) => {
+                if let Err(e) = ladder
+                    .publish_part(state.store.as_ref(), &state.changes, part, window)
+                    .await
+                {
+                    tracing::warn!(event = %event.event_id, error = %e, "cannot publish a live part");
+                }
+                continue;
+            }
+            Closed::Segment(segment) => segment,
+        };
         match ladder
-            .publish(state.store.as_ref(), &local_root, &segment, window)
+            .publish(
+                state.store.as_ref(),
+                &state.changes,
+                &local_root,
+                &segment,
+                window,
+            )
             .await
         {
             Ok(true) => {
@@ -555,7 +595,10 @@ pub async fn publish_replay(state: &LiveState, event: Uuid) {
         .await;
         return;
     }
-    if let Err(e) = ladder.publish_replay(state.store.as_ref()).await {
+    if let Err(e) = ladder
+        .publish_replay(state.store.as_ref(), &state.changes)
+        .await
+    {
         tracing::warn!(%event, error = %e, "cannot publish the replay");
         log(
             state,

@@ -238,6 +238,7 @@ async fn handle(
                 &state.settings.profile,
                 connection.local_root(),
                 connection.observer(),
+                Some(connection.part_options()),
             );
             let encode = match encode {
                 Ok(encode) => encode,

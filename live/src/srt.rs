@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lectern_transcoder::encode::live::{LiveEncode, LiveInput, LiveStatus};
-use lectern_transcoder::encode::SegmentObserver;
+use lectern_transcoder::encode::{PartObserver, PartOptions, SegmentObserver};
 use lectern_transcoder::MediaErrorCode;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,7 @@ async fn one_caller(
 ) -> Result<(), String> {
     let slot: Arc<Mutex<Option<Connection>>> = Arc::default();
     let forward: Arc<Mutex<Option<SegmentObserver>>> = Arc::default();
+    let forward_parts: Arc<Mutex<Option<PartObserver>>> = Arc::default();
     let runtime = tokio::runtime::Handle::current();
     // Segments are written before the caller is known: one scratch
     // directory per listener, handed to the connection it becomes.
@@ -61,6 +62,7 @@ async fn one_caller(
         let state = state.clone();
         let slot = slot.clone();
         let forward = forward.clone();
+        let forward_parts = forward_parts.clone();
         Arc::new(move |stream_id: &str| {
             let key = key_of(stream_id).to_string();
             // GStreamer's SRT thread, outside the runtime: block on the check.
@@ -72,6 +74,8 @@ async fn one_caller(
                 Ok(connection) => {
                     *forward.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(connection.observer());
+                    *forward_parts.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(connection.part_options().observer);
                     *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection);
                     true
                 }
@@ -99,6 +103,18 @@ async fn one_caller(
         &state.settings.profile,
         &work,
         observer,
+        Some(PartOptions {
+            target_s: crate::LIVE_PART_S,
+            observer: Arc::new(move |part| {
+                if let Some(observer) = forward_parts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                {
+                    observer(part);
+                }
+            }),
+        }),
     )
     .map_err(|e| e.to_string())?;
     let mut plan_noted = false;

@@ -1139,3 +1139,261 @@ async fn an_event_ended_on_another_node_gets_its_replay_from_the_node_holding_th
     );
     cancel.cancel();
 }
+
+/// The parts (`EXT-X-PART` URIs) listed right before segment `segment`'s
+/// URI line in `playlist`, or after the last segment when `None`.
+fn parts_before(playlist: &str, segment: Option<&str>) -> Vec<String> {
+    let mut parts = Vec::new();
+    for line in playlist.lines() {
+        if let Some(rest) = line.strip_prefix("#EXT-X-PART:") {
+            let uri = rest
+                .split("URI=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            parts.push(uri.to_string());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            if Some(line) == segment {
+                return parts;
+            }
+            parts.clear();
+        }
+    }
+    if segment.is_some() {
+        Vec::new()
+    } else {
+        parts
+    }
+}
+
+async fn bytes_of(live: &Live, key: &str) -> Vec<u8> {
+    let got = live.w.state.live.store.get(key, None).await.unwrap();
+    got.bytes().await.unwrap().to_vec()
+}
+
+/// `MEDIA-SEQUENCE` + the segments listed: the next segment's number.
+fn next_msn(playlist: &str) -> u64 {
+    let sequence = playlist
+        .lines()
+        .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+        .map_or(0, |v| v.parse().unwrap());
+    sequence + segments_in(playlist) as u64
+}
+
+#[sqlx::test(migrations = "../migrations")]
+async fn rtmp_low_latency_parts_blocking_reload_and_a_replay_without_parts(db: PgPool) {
+    let live = setup(db).await;
+    let (event_id, asset, key) = schedule(&live, 60).await;
+    let (port, cancel) = start_rtmp(&live).await;
+    let clip = sample_clip(&["--seconds", "30"]);
+    let url = format!("rtmp://127.0.0.1:{port}/live/{key}");
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = format!("{}v/720p/", prefix(asset));
+    let top = format!("{dir}index.m3u8");
+    let mut publisher = ffmpeg(
+        &[
+            "-re",
+            "-stream_loop",
+            "1",
+            "-i",
+            clip.to_str().unwrap(),
+            "-c",
+            "copy",
+            "-f",
+            "flv",
+            &url,
+        ],
+        None,
+    );
+    // Three complete segments with their parts listed, and open parts.
+    wait_until(
+        "a live playlist with parts",
+        Duration::from_secs(60),
+        || async {
+            object(&live, &top).await.is_some_and(|p| {
+                segments_in(&p) >= 3 && p.contains("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"c1-part_")
+            })
+        },
+    )
+    .await;
+    let stored = object(&live, &top).await.unwrap();
+    for tag in [
+        "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500",
+        "#EXT-X-PART-INF:PART-TARGET=0.500",
+        "#EXT-X-PLAYLIST-TYPE:EVENT",
+        "#EXT-X-RENDITION-REPORT:URI=\"../../a/audio/index.m3u8\",LAST-MSN=",
+    ] {
+        assert!(stored.contains(tag), "{tag} in\n{stored}");
+    }
+    assert!(!stored.contains("#EXT-X-ENDLIST"));
+
+    // A complete segment listed with its parts is their concatenation,
+    // and its first part decodes after the init segment alone.
+    let segment = stored
+        .lines()
+        .filter(|l| l.starts_with("c1-seg_"))
+        .find(|s| !parts_before(&stored, Some(s)).is_empty())
+        .unwrap_or_else(|| panic!("a segment listed with its parts in\n{stored}"))
+        .to_string();
+    let parts = parts_before(&stored, Some(&segment));
+    assert!(parts.len() >= 4, "2 s in parts of at most 0.5 s: {parts:?}");
+    let mut joined = Vec::new();
+    for part in &parts {
+        joined.extend(bytes_of(&live, &format!("{dir}{part}")).await);
+    }
+    assert!(
+        joined == bytes_of(&live, &format!("{dir}{segment}")).await,
+        "{segment} is not its parts {parts:?}"
+    );
+    let first_part = stored
+        .lines()
+        .find(|l| l.starts_with("#EXT-X-PART:") && l.contains(&format!("URI=\"{}\"", parts[0])))
+        .unwrap();
+    assert!(first_part.ends_with(",INDEPENDENT=YES"), "{first_part}");
+    let mut probe = bytes_of(&live, &format!("{dir}c1-init.mp4")).await;
+    probe.extend(bytes_of(&live, &format!("{dir}{}", parts[0])).await);
+    let file = scratch.path().join("part.mp4");
+    std::fs::write(&file, &probe).unwrap();
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-count_frames", "-select_streams", "v:0"])
+        .args(["-show_entries", "stream=nb_read_frames", "-of", "csv=p=0"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let frames: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        out.status.success() && frames >= 10,
+        "a 0.5 s part decodes to its frames, got {frames}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Through the origin every part and hint URI carries the token.
+    let token = live.w.state.delivery.playback.token(asset, None).unwrap();
+    let media = |query: String| format!("/media/{top}?token={token}{query}");
+    let (status, _, served) = live
+        .w
+        .call_with_headers("GET", &media(String::new()), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{served}");
+    let part_lines: Vec<&str> = served
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-PART:") || l.starts_with("#EXT-X-PRELOAD-HINT:"))
+        .collect();
+    assert!(!part_lines.is_empty());
+    for line in &part_lines {
+        assert!(line.contains(".m4s?token="), "{line}");
+    }
+    for line in served
+        .lines()
+        .filter(|l| l.starts_with("#EXT-X-RENDITION-REPORT:"))
+    {
+        assert!(line.contains("/index.m3u8?token="), "{line}");
+    }
+    // The hinted part, asked for before it exists, is held until it does
+    // (a hint read just as its part was uploaded is passed over).
+    let mut hint = String::new();
+    for _ in 0..20 {
+        let (_, _, served) = live
+            .w
+            .call_with_headers("GET", &media(String::new()), None, None)
+            .await;
+        hint = served
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\""))
+            .unwrap()
+            .trim_end_matches('"')
+            .to_string();
+        let hinted = format!("{dir}{}", hint.split('?').next().unwrap());
+        if live.w.state.live.store.head(&hinted).await.is_err() {
+            break;
+        }
+    }
+    let (status, headers, _) = live
+        .w
+        .call_with_headers("GET", &format!("/media/{dir}{hint}"), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "the hinted part {hint}");
+    assert_eq!(headers["content-type"], "video/iso.segment");
+
+    // A blocking reload for the next segment answers only once it is
+    // listed, and lists it.
+    let current = object(&live, &top).await.unwrap();
+    let next = next_msn(&current);
+    let (status, _, answered) = live
+        .w
+        .call_with_headers("GET", &media(format!("&_HLS_msn={next}")), None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    assert!(
+        next_msn(&answered) > next,
+        "asked for segment {next}, got a playlist up to {}:\n{answered}",
+        next_msn(&answered) - 1
+    );
+    // And for the next part of the open segment.
+    let current = object(&live, &top).await.unwrap();
+    let (next, open) = (next_msn(&current), parts_before(&current, None).len());
+    let (status, _, answered) = live
+        .w
+        .call_with_headers(
+            "GET",
+            &media(format!("&_HLS_msn={next}&_HLS_part={open}")),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answered}");
+    assert!(
+        next_msn(&answered) > next || parts_before(&answered, None).len() > open,
+        "asked for part {open} of segment {next}:\n{answered}"
+    );
+    // Bad directives are refused at once.
+    for bad in [
+        "&_HLS_msn=soon".to_string(),
+        "&_HLS_part=1".to_string(),
+        format!("&_HLS_msn={}", next + 10),
+    ] {
+        let (status, body) = live.w.call("GET", &media(bad.clone()), None, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "invalid_delivery_directive", "{bad}");
+    }
+
+    // The replay lists whole segments only.
+    let (status, body) = live
+        .w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{event_id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    wait_until("the replay", Duration::from_secs(60), || async {
+        event(&live, event_id).await["event"]["state"] == "replay_ready"
+    })
+    .await;
+    let _ = tokio::task::spawn_blocking(move || publisher.wait()).await;
+    let replay = object(&live, &top).await.unwrap();
+    assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
+    for tag in [
+        "#EXT-X-PART",
+        "#EXT-X-PRELOAD-HINT",
+        "#EXT-X-SERVER-CONTROL",
+        "#EXT-X-RENDITION-REPORT",
+    ] {
+        assert!(!replay.contains(tag), "{tag} in the replay:\n{replay}");
+    }
+    // A blocking request on an ended playlist answers at once.
+    let (status, _, _) = live
+        .w
+        .call_with_headers("GET", &media("&_HLS_msn=100000".into()), None, None)
+        .await;
+    assert_ne!(status, StatusCode::SERVICE_UNAVAILABLE);
+    decodes(&live, &prefix(asset), "v/720p", scratch.path()).await;
+    cancel.cancel();
+}

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use lectern_storage::{PutOptions, StorageError, Store};
 use m3u8_rs::{
-    AlternativeMedia, AlternativeMediaType, ByteRange, Map, MasterPlaylist, MediaPlaylist,
+    AlternativeMedia, AlternativeMediaType, ByteRange, ExtTag, Map, MasterPlaylist, MediaPlaylist,
     MediaPlaylistType, MediaSegment, QuotedOrUnquoted, Resolution, VariantStream,
 };
 use serde::{Deserialize, Serialize};
@@ -475,6 +475,135 @@ pub fn live_playlist(
     playlist
 }
 
+/// One LL-HLS partial segment (`EXT-X-PART`) of a live rendition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    /// Relative to the rendition directory.
+    pub uri: String,
+    pub duration_s: f64,
+    /// Starts with a keyframe (`INDEPENDENT=YES`).
+    pub independent: bool,
+}
+
+/// What a live playlist adds for low-latency clients (LL-HLS, RFC 8216bis
+/// §4.4.3.7–8, §4.4.5.2): every tag below is one a standard client
+/// ignores, so the same playlist serves both.
+#[derive(Debug, Clone, Copy)]
+pub struct LowLatency<'a> {
+    /// `EXT-X-PART-INF:PART-TARGET`: no part is longer.
+    pub part_target_s: f64,
+    /// The parts of recent complete segments, oldest first, each with the
+    /// index of its segment in the rendition's `segments`; segments that
+    /// have left the window are skipped.
+    pub completed: &'a [(usize, Vec<Part>)],
+    /// The parts of the segment being written, after the last segment.
+    pub open: &'a [Part],
+    /// The part expected next (`EXT-X-PRELOAD-HINT:TYPE=PART`).
+    pub preload_hint: Option<&'a str>,
+    /// Where the other renditions stand (`EXT-X-RENDITION-REPORT`), so a
+    /// player switching to one asks it for the right segment and part.
+    pub reports: &'a [RenditionReport],
+}
+
+/// `EXT-X-RENDITION-REPORT`: another rendition's last segment or part.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenditionReport {
+    /// That rendition's playlist, relative to this one.
+    pub uri: String,
+    /// Its last media sequence number: the open segment's when it has
+    /// parts listed.
+    pub last_msn: u64,
+    /// Its last part of `last_msn`, when it lists parts of it.
+    pub last_part: Option<u64>,
+}
+
+/// How far behind the live edge low-latency clients play: three part
+/// targets, what the spec recommends (it requires at least two).
+pub fn part_hold_back_s(part_target_s: f64) -> f64 {
+    3.0 * part_target_s
+}
+
+/// The attributes of a part's `EXT-X-PART` tag.
+fn part_attributes(part: &Part) -> String {
+    format!(
+        "DURATION={:.5},URI=\"{}\"{}",
+        part.duration_s,
+        part.uri,
+        if part.independent {
+            ",INDEPENDENT=YES"
+        } else {
+            ""
+        }
+    )
+}
+
+/// [`live_playlist`] with LL-HLS: `EXT-X-SERVER-CONTROL` (the origin
+/// answers blocking reloads, `CAN-BLOCK-RELOAD=YES`, and says how far back
+/// low-latency clients hold, `PART-HOLD-BACK`), `EXT-X-PART-INF`, the parts
+/// of the last segments before each one's `EXTINF`, the open segment's
+/// parts after the last segment, the hint of the next part, and a report
+/// of where each other rendition stands.
+pub fn low_latency_playlist(
+    rendition: &Rendition,
+    target_duration_s: f64,
+    window_s: f64,
+    low_latency: &LowLatency<'_>,
+) -> Vec<u8> {
+    let mut playlist = live_playlist(rendition, target_duration_s, window_s);
+    let dropped = playlist.media_sequence as usize;
+    for (index, parts) in low_latency.completed {
+        if let Some(segment) = index
+            .checked_sub(dropped)
+            .and_then(|i| playlist.segments.get_mut(i))
+        {
+            segment.unknown_tags = parts
+                .iter()
+                .map(|p| ExtTag {
+                    tag: "X-PART".into(),
+                    rest: Some(part_attributes(p)),
+                })
+                .collect();
+        }
+    }
+    let mut text = Vec::new();
+    playlist
+        .write_to(&mut text)
+        .expect("writing to a Vec cannot fail");
+    let text = String::from_utf8(text).expect("m3u8-rs writes UTF-8");
+    let mut out = String::with_capacity(text.len() + 512);
+    for line in text.lines() {
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("#EXT-X-TARGETDURATION:") {
+            out.push_str(&format!(
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n\
+                 #EXT-X-PART-INF:PART-TARGET={:.3}\n",
+                part_hold_back_s(low_latency.part_target_s),
+                low_latency.part_target_s
+            ));
+        }
+    }
+    for part in low_latency.open {
+        out.push_str("#EXT-X-PART:");
+        out.push_str(&part_attributes(part));
+        out.push('\n');
+    }
+    if let Some(hint) = low_latency.preload_hint {
+        out.push_str(&format!("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{hint}\"\n"));
+    }
+    for report in low_latency.reports {
+        out.push_str(&format!(
+            "#EXT-X-RENDITION-REPORT:URI=\"{}\",LAST-MSN={}",
+            report.uri, report.last_msn
+        ));
+        if let Some(part) = report.last_part {
+            out.push_str(&format!(",LAST-PART={part}"));
+        }
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
 /// Growing playlists change every few seconds: caches may keep them a second.
 pub const GROWING_PLAYLIST_CACHE: &str = "public, max-age=1";
 
@@ -768,6 +897,67 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out).unwrap();
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn low_latency_playlists_list_recent_parts_the_open_ones_and_a_hint() {
+        let r = video("720p", 720, &[(2.0, 1_000), (2.0, 1_000), (2.0, 1_000)]);
+        let part = |uri: &str, independent| Part {
+            uri: uri.into(),
+            duration_s: 0.5,
+            independent,
+        };
+        let completed = vec![
+            (0, vec![part("p0_0.m4s", true)]),
+            (2, vec![part("p2_0.m4s", true), part("p2_1.m4s", false)]),
+        ];
+        let open = vec![part("p3_0.m4s", true)];
+        let ll = LowLatency {
+            part_target_s: 0.5,
+            completed: &completed,
+            open: &open,
+            preload_hint: Some("p3_1.m4s"),
+            reports: &[RenditionReport {
+                uri: "../../a/audio/index.m3u8".into(),
+                last_msn: 3,
+                last_part: Some(0),
+            }],
+        };
+        // A window of 4.5 s drops the first segment, and its parts with it.
+        let t = String::from_utf8(low_latency_playlist(&r, 2.0, 4.5, &ll)).unwrap();
+        let lines: Vec<&str> = t.lines().collect();
+        let at = |l: &str| {
+            lines
+                .iter()
+                .position(|x| *x == l)
+                .unwrap_or_else(|| panic!("{l} in\n{t}"))
+        };
+        assert!(
+            at("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500")
+                < at("#EXT-X-MEDIA-SEQUENCE:1")
+        );
+        at("#EXT-X-PART-INF:PART-TARGET=0.500");
+        assert!(
+            !t.contains("p0_0"),
+            "parts of a segment out of the window are gone"
+        );
+        let p20 = at("#EXT-X-PART:DURATION=0.50000,URI=\"p2_0.m4s\",INDEPENDENT=YES");
+        let p21 = at("#EXT-X-PART:DURATION=0.50000,URI=\"p2_1.m4s\"");
+        let s2 = at("seg_00002.m4s");
+        assert!(at("seg_00001.m4s") < p20 && p20 < p21 && p21 < s2);
+        let open = at("#EXT-X-PART:DURATION=0.50000,URI=\"p3_0.m4s\",INDEPENDENT=YES");
+        assert!(s2 < open);
+        assert!(open < at("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"p3_1.m4s\""));
+        assert_eq!(
+            lines.last(),
+            Some(
+                &"#EXT-X-RENDITION-REPORT:URI=\"../../a/audio/index.m3u8\",LAST-MSN=3,LAST-PART=0"
+            )
+        );
+        assert!(!t.contains("ENDLIST"));
+        // Still a playlist a standard client (and m3u8-rs) reads.
+        let parsed = m3u8_rs::parse_media_playlist_res(t.as_bytes()).unwrap();
+        assert_eq!(parsed.segments.len(), 2);
     }
 
     #[test]

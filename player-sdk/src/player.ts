@@ -319,6 +319,12 @@ export class LecternPlayer {
       // further behind the lecturer for the rest of the class. VOD never
       // has a live edge, so nothing changes there.
       maxLiveSyncPlaybackRate: 1.5,
+      // Live lessons are published with LL-HLS parts (EXT-X-PART, blocking
+      // playlist reload): play them at PART-HOLD-BACK (1.5 s) behind the
+      // edge instead of three segments. A playlist without parts (VOD, a
+      // replay) plays exactly as without it. (hls.js's default too; said
+      // here because the latency depends on it.)
+      lowLatencyMode: true,
     });
     this.hls = hls;
     hls.on(Events.MANIFEST_PARSED, () => this.emit("qualities", this.qualities()));

@@ -11,8 +11,10 @@
 //! Key rules (module `key`) and range arithmetic (module `range`) live here once
 //! so both backends accept and refuse exactly the same requests. Module
 //! [`replicate`] copies one store into another incrementally (the media
-//! backup).
+//! backup). Module [`changes`] tells waiters in this process that an
+//! object was rewritten (a live playlist's blocking reload).
 
+pub mod changes;
 mod error;
 mod fs;
 mod key;

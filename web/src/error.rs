@@ -180,6 +180,10 @@ error_codes! {
     KeyNotFound = ("key_not_found", 404, false);
     /// The byte range lies outside the object.
     RangeNotSatisfiable = ("range_not_satisfiable", 416, false);
+    /// A live playlist's `_HLS_msn` / `_HLS_part` is not a number, `_HLS_part` came without `_HLS_msn`, or it asks for a segment or part too far ahead of the live edge (LL-HLS blocking reload).
+    InvalidDeliveryDirective = ("invalid_delivery_directive", 400, false);
+    /// The live playlist did not reach the segment or part asked for within three target durations; reload it.
+    PlaylistUpdatePending = ("playlist_update_pending", 503, true);
     /// The CDN's token check did not say which URI it checks.
     MissingOriginalUri = ("missing_original_uri", 400, false);
     /// The player SDK bundle has not been built (`make player-sdk`).

@@ -1,7 +1,10 @@
 // Plays a live master playlist in headless Chromium with hls.js (both from
-// player-sdk's node_modules) and checks that currentTime advances while
-// the stream is live. Usage: node hlsjs-live.mjs <master URL>; prints the
-// two currentTime readings as JSON; exits non-zero if playback fails.
+// player-sdk's node_modules) in low-latency mode, as player-sdk does, and
+// checks that currentTime advances while the stream is live and that
+// hls.js played LL-HLS: it loaded parts (EXT-X-PART), not only whole
+// segments. Usage: node hlsjs-live.mjs <master URL>; prints the two
+// currentTime readings, the parts loaded and hls.js's latency as JSON;
+// exits non-zero if playback fails.
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -25,8 +28,11 @@ try {
   await page.evaluate((url) => {
     const video = document.getElementById("v");
     window.fatal = null;
-    const player = new Hls({ liveSyncDurationCount: 2 });
+    window.parts = 0;
+    const player = new Hls({ liveSyncDurationCount: 2, lowLatencyMode: true });
+    window.player = player;
     player.on(Hls.Events.ERROR, (_, data) => { if (data.fatal) window.fatal = `${data.type}: ${data.details}`; });
+    player.on(Hls.Events.FRAG_LOADED, (_, data) => { if (data.part) window.parts++; });
     player.loadSource(url);
     player.attachMedia(video);
     video.play().catch(() => {});
@@ -37,8 +43,10 @@ try {
   const first = await page.evaluate(() => document.getElementById("v").currentTime);
   await page.waitForTimeout(3000);
   const second = await page.evaluate(() => document.getElementById("v").currentTime);
-  console.log(JSON.stringify({ first, second }));
+  const { parts, latency } = await page.evaluate(() => ({ parts: window.parts, latency: window.player.latency }));
+  console.log(JSON.stringify({ first, second, parts, latency }));
   assert.ok(second > first + 1, `currentTime did not advance: ${first} → ${second}`);
+  assert.ok(parts > 0, "hls.js loaded no LL-HLS part");
 } finally {
   await browser.close();
 }

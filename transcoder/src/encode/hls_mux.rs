@@ -61,6 +61,53 @@ fn mux_error(what: &str, dir: &Path, e: ffmpeg::Error) -> MediaError {
     MediaError::new(code, format!("{what} in {}: {e}", dir.display()))
 }
 
+/// The stream's parameters as libavformat's fMP4 writers need them: the
+/// codec, its size or sample rate, and the configuration record as extradata.
+pub(crate) fn codec_parameters(
+    params: StreamParams,
+    codec_config: &[u8],
+) -> Result<ffmpeg::codec::Parameters, MediaError> {
+    let mut codecpar = ffmpeg::codec::Parameters::new();
+    // SAFETY: `codecpar` owns a freshly allocated AVCodecParameters that
+    // nothing else references. ffmpeg-next has no setters for these
+    // fields; extradata must come from av_malloc (with the zeroed padding
+    // libavcodec's bitstream readers require) because
+    // avcodec_parameters_free releases it with av_free.
+    unsafe {
+        let p = codecpar.as_mut_ptr();
+        match params {
+            StreamParams::Video { width, height } => {
+                (*p).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
+                (*p).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
+                (*p).width = width as i32;
+                (*p).height = height as i32;
+            }
+            StreamParams::Audio {
+                sample_rate,
+                channels,
+            } => {
+                (*p).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_AUDIO;
+                (*p).codec_id = ffi::AVCodecID::AV_CODEC_ID_AAC;
+                (*p).sample_rate = sample_rate as i32;
+                (*p).frame_size = 1024;
+                ffi::av_channel_layout_default(&mut (*p).ch_layout, i32::from(channels));
+            }
+        }
+        let padded = codec_config.len() + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
+        let extradata = ffi::av_mallocz(padded) as *mut u8;
+        if extradata.is_null() {
+            return Err(MediaError::new(
+                MediaErrorCode::Internal,
+                "out of memory for codec extradata",
+            ));
+        }
+        std::ptr::copy_nonoverlapping(codec_config.as_ptr(), extradata, codec_config.len());
+        (*p).extradata = extradata;
+        (*p).extradata_size = codec_config.len() as i32;
+    }
+    Ok(codecpar)
+}
+
 impl RenditionMuxer {
     /// `segment_time_s` is where libavformat may cut: it cuts at the first
     /// keyframe at or after each multiple of it, so callers pass slightly
@@ -81,44 +128,7 @@ impl RenditionMuxer {
         let mut output = ffmpeg::format::output_as(&playlist, "hls")
             .map_err(|e| mux_error("opening the HLS muxer", dir, e))?;
 
-        let mut codecpar = ffmpeg::codec::Parameters::new();
-        // SAFETY: `codecpar` owns a freshly allocated AVCodecParameters that
-        // nothing else references. ffmpeg-next has no setters for these
-        // fields; extradata must come from av_malloc (with the zeroed padding
-        // libavcodec's bitstream readers require) because
-        // avcodec_parameters_free releases it with av_free.
-        unsafe {
-            let p = codecpar.as_mut_ptr();
-            match params {
-                StreamParams::Video { width, height } => {
-                    (*p).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_VIDEO;
-                    (*p).codec_id = ffi::AVCodecID::AV_CODEC_ID_H264;
-                    (*p).width = width as i32;
-                    (*p).height = height as i32;
-                }
-                StreamParams::Audio {
-                    sample_rate,
-                    channels,
-                } => {
-                    (*p).codec_type = ffi::AVMediaType::AVMEDIA_TYPE_AUDIO;
-                    (*p).codec_id = ffi::AVCodecID::AV_CODEC_ID_AAC;
-                    (*p).sample_rate = sample_rate as i32;
-                    (*p).frame_size = 1024;
-                    ffi::av_channel_layout_default(&mut (*p).ch_layout, i32::from(channels));
-                }
-            }
-            let padded = codec_config.len() + ffi::AV_INPUT_BUFFER_PADDING_SIZE as usize;
-            let extradata = ffi::av_mallocz(padded) as *mut u8;
-            if extradata.is_null() {
-                return Err(MediaError::new(
-                    MediaErrorCode::Internal,
-                    "out of memory for codec extradata",
-                ));
-            }
-            std::ptr::copy_nonoverlapping(codec_config.as_ptr(), extradata, codec_config.len());
-            (*p).extradata = extradata;
-            (*p).extradata_size = codec_config.len() as i32;
-        }
+        let codecpar = codec_parameters(params, codec_config)?;
 
         {
             let mut stream = output

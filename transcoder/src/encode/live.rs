@@ -18,9 +18,10 @@
 //! the only codecs accepted; anything else fails with `unsupported_codec`
 //! and a message naming what was sent.
 //!
-//! Segments are reported through the [`SegmentObserver`] as libavformat
-//! closes them, exactly as for fast first playback; [`LiveEncode::finish`]
-//! flushes the last ones after the input ended.
+//! Segments are reported through the [`SegmentObserver`] as they close,
+//! exactly as for fast first playback, and with [`PartOptions`] each LL-HLS
+//! part before them; [`LiveEncode::finish`] flushes the last ones after the
+//! input ended.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,8 +34,8 @@ use gstreamer_app as gst_app;
 
 use super::{
     add_chain, audio_chain, classify, init_media_libraries, make, normalize_timeline,
-    rendition_sink, video_entry, video_rung_branch, EncodedRendition, FirstError, RenditionKind,
-    RenditionSink, ScaledRungs, SegmentObserver, Timeline,
+    rendition_sink, video_entry, video_rung_branch, EncodedRendition, FirstError, PartOptions,
+    RenditionKind, RenditionSink, ScaledRungs, SegmentObserver, Timeline,
 };
 use crate::error::{MediaError, MediaErrorCode};
 use crate::ladder::{self, LadderPlan, LadderProfile};
@@ -87,11 +88,14 @@ pub struct LiveEncode {
 impl LiveEncode {
     /// Builds and starts the pipeline; renditions are written under
     /// `out_dir` (`v/<rung>/…`, `a/audio/…`) as the profile plans them.
+    /// With `parts`, every rendition is muxed in fragments and each is
+    /// reported as an LL-HLS part before the segment they make up.
     pub fn start(
         input: LiveInput,
         profile: &LadderProfile,
         out_dir: &Path,
         observer: SegmentObserver,
+        parts: Option<PartOptions>,
     ) -> Result<Self, MediaError> {
         init_media_libraries()?;
         std::fs::create_dir_all(out_dir)?;
@@ -163,6 +167,7 @@ impl LiveEncode {
             out_dir: out_dir.to_path_buf(),
             timeline,
             observer,
+            parts,
             sinks: sinks.clone(),
             plan: plan.clone(),
             errors: errors.clone(),
@@ -369,6 +374,7 @@ struct Builder {
     out_dir: PathBuf,
     timeline: Arc<Timeline>,
     observer: SegmentObserver,
+    parts: Option<PartOptions>,
     sinks: Arc<Mutex<Vec<Arc<RenditionSink>>>>,
     plan: Arc<OnceLock<LadderPlan>>,
     errors: Arc<FirstError>,
@@ -402,6 +408,7 @@ impl Builder {
             None,
             &self.timeline,
             Some(self.observer.clone()),
+            self.parts.clone(),
         )?;
         // Live audio cannot be measured ahead: it is encoded as it comes.
         let entry = audio_chain(&pipeline, &audio, 1.0, sink.clone(), self.errors.clone())?;
@@ -563,6 +570,7 @@ impl Builder {
                 Some(rung.frame_rate),
                 &self.timeline,
                 Some(self.observer.clone()),
+                self.parts.clone(),
             )?;
             video_rung_branch(
                 &pipeline,

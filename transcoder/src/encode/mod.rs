@@ -8,6 +8,13 @@
 //! HLS muxer per rendition ([`hls_mux`]). The plan decides everything; this
 //! module only executes it.
 //!
+//! A live encode may ask for LL-HLS parts ([`PartOptions`]): its renditions
+//! are then muxed by [`part_mux`] instead, one fMP4 fragment per part (at
+//! most `target_s`, cut here at packet boundaries and at every segment
+//! boundary, which follows the same rule as libavformat's), each reported
+//! to a [`PartObserver`] before the segment they make up, whose file is
+//! their concatenation. File encodes never take that path.
+//!
 //! Before the pipeline starts, an encode that includes the audio runs the
 //! loudness pass ([`measure`]: the audio alone, decoded and measured) when
 //! the plan asks for it, and the audio branch applies the resulting gain
@@ -42,6 +49,7 @@ mod hls_mux;
 mod keyframes;
 pub mod live;
 mod measure;
+mod part_mux;
 mod thumbnails;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +67,7 @@ use crate::ladder::{AudioRendition, Downscaler, LadderPlan, VideoRendition};
 use crate::loudness::LoudnessReport;
 use crate::media_info::{MediaInfo, Rational};
 use hls_mux::{RenditionMuxer, StreamParams};
+use part_mux::PartMuxer;
 use thumbnails::{PosterPicker, RgbFrame, StoryboardLayout};
 
 /// A truncated or damaged file can leave GStreamer waiting for data that
@@ -288,6 +297,48 @@ pub struct SegmentReady {
 /// Called from a streaming thread for each closed segment: keep it quick.
 pub type SegmentObserver = Arc<dyn Fn(SegmentReady) + Send + Sync>;
 
+/// A partial segment (LL-HLS `EXT-X-PART`) the muxer has cut: one fMP4
+/// fragment, in memory. The parts of segment `segment` are reported in
+/// order, all of them before that segment's [`SegmentReady`], whose file
+/// is their concatenation.
+#[derive(Debug, Clone)]
+pub struct PartReady {
+    pub kind: RenditionKind,
+    pub rendition: String,
+    /// Directory relative to the output root, e.g. `v/360p`.
+    pub dir: String,
+    /// The segment this part belongs to (0-based, as [`SegmentReady::index`]).
+    pub segment: usize,
+    /// 0-based within the segment.
+    pub index: usize,
+    /// Suggested file name, e.g. `part_00003_1.m4s`.
+    pub file_name: String,
+    pub init_file: String,
+    pub duration_s: f64,
+    /// Starts with a keyframe: decodes without the parts before it.
+    pub independent: bool,
+    pub codecs: String,
+    /// `moof` + `mdat`.
+    pub data: Vec<u8>,
+}
+
+/// Called from a streaming thread for each part: keep it quick.
+pub type PartObserver = Arc<dyn Fn(PartReady) + Send + Sync>;
+
+/// Asks a live encode for LL-HLS parts besides its segments.
+#[derive(Clone)]
+pub struct PartOptions {
+    /// The longest a part may be (`PART-TARGET`); parts are cut at the
+    /// last packet boundary within it, and at every segment boundary.
+    pub target_s: f64,
+    pub observer: PartObserver,
+}
+
+/// Name of part `part` of segment `segment`.
+pub fn part_file_name(segment: usize, part: usize) -> String {
+    format!("part_{segment:05}_{part}.m4s")
+}
+
 /// An appsink's end of one rendition: opens the muxer on the first sample
 /// (the codec configuration only exists once the encoder has started).
 struct RenditionSink {
@@ -300,6 +351,8 @@ struct RenditionSink {
     timeline: Arc<Timeline>,
     state: Mutex<SinkState>,
     observer: Option<SegmentObserver>,
+    /// Set: muxed in fragments ([`part_mux`]), reported as parts.
+    parts: Option<PartOptions>,
 }
 
 #[derive(Default)]
@@ -314,9 +367,35 @@ struct SinkState {
 }
 
 struct Muxing {
-    muxer: RenditionMuxer,
+    muxer: Mux,
     codecs: String,
     params: StreamParams,
+}
+
+enum Mux {
+    /// libavformat's `hls` muxer cuts and writes the segments.
+    Hls(RenditionMuxer),
+    /// Fragments cut here; segments assembled from them.
+    Parts(Box<PartWriter>),
+}
+
+/// A rendition muxed in parts: where the open segment and part stand.
+struct PartWriter {
+    muxer: PartMuxer,
+    /// Video: for the keyframe ranges of each segment, as the hls path has.
+    timescale: Option<u32>,
+    /// The open segment's parts so far, concatenated.
+    segment: Vec<u8>,
+    segment_index: usize,
+    part_index: usize,
+    /// Decode time of the open part's first packet; `None`: no packet yet.
+    part_start_ns: Option<i64>,
+    part_independent: bool,
+    /// End (dts + duration) of the last packet written.
+    last_end_ns: i64,
+    /// Presentation time of the open segment's first packet.
+    segment_start_ns: i64,
+    segments: Vec<EncodedSegment>,
 }
 
 impl RenditionSink {
@@ -368,33 +447,161 @@ impl RenditionSink {
                 )
             })?;
         let pts_ns = timing.pts_ns - origin_ns;
-        muxing.muxer.write(
+        let dts_ns = timing.dts_ns - origin_ns;
+        let writer = match &mut muxing.muxer {
+            Mux::Hls(muxer) => {
+                muxer.write(
+                    pts_ns,
+                    dts_ns,
+                    timing.duration_ns,
+                    timing.keyframe,
+                    map.as_slice(),
+                )?;
+                let codecs = muxing.codecs.clone();
+                self.note_boundary(&mut state.boundaries, pts_ns, timing.keyframe);
+                self.report_closed_segment(state, codecs);
+                return Ok(());
+            }
+            Mux::Parts(writer) => writer,
+        };
+        // An fMP4 decode time cannot be negative: audio from before the
+        // video's first frame (the timeline's zero) has nothing to play with.
+        if dts_ns < 0 {
+            return Ok(());
+        }
+        let segments_before = state.boundaries.len();
+        self.note_boundary(&mut state.boundaries, pts_ns, timing.keyframe);
+        let new_segment = segments_before > 0 && state.boundaries.len() > segments_before;
+        let target_ns = self.parts.as_ref().map_or(0.5, |p| p.target_s) * 1e9;
+        let end_ns = dts_ns + timing.duration_ns.unwrap_or(0);
+        let part_full = writer
+            .part_start_ns
+            .is_some_and(|start| (end_ns - start) as f64 > target_ns + 1e6);
+        if new_segment {
+            self.cut_part(writer, &muxing.codecs, dts_ns)?;
+            let end = state.boundaries[segments_before];
+            self.close_segment(writer, &muxing.codecs, end, true)?;
+            writer.segment_start_ns = pts_ns;
+        } else if part_full {
+            self.cut_part(writer, &muxing.codecs, dts_ns)?;
+        }
+        if writer.part_start_ns.is_none() {
+            writer.part_start_ns = Some(dts_ns);
+            writer.part_independent = timing.keyframe;
+            if writer.segment.is_empty() && writer.part_index == 0 {
+                writer.segment_start_ns = pts_ns;
+            }
+        }
+        writer.muxer.write(
             pts_ns,
-            timing.dts_ns - origin_ns,
+            dts_ns,
             timing.duration_ns,
             timing.keyframe,
             map.as_slice(),
         )?;
-        let codecs = muxing.codecs.clone();
-        self.note_boundary(state, pts_ns, timing.keyframe);
-        self.report_closed_segment(state, codecs);
+        writer.last_end_ns = writer.last_end_ns.max(end_ns);
+        Ok(())
+    }
+
+    /// Cuts the open part (ending where the packet at `end_ns` starts)
+    /// and reports it.
+    fn cut_part(
+        &self,
+        writer: &mut PartWriter,
+        codecs: &str,
+        end_ns: i64,
+    ) -> Result<(), MediaError> {
+        let Some(start) = writer.part_start_ns.take() else {
+            return Ok(());
+        };
+        let data = writer.muxer.cut()?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        writer.segment.extend_from_slice(&data);
+        if let Some(parts) = &self.parts {
+            (parts.observer)(PartReady {
+                kind: self.kind,
+                rendition: self.name.clone(),
+                dir: self.dir.clone(),
+                segment: writer.segment_index,
+                index: writer.part_index,
+                file_name: part_file_name(writer.segment_index, writer.part_index),
+                init_file: hls_mux::INIT_FILE.to_string(),
+                duration_s: (end_ns - start).max(0) as f64 / 1e9,
+                independent: writer.part_independent,
+                codecs: codecs.to_string(),
+                data,
+            });
+        }
+        writer.part_index += 1;
+        Ok(())
+    }
+
+    /// Writes the open segment's file (its parts, concatenated), records
+    /// it, and reports it when `report`.
+    fn close_segment(
+        &self,
+        writer: &mut PartWriter,
+        codecs: &str,
+        end_pts_ns: i64,
+        report: bool,
+    ) -> Result<(), MediaError> {
+        if writer.segment.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::take(&mut writer.segment);
+        let file_name = hls_mux::segment_file_name(writer.segment_index);
+        // Written whole under a temporary name, then renamed: the file
+        // appearing is what says it is complete.
+        let temporary = self.dir_abs.join(format!("{file_name}.tmp"));
+        std::fs::write(&temporary, &data)?;
+        std::fs::rename(&temporary, self.dir_abs.join(&file_name))?;
+        let keyframes = match writer.timescale {
+            Some(scale) => keyframes::keyframe_ranges(&data, scale)?,
+            None => Vec::new(),
+        };
+        let duration_s = (end_pts_ns - writer.segment_start_ns).max(0) as f64 / 1e9;
+        writer.segments.push(EncodedSegment {
+            file_name: file_name.clone(),
+            duration_s,
+            bytes: data.len() as u64,
+            start_s: writer.segment_start_ns as f64 / 1e9,
+            keyframes,
+        });
+        if report {
+            if let Some(observer) = &self.observer {
+                observer(SegmentReady {
+                    kind: self.kind,
+                    rendition: self.name.clone(),
+                    dir: self.dir.clone(),
+                    index: writer.segment_index,
+                    file_name,
+                    init_file: hls_mux::INIT_FILE.to_string(),
+                    duration_s,
+                    codecs: codecs.to_string(),
+                });
+            }
+        }
+        writer.segment_index += 1;
+        writer.part_index = 0;
         Ok(())
     }
 
     /// Where libavformat cuts, followed from the packets written: at the
     /// first keyframe (every audio packet is one) at or after each multiple
     /// of `segment_time_s` from the first packet, which is its rule.
-    fn note_boundary(&self, state: &mut SinkState, pts_ns: i64, keyframe: bool) {
+    fn note_boundary(&self, boundaries: &mut Vec<i64>, pts_ns: i64, keyframe: bool) {
         if !keyframe {
             return;
         }
-        let Some(&first) = state.boundaries.first() else {
-            state.boundaries.push(pts_ns);
+        let Some(&first) = boundaries.first() else {
+            boundaries.push(pts_ns);
             return;
         };
-        let due = state.boundaries.len() as f64 * self.segment_time_s * 1e9;
+        let due = boundaries.len() as f64 * self.segment_time_s * 1e9;
         if (pts_ns - first) as f64 >= due - 1.0 {
-            state.boundaries.push(pts_ns);
+            boundaries.push(pts_ns);
         }
     }
 
@@ -471,6 +678,30 @@ impl RenditionSink {
                 codec_string::mp4a_from_audio_specific_config(&codec_data)?,
             ),
         };
+        if self.parts.is_some() {
+            let muxer = PartMuxer::open(params, &codec_data)?;
+            std::fs::write(self.dir_abs.join(hls_mux::INIT_FILE), muxer.init())?;
+            let timescale = match self.kind {
+                RenditionKind::Video => Some(keyframes::timescale(muxer.init())?),
+                RenditionKind::Audio => None,
+            };
+            return Ok(Muxing {
+                muxer: Mux::Parts(Box::new(PartWriter {
+                    muxer,
+                    timescale,
+                    segment: Vec::new(),
+                    segment_index: 0,
+                    part_index: 0,
+                    part_start_ns: None,
+                    part_independent: false,
+                    last_end_ns: 0,
+                    segment_start_ns: 0,
+                    segments: Vec::new(),
+                })),
+                codecs,
+                params,
+            });
+        }
         // Parts of a chunked encode are stitched into one playlist: their
         // fragments must carry whole-source times, not restart at zero.
         let absolute = self.timeline.fixed_origin_ns.is_some();
@@ -482,7 +713,7 @@ impl RenditionSink {
             absolute,
         )?;
         Ok(Muxing {
-            muxer,
+            muxer: Mux::Hls(muxer),
             codecs,
             params,
         })
@@ -503,7 +734,19 @@ impl RenditionSink {
                 format!("no {:?} could be decoded for {}", self.kind, self.name),
             )
         })?;
-        let segments = muxing.muxer.finish()?;
+        let segments = match muxing.muxer {
+            Mux::Hls(muxer) => muxer.finish()?,
+            Mux::Parts(mut writer) => {
+                // The last part and segment are not reported: the caller
+                // publishes what `finish` returns that it was not told of.
+                let end = writer.last_end_ns;
+                let last = writer.muxer.finish()?;
+                writer.segment.extend_from_slice(&last);
+                writer.part_start_ns = None;
+                self.close_segment(&mut writer, &muxing.codecs, end, false)?;
+                writer.segments
+            }
+        };
         let (width, height, channels, sample_rate) = match muxing.params {
             StreamParams::Video { width, height } => (Some(width), Some(height), None, None),
             StreamParams::Audio {
@@ -606,6 +849,7 @@ fn make_appsink(
         .upcast()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rendition_sink(
     kind: RenditionKind,
     name: &str,
@@ -614,6 +858,7 @@ fn rendition_sink(
     frame_rate: Option<Rational>,
     timeline: &Arc<Timeline>,
     observer: Option<SegmentObserver>,
+    parts: Option<PartOptions>,
 ) -> Result<Arc<RenditionSink>, MediaError> {
     let dir = match kind {
         RenditionKind::Video => format!("v/{name}"),
@@ -631,6 +876,7 @@ fn rendition_sink(
         timeline: timeline.clone(),
         state: Mutex::default(),
         observer,
+        parts,
     }))
 }
 
@@ -1137,6 +1383,7 @@ pub fn encode_scoped(
                 Some(rung.frame_rate),
                 &timeline,
                 on_segment.clone(),
+                None,
             )?;
             video_rung_branch(
                 &pipeline,
@@ -1195,6 +1442,7 @@ pub fn encode_scoped(
             None,
             &timeline,
             on_segment.clone(),
+            None,
         )?;
         let gain = loudness.as_ref().map_or(1.0, LoudnessReport::linear_gain);
         audio_input = Some(audio_chain(
