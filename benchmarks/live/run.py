@@ -577,10 +577,12 @@ def main():
                  f"{load['cores']:.2f} cores → **{load['viewers_per_core']:.0f} viewers per core** "
                  f"({load['viewers']:.0f} viewers' worth of requests; a viewer at 2 s segments makes 3 requests "
                  f"per 2 s and pulls {load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s at {load['rung']}). Per core is "
-                 f"the process's own CPU time: segments leave by sendfile(2), and loopback's softirq work is not "
-                 f"all charged to it, so this is the origin's cost, not a NIC's limit (at "
+                 f"the process's own CPU time: segments are copied from the origin's memory cache into the socket, and "
+                 f"loopback's softirq work is not all charged to it, so this is the origin's cost, not a NIC's limit (at "
                  f"{load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s a 10 Gbit/s NIC carries about "
-                 f"{10e9 / (load['bytes_per_viewer_s'] * 8):.0f} viewers).\n")
+                 f"{10e9 / (load['bytes_per_viewer_s'] * 8):.0f} viewers). This is a standard HLS viewer's mix; an "
+                 f"LL-HLS viewer also fetches every 0.5 s part of video and audio and a held playlist reload per "
+                 f"part, several times the requests (not measured here).\n")
     lines.append("| concurrent publishers (clip 1280×720, default ladder) | media s per wall s, each | ingest CPU "
                  "(cores) | real time |")
     lines.append("| ---: | --- | ---: | --- |")
