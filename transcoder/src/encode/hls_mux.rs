@@ -42,6 +42,39 @@ pub(crate) enum StreamParams {
     Audio { sample_rate: u32, channels: u16 },
 }
 
+/// `ns` in `time_base` units, rounded to nearest so 1/30 s frame
+/// boundaries stay exact.
+fn to_time_base(time_base: ffmpeg::Rational, ns: i64) -> i64 {
+    let num = i128::from(time_base.numerator());
+    let den = i128::from(time_base.denominator());
+    let scaled = i128::from(ns) * den;
+    let divisor = num * 1_000_000_000;
+    ((scaled + scaled.signum() * divisor / 2) / divisor) as i64
+}
+
+/// An encoded sample as a packet of a one-stream output whose stream
+/// settled on `time_base` (times in ns on the pipeline's shared clock).
+pub(crate) fn stream_packet(
+    time_base: ffmpeg::Rational,
+    pts_ns: i64,
+    dts_ns: i64,
+    duration_ns: Option<i64>,
+    keyframe: bool,
+    data: &[u8],
+) -> ffmpeg::Packet {
+    let mut packet = ffmpeg::Packet::copy(data);
+    packet.set_stream(0);
+    packet.set_pts(Some(to_time_base(time_base, pts_ns)));
+    packet.set_dts(Some(to_time_base(time_base, dts_ns)));
+    if let Some(d) = duration_ns {
+        packet.set_duration(to_time_base(time_base, d));
+    }
+    if keyframe {
+        packet.set_flags(ffmpeg::codec::packet::Flags::KEY);
+    }
+    packet
+}
+
 pub(crate) struct RenditionMuxer {
     output: ffmpeg::format::context::Output,
     dir: PathBuf,
@@ -178,15 +211,6 @@ impl RenditionMuxer {
         })
     }
 
-    fn to_time_base(&self, ns: i64) -> i64 {
-        let num = i128::from(self.time_base.numerator());
-        let den = i128::from(self.time_base.denominator());
-        let scaled = i128::from(ns) * den;
-        let divisor = num * 1_000_000_000;
-        // Round to nearest so 1/30 s frame boundaries stay exact.
-        ((scaled + scaled.signum() * divisor / 2) / divisor) as i64
-    }
-
     /// Timestamps are pipeline running time in nanoseconds, the same clock
     /// for every rendition, which is what keeps segments aligned across rungs.
     pub(crate) fn write(
@@ -198,16 +222,7 @@ impl RenditionMuxer {
         data: &[u8],
     ) -> Result<(), MediaError> {
         self.first_pts_ns.get_or_insert(pts_ns);
-        let mut packet = ffmpeg::Packet::copy(data);
-        packet.set_stream(0);
-        packet.set_pts(Some(self.to_time_base(pts_ns)));
-        packet.set_dts(Some(self.to_time_base(dts_ns)));
-        if let Some(d) = duration_ns {
-            packet.set_duration(self.to_time_base(d));
-        }
-        if keyframe {
-            packet.set_flags(ffmpeg::codec::packet::Flags::KEY);
-        }
+        let packet = stream_packet(self.time_base, pts_ns, dts_ns, duration_ns, keyframe, data);
         packet.write_interleaved(&mut self.output).map_err(|e| {
             let at = format!("writing the packet at pts {pts_ns} ns dts {dts_ns} ns");
             mux_error(&at, &self.dir, e)

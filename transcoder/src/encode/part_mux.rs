@@ -24,7 +24,7 @@ use std::ffi::{c_int, c_void, CString};
 use ffmpeg_next as ffmpeg;
 use ffmpeg_next::ffi;
 
-use super::hls_mux::{codec_parameters, StreamParams};
+use super::hls_mux::{codec_parameters, stream_packet, StreamParams};
 use crate::error::{MediaError, MediaErrorCode};
 
 /// AVIO's own buffer; libavformat copies into it and calls back when full.
@@ -163,14 +163,6 @@ impl PartMuxer {
         unsafe { ffi::avio_flush(self.avio) };
     }
 
-    fn to_time_base(&self, ns: i64) -> i64 {
-        let num = i128::from(self.time_base.numerator());
-        let den = i128::from(self.time_base.denominator());
-        let scaled = i128::from(ns) * den;
-        let divisor = num * 1_000_000_000;
-        ((scaled + scaled.signum() * divisor / 2) / divisor) as i64
-    }
-
     /// Adds one packet to the open fragment (times in ns on the shared timeline).
     pub(crate) fn write(
         &mut self,
@@ -180,16 +172,7 @@ impl PartMuxer {
         keyframe: bool,
         data: &[u8],
     ) -> Result<(), MediaError> {
-        let mut packet = ffmpeg::Packet::copy(data);
-        packet.set_stream(0);
-        packet.set_pts(Some(self.to_time_base(pts_ns)));
-        packet.set_dts(Some(self.to_time_base(dts_ns)));
-        if let Some(d) = duration_ns {
-            packet.set_duration(self.to_time_base(d));
-        }
-        if keyframe {
-            packet.set_flags(ffmpeg::codec::packet::Flags::KEY);
-        }
+        let packet = stream_packet(self.time_base, pts_ns, dts_ns, duration_ns, keyframe, data);
         // One stream: nothing to interleave, and an interleaving queue
         // could hold a packet back past the next cut.
         packet
