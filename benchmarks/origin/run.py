@@ -24,6 +24,13 @@ after a warm-up; the better round of each is reported.
 
 Reported: requests/s, MB/s, p50/p99 latency, and lectern / nginx ratios
 (goal >= 0.8). Results go to benchmarks/RESULTS.md (section replaced).
+
+`--compare OTHER_BINARY` adds a third Lectern server (cache on) from another
+build to the same alternating rounds, so two builds are compared in one
+invocation on the same nginx: on a VM whose speed drifts between
+invocations, that is the only comparison that means anything. An older
+build that refuses a setting this one needs is started without it
+(`--compare-unset LECTERN_DEV_OUTBOX`, e.g. for `db3eb6f`).
 """
 
 import argparse
@@ -170,6 +177,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds per server (nginx varies between rounds on a shared VM)")
     ap.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
+    ap.add_argument("--compare", default=None, help="another lectern build, measured in the same rounds")
+    ap.add_argument("--compare-unset", action="append", default=[],
+                    help="a LECTERN_ setting the --compare build does not know (repeatable)")
     args = ap.parse_args()
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     lectern = Path(args.lectern) if args.lectern else target / "release" / "lectern"
@@ -227,19 +237,31 @@ def main():
                                          LECTERN_ORIGIN_CACHE_MIB="0"),
                                 stderr=open(WORK / "lectern-uncached.log", "w"))
     nginx = subprocess.Popen(["nginx", "-p", str(nginx_prefix), "-c", str(conf), "-g", "daemon off;"])
+    processes = [server, uncached, nginx]
+    compare_url = None
+    if args.compare:
+        compare_port = free_port()
+        compare_env = {k: v for k, v in env.items() if k not in args.compare_unset}
+        processes.append(subprocess.Popen(
+            [args.compare, "serve"], cwd=WORK, stdout=subprocess.DEVNULL,
+            env=dict(compare_env, LECTERN_HTTP_ADDR=f"127.0.0.1:{compare_port}",
+                     LECTERN_DATA_DIR=str(WORK / "data-compare")),
+            stderr=open(WORK / "lectern-compare.log", "w")))
+        compare_url = f"http://127.0.0.1:{compare_port}"
     try:
         lectern_url = f"http://127.0.0.1:{lectern_port}"
         uncached_url = f"http://127.0.0.1:{uncached_port}"
         nginx_url = f"http://127.0.0.1:{nginx_port}"
+        lecterns = [lectern_url, uncached_url] + ([compare_url] if compare_url else [])
         # /media reads each asset's encryption state (cached) from the
         # schema, so wait for readiness (migrations applied), as a load
         # balancer would.
-        benchlib.wait_ready(f"{lectern_url}/readyz")
-        benchlib.wait_ready(f"{uncached_url}/readyz")
+        for base in lecterns:
+            benchlib.wait_ready(f"{base}/readyz")
         wait_http(f"{nginx_url}/")
-        # Both serve the same bytes, and the origin's validators are right.
+        # All serve the same bytes, and the origins' validators are right.
         for (path, data), url in zip(staged, paths):
-            for base in (lectern_url, uncached_url, nginx_url):
+            for base in lecterns + [nginx_url]:
                 with urllib.request.urlopen(base + url) as r:
                     body = r.read()
                     if body != data:
@@ -247,7 +269,9 @@ def main():
                     if base != nginx_url and r.headers["ETag"] != f'"{hashlib.sha256(data).hexdigest()}"':
                         raise SystemExit(f"{path}: unexpected ETag {r.headers['ETag']}")
         script = WORK / "wrk.lua"
-        servers = {"lectern": lectern_url, "uncached": uncached_url, "nginx": nginx_url}
+        # The compared build right after this one, so each round's pair runs back to back.
+        servers = {"lectern": lectern_url, **({"compare": compare_url} if compare_url else {}),
+                   "uncached": uncached_url, "nginx": nginx_url}
         for base in servers.values():
             wrk(base, paths, args.threads, args.connections, 2, script)
         rounds = {name: [] for name in servers}
@@ -255,9 +279,9 @@ def main():
             for name, base in servers.items():
                 rounds[name].append(wrk(base, paths, args.threads, args.connections, args.seconds, script))
     finally:
-        for p in (server, uncached, nginx):
+        for p in processes:
             p.terminate()
-        for p in (server, uncached, nginx):
+        for p in processes:
             p.wait(timeout=60)
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -276,10 +300,21 @@ def main():
         r = best[name]
         every = ", ".join(f"{x['rps']:.0f}" for x in rounds[name])
         lines.append(f"| {label} | {r['rps']:.0f} | {r['mbps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {every} |")
+    if "compare" in best:
+        r = best["compare"]
+        every = ", ".join(f"{x['rps']:.0f}" for x in rounds["compare"])
+        lines.append(f"| `--compare` build `{args.compare}` (memory cache: default) | {r['rps']:.0f} | "
+                     f"{r['mbps']:.1f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {every} |")
     lines.append("")
     lines.append(f"lectern / nginx: **{l['rps'] / n['rps']:.2f}×** requests/s, "
                  f"**{l['mbps'] / n['mbps']:.2f}×** MB/s (goal ≥ 0.8×); with the cache off "
                  f"{u['rps'] / n['rps']:.2f}× requests/s.\n")
+    if "compare" in best:
+        c = best["compare"]
+        # Round by round too: each round's pair ran back to back.
+        pairs = ", ".join(f"{a['rps'] / b['rps']:.2f}" for a, b in zip(rounds["lectern"], rounds["compare"]))
+        lines.append(f"`--compare` build / nginx: {c['rps'] / n['rps']:.2f}×; this build / the `--compare` "
+                     f"build: **{l['rps'] / c['rps']:.2f}×** requests/s (per round: {pairs}).\n")
     body = "\n".join(lines)
     print(body)
     if not args.no_record:
