@@ -42,6 +42,23 @@ pub(crate) enum StreamParams {
     Audio { sample_rate: u32, channels: u16 },
 }
 
+/// The output's one stream, of already-encoded packets. Its time base is
+/// a hint only: mov picks its own timescale, which callers read back
+/// after `write_header`.
+pub(crate) fn add_stream(
+    output: &mut ffmpeg::format::context::Output,
+    params: StreamParams,
+    codecpar: ffmpeg::codec::Parameters,
+) -> Result<(), ffmpeg::Error> {
+    let mut stream = output.add_stream(ffmpeg::codec::Id::None)?;
+    stream.set_parameters(codecpar);
+    stream.set_time_base(match params {
+        StreamParams::Video { .. } => ffmpeg::Rational::new(1, 90_000),
+        StreamParams::Audio { sample_rate, .. } => ffmpeg::Rational::new(1, sample_rate as i32),
+    });
+    Ok(())
+}
+
 /// `ns` in `time_base` units, rounded to nearest so 1/30 s frame
 /// boundaries stay exact.
 fn to_time_base(time_base: ffmpeg::Rational, ns: i64) -> i64 {
@@ -163,19 +180,8 @@ impl RenditionMuxer {
 
         let codecpar = codec_parameters(params, codec_config)?;
 
-        {
-            let mut stream = output
-                .add_stream(ffmpeg::codec::Id::None)
-                .map_err(|e| mux_error("adding a stream", dir, e))?;
-            stream.set_parameters(codecpar);
-            // A hint only: mov picks its own timescale, read back below.
-            stream.set_time_base(match params {
-                StreamParams::Video { .. } => ffmpeg::Rational::new(1, 90_000),
-                StreamParams::Audio { sample_rate, .. } => {
-                    ffmpeg::Rational::new(1, sample_rate as i32)
-                }
-            });
-        }
+        add_stream(&mut output, params, codecpar)
+            .map_err(|e| mux_error("adding a stream", dir, e))?;
 
         let mut options = ffmpeg::Dictionary::new();
         options.set("hls_time", &format!("{segment_time_s:.6}"));

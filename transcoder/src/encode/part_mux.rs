@@ -24,7 +24,7 @@ use std::ffi::{c_int, c_void, CString};
 use ffmpeg_next as ffmpeg;
 use ffmpeg_next::ffi;
 
-use super::hls_mux::{codec_parameters, stream_packet, StreamParams};
+use super::hls_mux::{add_stream, codec_parameters, stream_packet, StreamParams};
 use crate::error::{MediaError, MediaErrorCode};
 
 /// AVIO's own buffer; libavformat copies into it and calls back when full.
@@ -116,19 +116,7 @@ impl PartMuxer {
             init: Vec::new(),
         };
         let codecpar = codec_parameters(params, codec_config)?;
-        {
-            let mut stream = muxer
-                .output
-                .add_stream(ffmpeg::codec::Id::None)
-                .map_err(|e| error("adding a stream", e))?;
-            stream.set_parameters(codecpar);
-            stream.set_time_base(match params {
-                StreamParams::Video { .. } => ffmpeg::Rational::new(1, 90_000),
-                StreamParams::Audio { sample_rate, .. } => {
-                    ffmpeg::Rational::new(1, sample_rate as i32)
-                }
-            });
-        }
+        add_stream(&mut muxer.output, params, codecpar).map_err(|e| error("adding a stream", e))?;
         let mut options = ffmpeg::Dictionary::new();
         options.set(
             "movflags",
