@@ -291,16 +291,7 @@ async fn main() {
         .execute(format!("CREATE DATABASE {DB}").as_str())
         .await
         .unwrap();
-    let url = match admin_url.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{DB}"),
-        None => panic!("DATABASE_URL has no database"),
-    };
-    let db = PgPoolOptions::new()
-        .max_connections(8)
-        .connect(&url)
-        .await
-        .unwrap();
-    sqlx::migrate!("../migrations").run(&db).await.unwrap();
+    let db = bench_database().await;
     let (fk, bk, tk) = Keyring::generate_settings();
     let keys = Keyring::parse(&fk, &bk, &tk).unwrap();
     // Kept with the data, so `--exports-only` can open the emails later.
@@ -750,9 +741,10 @@ fn print_exports(e: &ExportFigures) {
     );
 }
 
-/// The database an earlier run kept (ANALYTICS_BENCH_KEEP=1), migrated to
+/// The benchmark's database on DATABASE_URL's server (made by a full run,
+/// or kept by an earlier one with ANALYTICS_BENCH_KEEP=1), migrated to
 /// this build's schema.
-async fn kept_database() -> PgPool {
+async fn bench_database() -> PgPool {
     let admin_url = std::env::var("DATABASE_URL").expect("DATABASE_URL");
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{DB}"),
@@ -762,7 +754,11 @@ async fn kept_database() -> PgPool {
         .max_connections(8)
         .connect(&url)
         .await
-        .expect("a database kept by a run with ANALYTICS_BENCH_KEEP=1");
+        .unwrap_or_else(|e| {
+            panic!(
+                "{DB}: {e} (--reports-only/--exports-only need a run with ANALYTICS_BENCH_KEEP=1)"
+            )
+        });
     sqlx::migrate!("../migrations").run(&db).await.unwrap();
     db
 }
@@ -770,7 +766,7 @@ async fn kept_database() -> PgPool {
 /// `--reports-only [--learners N --lessons N]` (the scale the kept
 /// database was generated with): the reports again on a kept database.
 async fn reports_only() {
-    let db = kept_database().await;
+    let db = bench_database().await;
     let s = scale();
     let (_, rows) = measure_reports(&db, Uuid::from_u128(0xbe7c), &s).await;
     print_reports(&rows);
@@ -780,7 +776,7 @@ async fn reports_only() {
 /// database an earlier run kept (ANALYTICS_BENCH_KEEP=1), without the
 /// minutes of generating and folding it.
 async fn exports_only() {
-    let db = kept_database().await;
+    let db = bench_database().await;
     let (fk, bk, tk): (String, String, String) =
         sqlx::query_as("SELECT fk, bk, tk FROM bench_keyring")
             .fetch_one(&db)
