@@ -76,6 +76,26 @@ async fn schedule(live: &Live, reconnect_window_s: i32) -> (Uuid, Uuid, String) 
     )
 }
 
+/// The organiser's `POST …/end`.
+async fn end(live: &Live, id: Uuid) -> (StatusCode, Value) {
+    live.w
+        .call(
+            "POST",
+            &format!("/api/v1/live-events/{id}/end"),
+            Some(&live.admin),
+            None,
+        )
+        .await
+}
+
+/// Waits up to `seconds` for the event's replay to be published.
+async fn replay_ready(live: &Live, id: Uuid, seconds: u64) {
+    wait_until("the replay", Duration::from_secs(seconds), || async {
+        event(live, id).await["event"]["state"] == "replay_ready"
+    })
+    .await;
+}
+
 async fn event(live: &Live, id: Uuid) -> Value {
     let (status, body) = live
         .w
@@ -107,6 +127,16 @@ fn ffmpeg(args: &[&str], progress: Option<&Path>) -> Child {
 }
 
 /// The last `out_time_us` ffmpeg reported: media seconds sent so far.
+/// An OBS-like publisher: `clip` in real time (`-re`, after `input`
+/// options such as `-t` or `-stream_loop`), its H.264/AAC copied into FLV
+/// to `url`.
+fn publish_copy(clip: &Path, input: &[&str], url: &str, progress: Option<&Path>) -> Child {
+    let mut args = vec!["-re"];
+    args.extend_from_slice(input);
+    args.extend_from_slice(&["-i", clip.to_str().unwrap(), "-c", "copy", "-f", "flv", url]);
+    ffmpeg(&args, progress)
+}
+
 fn progress_s(file: &Path) -> f64 {
     std::fs::read_to_string(file)
         .unwrap_or_default()
@@ -204,19 +234,7 @@ async fn rtmp_wrong_key_is_refused_before_any_media(db: PgPool) {
     let (port, cancel) = start_rtmp(&live).await;
     let clip = sample_clip(&[]);
     let url = format!("rtmp://127.0.0.1:{port}/live/lsk_not-the-key-of-anything-at-all");
-    let mut child = ffmpeg(
-        &[
-            "-re",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url,
-        ],
-        None,
-    );
+    let mut child = publish_copy(&clip, &[], &url, None);
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
@@ -247,19 +265,7 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
 
     // First connection: published until the playlist has grown, then killed.
     let progress = scratch.path().join("first.progress");
-    let mut first = ffmpeg(
-        &[
-            "-re",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url,
-        ],
-        Some(&progress),
-    );
+    let mut first = publish_copy(&clip, &[], &url, Some(&progress));
     wait_until(
         "the live playlist's first segment",
         Duration::from_secs(60),
@@ -349,21 +355,7 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
 
     // Within the window: the same event continues.
     let second_progress = scratch.path().join("second.progress");
-    let mut second = ffmpeg(
-        &[
-            "-re",
-            "-t",
-            "6",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url,
-        ],
-        Some(&second_progress),
-    );
+    let mut second = publish_copy(&clip, &["-t", "6"], &url, Some(&second_progress));
     let status = tokio::task::spawn_blocking(move || second.wait().unwrap())
         .await
         .unwrap();
@@ -380,20 +372,9 @@ async fn rtmp_publish_reconnect_end_and_replay(db: PgPool) {
     .await;
     assert_eq!(event(&live, event_id).await["event"]["state"], "live");
 
-    let (status, body) = live
-        .w
-        .call(
-            "POST",
-            &format!("/api/v1/live-events/{event_id}/end"),
-            Some(&live.admin),
-            None,
-        )
-        .await;
+    let (status, body) = end(&live, event_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_until("the replay", Duration::from_secs(30), || async {
-        event(&live, event_id).await["event"]["state"] == "replay_ready"
-    })
-    .await;
+    replay_ready(&live, event_id, 30).await;
 
     let replay = object(&live, &top).await.unwrap();
     assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
@@ -685,33 +666,11 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
     // The clip four times over (2 min): the publisher must still be
     // streaming when the organiser ends the event, however long the
     // browser took (a first run installs the SDK's packages first).
-    let mut publisher = ffmpeg(
-        &[
-            "-re",
-            "-stream_loop",
-            "3",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url,
-        ],
-        None,
-    );
+    let mut publisher = publish_copy(&clip, &["-stream_loop", "3"], &url, None);
     plays_live_in_chromium(&live, asset).await;
     // Ended by the organiser while the publisher still streams: the
     // publisher is cut off and the replay follows.
-    let (status, body) = live
-        .w
-        .call(
-            "POST",
-            &format!("/api/v1/live-events/{event_id}/end"),
-            Some(&live.admin),
-            None,
-        )
-        .await;
+    let (status, body) = end(&live, event_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     wait_until(
         "the replay after an end while live",
@@ -727,15 +686,7 @@ async fn rtmp_live_plays_in_chromium_with_hlsjs(db: PgPool) {
         .await
         .unwrap();
     assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
-    let (status, body) = live
-        .w
-        .call(
-            "POST",
-            &format!("/api/v1/live-events/{event_id}/end"),
-            Some(&live.admin),
-            None,
-        )
-        .await;
+    let (status, body) = end(&live, event_id).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(body["error"]["code"], "live_event_ended");
     cancel.cancel();
@@ -763,23 +714,8 @@ async fn rtmp_a_rotated_key_cuts_its_publisher_off(db: PgPool) {
     let (port, cancel) = start_rtmp(&live).await;
     let clip = sample_clip(&["--seconds", "30"]);
     let url = |key: &str| format!("rtmp://127.0.0.1:{port}/live/{key}");
-    let publish = |key: &str, loops: &str| {
-        ffmpeg(
-            &[
-                "-re",
-                "-stream_loop",
-                loops,
-                "-i",
-                clip.to_str().unwrap(),
-                "-c",
-                "copy",
-                "-f",
-                "flv",
-                &url(key),
-            ],
-            None,
-        )
-    };
+    let publish =
+        |key: &str, loops: &str| publish_copy(&clip, &["-stream_loop", loops], &url(key), None);
     let mut first = publish(&old_key, "3");
     let top = format!("{}v/720p/index.m3u8", prefix(asset));
     wait_until(
@@ -824,21 +760,7 @@ async fn rtmp_a_rotated_key_cuts_its_publisher_off(db: PgPool) {
     assert_eq!(event(&live, event_id).await["event"]["state"], "live");
 
     // The old key no longer gets in.
-    let mut again = ffmpeg(
-        &[
-            "-re",
-            "-t",
-            "3",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url(&old_key),
-        ],
-        None,
-    );
+    let mut again = publish_copy(&clip, &["-t", "3"], &url(&old_key), None);
     let status = exited("the old key to be refused", &mut again).await;
     assert!(!status.success(), "the old key is refused");
     assert_eq!(event(&live, event_id).await["event"]["connections"], 1);
@@ -1006,19 +928,10 @@ async fn live_now_and_viewers_counted_from_playback_heartbeats(db: PgPool) {
     );
 
     let clip = sample_clip(&["--seconds", "30"]);
-    let mut publisher = ffmpeg(
-        &[
-            "-re",
-            "-stream_loop",
-            "3",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &format!("rtmp://127.0.0.1:{port}/live/{key}"),
-        ],
+    let mut publisher = publish_copy(
+        &clip,
+        &["-stream_loop", "3"],
+        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
         None,
     );
     wait_until(
@@ -1069,15 +982,7 @@ async fn live_now_and_viewers_counted_from_playback_heartbeats(db: PgPool) {
     clock.advance(lectern_learning::viewers::WINDOW);
     assert_eq!(live_now(&live, &learner).await[0]["viewers"], 0);
 
-    let (status, body) = live
-        .w
-        .call(
-            "POST",
-            &format!("/api/v1/live-events/{event_id}/end"),
-            Some(&live.admin),
-            None,
-        )
-        .await;
+    let (status, body) = end(&live, event_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(
         live_now(&live, &learner).await.is_empty(),
@@ -1096,17 +1001,10 @@ async fn an_event_ended_on_another_node_gets_its_replay_from_the_node_holding_th
     let (event_id, asset, key) = schedule(&live, 600).await;
     let (port, cancel) = start_rtmp(&live).await;
     let clip = sample_clip(&[]);
-    let mut publisher = ffmpeg(
-        &[
-            "-re",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &format!("rtmp://127.0.0.1:{port}/live/{key}"),
-        ],
+    let mut publisher = publish_copy(
+        &clip,
+        &[],
+        &format!("rtmp://127.0.0.1:{port}/live/{key}"),
         None,
     );
     let status = exited("the publisher to finish", &mut publisher).await;
@@ -1124,10 +1022,7 @@ async fn an_event_ended_on_another_node_gets_its_replay_from_the_node_holding_th
         .execute(live.w.db())
         .await
         .unwrap();
-    wait_until("the replay", Duration::from_secs(30), || async {
-        event(&live, event_id).await["event"]["state"] == "replay_ready"
-    })
-    .await;
+    replay_ready(&live, event_id, 30).await;
     let replay = object(&live, &format!("{}v/720p/index.m3u8", prefix(asset)))
         .await
         .unwrap();
@@ -1192,21 +1087,7 @@ async fn rtmp_low_latency_parts_blocking_reload_and_a_replay_without_parts(db: P
     let scratch = tempfile::tempdir().unwrap();
     let dir = format!("{}v/720p/", prefix(asset));
     let top = format!("{dir}index.m3u8");
-    let mut publisher = ffmpeg(
-        &[
-            "-re",
-            "-stream_loop",
-            "1",
-            "-i",
-            clip.to_str().unwrap(),
-            "-c",
-            "copy",
-            "-f",
-            "flv",
-            &url,
-        ],
-        None,
-    );
+    let mut publisher = publish_copy(&clip, &["-stream_loop", "1"], &url, None);
     // Three complete segments with their parts listed, and open parts.
     wait_until(
         "a live playlist with parts",
@@ -1363,20 +1244,9 @@ async fn rtmp_low_latency_parts_blocking_reload_and_a_replay_without_parts(db: P
     }
 
     // The replay lists whole segments only.
-    let (status, body) = live
-        .w
-        .call(
-            "POST",
-            &format!("/api/v1/live-events/{event_id}/end"),
-            Some(&live.admin),
-            None,
-        )
-        .await;
+    let (status, body) = end(&live, event_id).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    wait_until("the replay", Duration::from_secs(60), || async {
-        event(&live, event_id).await["event"]["state"] == "replay_ready"
-    })
-    .await;
+    replay_ready(&live, event_id, 60).await;
     let _ = tokio::task::spawn_blocking(move || publisher.wait()).await;
     let replay = object(&live, &top).await.unwrap();
     assert!(replay.contains("#EXT-X-ENDLIST"), "{replay}");
