@@ -42,9 +42,10 @@ Measured:
      viewer's requests in a live viewer's proportions (the top rung's live
      playlist, its newest video segment and audio segment, all signed),
      while an event published from the real clip (below, one publisher)
-     is live, so segments have a lecture's sizes. A viewer at 2 s segments makes one of each
-     every 2 s, so viewers per core = (requests/s ÷ 3 × 2) ÷ the origin
-     process's CPU cores used (from /proc).
+     is live, so segments have a lecture's sizes. A viewer makes one of each
+     per segment duration T (the playlist's target duration), so viewers
+     per core = (requests/s ÷ 3 × T) ÷ the origin process's CPU cores used
+     (from /proc).
   5. live streams per core: N publishers at once (the real clip, 1280×720
      H.264/AAC, stream copy, `-re`, looped) into N events at the default
      ladder; an event keeps real time when the media its top rung's
@@ -379,7 +380,9 @@ end
 
 def viewers(bench, ev, rung, seconds, connections):
     """wrk on the origin-only node with a live viewer's request mix."""
-    video = segments(get_text(bench.media_url(ev, f"{rung}/index.m3u8")))
+    playlist = get_text(bench.media_url(ev, f"{rung}/index.m3u8"))
+    segment_s = float(re.search(r"^#EXT-X-TARGETDURATION:(\d+)", playlist, re.M).group(1))
+    video = segments(playlist)
     audio = segments(get_text(bench.media_url(ev, "a/audio/index.m3u8")))
     paths = []
     for (v, _), (a, _) in zip(video[-4:], audio[-4:]):
@@ -400,8 +403,9 @@ def viewers(bench, ev, rung, seconds, connections):
     cores = used / secs
     return {"rung": rung, "rps": rps, "mbps": r["bytes"] / secs / 1e6, "cores": cores, "errors": r["errors"],
             "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
-            "viewers": rps / 3 * 2, "viewers_per_core": rps / 3 * 2 / cores if cores else float("nan"),
-            "bytes_per_viewer_s": r["bytes"] / r["requests"] * 3 / 2}
+            "segment_s": segment_s, "viewers": rps / 3 * segment_s,
+            "viewers_per_core": rps / 3 * segment_s / cores if cores else float("nan"),
+            "bytes_per_viewer_s": r["bytes"] / r["requests"] * 3 / segment_s}
 
 
 def streams_per_core(bench, clip, max_n, seconds, while_one_streams):
@@ -535,7 +539,7 @@ def main():
     cores = os.cpu_count()
     lines = [f"Source: 1280×720 25 fps frames stamped with the wall clock (a 44-bit barcode of epoch ms), "
              f"x264 veryfast zerolatency 2500k + AAC, published by the ffmpeg CLI over RTMP to `lectern serve` "
-             f"({build} build); live ladder: the default profile's rungs, 2 s segments. Headless Chromium "
+             f"({build} build); live ladder: the default profile's rungs, {load['segment_s']:g} s segments. Headless Chromium "
              f"(software decode) plays the master with hls.js through `/media`; every presented frame's barcode "
              f"is read from a canvas. Everything (publisher, server, browser, wrk) shares the machine's "
              f"{cores} cores (1-minute load average {load_before:.1f} before the run started: other work on the "
@@ -575,8 +579,8 @@ def main():
                  f"{load['rung']} live playlist, its newest video and audio segments, signed): {load['rps']:.0f} requests/s, {load['mbps']:.0f} MB/s, "
                  f"p50 {load['p50_ms']:.1f} ms, p99 {load['p99_ms']:.1f} ms, {load['errors']} errors, using "
                  f"{load['cores']:.2f} cores → **{load['viewers_per_core']:.0f} viewers per core** "
-                 f"({load['viewers']:.0f} viewers' worth of requests; a viewer at 2 s segments makes 3 requests "
-                 f"per 2 s and pulls {load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s at {load['rung']}). Per core is "
+                 f"({load['viewers']:.0f} viewers' worth of requests; a viewer at {load['segment_s']:g} s segments makes 3 requests "
+                 f"per {load['segment_s']:g} s and pulls {load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s at {load['rung']}). Per core is "
                  f"the process's own CPU time: segments are copied from the origin's memory cache into the socket, and "
                  f"loopback's softirq work is not all charged to it, so this is the origin's cost, not a NIC's limit (at "
                  f"{load['bytes_per_viewer_s'] * 8 / 1e6:.1f} Mbit/s a 10 Gbit/s NIC carries about "

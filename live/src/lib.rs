@@ -68,16 +68,22 @@ pub struct LiveSettings {
     pub srt_public_url: Option<String>,
 }
 
-/// Segment length of the live ladder: short for latency, long enough for
-/// x264 to spend bits well; keyframes fall on every segment boundary.
-pub const LIVE_SEGMENT_S: f64 = 2.0;
+/// Segment length of the live ladder; keyframes fall on every segment
+/// boundary. A standard-HLS player holds back three target durations
+/// (hls.js's `liveSyncDurationCount`, and RFC 8216bis's minimum
+/// `HOLD-BACK`), so the segment length sets standard latency: 2 s
+/// segments measured 6.7 s glass to glass at hls.js's defaults, 1 s
+/// segments bring that under the 6 s goal for twice the playlist
+/// lines per hour of DVR window (and a keyframe per second, which x264's
+/// zero-latency tuning already spends like a short GOP).
+pub const LIVE_SEGMENT_S: f64 = 1.0;
 
-/// LL-HLS part length (`PART-TARGET`): four parts per segment, 15 frames
+/// LL-HLS part length (`PART-TARGET`): two parts per segment, 15 frames
 /// at 30 fps. Low-latency clients hold back three of them (1.5 s).
 pub const LIVE_PART_S: f64 = 0.5;
 
 /// The live ladder's profile: the default VOD profile's rungs and audio,
-/// with 2 s segments and x264's zero-latency tuning (no lookahead, no
+/// with 1 s segments and x264's zero-latency tuning (no lookahead, no
 /// B-frames), so a segment leaves the encoder as soon as it is complete.
 pub fn live_profile() -> LadderProfile {
     let mut profile =
