@@ -1287,6 +1287,29 @@ async fn serve_playlist(
         }
         None => None,
     };
+    // A live LL-HLS playlist of a clear asset is one body for every
+    // viewer (the token is a variable the player fills in), which a CDN
+    // may cache per blocking reload; anything else embeds this token.
+    let shared = match (kind, &encrypt, &subtitles) {
+        (playlist::Kind::Live, None, None) => playlist::shared(text),
+        _ => None,
+    };
+    if let Some(body) = shared {
+        let max_age = match directive {
+            None => blocking::LIVE_PLAYLIST_MAX_AGE_S,
+            Some(_) => blocking::blocking_max_age_s(text),
+        };
+        let etag = format!("{}-shared", meta.etag);
+        return Ok(playlist_response(
+            method,
+            headers,
+            body,
+            &etag,
+            meta.last_modified,
+            false,
+            &format!("public, max-age={max_age}"),
+        ));
+    }
     let body = playlist::rewrite_encrypted(text, token, encrypt.as_ref());
 
     // The rewritten bytes depend on the token (and on the key and path of
@@ -1317,17 +1340,43 @@ async fn serve_playlist(
         .and_then(http::max_age)
         .unwrap_or(300);
     let max_age = match kind {
-        playlist::Kind::Growing => 1,
+        playlist::Kind::Growing | playlist::Kind::Live => 1,
         _ => stored.min(remaining),
     };
-    // A lesson's master is newer than its stored date when a track
-    // changed: only its tag can say it is current.
-    let current = match subtitles {
-        Some(_) => {
-            headers.contains_key(header::IF_NONE_MATCH)
-                && http::not_modified(headers, &etag, meta.last_modified)
-        }
-        None => http::not_modified(headers, &etag, meta.last_modified),
+    // A lesson's master changes when its captions do: revalidated each
+    // time, and only its tag can say it is current (its stored date is
+    // older than a track changed).
+    let cache_control = match subtitles {
+        Some(_) => "private, no-cache".to_string(),
+        None => format!("private, max-age={max_age}"),
+    };
+    Ok(playlist_response(
+        method,
+        headers,
+        body,
+        &etag,
+        meta.last_modified,
+        subtitles.is_some(),
+        &cache_control,
+    ))
+}
+
+/// A playlist's answer: 304 when the client's copy is current (by tag
+/// alone when `tag_only`), else the body, with its validators and policy.
+fn playlist_response(
+    method: &Method,
+    headers: &HeaderMap,
+    body: String,
+    etag: &str,
+    last_modified: chrono::DateTime<chrono::Utc>,
+    tag_only: bool,
+    cache_control: &str,
+) -> Response {
+    let current = if tag_only {
+        headers.contains_key(header::IF_NONE_MATCH)
+            && http::not_modified(headers, etag, last_modified)
+    } else {
+        http::not_modified(headers, etag, last_modified)
     };
     let mut response = if current {
         StatusCode::NOT_MODIFIED.into_response()
@@ -1347,17 +1396,12 @@ async fn serve_playlist(
         response
     };
     let h = response.headers_mut();
-    validators(h, &etag, meta.last_modified);
-    // A lesson's master changes when its captions do: revalidated each time.
-    let cache_control = match subtitles {
-        Some(_) => "private, no-cache".to_string(),
-        None => format!("private, max-age={max_age}"),
-    };
+    validators(h, etag, last_modified);
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&cache_control).expect("ascii"),
+        HeaderValue::from_str(cache_control).expect("ascii"),
     );
-    Ok(response)
+    response
 }
 
 #[cfg(test)]
