@@ -6,8 +6,8 @@
 //! must stay byte-for-byte what the packager wrote apart from the added
 //! query, and unknown tags must pass through untouched.
 //!
-//! A live LL-HLS media playlist of a clear asset is instead made the same
-//! for every viewer ([`shared`]): each relative URI carries
+//! A live LL-HLS media playlist, and any media playlist answering a
+//! blocking reload, is instead made the same for every viewer ([`shared`]): each relative URI carries
 //! `token={$token}`, and `#EXT-X-DEFINE:QUERYPARAM="token"` tells the
 //! player to fill the variable in from the query of the URL it fetched the
 //! playlist by (RFC 8216bis §4.3.2.3, variable substitution, protocol
@@ -58,7 +58,7 @@ pub fn kind(text: &str) -> Kind {
 /// one playback URLs carry the token in.
 pub const TOKEN_PARAM: &str = "token";
 /// What every relative URI of a shared playlist carries in place of a token.
-const TOKEN_REFERENCE: &str = "{$token}";
+pub const TOKEN_REFERENCE: &str = "{$token}";
 /// `EXT-X-VERSION` a playlist with `EXT-X-DEFINE:QUERYPARAM` must declare
 /// at least (RFC 8216bis §7).
 pub const QUERYPARAM_VERSION: u64 = 11;
@@ -66,12 +66,13 @@ pub const QUERYPARAM_VERSION: u64 = 11;
 /// `text` made the same for every viewer: `#EXT-X-DEFINE:QUERYPARAM="token"`
 /// right after the `#EXTM3U` header (and `EXT-X-VERSION` raised to 11, or
 /// added there), and every relative URI carrying `token={$token}` where
-/// [`rewrite`] would put a token, so the player substitutes the token of
-/// the URL it loaded the playlist by. `None` when the first line is not
+/// [`rewrite_encrypted`] would put a token (key URIs of an encrypted asset
+/// included), so the player substitutes the token of the URL it loaded
+/// the playlist by. `None` when the first line is not
 /// the header alone, or `text` already uses variables (`EXT-X-DEFINE`,
 /// `{$`): the packager writes neither, and such a playlist is rewritten
 /// per viewer as before rather than guessed at.
-pub fn shared(text: &str) -> Option<String> {
+pub fn shared(text: &str, encrypt: Option<&Encrypt<'_>>) -> Option<String> {
     let first = text.split('\n').next().unwrap_or_default();
     if first.trim() != "#EXTM3U" || text.contains("{$") {
         return None;
@@ -80,7 +81,7 @@ pub fn shared(text: &str) -> Option<String> {
     if tag("#EXT-X-DEFINE") {
         return None;
     }
-    let rewritten = rewrite_encrypted(text, TOKEN_REFERENCE, None);
+    let rewritten = rewrite_encrypted(text, TOKEN_REFERENCE, encrypt);
     let mut out = String::with_capacity(rewritten.len() + 64);
     let mut lines = rewritten.split_inclusive('\n');
     let header = lines.next().unwrap_or_default();
@@ -437,7 +438,7 @@ mod tests {
         assert_eq!(kind(LIVE), Kind::Live);
         let growing = LIVE.replace("CAN-BLOCK-RELOAD=YES,", "");
         assert_eq!(kind(&growing), Kind::Growing);
-        let out = shared(LIVE).unwrap();
+        let out = shared(LIVE, None).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(
             &lines[..3],
@@ -465,24 +466,43 @@ mod tests {
         assert_eq!(substituted, rewrite(LIVE, "T"));
         assert_eq!(part_target_s(LIVE), Some(0.5));
 
+        // An encrypted asset's: the key URI takes the variable too.
+        let key = AssetKey::generate();
+        let e = Encrypt {
+            key: &key,
+            key_uri: "/media-key/a/b",
+            dir: "assets/a/out/live/v/720p/",
+            base: Some("/media/assets/a/aes-b/out/live/v/720p/"),
+        };
+        let out = shared(LIVE, Some(&e)).unwrap();
+        assert!(
+            out.contains("URI=\"/media-key/a/b?token={$token}\",IV=0x"),
+            "{out}"
+        );
+        let substituted = out
+            .replace("{$token}", "T")
+            .replace("#EXT-X-DEFINE:QUERYPARAM=\"token\"\n", "")
+            .replace("#EXT-X-VERSION:11", "#EXT-X-VERSION:7");
+        assert_eq!(substituted, rewrite_encrypted(LIVE, "T", Some(&e)));
+
         // No version: one is added; a higher one stays.
-        let out = shared("#EXTM3U\r\n#EXTINF:2,\r\na.m4s\r\n").unwrap();
+        let out = shared("#EXTM3U\r\n#EXTINF:2,\r\na.m4s\r\n", None).unwrap();
         assert_eq!(
             out,
             "#EXTM3U\r\n#EXT-X-VERSION:11\r\n#EXT-X-DEFINE:QUERYPARAM=\"token\"\r\n\
              #EXTINF:2,\r\na.m4s?token={$token}\r\n"
         );
-        assert!(shared(&LIVE.replace(":7", ":12"))
+        assert!(shared(&LIVE.replace(":7", ":12"), None)
             .unwrap()
             .contains("#EXT-X-VERSION:12\n"));
         // Anything already using variables, or without a header, is not guessed at.
         assert_eq!(
-            shared("#EXTM3U\n#EXT-X-DEFINE:NAME=\"a\",VALUE=\"b\"\n"),
+            shared("#EXTM3U\n#EXT-X-DEFINE:NAME=\"a\",VALUE=\"b\"\n", None),
             None
         );
-        assert_eq!(shared("#EXTM3U\n#EXTINF:2,\n{$a}.m4s\n"), None);
-        assert_eq!(shared("#EXTINF:2,\na.m4s\n"), None);
-        assert_eq!(shared("#EXTM3U\r#EXTINF:2,\ra.m4s\r"), None);
+        assert_eq!(shared("#EXTM3U\n#EXTINF:2,\n{$a}.m4s\n", None), None);
+        assert_eq!(shared("#EXTINF:2,\na.m4s\n", None), None);
+        assert_eq!(shared("#EXTM3U\r#EXTINF:2,\ra.m4s\r", None), None);
     }
 
     #[test]
@@ -621,7 +641,7 @@ mod tests {
             fn a_shared_playlist_substituted_is_the_rewrite(text in playlist()) {
                 let text = format!("#EXTM3U\n{}", text.replace("{$", ""));
                 prop_assume!(!text.contains("#EXT-X-DEFINE"));
-                let out = shared(&text).unwrap();
+                let out = shared(&text, None).unwrap();
                 prop_assert!(!out.contains(TOKEN));
                 let define = "#EXT-X-DEFINE:QUERYPARAM=\"token\"";
                 let lines: Vec<&str> = out.split_inclusive('\n').collect();
