@@ -617,3 +617,248 @@ async fn turning_encryption_on_stops_clear_segments_at_the_edge(db: sqlx::PgPool
     assert_eq!((status, body), (200, stored[0].clone()));
     assert_eq!(*last_cache.lock().unwrap(), "HIT");
 }
+
+/// A live LL-HLS media playlist as the live ladder writes it, at segment
+/// `msn` with `open` parts of the next one listed and the next hinted.
+fn live_playlist(first: u64, open: u64) -> String {
+    let mut text = format!(
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n\
+         #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n\
+         #EXT-X-PART-INF:PART-TARGET=0.500\n#EXT-X-MEDIA-SEQUENCE:{first}\n\
+         #EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2.0,\nc1-seg_{first:05}.m4s\n"
+    );
+    let next = first + 1;
+    for part in 0..open {
+        text.push_str(&format!(
+            "#EXT-X-PART:DURATION=0.50000,URI=\"c1-part_{next}_{part}.m4s\"{}\n",
+            if part == 0 { ",INDEPENDENT=YES" } else { "" }
+        ));
+    }
+    text.push_str(&format!(
+        "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"c1-part_{next}_{open}.m4s\"\n\
+         #EXT-X-RENDITION-REPORT:URI=\"../../a/audio/index.m3u8\",LAST-MSN={next},LAST-PART=0\n"
+    ));
+    text
+}
+
+/// A playlist stored as the live ladder and the packager store them.
+async fn put_playlist(store: &FsStore, key: &str, text: &str, cache_control: &str) {
+    store
+        .put_bytes(
+            key,
+            Bytes::copy_from_slice(text.as_bytes()),
+            PutOptions {
+                content_type: Some("application/vnd.apple.mpegurl".into()),
+                cache_control: Some(cache_control.into()),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// (status, X-Cache-Status, Cache-Control, body) of a GET through the edge.
+async fn edge_get(client: &reqwest::Client, url: &str) -> (u16, String, String, String) {
+    let resp = client.get(url).send().await.unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (status, cache, policy) = (
+        resp.status().as_u16(),
+        header("x-cache-status"),
+        header("cache-control"),
+    );
+    (status, cache, policy, resp.text().await.unwrap())
+}
+
+/// Live LL-HLS playlists are the same for every viewer: two viewers with
+/// their own tokens get one cached copy of the plain playlist and of a
+/// blocking reload — the second viewer's blocking request waits for the
+/// first one's at the edge, and the origin answers it once —, the copy
+/// names no token, and its URIs work with the second viewer's token
+/// substituted. A forged or expired token is still refused at the edge
+/// with the playlist cached, a query the edge cannot key safely is passed
+/// through uncached, and VOD and master playlists, which embed a token,
+/// are never served from the cache to another token.
+#[sqlx::test(migrations = "./migrations")]
+async fn live_playlists_are_cached_once_for_every_viewer(db: sqlx::PgPool) {
+    let work = common::workdir();
+    let stand = Stand::start(work.path(), &db).await;
+    let (store, cdn) = (&stand.store, stand.cdn.clone());
+    let asset = Uuid::new_v4();
+    let dir = format!("assets/{asset}/out/attempt-1/v/720p");
+    let playlist = format!("{dir}/index.m3u8");
+    for object in [
+        "init.mp4",
+        "c1-seg_00004.m4s",
+        "c1-part_5_0.m4s",
+        "c1-part_5_1.m4s",
+    ] {
+        put_segment(store, &format!("{dir}/{object}"), object.as_bytes()).await;
+    }
+    put_playlist(store, &playlist, &live_playlist(4, 1), "public, max-age=1").await;
+    let client = reqwest::Client::new();
+    let now = common::now_unix();
+    let token_a = stand.playback.token_until(asset, now + 3600, None).unwrap();
+    let token_b = stand.playback.token_until(asset, now + 3601, None).unwrap();
+    let url = |token: &str, query: &str| format!("{cdn}/media/{playlist}?token={token}{query}");
+    let served = |log: &Path| {
+        origin_log(log)
+            .0
+            .iter()
+            .filter(|(k, s)| *k == playlist && *s == 200)
+            .count()
+    };
+
+    // The plain request: one copy for both viewers, with no token in it.
+    let (status, cache, policy, body_a) = edge_get(&client, &url(&token_a, "")).await;
+    assert_eq!((status, cache.as_str()), (200, "MISS"), "{body_a}");
+    assert_eq!(policy, "public, max-age=1");
+    let (status, cache, _, body_b) = edge_get(&client, &url(&token_b, "")).await;
+    assert_eq!((status, cache.as_str()), (200, "HIT"), "{body_b}");
+    assert_eq!(body_a, body_b);
+    assert!(
+        body_b.contains("#EXT-X-DEFINE:QUERYPARAM=\"token\"\n"),
+        "{body_b}"
+    );
+    assert!(
+        body_b.contains("c1-part_5_0.m4s?token={$token}"),
+        "{body_b}"
+    );
+    assert!(!body_b.contains(&token_a) && !body_b.contains(&token_b));
+
+    // A blocking reload for part 1 of segment 5, which is not there yet:
+    // A's request goes to the origin and is held; B's, the same URL with
+    // B's token, waits at the edge for A's answer.
+    let blocking = "&_HLS_msn=5&_HLS_part=1";
+    let (a, b) = (url(&token_a, blocking), url(&token_b, blocking));
+    let first = tokio::spawn({
+        let client = client.clone();
+        async move { edge_get(&client, &a).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = tokio::spawn({
+        let client = client.clone();
+        async move { edge_get(&client, &b).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "both are held"
+    );
+    put_playlist(store, &playlist, &live_playlist(4, 2), "public, max-age=1").await;
+    let (status, cache, policy, body_a) = first.await.unwrap();
+    assert_eq!((status, cache.as_str()), (200, "MISS"), "{body_a}");
+    assert_eq!(policy, "public, max-age=3", "six part targets");
+    let (status, cache, _, body_b) = second.await.unwrap();
+    assert_eq!((status, cache.as_str()), (200, "HIT"), "{body_b}");
+    assert_eq!(body_a, body_b);
+    assert!(
+        body_b.contains("URI=\"c1-part_5_1.m4s?token={$token}\""),
+        "{body_b}"
+    );
+    assert!(!body_b.contains(&token_a) && !body_b.contains(&token_b));
+    // The origin answered the plain request once and the blocking one once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(served(&stand.log), 2, "{:?}", origin_log(&stand.log).0);
+
+    // The URIs of the shared copy, with B's token filled in as hls.js
+    // does, are served through the edge; so is the rendition report's
+    // playlist URI shape (relative, with the variable).
+    let uris: Vec<String> = body_b
+        .lines()
+        .filter_map(|l| {
+            if l.starts_with("#EXT-X-PART:") || l.starts_with("#EXT-X-MAP:") {
+                l.split("URI=\"")
+                    .nth(1)?
+                    .split('"')
+                    .next()
+                    .map(str::to_string)
+            } else if !l.starts_with('#') && !l.is_empty() {
+                Some(l.to_string())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(uris.len(), 4, "{uris:?}");
+    for uri in &uris {
+        let uri = uri.replace("{$token}", &token_b);
+        let (status, _, _, body) = edge_get(&client, &format!("{cdn}/media/{dir}/{uri}")).await;
+        assert_eq!(status, 200, "{uri}: {body}");
+    }
+    assert!(
+        body_b.contains("#EXT-X-RENDITION-REPORT:URI=\"../../a/audio/index.m3u8?token={$token}\""),
+        "{body_b}"
+    );
+
+    // The cached copy does not bypass the token check.
+    let forged = format!("{}x", &token_b[..token_b.len() - 1]);
+    let expired = stand.playback.token_until(asset, now - 10, None).unwrap();
+    let other = stand.playback.token(Uuid::new_v4(), None).unwrap();
+    for token in [&forged, &expired, &other] {
+        for query in ["", blocking] {
+            let (status, cache, _, body) = edge_get(&client, &url(token, query)).await;
+            assert_eq!(status, 403, "{query}: {body}");
+            assert!(!body.contains("#EXTM3U") && cache != "HIT", "{body}");
+        }
+    }
+    let (status, _, _, _) = edge_get(
+        &client,
+        &format!("{cdn}/media/{playlist}?_HLS_msn=5&_HLS_part=1"),
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // Queries the edge cannot key as the origin reads them are answered
+    // by the origin, never stored or served from the cache.
+    for query in [
+        format!("?_HLS_msn=5&_HLS_part=1&token={token_b}"),
+        format!("?token={token_b}&_hls_msn=5&_hls_part=1"),
+        format!("?token={token_b}&_HLS_msn=5&_HLS_part=1&_HLS_part=0"),
+        format!("?token={token_b}&token={token_a}&_HLS_msn=5&_HLS_part=1"),
+    ] {
+        for _ in 0..2 {
+            let (status, cache, _, body) =
+                edge_get(&client, &format!("{cdn}/media/{playlist}{query}")).await;
+            assert_eq!((status, cache.as_str()), (200, "BYPASS"), "{query}: {body}");
+        }
+    }
+
+    // VOD: the master and a finished media playlist embed each viewer's
+    // token and are never a HIT for another one.
+    let vod = format!("assets/{asset}/out/attempt-1");
+    put_playlist(
+        store,
+        &format!("{vod}/master.m3u8"),
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nv/360p/index.m3u8\n",
+        "public, max-age=300",
+    )
+    .await;
+    put_playlist(
+        store,
+        &format!("{vod}/v/360p/index.m3u8"),
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"init.mp4\"\n\
+         #EXTINF:2.0,\nseg_00000.m4s\n#EXT-X-ENDLIST\n",
+        "public, max-age=300",
+    )
+    .await;
+    for key in ["master.m3u8", "v/360p/index.m3u8"] {
+        for token in [&token_a, &token_b, &token_a] {
+            let (status, cache, policy, body) =
+                edge_get(&client, &format!("{cdn}/media/{vod}/{key}?token={token}")).await;
+            assert_eq!(status, 200, "{key}: {body}");
+            assert_eq!(cache, "MISS", "{key} was served from the cache");
+            assert!(policy.starts_with("private, "), "{key}: {policy}");
+            assert!(body.contains(&format!("?token={token}")), "{key}: {body}");
+            let theirs = if token == &token_a {
+                &token_b
+            } else {
+                &token_a
+            };
+            assert!(!body.contains(theirs.as_str()), "{key}: {body}");
+        }
+    }
+}

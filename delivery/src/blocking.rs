@@ -25,6 +25,14 @@
 //!
 //! Only a playlist request carrying `_HLS_msn` or `_HLS_part`, and a part
 //! not found, come here: every other request takes the origin's usual path.
+//!
+//! Caching: a live LL-HLS playlist of a clear asset is the same body for
+//! every viewer (`playlist::shared`), sent `public`. Without a directive
+//! it is current for [`LIVE_PLAYLIST_MAX_AGE_S`]; an answer to a blocking
+//! reload holds what that URL asked for whenever it is read, so a CDN may
+//! keep it for several parts ([`blocking_max_age_s`]) and answer everyone
+//! who blocks on the same `_HLS_msn`/`_HLS_part` with one origin request
+//! (`infra/cdn/README.md`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +46,25 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::DeliveryState;
+
+/// `max-age` of a live LL-HLS playlist asked for without a directive: it
+/// changes with every part, so a CDN keeps it a second at most.
+pub const LIVE_PLAYLIST_MAX_AGE_S: u64 = 1;
+/// How many part targets a CDN may keep the answer to a blocking reload:
+/// every viewer blocking on the same part within that time is answered
+/// from one copy; later ones ask for later parts anyway.
+pub const BLOCKING_CACHE_PARTS: f64 = 6.0;
+
+/// `max-age` of the answer to a blocking reload of `text`: six part
+/// targets (a target duration when it lists no part target), whole
+/// seconds, at least one.
+pub fn blocking_max_age_s(text: &str) -> u64 {
+    let part = crate::playlist::part_target_s(text)
+        .or_else(|| edge(text).map(|e| e.target_duration_s as f64))
+        .unwrap_or(1.0);
+    // Bounded: a playlist can say anything.
+    (BLOCKING_CACHE_PARTS * part).ceil().clamp(1.0, 60.0) as u64
+}
 
 /// How often a waiting request re-reads the playlist when no notice came
 /// (one was lost).

@@ -17,7 +17,7 @@
 //!   query in the common case.
 //!
 //! Playlists are rewritten per request so every nested URI carries the
-//! same token (module [`playlist`]). A master playlist asked for with
+//! same token (module [`playlist`]; live ones are shared, below). A master playlist asked for with
 //! `&lesson=<id>` (the learner's playback URL carries it) also lists that
 //! lesson's caption tracks as a `SUBTITLES` group, read from
 //! `lesson_captions` on each request: captions are uploaded after the
@@ -44,8 +44,21 @@
 //!
 //! A live media playlist asked for with LL-HLS delivery directives
 //! (`_HLS_msn`, `_HLS_part`) is held until it has what was asked for
-//! (module [`blocking`]); the part and preload-hint URIs of an LL-HLS
-//! playlist are `URI="…"` attributes and get the token like the others.
+//! (module [`blocking`]).
+//!
+//! The exception to "rewritten per learner": a live LL-HLS media playlist
+//! (no `EXT-X-ENDLIST`, `CAN-BLOCK-RELOAD=YES`), and any media playlist
+//! answering a blocking reload, is the same body for every viewer — every
+//! URI (segments, `EXT-X-MAP`, parts, the preload hint, rendition reports,
+//! an encrypted asset's key) carries `token={$token}`, and
+//! `#EXT-X-DEFINE:QUERYPARAM="token"` has the player fill in the token of
+//! the URL it asked by (module [`playlist`]). It embeds no token, so it is
+//! sent `public` (`max-age=1`; an answer to a blocking reload, which holds
+//! what that URL asked for whenever it is read, six part targets) with a
+//! validator without the token, and a CDN that checks the token itself
+//! caches one copy per `_HLS_msn`/`_HLS_part` for every viewer: a thousand
+//! viewers blocking on the next part cost the origin one held request.
+//! The token is checked on the playlist request exactly as before.
 //!
 //! Segments, init segments and posters are served from memory when hot
 //! (module [`cache`], after the token check), and so are an encrypted
@@ -416,7 +429,9 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
                 200,
                 "*/*",
                 "the whole object: a playlist (application/vnd.apple.mpegurl, rewritten \
-                 so every URI carries the token; `private`), a media segment \
+                 so every URI carries the token, `private`; a live LL-HLS media playlist, or \
+                 one answering `_HLS_msn`, is the same for every viewer, its URIs carrying \
+                 `token={$token}` with `EXT-X-DEFINE:QUERYPARAM=\"token\"`, `public`), a media segment \
                  (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an \
                  encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an \
                  image, a WebVTT storyboard or caption segment, or the package manifest. A \
@@ -1287,11 +1302,30 @@ async fn serve_playlist(
         }
         None => None,
     };
-    let body = playlist::rewrite_encrypted(text, token, encrypt.as_ref());
+    // A live LL-HLS media playlist, and any media playlist answering a
+    // blocking reload, is one body for every viewer (the token is a
+    // variable the player fills in from the URL it asked by), which a CDN
+    // may cache per blocking reload (`blocking`, `infra/cdn/README.md`).
+    // Masters and VOD media playlists asked for plainly embed this token.
+    let shared = match (kind, &subtitles) {
+        (playlist::Kind::Master, _) | (_, Some(_)) => None,
+        (playlist::Kind::Live, None) => playlist::shared(text, encrypt.as_ref()),
+        (_, None) if directive.is_some() => playlist::shared(text, encrypt.as_ref()),
+        _ => None,
+    };
+    let is_shared = shared.is_some();
+    let (body, token) = match shared {
+        Some(body) => (body, playlist::TOKEN_REFERENCE),
+        None => (
+            playlist::rewrite_encrypted(text, token, encrypt.as_ref()),
+            token,
+        ),
+    };
 
-    // The rewritten bytes depend on the token (and on the key and path of
-    // an encrypted asset), so the validator does too: a client holding
-    // another copy must not be told it is current.
+    // The rewritten bytes depend on the token, or on its being shared
+    // (and on the key and path of an encrypted asset), so the validator
+    // does too: a client holding another copy must not be told it is
+    // current.
     let mut tag = Sha256::new().chain_update(token.as_bytes());
     if let Some(e) = &encrypt {
         tag.update(b"\0");
@@ -1317,17 +1351,45 @@ async fn serve_playlist(
         .and_then(http::max_age)
         .unwrap_or(300);
     let max_age = match kind {
-        playlist::Kind::Growing => 1,
+        playlist::Kind::Growing | playlist::Kind::Live => 1,
         _ => stored.min(remaining),
     };
-    // A lesson's master is newer than its stored date when a track
-    // changed: only its tag can say it is current.
-    let current = match subtitles {
-        Some(_) => {
-            headers.contains_key(header::IF_NONE_MATCH)
-                && http::not_modified(headers, &etag, meta.last_modified)
-        }
-        None => http::not_modified(headers, &etag, meta.last_modified),
+    // A lesson's master changes when its captions do: revalidated each
+    // time, and only its tag can say it is current (its stored date is
+    // older than a track changed).
+    let cache_control = match (&subtitles, directive) {
+        (Some(_), _) => "private, no-cache".to_string(),
+        _ if !is_shared => format!("private, max-age={max_age}"),
+        (None, None) => format!("public, max-age={}", blocking::LIVE_PLAYLIST_MAX_AGE_S),
+        (None, Some(_)) => format!("public, max-age={}", blocking::blocking_max_age_s(text)),
+    };
+    Ok(playlist_response(
+        method,
+        headers,
+        body,
+        &etag,
+        meta.last_modified,
+        subtitles.is_some(),
+        &cache_control,
+    ))
+}
+
+/// A playlist's answer: 304 when the client's copy is current (by tag
+/// alone when `tag_only`), else the body, with its validators and policy.
+fn playlist_response(
+    method: &Method,
+    headers: &HeaderMap,
+    body: String,
+    etag: &str,
+    last_modified: chrono::DateTime<chrono::Utc>,
+    tag_only: bool,
+    cache_control: &str,
+) -> Response {
+    let current = if tag_only {
+        headers.contains_key(header::IF_NONE_MATCH)
+            && http::not_modified(headers, etag, last_modified)
+    } else {
+        http::not_modified(headers, etag, last_modified)
     };
     let mut response = if current {
         StatusCode::NOT_MODIFIED.into_response()
@@ -1347,17 +1409,12 @@ async fn serve_playlist(
         response
     };
     let h = response.headers_mut();
-    validators(h, &etag, meta.last_modified);
-    // A lesson's master changes when its captions do: revalidated each time.
-    let cache_control = match subtitles {
-        Some(_) => "private, no-cache".to_string(),
-        None => format!("private, max-age={max_age}"),
-    };
+    validators(h, etag, last_modified);
     h.insert(
         header::CACHE_CONTROL,
-        HeaderValue::from_str(&cache_control).expect("ascii"),
+        HeaderValue::from_str(cache_control).expect("ascii"),
     );
-    Ok(response)
+    response
 }
 
 #[cfg(test)]

@@ -6,6 +6,14 @@
 //! must stay byte-for-byte what the packager wrote apart from the added
 //! query, and unknown tags must pass through untouched.
 //!
+//! A live LL-HLS media playlist, and any media playlist answering a
+//! blocking reload, is instead made the same for every viewer ([`shared`]): each relative URI carries
+//! `token={$token}`, and `#EXT-X-DEFINE:QUERYPARAM="token"` tells the
+//! player to fill the variable in from the query of the URL it fetched the
+//! playlist by (RFC 8216bis §4.3.2.3, variable substitution, protocol
+//! version 11), so a CDN can cache one copy per blocking reload and hand
+//! it to every viewer while each keeps fetching with their own token.
+//!
 //! One line is dropped: an encrypted asset's master loses its
 //! `#EXT-X-I-FRAME-STREAM-INF` lines. I-frame playlists are byte ranges
 //! inside segments, and the origin encrypts a segment whole (AES-128-CBC
@@ -21,8 +29,12 @@ pub enum Kind {
     Master,
     /// A media playlist with `#EXT-X-ENDLIST`: will not change.
     Vod,
-    /// A media playlist still growing (an EVENT playlist during encoding).
+    /// A media playlist still growing (an EVENT playlist during encoding,
+    /// or a live one before its first LL-HLS part).
     Growing,
+    /// A live LL-HLS media playlist: still growing, and its server answers
+    /// blocking reloads (`EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES`).
+    Live,
 }
 
 pub fn kind(text: &str) -> Kind {
@@ -31,9 +43,84 @@ pub fn kind(text: &str) -> Kind {
         Kind::Master
     } else if tag("#EXT-X-ENDLIST") {
         Kind::Vod
+    } else if text.lines().any(|l| {
+        l.trim_start()
+            .strip_prefix("#EXT-X-SERVER-CONTROL:")
+            .is_some_and(|a| a.split(',').any(|a| a.trim() == "CAN-BLOCK-RELOAD=YES"))
+    }) {
+        Kind::Live
     } else {
         Kind::Growing
     }
+}
+
+/// The query parameter a shared playlist's variable is defined from: the
+/// one playback URLs carry the token in.
+pub const TOKEN_PARAM: &str = "token";
+/// What every relative URI of a shared playlist carries in place of a token.
+pub const TOKEN_REFERENCE: &str = "{$token}";
+/// `EXT-X-VERSION` a playlist with `EXT-X-DEFINE:QUERYPARAM` must declare
+/// at least (RFC 8216bis §7).
+pub const QUERYPARAM_VERSION: u64 = 11;
+
+/// `text` made the same for every viewer: `#EXT-X-DEFINE:QUERYPARAM="token"`
+/// right after the `#EXTM3U` header (and `EXT-X-VERSION` raised to 11, or
+/// added there), and every relative URI carrying `token={$token}` where
+/// [`rewrite_encrypted`] would put a token (key URIs of an encrypted asset
+/// included), so the player substitutes the token of the URL it loaded
+/// the playlist by. `None` when the first line is not
+/// the header alone, or `text` already uses variables (`EXT-X-DEFINE`,
+/// `{$`): the packager writes neither, and such a playlist is rewritten
+/// per viewer as before rather than guessed at.
+pub fn shared(text: &str, encrypt: Option<&Encrypt<'_>>) -> Option<String> {
+    let first = text.split('\n').next().unwrap_or_default();
+    if first.trim() != "#EXTM3U" || text.contains("{$") {
+        return None;
+    }
+    let tag = |t: &str| text.lines().any(|l| l.trim_start().starts_with(t));
+    if tag("#EXT-X-DEFINE") {
+        return None;
+    }
+    let rewritten = rewrite_encrypted(text, TOKEN_REFERENCE, encrypt);
+    let mut out = String::with_capacity(rewritten.len() + 64);
+    let mut lines = rewritten.split_inclusive('\n');
+    let header = lines.next().unwrap_or_default();
+    let ending = match split_ending(header).1 {
+        "" => "\n",
+        e => e,
+    };
+    out.push_str(header.trim_end_matches(['\r', '\n']));
+    out.push_str(ending);
+    if !tag("#EXT-X-VERSION:") {
+        out.push_str(&format!("#EXT-X-VERSION:{QUERYPARAM_VERSION}{ending}"));
+    }
+    out.push_str(&format!(
+        "#EXT-X-DEFINE:QUERYPARAM=\"{TOKEN_PARAM}\"{ending}"
+    ));
+    for line in lines {
+        let (body, end) = split_ending(line);
+        match body.trim().strip_prefix("#EXT-X-VERSION:") {
+            Some(v) => {
+                let version = v.trim().parse::<u64>().unwrap_or(0).max(QUERYPARAM_VERSION);
+                out.push_str(&format!("#EXT-X-VERSION:{version}{end}"));
+            }
+            None => out.push_str(line),
+        }
+    }
+    Some(out)
+}
+
+/// The `PART-TARGET` of an LL-HLS media playlist, in seconds.
+pub fn part_target_s(text: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix("#EXT-X-PART-INF:")?
+            .split(',')
+            .find_map(|a| a.trim().strip_prefix("PART-TARGET="))?
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite() && *t > 0.0)
+    })
 }
 
 /// Appends `token=<token>` to every relative URI in `text`. Absolute URIs
@@ -336,6 +423,88 @@ mod tests {
         assert_eq!(kind("#EXTM3U\n#EXTINF:4,\na.m4s\n"), Kind::Growing);
     }
 
+    const LIVE: &str = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n\
+        #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500\n\
+        #EXT-X-PART-INF:PART-TARGET=0.500\n#EXT-X-MEDIA-SEQUENCE:4\n\
+        #EXT-X-MAP:URI=\"init.mp4\"\n\
+        #EXT-X-PART:DURATION=0.50000,URI=\"c1-part_4_0.m4s\",INDEPENDENT=YES\n\
+        #EXTINF:2.0,\nc1-seg_00004.m4s\n\
+        #EXT-X-PART:DURATION=0.50000,URI=\"c1-part_5_0.m4s\",INDEPENDENT=YES\n\
+        #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"c1-part_5_1.m4s\"\n\
+        #EXT-X-RENDITION-REPORT:URI=\"../../a/audio/index.m3u8\",LAST-MSN=5,LAST-PART=0\n";
+
+    #[test]
+    fn a_live_playlist_is_shared_with_the_token_as_a_variable() {
+        assert_eq!(kind(LIVE), Kind::Live);
+        let growing = LIVE.replace("CAN-BLOCK-RELOAD=YES,", "");
+        assert_eq!(kind(&growing), Kind::Growing);
+        let out = shared(LIVE, None).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            &lines[..3],
+            &[
+                "#EXTM3U",
+                "#EXT-X-DEFINE:QUERYPARAM=\"token\"",
+                "#EXT-X-VERSION:11"
+            ],
+            "{out}"
+        );
+        for uri in [
+            "URI=\"init.mp4?token={$token}\"",
+            "\nc1-seg_00004.m4s?token={$token}\n",
+            "URI=\"c1-part_5_0.m4s?token={$token}\"",
+            "PRELOAD-HINT:TYPE=PART,URI=\"c1-part_5_1.m4s?token={$token}\"",
+            "URI=\"../../a/audio/index.m3u8?token={$token}\",LAST-MSN=5",
+        ] {
+            assert!(out.contains(uri), "{uri} in\n{out}");
+        }
+        // What a player makes of it is what a per-viewer rewrite says.
+        let substituted = out
+            .replace("{$token}", "T")
+            .replace("#EXT-X-DEFINE:QUERYPARAM=\"token\"\n", "")
+            .replace("#EXT-X-VERSION:11", "#EXT-X-VERSION:7");
+        assert_eq!(substituted, rewrite(LIVE, "T"));
+        assert_eq!(part_target_s(LIVE), Some(0.5));
+
+        // An encrypted asset's: the key URI takes the variable too.
+        let key = AssetKey::generate();
+        let e = Encrypt {
+            key: &key,
+            key_uri: "/media-key/a/b",
+            dir: "assets/a/out/live/v/720p/",
+            base: Some("/media/assets/a/aes-b/out/live/v/720p/"),
+        };
+        let out = shared(LIVE, Some(&e)).unwrap();
+        assert!(
+            out.contains("URI=\"/media-key/a/b?token={$token}\",IV=0x"),
+            "{out}"
+        );
+        let substituted = out
+            .replace("{$token}", "T")
+            .replace("#EXT-X-DEFINE:QUERYPARAM=\"token\"\n", "")
+            .replace("#EXT-X-VERSION:11", "#EXT-X-VERSION:7");
+        assert_eq!(substituted, rewrite_encrypted(LIVE, "T", Some(&e)));
+
+        // No version: one is added; a higher one stays.
+        let out = shared("#EXTM3U\r\n#EXTINF:2,\r\na.m4s\r\n", None).unwrap();
+        assert_eq!(
+            out,
+            "#EXTM3U\r\n#EXT-X-VERSION:11\r\n#EXT-X-DEFINE:QUERYPARAM=\"token\"\r\n\
+             #EXTINF:2,\r\na.m4s?token={$token}\r\n"
+        );
+        assert!(shared(&LIVE.replace(":7", ":12"), None)
+            .unwrap()
+            .contains("#EXT-X-VERSION:12\n"));
+        // Anything already using variables, or without a header, is not guessed at.
+        assert_eq!(
+            shared("#EXTM3U\n#EXT-X-DEFINE:NAME=\"a\",VALUE=\"b\"\n", None),
+            None
+        );
+        assert_eq!(shared("#EXTM3U\n#EXTINF:2,\n{$a}.m4s\n", None), None);
+        assert_eq!(shared("#EXTINF:2,\na.m4s\n", None), None);
+        assert_eq!(shared("#EXTM3U\r#EXTINF:2,\ra.m4s\r", None), None);
+    }
+
     #[test]
     fn an_encrypted_master_offers_no_trick_play() {
         let key = AssetKey::generate();
@@ -463,6 +632,34 @@ mod tests {
             fn only_the_token_is_added(text in playlist()) {
                 let out = rewrite(&text, TOKEN);
                 prop_assert_eq!(without_tokens(&out), text);
+            }
+
+            /// A shared playlist with the viewer's token substituted, as
+            /// a player does, is the per-viewer rewrite plus the variable's
+            /// definition and version: the same URIs, and no token in it.
+            #[test]
+            fn a_shared_playlist_substituted_is_the_rewrite(text in playlist()) {
+                let text = format!("#EXTM3U\n{}", text.replace("{$", ""));
+                prop_assume!(!text.contains("#EXT-X-DEFINE"));
+                let out = shared(&text, None).unwrap();
+                prop_assert!(!out.contains(TOKEN));
+                let define = "#EXT-X-DEFINE:QUERYPARAM=\"token\"";
+                let lines: Vec<&str> = out.split_inclusive('\n').collect();
+                prop_assert!(lines.iter().take(3).any(|l| l.trim_end() == define));
+                let viewer: String = lines
+                    .iter()
+                    .filter(|l| l.trim_end() != define)
+                    .map(|l| l.replace("{$token}", TOKEN))
+                    .collect();
+                let rewritten = rewrite(&text, TOKEN);
+                // Only the version line may differ (raised, or added).
+                let strip = |s: &str| -> Vec<String> {
+                    s.split_inclusive('\n')
+                        .filter(|l| !l.trim_start().starts_with("#EXT-X-VERSION:"))
+                        .map(str::to_string)
+                        .collect()
+                };
+                prop_assert_eq!(strip(&viewer), strip(&rewritten));
             }
 
             /// Absolute URIs point at other hosts: they never get the token.

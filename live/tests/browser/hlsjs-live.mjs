@@ -2,9 +2,10 @@
 // player-sdk's node_modules) in low-latency mode, as player-sdk does, and
 // checks that currentTime advances while the stream is live and that
 // hls.js played LL-HLS: it loaded parts (EXT-X-PART), not only whole
-// segments. Usage: node hlsjs-live.mjs <master URL>; prints the two
-// currentTime readings, the parts loaded and hls.js's latency as JSON;
-// exits non-zero if playback fails.
+// segments, and filled the viewer's token into every part URI of the
+// shared playlists (EXT-X-DEFINE QUERYPARAM). Usage: node hlsjs-live.mjs
+// <master URL>; prints the two currentTime readings, the parts loaded and
+// hls.js's latency as JSON; exits non-zero if playback fails.
 import assert from "node:assert/strict";
 import { createRequire } from "node:module";
 import path from "node:path";
@@ -23,6 +24,12 @@ const browser = await chromium.launch({
 });
 try {
   const page = await browser.newPage();
+  // Live media playlists are the same for every viewer, their URIs
+  // carrying `token={$token}`: hls.js must fill in the token of the URL it
+  // loaded the playlist by (EXT-X-DEFINE QUERYPARAM) on every part.
+  const token = new URL(url).searchParams.get("token");
+  const requested = [];
+  page.on("request", (request) => requested.push(request.url()));
   await page.setContent("<video id=v muted autoplay playsinline></video>");
   await page.addScriptTag({ path: hls });
   await page.evaluate((url) => {
@@ -47,6 +54,14 @@ try {
   console.log(JSON.stringify({ first, second, parts, latency }));
   assert.ok(second > first + 1, `currentTime did not advance: ${first} → ${second}`);
   assert.ok(parts > 0, "hls.js loaded no LL-HLS part");
+  const partRequests = requested.filter((u) => new URL(u).pathname.includes("-part_"));
+  assert.ok(partRequests.length > 0, "no part was requested");
+  for (const u of requested) {
+    assert.ok(!u.includes("%7B%24") && !u.includes("{$"), `an unsubstituted variable: ${u}`);
+  }
+  for (const u of partRequests) {
+    assert.equal(new URL(u).searchParams.get("token"), token, `a part without the viewer's token: ${u}`);
+  }
 } finally {
   await browser.close();
 }
