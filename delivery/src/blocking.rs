@@ -69,8 +69,8 @@ pub fn blocking_max_age_s(text: &str) -> u64 {
 /// How often a waiting request re-reads the playlist when no notice came
 /// (one was lost).
 pub const RECHECK: Duration = Duration::from_secs(1);
-/// How long a request for a part that does not exist yet is held: three
-/// live segments (the ladder's 2 s), longer than any hint is early.
+/// How long a request for a part that does not exist yet is held: six
+/// live segments (the ladder's 1 s), longer than any hint is early.
 pub const PART_WAIT: Duration = Duration::from_secs(6);
 
 /// Serves `key`, a live part, once it exists: `serve` is retried each time
