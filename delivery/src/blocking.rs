@@ -26,13 +26,11 @@
 //! Only a playlist request carrying `_HLS_msn` or `_HLS_part`, and a part
 //! not found, come here: every other request takes the origin's usual path.
 //!
-//! Caching: a live LL-HLS playlist of a clear asset is the same body for
-//! every viewer (`playlist::shared`), sent `public`. Without a directive
-//! it is current for [`LIVE_PLAYLIST_MAX_AGE_S`]; an answer to a blocking
-//! reload holds what that URL asked for whenever it is read, so a CDN may
-//! keep it for several parts ([`blocking_max_age_s`]) and answer everyone
-//! who blocks on the same `_HLS_msn`/`_HLS_part` with one origin request
-//! (`infra/cdn/README.md`).
+//! Caching: the answer to a blocking reload is the same body for every
+//! viewer (`playlist::shared`), sent `public`. It holds what that URL
+//! asked for whenever it is read, so a CDN may keep it for several parts
+//! ([`blocking_max_age_s`]) and answer everyone who blocks on the same
+//! `_HLS_msn`/`_HLS_part` with one origin request (`infra/cdn/README.md`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,9 +45,6 @@ use uuid::Uuid;
 
 use super::DeliveryState;
 
-/// `max-age` of a live LL-HLS playlist asked for without a directive: it
-/// changes with every part, so a CDN keeps it a second at most.
-pub const LIVE_PLAYLIST_MAX_AGE_S: u64 = 1;
 /// How many part targets a CDN may keep the answer to a blocking reload:
 /// every viewer blocking on the same part within that time is answered
 /// from one copy; later ones ask for later parts anyway.

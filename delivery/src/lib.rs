@@ -46,18 +46,21 @@
 //! (`_HLS_msn`, `_HLS_part`) is held until it has what was asked for
 //! (module [`blocking`]).
 //!
-//! The exception to "rewritten per learner": a live LL-HLS media playlist
-//! (no `EXT-X-ENDLIST`, `CAN-BLOCK-RELOAD=YES`), and any media playlist
-//! answering a blocking reload, is the same body for every viewer — every
+//! The exception to "rewritten per learner": a media playlist answering a
+//! blocking reload (a live LL-HLS one, asked for with `_HLS_msn`) is the
+//! same body for every viewer — every
 //! URI (segments, `EXT-X-MAP`, parts, the preload hint, rendition reports,
 //! an encrypted asset's key) carries `token={$token}`, and
 //! `#EXT-X-DEFINE:QUERYPARAM="token"` has the player fill in the token of
 //! the URL it asked by (module [`playlist`]). It embeds no token, so it is
-//! sent `public` (`max-age=1`; an answer to a blocking reload, which holds
-//! what that URL asked for whenever it is read, six part targets) with a
-//! validator without the token, and a CDN that checks the token itself
-//! caches one copy per `_HLS_msn`/`_HLS_part` for every viewer: a thousand
-//! viewers blocking on the next part cost the origin one held request.
+//! sent `public` (`max-age` six part targets: the answer holds what that
+//! URL asked for whenever it is read) with a validator without the token,
+//! and a CDN that checks the token itself caches one copy per
+//! `_HLS_msn`/`_HLS_part` for every viewer: a thousand viewers blocking on
+//! the next part cost the origin one held request. A plain request for
+//! the same playlist (a player's first load, or a client that does not
+//! speak LL-HLS) gets it with the caller's token written in, `private`,
+//! so a client that cannot substitute variables still plays.
 //! The token is checked on the playlist request exactly as before.
 //!
 //! Segments, init segments and posters are served from memory when hot
@@ -429,8 +432,8 @@ pub fn media_routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
                 200,
                 "*/*",
                 "the whole object: a playlist (application/vnd.apple.mpegurl, rewritten \
-                 so every URI carries the token, `private`; a live LL-HLS media playlist, or \
-                 one answering `_HLS_msn`, is the same for every viewer, its URIs carrying \
+                 so every URI carries the token, `private`; a media playlist answering a blocking reload (`_HLS_msn`) \
+                 is the same for every viewer, its URIs carrying \
                  `token={$token}` with `EXT-X-DEFINE:QUERYPARAM=\"token\"`, `public`), a media segment \
                  (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an \
                  encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an \
@@ -1302,16 +1305,17 @@ async fn serve_playlist(
         }
         None => None,
     };
-    // A live LL-HLS media playlist, and any media playlist answering a
-    // blocking reload, is one body for every viewer (the token is a
-    // variable the player fills in from the URL it asked by), which a CDN
-    // may cache per blocking reload (`blocking`, `infra/cdn/README.md`).
-    // Masters and VOD media playlists asked for plainly embed this token.
-    let shared = match (kind, &subtitles) {
-        (playlist::Kind::Master, _) | (_, Some(_)) => None,
-        (playlist::Kind::Live, None) => playlist::shared(text, encrypt.as_ref()),
-        (_, None) if directive.is_some() => playlist::shared(text, encrypt.as_ref()),
-        _ => None,
+    // A media playlist answering a blocking reload is one body for every
+    // viewer (the token is a variable the player fills in from the URL it
+    // asked by), which a CDN may cache per blocking reload (`blocking`,
+    // `infra/cdn/README.md`). Only a player that sent delivery directives
+    // gets it: such a player speaks LL-HLS, and every one of those we know
+    // (hls.js, AVPlayer) substitutes variables, while a plain request may
+    // come from a client that does not (ffmpeg's HLS demuxer, older
+    // native players) and gets the playlist with its own token written in.
+    let shared = match (kind, &subtitles, directive) {
+        (playlist::Kind::Master, ..) | (_, Some(_), _) | (_, _, None) => None,
+        (_, None, Some(_)) => playlist::shared(text, encrypt.as_ref()),
     };
     let is_shared = shared.is_some();
     let (body, token) = match shared {
@@ -1351,17 +1355,16 @@ async fn serve_playlist(
         .and_then(http::max_age)
         .unwrap_or(300);
     let max_age = match kind {
-        playlist::Kind::Growing | playlist::Kind::Live => 1,
+        playlist::Kind::Growing => 1,
         _ => stored.min(remaining),
     };
     // A lesson's master changes when its captions do: revalidated each
     // time, and only its tag can say it is current (its stored date is
     // older than a track changed).
-    let cache_control = match (&subtitles, directive) {
-        (Some(_), _) => "private, no-cache".to_string(),
-        _ if !is_shared => format!("private, max-age={max_age}"),
-        (None, None) => format!("public, max-age={}", blocking::LIVE_PLAYLIST_MAX_AGE_S),
-        (None, Some(_)) => format!("public, max-age={}", blocking::blocking_max_age_s(text)),
+    let cache_control = match &subtitles {
+        Some(_) => "private, no-cache".to_string(),
+        None if is_shared => format!("public, max-age={}", blocking::blocking_max_age_s(text)),
+        None => format!("private, max-age={max_age}"),
     };
     Ok(playlist_response(
         method,

@@ -30,11 +30,8 @@ pub enum Kind {
     /// A media playlist with `#EXT-X-ENDLIST`: will not change.
     Vod,
     /// A media playlist still growing (an EVENT playlist during encoding,
-    /// or a live one before its first LL-HLS part).
+    /// or a live one).
     Growing,
-    /// A live LL-HLS media playlist: still growing, and its server answers
-    /// blocking reloads (`EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES`).
-    Live,
 }
 
 pub fn kind(text: &str) -> Kind {
@@ -43,12 +40,6 @@ pub fn kind(text: &str) -> Kind {
         Kind::Master
     } else if tag("#EXT-X-ENDLIST") {
         Kind::Vod
-    } else if text.lines().any(|l| {
-        l.trim_start()
-            .strip_prefix("#EXT-X-SERVER-CONTROL:")
-            .is_some_and(|a| a.split(',').any(|a| a.trim() == "CAN-BLOCK-RELOAD=YES"))
-    }) {
-        Kind::Live
     } else {
         Kind::Growing
     }
@@ -435,9 +426,7 @@ mod tests {
 
     #[test]
     fn a_live_playlist_is_shared_with_the_token_as_a_variable() {
-        assert_eq!(kind(LIVE), Kind::Live);
-        let growing = LIVE.replace("CAN-BLOCK-RELOAD=YES,", "");
-        assert_eq!(kind(&growing), Kind::Growing);
+        assert_eq!(kind(LIVE), Kind::Growing);
         let out = shared(LIVE, None).unwrap();
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(

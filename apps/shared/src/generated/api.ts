@@ -12686,7 +12686,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description the whole object: a playlist (application/vnd.apple.mpegurl, rewritten so every URI carries the token, `private`; a live LL-HLS media playlist, or one answering `_HLS_msn`, is the same for every viewer, its URIs carrying `token={$token}` with `EXT-X-DEFINE:QUERYPARAM="token"`, `public`), a media segment (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an image, a WebVTT storyboard or caption segment, or the package manifest. A master playlist asked for with `lesson=<id>` (the playback URL carries it) also lists that lesson's captions as a SUBTITLES group (`private, no-cache`) */
+            /** @description the whole object: a playlist (application/vnd.apple.mpegurl, rewritten so every URI carries the token, `private`; a media playlist answering a blocking reload (`_HLS_msn`) is the same for every viewer, its URIs carrying `token={$token}` with `EXT-X-DEFINE:QUERYPARAM="token"`, `public`), a media segment (video/iso.segment, video/mp2t, audio/aac; AES-128 encrypted on an encrypted asset's `aes-<key_id>` path), an init segment (video/mp4), an image, a WebVTT storyboard or caption segment, or the package manifest. A master playlist asked for with `lesson=<id>` (the playback URL carries it) also lists that lesson's captions as a SUBTITLES group (`private, no-cache`) */
             200: {
                 headers: {
                     [name: string]: unknown;
