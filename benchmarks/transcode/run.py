@@ -14,9 +14,14 @@ preset, CRF, maxrate/bufsize and 4 s GOP as Lectern's profile:
   (b) one ffmpeg process per rung, in parallel (decode N times, PeerTube-style)
   (L) lectern transcode (GStreamer decode once, encode the ladder)
 
-Reported: media-seconds per wall-second, ratios L/a and L/b, quality per
-rung, total bytes. Results go to benchmarks/RESULTS.md (section replaced)
-and stdout.
+Timing: `--rounds` rounds (default 3) of the three methods back to back,
+in rotated order; the ratios L/a and L/b are taken within each round and
+their median reported (this VM's speed drifts by more between runs than
+the differences measured).
+
+Reported: media-seconds per wall-second (median), ratios L/a and L/b,
+quality per rung, total bytes. Results go to benchmarks/RESULTS.md
+(section replaced) and stdout.
 
 Quality is measured the same way for every tool: each rung is scaled back
 up to the source's size with one fixed high-quality scaler (lanczos) and
@@ -31,6 +36,7 @@ import os
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -212,25 +218,45 @@ def children_cpu_s():
     return r.ru_utime + r.ru_stime
 
 
-def bench(name, src, lectern, profile_name, ssim_limit):
+def bench(name, src, lectern, profile_name, ssim_limit, rounds):
+    """`rounds` rounds of the three methods, each round in a rotated order
+    (a b L, b L a, L a b, …) so no method always runs first or last. This
+    VM's speed drifts by 10 % between runs minutes apart, more than the
+    differences measured: a ratio is taken within each round, whose
+    methods ran back to back, and the median over rounds reported. Quality
+    and bytes come from the last round's output (the encodes are the same
+    in every round)."""
     profile, rungs = profile_rungs(profile_name, height_of(src))
     heights = [r["height"] for r in rungs]
     media_s = duration(src)
+    runners = {"a": run_split, "b": run_per_rung, "L": None}
+    order = list(runners)
+    timings = {m: [] for m in order}
+    playlists = {}
+    for k in range(rounds):
+        for method in order[k % 3:] + order[:k % 3]:
+            out = WORK / name / method
+            shutil.rmtree(out, ignore_errors=True)
+            out.mkdir(parents=True)
+            print(f"[{name}] round {k + 1}/{rounds}: running {method} …", file=sys.stderr)
+            cpu = children_cpu_s()
+            if runners[method]:
+                wall, playlists[method] = runners[method](src, out, profile, rungs)
+            else:
+                wall, playlists[method] = run_lectern(lectern, src, out, profile_name)
+            timings[method].append((wall, children_cpu_s() - cpu))
     rows = {}
-    for method, runner in (("a", run_split), ("b", run_per_rung), ("L", None)):
-        out = WORK / name / method
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        print(f"[{name}] running {method} …", file=sys.stderr)
-        cpu = children_cpu_s()
-        if runner:
-            wall, playlists = runner(src, out, profile, rungs)
-        else:
-            wall, playlists = run_lectern(lectern, src, out, profile_name)
-        cpu = children_cpu_s() - cpu
-        scores = {h: quality(playlists[h], src, ssim_limit) for h in heights if h in playlists}
-        rows[method] = {"wall_s": wall, "speed": media_s / wall, "cpu_s": cpu, "ssim": {h: q[0] for h, q in scores.items()},
-                        "psnr": {h: q[1] for h, q in scores.items()}, "bytes": total_bytes(out)}
+    for method in order:
+        walls = [w for w, _ in timings[method]]
+        scores = {h: quality(playlists[method][h], src, ssim_limit) for h in heights if h in playlists[method]}
+        rows[method] = {"wall_s": statistics.median(walls), "walls": walls,
+                        "speed": media_s / statistics.median(walls),
+                        "cpu_s": statistics.median(c for _, c in timings[method]),
+                        "ssim": {h: q[0] for h, q in scores.items()},
+                        "psnr": {h: q[1] for h, q in scores.items()}, "bytes": total_bytes(WORK / name / method)}
+    # Per round: lectern's speed over each baseline's (wall time ratio).
+    for base in ("a", "b"):
+        rows["L"][f"over_{base}"] = [wb / wl for (wb, _), (wl, _) in zip(timings[base], timings["L"])]
     return media_s, heights, rows
 
 
@@ -238,6 +264,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--lectern", default=None, help="lectern binary (default: release build)")
     ap.add_argument("--lecture-seconds", type=int, default=600)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds of the three methods, in rotated order; medians are reported")
     ap.add_argument("--no-record", action="store_true", help="do not write RESULTS.md")
     args = ap.parse_args()
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
@@ -251,15 +279,15 @@ def main():
     make_lecture(lecture, args.lecture_seconds)
 
     results = [
-        ("real 720p, Big Buck Bunny looped to 32 s, profile `default`", *bench("real", real, lectern, "default", None)),
+        ("real 720p, Big Buck Bunny looped to 32 s, profile `default`", *bench("real", real, lectern, "default", None, args.rounds)),
         (f"generated slide lecture, {args.lecture_seconds} s 720p30, profile `lecture` (SSIM over the first 120 s)",
-         *bench("lecture", lecture, lectern, "lecture", 120)),
+         *bench("lecture", lecture, lectern, "lecture", 120, args.rounds)),
     ]
     lines = []
     for title, media_s, heights, rows in results:
         a, b, l = rows["a"], rows["b"], rows["L"]
-        lines.append(f"**{title}** ({media_s:.1f} s of media)\n")
-        lines.append("| method | wall s | media-s / wall-s | CPU s | "
+        lines.append(f"**{title}** ({media_s:.1f} s of media; {len(a['walls'])} rounds, medians)\n")
+        lines.append("| method | wall s (median; each round) | media-s / wall-s | CPU s | "
                      + " | ".join(f"SSIM / PSNR {h}p" for h in heights) + " | bytes |")
         lines.append("| --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in heights) + " | ---: |")
         for key, label in (("a", "(a) ffmpeg, 1 process, split filter"), ("b", "(b) ffmpeg, 1 process per rung"),
@@ -267,14 +295,17 @@ def main():
             r = rows[key]
             s = " | ".join(f"{r['ssim'].get(h, float('nan')):.4f} / {r['psnr'].get(h, float('nan')):.2f}"
                            for h in heights)
-            lines.append(f"| {label} | {r['wall_s']:.1f} | {r['speed']:.2f}× | {r['cpu_s']:.1f} | {s} "
+            each = ", ".join(f"{w:.1f}" for w in r["walls"])
+            lines.append(f"| {label} | {r['wall_s']:.1f} ({each}) | {r['speed']:.2f}× | {r['cpu_s']:.1f} | {s} "
                          f"| {r['bytes']:,} |")
         # Signed: negative when Lectern's rung is worse than ffmpeg's.
         worst = min(l["ssim"][h] - max(a["ssim"][h], b["ssim"][h])
                     for h in heights if h in l["ssim"] and h in a["ssim"])
         lines.append("")
-        lines.append(f"lectern / (a) speed: **{l['speed'] / a['speed']:.2f}×** (target ≥ 1.0); "
-                     f"lectern / (b): **{l['speed'] / b['speed']:.2f}×** (target ≥ 1.1); "
+        per_round = lambda key: ", ".join(f"{x:.2f}" for x in l[key])  # noqa: E731
+        lines.append(f"lectern / (a) speed, median of the rounds' ratios: "
+                     f"**{statistics.median(l['over_a']):.2f}×** ({per_round('over_a')}; target ≥ 1.0); "
+                     f"lectern / (b): **{statistics.median(l['over_b']):.2f}×** ({per_round('over_b')}; target ≥ 1.1); "
                      f"worst rung SSIM minus ffmpeg's best: {worst:+.4f} (target ≥ −0.002); "
                      f"bytes lectern / (a): {l['bytes'] / a['bytes']:.2f}; "
                      f"CPU (a) / lectern: {a['cpu_s'] / l['cpu_s']:.2f}×, (b) / lectern: {b['cpu_s'] / l['cpu_s']:.2f}×\n")
