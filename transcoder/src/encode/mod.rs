@@ -1083,16 +1083,18 @@ fn video_rung_branch(
         errors,
     );
     let mut chain = vec![make("queue")?];
-    if method == "bilinear" {
+    if rung.downscaler != Downscaler::Cubic || method == "bilinear" {
         chain.extend([scale, capsfilter(raw_caps)?]);
     } else {
-        // A multi-tap filter on 8-bit samples loses what it is chosen for:
-        // GStreamer's 8-bit scaler rounds its taps coarsely, and on the
-        // talking head's 240p (Catmull-Rom, before encoding) scored 0.9144
-        // SSIM against the source where the same filter on 10-bit samples
+        // The cubic filter on 8-bit samples loses what it is chosen for
+        // (text): GStreamer's 8-bit scaler rounds its taps coarsely, and
+        // on the talking head's 240p (before encoding) scored 0.9144 SSIM
+        // against the source where the same filter on 10-bit samples
         // scored 0.9179 and ffmpeg's swscale 0.9185. Only these rungs pay
-        // for the two conversions, at the size of the picture they are
-        // scaled from (the 480p rung's, when cascaded).
+        // for the two conversions. Sinc rungs (natural pictures) stay on
+        // 8-bit samples: they already score above ffmpeg's, and in the one
+        // benchmark run with sinc on 10-bit samples the real clip's ladder
+        // took 18 % more CPU relative to ffmpeg's than the run before.
         let deep = |caps: gst::caps::Builder<gst::caps::NoFeature>| {
             capsfilter(caps.field("format", DEEP_SCALING_FORMAT).build())
         };
