@@ -17,7 +17,8 @@
 //!   query in the common case.
 //!
 //! Playlists are rewritten per request so every nested URI carries the
-//! same token (module [`playlist`]; live ones are shared, below). A master playlist asked for with
+//! same token (module [`playlist`]; answers to LL-HLS blocking reloads are
+//! shared, below). A master playlist asked for with
 //! `&lesson=<id>` (the learner's playback URL carries it) also lists that
 //! lesson's caption tracks as a `SUBTITLES` group, read from
 //! `lesson_captions` on each request: captions are uploaded after the
@@ -1313,9 +1314,10 @@ async fn serve_playlist(
     // (hls.js, AVPlayer) substitutes variables, while a plain request may
     // come from a client that does not (ffmpeg's HLS demuxer, older
     // native players) and gets the playlist with its own token written in.
-    let shared = match (kind, &subtitles, directive) {
-        (playlist::Kind::Master, ..) | (_, Some(_), _) | (_, _, None) => None,
-        (_, None, Some(_)) => playlist::shared(text, encrypt.as_ref()),
+    // (Only a master carries captions, so a shared playlist never does.)
+    let shared = match (kind, directive) {
+        (playlist::Kind::Master, _) | (_, None) => None,
+        (_, Some(_)) => playlist::shared(text, encrypt.as_ref()),
     };
     let is_shared = shared.is_some();
     let (body, token) = match shared {

@@ -6,8 +6,8 @@
 //! must stay byte-for-byte what the packager wrote apart from the added
 //! query, and unknown tags must pass through untouched.
 //!
-//! A live LL-HLS media playlist, and any media playlist answering a
-//! blocking reload, is instead made the same for every viewer ([`shared`]): each relative URI carries
+//! A media playlist answering an LL-HLS blocking reload is instead made
+//! the same for every viewer ([`shared`]): each relative URI carries
 //! `token={$token}`, and `#EXT-X-DEFINE:QUERYPARAM="token"` tells the
 //! player to fill the variable in from the query of the URL it fetched the
 //! playlist by (RFC 8216bis §4.3.2.3, variable substitution, protocol
