@@ -471,6 +471,57 @@ fn a_slide_lecture_gets_the_slide_ladder_and_a_mono_voice() {
     assert!(report.plan.video.iter().all(|r| r.crf == 17));
 }
 
+/// A 1080p slide deck: its 360p rung is scaled below half size with the
+/// cubic filter, which runs on 10-bit samples and converts back. The
+/// ladder must still be 8-bit High-profile H.264 at the planned sizes.
+#[test]
+fn a_1080p_slide_deck_scales_its_lowest_rung_on_deep_samples_and_stays_8_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("slides-1080p.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg("testsrc2=size=1920x1080:rate=1/30:duration=8,fps=30")
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(&source)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = dir.path().join("out");
+    let report = transcode(&source, &out, &profiles::builtin("default").unwrap()).unwrap();
+    let content = report.plan.content.as_ref().unwrap();
+    assert_eq!(
+        content.class,
+        Some(lectern_transcoder::content::ContentClass::Slides),
+        "{content:?}"
+    );
+    assert!(
+        report
+            .plan
+            .video
+            .iter()
+            .all(|r| r.downscaler == lectern_transcoder::ladder::Downscaler::Cubic),
+        "{:?}",
+        report.plan.video
+    );
+    let facts = common::verify::verify_ladder(&source, &out);
+    assert_eq!(sizes(&facts), [(1920, 1080), (640, 360)]);
+}
+
 /// The same picture with different sound on each channel keeps stereo, and
 /// a moving picture keeps every rung.
 #[test]

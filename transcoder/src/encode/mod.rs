@@ -1126,7 +1126,8 @@ fn video_rung_branch(
         .map_err(|_| link_error(&format!("tee to rung {}", rung.name)))
 }
 
-/// The sample format a multi-tap scaler works in (see `video_rung_branch`).
+/// The sample format a cubic (text) rung is scaled in when it is scaled
+/// below half size or from another rung (see `video_rung_branch`).
 const DEEP_SCALING_FORMAT: &str = "I420_10LE";
 
 /// Validates a string against an enum/flags property instead of letting
