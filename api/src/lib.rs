@@ -294,7 +294,7 @@ pub fn route_table(state: &AppState) -> Vec<lectern_web::RouteSpec> {
 }
 
 /// The span of one request, also what an OpenTelemetry exporter sends: the
-/// method, the route *template* (`metrics::track` records it once routing
+/// method, the route *template* (`metrics::Track` records it once routing
 /// has matched; never the raw path, which may carry ids), the status and
 /// the request id. No header, query or body: no credential or personal
 /// data reaches a log line or a trace.
@@ -333,14 +333,14 @@ pub fn router(state: AppState) -> Router {
     let (api, media) = routes(&state);
     let (api, _) = api.into_parts();
     let (media, _) = media.into_parts();
-    let track = || axum::middleware::from_fn_with_state(state.clone(), metrics::track);
-    let (api, media) = (api.route_layer(track()), media.route_layer(track()));
+    let track = metrics::Track::layer(state.clone());
+    let (api, media) = (api.route_layer(track.clone()), media.route_layer(track));
     api.fallback(lectern_web::error::not_found)
         .layer(axum::middleware::from_fn_with_state(
             state.identity.clone(),
             lectern_identity::middleware,
         ))
-        .merge(media.layer(lectern_delivery::cors()))
+        .merge(media.layer(lectern_delivery::Cors))
         .layer(axum::middleware::from_fn_with_state(
             state.identity.clone(),
             lectern_identity::security_headers,

@@ -17,11 +17,15 @@
 //! answers (with `lectern_database_up 0`) so the node's own figures are
 //! never lost to the outage they would help diagnose.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lectern_web::metrics::{self, Registry};
 use lectern_web::router::RouteTemplate;
@@ -30,6 +34,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use sqlx::FromRow;
+use tower::{Layer, Service};
 
 use crate::AppState;
 
@@ -80,38 +85,111 @@ impl Telemetry {
 /// Route layer: records each request's duration under its template, and
 /// the template on the request's span (which exists before routing). A
 /// nested service (tus) names its template in the response.
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_string());
-    let method = request.method().as_str().to_string();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let route = matched
-        .or_else(|| {
+///
+/// It sits on every `/media` request, the origin's hot path, so the common
+/// case costs no allocation and no shared lock beyond the histogram's own:
+/// each endpoint service (one per route and method, shared by its clones)
+/// remembers the series it last recorded into, and only a request that
+/// resolves to another label set (a 405 fallback, a nested service's other
+/// templates) goes through the family's map.
+#[derive(Clone)]
+pub struct Track {
+    state: AppState,
+}
+
+impl Track {
+    pub fn layer(state: AppState) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for Track {
+    type Service = Tracked<S>;
+
+    fn layer(&self, inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            state: self.state.clone(),
+            endpoint: Arc::default(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Tracked<S> {
+    inner: S,
+    state: AppState,
+    endpoint: Arc<OnceLock<Endpoint>>,
+}
+
+/// The label set an endpoint service records into, with one series per
+/// status class, created when first used so unused classes never appear.
+struct Endpoint {
+    method: Method,
+    route: Box<str>,
+    by_status: [OnceLock<Histogram>; 5],
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl Telemetry {
+    fn series(&self, method: &Method, route: &str, class: usize) -> Histogram {
+        self.requests.get_or_create_owned(&RequestLabels {
+            method: method.as_str().to_string(),
+            route: route.to_string(),
+            status: STATUS_CLASSES[class],
+        })
+    }
+}
+
+impl<S> Service<Request> for Tracked<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let matched = request.extensions().get::<MatchedPath>().cloned();
+        let method = request.method().clone();
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        let (state, endpoint) = (self.state.clone(), self.endpoint.clone());
+        Box::pin(async move {
+            let Ok(response) = response.await;
             let nested = response.extensions().get::<RouteTemplate>();
-            nested.map(|t| t.0.to_string())
+            let route = match (&matched, nested) {
+                (Some(m), _) => m.as_str(),
+                (None, Some(t)) => t.0,
+                (None, None) => "unmatched",
+            };
+            tracing::Span::current().record("http.route", route);
+            let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
+            let elapsed = started.elapsed().as_secs_f64();
+            let endpoint = endpoint.get_or_init(|| Endpoint {
+                method: method.clone(),
+                route: route.into(),
+                by_status: Default::default(),
+            });
+            if endpoint.method == method && *endpoint.route == *route {
+                endpoint.by_status[class]
+                    .get_or_init(|| state.telemetry.series(&method, route, class))
+                    .observe(elapsed);
+            } else {
+                state
+                    .telemetry
+                    .series(&method, route, class)
+                    .observe(elapsed);
+            }
+            Ok(response)
         })
-        .unwrap_or_else(|| "unmatched".to_string());
-    tracing::Span::current().record("http.route", route.as_str());
-    let status = match response.status().as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    state
-        .telemetry
-        .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status,
-        })
-        .observe(started.elapsed().as_secs_f64());
-    response
+    }
 }
 
 #[derive(Debug, FromRow)]

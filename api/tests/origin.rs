@@ -599,7 +599,7 @@ async fn objects_ranges_and_validators(o: &Origin, m: &Media) {
         assert_eq!(got, status, "If-Range: {date}");
     }
 
-    // CORS preflight (tower-http's layer answers it, 200 with no body).
+    // CORS preflight (the delivery's layer answers it, 200 with no body).
     let (status, headers, _) = o
         .call(
             "OPTIONS",

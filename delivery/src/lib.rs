@@ -91,6 +91,7 @@ mod assets;
 pub mod blocking;
 pub mod cache;
 mod captions;
+mod cors;
 mod encryption;
 mod http;
 mod playlist;
@@ -102,14 +103,13 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use lectern_identity::Identity;
 use lectern_storage::{ObjectMeta, StorageError, Store};
 use lectern_web::doc::Operation;
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
-use tower_http::cors::CorsLayer;
 use uuid::Uuid;
 
 use lectern_web::ApiError;
@@ -122,6 +122,8 @@ use encryption::AssetKey;
 use http::RangeRequest;
 use lectern_secrets::PlaybackKey;
 use token::{Claims, TokenError};
+
+pub use cors::Cors;
 
 /// Default lifetime of a playback token: a long lecture plus pauses.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(6 * 3600);
@@ -576,35 +578,8 @@ pub fn routes(api: ApiRouter<DeliveryState>) -> ApiRouter<DeliveryState> {
     encryption::routes(assets::routes(api))
 }
 
-/// CORS for players served from another origin (the learner site, a
-/// mini-program web view), to be layered around [`media_routes`]: media is
-/// public bytes gated by a URL token, so any origin may read it, players
-/// send ranges and validators and need Content-Range to seek. The layer
-/// answers every `OPTIONS` itself. No `Vary`: the answer is the same for
-/// every origin, and a CDN honouring `Vary: Origin` would keep one copy
-/// of each segment per learner site.
-pub fn cors() -> CorsLayer {
-    CorsLayer::new()
-        .allow_origin(tower_http::cors::Any)
-        .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
-        .allow_headers([
-            header::RANGE,
-            header::IF_NONE_MATCH,
-            header::IF_MODIFIED_SINCE,
-            header::IF_RANGE,
-        ])
-        .expose_headers([
-            header::CONTENT_RANGE,
-            header::CONTENT_LENGTH,
-            header::ACCEPT_RANGES,
-            header::ETAG,
-        ])
-        .max_age(Duration::from_secs(86400))
-        .vary([] as [HeaderName; 0])
-}
-
 /// Registered so the route table, the authorisation matrix and the
-/// contract list the preflight; the [`cors`] layer answers it before it
+/// contract list the preflight; the [`Cors`] layer answers it before it
 /// gets here.
 async fn preflight() -> StatusCode {
     StatusCode::NO_CONTENT
@@ -1029,7 +1004,7 @@ async fn serve_object(
     let cache = &state.playback.media_cache;
     let mut range = http::range(headers);
     if let Some(hit) = cache.get(key) {
-        return Ok(answer_from_memory(method, headers, key, &hit, range));
+        return Ok(answer_from_memory(method, headers, key, hit, range));
     }
     // Metadata first only when it decides the answer before any body
     // moves: HEAD, a conditional request (304 without a body transfer on
@@ -1050,7 +1025,7 @@ async fn serve_object(
     // A whole GET may fill the cache on its way through.
     let filler = match requested {
         None => match cache.lookup(key) {
-            Lookup::Hit(hit) => return Ok(answer_from_memory(method, headers, key, &hit, range)),
+            Lookup::Hit(hit) => return Ok(answer_from_memory(method, headers, key, hit, range)),
             Lookup::Fill(filler) => Some(filler),
             Lookup::Bypass => None,
         },
@@ -1080,7 +1055,7 @@ fn answer_from_memory(
     method: &Method,
     headers: &HeaderMap,
     key: &str,
-    object: &CachedObject,
+    object: CachedObject,
     mut range: RangeRequest,
 ) -> Response {
     let meta = &*object.meta;
@@ -1089,7 +1064,7 @@ fn answer_from_memory(
     }
     match range {
         RangeRequest::Whole => {
-            let mut response = Response::new(Body::from(object.body.clone()));
+            let mut response = Response::new(Body::from(object.body));
             *response.headers_mut() = HeaderMap::clone(&object.headers);
             response
         }
@@ -1161,7 +1136,7 @@ async fn serve_encrypted(
     let cache = &state.playback.media_cache;
     let mut range = http::range(headers);
     if let Some(hit) = cache.get(path) {
-        return Ok(answer_from_memory(method, headers, key, &hit, range));
+        return Ok(answer_from_memory(method, headers, key, hit, range));
     }
     // What the metadata alone answers (HEAD, 304) needs no encryption.
     if method == Method::HEAD
@@ -1181,7 +1156,7 @@ async fn serve_encrypted(
     let encrypted = cache
         .derived(path, encrypt_segment(state, key, asset_key))
         .await?;
-    Ok(answer_from_memory(method, headers, key, &encrypted, range))
+    Ok(answer_from_memory(method, headers, key, encrypted, range))
 }
 
 /// The segment stored at `key`, encrypted whole, as the cache holds it.
