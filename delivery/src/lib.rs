@@ -82,8 +82,8 @@
 //! per segment, and a refused token is a 4xx and at most a `debug` trace,
 //! never an audit row, so forged-token floods cannot grow the audit log.
 //!
-//! CORS ([`cors`]) is tower-http's layer, which the `api` crate puts
-//! around these routes: any origin may read media (public bytes gated by
+//! CORS ([`Cors`], static headers: see its module for why not
+//! tower-http's layer) is what the `api` crate puts around these routes: any origin may read media (public bytes gated by
 //! a URL token), players may send `Range` and validators, and see
 //! `Content-Range`, `Content-Length`, `Accept-Ranges` and `ETag`.
 

@@ -422,34 +422,29 @@ fn zero_byte_file_and_renamed_pdf_are_not_media() {
 #[test]
 fn a_slide_lecture_gets_the_slide_ladder_and_a_mono_voice() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("slides.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
+    let source = common::ffmpeg(
+        &dir.path().join("slides.mp4"),
+        &[
             "-f",
             "lavfi",
             "-i",
-        ])
-        // testsrc2 at one picture per 30 s, held at 30 fps: a still slide.
-        .arg("testsrc2=size=1280x720:rate=1/30:duration=14,fps=30")
-        .args(["-f", "lavfi", "-i"])
-        .arg("sine=frequency=220:sample_rate=48000:duration=14,pan=stereo|c0=c0|c1=c0")
-        .args([
+            // testsrc2 at one picture per 30 s, held at 30 fps: a still slide.
+            "testsrc2=size=1280x720:rate=1/30:duration=14,fps=30",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=220:sample_rate=48000:duration=14,pan=stereo|c0=c0|c1=c0",
             "-c:v",
             "libx264",
             "-preset",
             "ultrafast",
             "-pix_fmt",
             "yuv420p",
-        ])
-        .args(["-c:a", "aac", "-shortest"])
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(status.success());
+            "-c:a",
+            "aac",
+            "-shortest",
+        ],
+    );
     let out = dir.path().join("out");
     let report = transcode(&source, &out, &profiles::builtin("default").unwrap()).unwrap();
     let content = report
@@ -477,30 +472,21 @@ fn a_slide_lecture_gets_the_slide_ladder_and_a_mono_voice() {
 #[test]
 fn a_1080p_slide_deck_scales_its_lowest_rung_on_deep_samples_and_stays_8_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let source = dir.path().join("slides-1080p.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
+    let source = common::ffmpeg(
+        &dir.path().join("slides-1080p.mp4"),
+        &[
             "-f",
             "lavfi",
             "-i",
-        ])
-        .arg("testsrc2=size=1920x1080:rate=1/30:duration=8,fps=30")
-        .args([
+            "testsrc2=size=1920x1080:rate=1/30:duration=8,fps=30",
             "-c:v",
             "libx264",
             "-preset",
             "ultrafast",
             "-pix_fmt",
             "yuv420p",
-        ])
-        .arg(&source)
-        .status()
-        .unwrap();
-    assert!(status.success());
+        ],
+    );
     let out = dir.path().join("out");
     let report = transcode(&source, &out, &profiles::builtin("default").unwrap()).unwrap();
     let content = report.plan.content.as_ref().unwrap();
