@@ -251,6 +251,17 @@ impl VideoWindow {
         context.set_threading(ffmpeg::threading::Config::kind(
             ffmpeg::threading::Type::Frame,
         ));
+        // The pictures are only shrunk to 64×36 and compared: the
+        // deblocking filter (and the spec's exactness, which FLAG2_FAST
+        // trades for speed) changes nothing at that size, and the whole
+        // analysis runs before the ladder can start.
+        // SAFETY: the context is valid and not yet opened; both fields are
+        // plain options libavcodec reads when decoding.
+        unsafe {
+            let raw = context.as_mut_ptr();
+            (*raw).skip_loop_filter = ffmpeg::ffi::AVDiscard::AVDISCARD_ALL;
+            (*raw).flags2 |= ffmpeg::ffi::AV_CODEC_FLAG2_FAST;
+        }
         let decoder = context
             .decoder()
             .video()
