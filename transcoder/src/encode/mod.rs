@@ -44,6 +44,7 @@
 //!   position has not advanced for 30 s, so a truncated file never hangs a
 //!   worker.
 
+mod bilinear;
 mod codec_string;
 mod hls_mux;
 mod keyframes;
@@ -1025,13 +1026,21 @@ fn video_rung_branch(
         .field("height", rung.height as i32)
         .field("pixel-aspect-ratio", gst::Fraction::new(1, 1))
         .build();
-    let scale = make("videoscale")?;
-    // Rung sizes are rounded to even numbers; stretch by that sub-pixel
-    // amount rather than add a black border line.
-    scale.set_property("add-borders", false);
     let method = scaled.method(index);
-    set_from_str(&scale, "method", method)
-        .map_err(|()| link_error(&format!("videoscale method {method}")))?;
+    let scale = if method == "bilinear" && bilinear::available() {
+        // The same taps as `videoscale`'s bilinear, vectorised (the 480p
+        // rung's scaling was 8 % of a lecture's CPU); it stretches to the
+        // even rung size as `add-borders=false` does below.
+        bilinear::Bilinear::new().upcast()
+    } else {
+        let scale = make("videoscale")?;
+        // Rung sizes are rounded to even numbers; stretch by that sub-pixel
+        // amount rather than add a black border line.
+        scale.set_property("add-borders", false);
+        set_from_str(&scale, "method", method)
+            .map_err(|()| link_error(&format!("videoscale method {method}")))?;
+        scale
+    };
 
     let x264 = make("x264enc")?;
     let bad = |what: &str, value: &str| {
