@@ -557,7 +557,7 @@ impl Builder {
         // the plan's colorimetry if it differs rather than re-tag.
         // A publisher's stream may carry an orientation tag mid-stream.
         let (entry, tee) = video_entry(&pipeline, top, false, true)?;
-        let mut scaled = ScaledRungs::for_ladder(&plan.video);
+        let mut scaled = ScaledRungs::for_ladder(&plan.video, width.min(height));
         for (i, rung) in plan.video.iter().enumerate() {
             let fps = rung.frame_rate.as_f64().max(1.0);
             // Cut at every keyframe: half a frame under the keyframe period.

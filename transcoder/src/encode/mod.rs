@@ -917,6 +917,8 @@ pub(crate) struct ScaledRungs {
     tees: Vec<Option<gst::Element>>,
     /// Per rung: its short side.
     shorts: Vec<u32>,
+    /// The decoded picture's short side (at least the top rung's).
+    picture_short: u32,
     /// Per rung: its filter at half size or less.
     downscalers: Vec<Downscaler>,
 }
@@ -930,9 +932,15 @@ impl ScaledRungs {
     /// scored 0.9167 SSIM from the 480p picture against 0.9179 from the
     /// source, and the cascade's saving is small at a talking head's
     /// lowest rung.
-    pub(crate) fn for_ladder(rungs: &[VideoRendition]) -> Self {
+    ///
+    /// `picture_short` is the short side of the decoded picture the rungs
+    /// are scaled from (the source's; 0 when unknown, taken as the top
+    /// rung's): a 4K source's 720p rung is a third of it, below half size,
+    /// though the top rung (1080p) is not.
+    pub(crate) fn for_ladder(rungs: &[VideoRendition], picture_short: u32) -> Self {
         let shorts: Vec<u32> = rungs.iter().map(|r| r.width.min(r.height)).collect();
-        let mut source = cascade_sources(&shorts);
+        let picture_short = picture_short.max(shorts.first().copied().unwrap_or(0));
+        let mut source = cascade_sources(&shorts, picture_short);
         for (from, rung) in source.iter_mut().zip(rungs) {
             if rung.downscaler == Downscaler::Cubic {
                 *from = None;
@@ -942,6 +950,7 @@ impl ScaledRungs {
             source,
             tees: vec![None; rungs.len()],
             shorts,
+            picture_short,
             downscalers: rungs.iter().map(|r| r.downscaler).collect(),
         }
     }
@@ -951,9 +960,7 @@ impl ScaledRungs {
         let to = self.shorts.get(index).copied().unwrap_or(0);
         let downscaler = self.downscalers.get(index).copied().unwrap_or_default();
         let cascaded = self.source.get(index).copied().flatten().is_some();
-        // The top's picture is at least the top rung's size.
-        let from = self.shorts.first().copied().unwrap_or(0);
-        scale_method(cascaded, from, to, downscaler)
+        scale_method(cascaded, self.picture_short, to, downscaler)
     }
 
     fn feeds_another(&self, index: usize) -> bool {
@@ -962,9 +969,9 @@ impl ScaledRungs {
 }
 
 /// The `videoscale` method for a rung of short side `to`, `cascaded` from
-/// a rung at least twice its size or else scaled from the top's picture
-/// (short side `from`): the rung's [`Downscaler`] when cascaded or below
-/// half size, else bilinear.
+/// a rung at least twice its size or else scaled from the decoded picture
+/// (short side `from`, the source's): the rung's [`Downscaler`] when
+/// cascaded or below half size, else bilinear.
 ///
 /// Below half size bilinear skips pixels and aliases; scaling a picture
 /// bilinear already scaled once (240p from 480p, exactly half: a box
@@ -985,17 +992,17 @@ fn scale_method(cascaded: bool, from: u32, to: u32, downscaler: Downscaler) -> &
     }
 }
 
-/// For rungs of these short sides (top first), the rung each is scaled
-/// from: the smallest one above it that is itself scaled (not the top's
-/// size) and at least twice its size; `None` is the top's picture.
-fn cascade_sources(shorts: &[u32]) -> Vec<Option<usize>> {
-    let top = shorts.first().copied().unwrap_or(0);
+/// For rungs of these short sides (top first), scaled from a picture of
+/// short side `picture_short`, the rung each is scaled from: the smallest
+/// one above it that is itself scaled (smaller than the picture) and at
+/// least twice its size; `None` is the decoded picture.
+fn cascade_sources(shorts: &[u32], picture_short: u32) -> Vec<Option<usize>> {
     shorts
         .iter()
         .enumerate()
         .map(|(i, &short)| {
             (0..i)
-                .filter(|&j| shorts[j] < top && shorts[j] >= 2 * short)
+                .filter(|&j| shorts[j] < picture_short && shorts[j] >= 2 * short)
                 .min_by_key(|&j| shorts[j])
         })
         .collect()
@@ -1430,7 +1437,8 @@ pub fn encode_scoped(
             .primary_video()
             .is_some_and(|v| v.rotation_deg % 360 != 0);
         let (entry, tee) = video_entry(&pipeline, top, untagged, rotated)?;
-        let mut scaled = ScaledRungs::for_ladder(&plan.video);
+        let picture_short = info.primary_video().map_or(0, |v| v.width.min(v.height));
+        let mut scaled = ScaledRungs::for_ladder(&plan.video, picture_short);
         for (index, rung) in plan.video.iter().enumerate().filter(|_| encode_rungs) {
             let sink = rendition_sink(
                 RenditionKind::Video,
@@ -1746,17 +1754,23 @@ mod tests {
         // 720p source ladder: 240p from 480p; 360p is exactly half the top,
         // which is the top's own picture, so it scales from the top.
         assert_eq!(
-            cascade_sources(&[720, 480, 360, 240]),
+            cascade_sources(&[720, 480, 360, 240], 720),
             [None, None, None, Some(1)]
         );
         // 1080p: 480p from the top (720p is under twice its size), 360p
         // from 720p, 240p from 480p, the smallest rung at least twice its
         // size.
         assert_eq!(
-            cascade_sources(&[1080, 720, 480, 360, 240]),
+            cascade_sources(&[1080, 720, 480, 360, 240], 1080),
             [None, None, None, Some(1), Some(2)]
         );
-        assert_eq!(cascade_sources(&[720, 360]), [None, None]);
+        assert_eq!(cascade_sources(&[720, 360], 720), [None, None]);
+        // A 4K source: the 1080p top is itself scaled (exactly half) and
+        // feeds 480p; 720p, a third of the picture, is scaled from it.
+        assert_eq!(
+            cascade_sources(&[1080, 720, 480, 360, 240], 2160),
+            [None, None, Some(0), Some(1), Some(2)]
+        );
         use crate::ladder::Downscaler::{Cubic, Sinc};
         assert_eq!(super::scale_method(false, 1080, 240, Sinc), "sinc");
         assert_eq!(super::scale_method(false, 1080, 240, Cubic), "catrom");
@@ -1764,6 +1778,8 @@ mod tests {
         assert_eq!(super::scale_method(true, 720, 240, Cubic), "catrom");
         assert_eq!(super::scale_method(false, 720, 360, Sinc), "bilinear");
         assert_eq!(super::scale_method(false, 720, 480, Cubic), "bilinear");
-        assert_eq!(cascade_sources(&[]), Vec::<Option<usize>>::new());
+        assert_eq!(super::scale_method(false, 2160, 720, Sinc), "sinc");
+        assert_eq!(super::scale_method(false, 2160, 1080, Sinc), "bilinear");
+        assert_eq!(cascade_sources(&[], 0), Vec::<Option<usize>>::new());
     }
 }
