@@ -136,3 +136,103 @@ fn garbage_after_a_valid_header_keeps_what_decoded_or_is_corrupt() {
     }
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+/// What ffmpeg's `idet` filter (field-difference statistics over the
+/// pictures themselves, not the stream's flags) makes of a file's video:
+/// (interlaced, progressive) frame counts.
+fn idet(path: &std::path::Path) -> (u32, u32) {
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostats", "-i"])
+        .arg(path)
+        .args(["-vf", "idet", "-an", "-f", "null", "-"])
+        .output()
+        .expect("ffmpeg CLI is installed");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let line = log
+        .lines()
+        .find(|l| l.contains("Multi frame detection"))
+        .unwrap_or_else(|| panic!("no idet summary for {}: {log}", path.display()));
+    let count = |label: &str| -> u32 {
+        let rest = &line[line.find(label).unwrap() + label.len()..];
+        rest.split_whitespace().next().unwrap().parse().unwrap()
+    };
+    (count("TFF:") + count("BFF:"), count("Progressive:"))
+}
+
+/// A camcorder-style interlaced source (two fields per frame, coded as
+/// interlaced H.264) comes out progressive on every rung: coded as frames,
+/// and with no combing left in the pictures.
+#[test]
+fn an_interlaced_source_comes_out_progressive() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = common::ffmpeg(
+        &dir.path().join("interlaced.mp4"),
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=640x360:r=50:d=3",
+            "-vf",
+            "tinterlace=interleave_top,setfield=tff",
+            "-flags",
+            "+ildct+ilme",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-x264opts",
+            "tff=1",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    );
+    let (interlaced, _) = idet(&source);
+    assert!(
+        interlaced > 50,
+        "the source is not interlaced: {interlaced}"
+    );
+    let info = probe::probe(&source).unwrap();
+    let plan = ladder::plan(&info, &common::small_profile()).unwrap();
+    let out = dir.path().join("out");
+    let encoded = encode_ladder(&source, &info, &plan, &out, &|_| {}, &CancelFlag::new()).unwrap();
+    let videos: Vec<_> = encoded
+        .renditions
+        .iter()
+        .filter(|r| r.kind == RenditionKind::Video)
+        .collect();
+    assert_eq!(videos.len(), 3, "360p, 240p and 180p");
+    for rung in videos {
+        let dir = out.join(&rung.dir);
+        // One file: the init segment and the media segments in order.
+        let mut joined = std::fs::read(dir.join(&rung.init_file)).unwrap();
+        for s in &rung.segments {
+            joined.extend(std::fs::read(dir.join(&s.file_name)).unwrap());
+        }
+        let file = dir.join("joined.mp4");
+        std::fs::write(&file, joined).unwrap();
+        let frames = std::process::Command::new("ffprobe")
+            .args(["-v", "error", "-select_streams", "v", "-show_entries"])
+            .args(["frame=interlaced_frame", "-of", "csv=p=0"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&frames.stdout);
+        // One line per frame, "0" or "1" (then side data's empty columns).
+        let flags: Vec<&str> = stdout
+            .lines()
+            .map(|l| l.trim().trim_end_matches(','))
+            .filter(|l| !l.is_empty())
+            .collect();
+        assert!(
+            flags.len() >= 70 && flags.iter().all(|&f| f == "0"),
+            "{}: frames coded as interlaced (0 = progressive): {flags:?}",
+            rung.name
+        );
+        let (interlaced, progressive) = idet(&file);
+        assert!(
+            progressive > 10 * interlaced.max(1),
+            "{}: {interlaced} frames look interlaced, {progressive} progressive",
+            rung.name
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! The GStreamer decode-once / encode-many ladder.
 //!
 //! One pipeline per source: `filesrc ! decodebin3`, the video decoded once,
-//! converted to 8-bit I420 and auto-rotated once, then a `tee` with one
+//! converted to 8-bit I420, made progressive (interlaced sources) and
+//! auto-rotated once, then a `tee` with one
 //! `queue`d branch per rung (so rungs encode on their own threads) plus two
 //! low-rate thumbnail branches; audio is downmixed to stereo and AAC-encoded
 //! once. Encoded packets leave through appsinks into one libavformat fMP4
@@ -1247,8 +1248,8 @@ fn audio_chain(
 }
 
 /// Decoded video → (untagged: re-tagged) → 8-bit I420 in the plan's
-/// colorimetry (10-bit sources are dithered down once) → the plan's frame
-/// rate → (`rotated`: upright per the orientation tag) → tee. Conversion,
+/// colorimetry (10-bit sources are dithered down once) → progressive →
+/// the plan's frame rate → (`rotated`: upright per the orientation tag) → tee. Conversion,
 /// rate and rotation happen once at source size, never per rung. Returns
 /// the chain's entry and the tee.
 ///
@@ -1276,8 +1277,18 @@ fn video_entry(
         );
         chain.push(retag);
     }
+    // An interlaced source (a camcorder's 1080i, a broadcast recording)
+    // is made progressive once here: otherwise x264 codes every rung as
+    // interlaced, which browsers show combed, and the scaled rungs blend
+    // the two fields. One output frame per input frame (the top field's
+    // time) keeps the probed frame rate the plan is made for. `deinterlace`
+    // passes progressive video through untouched.
+    let deinterlace = make("deinterlace")?;
+    set_from_str(&deinterlace, "fields", "top")
+        .map_err(|()| link_error("deinterlace fields=top"))?;
     chain.extend([
         make("videoconvert")?,
+        deinterlace,
         make("videorate")?,
         capsfilter(rung_caps(top).build())?,
     ]);
