@@ -1281,11 +1281,16 @@ fn video_entry(
     // is made progressive once here: otherwise x264 codes every rung as
     // interlaced, which browsers show combed, and the scaled rungs blend
     // the two fields. One output frame per input frame (the top field's
-    // time) keeps the probed frame rate the plan is made for. `deinterlace`
-    // passes progressive video through untouched.
+    // time) keeps the probed frame rate the plan is made for; yadif keeps
+    // still parts (a slide behind the speaker) at full height, where
+    // `linear` halves them (a 720i test card's 720p rung: luma SSIM 0.9735
+    // against 0.9725, chroma 0.985 against 0.979). `deinterlace` passes
+    // progressive video through untouched.
     let deinterlace = make("deinterlace")?;
     set_from_str(&deinterlace, "fields", "top")
         .map_err(|()| link_error("deinterlace fields=top"))?;
+    set_from_str(&deinterlace, "method", "yadif")
+        .map_err(|()| link_error("deinterlace method=yadif"))?;
     chain.extend([
         make("videoconvert")?,
         deinterlace,
