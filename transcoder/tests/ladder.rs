@@ -202,14 +202,7 @@ fn an_interlaced_source_comes_out_progressive() {
         .collect();
     assert_eq!(videos.len(), 3, "360p, 240p and 180p");
     for rung in videos {
-        let dir = out.join(&rung.dir);
-        // One file: the init segment and the media segments in order.
-        let mut joined = std::fs::read(dir.join(&rung.init_file)).unwrap();
-        for s in &rung.segments {
-            joined.extend(std::fs::read(dir.join(&s.file_name)).unwrap());
-        }
-        let file = dir.join("joined.mp4");
-        std::fs::write(&file, joined).unwrap();
+        let file = common::joined(&out, rung);
         let frames = std::process::Command::new("ffprobe")
             .args(["-v", "error", "-select_streams", "v", "-show_entries"])
             .args(["frame=interlaced_frame", "-of", "csv=p=0"])

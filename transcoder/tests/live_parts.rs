@@ -73,21 +73,6 @@ fn first_pts(file: &Path) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-/// Init segment and every segment of `rendition`, as one file.
-fn joined(
-    out: &Path,
-    rendition: &lectern_transcoder::encode::EncodedRendition,
-) -> std::path::PathBuf {
-    let dir = out.join(&rendition.dir);
-    let mut bytes = std::fs::read(dir.join(&rendition.init_file)).unwrap();
-    for s in &rendition.segments {
-        bytes.extend_from_slice(&std::fs::read(dir.join(&s.file_name)).unwrap());
-    }
-    let whole = dir.join("whole.mp4");
-    std::fs::write(&whole, &bytes).unwrap();
-    whole
-}
-
 #[test]
 fn a_live_encode_with_parts_reports_fragments_that_make_up_its_segments() {
     let dir = tempfile::tempdir().unwrap();
@@ -282,7 +267,7 @@ fn a_live_encode_with_parts_reports_fragments_that_make_up_its_segments() {
     }
     // The video parts carry the encode's own decode times: a segment
     // decoded whole lasts what it says.
-    let whole = joined(&out, &encoded[0]);
+    let whole = common::joined(&out, &encoded[0]);
     let frames = decoded_frames(&whole, "v:0");
     assert!(
         (200..=215).contains(&frames),
@@ -290,7 +275,7 @@ fn a_live_encode_with_parts_reports_fragments_that_make_up_its_segments() {
     );
     // Video and audio share one timeline (absolute decode times, no edit
     // list): a player aligns separate renditions by them.
-    let audio = joined(&out, &encoded[2]);
+    let audio = common::joined(&out, &encoded[2]);
     let (v, a) = (first_pts(&whole), first_pts(&audio));
     assert!((v - a).abs() < 0.2, "video starts at {v} s, audio at {a} s");
 }

@@ -1249,9 +1249,9 @@ fn audio_chain(
 
 /// Decoded video → (untagged: re-tagged) → 8-bit I420 in the plan's
 /// colorimetry (10-bit sources are dithered down once) → progressive →
-/// the plan's frame rate → (`rotated`: upright per the orientation tag) → tee. Conversion,
-/// rate and rotation happen once at source size, never per rung. Returns
-/// the chain's entry and the tee.
+/// the plan's frame rate → (`rotated`: upright per the orientation tag) →
+/// tee. Conversion, deinterlacing, rate and rotation happen once at source
+/// size, never per rung. Returns the chain's entry and the tee.
 ///
 /// `videoflip` is left out of the chain of a source the probe found no
 /// rotation in: with `video-direction=auto` and no tag it copies every
@@ -1782,7 +1782,9 @@ mod tests {
         );
         assert_eq!(cascade_sources(&[720, 360], 720), [None, None]);
         // A 4K source: the 1080p top is itself scaled (exactly half) and
-        // feeds 480p; 720p, a third of the picture, is scaled from it.
+        // feeds 480p; 720p, a third of the picture, is scaled from the
+        // picture (below half size: its class's filter, not bilinear);
+        // 360p from 720p, 240p from 480p.
         assert_eq!(
             cascade_sources(&[1080, 720, 480, 360, 240], 2160),
             [None, None, Some(0), Some(1), Some(2)]

@@ -148,3 +148,15 @@ pub fn small_profile() -> LadderProfile {
         content: None,
     }
 }
+
+/// Init segment and every segment of `rendition`, as one file.
+pub fn joined(out: &Path, rendition: &lectern_transcoder::encode::EncodedRendition) -> PathBuf {
+    let dir = out.join(&rendition.dir);
+    let mut bytes = std::fs::read(dir.join(&rendition.init_file)).unwrap();
+    for s in &rendition.segments {
+        bytes.extend_from_slice(&std::fs::read(dir.join(&s.file_name)).unwrap());
+    }
+    let whole = dir.join("whole.mp4");
+    std::fs::write(&whole, &bytes).unwrap();
+    whole
+}

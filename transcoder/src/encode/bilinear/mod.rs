@@ -51,15 +51,14 @@ impl Bilinear {
     }
 }
 
-/// One scaler and its scratch rows per plane, for the negotiated sizes.
-struct Planes(Vec<(PlaneScaler, Scratch)>);
-
 mod imp {
     use super::*;
 
     #[derive(Default)]
     pub struct Bilinear {
-        planes: Mutex<Option<Planes>>,
+        /// One scaler and its scratch rows per plane, for the negotiated
+        /// sizes.
+        planes: Mutex<Vec<(PlaneScaler, Scratch)>>,
     }
 
     #[glib::object_subclass]
@@ -156,7 +155,7 @@ mod imp {
                     (scaler, scratch)
                 })
                 .collect();
-            *self.planes.lock().expect("bilinear planes lock") = Some(Planes(planes));
+            *self.planes.lock().expect("bilinear planes lock") = planes;
             Ok(())
         }
 
@@ -166,8 +165,10 @@ mod imp {
             outframe: &mut gst_video::VideoFrameRef<&mut gst::BufferRef>,
         ) -> Result<gst::FlowSuccess, gst::FlowError> {
             let mut planes = self.planes.lock().expect("bilinear planes lock");
-            let planes = planes.as_mut().ok_or(gst::FlowError::NotNegotiated)?;
-            for (plane, (scaler, scratch)) in planes.0.iter_mut().enumerate() {
+            if planes.is_empty() {
+                return Err(gst::FlowError::NotNegotiated);
+            }
+            for (plane, (scaler, scratch)) in planes.iter_mut().enumerate() {
                 let plane = plane as u32;
                 let src_stride = stride(inframe.plane_stride(), plane)?;
                 let dst_stride = stride(outframe.plane_stride(), plane)?;
