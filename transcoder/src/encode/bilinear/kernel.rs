@@ -110,9 +110,42 @@ impl Blocks {
 /// Scratch rows for one plane's scale, kept between frames.
 pub(crate) struct Scratch {
     /// One source row after the vertical pass, padded.
-    row: Vec<u8>,
+    row: CacheAligned,
     /// One output row before it is copied into the frame, padded.
-    out: Vec<u8>,
+    out: CacheAligned,
+}
+
+/// Zeroed bytes starting on a cache-line boundary. The vector loops store
+/// 32 bytes at a time into these rows; from the allocator's 16-byte
+/// alignment half of those stores straddle two lines, which made the
+/// vertical pass a third slower in one allocation than in another.
+struct CacheAligned {
+    bytes: Vec<u8>,
+    at: usize,
+    len: usize,
+}
+
+impl CacheAligned {
+    fn new(len: usize) -> Self {
+        let bytes = vec![0; len + 63];
+        // The vector is never resized, so its buffer (and `at`) stays put.
+        let at = bytes.as_ptr().align_offset(64).min(63);
+        Self { bytes, at, len }
+    }
+}
+
+impl std::ops::Deref for CacheAligned {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.at..self.at + self.len]
+    }
+}
+
+impl std::ops::DerefMut for CacheAligned {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.at..self.at + self.len]
+    }
 }
 
 /// The resampling of one plane from one size to another.
@@ -152,8 +185,8 @@ impl PlaneScaler {
             .map_or(self.out_w, |b| b.base.len() * BLOCK)
             .max(self.out_w.next_multiple_of(32));
         Scratch {
-            row: vec![0; self.in_w + PAD],
-            out: vec![0; out + PAD],
+            row: CacheAligned::new(self.in_w + PAD),
+            out: CacheAligned::new(out + PAD),
         }
     }
 
@@ -178,6 +211,18 @@ impl PlaneScaler {
         let avx2 = simd && avx2_available();
         for y in 0..self.out_h {
             let (i, f) = (self.rows.index[y], self.rows.frac[y]);
+            if avx2 {
+                // The decoded frame is usually out of cache by the time a
+                // rung scales it (two cores, a dozen encoder threads):
+                // ask for the rows two output rows ahead.
+                if let Some(&next) = self.rows.index.get(y + 2) {
+                    prefetch(&src[next * src_stride..next * src_stride + self.in_w]);
+                    if next + 1 < self.in_h {
+                        let lower = (next + 1) * src_stride;
+                        prefetch(&src[lower..lower + self.in_w]);
+                    }
+                }
+            }
             let upper = &src[i * src_stride..i * src_stride + self.in_w];
             let row = &mut scratch.row[..self.in_w];
             if f == 0 {
@@ -186,32 +231,48 @@ impl PlaneScaler {
                 let lower = &src[(i + 1) * src_stride..(i + 1) * src_stride + self.in_w];
                 vertical(upper, lower, f, row, avx2);
             }
-            let out = &mut dst[y * dst_stride..y * dst_stride + self.out_w];
-            match (&self.blocks, avx2) {
-                (_, true) if self.half_width => {
-                    assert!(scratch.out.len() >= self.out_w.next_multiple_of(32));
-                    assert!(scratch.row.len() >= 2 * self.out_w.next_multiple_of(32));
-                    // SAFETY: AVX2 is present; the loads stay within
-                    // `row` and the stores within `scratch.out` (asserted).
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        half_width_avx2(&scratch.row, self.out_w, &mut scratch.out)
-                    };
-                    out.copy_from_slice(&scratch.out[..self.out_w]);
+            let start = y * dst_stride;
+            // The vector paths store whole blocks, up to `padded` bytes:
+            // straight into the frame where it has room (the bytes past
+            // the row's end land in the next row, written after this one,
+            // or in the stride's padding), else through `scratch.out`.
+            let padded = match (&self.blocks, avx2) {
+                (_, true) if self.half_width => self.out_w.next_multiple_of(32),
+                (Some(blocks), true) => blocks.base.len() * BLOCK,
+                _ => {
+                    let out = &mut dst[start..start + self.out_w];
+                    horizontal_scalar(&scratch.row, &self.columns, out);
+                    continue;
                 }
-                (Some(blocks), true) => {
-                    assert!(scratch.out.len() >= blocks.base.len() * BLOCK);
-                    // SAFETY: AVX2 is present; every block's load starts at
-                    // an index of `row` below `in_w` and reads 16 bytes,
-                    // within `row`'s `PAD` (asserted above); the stores fill
-                    // `scratch.out`, at least `blocks × 8` long (asserted).
-                    #[cfg(target_arch = "x86_64")]
-                    unsafe {
-                        horizontal_avx2(&scratch.row, blocks, &mut scratch.out)
-                    };
-                    out.copy_from_slice(&scratch.out[..self.out_w]);
-                }
-                _ => horizontal_scalar(&scratch.row, &self.columns, out),
+            };
+            assert!(scratch.out.len() >= padded);
+            let direct = dst.len() >= start + padded;
+            let out = if direct {
+                &mut dst[start..start + padded]
+            } else {
+                &mut scratch.out[..padded]
+            };
+            if self.half_width {
+                assert!(scratch.row.len() >= 2 * padded);
+                // SAFETY: AVX2 is present; the loads stay within `row`
+                // (2 × `padded`, asserted) and the stores within `out`
+                // (`padded` long).
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    half_width_avx2(&scratch.row, self.out_w, out)
+                };
+            } else if let Some(blocks) = &self.blocks {
+                // SAFETY: AVX2 is present; every block's load starts at an
+                // index of `row` below `in_w` and reads 16 bytes, within
+                // `row`'s `PAD` (asserted above); the stores fill `out`,
+                // `blocks × 8` long.
+                #[cfg(target_arch = "x86_64")]
+                unsafe {
+                    horizontal_avx2(&scratch.row, blocks, out)
+                };
+            }
+            if !direct {
+                dst[start..start + self.out_w].copy_from_slice(&scratch.out[..self.out_w]);
             }
         }
     }
@@ -243,6 +304,19 @@ fn vertical(upper: &[u8], lower: &[u8], f: i16, out: &mut [u8], avx2: bool) {
         .zip(&lower[done..])
     {
         *o = blend(l, r, f);
+    }
+}
+
+/// Hints the CPU to bring `bytes` into cache.
+fn prefetch(bytes: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in bytes.chunks(64) {
+        // SAFETY: a prefetch reads nothing architecturally; the address is
+        // within `bytes`.
+        unsafe {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+        }
     }
 }
 
@@ -379,11 +453,16 @@ mod tests {
         data
     }
 
+    /// The scaled picture's rows, without the stride's padding (which the
+    /// vector paths may fill with anything).
     fn scale(s: &PlaneScaler, src: &[u8], stride: usize, simd: bool) -> Vec<u8> {
         let dst_stride = s.out_w + 3;
         let mut dst = vec![0xAB; (s.out_h - 1) * dst_stride + s.out_w];
         s.scale(src, stride, &mut dst, dst_stride, &mut s.scratch(), simd);
-        dst
+        dst.chunks(dst_stride)
+            .flat_map(|row| &row[..s.out_w])
+            .copied()
+            .collect()
     }
 
     #[test]
@@ -429,7 +508,7 @@ mod tests {
         assert!(s.blocks.is_none());
         let src = picture(3840, 4, 3840, 9);
         let out = scale(&s, &src, 3840, true);
-        assert_eq!(out.len(), 640 + 643);
+        assert_eq!(out.len(), 2 * 640);
     }
 
     /// The taps are videoscale's: exactly half size averages pixel pairs,
