@@ -909,7 +909,7 @@ fn rung_caps(rung: &VideoRendition) -> gst::caps::Builder<gst::caps::NoFeature> 
 /// content class's filter, sinc or cubic ([`scale_method`]).
 ///
 /// Only a rung that feeds another gets a `tee` (and the queue after it):
-/// every other rung keeps the plain queue → scale → x264 branch, with no
+/// every other rung keeps one queue and a scale before x264, with no
 /// extra thread hop per frame.
 pub(crate) struct ScaledRungs {
     /// Per rung: the index of the rung it is scaled from, if not the top.
@@ -1010,9 +1010,9 @@ fn cascade_sources(shorts: &[u32], picture_short: u32) -> Vec<Option<usize>> {
 }
 
 /// Queue → scale → exact caps (→ tee → queue, when a lower rung is scaled
-/// from this one) → x264 → avcC H.264 → appsink, the queue after the scale
-/// when the rung's scaler is Lectern's bilinear element;
-/// scaled from the source's tee or from a rung at least twice its size
+/// from this one) → x264 → avcC H.264 → appsink (with Lectern's bilinear
+/// element the queue comes after the scale), scaled from the source's tee
+/// or from a rung at least twice its size
 /// ([`ScaledRungs`]). The frame rate is already the rung's (one `videorate`
 /// before the first tee serves all).
 fn video_rung_branch(
@@ -1102,16 +1102,17 @@ fn video_rung_branch(
         errors,
     );
     let mut chain = Vec::new();
-    if own_bilinear {
-        // Scaled on the thread that decoded the frame, before the queue:
-        // the frame is at its most likely to be in cache there, and the
-        // queue hands x264 the smaller picture (on the slide lecture,
-        // 1.4 % less wall time than scaling after the queue).
-        chain.extend([scale, capsfilter(raw_caps)?]);
-    } else if rung.downscaler != Downscaler::Cubic || method == "bilinear" {
-        chain.extend([make("queue")?, scale, capsfilter(raw_caps)?]);
-    } else {
+    if !own_bilinear {
+        // Lectern's bilinear element scales on the thread that decoded the
+        // frame, before the queue (added below): the frame is at its most
+        // likely to be in cache there, and the queue hands x264 the
+        // smaller picture (on the slide lecture, 1.4 % less wall time than
+        // scaling after the queue).
         chain.push(make("queue")?);
+    }
+    if rung.downscaler != Downscaler::Cubic || method == "bilinear" {
+        chain.extend([scale, capsfilter(raw_caps)?]);
+    } else {
         // The cubic filter on 8-bit samples loses what it is chosen for
         // (text): GStreamer's 8-bit scaler rounds its taps coarsely, and
         // on the talking head's 240p (before encoding) scored 0.9144 SSIM
