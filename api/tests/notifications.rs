@@ -847,3 +847,76 @@ async fn a_rejected_comments_author_reads_the_reason_in_an_email_from_the_smtp_s
         .await;
     assert_eq!(unread["unread"], 1, "and in the inbox");
 }
+
+/// Notices queued for one person go out in the order they were queued,
+/// however a pass claims them: a second one-time code must not reach the
+/// mailbox before the first, which it replaced (the person would type the
+/// dead one), and the hourly limit must hold back the newest notices, not
+/// arbitrary ones.
+#[sqlx::test(migrations = "../migrations")]
+async fn a_second_code_arrives_after_the_first_it_replaced(db: PgPool) {
+    let mut w = World::new(db).await;
+    let mut settings = w.settings();
+    settings.notify.dispatch = DispatchSettings {
+        rate: lectern_notify::RateLimits {
+            per_hour: 10_000,
+            secret_per_hour: 10_000,
+        },
+        ..DispatchSettings::default()
+    };
+    w.rebuild(None, settings);
+    let org = w.org("Medical Association").await;
+    let email = "reader@med.example.org";
+    let user = w.user(Some(org), email, Role::Learner).await;
+    // A queue with history: sent rows, and the dead versions their sends
+    // left behind.
+    for n in 0..300 {
+        notify_course(&w, org, user, &format!("Course {n}")).await;
+    }
+    // Statistics taken while they were pending, as autovacuum may have
+    // left them: the planner then expects a full batch to be due.
+    sqlx::query("ANALYZE notification_deliveries")
+        .execute(w.db())
+        .await
+        .unwrap();
+    w.dispatch().await;
+    let token = w.login(email).await;
+    let ask = || async {
+        let (status, _) = w
+            .call("POST", "/api/v1/auth/step-up/code", Some(&token), None)
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    };
+    // The first code's delivery is written at the end of the table; a
+    // vacuum then frees room near its start, where the second's lands: the
+    // table's physical order is no longer the queue's.
+    ask().await;
+    sqlx::query("VACUUM notification_deliveries")
+        .execute(w.db())
+        .await
+        .unwrap();
+    ask().await;
+    let message = w.last_message(email).await;
+    let sent_in_order: bool = sqlx::query_scalar(
+        "SELECT bool_and(previous IS NULL OR previous <= sent_at) FROM ( \
+           SELECT sent_at, lag(sent_at) OVER (ORDER BY created_at, id) AS previous \
+           FROM notification_deliveries) d",
+    )
+    .fetch_one(w.db())
+    .await
+    .unwrap();
+    assert!(sent_in_order, "deliveries went out of queue order");
+    let (status, body) = w
+        .call(
+            "POST",
+            "/api/v1/auth/step-up",
+            Some(&token),
+            Some(json!({ "code": one_time_code(&message) })),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the newest message holds the live code: {body}"
+    );
+}

@@ -218,19 +218,27 @@ impl Notify {
         }
     }
 
-    /// One pass: claims a batch of due deliveries and handles each.
-    /// Returns how many were claimed.
+    /// One pass: claims a batch of due deliveries and handles each, in
+    /// the order they fell due: `UPDATE … RETURNING` hands rows back in
+    /// whatever order its join produced (a hash join over the table yields
+    /// its physical order, which updates and vacuum reshuffle), and a
+    /// person's second one-time code must not be sent before the first,
+    /// which it replaced. Returns how many were claimed.
     pub async fn run_once(&self) -> Result<usize, sqlx::Error> {
         let claimed: Vec<Claimed> = sqlx::query_as(
             "WITH due AS ( \
-                 SELECT id FROM notification_deliveries \
+                 SELECT id, next_attempt_at AS due_at FROM notification_deliveries \
                  WHERE status = 'pending' AND next_attempt_at <= now() \
-                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             UPDATE notification_deliveries d \
-             SET attempts = d.attempts + 1, \
-                 next_attempt_at = now() + make_interval(secs => $2) \
-             FROM due WHERE d.id = due.id \
-             RETURNING d.id, d.notification_id, d.topic, d.channel, d.attempts",
+                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+             claimed AS ( \
+                 UPDATE notification_deliveries d \
+                 SET attempts = d.attempts + 1, \
+                     next_attempt_at = now() + make_interval(secs => $2) \
+                 FROM due WHERE d.id = due.id \
+                 RETURNING d.id, d.notification_id, d.topic, d.channel, d.attempts, \
+                           due.due_at, d.created_at) \
+             SELECT id, notification_id, topic, channel, attempts FROM claimed \
+             ORDER BY due_at, created_at, id",
         )
         .bind(self.settings.batch)
         .bind(self.settings.lease.as_secs_f64())
