@@ -48,7 +48,7 @@ pub fn transcode_file_observed(
 ) -> Result<TranscodeReport, MediaError> {
     let started = Instant::now();
     let info = probe::probe(source)?;
-    let plan = plan_title(source, &info, profile)?;
+    let plan = plan_and_measure_title(source, &info, profile, cancel)?;
     let on_segment = observe(&plan);
     let encoded = encode::encode_ladder_observed(
         source, &info, &plan, out_dir, progress, cancel, on_segment,
@@ -93,6 +93,50 @@ pub fn plan_title(
             Ok(plan)
         }
     }
+}
+
+/// [`plan_title`], with the audio's loudness measured at the same time, on
+/// a second thread, for every layout the plan may give the audio rendition
+/// (stereo, and mono when the profile has a single-voice rule): the content
+/// analysis seldom keeps both cores busy, so the loudness pass costs less
+/// wall time here than after the plan, where the encode would have to run
+/// it before its first frame. A measurement that fails is dropped: the
+/// encode then measures again and reports the failure itself.
+fn plan_and_measure_title(
+    source: &Path,
+    info: &MediaInfo,
+    profile: &LadderProfile,
+    cancel: &CancelFlag,
+) -> Result<LadderPlan, MediaError> {
+    // Refusals (limits, nothing to play) come before any decoding.
+    let layouts = ladder::possible_audio_layouts(&ladder::plan(info, profile)?, profile);
+    if layouts.is_empty() {
+        return plan_title(source, info, profile);
+    }
+    std::thread::scope(|scope| {
+        let measuring =
+            scope.spawn(|| encode::measure_audio(source, &layouts, info.duration_s, cancel));
+        let planned = plan_title(source, info, profile);
+        let measured = match measuring.join() {
+            Ok(Ok(measured)) => measured,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "loudness pass beside the analysis failed; the encode measures again");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        };
+        let mut plan = planned?;
+        if let Some(audio) = plan.audio.as_mut() {
+            let layout = audio.layout();
+            if let (Some(loudness), Some(found)) = (
+                audio.loudness.as_mut(),
+                layouts.iter().position(|l| *l == layout),
+            ) {
+                loudness.measured = measured.get(found).copied();
+            }
+        }
+        Ok(plan)
+    })
 }
 
 /// The packager's view of the encode: it never depends on the transcoder.

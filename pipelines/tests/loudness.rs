@@ -218,3 +218,67 @@ fn a_silent_track_gets_no_gain_and_is_recorded_as_silent() {
     let text = String::from_utf8_lossy(&volume.stderr);
     assert!(text.contains("max_volume: -91.0 dB"), "{text}");
 }
+
+/// With a single-voice rule the audio rendition is stereo or mono
+/// depending on what the content analysis finds, and the loudness pass
+/// runs beside the analysis, measuring both. A lecture microphone
+/// recorded as dual mono gets the mono rendition: the measurement kept
+/// must be the mono one (3 LU below the stereo reading of the same
+/// signal), or the rendition misses the target by 3 LU.
+#[test]
+fn a_dual_mono_voice_is_measured_as_the_mono_rendition_it_becomes() {
+    use lectern_transcoder::encode::measure_audio;
+    use lectern_transcoder::ladder::{AudioLayout, ContentRules, VoiceAudio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = recording(dir.path(), "dual.mp4", Some(&voice("0.05*H")), "stereo");
+    let (source_i, _) = ffmpeg_loudness(&source);
+    let mut profile = common::small_profile();
+    profile.content = Some(ContentRules {
+        single_voice_audio: Some(VoiceAudio {
+            bitrate_kbps: 64,
+            sample_rate: 44_100,
+        }),
+        ..ContentRules::default()
+    });
+    let out = dir.path().join("dual");
+    let report = transcode_file(&source, &out, &profile, &|_| {}, &CancelFlag::new())
+        .unwrap_or_else(|e| panic!("dual mono failed: {e}"));
+    let audio = report.plan.audio.as_ref().expect("an audio rendition");
+    assert_eq!((audio.channels, audio.sample_rate), (1, 44_100));
+    let planned = audio.loudness.and_then(|l| l.measured);
+    let loudness = report.encoded.loudness.expect("measured");
+    assert_eq!(
+        planned,
+        Some(loudness.measured),
+        "the encode uses the measurement taken while planning"
+    );
+
+    // One pass over two layouts reads what a pass per layout reads.
+    let stereo = AudioLayout {
+        channels: 2,
+        sample_rate: 48_000,
+    };
+    let mono = audio.layout();
+    let cancel = CancelFlag::new();
+    let both = measure_audio(&source, &[stereo, mono], 12.0, &cancel).unwrap();
+    let alone = measure_audio(&source, &[mono], 12.0, &cancel).unwrap();
+    assert_eq!(both[1], alone[0]);
+    assert_eq!(both[1], loudness.measured);
+    let (stereo_i, mono_i) = (
+        both[0].integrated_lufs.unwrap(),
+        both[1].integrated_lufs.unwrap(),
+    );
+    assert!(
+        (stereo_i - source_i).abs() < 0.5,
+        "stereo {stereo_i}, FFmpeg {source_i}"
+    );
+    assert!(
+        (stereo_i - mono_i - 3.01).abs() < 0.1,
+        "one voice on two channels reads 3 LU louder than on one: {stereo_i} vs {mono_i}"
+    );
+
+    let (i, tp) = ffmpeg_loudness(&rendition(&out));
+    eprintln!("dual mono: source {source_i:.2} LUFS; mono read {mono_i:.2}; rendition {i:.2} LUFS {tp:.2} dBTP");
+    assert!((i - TARGET).abs() <= 1.0, "mono rendition at {i} LUFS");
+}

@@ -200,6 +200,48 @@ pub struct AudioRendition {
     pub loudness: Option<LoudnessPlan>,
 }
 
+impl AudioRendition {
+    pub fn layout(&self) -> AudioLayout {
+        AudioLayout {
+            channels: self.channels,
+            sample_rate: self.sample_rate,
+        }
+    }
+}
+
+/// Channels and sample rate an audio rendition is encoded at, which is
+/// what its loudness is measured in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioLayout {
+    pub channels: u16,
+    pub sample_rate: u32,
+}
+
+/// Every layout [`adapt`] may give `plan`'s audio rendition, the plan's own
+/// first; none when the rendition is not to be normalised. A caller can
+/// measure them all in one pass while the content analysis runs, and keep
+/// the one the adapted plan chose.
+pub fn possible_audio_layouts(plan: &LadderPlan, profile: &LadderProfile) -> Vec<AudioLayout> {
+    let Some(audio) = plan.audio.as_ref().filter(|a| a.loudness.is_some()) else {
+        return Vec::new();
+    };
+    let mut layouts = vec![audio.layout()];
+    if let Some(voice) = profile
+        .content
+        .as_ref()
+        .and_then(|rules| rules.single_voice_audio.as_ref())
+    {
+        let single = AudioLayout {
+            channels: 1,
+            sample_rate: voice.sample_rate,
+        };
+        if !layouts.contains(&single) {
+            layouts.push(single);
+        }
+    }
+    layouts
+}
+
 /// Sources beyond these are refused by [`SourceLimits::check`] right after
 /// the probe, before anything decodes them, with `frame_too_large` or
 /// `duration_too_long`: a decoder handed a huge picture can exhaust a
@@ -346,6 +388,7 @@ pub fn plan_with_limits(
         loudness: Some(LoudnessPlan {
             target: profile.audio.loudness_target_lufs,
             true_peak_max_dbtp: profile.audio.true_peak_max_dbtp,
+            measured: None,
         }),
     });
     Ok(LadderPlan {

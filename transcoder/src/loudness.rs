@@ -90,6 +90,11 @@ pub const DEFAULT_TRUE_PEAK_MAX_DBTP: f64 = -1.0;
 pub struct LoudnessPlan {
     pub target: LoudnessTarget,
     pub true_peak_max_dbtp: f64,
+    /// The source's loudness as this rendition carries it, when it was
+    /// measured while the title was planned (beside the content
+    /// analysis); otherwise the encode measures it first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured: Option<LoudnessMeasurement>,
 }
 
 /// What the meter read.
@@ -548,6 +553,7 @@ mod tests {
         let plan = LoudnessPlan {
             target: LoudnessTarget::Lufs(-16.0),
             true_peak_max_dbtp: -1.0,
+            measured: None,
         };
         let r = LoudnessReport::decide(m, &plan);
         assert_eq!((r.gain_db, r.outcome), (0.0, LoudnessOutcome::Silent));
@@ -564,6 +570,7 @@ mod tests {
         let plan = LoudnessPlan {
             target: LoudnessTarget::Lufs(-16.0),
             true_peak_max_dbtp: -1.0,
+            measured: None,
         };
         let m = |i, tp| LoudnessMeasurement {
             integrated_lufs: Some(i),

@@ -9,6 +9,11 @@
 //! encode uses (`audioconvert ! audioresample` to the rendition's channels
 //! and rate), so what is measured is what the AAC encoder will be given —
 //! a mono source duplicated into stereo is measured as that stereo.
+//!
+//! One pass can measure several layouts (a tee, one conversion and meter
+//! per layout): a title whose rendition is stereo or mono depending on
+//! what the content analysis finds is measured both ways while the
+//! analysis runs, instead of after it.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,16 +24,22 @@ use gstreamer::prelude::*;
 use super::{add_chain, capsfilter, drain_into_fakesink, make, make_appsink, run, CancelFlag};
 use super::{link_error, FirstError};
 use crate::error::{MediaError, MediaErrorCode};
-use crate::ladder::AudioRendition;
+use crate::ladder::AudioLayout;
 use crate::loudness::{LoudnessMeasurement, LoudnessMeter};
 
-/// Measures the audio of `source` as the rendition `audio` will carry it.
-pub(crate) fn measure_audio(
+/// Measures the audio of `source` once per layout in `layouts`, as a
+/// rendition of that layout will carry it; the measurements come back in
+/// the same order. One decode serves them all.
+pub fn measure_audio(
     source: &Path,
-    audio: &AudioRendition,
+    layouts: &[AudioLayout],
     duration_s: f64,
     cancel: &CancelFlag,
-) -> Result<LoudnessMeasurement, MediaError> {
+) -> Result<Vec<LoudnessMeasurement>, MediaError> {
+    if layouts.is_empty() {
+        return Ok(Vec::new());
+    }
+    super::init_media_libraries()?;
     let pipeline = gst::Pipeline::new();
     let errors = Arc::new(FirstError::default());
     let filesrc = make("filesrc")?;
@@ -55,45 +66,33 @@ pub(crate) fn measure_audio(
     });
     add_chain(&pipeline, &[filesrc, decodebin.clone()])?;
 
-    let meter = Arc::new(Mutex::new(LoudnessMeter::new(
-        usize::from(audio.channels),
-        audio.sample_rate,
-    )));
-    let caps = gst::Caps::builder("audio/x-raw")
-        .field("format", "F32LE")
-        .field("layout", "interleaved")
-        .field("channels", i32::from(audio.channels))
-        .field("rate", audio.sample_rate as i32)
-        .build();
-    let fed = meter.clone();
-    let appsink = make_appsink(
-        caps.clone(),
-        move |sample| {
-            let buffer = sample.buffer().ok_or_else(|| {
-                MediaError::new(MediaErrorCode::Internal, "loudness: sample without buffer")
-            })?;
-            let map = buffer.map_readable().map_err(|_| {
-                MediaError::new(MediaErrorCode::Internal, "loudness: cannot map a buffer")
-            })?;
-            let samples: Vec<f32> = map
-                .as_slice()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            fed.lock().unwrap_or_else(|p| p.into_inner()).push(&samples);
-            Ok(())
-        },
-        errors.clone(),
-    );
-    let chain = [
-        make("queue")?,
-        make("audioconvert")?,
-        make("audioresample")?,
-        capsfilter(caps)?,
-        appsink,
-    ];
-    add_chain(&pipeline, &chain)?;
-    let entry = Mutex::new(Some(chain[0].clone()));
+    let mut meters = Vec::with_capacity(layouts.len());
+    let mut branches = Vec::with_capacity(layouts.len());
+    for layout in layouts {
+        let meter = Arc::new(Mutex::new(LoudnessMeter::new(
+            usize::from(layout.channels),
+            layout.sample_rate,
+        )));
+        let chain = layout_branch(layout, meter.clone(), errors.clone())?;
+        add_chain(&pipeline, &chain)?;
+        branches.push(chain[0].clone());
+        meters.push(meter);
+    }
+    // One layout needs no tee; several share the decoded audio.
+    let first = if let [only] = branches.as_slice() {
+        only.clone()
+    } else {
+        let tee = make("tee")?;
+        pipeline
+            .add(&tee)
+            .map_err(|_| link_error("tee (loudness)"))?;
+        for branch in &branches {
+            tee.link(branch)
+                .map_err(|_| link_error("tee ! queue (loudness)"))?;
+        }
+        tee
+    };
+    let entry = Mutex::new(Some(first));
     let pad_errors = errors.clone();
     decodebin.connect_pad_added(move |dbin, pad| {
         let name = pad.name();
@@ -121,6 +120,51 @@ pub(crate) fn measure_audio(
     let result = run(&pipeline, duration_s, &|_| {}, cancel, &errors);
     let _ = pipeline.set_state(gst::State::Null);
     result?;
-    let measurement = meter.lock().unwrap_or_else(|p| p.into_inner()).finish();
-    Ok(measurement)
+    Ok(meters
+        .iter()
+        .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).finish())
+        .collect())
+}
+
+/// queue → audioconvert → audioresample → the layout's caps → a meter.
+fn layout_branch(
+    layout: &AudioLayout,
+    meter: Arc<Mutex<LoudnessMeter>>,
+    errors: Arc<FirstError>,
+) -> Result<Vec<gst::Element>, MediaError> {
+    let caps = gst::Caps::builder("audio/x-raw")
+        .field("format", "F32LE")
+        .field("layout", "interleaved")
+        .field("channels", i32::from(layout.channels))
+        .field("rate", layout.sample_rate as i32)
+        .build();
+    let appsink = make_appsink(
+        caps.clone(),
+        move |sample| {
+            let buffer = sample.buffer().ok_or_else(|| {
+                MediaError::new(MediaErrorCode::Internal, "loudness: sample without buffer")
+            })?;
+            let map = buffer.map_readable().map_err(|_| {
+                MediaError::new(MediaErrorCode::Internal, "loudness: cannot map a buffer")
+            })?;
+            let samples: Vec<f32> = map
+                .as_slice()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            meter
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&samples);
+            Ok(())
+        },
+        errors,
+    );
+    Ok(vec![
+        make("queue")?,
+        make("audioconvert")?,
+        make("audioresample")?,
+        capsfilter(caps)?,
+        appsink,
+    ])
 }

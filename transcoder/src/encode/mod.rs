@@ -52,6 +52,8 @@ mod keyframes;
 pub mod live;
 mod measure;
 mod part_mux;
+
+pub use measure::measure_audio;
 mod thumbnails;
 
 use std::path::{Path, PathBuf};
@@ -1617,7 +1619,8 @@ pub fn encode_scoped(
 }
 
 /// The loudness pass (see [`measure`]) and the gain it leads to, when the
-/// plan asks for one.
+/// plan asks for one; no pass when the plan already carries the
+/// measurement.
 fn measured_loudness(
     source: &Path,
     audio: &AudioRendition,
@@ -1627,7 +1630,12 @@ fn measured_loudness(
     let Some(plan) = &audio.loudness else {
         return Ok(None);
     };
-    let measured = measure::measure_audio(source, audio, duration_s, cancel)?;
+    let measured = match plan.measured {
+        Some(measured) => measured,
+        None => measure::measure_audio(source, &[audio.layout()], duration_s, cancel)?
+            .pop()
+            .ok_or_else(|| MediaError::new(MediaErrorCode::Internal, "loudness: no measurement"))?,
+    };
     let report = LoudnessReport::decide(measured, plan);
     tracing::info!(
         integrated_lufs = ?measured.integrated_lufs,
