@@ -71,6 +71,22 @@ async fn world_mailing(db: PgPool, addr: &str, dispatch: DispatchSettings) -> Wo
     w
 }
 
+/// A world whose dispatcher allows `per_hour` notices and
+/// `secret_per_hour` codes per recipient and hour.
+async fn world_limited(db: PgPool, per_hour: i64, secret_per_hour: i64) -> World {
+    let mut w = World::new(db).await;
+    let mut settings = w.settings();
+    settings.notify.dispatch = DispatchSettings {
+        rate: lectern_notify::RateLimits {
+            per_hour,
+            secret_per_hour,
+        },
+        ..DispatchSettings::default()
+    };
+    w.rebuild(None, settings);
+    w
+}
+
 /// An address no earlier run used (the maildir outlives test runs).
 fn fresh(name: &str) -> String {
     format!("{name}.{}@hospital.example.cn", Uuid::new_v4().simple())
@@ -713,16 +729,7 @@ async fn the_inbox_counts_unread_marks_read_and_answers_404_for_other_peoples_it
 
 #[sqlx::test(migrations = "../migrations")]
 async fn a_recipient_gets_at_most_its_hourly_share_and_codes_are_counted_apart(db: PgPool) {
-    let mut w = World::new(db).await;
-    let mut settings = w.settings();
-    settings.notify.dispatch = DispatchSettings {
-        rate: lectern_notify::RateLimits {
-            per_hour: 2,
-            secret_per_hour: 1,
-        },
-        ..DispatchSettings::default()
-    };
-    w.rebuild(None, settings);
+    let w = world_limited(db, 2, 1).await;
     let org = w.org("Medical Association").await;
     let email = "busy@med.example.org";
     let user = w.user(Some(org), email, Role::Learner).await;
@@ -855,16 +862,7 @@ async fn a_rejected_comments_author_reads_the_reason_in_an_email_from_the_smtp_s
 /// arbitrary ones.
 #[sqlx::test(migrations = "../migrations")]
 async fn a_second_code_arrives_after_the_first_it_replaced(db: PgPool) {
-    let mut w = World::new(db).await;
-    let mut settings = w.settings();
-    settings.notify.dispatch = DispatchSettings {
-        rate: lectern_notify::RateLimits {
-            per_hour: 10_000,
-            secret_per_hour: 10_000,
-        },
-        ..DispatchSettings::default()
-    };
-    w.rebuild(None, settings);
+    let w = world_limited(db, 10_000, 10_000).await;
     let org = w.org("Medical Association").await;
     let email = "reader@med.example.org";
     let user = w.user(Some(org), email, Role::Learner).await;

@@ -74,8 +74,19 @@ pub fn plan_title(
     profile: &LadderProfile,
 ) -> Result<LadderPlan, MediaError> {
     let plan = ladder::plan(info, profile)?;
+    Ok(adapted_to_content(source, info, profile, plan))
+}
+
+/// `plan` adapted to what the source holds, when the profile has content
+/// rules (the blocking part of [`plan_title`]).
+fn adapted_to_content(
+    source: &Path,
+    info: &MediaInfo,
+    profile: &LadderProfile,
+    plan: LadderPlan,
+) -> LadderPlan {
     if profile.content.is_none() {
-        return Ok(plan);
+        return plan;
     }
     match content::analyse(source, info) {
         Ok(analysis) => {
@@ -86,11 +97,11 @@ pub fn plan_title(
                 single_voice = analysis.single_voice,
                 "content analysed"
             );
-            Ok(ladder::adapt(plan, profile, analysis))
+            ladder::adapt(plan, profile, analysis)
         }
         Err(e) => {
             tracing::warn!(error = %e, "content analysis failed; the profile's ladder is used");
-            Ok(plan)
+            plan
         }
     }
 }
@@ -109,23 +120,25 @@ fn plan_and_measure_title(
     cancel: &CancelFlag,
 ) -> Result<LadderPlan, MediaError> {
     // Refusals (limits, nothing to play) come before any decoding.
-    let layouts = ladder::possible_audio_layouts(&ladder::plan(info, profile)?, profile);
+    let plan = ladder::plan(info, profile)?;
+    let layouts = ladder::possible_audio_layouts(&plan, profile);
     if layouts.is_empty() {
-        return plan_title(source, info, profile);
+        return Ok(adapted_to_content(source, info, profile, plan));
     }
     std::thread::scope(|scope| {
         let measuring =
             scope.spawn(|| encode::measure_audio(source, &layouts, info.duration_s, cancel));
-        let planned = plan_title(source, info, profile);
+        let mut plan = adapted_to_content(source, info, profile, plan);
         let measured = match measuring.join() {
             Ok(Ok(measured)) => measured,
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "loudness pass beside the analysis failed; the encode measures again");
+                if !cancel.is_cancelled() {
+                    tracing::warn!(error = %e, "loudness pass beside the analysis failed; the encode measures again");
+                }
                 Vec::new()
             }
             Err(_) => Vec::new(),
         };
-        let mut plan = planned?;
         if let Some(audio) = plan.audio.as_mut() {
             let layout = audio.layout();
             if let (Some(loudness), Some(found)) = (

@@ -52,9 +52,9 @@ mod keyframes;
 pub mod live;
 mod measure;
 mod part_mux;
+mod thumbnails;
 
 pub use measure::measure_audio;
-mod thumbnails;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
